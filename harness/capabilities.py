@@ -1,0 +1,141 @@
+"""What this machine offers: qdiscs, nftables, Soft-RoCE, KVM, pyverbs, torch, Ray, GPUs.
+
+Kernel features are probed for real inside a throwaway namespace (never on the machine's
+own interfaces): a qdisc counts as present only if the kernel accepted it.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import platform
+import socket
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from harness import sh
+
+QDISCS = ("netem", "tbf", "htb", "fq", "fq_codel", "red", "prio")
+NETLINK_RDMA = 20
+
+
+@dataclass
+class Capability:
+    name: str
+    present: bool
+    detail: str = ""
+
+
+@dataclass
+class Capabilities:
+    kernel: str
+    items: dict[str, Capability] = field(default_factory=dict)
+
+    def has(self, name: str) -> bool:
+        c = self.items.get(name)
+        return bool(c and c.present)
+
+    def to_dict(self) -> dict:
+        return {"kernel": self.kernel, "python": sys.version.split()[0],
+                "capabilities": {k: asdict(v) for k, v in self.items.items()}}
+
+
+def _probe_qdiscs() -> dict[str, Capability]:
+    from pyroute2 import NetNS, netns
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    name = f"mlprobe{os.getpid()}"
+    out: dict[str, Capability] = {}
+    netns.create(name)
+    try:
+        with NetNS(name) as ns:
+            ns.link("add", ifname="d0", kind="veth", peer={"ifname": "d1"})  # dummy may be absent
+            idx = ns.link_lookup(ifname="d0")[0]
+            ns.link("set", index=idx, state="up")
+            params = {"netem": {"delay": 1000}, "tbf": {"rate": "1mbit", "burst": 16384, "latency": "50ms"},
+                      "htb": {"default": 0}, "fq": {}, "fq_codel": {}, "prio": {},
+                      "red": {"limit": 400000, "min": 30000, "max": 90000, "avpkt": 1000, "bandwidth": "1mbit"}}
+            for kind in QDISCS:
+                try:
+                    ns.tc("add", kind, idx, 0x10000, **params[kind])
+                    out[kind] = Capability(f"qdisc:{kind}", True, "accepted by the kernel")
+                    ns.tc("del", index=idx, handle=0x10000, root=True)
+                except NetlinkError as exc:
+                    absent = exc.code in (2, 22) and "unknown" in str(exc).lower() or exc.code == 2
+                    out[kind] = Capability(f"qdisc:{kind}", False,
+                                           "kernel lacks sch_" + kind if absent else f"rejected: {exc}")
+                except Exception as exc:  # pyroute2 encoders raise plain errors on odd params
+                    out[kind] = Capability(f"qdisc:{kind}", False, f"probe failed: {exc}")
+        try:
+            sh.nft("add table inet mlprobe\nadd chain inet mlprobe c { type filter hook postrouting priority 0; }\n"
+                   "add rule inet mlprobe c numgen random mod 100 < 1 drop\n", netns=name)
+            out["nft"] = Capability("nft", True, "numgen random drop accepted")
+        except Exception as exc:
+            out["nft"] = Capability("nft", False, str(exc))
+    finally:
+        netns.remove(name)
+    return out
+
+
+def _probe_rxe() -> Capability:
+    try:
+        s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_RDMA)
+        s.close()
+    except OSError as exc:
+        return Capability("rxe", False, f"no RDMA netlink ({exc.strerror}); rdma_rxe unavailable on this kernel")
+    mod = Path("/sys/module/rdma_rxe")
+    if mod.exists():
+        return Capability("rxe", True, "rdma_rxe loaded")
+    rel = platform.release()
+    found = list(Path(f"/lib/modules/{rel}").rglob("rdma_rxe.ko*")) if Path(f"/lib/modules/{rel}").exists() else []
+    return Capability("rxe", bool(found), "rdma_rxe module available" if found else "RDMA netlink, but no rdma_rxe module")
+
+
+def _probe_kvm() -> Capability:
+    dev = Path("/dev/kvm")
+    if not dev.exists():
+        return Capability("kvm", False, "no /dev/kvm")
+    if not os.access(dev, os.R_OK | os.W_OK):
+        return Capability("kvm", False, "/dev/kvm not accessible")
+    # A PVM-only /dev/kvm opens fine but cannot run a stock kernel: only a boot proves it
+    # (the vm backend does that). Here we report what the CPU flags say.
+    flags = Path("/proc/cpuinfo").read_text()
+    hw = " vmx " in flags or " svm " in flags
+    detail = ("/dev/kvm present, CPU has VMX/SVM" if hw else
+              "/dev/kvm present but the CPU exposes no VMX/SVM (paravirtual KVM, e.g. PVM): use TCG")
+    return Capability("kvm", hw, detail)
+
+
+def _module(name: str, import_name: str | None = None) -> Capability:
+    spec = importlib.util.find_spec(import_name or name)
+    if spec is None:
+        return Capability(name, False, "not importable")
+    try:
+        from importlib.metadata import version
+        return Capability(name, True, version(name))
+    except Exception:
+        return Capability(name, True, spec.origin or "")
+
+
+def _gpus() -> Capability:
+    devs = sorted(str(p) for p in Path("/dev").glob("nvidia[0-9]*"))
+    return Capability("gpus", bool(devs), f"{len(devs)} NVIDIA device(s)" if devs else "none")
+
+
+@functools.lru_cache(maxsize=1)
+def probe() -> Capabilities:
+    caps = Capabilities(kernel=platform.release())
+    for kind, cap in _probe_qdiscs().items():
+        caps.items[kind] = cap
+    caps.items["rxe"] = _probe_rxe()
+    caps.items["kvm"] = _probe_kvm()
+    caps.items["qemu"] = Capability("qemu", sh.which("qemu-system-x86_64") is not None,
+                                    sh.which("qemu-system-x86_64") or "qemu-system-x86_64 not installed")
+    caps.items["pyverbs"] = _module("pyverbs")
+    caps.items["torch"] = _module("torch")
+    caps.items["ray"] = _module("ray")
+    caps.items["scapy"] = _module("scapy")
+    caps.items["gpus"] = _gpus()
+    return caps

@@ -1,0 +1,40 @@
+"""Errors the CLI turns into a clear message and an exit code."""
+
+from __future__ import annotations
+
+EXIT_SPEC = 2      # bad input: nothing was applied
+EXIT_LAB = 3       # the lab could not be built or run (it was rolled back)
+EXIT_CAPABILITY = 4  # this machine lacks what the request needs
+
+
+class MetrolabError(Exception):
+    exit_code = 1
+
+
+class SpecError(MetrolabError):
+    """Bad input, located: file, field path and the offending value."""
+
+    exit_code = EXIT_SPEC
+
+    def __init__(self, file: str, path: str, value: object, message: str):
+        self.file, self.path, self.value, self.message = file, path, value, message
+        where = f"{file}: {path}" if path else file
+        super().__init__(f"{where}: {message} (value: {value!r})")
+
+
+class SpecErrors(MetrolabError):
+    """Several located errors at once, so a user fixes a file in one pass."""
+
+    exit_code = EXIT_SPEC
+
+    def __init__(self, errors: list[SpecError]):
+        self.errors = errors
+        super().__init__("\n".join(str(e) for e in errors))
+
+
+class LabError(MetrolabError):
+    exit_code = EXIT_LAB
+
+
+class CapabilityError(MetrolabError):
+    exit_code = EXIT_CAPABILITY

@@ -1,0 +1,304 @@
+"""The netns backend: every host and switch a namespace, every link a veth pair, built with
+pyroute2 and journalled so that a killed run can be cleaned."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import asdict
+from typing import Any
+
+from pyroute2 import NetNS, netns
+from pyroute2.netlink.exceptions import NetlinkError
+
+from harness import capabilities
+from harness.errors import LabError, MetrolabError
+from harness.lab.base import Lab
+from harness.lab.nsctx import NETNS_RUN_DIR, pids_in_netns, write_sysctl
+from harness.lab.state import LabState, new_lab_id
+from harness.spec.resolve import Topology
+from netem.profile import Impairment
+from netem.shaper import Applied, Shaper
+
+IFA_F_NODAD = 0x02
+AF_INET, AF_INET6 = 2, 10
+RTNH_F_ONLINK = 4
+
+
+class Interrupted(BaseException):
+    """SIGTERM turned into an exception, so teardown runs as for Ctrl-C."""
+
+
+@contextmanager
+def teardown_on_signals():
+    """Make SIGTERM (and SIGHUP) unwind like Ctrl-C while the block runs."""
+    owner = os.getpid()
+
+    def handler(signum, _frame):
+        if os.getpid() != owner:  # a helper pyroute2 forked: die as the signal says
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Interrupted(f"signal {signum}")
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def remove_namespace(name: str) -> None:
+    """Stop every process left inside `name`, then delete it (its veths go with it)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = pids_in_netns(name)
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 2
+        while pids and time.monotonic() < deadline and pids_in_netns(name):
+            time.sleep(0.05)
+    if (NETNS_RUN_DIR / name).exists():
+        netns.remove(name)
+
+
+class NetnsLab(Lab):
+    backend = "netns"
+
+    def __init__(self, topology: Topology, lab_id: str | None = None, strict: bool = True,
+                 state: LabState | None = None):
+        super().__init__(topology, lab_id or (state.lab_id if state else new_lab_id()))
+        self.strict = strict
+        self._handles: dict[str, NetNS] = {}
+        self.applied: dict[str, list[dict]] = {}
+        self.state = state
+
+    # -- names ---------------------------------------------------------------------------
+    def ns(self, node: str) -> str:
+        return f"{self.lab_id}-{node}"
+
+    def handle(self, node: str) -> NetNS:
+        h = self._handles.get(node)
+        if h is None:
+            h = self._handles[node] = NetNS(self.ns(node))
+        return h
+
+    # -- build ---------------------------------------------------------------------------
+    def up(self) -> None:
+        topo = self.topology
+        caps = capabilities.probe()
+        self.state = LabState(self.lab_id, self.backend, topo.source, topo.digest,
+                              extra={"topology": topo.spec.model_dump(mode="json"), "strict": self.strict})
+        self.state.save()
+        try:
+            with teardown_on_signals():
+                self._check_impairments(caps)
+                for node in topo.nodes.values():
+                    self._create_node(node.name, node.is_switch)
+                for link in topo.links:
+                    self._create_link(link.name)
+                for node in topo.nodes:
+                    self._address_node(node)
+                for route in self.plan.routes:
+                    self._add_route(route)
+                for link in topo.links:
+                    self.impair(link.name, link.impairment(topo.group_index), self.strict, caps)
+                self.state.status = "up"
+                self.state.extra["applied"] = self.applied
+                self.state.save()
+        except BaseException:
+            if os.getpid() == self.state.pid:  # never from a forked helper
+                self.down()
+            raise
+
+    def _check_impairments(self, caps) -> None:
+        """Refuse before building anything if an impairment cannot be applied here."""
+        if not self.strict:
+            return
+        shaper = Shaper(None, "", caps.has("netem"), caps.has("nft"))
+        for link in self.topology.links:
+            imp = link.impairment(self.topology.group_index)
+            missing = shaper.check(imp, link.name)
+            if missing:
+                from harness.errors import CapabilityError
+                raise CapabilityError(
+                    f"link {link.name}: this kernel ({caps.kernel}) lacks sch_netem, so it cannot apply "
+                    f"{', '.join(missing)}; use the vm backend (--backend vm) or --best-effort to skip them")
+
+    def _create_node(self, node: str, is_switch: bool) -> None:
+        name = self.ns(node)
+        self.state.record_namespace(name)  # journal first: a kill after this line is cleanable
+        netns.create(name)
+        # new interfaces must not wait for IPv6 DAD; switches forward; ECMP paths are asymmetric
+        settings = {"net.ipv6.conf.default.accept_dad": 0, "net.ipv6.conf.all.accept_dad": 0,
+                    "net.ipv4.conf.all.rp_filter": 0, "net.ipv4.conf.default.rp_filter": 0}
+        if is_switch:
+            settings |= {"net.ipv4.ip_forward": 1, "net.ipv6.conf.all.forwarding": 1,
+                         "net.ipv4.fib_multipath_hash_policy": 1, "net.ipv6.fib_multipath_hash_policy": 1}
+        for key, value in settings.items():
+            write_sysctl(name, key, value)
+        h = self.handle(node)
+        h.link("set", index=h.link_lookup(ifname="lo")[0], state="up")
+
+    def _create_link(self, link_name: str) -> None:
+        a, b = self.plan.ends(link_name)
+        link = next(x for x in self.topology.links if x.name == link_name)
+        ha = self.handle(a.node)
+        ha.link("add", ifname=a.ifname, kind="veth", mtu=link.props.mtu,
+                peer={"ifname": b.ifname, "net_ns_fd": self.ns(b.node), "mtu": link.props.mtu})
+
+    def _address_node(self, node: str) -> None:
+        h = self.handle(node)
+        me = self.topology.nodes[node]
+        for iface in self.plan.ifaces_of(node):
+            idx = h.link_lookup(ifname=iface.ifname)[0]
+            peer = self.topology.nodes[iface.peer_node]
+            h.addr("add", index=idx, local=str(me.address), address=str(peer.address), prefixlen=32)
+            if me.address6 is not None:
+                h.addr("add", index=idx, local=str(me.address6), address=str(peer.address6), prefixlen=128,
+                       flags=IFA_F_NODAD)
+            h.link("set", index=idx, state="up")
+            if me.address6 is not None:
+                h.addr("add", index=idx, address=iface.ll6, prefixlen=64, flags=IFA_F_NODAD)
+
+    def _add_route(self, route) -> None:
+        h = self.handle(route.node)
+        family = AF_INET if route.family == 4 else AF_INET6
+        # IPv4: onlink, the gateway is the peer of a point-to-point address; IPv6 has explicit peer routes
+        flags = RTNH_F_ONLINK if route.family == 4 else 0
+        hops = [{"gateway": nh.gateway, "oif": h.link_lookup(ifname=nh.ifname)[0], "flags": flags}
+                for nh in route.nexthops]
+        kw: dict[str, Any] = {"dst": route.dst, "family": family}
+        if len(hops) == 1:
+            kw |= hops[0]
+        else:
+            kw["multipath"] = hops
+        try:
+            h.route("add", **kw)
+        except NetlinkError as exc:
+            raise LabError(f"route {route.dst} on {route.node} via "
+                           f"{', '.join(f'{n.gateway} dev {n.ifname}' for n in route.nexthops)}: {exc}") from exc
+
+    # -- impairment ----------------------------------------------------------------------
+    def shaper(self, node: str, caps=None) -> Shaper:
+        caps = caps or capabilities.probe()
+        return Shaper(self.handle(node), self.ns(node), caps.has("netem"), caps.has("nft"))
+
+    def impair(self, link: str, imp: Impairment, strict: bool = True, caps=None) -> None:
+        out: list[Applied] = []
+        for end in self.plan.ends(link):
+            out.append(self.shaper(end.node, caps).apply(end.ifname, imp, strict, where=f"link {link}"))
+        self.applied[link] = [asdict(a) | {"node": e.node} for a, e in zip(out, self.plan.ends(link))]
+        if self.state is not None and self.state.status == "up":
+            self.state.extra["applied"] = self.applied
+            self.state.save()
+
+    # -- teardown ------------------------------------------------------------------------
+    def close_handles(self) -> None:
+        for h in self._handles.values():
+            try:
+                h.close()
+            except Exception:
+                pass
+        self._handles.clear()
+
+    def down(self) -> None:
+        self.close_handles()
+        names = list(self.state.namespaces) if self.state else [self.ns(n) for n in self.topology.nodes]
+        errors = []
+        with _ignore_signals():
+            for name in reversed(names):
+                try:
+                    remove_namespace(name)
+                except Exception as exc:  # keep removing the rest
+                    errors.append(f"{name}: {exc}")
+            if self.state is not None:
+                if errors:
+                    self.state.status = "down-failed"
+                    self.state.save()
+                else:
+                    self.state.remove()
+        if errors:
+            raise LabError("teardown left namespaces behind: " + "; ".join(errors))
+
+    # -- read back -----------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        nodes, links = [], []
+        for node in self.topology.nodes.values():
+            h = self.handle(node.name)
+            ifaces = []
+            for iface in self.plan.ifaces_of(node.name):
+                found = h.link_lookup(ifname=iface.ifname)
+                if not found:
+                    ifaces.append({"ifname": iface.ifname, "present": False})
+                    continue
+                idx = found[0]
+                addrs = [f"{a.get('IFA_LOCAL') or a.get('IFA_ADDRESS')}/{a['prefixlen']}"
+                         for a in h.get_addr(index=idx) if a.get("IFA_LOCAL") or a["family"] == AF_INET6
+                         and not str(a.get("IFA_ADDRESS", "")).startswith("fe80")]
+                qdiscs = [q.get_attr("TCA_KIND") for q in h.get_qdiscs(index=idx)]
+                link = h.get_links(idx)[0]
+                ifaces.append({"ifname": iface.ifname, "link": iface.link, "peer": iface.peer_node,
+                               "addresses": addrs, "qdiscs": qdiscs, "state": link.get("IFLA_OPERSTATE"),
+                               "mtu": link.get("IFLA_MTU")})
+            routes = len(h.get_routes(family=AF_INET, table=254)) + len(h.get_routes(family=AF_INET6, table=254))
+            nodes.append({"node": node.name, "kind": node.kind, "site": node.site, "role": node.role,
+                          "namespace": self.ns(node.name), "address": str(node.address),
+                          "address6": str(node.address6) if node.address6 else None,
+                          "interfaces": ifaces, "routes": routes})
+        for link in self.topology.links:
+            a, b = self.plan.ends(link.name)
+            imp = link.impairment(self.topology.group_index)
+            links.append({"link": link.name, "a": f"{a.node}:{a.ifname}", "b": f"{b.node}:{b.ifname}",
+                          "rate_bps": imp.rate_bps, "delay_ms": imp.delay_s * 1e3,
+                          "loss": imp.loss.mean_loss if imp.loss else 0.0, "distance_km": link.props.distance_km,
+                          "applied": self.applied.get(link.name, [])})
+        return {"lab": self.lab_id, "backend": self.backend, "topology": self.topology.name,
+                "source": self.topology.source, "nodes": nodes, "links": links}
+
+
+@contextmanager
+def _ignore_signals():
+    """Teardown must finish: hold off SIGINT/SIGTERM while namespaces are removed."""
+    old = {}
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        try:
+            old[s] = signal.signal(s, signal.SIG_IGN)
+        except ValueError:  # not the main thread
+            pass
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def attach(state: LabState) -> NetnsLab:
+    """A handle on a lab built by another process, from its journal."""
+    from harness.spec.loader import topology_from_data
+    topo = topology_from_data(state.extra["topology"], state.topology)
+    lab = NetnsLab(topo, state=state, strict=state.extra.get("strict", True))
+    lab.applied = state.extra.get("applied", {})
+    return lab
+
+
+def clean(states: list[LabState]) -> list[str]:
+    """Remove every namespace the given journals recorded; return what was removed."""
+    removed = []
+    for st in states:
+        for name in reversed(st.namespaces):
+            if (NETNS_RUN_DIR / name).exists():
+                remove_namespace(name)
+                removed.append(name)
+        st.remove()
+    # namespaces of a journal that was itself lost: our prefix pattern, no live owner
+    return removed
+
+
+def live_lab_error(st: LabState) -> MetrolabError:
+    return LabError(f"lab {st.lab_id} is still being built by PID {st.pid}; stop it first")

@@ -1,0 +1,71 @@
+"""Enter a named network namespace in the current thread, and come back.
+
+setns(2) acts on the calling thread only, so sockets made inside the block belong to that
+namespace and keep it after the block: the lab creates probe sockets this way in-process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+NETNS_RUN_DIR = Path("/run/netns")
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+@contextmanager
+def in_netns(name: str):
+    """Run the block inside /run/netns/<name> (current thread only)."""
+    target = os.open(NETNS_RUN_DIR / name, os.O_RDONLY | os.O_CLOEXEC)
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _setns(target)
+        try:
+            yield
+        finally:
+            _setns(home)
+    finally:
+        os.close(target)
+        os.close(home)
+
+
+def write_sysctl(ns: str, key: str, value: str | int) -> None:
+    """Set a net.* sysctl inside namespace `ns` (/proc/sys/net resolves per thread)."""
+    with in_netns(ns):
+        Path("/proc/sys", *key.split(".")).write_text(str(value))
+
+
+def read_sysctl(ns: str, key: str) -> str:
+    with in_netns(ns):
+        return Path("/proc/sys", *key.split(".")).read_text().strip()
+
+
+def netns_inode(name: str) -> int:
+    return os.stat(NETNS_RUN_DIR / name).st_ino
+
+
+def pids_in_netns(name: str) -> list[int]:
+    """PIDs whose network namespace is `name` (to stop them before the namespace goes)."""
+    try:
+        ino = netns_inode(name)
+    except FileNotFoundError:
+        return []
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if os.stat(entry / "ns" / "net").st_ino == ino:
+                out.append(int(entry.name))
+        except OSError:
+            continue
+    return out

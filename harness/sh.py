@@ -1,0 +1,57 @@
+"""The one place metrolab runs external programs: nft, tc (only for netem features pyroute2
+cannot encode), rdma, qemu. Everything else goes through libraries."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+from harness.errors import CapabilityError, LabError
+from harness.lab.nsctx import NETNS_RUN_DIR
+
+
+@dataclass
+class Result:
+    args: list[str]
+    rc: int
+    stdout: str
+    stderr: str
+
+
+def which(tool: str) -> str | None:
+    return shutil.which(tool) or next((p for p in (f"/usr/sbin/{tool}", f"/sbin/{tool}") if shutil.os.path.exists(p)), None)
+
+
+def run(args: list[str], *, netns: str | None = None, input: str | None = None, check: bool = True,
+        timeout: float = 30) -> Result:
+    """Run `args` (inside namespace `netns` if given) and return its output.
+
+    A missing program is a CapabilityError; a failure with check=True a LabError that
+    carries the command and what it printed.
+    """
+    exe = which(args[0])
+    if exe is None:
+        raise CapabilityError(f"'{args[0]}' is not installed (run the README's install command)")
+    full = [exe, *args[1:]]
+    if netns is not None:
+        full = [which("nsenter") or "nsenter", f"--net={NETNS_RUN_DIR / netns}", "--", *full]
+    proc = subprocess.run(full, input=input, capture_output=True, text=True, timeout=timeout)
+    res = Result(full, proc.returncode, proc.stdout, proc.stderr)
+    if check and proc.returncode != 0:
+        where = f" in namespace {netns}" if netns else ""
+        raise LabError(f"{' '.join(args)}{where} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
+    return res
+
+
+def nft(script: str, netns: str | None = None, check: bool = True) -> Result:
+    """Apply an nft script atomically (one transaction) in a namespace."""
+    return run(["nft", "-f", "-"], netns=netns, input=script, check=check)
+
+
+def nft_json(command: str, netns: str | None = None) -> Result:
+    return run(["nft", "-j", *command.split()], netns=netns, check=False)
+
+
+def tc(args: list[str], netns: str | None = None, check: bool = True) -> Result:
+    return run(["tc", *args], netns=netns, check=check)

@@ -1,0 +1,1 @@
+"""Specs: YAML in, validated typed models out."""

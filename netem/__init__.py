@@ -1,0 +1,1 @@
+"""Link impairment: pure delay/BDP/queue models, impairment profiles, and the shaper."""

@@ -1,0 +1,161 @@
+"""Apply an Impairment to one interface inside a lab namespace, and take it off again.
+
+Where the kernel has sch_netem, one netem root qdisc carries delay, jitter, loss, duplication,
+reordering, rate and a BDP-sized limit. Where it does not, TBF carries the rate and an
+nftables `numgen random` rule carries random loss; what only netem can do is refused
+(strict) or reported as skipped. Applying a profile replaces the previous one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from harness import sh
+from harness.errors import CapabilityError, LabError
+from netem.models import tbf_burst_bytes
+from netem.profile import Impairment
+
+NFT_SCALE = 100_000_000  # numgen modulus: loss resolution 1e-8
+ROOT = 0x10000
+
+
+@dataclass
+class Applied:
+    """What the shaper put on an interface, for status and results."""
+
+    ifname: str
+    qdisc: str | None = None          # netem | tbf | None
+    nft_loss: float | None = None
+    skipped: list[str] = field(default_factory=list)
+    params: dict = field(default_factory=dict)
+
+
+def _nft_table(ifname: str) -> str:
+    return f"ml_loss_{ifname}"
+
+
+def nft_loss_script(ifname: str, p: float) -> str:
+    """Replace-or-create the loss table of `ifname` in one nft transaction."""
+    t = _nft_table(ifname)
+    threshold = round(p * NFT_SCALE)
+    return (f"add table inet {t}\ndelete table inet {t}\nadd table inet {t}\n"
+            f"add chain inet {t} egress {{ type filter hook postrouting priority 0; policy accept; }}\n"
+            f'add rule inet {t} egress oifname "{ifname}" numgen random mod {NFT_SCALE} < {threshold} counter drop\n')
+
+
+def nft_loss_drops(ns: str, ifname: str) -> int | None:
+    """Packets the nft loss rule of `ifname` dropped so far (None if no rule)."""
+    import json
+    res = sh.nft_json(f"list table inet {_nft_table(ifname)}", netns=ns)
+    if res.rc != 0:
+        return None
+    for item in json.loads(res.stdout).get("nftables", []):
+        rule = item.get("rule")
+        if rule:
+            for expr in rule.get("expr", []):
+                if "counter" in expr:
+                    return int(expr["counter"]["packets"])
+    return None
+
+
+class Shaper:
+    """Shapes interfaces of one namespace. `ipr` is a pyroute2 NetNS handle for `ns`."""
+
+    def __init__(self, ipr, ns: str, has_netem: bool, has_nft: bool):
+        self.ipr, self.ns, self.has_netem, self.has_nft = ipr, ns, has_netem, has_nft
+
+    def _index(self, ifname: str) -> int:
+        found = self.ipr.link_lookup(ifname=ifname)
+        if not found:
+            raise LabError(f"interface {ifname} not found in namespace {self.ns}")
+        return found[0]
+
+    def clear(self, ifname: str) -> None:
+        idx = self._index(ifname)
+        try:
+            self.ipr.tc("del", index=idx, handle=ROOT, root=True)
+        except NetlinkError as exc:
+            if exc.code not in (2, 22):  # no root qdisc of ours: nothing to clear
+                raise
+        if self.has_nft:
+            t = _nft_table(ifname)
+            sh.nft(f"add table inet {t}\ndelete table inet {t}\n", netns=self.ns)
+
+    def check(self, imp: Impairment, where: str) -> list[str]:
+        """What of `imp` this namespace cannot apply; raises nothing."""
+        missing = []
+        if not self.has_netem:
+            missing += imp.netem_only()
+            if imp.has_loss and imp.loss.kind == "random" and not imp.loss.correlation and not self.has_nft:
+                missing.append("random loss (needs netem or nftables)")
+        return missing
+
+    def apply(self, ifname: str, imp: Impairment, strict: bool = True, where: str = "") -> Applied:
+        missing = self.check(imp, where)
+        if missing and strict:
+            raise CapabilityError(
+                f"{where or ifname}: this kernel lacks sch_netem, so it cannot apply {', '.join(missing)}; "
+                "run on the vm backend (--backend vm) or pass --best-effort to skip them")
+        self.clear(ifname)
+        out = Applied(ifname, skipped=missing)
+        if imp.is_empty:
+            return out
+        idx = self._index(ifname)
+        if self.has_netem:
+            self._apply_netem(idx, ifname, imp, out)
+            return out
+        if imp.rate_bps:
+            burst = tbf_burst_bytes(imp.rate_bps)
+            limit = imp.queue_bytes or max(burst, int(imp.rate_bps / 8 * 0.05))  # 50 ms of buffer by default
+            self.ipr.tc("add", "tbf", idx, ROOT, rate=int(imp.rate_bps / 8), burst=burst, limit=limit)
+            out.qdisc, out.params = "tbf", {"rate_bps": imp.rate_bps, "burst": burst, "limit": limit}
+        if imp.has_loss and "random loss (needs netem or nftables)" not in missing and imp.loss.kind == "random":
+            sh.nft(nft_loss_script(ifname, imp.loss.p), netns=self.ns)
+            out.nft_loss = imp.loss.p
+        return out
+
+    def _apply_netem(self, idx: int, ifname: str, imp: Impairment, out: Applied) -> None:
+        loss = imp.loss
+        needs_tc = (loss is not None and loss.kind == "gilbert-elliott") or (
+            imp.jitter_s and imp.jitter_distribution != "uniform")
+        limit = imp.limit_packets or 10000
+        if needs_tc:
+            # pyroute2 cannot encode netem's loss models or delay distributions: tc can.
+            args = ["qdisc", "replace", "dev", ifname, "root", "handle", "1:", "netem", "limit", str(limit),
+                    "delay", f"{imp.delay_s * 1e6:.0f}us"]
+            if imp.jitter_s:
+                args += [f"{imp.jitter_s * 1e6:.0f}us"]
+                if imp.jitter_distribution != "uniform":
+                    args += ["distribution", imp.jitter_distribution]
+            if loss is not None and loss.kind == "gilbert-elliott":
+                args += ["loss", "gemodel", f"{loss.p * 100:g}%", f"{loss.r * 100:g}%",
+                         f"{(1 - loss.h) * 100:g}%", f"{(1 - loss.k) * 100:g}%"]
+            elif loss is not None and loss.p:
+                args += ["loss", "random", f"{loss.p * 100:g}%"]
+            if imp.duplicate:
+                args += ["duplicate", f"{imp.duplicate * 100:g}%"]
+            if imp.reorder:
+                args += ["reorder", f"{imp.reorder * 100:g}%"]
+            if imp.rate_bps:
+                args += ["rate", f"{int(imp.rate_bps)}bit"]
+            sh.tc(args, netns=self.ns)
+        else:
+            kw = {"delay": int(imp.delay_s * 1e6), "limit": limit}
+            if imp.jitter_s:
+                kw["jitter"] = int(imp.jitter_s * 1e6)
+            if loss is not None and loss.p:
+                kw["loss"] = loss.p * 100
+                if loss.correlation:
+                    kw["loss_corr"] = loss.correlation * 100
+            if imp.duplicate:
+                kw["duplicate"] = imp.duplicate * 100
+            if imp.reorder:
+                kw["prob_reorder"] = imp.reorder * 100
+            if imp.rate_bps:
+                kw["rate"] = int(imp.rate_bps / 8)
+            self.ipr.tc("add", "netem", idx, ROOT, **kw)
+        out.qdisc = "netem"
+        out.params = {"delay_s": imp.delay_s, "jitter_s": imp.jitter_s, "limit": limit,
+                      "loss": loss.mean_loss if loss else 0.0, "rate_bps": imp.rate_bps}
