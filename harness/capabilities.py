@@ -69,8 +69,8 @@ def _probe_qdiscs() -> dict[str, Capability]:
                 except Exception as exc:  # pyroute2 encoders raise plain errors on odd params
                     out[kind] = Capability(f"qdisc:{kind}", False, f"probe failed: {exc}")
         try:
-            sh.nft("add table inet mlprobe\nadd chain inet mlprobe c { type filter hook postrouting priority 0; }\n"
-                   "add rule inet mlprobe c numgen random mod 100 < 1 drop\n", netns=name)
+            from netem.shaper import nft_loss_script
+            sh.nft(nft_loss_script("d1", 0.01), netns=name)
             out["nft"] = Capability("nft", True, "numgen random drop accepted")
         except Exception as exc:
             out["nft"] = Capability("nft", False, str(exc))

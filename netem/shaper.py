@@ -4,6 +4,10 @@ Where the kernel has sch_netem, one netem root qdisc carries delay, jitter, loss
 reordering, rate and a BDP-sized limit. Where it does not, TBF carries the rate and an
 nftables `numgen random` rule carries random loss; what only netem can do is refused
 (strict) or reported as skipped. Applying a profile replaces the previous one.
+
+The nft loss rule sits on the *peer's ingress* (netdev hook): a packet lost on the wire
+vanishes without telling the sender, whereas a drop on the sender's own output path would
+return EPERM to its socket.
 """
 
 from __future__ import annotations
@@ -37,18 +41,23 @@ def _nft_table(ifname: str) -> str:
 
 
 def nft_loss_script(ifname: str, p: float) -> str:
-    """Replace-or-create the loss table of `ifname` in one nft transaction."""
+    """Replace-or-create the ingress loss table of `ifname` in one nft transaction."""
     t = _nft_table(ifname)
     threshold = round(p * NFT_SCALE)
-    return (f"add table inet {t}\ndelete table inet {t}\nadd table inet {t}\n"
-            f"add chain inet {t} egress {{ type filter hook postrouting priority 0; policy accept; }}\n"
-            f'add rule inet {t} egress oifname "{ifname}" numgen random mod {NFT_SCALE} < {threshold} counter drop\n')
+    return (f"add table netdev {t}\ndelete table netdev {t}\nadd table netdev {t}\n"
+            f'add chain netdev {t} ingress {{ type filter hook ingress device "{ifname}" priority 0; policy accept; }}\n'
+            f"add rule netdev {t} ingress numgen random mod {NFT_SCALE} < {threshold} counter drop\n")
+
+
+def nft_loss_clear_script(ifname: str) -> str:
+    t = _nft_table(ifname)
+    return f"add table netdev {t}\ndelete table netdev {t}\n"
 
 
 def nft_loss_drops(ns: str, ifname: str) -> int | None:
-    """Packets the nft loss rule of `ifname` dropped so far (None if no rule)."""
+    """Packets the loss rule on `ifname`'s ingress dropped so far (None if no rule)."""
     import json
-    res = sh.nft_json(f"list table inet {_nft_table(ifname)}", netns=ns)
+    res = sh.nft_json(f"list table netdev {_nft_table(ifname)}", netns=ns)
     if res.rc != 0:
         return None
     for item in json.loads(res.stdout).get("nftables", []):
@@ -61,7 +70,10 @@ def nft_loss_drops(ns: str, ifname: str) -> int | None:
 
 
 class Shaper:
-    """Shapes interfaces of one namespace. `ipr` is a pyroute2 NetNS handle for `ns`."""
+    """Shapes the egress of interfaces of one namespace. `ipr` is a pyroute2 NetNS handle for `ns`.
+
+    `peer` = (namespace, ifname) of the other end of the wire, where nft loss is applied.
+    """
 
     def __init__(self, ipr, ns: str, has_netem: bool, has_nft: bool):
         self.ipr, self.ns, self.has_netem, self.has_nft = ipr, ns, has_netem, has_nft
@@ -72,16 +84,15 @@ class Shaper:
             raise LabError(f"interface {ifname} not found in namespace {self.ns}")
         return found[0]
 
-    def clear(self, ifname: str) -> None:
+    def clear(self, ifname: str, peer: tuple[str, str] | None = None) -> None:
         idx = self._index(ifname)
         try:
             self.ipr.tc("del", index=idx, handle=ROOT, root=True)
         except NetlinkError as exc:
             if exc.code not in (2, 22):  # no root qdisc of ours: nothing to clear
                 raise
-        if self.has_nft:
-            t = _nft_table(ifname)
-            sh.nft(f"add table inet {t}\ndelete table inet {t}\n", netns=self.ns)
+        if self.has_nft and peer is not None:
+            sh.nft(nft_loss_clear_script(peer[1]), netns=peer[0])
 
     def check(self, imp: Impairment, where: str) -> list[str]:
         """What of `imp` this namespace cannot apply; raises nothing."""
@@ -92,13 +103,14 @@ class Shaper:
                 missing.append("random loss (needs netem or nftables)")
         return missing
 
-    def apply(self, ifname: str, imp: Impairment, strict: bool = True, where: str = "") -> Applied:
+    def apply(self, ifname: str, imp: Impairment, strict: bool = True, where: str = "",
+              peer: tuple[str, str] | None = None) -> Applied:
         missing = self.check(imp, where)
         if missing and strict:
             raise CapabilityError(
                 f"{where or ifname}: this kernel lacks sch_netem, so it cannot apply {', '.join(missing)}; "
                 "run on the vm backend (--backend vm) or pass --best-effort to skip them")
-        self.clear(ifname)
+        self.clear(ifname, peer)
         out = Applied(ifname, skipped=missing)
         if imp.is_empty:
             return out
@@ -112,7 +124,9 @@ class Shaper:
             self.ipr.tc("add", "tbf", idx, ROOT, rate=int(imp.rate_bps / 8), burst=burst, limit=limit)
             out.qdisc, out.params = "tbf", {"rate_bps": imp.rate_bps, "burst": burst, "limit": limit}
         if imp.has_loss and "random loss (needs netem or nftables)" not in missing and imp.loss.kind == "random":
-            sh.nft(nft_loss_script(ifname, imp.loss.p), netns=self.ns)
+            if peer is None:
+                raise LabError(f"{where or ifname}: nft loss needs the peer interface of {ifname}")
+            sh.nft(nft_loss_script(peer[1], imp.loss.p), netns=peer[0])
             out.nft_loss = imp.loss.p
         return out
 

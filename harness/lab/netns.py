@@ -31,24 +31,50 @@ class Interrupted(BaseException):
     """SIGTERM turned into an exception, so teardown runs as for Ctrl-C."""
 
 
-@contextmanager
-def teardown_on_signals():
-    """Make SIGTERM (and SIGHUP) unwind like Ctrl-C while the block runs."""
-    owner = os.getpid()
+class SignalGuard:
+    """Turn SIGINT/SIGTERM/SIGHUP into an `Interrupted` raised at the build's next checkpoint.
 
-    def handler(signum, _frame):
-        if os.getpid() != owner:  # a helper pyroute2 forked: die as the signal says
+    Raising straight from the handler is not safe: it can land inside pyroute2's asyncio loop,
+    which swallows it, and the build would go on as if nothing happened.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self):
+        self.owner = os.getpid()
+        self.received: int | None = None
+        self._old = {}
+
+    def _handler(self, signum, _frame):
+        if os.getpid() != self.owner:  # a helper pyroute2 forked: die as the signal says
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
-        raise Interrupted(f"signal {signum}")
+        self.received = signum
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    def check(self) -> None:
+        if self.received is not None:
+            raise Interrupted(f"interrupted by signal {self.received}")
+
+    def __enter__(self) -> "SignalGuard":
+        self._old = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+@contextmanager
+def signals_deferred():
+    """Hold SIGINT/SIGTERM/SIGHUP until the block is done: pyroute2 creates a namespace in a
+    forked helper, and an interrupt that lands mid-way would let it finish after teardown."""
+    sigs = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
     try:
         yield
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def remove_namespace(name: str) -> None:
@@ -96,18 +122,18 @@ class NetnsLab(Lab):
                               extra={"topology": topo.spec.model_dump(mode="json"), "strict": self.strict})
         self.state.save()
         try:
-            with teardown_on_signals():
+            with SignalGuard() as guard:
                 self._check_impairments(caps)
-                for node in topo.nodes.values():
-                    self._create_node(node.name, node.is_switch)
-                for link in topo.links:
-                    self._create_link(link.name)
-                for node in topo.nodes:
-                    self._address_node(node)
-                for route in self.plan.routes:
-                    self._add_route(route)
-                for link in topo.links:
-                    self.impair(link.name, link.impairment(topo.group_index), self.strict, caps)
+                steps = ([(self._create_node, (n.name, n.is_switch)) for n in topo.nodes.values()]
+                         + [(self._create_link, (lk.name,)) for lk in topo.links]
+                         + [(self._address_node, (n,)) for n in topo.nodes]
+                         + [(self._add_route, (r,)) for r in self.plan.routes]
+                         + [(self.impair, (lk.name, lk.impairment(topo.group_index), self.strict, caps))
+                            for lk in topo.links])
+                for fn, fn_args in steps:
+                    guard.check()
+                    fn(*fn_args)
+                guard.check()
                 self.state.status = "up"
                 self.state.extra["applied"] = self.applied
                 self.state.save()
@@ -133,7 +159,8 @@ class NetnsLab(Lab):
     def _create_node(self, node: str, is_switch: bool) -> None:
         name = self.ns(node)
         self.state.record_namespace(name)  # journal first: a kill after this line is cleanable
-        netns.create(name)
+        with signals_deferred():
+            netns.create(name)
         # new interfaces must not wait for IPv6 DAD; switches forward; ECMP paths are asymmetric
         settings = {"net.ipv6.conf.default.accept_dad": 0, "net.ipv6.conf.all.accept_dad": 0,
                     "net.ipv4.conf.all.rp_filter": 0, "net.ipv4.conf.default.rp_filter": 0}
@@ -192,7 +219,8 @@ class NetnsLab(Lab):
     def impair(self, link: str, imp: Impairment, strict: bool = True, caps=None) -> None:
         out: list[Applied] = []
         for end in self.plan.ends(link):
-            out.append(self.shaper(end.node, caps).apply(end.ifname, imp, strict, where=f"link {link}"))
+            peer = (self.ns(end.peer_node), end.peer_ifname)
+            out.append(self.shaper(end.node, caps).apply(end.ifname, imp, strict, where=f"link {link}", peer=peer))
         self.applied[link] = [asdict(a) | {"node": e.node} for a, e in zip(out, self.plan.ends(link))]
         if self.state is not None and self.state.status == "up":
             self.state.extra["applied"] = self.applied

@@ -117,6 +117,11 @@ def _host_addresses(site: SiteSpec, idx: int, errors: list[SpecError], file: str
     return out
 
 
+def _common(model: LinkCommon) -> LinkCommon:
+    """The shared link properties of an already validated model (no re-parsing of units)."""
+    return LinkCommon.model_construct(**{k: getattr(model, k) for k in LinkCommon.model_fields})
+
+
 def resolve(spec: TopologySpec, file: str = "<topology>") -> Topology:
     errors: list[SpecError] = []
     nodes: dict[str, Node] = {}
@@ -186,7 +191,7 @@ def resolve(spec: TopologySpec, file: str = "<topology>") -> Topology:
         if site.access is None:
             continue
         acc = site.access
-        props = LinkCommon(**acc.model_dump(exclude={"switch"}))
+        props = _common(acc)
         for h in [n for n in nodes.values() if n.kind == "host" and n.site == site.name]:
             add_link(Link(f"{h.name}-{acc.switch}", h.name, acc.switch, props), f"sites[{i}].access.switch")
 
@@ -195,7 +200,7 @@ def resolve(spec: TopologySpec, file: str = "<topology>") -> Topology:
         pair = tuple(sorted((ls.a, ls.b)))
         pair_count[pair] = pair_count.get(pair, 0) + 1
         name = ls.name or (f"{ls.a}-{ls.b}" if pair_count[pair] == 1 else f"{ls.a}-{ls.b}-{pair_count[pair]}")
-        add_link(Link(name, ls.a, ls.b, LinkCommon(**ls.model_dump(exclude={"a", "b", "name", "cost"})), ls.cost),
+        add_link(Link(name, ls.a, ls.b, _common(ls), ls.cost),
                  f"links[{i}]")
 
     for n in nodes.values():

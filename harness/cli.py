@@ -1,0 +1,304 @@
+"""The `metrolab` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from harness.errors import MetrolabError, SpecErrors
+from harness.output import console, err_console, fmt, print_json, table
+
+
+def _add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON only")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="metrolab", description="Distributed-training traffic emulator and "
+                                 "RDMA test harness for metropolitan-area networks.")
+    from harness import __version__
+    ap.add_argument("--version", action="version", version=f"metrolab {__version__}")
+    sub = ap.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
+
+    mj = sub.add_parser("main", help="the main job on the embedded default lab (what the README's first command runs)")
+    mj.add_argument("--duration", type=float, default=1.0, help="seconds of bulk traffic per link")
+    _add_json(mj)
+
+    lab = sub.add_parser("lab", help="build, inspect, probe and remove emulated labs")
+    labsub = lab.add_subparsers(dest="labcmd", metavar="ACTION", required=True)
+    up = labsub.add_parser("up", help="build a lab from a topology (default: the embedded default)")
+    up.add_argument("topology", nargs="?", help="topology YAML or built-in name")
+    up.add_argument("--backend", default="netns", help="lab backend (netns)")
+    up.add_argument("--best-effort", action="store_true",
+                    help="apply what this kernel can and report the rest, instead of refusing")
+    _add_json(up)
+    st = labsub.add_parser("status", help="nodes, links, addresses and qdiscs of a running lab")
+    st.add_argument("--lab", help="lab id (default: the only lab up)")
+    _add_json(st)
+    ls = labsub.add_parser("list", help="labs on this machine")
+    _add_json(ls)
+    dn = labsub.add_parser("down", help="tear a running lab down")
+    dn.add_argument("--lab", help="lab id (default: the only lab up)")
+    cl = labsub.add_parser("clean", help="remove every lab and leftover of killed runs")
+    _add_json(cl)
+    pr = labsub.add_parser("probe", help="measure each link's RTT, rate and loss; configured vs measured")
+    pr.add_argument("topology", nargs="?", help="build this topology for the probe, then remove it")
+    pr.add_argument("--lab", help="probe this running lab")
+    pr.add_argument("--links", help="comma-separated link names (default: all)")
+    pr.add_argument("--duration", type=float, default=1.0, help="seconds of bulk traffic per link")
+    pr.add_argument("--loss-packets", type=int, default=2000)
+    pr.add_argument("--best-effort", action="store_true")
+    _add_json(pr)
+
+    topo = sub.add_parser("topology", help="validate a topology and show its plan")
+    topo.add_argument("topology", nargs="?", help="topology YAML or built-in name")
+    _add_json(topo)
+
+    doc = sub.add_parser("doctor", help="what this machine offers (qdiscs, nft, rxe, KVM, pyverbs, torch, Ray, GPUs)")
+    _add_json(doc)
+
+    bench = sub.add_parser("bench", help="benchmarks, reported as figures and ratios")
+    bsub = bench.add_subparsers(dest="benchcmd", metavar="BENCH", required=True)
+    bl = bsub.add_parser("lab", help="build and tear down a 4-site x 4-host lab (median of N)")
+    bl.add_argument("--repeat", type=int, default=5)
+    _add_json(bl)
+    return ap
+
+
+# -- commands ---------------------------------------------------------------------------------
+def cmd_topology(args) -> int:
+    from harness.lab.plan import build_plan
+    from harness.spec.loader import load_topology
+    topo = load_topology(args.topology)
+    plan = build_plan(topo)
+    data = {"name": topo.name, "source": topo.source, "digest": topo.digest,
+            "nodes": [{"name": n.name, "kind": n.kind, "site": n.site, "role": n.role, "address": str(n.address),
+                       "address6": str(n.address6) if n.address6 else None} for n in topo.nodes.values()],
+            "links": [{"name": lk.name, "a": lk.a, "b": lk.b, "rate_bps": lk.rate_bps,
+                       "delay_ms": lk.one_way_delay_s(topo.group_index) * 1e3, "distance_km": lk.props.distance_km}
+                      for lk in topo.links],
+            "routes": len(plan.routes)}
+    if args.json:
+        print_json(data)
+        return 0
+    console.print(f"[bold]{topo.name}[/] from {topo.source}: {len(topo.hosts())} hosts, "
+                  f"{len(topo.switches())} switches, {len(topo.links)} links, {len(plan.routes)} routes")
+    console.print(table("nodes", ["node", "kind", "site", "role", "IPv4", "IPv6"],
+                        [[n["name"], n["kind"], n["site"], n["role"], n["address"], n["address6"]] for n in data["nodes"]]))
+    console.print(table("links", ["link", "a", "b", "rate", "one-way delay", "km"],
+                        [[lk["name"], lk["a"], lk["b"], _rate(lk["rate_bps"]), fmt(lk["delay_ms"], ".3f", " ms"),
+                          lk["distance_km"]] for lk in data["links"]]))
+    return 0
+
+
+def _rate(bps):
+    from netem.units import format_rate
+    return format_rate(bps) if bps else "unshaped"
+
+
+def cmd_lab_up(args) -> int:
+    from harness.lab import create_lab
+    from harness.spec.loader import load_topology
+    topo = load_topology(args.topology)
+    lab = create_lab(topo, args.backend, strict=not args.best_effort)
+    if not args.json:
+        err_console.print(f"building lab [bold]{lab.lab_id}[/] ({topo.name}, backend {lab.backend}) ...")
+    lab.up()
+    lab.close_handles()
+    skipped = {k: sorted({s for e in v for s in e["skipped"]}) for k, v in lab.applied.items()}
+    skipped = {k: v for k, v in skipped.items() if v}
+    if args.json:
+        print_json({"lab": lab.lab_id, "backend": lab.backend, "topology": topo.name,
+                    "namespaces": lab.state.namespaces, "skipped": skipped})
+    else:
+        console.print(f"lab [bold]{lab.lab_id}[/] is up: {len(lab.state.namespaces)} namespaces "
+                      f"(prefix {lab.lab_id}-); `metrolab lab status` shows it, `metrolab lab down` removes it")
+        for link, what in skipped.items():
+            console.print(f"[yellow]not applied on {link}: {', '.join(what)}[/]")
+    return 0
+
+
+def cmd_lab_status(args) -> int:
+    from harness.lab import attach, find_state
+    lab = attach(find_state(args.lab))
+    st = lab.status()
+    lab.close_handles()
+    if args.json:
+        print_json(st)
+        return 0
+    console.print(f"lab [bold]{st['lab']}[/] backend {st['backend']} topology {st['topology']} ({st['source']})")
+    rows = []
+    for n in st["nodes"]:
+        for i in n["interfaces"]:
+            rows.append([n["node"], n["kind"], n["site"] or "", i["ifname"], i.get("peer", ""),
+                         " ".join(i.get("addresses", [])), ",".join(i.get("qdiscs", [])), i.get("state", "")])
+    console.print(table("nodes", ["node", "kind", "site", "if", "peer", "addresses", "qdiscs", "state"], rows))
+    console.print(table("links", ["link", "a", "b", "rate", "one-way delay", "loss", "applied"],
+                        [[lk["link"], lk["a"], lk["b"], _rate(lk["rate_bps"]), fmt(lk["delay_ms"], ".3f", " ms"),
+                          fmt(lk["loss"], "g"), "; ".join(_applied(e) for e in lk["applied"])] for lk in st["links"]]))
+    return 0
+
+
+def _applied(end: dict) -> str:
+    parts = [end.get("qdisc") or "no qdisc"]
+    if end.get("nft_loss"):
+        parts.append(f"nft loss {end['nft_loss']:g}")
+    if end.get("skipped"):
+        parts.append("skipped: " + ", ".join(end["skipped"]))
+    return f"{end.get('node')}:{end['ifname']} " + " ".join(parts)
+
+
+def cmd_lab_list(args) -> int:
+    from harness.lab.state import all_states, pid_alive
+    rows = [{"lab": s.lab_id, "backend": s.backend, "status": s.status, "topology": s.topology,
+             "namespaces": len(s.namespaces), "pid": s.pid, "owner_alive": pid_alive(s.pid)} for s in all_states()]
+    if args.json:
+        print_json(rows)
+    else:
+        console.print(table("labs", ["lab", "backend", "status", "topology", "namespaces"],
+                            [[r["lab"], r["backend"], r["status"], r["topology"], r["namespaces"]] for r in rows]))
+    return 0
+
+
+def cmd_lab_down(args) -> int:
+    from harness.lab import attach, find_state
+    state = find_state(args.lab)
+    attach(state).down()
+    console.print(f"lab {state.lab_id} removed")
+    return 0
+
+
+def cmd_lab_clean(args) -> int:
+    from harness.lab.clean import clean_all
+    removed = clean_all()
+    if args.json:
+        print_json({"removed": removed})
+    else:
+        console.print(f"removed {len(removed)} namespace(s)" + (f": {' '.join(removed)}" if removed else ""))
+    return 0
+
+
+def cmd_lab_probe(args) -> int:
+    from harness.lab import attach, create_lab, find_state
+    from harness.lab.probe import probe_lab
+    from harness.spec.loader import load_topology
+    own = args.topology is not None or args.lab is None and not _labs_up()
+    if own:
+        lab = create_lab(load_topology(args.topology), "netns", strict=not args.best_effort)
+        if not args.json:
+            err_console.print(f"building lab {lab.lab_id} for the probe ...")
+        lab.up()
+    else:
+        lab = attach(find_state(args.lab))
+    try:
+        links = args.links.split(",") if args.links else None
+        known = {x.name for x in lab.topology.links}
+        for name in links or []:
+            if name not in known:
+                from harness.errors import SpecError
+                raise SpecError("--links", "", name, f"no such link (have: {', '.join(sorted(known))})")
+        from rich.progress import Progress
+        with Progress(console=err_console, transient=True, disable=args.json) as progress:
+            task = progress.add_task("probing links", total=len(links or known))
+            results = probe_lab(lab, links, on_done=lambda m: progress.advance(task), duration=args.duration,
+                                loss_packets=args.loss_packets)
+    finally:
+        if own:
+            lab.down()
+        else:
+            lab.close_handles()
+    if args.json:
+        print_json({"lab": lab.lab_id, "links": [m.to_dict() | {"rate_error": m.rate_error, "loss_ok": m.loss_ok}
+                                                 for m in results]})
+        return 0
+    rows = [[m.link, f"{m.src}->{m.dst}", fmt(m.rtt_configured_ms, ".3f"), fmt(m.rtt_ms, ".3f"),
+             _rate(m.rate_configured_bps), _rate(m.rate_bps), fmt(m.rate_error, "+.1%") if m.rate_error is not None else "-",
+             fmt(m.loss_configured, ".2g"), f"{m.loss:.2g} ({m.loss_sent - m.loss_received}/{m.loss_sent})",
+             "; ".join(m.notes)] for m in results]
+    console.print(table(f"lab {lab.lab_id}: configured vs measured",
+                        ["link", "dir", "RTT cfg ms", "RTT ms", "rate cfg", "rate (wire)", "rate err",
+                         "loss cfg", "loss", "notes"], rows))
+    return 0
+
+
+def _labs_up() -> bool:
+    from harness.lab.state import all_states
+    return any(s.status == "up" for s in all_states())
+
+
+def cmd_doctor(args) -> int:
+    from harness.capabilities import probe
+    caps = probe()
+    if args.json:
+        print_json(caps.to_dict())
+        return 0
+    console.print(f"kernel {caps.kernel}")
+    console.print(table("what this machine offers", ["capability", "present", "detail"],
+                        [[c.name, "yes" if c.present else "no", c.detail] for c in caps.items.values()]))
+    return 0
+
+
+def cmd_bench_lab(args) -> int:
+    from harness.bench import bench_lab
+    res = bench_lab(repeat=args.repeat)
+    if args.json:
+        print_json(res)
+    else:
+        console.print(table("bench lab (4 sites x 4 hosts)", ["metric", "value"],
+                            [[k, fmt(v, ".3f") if isinstance(v, float) else v] for k, v in res.items()]))
+    return 0
+
+
+def cmd_main(args) -> int:
+    """Build the default lab, probe every link (configured vs measured), tear it down."""
+    from harness.capabilities import probe
+    caps = probe()
+    best_effort = not caps.has("netem")
+    if best_effort and not args.json:
+        err_console.print(f"this kernel ({caps.kernel}) has no sch_netem: link delays are reported but not "
+                          "applied on the netns backend")
+    ns = argparse.Namespace(topology=None, lab=None, links=None, duration=args.duration, loss_packets=2000,
+                            best_effort=best_effort, json=args.json)
+    return cmd_lab_probe(ns)
+
+
+COMMANDS = {
+    ("main", None): cmd_main,
+    ("lab", "up"): cmd_lab_up, ("lab", "status"): cmd_lab_status, ("lab", "list"): cmd_lab_list,
+    ("lab", "down"): cmd_lab_down, ("lab", "clean"): cmd_lab_clean, ("lab", "probe"): cmd_lab_probe,
+    ("topology", None): cmd_topology, ("doctor", None): cmd_doctor, ("bench", "lab"): cmd_bench_lab,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    key = (args.cmd, getattr(args, "labcmd", None) or getattr(args, "benchcmd", None))
+    import signal
+
+    def on_term(signum, _frame):  # unwind (tearing labs down) like Ctrl-C
+        from harness.lab.netns import Interrupted
+        raise Interrupted(f"interrupted by signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        return COMMANDS[key](args)
+    except SpecErrors as exc:
+        for e in exc.errors:
+            print(f"error: {e}", file=sys.stderr)
+        return exc.exit_code
+    except MetrolabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; the lab was taken down", file=sys.stderr)
+        return 130
+    except BaseException as exc:
+        from harness.lab.netns import Interrupted
+        if isinstance(exc, Interrupted):
+            print(f"{exc}; the lab was taken down", file=sys.stderr)
+            return 130
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Lab backends behind one interface, and finding the labs this machine holds."""
+
+from __future__ import annotations
+
+from harness.errors import LabError
+from harness.lab.state import LabState, all_states, pid_alive
+
+BACKENDS = ("netns",)
+
+
+def create_lab(topology, backend: str = "netns", strict: bool = True):
+    if backend == "netns":
+        from harness.lab.netns import NetnsLab
+        return NetnsLab(topology, strict=strict)
+    raise LabError(f"unknown lab backend {backend!r} (have: {', '.join(BACKENDS)})")
+
+
+def find_state(lab_id: str | None) -> LabState:
+    """The journal of lab `lab_id`, or of the only lab that is up."""
+    states = [s for s in all_states() if s.status == "up"]
+    if lab_id:
+        for s in all_states():
+            if s.lab_id == lab_id:
+                return s
+        raise LabError(f"no lab {lab_id!r} on this machine (labs up: {', '.join(s.lab_id for s in states) or 'none'})")
+    if not states:
+        raise LabError("no lab is up (start one with `metrolab lab up`)")
+    if len(states) > 1:
+        raise LabError(f"several labs are up ({', '.join(s.lab_id for s in states)}): pick one with --lab")
+    return states[0]
+
+
+def attach(state: LabState):
+    if state.backend == "netns":
+        from harness.lab.netns import attach as attach_netns
+        return attach_netns(state)
+    raise LabError(f"lab {state.lab_id} has unknown backend {state.backend!r}")
+
+
+def leftovers() -> list[LabState]:
+    """Journals of labs whose owner died while building, or that were not taken down."""
+    return [s for s in all_states() if not (s.status == "building" and pid_alive(s.pid))]
+
+
+__all__ = ["BACKENDS", "create_lab", "find_state", "attach", "leftovers", "LabState"]

@@ -1,0 +1,33 @@
+"""`metrolab lab clean`: remove every lab on this machine and whatever killed runs left."""
+
+from __future__ import annotations
+
+import re
+
+from harness.lab.nsctx import NETNS_RUN_DIR
+from harness.lab.state import PREFIX_HEAD, all_states, pid_alive
+
+# namespaces are named <lab id>-<node>, lab id = 'ml' + 6 hex digits
+LAB_NS = re.compile(rf"^{PREFIX_HEAD}[0-9a-f]{{6}}-[a-z0-9][a-z0-9-]*$")
+
+
+def clean_all() -> list[str]:
+    from harness.lab.netns import remove_namespace
+    removed: list[str] = []
+    busy = set()
+    for st in all_states():
+        if st.status == "building" and pid_alive(st.pid):
+            busy.update(st.namespaces)  # another process is building it right now
+            continue
+        for name in reversed(st.namespaces):
+            if (NETNS_RUN_DIR / name).exists():
+                remove_namespace(name)
+                removed.append(name)
+        st.remove()
+    # a journal can be lost (its directory wiped): our naming pattern finds the rest
+    if NETNS_RUN_DIR.exists():
+        for p in sorted(NETNS_RUN_DIR.iterdir()):
+            if LAB_NS.match(p.name) and p.name not in busy:
+                remove_namespace(p.name)
+                removed.append(p.name)
+    return removed

@@ -1,0 +1,34 @@
+"""Printing results: rich tables for people, JSON for machines (every result command has --json)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Iterable
+
+from rich.console import Console
+from rich.table import Table
+
+# a pipe or CI log is not 80 columns: keep tables on one line per row there
+console = Console(stderr=False, width=None if sys.stdout.isatty() else 180)
+err_console = Console(stderr=True)
+
+
+def print_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def table(title: str, columns: Iterable[str], rows: Iterable[Iterable[Any]]) -> Table:
+    t = Table(title=title, header_style="bold")
+    for c in columns:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*("" if v is None else str(v) for v in r))
+    return t
+
+
+def fmt(value: float | None, spec: str = ".3g", unit: str = "") -> str:
+    if value is None:
+        return "-"
+    return f"{value:{spec}}{unit}"

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Install everything metrolab needs on a Debian/Ubuntu machine (run as root), idempotently:
+# apt packages, a virtual environment at .venv/ (torch pinned to 2.13.0), Debian's pyverbs
+# exposed to it. A second run only checks and returns.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+APT_PACKAGES=(
+  iproute2 nftables iputils-ping kmod util-linux procps
+  qemu-system-x86 busybox-static zstd xz-utils cpio
+  rdma-core ibverbs-providers ibverbs-utils perftest python3-pyverbs
+)
+
+need_apt=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$p")
+done
+if ((${#need_apt[@]})); then
+  echo "metrolab: installing apt packages: ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.metrolab-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "metrolab: installing Python packages into .venv (torch==2.13.0 CPU, Ray, pyroute2, ...)"
+  .venv/bin/pip install -q --upgrade pip >/dev/null
+  .venv/bin/pip install -q -e ".[test]"
+  echo "$want" > "$stamp"
+fi
+
+# Debian's pyverbs matches Debian's rdma-core (PyPI's does not): expose just that package.
+site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+if [ -d /usr/lib/python3/dist-packages/pyverbs ]; then
+  mkdir -p "$ROOT/.venv/debian-pyverbs"
+  ln -sfn /usr/lib/python3/dist-packages/pyverbs "$ROOT/.venv/debian-pyverbs/pyverbs"
+  echo "$ROOT/.venv/debian-pyverbs" > "$site/metrolab-debian-pyverbs.pth"
+fi
+echo "metrolab: installed ($(.venv/bin/metrolab --version 2>/dev/null || echo metrolab))"

@@ -1,0 +1,47 @@
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.cli import build_parser
+
+pytestmark = pytest.mark.unit
+
+
+def _subparsers(parser):
+    return next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+
+
+def test_every_subcommand_has_a_one_line_help():
+    top = _subparsers(build_parser())
+    helps = {a.dest: a.help for a in top._choices_actions}
+    assert set(helps) == set(top.choices)
+    for name, text in helps.items():
+        assert text and "\n" not in text, name
+    for name, sub in top.choices.items():
+        inner = [a for a in sub._actions if a.__class__.__name__ == "_SubParsersAction"]
+        for action in inner:
+            assert {a.dest for a in action._choices_actions} == set(action.choices), name
+
+
+def test_console_script_is_installed_and_lists_commands():
+    exe = shutil.which("metrolab") or str(Path(sys.executable).parent / "metrolab")
+    out = subprocess.run([exe, "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for cmd in ("main", "lab", "topology", "doctor", "bench"):
+        assert f"    {cmd}" in out.stdout
+    lab = subprocess.run([exe, "lab", "--help"], capture_output=True, text=True).stdout
+    for cmd in ("up", "status", "down", "clean", "probe", "list"):
+        assert f"    {cmd}" in lab
+
+
+def test_every_result_command_takes_json():
+    top = _subparsers(build_parser())
+    for path in (["doctor"], ["topology"], ["main"], ["lab", "status"], ["lab", "probe"], ["lab", "list"],
+                 ["lab", "clean"], ["lab", "up"], ["bench", "lab"]):
+        p = top.choices[path[0]]
+        if len(path) == 2:
+            p = _subparsers(p).choices[path[1]]
+        assert any("--json" in a.option_strings for a in p._actions), path
