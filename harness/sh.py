@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 from harness.errors import CapabilityError, LabError
 from harness.lab.nsctx import NETNS_RUN_DIR
@@ -24,7 +25,7 @@ def which(tool: str) -> str | None:
 
 
 def run(args: list[str], *, netns: str | None = None, input: str | None = None, check: bool = True,
-        timeout: float = 30) -> Result:
+        timeout: float = 30, cwd: str | Path | None = None) -> Result:
     """Run `args` (inside namespace `netns` if given) and return its output.
 
     A missing program is a CapabilityError; a failure with check=True a LabError that
@@ -36,7 +37,7 @@ def run(args: list[str], *, netns: str | None = None, input: str | None = None, 
     full = [exe, *args[1:]]
     if netns is not None:
         full = [which("nsenter") or "nsenter", f"--net={NETNS_RUN_DIR / netns}", "--", *full]
-    proc = subprocess.run(full, input=input, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(full, input=input, capture_output=True, text=True, timeout=timeout, cwd=cwd)
     res = Result(full, proc.returncode, proc.stdout, proc.stderr)
     if check and proc.returncode != 0:
         where = f" in namespace {netns}" if netns else ""

@@ -3,6 +3,7 @@ pyroute2 and journalled so that a killed run can be cleaned."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import time
@@ -103,6 +104,7 @@ class NetnsLab(Lab):
         self._handles: dict[str, NetNS] = {}
         self.applied: dict[str, list[dict]] = {}
         self.state = state
+        self.netem_offset_s = float(state.extra.get("netem_offset_s", 0.0)) if state else 0.0
 
     # -- names ---------------------------------------------------------------------------
     def ns(self, node: str) -> str:
@@ -124,6 +126,7 @@ class NetnsLab(Lab):
         try:
             with SignalGuard() as guard:
                 self._check_impairments(caps)
+                self._calibrate(caps)
                 steps = ([(self._create_node, (n.name, n.is_switch)) for n in topo.nodes.values()]
                          + [(self._create_link, (lk.name,)) for lk in topo.links]
                          + [(self._address_node, (n,)) for n in topo.nodes]
@@ -155,6 +158,17 @@ class NetnsLab(Lab):
                 raise CapabilityError(
                     f"link {link.name}: this kernel ({caps.kernel}) lacks sch_netem, so it cannot apply "
                     f"{', '.join(missing)}; use the vm backend (--backend vm) or --best-effort to skip them")
+
+    def _calibrate(self, caps) -> None:
+        """Measure netem's per-qdisc overhead when this lab will delay links with it."""
+        if not caps.has("netem") or not any(lk.one_way_delay_s(self.topology.group_index) > 0
+                                            for lk in self.topology.links):
+            return
+        from netem.calibrate import measure_offset
+        with signals_deferred():
+            self.netem_offset_s = measure_offset(self.lab_id, self.state.record_namespace)
+        self.state.extra["netem_offset_s"] = self.netem_offset_s
+        self.state.save()
 
     def _create_node(self, node: str, is_switch: bool) -> None:
         name = self.ns(node)
@@ -217,6 +231,9 @@ class NetnsLab(Lab):
         return Shaper(self.handle(node), self.ns(node), caps.has("netem"), caps.has("nft"))
 
     def impair(self, link: str, imp: Impairment, strict: bool = True, caps=None) -> None:
+        caps = caps or capabilities.probe()
+        if imp.delay_s and caps.has("netem"):  # netem adds its fixed overhead on top: take it off
+            imp = dataclasses.replace(imp, delay_s=max(0.0, imp.delay_s - self.netem_offset_s))
         out: list[Applied] = []
         for end in self.plan.ends(link):
             peer = (self.ns(end.peer_node), end.peer_ifname)

@@ -1,4 +1,4 @@
-"""Measure each link with real traffic between its two namespaces: RTT (UDP echo), rate
+"""Measure each link with real traffic between its two namespaces: RTT (ICMP echo), rate
 (TCP bulk: payload received, converted to wire bytes with per-segment headers, which is
 what TBF/netem charge; a veth's tx_bytes counts a GSO super-packet's headers only once)
 and loss (paced UDP, counted at the receiver).
@@ -9,6 +9,7 @@ Sockets are created inside the namespaces and pinned to the link's interfaces
 
 from __future__ import annotations
 
+import re
 import socket
 import statistics
 import struct
@@ -20,7 +21,7 @@ from harness.lab.nsctx import in_netns
 from netem.models import binomial_interval
 
 SO_RCVBUFFORCE = 33
-RTT_PORT, RATE_PORT, LOSS_PORT = 47001, 47002, 47003
+RATE_PORT, LOSS_PORT = 47002, 47003
 
 
 @dataclass
@@ -71,44 +72,15 @@ def _sock(ns: str, kind: int, ifname: str, bind: tuple[str, int] | None = None) 
 SEGMENT_HEADERS = 14 + 20 + 32  # Ethernet + IPv4 + TCP with timestamps, per segment on the wire
 
 
-def measure_rtt(ns_a, if_a, addr_a, ns_b, if_b, addr_b, count: int = 30, interval: float = 0.01) -> list[float]:
-    srv = _sock(ns_b, socket.SOCK_DGRAM, if_b, (addr_b, RTT_PORT))
-    cli = _sock(ns_a, socket.SOCK_DGRAM, if_a, (addr_a, 0))
-    stop = threading.Event()
-
-    def echo():
-        srv.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                data, peer = srv.recvfrom(64)
-            except socket.timeout:
-                continue
-            srv.sendto(data, peer)
-
-    t = threading.Thread(target=echo, daemon=True)
-    t.start()
-    samples = []
-    cli.settimeout(1.0)
-    try:
-        for i in range(count + 3):
-            t0 = time.perf_counter()
-            cli.sendto(struct.pack("!I", i), (addr_b, RTT_PORT))
-            try:
-                while True:
-                    data, _ = cli.recvfrom(64)
-                    if struct.unpack("!I", data)[0] == i:
-                        break
-            except socket.timeout:
-                continue
-            if i >= 3:  # the first packets pay for ARP/ND
-                samples.append((time.perf_counter() - t0) * 1e3)
-            time.sleep(interval)
-    finally:
-        stop.set()
-        t.join()
-        srv.close()
-        cli.close()
-    return samples
+def measure_rtt(ns_a: str, if_a: str, addr_b: str, count: int = 30, interval: float = 0.01) -> list[float]:
+    """RTT samples (ms) from ns_a to addr_b, pinned to if_a: iputils ping, whose kernel
+    timestamps keep the prober's own speed (slow under TCG) out of the figure; the far end
+    is the peer's kernel, no user space at all."""
+    from harness import sh
+    res = sh.run(["ping", "-n", "-c", str(count + 3), "-i", f"{interval:g}", "-W", "2",
+                  "-I", if_a, addr_b], netns=ns_a, check=False, timeout=30 + count * (interval + 0.1))
+    samples = [float(m) for m in re.findall(r"icmp_seq=(?:\d+) .*?time=([0-9.]+) ms", res.stdout)]
+    return samples[3:]  # the first replies pay for ARP/ND
 
 
 def measure_rate(lab, a, b, addr_a, addr_b, duration: float = 1.0) -> tuple[float, float]:
@@ -202,7 +174,7 @@ def probe_link(lab, link_name: str, duration: float = 1.0, rtt_count: int = 30,
                         rate_configured_bps=imp.rate_bps, loss_configured=imp.loss.mean_loss if imp.loss else 0.0)
     if skipped:
         m.notes.append("not applied (kernel lacks netem): " + ", ".join(s.split(" ")[0] for s in skipped))
-    rtts = measure_rtt(lab.ns(a.node), a.ifname, addr_a, lab.ns(b.node), b.ifname, addr_b, rtt_count)
+    rtts = measure_rtt(lab.ns(a.node), a.ifname, addr_b, rtt_count)
     if rtts:
         m.rtt_ms = statistics.median(rtts)
         m.rtt_p90_ms = statistics.quantiles(rtts, n=10)[-1] if len(rtts) >= 10 else max(rtts)

@@ -1,0 +1,49 @@
+#!/bin/sh
+# PID 1 of the metrolab guest, after switch_root into the host's root filesystem (read-only 9p).
+# Makes the few writable places programs need, loads the guest kernel's modules, runs the
+# command the host left on the results share, stores its exit code there and powers off.
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+arg() { sed -n "s/.*metrolab\.$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
+
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+mount -t tmpfs -o mode=1777 tmpfs /dev/shm
+mount -t tmpfs -o mode=755 tmpfs /run
+mount -t tmpfs tmpfs /var/log
+mount -t tmpfs -o mode=1777 tmpfs /var/tmp
+echo 1 > /proc/sys/kernel/sysrq
+
+RESULTS=$(arg results)
+# the guest kernel's modules live in metrolab's cache (<base>/lib/modules/<release>), not under the
+# host's /lib/modules: modprobe -d points there, and the kernel's own module requests go the same way
+MODBASE=$(arg modbase)
+echo "$(dirname "$0")/guest_modprobe.sh" > /proc/sys/kernel/modprobe
+modprobe() { command modprobe -d "$MODBASE" "$@"; }
+modprobe overlay
+# writable, but showing the host's content: pyenv and venvs live under /root, clones under /tmp
+for d in /tmp /root /var/cache /var/lib; do
+  [ -d "$d" ] || continue
+  mkdir -p "/run/ovl$d/u" "/run/ovl$d/w"
+  mount -t overlay overlay -o "lowerdir=$d,upperdir=/run/ovl$d/u,workdir=/run/ovl$d/w" "$d" ||
+    echo "metrolab-guest: no overlay on $d"
+done
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 results "$RESULTS" || {
+  echo "metrolab-guest: cannot mount the results share"; echo o > /proc/sysrq-trigger; while :; do :; done; }
+
+for m in veth sch_netem sch_tbf sch_htb sch_red sch_fq sch_fq_codel sch_prio sch_ingress cls_u32 \
+         nf_tables nft_numgen rdma_rxe ib_uverbs rdma_ucm; do
+  modprobe "$m" 2>/dev/null || echo "metrolab-guest: module $m not loaded"
+done
+ip link set lo up
+hostname metrolab-guest 2>/dev/null
+echo "metrolab-guest: ready $(uname -r)"
+
+sh "$RESULTS/command.sh" < /dev/null
+echo $? > "$RESULTS/exit-code.tmp" && mv "$RESULTS/exit-code.tmp" "$RESULTS/exit-code"
+sync
+umount "$RESULTS" 2>/dev/null
+echo o > /proc/sysrq-trigger
+while :; do :; done  # sleep here hit an I/O error once the power-off began

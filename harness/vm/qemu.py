@@ -1,0 +1,156 @@
+"""Boot the guest kernel with the host's filesystem as its root and run one command inside.
+
+The command, its environment and working directory go to the guest through a writable 9p
+share; its output streams back over the serial console; its exit code and result files come
+back through the share. The qemu process never outlives `Guest.run` (success, error, timeout,
+Ctrl-C or SIGTERM alike).
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import shlex
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from harness import sh
+from harness.errors import CapabilityError, LabError
+from harness.vm.kernel import GuestKernel, cache_root
+
+GUEST_INIT = Path(__file__).with_name("guest_init.sh")
+READY = "metrolab-guest: ready"
+PASS_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TERM", "CI", "COLUMNS", "VIRTUAL_ENV", "PYTHONPATH",
+            "PYTHONUNBUFFERED", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+PASS_PREFIX = ("METROLAB_", "RAY_", "GLOO_", "TORCH_", "PYTEST_")
+
+
+@dataclass
+class GuestResult:
+    exit_code: int
+    results_dir: Path
+    boot_s: float | None
+    wall_s: float
+    accel: str
+    output: list[str] = field(default_factory=list)
+
+
+def choose_accel() -> tuple[str, str]:
+    """('kvm'|'tcg', why). KVM only where the CPU exposes hardware virtualisation."""
+    forced = os.environ.get("METROLAB_VM_ACCEL")
+    if forced in ("kvm", "tcg"):
+        return forced, f"METROLAB_VM_ACCEL={forced}"
+    from harness.capabilities import _probe_kvm
+    kvm = _probe_kvm()
+    return ("kvm", kvm.detail) if kvm.present else ("tcg", kvm.detail)
+
+
+def guest_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k in PASS_ENV or k.startswith(PASS_PREFIX)}
+    env |= {"METROLAB_IN_GUEST": "1", "PYTHONUNBUFFERED": "1"}
+    return env | (extra or {})
+
+
+class Guest:
+    def __init__(self, kernel: GuestKernel, memory: str | None = None, cpus: int = 2,
+                 boot_timeout: float = 240, accel: str | None = None):
+        self.kernel = kernel
+        self.memory = memory or os.environ.get("METROLAB_VM_MEMORY", "4G")
+        self.cpus = cpus
+        self.boot_timeout = boot_timeout
+        self.accel, self.accel_why = (accel, "requested") if accel else choose_accel()
+
+    def qemu_argv(self, results: Path) -> list[str]:
+        exe = sh.which("qemu-system-x86_64")
+        if exe is None:
+            raise CapabilityError("qemu-system-x86_64 is not installed (run scripts/install.sh)")
+        accel = ["-accel", "kvm", "-cpu", "host"] if self.accel == "kvm" else \
+            ["-accel", "tcg,thread=multi", "-cpu", "max"]
+        append = (f"console=ttyS0 quiet loglevel=1 panic=-1 metrolab.init={GUEST_INIT} "
+                  f"metrolab.results={results} metrolab.modbase={Path(self.kernel.modules_dir).parent.parent}")
+        return [exe, *accel, "-M", "q35", "-smp", str(self.cpus), "-m", self.memory,
+                "-kernel", self.kernel.vmlinuz, "-initrd", self.kernel.initrd, "-append", append,
+                "-fsdev", "local,id=r,path=/,security_model=none,readonly=on,multidevs=remap",
+                "-device", "virtio-9p-pci,fsdev=r,mount_tag=rootfs",
+                "-fsdev", f"local,id=w,path={results},security_model=none",
+                "-device", "virtio-9p-pci,fsdev=w,mount_tag=results",
+                "-nic", "none", "-display", "none", "-no-reboot",
+                "-chardev", "stdio,id=s0,signal=off", "-serial", "chardev:s0"]
+
+    def run(self, argv: list[str], *, cwd: str | Path | None = None, env: dict[str, str] | None = None,
+            timeout: float = 3600, on_line: Callable[[str], None] | None = print,
+            results_dir: Path | None = None) -> GuestResult:
+        results = Path(results_dir) if results_dir else Path(tempfile.mkdtemp(prefix="run-", dir=_runs_dir()))
+        results.mkdir(parents=True, exist_ok=True)
+        (results / "exit-code").unlink(missing_ok=True)
+        cwd = Path(cwd or os.getcwd()).resolve()
+        script = ["#!/bin/sh"] + [f"export {k}={shlex.quote(v)}" for k, v in guest_env(env).items()]
+        script += [f"cd {shlex.quote(str(cwd))} || exit 97", "exec " + shlex.join(argv)]
+        (results / "command.sh").write_text("\n".join(script) + "\n")
+
+        t0 = time.monotonic()
+        proc = subprocess.Popen(self.qemu_argv(results), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        boot_s = None
+        lines: list[str] = []
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        buf = b""
+        try:
+            while True:
+                now = time.monotonic()
+                limit = (t0 + self.boot_timeout) if boot_s is None else (t0 + boot_s + timeout)
+                if now > limit:
+                    what = f"did not boot within {self.boot_timeout:.0f} s" if boot_s is None else \
+                        f"command did not finish within {timeout:.0f} s"
+                    raise LabError(f"guest ({self.kernel.release}, {self.accel}) {what}; last output: "
+                                   + " | ".join(lines[-5:]))
+                if not sel.select(timeout=min(1.0, max(0.01, limit - now))):
+                    if proc.poll() is not None:
+                        break
+                    continue
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                buf += chunk
+                *complete, buf = buf.split(b"\n")
+                for raw in complete:
+                    line = raw.decode(errors="replace").rstrip("\r")
+                    if boot_s is None and line.startswith(READY):
+                        boot_s = time.monotonic() - t0
+                        continue
+                    lines.append(line)
+                    if on_line and (boot_s is not None or "metrolab-guest" in line):
+                        on_line(line)
+            proc.wait(timeout=30)
+        finally:
+            sel.close()
+            _kill(proc)
+        code_file = results / "exit-code"
+        if boot_s is None:
+            raise LabError(f"guest ({self.kernel.release}, {self.accel}) stopped before it was ready: "
+                           + " | ".join(lines[-8:]))
+        if not code_file.exists():
+            raise LabError("guest stopped without reporting an exit code; last output: " + " | ".join(lines[-8:]))
+        return GuestResult(int(code_file.read_text().strip() or 1), results, boot_s, time.monotonic() - t0,
+                           self.accel, lines)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=30)
+
+
+def _runs_dir() -> Path:
+    d = cache_root() / "runs"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
