@@ -5,12 +5,30 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.errors import MetrolabError, SpecErrors
-from harness.output import console, err_console, fmt, print_json, table
+from harness.errors import CapabilityError, MetrolabError, SpecErrors
+from harness.output import console, err_console, fmt, print_json, show_progress, table
 
 
 def _add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON only")
+
+
+def _add_backend(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default="auto", choices=("auto", "netns", "vm"),
+                   help="netns (host kernel), vm (guest kernel: netem, Soft-RoCE), auto: vm only where needed")
+
+
+def _on_backend(args, topology) -> int | None:
+    """Run this command in the guest when the backend says so (returns its exit code), else None."""
+    from harness.lab.select import choose, needs
+    backend, why = choose(args.backend, needs(topology))
+    if backend == "netns":
+        if args.backend != "auto" or not args.json:
+            err_console.print(f"backend: netns ({why})", highlight=False)
+        return None
+    err_console.print(f"backend: vm ({why})", highlight=False)
+    from harness.vm.reexec import run_in_guest
+    return run_in_guest(args._argv)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,13 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     mj = sub.add_parser("main", help="the main job on the embedded default lab (what the README's first command runs)")
     mj.add_argument("--duration", type=float, default=1.0, help="seconds of bulk traffic per link")
+    _add_backend(mj)
     _add_json(mj)
 
     lab = sub.add_parser("lab", help="build, inspect, probe and remove emulated labs")
     labsub = lab.add_subparsers(dest="labcmd", metavar="ACTION", required=True)
     up = labsub.add_parser("up", help="build a lab from a topology (default: the embedded default)")
     up.add_argument("topology", nargs="?", help="topology YAML or built-in name")
-    up.add_argument("--backend", default="netns", help="lab backend (netns)")
+    _add_backend(up)
     up.add_argument("--best-effort", action="store_true",
                     help="apply what this kernel can and report the rest, instead of refusing")
     _add_json(up)
@@ -48,7 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--duration", type=float, default=1.0, help="seconds of bulk traffic per link")
     pr.add_argument("--loss-packets", type=int, default=2000)
     pr.add_argument("--best-effort", action="store_true")
+    _add_backend(pr)
     _add_json(pr)
+
+    vm = sub.add_parser("vm", help="the guest kernel that brings netem and Soft-RoCE where the host lacks them")
+    vmsub = vm.add_subparsers(dest="vmcmd", metavar="ACTION", required=True)
+    vp = vmsub.add_parser("prepare", help="fetch the guest kernel and build its initramfs (cached)")
+    _add_json(vp)
+    vr = vmsub.add_parser("run", help="run a command inside the guest (after --)")
+    vr.add_argument("argv", nargs=argparse.REMAINDER)
+    vr.add_argument("--timeout", type=float, default=3600)
 
     topo = sub.add_parser("topology", help="validate a topology and show its plan")
     topo.add_argument("topology", nargs="?", help="topology YAML or built-in name")
@@ -99,8 +127,14 @@ def _rate(bps):
 def cmd_lab_up(args) -> int:
     from harness.lab import create_lab
     from harness.spec.loader import load_topology
+    from harness.lab.select import choose, needs
     topo = load_topology(args.topology)
-    lab = create_lab(topo, args.backend, strict=not args.best_effort)
+    backend, why = choose(args.backend, needs(topo))
+    if backend == "vm":
+        raise CapabilityError(f"`lab up` leaves a lab running, which the vm backend does not do ({why}); run "
+                              "the whole job in the guest instead: `metrolab lab probe --backend vm`, "
+                              "`metrolab vm run -- metrolab …`, or pass --best-effort to build it here without them")
+    lab = create_lab(topo, "netns", strict=not args.best_effort)
     if not args.json:
         err_console.print(f"building lab [bold]{lab.lab_id}[/] ({topo.name}, backend {lab.backend}) ...")
     lab.up()
@@ -184,7 +218,12 @@ def cmd_lab_probe(args) -> int:
     from harness.spec.loader import load_topology
     own = args.topology is not None or args.lab is None and not _labs_up()
     if own:
-        lab = create_lab(load_topology(args.topology), "netns", strict=not args.best_effort)
+        topo = load_topology(args.topology)
+        if not args.best_effort:
+            code = _on_backend(args, topo)
+            if code is not None:
+                return code
+        lab = create_lab(topo, "netns", strict=not args.best_effort)
         if not args.json:
             err_console.print(f"building lab {lab.lab_id} for the probe ...")
         lab.up()
@@ -198,7 +237,7 @@ def cmd_lab_probe(args) -> int:
                 from harness.errors import SpecError
                 raise SpecError("--links", "", name, f"no such link (have: {', '.join(sorted(known))})")
         from rich.progress import Progress
-        with Progress(console=err_console, transient=True, disable=args.json) as progress:
+        with Progress(console=err_console, transient=True, disable=not show_progress(args.json)) as progress:
             task = progress.add_task("probing links", total=len(links or known))
             results = probe_lab(lab, links, on_done=lambda m: progress.advance(task), duration=args.duration,
                                 loss_packets=args.loss_packets)
@@ -208,16 +247,21 @@ def cmd_lab_probe(args) -> int:
         else:
             lab.close_handles()
     if args.json:
-        print_json({"lab": lab.lab_id, "links": [m.to_dict() | {"rate_error": m.rate_error, "loss_ok": m.loss_ok}
-                                                 for m in results]})
+        print_json({"lab": lab.lab_id, "netem_offset_us": lab.netem_offset_s * 1e6,
+                    "links": [m.to_dict() | {"rate_error": m.rate_error, "loss_ok": m.loss_ok,
+                                             "rtt_excess_ms": m.rtt_excess_ms} for m in results]})
         return 0
     rows = [[m.link, f"{m.src}->{m.dst}", fmt(m.rtt_configured_ms, ".3f"), fmt(m.rtt_ms, ".3f"),
+             fmt(m.rtt_excess_ms, ".3f"),
              _rate(m.rate_configured_bps), _rate(m.rate_bps), fmt(m.rate_error, "+.1%") if m.rate_error is not None else "-",
              fmt(m.loss_configured, ".2g"), f"{m.loss:.2g} ({m.loss_sent - m.loss_received}/{m.loss_sent})",
              "; ".join(m.notes)] for m in results]
     console.print(table(f"lab {lab.lab_id}: configured vs measured",
-                        ["link", "dir", "RTT cfg ms", "RTT ms", "rate cfg", "rate (wire)", "rate err",
-                         "loss cfg", "loss", "notes"], rows))
+                        ["link", "dir", "RTT cfg ms", "RTT ms", "RTT-0km ms", "rate cfg", "rate (wire)",
+                         "rate err", "loss cfg", "loss", "notes"], rows))
+    if lab.netem_offset_s:
+        console.print(f"netem overhead calibrated at {lab.netem_offset_s * 1e6:.0f} us per qdisc and taken off "
+                      "every configured delay; RTT-0km = RTT minus the median RTT of the undelayed links")
     return 0
 
 
@@ -250,29 +294,57 @@ def cmd_bench_lab(args) -> int:
 
 
 def cmd_main(args) -> int:
-    """Build the default lab, probe every link (configured vs measured), tear it down."""
-    from harness.capabilities import probe
-    caps = probe()
-    best_effort = not caps.has("netem")
-    if best_effort and not args.json:
-        err_console.print(f"this kernel ({caps.kernel}) has no sch_netem: link delays are reported but not "
-                          "applied on the netns backend")
-    ns = argparse.Namespace(topology=None, lab=None, links=None, duration=args.duration, loss_packets=2000,
-                            best_effort=best_effort, json=args.json)
+    """Build the default lab, probe every link (configured vs measured), tear it down.
+
+    Link delays need netem: where the host kernel lacks it, the job runs in the guest."""
+    ns = argparse.Namespace(topology="default", lab=None, links=None, duration=args.duration, loss_packets=2000,
+                            best_effort=False, json=args.json, backend=args.backend, _argv=args._argv)
     return cmd_lab_probe(ns)
+
+
+def cmd_vm_prepare(args) -> int:
+    from harness.vm.kernel import prepare_kernel
+    from harness.vm.qemu import choose_accel
+    k = prepare_kernel(lambda m: err_console.print(m, highlight=False))
+    accel, why = choose_accel()
+    data = {"release": k.release, "suite": k.suite, "vmlinuz": k.vmlinuz, "initrd": k.initrd,
+            "rxe_netns": k.rxe_netns, "accel": accel, "accel_why": why}
+    if args.json:
+        print_json(data)
+    else:
+        console.print(f"guest kernel {k.release} ({k.suite}), namespace-aware rxe: {k.rxe_netns}; "
+                      f"accelerator {accel} ({why})", highlight=False)
+    return 0
+
+
+def cmd_vm_run(args) -> int:
+    from harness.vm.kernel import prepare_kernel
+    from harness.vm.qemu import Guest
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not argv:
+        raise CapabilityError("give the command to run after --, e.g. metrolab vm run -- uname -r")
+    from harness.vm.reexec import command_stderr
+    res = Guest(prepare_kernel()).run(argv, timeout=args.timeout, on_line=lambda line: print(line, flush=True),
+                                      on_log=command_stderr)
+    import shutil
+    shutil.rmtree(res.results_dir, ignore_errors=True)
+    return res.exit_code
 
 
 COMMANDS = {
     ("main", None): cmd_main,
     ("lab", "up"): cmd_lab_up, ("lab", "status"): cmd_lab_status, ("lab", "list"): cmd_lab_list,
     ("lab", "down"): cmd_lab_down, ("lab", "clean"): cmd_lab_clean, ("lab", "probe"): cmd_lab_probe,
+    ("vm", "prepare"): cmd_vm_prepare, ("vm", "run"): cmd_vm_run,
     ("topology", None): cmd_topology, ("doctor", None): cmd_doctor, ("bench", "lab"): cmd_bench_lab,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    key = (args.cmd, getattr(args, "labcmd", None) or getattr(args, "benchcmd", None))
+    args._argv = argv
+    key = (args.cmd, getattr(args, "labcmd", None) or getattr(args, "benchcmd", None) or getattr(args, "vmcmd", None))
     import signal
 
     def on_term(signum, _frame):  # unwind (tearing labs down) like Ctrl-C

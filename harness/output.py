@@ -14,6 +14,13 @@ console = Console(stderr=False, width=None if sys.stdout.isatty() else 180)
 err_console = Console(stderr=True)
 
 
+def show_progress(json_mode: bool) -> bool:
+    """Live progress only for a person at a real terminal (not --json, not a serial console)."""
+    import os
+    return (not json_mode and err_console.is_terminal and not err_console.is_dumb_terminal
+            and not os.environ.get("METROLAB_NO_PROGRESS"))
+
+
 def print_json(obj: Any) -> None:
     json.dump(obj, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")

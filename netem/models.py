@@ -67,9 +67,12 @@ def serialization_s(size_bytes: float, rate_bps: float) -> float:
     return size_bytes * 8 / rate_bps
 
 
-def tbf_burst_bytes(rate_bps: float, hz: int = 1000, mtu: int = DEFAULT_MTU) -> int:
-    """TBF bucket: at least one timer tick of traffic and a few MTUs (below that TBF under-shoots)."""
-    return max(int(rate_bps / 8 / hz), 10 * (mtu + ETH_OVERHEAD), 16 * 1024)
+def tbf_burst_bytes(rate_bps: float, burst_s: float = 1e-3, mtu: int = DEFAULT_MTU) -> int:
+    """TBF bucket: `burst_s` of traffic (at least a timer tick; below that TBF under-shoots) and a few MTUs.
+
+    1 ms suits a host kernel; under QEMU TCG timers fire late and TBF needs ~5 ms to reach its rate.
+    """
+    return max(int(rate_bps / 8 * burst_s), 10 * (mtu + ETH_OVERHEAD), 16 * 1024)
 
 
 def binomial_interval(n: int, p: float, z: float = 2.5758) -> tuple[float, float]:

@@ -25,6 +25,14 @@ NFT_SCALE = 100_000_000  # numgen modulus: loss resolution 1e-8
 ROOT = 0x10000
 
 
+def burst_seconds() -> float:
+    """TBF bucket depth in time: 1 ms on a host kernel, 5 ms in the TCG guest whose timers run late."""
+    import os
+    if os.environ.get("METROLAB_TBF_BURST_MS"):
+        return float(os.environ["METROLAB_TBF_BURST_MS"]) / 1e3
+    return 5e-3 if os.environ.get("METROLAB_IN_GUEST") == "1" else 1e-3
+
+
 @dataclass
 class Applied:
     """What the shaper put on an interface, for status and results."""
@@ -119,16 +127,20 @@ class Shaper:
             self._apply_netem(idx, ifname, imp, out)
             return out
         if imp.rate_bps:
-            burst = tbf_burst_bytes(imp.rate_bps)
-            limit = imp.queue_bytes or max(burst, int(imp.rate_bps / 8 * 0.05))  # 50 ms of buffer by default
-            self.ipr.tc("add", "tbf", idx, ROOT, rate=int(imp.rate_bps / 8), burst=burst, limit=limit)
-            out.qdisc, out.params = "tbf", {"rate_bps": imp.rate_bps, "burst": burst, "limit": limit}
+            out.qdisc, out.params = "tbf", self._tbf(idx, imp)
         if imp.has_loss and "random loss (needs netem or nftables)" not in missing and imp.loss.kind == "random":
             if peer is None:
                 raise LabError(f"{where or ifname}: nft loss needs the peer interface of {ifname}")
             sh.nft(nft_loss_script(peer[1], imp.loss.p), netns=peer[0])
             out.nft_loss = imp.loss.p
         return out
+
+    def _tbf(self, idx: int, imp: Impairment, parent: int | None = None, handle: int = ROOT) -> dict:
+        burst = tbf_burst_bytes(imp.rate_bps, burst_seconds())
+        limit = imp.queue_bytes or max(burst, int(imp.rate_bps / 8 * 0.05))  # 50 ms of buffer by default
+        kw = {"parent": parent} if parent is not None else {}
+        self.ipr.tc("add", "tbf", idx, handle, rate=int(imp.rate_bps / 8), burst=burst, limit=limit, **kw)
+        return {"rate_bps": imp.rate_bps, "burst": burst, "limit": limit}
 
     def _apply_netem(self, idx: int, ifname: str, imp: Impairment, out: Applied) -> None:
         loss = imp.loss
@@ -167,9 +179,11 @@ class Shaper:
                 kw["duplicate"] = imp.duplicate * 100
             if imp.reorder:
                 kw["prob_reorder"] = imp.reorder * 100
-            if imp.rate_bps:
-                kw["rate"] = int(imp.rate_bps / 8)
             self.ipr.tc("add", "netem", idx, ROOT, **kw)
+            if imp.rate_bps:
+                # pyroute2 0.9 cannot encode netem's own rate: a TBF child after the delay line
+                # shapes it, and its limit is the link's buffer (the delay line is netem's)
+                self._tbf(idx, imp, parent=ROOT | 1, handle=0x100000)
         out.qdisc = "netem"
         out.params = {"delay_s": imp.delay_s, "jitter_s": imp.jitter_s, "limit": limit,
                       "loss": loss.mean_loss if loss else 0.0, "rate_bps": imp.rate_bps}

@@ -32,6 +32,7 @@ class LinkMeasurement:
     rtt_configured_ms: float
     rtt_ms: float | None = None
     rtt_p90_ms: float | None = None
+    rtt_base_ms: float | None = None     # median RTT of this lab's undelayed links: the stack's own share
     rate_configured_bps: float | None = None
     rate_bps: float | None = None        # wire (L2) bytes/s on the sender's interface
     goodput_bps: float | None = None     # TCP payload
@@ -44,6 +45,13 @@ class LinkMeasurement:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def rtt_excess_ms(self) -> float | None:
+        """Measured RTT minus the lab's 0 km RTT: what the link's delay added."""
+        if self.rtt_ms is None or self.rtt_base_ms is None:
+            return None
+        return self.rtt_ms - self.rtt_base_ms
 
     @property
     def rate_error(self) -> float | None:
@@ -67,6 +75,32 @@ def _sock(ns: str, kind: int, ifname: str, bind: tuple[str, int] | None = None) 
     if bind:
         s.bind(bind)
     return s
+
+
+SEGMENT_HEADERS = 14 + 20 + 32  # Ethernet + IPv4 + TCP with timestamps, per segment on the wire
+
+
+def measure_rtt(ns_a: str, if_a: str, target: str, count: int = 30, interval: float = 0.01) -> list[float]:
+    """RTT samples (ms) from ns_a to `target` out of if_a: iputils ping, whose kernel
+    timestamps keep the prober's own speed (slow under TCG) out of the figure; the far end
+    is the peer's kernel, no user space at all. Give a link-local target (fe80::…) so the
+    reply comes back over the same link even where parallel links join the same two nodes."""
+    from harness import sh
+    dest = f"{target}%{if_a}" if target.startswith("fe80:") else target
+    res = sh.run(["ping", "-n", "-c", str(count + 3), "-i", f"{interval:g}", "-W", "2", "-I", if_a, dest],
+                 netns=ns_a, check=False, timeout=30 + count * (interval + 0.1))
+    samples = [float(m) for m in re.findall(r"icmp_seq=(?:\d+) .*?time=([0-9.]+) ms", res.stdout)]
+    return samples[3:]  # the first replies pay for ARP/ND
+
+
+def _overlimits(ipr, ifname: str) -> int:
+    """How often a rate-limiting qdisc on ifname held packets back (0: nothing throttled)."""
+    idx = ipr.link_lookup(ifname=ifname)[0]
+    total = 0
+    for q in ipr.get_qdiscs(index=idx):
+        if q.get_attr("TCA_KIND") == "tbf":
+            total += q.get_attr("TCA_STATS")["overlimits"]
+    return total
 
 
 SEGMENT_HEADERS = 14 + 20 + 32  # Ethernet + IPv4 + TCP with timestamps, per segment on the wire
@@ -174,13 +208,18 @@ def probe_link(lab, link_name: str, duration: float = 1.0, rtt_count: int = 30,
                         rate_configured_bps=imp.rate_bps, loss_configured=imp.loss.mean_loss if imp.loss else 0.0)
     if skipped:
         m.notes.append("not applied (kernel lacks netem): " + ", ".join(s.split(" ")[0] for s in skipped))
-    rtts = measure_rtt(lab.ns(a.node), a.ifname, addr_b, rtt_count)
+    v6 = topo.spec.ipv6
+    rtts = measure_rtt(lab.ns(a.node), a.ifname, a.peer_ll6 if v6 else addr_b, rtt_count)
     if rtts:
         m.rtt_ms = statistics.median(rtts)
         m.rtt_p90_ms = statistics.quantiles(rtts, n=10)[-1] if len(rtts) >= 10 else max(rtts)
     else:
         m.notes.append("no RTT sample came back")
+    ipr = lab.handle(a.node)
+    held0 = _overlimits(ipr, a.ifname)
     m.rate_bps, m.goodput_bps = measure_rate(lab, a, b, addr_a, addr_b, duration)
+    if imp.rate_bps and m.rate_bps < 0.95 * imp.rate_bps and _overlimits(ipr, a.ifname) == held0:
+        m.notes.append("the sender could not fill the link (the shaper never throttled): CPU-bound")
     # pace the loss probe at a third of the link so queues never drop: what is lost is the impairment's
     pace = min(imp.rate_bps or 1e9, 1e9) / 3
     one_way_loss = m.loss_configured
@@ -198,4 +237,7 @@ def probe_lab(lab, links: list[str] | None = None, on_done=None, **kw) -> list[L
         out.append(m)
         if on_done:
             on_done(m)
+    base = [m.rtt_ms for m in out if m.rtt_configured_ms == 0 and m.rtt_ms is not None]
+    for m in out:
+        m.rtt_base_ms = statistics.median(base) if base else None
     return out

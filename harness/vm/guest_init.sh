@@ -41,6 +41,7 @@ ip link set lo up
 hostname metrolab-guest 2>/dev/null
 echo "metrolab-guest: ready $(uname -r)"
 
+stty -F /dev/ttyS0 raw -echo 2>/dev/null  # the command's stdout: bytes as written
 sh "$RESULTS/command.sh" < /dev/null
 echo $? > "$RESULTS/exit-code.tmp" && mv "$RESULTS/exit-code.tmp" "$RESULTS/exit-code"
 sync

@@ -1,8 +1,10 @@
 """Boot the guest kernel with the host's filesystem as its root and run one command inside.
 
 The command, its environment and working directory go to the guest through a writable 9p
-share; its output streams back over the serial console; its exit code and result files come
-back through the share. The qemu process never outlives `Guest.run` (success, error, timeout,
+share. Its stdout streams back over the first serial port (nothing else is written there, so
+--json output stays clean); the kernel console, the guest init and the command's stderr go to
+the second port, a file on the share that the host follows. Its exit code and result files
+come back through the share. The qemu process never outlives `Guest.run` (success, error, timeout,
 Ctrl-C or SIGTERM alike).
 """
 
@@ -71,7 +73,7 @@ class Guest:
             raise CapabilityError("qemu-system-x86_64 is not installed (run scripts/install.sh)")
         accel = ["-accel", "kvm", "-cpu", "host"] if self.accel == "kvm" else \
             ["-accel", "tcg,thread=multi", "-cpu", "max"]
-        append = (f"console=ttyS0 quiet loglevel=1 panic=-1 metrolab.init={GUEST_INIT} "
+        append = (f"console=ttyS1 quiet loglevel=4 panic=-1 metrolab.init={GUEST_INIT} "
                   f"metrolab.results={results} metrolab.modbase={Path(self.kernel.modules_dir).parent.parent}")
         return [exe, *accel, "-M", "q35", "-smp", str(self.cpus), "-m", self.memory,
                 "-kernel", self.kernel.vmlinuz, "-initrd", self.kernel.initrd, "-append", append,
@@ -80,65 +82,87 @@ class Guest:
                 "-fsdev", f"local,id=w,path={results},security_model=none",
                 "-device", "virtio-9p-pci,fsdev=w,mount_tag=results",
                 "-nic", "none", "-display", "none", "-no-reboot",
-                "-chardev", "stdio,id=s0,signal=off", "-serial", "chardev:s0"]
+                "-chardev", "stdio,id=out,signal=off", "-serial", "chardev:out",
+                "-chardev", f"file,id=log,path={results / 'console.log'}", "-serial", "chardev:log"]
 
     def run(self, argv: list[str], *, cwd: str | Path | None = None, env: dict[str, str] | None = None,
             timeout: float = 3600, on_line: Callable[[str], None] | None = print,
-            results_dir: Path | None = None) -> GuestResult:
+            on_log: Callable[[str], None] | None = None, results_dir: Path | None = None) -> GuestResult:
+        """Run argv in the guest. on_line gets its stdout lines, on_log its stderr and the guest's
+        console lines (default: kept, shown only in errors)."""
         results = Path(results_dir) if results_dir else Path(tempfile.mkdtemp(prefix="run-", dir=_runs_dir()))
         results.mkdir(parents=True, exist_ok=True)
-        (results / "exit-code").unlink(missing_ok=True)
+        for f in ("exit-code", "console.log"):
+            (results / f).unlink(missing_ok=True)
+        (results / "console.log").touch()
         cwd = Path(cwd or os.getcwd()).resolve()
         script = ["#!/bin/sh"] + [f"export {k}={shlex.quote(v)}" for k, v in guest_env(env).items()]
-        script += [f"cd {shlex.quote(str(cwd))} || exit 97", "exec " + shlex.join(argv)]
+        script += [f"cd {shlex.quote(str(cwd))} || exit 97", "exec " + shlex.join(argv) + " > /dev/ttyS0"]
         (results / "command.sh").write_text("\n".join(script) + "\n")
 
         t0 = time.monotonic()
-        proc = subprocess.Popen(self.qemu_argv(results), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        with open(results / "qemu.stderr", "wb") as qerr:
+            proc = subprocess.Popen(self.qemu_argv(results), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=qerr, start_new_session=True)
         boot_s = None
-        lines: list[str] = []
+        log_lines: list[str] = []
         sel = selectors.DefaultSelector()
         sel.register(proc.stdout, selectors.EVENT_READ)
-        buf = b""
+        out_buf = b""
+        log = open(results / "console.log", "rb")
+        log_buf = b""
+
+        def follow_log():
+            nonlocal boot_s, log_buf
+            log_buf += log.read()
+            *complete, log_buf = log_buf.split(b"\n")
+            for raw in complete:
+                line = raw.decode(errors="replace").rstrip("\r")
+                if boot_s is None and line.startswith(READY):
+                    boot_s = time.monotonic() - t0
+                log_lines.append(line)
+                if on_log:
+                    on_log(line)
+
         try:
             while True:
+                follow_log()
                 now = time.monotonic()
                 limit = (t0 + self.boot_timeout) if boot_s is None else (t0 + boot_s + timeout)
                 if now > limit:
                     what = f"did not boot within {self.boot_timeout:.0f} s" if boot_s is None else \
                         f"command did not finish within {timeout:.0f} s"
                     raise LabError(f"guest ({self.kernel.release}, {self.accel}) {what}; last output: "
-                                   + " | ".join(lines[-5:]))
-                if not sel.select(timeout=min(1.0, max(0.01, limit - now))):
+                                   + " | ".join(log_lines[-5:]))
+                if not sel.select(timeout=0.2):
                     if proc.poll() is not None:
                         break
                     continue
                 chunk = os.read(proc.stdout.fileno(), 65536)
                 if not chunk:
                     break
-                buf += chunk
-                *complete, buf = buf.split(b"\n")
+                out_buf += chunk
+                *complete, out_buf = out_buf.split(b"\n")
                 for raw in complete:
-                    line = raw.decode(errors="replace").rstrip("\r")
-                    if boot_s is None and line.startswith(READY):
-                        boot_s = time.monotonic() - t0
-                        continue
-                    lines.append(line)
-                    if on_line and (boot_s is not None or "metrolab-guest" in line):
-                        on_line(line)
+                    if on_line:
+                        on_line(raw.decode(errors="replace").rstrip("\r"))
             proc.wait(timeout=30)
+            follow_log()
+            if out_buf and on_line:
+                on_line(out_buf.decode(errors="replace"))
         finally:
             sel.close()
+            log.close()
             _kill(proc)
         code_file = results / "exit-code"
         if boot_s is None:
+            qemu_err = (results / "qemu.stderr").read_text(errors="replace").strip()
             raise LabError(f"guest ({self.kernel.release}, {self.accel}) stopped before it was ready: "
-                           + " | ".join(lines[-8:]))
+                           + " | ".join(log_lines[-8:] + ([qemu_err] if qemu_err else [])))
         if not code_file.exists():
-            raise LabError("guest stopped without reporting an exit code; last output: " + " | ".join(lines[-8:]))
+            raise LabError("guest stopped without reporting an exit code; last output: " + " | ".join(log_lines[-8:]))
         return GuestResult(int(code_file.read_text().strip() or 1), results, boot_s, time.monotonic() - t0,
-                           self.accel, lines)
+                           self.accel, log_lines)
 
 
 def _kill(proc: subprocess.Popen) -> None:

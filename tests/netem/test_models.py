@@ -54,6 +54,7 @@ def test_binomial_interval_contains_mean():
 
 def test_tbf_burst_at_least_a_tick():
     assert models.tbf_burst_bytes(1e9) == 125000
+    assert models.tbf_burst_bytes(1e9, burst_s=5e-3) == 625000
     assert models.tbf_burst_bytes(1e6) == 16 * 1024
 
 

@@ -1,0 +1,52 @@
+"""Run a metrolab command's lab side inside the guest: same arguments, --backend netns,
+output streamed back, exit code returned."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+from pathlib import Path
+
+from harness.vm.kernel import prepare_kernel
+from harness.vm.qemu import Guest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def with_backend(argv: list[str], backend: str) -> list[str]:
+    out, skip = [], False
+    for i, a in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if a == "--backend":
+            skip = True
+            continue
+        if a.startswith("--backend="):
+            continue
+        out.append(a)
+    return out + ["--backend", backend]
+
+
+KERNEL_LINE = re.compile(r"^\[\s*\d+\.\d+\] ")
+
+
+def command_stderr(line: str) -> None:
+    """The guest command's stderr to ours; the guest kernel's and init's own lines stay in its log."""
+    if not KERNEL_LINE.match(line) and not line.startswith("metrolab-guest:"):
+        print(line, file=sys.stderr, flush=True)
+
+
+def run_in_guest(argv: list[str], progress=None, timeout: float = 7200) -> int:
+    progress = progress or (lambda m: print(m, file=sys.stderr))
+    kernel = prepare_kernel(progress)
+    guest = Guest(kernel)
+    progress(f"booting guest kernel {kernel.release} ({guest.accel}: {guest.accel_why}) ...")
+    width = shutil.get_terminal_size((180, 40)).columns if sys.stdout.isatty() else 180
+    env = {"COLUMNS": str(width), "METROLAB_NO_PROGRESS": "1"}  # the serial port: a tty of no known size
+    res = guest.run([sys.executable, "-m", "harness.cli", *with_backend(argv, "netns")], cwd=Path.cwd(), env=env,
+                    timeout=timeout, on_line=lambda line: print(line, flush=True), on_log=command_stderr)
+    progress(f"guest finished: exit {res.exit_code}, booted in {res.boot_s:.1f} s, {res.wall_s:.1f} s in all")
+    shutil.rmtree(res.results_dir, ignore_errors=True)
+    return res.exit_code
