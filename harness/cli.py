@@ -247,7 +247,7 @@ def cmd_lab_probe(args) -> int:
         else:
             lab.close_handles()
     if args.json:
-        print_json({"lab": lab.lab_id, "netem_offset_us": lab.netem_offset_s * 1e6,
+        print_json({"lab": lab.lab_id, "netem_offset_us": (lab.netem_offset_s or 0) * 1e6,
                     "links": [m.to_dict() | {"rate_error": m.rate_error, "loss_ok": m.loss_ok,
                                              "rtt_excess_ms": m.rtt_excess_ms} for m in results]})
         return 0

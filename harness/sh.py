@@ -45,6 +45,17 @@ def run(args: list[str], *, netns: str | None = None, input: str | None = None, 
     return res
 
 
+def popen(args: list[str], *, netns: str | None = None, **kw) -> subprocess.Popen:
+    """Start `args` (inside namespace `netns`) in the background; the caller owns the process."""
+    exe = which(args[0])
+    if exe is None:
+        raise CapabilityError(f"'{args[0]}' is not installed (run the README's install command)")
+    full = [exe, *args[1:]]
+    if netns is not None:
+        full = [which("nsenter") or "nsenter", f"--net={NETNS_RUN_DIR / netns}", "--", *full]
+    return subprocess.Popen(full, **kw)
+
+
 def nft(script: str, netns: str | None = None, check: bool = True) -> Result:
     """Apply an nft script atomically (one transaction) in a namespace."""
     return run(["nft", "-f", "-"], netns=netns, input=script, check=check)

@@ -6,6 +6,8 @@ import pytest
 
 from tests.support.labs import build_lab
 
+pytest_plugins = ["tests.support.guest_tier"]
+
 
 @pytest.fixture
 def lab_factory():

@@ -15,16 +15,24 @@ def clean_all() -> list[str]:
     from harness.lab.netns import remove_namespace
     removed: list[str] = []
     busy = set()
+    from harness.lab import rxe
     for st in all_states():
         if st.status == "building" and pid_alive(st.pid):
             busy.update(st.namespaces)  # another process is building it right now
             continue
+        for dev in st.extra.get("rxe", []):
+            rxe.delete(dev)
+            removed.append(f"rdma:{dev}")
         for name in reversed(st.namespaces):
             if (NETNS_RUN_DIR / name).exists():
                 remove_namespace(name)
                 removed.append(name)
         st.remove()
     # a journal can be lost (its directory wiped): our naming pattern finds the rest
+    for dev in rxe.devices():
+        if LAB_NS.match(dev) and dev not in busy:
+            rxe.delete(dev)
+            removed.append(f"rdma:{dev}")
     if NETNS_RUN_DIR.exists():
         for p in sorted(NETNS_RUN_DIR.iterdir()):
             if LAB_NS.match(p.name) and p.name not in busy:

@@ -104,7 +104,8 @@ class NetnsLab(Lab):
         self._handles: dict[str, NetNS] = {}
         self.applied: dict[str, list[dict]] = {}
         self.state = state
-        self.netem_offset_s = float(state.extra.get("netem_offset_s", 0.0)) if state else 0.0
+        # netem's own per-qdisc delay overhead, measured before the first delay is applied
+        self.netem_offset_s: float | None = state.extra.get("netem_offset_s") if state else None
 
     # -- names ---------------------------------------------------------------------------
     def ns(self, node: str) -> str:
@@ -126,10 +127,11 @@ class NetnsLab(Lab):
         try:
             with SignalGuard() as guard:
                 self._check_impairments(caps)
-                self._calibrate(caps)
+                self._check_rdma(caps)
                 steps = ([(self._create_node, (n.name, n.is_switch)) for n in topo.nodes.values()]
                          + [(self._create_link, (lk.name,)) for lk in topo.links]
                          + [(self._address_node, (n,)) for n in topo.nodes]
+                         + [(self._add_rxe, (h.name,)) for h in topo.hosts() if h.rdma]
                          + [(self._add_route, (r,)) for r in self.plan.routes]
                          + [(self.impair, (lk.name, lk.impairment(topo.group_index), self.strict, caps))
                             for lk in topo.links])
@@ -159,16 +161,24 @@ class NetnsLab(Lab):
                     f"link {link.name}: this kernel ({caps.kernel}) lacks sch_netem, so it cannot apply "
                     f"{', '.join(missing)}; use the vm backend (--backend vm) or --best-effort to skip them")
 
-    def _calibrate(self, caps) -> None:
-        """Measure netem's per-qdisc overhead when this lab will delay links with it."""
-        if not caps.has("netem") or not any(lk.one_way_delay_s(self.topology.group_index) > 0
-                                            for lk in self.topology.links):
-            return
-        from netem.calibrate import measure_offset
-        with signals_deferred():
-            self.netem_offset_s = measure_offset(self.lab_id, self.state.record_namespace)
-        self.state.extra["netem_offset_s"] = self.netem_offset_s
-        self.state.save()
+    def _check_rdma(self, caps) -> None:
+        rdma_hosts = [h.name for h in self.topology.hosts() if h.rdma]
+        if rdma_hosts and not caps.has("rxe"):
+            from harness.errors import CapabilityError
+            raise CapabilityError(f"hosts {', '.join(rdma_hosts)} need Soft-RoCE, which this kernel ({caps.kernel}) "
+                                  f"lacks ({caps.items['rxe'].detail}); use the vm backend (--backend vm)")
+
+    def _calibrate(self) -> float:
+        """netem's per-qdisc overhead on this kernel, measured once per lab (see netem/calibrate.py)."""
+        if self.netem_offset_s is None:
+            from netem.calibrate import measure_offset
+            with signals_deferred():
+                self.netem_offset_s = measure_offset(self.lab_id, self.state.record_namespace
+                                                     if self.state else (lambda name: None))
+            if self.state is not None:
+                self.state.extra["netem_offset_s"] = self.netem_offset_s
+                self.state.save()
+        return self.netem_offset_s
 
     def _create_node(self, node: str, is_switch: bool) -> None:
         name = self.ns(node)
@@ -199,13 +209,29 @@ class NetnsLab(Lab):
         for iface in self.plan.ifaces_of(node):
             idx = h.link_lookup(ifname=iface.ifname)[0]
             peer = self.topology.nodes[iface.peer_node]
-            h.addr("add", index=idx, local=str(me.address), address=str(peer.address), prefixlen=32)
+            if me.is_switch:
+                h.addr("add", index=idx, local=str(me.address), address=str(peer.address), prefixlen=32)
+            else:  # no peer: rxe takes the RoCEv2 GID from this field
+                h.addr("add", index=idx, local=str(me.address), address=str(me.address), prefixlen=32)
             if me.address6 is not None:
                 h.addr("add", index=idx, local=str(me.address6), address=str(peer.address6), prefixlen=128,
                        flags=IFA_F_NODAD)
             h.link("set", index=idx, state="up")
             if me.address6 is not None:
                 h.addr("add", index=idx, address=iface.ll6, prefixlen=64, flags=IFA_F_NODAD)
+
+    def _add_rxe(self, node: str) -> None:
+        """A Soft-RoCE device on the host's (first) lab interface."""
+        from harness.lab import rxe
+        iface = self.plan.ifaces_of(node)[0]
+        name = rxe.device_name(self.lab_id, node)
+        self.state.extra.setdefault("rxe", []).append(name)  # journal first
+        self.state.save()
+        rxe.add(self.ns(node), name, iface.ifname)
+
+    def rxe_device(self, node: str) -> str:
+        from harness.lab import rxe
+        return rxe.device_name(self.lab_id, node)
 
     def _add_route(self, route) -> None:
         h = self.handle(route.node)
@@ -233,7 +259,7 @@ class NetnsLab(Lab):
     def impair(self, link: str, imp: Impairment, strict: bool = True, caps=None) -> None:
         caps = caps or capabilities.probe()
         if imp.delay_s and caps.has("netem"):  # netem adds its fixed overhead on top: take it off
-            imp = dataclasses.replace(imp, delay_s=max(0.0, imp.delay_s - self.netem_offset_s))
+            imp = dataclasses.replace(imp, delay_s=max(0.0, imp.delay_s - self._calibrate()))
         out: list[Applied] = []
         for end in self.plan.ends(link):
             peer = (self.ns(end.peer_node), end.peer_ifname)
@@ -257,6 +283,12 @@ class NetnsLab(Lab):
         names = list(self.state.namespaces) if self.state else [self.ns(n) for n in self.topology.nodes]
         errors = []
         with _ignore_signals():
+            from harness.lab import rxe
+            for dev in (self.state.extra.get("rxe", []) if self.state else []):
+                try:
+                    rxe.delete(dev)
+                except Exception as exc:
+                    errors.append(f"{dev}: {exc}")
             for name in reversed(names):
                 try:
                     remove_namespace(name)

@@ -1,8 +1,10 @@
 """The lab plan: interface names, addresses and routes computed from a topology. Pure.
 
-Addressing: every node owns one IPv4 /32 (and IPv6 /128); each link end carries the node's
-address with the neighbour's as its peer (point-to-point, like an unnumbered fabric), so
-a host has exactly one address and every route is 'via <neighbour> dev <iface>'.
+Addressing: every node owns one IPv4 /32 (and IPv6 /128) on each of its links, like an
+unnumbered fabric, so a host has exactly one address and every route is 'via <neighbour> dev
+<iface>'. Switches carry the neighbour as the IPv4 peer of that address; hosts carry a plain
+/32 (rxe builds its RoCE GIDs from the address field, which a peer would replace) and get an
+explicit route to each neighbour instead.
 Routing: shortest paths by link cost, hosts never transit; equal-cost next hops -> ECMP.
 """
 
@@ -111,8 +113,8 @@ def build_plan(topo: Topology) -> LabPlan:
             if not topo.nodes[node].is_switch and len(adj[node]) == 1 and not neighbour:
                 continue  # a single-homed host uses its default route
             for fam in families:
-                if fam == 4 and neighbour:
-                    continue  # IPv4 installs the point-to-point peer route itself
+                if fam == 4 and neighbour and topo.nodes[node].is_switch:
+                    continue  # a switch's point-to-point peer address installs this route itself
                 prefix = f"{dnode.address}/32" if fam == 4 else f"{dnode.address6}/128"
                 plan.routes.append(Route(node, prefix, fam, tuple(hop(node, m, lk, fam) for m, lk in best)))
 

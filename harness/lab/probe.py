@@ -117,9 +117,16 @@ def measure_rtt(ns_a: str, if_a: str, addr_b: str, count: int = 30, interval: fl
     return samples[3:]  # the first replies pay for ARP/ND
 
 
-def measure_rate(lab, a, b, addr_a, addr_b, duration: float = 1.0) -> tuple[float, float]:
-    """(wire bit/s, TCP goodput bit/s) for a -> b over `duration` s."""
-    lst = _sock(lab.ns(b.node), socket.SOCK_STREAM, b.ifname, (addr_b, RATE_PORT))
+def measure_rate(lab, a, b, addr_a, addr_b, duration: float = 1.0,
+                 window: int | None = None) -> tuple[float, float]:
+    """(wire bit/s, TCP goodput bit/s) for a -> b over `duration` s.
+
+    `window` caps the receiver's window (bytes), so the flow keeps no more in flight than that.
+    """
+    lst = _sock(lab.ns(b.node), socket.SOCK_STREAM, b.ifname)
+    if window:
+        lst.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, window)  # inherited by the accepted socket
+    lst.bind((addr_b, RATE_PORT))
     lst.listen(1)
     received = [0]
 

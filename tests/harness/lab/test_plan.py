@@ -26,8 +26,9 @@ def test_hosts_get_default_routes_and_never_transit():
     plan = build_plan(topology_from_data(three_sites(), "t"))
     for host in plan.topology.hosts():
         routes = plan.routes_of(host.name)
-        # a default route per family, plus IPv6's explicit route to the neighbour switch
+        # a default route per family, plus explicit routes to the neighbour switch
         nbr = {f"{plan.topology.nodes[i.peer_node].address6}/128" for i in plan.ifaces_of(host.name)}
+        nbr |= {f"{plan.topology.nodes[i.peer_node].address}/32" for i in plan.ifaces_of(host.name)}
         assert {r.dst for r in routes} == {"default"} | nbr
         assert {r.family for r in routes if r.dst == "default"} == {4, 6}
     addr_of = {f"{n.address}/32": n.name for n in plan.topology.nodes.values()}

@@ -1,0 +1,84 @@
+"""netem in the guest kernel: delay fidelity, loss, rate and the BDP-sized queue."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from harness.lab.probe import measure_loss, measure_rate, measure_rtt
+from netem.models import binomial_interval, fiber_delay_s
+from tests.support.labs import two_hosts
+
+pytestmark = pytest.mark.guest
+DISTANCES = (0, 100, 250, 500)
+
+
+def star(distances=DISTANCES, **link) -> dict:
+    """One switch, one host per distance: h<km> -- sw."""
+    return {"name": "star", "sites": [{"name": "s", "kind": "aidc", "subnet": "10.9.0.0/24",
+                                       "hosts": [f"h{d}" for d in distances], "switches": ["sw"]}],
+            "links": [{"a": f"h{d}", "b": "sw", "distance_km": d, **link} for d in distances]}
+
+
+def rtt_ms(lab, host: str, count: int = 100) -> float:
+    a, _ = lab.plan.ends(f"{host}-sw")
+    return statistics.median(measure_rtt(lab.ns(host), a.ifname, a.peer_ll6, count=count))
+
+
+def test_delay_fidelity_within_3_percent(lab_factory):
+    lab = lab_factory(star())
+    base = rtt_ms(lab, "h0")
+    for d in DISTANCES[1:]:
+        configured = 2 * fiber_delay_s(d) * 1e3  # netem on both ends: the round trip
+        excess = rtt_ms(lab, f"h{d}") - base
+        assert excess == pytest.approx(configured, rel=0.03), f"{d} km: {excess:.4f} ms vs {configured:.4f} ms"
+
+
+def test_netem_loss_within_binomial_99_interval(lab_factory):
+    p, n = 0.03, 10000
+    lab = lab_factory(two_hosts(loss=p))
+    a, b = lab.plan.ends("h1-sw")
+    sent, received = measure_loss(lab.ns("h1"), a.ifname, "10.9.0.1", lab.ns("sw"), b.ifname,
+                                  str(lab.topology.nodes["sw"].address), n, pace_bps=50e6, settle=1.0)
+    lo, hi = binomial_interval(n, p)
+    assert lo <= sent - received <= hi
+
+
+def test_rate_within_5_percent_behind_a_delay(lab_factory):
+    lab = lab_factory(two_hosts(rate="100mbit", distance_km=100))
+    a, b = lab.plan.ends("h1-sw")
+    wire, _ = measure_rate(lab, a, b, "10.9.0.1", str(lab.topology.nodes["sw"].address), duration=3.0)
+    assert wire == pytest.approx(100e6, rel=0.05)
+
+
+def _qdisc_stats(lab, node, ifname) -> dict[str, dict]:
+    h = lab.handle(node)
+    idx = h.link_lookup(ifname=ifname)[0]
+    return {q.get_attr("TCA_KIND"): q.get_attr("TCA_STATS") | {"options": q.get_attr("TCA_OPTIONS")}
+            for q in h.get_qdiscs(index=idx)}
+
+
+def test_queue_limit_is_sized_from_the_bdp(lab_factory):
+    lab = lab_factory(star((500,), rate="10gbit"))
+    link = lab.topology.links[0]
+    expected = link.impairment(lab.topology.group_index).limit_packets
+    a, _ = lab.plan.ends(link.name)
+    netem = _qdisc_stats(lab, "h500", a.ifname)["netem"]
+    assert netem["options"]["limit"] == expected > 1000  # 10 Gbit/s x 2.45 ms would overflow the default
+
+
+def test_no_tail_drop_at_500_km_at_the_configured_rate(lab_factory):
+    """A flow at the link's rate keeps a BDP in flight: the sized queue holds it without a drop.
+
+    The receive window is capped at ~2 BDP so the flow runs at the rate without building a
+    standing queue of its own (an uncapped TCP would fill any buffer, which says nothing of netem)."""
+    rate = 200e6
+    lab = lab_factory(star((500,), rate="200mbit"))
+    a, b = lab.plan.ends("h500-sw")
+    rtt = 2 * fiber_delay_s(500) + 1e-3  # plus the guest's own ~0.3-1 ms
+    wire, _ = measure_rate(lab, a, b, "10.9.0.1", str(lab.topology.nodes["sw"].address), duration=3.0,
+                           window=int(2 * rate * rtt / 8))
+    stats = _qdisc_stats(lab, "h500", a.ifname)
+    assert stats["netem"]["drop"] == 0 and stats["tbf"]["drop"] == 0
+    assert wire == pytest.approx(rate, rel=0.05)

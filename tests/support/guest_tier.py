@@ -1,0 +1,115 @@
+"""The guest tier: tests marked `guest` need netem and Soft-RoCE. Where the host kernel lacks
+them, this plugin boots the guest kernel once, runs all of them there in one pytest session,
+and reports each result back into the host's session as if it had run here. Where the host
+has them (GitHub Actions with rxe, lab hosts), they simply run here."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from _pytest.reports import TestReport
+
+TIER_TIMEOUT_S = 40 * 60
+
+
+def in_guest() -> bool:
+    return os.environ.get("METROLAB_IN_GUEST") == "1"
+
+
+class GuestTier:
+    def __init__(self, config):
+        self.config = config
+        self.items: list[pytest.Item] = []
+        self.results: dict[str, list[dict]] | None = None
+        self.error: str | None = None
+        self.native: bool | None = None
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, session, config, items):
+        self.items = [i for i in items if i.get_closest_marker("guest")]
+
+    def _is_native(self) -> bool:
+        if self.native is None:
+            from harness.capabilities import probe
+            caps = probe()
+            self.native = caps.has("netem") and caps.has("rxe")
+        return self.native
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(self, item, nextitem):
+        if not item.get_closest_marker("guest") or self._is_native():
+            return None
+        if self.results is None:
+            self._run_in_guest()
+        self._report(item)
+        return True
+
+    def _write(self, line: str) -> None:
+        tr = self.config.pluginmanager.getplugin("terminalreporter")
+        if tr is not None:
+            tr.write_line(line)
+        else:
+            print(line, file=sys.stderr)
+
+    def _run_in_guest(self) -> None:
+        from harness.vm.kernel import prepare_kernel
+        from harness.vm.qemu import Guest
+        self.results = {}
+        nodeids = [i.nodeid for i in self.items]
+        t0 = time.monotonic()
+        try:
+            kernel = prepare_kernel(self._write)
+            guest = Guest(kernel)
+            self._write(f"\nguest tier: {len(nodeids)} tests in guest kernel {kernel.release} "
+                        f"({guest.accel}: {guest.accel_why})")
+            import tempfile
+            share = Path(tempfile.mkdtemp(prefix="guest-tier-")) / "run"
+            share.mkdir()
+            report = share / "report.jsonl"  # on the share: written by the guest, read here
+            argv = [sys.executable, "-m", "pytest", "-p", "tests.support.guest_report", "-p", "no:cacheprovider",
+                    "-v" if self.config.option.verbose > 0 else "-q", "-rfEs",
+                    f"--color={'yes' if self.config.get_terminal_writer().hasmarkup else 'no'}", *nodeids]
+            res = guest.run(argv, cwd=self.config.rootpath, env={"METROLAB_GUEST_REPORT": str(report),
+                                                                  "COLUMNS": "160"},
+                            timeout=TIER_TIMEOUT_S, results_dir=share,
+                            on_line=lambda line: self._write(f"guest| {line}"),
+                            on_log=lambda line: self._write(f"guest! {line}") if "Traceback" in line or
+                            line.startswith("E ") else None)
+            for line in report.read_text().splitlines() if report.exists() else []:
+                rec = json.loads(line)
+                self.results.setdefault(rec["nodeid"], []).append(rec)
+            self._write(f"guest tier: pytest exit {res.exit_code}, boot {res.boot_s:.1f} s, "
+                        f"{time.monotonic() - t0:.0f} s in all")
+            if not self.results:
+                self.error = f"the guest's pytest reported nothing (exit {res.exit_code}): " + " | ".join(res.output[-10:])
+        except Exception as exc:  # the guest itself failed: every guest test fails with the reason
+            self.error = f"{type(exc).__name__}: {exc}"
+            self._write(f"guest tier failed: {self.error}")
+
+    def _report(self, item) -> None:
+        ihook = item.ihook
+        ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+        phases = self.results.get(item.nodeid) if self.results else None
+        if not phases:
+            phases = [{"when": "setup", "outcome": "failed", "duration": 0.0, "sections": [],
+                       "longrepr": f"did not run in the guest: {self.error or 'no result came back'}"}]
+        now = time.time()
+        for ph in phases:
+            longrepr = ph["longrepr"]
+            if ph["outcome"] == "skipped" and isinstance(longrepr, list):
+                longrepr = (longrepr[0], int(longrepr[1]), longrepr[2])
+            rep = TestReport(item.nodeid, item.location, {k: 1 for k in item.keywords}, ph["outcome"], longrepr,
+                             ph["when"], sections=[tuple(s) for s in ph.get("sections", [])],
+                             duration=ph["duration"], start=now, stop=now + ph["duration"])
+            ihook.pytest_runtest_logreport(report=rep)
+        ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+
+
+def pytest_configure(config):
+    if not in_guest():
+        config.pluginmanager.register(GuestTier(config), "metrolab-guest-tier")
