@@ -39,3 +39,75 @@ def bench_lab(repeat: int = 5, sites: int = 4, hosts: int = 4) -> dict:
             "namespaces": len(topo.nodes), "links": len(topo.links), "repeat": repeat,
             "build_target_s": 3.0, "teardown_target_s": 2.0,
             "build_ok": statistics.median(builds) < 3.0, "teardown_ok": statistics.median(teardowns) < 2.0}
+
+
+def star_topology(distances=(0, 100, 500)) -> dict:
+    """One switch, one host per distance (h<km> -- sw, netem on both ends)."""
+    return {"name": "bench-star", "sites": [{"name": "s", "kind": "aidc", "subnet": "10.9.0.0/24",
+                                             "hosts": [f"h{d}" for d in distances], "switches": ["sw"]}],
+            "links": [{"a": f"h{d}", "b": "sw", "distance_km": d} for d in distances]}
+
+
+def rtt_by_distance(distances=(0, 100, 500), count: int = 300) -> dict:
+    """Minimum ping RTT (ms) of `count` per distance on a star lab built here (host or guest kernel)."""
+    from harness.lab.netns import NetnsLab
+    from harness.lab.probe import concurrent_rtts
+    lab = NetnsLab(topology_from_data(star_topology(distances), "<bench>"))
+    lab.up()
+    try:
+        targets = {}
+        for d in distances:
+            a, _ = lab.plan.ends(f"h{d}-sw")
+            targets[d] = (lab.ns(f"h{d}"), a.ifname, a.peer_ll6)
+        out = {d: min(s) for d, s in concurrent_rtts(targets, count=count).items()}  # the floor: see calibrate.py
+        fit = lab.netem_fit
+        return {"rtt_ms": out, "netem_offset_us": (fit.offset_s if fit else 0.0) * 1e6,
+                "netem_slope": fit.slope if fit else 1.0}
+    finally:
+        lab.down()
+
+
+def bench_vm() -> dict:
+    """Boot-to-command (cold, warm) and the guest's RTT fidelity; one invocation."""
+    import json
+    import shutil
+    import sys
+    from pathlib import Path
+
+    from harness.vm.kernel import prepare_kernel
+    from harness.vm.qemu import Guest
+    from netem.models import fiber_delay_s
+
+    guest = Guest(prepare_kernel())
+    cold = guest.run(["true"], on_line=None)
+    warm = guest.run(["true"], on_line=None)
+    shutil.rmtree(cold.results_dir, ignore_errors=True)
+    shutil.rmtree(warm.results_dir, ignore_errors=True)
+    inner = guest.run([sys.executable, "-m", "harness.bench", "rtt"], cwd=Path(__file__).resolve().parents[1],
+                      on_line=None)
+    data = json.loads((inner.results_dir / "rtt.json").read_text())
+    shutil.rmtree(inner.results_dir, ignore_errors=True)
+    host0 = rtt_by_distance((0,), count=200)["rtt_ms"][0]
+    g = {int(k): v for k, v in data["rtt_ms"].items()}
+    out = {"accel": guest.accel, "kernel": guest.kernel.release,
+           "cold_boot_s": cold.boot_s, "warm_boot_s": warm.boot_s,
+           "host_rtt_0km_ms": host0, "guest_rtt_0km_ms": g[0], "guest_rtt_overhead_0km_ms": g[0] - host0,
+           "netem_offset_us": data["netem_offset_us"], "netem_slope": data["netem_slope"]}
+    for d in (100, 500):
+        configured = 2 * fiber_delay_s(d) * 1e3
+        measured = g[d] - g[0]
+        out[f"rtt_configured_{d}km_ms"] = configured
+        out[f"rtt_measured_{d}km_ms"] = measured
+        out[f"rtt_error_{d}km"] = measured / configured - 1
+    return out
+
+
+if __name__ == "__main__":  # inside the guest: `python -m harness.bench rtt` writes rtt.json to the share
+    import json
+    import os
+    import sys
+    from pathlib import Path
+    if sys.argv[1:2] == ["rtt"]:
+        res = rtt_by_distance()
+        share = Path(os.environ["METROLAB_RESULTS"])
+        (share / "rtt.json").write_text(json.dumps(res))

@@ -108,6 +108,25 @@ def _probe_kvm() -> Capability:
     return Capability("kvm", hw, detail)
 
 
+def _guest_kernel() -> Capability:
+    from harness.vm.kernel import cached_kernel
+    k = cached_kernel()
+    if k is None:
+        return Capability("guest-kernel", False, "not prepared: `metrolab vm prepare` (the install script does it)")
+    return Capability("guest-kernel", True, f"{k.release} from {k.suite}; namespace-aware rxe: {k.rxe_netns}; "
+                      "gives the vm backend netem and Soft-RoCE")
+
+
+def _vm_accel(kvm: Capability) -> Capability:
+    import os
+    forced = os.environ.get("METROLAB_VM_ACCEL")
+    if forced:
+        return Capability("vm-accel", True, f"{forced} (METROLAB_VM_ACCEL)")
+    if kvm.present:
+        return Capability("vm-accel", True, "kvm: the CPU exposes hardware virtualisation")
+    return Capability("vm-accel", True, f"tcg (software emulation, ~20x slower Python) because {kvm.detail}")
+
+
 def _module(name: str, import_name: str | None = None) -> Capability:
     spec = importlib.util.find_spec(import_name or name)
     if spec is None:
@@ -133,6 +152,8 @@ def probe() -> Capabilities:
     caps.items["kvm"] = _probe_kvm()
     caps.items["qemu"] = Capability("qemu", sh.which("qemu-system-x86_64") is not None,
                                     sh.which("qemu-system-x86_64") or "qemu-system-x86_64 not installed")
+    caps.items["guest-kernel"] = _guest_kernel()
+    caps.items["vm-accel"] = _vm_accel(caps.items["kvm"])
     caps.items["pyverbs"] = _module("pyverbs")
     caps.items["torch"] = _module("torch")
     caps.items["ray"] = _module("ray")

@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     bl = bsub.add_parser("lab", help="build and tear down a 4-site x 4-host lab (median of N)")
     bl.add_argument("--repeat", type=int, default=5)
     _add_json(bl)
+    bv = bsub.add_parser("vm", help="guest boot-to-command (cold, warm) and RTT fidelity at 0/100/500 km")
+    _add_json(bv)
     return ap
 
 
@@ -331,12 +333,23 @@ def cmd_vm_run(args) -> int:
     return res.exit_code
 
 
+def cmd_bench_vm(args) -> int:
+    from harness.bench import bench_vm
+    res = bench_vm()
+    if args.json:
+        print_json(res)
+    else:
+        console.print(table("bench vm", ["metric", "value"],
+                            [[k, fmt(v, ".4g") if isinstance(v, float) else v] for k, v in res.items()]))
+    return 0
+
+
 COMMANDS = {
     ("main", None): cmd_main,
     ("lab", "up"): cmd_lab_up, ("lab", "status"): cmd_lab_status, ("lab", "list"): cmd_lab_list,
     ("lab", "down"): cmd_lab_down, ("lab", "clean"): cmd_lab_clean, ("lab", "probe"): cmd_lab_probe,
     ("vm", "prepare"): cmd_vm_prepare, ("vm", "run"): cmd_vm_run,
-    ("topology", None): cmd_topology, ("doctor", None): cmd_doctor, ("bench", "lab"): cmd_bench_lab,
+    ("topology", None): cmd_topology, ("doctor", None): cmd_doctor, ("bench", "lab"): cmd_bench_lab, ("bench", "vm"): cmd_bench_vm,
 }
 
 

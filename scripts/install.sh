@@ -43,4 +43,6 @@ if [ -d /usr/lib/python3/dist-packages/pyverbs ]; then
   ln -sfn /usr/lib/python3/dist-packages/pyverbs "$ROOT/.venv/debian-pyverbs/pyverbs"
   echo "$ROOT/.venv/debian-pyverbs" > "$site/metrolab-debian-pyverbs.pth"
 fi
+# The guest kernel (netem and Soft-RoCE where the host kernel lacks them): fetched once, cached.
+.venv/bin/metrolab vm prepare
 echo "metrolab: installed ($(.venv/bin/metrolab --version 2>/dev/null || echo metrolab))"

@@ -104,8 +104,10 @@ class NetnsLab(Lab):
         self._handles: dict[str, NetNS] = {}
         self.applied: dict[str, list[dict]] = {}
         self.state = state
-        # netem's own per-qdisc delay overhead, measured before the first delay is applied
-        self.netem_offset_s: float | None = state.extra.get("netem_offset_s") if state else None
+        # netem's own per-qdisc delivery fit, measured before the first delay is applied
+        from netem.calibrate import NetemFit
+        fit = state.extra.get("netem_fit") if state else None
+        self.netem_fit: NetemFit | None = NetemFit(**fit) if fit else None
 
     # -- names ---------------------------------------------------------------------------
     def ns(self, node: str) -> str:
@@ -168,17 +170,21 @@ class NetnsLab(Lab):
             raise CapabilityError(f"hosts {', '.join(rdma_hosts)} need Soft-RoCE, which this kernel ({caps.kernel}) "
                                   f"lacks ({caps.items['rxe'].detail}); use the vm backend (--backend vm)")
 
-    def _calibrate(self) -> float:
-        """netem's per-qdisc overhead on this kernel, measured once per lab (see netem/calibrate.py)."""
-        if self.netem_offset_s is None:
-            from netem.calibrate import measure_offset
+    def _calibrate(self):
+        """netem's delivery fit on this kernel, measured once per lab (see netem/calibrate.py)."""
+        if self.netem_fit is None:
+            from netem.calibrate import measure_fit
             with signals_deferred():
-                self.netem_offset_s = measure_offset(self.lab_id, self.state.record_namespace
-                                                     if self.state else (lambda name: None))
+                self.netem_fit = measure_fit(self.lab_id, self.state.record_namespace
+                                             if self.state else (lambda name: None))
             if self.state is not None:
-                self.state.extra["netem_offset_s"] = self.netem_offset_s
+                self.state.extra["netem_fit"] = dataclasses.asdict(self.netem_fit)
                 self.state.save()
-        return self.netem_offset_s
+        return self.netem_fit
+
+    @property
+    def netem_offset_s(self) -> float | None:
+        return self.netem_fit.offset_s if self.netem_fit else None
 
     def _create_node(self, node: str, is_switch: bool) -> None:
         name = self.ns(node)
@@ -258,8 +264,8 @@ class NetnsLab(Lab):
 
     def impair(self, link: str, imp: Impairment, strict: bool = True, caps=None) -> None:
         caps = caps or capabilities.probe()
-        if imp.delay_s and caps.has("netem"):  # netem adds its fixed overhead on top: take it off
-            imp = dataclasses.replace(imp, delay_s=max(0.0, imp.delay_s - self._calibrate()))
+        if imp.delay_s and caps.has("netem"):  # netem delivers late: configure what lands on target
+            imp = dataclasses.replace(imp, delay_s=self._calibrate().configure_for(imp.delay_s))
         out: list[Applied] = []
         for end in self.plan.ends(link):
             peer = (self.ns(end.peer_node), end.peer_ifname)

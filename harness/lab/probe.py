@@ -93,6 +93,23 @@ def measure_rtt(ns_a: str, if_a: str, target: str, count: int = 30, interval: fl
     return samples[3:]  # the first replies pay for ARP/ND
 
 
+def concurrent_rtts(targets: dict, count: int = 300, interval: float = 0.01) -> dict:
+    """RTT samples per target {key: (ns, ifname, dest)}, all pinged at the same time: slow drifts of
+    the machine (an emulator's timer latency moves with its load) then hit every target alike."""
+    import subprocess
+    from harness import sh
+    procs = {}
+    for k, (ns, ifname, dest) in targets.items():
+        dest = f"{dest}%{ifname}" if dest.startswith("fe80:") else dest
+        procs[k] = sh.popen(["ping", "-n", "-c", str(count + 3), "-i", f"{interval:g}", "-W", "2", "-I", ifname,
+                             dest], netns=ns, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = {}
+    for k, p in procs.items():
+        text, _ = p.communicate(timeout=60 + count * (interval + 0.1))
+        out[k] = [float(m) for m in re.findall(r"icmp_seq=(?:\d+) .*?time=([0-9.]+) ms", text)][3:]
+    return out
+
+
 def _overlimits(ipr, ifname: str) -> int:
     """How often a rate-limiting qdisc on ifname held packets back (0: nothing throttled)."""
     idx = ipr.link_lookup(ifname=ifname)[0]

@@ -52,6 +52,8 @@ class GuestKernel:
 
 def _mirror() -> str:
     """The Debian mirror the host already uses (so no new host is contacted)."""
+    if os.environ.get("METROLAB_DEBIAN_MIRROR"):
+        return os.environ["METROLAB_DEBIAN_MIRROR"]
     for f in [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]:
         try:
             text = f.read_text()
@@ -78,7 +80,10 @@ class _PrivateApt:
                      "-oDebug::NoLocking=1", "-qq"]
 
     def update(self) -> None:
-        sh.run(["apt-get", *self.opts, "update"], timeout=300)
+        res = sh.run(["apt-get", *self.opts, "update"], timeout=300)
+        if not any((self.base / "lists").glob("*_Packages*")):  # apt reports fetch failures as warnings
+            raise CapabilityError((res.stderr or res.stdout).strip().splitlines()[-1] if (res.stderr or res.stdout)
+                                  else "no package list was fetched")
 
     def depends(self, pkg: str) -> list[str]:
         out = sh.run(["apt-cache", *self.opts, "depends", pkg], check=False).stdout

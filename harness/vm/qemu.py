@@ -63,18 +63,19 @@ def guest_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 class Guest:
-    def __init__(self, kernel: GuestKernel, memory: str | None = None, cpus: int = 2,
-                 boot_timeout: float = 240, accel: str | None = None):
+    def __init__(self, kernel: GuestKernel, memory: str | None = None, cpus: int | None = None,
+                 boot_timeout: float | None = None, accel: str | None = None):
         self.kernel = kernel
         self.memory = memory or os.environ.get("METROLAB_VM_MEMORY", "4G")
-        self.cpus = cpus
-        self.boot_timeout = boot_timeout
+        self.cpus = cpus or int(os.environ.get("METROLAB_VM_CPUS", 2))
+        self.boot_timeout = boot_timeout or float(os.environ.get("METROLAB_VM_BOOT_TIMEOUT", 240))
         self.accel, self.accel_why = (accel, "requested") if accel else choose_accel()
 
     def qemu_argv(self, results: Path) -> list[str]:
-        exe = sh.which("qemu-system-x86_64")
-        if exe is None:
-            raise CapabilityError("qemu-system-x86_64 is not installed (run scripts/install.sh)")
+        exe = os.environ.get("METROLAB_QEMU") or sh.which("qemu-system-x86_64")
+        if exe is None or not Path(exe).exists():
+            raise CapabilityError(f"qemu-system-x86_64 is not installed{f' at {exe}' if exe else ''} "
+                                  "(run scripts/install.sh)")
         accel = ["-accel", "kvm", "-cpu", "host"] if self.accel == "kvm" else \
             ["-accel", "tcg,thread=multi", "-cpu", "max"]
         append = (f"console=ttyS1 quiet loglevel=4 panic=-1 metrolab.init={GUEST_INIT} "
@@ -112,6 +113,7 @@ class Guest:
             (results / f).unlink(missing_ok=True)
         (results / "console.log").touch()
         cwd = Path(cwd or os.getcwd()).resolve()
+        env = (env or {}) | {"METROLAB_RESULTS": str(results)}  # where the command leaves files for the host
         script = ["#!/bin/sh"] + [f"export {k}={shlex.quote(v)}" for k, v in guest_env(env).items()]
         script += [f"cd {shlex.quote(str(cwd))} || exit 97", "exec " + shlex.join(argv) + " > /dev/ttyS0"]
         (results / "command.sh").write_text("\n".join(script) + "\n")
@@ -119,7 +121,7 @@ class Guest:
         t0 = time.monotonic()
         with open(results / "qemu.stderr", "wb") as qerr:
             proc = subprocess.Popen(self.qemu_argv(results), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=qerr, start_new_session=True)
+                                    stderr=qerr, start_new_session=True, preexec_fn=_tight_timers)
         boot_s = None
         log_lines: list[str] = []
         sel = selectors.DefaultSelector()
@@ -180,6 +182,16 @@ class Guest:
             raise LabError("guest stopped without reporting an exit code; last output: " + " | ".join(log_lines[-8:]))
         return GuestResult(int(code_file.read_text().strip() or 1), results, boot_s, time.monotonic() - t0,
                            self.accel, log_lines)
+
+
+PR_SET_TIMERSLACK = 29
+
+
+def _tight_timers() -> None:
+    """In the qemu child: 1 us timer slack instead of 50 us. The guest's timers are qemu's timers,
+    and netem's delay line fires on them: the default slack shows up as late, noisy delays."""
+    import ctypes
+    ctypes.CDLL(None).prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0)
 
 
 def _kill(proc: subprocess.Popen) -> None:
