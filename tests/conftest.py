@@ -21,5 +21,5 @@ def lab_factory():
 
     yield make
     for lab in labs:
-        if lab.state is not None and lab.state.path.exists():
+        if lab.state is not None and lab.state.path.exists():  # not taken down by the test itself
             lab.down()

@@ -28,6 +28,7 @@ def clean_all() -> list[str]:
                 remove_namespace(name)
                 removed.append(name)
         st.remove()
+    removed += _orphan_guests()
     # a journal can be lost (its directory wiped): our naming pattern finds the rest
     for dev in rxe.devices():
         if LAB_NS.match(dev) and dev not in busy:
@@ -39,3 +40,24 @@ def clean_all() -> list[str]:
                 remove_namespace(p.name)
                 removed.append(p.name)
     return removed
+
+
+def _orphan_guests() -> list[str]:
+    """qemu guests of metrolab whose metrolab process is gone (qemu normally dies with it)."""
+    import os
+    import signal
+    from pathlib import Path
+    out = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if any(arg.startswith(b"console=") and b"metrolab.init=" in arg for arg in cmd) and (
+                ppid == 1 or not pid_alive(ppid)):
+            os.kill(int(proc.name), signal.SIGKILL)
+            out.append(f"qemu:{proc.name}")
+    return out

@@ -121,7 +121,7 @@ class Guest:
         t0 = time.monotonic()
         with open(results / "qemu.stderr", "wb") as qerr:
             proc = subprocess.Popen(self.qemu_argv(results), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=qerr, start_new_session=True, preexec_fn=_tight_timers)
+                                    stderr=qerr, start_new_session=True, preexec_fn=_qemu_child_setup)
         boot_s = None
         log_lines: list[str] = []
         sel = selectors.DefaultSelector()
@@ -184,14 +184,17 @@ class Guest:
                            self.accel, log_lines)
 
 
-PR_SET_TIMERSLACK = 29
+PR_SET_PDEATHSIG, PR_SET_TIMERSLACK = 1, 29
 
 
-def _tight_timers() -> None:
-    """In the qemu child: 1 us timer slack instead of 50 us. The guest's timers are qemu's timers,
-    and netem's delay line fires on them: the default slack shows up as late, noisy delays."""
+def _qemu_child_setup() -> None:
+    """In the qemu child, before exec: die with metrolab (even a SIGKILLed one leaves no guest),
+    and 1 us timer slack instead of 50 us (the guest's timers are qemu's, and netem's delay line
+    fires on them: the default slack shows up as late, noisy delays)."""
     import ctypes
-    ctypes.CDLL(None).prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0)
+    libc = ctypes.CDLL(None)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    libc.prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0)
 
 
 def _kill(proc: subprocess.Popen) -> None:

@@ -47,6 +47,9 @@ class GuestTier:
         if self.results is None:
             self._run_in_guest()
         self._report(item)
+        # what the skipped local protocol would have done: tear down the fixtures and nodes the
+        # next item does not share (else the next item finds its predecessor's setup still there)
+        item.session._setupstate.teardown_exact(nextitem)
         return True
 
     def _write(self, line: str) -> None:
