@@ -45,8 +45,8 @@ def test_nft_loss_within_binomial_99_interval(lab_factory):
     lost = sent - received
     lo, hi = binomial_interval(n, p)
     assert lo <= lost <= hi
-    # the nft counter saw exactly those drops (nothing else lost them)
-    assert nft_loss_drops(lab.ns("sw"), b.ifname) == lost
+    # the nft rule made those drops (its counter also sees the odd ARP/ND packet it dropped)
+    assert lost <= nft_loss_drops(lab.ns("sw"), b.ifname) <= lost + 10
 
 
 def test_new_profile_replaces_the_old_one(lab_factory):

@@ -1,0 +1,48 @@
+"""RDMA (rxe / NIC) hardware counters and interface counters, read before and after a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+IB_CLASS = Path("/sys/class/infiniband")
+# the rxe counters a Go-Back-N analysis reads first (names as the kernel exports them)
+KEY_COUNTERS = ("sent_pkts", "rcvd_pkts", "duplicate_request", "out_of_seq_request", "rcvd_seq_err",
+                "retry_exceeded_err", "retry_rnr_exceeded_err", "completer_retry_err", "send_rnr_err",
+                "rcvd_rnr_err", "ack_deferred", "send_err", "link_downed")
+
+
+def hw_counters(dev: str, port: int = 1) -> dict[str, int]:
+    """Every counter the device exports for `port` (empty if it exports none)."""
+    out = {}
+    for base in (IB_CLASS / dev / "ports" / str(port) / "hw_counters", IB_CLASS / dev / "hw_counters"):
+        if base.is_dir():
+            for f in base.iterdir():
+                try:
+                    out[f.name] = int(f.read_text().strip())
+                except (OSError, ValueError):
+                    continue
+    return out
+
+
+def if_counters(ipr, ifname: str) -> dict[str, int]:
+    idx = ipr.link_lookup(ifname=ifname)[0]
+    stats = ipr.get_links(idx)[0].get("IFLA_STATS64")
+    return {k: stats[k] for k in ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "rx_dropped", "tx_dropped")}
+
+
+def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {k: after.get(k, 0) - before.get(k, 0) for k in sorted(set(before) | set(after))}
+
+
+def snapshot(lab, nodes: list[str]) -> dict:
+    """rxe counters of the nodes' devices and counters of every interface they own."""
+    out = {"rdma": {}, "if": {}}
+    for node in nodes:
+        out["rdma"][node] = hw_counters(lab.rxe_device(node))
+        for iface in lab.plan.ifaces_of(node):
+            out["if"][f"{node}:{iface.ifname}"] = if_counters(lab.handle(node), iface.ifname)
+    return out
+
+
+def snapshot_delta(before: dict, after: dict) -> dict:
+    return {kind: {k: delta(before[kind].get(k, {}), v) for k, v in after[kind].items()} for kind in after}

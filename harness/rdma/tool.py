@@ -1,0 +1,196 @@
+"""`python -m harness.rdma.tool server|client …`: one side of a perftest-grade verbs test.
+
+The `metrolab rdma bw|lat` command starts both sides inside their lab hosts' namespaces. Each
+side prints one JSON object. Fields follow perftest: bytes, iterations, BW peak/average (Gb/s),
+MsgRate (Mpps); latency min/max/typical/avg/stdev/p99/p99.9 (us, half the round trip).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import socket
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from harness.rdma.verbs import (Connection, Device, QPConfig, RdmaError, barrier, connect_oob, exchange, recv_msg,
+                                send_msg)
+
+SIGNAL_EVERY = 16
+
+
+def bw_stats(size: int, iters: int, seconds: float, window_rates: list[float]) -> dict:
+    avg = size * iters * 8 / seconds / 1e9
+    return {"bytes": size, "iterations": iters, "bw_peak_gbps": max(window_rates + [avg]), "bw_avg_gbps": avg,
+            "msg_rate_mpps": iters / seconds / 1e6, "seconds": seconds}
+
+
+def lat_stats(size: int, samples_us: list[float]) -> dict:
+    s = sorted(samples_us)
+    pick = lambda q: s[min(len(s) - 1, int(q * len(s)))]  # noqa: E731
+    return {"bytes": size, "iterations": len(s), "t_min_us": s[0], "t_max_us": s[-1],
+            "t_typical_us": statistics.median(s), "t_avg_us": statistics.mean(s),
+            "t_stdev_us": statistics.pstdev(s), "p99_us": pick(0.99), "p999_us": pick(0.999)}
+
+
+def _open(args) -> tuple[Device, Connection, np.ndarray]:
+    cfg = QPConfig(mtu=args.mtu, timeout=args.timeout, retry_cnt=args.retry_cnt, traffic_class=args.tc)
+    dev = Device(args.dev, gid_index=args.gid_index, ip=args.ip)
+    try:
+        buf = np.zeros(max(args.bufsize, args.size * args.qps), dtype=np.uint8)
+        conn = Connection(dev, buf, cfg, num_qps=args.qps)
+    except BaseException:
+        dev.close()
+        raise
+    return dev, conn, buf
+
+
+def run_bw_client(conn: Connection, args) -> dict:
+    """Keep tx_depth operations in flight per QP, like ib_write_bw / ib_read_bw / ib_send_bw."""
+    size, iters, depth = args.size, args.iters, args.tx_depth
+    op = {"write": conn.post_write, "read": conn.post_read}.get(args.op)
+    posted = done = 0
+    inflight = [0] * len(conn.qps)
+    marks = []
+    t0 = time.perf_counter()
+    while done < iters:
+        for q in range(len(conn.qps)):
+            while inflight[q] < depth and posted < iters:
+                signaled = (posted % SIGNAL_EVERY == SIGNAL_EVERY - 1) or posted == iters - 1
+                off = q * size
+                if args.op == "send":
+                    conn.post_send(off, size, qp=q, wr_id=q, signaled=signaled)
+                else:
+                    op(off, size, remote_offset=off, qp=q, wr_id=q, signaled=signaled)
+                posted += 1
+                inflight[q] += 1
+        for wc in conn.poll(1, timeout=args.op_timeout):
+            n = min(SIGNAL_EVERY, inflight[wc.wr_id])
+            inflight[wc.wr_id] -= n
+            done += n
+            marks.append((time.perf_counter(), done))
+    seconds = time.perf_counter() - t0
+    step = max(1, len(marks) // 10)
+    rates = [(marks[i][1] - marks[i - step][1]) * size * 8 / (marks[i][0] - marks[i - step][0]) / 1e9
+             for i in range(step, len(marks), step) if marks[i][0] > marks[i - step][0]]
+    return bw_stats(size, iters, seconds, rates)
+
+
+def run_lat(conn: Connection, buf: np.ndarray, args, initiator: bool) -> dict:
+    """WRITE ping-pong on memory, like ib_write_lat: each side waits for the peer's n-th write."""
+    size, iters = args.size, args.iters
+    last = size - 1
+    samples = []
+    for i in range(1, iters + 1):
+        tag = i % 255 + 1  # 1..255, never the same twice in a row
+        if initiator:
+            t0 = time.perf_counter()
+            buf[last] = tag  # the tag travels in the message's last byte: it lands last
+            conn.post_write(0, size, remote_offset=size, signaled=True)
+            conn.poll(1, timeout=args.op_timeout)
+            while buf[size + last] != tag:
+                pass
+            samples.append((time.perf_counter() - t0) * 1e6 / 2)
+        else:
+            while buf[size + last] != tag:
+                pass
+            buf[last] = tag
+            conn.post_write(0, size, remote_offset=size, signaled=True)
+            conn.poll(1, timeout=args.op_timeout)
+    return lat_stats(size, samples) if initiator else {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m harness.rdma.tool")
+    ap.add_argument("role", choices=("server", "client"))
+    ap.add_argument("--dev", required=True)
+    ap.add_argument("--ip", help="this side's address (selects the RoCEv2 GID, binds the OOB socket)")
+    ap.add_argument("--peer", help="client: the server's address")
+    ap.add_argument("--port", type=int, default=18600)
+    ap.add_argument("--gid-index", type=int)
+    ap.add_argument("--mode", choices=("bw", "lat"), default="bw")
+    ap.add_argument("--op", choices=("write", "read", "send"), default="write")
+    ap.add_argument("--size", type=int, default=65536)
+    ap.add_argument("--bufsize", type=int, default=0)
+    ap.add_argument("--iters", type=int, default=1000)
+    ap.add_argument("--qps", type=int, default=1)
+    ap.add_argument("--tx-depth", type=int, default=128)
+    ap.add_argument("--mtu", type=int, default=1024)
+    ap.add_argument("--timeout", type=int, default=14)
+    ap.add_argument("--retry-cnt", type=int, default=7)
+    ap.add_argument("--tc", type=int, default=0)
+    ap.add_argument("--op-timeout", type=float, default=60.0)
+    ap.add_argument("--oob-timeout", type=float, default=60.0)
+    ap.add_argument("--checksum", action="store_true", help="report a sha256 of the data each side holds")
+    args = ap.parse_args(argv)
+    if args.mode == "lat":
+        args.bufsize = max(args.bufsize, 2 * args.size)
+    try:
+        out = _run(args)
+    except RdmaError as exc:
+        print(json.dumps({"error": str(exc)}))
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(json.dumps(out))
+    return 0
+
+
+def _run(args) -> dict:
+    dev, conn, buf = _open(args)
+    try:
+        if args.role == "server":
+            lst = socket.create_server((args.ip or "", args.port), reuse_port=True)
+            lst.settimeout(args.oob_timeout)
+            try:
+                sock, _ = lst.accept()
+            except socket.timeout:
+                raise RdmaError(f"no client connected within {args.oob_timeout:g} s") from None
+            finally:
+                lst.close()
+        else:
+            sock = connect_oob(args.peer, args.port, args.oob_timeout)
+        with sock:
+            if args.role == "client" and args.op in ("write", "send") and args.checksum:
+                buf[:] = np.random.default_rng().integers(0, 256, buf.size, dtype=np.uint8)
+            if args.role == "server" and args.op == "read" and args.checksum:
+                buf[:] = np.random.default_rng().integers(0, 256, buf.size, dtype=np.uint8)
+            peer, _ = exchange(sock, conn.local_info())
+            conn.connect(peer)
+            recvs = 0
+            if args.role == "server" and args.op == "send" and args.mode == "bw":
+                for q in range(len(conn.qps)):  # every QP's receive queue primed before the sender starts
+                    for _ in range(min(args.iters, conn.cfg.max_recv_wr // 2)):
+                        conn.post_recv(q * args.size, args.size, qp=q, wr_id=q)
+                        recvs += 1
+            barrier(sock, "connected")
+            result: dict = {"role": args.role, "dev": args.dev, "gid_index": conn.dev.gid_index,
+                            "qps": len(conn.qps), "op": args.op, "mode": args.mode}
+            if args.mode == "lat":
+                result |= run_lat(conn, buf, args, initiator=args.role == "client")
+            elif args.role == "client":
+                result |= run_bw_client(conn, args)
+            elif args.op == "send":
+                got = 0
+                while got < args.iters:  # the receiver reposts on the QP that consumed one
+                    for wc in conn.poll(1, timeout=args.op_timeout):
+                        got += 1
+                        if recvs < args.iters + len(conn.qps) * 8:
+                            conn.post_recv(wc.wr_id * args.size, args.size, qp=wc.wr_id, wr_id=wc.wr_id)
+                            recvs += 1
+            send_msg(sock, {"done": True})
+            recv_msg(sock)
+            if args.checksum:
+                span = args.size * len(conn.qps)
+                result["sha256"] = hashlib.sha256(buf[:span].tobytes()).hexdigest()
+            return result
+    finally:
+        conn.close()
+        dev.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

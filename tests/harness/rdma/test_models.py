@@ -1,0 +1,59 @@
+"""Pure RDMA pieces: the Go-Back-N model and the RoCEv2 packet crafter (no RDMA device needed)."""
+
+import pytest
+
+from harness.rdma.gbn import gbn_efficiency, gbn_throughput_bps, packets_in_flight
+from harness.rdma.packets import OPCODES, craft, decode, icrc, icrc_valid
+
+pytestmark = pytest.mark.unit
+
+
+def test_lossless_gbn_keeps_everything():
+    assert gbn_efficiency(0.0, 100e9, 1e-3) == 1.0
+
+
+def test_white_paper_claim_tenth_of_a_percent_halves_go_back_n_at_full_scale():
+    # 100 Gb/s across 100 km (RTT ~1 ms), 4 KiB RoCE MTU: thousands of packets in flight
+    assert gbn_efficiency(1e-3, 100e9, 0.98e-3, mtu=4096) < 0.5
+    # the same loss barely matters on a scaled-down lab link: few packets in flight (design.md)
+    assert gbn_efficiency(1e-3, 200e6, 0.98e-3) > 0.95
+
+
+def test_gbn_efficiency_falls_with_loss_and_distance():
+    effs = [gbn_efficiency(p, 10e9, 1e-3) for p in (1e-5, 1e-4, 1e-3, 1e-2)]
+    assert effs == sorted(effs, reverse=True)
+    assert gbn_efficiency(1e-4, 10e9, 4.9e-3) < gbn_efficiency(1e-4, 10e9, 0.98e-3)
+
+
+def test_packets_in_flight_and_goodput():
+    assert packets_in_flight(8e9, 1e-3, mtu=1000 - 58) == 1 + 1000
+    assert gbn_throughput_bps(0.0, 1e9, 0) == pytest.approx(1e9 * 1024 / (1024 + 58))
+    with pytest.raises(ValueError):
+        gbn_efficiency(1.0, 1e9, 1e-3)
+
+
+@pytest.mark.parametrize("opcode", ["RC_SEND_ONLY", "RC_RDMA_WRITE_ONLY", "RC_ACKNOWLEDGE", "CNP"])
+def test_crafted_packet_decodes_field_for_field_with_a_valid_icrc(opcode):
+    from scapy.layers.inet import IP
+    pkt = craft("10.1.0.1", "10.2.0.1", opcode=opcode, dqpn=0xABCDE, psn=0x123456, dscp=26, ecn=3,
+                payload=b"metro" * 7, sport=50000, ackreq=True)
+    raw = bytes(pkt[IP])
+    got = decode(raw)
+    assert got["src"] == "10.1.0.1" and got["dst"] == "10.2.0.1"
+    assert (got["dscp"], got["ecn"]) == (26, 3)
+    assert (got["sport"], got["dport"]) == (50000, 4791)
+    assert got["opcode"] == OPCODES[opcode] and got["opcode_name"] == opcode
+    assert (got["dqpn"], got["psn"], got["ackreq"]) == (0xABCDE, 0x123456, True)
+    assert got["icrc_ok"] is True
+
+
+def test_icrc_ignores_fields_routers_may_change_and_catches_corruption():
+    from scapy.layers.inet import IP
+    raw = bytearray(bytes(craft("10.1.0.1", "10.2.0.1", payload=b"x" * 64)[IP]))
+    assert icrc_valid(bytes(raw))
+    raw[8] -= 1          # TTL decremented by a router
+    raw[1] |= 3          # ECN set to CE by a switch
+    assert icrc_valid(bytes(raw))
+    raw[-10] ^= 0xFF     # a payload bit flipped
+    assert not icrc_valid(bytes(raw))
+    assert icrc(bytes(raw[:-4])) != int.from_bytes(raw[-4:], "little")
