@@ -78,6 +78,33 @@ def build_parser() -> argparse.ArgumentParser:
     vr.add_argument("argv", nargs=argparse.REMAINDER)
     vr.add_argument("--timeout", type=float, default=3600)
 
+    rdma = sub.add_parser("rdma", help="perftest-grade verbs tests between lab hosts (Soft-RoCE), Go-Back-N")
+    rsub = rdma.add_subparsers(dest="rdmacmd", metavar="TEST", required=True)
+    for name, text in (("bw", "bandwidth: WRITE/READ/SEND, size sweep, QPs (like ib_write_bw)"),
+                       ("lat", "latency: WRITE ping-pong (like ib_write_lat)")):
+        rp = rsub.add_parser(name, help=text)
+        rp.add_argument("topology", nargs="?", help="topology with >= 2 rdma hosts (default: rdma-pair)")
+        rp.add_argument("--server")
+        rp.add_argument("--client")
+        if name == "bw":
+            rp.add_argument("--op", choices=("write", "read", "send"), default="write")
+        rp.add_argument("--size", default="65536" if name == "bw" else "2", help="size(s), e.g. 2,64k,1m")
+        rp.add_argument("--sweep", action="store_true", help="every power of two from 2 B to 8 MiB")
+        rp.add_argument("--iters", type=int, default=1000 if name == "bw" else 1000)
+        rp.add_argument("--qps", type=int, default=1)
+        rp.add_argument("--link", default="wan", help="the link --distance-km / --loss impair")
+        rp.add_argument("--distance-km", type=float)
+        rp.add_argument("--loss", type=float)
+        _add_backend(rp)
+        _add_json(rp)
+    rg = rsub.add_parser("gbn", help="WRITE goodput vs loss x distance beside the Go-Back-N model")
+    rg.add_argument("--rate", default="200mbit")
+    rg.add_argument("--iters", type=int, default=200)
+    rg.add_argument("--losses", default="0,1e-5,1e-4,1e-3,1e-2")
+    rg.add_argument("--distances", default="0,100,500")
+    _add_backend(rg)
+    _add_json(rg)
+
     topo = sub.add_parser("topology", help="validate a topology and show its plan")
     topo.add_argument("topology", nargs="?", help="topology YAML or built-in name")
     _add_json(topo)
@@ -92,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(bl)
     bv = bsub.add_parser("vm", help="guest boot-to-command (cold, warm) and RTT fidelity at 0/100/500 km")
     _add_json(bv)
+    br = bsub.add_parser("rdma", help="metrolab rdma bw/lat vs perftest on the same link (ratios)")
+    _add_backend(br)
+    _add_json(br)
     return ap
 
 
@@ -344,7 +374,81 @@ def cmd_bench_vm(args) -> int:
     return 0
 
 
+def _rdma_backend(args) -> int | None:
+    """RDMA needs Soft-RoCE: the guest where the host kernel lacks rxe."""
+    from harness.lab.select import choose
+    backend, why = choose(args.backend, {"rxe": "Soft-RoCE between lab hosts"})
+    if backend == "netns":
+        return None
+    if not args.json:
+        err_console.print(f"backend: vm ({why})", highlight=False)
+    from harness.vm.reexec import run_in_guest
+    return run_in_guest(args._argv)
+
+
+def cmd_rdma(args) -> int:
+    code = _rdma_backend(args)
+    if code is not None:
+        return code
+    from harness.rdma.commands import rdma_test
+    res = rdma_test(args, args.rdmacmd, progress=lambda m: None if args.json else err_console.print(m))
+    if args.json:
+        print_json(res)
+        return 0
+    if args.rdmacmd == "bw":
+        cols = ["#bytes", "#iterations", "BW peak[Gb/s]", "BW average[Gb/s]", "MsgRate[Mpps]", "retrans", "seq err"]
+        rows = [[r["bytes"], r["iterations"], fmt(r["bw_peak_gbps"], ".4f"), fmt(r["bw_avg_gbps"], ".4f"),
+                 fmt(r["msg_rate_mpps"], ".6f"), r["counters"]["rdma"][r["server"]].get("duplicate_request", 0),
+                 r["counters"]["rdma"][r["server"]].get("out_of_seq_request", 0)] for r in res["rows"]]
+    else:
+        cols = ["#bytes", "#iterations", "t_min[us]", "t_max[us]", "t_typical[us]", "t_avg[us]", "t_stdev[us]",
+                "99%[us]", "99.9%[us]"]
+        rows = [[r["bytes"], r["iterations"]] + [fmt(r[k], ".2f") for k in
+                ("t_min_us", "t_max_us", "t_typical_us", "t_avg_us", "t_stdev_us", "p99_us", "p999_us")]
+                for r in res["rows"]]
+    console.print(table(f"metrolab rdma {args.rdmacmd} ({res['rows'][0]['client']} -> {res['rows'][0]['server']})",
+                        cols, rows))
+    return 0
+
+
+def cmd_rdma_gbn(args) -> int:
+    code = _rdma_backend(args)
+    if code is not None:
+        return code
+    from harness.rdma.commands import gbn_experiment
+    rows = gbn_experiment(losses=tuple(float(x) for x in args.losses.split(",")),
+                          distances=tuple(float(x) for x in args.distances.split(",")), rate=args.rate,
+                          iters=args.iters, progress=lambda m: None if args.json else err_console.print(m))
+    if args.json:
+        print_json(rows)
+        return 0
+    console.print(table("Go-Back-N: RDMA WRITE goodput vs loss and distance",
+                        ["km", "loss", "measured Gb/s", "model Gb/s", "measured eff", "model eff",
+                         "full-scale eff (100G)", "seq errors", "note"],
+                        [[r["distance_km"], f"{r['loss']:g}", fmt(r.get("measured_gbps"), ".4f"),
+                          fmt(r["model_gbps"], ".4f"), fmt(r.get("measured_efficiency"), ".3f"),
+                          fmt(r["model_efficiency"], ".3f"), fmt(r["full_scale_efficiency"], ".3f"),
+                          r.get("seq_errors", ""), r.get("error", "")] for r in rows]))
+    return 0
+
+
+def cmd_bench_rdma(args) -> int:
+    code = _rdma_backend(args)
+    if code is not None:
+        return code
+    from harness.rdma.commands import bench_rdma
+    res = bench_rdma()
+    if args.json:
+        print_json(res)
+    else:
+        console.print(table("bench rdma (Soft-RoCE, same link)", ["metric", "value"],
+                            [[k, fmt(v, ".4g") if isinstance(v, float) else v] for k, v in res.items()]))
+    return 0
+
+
 COMMANDS = {
+    ("rdma", "bw"): cmd_rdma, ("rdma", "lat"): cmd_rdma, ("rdma", "gbn"): cmd_rdma_gbn,
+    ("bench", "rdma"): cmd_bench_rdma,
     ("main", None): cmd_main,
     ("lab", "up"): cmd_lab_up, ("lab", "status"): cmd_lab_status, ("lab", "list"): cmd_lab_list,
     ("lab", "down"): cmd_lab_down, ("lab", "clean"): cmd_lab_clean, ("lab", "probe"): cmd_lab_probe,
@@ -357,7 +461,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args._argv = argv
-    key = (args.cmd, getattr(args, "labcmd", None) or getattr(args, "benchcmd", None) or getattr(args, "vmcmd", None))
+    key = (args.cmd, getattr(args, "labcmd", None) or getattr(args, "benchcmd", None) or getattr(args, "vmcmd", None)
+           or getattr(args, "rdmacmd", None))
     import signal
 
     def on_term(signum, _frame):  # unwind (tearing labs down) like Ctrl-C

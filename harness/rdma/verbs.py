@@ -259,6 +259,26 @@ class Connection:
             wr.imm_data = imm
         self.qps[qp].post_send(wr)
 
+    def prepare(self, op: str, offset: int, length: int, remote_offset: int = 0, signaled: bool = True,
+                wr_id: int = 0):
+        """A WRITE/READ/SEND work request built once and posted many times (hot loops: building
+        the pyverbs objects costs more than posting them)."""
+        e = self.e
+        opcode = {"write": e.IBV_WR_RDMA_WRITE, "read": e.IBV_WR_RDMA_READ, "send": e.IBV_WR_SEND}[op]
+        self._check(offset, length, None if op == "send" else remote_offset)
+        wr = self.v["SendWR"](wr_id=wr_id, opcode=opcode, num_sge=1, sg=[self._sge(offset, length)],
+                              send_flags=e.IBV_SEND_SIGNALED if signaled else 0)
+        if op != "send":
+            wr.set_wr_rdma(self.peer.rkey, self.peer.addr + remote_offset)
+        return wr
+
+    def prepare_write(self, offset: int, length: int, remote_offset: int = 0, signaled: bool = True,
+                      wr_id: int = 0):
+        return self.prepare("write", offset, length, remote_offset, signaled, wr_id)
+
+    def post_prepared(self, wr, qp: int = 0) -> None:
+        self.qps[qp].post_send(wr)
+
     def post_read(self, offset: int, length: int, remote_offset: int = 0, qp: int = 0, wr_id: int = 0,
                   signaled: bool = True) -> None:
         self._check(offset, length, remote_offset)

@@ -1,0 +1,142 @@
+"""`metrolab rdma bw|lat|gbn` and `metrolab bench rdma`: the lab side (runs where rxe is)."""
+
+from __future__ import annotations
+
+from harness.errors import SpecError
+from harness.lab.netns import NetnsLab
+from harness.rdma import perftest
+from harness.rdma.gbn import gbn_efficiency, gbn_throughput_bps
+from harness.rdma.run import run_pair
+from harness.spec.loader import load_topology
+from netem.models import fiber_delay_s
+from netem.profile import Impairment, LossModel
+from netem.units import parse_size
+
+SWEEP = [2 ** i for i in range(1, 24)]  # 2 B .. 8 MiB, like perftest -a
+
+
+def parse_sizes(text: str | None, sweep: bool) -> list[int]:
+    if sweep:
+        return SWEEP
+    out = []
+    for part in (text or "65536").split(","):
+        try:
+            out.append(parse_size(part.strip()))
+        except ValueError:
+            raise SpecError("--size", "", part, "not a size (e.g. 2, 64k, 1m)") from None
+    return out
+
+
+def pick_hosts(topo, server: str | None, client: str | None) -> tuple[str, str]:
+    rdma = [h.name for h in topo.hosts() if h.rdma]
+    for flag, name in (("--server", server), ("--client", client)):
+        if name is not None and name not in rdma:
+            raise SpecError(flag, "", name, f"not an RDMA host of {topo.name} (have: {', '.join(rdma) or 'none'})")
+    if len(rdma) < 2 and (server is None or client is None):
+        raise SpecError(topo.source, "sites[].hosts[].rdma", rdma, "need two hosts with rdma: true")
+    client = client or rdma[0]
+    server = server or next(h for h in rdma if h != client)
+    return server, client
+
+
+def wan_impairment(topo, link: str, distance_km: float | None, loss: float | None) -> Impairment | None:
+    if distance_km is None and not loss:
+        return None
+    lk = next((x for x in topo.links if x.name == link), None)
+    if lk is None:
+        raise SpecError("--link", "", link, f"no such link in {topo.name}")
+    base = lk.impairment(topo.group_index)
+    delay = fiber_delay_s(distance_km, topo.group_index) if distance_km is not None else base.delay_s
+    return Impairment(delay_s=delay, loss=LossModel(p=loss) if loss else base.loss, rate_bps=base.rate_bps,
+                      limit_packets=max(base.limit_packets or 0, 10000))
+
+
+def rdma_test(args, mode: str, progress=lambda m: None) -> dict:
+    topo = load_topology(args.topology or "rdma-pair")
+    server, client = pick_hosts(topo, args.server, args.client)
+    sizes = parse_sizes(args.size, getattr(args, "sweep", False))
+    lab = NetnsLab(topo)
+    lab.up()
+    try:
+        imp = wan_impairment(topo, args.link, args.distance_km, args.loss)
+        if imp is not None:
+            lab.impair(args.link, imp)
+        rows = []
+        for i, size in enumerate(sizes):
+            progress(f"{mode} {args.op} {size} B")
+            res = run_pair(lab, server, client, mode=mode, op=args.op if mode == "bw" else "write", size=size,
+                           iters=args.iters, qps=args.qps, port=18600 + i)
+            rows.append({**{k: v for k, v in res["client"].items() if k not in ("role",)},
+                         "server": server, "client": client, "counters": res["counters"]})
+        return {"lab": lab.lab_id, "mode": mode, "rows": rows,
+                "netem_offset_us": (lab.netem_offset_s or 0) * 1e6 if imp else None}
+    finally:
+        lab.down()
+
+
+def bench_rdma() -> dict:
+    """Ours vs perftest on the same link, in one lab: WRITE bw at 64 KiB and 1 MiB, WRITE lat at 2 B."""
+    topo = load_topology("rdma-pair")
+    lab = NetnsLab(topo)
+    lab.up()
+    out = {}
+    try:
+        port = 18800
+        for label, size, iters in (("64k", 65536, 1000), ("1m", 1 << 20, 100)):
+            ours = run_pair(lab, "b1", "a1", mode="bw", size=size, iters=iters, port=port)["client"]
+            ref = perftest.run(lab, "b1", "a1", "ib_write_bw", size=size, iters=iters, port=port + 1).values
+            port += 2
+            out[f"bw_ours_{label}_gbps"], out[f"bw_perftest_{label}_gbps"] = ours["bw_avg_gbps"], ref["bw_avg_gbps"]
+            out[f"bw_ratio_{label}"] = ours["bw_avg_gbps"] / ref["bw_avg_gbps"]
+        ours = run_pair(lab, "b1", "a1", mode="lat", size=2, iters=1000, port=port)["client"]
+        ref = perftest.run(lab, "b1", "a1", "ib_write_lat", size=2, iters=1000, port=port + 1).values
+        out["lat_ours_us"], out["lat_perftest_us"] = ours["t_typical_us"], ref["t_typical_us"]
+        out["lat_ratio"] = ours["t_typical_us"] / ref["t_typical_us"]
+        out |= {"bw_target": ">= 0.8", "lat_target": "<= 1.5",
+                "bw_ok": min(out["bw_ratio_64k"], out["bw_ratio_1m"]) >= 0.8, "lat_ok": out["lat_ratio"] <= 1.5}
+        return out
+    finally:
+        lab.down()
+
+
+def gbn_experiment(losses=(0.0, 1e-5, 1e-4, 1e-3, 1e-2), distances=(0, 100, 500), rate: str = "200mbit",
+                   size: int = 65536, iters: int = 200, full_rate_bps: float = 100e9, progress=lambda m: None) -> list:
+    """WRITE goodput vs loss x distance on the rdma-pair WAN, with the Go-Back-N model beside each
+    point: at the lab's (scaled) rate, and at full scale (100 Gb/s, 4 KiB MTU)."""
+    from netem.units import parse_rate
+    topo = load_topology("rdma-pair")
+    rate_bps = parse_rate(rate)
+    lab = NetnsLab(topo)
+    lab.up()
+    rows = []
+    try:
+        port = 18900
+        for d in distances:
+            for p in losses:
+                progress(f"{d} km, loss {p:g}")
+                lab.impair("wan", Impairment(delay_s=fiber_delay_s(d), loss=LossModel(p=p) if p else None,
+                                             rate_bps=rate_bps, limit_packets=10000))
+                rtt = 2 * fiber_delay_s(d)
+                row = {"distance_km": d, "loss": p, "rate_bps": rate_bps,
+                       "model_gbps": gbn_throughput_bps(p, rate_bps, rtt) / 1e9,
+                       "model_efficiency": gbn_efficiency(p, rate_bps, rtt),
+                       "full_scale_efficiency": gbn_efficiency(p, full_rate_bps, rtt, mtu=4096)}
+                try:
+                    res = run_pair(lab, "b1", "a1", mode="bw", size=size, iters=iters, port=port,
+                                   extra=["--op-timeout", "120"])
+                    c = res["counters"]["rdma"]
+                    row |= {"measured_gbps": res["client"]["bw_avg_gbps"],
+                            "retransmits": c["a1"].get("rcvd_seq_err", 0) + c["b1"].get("out_of_seq_request", 0),
+                            "seq_errors": c["b1"].get("out_of_seq_request", 0),
+                            "duplicates": c["b1"].get("duplicate_request", 0)}
+                except Exception as exc:  # a point that fails is reported, the sweep goes on
+                    row |= {"measured_gbps": None, "error": str(exc)[:200]}
+                port += 1
+                rows.append(row)
+        base = {r["distance_km"]: r.get("measured_gbps") for r in rows if r["loss"] == 0}
+        for r in rows:
+            b = base.get(r["distance_km"])
+            r["measured_efficiency"] = (r["measured_gbps"] / b) if b and r.get("measured_gbps") else None
+        return rows
+    finally:
+        lab.down()

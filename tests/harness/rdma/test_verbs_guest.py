@@ -1,0 +1,81 @@
+"""The verbs layer and `metrolab rdma` between two lab hosts over Soft-RoCE (guest kernel)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from harness import sh
+from harness.lab.nsctx import in_netns
+from harness.rdma import perftest
+from harness.rdma.run import run_pair
+from harness.rdma.verbs import Connection, Device, RdmaError, connect_oob
+from netem.profile import Impairment, LossModel
+from tests.harness.lab.test_rxe_guest import wan_pair
+
+pytestmark = [pytest.mark.guest, pytest.mark.rdma]
+SIZES = [(1, 20), (4099, 20), (65536, 20), (1 << 20, 4), (8 << 20, 2)]
+
+
+@pytest.fixture(scope="module")
+def pair():
+    from tests.support.labs import build_lab
+    lab = build_lab(wan_pair())
+    yield lab
+    lab.down()
+
+
+@pytest.mark.parametrize("loss", [0.0, 1e-3])
+@pytest.mark.parametrize("op", ["write", "read"])
+def test_data_arrives_intact(pair, op, loss):
+    pair.impair("wan", Impairment(loss=LossModel(p=loss) if loss else None, limit_packets=10000))
+    for i, (size, iters) in enumerate(SIZES):
+        res = run_pair(pair, "b1", "a1", op=op, size=size, iters=iters, port=19000 + i,
+                       extra=["--checksum", "--op-timeout", "120"])
+        assert res["client"]["sha256"] == res["server"]["sha256"], f"{op} {size} B with loss {loss}"
+    pair.impair("wan", Impairment())
+
+
+def test_tool_and_perftest_agree_on_the_same_link(pair):
+    ours = run_pair(pair, "b1", "a1", size=65536, iters=1000, port=19100)["client"]["bw_avg_gbps"]
+    ref = perftest.run(pair, "b1", "a1", "ib_write_bw", size=65536, iters=1000, port=19101).values["bw_avg_gbps"]
+    assert ours >= 0.8 * ref
+    ours = run_pair(pair, "b1", "a1", mode="lat", size=2, iters=1000, port=19102)["client"]["t_typical_us"]
+    ref = perftest.run(pair, "b1", "a1", "ib_write_lat", size=2, iters=1000, port=19103).values["t_typical_us"]
+    assert ours <= 1.5 * ref
+
+
+def _resources(dev: str) -> tuple[int, int]:
+    """(QPs, MRs) the kernel holds for dev."""
+    qp = sh.run(["rdma", "-j", "resource", "show", "qp"], check=False).stdout or "[]"
+    mr = sh.run(["rdma", "-j", "resource", "show", "mr"], check=False).stdout or "[]"
+    return (sum(1 for q in json.loads(qp) if q.get("ifname", "").startswith(dev)),
+            sum(1 for m in json.loads(mr) if m.get("ifname", "").startswith(dev)))
+
+
+def test_bad_input_is_a_clear_error_and_leaves_nothing(pair):
+    dev = pair.rxe_device("a1")
+    before = _resources(dev)
+    with pytest.raises(RdmaError, match="no RDMA device 'rxe-nowhere'"):
+        Device("rxe-nowhere")
+    with pytest.raises(RdmaError, match="GID index 99"):
+        Device(dev, gid_index=99)
+    with Device(dev, ip=str(pair.topology.nodes["a1"].address)) as d:
+        buf = np.zeros(4096, dtype=np.uint8)
+        with Connection(d, buf) as conn:
+            with pytest.raises(RdmaError, match="exceeds the registered buffer"):
+                conn.post_send(0, 8192)
+        with in_netns(pair.ns("a1")):
+            with pytest.raises(RdmaError, match="cannot reach the peer"):
+                connect_oob(str(pair.topology.nodes["b1"].address), 19999, timeout=2)
+    assert _resources(dev) == before  # no QP or MR left behind
+    # the tool itself: a clear message and a non-zero exit
+    res = sh.run([sys.executable, "-m", "harness.rdma.tool", "client", "--dev", "rxe-nowhere", "--peer",
+                  "10.2.0.1"], netns=pair.ns("a1"), check=False)
+    assert res.rc == 5 and "no RDMA device 'rxe-nowhere'" in res.stderr
+    assert json.loads(res.stdout)["error"].startswith("no RDMA device")
