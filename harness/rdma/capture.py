@@ -1,0 +1,111 @@
+"""Capture RoCEv2 on a lab interface (inside its namespace) and analyse it with scapy:
+per-QP PSN progression, retransmitted PSNs, ACK/NAK syndromes, CNPs, ECN CE marks,
+throughput over time. A DataFrame plus a summary."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from harness.lab.nsctx import in_netns
+from harness.rdma.packets import ROCE_PORT
+
+ETH_P_ALL = 0x0003
+PACKET_OUTGOING = 4
+
+
+@dataclass
+class Capture:
+    """Packets on `ifname` in namespace `ns` while the block runs (both directions)."""
+
+    ns: str
+    ifname: str
+    frames: list[tuple[float, bool, bytes]] = field(default_factory=list)  # (time, outgoing, frame)
+
+    def __enter__(self) -> "Capture":
+        with in_netns(self.ns):
+            self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 << 20)
+        self._sock.bind((self.ifname, 0))
+        self._sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                frame, addr = self._sock.recvfrom(65535)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.frames.append((time.monotonic(), addr[2] == PACKET_OUTGOING, frame))
+
+    def __exit__(self, *exc) -> None:
+        time.sleep(0.3)  # let the last packets in flight land
+        self._stop.set()
+        self._thread.join()
+        self._sock.close()
+
+
+def to_frame(frames: list[tuple[float, bool, bytes]]) -> pd.DataFrame:
+    """One row per RoCEv2 packet, decoded by scapy."""
+    from scapy.contrib.roce import AETH, BTH  # noqa: F401  (binds UDP 4791 -> BTH)
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+
+    rows = []
+    t0 = frames[0][0] if frames else 0.0
+    for t, outgoing, raw in frames:
+        pkt = Ether(raw)
+        if UDP not in pkt or pkt[UDP].dport != ROCE_PORT or BTH not in pkt:
+            continue
+        bth = pkt[BTH]
+        row = {"t": t - t0, "outgoing": outgoing, "src": pkt[IP].src, "dst": pkt[IP].dst, "bytes": len(raw),
+               "opcode": int(bth.opcode), "dqpn": int(bth.dqpn), "psn": int(bth.psn),
+               "ecn_ce": (pkt[IP].tos & 3) == 3, "syndrome": None, "kind": "request"}
+        if bth.opcode == 0x81:
+            row["kind"] = "cnp"
+        elif bth.opcode in (0x11, 0x0D, 0x0F, 0x10) and AETH in pkt:
+            syn = int(pkt[AETH].syndrome)
+            row["syndrome"] = syn
+            row["kind"] = {0: "ack", 1: "rnr_nak", 3: "nak"}.get(syn >> 5, "ack")
+            if bth.opcode != 0x11:
+                row["kind"] = "read_response"
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=["t", "outgoing", "src", "dst", "bytes", "opcode", "dqpn", "psn", "ecn_ce",
+                                     "syndrome", "kind"])
+    if not df.empty:
+        req = df["kind"] == "request"
+        df["retransmit"] = False
+        df.loc[req, "retransmit"] = df[req].duplicated(subset=["dqpn", "psn"], keep="first")
+    else:
+        df["retransmit"] = pd.Series(dtype=bool)
+    return df
+
+
+def summarize(df: pd.DataFrame, bin_s: float = 0.1) -> dict:
+    """Per-QP counts and a throughput series; go-back events are PSNs that step backwards."""
+    out: dict = {"packets": len(df), "qps": {}}
+    req = df[df["kind"] == "request"]
+    for qpn, g in req.groupby("dqpn"):
+        back = (g["psn"].diff() < 0).sum()
+        out["qps"][int(qpn)] = {"packets": len(g), "unique_psns": int(g["psn"].nunique()),
+                                "retransmitted": int(g["retransmit"].sum()), "go_back_events": int(back),
+                                "first_psn": int(g["psn"].iloc[0]), "last_psn": int(g["psn"].iloc[-1])}
+    out["retransmitted"] = int(req["retransmit"].sum()) if len(req) else 0
+    out["acks"] = int((df["kind"] == "ack").sum())
+    out["naks"] = int((df["kind"] == "nak").sum())
+    out["rnr_naks"] = int((df["kind"] == "rnr_nak").sum())
+    out["cnps"] = int((df["kind"] == "cnp").sum())
+    out["ecn_ce"] = int(df["ecn_ce"].sum())
+    if len(df):
+        bins = (df["t"] // bin_s).astype(int)
+        out["throughput_bps"] = (df.groupby(bins)["bytes"].sum() * 8 / bin_s).round().tolist()
+    return out
