@@ -293,7 +293,8 @@ def cmd_lab_probe(args) -> int:
                          "rate err", "loss cfg", "loss", "notes"], rows))
     if lab.netem_offset_s:
         console.print(f"netem overhead calibrated at {lab.netem_offset_s * 1e6:.0f} us per qdisc and taken off "
-                      "every configured delay; RTT-0km = RTT minus the median RTT of the undelayed links")
+                      "every configured delay; RTT-0km = this link's RTT floor (min of 100) minus that of the "
+                      "undelayed links")
     return 0
 
 

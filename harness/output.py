@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any, Iterable
 
@@ -10,13 +11,14 @@ from rich.console import Console
 from rich.table import Table
 
 # a pipe or CI log is not 80 columns: keep tables on one line per row there
-console = Console(stderr=False, width=None if sys.stdout.isatty() else 180)
-err_console = Console(stderr=True)
+_plain = bool(os.environ.get("METROLAB_PLAIN"))  # set when a guest's tty output ends up in a host pipe or file
+console = Console(stderr=False, width=None if sys.stdout.isatty() else 180,
+                  force_terminal=False if _plain else None)
+err_console = Console(stderr=True, force_terminal=False if _plain else None)
 
 
 def show_progress(json_mode: bool) -> bool:
     """Live progress only for a person at a real terminal (not --json, not a serial console)."""
-    import os
     return (not json_mode and err_console.is_terminal and not err_console.is_dumb_terminal
             and not os.environ.get("METROLAB_NO_PROGRESS"))
 

@@ -32,7 +32,8 @@ class LinkMeasurement:
     rtt_configured_ms: float
     rtt_ms: float | None = None
     rtt_p90_ms: float | None = None
-    rtt_base_ms: float | None = None     # median RTT of this lab's undelayed links: the stack's own share
+    rtt_min_ms: float | None = None      # the floor: propagation + stack, without queueing or jitter
+    rtt_base_ms: float | None = None     # the floor of this lab's undelayed links: the stack's own share
     rate_configured_bps: float | None = None
     rate_bps: float | None = None        # wire (L2) bytes/s on the sender's interface
     goodput_bps: float | None = None     # TCP payload
@@ -48,10 +49,11 @@ class LinkMeasurement:
 
     @property
     def rtt_excess_ms(self) -> float | None:
-        """Measured RTT minus the lab's 0 km RTT: what the link's delay added."""
-        if self.rtt_ms is None or self.rtt_base_ms is None:
+        """This link's RTT floor minus the lab's 0 km floor: what the link's delay added (floors, since
+        queueing and emulator jitter only ever add; docs/vm.md)."""
+        if self.rtt_min_ms is None or self.rtt_base_ms is None:
             return None
-        return self.rtt_ms - self.rtt_base_ms
+        return self.rtt_min_ms - self.rtt_base_ms
 
     @property
     def rate_error(self) -> float | None:
@@ -219,7 +221,7 @@ def measure_loss(ns_a, if_a, addr_a, ns_b, if_b, addr_b, packets: int, pace_bps:
     return packets, len(got)
 
 
-def probe_link(lab, link_name: str, duration: float = 1.0, rtt_count: int = 30,
+def probe_link(lab, link_name: str, duration: float = 1.0, rtt_count: int = 100,
                loss_packets: int = 2000) -> LinkMeasurement:
     topo = lab.topology
     link = next(x for x in topo.links if x.name == link_name)
@@ -236,6 +238,7 @@ def probe_link(lab, link_name: str, duration: float = 1.0, rtt_count: int = 30,
     rtts = measure_rtt(lab.ns(a.node), a.ifname, a.peer_ll6 if v6 else addr_b, rtt_count)
     if rtts:
         m.rtt_ms = statistics.median(rtts)
+        m.rtt_min_ms = min(rtts)
         m.rtt_p90_ms = statistics.quantiles(rtts, n=10)[-1] if len(rtts) >= 10 else max(rtts)
     else:
         m.notes.append("no RTT sample came back")
@@ -261,7 +264,7 @@ def probe_lab(lab, links: list[str] | None = None, on_done=None, **kw) -> list[L
         out.append(m)
         if on_done:
             on_done(m)
-    base = [m.rtt_ms for m in out if m.rtt_configured_ms == 0 and m.rtt_ms is not None]
+    base = [m.rtt_min_ms for m in out if m.rtt_configured_ms == 0 and m.rtt_min_ms is not None]
     for m in out:
         m.rtt_base_ms = statistics.median(base) if base else None
     return out

@@ -46,7 +46,7 @@ def run_in_guest(argv: list[str], progress=None, timeout: float = 7200) -> int:
     width = shutil.get_terminal_size((180, 40)).columns if sys.stdout.isatty() else 180
     env = {"COLUMNS": str(width), "METROLAB_NO_PROGRESS": "1"}  # the serial port: a tty of no known size
     if not sys.stdout.isatty():
-        env["NO_COLOR"] = "1"  # the guest's stdout is a tty; ours is a pipe or a file
+        env["METROLAB_PLAIN"] = "1"  # the guest's stdout is a tty; ours is a pipe or a file
     res = guest.run([sys.executable, "-m", "harness.cli", *with_backend(argv, "netns")], cwd=Path.cwd(), env=env,
                     timeout=timeout, on_line=lambda line: print(line, flush=True), on_log=command_stderr)
     progress(f"guest finished: exit {res.exit_code}, booted in {res.boot_s:.1f} s, {res.wall_s:.1f} s in all")
