@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         rp.add_argument("--client")
         if name == "bw":
             rp.add_argument("--op", choices=("write", "read", "send"), default="write")
+            rp.add_argument("--bidirectional", action="store_true", help="both directions at once (sum)")
         rp.add_argument("--size", default="65536" if name == "bw" else "2", help="size(s), e.g. 2,64k,1m")
         rp.add_argument("--sweep", action="store_true", help="every power of two from 2 B to 8 MiB")
         rp.add_argument("--iters", type=int, default=1000 if name == "bw" else 1000)

@@ -62,12 +62,24 @@ def rdma_test(args, mode: str, progress=lambda m: None) -> dict:
         if imp is not None:
             lab.impair(args.link, imp)
         rows = []
+        bidir = mode == "bw" and getattr(args, "bidirectional", False)
         for i, size in enumerate(sizes):
-            progress(f"{mode} {args.op} {size} B")
-            res = run_pair(lab, server, client, mode=mode, op=args.op if mode == "bw" else "write", size=size,
-                           iters=args.iters, qps=args.qps, port=18600 + i)
-            rows.append({**{k: v for k, v in res["client"].items() if k not in ("role",)},
-                         "server": server, "client": client, "counters": res["counters"]})
+            progress(f"{mode} {args.op if mode == 'bw' else 'write'} {size} B" + (" both ways" if bidir else ""))
+            kw = dict(mode=mode, op=args.op if mode == "bw" else "write", size=size, iters=args.iters, qps=args.qps)
+            if bidir:  # both directions at once, like perftest -b: two pairs on their own ports
+                from concurrent.futures import ThreadPoolExecutor
+                with ThreadPoolExecutor(2) as pool:
+                    fwd = pool.submit(run_pair, lab, server, client, port=18600 + 2 * i, **kw)
+                    rev = pool.submit(run_pair, lab, client, server, port=18601 + 2 * i, **kw)
+                    res, back = fwd.result(), rev.result()
+                row = {k: v for k, v in res["client"].items() if k != "role"}
+                for key in ("bw_peak_gbps", "bw_avg_gbps", "msg_rate_mpps"):
+                    row[key] = res["client"][key] + back["client"][key]
+                row["directions"] = [res["client"], back["client"]]
+            else:
+                res = run_pair(lab, server, client, port=18600 + i, **kw)
+                row = {k: v for k, v in res["client"].items() if k != "role"}
+            rows.append(row | {"server": server, "client": client, "counters": res["counters"]})
         return {"lab": lab.lab_id, "mode": mode, "rows": rows,
                 "netem_offset_us": (lab.netem_offset_s or 0) * 1e6 if imp else None}
     finally:

@@ -79,3 +79,24 @@ def test_bad_input_is_a_clear_error_and_leaves_nothing(pair):
                   "10.2.0.1"], netns=pair.ns("a1"), check=False)
     assert res.rc == 5 and "no RDMA device 'rxe-nowhere'" in res.stderr
     assert json.loads(res.stdout)["error"].startswith("no RDMA device")
+
+
+def test_players_on_torch_tensors_with_two_qps_and_write_with_imm(pair):
+    """Both ends in this process: zero-copy torch tensors, two QPs, an immediate that the peer sees."""
+    import torch
+    ips = {n: str(pair.topology.nodes[n].address) for n in ("a1", "b1")}
+    with Device(pair.rxe_device("a1"), ip=ips["a1"]) as da, Device(pair.rxe_device("b1"), ip=ips["b1"]) as db:
+        src = torch.arange(16384, dtype=torch.int32)  # 64 KiB, registered where it lies
+        dst = torch.zeros_like(src)
+        half = src.numel() * src.element_size() // 2
+        with Connection(da, src, num_qps=2) as ca, Connection(db, dst, num_qps=2) as cb:
+            assert ca.addr == src.data_ptr()  # zero-copy: the tensor's own memory
+            ca.connect(cb.local_info())
+            cb.connect(ca.local_info())
+            cb.post_recv(0, 4, qp=1)  # WRITE_WITH_IMM consumes a receive on the responder
+            ca.post_write(0, half, remote_offset=0, qp=0)
+            ca.post_write(half, half, remote_offset=half, qp=1, imm=0xBEEF)
+            ca.poll(2)
+            (wc,) = cb.poll(1)
+            assert socket.ntohl(wc.imm_data) == 0xBEEF or wc.imm_data == 0xBEEF
+            assert torch.equal(src, dst)
