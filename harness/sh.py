@@ -24,6 +24,17 @@ def which(tool: str) -> str | None:
     return shutil.which(tool) or next((p for p in (f"/usr/sbin/{tool}", f"/sbin/{tool}") if shutil.os.path.exists(p)), None)
 
 
+def _argv(args: list[str], netns: str | None) -> list[str]:
+    """The full command line: the program resolved (a clear error if missing), inside `netns` if given."""
+    exe = which(args[0])
+    if exe is None:
+        raise CapabilityError(f"'{args[0]}' is not installed (run the README's install command)")
+    full = [exe, *args[1:]]
+    if netns is not None:
+        full = [which("nsenter") or "nsenter", f"--net={NETNS_RUN_DIR / netns}", "--", *full]
+    return full
+
+
 def run(args: list[str], *, netns: str | None = None, input: str | None = None, check: bool = True,
         timeout: float = 30, cwd: str | Path | None = None) -> Result:
     """Run `args` (inside namespace `netns` if given) and return its output.
@@ -31,12 +42,7 @@ def run(args: list[str], *, netns: str | None = None, input: str | None = None, 
     A missing program is a CapabilityError; a failure with check=True a LabError that
     carries the command and what it printed.
     """
-    exe = which(args[0])
-    if exe is None:
-        raise CapabilityError(f"'{args[0]}' is not installed (run the README's install command)")
-    full = [exe, *args[1:]]
-    if netns is not None:
-        full = [which("nsenter") or "nsenter", f"--net={NETNS_RUN_DIR / netns}", "--", *full]
+    full = _argv(args, netns)
     proc = subprocess.run(full, input=input, capture_output=True, text=True, timeout=timeout, cwd=cwd)
     res = Result(full, proc.returncode, proc.stdout, proc.stderr)
     if check and proc.returncode != 0:
@@ -47,13 +53,7 @@ def run(args: list[str], *, netns: str | None = None, input: str | None = None, 
 
 def popen(args: list[str], *, netns: str | None = None, **kw) -> subprocess.Popen:
     """Start `args` (inside namespace `netns`) in the background; the caller owns the process."""
-    exe = which(args[0])
-    if exe is None:
-        raise CapabilityError(f"'{args[0]}' is not installed (run the README's install command)")
-    full = [exe, *args[1:]]
-    if netns is not None:
-        full = [which("nsenter") or "nsenter", f"--net={NETNS_RUN_DIR / netns}", "--", *full]
-    return subprocess.Popen(full, **kw)
+    return subprocess.Popen(_argv(args, netns), **kw)
 
 
 def nft(script: str, netns: str | None = None, check: bool = True) -> Result:

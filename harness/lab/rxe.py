@@ -35,11 +35,16 @@ def delete(name: str) -> None:
         sh.run(["rdma", "link", "delete", name], check=False)
 
 
-def roce_v2_gid_index(dev: str, address: str, port: int = 1, timeout: float = 5.0) -> int:
-    """Index of the RoCEv2 GID that carries `address` (IPv4-mapped or IPv6) on dev's port."""
-    ip = ipaddress.ip_address(address)
-    want = ipaddress.IPv6Address(f"::ffff:{ip}") if ip.version == 4 else ip
+def roce_v2_gid_index(dev: str, address: str | None = None, port: int = 1, timeout: float = 5.0) -> int:
+    """Index of the RoCEv2 GID that carries `address` (IPv4-mapped or IPv6) on dev's port; with no
+    address, the first IPv4-mapped RoCEv2 GID."""
+    want = None
+    if address is not None:
+        ip = ipaddress.ip_address(address)
+        want = ipaddress.IPv6Address(f"::ffff:{ip}") if ip.version == 4 else ip
     base = IB_CLASS / dev / "ports" / str(port)
+    if not base.exists():
+        raise LabError(f"RDMA device {dev} port {port} does not exist (devices: {', '.join(devices()) or 'none'})")
     deadline = time.monotonic() + timeout
     while True:
         for gid_file in sorted((base / "gids").iterdir(), key=lambda p: int(p.name)):
@@ -48,8 +53,8 @@ def roce_v2_gid_index(dev: str, address: str, port: int = 1, timeout: float = 5.
                 kind = (base / "gid_attrs" / "types" / gid_file.name).read_text().strip()
             except (OSError, ValueError):
                 continue
-            if gid == want and kind == "RoCE v2":
+            if kind == "RoCE v2" and (gid == want if want is not None else gid.ipv4_mapped is not None):
                 return int(gid_file.name)
         if time.monotonic() > deadline:
-            raise LabError(f"{dev}: no RoCEv2 GID for {address} on port {port}")
+            raise LabError(f"{dev}: no RoCEv2 GID for {address or 'an IPv4 address'} on port {port}")
         time.sleep(0.05)

@@ -104,6 +104,7 @@ def bench_rdma() -> dict:
         ref = perftest.run(lab, "b1", "a1", "ib_write_lat", size=2, iters=1000, port=port + 1).values
         out["lat_ours_us"], out["lat_perftest_us"] = ours["t_typical_us"], ref["t_typical_us"]
         out["lat_ratio"] = ours["t_typical_us"] / ref["t_typical_us"]
+        out["lat_ratio_min"] = ours["t_min_us"] / ref["t_min_us"]  # steadier under TCG: the code path's floor
         out |= {"bw_target": ">= 0.8", "lat_target": "<= 1.5",
                 "bw_ok": min(out["bw_ratio_64k"], out["bw_ratio_1m"]) >= 0.8, "lat_ok": out["lat_ratio"] <= 1.5}
         return out

@@ -80,21 +80,12 @@ class PeerInfo:
 
 def roce_gid_index(dev: str, port: int, ip: str | None) -> int:
     """The RoCEv2 GID index carrying `ip` (or the first RoCEv2 IPv4 GID when ip is None)."""
-    base = IB_CLASS / dev / "ports" / str(port)
-    if not base.exists():
-        raise RdmaError(f"RDMA device {dev} port {port} does not exist (devices: {', '.join(list_devices()) or 'none'})")
-    want = ipaddress.IPv6Address(f"::ffff:{ip}") if ip and ":" not in ip else (ipaddress.IPv6Address(ip) if ip else None)
-    for f in sorted((base / "gids").iterdir(), key=lambda p: int(p.name)):
-        try:
-            gid = ipaddress.IPv6Address(f.read_text().strip())
-            kind = (base / "gid_attrs" / "types" / f.name).read_text().strip()
-        except (OSError, ValueError):
-            continue
-        if kind != "RoCE v2" or gid == ipaddress.IPv6Address(0):
-            continue
-        if (want is not None and gid == want) or (want is None and gid.ipv4_mapped):
-            return int(f.name)
-    raise RdmaError(f"{dev} port {port} has no RoCEv2 GID for {ip or 'an IPv4 address'}")
+    from harness.errors import LabError
+    from harness.lab.rxe import roce_v2_gid_index
+    try:
+        return roce_v2_gid_index(dev, ip, port, timeout=0.5)
+    except LabError as exc:
+        raise RdmaError(str(exc)) from None
 
 
 def list_devices() -> list[str]:
@@ -117,7 +108,29 @@ def buffer_address(buf) -> tuple[int, int]:
     return ctypes.addressof(ctypes.c_char.from_buffer(mv)), mv.nbytes
 
 
-class Device:
+class _Owner:
+    """Owns verbs objects and closes them, newest first, on close() / leaving a with-block."""
+
+    def _own(self, obj):
+        self._objs.append(obj)
+        return obj
+
+    def close(self) -> None:
+        for obj in reversed(self._objs):
+            try:
+                obj.close()
+            except Exception:
+                pass
+        self._objs.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Device(_Owner):
     """An opened RDMA device: context, protection domain, completion queue."""
 
     def __init__(self, name: str, port: int = 1, gid_index: int | None = None, ip: str | None = None,
@@ -145,29 +158,10 @@ class Device:
             self.close()
             raise
 
-    def _own(self, obj):
-        self._objs.append(obj)
-        return obj
-
-    def close(self) -> None:
-        for obj in reversed(self._objs):
-            try:
-                obj.close()
-            except Exception:
-                pass
-        self._objs.clear()
-
-    def __enter__(self) -> "Device":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
-class Connection:
+class Connection(_Owner):
     """`num_qps` RC QPs between this device and a peer, over one registered buffer."""
-
-    ACCESS = None
 
     def __init__(self, dev: Device, buf, cfg: QPConfig | None = None, num_qps: int = 1):
         v = dev.v
@@ -191,10 +185,6 @@ class Connection:
         except BaseException:
             self.close()
             raise
-
-    def _own(self, obj):
-        self._objs.append(obj)
-        return obj
 
     def local_info(self) -> PeerInfo:
         return PeerInfo([qp.qp_num for qp in self.qps], self.psns, self.dev.gid, self.addr, self.mr.rkey,
@@ -315,19 +305,6 @@ class Connection:
                                 "(is the peer reachable?)")
         return out
 
-    def close(self) -> None:
-        for obj in reversed(self._objs):
-            try:
-                obj.close()
-            except Exception:
-                pass
-        self._objs.clear()
-
-    def __enter__(self) -> "Connection":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 WC_STATUS = {0: "success", 1: "local length error", 2: "local QP operation error", 4: "local protection error",

@@ -57,7 +57,8 @@ def test_netem_loss_within_binomial_99_interval(lab_factory):
     lab = lab_factory(two_hosts(loss=p))
     a, b = lab.plan.ends("h1-sw")
     sent, received = measure_loss(lab.ns("h1"), a.ifname, "10.9.0.1", lab.ns("sw"), b.ifname,
-                                  str(lab.topology.nodes["sw"].address), n, pace_bps=50e6, settle=1.0)
+                                  str(lab.topology.nodes["sw"].address), n, pace_bps=5e6, settle=1.0)
+    assert received > 0.9 * n  # the receiver kept up: what is missing is netem's doing
     lo, hi = binomial_interval(n, p)
     assert lo <= sent - received <= hi
 
