@@ -78,7 +78,7 @@ class Guest:
                                   "(run scripts/install.sh)")
         accel = ["-accel", "kvm", "-cpu", "host"] if self.accel == "kvm" else \
             ["-accel", "tcg,thread=multi", "-cpu", "max"]
-        append = (f"console=ttyS1 quiet loglevel=4 panic=-1 metrolab.init={GUEST_INIT} "
+        append = (f"console=ttyS1 quiet loglevel=4 panic=-1 tsc=reliable metrolab.init={GUEST_INIT} "
                   f"metrolab.results={results} metrolab.modbase={Path(self.kernel.modules_dir).parent.parent}")
         return [exe, *accel, "-M", "q35", "-smp", str(self.cpus), "-m", self.memory,
                 "-kernel", self.kernel.vmlinuz, "-initrd", self.kernel.initrd, "-append", append,
@@ -92,8 +92,10 @@ class Guest:
 
     def run(self, argv: list[str], *, boot_retries: int = 2, **kw) -> GuestResult:
         """Run argv in the guest (see _run_once). A kernel that oopses while booting is booted again:
-        under multi-threaded TCG the kernel's live code patching (int3 text_poke) now and then
-        faults before init runs (seen about once in 15 boots)."""
+        under multi-threaded TCG the kernel's live code patching (int3 text_poke) can fault. The
+        patch that did it was the sched_clock static key flipping when the clocksource watchdog
+        marked the TSC unstable (at boot or a minute in); `tsc=reliable` on the command line stops
+        that flip, and the retry stays for whatever else patches code early."""
         for attempt in range(boot_retries + 1):
             try:
                 return self._run_once(argv, **kw)
