@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from harness.errors import LabError
-from harness.lab.state import LabState, all_states, pid_alive
+from harness.lab.state import LabState, all_states
 
 BACKENDS = ("netns",)
 
@@ -37,9 +37,4 @@ def attach(state: LabState):
     raise LabError(f"lab {state.lab_id} has unknown backend {state.backend!r}")
 
 
-def leftovers() -> list[LabState]:
-    """Journals of labs whose owner died while building, or that were not taken down."""
-    return [s for s in all_states() if not (s.status == "building" and pid_alive(s.pid))]
-
-
-__all__ = ["BACKENDS", "create_lab", "find_state", "attach", "leftovers", "LabState"]
+__all__ = ["BACKENDS", "create_lab", "find_state", "attach", "LabState"]

@@ -15,7 +15,7 @@ from pyroute2 import NetNS, netns
 from pyroute2.netlink.exceptions import NetlinkError
 
 from harness import capabilities
-from harness.errors import LabError, MetrolabError
+from harness.errors import LabError
 from harness.lab.base import Lab
 from harness.lab.nsctx import NETNS_RUN_DIR, pids_in_netns, write_sysctl
 from harness.lab.state import LabState, new_lab_id
@@ -368,20 +368,3 @@ def attach(state: LabState) -> NetnsLab:
     lab = NetnsLab(topo, state=state, strict=state.extra.get("strict", True))
     lab.applied = state.extra.get("applied", {})
     return lab
-
-
-def clean(states: list[LabState]) -> list[str]:
-    """Remove every namespace the given journals recorded; return what was removed."""
-    removed = []
-    for st in states:
-        for name in reversed(st.namespaces):
-            if (NETNS_RUN_DIR / name).exists():
-                remove_namespace(name)
-                removed.append(name)
-        st.remove()
-    # namespaces of a journal that was itself lost: our prefix pattern, no live owner
-    return removed
-
-
-def live_lab_error(st: LabState) -> MetrolabError:
-    return LabError(f"lab {st.lab_id} is still being built by PID {st.pid}; stop it first")

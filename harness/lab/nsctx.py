@@ -44,11 +44,6 @@ def write_sysctl(ns: str, key: str, value: str | int) -> None:
         Path("/proc/sys", *key.split(".")).write_text(str(value))
 
 
-def read_sysctl(ns: str, key: str) -> str:
-    with in_netns(ns):
-        return Path("/proc/sys", *key.split(".")).read_text().strip()
-
-
 def netns_inode(name: str) -> int:
     return os.stat(NETNS_RUN_DIR / name).st_ino
 
