@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from harness.errors import CapabilityError, MetrolabError, SpecErrors
@@ -18,12 +19,13 @@ def _add_backend(p: argparse.ArgumentParser) -> None:
                    help="netns (host kernel), vm (guest kernel: netem, Soft-RoCE), auto: vm only where needed")
 
 
-def _on_backend(args, topology) -> int | None:
-    """Run this command in the guest when the backend says so (returns its exit code), else None."""
-    from harness.lab.select import choose, needs
-    backend, why = choose(args.backend, needs(topology))
+def _on_backend(args, needed: dict[str, str]) -> int | None:
+    """Run this command in the guest when the backend says so (returns its exit code), else None.
+    `needed`: kernel features -> why (harness.lab.select.needs for a topology)."""
+    from harness.lab.select import choose
+    backend, why = choose(args.backend, needed)
     if backend == "netns":
-        if args.backend != "auto" or not args.json:
+        if not args.json:
             err_console.print(f"backend: netns ({why})", highlight=False)
         return None
     err_console.print(f"backend: vm ({why})", highlight=False)
@@ -253,7 +255,8 @@ def cmd_lab_probe(args) -> int:
     if own:
         topo = load_topology(args.topology)
         if not args.best_effort:
-            code = _on_backend(args, topo)
+            from harness.lab.select import needs
+            code = _on_backend(args, needs(topo))
             if code is not None:
                 return code
         lab = create_lab(topo, "netns", strict=not args.best_effort)
@@ -316,14 +319,18 @@ def cmd_doctor(args) -> int:
     return 0
 
 
+def _print_bench(title: str, res: dict, as_json: bool, spec: str = ".4g") -> None:
+    if as_json:
+        print_json(res)
+    else:
+        console.print(table(title, ["metric", "value"],
+                            [[k, fmt(v, spec) if isinstance(v, float) else v] for k, v in res.items()]))
+
+
 def cmd_bench_lab(args) -> int:
     from harness.bench import bench_lab
     res = bench_lab(repeat=args.repeat)
-    if args.json:
-        print_json(res)
-    else:
-        console.print(table("bench lab (4 sites x 4 hosts)", ["metric", "value"],
-                            [[k, fmt(v, ".3f") if isinstance(v, float) else v] for k, v in res.items()]))
+    _print_bench("bench lab (4 sites x 4 hosts)", res, args.json, ".3f")
     return 0
 
 
@@ -368,28 +375,15 @@ def cmd_vm_run(args) -> int:
 def cmd_bench_vm(args) -> int:
     from harness.bench import bench_vm
     res = bench_vm()
-    if args.json:
-        print_json(res)
-    else:
-        console.print(table("bench vm", ["metric", "value"],
-                            [[k, fmt(v, ".4g") if isinstance(v, float) else v] for k, v in res.items()]))
+    _print_bench("bench vm", res, args.json)
     return 0
 
 
-def _rdma_backend(args) -> int | None:
-    """RDMA needs Soft-RoCE: the guest where the host kernel lacks rxe."""
-    from harness.lab.select import choose
-    backend, why = choose(args.backend, {"rxe": "Soft-RoCE between lab hosts"})
-    if backend == "netns":
-        return None
-    if not args.json:
-        err_console.print(f"backend: vm ({why})", highlight=False)
-    from harness.vm.reexec import run_in_guest
-    return run_in_guest(args._argv)
+RDMA_NEEDS = {"rxe": "Soft-RoCE between lab hosts"}
 
 
 def cmd_rdma(args) -> int:
-    code = _rdma_backend(args)
+    code = _on_backend(args, RDMA_NEEDS)
     if code is not None:
         return code
     from harness.rdma.commands import rdma_test
@@ -414,7 +408,7 @@ def cmd_rdma(args) -> int:
 
 
 def cmd_rdma_gbn(args) -> int:
-    code = _rdma_backend(args)
+    code = _on_backend(args, RDMA_NEEDS)
     if code is not None:
         return code
     from harness.rdma.commands import gbn_experiment
@@ -435,16 +429,12 @@ def cmd_rdma_gbn(args) -> int:
 
 
 def cmd_bench_rdma(args) -> int:
-    code = _rdma_backend(args)
+    code = _on_backend(args, RDMA_NEEDS)
     if code is not None:
         return code
     from harness.rdma.commands import bench_rdma
     res = bench_rdma()
-    if args.json:
-        print_json(res)
-    else:
-        console.print(table("bench rdma (Soft-RoCE, same link)", ["metric", "value"],
-                            [[k, fmt(v, ".4g") if isinstance(v, float) else v] for k, v in res.items()]))
+    _print_bench("bench rdma (Soft-RoCE, same link)", res, args.json)
     return 0
 
 
@@ -467,7 +457,13 @@ def main(argv: list[str] | None = None) -> int:
            or getattr(args, "rdmacmd", None))
     import signal
 
+    owner = os.getpid()
+
     def on_term(signum, _frame):  # unwind (tearing labs down) like Ctrl-C
+        if os.getpid() != owner:  # a helper pyroute2 forked and now stops: die, undo nothing
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         from harness.lab.netns import Interrupted
         raise Interrupted(f"interrupted by signal {signum}")
 
