@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         rp.add_argument("--sweep", action="store_true", help="every power of two from 2 B to 8 MiB")
         rp.add_argument("--iters", type=int, default=1000 if name == "bw" else 1000)
         rp.add_argument("--qps", type=int, default=1)
+        rp.add_argument("--cm", action="store_true", help="connect the QPs through rdma_cm (like perftest -R)")
         rp.add_argument("--link", default="wan", help="the link --distance-km / --loss impair")
         rp.add_argument("--distance-km", type=float)
         rp.add_argument("--loss", type=float)

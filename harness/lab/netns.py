@@ -25,6 +25,7 @@ from netem.shaper import Applied, Shaper
 
 IFA_F_NODAD = 0x02
 AF_INET, AF_INET6 = 2, 10
+NUD_PERMANENT = 0x80
 RTNH_F_ONLINK = 4
 
 
@@ -133,6 +134,7 @@ class NetnsLab(Lab):
                 steps = ([(self._create_node, (n.name, n.is_switch)) for n in topo.nodes.values()]
                          + [(self._create_link, (lk.name,)) for lk in topo.links]
                          + [(self._address_node, (n,)) for n in topo.nodes]
+                         + [(self._pin_neighbours, (lk.name,)) for lk in topo.links]
                          + [(self._add_rxe, (h.name,)) for h in topo.hosts() if h.rdma]
                          + [(self._add_route, (r,)) for r in self.plan.routes]
                          + [(self.impair, (lk.name, lk.impairment(topo.group_index), self.strict, caps))
@@ -225,6 +227,28 @@ class NetnsLab(Lab):
             h.link("set", index=idx, state="up")
             if me.address6 is not None:
                 h.addr("add", index=idx, address=iface.ll6, prefixlen=64, flags=IFA_F_NODAD)
+
+    def _pin_neighbours(self, link_name: str) -> None:
+        """Permanent ARP/ND entries for the gateway addresses on both ends of a link.
+
+        A lab has no reason to resolve neighbours at run time: resolution would cost the first packet
+        a round trip across an emulated WAN, and the kernel's rdma_cm cannot answer a connection
+        request whose reply path still needs resolving (the passive side's QP attributes fail)."""
+        ends = self.plan.ends(link_name)
+        macs = {}
+        for end in ends:
+            h = self.handle(end.node)
+            macs[end.node] = h.get_links(h.link_lookup(ifname=end.ifname)[0])[0].get_attr("IFLA_ADDRESS")
+        for end in ends:
+            h = self.handle(end.node)
+            idx = h.link_lookup(ifname=end.ifname)[0]
+            peer = self.topology.nodes[end.peer_node]
+            entries = [(AF_INET, str(peer.address))]
+            if peer.address6 is not None:
+                entries.append((AF_INET6, end.peer_ll6))
+            for family, dst in entries:
+                h.neigh("replace", family=family, dst=dst, lladdr=macs[end.peer_node], ifindex=idx,
+                        state=NUD_PERMANENT)
 
     def _add_rxe(self, node: str) -> None:
         """A Soft-RoCE device on the host's (first) lab interface."""

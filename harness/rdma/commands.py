@@ -65,7 +65,8 @@ def rdma_test(args, mode: str, progress=lambda m: None) -> dict:
         bidir = mode == "bw" and getattr(args, "bidirectional", False)
         for i, size in enumerate(sizes):
             progress(f"{mode} {args.op if mode == 'bw' else 'write'} {size} B" + (" both ways" if bidir else ""))
-            kw = dict(mode=mode, op=args.op if mode == "bw" else "write", size=size, iters=args.iters, qps=args.qps)
+            kw = dict(mode=mode, op=args.op if mode == "bw" else "write", size=size, iters=args.iters, qps=args.qps,
+                      extra=["--cm"] if getattr(args, "cm", False) else None)
             if bidir:  # both directions at once, like perftest -b: two pairs on their own ports
                 from concurrent.futures import ThreadPoolExecutor
                 with ThreadPoolExecutor(2) as pool:

@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 
+from harness.rdma.cm import cm_connect, cm_listen
 from harness.rdma.verbs import (Connection, Device, QPConfig, RdmaError, barrier, connect_oob, exchange, recv_msg,
                                 send_msg)
 
@@ -38,15 +39,32 @@ def lat_stats(size: int, samples_us: list[float]) -> dict:
 
 
 def _open(args) -> tuple[Device, Connection, np.ndarray]:
-    cfg = QPConfig(mtu=args.mtu, timeout=args.timeout, retry_cnt=args.retry_cnt, traffic_class=args.tc)
+    """Device, QPs and buffer for the TCP exchange; with --cm, rdma_cm makes them while connecting."""
+    buf = np.zeros(max(args.bufsize, args.size * args.qps), dtype=np.uint8)
+    if args.cm:
+        return None, None, buf
     dev = Device(args.dev, gid_index=args.gid_index, ip=args.ip)
     try:
-        buf = np.zeros(max(args.bufsize, args.size * args.qps), dtype=np.uint8)
-        conn = Connection(dev, buf, cfg, num_qps=args.qps)
+        conn = Connection(dev, buf, _qp_config(args), num_qps=args.qps)
     except BaseException:
         dev.close()
         raise
     return dev, conn, buf
+
+
+def _qp_config(args) -> QPConfig:
+    return QPConfig(mtu=args.mtu, timeout=args.timeout, retry_cnt=args.retry_cnt, traffic_class=args.tc)
+
+
+def _cm_open(args, buf: np.ndarray) -> Connection:
+    if args.role == "server":
+        conn = cm_listen(args.ip, args.port, buf, _qp_config(args), args.qps, timeout=args.oob_timeout)
+    else:
+        conn = cm_connect(args.ip, args.peer, args.port, buf, _qp_config(args), args.qps, timeout=args.oob_timeout)
+    if conn.dev.name != args.dev:
+        conn.close()
+        raise RdmaError(f"rdma_cm chose {conn.dev.name} for {args.ip}, not {args.dev}")
+    return conn
 
 
 def run_bw_client(conn: Connection, args) -> dict:
@@ -141,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tc", type=int, default=0)
     ap.add_argument("--op-timeout", type=float, default=60.0)
     ap.add_argument("--oob-timeout", type=float, default=60.0)
+    ap.add_argument("--cm", action="store_true", help="connect the QPs through rdma_cm instead of a TCP exchange")
     ap.add_argument("--checksum", action="store_true", help="report a sha256 of the data each side holds")
     args = ap.parse_args(argv)
     if args.mode == "lat":
@@ -157,25 +176,28 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> dict:
     dev, conn, buf = _open(args)
+    if args.role == "client" and args.op in ("write", "send") and args.checksum:
+        buf[:] = np.random.default_rng().integers(0, 256, buf.size, dtype=np.uint8)
+    if args.role == "server" and args.op == "read" and args.checksum:
+        buf[:] = np.random.default_rng().integers(0, 256, buf.size, dtype=np.uint8)
+    lst = None
     try:
-        if args.role == "server":
+        if args.role == "server":  # listening before rdma_cm blocks: the client's control connect queues
             lst = socket.create_server((args.ip or "", args.port), reuse_port=True)
             lst.settimeout(args.oob_timeout)
+        if args.cm:  # QPs connected by rdma_cm; the TCP socket below only synchronises the two sides
+            conn = _cm_open(args, buf)
+        if args.role == "server":
             try:
                 sock, _ = lst.accept()
             except socket.timeout:
                 raise RdmaError(f"no client connected within {args.oob_timeout:g} s") from None
-            finally:
-                lst.close()
         else:
             sock = connect_oob(args.peer, args.port, args.oob_timeout)
         with sock:
-            if args.role == "client" and args.op in ("write", "send") and args.checksum:
-                buf[:] = np.random.default_rng().integers(0, 256, buf.size, dtype=np.uint8)
-            if args.role == "server" and args.op == "read" and args.checksum:
-                buf[:] = np.random.default_rng().integers(0, 256, buf.size, dtype=np.uint8)
-            peer, _ = exchange(sock, conn.local_info())
-            conn.connect(peer)
+            if not args.cm:
+                peer, _ = exchange(sock, conn.local_info())
+                conn.connect(peer)
             recvs = 0
             if args.role == "server" and args.op == "send" and args.mode == "bw":
                 for q in range(len(conn.qps)):  # every QP's receive queue primed before the sender starts
@@ -184,7 +206,8 @@ def _run(args) -> dict:
                         recvs += 1
             barrier(sock, "connected")
             result: dict = {"role": args.role, "dev": args.dev, "gid_index": conn.dev.gid_index,
-                            "qps": len(conn.qps), "op": args.op, "mode": args.mode}
+                            "qps": len(conn.qps), "op": args.op, "mode": args.mode,
+                            "connect": "rdma_cm" if args.cm else "tcp"}
             if args.mode == "lat":
                 result |= run_lat(conn, buf, args, initiator=args.role == "client")
             elif args.role == "client":
@@ -204,8 +227,12 @@ def _run(args) -> dict:
                 result["sha256"] = hashlib.sha256(buf[:span].tobytes()).hexdigest()
             return result
     finally:
-        conn.close()
-        dev.close()
+        if lst is not None:
+            lst.close()
+        if conn is not None:
+            conn.close()
+        if dev is not None:
+            dev.close()
 
 
 if __name__ == "__main__":

@@ -134,14 +134,16 @@ class Device(_Owner):
     """An opened RDMA device: context, protection domain, completion queue."""
 
     def __init__(self, name: str, port: int = 1, gid_index: int | None = None, ip: str | None = None,
-                 cq_depth: int = 4096):
+                 cq_depth: int = 4096, cm_id=None):
+        """`cm_id`: an rdma_cm ID bound to the device; its context and PD belong to librdmacm, so
+        only the CQ is ours to close."""
         v = _verbs()
         self.v, self.name, self.port = v, name, port
         if name not in list_devices():
             raise RdmaError(f"no RDMA device {name!r} (devices: {', '.join(list_devices()) or 'none'})")
         self._objs = []
         try:
-            self.ctx = self._own(v["Context"](name=name))
+            self.ctx = cm_id.context if cm_id is not None else self._own(v["Context"](name=name))
             port_attr = self.ctx.query_port(port)
             if gid_index is None:
                 gid_index = roce_gid_index(name, port, ip)
@@ -152,7 +154,7 @@ class Device(_Owner):
             self.gid_index = gid_index
             self.gid = str(self.ctx.query_gid(port, gid_index))
             self.active_mtu = 128 << port_attr.active_mtu
-            self.pd = self._own(v["PD"](self.ctx))
+            self.pd = cm_id.pd if cm_id is not None else self._own(v["PD"](self.ctx))
             self.cq = self._own(v["CQ"](self.ctx, cq_depth, None, None, 0))
         except BaseException:
             self.close()

@@ -102,3 +102,28 @@ def test_players_on_torch_tensors_with_two_qps_and_write_with_imm(pair):
             (wc,) = cb.poll(1)
             assert socket.ntohl(wc.imm_data) == 0xBEEF or wc.imm_data == 0xBEEF
             assert torch.equal(src, dst)
+
+
+@pytest.mark.parametrize("op", ["write", "read"])
+def test_rdma_cm_connects_two_qps_and_data_arrives_intact(pair, op):
+    """QPs connected through rdma_cm (address/route resolution, REQ/REP/RTU, memory in private data)."""
+    for i, (size, iters) in enumerate([(4099, 20), (1 << 20, 4)]):
+        res = run_pair(pair, "b1", "a1", op=op, size=size, iters=iters, qps=2, port=19200 + 10 * (op == "read") + i,
+                       extra=["--cm", "--checksum"])
+        assert res["client"]["connect"] == res["server"]["connect"] == "rdma_cm"
+        assert res["client"]["qps"] == 2
+        assert res["client"]["sha256"] == res["server"]["sha256"], f"{op} {size} B over rdma_cm"
+
+
+def test_rdma_cm_without_a_listener_is_a_clear_error_and_leaves_nothing(pair):
+    from harness.rdma.cm import cm_connect
+    dev = pair.rxe_device("a1")
+    before = _resources(dev)
+    ips = {n: str(pair.topology.nodes[n].address) for n in ("a1", "b1")}
+    buf = np.zeros(4096, dtype=np.uint8)
+    with in_netns(pair.ns("a1")):
+        with pytest.raises(RdmaError, match="rdma_cm: RDMA_CM_EVENT_(REJECTED|UNREACHABLE)|no event within"):
+            cm_connect(ips["a1"], ips["b1"], 19299, buf, timeout=3)
+        with pytest.raises(RdmaError, match="rdma_cm: RDMA_CM_EVENT_ADDR_ERROR|no event within"):
+            cm_connect(ips["a1"], "10.99.0.1", 19299, buf, timeout=3, resolve_ms=500)  # no route there
+    assert _resources(dev) == before
