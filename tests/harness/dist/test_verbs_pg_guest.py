@@ -1,0 +1,47 @@
+"""The verbs torch.distributed backend between lab hosts over Soft-RoCE (guest kernel)."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.dist.launch import run_ranks
+from tests.support.labs import build_lab, rdma_sites
+
+pytestmark = [pytest.mark.guest, pytest.mark.rdma]
+CHECKS = ["-m", "tests.support.dist_checks"]
+SMALL_SLOTS = {"METROLAB_VERBS_SLOT": "65536"}  # multi-chunk transfers at test sizes
+
+
+@pytest.fixture(scope="module")
+def sites():
+    lab = build_lab(rdma_sites((2, 1)))
+    yield lab
+    lab.down()
+
+
+@pytest.mark.parametrize("hosts", [["a1", "b1"], ["a1", "a2", "b1"]], ids=["world2", "world3"])
+def test_every_collective_on_verbs_equals_gloo(sites, hosts):
+    results = run_ranks(sites, hosts, CHECKS + ["collectives"], port=29510 + len(hosts), env=SMALL_SLOTS,
+                        timeout=900)
+    for r in results:
+        checks = r.json()["checks"]
+        bad = [c for c in checks if c.get("equal") is False]
+        assert not bad, f"rank {r.rank}: {bad[:5]}"
+        assert sum(1 for c in checks if c.get("equal")) >= 100
+
+
+def test_ddp_trains_to_the_same_weights_on_verbs_and_gloo(sites):
+    results = run_ranks(sites, ["a1", "b1"], CHECKS + ["ddp"], port=29520, env=SMALL_SLOTS, timeout=600)
+    for r in results:
+        res = r.json()
+        assert res["max_abs_diff"] <= 1e-6, res
+
+
+def test_a_dead_rank_fails_the_others_within_the_timeout(sites):
+    results = run_ranks(sites, ["a1", "a2", "b1"], CHECKS + ["dead", "--timeout", "20"], port=29530,
+                        timeout=300, check=False)
+    assert results[2].rc == 17
+    for r in results[:2]:
+        res = r.json()
+        assert res["error"] and "rank" in res["error"], res
+        assert res["seconds"] <= 20 + 15, res  # the group's timeout, plus the time to notice
