@@ -109,6 +109,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend(rg)
     _add_json(rg)
 
+    co = sub.add_parser("collectives", help="nccl-tests-grade collective benchmark, one rank per lab host "
+                        "(gloo over TCP, verbs over RoCEv2, nccl on GPUs)")
+    co.add_argument("topology", nargs="?", help="topology (default: rdma-pair)")
+    co.add_argument("--hosts", help="rank hosts, comma-separated (default: every RDMA host)")
+    co.add_argument("--collective-backend", dest="backend_name", default="verbs", choices=("verbs", "gloo", "nccl"),
+                    help="torch.distributed backend under test")
+    co.add_argument("--ops", default="all_reduce",
+                    help="all_reduce,all_gather,reduce_scatter,broadcast,reduce,all_to_all,sendrecv")
+    co.add_argument("-b", "--begin", default="8")
+    co.add_argument("-e", "--end", default="4m")
+    co.add_argument("-f", "--factor", type=float, default=2.0)
+    co.add_argument("-w", "--warmup", type=int, default=2)
+    co.add_argument("-n", "--iters", type=int, default=10)
+    co.add_argument("-d", "--dtype", default="float32")
+    co.add_argument("-c", "--check", type=int, default=1)
+    co.add_argument("--algo", default="flat", choices=("flat", "hierarchical"))
+    co.add_argument("--link", default="wan", help="the link --distance-km / --loss impair")
+    co.add_argument("--distance-km", type=float)
+    co.add_argument("--loss", type=float)
+    co.add_argument("--timeout", type=float, default=1800)
+    _add_backend(co)
+    _add_json(co)
+
     topo = sub.add_parser("topology", help="validate a topology and show its plan")
     topo.add_argument("topology", nargs="?", help="topology YAML or built-in name")
     _add_json(topo)
@@ -126,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     br = bsub.add_parser("rdma", help="metrolab rdma bw/lat vs perftest on the same link (ratios)")
     _add_backend(br)
     _add_json(br)
+    bc = bsub.add_parser("collectives", help="verbs AllReduce busbw vs ib_write_bw and gloo on the same link")
+    bc.add_argument("--iters", type=int, default=5)
+    _add_backend(bc)
+    _add_json(bc)
     return ap
 
 
@@ -439,7 +466,42 @@ def cmd_bench_rdma(args) -> int:
     return 0
 
 
+def cmd_collectives(args) -> int:
+    from harness.lab.select import needs as needs_of
+    from harness.spec.loader import load_topology
+    needs = needs_of(load_topology(args.topology or "rdma-pair"), rdma=args.backend_name == "verbs")
+    if args.distance_km is not None or args.loss:
+        needs["netem"] = "delay and loss on the WAN"
+    code = _on_backend(args, needs)
+    if code is not None:
+        return code
+    from harness.dist.commands import collectives_test
+    res = collectives_test(args, progress=lambda m: None if args.json else err_console.print(m))
+    if args.json:
+        print_json(res)
+        return 0
+    cols = ["op", "size(B)", "count", "type", "oop time(us)", "algbw(GB/s)", "busbw(GB/s)", "#wrong",
+            "ip time(us)", "algbw(GB/s)", "busbw(GB/s)", "#wrong"]
+    rows = [[r["op"], r["size"], r["count"], r["type"],
+             *[fmt(r[f"{p}_{k}"], f) if r[f"{p}_{k}"] is not None else "n/a"
+               for p in ("oop", "ip") for k, f in (("time_us", ".1f"), ("algbw_gbs", ".4f"), ("busbw_gbs", ".4f"),
+                                                   ("wrong", "d"))]] for r in res["rows"]]
+    console.print(table(f"{res['backend']} collectives, {res['nranks']} ranks on {', '.join(res['hosts'])} "
+                        f"({res['algo']})", cols, rows))
+    return 0
+
+
+def cmd_bench_collectives(args) -> int:
+    code = _on_backend(args, RDMA_NEEDS)
+    if code is not None:
+        return code
+    from harness.dist.commands import bench_collectives
+    _print_bench("bench collectives (2 hosts, one link; busbw in Gb/s)", bench_collectives(args.iters), args.json)
+    return 0
+
+
 COMMANDS = {
+    ("collectives", None): cmd_collectives, ("bench", "collectives"): cmd_bench_collectives,
     ("rdma", "bw"): cmd_rdma, ("rdma", "lat"): cmd_rdma, ("rdma", "gbn"): cmd_rdma_gbn,
     ("bench", "rdma"): cmd_bench_rdma,
     ("main", None): cmd_main,

@@ -150,16 +150,20 @@ class VerbsMesh:
             self.dev = None
 
     # -- the progress engine ---------------------------------------------------------------
-    def run(self, ops: list, what: str) -> None:
+    def run(self, ops: list, what: str, background: list | None = None) -> None:
         """Drive sends and receives until all are done; a failed completion or the group's
-        timeout raises an error naming the peer."""
+        timeout raises an error naming the peer.
+
+        `background` ops (point-to-point transfers still in flight) move along and go first in
+        their peers' order, since they were issued first; they need not finish here."""
         ops = [op for op in ops if not op.done]
         if not ops:
             return
         deadline = time.monotonic() + self.timeout_s
         idle = 0
         while ops:
-            moved = self._advance(ops) + self._poll(what)
+            active = [op for op in background or () if not op.done] + ops
+            moved = self._advance(active) + self._poll(what)
             ops = [op for op in ops if not op.done]
             if moved:
                 idle = 0
@@ -171,6 +175,10 @@ class VerbsMesh:
                     waiting = sorted({op.peer for op in ops})
                     raise RdmaError(f"rank {self.rank}: {what} timed out after {self.timeout_s:g} s waiting for "
                                     f"rank(s) {', '.join(map(str, waiting))} (dead, stuck, or unreachable)")
+
+    def step(self, ops: list, what: str) -> int:
+        """One round of progress on `ops` without waiting; how much moved."""
+        return self._advance([op for op in ops if not op.done]) + self._poll(what)
 
     def _advance(self, ops: list) -> int:
         moved = 0

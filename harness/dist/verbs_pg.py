@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
+from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
@@ -64,6 +66,15 @@ def _segments(numel: int, n: int, esize: int) -> list[tuple[int, int]]:
         out.append((lo * esize, (lo + cnt) * esize))
         lo += cnt
     return out
+
+
+@dataclass
+class _P2P:
+    ops: list
+    after: object
+    work: "VerbsWork"
+    what: str
+    deadline: float
 
 
 class VerbsWork(Work):
@@ -115,6 +126,7 @@ class ProcessGroupVerbs(ProcessGroup):
         self.mesh = VerbsMesh(store, rank, size, timeout.total_seconds())
         self._queue: queue.Queue = queue.Queue()
         self._failed: BaseException | None = None
+        self._inflight: list[_P2P] = []
         self._worker = threading.Thread(target=self._serve, name=f"verbs-pg-{rank}", daemon=True)
         self._worker.start()
 
@@ -126,25 +138,72 @@ class ProcessGroupVerbs(ProcessGroup):
         return NAME
 
     def _serve(self) -> None:
+        """Collectives run one after another; point-to-point transfers stay in flight (moved
+        along by every collective and between them) so that a send and a receive issued back to
+        back, or sends crossing between two ranks, never wait on each other."""
         while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            fn, work = item
-            if self._failed is not None:  # the mesh is in an unknown state after a failure
-                work._finish(RdmaError(f"rank {self._rank}: an earlier collective failed: {self._failed}"))
-                continue
             try:
-                fn()
-            except BaseException as exc:  # noqa: BLE001 — handed to the caller through the Work
-                self._failed = exc
-                work._finish(exc)
-            else:
-                work._finish()
+                item = self._queue.get(timeout=0.0005 if self._inflight else None)
+            except queue.Empty:
+                item = False
+            if item is None:
+                for p2p in self._inflight:
+                    p2p.work._finish(RdmaError(f"rank {self._rank}: the process group shut down"))
+                return
+            if item:
+                kind, payload, work = item
+                if self._failed is not None:  # the mesh is in an unknown state after a failure
+                    work._finish(RdmaError(f"rank {self._rank}: an earlier collective failed: {self._failed}"))
+                elif kind == "p2p":
+                    ops, after, what = payload
+                    self._inflight.append(_P2P(ops, after, work, what, time.monotonic() + self.mesh.timeout_s))
+                else:
+                    try:
+                        payload()
+                    except BaseException as exc:  # noqa: BLE001 — handed to the caller through the Work
+                        self._fail(exc)
+                        work._finish(exc)
+                    else:
+                        work._finish()
+            self._progress_p2p()
+
+    def _fail(self, exc: BaseException) -> None:
+        self._failed = exc
+        for p2p in self._inflight:
+            p2p.work._finish(RdmaError(f"rank {self._rank}: {p2p.what} abandoned: {exc}"))
+        self._inflight.clear()
+
+    def _progress_p2p(self) -> None:
+        if not self._inflight:
+            return
+        try:
+            self.mesh.step(self._background(), "point-to-point")
+        except BaseException as exc:  # noqa: BLE001
+            self._fail(exc)
+            return
+        now = time.monotonic()
+        for p2p in list(self._inflight):
+            if all(op.done for op in p2p.ops):
+                self._inflight.remove(p2p)
+                if p2p.after is not None:
+                    p2p.after()
+                p2p.work._finish()
+            elif now > p2p.deadline:
+                self._fail(RdmaError(f"rank {self._rank}: {p2p.what} timed out after {self.mesh.timeout_s:g} s "
+                                     f"(is the peer alive and posting the matching call?)"))
+                return
+
+    def _background(self) -> list:
+        return [op for p2p in self._inflight for op in p2p.ops if not op.done]
 
     def _submit(self, fn, result) -> VerbsWork:
         work = VerbsWork(result)
-        self._queue.put((fn, work))
+        self._queue.put(("collective", fn, work))
+        return work
+
+    def _submit_p2p(self, ops: list, after, what: str, result) -> VerbsWork:
+        work = VerbsWork(result)
+        self._queue.put(("p2p", (ops, after, what), work))
         return work
 
     def shutdown(self) -> None:
@@ -152,6 +211,9 @@ class ProcessGroupVerbs(ProcessGroup):
             self._queue.put(None)
             self._worker.join(timeout=10)
         self.mesh.close()
+
+    def _run(self, ops: list, what: str) -> None:
+        self.mesh.run(ops, what, background=self._background())
 
     def _right(self, k: int = 1) -> int:
         return (self._rank + k) % self._size
@@ -165,7 +227,7 @@ class ProcessGroupVerbs(ProcessGroup):
         n, r = self._size, self._rank
         for s in range(n - 1):
             out_seg, in_seg = segs[(r - s - 1) % n], segs[(r - s - 2) % n]
-            self.mesh.run([Send(self._right(), buf[out_seg[0]:out_seg[1]]),
+            self._run([Send(self._right(), buf[out_seg[0]:out_seg[1]]),
                            Recv(self._left(), buf[in_seg[0]:in_seg[1]], combine)], what)
 
     def _ring_allgather(self, buf: torch.Tensor, segs, what: str) -> None:
@@ -173,7 +235,7 @@ class ProcessGroupVerbs(ProcessGroup):
         n, r = self._size, self._rank
         for s in range(n - 1):
             out_seg, in_seg = segs[(r - s) % n], segs[(r - s - 1) % n]
-            self.mesh.run([Send(self._right(), buf[out_seg[0]:out_seg[1]]),
+            self._run([Send(self._right(), buf[out_seg[0]:out_seg[1]]),
                            Recv(self._left(), buf[in_seg[0]:in_seg[1]], copy_into)], what)
 
     def _allreduce_one(self, t: torch.Tensor, op: R) -> None:
@@ -217,9 +279,9 @@ class ProcessGroupVerbs(ProcessGroup):
             for t in tensors:
                 work = t if t.is_contiguous() else t.contiguous()
                 if self._rank == root:
-                    self.mesh.run([Send(r, _bytes(work)) for r in range(self._size) if r != root], "broadcast")
+                    self._run([Send(r, _bytes(work)) for r in range(self._size) if r != root], "broadcast")
                 else:
-                    self.mesh.run([Recv(root, _bytes(work), copy_into)], "broadcast")
+                    self._run([Recv(root, _bytes(work), copy_into)], "broadcast")
                     if work is not t:
                         t.copy_(work)
         return self._submit(fn, tensors)
@@ -234,13 +296,13 @@ class ProcessGroupVerbs(ProcessGroup):
                     combine = _reducer(op, work.dtype)
                     for r in range(self._size):  # one peer at a time: each needs its own landing
                         if r != root:
-                            self.mesh.run([Recv(r, _bytes(work), combine)], "reduce")
+                            self._run([Recv(r, _bytes(work), combine)], "reduce")
                     if op == R.AVG:
                         work.div_(self._size)
                     if work is not t:
                         t.copy_(work)
                 else:
-                    self.mesh.run([Send(root, _bytes(work))], "reduce")
+                    self._run([Send(root, _bytes(work))], "reduce")
         return self._submit(fn, tensors)
 
     def allgather(self, output_lists, input_tensors, opts=None):
@@ -333,25 +395,25 @@ class ProcessGroupVerbs(ProcessGroup):
         for r in range(self._size):
             if r != me:
                 ops += [Send(r, _bytes(srcs[r])), Recv(r, _bytes(staged[r]), copy_into)]
-        self.mesh.run(ops, "all_to_all")
+        self._run(ops, "all_to_all")
         for o, s in zip(outs, staged):
             if o is not s:
                 o.copy_(s)
 
     def send(self, tensors, dst_rank, tag=0):
-        def fn():
-            for t in tensors:
-                self.mesh.run([Send(dst_rank, _bytes(t.contiguous()))], f"send to {dst_rank}")
-        return self._submit(fn, tensors)
+        ops = [Send(dst_rank, _bytes(t.contiguous())) for t in tensors]
+        return self._submit_p2p(ops, None, f"send to rank {dst_rank}", tensors)
 
     def recv(self, tensors, src_rank, tag=0):
-        def fn():
-            for t in tensors:
-                work = t if t.is_contiguous() else t.contiguous()
-                self.mesh.run([Recv(src_rank, _bytes(work), copy_into)], f"recv from {src_rank}")
-                if work is not t:
-                    t.copy_(work)
-        return self._submit(fn, tensors)
+        staged = [t if t.is_contiguous() else torch.empty_like(t, memory_format=torch.contiguous_format)
+                  for t in tensors]
+        ops = [Recv(src_rank, _bytes(w), copy_into) for w in staged]
+
+        def after():
+            for t, w in zip(tensors, staged):
+                if w is not t:
+                    t.copy_(w)
+        return self._submit_p2p(ops, after, f"receive from rank {src_rank}", tensors)
 
     # torch.distributed's Python functions call these names on the group object directly
     all_gather_single = _allgather_base

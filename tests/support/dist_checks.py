@@ -170,12 +170,62 @@ def dead(verbs, timeout: float) -> dict:
         return {"error": str(exc), "type": type(exc).__name__, "seconds": time.monotonic() - t0}
 
 
+def hierarchical(backends: list[str], sites: list[str]) -> list:
+    """Flat and hierarchical algorithms agree, per backend and per collective."""
+    from harness.dist import algorithms as alg
+    rank, n = dist.get_rank(), dist.get_world_size()
+    out = []
+    for backend in backends:
+        world = None if backend == "gloo" else dist.new_group(backend=backend)
+        groups = alg.SiteGroups(sites, backend=backend)
+        for dtype in (torch.float32, torch.int64):
+            for size in (5, 4099):
+                for op in (R.SUM, R.MAX, R.PRODUCT):
+                    res = {}
+                    for algo in alg.ALGORITHMS:
+                        t = data(rank, size, dtype, size, -2, 3)
+                        alg.all_reduce(t, op, algo, groups, group=world)
+                        res[algo] = t
+                    out.append({"case": f"{backend} all_reduce {op} {dtype} {size}",
+                                "equal": torch.equal(res["flat"], res["hierarchical"])})
+                res = {}
+                for algo in alg.ALGORITHMS:
+                    o = torch.empty(n * size, dtype=dtype)
+                    alg.all_gather_into_tensor(o, data(rank, size, dtype, 3), algo, groups, group=world)
+                    res[algo] = o
+                out.append({"case": f"{backend} all_gather {dtype} {size}",
+                            "equal": torch.equal(res["flat"], res["hierarchical"])})
+                res = {}
+                for algo in alg.ALGORITHMS:
+                    o = torch.empty(size, dtype=dtype)
+                    alg.reduce_scatter_tensor(o, data(rank, n * size, dtype, 5), R.SUM, algo, groups, group=world)
+                    res[algo] = o
+                out.append({"case": f"{backend} reduce_scatter {dtype} {size}",
+                            "equal": torch.equal(res["flat"], res["hierarchical"])})
+                for src in range(n):
+                    res = {}
+                    for algo in alg.ALGORITHMS:
+                        t = data(rank, size, dtype, 11)
+                        alg.broadcast(t, src, algo, groups, group=world)
+                        res[algo] = t
+                    out.append({"case": f"{backend} broadcast from {src} {dtype} {size}",
+                                "equal": torch.equal(res["flat"], res["hierarchical"])})
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=("collectives", "ddp", "dead"))
+    ap.add_argument("mode", choices=("collectives", "ddp", "dead", "hierarchical"))
+    ap.add_argument("--backends", default="gloo,verbs")
+    ap.add_argument("--sites", help="site of each rank, comma-separated (hierarchical)")
     ap.add_argument("--timeout", type=float, default=300)
     args = ap.parse_args()
     dist.init_process_group("gloo", timeout=timedelta(seconds=args.timeout))
+    if args.mode == "hierarchical":
+        res = hierarchical(args.backends.split(","), args.sites.split(","))
+        print(json.dumps({"rank": dist.get_rank(), "checks": res}))
+        dist.destroy_process_group()
+        return 0
     verbs = dist.new_group(backend="verbs", timeout=timedelta(seconds=args.timeout))
     if args.mode == "collectives":
         res = collectives(verbs)

@@ -48,11 +48,11 @@ def in_ns(lab, node: str, *cmd: str, timeout: float = 20) -> subprocess.Complete
                           capture_output=True, text=True, timeout=timeout)
 
 
-def rdma_sites(per_site: tuple[int, ...] = (2, 1)) -> dict:
-    """AIDC sites of Soft-RoCE hosts (a1, a2, b1, …), one gateway each, gateways joined by WAN links."""
+def rdma_sites(per_site: tuple[int, ...] = (2, 1), rdma: bool = True) -> dict:
+    """AIDC sites of (Soft-RoCE) hosts (a1, a2, b1, …), one gateway each, gateways joined by WAN links."""
     names = "abcd"
     sites = [{"name": f"site-{names[i]}", "kind": "aidc", "subnet": f"10.{i + 1}.0.0/24",
-              "hosts": [{"name": f"{names[i]}{j + 1}", "rdma": True} for j in range(n)],
+              "hosts": [{"name": f"{names[i]}{j + 1}", "rdma": rdma} for j in range(n)],
               "switches": [{"name": f"gw-{names[i]}", "role": "gateway"}], "access": {"switch": f"gw-{names[i]}"}}
              for i, n in enumerate(per_site)]
     links = [{"name": f"wan-{names[i]}{names[j]}", "a": f"gw-{names[i]}", "b": f"gw-{names[j]}"}

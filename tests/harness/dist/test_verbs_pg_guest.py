@@ -45,3 +45,12 @@ def test_a_dead_rank_fails_the_others_within_the_timeout(sites):
         res = r.json()
         assert res["error"] and "rank" in res["error"], res
         assert res["seconds"] <= 20 + 15, res  # the group's timeout, plus the time to notice
+
+
+def test_hierarchical_equals_flat_on_verbs(sites):
+    results = run_ranks(sites, ["a1", "b1", "a2"], CHECKS + ["hierarchical", "--backends", "verbs",
+                                                            "--sites", "a,b,a"], port=29535, env=SMALL_SLOTS,
+                        timeout=600)
+    for r in results:
+        checks = r.json()["checks"]
+        assert checks and all(c["equal"] for c in checks), [c for c in checks if not c["equal"]][:5]

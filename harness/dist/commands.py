@@ -1,0 +1,96 @@
+"""`metrolab collectives` and `metrolab bench collectives`: the lab side (runs where rxe is)."""
+
+from __future__ import annotations
+
+from harness.dist.launch import run_ranks
+from harness.errors import SpecError
+from harness.lab.netns import NetnsLab
+from harness.rdma import perftest
+from harness.rdma.commands import wan_impairment
+from harness.spec.loader import load_topology
+
+
+def pick_rank_hosts(topo, hosts: str | None, backend: str) -> list[str]:
+    """The lab hosts that run ranks: --hosts, else every (RDMA, for verbs) host in topology order."""
+    eligible = [h.name for h in topo.hosts() if h.rdma or backend != "verbs"]
+    if hosts:
+        chosen = [h.strip() for h in hosts.split(",") if h.strip()]
+        for h in chosen:
+            if h not in eligible:
+                why = "an RDMA host (rdma: true)" if backend == "verbs" else "a host"
+                raise SpecError("--hosts", "", h, f"not {why} of {topo.name} (have: {', '.join(eligible) or 'none'})")
+    else:
+        chosen = eligible
+    if len(chosen) < 2:
+        raise SpecError(topo.source, "sites[].hosts", chosen, f"the {backend} benchmark needs >= 2 rank hosts")
+    return chosen
+
+
+def site_of(topo, host: str) -> str:
+    return topo.nodes[host].site
+
+
+def collectives_argv(args, hosts: list[str], topo) -> list[str]:
+    argv = ["-m", "workloads.collectives", "--backend", args.backend_name, "--ops", args.ops, "-b", args.begin,
+            "-e", args.end, "-f", str(args.factor), "-w", str(args.warmup), "-n", str(args.iters),
+            "-d", args.dtype, "--algo", args.algo, "-c", str(args.check)]
+    if args.algo == "hierarchical":
+        argv += ["--sites", ",".join(site_of(topo, h) for h in hosts)]
+    return argv
+
+
+def collectives_test(args, progress=lambda m: None) -> dict:
+    topo = load_topology(args.topology or "rdma-pair")
+    hosts = pick_rank_hosts(topo, args.hosts, args.backend_name)
+    lab = NetnsLab(topo)
+    lab.up()
+    try:
+        imp = wan_impairment(topo, args.link, args.distance_km, args.loss)
+        if imp is not None:
+            lab.impair(args.link, imp)
+        progress(f"{args.backend_name} {args.ops} on {', '.join(hosts)} ({args.algo})")
+        res = run_ranks(lab, hosts, collectives_argv(args, hosts, topo), timeout=args.timeout)[0].json()
+        return res | {"hosts": hosts, "lab": lab.lab_id, "topology": topo.name}
+    finally:
+        lab.down()
+
+
+def bench_collectives(iters: int = 5) -> dict:
+    """On one two-host link: verbs AllReduce busbw at 4 and 16 MiB against ib_write_bw at the same
+    sizes (the issue's ratio), gloo AllReduce at 4 MiB, and two references that tell the protocol's
+    cost from the link's: ib_write_bw -b (a two-rank ring sends both ways at once, as -b does; its
+    per-direction share is the fair bound) and verbs Broadcast (one direction, like ib_write_bw)."""
+    topo = load_topology("rdma-pair")
+    lab = NetnsLab(topo)
+    lab.up()
+    out: dict = {}
+    try:
+        hosts = ["a1", "b1"]
+        base = ["-m", "workloads.collectives", "-w", "1", "-n", str(iters), "-c", "0"]
+        verbs = run_ranks(lab, hosts, base + ["--backend", "verbs", "--ops", "all_reduce,broadcast", "-b", "4m",
+                                              "-e", "16m", "-f", "4"], port=29600, timeout=900)[0].json()["rows"]
+        gloo = run_ranks(lab, hosts, base + ["--backend", "gloo", "--ops", "all_reduce", "-b", "4m", "-e", "4m"],
+                         port=29601, timeout=900)[0].json()["rows"]
+
+        def busbw(op: str, size: int) -> float:  # GB/s -> Gb/s, perftest's unit
+            return next(r for r in verbs if r["op"] == op and r["size"] == size)["ip_busbw_gbs"] * 8
+
+        for label, size in (("4m", 4 << 20), ("16m", 16 << 20)):
+            ref = perftest.run(lab, "b1", "a1", "ib_write_bw", size=size, iters=max(20, 4 * iters),
+                               port=18700 + size % 97).values["bw_avg_gbps"]
+            out[f"verbs_busbw_{label}_gbps"] = busbw("all_reduce", size)
+            out[f"ib_write_bw_{label}_gbps"] = ref
+            out[f"verbs_over_perftest_{label}"] = out[f"verbs_busbw_{label}_gbps"] / ref
+        out["gloo_busbw_4m"] = gloo[0]["ip_busbw_gbs"] * 8
+        out["busbw_unit"] = "Gb/s"
+        bidir = perftest.run(lab, "b1", "a1", "ib_write_bw", size=4 << 20, iters=max(20, 4 * iters), port=18790,
+                             extra=["-b"]).values["bw_avg_gbps"]
+        out["ib_write_bw_bidir_4m_gbps"] = bidir
+        out["verbs_over_perftest_bidir_4m"] = out["verbs_busbw_4m_gbps"] / (bidir / 2)
+        out["verbs_broadcast_4m_gbps"] = busbw("broadcast", 4 << 20)
+        out["verbs_broadcast_over_perftest_4m"] = out["verbs_broadcast_4m_gbps"] / out["ib_write_bw_4m_gbps"]
+        out["target"] = "verbs_over_perftest >= 0.7"
+        out["ok"] = min(out["verbs_over_perftest_4m"], out["verbs_over_perftest_16m"]) >= 0.7
+        return out
+    finally:
+        lab.down()

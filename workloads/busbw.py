@@ -1,0 +1,54 @@
+"""nccl-tests' bandwidth arithmetic (PERFORMANCE.md), as pure functions.
+
+algbw = S / t, with S the operation's size in bytes as nccl-tests counts it (the full buffer:
+AllGather's output, ReduceScatter's input, AllToAll's whole send buffer); busbw = algbw x factor,
+the factor making busbw comparable to the link's bandwidth whatever the rank count.
+"""
+
+from __future__ import annotations
+
+OPS = ("all_reduce", "all_gather", "reduce_scatter", "broadcast", "reduce", "all_to_all", "sendrecv")
+
+
+def busbw_factor(op: str, nranks: int) -> float:
+    if nranks < 1:
+        raise ValueError(f"nranks must be >= 1, got {nranks}")
+    n = nranks
+    factors = {"all_reduce": 2 * (n - 1) / n, "all_gather": (n - 1) / n, "reduce_scatter": (n - 1) / n,
+               "all_to_all": (n - 1) / n, "broadcast": 1.0, "reduce": 1.0, "sendrecv": 1.0}
+    if op not in factors:
+        raise ValueError(f"unknown collective {op!r} (choose from {', '.join(OPS)})")
+    return factors[op]
+
+
+def algbw_gbs(size_bytes: int, seconds: float) -> float:
+    """Algorithm bandwidth in GB/s (1e9 bytes per second), as nccl-tests prints it."""
+    return size_bytes / seconds / 1e9 if seconds > 0 else float("inf")
+
+
+def busbw_gbs(op: str, nranks: int, size_bytes: int, seconds: float) -> float:
+    return algbw_gbs(size_bytes, seconds) * busbw_factor(op, nranks)
+
+
+def sizes(begin: int, end: int, factor: float = 2.0, step: int = 0) -> list[int]:
+    """nccl-tests' -b/-e/-f (or -i step) sweep."""
+    if begin <= 0 or end < begin:
+        raise ValueError(f"size sweep needs 0 < begin <= end, got {begin}..{end}")
+    if step:
+        return list(range(begin, end + 1, step))
+    if factor <= 1:
+        raise ValueError(f"size factor must be > 1, got {factor}")
+    out, s = [], begin
+    while s <= end:
+        out.append(int(s))
+        s *= factor
+    return out
+
+
+def count_for(op: str, size_bytes: int, nranks: int, esize: int) -> int:
+    """Elements per rank buffer for an op of `size_bytes` total (rounded down to whole elements,
+    and for the gathered/scattered ops to a multiple of nranks)."""
+    elems = size_bytes // esize
+    if op in ("all_gather", "reduce_scatter", "all_to_all"):
+        elems -= elems % nranks
+    return max(elems, nranks if op in ("all_gather", "reduce_scatter", "all_to_all") else 1)
