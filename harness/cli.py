@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+from pathlib import Path
 
-from harness.errors import CapabilityError, MetrolabError, SpecErrors
+from harness.errors import CapabilityError, MetrolabError, SpecError, SpecErrors
 from harness.output import console, err_console, fmt, print_json, show_progress, table
 
 
@@ -131,6 +133,20 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--timeout", type=float, default=1800)
     _add_backend(co)
     _add_json(co)
+
+    rn = sub.add_parser("run", help="run a scenario: sweep, efficiency against the baseline, acceptance, report")
+    rn.add_argument("scenario", nargs="?", help="built-in scenario name or YAML path (see `metrolab scenarios`)")
+    rn.add_argument("--quick", action="store_true", help="the scenario's CI-sized variant")
+    rn.add_argument("--out", help="run directory (default: ./metrolab-runs/NAME-TIMESTAMP)")
+    rn.add_argument("--resume", metavar="RUN_DIR", help="continue a run; nothing recorded there is measured again")
+    rn.add_argument("--ray-address", help="join this Ray cluster (real hosts) instead of starting one")
+    _add_backend(rn)
+    _add_json(rn)
+    rep = sub.add_parser("report", help="HTML, Markdown, JUnit and CSV from a run directory")
+    rep.add_argument("run_dir")
+    _add_json(rep)
+    sc = sub.add_parser("scenarios", help="the built-in scenarios")
+    _add_json(sc)
 
     topo = sub.add_parser("topology", help="validate a topology and show its plan")
     topo.add_argument("topology", nargs="?", help="topology YAML or built-in name")
@@ -500,7 +516,162 @@ def cmd_bench_collectives(args) -> int:
     return 0
 
 
+def _run_dir(args, name: str) -> Path:
+    if args.resume:
+        return Path(args.resume).resolve()
+    if args.out:
+        return Path(args.out).resolve()
+    import time as _t
+    return (Path.cwd() / "metrolab-runs" / f"{name}-{_t.strftime('%Y%m%d-%H%M%S')}").resolve()
+
+
+def cmd_run(args) -> int:
+    from harness.lab.select import choose, needs
+    from harness.scenario.spec import load_scenario
+    if not args.scenario and not args.resume:
+        raise SpecError("metrolab run", "scenario", None, "name a scenario (see `metrolab scenarios`) or --resume RUN_DIR")
+    ref = args.scenario
+    if ref is None:  # resume: the scenario the run directory was made from
+        meta = json.loads((Path(args.resume) / "meta.json").read_text()) if (Path(args.resume) / "meta.json").exists() \
+            else None
+        if meta is None:
+            raise SpecError(args.resume, "", args.resume, "not a run directory (no meta.json); nothing to resume")
+        ref = meta["scenario_source"]
+        args.quick = args.quick or meta.get("quick", False)
+    scn = load_scenario(ref, quick=args.quick)
+    run_dir = _run_dir(args, scn.name)
+    needed = needs(scn.topology)
+    from workloads.registry import WORKLOADS
+    if any(WORKLOADS[w.kind].needs_rdma_for(w) for w in scn.spec.workloads):
+        needed["rxe"] = "Soft-RoCE between lab hosts"
+    if any(d > 0 for d in scn.spec.sweep.distance_km) or any(x > 0 for x in scn.spec.sweep.loss) \
+            or any(j > 0 for j in scn.spec.sweep.jitter):
+        needed.setdefault("netem", "the sweep's distances, loss or jitter")
+    backend, why = choose(args.backend, needed)
+    if backend == "vm":
+        run_dir.mkdir(parents=True, exist_ok=True)
+        err_console.print(f"backend: vm ({why})", highlight=False)
+        from harness.vm.reexec import run_in_guest, with_backend
+        argv = [a for a in args._argv]
+        if not args.resume and not args.out:
+            argv += ["--out", str(run_dir)]
+        code = run_in_guest(argv, shares=(run_dir,))
+        if code in (0, 1) and (run_dir / "meta.json").exists():
+            _report_after_run(run_dir, args.json, quiet=True)  # plots drawn on the host: the guest is slow
+        return code
+    if not args.json:
+        err_console.print(f"backend: netns ({why})", highlight=False)
+    from harness.runner.run import run_scenario
+    progress_ctx = _progress(args.json)
+    with progress_ctx as progress:
+        outcome = run_scenario(scn, run_dir, resume=bool(args.resume), ray_address=args.ray_address,
+                               backend="vm" if os.environ.get("METROLAB_IN_GUEST") else "netns", progress=progress)
+    if os.environ.get("METROLAB_IN_GUEST"):
+        rep = None  # the host draws the report after the guest exits
+        passed = outcome.verdict.passed
+    else:
+        rep = _report_after_run(run_dir, args.json, quiet=True)
+        passed = rep["passed"]
+    _print_verdict(outcome.verdict, run_dir, args.json, extra={"measured": outcome.measured,
+                                                              "skipped": outcome.skipped,
+                                                              "ray_start_s": outcome.ray_start_s,
+                                                              "wall_s": outcome.wall_s,
+                                                              "report": rep["files"]["html"] if rep else
+                                                              str(run_dir / "report.html")})
+    return 0 if passed else 1
+
+
+class _progress:
+    """A rich progress bar (points done, ETA) for a person at a terminal; plain lines otherwise."""
+
+    def __init__(self, json_mode: bool):
+        from harness.output import show_progress
+        self.live = show_progress(json_mode)
+        self.json_mode = json_mode
+        self.done = 0
+        self.total = None
+
+    def __enter__(self):
+        if self.live:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeRemainingColumn(), console=err_console)
+            self.bar.__enter__()
+            self.task = self.bar.add_task("starting", total=None)
+        return self.update
+
+    def update(self, advance: int = 0, total: int | None = None, description: str | None = None) -> None:
+        if total is not None:
+            self.total = total
+        self.done += advance
+        if self.live:
+            self.bar.update(self.task, advance=advance, total=self.total, description=description or None)
+        elif description and not self.json_mode:
+            err_console.print(f"[{self.done}/{self.total or '?'}] {description}", highlight=False)
+
+    def __exit__(self, *exc):
+        if self.live:
+            self.bar.__exit__(*exc)
+
+
+def _report_after_run(run_dir: Path, as_json: bool, quiet: bool = False) -> dict:
+    from reports.build import build_report
+    rep = build_report(run_dir)
+    if not quiet and not as_json:
+        err_console.print(f"report: {rep['files']['html']}", highlight=False)
+    return rep
+
+
+def _print_verdict(verdict, run_dir: Path, as_json: bool, extra: dict | None = None) -> None:
+    from dataclasses import asdict
+    if as_json:
+        print_json({"passed": verdict.passed, "run_dir": str(run_dir), **(extra or {}),
+                    "points": [asdict(p) for p in verdict.points], "criteria": [asdict(r) for r in verdict.results]})
+        return
+    rows = [[p.workload, p.label, p.status if p.status == "ok" else f"FAILED: {(p.error or '')[:60]}", p.repetitions,
+             fmt(p.step_time_s * 1e3 if p.step_time_s else None, ".3f"),
+             fmt(p.step_time_iqr_s * 1e3 if p.step_time_iqr_s is not None else None, ".3f"),
+             fmt(p.efficiency, ".4f"), fmt(p.efficiency_degradation * 100 if p.efficiency_degradation is not None
+                                           else None, ".2f"),
+             fmt(p.metrics.get("busbw_gbs"), ".4f")] for p in verdict.points]
+    console.print(table("points", ["workload", "point", "status", "reps", "step ms (median)", "IQR ms", "efficiency",
+                               "degradation %", "busbw GB/s"], rows))
+    if verdict.results:
+        console.print(table("acceptance", ["criterion", "point", "result", "detail"],
+                            [[r.criterion, r.label, "pass" if r.passed else "FAIL", r.message]
+                             for r in verdict.results]))
+    console.print(f"verdict: {'PASS' if verdict.passed else 'FAIL'}   report: {run_dir / 'report.html'}",
+                  highlight=False)
+
+
+def cmd_report(args) -> int:
+    rep = _report_after_run(Path(args.run_dir), args.json, quiet=True)
+    if args.json:
+        print_json({"passed": rep["passed"], "files": rep["files"]})
+    else:
+        _print_verdict(rep["verdict"], Path(args.run_dir), False)
+        for k, v in rep["files"].items():
+            console.print(f"{k}: {v}", highlight=False)
+    return 0 if rep["passed"] else 1
+
+
+def cmd_scenarios(args) -> int:
+    from harness.scenario.spec import builtin_scenarios, read_yaml
+    out = []
+    for name, path in builtin_scenarios().items():
+        data = read_yaml(path) or {}
+        out.append({"name": name, "description": data.get("description", ""),
+                    "workloads": [w.get("kind") for w in data.get("workloads", [])], "path": str(path)})
+    if args.json:
+        print_json(out)
+    else:
+        console.print(table("built-in scenarios (metrolab run NAME [--quick])", ["name", "workloads", "description"],
+                            [[s["name"], ", ".join(s["workloads"]), s["description"]] for s in out]))
+    return 0
+
+
 COMMANDS = {
+    ("run", None): cmd_run, ("report", None): cmd_report, ("scenarios", None): cmd_scenarios,
     ("collectives", None): cmd_collectives, ("bench", "collectives"): cmd_bench_collectives,
     ("rdma", "bw"): cmd_rdma, ("rdma", "lat"): cmd_rdma, ("rdma", "gbn"): cmd_rdma_gbn,
     ("bench", "rdma"): cmd_bench_rdma,

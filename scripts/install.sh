@@ -11,6 +11,9 @@ APT_PACKAGES=(
   qemu-system-x86 busybox-static zstd xz-utils cpio
   rdma-core ibverbs-providers ibverbs-utils perftest python3-pyverbs
 )
+# the tests open reports in headless Chromium: Debian packages it; Ubuntu's package is a snap
+# stub, so there the browser comes from Playwright below
+if grep -qx 'ID=debian' /etc/os-release 2>/dev/null; then APT_PACKAGES+=(chromium); fi
 
 need_apt=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -42,6 +45,11 @@ if [ -d /usr/lib/python3/dist-packages/pyverbs ]; then
   mkdir -p "$ROOT/.venv/debian-pyverbs"
   ln -sfn /usr/lib/python3/dist-packages/pyverbs "$ROOT/.venv/debian-pyverbs/pyverbs"
   echo "$ROOT/.venv/debian-pyverbs" > "$site/metrolab-debian-pyverbs.pth"
+fi
+if ! command -v chromium >/dev/null && [ ! -d "${PLAYWRIGHT_BROWSERS_PATH:-$HOME/.cache/ms-playwright}" ]; then
+  echo "metrolab: fetching a headless Chromium for the report tests (Playwright)"
+  .venv/bin/python -m playwright install --with-deps chromium >/dev/null ||
+    echo "metrolab: no Chromium; the report tests will fail until one is installed" >&2
 fi
 # The guest kernel (netem and Soft-RoCE where the host kernel lacks them): fetched once, cached.
 .venv/bin/metrolab vm prepare

@@ -20,6 +20,7 @@ def clean_all() -> list[str]:
         if st.status == "building" and pid_alive(st.pid):
             busy.update(st.namespaces)  # another process is building it right now
             continue
+        removed += _stop_ray(st.extra.get("ray_pids", []))
         for dev in st.extra.get("rxe", []):
             rxe.delete(dev)
             removed.append(f"rdma:{dev}")
@@ -40,6 +41,27 @@ def clean_all() -> list[str]:
                 remove_namespace(p.name)
                 removed.append(p.name)
     return removed
+
+
+def _stop_ray(pids: list[int]) -> list[str]:
+    """Ray processes a killed run started, by PID (never `ray stop`, which matches by name
+    machine-wide); a PID now held by something else is left alone."""
+    import os
+    import signal
+    out = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "ray" in cmd:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                out.append(f"ray:{pid}")
+            except ProcessLookupError:
+                pass
+    return out
 
 
 def _orphan_guests() -> list[str]:

@@ -33,6 +33,13 @@ done
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 results "$RESULTS" || {
   echo "metrolab-guest: cannot mount the results share"; echo o > /proc/sysrq-trigger; while :; do :; done; }
 
+# host directories the command writes (a run directory): writable shares over the read-only root
+i=0
+for d in $(arg rw | tr ',' ' '); do
+  mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 "rw$i" "$d" || echo "metrolab-guest: cannot mount $d"
+  i=$((i + 1))
+done
+
 for m in veth sch_netem sch_tbf sch_htb sch_red sch_fq sch_fq_codel sch_prio sch_ingress cls_u32 \
          nf_tables nft_numgen rdma_rxe ib_uverbs rdma_ucm; do
   modprobe "$m" 2>/dev/null || echo "metrolab-guest: module $m not loaded"
@@ -45,6 +52,7 @@ stty -F /dev/ttyS0 raw -echo 2>/dev/null  # the command's stdout: bytes as writt
 sh "$RESULTS/command.sh" < /dev/null
 echo $? > "$RESULTS/exit-code.tmp" && mv "$RESULTS/exit-code.tmp" "$RESULTS/exit-code"
 sync
+for d in $(arg rw | tr ',' ' '); do umount "$d" 2>/dev/null; done
 umount "$RESULTS" 2>/dev/null
 echo o > /proc/sysrq-trigger
 while :; do :; done  # sleep here hit an I/O error once the power-off began

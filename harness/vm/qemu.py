@@ -71,7 +71,7 @@ class Guest:
         self.boot_timeout = boot_timeout or float(os.environ.get("METROLAB_VM_BOOT_TIMEOUT", 240))
         self.accel, self.accel_why = (accel, "requested") if accel else choose_accel()
 
-    def qemu_argv(self, results: Path) -> list[str]:
+    def qemu_argv(self, results: Path, shares: tuple[Path, ...] = ()) -> list[str]:
         exe = os.environ.get("METROLAB_QEMU") or sh.which("qemu-system-x86_64")
         if exe is None or not Path(exe).exists():
             raise CapabilityError(f"qemu-system-x86_64 is not installed{f' at {exe}' if exe else ''} "
@@ -79,13 +79,18 @@ class Guest:
         accel = ["-accel", "kvm", "-cpu", "host"] if self.accel == "kvm" else \
             ["-accel", "tcg,thread=multi", "-cpu", "max"]
         append = (f"console=ttyS1 quiet loglevel=4 panic=-1 tsc=reliable metrolab.init={GUEST_INIT} "
-                  f"metrolab.results={results} metrolab.modbase={Path(self.kernel.modules_dir).parent.parent}")
+                  f"metrolab.results={results} metrolab.modbase={Path(self.kernel.modules_dir).parent.parent}"
+                  + (f" metrolab.rw={','.join(str(p) for p in shares)}" if shares else ""))
+        extra = []
+        for i, p in enumerate(shares):  # host directories the command writes (a run directory)
+            extra += ["-fsdev", f"local,id=rw{i},path={p},security_model=none",
+                      "-device", f"virtio-9p-pci,fsdev=rw{i},mount_tag=rw{i}"]
         return [exe, *accel, "-M", "q35", "-smp", str(self.cpus), "-m", self.memory,
                 "-kernel", self.kernel.vmlinuz, "-initrd", self.kernel.initrd, "-append", append,
                 "-fsdev", "local,id=r,path=/,security_model=none,readonly=on,multidevs=remap",
                 "-device", "virtio-9p-pci,fsdev=r,mount_tag=rootfs",
                 "-fsdev", f"local,id=w,path={results},security_model=none",
-                "-device", "virtio-9p-pci,fsdev=w,mount_tag=results",
+                "-device", "virtio-9p-pci,fsdev=w,mount_tag=results", *extra,
                 "-nic", "none", "-display", "none", "-no-reboot",
                 "-chardev", "stdio,id=out,signal=off", "-serial", "chardev:out",
                 "-chardev", f"file,id=log,path={results / 'console.log'}", "-serial", "chardev:log"]
@@ -106,9 +111,15 @@ class Guest:
 
     def _run_once(self, argv: list[str], *, cwd: str | Path | None = None, env: dict[str, str] | None = None,
                   timeout: float = 3600, on_line: Callable[[str], None] | None = print,
-                  on_log: Callable[[str], None] | None = None, results_dir: Path | None = None) -> GuestResult:
+                  on_log: Callable[[str], None] | None = None, results_dir: Path | None = None,
+                  shares: tuple[Path, ...] = ()) -> GuestResult:
         """Run argv in the guest. on_line gets its stdout lines, on_log its stderr and the guest's
-        console lines (default: kept, shown only in errors)."""
+        console lines (default: kept, shown only in errors). `shares`: host directories the guest
+        sees writable at the same paths (the host's root is read-only there)."""
+        shares = tuple(Path(p).resolve() for p in shares)
+        for p in shares:
+            if not p.is_dir() or " " in str(p) or "," in str(p):
+                raise CapabilityError(f"cannot share {p} with the guest (an existing directory, no spaces or commas)")
         results = Path(results_dir) if results_dir else Path(tempfile.mkdtemp(prefix="run-", dir=_runs_dir()))
         results.mkdir(parents=True, exist_ok=True)
         for f in ("exit-code", "console.log"):
@@ -122,7 +133,7 @@ class Guest:
 
         t0 = time.monotonic()
         with open(results / "qemu.stderr", "wb") as qerr:
-            proc = subprocess.Popen(self.qemu_argv(results), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            proc = subprocess.Popen(self.qemu_argv(results, shares), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=qerr, start_new_session=True, preexec_fn=_qemu_child_setup)
         boot_s = None
         log_lines: list[str] = []

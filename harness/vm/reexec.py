@@ -38,7 +38,7 @@ def command_stderr(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
 
-def run_in_guest(argv: list[str], progress=None, timeout: float = 7200) -> int:
+def run_in_guest(argv: list[str], progress=None, timeout: float = 7200, shares: tuple[Path, ...] = ()) -> int:
     progress = progress or (lambda m: print(m, file=sys.stderr))
     kernel = prepare_kernel(progress)
     guest = Guest(kernel)
@@ -48,7 +48,8 @@ def run_in_guest(argv: list[str], progress=None, timeout: float = 7200) -> int:
     if not sys.stdout.isatty():
         env["METROLAB_PLAIN"] = "1"  # the guest's stdout is a tty; ours is a pipe or a file
     res = guest.run([sys.executable, "-m", "harness.cli", *with_backend(argv, "netns")], cwd=Path.cwd(), env=env,
-                    timeout=timeout, on_line=lambda line: print(line, flush=True), on_log=command_stderr)
+                    timeout=timeout, on_line=lambda line: print(line, flush=True), on_log=command_stderr,
+                    shares=shares)
     progress(f"guest finished: exit {res.exit_code}, booted in {res.boot_s:.1f} s, {res.wall_s:.1f} s in all")
     shutil.rmtree(res.results_dir, ignore_errors=True)
     return res.exit_code

@@ -1,0 +1,159 @@
+"""Ray side of the runner: one actor per rank, which starts the rank (harness.runner.rank_agent)
+inside its lab host's namespace and relays commands to it.
+
+Ray never enters a lab namespace: its own sockets stay on the machine's loopback, and the rank's
+traffic stays in the lab. On a cluster of real hosts (`--ray-address`), an actor is placed on the
+node that offers the resource `host:<name>` and starts its rank there without a namespace.
+
+Ray's processes are started by `ray.init` (a local cluster) and stopped by `ray.shutdown`, which
+ends exactly the processes it started (never `ray stop`, which matches by name machine-wide).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+
+from harness.errors import CapabilityError, LabError
+
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
+
+
+class RankFailed(LabError):
+    """A rank crashed, answered with an error, or outlived its timeout."""
+
+
+class RankProcess:
+    """The rank process and its line protocol (used inside the Ray actor)."""
+
+    def __init__(self, rank: int, host: str, netns: str | None, env: dict[str, str], log_path: str):
+        from harness import sh
+        self.rank, self.host, self.log_path = rank, host, log_path
+        self.log = open(log_path, "ab")
+        self.proc = sh.popen([sys.executable, "-m", "harness.runner.rank_agent"], netns=netns,
+                             env=os.environ | env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log)
+        self.buf = b""
+
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def call(self, msg: dict, timeout: float) -> dict:
+        if self.proc.poll() is not None:
+            raise self._died()
+        try:
+            self.proc.stdin.write((json.dumps(msg) + "\n").encode())
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            raise self._died() from None
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.kill()
+                raise RankFailed(f"rank {self.rank} on {self.host}: no answer to {msg['cmd']} within {timeout:g} s "
+                                 f"(hung; killed)")
+            ready, _, _ = select.select([fd], [], [], min(left, 1.0))
+            if ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    raise self._died()
+                self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise RankFailed(f"rank {self.rank} on {self.host}: {reply['error']}")
+        return reply
+
+    def _died(self) -> RankFailed:
+        rc = self.proc.wait()
+        self.log.flush()
+        tail = ""
+        try:
+            with open(self.log_path, "rb") as f:
+                tail = f.read()[-1500:].decode(errors="replace").strip()
+        except OSError:
+            pass
+        return RankFailed(f"rank {self.rank} on {self.host} exited with {rc}" + (f": {tail.splitlines()[-1]}"
+                                                                                    if tail else ""))
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.call({"cmd": "exit"}, timeout)
+                self.proc.wait(timeout=timeout)
+            except (RankFailed, subprocess.TimeoutExpired, OSError):
+                pass
+        self.kill()
+        self.log.close()
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError as exc:
+        raise CapabilityError(f"Ray is not importable ({exc}); run the README's install command") from None
+    return ray
+
+
+class RayCluster:
+    """A local Ray (or a connection to `address`), shut down on close."""
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None):
+        ray = _ray()
+        os.environ.update(RAY_ENV)
+        t0 = time.monotonic()
+        kw = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+        if address:
+            ray.init(address=address, **kw)
+        else:
+            ray.init(num_cpus=num_cpus or max(2, os.cpu_count() or 2), **kw)
+        self.start_s = time.monotonic() - t0
+        self.address = address
+        self._actor_cls = ray.remote(num_cpus=0, max_concurrency=2)(RankActor)
+
+    def pids(self) -> list[int]:
+        """The Ray processes this driver started (journaled, so `metrolab lab clean` can stop them
+        by PID after a kill -9)."""
+        if self.address:
+            return []
+        import psutil
+        return [p.pid for p in psutil.Process().children(recursive=True)
+                if any("ray" in part for part in (p.cmdline() or [])[:3])]
+
+    def actor(self, rank: int, host: str, netns: str | None, env: dict[str, str], log_path: str):
+        opts = {}
+        if self.address:  # real hosts: the node that says it is `host`
+            opts["resources"] = {f"host:{host}": 0.001}
+        return self._actor_cls.options(**opts).remote(rank, host, netns, env, log_path)
+
+    def close(self) -> None:
+        _ray().shutdown()
+
+
+class RankActor:
+    """A Ray actor owning one rank process (max_concurrency 2: `kill` can run while `call` waits)."""
+
+    def __init__(self, rank, host, netns, env, log_path):
+        self.p = RankProcess(rank, host, netns, env, log_path)
+
+    def pid(self) -> int:
+        return self.p.pid()
+
+    def call(self, msg: dict, timeout: float) -> dict:
+        return self.p.call(msg, timeout)
+
+    def kill(self) -> None:
+        self.p.kill()
+
+    def stop(self) -> None:
+        self.p.stop()

@@ -1,0 +1,69 @@
+"""A long-lived rank: `python -m harness.runner.rank_agent`, started inside a lab host (its
+namespace) by a Ray actor, driven by one JSON command per line on stdin, answering one JSON line
+on stdout. The process group comes up once and serves every sweep point; impairments change
+under it between points.
+
+    {"cmd": "init", "backend": "gloo", "timeout": 600}
+    {"cmd": "setup", "workload": "collective", "params": {...}, "scale": 1000, "sites": [...], "fault": null}
+    {"cmd": "measure", "warmups": 1}
+    {"cmd": "exit"}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from datetime import timedelta
+
+
+def main() -> int:
+    out = sys.stdout
+    sys.stdout = sys.stderr  # anything a library prints must not corrupt the protocol
+    state: dict = {}
+    for line in sys.stdin:
+        msg = json.loads(line)
+        try:
+            reply = handle(msg, state)
+        except Exception as exc:  # noqa: BLE001 — reported to the runner, which fails the point
+            reply = {"error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()[-3000:]}
+        out.write(json.dumps(reply) + "\n")
+        out.flush()
+        if msg.get("cmd") == "exit":
+            break
+    return 0
+
+
+def handle(msg: dict, state: dict) -> dict:
+    cmd = msg["cmd"]
+    if cmd == "init":
+        import torch.distributed as dist
+        if msg["backend"] == "verbs":
+            import harness.dist.verbs_pg  # noqa: F401
+        t0 = time.monotonic()
+        dist.init_process_group(msg["backend"], timeout=timedelta(seconds=msg.get("timeout", 600)))
+        return {"ok": True, "rank": dist.get_rank(), "init_s": time.monotonic() - t0}
+    if cmd == "setup":
+        from workloads.registry import RANK_WORKLOADS
+        state["fault"] = msg.get("fault")
+        state["workload"] = RANK_WORKLOADS[msg["workload"]](msg["params"], msg.get("scale", 1.0), msg.get("sites"))
+        return {"ok": True}
+    if cmd == "measure":
+        fault = state.get("fault")
+        if fault and fault["kind"] == "crash":
+            os._exit(13)  # a deliberate crash (scenario faults), no goodbye
+        if fault and fault["kind"] == "hang":
+            time.sleep(10 ** 6)
+        return {"ok": True, "metrics": state["workload"].measure(msg.get("warmups", 0), msg.get("iters"))}
+    if cmd == "exit":
+        import torch.distributed as dist
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        return {"ok": True}
+    return {"error": f"unknown command {cmd!r}"}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

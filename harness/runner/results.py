@@ -1,0 +1,113 @@
+"""The results of a run, written as they are measured.
+
+RUN_DIR/results.jsonl is the record: one line per measurement (a repetition of a workload at a
+sweep point, or a failed point), appended and fsynced before the runner moves on, so a kill -9
+loses at most the measurement in progress (a torn last line is ignored on reading).
+results.parquet and results.csv are rewritten from it after every append (small, and always
+whole). meta.json holds the run's metadata; every row carries it too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+
+from harness.errors import SpecError
+
+
+def run_metadata(scenario, backend: str) -> dict:
+    import hashlib
+    versions = {}
+    for mod in ("torch", "ray", "pyroute2", "pandas"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001 — an optional package that is absent
+            versions[mod] = None
+    from harness import __version__
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        rev = None
+    scen = json.dumps(scenario.spec.model_dump(mode="json"), sort_keys=True)
+    return {"scenario": scenario.name, "scenario_hash": hashlib.sha256(scen.encode()).hexdigest()[:16],
+            "scenario_source": scenario.source, "quick": scenario.quick,
+            "topology": scenario.topology.name, "topology_hash": scenario.topology.digest[:16],
+            "backend": backend, "kernel": platform.release(), "scale": scenario.spec.scale,
+            "git_rev": rev, "metrolab": __version__, **{f"{k}_version": v for k, v in versions.items()}}
+
+
+class ResultStore:
+    def __init__(self, run_dir: str | Path):
+        self.dir = Path(run_dir)
+        self.jsonl = self.dir / "results.jsonl"
+        self.meta_path = self.dir / "meta.json"
+
+    def start(self, meta: dict, resume: bool) -> dict:
+        """Create the run dir (or check, when resuming, that it holds this same scenario)."""
+        if resume:
+            if not self.meta_path.exists():
+                raise SpecError(str(self.dir), "", str(self.dir), "not a run directory (no meta.json); nothing to resume")
+            old = json.loads(self.meta_path.read_text())
+            for key in ("scenario_hash", "topology_hash", "quick"):
+                if old.get(key) != meta.get(key):
+                    raise SpecError(str(self.dir), key, meta.get(key),
+                                    f"this run directory holds a different run ({key} {old.get(key)!r}); "
+                                    "resume with the same scenario and flags, or start a new run")
+            meta = old | {"resumed": old.get("resumed", 0) + 1}
+        else:
+            if self.jsonl.exists() and self.jsonl.stat().st_size:
+                raise SpecError(str(self.dir), "", str(self.dir),
+                                "already holds results; use --resume to continue it, or another directory")
+            self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.meta_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(meta, indent=2))
+        os.replace(tmp, self.meta_path)
+        self.meta = meta
+        return meta
+
+    def rows(self) -> list[dict]:
+        if not self.jsonl.exists():
+            return []
+        out = []
+        for line in self.jsonl.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # the torn last line of a killed run
+        return out
+
+    def done(self) -> set[tuple[str, str, int]]:
+        """(workload, point key, repetition) already recorded; a failed point counts as done (-1)."""
+        return {(r["workload"], r["point_key"], r["repetition"]) for r in self.rows()}
+
+    def append(self, row: dict) -> None:
+        line = json.dumps(row, default=str) + "\n"
+        with open(self.jsonl, "a") as f:
+            if f.tell() and not self._ends_with_newline():
+                f.write("\n")  # seal a torn line left by a kill
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+        self._rewrite_tables()
+
+    def _ends_with_newline(self) -> bool:
+        with open(self.jsonl, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) == b"\n"
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows())
+
+    def _rewrite_tables(self) -> None:
+        df = self.frame()
+        for name, write in (("results.parquet", lambda p: df.to_parquet(p, index=False)),
+                            ("results.csv", lambda p: df.to_csv(p, index=False))):
+            tmp = self.dir / f".{name}.tmp"
+            write(tmp)
+            os.replace(tmp, self.dir / name)

@@ -1,0 +1,192 @@
+"""`metrolab run`: a scenario from lab up to verdict.
+
+lab up -> Ray up -> per workload: one rank per host (a Ray actor starts it in the host's namespace,
+the process group comes up once) -> baseline, then every sweep point: impair the swept links,
+measure each repetition, append its row -> Ray down, lab down (always) -> verdict.
+
+A rank that crashes, errs or hangs fails its point (a row with the reason), the workload's ranks
+are stopped and started afresh, and the sweep goes on. With `resume`, nothing already recorded
+in the run directory is measured again.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import LabError
+from harness.lab.netns import NetnsLab
+from harness.runner.agents import RankFailed, RayCluster
+from harness.runner.results import ResultStore, run_metadata
+from harness.scenario.points import Point, baseline, grid, point_impairment
+from harness.scenario.verdict import Verdict, evaluate, summarize
+from workloads.registry import WORKLOADS, workload_metrics
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    verdict: Verdict
+    measured: int          # rows written by this invocation
+    skipped: int           # (workload, point, repetition) already in the run directory
+    ray_start_s: float
+    wall_s: float
+
+
+def swept_links(scn) -> list[str]:
+    return scn.spec.sweep.links or [lk.name for lk in scn.topology.links if lk.name.startswith("wan")]
+
+
+def _matching_fault(scn, point: Point, rank_count: int):
+    for f in scn.spec.faults:
+        if point.baseline:
+            continue
+        if all(getattr(point, k, None) == v for k, v in f.point.items()) and f.rank < rank_count:
+            return f
+    return None
+
+
+class RankGroup:
+    """The ranks of one workload: Ray actors, each owning its rank process in a lab host."""
+
+    def __init__(self, cluster: RayCluster, lab, scn, wspec, run_dir: Path, port: int):
+        self.cluster, self.lab, self.scn, self.wspec, self.run_dir = cluster, lab, scn, wspec, run_dir
+        self.kind = WORKLOADS[wspec.kind]
+        self.hosts = self.kind.hosts(wspec, scn.topology)
+        self.port = port
+        self.actors: list = []
+        self.generation = 0
+
+    def start(self) -> float:
+        import ray
+        from harness.dist.launch import rank_env
+        self.generation += 1
+        port = self.port + self.generation  # a fresh rendezvous after a restart
+        logs = self.run_dir / "logs"
+        logs.mkdir(exist_ok=True)
+        name = self.wspec.name or self.wspec.kind
+        self.actors = [self.cluster.actor(r, h, self.lab.ns(h), rank_env(self.lab, self.hosts, r, port),
+                                          str(logs / f"{name}-rank{r}-{h}.log")) for r, h in enumerate(self.hosts)]
+        backend = self.wspec.params.get("backend", "gloo")
+        t0 = time.monotonic()
+        self._call_all({"cmd": "init", "backend": backend, "timeout": self.scn.spec.timeout_s},
+                       self.scn.spec.timeout_s)
+        return time.monotonic() - t0
+
+    def _call_all(self, msg: dict, timeout: float, per_rank: list[dict] | None = None) -> list[dict]:
+        import ray
+        refs = [a.call.remote(per_rank[i] if per_rank else msg, timeout) for i, a in enumerate(self.actors)]
+        try:
+            return ray.get(refs, timeout=timeout + 30)
+        except ray.exceptions.GetTimeoutError:
+            raise RankFailed(f"ranks of {self.wspec.kind} did not answer {msg['cmd']} within {timeout:g} s") from None
+        except ray.exceptions.RayActorError as exc:
+            raise RankFailed(f"a rank's agent died: {str(exc).splitlines()[0]}") from None
+        except RankFailed as exc:  # Ray re-raises the actor's exception type; keep its own message
+            cause = getattr(exc, "cause", None)
+            raise RankFailed(str(cause) if cause is not None else str(exc).strip().splitlines()[-1]) from None
+
+    def setup(self, point: Point) -> None:
+        fault = _matching_fault(self.scn, point, len(self.hosts))
+        sites = [self.scn.topology.nodes[h].site for h in self.hosts]
+        msgs = [{"cmd": "setup", "workload": self.wspec.kind, "params": self.wspec.params,
+                 "scale": self.scn.spec.scale, "sites": sites,
+                 "fault": fault.model_dump() if fault is not None and fault.rank == r else None}
+                for r in range(len(self.hosts))]
+        self._call_all(msgs[0], self.scn.spec.timeout_s, per_rank=msgs)
+
+    def measure(self, warmups: int) -> dict:
+        replies = self._call_all({"cmd": "measure", "warmups": warmups}, self.scn.spec.timeout_s)
+        return replies[0]["metrics"]
+
+    def stop(self, kill: bool = False) -> None:
+        import ray
+        for a in self.actors:
+            try:
+                ray.get(a.kill.remote() if kill else a.stop.remote(), timeout=60)
+            except Exception:  # noqa: BLE001 — a dead actor has nothing left to stop
+                pass
+            try:
+                ray.kill(a)
+            except Exception:  # noqa: BLE001
+                pass
+        self.actors = []
+
+
+def run_scenario(scn, run_dir: str | Path, *, resume: bool = False, ray_address: str | None = None,
+                 backend: str = "netns", progress=None) -> RunOutcome:
+    t_start = time.monotonic()
+    store = ResultStore(run_dir)
+    meta = store.start(run_metadata(scn, backend), resume)
+    import json
+    (Path(run_dir) / "scenario.json").write_text(json.dumps(
+        {"spec": scn.spec.model_dump(mode="json"), "metrics": list(workload_metrics([w.kind for w in
+                                                                                      scn.spec.workloads]))},
+        indent=2))
+    done = store.done()
+    points = [baseline()] + grid(scn.spec.sweep, scn.spec.scale)
+    workloads = scn.spec.workloads
+    total = len(workloads) * len(points) * scn.spec.repetitions
+    progress = progress or (lambda **kw: None)
+    measured = skipped = 0
+    lab = NetnsLab(scn.topology)
+    cluster = None
+    links = swept_links(scn)
+    bases = {lk.name: lk.impairment(scn.topology.group_index) for lk in scn.topology.links}
+    lab.up()
+    try:
+        cluster = RayCluster(ray_address)
+        lab.state.extra["ray_pids"] = cluster.pids()
+        lab.state.save()
+        for wi, wspec in enumerate(workloads):
+            wname = wspec.name or wspec.kind
+            todo = [p for p in points
+                    if not all((wname, p.key, rep) in done for rep in range(scn.spec.repetitions))
+                    and (wname, p.key, -1) not in done]
+            skipped += (len(points) - len(todo)) * scn.spec.repetitions
+            progress(advance=(len(points) - len(todo)) * scn.spec.repetitions, total=total)
+            if not todo:
+                continue
+            group = RankGroup(cluster, lab, scn, wspec, Path(run_dir), port=29700 + 50 * wi)
+            try:
+                started = False
+                for point in todo:
+                    progress(description=f"{wname}: {point.label()}")
+                    for link in links:
+                        lab.impair(link, point_impairment(point, bases[link], scn.spec.sweep,
+                                                          scn.topology.group_index))
+                    base_row = {"workload": wname, "kind": wspec.kind, "point_key": point.key, "label": point.label(),
+                                **point.fields(), "links": ",".join(links), **meta}
+                    try:
+                        if not started:
+                            group.start()
+                            started = True
+                        group.setup(point)
+                        for rep in range(scn.spec.repetitions):
+                            if (wname, point.key, rep) in done:
+                                progress(advance=1)
+                                skipped += 1
+                                continue
+                            metrics = group.measure(scn.spec.warmups if rep == 0 else 0)
+                            store.append(base_row | {"repetition": rep, "status": "ok", "error": None,
+                                                     "measured_at": time.time(), **metrics})
+                            measured += 1
+                            progress(advance=1)
+                    except RankFailed as exc:
+                        store.append(base_row | {"repetition": -1, "status": "failed", "error": str(exc),
+                                                 "measured_at": time.time()})
+                        measured += 1
+                        progress(advance=scn.spec.repetitions)
+                        group.stop(kill=True)
+                        started = False
+            finally:
+                group.stop()
+    finally:
+        if cluster is not None:
+            cluster.close()
+        lab.down()
+    ray_start = cluster.start_s if cluster is not None else 0.0
+    metrics = workload_metrics([w.kind for w in workloads])
+    verdict = evaluate(summarize(store.rows(), metrics), scn.criteria)
+    return RunOutcome(Path(run_dir), verdict, measured, skipped, ray_start, time.monotonic() - t_start)

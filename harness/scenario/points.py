@@ -1,0 +1,85 @@
+"""Sweep points: the grid a scenario spans, the ideal baseline, and each point's impairment (pure)."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import asdict, dataclass
+
+from netem.models import fiber_delay_s, netem_limit_packets
+from netem.profile import Impairment, LossModel
+
+DEFAULT_RATE_BPS = 1e9
+
+
+@dataclass(frozen=True)
+class Point:
+    distance_km: float = 0.0
+    loss: float = 0.0
+    rate_bps: float | None = None     # already divided by the scale factor
+    convergence: float = 1.0
+    jitter_s: float = 0.0
+    policy: str = "none"
+    baseline: bool = False
+
+    @property
+    def key(self) -> str:
+        """Stable identity of the point across runs (resume matches on it)."""
+        d = asdict(self)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+    def fields(self) -> dict:
+        return asdict(self)
+
+    def label(self) -> str:
+        if self.baseline:
+            return "baseline (0 km, lossless)"
+        parts = [f"{self.distance_km:g} km"]
+        if self.loss:
+            parts.append(f"loss {self.loss:g}")
+        if self.rate_bps:
+            parts.append(f"{self.rate_bps / 1e6:g} Mbit/s")
+        if self.convergence != 1:
+            parts.append(f"{self.convergence:g}:1")
+        if self.jitter_s:
+            parts.append(f"jitter {self.jitter_s * 1e6:g} us")
+        if self.policy != "none":
+            parts.append(self.policy)
+        return ", ".join(parts)
+
+
+def grid(sweep, scale: float = 1.0) -> list[Point]:
+    """Every combination of the sweep's values, in the order written (distance outermost)."""
+    out = []
+    for d, loss, rate, conv, jit, pol in itertools.product(sweep.distance_km, sweep.loss, sweep.rate,
+                                                           sweep.convergence, sweep.jitter, sweep.policy):
+        out.append(Point(float(d), float(loss), None if rate is None else rate / scale, float(conv), float(jit), pol))
+    return out
+
+
+def baseline() -> Point:
+    """The ideal network: 0 km, no loss, no jitter, no rate cap beyond the links' own (scaled) rate."""
+    return Point(baseline=True)
+
+
+def point_impairment(point: Point, base: Impairment, sweep, group_index: float) -> Impairment:
+    """The impairment a swept link gets at `point`, starting from the topology's own for that link."""
+    if point.baseline:
+        return Impairment(rate_bps=base.rate_bps, limit_packets=base.limit_packets, queue_bytes=base.queue_bytes)
+    delay = fiber_delay_s(point.distance_km, group_index)
+    rate = point.rate_bps or base.rate_bps
+    if rate and point.convergence > 1:
+        rate = rate / point.convergence  # N:1 oversubscription: the link carries 1/N of its line rate
+    loss = None
+    if point.loss:
+        if sweep.loss_model == "gilbert-elliott":
+            # bursty loss with mean `loss`: bursts leave the bad state with probability `burst`
+            r = sweep.burst
+            p = point.loss * r / (1 - point.loss)
+            loss = LossModel(kind="gilbert-elliott", p=p, r=r, h=0.0, k=1.0)
+        else:
+            loss = LossModel(p=point.loss)
+    limit = netem_limit_packets(rate or DEFAULT_RATE_BPS, delay + point.jitter_s, 1500, queue_packets=1000)
+    return Impairment(delay_s=delay, jitter_s=point.jitter_s, loss=loss, rate_bps=rate, limit_packets=limit,
+                      queue_bytes=base.queue_bytes)

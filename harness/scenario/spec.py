@@ -1,0 +1,234 @@
+"""Scenario spec: a topology, workloads, a sweep grid, repetitions, a scale factor and acceptance
+criteria, as validated pydantic models; errors name the file, field and value.
+
+    name: allreduce-distance
+    topology: default                       # built-in name, path, or an inline mapping
+    workloads:
+      - {kind: collective, hosts: [a1, b1], params: {backend: gloo, op: all_reduce, size: 4m}}
+    sweep: {links: [wan-ab-1], distance_km: [0, 100, 500], loss: [0, 1e-4]}
+    repetitions: 3
+    warmups: 1
+    scale: 1000                             # rates and message sizes divided by 1000
+    acceptance:
+      - efficiency_degradation <= 0.05 where distance_km in [100, 500] and loss == 0
+    quick: {sweep: {distance_km: [0, 100]}, repetitions: 1}   # what --quick overrides
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from harness.errors import SpecError, SpecErrors
+from harness.scenario.criteria import Criterion, parse_criterion
+from harness.spec.loader import errors_from_pydantic, load_topology, read_yaml, topology_from_data
+from harness.spec.topology import NAME
+from netem.units import parse_rate, parse_time
+
+POLICIES = ("none",)  # the switch policies issue extends this
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WorkloadSpec(_Strict):
+    kind: str
+    name: str | None = Field(default=None, pattern=NAME)
+    hosts: list[str] | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class FaultSpec(_Strict):
+    """Deliberate failures, to prove the runner survives them: the rank crashes (exits) or hangs
+    at the given sweep point."""
+
+    kind: Literal["crash", "hang"] = "crash"
+    rank: int = Field(ge=0)
+    point: dict[str, Any] = Field(default_factory=dict)
+
+
+class SweepSpec(_Strict):
+    links: list[str] | None = None
+    distance_km: list[float] = Field(default_factory=lambda: [0.0])
+    loss: list[float] = Field(default_factory=lambda: [0.0])
+    loss_model: Literal["random", "gilbert-elliott"] = "random"
+    burst: float = Field(default=0.3, gt=0, le=1, description="gilbert-elliott: chance to leave the bad state")
+    rate: list[float | None] = Field(default_factory=lambda: [None])
+    convergence: list[float] = Field(default_factory=lambda: [1.0])
+    jitter: list[float] = Field(default_factory=lambda: [0.0])
+    policy: list[str] = Field(default_factory=lambda: ["none"])
+
+    @field_validator("rate", mode="before")
+    @classmethod
+    def _rates(cls, v):
+        if not isinstance(v, list):
+            raise ValueError("a list of rates (e.g. [100gbit, 400gbit]) or null for the link's own")
+        return [None if x in (None, "line") else parse_rate(x) for x in v]
+
+    @field_validator("jitter", mode="before")
+    @classmethod
+    def _jitters(cls, v):
+        if not isinstance(v, list):
+            raise ValueError("a list of times (e.g. [0, 100us])")
+        return [parse_time(x) for x in v]
+
+    @field_validator("distance_km", "loss", "rate", "convergence", "jitter", "policy")
+    @classmethod
+    def _nonempty(cls, v, info):
+        if not v:
+            raise ValueError(f"empty sweep: {info.field_name} needs at least one value")
+        return v
+
+    @field_validator("distance_km")
+    @classmethod
+    def _distance(cls, v):
+        if any(x < 0 for x in v):
+            raise ValueError("distances are >= 0 km")
+        return v
+
+    @field_validator("loss")
+    @classmethod
+    def _loss(cls, v):
+        if any(not 0 <= x < 1 for x in v):
+            raise ValueError("loss is a probability in [0, 1)")
+        return v
+
+    @field_validator("convergence")
+    @classmethod
+    def _conv(cls, v):
+        if any(x < 1 for x in v):
+            raise ValueError("a convergence ratio N:1 has N >= 1")
+        return v
+
+    @field_validator("policy")
+    @classmethod
+    def _policy(cls, v):
+        bad = [p for p in v if p not in POLICIES]
+        if bad:
+            raise ValueError(f"unknown policy {bad[0]!r} (known: {', '.join(POLICIES)})")
+        return v
+
+
+class QuickSpec(_Strict):
+    sweep: dict[str, Any] = Field(default_factory=dict)
+    repetitions: int | None = Field(default=None, ge=1)
+    warmups: int | None = Field(default=None, ge=0)
+    params: dict[str, Any] = Field(default_factory=dict, description="workload params overridden in --quick")
+
+
+class ScenarioSpec(_Strict):
+    name: str = Field(pattern=NAME)
+    description: str = ""
+    topology: str | dict[str, Any] = "default"
+    workloads: list[WorkloadSpec] = Field(min_length=1)
+    sweep: SweepSpec = Field(default_factory=SweepSpec)
+    repetitions: int = Field(default=3, ge=1)
+    warmups: int = Field(default=1, ge=0)
+    scale: float = Field(default=1.0, ge=1, description="time-preserving scale factor k")
+    timeout_s: float = Field(default=600, gt=0, description="per sweep point")
+    acceptance: list[str] = Field(default_factory=list)
+    faults: list[FaultSpec] = Field(default_factory=list)
+    quick: QuickSpec | None = None
+
+    @model_validator(mode="after")
+    def _unique_workloads(self):
+        names = [w.name or w.kind for w in self.workloads]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"workload names must be unique; give each a name (repeated: {', '.join(sorted(dup))})")
+        return self
+
+
+class Scenario:
+    """A validated scenario: the spec, its topology, parsed criteria and workload params."""
+
+    def __init__(self, spec: ScenarioSpec, source: str, topology, criteria: list[Criterion], quick: bool):
+        self.spec, self.source, self.topology, self.criteria, self.quick = spec, source, topology, criteria, quick
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+def _apply_quick(data: dict) -> dict:
+    q = data.get("quick") or {}
+    out = dict(data)
+    if q.get("sweep"):
+        out["sweep"] = {**(data.get("sweep") or {}), **q["sweep"]}
+    for key in ("repetitions", "warmups"):
+        if q.get(key) is not None:
+            out[key] = q[key]
+    if q.get("params"):
+        out["workloads"] = [{**w, "params": {**(w.get("params") or {}), **q["params"]}} for w in data["workloads"]]
+    return out
+
+
+def scenario_from_data(data: Any, file: str, quick: bool = False, base_dir: Path | None = None) -> Scenario:
+    from workloads.registry import WORKLOADS, workload_metrics
+    if not isinstance(data, dict):
+        raise SpecError(file, "", data, "a scenario is a mapping (name, topology, workloads, sweep, …)")
+    try:
+        ScenarioSpec.model_validate(data)  # the file as written, errors at its own paths
+        spec = ScenarioSpec.model_validate(_apply_quick(data) if quick else data)
+    except ValidationError as exc:
+        raise errors_from_pydantic(exc, file) from None
+    if isinstance(spec.topology, dict):
+        topo = topology_from_data(spec.topology, f"{file}: topology")
+    else:
+        ref = spec.topology
+        if base_dir is not None and (base_dir / ref).exists():
+            ref = str(base_dir / ref)
+        topo = load_topology(ref)
+    errors: list[SpecError] = []
+    links = {lk.name for lk in topo.links}
+    for i, w in enumerate(spec.workloads):
+        if w.kind not in WORKLOADS:
+            errors.append(SpecError(file, f"workloads[{i}].kind", w.kind,
+                                    f"unknown workload (known: {', '.join(sorted(WORKLOADS))})"))
+            continue
+        try:
+            WORKLOADS[w.kind].validate(w, topo, spec.scale)
+        except SpecError as exc:
+            errors.append(SpecError(file, f"workloads[{i}].{exc.path}" if exc.path else f"workloads[{i}]",
+                                    exc.value, exc.message))
+    for j, name in enumerate(spec.sweep.links or []):
+        if name not in links:
+            errors.append(SpecError(file, f"sweep.links[{j}]", name, f"no such link in {topo.name} "
+                                    f"(links: {', '.join(sorted(links))})"))
+    if spec.sweep.links is None and not any(n.startswith("wan") for n in links):
+        errors.append(SpecError(file, "sweep.links", None, "name the links the sweep impairs (this topology has "
+                                "no link called wan*)"))
+    metrics = workload_metrics([w.kind for w in spec.workloads if w.kind in WORKLOADS])
+    criteria = []
+    for k, text in enumerate(spec.acceptance):
+        try:
+            criteria.append(parse_criterion(text, metrics))
+        except ValueError as exc:
+            errors.append(SpecError(file, f"acceptance[{k}]", text, str(exc)))
+    for k, f in enumerate(spec.faults):
+        if f.rank >= max(len(WORKLOADS[w.kind].hosts(w, topo)) for w in spec.workloads if w.kind in WORKLOADS):
+            errors.append(SpecError(file, f"faults[{k}].rank", f.rank, "no such rank"))
+    if errors:
+        raise SpecErrors(errors) if len(errors) > 1 else errors[0]
+    return Scenario(spec, file, topo, criteria, quick)
+
+
+SCENARIO_DIR = Path(__file__).resolve().parent.parent.parent / "scenarios"
+
+
+def builtin_scenarios() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(SCENARIO_DIR.glob("*.yaml"))} if SCENARIO_DIR.exists() else {}
+
+
+def load_scenario(ref: str, quick: bool = False) -> Scenario:
+    path = Path(ref)
+    if not path.exists():
+        found = builtin_scenarios().get(ref)
+        if found is None:
+            raise SpecError(ref, "", ref, f"no such file or built-in scenario (built-ins: "
+                            f"{', '.join(builtin_scenarios()) or 'none'})")
+        path = found
+    return scenario_from_data(read_yaml(path), str(path), quick=quick, base_dir=path.parent)

@@ -1,0 +1,95 @@
+"""matplotlib figures of a run (PNG bytes): degradation vs distance per loss rate, busbw vs size or
+distance, step-time distributions per point."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: files only
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+AXES = {"distance_km": "distance (km)", "convergence": "convergence ratio (N:1)", "rate_bps": "rate (bit/s)",
+        "loss": "loss probability", "jitter_s": "jitter (s)"}
+
+
+def swept_axis(points: pd.DataFrame) -> str:
+    """The sweep dimension that varies among the points (distance first), for the x axis."""
+    pts = points[~points["baseline"]] if "baseline" in points else points
+    for col in AXES:
+        if col in pts and pts[col].nunique(dropna=True) > 1:
+            return col
+    return "distance_km"
+
+
+def _lines(ax, pts: pd.DataFrame, x: str, y: str, scale: float = 1.0) -> None:
+    other = "loss" if x != "loss" else "distance_km"
+    for (wl, o), g in pts.groupby(["workload", other], dropna=False):
+        g = g.sort_values(x)
+        ax.plot(g[x], g[y] * scale, marker="o", label=f"{wl}, {other} {o:g}")
+
+
+def degradation(points: pd.DataFrame) -> bytes | None:
+    """Efficiency degradation (%) against the swept dimension, one line per workload and loss."""
+    pts = points[(~points["baseline"]) & points["efficiency_degradation"].notna()]
+    if pts.empty:
+        return None
+    x = swept_axis(points)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    _lines(ax, pts, x, "efficiency_degradation", 100)
+    if x == "distance_km":
+        ax.axhline(5, color="grey", linestyle="--", linewidth=1, label="5 % (white paper, 100-500 km)")
+    if x in ("rate_bps", "loss") and (pts[x] > 0).all():
+        ax.set_xscale("log")
+    ax.set_xlabel(AXES[x])
+    ax.set_ylabel("efficiency degradation (%)")
+    ax.set_title(f"Computing-efficiency degradation vs {AXES[x].split(' (')[0]}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def busbw(points: pd.DataFrame) -> bytes | None:
+    """busbw against message size when the run sweeps sizes, else against the swept dimension."""
+    if "busbw_gbs" not in points or points["busbw_gbs"].notna().sum() == 0:
+        return None
+    pts = points[points["busbw_gbs"].notna()]
+    by_size = "bytes" in pts and pts["bytes"].nunique() > 1
+    x = "bytes" if by_size else swept_axis(points)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    _lines(ax, pts, x, "busbw_gbs")
+    if by_size:
+        ax.set_xscale("log", base=2)
+    ax.set_xlabel("message size (bytes)" if by_size else AXES[x])
+    ax.set_ylabel("busbw (GB/s)")
+    ax.set_title("Bus bandwidth vs " + ("size" if by_size else AXES[x].split(" (")[0]))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def step_time_distributions(rows: pd.DataFrame) -> bytes | None:
+    ok = rows[rows["status"] == "ok"] if "status" in rows else rows
+    if ok.empty or "step_time_s" not in ok:
+        return None
+    labels, data = [], []
+    for (wl, label), g in ok.groupby(["workload", "label"], sort=False):
+        labels.append(f"{wl}\n{label}")
+        data.append((g["step_time_s"] * 1e3).tolist())
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(labels)), 4))
+    ax.boxplot(data, showmeans=True)
+    ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=7, rotation=30, ha="right")
+    ax.set_ylabel("step time (ms)")
+    ax.set_title("Step time per point (repetitions)")
+    ax.grid(alpha=0.3, axis="y")
+    return _png(fig)

@@ -1,0 +1,154 @@
+"""`metrolab run` end to end on the netns backend (host kernel, TBF rate points) under Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+pytestmark = pytest.mark.lab
+SUPPORT = Path(__file__).resolve().parents[2] / "support"
+TOPO = {"name": "rl", "sites": [
+    {"name": "aidc-a", "kind": "aidc", "subnet": "10.1.0.0/24", "hosts": ["a1"],
+     "switches": [{"name": "gw-a", "role": "gateway"}], "access": {"switch": "gw-a"}},
+    {"name": "aidc-b", "kind": "aidc", "subnet": "10.2.0.0/24", "hosts": ["b1"],
+     "switches": [{"name": "gw-b", "role": "gateway"}], "access": {"switch": "gw-b"}}],
+    "links": [{"name": "wan", "a": "gw-a", "b": "gw-b", "rate": "200mbit"}]}
+
+
+def scenario(tmp_path: Path, **over) -> Path:
+    data = {"name": "rl", "topology": TOPO,
+            "workloads": [{"kind": "collective", "params": {"backend": "gloo", "size": "1m", "iters": 2}}],
+            "sweep": {"convergence": [1, 2, 4]}, "repetitions": 2, "warmups": 1,
+            "acceptance": ["efficiency >= 0.9 where convergence in [1, 1]", "busbw_gbs > 0"]} | over
+    path = tmp_path / f"{data['name']}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def metrolab(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=os.environ | {"METROLAB_PLAIN": "1"})
+
+
+def keys(run_dir: Path) -> list[tuple]:
+    rows = [json.loads(x) for x in (run_dir / "results.jsonl").read_text().splitlines() if x.strip()]
+    return sorted((r["workload"], r["point_key"], r["repetition"]) for r in rows)
+
+
+def chromium_path() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_sweep_writes_every_output_and_the_report_renders(tmp_path):
+    run_dir = tmp_path / "run"
+    res = metrolab("run", str(scenario(tmp_path)), "--out", str(run_dir), "--json")
+    assert res.returncode == 0, res.stderr[-3000:]
+    verdict = json.loads(res.stdout)
+    assert verdict["passed"] and verdict["ray_start_s"] > 0
+    for name in ("results.jsonl", "results.parquet", "results.csv", "meta.json", "scenario.json", "report.html",
+                 "summary.md", "junit.xml", "points.csv"):
+        assert (run_dir / name).stat().st_size > 0, name
+    df = pd.read_parquet(run_dir / "results.parquet")
+    assert len(df) == 4 * 2 and set(df["status"]) == {"ok"}  # baseline + 3 points, 2 repetitions each
+    for col in ("git_rev", "kernel", "backend", "scale", "topology_hash", "scenario_hash", "torch_version"):
+        assert col in df and df[col].notna().all(), col
+    assert df.loc[df["convergence"] == 4, "step_time_s"].median() > 2 * df.loc[df["baseline"], "step_time_s"].median()
+    assert len(pd.read_csv(run_dir / "results.csv")) == len(df)
+
+    import xmlschema
+    xmlschema.XMLSchema(str(SUPPORT / "junit.xsd")).validate(str(run_dir / "junit.xml"))
+    assert "| collective |" in (run_dir / "summary.md").read_text()
+
+    # the HTML in a real headless Chromium: no errors, three plots decoded, something drawn
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto((run_dir / "report.html").as_uri())
+        widths = page.evaluate("[...document.images].map(i => i.complete ? i.naturalWidth : 0)")
+        verdict_text = page.inner_text("#verdict")
+        shot = page.screenshot(full_page=True)
+        browser.close()
+    assert not errors, errors
+    assert len(widths) == 3 and all(w > 300 for w in widths), widths
+    assert verdict_text == "PASS"
+    from PIL import Image
+    import io
+    img = Image.open(io.BytesIO(shot)).convert("L")
+    assert img.height > 1000 and len(img.getcolors(1 << 16) or ()) > 50  # text and plots, not a blank page
+
+
+def test_a_failing_criterion_exits_nonzero_with_a_failed_testcase(tmp_path):
+    run_dir = tmp_path / "run"
+    path = scenario(tmp_path, name="strict", sweep={"convergence": [1, 4]}, repetitions=1,
+                    acceptance=["efficiency >= 0.9"])
+    res = metrolab("run", str(path), "--out", str(run_dir))
+    assert res.returncode == 1, res.stderr[-2000:]
+    assert "FAIL" in res.stdout
+    junit = (run_dir / "junit.xml").read_text()
+    assert junit.count("<failure") == 1 and "4:1" in junit
+    rep = metrolab("report", str(run_dir), "--json")
+    assert rep.returncode == 1 and json.loads(rep.stdout)["passed"] is False
+
+
+def test_kill_9_then_resume_measures_each_point_once(tmp_path):
+    path = scenario(tmp_path, name="resume", sweep={"convergence": [1, 2, 3, 4]}, repetitions=2)
+    ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
+    assert metrolab("run", str(path), "--out", str(ref_dir)).returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(path), "--out", str(run_dir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    jsonl = run_dir / "results.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and (not jsonl.exists() or len(jsonl.read_text().splitlines()) < 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = keys(run_dir)
+    assert 3 <= len(partial) < len(keys(ref_dir)), "killed too late to test resuming"
+    metrolab("lab", "clean")  # the killed run's namespaces and Ray processes
+    res = metrolab("run", "--resume", str(run_dir), "--json")
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout)
+    assert out["skipped"] >= len(partial) and out["measured"] == len(keys(ref_dir)) - len(partial)
+    assert keys(run_dir) == keys(ref_dir)  # the same rows, none twice
+
+
+def test_a_crashing_rank_fails_its_point_and_the_sweep_completes(tmp_path):
+    run_dir = tmp_path / "run"
+    path = scenario(tmp_path, name="crash", sweep={"convergence": [1, 2, 4]}, repetitions=1,
+                    faults=[{"kind": "crash", "rank": 1, "point": {"convergence": 2.0}}], acceptance=[])
+    res = metrolab("run", str(path), "--out", str(run_dir), "--json")
+    assert res.returncode == 1, res.stderr[-2000:]
+    out = json.loads(res.stdout)
+    status = {p["label"]: p["status"] for p in out["points"]}
+    assert status == {"baseline (0 km, lossless)": "ok", "0 km": "ok", "0 km, 2:1": "failed", "0 km, 4:1": "ok"}
+    failed = next(p for p in out["points"] if p["status"] == "failed")
+    assert "rank 1" in failed["error"] and "exited with 13" in failed["error"]
+    assert "point 0 km, 2:1 runs" in (run_dir / "junit.xml").read_text()
+
+
+def test_bad_scenarios_exit_2_naming_file_field_and_value(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"name": "bad", "topology": TOPO, "workloads": [{"kind": "telepathy"}],
+                                   "sweep": {"loss": []}, "acceptance": ["joy > 1"]}))
+    res = metrolab("run", str(bad))
+    assert res.returncode == 2
+    for text in ("bad.yaml: sweep.loss", "empty sweep"):
+        assert text in res.stderr, res.stderr
+    bad.write_text(yaml.safe_dump({"name": "bad", "topology": TOPO, "workloads": [{"kind": "telepathy"}]}))
+    res = metrolab("run", str(bad))
+    assert res.returncode == 2 and "workloads[0].kind: unknown workload" in res.stderr
+    assert metrolab("run", "no-such-scenario").returncode == 2

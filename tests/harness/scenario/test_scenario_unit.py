@@ -1,0 +1,114 @@
+"""Scenario spec, criteria, sweep points and verdicts: pure, no lab."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.errors import SpecError, SpecErrors
+from harness.scenario.criteria import parse_criterion
+from harness.scenario.points import Point, baseline, grid, point_impairment
+from harness.scenario.spec import builtin_scenarios, load_scenario, scenario_from_data
+from harness.scenario.verdict import efficiency, evaluate, iqr, summarize
+from netem.profile import Impairment
+
+pytestmark = pytest.mark.unit
+
+TOPO = {"name": "t", "sites": [
+    {"name": "aidc-a", "kind": "aidc", "subnet": "10.1.0.0/24", "hosts": ["a1"], "switches": [{"name": "gw-a", "role": "gateway"}],
+     "access": {"switch": "gw-a"}},
+    {"name": "aidc-b", "kind": "aidc", "subnet": "10.2.0.0/24", "hosts": ["b1"], "switches": [{"name": "gw-b", "role": "gateway"}],
+     "access": {"switch": "gw-b"}}], "links": [{"name": "wan", "a": "gw-a", "b": "gw-b", "rate": "100mbit"}]}
+
+
+def scenario(**over):
+    data = {"name": "s", "topology": TOPO, "workloads": [{"kind": "collective", "params": {"size": "1m"}}],
+            "sweep": {"distance_km": [0, 100]}} | over
+    return scenario_from_data(data, "s.yaml")
+
+
+def test_criteria_parse_and_apply():
+    c = parse_criterion("efficiency_degradation <= 0.05 where distance_km in [100, 500] and loss == 0")
+    assert c.metric == "efficiency_degradation" and c.op == "<=" and c.threshold == 0.05
+    assert c.applies({"distance_km": 100, "loss": 0.0}) and c.applies({"distance_km": 500, "loss": 0})
+    assert not c.applies({"distance_km": 50, "loss": 0}) and not c.applies({"distance_km": 250, "loss": 1e-3})
+    assert c.check(0.05) and not c.check(0.06) and not c.check(None)
+    s = parse_criterion("busbw_gbs > 1 where policy in {none, ecn}", ["busbw_gbs"])
+    assert s.applies({"policy": "ecn"}) and not s.applies({"policy": "pfc"})
+    j = parse_criterion("step_time_s < 10ms")
+    assert j.threshold == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("text,msg", [
+    ("throughput >= 0.9", "unknown metric 'throughput'"),
+    ("efficiency >= 0.9 where planet == 3", "unknown sweep field 'planet'"),
+    ("efficiency >= 0.9 where distance_km in [500, 100]", "a range is"),
+    ("efficiency is good", "METRIC OP VALUE"),
+])
+def test_bad_criteria_are_clear(text, msg):
+    with pytest.raises(ValueError, match=msg):
+        parse_criterion(text)
+
+
+def test_grid_baseline_and_keys():
+    scn = scenario(sweep={"distance_km": [0, 100], "loss": [0, 1e-3], "rate": ["100gbit"]}, scale=1000)
+    pts = grid(scn.spec.sweep, scn.spec.scale)
+    assert len(pts) == 4 and pts[0].rate_bps == pytest.approx(100e6)  # 100 Gbit/s / k
+    assert len({p.key for p in pts}) == 4 and Point().key == Point().key
+    assert baseline().baseline and baseline().key != Point().key
+
+
+def test_point_impairment_follows_distance_loss_and_convergence():
+    base = Impairment(delay_s=0.0005, rate_bps=100e6)
+    sweep = scenario(sweep={"distance_km": [100], "loss_model": "gilbert-elliott"}).spec.sweep
+    imp = point_impairment(Point(distance_km=100, loss=1e-3, convergence=4), base, sweep, 1.468)
+    assert imp.delay_s == pytest.approx(100e3 * 1.468 / 299792458)
+    assert imp.rate_bps == pytest.approx(25e6)
+    assert imp.loss.kind == "gilbert-elliott" and imp.loss.mean_loss == pytest.approx(1e-3)
+    b = point_impairment(baseline(), base, sweep, 1.468)
+    assert b.delay_s == 0 and b.loss is None and b.rate_bps == 100e6  # the ideal keeps the line rate
+
+
+def test_verdict_efficiency_iqr_and_criteria():
+    rows = []
+    for key, base, d, steps in (("b", True, 0.0, [1.0, 1.0, 1.0]), ("p", False, 100.0, [1.04, 1.05, 1.06]),
+                                ("q", False, 500.0, [1.2, 1.25, 1.3])):
+        for i, t in enumerate(steps):
+            rows.append({"workload": "w", "point_key": key, "label": key, "baseline": base, "distance_km": d,
+                         "loss": 0.0, "repetition": i, "status": "ok", "step_time_s": t, "busbw_gbs": 1 / t})
+    rows.append({"workload": "w", "point_key": "f", "label": "f", "baseline": False, "distance_km": 250.0,
+                 "loss": 0.0, "repetition": -1, "status": "failed", "error": "rank 1 exited with 13"})
+    pts = summarize(rows, ("busbw_gbs",))
+    by = {p.point_key: p for p in pts}
+    assert by["p"].efficiency == pytest.approx(1 / 1.05) and by["b"].efficiency == 1.0
+    assert by["q"].step_time_iqr_s == pytest.approx(iqr([1.2, 1.25, 1.3]))
+    assert by["f"].status == "failed"
+    v = evaluate(pts, [parse_criterion("efficiency_degradation <= 0.05 where distance_km in [100, 500]")])
+    res = {r.point_key: r.passed for r in v.results}
+    assert res == {"p": True, "q": False, "f": False} and not v.passed
+    assert efficiency(2.0, 4.0) == 0.5
+    with pytest.raises(ValueError):
+        efficiency(0, 1)
+
+
+def test_bad_scenarios_name_file_field_and_value():
+    with pytest.raises(SpecError, match=r"s.yaml: workloads\[0\].kind: unknown workload"):
+        scenario(workloads=[{"kind": "telepathy"}])
+    with pytest.raises(SpecError, match=r"acceptance\[0\]: unknown metric 'joy'"):
+        scenario(acceptance=["joy >= 1"])
+    with pytest.raises(SpecErrors, match=r"sweep.distance_km: .*empty sweep"):
+        scenario(sweep={"distance_km": []})
+    with pytest.raises(SpecError, match=r"workloads\[0\].params.size"):
+        scenario(workloads=[{"kind": "collective", "params": {"size": 0}}])
+    with pytest.raises(SpecError, match=r"workloads\[0\].hosts\[1\]: not a host"):
+        scenario(workloads=[{"kind": "collective", "hosts": ["a1", "z9"]}])
+    with pytest.raises(SpecError, match=r"sweep.links\[0\]: no such link"):
+        scenario(sweep={"links": ["wan-x"]})
+    with pytest.raises(SpecErrors, match=r"sweep.policy.*unknown policy 'magic'"):
+        scenario(sweep={"policy": ["magic"]})
+
+
+def test_builtin_scenarios_validate_full_and_quick():
+    assert {"allreduce-distance", "rate-convergence"} <= set(builtin_scenarios())
+    for name in builtin_scenarios():
+        full, quick = load_scenario(name), load_scenario(name, quick=True)
+        assert len(grid(quick.spec.sweep)) <= len(grid(full.spec.sweep))
