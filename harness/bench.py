@@ -111,3 +111,51 @@ if __name__ == "__main__":  # inside the guest: `python -m harness.bench rtt` wr
         res = rtt_by_distance()
         share = Path(os.environ["METROLAB_RESULTS"])
         (share / "rtt.json").write_text(json.dumps(res))
+
+
+HARNESS_TOPOLOGY = {"name": "bench-harness", "sites": [
+    {"name": "aidc-a", "kind": "aidc", "subnet": "10.1.0.0/24", "hosts": ["a1"],
+     "switches": [{"name": "gw-a", "role": "gateway"}], "access": {"switch": "gw-a"}},
+    {"name": "aidc-b", "kind": "aidc", "subnet": "10.2.0.0/24", "hosts": ["b1"],
+     "switches": [{"name": "gw-b", "role": "gateway"}], "access": {"switch": "gw-b"}}],
+    "links": [{"name": "wan", "a": "gw-a", "b": "gw-b", "rate": "200mbit"}]}
+
+
+def bench_harness(size: str = "2m", iters: int = 5, rounds: int = 3) -> dict:
+    """The same AllReduce (gloo, a1 <-> b1 over a 200 Mbit/s WAN) timed by a bare torch.distributed
+    script and through `metrolab run` (Ray, rank agents, results store), alternating, on one lab.
+    overhead = median(run) / median(bare) - 1."""
+    import tempfile
+    from pathlib import Path
+
+    from harness.dist.launch import run_ranks
+    from harness.lab.netns import NetnsLab
+    from harness.runner.run import run_scenario
+    from harness.scenario.spec import scenario_from_data
+
+    scn = scenario_from_data({"name": "bench-harness", "topology": HARNESS_TOPOLOGY,
+                              "workloads": [{"kind": "collective", "hosts": ["a1", "b1"],
+                                             "params": {"backend": "gloo", "size": size, "iters": iters}}],
+                              "sweep": {"links": ["wan"], "distance_km": [0]}, "repetitions": 3, "warmups": 1},
+                             "<bench harness>")
+    bare, run = [], []
+    lab = NetnsLab(scn.topology)
+    lab.up()
+    try:
+        for i in range(rounds):
+            res = run_ranks(lab, ["a1", "b1"], ["-m", "workloads.collectives", "--backend", "gloo", "--ops",
+                                                "all_reduce", "-b", size, "-e", size, "-w", "1", "-n", str(iters),
+                                                "-c", "0"], port=29900 + i, timeout=600)[0].json()
+            bare.append(res["rows"][0]["ip_time_us"] / 1e6)
+    finally:
+        lab.down()
+    ray_start = []
+    for i in range(rounds):
+        with tempfile.TemporaryDirectory() as d:
+            out = run_scenario(scn, Path(d) / "run")
+            run += [p.step_time_s for p in out.verdict.points if p.step_time_s]
+            ray_start.append(out.ray_start_s)
+    t_bare, t_run = statistics.median(bare), statistics.median(run)
+    return {"bare_step_s": t_bare, "run_step_s": t_run, "overhead": t_run / t_bare - 1, "target": "<= 0.03",
+            "ok": t_run / t_bare - 1 <= 0.03, "ray_start_s": statistics.median(ray_start), "rounds": rounds,
+            "size": size, "iters": iters}

@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
 
     mj = sub.add_parser("main", help="the main job on the embedded default lab (what the README's first command runs)")
-    mj.add_argument("--duration", type=float, default=1.0, help="seconds of bulk traffic per link")
+    mj.add_argument("--quick", action="store_true", help="the CI-sized variant")
+    mj.add_argument("--out", help="run directory (default: ./metrolab-runs/NAME-TIMESTAMP)")
     _add_backend(mj)
     _add_json(mj)
 
@@ -165,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     br = bsub.add_parser("rdma", help="metrolab rdma bw/lat vs perftest on the same link (ratios)")
     _add_backend(br)
     _add_json(br)
+    bh = bsub.add_parser("harness", help="one collective timed bare and through metrolab run (overhead ratio)")
+    bh.add_argument("--rounds", type=int, default=3)
+    _add_json(bh)
     bc = bsub.add_parser("collectives", help="verbs AllReduce busbw vs ib_write_bw and gloo on the same link")
     bc.add_argument("--iters", type=int, default=5)
     _add_backend(bc)
@@ -379,12 +383,16 @@ def cmd_bench_lab(args) -> int:
 
 
 def cmd_main(args) -> int:
-    """Build the default lab, probe every link (configured vs measured), tear it down.
+    """The main job: the default scenario (AllReduce across the default lab's WAN over a distance
+    sweep, efficiency against the 0 km baseline), on whichever backend this machine supports."""
+    ns = argparse.Namespace(scenario=MAIN_SCENARIO, quick=args.quick, out=args.out, resume=None, ray_address=None,
+                            backend=args.backend, json=args.json,
+                            _argv=["run", MAIN_SCENARIO, *(["--quick"] if args.quick else []),
+                                   *(["--out", args.out] if args.out else []), *(["--json"] if args.json else [])])
+    return cmd_run(ns)
 
-    Link delays need netem: where the host kernel lacks it, the job runs in the guest."""
-    ns = argparse.Namespace(topology="default", lab=None, links=None, duration=args.duration, loss_packets=2000,
-                            best_effort=False, json=args.json, backend=args.backend, _argv=args._argv)
-    return cmd_lab_probe(ns)
+
+MAIN_SCENARIO = "allreduce-distance"
 
 
 def cmd_vm_prepare(args) -> int:
@@ -507,6 +515,12 @@ def cmd_collectives(args) -> int:
     return 0
 
 
+def cmd_bench_harness(args) -> int:
+    from harness.bench import bench_harness
+    _print_bench("bench harness (gloo AllReduce, bare vs metrolab run)", bench_harness(rounds=args.rounds), args.json)
+    return 0
+
+
 def cmd_bench_collectives(args) -> int:
     code = _on_backend(args, RDMA_NEEDS)
     if code is not None:
@@ -575,6 +589,7 @@ def cmd_run(args) -> int:
     _print_verdict(outcome.verdict, run_dir, args.json, extra={"measured": outcome.measured,
                                                               "skipped": outcome.skipped,
                                                               "ray_start_s": outcome.ray_start_s,
+                                                              "orchestrator": outcome.orchestrator,
                                                               "wall_s": outcome.wall_s,
                                                               "report": rep["files"]["html"] if rep else
                                                               str(run_dir / "report.html")})
@@ -673,6 +688,7 @@ def cmd_scenarios(args) -> int:
 COMMANDS = {
     ("run", None): cmd_run, ("report", None): cmd_report, ("scenarios", None): cmd_scenarios,
     ("collectives", None): cmd_collectives, ("bench", "collectives"): cmd_bench_collectives,
+    ("bench", "harness"): cmd_bench_harness,
     ("rdma", "bw"): cmd_rdma, ("rdma", "lat"): cmd_rdma, ("rdma", "gbn"): cmd_rdma_gbn,
     ("bench", "rdma"): cmd_bench_rdma,
     ("main", None): cmd_main,

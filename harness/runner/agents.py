@@ -116,9 +116,11 @@ class RayCluster:
         if address:
             ray.init(address=address, **kw)
         else:
-            ray.init(num_cpus=num_cpus or max(2, os.cpu_count() or 2), **kw)
+            # the embedded cluster lives on loopback: nothing of Ray's leaves the machine
+            ray.init(num_cpus=num_cpus or max(2, os.cpu_count() or 2), _node_ip_address="127.0.0.1", **kw)
         self.start_s = time.monotonic() - t0
         self.address = address
+        self.kind = "ray"
         self._actor_cls = ray.remote(num_cpus=0, max_concurrency=2)(RankActor)
 
     def pids(self) -> list[int]:
@@ -136,8 +138,72 @@ class RayCluster:
             opts["resources"] = {f"host:{host}": 0.001}
         return self._actor_cls.options(**opts).remote(rank, host, netns, env, log_path)
 
+    def call_all(self, actors: list, msgs: list[dict], timeout: float) -> list[dict]:
+        """Send each rank its command at once; all answers, or RankFailed naming the first failure."""
+        ray = _ray()
+        refs = [a.call.remote(m, timeout) for a, m in zip(actors, msgs)]
+        try:
+            return ray.get(refs, timeout=timeout + 30)
+        except ray.exceptions.GetTimeoutError:
+            raise RankFailed(f"ranks did not answer {msgs[0]['cmd']} within {timeout:g} s") from None
+        except ray.exceptions.RayActorError as exc:
+            raise RankFailed(f"a rank's agent died: {str(exc).splitlines()[0]}") from None
+        except RankFailed as exc:  # Ray re-raises the actor's exception type; keep its own message
+            cause = getattr(exc, "cause", None)
+            raise RankFailed(str(cause) if cause is not None else str(exc).strip().splitlines()[-1]) from None
+
+    def stop_actor(self, actor, kill: bool = False) -> None:
+        ray = _ray()
+        try:
+            ray.get(actor.kill.remote() if kill else actor.stop.remote(), timeout=60)
+        except Exception:  # noqa: BLE001 — a dead actor has nothing left to stop
+            pass
+        try:
+            ray.kill(actor)
+        except Exception:  # noqa: BLE001
+            pass
+
     def close(self) -> None:
         _ray().shutdown()
+
+
+class LocalAgents:
+    """The same rank agents without Ray, for the guest backend: under the guest's TCG emulation
+    Ray's node does not come up (its raylet misses Ray's fixed 30 s registration window, and given
+    longer it is stopped minutes in), and Ray on the host cannot reach into the guest (no network
+    between them). The rank processes, their protocol and the sweep are the same."""
+
+    start_s = 0.0
+    address = None
+    kind = "direct"
+
+    def pids(self) -> list[int]:
+        return []
+
+    def actor(self, rank: int, host: str, netns: str | None, env: dict[str, str], log_path: str):
+        return RankProcess(rank, host, netns, env, log_path)
+
+    def call_all(self, actors: list, msgs: list[dict], timeout: float) -> list[dict]:
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(len(actors)) as pool:
+            futs = [pool.submit(a.call, m, timeout) for a, m in zip(actors, msgs)]
+            errors, out = [], []
+            for f in futs:
+                try:
+                    out.append(f.result())
+                except RankFailed as exc:
+                    errors.append(exc)
+            if errors:
+                for a in actors:  # the others may wait on the failed one forever
+                    a.kill()
+                raise errors[0]
+            return out
+
+    def stop_actor(self, actor, kill: bool = False) -> None:
+        actor.kill() if kill else actor.stop()
+
+    def close(self) -> None:
+        pass
 
 
 class RankActor:

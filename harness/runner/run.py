@@ -11,13 +11,14 @@ in the run directory is measured again.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import LabError
 from harness.lab.netns import NetnsLab
-from harness.runner.agents import RankFailed, RayCluster
+from harness.runner.agents import LocalAgents, RankFailed, RayCluster
 from harness.runner.results import ResultStore, run_metadata
 from harness.scenario.points import Point, baseline, grid, point_impairment
 from harness.scenario.verdict import Verdict, evaluate, summarize
@@ -32,6 +33,7 @@ class RunOutcome:
     skipped: int           # (workload, point, repetition) already in the run directory
     ray_start_s: float
     wall_s: float
+    orchestrator: str = "ray"
 
 
 def swept_links(scn) -> list[str]:
@@ -59,7 +61,6 @@ class RankGroup:
         self.generation = 0
 
     def start(self) -> float:
-        import ray
         from harness.dist.launch import rank_env
         self.generation += 1
         port = self.port + self.generation  # a fresh rendezvous after a restart
@@ -75,17 +76,7 @@ class RankGroup:
         return time.monotonic() - t0
 
     def _call_all(self, msg: dict, timeout: float, per_rank: list[dict] | None = None) -> list[dict]:
-        import ray
-        refs = [a.call.remote(per_rank[i] if per_rank else msg, timeout) for i, a in enumerate(self.actors)]
-        try:
-            return ray.get(refs, timeout=timeout + 30)
-        except ray.exceptions.GetTimeoutError:
-            raise RankFailed(f"ranks of {self.wspec.kind} did not answer {msg['cmd']} within {timeout:g} s") from None
-        except ray.exceptions.RayActorError as exc:
-            raise RankFailed(f"a rank's agent died: {str(exc).splitlines()[0]}") from None
-        except RankFailed as exc:  # Ray re-raises the actor's exception type; keep its own message
-            cause = getattr(exc, "cause", None)
-            raise RankFailed(str(cause) if cause is not None else str(exc).strip().splitlines()[-1]) from None
+        return self.cluster.call_all(self.actors, per_rank or [msg] * len(self.actors), timeout)
 
     def setup(self, point: Point) -> None:
         fault = _matching_fault(self.scn, point, len(self.hosts))
@@ -101,16 +92,8 @@ class RankGroup:
         return replies[0]["metrics"]
 
     def stop(self, kill: bool = False) -> None:
-        import ray
         for a in self.actors:
-            try:
-                ray.get(a.kill.remote() if kill else a.stop.remote(), timeout=60)
-            except Exception:  # noqa: BLE001 — a dead actor has nothing left to stop
-                pass
-            try:
-                ray.kill(a)
-            except Exception:  # noqa: BLE001
-                pass
+            self.cluster.stop_actor(a, kill)
         self.actors = []
 
 
@@ -136,7 +119,9 @@ def run_scenario(scn, run_dir: str | Path, *, resume: bool = False, ray_address:
     bases = {lk.name: lk.impairment(scn.topology.group_index) for lk in scn.topology.links}
     lab.up()
     try:
-        cluster = RayCluster(ray_address)
+        # Ray places and supervises the ranks on the host kernel and on clusters; in the guest
+        # (TCG) Ray does not start, so the runner drives the same rank agents itself
+        cluster = LocalAgents() if os.environ.get("METROLAB_IN_GUEST") and not ray_address else RayCluster(ray_address)
         lab.state.extra["ray_pids"] = cluster.pids()
         lab.state.save()
         for wi, wspec in enumerate(workloads):
@@ -189,4 +174,5 @@ def run_scenario(scn, run_dir: str | Path, *, resume: bool = False, ray_address:
     ray_start = cluster.start_s if cluster is not None else 0.0
     metrics = workload_metrics([w.kind for w in workloads])
     verdict = evaluate(summarize(store.rows(), metrics), scn.criteria)
-    return RunOutcome(Path(run_dir), verdict, measured, skipped, ray_start, time.monotonic() - t_start)
+    return RunOutcome(Path(run_dir), verdict, measured, skipped, ray_start, time.monotonic() - t_start,
+                      cluster.kind if cluster is not None else "none")

@@ -45,7 +45,8 @@ for m in veth sch_netem sch_tbf sch_htb sch_red sch_fq sch_fq_codel sch_prio sch
   modprobe "$m" 2>/dev/null || echo "metrolab-guest: module $m not loaded"
 done
 ip link set lo up
-hostname metrolab-guest 2>/dev/null
+# no network and a read-only /etc/hosts: a name that resolves locally keeps resolvers (Ray) off DNS
+hostname localhost 2>/dev/null
 echo "metrolab-guest: ready $(uname -r)"
 
 stty -F /dev/ttyS0 raw -echo 2>/dev/null  # the command's stdout: bytes as written

@@ -30,7 +30,7 @@ def test_console_script_is_installed_and_lists_commands():
     exe = shutil.which("metrolab") or str(Path(sys.executable).parent / "metrolab")
     out = subprocess.run([exe, "--help"], capture_output=True, text=True)
     assert out.returncode == 0
-    for cmd in ("main", "lab", "topology", "doctor", "bench"):
+    for cmd in ("main", "run", "report", "scenarios", "collectives", "lab", "topology", "doctor", "bench"):
         assert f"    {cmd}" in out.stdout
     lab = subprocess.run([exe, "lab", "--help"], capture_output=True, text=True).stdout
     for cmd in ("up", "status", "down", "clean", "probe", "list"):
@@ -40,7 +40,8 @@ def test_console_script_is_installed_and_lists_commands():
 def test_every_result_command_takes_json():
     top = _subparsers(build_parser())
     for path in (["doctor"], ["topology"], ["main"], ["lab", "status"], ["lab", "probe"], ["lab", "list"],
-                 ["lab", "clean"], ["lab", "up"], ["bench", "lab"]):
+                 ["lab", "clean"], ["lab", "up"], ["bench", "lab"], ["run"], ["report"], ["scenarios"],
+                 ["collectives"], ["bench", "collectives"], ["bench", "harness"], ["bench", "rdma"], ["rdma", "bw"]):
         p = top.choices[path[0]]
         if len(path) == 2:
             p = _subparsers(p).choices[path[1]]
