@@ -6,7 +6,7 @@ from harness.dist.launch import run_ranks
 from harness.errors import SpecError
 from harness.lab.netns import NetnsLab
 from harness.rdma import perftest
-from harness.rdma.commands import wan_impairment
+from harness.rdma.commands import impaired_lab
 from harness.spec.loader import load_topology
 
 
@@ -22,6 +22,9 @@ def pick_rank_hosts(topo, hosts: str | None, backend: str) -> list[str]:
     else:
         chosen = eligible
     if len(chosen) < 2:
+        if backend == "verbs":
+            raise SpecError(topo.source, "sites[].hosts[].rdma", chosen,
+                            "the verbs backend needs >= 2 RDMA hosts (rdma: true) to place ranks on")
         raise SpecError(topo.source, "sites[].hosts", chosen, f"the {backend} benchmark needs >= 2 rank hosts")
     return chosen
 
@@ -42,17 +45,10 @@ def collectives_argv(args, hosts: list[str], topo) -> list[str]:
 def collectives_test(args, progress=lambda m: None) -> dict:
     topo = load_topology(args.topology or "rdma-pair")
     hosts = pick_rank_hosts(topo, args.hosts, args.backend_name)
-    lab = NetnsLab(topo)
-    lab.up()
-    try:
-        imp = wan_impairment(topo, args.link, args.distance_km, args.loss)
-        if imp is not None:
-            lab.impair(args.link, imp)
+    with impaired_lab(topo, args.link, args.distance_km, args.loss) as (lab, _):
         progress(f"{args.backend_name} {args.ops} on {', '.join(hosts)} ({args.algo})")
         res = run_ranks(lab, hosts, collectives_argv(args, hosts, topo), timeout=args.timeout)[0].json()
         return res | {"hosts": hosts, "lab": lab.lab_id, "topology": topo.name}
-    finally:
-        lab.down()
 
 
 def bench_collectives(iters: int = 5) -> dict:

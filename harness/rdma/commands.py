@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from harness.errors import SpecError
 from harness.lab.netns import NetnsLab
 from harness.rdma import perftest
@@ -51,16 +53,26 @@ def wan_impairment(topo, link: str, distance_km: float | None, loss: float | Non
                       limit_packets=max(base.limit_packets or 0, 10000))
 
 
+@contextmanager
+def impaired_lab(topo, link: str, distance_km: float | None, loss: float | None):
+    """A lab of `topo`, up for the with-block, with `link` at the given distance and loss; yields
+    (lab, whether the link was impaired). Always taken down."""
+    imp = wan_impairment(topo, link, distance_km, loss)  # bad --link fails before anything is built
+    lab = NetnsLab(topo)
+    lab.up()
+    try:
+        if imp is not None:
+            lab.impair(link, imp)
+        yield lab, imp is not None
+    finally:
+        lab.down()
+
+
 def rdma_test(args, mode: str, progress=lambda m: None) -> dict:
     topo = load_topology(args.topology or "rdma-pair")
     server, client = pick_hosts(topo, args.server, args.client)
     sizes = parse_sizes(args.size, getattr(args, "sweep", False))
-    lab = NetnsLab(topo)
-    lab.up()
-    try:
-        imp = wan_impairment(topo, args.link, args.distance_km, args.loss)
-        if imp is not None:
-            lab.impair(args.link, imp)
+    with impaired_lab(topo, args.link, args.distance_km, args.loss) as (lab, imp):
         rows = []
         bidir = mode == "bw" and getattr(args, "bidirectional", False)
         for i, size in enumerate(sizes):
@@ -83,8 +95,6 @@ def rdma_test(args, mode: str, progress=lambda m: None) -> dict:
             rows.append(row | {"server": server, "client": client, "counters": res["counters"]})
         return {"lab": lab.lab_id, "mode": mode, "rows": rows,
                 "netem_offset_us": (lab.netem_offset_s or 0) * 1e6 if imp else None}
-    finally:
-        lab.down()
 
 
 def bench_rdma() -> dict:
