@@ -109,6 +109,18 @@ def workload_metrics(kinds: list[str]) -> tuple[str, ...]:
 
 
 # -- rank side -------------------------------------------------------------------------------
+_SITE_GROUPS: dict = {}
+
+
+def site_groups(sites: list[str], backend: str):
+    """One set of site groups per rank process: new groups are collective and hold QPs or sockets,
+    so every sweep point reuses the first."""
+    from harness.dist.algorithms import SiteGroups
+    key = (tuple(sites), backend)
+    if key not in _SITE_GROUPS:
+        _SITE_GROUPS[key] = SiteGroups(list(sites), backend=backend)
+    return _SITE_GROUPS[key]
+
 class CollectiveRank:
     """Runs inside a rank process with the group up."""
 
@@ -125,10 +137,7 @@ class CollectiveRank:
         self.nbytes = count * esize
         self.buf = torch.ones(count, dtype=dtype)
         self.out = torch.empty(count * (n if self.p.op == "all_gather" else 1), dtype=dtype)
-        self.groups = None
-        if self.p.algo == "hierarchical":
-            from harness.dist.algorithms import SiteGroups
-            self.groups = SiteGroups(sites, backend=self.p.backend)
+        self.groups = site_groups(sites, self.p.backend) if self.p.algo == "hierarchical" else None
 
     def _once(self) -> None:
         from harness.dist import algorithms as alg

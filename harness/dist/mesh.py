@@ -141,6 +141,16 @@ class VerbsMesh:
         self._e = self.dev.v["e"]
         self._cq = self.dev.cq
 
+    def drain(self, timeout_s: float = 5.0) -> None:
+        """Wait (briefly) until every chunk we sent has been consumed, so that leaving right after a
+        send cannot take data still being retransmitted down with our QPs."""
+        deadline = time.monotonic() + timeout_s
+        while self.peers and any(p.credits < SLOTS for p in self.peers.values()):
+            if time.monotonic() > deadline:
+                return
+            if not self._poll("drain"):
+                time.sleep(0.0005)
+
     def close(self) -> None:
         for conn in self._conns:
             conn.close()

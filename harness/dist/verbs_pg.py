@@ -18,6 +18,7 @@ would fail loudly instead of silently doing nothing.
 
 from __future__ import annotations
 
+import atexit
 import queue
 import threading
 import time
@@ -127,8 +128,10 @@ class ProcessGroupVerbs(ProcessGroup):
         self._queue: queue.Queue = queue.Queue()
         self._failed: BaseException | None = None
         self._inflight: list[_P2P] = []
+        self._closed = False
         self._worker = threading.Thread(target=self._serve, name=f"verbs-pg-{rank}", daemon=True)
         self._worker.start()
+        atexit.register(self.shutdown)
 
     # -- plumbing ------------------------------------------------------------------------------
     def getBackendName(self) -> str:
@@ -207,9 +210,19 @@ class ProcessGroupVerbs(ProcessGroup):
         return work
 
     def shutdown(self) -> None:
+        """Finish queued work, let the peers consume what we sent, release the verbs objects.
+        Also runs at interpreter exit (torch does not call a Python group's shutdown)."""
+        if self._closed:
+            return
+        self._closed = True
         if self._worker.is_alive():
             self._queue.put(None)
             self._worker.join(timeout=10)
+        if self._failed is None and self.mesh.dev is not None:
+            try:
+                self.mesh.drain()
+            except RdmaError:
+                pass
         self.mesh.close()
 
     def _run(self, ops: list, what: str) -> None:

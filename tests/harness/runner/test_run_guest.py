@@ -15,13 +15,14 @@ pytestmark = pytest.mark.guest
 
 def test_distance_sweep_in_the_guest(tmp_path):
     scn = scenario_from_data({"name": "guest-sweep", "topology": TOPO,
-                              "workloads": [{"kind": "collective", "params": {"size": "256k", "iters": 2}}],
+                              "workloads": [{"kind": "collective", "params": {"size": "64k", "iters": 4}}],
                               "sweep": {"distance_km": [0, 500]}, "repetitions": 2, "warmups": 1,
                               "acceptance": ["step_time_s > 0"]}, "guest-sweep.yaml")
     out = run_scenario(scn, tmp_path / "run", backend="vm")
     assert out.orchestrator == "direct" and out.verdict.passed
     steps = {p.label: p.step_time_s for p in out.verdict.points}
-    # 500 km adds ~2.4 ms each way per round trip: the collective's step must feel it
-    assert steps["500 km"] > steps["baseline (0 km, lossless)"] + 0.004, steps
+    # 500 km is 2.45 ms each way, and every AllReduce step waits for data from across the WAN at
+    # least once (small messages: the delay dominates the serialisation)
+    assert steps["500 km"] > steps["baseline (0 km, lossless)"] + 0.00245, steps
     rows = [json.loads(x) for x in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
     assert len(rows) == 3 * 2 and all(r["status"] == "ok" for r in rows)
