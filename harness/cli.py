@@ -565,7 +565,7 @@ def cmd_run(args) -> int:
     if backend == "vm":
         run_dir.mkdir(parents=True, exist_ok=True)
         err_console.print(f"backend: vm ({why})", highlight=False)
-        from harness.vm.reexec import run_in_guest, with_backend
+        from harness.vm.reexec import run_in_guest
         argv = [a for a in args._argv]
         if not args.resume and not args.out:
             argv += ["--out", str(run_dir)]

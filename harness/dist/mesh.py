@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections import deque
 from dataclasses import asdict
 from typing import Callable
 

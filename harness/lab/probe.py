@@ -122,20 +122,6 @@ def _overlimits(ipr, ifname: str) -> int:
     return total
 
 
-SEGMENT_HEADERS = 14 + 20 + 32  # Ethernet + IPv4 + TCP with timestamps, per segment on the wire
-
-
-def measure_rtt(ns_a: str, if_a: str, addr_b: str, count: int = 30, interval: float = 0.01) -> list[float]:
-    """RTT samples (ms) from ns_a to addr_b, pinned to if_a: iputils ping, whose kernel
-    timestamps keep the prober's own speed (slow under TCG) out of the figure; the far end
-    is the peer's kernel, no user space at all."""
-    from harness import sh
-    res = sh.run(["ping", "-n", "-c", str(count + 3), "-i", f"{interval:g}", "-W", "2",
-                  "-I", if_a, addr_b], netns=ns_a, check=False, timeout=30 + count * (interval + 0.1))
-    samples = [float(m) for m in re.findall(r"icmp_seq=(?:\d+) .*?time=([0-9.]+) ms", res.stdout)]
-    return samples[3:]  # the first replies pay for ARP/ND
-
-
 def measure_rate(lab, a, b, addr_a, addr_b, duration: float = 1.0,
                  window: int | None = None) -> tuple[float, float]:
     """(wire bit/s, TCP goodput bit/s) for a -> b over `duration` s.

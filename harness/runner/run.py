@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import LabError
 from harness.lab.netns import NetnsLab
 from harness.runner.agents import LocalAgents, RankFailed, RayCluster
 from harness.runner.results import ResultStore, run_metadata

@@ -14,7 +14,7 @@ from harness.lab.probe import measure_loss, measure_rate
 from netem.models import binomial_interval
 from netem.profile import Impairment, LossModel
 from netem.shaper import nft_loss_drops
-from tests.support.labs import build_lab, in_ns, lab_namespaces, two_hosts
+from tests.support.labs import build_lab, in_ns, two_hosts
 
 pytestmark = pytest.mark.lab
 
