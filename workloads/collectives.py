@@ -97,19 +97,7 @@ class Bench:
         t, dist, r, n = self.torch, self.dist, self.rank, self.n
         algo, groups = self.args.algo, self.groups
 
-        if name == "all_reduce":
-            def prepare():
-                inp = self.fill(count, r)
-                return {"inp": inp, "out": inp if in_place else t.empty_like(inp)}
-
-            def run(s):
-                if not in_place:
-                    s["out"].copy_(s["inp"])
-                alg.all_reduce(s["out"], algo=algo, groups=groups)
-
-            def check(s):
-                return s["out"], sum(self.fill(count, k) for k in range(n))
-        elif name == "all_gather":
+        if name == "all_gather":
             per = count // n
 
             def prepare():
@@ -129,14 +117,14 @@ class Bench:
             def prepare():
                 inp = self.fill(per * n, r)
                 return {"inp": inp, "out": inp[r * per:(r + 1) * per] if in_place else
-                        t.empty(per, dtype=self.dtype, device=self.device), "fresh": inp.clone()}
+                        t.empty(per, dtype=self.dtype, device=self.device)}
 
             def run(s):
                 alg.reduce_scatter_tensor(s["out"], s["inp"], algo=algo, groups=groups)
 
             def check(s):
                 return s["out"], sum(self.fill(per * n, k) for k in range(n))[r * per:(r + 1) * per]
-        elif name in ("broadcast", "reduce"):
+        elif name in ("all_reduce", "broadcast", "reduce"):  # in-place only in torch
             def prepare():
                 inp = self.fill(count, r)
                 return {"inp": inp, "out": inp if in_place else t.empty_like(inp)}
@@ -144,12 +132,16 @@ class Bench:
             def run(s):
                 if not in_place:
                     s["out"].copy_(s["inp"])
-                if name == "broadcast":
+                if name == "all_reduce":
+                    alg.all_reduce(s["out"], algo=algo, groups=groups)
+                elif name == "broadcast":
                     alg.broadcast(s["out"], 0, algo=algo, groups=groups)
                 else:
                     dist.reduce(s["out"], dst=0)
 
             def check(s):
+                if name == "all_reduce":
+                    return s["out"], sum(self.fill(count, k) for k in range(n))
                 if name == "broadcast":
                     return s["out"], self.fill(count, 0)
                 if r != 0:
