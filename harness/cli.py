@@ -643,14 +643,19 @@ def _print_verdict(verdict, run_dir: Path, as_json: bool, extra: dict | None = N
         print_json({"passed": verdict.passed, "run_dir": str(run_dir), **(extra or {}),
                     "points": [asdict(p) for p in verdict.points], "criteria": [asdict(r) for r in verdict.results]})
         return
+    # the first few workload metrics the points carry (busbw, exposed communication, TTFT, ...)
+    shown: list[str] = []
+    for p in verdict.points:
+        shown += [m for m in p.metrics if m not in shown and m not in ("bytes", "gradient_bytes", "buckets")]
+    shown = shown[:3]
     rows = [[p.workload, p.label, p.status if p.status == "ok" else f"FAILED: {(p.error or '')[:60]}", p.repetitions,
              fmt(p.step_time_s * 1e3 if p.step_time_s else None, ".3f"),
              fmt(p.step_time_iqr_s * 1e3 if p.step_time_iqr_s is not None else None, ".3f"),
              fmt(p.efficiency, ".4f"), fmt(p.efficiency_degradation * 100 if p.efficiency_degradation is not None
                                            else None, ".2f"),
-             fmt(p.metrics.get("busbw_gbs"), ".4f")] for p in verdict.points]
+             *[fmt(p.metrics.get(m), ".4g") for m in shown]] for p in verdict.points]
     console.print(table("points", ["workload", "point", "status", "reps", "step ms (median)", "IQR ms", "efficiency",
-                               "degradation %", "busbw GB/s"], rows))
+                                   "degradation %", *shown], rows))
     if verdict.results:
         console.print(table("acceptance", ["criterion", "point", "result", "detail"],
                             [[r.criterion, r.label, "pass" if r.passed else "FAIL", r.message]

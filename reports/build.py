@@ -28,7 +28,8 @@ def load_verdict(run_dir: Path) -> tuple[dict, dict, Verdict, ResultStore]:
         raise SpecError(str(run_dir), "", str(run_dir), "not a metrolab run directory (meta.json, scenario.json)")
     meta = json.loads(meta_path.read_text())
     scen = json.loads(scen_path.read_text())
-    criteria = [parse_criterion(t, scen.get("metrics", [])) for t in scen["spec"].get("acceptance", [])]
+    swept = tuple((scen["spec"].get("sweep") or {}).get("params") or {})
+    criteria = [parse_criterion(t, scen.get("metrics", []), swept) for t in scen["spec"].get("acceptance", [])]
     verdict = evaluate(summarize(store.rows(), tuple(scen.get("metrics", []))), criteria)
     return meta, scen, verdict, store
 

@@ -11,14 +11,10 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
-from harness.errors import SpecError
+from workloads.base import Workload, _Params, site_groups, size_field
 from workloads.busbw import busbw_factor
-
-
-class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class CollectiveParams(_Params):
@@ -32,54 +28,7 @@ class CollectiveParams(_Params):
     @field_validator("size", mode="before")
     @classmethod
     def _size(cls, v):
-        from netem.units import parse_size
-        n = parse_size(v) if isinstance(v, str) else int(v)
-        if n <= 0:
-            raise ValueError("size must be > 0 bytes")
-        return n
-
-
-class Workload:
-    kind = ""
-    params_model: type[_Params] = _Params
-    metrics: tuple[str, ...] = ()
-    needs_rdma = False
-
-    @classmethod
-    def params(cls, spec, scale: float = 1.0) -> _Params:
-        try:
-            return cls.params_model.model_validate(spec.params)
-        except ValidationError as exc:
-            e = exc.errors()[0]
-            loc = ".".join(str(x) for x in e["loc"])
-            msg = "unknown parameter" if e["type"] == "extra_forbidden" else e["msg"]
-            raise SpecError("", f"params.{loc}", e.get("input"), msg) from None
-
-    @classmethod
-    def hosts(cls, spec, topo) -> list[str]:
-        if spec.hosts:
-            return list(spec.hosts)
-        rdma = cls.needs_rdma_for(spec)
-        return [h.name for h in topo.hosts() if h.rdma or not rdma]
-
-    @classmethod
-    def needs_rdma_for(cls, spec) -> bool:
-        return cls.needs_rdma
-
-    @classmethod
-    def validate(cls, spec, topo, scale: float) -> None:
-        cls.params(spec, scale)
-        hosts = cls.hosts(spec, topo)
-        names = {h.name: h for h in topo.hosts()}
-        for i, h in enumerate(hosts):
-            if h not in names:
-                raise SpecError("", f"hosts[{i}]", h, f"not a host of {topo.name} (hosts: {', '.join(names)})")
-            if cls.needs_rdma_for(spec) and not names[h].rdma:
-                raise SpecError("", f"hosts[{i}]", h, "this workload uses RDMA: the host needs rdma: true")
-        if len(hosts) < 2:
-            raise SpecError("", "hosts", hosts, "needs at least two rank hosts")
-        if len(set(hosts)) != len(hosts):
-            raise SpecError("", "hosts", hosts, "a host appears twice")
+        return size_field(v)
 
 
 class Collective(Workload):
@@ -89,16 +38,15 @@ class Collective(Workload):
     params_model = CollectiveParams
     metrics = ("busbw_gbs", "algbw_gbs", "bytes")
 
-    @classmethod
-    def needs_rdma_for(cls, spec) -> bool:
-        return spec.params.get("backend") == "verbs"
 
-    @classmethod
-    def backend(cls, spec) -> str:
-        return spec.params.get("backend", "gloo")
+def _all() -> dict[str, type[Workload]]:
+    from workloads.disaggregated import Disaggregated
+    from workloads.pd_inference import PDInference
+    from workloads.training_step import TrainingStep
+    return {w.kind: w for w in (Collective, TrainingStep, Disaggregated, PDInference)}
 
 
-WORKLOADS: dict[str, type[Workload]] = {Collective.kind: Collective}
+WORKLOADS: dict[str, type[Workload]] = _all()
 
 
 def workload_metrics(kinds: list[str]) -> tuple[str, ...]:
@@ -109,22 +57,10 @@ def workload_metrics(kinds: list[str]) -> tuple[str, ...]:
 
 
 # -- rank side -------------------------------------------------------------------------------
-_SITE_GROUPS: dict = {}
-
-
-def site_groups(sites: list[str], backend: str):
-    """One set of site groups per rank process: new groups are collective and hold QPs or sockets,
-    so every sweep point reuses the first."""
-    from harness.dist.algorithms import SiteGroups
-    key = (tuple(sites), backend)
-    if key not in _SITE_GROUPS:
-        _SITE_GROUPS[key] = SiteGroups(list(sites), backend=backend)
-    return _SITE_GROUPS[key]
-
 class CollectiveRank:
     """Runs inside a rank process with the group up."""
 
-    def __init__(self, params: dict[str, Any], scale: float, sites: list[str] | None):
+    def __init__(self, params: dict[str, Any], scale: float, sites: list[str] | None, **_):
         import torch
         import torch.distributed as dist
         self.p = CollectiveParams.model_validate(params)
@@ -170,4 +106,17 @@ class CollectiveRank:
                 "busbw_gbs": algbw * busbw_factor(self.p.op, self.dist.get_world_size()), "bytes": self.nbytes}
 
 
-RANK_WORKLOADS = {"collective": CollectiveRank}
+def rank_workload(kind: str):
+    """The rank-side class of a workload (imported when a rank needs it)."""
+    if kind == "collective":
+        return CollectiveRank
+    if kind == "training-step":
+        from workloads.training_step import TrainingStepRank
+        return TrainingStepRank
+    if kind == "disaggregated-training":
+        from workloads.disaggregated import DisaggregatedRank
+        return DisaggregatedRank
+    if kind == "pd-inference":
+        from workloads.pd_inference import PDInferenceRank
+        return PDInferenceRank
+    raise KeyError(kind)

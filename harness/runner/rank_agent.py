@@ -46,9 +46,13 @@ def handle(msg: dict, state: dict) -> dict:
         dist.init_process_group(msg["backend"], timeout=timedelta(seconds=msg.get("timeout", 600)))
         return {"ok": True, "rank": dist.get_rank(), "init_s": time.monotonic() - t0}
     if cmd == "setup":
-        from workloads.registry import RANK_WORKLOADS
+        from workloads.registry import rank_workload
         state["fault"] = msg.get("fault")
-        state["workload"] = RANK_WORKLOADS[msg["workload"]](msg["params"], msg.get("scale", 1.0), msg.get("sites"))
+        old = state.pop("workload", None)
+        if hasattr(old, "close"):
+            old.close()  # threads, connections and registered memory of the previous point
+        state["workload"] = rank_workload(msg["workload"])(msg["params"], msg.get("scale", 1.0), msg.get("sites"),
+                                                          hosts=msg.get("hosts"))
         return {"ok": True}
     if cmd == "measure":
         fault = state.get("fault")
@@ -59,6 +63,9 @@ def handle(msg: dict, state: dict) -> dict:
         return {"ok": True, "metrics": state["workload"].measure(msg.get("warmups", 0), msg.get("iters"))}
     if cmd == "exit":
         import torch.distributed as dist
+        old = state.pop("workload", None)
+        if hasattr(old, "close"):
+            old.close()
         if dist.is_initialized():
             dist.destroy_process_group()
         return {"ok": True}

@@ -19,7 +19,7 @@ from pathlib import Path
 from harness.lab.netns import NetnsLab
 from harness.runner.agents import LocalAgents, RankFailed, RayCluster
 from harness.runner.results import ResultStore, run_metadata
-from harness.scenario.points import Point, baseline, grid, point_impairment
+from harness.scenario.points import Point, baselines, grid, point_impairment
 from harness.scenario.verdict import Verdict, evaluate, summarize
 from workloads.registry import WORKLOADS, workload_metrics
 
@@ -80,8 +80,9 @@ class RankGroup:
     def setup(self, point: Point) -> None:
         fault = _matching_fault(self.scn, point, len(self.hosts))
         sites = [self.scn.topology.nodes[h].site for h in self.hosts]
-        msgs = [{"cmd": "setup", "workload": self.wspec.kind, "params": self.wspec.params,
-                 "scale": self.scn.spec.scale, "sites": sites,
+        params = self.kind.resolve({**self.wspec.params, **dict(point.params)}, self.hosts, self.scn.topology)
+        msgs = [{"cmd": "setup", "workload": self.wspec.kind, "params": params,
+                 "scale": self.scn.spec.scale, "sites": sites, "hosts": self.hosts,
                  "fault": fault.model_dump() if fault is not None and fault.rank == r else None}
                 for r in range(len(self.hosts))]
         self._call_all(msgs[0], self.scn.spec.timeout_s, per_rank=msgs)
@@ -107,7 +108,7 @@ def run_scenario(scn, run_dir: str | Path, *, resume: bool = False, ray_address:
                                                                                       scn.spec.workloads]))},
         indent=2))
     done = store.done()
-    points = [baseline()] + grid(scn.spec.sweep, scn.spec.scale)
+    points = baselines(scn.spec.sweep) + grid(scn.spec.sweep, scn.spec.scale)
     workloads = scn.spec.workloads
     total = len(workloads) * len(points) * scn.spec.repetitions
     progress = progress or (lambda **kw: None)

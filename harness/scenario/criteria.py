@@ -71,7 +71,7 @@ def _number(text: str):
     raise ValueError(f"{text!r} is not a number")
 
 
-def _cond(text: str) -> Cond:
+def _cond(text: str, extra_fields: tuple[str, ...] = ()) -> Cond:
     m = _IN.match(text)
     if m:
         name, body = m.group(1), m.group(2)
@@ -89,13 +89,15 @@ def _cond(text: str) -> Cond:
         if not m:
             raise ValueError(f"cannot read condition {text.strip()!r} (e.g. 'distance_km in [100, 500]', 'loss == 0')")
         cond = Cond(m.group(1), m.group(2), _number(m.group(3)))
-    if cond.field not in POINT_FIELDS:
-        raise ValueError(f"unknown sweep field {cond.field!r} in a where clause (fields: {', '.join(POINT_FIELDS)})")
+    fields = POINT_FIELDS + tuple(extra_fields)
+    if cond.field not in fields:
+        raise ValueError(f"unknown sweep field {cond.field!r} in a where clause (fields: {', '.join(fields)})")
     return cond
 
 
-def parse_criterion(text: str, metrics: tuple[str, ...] | list[str] = ()) -> Criterion:
-    """Parse one criterion; `metrics` are the workload metrics known besides the common ones."""
+def parse_criterion(text: str, metrics: tuple[str, ...] | list[str] = (), fields: tuple[str, ...] = ()) -> Criterion:
+    """Parse one criterion; `metrics` are the workload metrics known besides the common ones,
+    `fields` the swept workload parameters a where clause may name besides the network's."""
     head, _, where = text.partition(" where ")
     m = _CMP.match(head)
     if not m:
@@ -107,5 +109,5 @@ def parse_criterion(text: str, metrics: tuple[str, ...] | list[str] = ()) -> Cri
         raise ValueError(f"unknown metric {metric!r} (metrics: {', '.join(known)})")
     if not isinstance(value, float):
         raise ValueError(f"threshold {m.group(3)!r} is not a number")
-    conds = tuple(_cond(c) for c in re.split(r"\s+and\s+", where)) if where.strip() else ()
+    conds = tuple(_cond(c, fields) for c in re.split(r"\s+and\s+", where)) if where.strip() else ()
     return Criterion(text, metric, op, value, conds)

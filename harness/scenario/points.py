@@ -6,6 +6,7 @@ import hashlib
 import itertools
 import json
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from netem.models import fiber_delay_s, netem_limit_packets
 from netem.profile import Impairment, LossModel
@@ -22,19 +23,27 @@ class Point:
     jitter_s: float = 0.0
     policy: str = "none"
     baseline: bool = False
+    params: tuple[tuple[str, Any], ...] = ()   # swept workload parameters, (name, value) sorted
 
     @property
     def key(self) -> str:
         """Stable identity of the point across runs (resume matches on it)."""
         d = asdict(self)
+        if not self.params:
+            del d["params"]  # points of scenarios without a params sweep keep their keys
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     def fields(self) -> dict:
-        return asdict(self)
+        """Row columns: the network fields, each swept parameter under its own name, and the swept
+        parameters as one JSON column (`params`) so a summary knows which columns they are."""
+        d = asdict(self)
+        del d["params"]
+        return d | dict(self.params) | {"params": json.dumps(dict(self.params), sort_keys=True)}
 
     def label(self) -> str:
+        extra = [f"{k}={v}" for k, v in self.params]
         if self.baseline:
-            return "baseline (0 km, lossless)"
+            return "baseline (0 km, lossless)" + (f" {' '.join(extra)}" if extra else "")
         parts = [f"{self.distance_km:g} km"]
         if self.loss:
             parts.append(f"loss {self.loss:g}")
@@ -46,21 +55,35 @@ class Point:
             parts.append(f"jitter {self.jitter_s * 1e6:g} us")
         if self.policy != "none":
             parts.append(self.policy)
-        return ", ".join(parts)
+        return ", ".join(parts + extra)
+
+
+def param_combinations(sweep) -> list[tuple[tuple[str, Any], ...]]:
+    """Every combination of the swept workload parameters (one empty combination without any)."""
+    names = sorted(sweep.params)
+    return [tuple(zip(names, values)) for values in itertools.product(*(sweep.params[n] for n in names))]
 
 
 def grid(sweep, scale: float = 1.0) -> list[Point]:
-    """Every combination of the sweep's values, in the order written (distance outermost)."""
+    """Every combination of the sweep's values, in the order written (distance outermost, swept
+    workload parameters innermost)."""
     out = []
-    for d, loss, rate, conv, jit, pol in itertools.product(sweep.distance_km, sweep.loss, sweep.rate,
-                                                           sweep.convergence, sweep.jitter, sweep.policy):
-        out.append(Point(float(d), float(loss), None if rate is None else rate / scale, float(conv), float(jit), pol))
+    for d, loss, rate, conv, jit, pol, prm in itertools.product(sweep.distance_km, sweep.loss, sweep.rate,
+                                                                sweep.convergence, sweep.jitter, sweep.policy,
+                                                                param_combinations(sweep)):
+        out.append(Point(float(d), float(loss), None if rate is None else rate / scale, float(conv), float(jit), pol,
+                         params=prm))
     return out
 
 
-def baseline() -> Point:
-    """The ideal network: 0 km, no loss, no jitter, no rate cap beyond the links' own (scaled) rate."""
-    return Point(baseline=True)
+def baseline(params: tuple[tuple[str, Any], ...] = ()) -> Point:
+    """The ideal network: 0 km, no loss, no jitter, no rate cap beyond the links' own (scaled) rate;
+    one per combination of swept workload parameters (each is judged against its own ideal)."""
+    return Point(baseline=True, params=params)
+
+
+def baselines(sweep) -> list[Point]:
+    return [baseline(p) for p in param_combinations(sweep)]
 
 
 def point_impairment(point: Point, base: Impairment, sweep, group_index: float) -> Impairment:

@@ -23,11 +23,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from harness.errors import SpecError, SpecErrors
 from harness.scenario.criteria import Criterion, parse_criterion
+from harness.scenario.points import param_combinations
 from harness.spec.loader import errors_from_pydantic, load_topology, read_yaml, topology_from_data
 from harness.spec.topology import NAME
 from netem.units import parse_rate, parse_time
 
 POLICIES = ("none",)  # the switch policies issue extends this
+POINT_NETWORK_FIELDS = ("distance_km", "loss", "rate_bps", "convergence", "jitter_s", "policy", "baseline",
+                        "workload", "params", "label", "status", "error", "repetition")
 
 
 class _Strict(BaseModel):
@@ -60,6 +63,21 @@ class SweepSpec(_Strict):
     convergence: list[float] = Field(default_factory=lambda: [1.0])
     jitter: list[float] = Field(default_factory=lambda: [0.0])
     policy: list[str] = Field(default_factory=lambda: ["none"])
+    params: dict[str, list[str | int | float | bool]] = Field(
+        default_factory=dict, description="workload parameters swept like network fields, e.g. request_rate: [1, 4]")
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, v):
+        for name, values in v.items():
+            if not values:
+                raise ValueError(f"empty sweep: params.{name} needs at least one value")
+            if name == "backend":
+                raise ValueError("the backend cannot be swept (the process group lives across points); "
+                                 "give each backend its own workload")
+            if name in POINT_NETWORK_FIELDS:
+                raise ValueError(f"params.{name} would shadow the network field {name}")
+        return v
 
     @field_validator("rate", mode="before")
     @classmethod
@@ -189,11 +207,16 @@ def scenario_from_data(data: Any, file: str, quick: bool = False, base_dir: Path
             errors.append(SpecError(file, f"workloads[{i}].kind", w.kind,
                                     f"unknown workload (known: {', '.join(sorted(WORKLOADS))})"))
             continue
-        try:
-            WORKLOADS[w.kind].validate(w, topo, spec.scale)
-        except SpecError as exc:
-            errors.append(SpecError(file, f"workloads[{i}].{exc.path}" if exc.path else f"workloads[{i}]",
-                                    exc.value, exc.message))
+        for combo in param_combinations(spec.sweep):
+            try:
+                WORKLOADS[w.kind].validate(w.model_copy(update={"params": {**w.params, **dict(combo)}}), topo,
+                                           spec.scale)
+            except SpecError as exc:
+                where = f"workloads[{i}].{exc.path}" if exc.path else f"workloads[{i}]"
+                if combo and exc.path.startswith("params.") and exc.path.split(".")[1] in dict(combo):
+                    where = f"sweep.{exc.path}"
+                errors.append(SpecError(file, where, exc.value, exc.message))
+                break
     for j, name in enumerate(spec.sweep.links or []):
         if name not in links:
             errors.append(SpecError(file, f"sweep.links[{j}]", name, f"no such link in {topo.name} "
@@ -205,7 +228,7 @@ def scenario_from_data(data: Any, file: str, quick: bool = False, base_dir: Path
     criteria = []
     for k, text in enumerate(spec.acceptance):
         try:
-            criteria.append(parse_criterion(text, metrics))
+            criteria.append(parse_criterion(text, metrics, tuple(spec.sweep.params)))
         except ValueError as exc:
             errors.append(SpecError(file, f"acceptance[{k}]", text, str(exc)))
     for k, f in enumerate(spec.faults):

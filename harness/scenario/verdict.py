@@ -3,6 +3,7 @@ baseline, criteria evaluated per point (pure; unit-tested without a lab)."""
 
 from __future__ import annotations
 
+import json
 import statistics
 from dataclasses import dataclass, field
 
@@ -46,6 +47,9 @@ class PointSummary:
                 "efficiency": self.efficiency, "efficiency_degradation": self.efficiency_degradation,
                 **self.metrics}
 
+    def params_key(self) -> str:
+        return json.dumps({k: v for k, v in self.fields.items() if k not in POINT_COLS}, sort_keys=True)
+
     def where_fields(self) -> dict:
         return {**self.fields, "workload": self.workload}
 
@@ -76,6 +80,13 @@ class Verdict:
         return [p for p in self.points if p.status != "ok"]
 
 
+def _swept_params(row: dict) -> dict:
+    raw = row.get("params")
+    if not raw or not isinstance(raw, str):
+        return {}
+    return json.loads(raw)
+
+
 def summarize(rows: list[dict], metric_names: tuple[str, ...] = ()) -> list[PointSummary]:
     """One summary per (workload, point), in first-measured order; efficiency against the
     workload's baseline point."""
@@ -93,8 +104,9 @@ def summarize(rows: list[dict], metric_names: tuple[str, ...] = ()) -> list[Poin
         first = rs[0]
         ok = [r for r in rs if r.get("status") == "ok"]
         failed = [r for r in rs if r.get("status") != "ok"]
+        swept = _swept_params(first)
         s = PointSummary(first["workload"], first["point_key"], first.get("label", ""),
-                         {c: first.get(c) for c in POINT_COLS}, bool(first.get("baseline")),
+                         {c: first.get(c) for c in POINT_COLS} | swept, bool(first.get("baseline")),
                          "failed" if failed else "ok", failed[0].get("error") if failed else None, len(ok))
         if ok:
             steps = [r["step_time_s"] for r in ok]
@@ -105,9 +117,10 @@ def summarize(rows: list[dict], metric_names: tuple[str, ...] = ()) -> list[Poin
                 if vals:
                     s.metrics[m] = statistics.median(vals)
         out.append(s)
-    base = {s.workload: s for s in out if s.baseline and s.step_time_s}
+    # each point against the baseline of its own workload and swept parameters
+    base = {(s.workload, s.params_key()): s for s in out if s.baseline and s.step_time_s}
     for s in out:
-        b = base.get(s.workload)
+        b = base.get((s.workload, s.params_key()))
         if b is not None and s.step_time_s:
             s.efficiency = efficiency(b.step_time_s, s.step_time_s)
             s.efficiency_degradation = 1 - s.efficiency

@@ -1,0 +1,102 @@
+"""What every workload shares: strict parameter models with located errors, rank-host selection and
+validation against the topology, and the rank-side helpers (slowest-rank reduction, cached groups).
+
+A rank-side workload lives in a long-lived rank process (harness.runner.rank_agent) with the
+torch.distributed group already up: constructed once per sweep point with the point's parameters,
+`measure(warmups, iters)` once per repetition, returning metrics that include `step_time_s`.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from harness.errors import SpecError
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Workload:
+    kind = ""
+    params_model: type[_Params] = _Params
+    metrics: tuple[str, ...] = ()
+    needs_rdma = False
+
+    @classmethod
+    def params(cls, spec, scale: float = 1.0) -> _Params:
+        try:
+            return cls.params_model.model_validate(spec.params)
+        except ValidationError as exc:
+            e = exc.errors()[0]
+            loc = ".".join(str(x) for x in e["loc"])
+            msg = "unknown parameter" if e["type"] == "extra_forbidden" else e["msg"]
+            raise SpecError("", f"params.{loc}", e.get("input"), msg) from None
+
+    @classmethod
+    def hosts(cls, spec, topo) -> list[str]:
+        if spec.hosts:
+            return list(spec.hosts)
+        rdma = cls.needs_rdma_for(spec)
+        return [h.name for h in topo.hosts() if h.rdma or not rdma]
+
+    @classmethod
+    def needs_rdma_for(cls, spec) -> bool:
+        """The verbs backend needs RDMA on every rank host."""
+        return cls.needs_rdma or spec.params.get("backend") == "verbs"
+
+    @classmethod
+    def resolve(cls, params: dict, hosts: list[str], topo) -> dict:
+        """The parameters the ranks get, with defaults that depend on the topology filled in."""
+        return params
+
+    @classmethod
+    def validate(cls, spec, topo, scale: float) -> None:
+        cls.params(spec, scale)
+        hosts = cls.hosts(spec, topo)
+        names = {h.name: h for h in topo.hosts()}
+        for i, h in enumerate(hosts):
+            if h not in names:
+                raise SpecError("", f"hosts[{i}]", h, f"not a host of {topo.name} (hosts: {', '.join(names)})")
+            if cls.needs_rdma_for(spec) and not names[h].rdma:
+                raise SpecError("", f"hosts[{i}]", h, "this workload uses RDMA: the host needs rdma: true")
+        if len(hosts) < 2:
+            raise SpecError("", "hosts", hosts, "needs at least two rank hosts")
+        if len(set(hosts)) != len(hosts):
+            raise SpecError("", "hosts", hosts, "a host appears twice")
+
+
+
+def size_field(v):
+    """A byte size written as 8, "64k" or "25m" (pydantic `before` validator body)."""
+    from netem.units import parse_size
+    n = parse_size(v) if isinstance(v, str) else int(v)
+    if n <= 0:
+        raise ValueError("sizes must be > 0 bytes")
+    return n
+
+
+def slowest(values: dict[str, float], group=None) -> dict[str, float]:
+    """The largest value of each metric over the group's ranks (a step ends when its slowest rank does)."""
+    import torch
+    import torch.distributed as dist
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
+    return dict(zip(keys, t.tolist()))
+
+
+_GROUPS: dict = {}
+
+
+def cached_group(key, make):
+    """Groups are collective to create and hold QPs or sockets: each rank process makes a given
+    group once and every sweep point reuses it."""
+    if key not in _GROUPS:
+        _GROUPS[key] = make()
+    return _GROUPS[key]
+
+
+def site_groups(sites: list[str], backend: str):
+    from harness.dist.algorithms import SiteGroups
+    return cached_group(("sites", tuple(sites), backend), lambda: SiteGroups(list(sites), backend=backend))

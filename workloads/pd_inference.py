@@ -1,0 +1,212 @@
+"""PD-separated inference: a prefill host runs prompts through the model and sends each request's
+KV cache to a decode host, which generates the remaining tokens.
+
+Models: `tiny` is a real torch transformer (workloads.tiny_lm), so the decode host's tokens can be
+checked against a single-host run; a named profile (llama2-7b, …) moves KV caches of the
+profile's size (divided by the scale factor) and spends modeled prefill and decode times.
+
+The KV path is the process group's point-to-point send/recv: backend `verbs` moves it by RDMA
+WRITE (WRITE_WITH_IMM chunks, harness.dist.mesh), `gloo` over TCP. The decode host posts the next
+request's receive before decoding the current one, so transfers overlap decoding.
+
+Requests arrive as a Poisson process at `request_rate` per second (0: back to back), prefill
+serves them in order. Both hosts share a time origin (a barrier; the lab's hosts share a clock,
+real hosts would need PTP). Per repetition: TTFT (arrival to the first token at the decode host),
+TPOT, KV-transfer time (prefill done to KV landed), end-to-end latency, p50/p99 of each, KV bytes
+per request, and whether the generated tokens equal the single-host run (`token_mismatches`).
+`step_time_s` is the mean end-to-end latency, so efficiency is the ideal network's latency over
+the measured one.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any, Literal
+
+from pydantic import Field
+
+from harness.errors import SpecError
+from workloads import profiles as pf
+from workloads.base import Workload, _Params
+
+
+class PDParams(_Params):
+    backend: Literal["gloo", "verbs"] = "gloo"
+    model: str = Field(default="tiny", description=f"tiny (real torch) or a profile: {', '.join(pf.PROFILES)}")
+    layers: int = Field(default=2, ge=1, description="tiny model layers")
+    d_model: int = Field(default=64, ge=8)
+    heads: int = Field(default=4, ge=1)
+    prompt_tokens: int = Field(default=64, ge=1)
+    output_tokens: int = Field(default=16, ge=1)
+    requests: int = Field(default=8, ge=1, description="requests per repetition")
+    request_rate: float = Field(default=0.0, ge=0, description="Poisson arrivals per second; 0 = back to back")
+    device: str = "h100"
+    mfu: float = Field(default=0.5, gt=0, le=1)
+    check: bool = True
+    seed: int = 0
+
+
+class PDInference(Workload):
+    """Prefill on the first host, decode on the second, KV cache across the network."""
+
+    kind = "pd-inference"
+    params_model = PDParams
+    metrics = ("ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s", "kv_transfer_p50_s", "kv_transfer_p99_s",
+               "e2e_p50_s", "e2e_p99_s", "kv_bytes_per_request", "throughput_rps", "token_mismatches")
+
+    @classmethod
+    def validate(cls, spec, topo, scale: float) -> None:
+        super().validate(spec, topo, scale)
+        p = cls.params(spec, scale)
+        if len(cls.hosts(spec, topo)) != 2:
+            raise SpecError("", "hosts", cls.hosts(spec, topo), "PD inference takes two hosts: [prefill, decode]")
+        if p.model != "tiny" and p.model not in pf.PROFILES:
+            raise SpecError("", "params.model", p.model, f"unknown model (tiny, {', '.join(pf.PROFILES)})")
+        if p.model == "tiny" and p.d_model % p.heads:
+            raise SpecError("", "params.d_model", p.d_model, f"must be divisible by heads ({p.heads})")
+        if p.model == "tiny" and p.prompt_tokens + p.output_tokens > 512:
+            raise SpecError("", "params.prompt_tokens", p.prompt_tokens, "prompt + output exceed the tiny "
+                            "model's 512 positions")
+        if p.device not in pf.DEVICES:
+            raise SpecError("", "params.device", p.device, f"unknown device ({', '.join(pf.DEVICES)})")
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    if not values:
+        raise ValueError("no values")
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, int(-(-q * len(s) // 100)) - 1))
+    return s[k]
+
+
+def arrivals(n: int, rate: float, seed: int) -> list[float]:
+    """Arrival offsets (s) of n requests: Poisson at `rate`, or all at 0 when rate is 0."""
+    if rate <= 0:
+        return [0.0] * n
+    rng = random.Random(seed)
+    t, out = 0.0, []
+    for _ in range(n):
+        out.append(t)
+        t += rng.expovariate(rate)
+    return out
+
+
+# -- rank side -------------------------------------------------------------------------------
+class PDInferenceRank:
+    def __init__(self, params: dict[str, Any], scale: float, sites=None, **_):
+        import torch
+        import torch.distributed as dist
+        self.torch, self.dist = torch, dist
+        self.p = p = PDParams.model_validate(params)
+        self.rank = dist.get_rank()
+        self.reps = 0
+        if p.model == "tiny":
+            from workloads.tiny_lm import TinyLM
+            self.model = TinyLM(p.layers, p.d_model, p.heads, seed=p.seed)
+            self.kv_shape = (p.layers, 2, p.heads, p.prompt_tokens, p.d_model // p.heads)
+            self.kv_dtype = torch.float32
+        else:
+            prof, dev = pf.PROFILES[p.model], pf.DEVICES[p.device]
+            self.model = None
+            kv = pf.kv_bytes_per_token(prof) * p.prompt_tokens
+            self.kv_shape = (max(1, int(kv / scale)),)
+            self.kv_dtype = torch.uint8
+            self.prefill_s = 2 * prof.params * p.prompt_tokens / (dev.tflops * 1e12 * p.mfu)
+            self.decode_s = pf.decode_step_s(prof.params, 2, dev)
+        self.kv_bytes = int(torch.empty(self.kv_shape, dtype=self.kv_dtype).nbytes)
+
+    def _prompt(self, i: int):
+        g = self.torch.Generator().manual_seed(self.p.seed * 100003 + i)
+        return self.torch.randint(0, 256, (self.p.prompt_tokens,), generator=g)
+
+    # prefill host --------------------------------------------------------------------------
+    def _prefill_all(self, n: int, t0: float, arr: list[float], first_id: int) -> list[dict]:
+        torch, dist, p = self.torch, self.dist, self.p
+        works, keep, out = [], [], []
+        for i in range(n):
+            wait = t0 + arr[i] - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            start = time.perf_counter()
+            if self.model is not None:
+                cache = self.model.new_cache()
+                first = self.model.prefill(self._prompt(first_id + i), cache)
+                kv = cache[:, :, :, :p.prompt_tokens].contiguous()
+            else:
+                time.sleep(self.prefill_s)
+                first = 0
+                kv = torch.full(self.kv_shape, (first_id + i) % 251, dtype=torch.uint8)
+            done = time.perf_counter()
+            head = torch.tensor([first_id + i, first], dtype=torch.int64)
+            keep += [head, kv]  # alive until their sends complete
+            works += [dist.isend(head, 1), dist.isend(kv, 1)]
+            out.append({"arrival": t0 + arr[i], "prefill_start": start, "prefill_done": done})
+        for w in works:
+            w.wait()
+        return out
+
+    # decode host ---------------------------------------------------------------------------
+    def _decode_all(self, n: int) -> list[dict]:
+        torch, dist, p = self.torch, self.dist, self.p
+
+        def post():
+            head = torch.empty(2, dtype=torch.int64)
+            kv = torch.empty(self.kv_shape, dtype=self.kv_dtype)
+            return head, kv, dist.irecv(head, 0), dist.irecv(kv, 0)
+        out = []
+        pending = post()
+        for i in range(n):
+            head, kv, wh, wk = pending
+            wh.wait()
+            wk.wait()
+            landed = time.perf_counter()
+            if i + 1 < n:
+                pending = post()  # the next KV transfer runs while this request decodes
+            rid, first = int(head[0]), int(head[1])
+            if self.model is not None:
+                cache = self.model.new_cache()
+                cache[:, :, :, :p.prompt_tokens] = kv
+                tokens = self.model.decode(cache, p.prompt_tokens, first, p.output_tokens)
+            else:
+                for _ in range(p.output_tokens - 1):
+                    time.sleep(self.decode_s)
+                tokens = [] if int(kv[0]) == rid % 251 and int(kv[-1]) == rid % 251 else [-1]
+            out.append({"id": rid, "landed": landed, "done": time.perf_counter(), "tokens": tokens})
+        return out
+
+    def _run(self, n: int, first_id: int) -> list[dict]:
+        """n requests; every rank returns the joined per-request records."""
+        arr = arrivals(n, self.p.request_rate, self.p.seed * 7919 + first_id)
+        self.dist.barrier()
+        t0 = time.perf_counter()
+        mine = self._prefill_all(n, t0, arr, first_id) if self.rank == 0 else self._decode_all(n)
+        both: list = [None, None]
+        self.dist.all_gather_object(both, mine)
+        return [{**a, **b} for a, b in zip(both[0], both[1])]
+
+    def measure(self, warmups: int, iters: int | None = None) -> dict:
+        p = self.p
+        base = 1_000_000 * self.reps
+        self.reps += 1
+        if warmups:
+            self._run(min(warmups, p.requests), base + 900_000)
+        recs = self._run(p.requests, base)
+        ttft = [r["landed"] - r["arrival"] for r in recs]
+        tpot = [(r["done"] - r["landed"]) / max(1, p.output_tokens - 1) for r in recs]
+        kvt = [r["landed"] - r["prefill_done"] for r in recs]
+        e2e = [r["done"] - r["arrival"] for r in recs]
+        span = max(r["done"] for r in recs) - min(r["arrival"] for r in recs)
+        mismatches = 0
+        if p.check and self.rank == 0:
+            for r in recs:
+                want = self.model.generate(self._prompt(r["id"]), p.output_tokens) if self.model is not None else []
+                mismatches += r["tokens"] != want
+        return {"step_time_s": sum(e2e) / len(e2e),
+                "ttft_p50_s": percentile(ttft, 50), "ttft_p99_s": percentile(ttft, 99),
+                "tpot_p50_s": percentile(tpot, 50), "tpot_p99_s": percentile(tpot, 99),
+                "kv_transfer_p50_s": percentile(kvt, 50), "kv_transfer_p99_s": percentile(kvt, 99),
+                "e2e_p50_s": percentile(e2e, 50), "e2e_p99_s": percentile(e2e, 99),
+                "kv_bytes_per_request": self.kv_bytes, "throughput_rps": len(recs) / span if span > 0 else 0.0,
+                "token_mismatches": mismatches}
