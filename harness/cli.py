@@ -143,6 +143,23 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--ray-address", help="join this Ray cluster (real hosts) instead of starting one")
     _add_backend(rn)
     _add_json(rn)
+    wk = sub.add_parser("workload", help="one workload alone: the baseline and the given network points, no "
+                                         "scenario file (it is written into the run directory)")
+    wk.add_argument("kind", help="collective, training-step, disaggregated-training, pd-inference")
+    wk.add_argument("--hosts", help="rank hosts, comma-separated (default: the workload's choice)")
+    wk.add_argument("--topology", default="default", help="built-in name or YAML path")
+    wk.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                    help="a workload parameter (YAML value), repeatable: -p backend=verbs -p model=llama2-7b")
+    wk.add_argument("--links", help="links to impair, comma-separated (default: the wan* links)")
+    wk.add_argument("--distance-km", default="0", help="comma-separated distances")
+    wk.add_argument("--loss", default="0", help="comma-separated loss probabilities")
+    wk.add_argument("--convergence", default="1", help="comma-separated convergence ratios")
+    wk.add_argument("--scale", type=float, default=1.0, help="time-preserving scale factor k")
+    wk.add_argument("--repetitions", type=int, default=3)
+    wk.add_argument("--warmups", type=int, default=1)
+    wk.add_argument("--out", help="run directory (default: ./metrolab-runs/KIND-TIMESTAMP)")
+    _add_backend(wk)
+    _add_json(wk)
     rep = sub.add_parser("report", help="HTML, Markdown, JUnit and CSV from a run directory")
     rep.add_argument("run_dir")
     _add_json(rep)
@@ -539,6 +556,43 @@ def _run_dir(args, name: str) -> Path:
     return (Path.cwd() / "metrolab-runs" / f"{name}-{_t.strftime('%Y%m%d-%H%M%S')}").resolve()
 
 
+def cmd_workload(args) -> int:
+    """A one-workload scenario from the command line, run like any other (`metrolab run`)."""
+    import yaml
+
+    def numbers(flag: str, text: str) -> list[float]:
+        try:
+            return [float(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise SpecError("metrolab workload", flag, text, "a comma-separated list of numbers") from None
+    params = {}
+    for item in args.param:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise SpecError("metrolab workload", "--param", item, "write KEY=VALUE")
+        params[key.strip()] = yaml.safe_load(value)
+    w = {"kind": args.kind, "params": params} | ({"hosts": args.hosts.split(",")} if args.hosts else {})
+    sweep = {"distance_km": numbers("--distance-km", args.distance_km), "loss": numbers("--loss", args.loss),
+             "convergence": numbers("--convergence", args.convergence)}
+    if args.links:
+        sweep["links"] = args.links.split(",")
+    data = {"name": args.kind, "topology": args.topology, "workloads": [w], "sweep": sweep,
+            "repetitions": args.repetitions, "warmups": args.warmups, "scale": args.scale}
+    from harness.scenario.spec import scenario_from_data
+    scenario_from_data(data, "metrolab workload")  # bad input fails here, before a run directory exists
+    if args.topology and Path(args.topology).exists():
+        data["topology"] = str(Path(args.topology).resolve())
+    args.resume = None
+    run_dir = _run_dir(args, args.kind)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "workload-scenario.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    if not args.out:
+        args._argv = [*args._argv, "--out", str(run_dir)]  # the guest (vm backend) writes to the same place
+    args.out, args.scenario, args.quick, args.ray_address = str(run_dir), str(path), False, None
+    return cmd_run(args)
+
+
 def cmd_run(args) -> int:
     from harness.lab.select import choose, needs
     from harness.scenario.spec import load_scenario
@@ -691,7 +745,7 @@ def cmd_scenarios(args) -> int:
 
 
 COMMANDS = {
-    ("run", None): cmd_run, ("report", None): cmd_report, ("scenarios", None): cmd_scenarios,
+    ("run", None): cmd_run, ("workload", None): cmd_workload, ("report", None): cmd_report, ("scenarios", None): cmd_scenarios,
     ("collectives", None): cmd_collectives, ("bench", "collectives"): cmd_bench_collectives,
     ("bench", "harness"): cmd_bench_harness,
     ("rdma", "bw"): cmd_rdma, ("rdma", "lat"): cmd_rdma, ("rdma", "gbn"): cmd_rdma_gbn,

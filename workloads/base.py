@@ -28,10 +28,7 @@ class Workload:
         try:
             return cls.params_model.model_validate(spec.params)
         except ValidationError as exc:
-            e = exc.errors()[0]
-            loc = ".".join(str(x) for x in e["loc"])
-            msg = "unknown parameter" if e["type"] == "extra_forbidden" else e["msg"]
-            raise SpecError("", f"params.{loc}", e.get("input"), msg) from None
+            raise params_error(exc) from None
 
     @classmethod
     def hosts(cls, spec, topo) -> list[str]:
@@ -65,6 +62,14 @@ class Workload:
         if len(set(hosts)) != len(hosts):
             raise SpecError("", "hosts", hosts, "a host appears twice")
 
+
+
+def params_error(exc: ValidationError) -> SpecError:
+    """The first error of a parameter model, located at params.FIELD (or params)."""
+    e = exc.errors()[0]
+    loc = ".".join(str(x) for x in e["loc"])
+    msg = "unknown parameter" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
+    return SpecError("", f"params.{loc}" if loc else "params", e.get("input"), msg)
 
 
 def size_field(v):

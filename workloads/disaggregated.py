@@ -16,11 +16,11 @@ import time
 import zlib
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from harness.errors import SpecError
 from workloads import profiles as pf
-from workloads.base import Workload, _Params, cached_group, size_field, slowest
+from workloads.base import Workload, _Params, cached_group, params_error, size_field, slowest
 from workloads.diskguard import DiskWrites
 
 PORT_BASE = 29950
@@ -93,8 +93,8 @@ class Disaggregated(Workload):
         from workloads.training_step import TrainingParams
         try:
             TrainingParams.model_validate(p.training())
-        except Exception as exc:  # noqa: BLE001 — one located message
-            raise SpecError("", "params", spec.params, str(exc).splitlines()[-1].strip()) from None
+        except ValidationError as exc:
+            raise params_error(exc) from None
         hosts = cls.hosts(spec, topo)
         if p.storage is not None and p.storage not in hosts:
             raise SpecError("", "params.storage", p.storage, f"must be one of the rank hosts ({', '.join(hosts)})")

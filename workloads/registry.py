@@ -49,11 +49,14 @@ def _all() -> dict[str, type[Workload]]:
 WORKLOADS: dict[str, type[Workload]] = _all()
 
 
+RUNNER_METRICS = ("wan_bytes",)  # measured by the runner around each repetition
+
+
 def workload_metrics(kinds: list[str]) -> tuple[str, ...]:
     out: list[str] = []
     for k in kinds:
         out += [m for m in WORKLOADS[k].metrics if m not in out]
-    return tuple(out)
+    return tuple(out) + RUNNER_METRICS
 
 
 # -- rank side -------------------------------------------------------------------------------

@@ -189,7 +189,7 @@ class BatchPuller:
         """Block until the oldest pull has landed; returns its (slot, batch index)."""
         slot, idx = self.inflight.pop(0)
         if self.transport == "rdma":
-            self.conn.poll(1, timeout=self.timeout_s)  # RC completes READs in posting order
+            self._poll_read()
         else:
             deadline = time.monotonic() + self.timeout_s
             with self.cv:
@@ -199,6 +199,25 @@ class BatchPuller:
                 if self.error is not None:
                     raise RdmaError(f"pulling batches over TCP failed: {self.error}")
         return slot, idx
+
+    def _poll_read(self) -> None:
+        """One READ completion (RC completes them in posting order). Polls with short sleeps
+        rather than spinning: a spinning poller takes a CPU from the training step's
+        communication (and, with Soft-RoCE, from the kernel moving the READ's packets)."""
+        from harness.rdma.verbs import wc_status
+        cq, ok = self.dev.cq, self.dev.v["e"].IBV_WC_SUCCESS
+        deadline = time.monotonic() + self.timeout_s
+        nap = 20e-6
+        while True:
+            got, wcs = cq.poll(1)
+            if got > 0:
+                if wcs[0].status != ok:
+                    raise RdmaError(f"RDMA READ of a batch failed: {wc_status(wcs[0].status)}")
+                return
+            if time.monotonic() > deadline:
+                raise RdmaError(f"no batch from the storage host within {self.timeout_s:g} s (RDMA READ)")
+            time.sleep(nap)
+            nap = min(nap * 2, 500e-6)
 
     def close(self) -> None:
         try:

@@ -24,6 +24,9 @@ from harness.scenario.verdict import Verdict, evaluate, summarize
 from workloads.registry import WORKLOADS, workload_metrics
 
 
+FIRST_POINT_WARMUPS = 3  # times the scenario's warm-ups, on the first point after ranks (re)start
+
+
 @dataclass
 class RunOutcome:
     run_dir: Path
@@ -118,6 +121,15 @@ def run_scenario(scn, run_dir: str | Path, *, resume: bool = False, ray_address:
     links = swept_links(scn)
     bases = {lk.name: lk.impairment(scn.topology.group_index) for lk in scn.topology.links}
     lab.up()
+
+    def wan_counter() -> int:
+        """Bytes sent into the swept links, both directions (interface counters at their ends)."""
+        from harness.rdma.counters import if_counters
+        total = 0
+        for link in links:
+            for end in lab.plan.ends(link):
+                total += if_counters(lab.handle(end.node), end.ifname)["tx_bytes"]
+        return total
     try:
         # Ray places and supervises the ranks on the host kernel and on clusters; in the guest
         # (TCG) Ray does not start, so the runner drives the same rank agents itself
@@ -135,7 +147,7 @@ def run_scenario(scn, run_dir: str | Path, *, resume: bool = False, ray_address:
                 continue
             group = RankGroup(cluster, lab, scn, wspec, Path(run_dir), port=29700 + 50 * wi)
             try:
-                started = False
+                started = fresh = False
                 for point in todo:
                     progress(description=f"{wname}: {point.label()}")
                     for link in links:
@@ -146,14 +158,24 @@ def run_scenario(scn, run_dir: str | Path, *, resume: bool = False, ray_address:
                     try:
                         if not started:
                             group.start()
-                            started = True
+                            started = fresh = True
                         group.setup(point)
                         for rep in range(scn.spec.repetitions):
                             if (wname, point.key, rep) in done:
                                 progress(advance=1)
                                 skipped += 1
                                 continue
-                            metrics = group.measure(scn.spec.warmups if rep == 0 else 0)
+                            warm = scn.spec.warmups if rep == 0 else 0
+                            if rep == 0 and fresh:
+                                # a group's first point also warms caches, connections and
+                                # allocators: without more warm-up the baseline (measured
+                                # first) reads slow and every later point looks better than ideal
+                                warm = FIRST_POINT_WARMUPS * max(1, scn.spec.warmups)
+                                fresh = False
+                            before = wan_counter()
+                            metrics = group.measure(warm)
+                            if not warm:  # one repetition's own steps, warm-ups excluded
+                                metrics["wan_bytes"] = wan_counter() - before
                             store.append(base_row | {"repetition": rep, "status": "ok", "error": None,
                                                      "measured_at": time.time(), **metrics})
                             measured += 1

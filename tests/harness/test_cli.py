@@ -41,8 +41,24 @@ def test_every_result_command_takes_json():
     top = _subparsers(build_parser())
     for path in (["doctor"], ["topology"], ["main"], ["lab", "status"], ["lab", "probe"], ["lab", "list"],
                  ["lab", "clean"], ["lab", "up"], ["bench", "lab"], ["run"], ["report"], ["scenarios"],
-                 ["collectives"], ["bench", "collectives"], ["bench", "harness"], ["bench", "rdma"], ["rdma", "bw"]):
+                 ["collectives"], ["bench", "collectives"], ["bench", "harness"], ["bench", "rdma"], ["rdma", "bw"],
+                 ["workload"]):
         p = top.choices[path[0]]
         if len(path) == 2:
             p = _subparsers(p).choices[path[1]]
         assert any("--json" in a.option_strings for a in p._actions), path
+
+
+@pytest.mark.parametrize("argv,where", [
+    (["training-step", "-p", "layers=0"], "workloads[0].params.layers"),
+    (["disaggregated-training", "--hosts", "a1,s1", "-p", "transport=tcp", "-p", "prefetch=0"],
+     "workloads[0].params.prefetch"),
+    (["pd-inference", "--hosts", "a1"], "workloads[0].hosts"),
+    (["training-step", "--distance-km", "100,far"], "--distance-km"),
+    (["no-such-kind"], "workloads[0].kind"),
+])
+def test_workload_alone_rejects_bad_input_before_building_anything(argv, where, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "harness.cli", "workload", *argv, "--out", str(tmp_path / "r")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and where in out.stderr, out.stderr
+    assert not (tmp_path / "r").exists()

@@ -1,0 +1,58 @@
+"""The built-in training and inference scenarios, --quick, in the guest kernel: netem distance
+and loss on the WAN, Soft-RoCE for the verbs backend, RDMA READ pulls and RDMA WRITE KV caches.
+
+The white paper's efficiency criteria are measurements here, not test assertions (they may fail
+on an emulated machine); what is asserted is that every point ran, every workload reported its
+metrics into the results store, and the correctness checks held."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from harness.runner.run import run_scenario
+from harness.scenario.spec import load_scenario
+from workloads.registry import WORKLOADS
+
+pytestmark = [pytest.mark.guest, pytest.mark.rdma]
+
+
+def run_quick(name: str, tmp_path) -> tuple[object, pd.DataFrame]:
+    scn = load_scenario(name, quick=True)
+    out = run_scenario(scn, tmp_path / "run", backend="vm")
+    assert not out.verdict.failed_points, [(p.label, p.error) for p in out.verdict.failed_points]
+    rows = pd.read_parquet(tmp_path / "run" / "results.parquet")
+    for w in scn.spec.workloads:
+        mine = rows[rows["workload"] == (w.name or w.kind)]
+        assert len(mine) == len(out.verdict.points) // len(scn.spec.workloads) * scn.spec.repetitions
+        for metric in ("step_time_s", *WORKLOADS[w.kind].metrics):
+            assert mine[metric].notna().all(), (w.name, metric)
+    return out, rows
+
+
+def test_training_step_over_tcp_and_roce(tmp_path):
+    out, rows = run_quick("training-step", tmp_path)
+    assert set(rows["workload"]) == {"ddp-tcp", "ddp-roce"}
+    assert (rows["compute_s"] > 0.01).all() and (rows["step_time_s"] >= rows["compute_s"]).all()
+    assert (rows["buckets"] == 10).all()  # 248 kB of bf16 gradients in 25 kB buckets
+
+
+def test_disaggregated_training_pulls_intact_batches_by_rdma_read_and_tcp(tmp_path):
+    out, rows = run_quick("disaggregated-training", tmp_path)
+    assert set(rows["transport"]) == {"rdma", "tcp"}
+    assert (rows["bad_batches"] == 0).all() and (rows["disk_write_bytes"] == 0).all()
+    assert (rows["pull_gbs"] > 0).all()
+
+
+def test_multi_aidc_hierarchical_crosses_the_wan_less(tmp_path):
+    out, rows = run_quick("multi-aidc-training", tmp_path)
+    wan = rows[rows["wan_bytes"].notna() & ~rows["baseline"]].groupby(["convergence", "algo"])["wan_bytes"].median()
+    for conv in wan.index.get_level_values(0).unique():
+        assert wan[(conv, "hierarchical")] < 0.85 * wan[(conv, "flat")], wan
+
+
+def test_pd_inference_over_tcp_and_rdma_write_decodes_like_one_host(tmp_path):
+    out, rows = run_quick("pd-inference", tmp_path)
+    assert set(rows["workload"]) == {"pd-tcp", "pd-rdma"}
+    assert (rows["token_mismatches"] == 0).all()
+    assert (rows["kv_transfer_p50_s"] > 0).all() and (rows["ttft_p50_s"] >= rows["kv_transfer_p50_s"]).all()
