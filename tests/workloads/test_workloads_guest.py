@@ -53,6 +53,8 @@ def test_multi_aidc_hierarchical_crosses_the_wan_less(tmp_path):
 
 def test_pd_inference_over_tcp_and_rdma_write_decodes_like_one_host(tmp_path):
     out, rows = run_quick("pd-inference", tmp_path)
-    assert set(rows["workload"]) == {"pd-tcp", "pd-rdma"}
+    assert set(rows["workload"]) == {"pd-tcp", "pd-rdma", "pd-llama7b-rdma"}
     assert (rows["token_mismatches"] == 0).all()
+    llama = rows[rows["workload"] == "pd-llama7b-rdma"]
+    assert (llama["kv_bytes_per_request"] == int(512 * 1024 * 1024 / 1000)).all()
     assert (rows["kv_transfer_p50_s"] > 0).all() and (rows["ttft_p50_s"] >= rows["kv_transfer_p50_s"]).all()
