@@ -735,7 +735,7 @@ def cmd_scenarios(args) -> int:
     for name, path in builtin_scenarios().items():
         data = read_yaml(path) or {}
         out.append({"name": name, "description": data.get("description", ""),
-                    "workloads": [w.get("kind") for w in data.get("workloads", [])], "path": str(path)})
+                    "workloads": [w.get("name") or w.get("kind") for w in data.get("workloads", [])], "path": str(path)})
     if args.json:
         print_json(out)
     else:

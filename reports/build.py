@@ -39,7 +39,7 @@ def points_frame(verdict: Verdict) -> pd.DataFrame:
     for p in verdict.points:
         d = asdict(p)
         rows.append({"workload": p.workload, "point": p.label, "baseline": p.baseline, "status": p.status,
-                     "error": p.error, "repetitions": p.repetitions, **p.fields,
+                     "error": p.error, "repetitions": p.repetitions, **p.fields, "params": p.params_key(),
                      "step_time_s": p.step_time_s, "step_time_iqr_s": p.step_time_iqr_s,
                      "efficiency": p.efficiency, "efficiency_degradation": p.efficiency_degradation,
                      **d["metrics"]})

@@ -33,10 +33,21 @@ def swept_axis(points: pd.DataFrame) -> str:
 
 
 def _lines(ax, pts: pd.DataFrame, x: str, y: str, scale: float = 1.0) -> None:
+    """One line per workload, value of the other network field, and swept workload parameters."""
     other = "loss" if x != "loss" else "distance_km"
-    for (wl, o), g in pts.groupby(["workload", other], dropna=False):
+    pts = pts.assign(_swept=_swept_labels(pts))
+    for (wl, o, sw), g in pts.groupby(["workload", other, "_swept"], dropna=False):
         g = g.sort_values(x)
-        ax.plot(g[x], g[y] * scale, marker="o", label=f"{wl}, {other} {o:g}")
+        ax.plot(g[x], g[y] * scale, marker="o", label=f"{wl}, {other} {o:g}" + (f", {sw}" if sw else ""))
+
+
+def _swept_labels(pts: pd.DataFrame) -> list[str]:
+    """'algo=flat'-style labels from the swept-parameter columns (the points' `params` field)."""
+    import json
+    if "params" not in pts:
+        return [""] * len(pts)
+    return [" ".join(f"{k}={v}" for k, v in json.loads(p).items()) if isinstance(p, str) and p else ""
+            for p in pts["params"]]
 
 
 def degradation(points: pd.DataFrame) -> bytes | None:
