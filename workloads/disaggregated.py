@@ -196,10 +196,11 @@ class DisaggregatedRank:
                 "bad_batches": m["bad_batches"], "disk_write_bytes": m["disk_write_bytes"],
                 "pull_gbs": -m["neg_pull_gbs"], "batch_bytes": self.B}
 
-    def close(self) -> None:
+    def close(self, final: bool = False) -> None:
         for part in (self.puller, self.engine):
             if part is not None:
                 part.close()
-        self.dist.barrier()  # no storage memory is freed while a client may still read it
+        if not final:  # between points every rank closes together; at exit they are told one by one
+            self.dist.barrier()  # no storage memory is freed while a client may still read it
         if self.server is not None:
             self.server.close()

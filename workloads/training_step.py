@@ -247,7 +247,7 @@ class TrainingStepRank:
                 "gradient_bytes": self.grads.flat.numel() * self.grads.flat.element_size(),
                 "buckets": len(self.grads.buckets)}
 
-    def close(self) -> None:
+    def close(self, final: bool = False) -> None:
         self.comm.close()
 
 
