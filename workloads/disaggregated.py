@@ -19,7 +19,6 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 
 from harness.errors import SpecError
-from workloads import profiles as pf
 from workloads.base import Workload, _Params, cached_group, params_error, size_field, slowest
 from workloads.diskguard import DiskWrites
 
