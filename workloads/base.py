@@ -63,7 +63,6 @@ class Workload:
             raise SpecError("", "hosts", hosts, "a host appears twice")
 
 
-
 def params_error(exc: ValidationError) -> SpecError:
     """The first error of a parameter model, located at params.FIELD (or params)."""
     e = exc.errors()[0]
