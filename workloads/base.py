@@ -8,7 +8,9 @@ torch.distributed group already up: constructed once per sweep point with the po
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from harness.errors import SpecError
 
@@ -78,6 +80,9 @@ def size_field(v):
     if n <= 0:
         raise ValueError("sizes must be > 0 bytes")
     return n
+
+
+Size = Annotated[int, BeforeValidator(size_field)]  # a byte-size parameter: 8, "64k", "25m"
 
 
 def slowest(values: dict[str, float], group=None) -> dict[str, float]:

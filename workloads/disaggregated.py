@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 
 from harness.errors import SpecError
-from workloads.base import Workload, _Params, cached_group, params_error, size_field, slowest
+from workloads.base import Size, Workload, _Params, cached_group, params_error, slowest
 from workloads.diskguard import DiskWrites
 
 PORT_BASE = 29950
@@ -30,7 +30,7 @@ class DisaggParams(_Params):
     transport: Literal["rdma", "tcp"] = "rdma"
     storage: str | None = Field(default=None, description="the storage host (default: the first rank host of "
                                                           "a storage or enterprise site)")
-    batch_size: int = Field(default=64 << 20, description="bytes per batch at full scale")
+    batch_size: Size = Field(default=64 << 20, description="bytes per batch at full scale")
     pool: int = Field(default=8, ge=1, description="batches the storage host holds in memory")
     prefetch: int = Field(default=2, ge=1, le=16, description="pulls in flight per compute rank")
     verify: bool = True
@@ -39,13 +39,8 @@ class DisaggParams(_Params):
     mfu: float = Field(default=0.4, gt=0, le=1)
     compute_scale: float = Field(default=1.0, gt=0)
     sync_gradients: bool = True
-    bucket_size: int = Field(default=25 << 20)
+    bucket_size: Size = Field(default=25 << 20)
     iters: int = Field(default=4, ge=1, description="steps per repetition")
-
-    @field_validator("batch_size", "bucket_size", mode="before")
-    @classmethod
-    def _sizes(cls, v):
-        return size_field(v)
 
     @field_validator("prefetch", mode="before")
     @classmethod

@@ -11,24 +11,19 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from workloads.base import Workload, _Params, site_groups, size_field
+from workloads.base import Size, Workload, _Params, site_groups, slowest
 from workloads.busbw import busbw_factor
 
 
 class CollectiveParams(_Params):
     backend: Literal["gloo", "verbs", "nccl"] = "gloo"
     op: Literal["all_reduce", "all_gather", "reduce_scatter", "broadcast"] = "all_reduce"
-    size: int = Field(default=1 << 20, description="bytes per step at full scale (divided by the scale factor)")
+    size: Size = Field(default=1 << 20, description="bytes per step at full scale (divided by the scale factor)")
     dtype: Literal["float32", "bfloat16", "float16", "int64"] = "float32"
     algo: Literal["flat", "hierarchical"] = "flat"
     iters: int = Field(default=5, ge=1, description="collectives per repetition")
-
-    @field_validator("size", mode="before")
-    @classmethod
-    def _size(cls, v):
-        return size_field(v)
 
 
 class Collective(Workload):
@@ -100,10 +95,7 @@ class CollectiveRank:
         t0 = time.perf_counter()
         for _ in range(iters):
             self._once()
-        mean = (time.perf_counter() - t0) / iters
-        slowest = self.torch.tensor([mean], dtype=self.torch.float64)
-        self.dist.all_reduce(slowest, op=self.dist.ReduceOp.MAX)
-        step = float(slowest.item())
+        step = slowest({"step": (time.perf_counter() - t0) / iters})["step"]
         algbw = self.nbytes / step / 1e9
         return {"step_time_s": step, "algbw_gbs": algbw,
                 "busbw_gbs": algbw * busbw_factor(self.p.op, self.dist.get_world_size()), "bytes": self.nbytes}

@@ -25,7 +25,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from workloads import profiles as pf
-from workloads.base import Workload, _Params, site_groups, size_field, slowest
+from workloads.base import Size, Workload, _Params, site_groups, slowest
 
 
 class TrainingParams(_Params):
@@ -34,7 +34,7 @@ class TrainingParams(_Params):
     params: float | None = Field(default=None, gt=0, description="parameter count (overrides the profile)")
     layers: int | None = Field(default=None, ge=1, description="layers (overrides the profile)")
     bytes_per_param: Literal[2, 4] = Field(default=2, description="gradient element size: 2 (bf16) or 4 (fp32)")
-    bucket_size: int = Field(default=25 << 20, description="DDP bucket, bytes at full scale")
+    bucket_size: Size = Field(default=25 << 20, description="DDP bucket, bytes at full scale")
     micro_batches: int = Field(default=1, ge=1)
     compute: Literal["modeled", "torch"] = "modeled"
     device: str = Field(default="h100", description=f"modeled accelerator: {', '.join(pf.DEVICES)}")
@@ -44,23 +44,13 @@ class TrainingParams(_Params):
     algo: Literal["flat", "hierarchical"] = "flat"
     iters: int = Field(default=3, ge=1, description="steps per repetition")
 
-    @field_validator("bucket_size", mode="before")
+    @field_validator("model", "device")
     @classmethod
-    def _bucket(cls, v):
-        return size_field(v)
-
-    @field_validator("model")
-    @classmethod
-    def _model(cls, v):
-        if v not in pf.PROFILES:
-            raise ValueError(f"unknown model profile {v!r} (profiles: {', '.join(pf.PROFILES)})")
-        return v
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v):
-        if v not in pf.DEVICES:
-            raise ValueError(f"unknown device {v!r} (devices: {', '.join(pf.DEVICES)})")
+    def _known(cls, v, info):
+        table, what, plural = {"model": (pf.PROFILES, "model profile", "profiles"),
+                               "device": (pf.DEVICES, "device", "devices")}[info.field_name]
+        if v not in table:
+            raise ValueError(f"unknown {what} {v!r} ({plural}: {', '.join(table)})")
         return v
 
     @model_validator(mode="after")
