@@ -62,3 +62,4 @@ def test_workload_alone_rejects_bad_input_before_building_anything(argv, where, 
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and where in out.stderr, out.stderr
     assert not (tmp_path / "r").exists()
+

@@ -88,3 +88,28 @@ def test_pd_inference_decodes_what_one_host_would(tmp_path):
         assert 0 < m["kv_transfer_p50_s"] <= m["ttft_p50_s"] <= m["e2e_p50_s"] and m["tpot_p50_s"] > 0
     # 64:1 leaves 6.25 Mbit/s: a 64 KiB KV cache takes > 80 ms to cross instead of ~1.3 ms
     assert pts[(64.0, 0)]["kv_transfer_p50_s"] > 0.05 > pts[(1.0, 0)]["kv_transfer_p50_s"]
+
+
+def test_workload_alone_runs_and_writes_its_scenario(tmp_path):
+    """`metrolab workload` on a rate-only lab (host kernel, Ray): one baseline, one point, a report."""
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+    topo = tmp_path / "pair.yaml"
+    topo.write_text(yaml.safe_dump({"name": "pair", "sites": [
+        {"name": "aidc-a", "kind": "aidc", "subnet": "10.1.0.0/24", "hosts": ["a1"],
+         "switches": [{"name": "gw-a", "role": "gateway"}], "access": {"switch": "gw-a"}},
+        {"name": "aidc-b", "kind": "aidc", "subnet": "10.2.0.0/24", "hosts": ["b1"],
+         "switches": [{"name": "gw-b", "role": "gateway"}], "access": {"switch": "gw-b"}}],
+        "links": [{"name": "wan", "a": "gw-a", "b": "gw-b", "rate": "200mbit"}]}))
+    out = subprocess.run([sys.executable, "-m", "harness.cli", "workload", "collective", "--topology", str(topo),
+                          "--hosts", "a1,b1", "-p", "size=256k", "-p", "iters=2", "--convergence", "4",
+                          "--repetitions", "1", "--warmups", "0", "--backend", "netns", "--out", str(tmp_path / "r"),
+                          "--json"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout)
+    assert [p["label"] for p in res["points"]] == ["baseline (0 km, lossless)", "0 km, 4:1"]
+    assert res["points"][1]["step_time_s"] > res["points"][0]["step_time_s"]  # a quarter of the rate
+    assert (tmp_path / "r" / "workload-scenario.yaml").exists() and (tmp_path / "r" / "report.html").exists()
