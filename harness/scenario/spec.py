@@ -22,13 +22,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness.errors import SpecError, SpecErrors
+from harness.policy.model import PolicySpec, check_against
 from harness.scenario.criteria import Criterion, parse_criterion
 from harness.scenario.points import param_combinations
 from harness.spec.loader import errors_from_pydantic, load_topology, read_yaml, topology_from_data
 from harness.spec.topology import NAME
 from netem.units import parse_rate, parse_time
 
-POLICIES = ("none",)  # the switch policies issue extends this
 POINT_NETWORK_FIELDS = ("distance_km", "loss", "rate_bps", "convergence", "jitter_s", "policy", "baseline",
                         "workload", "params", "label", "status", "error", "repetition")
 
@@ -121,13 +121,6 @@ class SweepSpec(_Strict):
             raise ValueError("a convergence ratio N:1 has N >= 1")
         return v
 
-    @field_validator("policy")
-    @classmethod
-    def _policy(cls, v):
-        bad = [p for p in v if p not in POLICIES]
-        if bad:
-            raise ValueError(f"unknown policy {bad[0]!r} (known: {', '.join(POLICIES)})")
-        return v
 
 
 class QuickSpec(_Strict):
@@ -149,6 +142,7 @@ class ScenarioSpec(_Strict):
     timeout_s: float = Field(default=600, gt=0, description="per sweep point")
     acceptance: list[str] = Field(default_factory=list)
     faults: list[FaultSpec] = Field(default_factory=list)
+    policies: list[PolicySpec] = Field(default_factory=list)
     quick: QuickSpec | None = None
 
     @model_validator(mode="after")
@@ -224,6 +218,11 @@ def scenario_from_data(data: Any, file: str, quick: bool = False, base_dir: Path
     if spec.sweep.links is None and not any(n.startswith("wan") for n in links):
         errors.append(SpecError(file, "sweep.links", None, "name the links the sweep impairs (this topology has "
                                 "no link called wan*)"))
+    errors += check_against(spec.policies, topo, file)
+    known = ["none"] + [p.name for p in spec.policies]
+    for j, name in enumerate(spec.sweep.policy):
+        if name not in known:
+            errors.append(SpecError(file, f"sweep.policy[{j}]", name, f"unknown policy (policies: {', '.join(known)})"))
     metrics = workload_metrics([w.kind for w in spec.workloads if w.kind in WORKLOADS])
     criteria = []
     for k, text in enumerate(spec.acceptance):

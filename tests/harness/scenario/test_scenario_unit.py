@@ -103,7 +103,7 @@ def test_bad_scenarios_name_file_field_and_value():
         scenario(workloads=[{"kind": "collective", "hosts": ["a1", "z9"]}])
     with pytest.raises(SpecError, match=r"sweep.links\[0\]: no such link"):
         scenario(sweep={"links": ["wan-x"]})
-    with pytest.raises(SpecErrors, match=r"sweep.policy.*unknown policy 'magic'"):
+    with pytest.raises(SpecError, match=r"sweep.policy\[0\]: unknown policy .*magic"):
         scenario(sweep={"policy": ["magic"]})
 
 

@@ -1,0 +1,169 @@
+"""Switch policies a scenario names: flow control, load balancing, tenant slices and an access
+allow-list, each applied to switches or links; a sweep can switch between them (`sweep.policy`).
+
+    policies:
+      - name: deep
+        links: [wan-ab-1, wan-ab-2]
+        flow_control: {kind: deep-buffer}
+      - name: planned
+        switches: [gw-a, gw-b]
+        load_balancing: {kind: planned}
+      - name: tenants
+        links: [wan-ab-1]
+        slices:
+          - {name: training, dscp: 26, guaranteed: 150mbit, ceiling: 200mbit}
+          - {name: bulk, source: s1, guaranteed: 20mbit}
+      - name: agents
+        allow: [{a: a1, b: b1, ports: [29500], proto: tcp}]
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from harness.errors import SpecError
+from harness.spec.topology import NAME
+from netem.units import parse_rate, parse_size, parse_time
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FlowControl(_Strict):
+    """tail-drop: a shallow buffer (`buffer`, default 32 KiB); deep-buffer: at least the link's
+    bandwidth-delay product (emulated lossless); ecn: CE marking above `ecn_threshold`; per-flow:
+    one queue per 5-tuple (`flows` classes) so an elephant cannot starve a mouse."""
+
+    kind: Literal["tail-drop", "deep-buffer", "ecn", "per-flow"]
+    buffer: int | None = Field(default=None, description="bytes")
+    ecn_threshold: float = Field(default=0.001, gt=0, description="seconds of queue before marking")
+    flows: int = Field(default=16, ge=2, le=1024)
+
+    @field_validator("buffer", mode="before")
+    @classmethod
+    def _buffer(cls, v):
+        if v is None:
+            return None
+        n = parse_size(v) if isinstance(v, str) else int(v)
+        if n < 1500:
+            raise ValueError("a buffer holds at least one 1500-byte packet")
+        return n
+
+    @field_validator("ecn_threshold", mode="before")
+    @classmethod
+    def _threshold(cls, v):
+        return parse_time(v)
+
+
+class LoadBalancing(_Strict):
+    """ecmp-l3 / ecmp-l4: the kernel's multipath hash over addresses or the 5-tuple; planned: a
+    controller pins each learned flow to a path (policy routes, or SRv6 with encap: srv6)."""
+
+    kind: Literal["ecmp-l3", "ecmp-l4", "planned"]
+    encap: Literal["route", "srv6"] = "route"
+
+
+class Slice(_Strict):
+    name: str = Field(pattern=NAME)
+    dscp: int | None = Field(default=None, ge=0, le=63)
+    source: str | None = Field(default=None, description="a host name or a CIDR")
+    guaranteed: float
+    ceiling: float | None = None
+
+    @field_validator("guaranteed", "ceiling", mode="before")
+    @classmethod
+    def _rates(cls, v):
+        return None if v is None else parse_rate(v)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if (self.dscp is None) == (self.source is None):
+            raise ValueError(f"slice {self.name}: key it by exactly one of dscp or source")
+        if self.guaranteed <= 0:
+            raise ValueError(f"slice {self.name}: guaranteed rate must be > 0")
+        if self.ceiling is not None and self.ceiling < self.guaranteed:
+            raise ValueError(f"slice {self.name}: ceiling {self.ceiling:g} bit/s is below its guaranteed "
+                             f"{self.guaranteed:g} bit/s")
+        return self
+
+
+class Allow(_Strict):
+    a: str
+    b: str
+    ports: list[int] = Field(default_factory=list, description="destination ports on b (empty: any)")
+    proto: Literal["tcp", "udp", "any"] = "any"
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, v):
+        bad = [p for p in v if not 0 < p < 65536]
+        if bad:
+            raise ValueError(f"port {bad[0]} is not in 1..65535")
+        return v
+
+
+class PolicySpec(_Strict):
+    name: str = Field(pattern=NAME)
+    switches: list[str] | None = None
+    links: list[str] | None = None
+    flow_control: FlowControl | None = None
+    load_balancing: LoadBalancing | None = None
+    slices: list[Slice] = Field(default_factory=list)
+    allow: list[Allow] | None = None
+
+    @model_validator(mode="after")
+    def _something(self):
+        if not (self.flow_control or self.load_balancing or self.slices or self.allow is not None):
+            raise ValueError(f"policy {self.name} sets nothing (flow_control, load_balancing, slices or allow)")
+        names = [s.name for s in self.slices]
+        if len(set(names)) != len(names):
+            raise ValueError(f"policy {self.name}: slice names repeat")
+        if self.name == "none":
+            raise ValueError("'none' is the absence of a policy; name yours otherwise")
+        return self
+
+
+def check_against(policies: list[PolicySpec], topo, file: str) -> list[SpecError]:
+    """Every switch, link and host a policy names exists in the topology; slices fit their links."""
+    errs: list[SpecError] = []
+    switches = {n.name for n in topo.switches()}
+    hosts = {n.name for n in topo.hosts()}
+    links = {lk.name: lk for lk in topo.links}
+    for i, p in enumerate(policies):
+        at = f"policies[{i}]"
+        for j, s in enumerate(p.switches or []):
+            if s not in switches:
+                errs.append(SpecError(file, f"{at}.switches[{j}]", s, f"not a switch of {topo.name} "
+                                      f"(switches: {', '.join(sorted(switches))})"))
+        for j, name in enumerate(p.links or []):
+            if name not in links:
+                errs.append(SpecError(file, f"{at}.links[{j}]", name, f"no such link in {topo.name}"))
+        if (p.flow_control or p.slices) and not p.links:
+            errs.append(SpecError(file, f"{at}.links", None, "flow control and slices apply to links: name them"))
+        if p.load_balancing and not p.switches:
+            errs.append(SpecError(file, f"{at}.switches", None, "load balancing applies to switches: name them"))
+        for j, s in enumerate(p.slices):
+            if s.source is not None and s.source not in hosts:
+                try:
+                    ipaddress.ip_network(s.source, strict=False)
+                except ValueError:
+                    errs.append(SpecError(file, f"{at}.slices[{j}].source", s.source, "neither a host nor a CIDR"))
+        total = sum(s.guaranteed for s in p.slices)
+        for name in p.links or []:
+            rate = links[name].rate_bps if name in links else None
+            if p.slices and rate and total > rate:
+                errs.append(SpecError(file, f"{at}.slices", f"{total:g} bit/s", f"guaranteed rates exceed link "
+                                      f"{name}'s {rate:g} bit/s"))
+        for j, a in enumerate(p.allow or []):
+            for end in ("a", "b"):
+                if getattr(a, end) not in hosts:
+                    errs.append(SpecError(file, f"{at}.allow[{j}].{end}", getattr(a, end), f"not a host of {topo.name}"))
+    names = [p.name for p in policies]
+    for i, n in enumerate(names):
+        if names.index(n) != i:
+            errs.append(SpecError(file, f"policies[{i}].name", n, "policy names must be unique"))
+    return errs

@@ -1,0 +1,69 @@
+"""Policy specs in a scenario: what they may name, and the errors a wrong one gets (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.errors import SpecError, SpecErrors
+from harness.scenario.spec import scenario_from_data
+
+pytestmark = pytest.mark.unit
+
+TOPO = {"name": "t", "sites": [
+    {"name": "aidc-a", "kind": "aidc", "subnet": "10.1.0.0/24", "hosts": ["a1", "a2"],
+     "switches": [{"name": "gw-a", "role": "gateway"}], "access": {"switch": "gw-a"}},
+    {"name": "aidc-b", "kind": "aidc", "subnet": "10.2.0.0/24", "hosts": ["b1"],
+     "switches": [{"name": "gw-b", "role": "gateway"}], "access": {"switch": "gw-b"}}],
+    "links": [{"name": "wan-1", "a": "gw-a", "b": "gw-b", "rate": "200mbit"},
+              {"name": "wan-2", "a": "gw-a", "b": "gw-b", "rate": "200mbit"}]}
+
+GOOD = [
+    {"name": "deep", "links": ["wan-1", "wan-2"], "flow_control": {"kind": "deep-buffer"}},
+    {"name": "shallow", "links": ["wan-1"], "flow_control": {"kind": "tail-drop", "buffer": "32k"}},
+    {"name": "planned", "switches": ["gw-a", "gw-b"], "load_balancing": {"kind": "planned"}},
+    {"name": "tenants", "links": ["wan-1"], "slices": [
+        {"name": "train", "dscp": 26, "guaranteed": "150mbit", "ceiling": "200mbit"},
+        {"name": "bulk", "source": "a2", "guaranteed": "20mbit"}]},
+    {"name": "agents", "allow": [{"a": "a1", "b": "b1", "ports": [29500], "proto": "tcp"}]},
+]
+
+
+def scenario(policies, sweep_policy):
+    return scenario_from_data({"name": "p", "topology": TOPO, "workloads": [{"kind": "collective"}],
+                               "sweep": {"links": ["wan-1"], "policy": sweep_policy}, "policies": policies},
+                              "p.yaml")
+
+
+def test_policies_are_a_sweep_dimension():
+    scn = scenario(GOOD, ["none", "deep", "planned", "tenants", "agents"])
+    assert [p.name for p in scn.spec.policies] == ["deep", "shallow", "planned", "tenants", "agents"]
+    assert scn.spec.policies[1].flow_control.buffer == 32 * 1024
+    assert scn.spec.policies[3].slices[0].guaranteed == 150e6
+
+
+@pytest.mark.parametrize("policies,sweep,where,text", [
+    (GOOD, ["none", "dep"], "sweep.policy[1]", "unknown policy"),
+    ([{"name": "x", "links": ["wan-9"], "flow_control": {"kind": "ecn"}}], ["x"], "policies[0].links[0]", "no such link"),
+    ([{"name": "x", "switches": ["a1"], "load_balancing": {"kind": "ecmp-l4"}}], ["x"], "policies[0].switches[0]",
+     "not a switch"),
+    ([{"name": "x", "flow_control": {"kind": "ecn"}}], ["x"], "policies[0].links", "apply to links"),
+    ([{"name": "x", "links": ["wan-1"], "slices": [{"name": "s", "dscp": 1, "guaranteed": "150mbit"},
+                                                  {"name": "t", "dscp": 2, "guaranteed": "100mbit"}]}], ["x"],
+     "policies[0].slices", "exceed link wan-1"),
+    ([{"name": "x", "links": ["wan-1"], "slices": [{"name": "s", "dscp": 1, "source": "a1", "guaranteed": "1mbit"}]}],
+     ["x"], "policies[0].slices[0]", "exactly one of dscp or source"),
+    ([{"name": "x", "links": ["wan-1"], "slices": [{"name": "s", "dscp": 1, "guaranteed": "9mbit",
+                                                   "ceiling": "5mbit"}]}], ["x"], "policies[0].slices[0]",
+     "below its guaranteed"),
+    ([{"name": "x", "allow": [{"a": "a1", "b": "zz"}]}], ["x"], "policies[0].allow[0].b", "not a host"),
+    ([{"name": "x", "allow": [{"a": "a1", "b": "b1", "ports": [70000]}]}], ["x"], "policies[0].allow[0].ports",
+     "not in 1..65535"),
+    ([{"name": "x", "links": ["wan-1"], "flow_control": {"kind": "tail-drop", "buffer": 100}}], ["x"],
+     "policies[0].flow_control.buffer", "at least one 1500-byte packet"),
+    ([{"name": "x"}], ["x"], "policies[0]", "sets nothing"),
+])
+def test_bad_policies_are_named(policies, sweep, where, text):
+    with pytest.raises((SpecError, SpecErrors)) as e:
+        scenario(policies, sweep)
+    errs = e.value.errors if isinstance(e.value, SpecErrors) else [e.value]
+    assert any(er.path.startswith(where) and text in er.message for er in errs), [(er.path, er.message) for er in errs]
