@@ -58,3 +58,52 @@ def test_allow_list_admits_named_pairs_and_drops_the_rest(lab_factory):
         for s in servers:
             s.kill()
             s.wait()
+
+
+TWO_PATHS = {"name": "two-paths", "sites": [
+    {"name": "aidc-a", "kind": "aidc", "subnet": "10.1.0.0/24", "hosts": ["a1"],
+     "switches": [{"name": "gw-a", "role": "gateway"}], "access": {"switch": "gw-a"}},
+    {"name": "aidc-b", "kind": "aidc", "subnet": "10.2.0.0/24", "hosts": ["b1"],
+     "switches": [{"name": "gw-b", "role": "gateway"}], "access": {"switch": "gw-b"}}],
+    "links": [{"name": "wan-1", "a": "gw-a", "b": "gw-b", "rate": "100mbit"},
+              {"name": "wan-2", "a": "gw-a", "b": "gw-b", "rate": "100mbit"}]}
+
+
+def elephants(lab, flows: int = 8, size: str = "2m", port: int = 5201) -> dict[str, int]:
+    """Run synchronized elephants a1 -> b1; bytes each WAN link carried from gw-a."""
+    import json
+
+    from harness.rdma.counters import if_counters
+    ends = {lk: lab.plan.ends(lk)[0] for lk in ("wan-1", "wan-2")}
+    before = {lk: if_counters(lab.handle("gw-a"), e.ifname)["tx_bytes"] for lk, e in ends.items()}
+    rx = sh.popen([sys.executable, "-m", "harness.policy.elephants", "recv", "--port", str(port), "--flows",
+                   str(flows)], netns=lab.ns("b1"), stdout=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    tx = in_ns(lab, "a1", sys.executable, "-m", "harness.policy.elephants", "send", "--dst",
+               str(lab.topology.nodes["b1"].address), "--port", str(port), "--flows", str(flows), "--bytes", size,
+               timeout=120)
+    assert tx.returncode == 0, tx.stderr
+    out, _ = rx.communicate(timeout=120)
+    got = json.loads(out)["flows"]
+    assert len(got) == flows and all(f["bytes"] > 0 for f in got.values())
+    return {lk: if_counters(lab.handle("gw-a"), e.ifname)["tx_bytes"] - before[lk] for lk, e in ends.items()}
+
+
+def test_l4_hash_spreads_elephants_better_than_l3_and_planned_paths_balance_them(lab_factory):
+    from harness.policy import ecmp
+    from harness.policy.planner import Flow, imbalance, plan
+    lab = lab_factory(TWO_PATHS)
+    ecmp.set_hash(lab, ["gw-a", "gw-b"], "l3")
+    l3 = imbalance(elephants(lab, port=5201))
+    ecmp.set_hash(lab, ["gw-a", "gw-b"], "l4")
+    l4 = imbalance(elephants(lab, port=5202))
+    a1, b1 = str(lab.topology.nodes["a1"].address), str(lab.topology.nodes["b1"].address)
+    flows = [Flow(a1, b1, 41000 + i, 5203, 6, 2 << 20) for i in range(8)]
+    inst = ecmp.install_planned(lab, "gw-a", flows, plan(flows, ["wan-1", "wan-2"]))
+    try:
+        planned = imbalance(elephants(lab, port=5203))
+    finally:
+        ecmp.remove_planned(lab, inst)
+    assert l3 > 10 and l4 < l3, (l3, l4)   # one address pair: L3 puts every flow on one path
+    assert planned <= 1.05, planned
+    assert not lab.handle("gw-a").get_rules(priority=ecmp.RULE_PRIORITY)  # nothing left behind
