@@ -1,39 +1,89 @@
 """Applies a scenario's policy to the lab's namespaces, replacing the previous one: everything the
-old policy installed is removed before the new one goes in, so switching policies between sweep
-points leaves nothing stale. (WIP: the allow-list; flow control, slices and load balancing next.)
+old policy installed is removed (links re-impaired with their base impairment, rules and tables
+deleted, nft tables dropped, the ECMP hash back to the lab's L4 default) before the new one goes
+in, so switching policies between sweep points leaves nothing stale.
 """
 
 from __future__ import annotations
 
-from harness import sh
-from harness.policy import acl
+from harness import capabilities, sh
+from harness.policy import acl, ecmp, qos
 
 
 class PolicyApplier:
-    def __init__(self, lab):
+    def __init__(self, lab, base: dict | None = None):
+        """`base`: link name -> the Impairment the link has without a policy (the sweep point's)."""
         self.lab = lab
+        self.base = dict(base or {})
         self.current = None
         self._acl_hosts: list[str] = []
+        self._links: list[str] = []
+        self._hash_switches: list[str] = []
+        self._planned: list = []
 
     def addresses(self, host: str) -> list[str]:
         n = self.lab.topology.nodes[host]
         return [str(n.address)] + ([str(n.address6)] if n.address6 else [])
 
-    def apply(self, policy) -> None:
-        """Make `policy` (a PolicySpec, or None for no policy) the one in force."""
+    def apply(self, policy, flows=None) -> None:
+        """Make `policy` (a PolicySpec, or None) the one in force; `flows` are the workload's
+        learned 5-tuples (planned paths need them)."""
         self.clear()
         if policy is None:
             return
-        if policy.allow is not None:
-            addrs = {h: self.addresses(h) for h in self.lab.topology.nodes if not self.lab.topology.nodes[h].is_switch}
-            hosts = acl.agent_hosts(policy.allow)
-            for h in hosts:
-                self._acl_hosts.append(h)  # recorded first: a failure half-way still gets cleared
-                sh.nft(acl.script(h, policy.allow, addrs), netns=self.lab.ns(h))
+        caps = capabilities.probe()
+        try:
+            for link in policy.links or []:
+                if policy.flow_control is None and not policy.slices:
+                    continue
+                self._links.append(link)
+                imp = qos.with_flow_control(self.base.get(link) or self._own(link), policy.flow_control)
+                self.lab.impair(link, imp, caps=caps)
+                if policy.slices:
+                    hosts = {h.name: str(h.address) for h in self.lab.topology.hosts()}
+                    for end in self.lab.plan.ends(link):
+                        qos.install_slices(self.lab.shaper(end.node, caps), end.ifname, imp, policy.slices, hosts,
+                                           netem=caps.has("netem"))
+            lb = policy.load_balancing
+            if lb is not None:
+                self._hash_switches = list(policy.switches)
+                if lb.kind in ("ecmp-l3", "ecmp-l4"):
+                    ecmp.set_hash(self.lab, policy.switches, lb.kind[-2:])
+                else:
+                    self._install_planned(policy.switches, flows or [])
+            if policy.allow is not None:
+                addrs = {h.name: self.addresses(h.name) for h in self.lab.topology.hosts()}
+                for h in acl.agent_hosts(policy.allow):
+                    self._acl_hosts.append(h)  # recorded first: a failure half-way still gets cleared
+                    sh.nft(acl.script(h, policy.allow, addrs), netns=self.lab.ns(h))
+        except BaseException:
+            self.clear()
+            raise
         self.current = policy
+
+    def _own(self, link: str):
+        lk = next(x for x in self.lab.topology.links if x.name == link)
+        return lk.impairment(self.lab.topology.group_index)
+
+    def _install_planned(self, switches: list[str], flows) -> None:
+        from harness.policy.planner import plan
+        if not flows:
+            raise ValueError("planned paths need the workload's flows (none were learned)")
+        for s in switches:
+            mine = [f for f in flows if len(ecmp.parallel_links(self.lab, s, f.dst)) > 1]
+            if not mine:
+                continue
+            paths = sorted(ecmp.parallel_links(self.lab, s, mine[0].dst))
+            self._planned.append(ecmp.install_planned(self.lab, s, mine, plan(mine, paths)))
 
     def clear(self) -> None:
         for h in self._acl_hosts:
             sh.nft(acl.clear_script(), netns=self.lab.ns(h))
-        self._acl_hosts = []
+        for inst in self._planned:
+            ecmp.remove_planned(self.lab, inst)
+        if self._hash_switches:
+            ecmp.set_hash(self.lab, self._hash_switches, "l4")  # the lab's default
+        for link in self._links:
+            self.lab.impair(link, self.base.get(link) or self._own(link))
+        self._acl_hosts, self._planned, self._hash_switches, self._links = [], [], [], []
         self.current = None
