@@ -40,12 +40,16 @@ def recv(port: int, flows: int, timeout: float) -> dict:
     return {"flows": {str(k): v for k, v in sorted(out.items())}}
 
 
-def send(dst: str, port: int, flows: int, nbytes: int, sport: int) -> dict:
+def send(dst: str, port: int, flows: int, nbytes: int, sport: int, seconds: float = 0.0, tos: int = 0) -> dict:
+    """`flows` connections from source ports sport.., started together; each sends `nbytes`, or
+    as much as it can for `seconds` when that is set."""
     payload = b"\0" * (1 << 16)
     socks = []
     for i in range(flows):
         s = socket.socket(socket.AF_INET6 if ":" in dst else socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if tos:
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
         s.bind(("", sport + i))
         s.connect((dst, port))
         socks.append(s)
@@ -53,9 +57,14 @@ def send(dst: str, port: int, flows: int, nbytes: int, sport: int) -> dict:
 
     def blast(s):
         start.wait()
-        left = nbytes
-        while left > 0:
-            left -= s.send(payload[:min(left, len(payload))])
+        if seconds:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                s.send(payload)
+        else:
+            left = nbytes
+            while left > 0:
+                left -= s.send(payload[:min(left, len(payload))])
         s.close()
     threads = [threading.Thread(target=blast, args=(s,)) for s in socks]
     t0 = time.monotonic()
@@ -75,10 +84,13 @@ def main(argv=None) -> int:
     ap.add_argument("--flows", type=int, default=8)
     ap.add_argument("--bytes", default="1m")
     ap.add_argument("--sport", type=int, default=41000)
+    ap.add_argument("--seconds", type=float, default=0.0, help="send for this long instead of --bytes")
+    ap.add_argument("--tos", type=int, default=0, help="IP TOS byte (DSCP << 2)")
     ap.add_argument("--timeout", type=float, default=60)
     a = ap.parse_args(argv)
     res = recv(a.port, a.flows, a.timeout) if a.mode == "recv" else send(a.dst, a.port, a.flows,
-                                                                           parse_size(a.bytes), a.sport)
+                                                                           parse_size(a.bytes), a.sport,
+                                                                           a.seconds, a.tos)
     print(json.dumps(res))
     return 0
 

@@ -107,3 +107,77 @@ def test_l4_hash_spreads_elephants_better_than_l3_and_planned_paths_balance_them
     assert l3 > 10 and l4 < l3, (l3, l4)   # one address pair: L3 puts every flow on one path
     assert planned <= 1.05, planned
     assert not lab.handle("gw-a").get_rules(priority=ecmp.RULE_PRIORITY)  # nothing left behind
+
+
+THREE_HOSTS = {"name": "slices", "sites": [
+    {"name": "aidc-a", "kind": "aidc", "subnet": "10.1.0.0/24", "hosts": ["a1", "a2", "a3"],
+     "switches": [{"name": "gw-a", "role": "gateway"}], "access": {"switch": "gw-a"}},
+    {"name": "aidc-b", "kind": "aidc", "subnet": "10.2.0.0/24", "hosts": ["b1"],
+     "switches": [{"name": "gw-b", "role": "gateway"}], "access": {"switch": "gw-b"}}],
+    "links": [{"name": "wan", "a": "gw-a", "b": "gw-b", "rate": "100mbit"}]}
+
+
+def flows_at_once(lab, senders: list[tuple[str, list[str]]], port: int) -> dict[str, float]:
+    """Start every sender (host, extra args) at once towards b1; returns each host's goodput (bit/s)."""
+    import json
+    total = sum(int(args[args.index("--flows") + 1]) for _, args in senders)
+    rx = sh.popen([sys.executable, "-m", "harness.policy.elephants", "recv", "--port", str(port), "--flows",
+                   str(total)], netns=lab.ns("b1"), stdout=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    procs = {h: sh.popen([sys.executable, "-m", "harness.policy.elephants", "send", "--dst",
+                          str(lab.topology.nodes["b1"].address), "--port", str(port), *args],
+                         netns=lab.ns(h), stdout=subprocess.PIPE, text=True) for h, args in senders}
+    for p in procs.values():
+        p.communicate(timeout=120)
+    out, _ = rx.communicate(timeout=120)
+    flows = json.loads(out)["flows"]
+    rates: dict[str, float] = {}
+    for h, args in senders:
+        base, n = int(args[args.index("--sport") + 1]), int(args[args.index("--flows") + 1])
+        mine = [flows[str(base + i)] for i in range(n)]
+        rates[h] = sum(f["bytes"] for f in mine) * 8 / max(f["fct_s"] for f in mine)
+    return rates
+
+
+def test_a_tenant_slice_keeps_its_guaranteed_rate_while_another_floods(lab_factory):
+    from harness.policy.model import PolicySpec, Slice
+    lab = lab_factory(THREE_HOSTS)
+    train = ["--flows", "1", "--seconds", "4", "--sport", "42000", "--tos", str(26 << 2)]
+    flood = ["--flows", "6", "--seconds", "4", "--sport", "43000"]
+    without = flows_at_once(lab, [("a1", train), ("a2", flood)], 5301)
+    applier = PolicyApplier(lab)
+    applier.apply(PolicySpec(name="tenants", links=["wan"], slices=[
+        Slice(name="train", dscp=26, guaranteed=60e6, ceiling=100e6),
+        Slice(name="bulk", source="a2", guaranteed=20e6)]))
+    try:
+        sliced = flows_at_once(lab, [("a1", train), ("a2", flood)], 5302)
+    finally:
+        applier.apply(None)
+    # one flow against six: without slices it gets about a seventh of the link
+    assert without["a1"] < 40e6, without
+    assert sliced["a1"] >= 0.85 * 60e6, sliced
+    assert sliced["a2"] >= 0.85 * 20e6, sliced
+
+
+def qdisc_drops(lab, node: str, ifname: str) -> int:
+    h = lab.handle(node)
+    idx = h.link_lookup(ifname=ifname)[0]
+    return sum((q.get_attr("TCA_STATS2") or {}).get("TCA_STATS_QUEUE", {}).get("drops", 0)
+               if hasattr(q.get_attr("TCA_STATS2") or {}, "get") else 0 for q in h.get_qdiscs(idx))
+
+
+def test_deep_buffer_removes_the_tail_drops_of_a_shallow_one_under_incast(lab_factory):
+    from harness.policy.model import FlowControl, PolicySpec
+    lab = lab_factory(THREE_HOSTS)
+    end = lab.plan.ends("wan")[0]  # gw-a's side: the incast towards b1 queues here
+    applier = PolicyApplier(lab)
+    drops = {}
+    for i, kind in enumerate(("tail-drop", "deep-buffer")):
+        applier.apply(PolicySpec(name=kind, links=["wan"], flow_control=FlowControl(kind=kind)))
+        before = qdisc_drops(lab, "gw-a", end.ifname)
+        burst = ["--flows", "4", "--bytes", "96k"]
+        flows_at_once(lab, [(h, burst + ["--sport", str(44000 + 100 * j)]) for j, h in
+                            enumerate(("a1", "a2", "a3"))], 5400 + i)
+        drops[kind] = qdisc_drops(lab, "gw-a", end.ifname) - before
+    applier.apply(None)
+    assert drops["tail-drop"] > 0 and drops["deep-buffer"] == 0, drops
