@@ -160,10 +160,10 @@ def test_a_tenant_slice_keeps_its_guaranteed_rate_while_another_floods(lab_facto
 
 
 def qdisc_drops(lab, node: str, ifname: str) -> int:
+    """Packets the qdiscs of an interface dropped (TCA_STATS of each, summed)."""
     h = lab.handle(node)
     idx = h.link_lookup(ifname=ifname)[0]
-    return sum((q.get_attr("TCA_STATS2") or {}).get("TCA_STATS_QUEUE", {}).get("drops", 0)
-               if hasattr(q.get_attr("TCA_STATS2") or {}, "get") else 0 for q in h.get_qdiscs(idx))
+    return sum(q.get_attr("TCA_STATS")["drop"] for q in h.get_qdiscs(idx) if q.get_attr("TCA_STATS") is not None)
 
 
 def test_deep_buffer_removes_the_tail_drops_of_a_shallow_one_under_incast(lab_factory):
