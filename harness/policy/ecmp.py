@@ -57,7 +57,7 @@ def install_planned(lab, switch: str, flows, assignment: dict[tuple, str]) -> In
     """Pin every flow to its planned link on `switch`: a table per link, a rule per 5-tuple."""
     from socket import AF_INET, AF_INET6
 
-    from pyroute2.netlink.rtnl import RTNH_F_ONLINK
+    from harness.lab.netns import RTNH_F_ONLINK
     h = lab.handle(switch)
     out = Installed(switch)
     tables: dict[tuple[str, str], int] = {}

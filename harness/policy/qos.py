@@ -1,7 +1,8 @@
 """Flow control and tenant slices on a link's egress (both ends), composed with its impairment.
 
 - tail-drop / deep-buffer: the link's rate stage (TBF) gets a byte limit: shallow (32 KiB unless
-  given) or at least 1.5 x the link's bandwidth-delay product (an emulated lossless link);
+  given) or at least 1.5 x the link's bandwidth-delay product and 4 MiB (an emulated lossless
+  link: deep-buffer switches hold an incast burst whatever the distance);
 - slices: the rate stage becomes HTB: one class per tenant (guaranteed rate, ceiling), keyed by
   DSCP or source address with u32 filters, unclassified traffic in a default class that may borrow
   what the tenants leave.
@@ -14,11 +15,13 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 
+from harness import sh
 from harness.errors import LabError
 from netem.profile import Impairment
 
 ETH_P_IP = 0x0800
 SHALLOW = 32 * 1024
+DEEP_FLOOR = 4 << 20  # a deep-buffer switch holds a whole incast even where the BDP is tiny
 DEFAULT_CLASS = 0x99
 
 
@@ -28,7 +31,7 @@ def buffer_bytes(fc, imp: Impairment) -> int:
         return fc.buffer or SHALLOW
     rate = imp.rate_bps or 1e9
     rtt = 2 * (imp.delay_s or 0.0) + 0.001  # + 1 ms: the lab's own hops
-    return max(fc.buffer or 0, int(1.5 * rate / 8 * rtt), 256 * 1024)
+    return max(fc.buffer or 0, int(1.5 * rate / 8 * rtt), DEEP_FLOOR)
 
 
 def with_flow_control(imp: Impairment, fc) -> Impairment:
@@ -78,7 +81,9 @@ def install_slices(shaper, ifname: str, imp: Impairment, slices, addresses: dict
         cid = (major << 16) | minor
         ipr.tc("add-class", "htb", idx, cid, parent=top, rate=int(rate / 8), ceil=int(ceil / 8), burst=burst,
                cburst=burst)
-        ipr.tc("add", "bfifo", idx, (0x100 + minor) << 16, parent=cid, limit=limit)
+        # pyroute2 0.9 drops `parent` for fifo qdiscs (it would land on the root): tc places it
+        sh.tc(["qdisc", "add", "dev", ifname, "parent", f"{major:x}:{minor:x}", "handle", f"{0x100 + minor:x}:",
+               "bfifo", "limit", str(limit)], netns=shaper.ns)
     for i, s in enumerate(slices):
         ipr.tc("add-filter", "u32", idx, parent=handle, prio=10 + i, protocol=ETH_P_IP,
                target=(major << 16) | (0x10 + i), keys=u32_keys(s, addresses))
