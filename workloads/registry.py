@@ -44,7 +44,7 @@ def _all() -> dict[str, type[Workload]]:
 WORKLOADS: dict[str, type[Workload]] = _all()
 
 
-RUNNER_METRICS = ("wan_bytes",)  # measured by the runner around each repetition
+RUNNER_METRICS = ("wan_bytes", "wan_drops", "path_imbalance")  # measured by the runner around each repetition
 
 
 def workload_metrics(kinds: list[str]) -> tuple[str, ...]:

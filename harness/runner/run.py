@@ -16,7 +16,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.errors import LabError
 from harness.lab.netns import NetnsLab
+from harness.policy.apply import PolicyApplier
 from harness.runner.agents import LocalAgents, RankFailed, RayCluster
 from harness.runner.results import ResultStore, run_metadata
 from harness.scenario.points import Point, baselines, grid, point_impairment
@@ -122,14 +124,31 @@ def run_scenario(scn, run_dir: str | Path, *, resume: bool = False, ray_address:
     bases = {lk.name: lk.impairment(scn.topology.group_index) for lk in scn.topology.links}
     lab.up()
 
-    def wan_counter() -> int:
-        """Bytes sent into the swept links, both directions (interface counters at their ends)."""
+    def wan_counter() -> dict[str, tuple[int, int]]:
+        """Per swept link: bytes sent into it (both directions) and packets its qdiscs dropped."""
         from harness.rdma.counters import if_counters
-        total = 0
+        out = {}
         for link in links:
+            sent = dropped = 0
             for end in lab.plan.ends(link):
-                total += if_counters(lab.handle(end.node), end.ifname)["tx_bytes"]
-        return total
+                h = lab.handle(end.node)
+                sent += if_counters(h, end.ifname)["tx_bytes"]
+                idx = h.link_lookup(ifname=end.ifname)[0]
+                dropped += sum(q.get_attr("TCA_STATS")["drop"] for q in h.get_qdiscs(idx)
+                               if q.get_attr("TCA_STATS") is not None)
+            out[link] = (sent, dropped)
+        return out
+
+    def wan_metrics(before: dict, after: dict) -> dict:
+        sent = {lk: after[lk][0] - before[lk][0] for lk in links}
+        m = {"wan_bytes": sum(sent.values()), "wan_drops": sum(after[lk][1] - before[lk][1] for lk in links)}
+        if len(links) > 1:  # parallel paths: how evenly the traffic spread (max / min bytes)
+            from harness.policy.planner import imbalance
+            m["path_imbalance"] = imbalance(sent)
+        return m
+
+    policies = {p.name: p for p in scn.spec.policies}
+    applier = PolicyApplier(lab)
     try:
         # Ray places and supervises the ranks on the host kernel and on clusters; in the guest
         # (TCG) Ray does not start, so the runner drives the same rank agents itself
@@ -151,10 +170,20 @@ def run_scenario(scn, run_dir: str | Path, *, resume: bool = False, ray_address:
                 for point in todo:
                     progress(description=f"{wname}: {point.label()}")
                     for link in links:
-                        lab.impair(link, point_impairment(point, bases[link], scn.spec.sweep,
-                                                          scn.topology.group_index))
+                        imp = point_impairment(point, bases[link], scn.spec.sweep, scn.topology.group_index)
+                        lab.impair(link, imp)
+                        applier.base[link] = imp  # a policy on this link composes with the point's impairment
                     base_row = {"workload": wname, "kind": wspec.kind, "point_key": point.key, "label": point.label(),
                                 **point.fields(), "links": ",".join(links), **meta}
+                    try:
+                        # the point's policy replaces the previous one (the baseline runs without any)
+                        applier.apply(None if point.baseline or point.policy == "none" else policies[point.policy])
+                    except (LabError, ValueError) as exc:
+                        store.append(base_row | {"repetition": -1, "status": "failed",
+                                                 "error": f"policy {point.policy}: {exc}", "measured_at": time.time()})
+                        measured += 1
+                        progress(advance=scn.spec.repetitions)
+                        continue
                     try:
                         if not started:
                             group.start()
@@ -175,7 +204,7 @@ def run_scenario(scn, run_dir: str | Path, *, resume: bool = False, ray_address:
                             before = wan_counter()
                             metrics = group.measure(warm)
                             if not warm:  # one repetition's own steps, warm-ups excluded
-                                metrics["wan_bytes"] = wan_counter() - before
+                                metrics |= wan_metrics(before, wan_counter())
                             store.append(base_row | {"repetition": rep, "status": "ok", "error": None,
                                                      "measured_at": time.time(), **metrics})
                             measured += 1
@@ -192,7 +221,7 @@ def run_scenario(scn, run_dir: str | Path, *, resume: bool = False, ray_address:
     finally:
         if cluster is not None:
             cluster.close()
-        lab.down()
+        lab.down()  # policies go with the namespaces
     ray_start = cluster.start_s if cluster is not None else 0.0
     metrics = workload_metrics([w.kind for w in workloads])
     verdict = evaluate(summarize(store.rows(), metrics), scn.criteria)

@@ -181,3 +181,37 @@ def test_deep_buffer_removes_the_tail_drops_of_a_shallow_one_under_incast(lab_fa
         drops[kind] = qdisc_drops(lab, "gw-a", end.ifname) - before
     applier.apply(None)
     assert drops["tail-drop"] > 0 and drops["deep-buffer"] == 0, drops
+
+
+def test_switching_policies_leaves_nothing_stale(lab_factory):
+    """Slices + allow-list + planned paths, then a deep buffer, then none: after each switch only
+    what the policy in force needs is there (qdiscs, classes, rules, tables, nft)."""
+    from harness.policy import ecmp
+    from harness.policy.model import FlowControl, LoadBalancing, PolicySpec, Slice
+    from harness.policy.planner import Flow
+    lab = lab_factory(TWO_PATHS)
+    a1, b1 = str(lab.topology.nodes["a1"].address), str(lab.topology.nodes["b1"].address)
+    flows = [Flow(a1, b1, 45000 + i, 5500, 6, 1 << 20) for i in range(4)]
+    busy = PolicySpec(name="busy", links=["wan-1", "wan-2"], switches=["gw-a"],
+                      slices=[Slice(name="t", dscp=26, guaranteed=50e6)],
+                      load_balancing=LoadBalancing(kind="planned"),
+                      allow=[Allow(a="a1", b="b1")])
+    applier = PolicyApplier(lab)
+
+    def state():
+        h = lab.handle("gw-a")
+        idx = h.link_lookup(ifname=lab.plan.ends("wan-1")[0].ifname)[0]
+        return {"qdiscs": sorted(q.get_attr("TCA_KIND") for q in h.get_qdiscs(idx)),
+                "classes": len(h.get_classes(idx)),
+                "rules": len([r for r in h.get_rules() if r.get_attr("FRA_PRIORITY") and
+                              ecmp.RULE_PRIORITY <= r.get_attr("FRA_PRIORITY") < ecmp.RULE_PRIORITY + 1000]),
+                "nft": "metrolab_acl" in in_ns(lab, "b1", "nft", "list", "tables").stdout}
+    plain = state()
+    applier.apply(busy, flows=flows)
+    s = state()
+    assert "htb" in s["qdiscs"] and s["classes"] >= 3 and s["rules"] == 4 and s["nft"], s
+    applier.apply(PolicySpec(name="deep", links=["wan-1"], flow_control=FlowControl(kind="deep-buffer")))
+    s = state()
+    assert s == plain, (s, plain)  # the deep buffer changes a TBF limit only: the same tree as without a policy
+    applier.apply(None)
+    assert state() == plain
