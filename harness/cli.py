@@ -615,6 +615,10 @@ def cmd_run(args) -> int:
     if any(d > 0 for d in scn.spec.sweep.distance_km) or any(x > 0 for x in scn.spec.sweep.loss) \
             or any(j > 0 for j in scn.spec.sweep.jitter):
         needed.setdefault("netem", "the sweep's distances, loss or jitter")
+    from harness.policy.apply import marks_ecn
+    ecn = [p.name for p in scn.spec.policies if marks_ecn(p) and p.name in scn.spec.sweep.policy]
+    if ecn:
+        needed["red"] = f"ECN marking (RED) in policy {', '.join(ecn)}"
     backend, why = choose(args.backend, needed)
     if backend == "vm":
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -36,15 +36,16 @@ class Collective(Workload):
 
 def _all() -> dict[str, type[Workload]]:
     from workloads.disaggregated import Disaggregated
+    from workloads.elephants import ElephantFlows
     from workloads.pd_inference import PDInference
     from workloads.training_step import TrainingStep
-    return {w.kind: w for w in (Collective, TrainingStep, Disaggregated, PDInference)}
+    return {w.kind: w for w in (Collective, TrainingStep, Disaggregated, PDInference, ElephantFlows)}
 
 
 WORKLOADS: dict[str, type[Workload]] = _all()
 
 
-RUNNER_METRICS = ("wan_bytes", "wan_drops", "path_imbalance")  # measured by the runner around each repetition
+RUNNER_METRICS = ("wan_bytes", "wan_drops", "wan_loss", "ecn_marks", "path_imbalance")  # measured by the runner around each repetition
 
 
 def workload_metrics(kinds: list[str]) -> tuple[str, ...]:
@@ -114,4 +115,7 @@ def rank_workload(kind: str):
     if kind == "pd-inference":
         from workloads.pd_inference import PDInferenceRank
         return PDInferenceRank
+    if kind == "elephant-flows":
+        from workloads.elephants import ElephantRank
+        return ElephantRank
     raise KeyError(kind)

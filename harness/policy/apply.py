@@ -7,7 +7,19 @@ in, so switching policies between sweep points leaves nothing stale.
 from __future__ import annotations
 
 from harness import capabilities, sh
+from harness.errors import LabError
 from harness.policy import acl, ecmp, qos
+
+
+def needs_flows(policy) -> bool:
+    """Planned paths and per-flow queues act on the workload's learned 5-tuples."""
+    return policy is not None and (
+        (policy.load_balancing is not None and policy.load_balancing.kind == "planned")
+        or (policy.flow_control is not None and policy.flow_control.kind == "per-flow"))
+
+
+def marks_ecn(policy) -> bool:
+    return policy is not None and policy.flow_control is not None and policy.flow_control.kind == "ecn"
 
 
 class PolicyApplier:
@@ -37,13 +49,19 @@ class PolicyApplier:
                 if policy.flow_control is None and not policy.slices:
                     continue
                 self._links.append(link)
-                imp = qos.with_flow_control(self.base.get(link) or self._own(link), policy.flow_control)
+                fc = policy.flow_control
+                imp = qos.with_flow_control(self.base.get(link) or self._own(link), fc)
                 self.lab.impair(link, imp, caps=caps)
-                if policy.slices:
-                    hosts = {h.name: str(h.address) for h in self.lab.topology.hosts()}
-                    for end in self.lab.plan.ends(link):
-                        qos.install_slices(self.lab.shaper(end.node, caps), end.ifname, imp, policy.slices, hosts,
-                                           netem=caps.has("netem"))
+                hosts = {h.name: str(h.address) for h in self.lab.topology.hosts()}
+                for end in self.lab.plan.ends(link):
+                    shaper = self.lab.shaper(end.node, caps)
+                    if policy.slices:
+                        qos.install_slices(shaper, end.ifname, imp, policy.slices, hosts, netem=caps.has("netem"))
+                    elif fc is not None and fc.kind == "per-flow":
+                        heavy = sorted(flows or [], key=lambda f: (-f.bytes, f.key))[:fc.flows]
+                        qos.install_per_flow(shaper, end.ifname, imp, heavy, netem=caps.has("netem"))
+                    elif fc is not None and fc.kind == "ecn":
+                        qos.install_ecn(shaper, end.ifname, imp, fc, netem=caps.has("netem"))
             lb = policy.load_balancing
             if lb is not None:
                 self._hash_switches = list(policy.switches)
@@ -70,11 +88,23 @@ class PolicyApplier:
         if not flows:
             raise ValueError("planned paths need the workload's flows (none were learned)")
         for s in switches:
-            mine = [f for f in flows if len(ecmp.parallel_links(self.lab, s, f.dst)) > 1]
-            if not mine:
+            # the flows this switch forwards over parallel links, grouped by the links they may take
+            by_paths: dict[tuple, list] = {}
+            for f in flows:
+                try:
+                    paths = tuple(sorted(ecmp.parallel_links(self.lab, s, f.dst)))
+                except LabError:
+                    continue  # delivered locally (a connected subnet): nothing to choose
+                if len(paths) > 1:
+                    by_paths.setdefault(paths, []).append(f)
+            if not by_paths:
                 continue
-            paths = sorted(ecmp.parallel_links(self.lab, s, mine[0].dst))
-            self._planned.append(ecmp.install_planned(self.lab, s, mine, plan(mine, paths)))
+            assignment: dict[tuple, str] = {}
+            for paths, mine in by_paths.items():
+                assignment |= plan(mine, list(paths))
+            # one installation per switch: its tables and rule priorities are numbered together
+            self._planned.append(ecmp.install_planned(self.lab, s, [f for m in by_paths.values() for f in m],
+                                                      assignment))
 
     def clear(self) -> None:
         for h in self._acl_hosts:

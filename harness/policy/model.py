@@ -61,10 +61,9 @@ class FlowControl(_Strict):
 
 class LoadBalancing(_Strict):
     """ecmp-l3 / ecmp-l4: the kernel's multipath hash over addresses or the 5-tuple; planned: a
-    controller pins each learned flow to a path (policy routes, or SRv6 with encap: srv6)."""
+    controller learns the workload's flows and pins each to a path with a per-flow policy route."""
 
     kind: Literal["ecmp-l3", "ecmp-l4", "planned"]
-    encap: Literal["route", "srv6"] = "route"
 
 
 class Slice(_Strict):
@@ -122,6 +121,9 @@ class PolicySpec(_Strict):
         names = [s.name for s in self.slices]
         if len(set(names)) != len(names):
             raise ValueError(f"policy {self.name}: slice names repeat")
+        if self.slices and self.flow_control is not None and self.flow_control.kind in ("per-flow", "ecn"):
+            raise ValueError(f"policy {self.name}: slices and {self.flow_control.kind} both replace the link's "
+                             "queue; put them in separate policies")
         if self.name == "none":
             raise ValueError("'none' is the absence of a policy; name yours otherwise")
         return self

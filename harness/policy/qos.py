@@ -3,9 +3,14 @@
 - tail-drop / deep-buffer: the link's rate stage (TBF) gets a byte limit: shallow (32 KiB unless
   given) or at least 1.5 x the link's bandwidth-delay product and 4 MiB (an emulated lossless
   link: deep-buffer switches hold an incast burst whatever the distance);
+- ecn: RED with ECN under the rate stage: once the average queue holds more than
+  `ecn_threshold` of the link's rate, packets of ECN-capable flows are marked CE instead of
+  dropped (dropped only past RED's hard limit);
 - slices: the rate stage becomes HTB: one class per tenant (guaranteed rate, ceiling), keyed by
   DSCP or source address with u32 filters, unclassified traffic in a default class that may borrow
-  what the tenants leave.
+  what the tenants leave;
+- per-flow: the same HTB with one class per learned 5-tuple (equal shares, each may borrow the
+  whole link) and its own queue, so one flow's backlog does not delay or drop another's.
 
 Under netem the rate stage is netem's child (handle 10:), on a host kernel the root (1:).
 """
@@ -50,13 +55,39 @@ def u32_keys(sl, addresses: dict[str, str]) -> list[str]:
     return [f"0x{int(net.network_address):08x}/0x{int(net.netmask):08x}+12"]
 
 
+def flow_keys(f) -> list[str]:
+    """u32 keys of a 5-tuple (IPv4 without options: the ports are the word at offset 20)."""
+    if ipaddress.ip_address(f.src).version != 4:
+        raise LabError(f"per-flow queues match IPv4 5-tuples here ({f.src})")
+    return [f"0x{f.proto << 16:08x}/0x00ff0000+8",
+            f"0x{int(ipaddress.ip_address(f.src)):08x}/0xffffffff+12",
+            f"0x{int(ipaddress.ip_address(f.dst)):08x}/0xffffffff+16",
+            f"0x{(f.sport << 16) | f.dport:08x}/0xffffffff+20"]
+
+
 def install_slices(shaper, ifname: str, imp: Impairment, slices, addresses: dict[str, str], netem: bool) -> None:
     """Replace the rate stage of `ifname` (already shaped with `imp`) by HTB with one class per slice."""
+    install_classes(shaper, ifname, imp, [(s.guaranteed, s.ceiling, u32_keys(s, addresses)) for s in slices], netem)
+
+
+def install_per_flow(shaper, ifname: str, imp: Impairment, flows, netem: bool) -> None:
+    """One HTB class and queue per flow: equal guaranteed shares, each may take the whole link."""
+    if not flows:
+        raise LabError("per-flow queues need the workload's flows (none were learned)")
+    if not imp.rate_bps:
+        raise LabError(f"{ifname}: per-flow queues divide a link's rate; give the link a rate")
+    share = imp.rate_bps * 0.99 / len(flows)
+    install_classes(shaper, ifname, imp, [(share, None, flow_keys(f)) for f in flows], netem)
+
+
+def install_classes(shaper, ifname: str, imp: Impairment, classes: list[tuple], netem: bool) -> None:
+    """HTB as the rate stage: (guaranteed bit/s, ceiling bit/s or None, u32 keys) per class, in
+    filter order, plus a default class for the rest."""
     ipr = shaper.ipr
     idx = shaper._index(ifname)
     link_rate = imp.rate_bps
     if not link_rate:
-        raise LabError(f"{ifname}: slices divide a link's rate; give the link a rate")
+        raise LabError(f"{ifname}: HTB classes divide a link's rate; give the link a rate")
     if netem:
         parent, handle = 0x10001, 0x100000          # netem 1: -> its class 1:1 -> our HTB 10:
         try:
@@ -73,18 +104,56 @@ def install_slices(shaper, ifname: str, imp: Impairment, slices, addresses: dict
     burst = max(1600, int(link_rate / 8 * 0.002))
     ipr.tc("add-class", "htb", idx, top, parent=handle, rate=int(link_rate / 8), ceil=int(link_rate / 8),
            burst=burst, cburst=burst)
-    spare = max(link_rate - sum(s.guaranteed for s in slices), link_rate * 0.01)
-    classes = [(0x10 + i, s.guaranteed, s.ceiling or link_rate) for i, s in enumerate(slices)]
-    classes.append((DEFAULT_CLASS, spare, link_rate))
+    spare = max(link_rate - sum(c[0] for c in classes), link_rate * 0.01)
+    leaves = [(0x10 + i, rate, ceil or link_rate) for i, (rate, ceil, _) in enumerate(classes)]
+    leaves.append((DEFAULT_CLASS, spare, link_rate))
     limit = imp.queue_bytes or int(link_rate / 8 * 0.05)
-    for minor, rate, ceil in classes:
+    for minor, rate, ceil in leaves:
         cid = (major << 16) | minor
         ipr.tc("add-class", "htb", idx, cid, parent=top, rate=int(rate / 8), ceil=int(ceil / 8), burst=burst,
                cburst=burst)
         # pyroute2 0.9 drops `parent` for fifo qdiscs (it would land on the root): tc places it
         sh.tc(["qdisc", "add", "dev", ifname, "parent", f"{major:x}:{minor:x}", "handle", f"{0x100 + minor:x}:",
                "bfifo", "limit", str(limit)], netns=shaper.ns)
-    for i, s in enumerate(slices):
+    for i, (_, _, keys) in enumerate(classes):
         ipr.tc("add-filter", "u32", idx, parent=handle, prio=10 + i, protocol=ETH_P_IP,
-               target=(major << 16) | (0x10 + i), keys=u32_keys(s, addresses))
+               target=(major << 16) | (0x10 + i), keys=keys)
 
+
+def install_ecn(shaper, ifname: str, imp: Impairment, fc, netem: bool) -> dict:
+    """RED with ECN as the rate stage's queue (TBF 10: under netem, 1: on a host kernel): marks
+    from `ecn_threshold` seconds of queue (min), certainly at three times that (max, probability 1)."""
+    rate = imp.rate_bps
+    if not rate:
+        raise LabError(f"{ifname}: ECN marks a rate stage's queue; give the link a rate")
+    parent = "10:1" if netem else "1:1"
+    kinds = {q.get_attr("TCA_KIND") for q in shaper.ipr.get_qdiscs(shaper._index(ifname))}
+    if "tbf" not in kinds:
+        raise LabError(f"{ifname}: no TBF rate stage to put RED under (qdiscs: {', '.join(sorted(kinds))})")
+    lo = max(3000, int(rate / 8 * fc.ecn_threshold))
+    hi = 3 * lo
+    limit = max(fc.buffer or 0, 4 * hi, DEEP_FLOOR // 4)
+    burst = max(2, (2 * lo + hi) // (3 * 1000))
+    sh.tc(["qdisc", "add", "dev", ifname, "parent", parent, "handle", "20:", "red", "limit", str(limit),
+           "min", str(lo), "max", str(hi), "avpkt", "1000", "burst", str(burst), "bandwidth", f"{int(rate)}bit",
+           "probability", "1", "ecn"], netns=shaper.ns)
+    return {"min": lo, "max": hi, "limit": limit}
+
+
+TC_H_ROOT = 0xFFFFFFFF
+
+
+def root_drops(ipr, ifname: str) -> int:
+    """Packets the interface's qdisc tree dropped: the root's count (a classful qdisc counts
+    its children's drops too, so summing every qdisc would count them twice)."""
+    idx = ipr.link_lookup(ifname=ifname)[0]
+    return sum(q.get_attr("TCA_STATS")["drop"] for q in ipr.get_qdiscs(idx)
+               if q["parent"] == TC_H_ROOT and q.get_attr("TCA_STATS") is not None)
+
+
+def ecn_marks(ns: str, ifname: str) -> int:
+    """Packets marked CE by the interface's qdiscs (`tc -s -j`: RED's `marked`, fq_codel's
+    `ce_mark`; pyroute2 does not decode their extended stats)."""
+    import json
+    qs = json.loads(sh.tc(["-s", "-j", "qdisc", "show", "dev", ifname], netns=ns).stdout or "[]")
+    return sum(int(q.get("marked", 0)) + int(q.get("ce_mark", 0)) for q in qs)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from harness.errors import LabError
 from harness.lab.netns import NetnsLab
-from harness.policy.apply import PolicyApplier
+from harness.policy.apply import PolicyApplier, needs_flows
 from harness.runner.agents import LocalAgents, RankFailed, RayCluster
 from harness.runner.results import ResultStore, run_metadata
 from harness.scenario.points import Point, baselines, grid, point_impairment
@@ -96,6 +96,15 @@ class RankGroup:
         replies = self._call_all({"cmd": "measure", "warmups": warmups}, self.scn.spec.timeout_s)
         return replies[0]["metrics"]
 
+    def learn_flows(self, warmups: int) -> list:
+        """A pass of the workload (its result discarded), then the flows it made between its
+        hosts, as a controller would learn them: 5-tuples and bytes."""
+        from harness.policy.flows import learn
+        before = learn(self.lab, self.hosts)
+        self.measure(warmups)
+        from harness.policy.flows import snapshot
+        return learn(self.lab, self.hosts, since=snapshot(before), min_bytes=1)
+
     def stop(self, kill: bool = False) -> None:
         for a in self.actors:
             self.cluster.stop_actor(a, kill)
@@ -124,24 +133,31 @@ def run_scenario(scn, run_dir: str | Path, *, resume: bool = False, ray_address:
     bases = {lk.name: lk.impairment(scn.topology.group_index) for lk in scn.topology.links}
     lab.up()
 
-    def wan_counter() -> dict[str, tuple[int, int]]:
-        """Per swept link: bytes sent into it (both directions) and packets its qdiscs dropped."""
+    def wan_counter() -> dict[str, tuple[int, int, int, int]]:
+        """Per swept link (both directions): bytes sent, packets its queues dropped, packets they
+        marked CE (read only under an ECN policy: it takes a `tc` per interface), packets sent."""
+        from harness.policy.apply import marks_ecn
+        from harness.policy.qos import ecn_marks, root_drops
         from harness.rdma.counters import if_counters
         out = {}
+        ecn = marks_ecn(applier.current)
         for link in links:
-            sent = dropped = 0
+            sent = dropped = marked = packets = 0
             for end in lab.plan.ends(link):
                 h = lab.handle(end.node)
-                sent += if_counters(h, end.ifname)["tx_bytes"]
-                idx = h.link_lookup(ifname=end.ifname)[0]
-                dropped += sum(q.get_attr("TCA_STATS")["drop"] for q in h.get_qdiscs(idx)
-                               if q.get_attr("TCA_STATS") is not None)
-            out[link] = (sent, dropped)
+                c = if_counters(h, end.ifname)
+                sent, packets = sent + c["tx_bytes"], packets + c["tx_packets"]
+                dropped += root_drops(h, end.ifname)
+                marked += ecn_marks(lab.ns(end.node), end.ifname) if ecn else 0
+            out[link] = (sent, dropped, marked, packets)
         return out
 
     def wan_metrics(before: dict, after: dict) -> dict:
         sent = {lk: after[lk][0] - before[lk][0] for lk in links}
-        m = {"wan_bytes": sum(sent.values()), "wan_drops": sum(after[lk][1] - before[lk][1] for lk in links)}
+        drops, packets = (sum(after[lk][i] - before[lk][i] for lk in links) for i in (1, 3))
+        m = {"wan_bytes": sum(sent.values()), "wan_drops": drops,
+             "wan_loss": drops / (drops + packets) if drops + packets else 0.0,
+             "ecn_marks": sum(after[lk][2] - before[lk][2] for lk in links)}
         if len(links) > 1:  # parallel paths: how evenly the traffic spread (max / min bytes)
             from harness.policy.planner import imbalance
             m["path_imbalance"] = imbalance(sent)
@@ -175,20 +191,33 @@ def run_scenario(scn, run_dir: str | Path, *, resume: bool = False, ray_address:
                         applier.base[link] = imp  # a policy on this link composes with the point's impairment
                     base_row = {"workload": wname, "kind": wspec.kind, "point_key": point.key, "label": point.label(),
                                 **point.fields(), "links": ",".join(links), **meta}
-                    try:
-                        # the point's policy replaces the previous one (the baseline runs without any)
-                        applier.apply(None if point.baseline or point.policy == "none" else policies[point.policy])
-                    except (LabError, ValueError) as exc:
+                    # the point's policy replaces the previous one (the baseline runs without any);
+                    # one that acts on flows goes in after a pass of the workload it learns them from
+                    policy = None if point.baseline or point.policy == "none" else policies[point.policy]
+                    learn = needs_flows(policy)
+
+                    def policy_failed(exc: Exception) -> None:
+                        nonlocal measured
                         store.append(base_row | {"repetition": -1, "status": "failed",
                                                  "error": f"policy {point.policy}: {exc}", "measured_at": time.time()})
                         measured += 1
                         progress(advance=scn.spec.repetitions)
+                    try:
+                        applier.apply(None if learn else policy)
+                    except (LabError, ValueError) as exc:
+                        policy_failed(exc)
                         continue
                     try:
                         if not started:
                             group.start()
                             started = fresh = True
                         group.setup(point)
+                        if learn:
+                            try:
+                                applier.apply(policy, flows=group.learn_flows(max(1, scn.spec.warmups)))
+                            except (LabError, ValueError) as exc:
+                                policy_failed(exc)
+                                continue
                         for rep in range(scn.spec.repetitions):
                             if (wname, point.key, rep) in done:
                                 progress(advance=1)
