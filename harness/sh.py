@@ -1,5 +1,5 @@
 """The one place metrolab runs external programs: nft, tc (only for netem features pyroute2
-cannot encode), rdma, qemu. Everything else goes through libraries."""
+cannot encode), rdma, qemu, ansible-playbook. Everything else goes through libraries."""
 
 from __future__ import annotations
 
@@ -67,3 +67,26 @@ def nft_json(command: str, netns: str | None = None) -> Result:
 
 def tc(args: list[str], netns: str | None = None, check: bool = True) -> Result:
     return run(["tc", *args], netns=netns, check=check)
+
+
+def ansible_playbook(playbook: Path, inventory: str, extra_vars: dict, *, check: bool, limit: str | None = None,
+                     timeout: float = 1800) -> Result:
+    """Run a playbook with ansible's JSON callback (one JSON document on stdout); failures are the
+    caller's to read from the result (a failed host is not an exception here)."""
+    import json
+    import os
+    import sys
+    exe = Path(sys.executable).parent / "ansible-playbook"  # the venv's, found without PATH
+    exe = str(exe) if exe.exists() else which("ansible-playbook")
+    if exe is None:
+        raise CapabilityError("ansible-playbook is not installed (run the README's install command)")
+    args = [exe, str(playbook), "-i", inventory, "-e", json.dumps(extra_vars)]
+    if check:
+        args += ["--check", "--diff"]
+    if limit:
+        args += ["--limit", limit]
+    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="metrolab_json", ANSIBLE_NOCOLOR="1",
+               ANSIBLE_CALLBACK_PLUGINS=str(Path(playbook).parent / "callback_plugins"),
+               ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_RETRY_FILES_ENABLED="False", LC_ALL="C.UTF-8")
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
+    return Result(args, proc.returncode, proc.stdout, proc.stderr)
