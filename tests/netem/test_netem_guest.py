@@ -51,7 +51,7 @@ def test_delay_fidelity_within_3_percent(lab_factory):
     assert all(abs(float(e.rstrip("%")) / 100) <= 0.03 for e in windows[-1].values()), windows
 
 
-def test_netem_loss_within_binomial_99_interval(lab_factory):
+def test_netem_loss_within_binomial_99_9_interval(lab_factory):
     p, n = 0.03, 10000
     lab = lab_factory(two_hosts(loss=p))
     a, b = lab.plan.ends("h1-sw")
@@ -63,7 +63,8 @@ def test_netem_loss_within_binomial_99_interval(lab_factory):
     # so a slow receiver in the emulator cannot bias the figure
     dropped = after["drop"] - before["drop"]
     offered = after["packets"] - before["packets"] + dropped
-    lo, hi = binomial_interval(offered, p)
+    # 99.9 %: at 99 % a correct netem failed one run in a hundred by construction (it did, in CI)
+    lo, hi = binomial_interval(offered, p, z=3.2905)
     assert lo <= dropped <= hi, (dropped, offered, (lo, hi))
     assert sent - received >= dropped - 5  # and the receiver saw that loss
     assert received > 0.9 * n

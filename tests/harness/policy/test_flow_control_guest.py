@@ -1,0 +1,27 @@
+"""The flow-control scenario (--quick) in the guest kernel (netem for the 100 km, RED for ECN):
+a 3-to-1 incast across the WAN under each egress-queue policy, read from the queues' own
+counters (drops, CE marks) and the flows' completion times."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from harness.runner.run import run_scenario
+from harness.scenario.spec import load_scenario
+
+pytestmark = pytest.mark.guest
+
+
+def test_incast_under_shallow_deep_ecn_and_per_flow_queues(tmp_path):
+    scn = load_scenario("flow-control", quick=True)
+    out = run_scenario(scn, tmp_path / "run", backend="vm")
+    assert not out.verdict.failed_points, [(p.label, p.error) for p in out.verdict.failed_points]
+    rows = pd.read_parquet(tmp_path / "run" / "results.parquet")
+    rows = rows[rows["wan_drops"].notna() & ~rows["baseline"]]
+    drops = rows.groupby("policy")["wan_drops"].sum()
+    marks = rows.groupby("policy")["ecn_marks"].sum()
+    assert drops["tail-drop"] > 0, drops                     # the burst overflows a 32 KiB buffer
+    assert drops["deep-buffer"] == 0 and drops["per-flow"] == 0, drops
+    assert marks["ecn"] > 0 and drops["ecn"] < drops["tail-drop"], (marks, drops)  # marks instead of drops
+    assert (marks.drop("ecn") == 0).all(), marks             # nothing marks CE without the ECN policy
