@@ -68,7 +68,7 @@ class PolicyApplier:
                 if lb.kind in ("ecmp-l3", "ecmp-l4"):
                     ecmp.set_hash(self.lab, policy.switches, lb.kind[-2:])
                 else:
-                    self._install_planned(policy.switches, flows or [])
+                    self._install_planned(policy.switches, flows or [], lb.encap)
             if policy.allow is not None:
                 addrs = {h.name: self.addresses(h.name) for h in self.lab.topology.hosts()}
                 for h in acl.agent_hosts(policy.allow):
@@ -83,7 +83,7 @@ class PolicyApplier:
         lk = next(x for x in self.lab.topology.links if x.name == link)
         return lk.impairment(self.lab.topology.group_index)
 
-    def _install_planned(self, switches: list[str], flows) -> None:
+    def _install_planned(self, switches: list[str], flows, encap: str = "route") -> None:
         from harness.policy.planner import plan
         if not flows:
             raise ValueError("planned paths need the workload's flows (none were learned)")
@@ -104,7 +104,7 @@ class PolicyApplier:
                 assignment |= plan(mine, list(paths))
             # one installation per switch: its tables and rule priorities are numbered together
             self._planned.append(ecmp.install_planned(self.lab, s, [f for m in by_paths.values() for f in m],
-                                                      assignment))
+                                                      assignment, encap))
 
     def clear(self) -> None:
         for h in self._acl_hosts:

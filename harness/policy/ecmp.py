@@ -1,6 +1,8 @@
 """Load balancing on Linux switches: the kernel's ECMP hash over L3 (addresses) or L4 (5-tuple),
-and planned per-flow paths installed as policy routes (one `ip rule` per 5-tuple selecting a
-table whose route to the destination goes over the planned link).
+and planned per-flow paths: one `ip rule` per 5-tuple selecting a table whose route to the
+destination goes over the planned link, either as a plain next hop (`route`) or as SRv6
+encapsulation (`srv6`): the flow is carried in IPv6 to a segment ID that only the planned link
+leads to, and the switch at its far end decapsulates it (End.DX4) and forwards the inner packet.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from harness.lab.nsctx import write_sysctl
 
 TABLE_BASE = 1000     # per-link routing tables of planned paths
 RULE_PRIORITY = 1000  # planned rules sit before the main table (32766)
+SRV6_OVERHEAD = 40 + 8 + 16  # outer IPv6 header + a one-segment SRH
 
 
 def set_hash(lab, switches: list[str], fields: str, seed: int | None = 1) -> None:
@@ -35,6 +38,13 @@ class Installed:
     switch: str
     rules: list[dict] = field(default_factory=list)
     routes: list[dict] = field(default_factory=list)
+    remote: list[tuple[str, dict]] = field(default_factory=list)  # (node, route): SRv6 SIDs at far ends
+
+
+def sid(lab, switch: str, table: int) -> str:
+    """The segment ID a switch's planned table `table` sends to: unique per installing switch."""
+    index = sorted(lab.topology.nodes).index(switch) + 1
+    return f"fc00:{index:x}::{table:x}"
 
 
 def parallel_links(lab, switch: str, dst: str) -> dict[str, object]:
@@ -53,7 +63,7 @@ def parallel_links(lab, switch: str, dst: str) -> dict[str, object]:
     return {by_if[nh.ifname]: (best, nh) for nh in best.nexthops}
 
 
-def install_planned(lab, switch: str, flows, assignment: dict[tuple, str]) -> Installed:
+def install_planned(lab, switch: str, flows, assignment: dict[tuple, str], encap: str = "route") -> Installed:
     """Pin every flow to its planned link on `switch`: a table per link, a rule per 5-tuple."""
     from socket import AF_INET, AF_INET6
 
@@ -72,12 +82,15 @@ def install_planned(lab, switch: str, flows, assignment: dict[tuple, str]) -> In
             fam = AF_INET if route.family == 4 else AF_INET6
             if (link, route.dst) not in tables:
                 table = TABLE_BASE + len(tables)
-                kw = {"dst": route.dst, "table": table, "family": fam, "gateway": nh.gateway,
-                      "oif": h.link_lookup(ifname=nh.ifname)[0]}
-                if route.family == 4:
-                    kw["flags"] = RTNH_F_ONLINK
-                h.route("add", **kw)
-                out.routes.append(kw)
+                if encap == "srv6":
+                    _srv6_path(lab, out, switch, link, nh, route.dst, f.dst, table)
+                else:
+                    kw = {"dst": route.dst, "table": table, "family": fam, "gateway": nh.gateway,
+                          "oif": h.link_lookup(ifname=nh.ifname)[0]}
+                    if route.family == 4:
+                        kw["flags"] = RTNH_F_ONLINK
+                    h.route("add", **kw)
+                    out.routes.append(kw)
                 tables[(link, route.dst)] = table
             rule = {"table": tables[(link, route.dst)], "priority": RULE_PRIORITY + i, "family": fam,
                     "src": f.src, "dst": f.dst, "ip_proto": f.proto,
@@ -88,6 +101,34 @@ def install_planned(lab, switch: str, flows, assignment: dict[tuple, str]) -> In
         remove_planned(lab, out)
         raise
     return out
+
+
+def _srv6_path(lab, out: Installed, switch: str, link: str, nh, prefix: str, dst: str, table: int) -> None:
+    """Table `table` on `switch` encapsulates towards a SID routed only over `link`; the node at
+    the link's far end decapsulates (End.DX4) and routes the inner packet to `dst`."""
+    from socket import AF_INET, AF_INET6
+    end = next(e for e in lab.plan.ends(link) if e.node == switch)
+    mtu = next(x for x in lab.topology.links if x.name == link).props.mtu
+    if mtu < 1500 + SRV6_OVERHEAD:
+        raise LabError(f"SRv6 adds {SRV6_OVERHEAD} bytes to a packet: link {link} needs mtu >= "
+                       f"{1500 + SRV6_OVERHEAD} (it has {mtu}); set the link's mtu in the topology")
+    if ipaddress.ip_address(dst).version != 4:
+        raise LabError(f"SRv6 planned paths carry IPv4 flows here (End.DX4); {dst} is not IPv4")
+    h, far = lab.handle(switch), lab.handle(end.peer_node)
+    s = sid(lab, switch, table)
+    oif = h.link_lookup(ifname=end.ifname)[0]
+    # the SID is reachable over this link only
+    to_sid = {"dst": f"{s}/128", "family": AF_INET6, "gateway": end.peer_ll6, "oif": oif}
+    h.route("add", **to_sid)
+    out.routes.append(to_sid)
+    decap = {"dst": f"{s}/128", "family": AF_INET6, "oif": far.link_lookup(ifname=end.peer_ifname)[0],
+             "encap": {"type": "seg6local", "action": "End.DX4", "nh4": dst}}
+    far.route("add", **decap)
+    out.remote.append((end.peer_node, decap))
+    enc = {"dst": prefix, "family": AF_INET, "table": table, "oif": oif,
+           "encap": {"type": "seg6", "mode": "encap", "segs": s}}
+    h.route("add", **enc)
+    out.routes.append(enc)
 
 
 def remove_planned(lab, inst: Installed) -> None:
@@ -102,4 +143,9 @@ def remove_planned(lab, inst: Installed) -> None:
             h.route("del", **kw)
         except Exception:  # noqa: BLE001
             pass
-    inst.rules, inst.routes = [], []
+    for node, kw in reversed(inst.remote):
+        try:
+            lab.handle(node).route("del", **kw)
+        except Exception:  # noqa: BLE001
+            pass
+    inst.rules, inst.routes, inst.remote = [], [], []

@@ -61,9 +61,12 @@ class FlowControl(_Strict):
 
 class LoadBalancing(_Strict):
     """ecmp-l3 / ecmp-l4: the kernel's multipath hash over addresses or the 5-tuple; planned: a
-    controller learns the workload's flows and pins each to a path with a per-flow policy route."""
+    controller learns the workload's flows and pins each to a path with a per-flow policy route,
+    to the link's next hop (encap: route) or in SRv6 to a segment only that link leads to
+    (encap: srv6; the link's mtu must hold the 64 extra bytes)."""
 
     kind: Literal["ecmp-l3", "ecmp-l4", "planned"]
+    encap: Literal["route", "srv6"] = "route"
 
 
 class Slice(_Strict):

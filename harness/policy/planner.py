@@ -1,7 +1,7 @@
 """Planned per-flow paths (the white paper's network-level load balancing): a controller that
 knows a workload's flows assigns each to one of the parallel paths so that no path carries more
 than its share, instead of leaving it to a hash. Pure; the lab installs the result as
-per-flow policy routes (harness.policy.ecmp).
+per-flow policy routes or SRv6 encapsulation (harness.policy.ecmp).
 
 Also the figures a policy is judged by: the bytes per path and their imbalance (max / min).
 """
@@ -57,3 +57,27 @@ def imbalance(load: dict[str, int]) -> float:
     if hi == 0:
         return 1.0
     return float("inf") if lo == 0 else hi / lo
+
+
+def hash_efficiency(flows: int, paths: int) -> float:
+    """Expected flow transmission efficiency when a hash spreads `flows` equal, synchronized flows
+    uniformly at random over `paths` equal paths: a step ends when the most loaded path has
+    carried its flows, so one draw achieves (flows / paths) / max load. Exact (multinomial)."""
+    from math import factorial
+    if flows < 1 or paths < 1:
+        raise ValueError("flows and paths must be >= 1")
+    total = 0.0
+
+    def counts(left: int, slots: int):
+        if slots == 1:
+            yield (left,)
+            return
+        for c in range(left + 1):
+            for rest in counts(left - c, slots - 1):
+                yield (c, *rest)
+    for c in counts(flows, paths):
+        ways = factorial(flows)
+        for x in c:
+            ways //= factorial(x)
+        total += ways / paths ** flows * (flows / paths) / max(c)
+    return total

@@ -215,3 +215,53 @@ def test_switching_policies_leaves_nothing_stale(lab_factory):
     assert s == plain, (s, plain)  # the deep buffer changes a TBF limit only: the same tree as without a policy
     applier.apply(None)
     assert state() == plain
+
+
+def test_planned_paths_in_srv6_balance_elephants_and_carry_them_encapsulated(lab_factory):
+    """Planned paths as SRv6: each flow leaves gw-a in IPv6 towards a segment only its planned link
+    leads to (seen on the wire: an SRH, the IPv4 flow inside), gw-b decapsulates (End.DX4)."""
+    import threading
+
+    from scapy.all import IPv6, IPv6ExtHdrSegmentRouting, sniff
+    from scapy.layers.inet import IP
+
+    from harness.lab.nsctx import in_netns
+    from harness.policy import ecmp
+    from harness.policy.planner import Flow, imbalance, plan
+    spec = {**TWO_PATHS, "links": [dict(lk, mtu=1600) for lk in TWO_PATHS["links"]]}
+    lab = lab_factory(spec)
+    a1, b1 = str(lab.topology.nodes["a1"].address), str(lab.topology.nodes["b1"].address)
+    flows = [Flow(a1, b1, 41000 + i, 5211, 6, 2 << 20) for i in range(8)]
+    inst = ecmp.install_planned(lab, "gw-a", flows, plan(flows, ["wan-1", "wan-2"]), encap="srv6")
+    seen = []
+    far_if = lab.plan.ends("wan-1")[1].ifname
+
+    def capture():
+        with in_netns(lab.ns("gw-b")):
+            seen.extend(sniff(iface=far_if, count=5, timeout=20, lfilter=lambda p: p.haslayer(IPv6)))
+    t = threading.Thread(target=capture)
+    t.start()
+    time.sleep(0.5)
+    try:
+        balance = imbalance(elephants(lab, port=5211))
+    finally:
+        ecmp.remove_planned(lab, inst)
+    t.join()
+    assert balance <= 1.05, balance
+    pkt = next(p for p in seen if p.haslayer(IPv6ExtHdrSegmentRouting))
+    assert str(pkt[IPv6].dst).startswith("fc00:") and pkt[IP].dst == b1, pkt.summary()
+    left = [r for node in ("gw-a", "gw-b") for r in lab.handle(node).get_routes(family=10)
+            if str(r.get_attr("RTA_DST") or "").startswith("fc00:")]
+    assert not left and not lab.handle("gw-a").get_rules(priority=ecmp.RULE_PRIORITY)  # nothing left behind
+
+
+def test_srv6_needs_room_for_its_header(lab_factory):
+    from harness.errors import LabError
+    from harness.policy import ecmp
+    from harness.policy.planner import Flow
+    lab = lab_factory(TWO_PATHS)  # mtu 1500 on the WAN
+    a1, b1 = str(lab.topology.nodes["a1"].address), str(lab.topology.nodes["b1"].address)
+    with pytest.raises(LabError, match="mtu >= 1564"):
+        ecmp.install_planned(lab, "gw-a", [Flow(a1, b1, 41000, 5212)], {(a1, b1, 41000, 5212, 6): "wan-1"},
+                             encap="srv6")
+    assert not lab.handle("gw-a").get_rules(priority=ecmp.RULE_PRIORITY)

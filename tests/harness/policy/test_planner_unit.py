@@ -34,3 +34,16 @@ def test_bad_plans_are_refused():
     with pytest.raises(ValueError, match="twice"):
         plan(elephants(2) + elephants(1), ["p1"])
     assert imbalance({"p1": 5, "p2": 0}) == float("inf") and imbalance({"p1": 0, "p2": 0}) == 1.0
+
+
+def test_hash_efficiency_of_synchronized_flows():
+    from harness.policy.planner import hash_efficiency
+    # 8 flows on 2 paths: 4/4 with p = 70/256 (efficiency 1), 5/3 112/256 (0.8), 6/2 56/256 (2/3),
+    # 7/1 16/256 (4/7), 8/0 2/256 (1/2)
+    expected = (70 * 1 + 112 * 0.8 + 56 * 2 / 3 + 16 * 4 / 7 + 2 * 0.5) / 256
+    assert hash_efficiency(8, 2) == pytest.approx(expected)
+    assert hash_efficiency(1, 2) == pytest.approx(0.5)       # one flow uses one path of two
+    assert hash_efficiency(1, 1) == 1.0
+    # more flows average out, but synchronized elephants stay short of planned paths' ~1
+    effs = [hash_efficiency(n, 2) for n in (4, 8, 16, 32)]
+    assert effs == sorted(effs) and effs[-1] < 0.95
