@@ -39,10 +39,34 @@ def buffer_bytes(fc, imp: Impairment) -> int:
     return max(fc.buffer or 0, int(1.5 * rate / 8 * rtt), DEEP_FLOOR)
 
 
+def red_params(fc, imp: Impairment) -> tuple[int, int, int]:
+    """RED's (min, max, limit) bytes: marking from `ecn_threshold` seconds of the link's rate."""
+    lo = max(3000, int((imp.rate_bps or 0) / 8 * fc.ecn_threshold))
+    hi = 3 * lo
+    return lo, hi, max(fc.buffer or 0, 4 * hi, DEEP_FLOOR // 4)
+
+
+def leaf_bytes(imp: Impairment) -> int:
+    """The queue of each HTB class (50 ms of the link's rate unless the link sets one)."""
+    return imp.queue_bytes or int((imp.rate_bps or 0) / 8 * 0.05)
+
+
 def with_flow_control(imp: Impairment, fc) -> Impairment:
-    if fc is None or fc.kind not in ("tail-drop", "deep-buffer"):
+    """The link's impairment with the policy's buffer, and a netem limit that lets it bind."""
+    if fc is None:
         return imp
-    return dataclasses.replace(imp, queue_bytes=buffer_bytes(fc, imp))
+    if fc.kind in ("tail-drop", "deep-buffer"):
+        imp = dataclasses.replace(imp, queue_bytes=buffer_bytes(fc, imp))
+        held = imp.queue_bytes
+    elif fc.kind == "ecn":
+        held = red_params(fc, imp)[2]
+    else:
+        held = (fc.flows + 1) * leaf_bytes(imp)
+    if imp.limit_packets:
+        # netem's packet limit counts what its child (the rate stage) holds too: raise it so the
+        # policy's byte limit is the one that drops, however small the packets
+        imp = dataclasses.replace(imp, limit_packets=imp.limit_packets + -(-held // 64))
+    return imp
 
 
 def u32_keys(sl, addresses: dict[str, str]) -> list[str]:
@@ -107,7 +131,7 @@ def install_classes(shaper, ifname: str, imp: Impairment, classes: list[tuple], 
     spare = max(link_rate - sum(c[0] for c in classes), link_rate * 0.01)
     leaves = [(0x10 + i, rate, ceil or link_rate) for i, (rate, ceil, _) in enumerate(classes)]
     leaves.append((DEFAULT_CLASS, spare, link_rate))
-    limit = imp.queue_bytes or int(link_rate / 8 * 0.05)
+    limit = leaf_bytes(imp)
     for minor, rate, ceil in leaves:
         cid = (major << 16) | minor
         ipr.tc("add-class", "htb", idx, cid, parent=top, rate=int(rate / 8), ceil=int(ceil / 8), burst=burst,
@@ -130,9 +154,7 @@ def install_ecn(shaper, ifname: str, imp: Impairment, fc, netem: bool) -> dict:
     kinds = {q.get_attr("TCA_KIND") for q in shaper.ipr.get_qdiscs(shaper._index(ifname))}
     if "tbf" not in kinds:
         raise LabError(f"{ifname}: no TBF rate stage to put RED under (qdiscs: {', '.join(sorted(kinds))})")
-    lo = max(3000, int(rate / 8 * fc.ecn_threshold))
-    hi = 3 * lo
-    limit = max(fc.buffer or 0, 4 * hi, DEEP_FLOOR // 4)
+    lo, hi, limit = red_params(fc, imp)
     burst = max(2, (2 * lo + hi) // (3 * 1000))
     sh.tc(["qdisc", "add", "dev", ifname, "parent", parent, "handle", "20:", "red", "limit", str(limit),
            "min", str(lo), "max", str(hi), "avpkt", "1000", "burst", str(burst), "bandwidth", f"{int(rate)}bit",

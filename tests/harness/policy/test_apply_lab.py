@@ -265,3 +265,46 @@ def test_srv6_needs_room_for_its_header(lab_factory):
         ecmp.install_planned(lab, "gw-a", [Flow(a1, b1, 41000, 5212)], {(a1, b1, 41000, 5212, 6): "wan-1"},
                              encap="srv6")
     assert not lab.handle("gw-a").get_rules(priority=ecmp.RULE_PRIORITY)
+
+
+def test_per_flow_queues_and_srv6_paths_leave_nothing_stale(lab_factory):
+    """Per-flow HTB classes (one per flow, plus the default) and SRv6 planned paths, then ECMP L3,
+    then none: the plain tree, no rules, no SIDs, the L4 hash back."""
+    from harness.lab.nsctx import in_netns
+    from harness.policy import ecmp
+    from harness.policy.model import FlowControl, LoadBalancing, PolicySpec
+    from harness.policy.planner import Flow
+    spec = {**TWO_PATHS, "links": [dict(lk, mtu=1600) for lk in TWO_PATHS["links"]]}
+    lab = lab_factory(spec)
+    a1, b1 = str(lab.topology.nodes["a1"].address), str(lab.topology.nodes["b1"].address)
+    flows = [Flow(a1, b1, 46000 + i, 5600, 6, 1 << 20) for i in range(4)]
+    applier = PolicyApplier(lab)
+
+    def state():
+        out = {}
+        for node in ("gw-a", "gw-b"):
+            h = lab.handle(node)
+            idx = h.link_lookup(ifname=lab.plan.ends("wan-1")[0 if node == "gw-a" else 1].ifname)[0]
+            with in_netns(lab.ns(node)):
+                hash_policy = open("/proc/sys/net/ipv4/fib_multipath_hash_policy").read().strip()
+            out[node] = {"qdiscs": sorted(q.get_attr("TCA_KIND") for q in h.get_qdiscs(idx)),
+                         "classes": len(h.get_classes(idx)),
+                         "rules": len([r for r in h.get_rules() if (r.get_attr("FRA_PRIORITY") or 0) >= 1000 and
+                                       r.get_attr("FRA_PRIORITY") < 2000]),
+                         "sids": len([r for r in h.get_routes(family=10)
+                                      if str(r.get_attr("RTA_DST") or "").startswith("fc00:")]),
+                         "hash": hash_policy}
+        return out
+    plain = state()
+    applier.apply(PolicySpec(name="pf", links=["wan-1", "wan-2"], switches=["gw-a"],
+                             flow_control=FlowControl(kind="per-flow"),
+                             load_balancing=LoadBalancing(kind="planned", encap="srv6")), flows=flows)
+    s = state()
+    assert "htb" in s["gw-a"]["qdiscs"] and s["gw-a"]["classes"] == 1 + 4 + 1, s  # root, 4 flows, default
+    assert s["gw-a"]["rules"] == 4 and s["gw-a"]["sids"] >= 1 and s["gw-b"]["sids"] >= 1, s
+    applier.apply(PolicySpec(name="l3", switches=["gw-a", "gw-b"], load_balancing=LoadBalancing(kind="ecmp-l3")))
+    s = state()
+    assert s["gw-a"]["hash"] == "0" and {k: v for k, v in s["gw-a"].items() if k != "hash"} == \
+        {k: v for k, v in plain["gw-a"].items() if k != "hash"}, (s, plain)
+    applier.apply(None)
+    assert state() == plain

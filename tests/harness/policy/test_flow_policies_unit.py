@@ -41,3 +41,19 @@ def test_elephants_share_the_parallel_links_between_their_sites():
     assert site_capacity(topo, ["a1"], "b1") == 200e6          # two 100 Mbit/s paths
     topo = load_scenario("flow-control").topology
     assert site_capacity(topo, ["a1", "a2", "a3"], "b1") == 100e6
+
+
+def test_a_policy_buffer_binds_before_netems_packet_limit():
+    """netem counts its child's packets against its own limit: a deep buffer under a delay line
+    must raise that limit, or netem drops an incast the buffer would have held."""
+    from harness.policy.qos import DEEP_FLOOR, red_params, with_flow_control
+    from netem.profile import Impairment
+    imp = Impairment(delay_s=0.0005, rate_bps=100e6, limit_packets=1040)
+    deep = with_flow_control(imp, FlowControl(kind="deep-buffer"))
+    assert deep.queue_bytes >= DEEP_FLOOR and deep.limit_packets >= 1040 + DEEP_FLOOR // 64
+    shallow = with_flow_control(imp, FlowControl(kind="tail-drop"))
+    assert shallow.queue_bytes == 32 * 1024
+    ecn = with_flow_control(imp, FlowControl(kind="ecn", ecn_threshold="1ms"))
+    lo, hi, limit = red_params(FlowControl(kind="ecn", ecn_threshold="1ms"), imp)
+    assert (lo, hi) == (12500, 37500) and ecn.limit_packets >= 1040 + limit // 64
+    assert with_flow_control(imp, None) is imp
