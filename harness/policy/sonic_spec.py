@@ -10,6 +10,14 @@ RoCE class to give them; checked with located errors, then rendered by harness.p
     ecn: {min: 1m, max: 2m, drop_probability: 5}
     pfc_watchdog: {detection_ms: 200, restoration_ms: 200, action: drop}
     hash_fields: [SRC_IP, DST_IP, IP_PROTOCOL, L4_SRC_PORT, L4_DST_PORT]
+
+Or the ports of a switch of a metrolab topology, one per link, with the links' distances (the lab
+runs scaled rates, so the real port speed is given):
+
+    switch: gw-a
+    topology: default            # built-in name or file
+    speed: 100g
+    port_names: {wan-ab-1: Ethernet0, wan-ab-2: Ethernet4}   # optional; default Ethernet0, 4, 8, ...
 """
 
 from __future__ import annotations
@@ -70,6 +78,7 @@ class Watchdog(_Strict):
 class SonicSpec(_Strict):
     switch: str = "switch"
     ports: list[Port] = Field(min_length=1)
+    topology: str | None = Field(default=None, description="the ports came from this topology's links")
     lossless_priorities: list[int] = Field(default_factory=lambda: [3, 4], min_length=1)
     dscp_to_tc: dict[int, int] = Field(default_factory=lambda: {3: 3, 4: 4, 26: 3, 46: 5, 48: 6})
     ecn: Ecn = Field(default_factory=Ecn)
@@ -122,6 +131,8 @@ def load(path: str | Path) -> tuple[SonicSpec, dict]:
     if not Path(path).is_file():
         raise SpecError(file, "", file, "no such file")
     data = read_yaml(path)
+    if isinstance(data, dict) and "topology" in data:
+        data = ports_from_topology(data, file)
     try:
         spec = SonicSpec.model_validate(data if data is not None else {})
     except ValidationError as exc:
@@ -137,3 +148,35 @@ def load(path: str | Path) -> tuple[SonicSpec, dict]:
     if problems:  # the spec rendered into an inconsistent config: say which table and field
         raise SpecErrors([SpecError(file, "rendered config_db", None, p) for p in problems])
     return spec, db
+
+
+def ports_from_topology(data: dict, file: str) -> dict:
+    """`ports` for the spec: one per link of `switch` in `topology`, its distance from the link."""
+    from harness.errors import MetrolabError
+    from harness.spec.loader import load_topology
+    data = dict(data)
+    if "ports" in data:
+        raise SpecError(file, "ports", None, "give either ports or topology (ports come from its links)")
+    try:
+        topo = load_topology(data["topology"])
+    except MetrolabError as exc:
+        raise SpecError(file, "topology", data["topology"], str(exc)) from None
+    switch = data.get("switch")
+    switches = sorted(n.name for n in topo.switches())
+    if switch not in switches:
+        raise SpecError(file, "switch", switch, f"not a switch of {topo.name} (switches: {', '.join(switches)})")
+    if "speed" not in data:
+        raise SpecError(file, "speed", None, "the ports' real speed (the lab's link rates are scaled): 100g, 400g")
+    links = [lk for lk in topo.links if switch in (lk.a, lk.b)]
+    names = data.pop("port_names", None) or {}
+    unknown = sorted(set(names) - {lk.name for lk in links})
+    if unknown:
+        raise SpecError(file, f"port_names.{unknown[0]}", unknown[0], f"not a link of {switch} "
+                        f"(links: {', '.join(lk.name for lk in links)})")
+    speed = data.pop("speed")
+    free = (f"Ethernet{4 * i}" for i in range(10_000) if f"Ethernet{4 * i}" not in names.values())
+    data["ports"] = [{"name": names.get(lk.name) or next(free), "speed": speed,
+                      "distance_km": lk.props.distance_km if lk.props.distance_km is not None else 0.3}
+                     for lk in links]
+    data["topology"] = str(data["topology"])
+    return data

@@ -11,6 +11,7 @@ in the run directory is measured again.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -116,7 +117,6 @@ def run_scenario(scn, run_dir: str | Path, *, resume: bool = False, ray_address:
     t_start = time.monotonic()
     store = ResultStore(run_dir)
     meta = store.start(run_metadata(scn, backend), resume)
-    import json
     (Path(run_dir) / "scenario.json").write_text(json.dumps(
         {"spec": scn.spec.model_dump(mode="json"), "metrics": list(workload_metrics([w.kind for w in
                                                                                       scn.spec.workloads]))},
@@ -161,6 +161,7 @@ def run_scenario(scn, run_dir: str | Path, *, resume: bool = False, ray_address:
         if len(links) > 1:  # parallel paths: how evenly the traffic spread (max / min bytes)
             from harness.policy.planner import imbalance
             m["path_imbalance"] = imbalance(sent)
+            m["path_bytes"] = json.dumps(sent, sort_keys=True)  # per link, for the record (not a metric)
         return m
 
     policies = {p.name: p for p in scn.spec.policies}

@@ -25,4 +25,7 @@ def test_planned_paths_balance_synchronized_elephants_that_hashing_cannot(tmp_pa
     # planned: the flows learned and split evenly; > 95 % of the two paths' capacity
     assert imb["planned"] <= 1.05 and eff["planned"] > 0.95, (eff, imb)
     assert eff["planned"] > eff["ecmp-l4"] - 0.01 and eff["planned"] > eff["ecmp-l3"]
+    import json
+    for _, r in rows[rows["path_bytes"].notna()].iterrows():  # per-link bytes, recorded with each repetition
+        assert sum(json.loads(r["path_bytes"]).values()) == r["wan_bytes"]
     assert out.verdict.passed, [(c.criterion, c.detail) for c in out.verdict.results if not c.passed]

@@ -129,3 +129,29 @@ def test_apply_check_on_a_real_switch(tmp_path):
                         "--json"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert all(h["diff"] is not None for h in json.loads(r.stdout)["hosts"])
+
+
+def test_ports_from_a_topology_switch_take_their_links_distances(tmp_path):
+    from harness.policy.sonic import headroom
+    spec = tmp_path / "gw.yaml"
+    spec.write_text("switch: gw-a\ntopology: default\nspeed: 100g\nport_names: {wan-ab-1: Ethernet0}\n")
+    out = tmp_path / "cfg.json"
+    assert main(["sonic", "render", str(spec), "-o", str(out)]) == 0
+    db = json.loads(out.read_text())
+    # the default lab: gw-a has leaf-a (no distance: 300 m), wan-ab-1/2 (100 km), wan-as (50 km)
+    prof = db["BUFFER_PG"]["Ethernet0|3-4"]["profile"]
+    assert db["BUFFER_PROFILE"][prof]["xoff"] == str(headroom(100, 100)["xoff"])
+    assert len(db["PORT_QOS_MAP"]) == 4
+
+
+@pytest.mark.parametrize("body,where", [
+    ("switch: gw-q\ntopology: default\nspeed: 100g", "switch"),
+    ("switch: gw-a\ntopology: default", "speed"),
+    ("switch: gw-a\ntopology: default\nspeed: 100g\nport_names: {wan-zz: Ethernet0}", "port_names.wan-zz"),
+])
+def test_a_bad_topology_reference_is_located(tmp_path, capsys, body, where):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(body + "\n")
+    assert main(["sonic", "render", str(spec), "-o", str(tmp_path / "x.json")]) == 2
+    err = capsys.readouterr().err
+    assert f"{spec}: {where}" in err, err
