@@ -40,6 +40,9 @@ def test_render_writes_a_consistent_config_db(tmp_path, capsys):
     ("ports: [{name: Ethernet0, speed: 100g}]\ndscp_to_tc: {26: 5}\nlossless_priorities: [3]", "priority 3"),
     ("ports: [{name: Ethernet0, speed: 100g}, {name: Ethernet0, speed: 100g}]", "ports[1].name"),
     ("ports: [{name: Ethernet0, speed: 100g}]\nhash_fields: [SRC_PORT]", "hash_fields"),
+    ("switch: gw-q\ntopology: default\nspeed: 100g", ": switch"),                      # ports from a topology
+    ("switch: gw-a\ntopology: default", ": speed"),
+    ("switch: gw-a\ntopology: default\nspeed: 100g\nport_names: {wan-zz: Ethernet0}", "port_names.wan-zz"),
 ])
 def test_an_inconsistent_spec_is_refused_with_a_located_error(tmp_path, capsys, body, where):
     spec = tmp_path / "bad.yaml"
@@ -142,16 +145,3 @@ def test_ports_from_a_topology_switch_take_their_links_distances(tmp_path):
     prof = db["BUFFER_PG"]["Ethernet0|3-4"]["profile"]
     assert db["BUFFER_PROFILE"][prof]["xoff"] == str(headroom(100, 100)["xoff"])
     assert len(db["PORT_QOS_MAP"]) == 4
-
-
-@pytest.mark.parametrize("body,where", [
-    ("switch: gw-q\ntopology: default\nspeed: 100g", "switch"),
-    ("switch: gw-a\ntopology: default", "speed"),
-    ("switch: gw-a\ntopology: default\nspeed: 100g\nport_names: {wan-zz: Ethernet0}", "port_names.wan-zz"),
-])
-def test_a_bad_topology_reference_is_located(tmp_path, capsys, body, where):
-    spec = tmp_path / "bad.yaml"
-    spec.write_text(body + "\n")
-    assert main(["sonic", "render", str(spec), "-o", str(tmp_path / "x.json")]) == 2
-    err = capsys.readouterr().err
-    assert f"{spec}: {where}" in err, err
