@@ -100,10 +100,9 @@ class RankGroup:
     def learn_flows(self, warmups: int) -> list:
         """A pass of the workload (its result discarded), then the flows it made between its
         hosts, as a controller would learn them: 5-tuples and bytes."""
-        from harness.policy.flows import learn
+        from harness.policy.flows import learn, snapshot
         before = learn(self.lab, self.hosts)
         self.measure(warmups)
-        from harness.policy.flows import snapshot
         return learn(self.lab, self.hosts, since=snapshot(before), min_bytes=1)
 
     def stop(self, kill: bool = False) -> None:
