@@ -50,7 +50,7 @@ class PolicyApplier:
                     continue
                 self._links.append(link)
                 fc = policy.flow_control
-                imp = qos.with_flow_control(self.base.get(link) or self._own(link), fc)
+                imp = qos.with_flow_control(self.base.get(link) or self._own(link), fc, len(policy.slices))
                 self.lab.impair(link, imp, caps=caps)
                 hosts = {h.name: str(h.address) for h in self.lab.topology.hosts()}
                 for end in self.lab.plan.ends(link):

@@ -51,10 +51,23 @@ def leaf_bytes(imp: Impairment) -> int:
     return imp.queue_bytes or int((imp.rate_bps or 0) / 8 * 0.05)
 
 
-def with_flow_control(imp: Impairment, fc) -> Impairment:
-    """The link's impairment with the policy's buffer, and a netem limit that lets it bind."""
-    if fc is None:
+def with_flow_control(imp: Impairment, fc, slices: int = 0) -> Impairment:
+    """The link's impairment with the policy's buffer (flow control `fc`, or `slices` HTB tenant
+    classes), and a netem limit that lets that buffer bind."""
+    if fc is not None and fc.kind in ("tail-drop", "deep-buffer"):
+        imp = dataclasses.replace(imp, queue_bytes=buffer_bytes(fc, imp))
+        held = imp.queue_bytes
+    elif fc is not None and fc.kind == "ecn":
+        held = red_params(fc, imp)[2]
+    elif fc is not None or slices:
+        held = ((fc.flows if fc is not None else slices) + 1) * leaf_bytes(imp)  # a queue per class + default
+    else:
         return imp
+    if imp.limit_packets:
+        # netem's packet limit counts what its child (the rate stage) holds too: raise it so the
+        # policy's byte limit is the one that drops, however small the packets
+        imp = dataclasses.replace(imp, limit_packets=imp.limit_packets + -(-held // 64))
+    return imp
     if fc.kind in ("tail-drop", "deep-buffer"):
         imp = dataclasses.replace(imp, queue_bytes=buffer_bytes(fc, imp))
         held = imp.queue_bytes

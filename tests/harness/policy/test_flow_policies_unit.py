@@ -57,3 +57,6 @@ def test_a_policy_buffer_binds_before_netems_packet_limit():
     lo, hi, limit = red_params(FlowControl(kind="ecn", ecn_threshold="1ms"), imp)
     assert (lo, hi) == (12500, 37500) and ecn.limit_packets >= 1040 + limit // 64
     assert with_flow_control(imp, None) is imp
+    from harness.policy.qos import leaf_bytes
+    sliced = with_flow_control(imp, None, slices=2)  # two tenant classes and the default, a queue each
+    assert sliced.limit_packets >= 1040 + 3 * leaf_bytes(imp) // 64
