@@ -44,6 +44,7 @@ class PolicyApplier:
         if policy is None:
             return
         caps = capabilities.probe()
+        hosts = {h.name: str(h.address) for h in self.lab.topology.hosts()}
         try:
             for link in policy.links or []:
                 if policy.flow_control is None and not policy.slices:
@@ -52,7 +53,6 @@ class PolicyApplier:
                 fc = policy.flow_control
                 imp = qos.with_flow_control(self.base.get(link) or self._own(link), fc, len(policy.slices))
                 self.lab.impair(link, imp, caps=caps)
-                hosts = {h.name: str(h.address) for h in self.lab.topology.hosts()}
                 for end in self.lab.plan.ends(link):
                     shaper = self.lab.shaper(end.node, caps)
                     if policy.slices:

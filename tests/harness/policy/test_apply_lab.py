@@ -161,26 +161,20 @@ def test_a_tenant_slice_keeps_its_guaranteed_rate_while_another_floods(lab_facto
     assert sliced["a2"] >= 0.85 * 20e6, sliced
 
 
-def qdisc_drops(lab, node: str, ifname: str) -> int:
-    """Packets the qdiscs of an interface dropped (TCA_STATS of each, summed)."""
-    h = lab.handle(node)
-    idx = h.link_lookup(ifname=ifname)[0]
-    return sum(q.get_attr("TCA_STATS")["drop"] for q in h.get_qdiscs(idx) if q.get_attr("TCA_STATS") is not None)
-
-
 def test_deep_buffer_removes_the_tail_drops_of_a_shallow_one_under_incast(lab_factory):
     from harness.policy.model import FlowControl, PolicySpec
+    from harness.policy.qos import root_drops
     lab = lab_factory(THREE_HOSTS)
     end = lab.plan.ends("wan")[0]  # gw-a's side: the incast towards b1 queues here
     applier = PolicyApplier(lab)
     drops = {}
     for i, kind in enumerate(("tail-drop", "deep-buffer")):
         applier.apply(PolicySpec(name=kind, links=["wan"], flow_control=FlowControl(kind=kind)))
-        before = qdisc_drops(lab, "gw-a", end.ifname)
+        before = root_drops(lab.handle("gw-a"), end.ifname)
         burst = ["--flows", "4", "--bytes", "96k"]
         flows_at_once(lab, [(h, burst + ["--sport", str(44000 + 100 * j)]) for j, h in
                             enumerate(("a1", "a2", "a3"))], 5400 + i)
-        drops[kind] = qdisc_drops(lab, "gw-a", end.ifname) - before
+        drops[kind] = root_drops(lab.handle("gw-a"), end.ifname) - before
     applier.apply(None)
     assert drops["tail-drop"] > 0 and drops["deep-buffer"] == 0, drops
 
@@ -273,7 +267,6 @@ def test_per_flow_queues_and_srv6_paths_leave_nothing_stale(lab_factory):
     """Per-flow HTB classes (one per flow, plus the default) and SRv6 planned paths, then ECMP L3,
     then none: the plain tree, no rules, no SIDs, the L4 hash back."""
     from harness.lab.nsctx import in_netns
-    from harness.policy import ecmp
     from harness.policy.model import FlowControl, LoadBalancing, PolicySpec
     from harness.policy.planner import Flow
     spec = {**TWO_PATHS, "links": [dict(lk, mtu=1600) for lk in TWO_PATHS["links"]]}
