@@ -41,17 +41,21 @@ def bench_lab(repeat: int = 5, sites: int = 4, hosts: int = 4) -> dict:
             "build_ok": statistics.median(builds) < 3.0, "teardown_ok": statistics.median(teardowns) < 2.0}
 
 
-def star_topology(distances=(0, 100, 500)) -> dict:
+def star_topology(distances=(0, 100, 250, 500)) -> dict:
     """One switch, one host per distance (h<km> -- sw, netem on both ends)."""
     return {"name": "bench-star", "sites": [{"name": "s", "kind": "aidc", "subnet": "10.9.0.0/24",
                                              "hosts": [f"h{d}" for d in distances], "switches": ["sw"]}],
             "links": [{"a": f"h{d}", "b": "sw", "distance_km": d} for d in distances]}
 
 
-def rtt_by_distance(distances=(0, 100, 500), count: int = 300) -> dict:
-    """Minimum ping RTT (ms) of `count` per distance on a star lab built here (host or guest kernel)."""
+def rtt_window(distances=(0, 100, 250, 500), count: int = 500, fresh: bool = True) -> dict:
+    """One window: a star lab built here (host or guest kernel) with a fresh netem calibration, every
+    distance pinged at once; RTT floors (5th percentile) and medians in ms, the calibration's fit."""
     from harness.lab.netns import NetnsLab
-    from harness.lab.probe import concurrent_rtts
+    from harness.lab.probe import concurrent_rtts, rtt_floor
+    if fresh:
+        from netem.calibrate import _cache_file
+        _cache_file().unlink(missing_ok=True)
     lab = NetnsLab(topology_from_data(star_topology(distances), "<bench>"))
     lab.up()
     try:
@@ -59,16 +63,43 @@ def rtt_by_distance(distances=(0, 100, 500), count: int = 300) -> dict:
         for d in distances:
             a, _ = lab.plan.ends(f"h{d}-sw")
             targets[d] = (lab.ns(f"h{d}"), a.ifname, a.peer_ll6)
-        out = {d: min(s) for d, s in concurrent_rtts(targets, count=count).items()}  # the floor: see calibrate.py
+        samples = concurrent_rtts(targets, count=count)
         fit = lab.netem_fit
-        return {"rtt_ms": out, "netem_offset_us": (fit.offset_s if fit else 0.0) * 1e6,
-                "netem_slope": fit.slope if fit else 1.0}
+        return {"floor_ms": {d: rtt_floor(s) for d, s in samples.items()},
+                "median_ms": {d: statistics.median(s) for d, s in samples.items()},
+                "netem_offset_us": (fit.offset_s if fit else 0.0) * 1e6,
+                "netem_noise_us": (fit.noise_s if fit else 0.0) * 1e6, "netem_estimates": fit.n if fit else 0}
     finally:
         lab.down()
 
 
-def bench_vm() -> dict:
-    """Boot-to-command (cold, warm) and the guest's RTT fidelity; one invocation."""
+def fidelity(windows: list[dict], group_index: float = 1.468) -> dict:
+    """RTT error per distance over windows (floor minus the 0 km floor against the configured round
+    trip), the mean with its 95 % interval (Student's t over windows), and the jitter above the floor."""
+    from harness.scenario.stats import t_interval
+    from netem.models import fiber_delay_s
+    out: dict = {"windows": len(windows)}
+    distances = sorted(int(d) for d in windows[0]["floor_ms"] if int(d) > 0)
+    for d in distances:
+        configured = 2 * fiber_delay_s(d, group_index) * 1e3
+        errs = [(w["floor_ms"][d] - w["floor_ms"][0]) / configured - 1 for w in windows]
+        lo, hi = t_interval(errs)
+        out[f"rtt_configured_{d}km_ms"] = configured
+        out[f"rtt_error_{d}km"] = statistics.mean(errs)
+        out[f"rtt_error_{d}km_ci"] = [lo, hi]
+        out[f"rtt_error_{d}km_windows"] = errs
+        jitter = [(w["median_ms"][d] - w["floor_ms"][d]) * 1e3 for w in windows]
+        out[f"jitter_above_floor_{d}km_us"] = statistics.mean(jitter)
+    offsets = [w["netem_offset_us"] for w in windows]
+    out["netem_offset_us"] = statistics.mean(offsets)
+    out["netem_offset_sd_us"] = statistics.stdev(offsets) if len(offsets) > 1 else 0.0
+    out["netem_noise_us"] = statistics.mean(w["netem_noise_us"] for w in windows)
+    return out
+
+
+def bench_vm(windows: int = 5) -> dict:
+    """Boot-to-command (cold, warm) and the guest's RTT fidelity over `windows` windows, each with a
+    fresh calibration; one invocation."""
     import json
     import shutil
     import sys
@@ -76,39 +107,33 @@ def bench_vm() -> dict:
 
     from harness.vm.kernel import prepare_kernel
     from harness.vm.qemu import Guest
-    from netem.models import fiber_delay_s
 
     guest = Guest(prepare_kernel())
     cold = guest.run(["true"], on_line=None)
     warm = guest.run(["true"], on_line=None)
     shutil.rmtree(cold.results_dir, ignore_errors=True)
     shutil.rmtree(warm.results_dir, ignore_errors=True)
-    inner = guest.run([sys.executable, "-m", "harness.bench", "rtt"], cwd=Path(__file__).resolve().parents[1],
-                      on_line=None)
+    inner = guest.run([sys.executable, "-m", "harness.bench", "rtt", str(windows)],
+                      cwd=Path(__file__).resolve().parents[1], on_line=None)
     data = json.loads((inner.results_dir / "rtt.json").read_text())
     shutil.rmtree(inner.results_dir, ignore_errors=True)
-    host0 = rtt_by_distance((0,), count=200)["rtt_ms"][0]
-    g = {int(k): v for k, v in data["rtt_ms"].items()}
-    out = {"accel": guest.accel, "kernel": guest.kernel.release,
-           "cold_boot_s": cold.boot_s, "warm_boot_s": warm.boot_s,
-           "host_rtt_0km_ms": host0, "guest_rtt_0km_ms": g[0], "guest_rtt_overhead_0km_ms": g[0] - host0,
-           "netem_offset_us": data["netem_offset_us"], "netem_slope": data["netem_slope"]}
-    for d in (100, 500):
-        configured = 2 * fiber_delay_s(d) * 1e3
-        measured = g[d] - g[0]
-        out[f"rtt_configured_{d}km_ms"] = configured
-        out[f"rtt_measured_{d}km_ms"] = measured
-        out[f"rtt_error_{d}km"] = measured / configured - 1
-    return out
+    host0 = rtt_window((0,), count=200, fresh=False)["floor_ms"][0]
+    wins = [{k: ({int(d): v for d, v in w[k].items()} if isinstance(w[k], dict) else w[k]) for k in w}
+            for w in data["windows"]]
+    g0 = statistics.mean(w["floor_ms"][0] for w in wins)
+    return {"accel": guest.accel, "kernel": guest.kernel.release, "cold_boot_s": cold.boot_s,
+            "warm_boot_s": warm.boot_s, "host_rtt_0km_ms": host0, "guest_rtt_0km_ms": g0,
+            "guest_rtt_overhead_0km_ms": g0 - host0, **fidelity(wins), "target": "|error| <= 0.03"}
 
 
-if __name__ == "__main__":  # inside the guest: `python -m harness.bench rtt` writes rtt.json to the share
+if __name__ == "__main__":  # inside the guest: `python -m harness.bench rtt N` writes rtt.json to the share
     import json
     import os
     import sys
     from pathlib import Path
     if sys.argv[1:2] == ["rtt"]:
-        res = rtt_by_distance()
+        n = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+        res = {"windows": [rtt_window() for _ in range(n)]}
         share = Path(os.environ["METROLAB_RESULTS"])
         (share / "rtt.json").write_text(json.dumps(res))
 
@@ -159,3 +184,49 @@ def bench_harness(size: str = "2m", iters: int = 5, rounds: int = 3) -> dict:
     return {"bare_step_s": t_bare, "run_step_s": t_run, "overhead": t_run / t_bare - 1, "target": "<= 0.03",
             "ok": t_run / t_bare - 1 <= 0.03, "ray_start_s": statistics.median(ray_start), "rounds": rounds,
             "size": size, "iters": iters}
+
+
+def noise_needs(scenario: str) -> dict[str, str]:
+    """What the noise bench needs of the kernel: what the scenario's own run needs (the same backend)."""
+    from harness.lab.select import needs
+    from harness.scenario.spec import load_scenario
+    scn = load_scenario(scenario)
+    out = needs(scn.topology)
+    if any(d > 0 for d in scn.spec.sweep.distance_km):
+        out.setdefault("netem", "the same backend as the scenario's distance points")
+    return out
+
+
+def bench_noise(scenario: str = "allreduce-distance", blocks: int = 8, progress=None) -> dict:
+    """The scenario's first workload, its baseline against an identical 0 km point in shuffled
+    blocks: the interval of a degradation whose true value is 0 is the noise floor a criterion
+    must clear (a 5 % criterion is decidable where the half-width is well under 5 %)."""
+    import tempfile
+    from pathlib import Path
+
+    from harness.runner.run import run_scenario
+    from harness.scenario.spec import load_scenario, scenario_from_data
+    src = load_scenario(scenario)
+    data = src.spec.model_dump(mode="json", exclude={"quick", "acceptance", "faults"})
+    data["workloads"] = data["workloads"][:1]
+    data["sweep"] = {**data["sweep"], "distance_km": [0], "loss": [0], "convergence": [1], "jitter": [0],
+                     "rate": [None], "policy": ["none"], "params": {}}
+    data["repetitions"] = blocks
+    if isinstance(src.spec.topology, str) and Path(src.source).parent.joinpath(src.spec.topology).exists():
+        data["topology"] = str(Path(src.source).parent / src.spec.topology)
+    scn = scenario_from_data(data, f"<bench noise: {scenario}>")
+    with tempfile.TemporaryDirectory() as d:
+        out = run_scenario(scn, Path(d) / "run", backend="vm" if __import__("os").environ.get("METROLAB_IN_GUEST")
+                           else "netns", progress=(lambda **kw: progress(kw["description"]) if progress and
+                                                   kw.get("description") else None))
+    null = next(p for p in out.verdict.points if p.is_null)
+    base = next(p for p in out.verdict.points if p.baseline)
+    h = next(iter(out.headroom.values()), {}) if out.headroom else {}
+    half = (null.ci_high - null.ci_low) / 2 if null.ci_low is not None else None
+    return {"scenario": scenario, "workload": null.workload, "blocks": null.repetitions,
+            "null_degradation": null.efficiency_degradation, "null_ci_low": null.ci_low, "null_ci_high": null.ci_high,
+            "null_ci_halfwidth": half, "cv": base.cv, "paired_cv": null.paired_cv, "trend_p": base.trend_p,
+            "step_time_s": base.step_time_s, "capacity_ratio": h.get("capacity_ratio"),
+            "cpu_load": h.get("cpu_load"), "target_halfwidth": 0.02,
+            "decidable_at_5pct": half is not None and half < 0.05, "ok": half is not None and half < 0.02,
+            "wall_s": out.wall_s}

@@ -8,12 +8,35 @@ import os
 import sys
 from pathlib import Path
 
-from harness.errors import CapabilityError, MetrolabError, SpecError, SpecErrors
+from harness.errors import (EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_INTERNAL, CapabilityError, MetrolabError, SpecError,
+                            SpecErrors)
 from harness.output import console, err_console, fmt, print_json, show_progress, table
 
 
 def _add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON only")
+
+
+def _add_verdict_flags(p: argparse.ArgumentParser, run: bool = True) -> None:
+    """How a run's verdict maps to the exit code, and (for runs) how long it may measure."""
+    p.add_argument("--inconclusive", choices=("exit", "pass", "fail"), default="exit",
+                   help=f"what an inconclusive verdict exits with: its own code ({EXIT_INCONCLUSIVE}, default), "
+                        f"or pass (0) / fail ({EXIT_FAIL}) for CI gates that must be binary")
+    if not run:
+        return
+    p.add_argument("--until-conclusive", action="store_true",
+                   help="add blocks while a criterion is inconclusive, within --max-repetitions / --max-minutes")
+    p.add_argument("--max-repetitions", type=int, metavar="N", help="block budget per workload (until-conclusive)")
+    p.add_argument("--max-minutes", type=float, metavar="M", help="time budget of the run (until-conclusive)")
+    p.add_argument("--seed", type=int, help="block order seed (default: drawn, recorded in the run directory)")
+
+
+def _exit_code(status: str, inconclusive: str) -> int:
+    if status == "pass":
+        return 0
+    if status == "fail":
+        return EXIT_FAIL
+    return {"pass": 0, "fail": EXIT_FAIL}.get(inconclusive, EXIT_INCONCLUSIVE)
 
 
 def _add_backend(p: argparse.ArgumentParser) -> None:
@@ -45,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     mj = sub.add_parser("main", help="the main job on the embedded default lab (what the README's first command runs)")
     mj.add_argument("--quick", action="store_true", help="the CI-sized variant")
     mj.add_argument("--out", help="run directory (default: ./metrolab-runs/NAME-TIMESTAMP)")
+    _add_verdict_flags(mj)
     _add_backend(mj)
     _add_json(mj)
 
@@ -141,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--out", help="run directory (default: ./metrolab-runs/NAME-TIMESTAMP)")
     rn.add_argument("--resume", metavar="RUN_DIR", help="continue a run; nothing recorded there is measured again")
     rn.add_argument("--ray-address", help="join this Ray cluster (real hosts) instead of starting one")
+    _add_verdict_flags(rn)
     _add_backend(rn)
     _add_json(rn)
     wk = sub.add_parser("workload", help="one workload alone: the baseline and the given network points, no "
@@ -158,10 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     wk.add_argument("--repetitions", type=int, default=3)
     wk.add_argument("--warmups", type=int, default=1)
     wk.add_argument("--out", help="run directory (default: ./metrolab-runs/KIND-TIMESTAMP)")
+    _add_verdict_flags(wk)
     _add_backend(wk)
     _add_json(wk)
     rep = sub.add_parser("report", help="HTML, Markdown, JUnit and CSV from a run directory")
     rep.add_argument("run_dir")
+    _add_verdict_flags(rep, run=False)
     _add_json(rep)
     sc = sub.add_parser("scenarios", help="the built-in scenarios")
     _add_json(sc)
@@ -199,7 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     bl = bsub.add_parser("lab", help="build and tear down a 4-site x 4-host lab (median of N)")
     bl.add_argument("--repeat", type=int, default=5)
     _add_json(bl)
-    bv = bsub.add_parser("vm", help="guest boot-to-command (cold, warm) and RTT fidelity at 0/100/500 km")
+    bv = bsub.add_parser("vm", help="guest boot-to-command (cold, warm) and RTT fidelity at 100/250/500 km "
+                                    "with 95 % intervals over windows")
+    bv.add_argument("--windows", type=int, default=5, help="measurement windows, each with a fresh calibration")
     _add_json(bv)
     br = bsub.add_parser("rdma", help="metrolab rdma bw/lat vs perftest on the same link (ratios)")
     _add_backend(br)
@@ -207,6 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     bh = bsub.add_parser("harness", help="one collective timed bare and through metrolab run (overhead ratio)")
     bh.add_argument("--rounds", type=int, default=3)
     _add_json(bh)
+    bn = bsub.add_parser("noise", help="the main job's baseline against itself in shuffled blocks: the noise floor")
+    bn.add_argument("--blocks", type=int, default=8)
+    bn.add_argument("--scenario", default=None, help="scenario whose first workload is measured (default: the main job)")
+    _add_backend(bn)
+    _add_json(bn)
     bc = bsub.add_parser("collectives", help="verbs AllReduce busbw vs ib_write_bw and gloo on the same link")
     bc.add_argument("--iters", type=int, default=5)
     _add_backend(bc)
@@ -413,6 +447,18 @@ def _print_bench(title: str, res: dict, as_json: bool, spec: str = ".4g") -> Non
                             [[k, fmt(v, spec) if isinstance(v, float) else v] for k, v in res.items()]))
 
 
+def cmd_bench_noise(args) -> int:
+    from harness.bench import bench_noise, noise_needs
+    code = _on_backend(args, noise_needs(args.scenario or MAIN_SCENARIO))
+    if code is not None:
+        return code
+    res = bench_noise(args.scenario or MAIN_SCENARIO, blocks=args.blocks,
+                      progress=None if args.json else lambda m: err_console.print(m, highlight=False))
+    _print_bench(f"bench noise ({res['scenario']}: the 0 km point against the baseline, {res['blocks']} blocks)",
+                 res, args.json)
+    return 0
+
+
 def cmd_bench_lab(args) -> int:
     from harness.bench import bench_lab
     res = bench_lab(repeat=args.repeat)
@@ -423,10 +469,11 @@ def cmd_bench_lab(args) -> int:
 def cmd_main(args) -> int:
     """The main job: the default scenario (AllReduce across the default lab's WAN over a distance
     sweep, efficiency against the 0 km baseline), on whichever backend this machine supports."""
-    ns = argparse.Namespace(scenario=MAIN_SCENARIO, quick=args.quick, out=args.out, resume=None, ray_address=None,
-                            backend=args.backend, json=args.json,
-                            _argv=["run", MAIN_SCENARIO, *(["--quick"] if args.quick else []),
-                                   *(["--out", args.out] if args.out else []), *(["--json"] if args.json else [])])
+    argv = list(args._argv)
+    argv[argv.index("main")] = "run"
+    argv.insert(argv.index("run") + 1, MAIN_SCENARIO)
+    ns = argparse.Namespace(**{**vars(args), "scenario": MAIN_SCENARIO, "resume": None, "ray_address": None,
+                               "_argv": argv})
     return cmd_run(ns)
 
 
@@ -464,7 +511,7 @@ def cmd_vm_run(args) -> int:
 
 def cmd_bench_vm(args) -> int:
     from harness.bench import bench_vm
-    res = bench_vm()
+    res = bench_vm(windows=args.windows)
     _print_bench("bench vm", res, args.json)
     return 0
 
@@ -628,6 +675,14 @@ def cmd_run(args) -> int:
         ref = meta["scenario_source"]
         args.quick = args.quick or meta.get("quick", False)
     scn = load_scenario(ref, quick=args.quick)
+    stats = scn.spec.statistics
+    for flag, field in (("until_conclusive", "until_conclusive"), ("max_repetitions", "max_repetitions"),
+                        ("max_minutes", "max_minutes"), ("seed", "seed")):
+        value = getattr(args, flag, None)
+        if value not in (None, False):
+            setattr(stats, field, value)
+    if stats.max_repetitions < scn.spec.repetitions and stats.until_conclusive:
+        stats.max_repetitions = scn.spec.repetitions
     run_dir = _run_dir(args, scn.name)
     needed = needs(scn.topology)
     from workloads.registry import WORKLOADS
@@ -648,10 +703,15 @@ def cmd_run(args) -> int:
         argv = [a for a in args._argv]
         if not args.resume and not args.out:
             argv += ["--out", str(run_dir)]
-        code = run_in_guest(argv, shares=(run_dir,))
-        if code in (0, 1) and (run_dir / "meta.json").exists():
-            _report_after_run(run_dir, args.json, quiet=True)  # plots drawn on the host: the guest is slow
-        return code
+        # the guest measures, the host judges: statistics and plots are quick here, slow under TCG
+        code = run_in_guest(argv, shares=(run_dir,), env={"METROLAB_HOST_JUDGES": "1"})
+        outcome = run_dir / "outcome.json"
+        if code != 0 or not outcome.exists():
+            return code
+        rep = _report_after_run(run_dir, args.json, quiet=True)
+        _print_verdict(rep["verdict"], run_dir, args.json, extra=json.loads(outcome.read_text()) |
+                       {"report": rep["files"]["html"]})
+        return _exit_code(rep["status"], args.inconclusive)
     if not args.json:
         err_console.print(f"backend: netns ({why})", highlight=False)
     from harness.runner.run import run_scenario
@@ -659,20 +719,20 @@ def cmd_run(args) -> int:
     with progress_ctx as progress:
         outcome = run_scenario(scn, run_dir, resume=bool(args.resume), ray_address=args.ray_address,
                                backend="vm" if os.environ.get("METROLAB_IN_GUEST") else "netns", progress=progress)
+    if os.environ.get("METROLAB_HOST_JUDGES"):  # re-run in the guest for a host that judges and reports
+        (run_dir / "outcome.json").write_text(json.dumps(outcome.summary(), default=str))
+        err_console.print(f"measured {outcome.measured}, skipped {outcome.skipped} in {outcome.wall_s:.0f} s",
+                          highlight=False)
+        return 0
     if os.environ.get("METROLAB_IN_GUEST"):
         rep = None  # the host draws the report after the guest exits
-        passed = outcome.verdict.passed
+        status = outcome.verdict.status
     else:
         rep = _report_after_run(run_dir, args.json, quiet=True)
-        passed = rep["passed"]
-    _print_verdict(outcome.verdict, run_dir, args.json, extra={"measured": outcome.measured,
-                                                              "skipped": outcome.skipped,
-                                                              "ray_start_s": outcome.ray_start_s,
-                                                              "orchestrator": outcome.orchestrator,
-                                                              "wall_s": outcome.wall_s,
-                                                              "report": rep["files"]["html"] if rep else
-                                                              str(run_dir / "report.html")})
-    return 0 if passed else 1
+        status = rep["status"]
+    _print_verdict(outcome.verdict, run_dir, args.json,
+                   extra=outcome.summary() | {"report": rep["files"]["html"] if rep else str(run_dir / "report.html")})
+    return _exit_code(status, args.inconclusive)
 
 
 class _progress:
@@ -716,42 +776,70 @@ def _report_after_run(run_dir: Path, as_json: bool, quiet: bool = False) -> dict
     return rep
 
 
+def _pct(v, digits: int = 1) -> str:
+    return "" if v is None else f"{v * 100:+.{digits}f}"
+
+
 def _print_verdict(verdict, run_dir: Path, as_json: bool, extra: dict | None = None) -> None:
     from dataclasses import asdict
     if as_json:
-        print_json({"passed": verdict.passed, "run_dir": str(run_dir), **(extra or {}),
+        print_json({"status": verdict.status, "passed": verdict.passed, "run_dir": str(run_dir), **(extra or {}),
+                    "warnings": verdict.warnings,
                     "points": [asdict(p) for p in verdict.points], "criteria": [asdict(r) for r in verdict.results]})
         return
     # the first few workload metrics the points carry (busbw, exposed communication, TTFT, ...)
     shown: list[str] = []
     for p in verdict.points:
-        shown += [m for m in p.metrics if m not in shown and m not in ("bytes", "gradient_bytes", "buckets")]
-    shown = shown[:3]
-    rows = [[p.workload, p.label, p.status if p.status == "ok" else f"FAILED: {(p.error or '')[:60]}", p.repetitions,
-             fmt(p.step_time_s * 1e3 if p.step_time_s else None, ".3f"),
-             fmt(p.step_time_iqr_s * 1e3 if p.step_time_iqr_s is not None else None, ".3f"),
-             fmt(p.efficiency, ".4f"), fmt(p.efficiency_degradation * 100 if p.efficiency_degradation is not None
-                                           else None, ".2f"),
-             *[fmt(p.metrics.get(m), ".4g") for m in shown]] for p in verdict.points]
-    console.print(table("points", ["workload", "point", "status", "reps", "step ms (median)", "IQR ms", "efficiency",
-                                   "degradation %", *shown], rows))
+        shown += [m for m in p.metrics if m not in shown and m not in ("bytes", "gradient_bytes", "buckets",
+                                                                      "cpu_load", "wan_bytes", "wan_drops")]
+    shown = shown[:2]
+    rows = []
+    for p in verdict.points:
+        deg = "" if p.efficiency_degradation is None else \
+            f"{_pct(p.efficiency_degradation)} [{_pct(p.ci_low)}, {_pct(p.ci_high)}]"
+        rows.append([p.workload, p.label, p.status if p.status == "ok" else f"FAILED: {(p.error or '')[:50]}",
+                     p.repetitions, fmt(p.step_time_s * 1e3 if p.step_time_s else None, ".1f"),
+                     fmt(p.cv * 100 if p.cv is not None else None, ".1f"), deg, _pct(p.predicted_degradation),
+                     *[fmt(p.metrics.get(m), ".4g") for m in shown], (p.verdict or "").upper()])
+    console.print(table("points (degradation % with its interval, paired by block)",
+                        ["workload", "point", "status", "blocks", "step ms", "CV %", "degradation %", "model %",
+                         *shown, "verdict"], rows))
     if verdict.results:
-        console.print(table("acceptance", ["criterion", "point", "result", "detail"],
-                            [[r.criterion, r.label, "pass" if r.passed else "FAIL", r.message]
-                             for r in verdict.results]))
-    console.print(f"verdict: {'PASS' if verdict.passed else 'FAIL'}   report: {run_dir / 'report.html'}",
-                  highlight=False)
+        console.print(table("acceptance", ["criterion", "point", "verdict", "why"],
+                            [[r.criterion, r.label, r.verdict.upper(), r.message] for r in verdict.results]))
+    for line in _quality_lines(verdict, (extra or {}).get("headroom") or {}):
+        console.print(f"quality: {line}", highlight=False, markup=False)
+    console.print(f"verdict: {verdict.status.upper()}   report: {run_dir / 'report.html'}", highlight=False)
+
+
+def _quality_lines(verdict, headroom: dict) -> list[str]:
+    """What a reader must know to trust the table: the noise floor, the headroom, physics checks."""
+    out = []
+    for p in verdict.points:
+        if p.is_null and p.ci_low is not None:
+            out.append(f"noise floor ({p.workload}, {p.label} vs its baseline): degradation "
+                       f"[{p.ci_low:+.2%}, {p.ci_high:+.2%}]")
+    for w, h in headroom.items():
+        if h.get("capacity_ratio") is not None:
+            out.append(f"{w}: emulated line rate / unshaped {h['transport']} capacity = {h['capacity_ratio']:.2f}"
+                       + (" — above the limit: the host, not the network, may set the step time"
+                          if h.get("host_bound") else ""))
+        elif h.get("error"):
+            out.append(f"{w}: {h['error']}")
+        if h.get("overloaded"):
+            out.append(f"{w}: offered load / service rate = {h['utilization']:.2f}: requests measure their own queue")
+    return out + verdict.warnings
 
 
 def cmd_report(args) -> int:
     rep = _report_after_run(Path(args.run_dir), args.json, quiet=True)
     if args.json:
-        print_json({"passed": rep["passed"], "files": rep["files"]})
+        print_json({"status": rep["status"], "passed": rep["passed"], "files": rep["files"]})
     else:
-        _print_verdict(rep["verdict"], Path(args.run_dir), False)
+        _print_verdict(rep["verdict"], Path(args.run_dir), False, extra={"headroom": rep["meta"].get("headroom")})
         for k, v in rep["files"].items():
             console.print(f"{k}: {v}", highlight=False)
-    return 0 if rep["passed"] else 1
+    return _exit_code(rep["status"], args.inconclusive)
 
 
 def cmd_sonic(args) -> int:
@@ -834,7 +922,7 @@ def cmd_scenarios(args) -> int:
 COMMANDS = {
     ("run", None): cmd_run, ("workload", None): cmd_workload, ("report", None): cmd_report, ("scenarios", None): cmd_scenarios,
     ("collectives", None): cmd_collectives, ("bench", "collectives"): cmd_bench_collectives,
-    ("bench", "harness"): cmd_bench_harness,
+    ("bench", "harness"): cmd_bench_harness, ("bench", "noise"): cmd_bench_noise,
     ("rdma", "bw"): cmd_rdma, ("rdma", "lat"): cmd_rdma, ("rdma", "gbn"): cmd_rdma_gbn,
     ("bench", "rdma"): cmd_bench_rdma,
     ("main", None): cmd_main,
@@ -882,7 +970,12 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, Interrupted):
             print(f"{exc}; the lab was taken down", file=sys.stderr)
             return 130
-        raise
+        if isinstance(exc, SystemExit):
+            raise
+        import traceback
+        traceback.print_exc()
+        print(f"metrolab: internal error ({type(exc).__name__}); exit {EXIT_INTERNAL}", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+EXIT_FAIL = 1      # a run's verdict: a criterion failed (or a point could not be measured)
 EXIT_SPEC = 2      # bad input: nothing was applied
 EXIT_LAB = 3       # the lab could not be built or run (it was rolled back)
 EXIT_CAPABILITY = 4  # this machine lacks what the request needs
+EXIT_INCONCLUSIVE = 5  # a run's verdict: no criterion failed, but the data cannot decide one
+EXIT_INTERNAL = 70   # a bug in metrolab (a traceback was printed; EX_SOFTWARE)
 
 
 class MetrolabError(Exception):

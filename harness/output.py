@@ -32,8 +32,9 @@ def table(title: str, columns: Iterable[str], rows: Iterable[Iterable[Any]]) -> 
     t = Table(title=title, header_style="bold")
     for c in columns:
         t.add_column(c)
-    for r in rows:
-        t.add_row(*("" if v is None else str(v) for v in r))
+    from rich.markup import escape
+    for r in rows:  # values are text, not markup: an interval "[inf, inf]" would read as a style tag
+        t.add_row(*("" if v is None else escape(str(v)) for v in r))
     return t
 
 

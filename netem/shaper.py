@@ -99,7 +99,7 @@ class Shaper:
         except NetlinkError as exc:
             if exc.code not in (2, 22):  # no root qdisc of ours: nothing to clear
                 raise
-        if self.has_nft and peer is not None:
+        if self.has_nft and not self.has_netem and peer is not None:  # with netem, loss never goes to nft
             sh.nft(nft_loss_clear_script(peer[1]), netns=peer[0])
 
     def check(self, imp: Impairment, where: str) -> list[str]:

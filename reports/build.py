@@ -17,7 +17,8 @@ import pandas as pd
 from harness.errors import SpecError
 from harness.runner.results import ResultStore
 from harness.scenario.criteria import parse_criterion
-from harness.scenario.verdict import Verdict, evaluate, summarize
+from harness.scenario import stats as st
+from harness.scenario.verdict import Settings, Verdict, evaluate, summarize
 from reports import plots
 
 
@@ -30,7 +31,8 @@ def load_verdict(run_dir: Path) -> tuple[dict, dict, Verdict, ResultStore]:
     scen = json.loads(scen_path.read_text())
     swept = tuple((scen["spec"].get("sweep") or {}).get("params") or {})
     criteria = [parse_criterion(t, scen.get("metrics", []), swept) for t in scen["spec"].get("acceptance", [])]
-    verdict = evaluate(summarize(store.rows(), tuple(scen.get("metrics", []))), criteria)
+    settings = Settings.from_dict(scen["spec"])
+    verdict = evaluate(summarize(store.rows(), tuple(scen.get("metrics", [])), settings), criteria, settings)
     return meta, scen, verdict, store
 
 
@@ -40,30 +42,36 @@ def points_frame(verdict: Verdict) -> pd.DataFrame:
         d = asdict(p)
         rows.append({"workload": p.workload, "point": p.label, "baseline": p.baseline, "status": p.status,
                      "error": p.error, "repetitions": p.repetitions, **p.fields, "params": p.params_key(),
-                     "step_time_s": p.step_time_s, "step_time_iqr_s": p.step_time_iqr_s,
-                     "efficiency": p.efficiency, "efficiency_degradation": p.efficiency_degradation,
-                     **d["metrics"]})
+                     "step_time_s": p.step_time_s, "step_time_iqr_s": p.step_time_iqr_s, "cv": p.cv,
+                     "paired_cv": p.paired_cv, "efficiency": p.efficiency,
+                     "efficiency_degradation": p.efficiency_degradation, "ci_low": p.ci_low, "ci_high": p.ci_high,
+                     "ci_method": p.ci_method, "trend_tau": p.trend_tau, "trend_p": p.trend_p, "rank_p": p.rank_p,
+                     "predicted_step_s": p.predicted_step_s, "predicted_degradation": p.predicted_degradation,
+                     "prediction_error": p.prediction_error, "verdict": p.verdict, "reason": p.reason,
+                     "quality": "; ".join(p.quality), **d["metrics"]})
     return pd.DataFrame(rows)
 
 
 def criteria_frame(verdict: Verdict) -> pd.DataFrame:
     return pd.DataFrame([{"criterion": r.criterion, "workload": r.workload, "point": r.label,
-                          "value": r.value, "result": "pass" if r.passed else "FAIL", "detail": r.message}
+                          "value": r.value, "low": r.low, "high": r.high, "verdict": r.verdict, "reason": r.message}
                          for r in verdict.results])
 
 
 def write_junit(path: Path, meta: dict, verdict: Verdict) -> None:
     suites = ET.Element("testsuites", name=f"metrolab {meta['scenario']}")
     suite = ET.SubElement(suites, "testsuite", name=meta["scenario"])
-    failures = 0
-    cases = 0
+    failures = skipped = cases = 0
     for r in verdict.results:
         cases += 1
         tc = ET.SubElement(suite, "testcase", classname=f"{meta['scenario']}.{r.workload}",
                            name=f"{r.criterion} @ {r.label}", time="0")
-        if not r.passed:
+        if r.verdict == st.FAIL:
             failures += 1
             ET.SubElement(tc, "failure", message=r.message, type="criterion").text = r.message
+        elif r.verdict == st.INCONCLUSIVE:  # neither passed nor failed: the data cannot decide
+            skipped += 1
+            ET.SubElement(tc, "skipped", message=f"inconclusive: {r.message}")
     for p in verdict.failed_points:
         cases += 1
         failures += 1
@@ -76,7 +84,7 @@ def write_junit(path: Path, meta: dict, verdict: Verdict) -> None:
     suite.set("tests", str(cases))
     suite.set("failures", str(failures))
     suite.set("errors", "0")
-    suite.set("skipped", "0")
+    suite.set("skipped", str(skipped))
     suites.set("tests", str(cases))
     suites.set("failures", str(failures))
     ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
@@ -100,21 +108,65 @@ def _cell(v) -> str:
     return str(v).replace("|", "\\|").replace("\n", " ")
 
 
-VERDICT_COLS = ["workload", "point", "status", "repetitions", "step_time_s", "step_time_iqr_s", "efficiency",
-                "efficiency_degradation"]
+VERDICT_COLS = ["workload", "point", "status", "repetitions", "step_time_s", "efficiency_degradation", "ci_low",
+                "ci_high", "predicted_degradation", "verdict", "reason"]
+QUALITY_COLS = ["workload", "point", "repetitions", "cv", "paired_cv", "trend_tau", "trend_p", "rank_p", "ci_method",
+                "predicted_step_s", "prediction_error", "quality"]
 
 
 def verdict_table(points: pd.DataFrame) -> pd.DataFrame:
-    cols = [c for c in VERDICT_COLS + ["busbw_gbs"] if c in points]
+    cols = [c for c in VERDICT_COLS[:-2] + ["busbw_gbs"] + VERDICT_COLS[-2:] if c in points]
     return points[cols] if not points.empty else points
 
 
+def quality_table(points: pd.DataFrame) -> pd.DataFrame:
+    cols = [c for c in QUALITY_COLS if c in points]
+    return points[cols] if not points.empty else points
+
+
+def quality_lines(meta: dict, verdict: Verdict) -> list[str]:
+    """The measurement's own credentials: design, noise floor, headroom, scale, physics checks."""
+    out = [f"design: randomized blocks (seed {meta.get('seed')}), each point paired with its own block's "
+           f"baseline; {meta.get('confidence', st.CONFIDENCE):.0%} intervals"]
+    for p in verdict.points:
+        if p.is_null and p.ci_low is not None:
+            out.append(f"noise floor: {p.workload} {p.label} against its baseline: degradation "
+                       f"[{p.ci_low:+.2%}, {p.ci_high:+.2%}] over {p.repetitions} blocks")
+    for w, h in (meta.get("headroom") or {}).items():
+        if h.get("capacity_ratio") is not None and h.get("line_rate_bps") and h.get("capacity_bps"):
+            out.append(f"headroom: {w}: emulated line rate {h['line_rate_bps'] / 1e6:.4g} Mbit/s over an unshaped "
+                       f"{h['transport']} capacity of {h['capacity_bps'] / 1e6:.4g} Mbit/s = "
+                       f"{h['capacity_ratio']:.2f} (limit {h['max_capacity_ratio']:g})"
+                       + (": HOST-BOUND, the host may set the step time" if h.get("host_bound") else ""))
+        if h.get("error"):
+            out.append(f"headroom: {w}: {h['error']}")
+        if h.get("cpu_load") is not None:
+            out.append(f"CPU load of {w}'s ranks at the baseline: {h['cpu_load']:.0%} of the machine")
+        if h.get("utilization") is not None:
+            out.append(f"offered load / service rate of {w}: {h['utilization']:.2f}"
+                       + (" — OVERLOADED: it measures its own queue" if h.get("overloaded") else ""))
+    if meta.get("extra_scale", 1) != 1:
+        out.append(f"auto scale: rates and bytes divided by a further {meta['extra_scale']:g} (k = {meta['scale']:g})")
+    errs = [p.prediction_error for p in verdict.points if p.prediction_error is not None and not p.baseline]
+    if errs:
+        out.append(f"model: measured - predicted degradation, median {_median(errs):+.2%}, "
+                   f"largest {max(errs, key=abs):+.2%}")
+    return out + [f"warning: {w}" for w in verdict.warnings]
+
+
+def _median(values: list[float]) -> float:
+    import statistics
+    return statistics.median(values)
+
+
 def write_markdown(path: Path, meta: dict, verdict: Verdict, points: pd.DataFrame, crit: pd.DataFrame) -> None:
-    status = "PASS" if verdict.passed else "FAIL"
+    status = verdict.status.upper()
     text = [f"# metrolab {meta['scenario']}: {status}\n",
             f"backend {meta['backend']}, kernel {meta['kernel']}, scale k = {meta['scale']:g}, "
             f"topology {meta['topology']}, git {str(meta.get('git_rev'))[:10]}\n",
-            "## Points\n", _md_table(verdict_table(points)), "\n## Criteria\n", _md_table(crit)]
+            "## Points\n", _md_table(verdict_table(points)), "\n## Criteria\n", _md_table(crit),
+            "\n## Measurement quality\n", "\n".join(f"- {x}" for x in quality_lines(meta, verdict)) + "\n",
+            _md_table(quality_table(points))]
     path.write_text("\n".join(text))
 
 
@@ -128,16 +180,17 @@ def write_html(path: Path, meta: dict, verdict: Verdict, points: pd.DataFrame, c
             if png:
                 figs.append(f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,'
                             f'{base64.b64encode(png).decode()}"><figcaption>{html.escape(title)}</figcaption></figure>')
-    status = "PASS" if verdict.passed else "FAIL"
+    status = verdict.status.upper()
+    color = {"PASS": "#17803d", "FAIL": "#b3261e"}.get(status, "#9a6700")
     meta_rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
-                        for k, v in meta.items())
+                        for k, v in meta.items() if not isinstance(v, (dict, list)))
     table_html = lambda df: df.to_html(index=False, na_rep="", float_format=lambda x: f"{x:.4g}", border=0,  # noqa: E731
                                        classes="t") if not df.empty else "<p>none</p>"
     doc = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>metrolab {html.escape(meta['scenario'])}: {status}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
-.verdict {{ font-size: 1.4em; font-weight: bold; color: {'#17803d' if verdict.passed else '#b3261e'}; }}
+.verdict {{ font-size: 1.4em; font-weight: bold; color: {color}; }}
 table.t {{ border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1.5em; }}
 table.t th, table.t td {{ border-bottom: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; }}
 table.t th {{ background: #f4f4f4; }}
@@ -150,6 +203,8 @@ figure img {{ max-width: 100%; }}
 scale factor k = {meta['scale']:g} (rates and message sizes divided by k, delays and loss unchanged).</p>
 <h2>Points</h2>{table_html(verdict_table(points))}
 <h2>Criteria</h2>{table_html(crit)}
+<h2>Measurement quality</h2><ul>{''.join(f"<li>{html.escape(x)}</li>" for x in quality_lines(meta, verdict))}</ul>
+{table_html(quality_table(points))}
 <h2>Plots</h2>{''.join(figs) or '<p>no plots</p>'}
 <h2>Run</h2><table class="t">{meta_rows}</table>
 </body></html>
@@ -163,6 +218,8 @@ def build_report(run_dir: str | Path) -> dict:
     points = points_frame(verdict)
     crit = criteria_frame(verdict)
     rows = store.frame()
+    if store.jsonl.exists():
+        store.write_tables()  # the record's tables, whole (a killed run may have left them behind)
     out = {"html": run_dir / "report.html", "markdown": run_dir / "summary.md", "junit": run_dir / "junit.xml",
            "points_csv": run_dir / "points.csv", "results_parquet": run_dir / "results.parquet",
            "results_csv": run_dir / "results.csv"}
@@ -170,5 +227,5 @@ def build_report(run_dir: str | Path) -> dict:
     write_markdown(out["markdown"], meta, verdict, points, crit)
     write_junit(out["junit"], meta, verdict)
     points.to_csv(out["points_csv"], index=False)
-    return {"passed": verdict.passed, "files": {k: str(v) for k, v in out.items()}, "verdict": verdict,
+    return {"status": verdict.status, "passed": verdict.passed, "files": {k: str(v) for k, v in out.items()}, "verdict": verdict,
             "points": points, "criteria": crit, "meta": meta}

@@ -32,13 +32,24 @@ def swept_axis(points: pd.DataFrame) -> str:
     return "distance_km"
 
 
-def _lines(ax, pts: pd.DataFrame, x: str, y: str, scale: float = 1.0) -> None:
-    """One line per workload, value of the other network field, and swept workload parameters."""
+def _lines(ax, pts: pd.DataFrame, x: str, y: str, scale: float = 1.0, ci: tuple[str, str] | None = None,
+           model: str | None = None) -> None:
+    """One line per workload, value of the other network field, and swept workload parameters;
+    with `ci` the interval columns as error bars, with `model` the prediction as a dashed line."""
     other = "loss" if x != "loss" else "distance_km"
     pts = pts.assign(_swept=_swept_labels(pts))
     for (wl, o, sw), g in pts.groupby(["workload", other, "_swept"], dropna=False):
         g = g.sort_values(x)
-        ax.plot(g[x], g[y] * scale, marker="o", label=f"{wl}, {other} {o:g}" + (f", {sw}" if sw else ""))
+        label = f"{wl}, {other} {o:g}" + (f", {sw}" if sw else "")
+        if ci and ci[0] in g and g[ci[0]].notna().any():
+            lo, hi = (g[y] - g[ci[0]]).clip(lower=0) * scale, (g[ci[1]] - g[y]).clip(lower=0) * scale
+            line = ax.errorbar(g[x], g[y] * scale, yerr=[lo.fillna(0), hi.fillna(0)], marker="o", capsize=3,
+                               label=label)
+            color = line[0].get_color()
+        else:
+            color = ax.plot(g[x], g[y] * scale, marker="o", label=label)[0].get_color()
+        if model and model in g and g[model].notna().any():
+            ax.plot(g[x], g[model] * scale, linestyle="--", color=color, alpha=0.7, label=f"{label} (model)")
 
 
 def _swept_labels(pts: pd.DataFrame) -> list[str]:
@@ -57,14 +68,16 @@ def degradation(points: pd.DataFrame) -> bytes | None:
         return None
     x = swept_axis(points)
     fig, ax = plt.subplots(figsize=(7, 4))
-    _lines(ax, pts, x, "efficiency_degradation", 100)
+    _lines(ax, pts, x, "efficiency_degradation", 100, ci=("ci_low", "ci_high"), model="predicted_degradation")
+    ax.axhline(0, color="black", linewidth=0.6)
     if x == "distance_km":
         ax.axhline(5, color="grey", linestyle="--", linewidth=1, label="5 % (white paper, 100-500 km)")
     if x in ("rate_bps", "loss") and (pts[x] > 0).all():
         ax.set_xscale("log")
     ax.set_xlabel(AXES[x])
     ax.set_ylabel("efficiency degradation (%)")
-    ax.set_title(f"Computing-efficiency degradation vs {AXES[x].split(' (')[0]}")
+    ax.set_title(f"Computing-efficiency degradation vs {AXES[x].split(' (')[0]}\n"
+                 "(mean of paired blocks with its interval; dashed: the model fitted on the baseline)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _png(fig)
@@ -101,6 +114,6 @@ def step_time_distributions(rows: pd.DataFrame) -> bytes | None:
     ax.boxplot(data, showmeans=True)
     ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=7, rotation=30, ha="right")
     ax.set_ylabel("step time (ms)")
-    ax.set_title("Step time per point (repetitions)")
+    ax.set_title("Step time per point (one value per block)")
     ax.grid(alpha=0.3, axis="y")
     return _png(fig)

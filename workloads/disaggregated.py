@@ -116,6 +116,7 @@ class DisaggregatedRank:
         self.compute_ranks = [r for r in range(world) if r != self.storage_rank]
         self.B = max(1, int(p.batch_size / scale))
         self.step_no = 0
+        self.warm_bad = 0
         self.server = self.puller = self.engine = None
         store = dist.distributed_c10d._get_default_store()
         timeout = 120.0
@@ -160,14 +161,19 @@ class DisaggregatedRank:
         compute = self.engine.step()
         return stall, compute, bad
 
+    def warm(self, steps: int) -> None:
+        """Steps whose times are not measured; their batches are still checked (counted at the next
+        measurement)."""
+        if self.engine is not None:
+            for _ in range(steps):
+                self.warm_bad += self._train_step()[2]
+
     def measure(self, warmups: int, iters: int | None = None) -> dict:
         iters = iters or self.p.iters
         guard = DiskWrites()
         stall = compute = 0.0
-        bad = 0
-        if self.engine is not None:
-            for _ in range(warmups):
-                bad += self._train_step()[2]
+        self.warm(warmups)
+        bad, self.warm_bad = self.warm_bad, 0
         self.dist.barrier()
         t0 = time.perf_counter()
         if self.engine is not None:

@@ -151,10 +151,13 @@ class ElephantRank:
             t.join()
         return fct
 
+    def warm(self, steps: int) -> None:
+        for _ in range(steps):
+            self._step()
+
     def measure(self, warmups: int, iters: int | None = None) -> dict:
         import torch
-        for _ in range(warmups):
-            self._step()
+        self.warm(warmups)
         fcts: list[float] = []
         steps: list[float] = []
         for _ in range(iters or self.p.iters):

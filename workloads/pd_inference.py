@@ -53,7 +53,8 @@ class PDInference(Workload):
     kind = "pd-inference"
     params_model = PDParams
     metrics = ("ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s", "kv_transfer_p50_s", "kv_transfer_p99_s",
-               "e2e_p50_s", "e2e_p99_s", "kv_bytes_per_request", "throughput_rps", "token_mismatches")
+               "e2e_p50_s", "e2e_p99_s", "kv_bytes_per_request", "throughput_rps", "token_mismatches",
+               "service_s", "utilization")
 
     @classmethod
     def validate(cls, spec, topo, scale: float) -> None:
@@ -186,18 +187,32 @@ class PDInferenceRank:
         self.dist.all_gather_object(both, mine)
         return [{**a, **b} for a, b in zip(both[0], both[1])]
 
-    def measure(self, warmups: int, iters: int | None = None) -> dict:
-        p = self.p
+    def warm(self, steps: int) -> None:
+        """`steps` requests (at most a repetition's), not measured."""
         base = 1_000_000 * self.reps
         self.reps += 1
+        self._run(min(steps, self.p.requests), base + 900_000)
+
+    def measure(self, warmups: int, iters: int | None = None) -> dict:
+        p = self.p
         if warmups:
-            self._run(min(warmups, p.requests), base + 900_000)
+            self.warm(warmups)
+        base = 1_000_000 * self.reps
+        self.reps += 1
         recs = self._run(p.requests, base)
         ttft = [r["landed"] - r["arrival"] for r in recs]
         tpot = [(r["done"] - r["landed"]) / max(1, p.output_tokens - 1) for r in recs]
         kvt = [r["landed"] - r["prefill_done"] for r in recs]
         e2e = [r["done"] - r["arrival"] for r in recs]
         span = max(r["done"] for r in recs) - min(r["arrival"] for r in recs)
+        # the slower stage's mean service time: a request keeps the prefill host busy from its start
+        # to its prefill, the decode host from when both its KV cache and the host are ready
+        prefill = [r["prefill_done"] - r["prefill_start"] for r in recs]
+        decode, free = [], -1e18
+        for r in recs:
+            decode.append(r["done"] - max(r["landed"], free))
+            free = r["done"]
+        service = max(sum(prefill) / len(prefill), sum(decode) / len(decode))
         mismatches = 0
         if p.check and self.rank == 0:
             for r in recs:
@@ -209,4 +224,6 @@ class PDInferenceRank:
                 "kv_transfer_p50_s": percentile(kvt, 50), "kv_transfer_p99_s": percentile(kvt, 99),
                 "e2e_p50_s": percentile(e2e, 50), "e2e_p99_s": percentile(e2e, 99),
                 "kv_bytes_per_request": self.kv_bytes, "throughput_rps": len(recs) / span if span > 0 else 0.0,
-                "token_mismatches": mismatches}
+                "token_mismatches": mismatches, "service_s": service,
+                # offered over served: above ~0.8 the requests measure their own queue, not the network
+                "utilization": p.request_rate * service if p.request_rate > 0 else None}

@@ -88,10 +88,13 @@ class CollectiveRank:
         else:
             alg.broadcast(self.buf, 0, algo=p.algo, groups=self.groups)
 
+    def warm(self, steps: int) -> None:
+        for _ in range(steps):
+            self._once()
+
     def measure(self, warmups: int, iters: int | None = None) -> dict:
         iters = iters or self.p.iters
-        for _ in range(warmups):
-            self._once()
+        self.warm(warmups)
         self.dist.barrier()
         t0 = time.perf_counter()
         for _ in range(iters):

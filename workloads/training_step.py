@@ -223,10 +223,13 @@ class TrainingStepRank:
             compute += time.perf_counter() - t0
         return compute
 
+    def warm(self, steps: int) -> None:
+        for _ in range(steps):
+            self.step()
+
     def measure(self, warmups: int, iters: int | None = None) -> dict:
         iters = iters or self.p.iters
-        for _ in range(warmups):
-            self.step()
+        self.warm(warmups)
         self.dist.barrier()
         t0 = time.perf_counter()
         compute = sum(self.step() for _ in range(iters))

@@ -11,11 +11,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 
-from harness import sh
 from harness.errors import LabError
 
 
@@ -55,12 +53,13 @@ def run_ranks(lab, hosts: list[str], argv: list[str], *, port: int = 29500, time
     for h in hosts:
         if h not in lab.topology.nodes or lab.topology.nodes[h].is_switch:
             raise LabError(f"rank host {h!r} is not a host of lab {lab.topology.name}")
+    from harness.runner.zygote import python_popen
     procs = []
     try:
         for rank, host in enumerate(hosts):
             full_env = os.environ | rank_env(lab, hosts, rank, port) | (env or {})
-            procs.append(sh.popen([sys.executable, *argv], netns=lab.ns(host), env=full_env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            procs.append(python_popen(list(argv), netns=lab.ns(host), env=full_env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         deadline = time.monotonic() + timeout
         outs: dict[int, tuple[str, str]] = {}
         # drain every rank concurrently: a blocked pipe would stall a rank that the others wait for

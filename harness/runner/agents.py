@@ -15,7 +15,6 @@ import json
 import os
 import select
 import subprocess
-import sys
 import time
 
 from harness.errors import CapabilityError, LabError
@@ -31,11 +30,11 @@ class RankProcess:
     """The rank process and its line protocol (used inside the Ray actor)."""
 
     def __init__(self, rank: int, host: str, netns: str | None, env: dict[str, str], log_path: str):
-        from harness import sh
+        from harness.runner.zygote import python_popen
         self.rank, self.host, self.log_path = rank, host, log_path
         self.log = open(log_path, "ab")
-        self.proc = sh.popen([sys.executable, "-m", "harness.runner.rank_agent"], netns=netns,
-                             env=os.environ | env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log)
+        self.proc = python_popen(["-m", "harness.runner.rank_agent"], netns=netns, env=os.environ | env,
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log)
         self.buf = b""
 
     def pid(self) -> int:

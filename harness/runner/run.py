@@ -1,8 +1,12 @@
 """`metrolab run`: a scenario from lab up to verdict.
 
-lab up -> Ray up -> per workload: one rank per host (a Ray actor starts it in the host's namespace,
-the process group comes up once) -> baseline, then every sweep point: impair the swept links,
-measure each repetition, append its row -> Ray down, lab down (always) -> verdict.
+lab up -> headroom (the unshaped capacity between each workload's hosts; auto scale) -> Ray up ->
+per workload: one rank per host (a Ray actor starts it in the host's namespace, the process group
+comes up once) -> warm-up at the baseline until the step time is stationary, the model fitted on
+it predicts every point -> randomized blocks (harness.runner.sweep): the baseline and every point
+in a shuffled order, each re-impairing the swept links and re-applying its policy, one row per
+measurement appended as it is taken -> more blocks while a criterion is inconclusive (with
+`until_conclusive`, within the budget) -> Ray down, lab down (always) -> verdict.
 
 A rank that crashes, errs or hangs fails its point (a row with the reason), the workload's ranks
 are stopped and started afresh, and the sweep goes on. With `resume`, nothing already recorded
@@ -14,245 +18,338 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from harness.errors import LabError
 from harness.lab.netns import NetnsLab
-from harness.policy.apply import PolicyApplier, needs_flows
+from harness.policy.apply import PolicyApplier, marks_ecn, needs_flows
+from harness.runner import headroom as hr
 from harness.runner.agents import LocalAgents, RankFailed, RayCluster
+from harness.runner.group import RankGroup
 from harness.runner.results import ResultStore, run_metadata
+from harness.runner.sweep import Sweep, new_seed
+from harness.runner.wan import WanCounters
 from harness.scenario.points import Point, baselines, grid, point_impairment
-from harness.scenario.verdict import Verdict, evaluate, summarize
+from harness.scenario.predict import make_predictor
+from harness.scenario.verdict import Settings, Verdict, evaluate, summarize
 from workloads.registry import WORKLOADS, workload_metrics
 
-
-FIRST_POINT_WARMUPS = 3  # times the scenario's warm-ups, on the first point after ranks (re)start
+WARMUP_SHARE_S = 0.1  # of a point's timeout: the longest a warm-up may take
 
 
 @dataclass
 class RunOutcome:
     run_dir: Path
-    verdict: Verdict
+    judge: Callable[[], Verdict] = field(repr=False)
     measured: int          # rows written by this invocation
-    skipped: int           # (workload, point, repetition) already in the run directory
+    skipped: int           # (workload, point, block) already in the run directory
     ray_start_s: float
     wall_s: float
     orchestrator: str = "ray"
+    blocks: dict = field(default_factory=dict)       # workload -> blocks measured
+    headroom: dict = field(default_factory=dict)     # workload -> Headroom.to_dict()
+    seed: int | None = None
+    scale: float = 1.0
+    _verdict: Verdict | None = field(default=None, repr=False)
+
+    @property
+    def verdict(self) -> Verdict:
+        """Judged when first asked (the statistics import scipy, ~20 s in the TCG guest, where the
+        CLI leaves judging to the host)."""
+        if self._verdict is None:
+            self._verdict = self.judge()
+        return self._verdict
+
+    def summary(self) -> dict:
+        return {"measured": self.measured, "skipped": self.skipped, "ray_start_s": self.ray_start_s,
+                "orchestrator": self.orchestrator, "wall_s": self.wall_s, "seed": self.seed, "blocks": self.blocks,
+                "scale": self.scale, "headroom": self.headroom}
 
 
 def swept_links(scn) -> list[str]:
     return scn.spec.sweep.links or [lk.name for lk in scn.topology.links if lk.name.startswith("wan")]
 
 
-def _matching_fault(scn, point: Point, rank_count: int):
-    for f in scn.spec.faults:
-        if point.baseline:
-            continue
-        if all(getattr(point, k, None) == v for k, v in f.point.items()) and f.rank < rank_count:
-            return f
-    return None
+class Runner:
+    """One run of a scenario in a run directory (what `run_scenario` drives)."""
+
+    def __init__(self, scn, run_dir, *, resume: bool, ray_address: str | None, backend: str, progress):
+        self.scn, self.spec = scn, scn.spec
+        self.run_dir = Path(run_dir)
+        self.resume, self.ray_address, self.backend = resume, ray_address, backend
+        self.progress = progress or (lambda **kw: None)
+        self.store = ResultStore(run_dir)
+        self.settings = Settings.of(self.spec)
+        self.links = swept_links(scn)
+        self.lab = NetnsLab(scn.topology)
+        self.applier = PolicyApplier(self.lab)
+        self.wan = WanCounters(self.lab, self.links, lambda: marks_ecn(self.applier.current))
+        self.policies = {p.name: p for p in self.spec.policies}
+        self.cluster = None
+        self.t0 = time.monotonic()
+        self.headroom: dict[str, hr.Headroom] = {}
+        self.blocks: dict[str, int] = {}
+        self.rate_divisor = 1.0
+
+    # -- set-up ----------------------------------------------------------------------------
+    def _meta(self) -> dict:
+        meta = run_metadata(self.scn, self.backend)
+        seed = self.spec.statistics.seed
+        meta |= {"seed": seed if seed is not None else new_seed(), "design": "randomized-blocks",
+                 "confidence": self.settings.confidence}
+        return self.store.start(meta, self.resume)
+
+    def _rates(self) -> None:
+        """Every link at its topology rate divided by the run's extra scale factor."""
+        if self.rate_divisor == 1:
+            return
+        for lk in self.scn.topology.links:
+            if lk.rate_bps:
+                hr.restore(self.lab, lk, self.rate_divisor)
+
+    def _check_headroom(self, meta: dict) -> None:
+        """Capacity between each workload's hosts; with auto_scale the extra factor k' that keeps
+        the emulated line rate under the limit (recorded: a resumed run keeps the same one)."""
+        spec_h = self.spec.headroom
+        recorded = meta.get("extra_scale")
+        if not spec_h.check and recorded is None:
+            return
+        cache: dict = {}
+        for wspec in self.spec.workloads:
+            kind = WORKLOADS[wspec.kind]
+            hosts = kind.hosts(wspec, self.scn.topology)
+            params = kind.resolve(dict(wspec.params), hosts, self.scn.topology)
+            wname = wspec.name or wspec.kind
+            self.progress(description=f"{wname}: measuring the unshaped capacity between its hosts")
+            self.headroom[wname] = hr.measure(self.lab, wname, wspec.kind, params, hosts, spec_h, cache=cache)
+        extra = 1.0
+        if recorded is not None:
+            extra = float(recorded)
+        elif spec_h.auto_scale:
+            ratios = [h.capacity_ratio for h in self.headroom.values() if h.capacity_ratio]
+            extra = hr.extra_scale(max(ratios), spec_h.max_capacity_ratio) if ratios else 1.0
+        self.rate_divisor = extra
+        for h in self.headroom.values():
+            if h.capacity_ratio is not None:
+                h.capacity_ratio /= extra
+                h.line_rate_bps = h.line_rate_bps / extra if h.line_rate_bps else None
+            if extra != 1:
+                h.notes.append(f"auto scale: rates and bytes divided by a further {extra:g}")
+        self._rates()
+        self.store.update_meta(extra_scale=extra, scale=self.spec.scale * extra,
+                               headroom={w: h.to_dict() for w, h in self.headroom.items()})
+
+    # -- the run ---------------------------------------------------------------------------
+    def run(self) -> RunOutcome:
+        from harness.runner.zygote import prestart
+        prestart()  # in the guest: the ranks' imports overlap with building the lab
+        meta = self._meta()
+        (self.run_dir / "scenario.json").write_text(json.dumps(
+            {"spec": self.spec.model_dump(mode="json"),
+             "metrics": list(workload_metrics([w.kind for w in self.spec.workloads]))}, indent=2))
+        self.lab.up()
+        try:
+            self._check_headroom(meta)
+            meta = {k: v for k, v in self.store.meta.items() if not isinstance(v, (dict, list))}  # flat, per row
+            scale = self.spec.scale * self.rate_divisor
+            points = baselines(self.spec.sweep) + grid(self.spec.sweep, scale)
+            sweep = Sweep(points, int(meta["seed"]), self.store.done())
+            sweep.order = self.store.next_order()
+            self.sweep = sweep
+            self.total = len(self.spec.workloads) * len(points) * self.spec.repetitions
+            self.progress(advance=0, total=self.total)
+            # Ray places and supervises the ranks on the host kernel and on clusters; in the guest
+            # (TCG) Ray does not start, so the runner drives the same rank agents itself
+            self.cluster = LocalAgents() if os.environ.get("METROLAB_IN_GUEST") and not self.ray_address \
+                else RayCluster(self.ray_address)
+            self.lab.state.extra["ray_pids"] = self.cluster.pids()
+            self.lab.state.save()
+            for wi, wspec in enumerate(self.spec.workloads):
+                self._workload(wi, wspec, meta, scale, len(self.spec.workloads) - wi)
+        finally:
+            if self.cluster is not None:
+                self.cluster.close()
+            self.lab.down()  # policies go with the namespaces
+        self.store.write_tables()
+        return RunOutcome(self.run_dir, self.verdict, self.sweep.measured, self.sweep.skipped,
+                          self.cluster.start_s if self.cluster is not None else 0.0, time.monotonic() - self.t0,
+                          self.cluster.kind if self.cluster is not None else "none", dict(self.blocks),
+                          {w: h.to_dict() for w, h in self.headroom.items()}, int(meta["seed"]), scale)
+
+    def verdict(self, workload: str | None = None) -> Verdict:
+        rows = self.store.rows()
+        if workload is not None:
+            rows = [r for r in rows if r["workload"] == workload]
+        metrics = workload_metrics([w.kind for w in self.spec.workloads])
+        return evaluate(summarize(rows, metrics, self.settings), self.scn.criteria, self.settings)
+
+    def _workload(self, wi: int, wspec, meta: dict, scale: float, workloads_left: int) -> None:
+        spec, sweep = self.spec, self.sweep
+        wname = wspec.name or wspec.kind
+        group = RankGroup(self.cluster, self.lab, self.scn, wspec, self.run_dir, port=29700 + 50 * wi, scale=scale)
+        stats = spec.statistics
+        deadline = self.t0 + stats.max_minutes * 60
+        share = max(0.0, deadline - time.monotonic()) / max(1, workloads_left)
+        my_deadline = time.monotonic() + share
+        ctx = _WorkloadRun(self, group, wname, meta, scale)
+        try:
+            block = 0
+            while True:
+                planned = block < spec.repetitions
+                if not planned:
+                    if not stats.until_conclusive or block >= stats.max_repetitions:
+                        break
+                    if time.monotonic() > my_deadline:
+                        ctx.note(f"time budget spent after {block} blocks")
+                        break
+                    if not self.verdict(wname).inconclusive:
+                        break
+                    self.total += len(sweep.points)
+                    self.progress(total=self.total)
+                todo = sweep.todo(wname, block)
+                sweep.skipped += len(sweep.points) - len(todo)
+                self.progress(advance=len(sweep.points) - len(todo))
+                for point in todo:
+                    ctx.measure(point, block)
+                block += 1
+                self.blocks[wname] = block
+        finally:
+            group.stop()
+            self.store.update_meta(**{f"blocks_{wname}": self.blocks.get(wname, 0)},
+                                   budget={**(self.store.meta.get("budget") or {}),
+                                           wname: {"blocks": self.blocks.get(wname, 0),
+                                                   "minutes": round((time.monotonic() - self.t0) / 60, 2),
+                                                   "notes": ctx.notes}})
 
 
-class RankGroup:
-    """The ranks of one workload: Ray actors, each owning its rank process in a lab host."""
+class _WorkloadRun:
+    """The measurements of one workload: its rank group, warm-ups, predictions, learned flows."""
 
-    def __init__(self, cluster: RayCluster, lab, scn, wspec, run_dir: Path, port: int):
-        self.cluster, self.lab, self.scn, self.wspec, self.run_dir = cluster, lab, scn, wspec, run_dir
-        self.kind = WORKLOADS[wspec.kind]
-        self.hosts = self.kind.hosts(wspec, scn.topology)
-        self.port = port
-        self.actors: list = []
-        self.generation = 0
+    def __init__(self, runner: Runner, group: RankGroup, wname: str, meta: dict, scale: float):
+        self.r, self.group, self.wname, self.meta, self.scale = runner, group, wname, meta, scale
+        self.flows: dict = {}              # (policy, params) -> learned flows, reused in later blocks
+        self.predictions: dict[str, float] = {}
+        self.combo = None                  # the parameter combination the ranks hold
+        self.notes: list[str] = []
+        self.bases = {lk.name: lk.impairment(runner.scn.topology.group_index) for lk in runner.scn.topology.links}
+        if runner.rate_divisor != 1:
+            import dataclasses
+            self.bases = {k: dataclasses.replace(v, rate_bps=v.rate_bps / runner.rate_divisor) if v.rate_bps else v
+                          for k, v in self.bases.items()}
 
-    def start(self) -> float:
-        from harness.dist.launch import rank_env
-        self.generation += 1
-        port = self.port + self.generation  # a fresh rendezvous after a restart
-        logs = self.run_dir / "logs"
-        logs.mkdir(exist_ok=True)
-        name = self.wspec.name or self.wspec.kind
-        self.actors = [self.cluster.actor(r, h, self.lab.ns(h), rank_env(self.lab, self.hosts, r, port),
-                                          str(logs / f"{name}-rank{r}-{h}.log")) for r, h in enumerate(self.hosts)]
-        backend = self.wspec.params.get("backend", "gloo")
-        t0 = time.monotonic()
-        self._call_all({"cmd": "init", "backend": backend, "timeout": self.scn.spec.timeout_s},
-                       self.scn.spec.timeout_s)
-        return time.monotonic() - t0
+    def note(self, text: str) -> None:
+        self.notes.append(text)
 
-    def _call_all(self, msg: dict, timeout: float, per_rank: list[dict] | None = None) -> list[dict]:
-        return self.cluster.call_all(self.actors, per_rank or [msg] * len(self.actors), timeout)
+    def _impair(self, point: Point) -> None:
+        spec = self.r.spec
+        for link in self.r.links:
+            imp = point_impairment(point, self.bases[link], spec.sweep, self.r.scn.topology.group_index)
+            self.r.lab.impair(link, imp)
+            self.r.applier.base[link] = imp  # a policy on this link composes with the point's impairment
 
-    def setup(self, point: Point) -> None:
-        fault = _matching_fault(self.scn, point, len(self.hosts))
-        sites = [self.scn.topology.nodes[h].site for h in self.hosts]
-        params = self.kind.resolve({**self.wspec.params, **dict(point.params)}, self.hosts, self.scn.topology)
-        msgs = [{"cmd": "setup", "workload": self.wspec.kind, "params": params,
-                 "scale": self.scn.spec.scale, "sites": sites, "hosts": self.hosts,
-                 "fault": fault.model_dump() if fault is not None and fault.rank == r else None}
-                for r in range(len(self.hosts))]
-        self._call_all(msgs[0], self.scn.spec.timeout_s, per_rank=msgs)
+    def _ensure(self, point: Point) -> None:
+        """Ranks up, holding the point's parameter combination; after a (re)build, a warm-up at
+        the combination's baseline until stationary, which also fits the model."""
+        g = self.group
+        if not g.started:
+            g.start()
+            self.combo, self.flows = None, {}
+        if self.combo == point.params:
+            return
+        base = next(p for p in self.r.sweep.points if p.baseline and p.params == point.params)
+        self._impair(base)
+        self.r.applier.apply(None)
+        g.setup(base)
+        self.r.progress(description=f"{self.wname}: warming up{' ' + base.label() if point.params else ''}")
+        w = g.warm_up(self.r.spec.warmups, WARMUP_SHARE_S * self.r.spec.timeout_s)
+        self.combo = point.params
+        self._predict(base, w)
+        self._record_warmup(base, w)
 
-    def measure(self, warmups: int) -> dict:
-        replies = self._call_all({"cmd": "measure", "warmups": warmups}, self.scn.spec.timeout_s)
-        return replies[0]["metrics"]
+    def _predict(self, base: Point, w) -> None:
+        pred = make_predictor(self.r.scn, self.group.wspec, self.group.hosts, self.group.params(base), self.r.links,
+                              self.scale, self.r.rate_divisor)
+        if pred is None or not w.baseline_step_s:
+            return
+        try:
+            pred.fit(base, w.baseline_step_s, w.metrics)
+            for p in self.r.sweep.points:
+                if p.params == base.params:
+                    self.predictions[p.key] = pred.predict(p)
+        except (ValueError, KeyError, ZeroDivisionError) as exc:
+            self.note(f"no prediction: {exc}")
 
-    def learn_flows(self, warmups: int) -> list:
-        """A pass of the workload (its result discarded), then the flows it made between its
-        hosts, as a controller would learn them: 5-tuples and bytes."""
-        from harness.policy.flows import learn, snapshot
-        before = learn(self.lab, self.hosts)
-        self.measure(warmups)
-        return learn(self.lab, self.hosts, since=snapshot(before), min_bytes=1)
+    def _record_warmup(self, base: Point, w) -> None:
+        h = self.r.headroom.get(self.wname)
+        if h is not None:
+            h.cpu_load = w.metrics.get("cpu_load")
+            if "utilization" in w.metrics:
+                h.utilization = w.metrics["utilization"]
+        path = self.r.run_dir / "warmups.jsonl"
+        with open(path, "a") as f:
+            f.write(json.dumps({"workload": self.wname, "params": dict(base.params), "steps": w.steps,
+                                "stationary": w.stationary, "wall_s": w.wall_s,
+                                "cpu_load": w.metrics.get("cpu_load"),
+                                "predictions": {k: v for k, v in self.predictions.items()}}) + "\n")
+        if h is not None:
+            self.r.store.update_meta(headroom={k: v.to_dict() for k, v in self.r.headroom.items()})
 
-    def stop(self, kill: bool = False) -> None:
-        for a in self.actors:
-            self.cluster.stop_actor(a, kill)
-        self.actors = []
+    def measure(self, point: Point, block: int) -> None:
+        r, sweep, spec, g = self.r, self.r.sweep, self.r.spec, self.group
+        wspec = g.wspec
+        h = r.headroom.get(self.wname)
+        base_row = {"workload": self.wname, "kind": wspec.kind, "point_key": point.key, "label": point.label(),
+                    **point.fields(), "links": ",".join(r.links), **self.meta, "block": block}
+
+        def failed(error: str) -> None:
+            r.store.append(base_row | {"repetition": -1, "order": sweep.order, "status": "failed", "error": error,
+                                       "measured_at": time.time()})
+            sweep.order += 1
+            sweep.measured += 1
+            sweep.done.add((self.wname, point.key, -1))
+            r.progress(advance=1)
+
+        policy = None if point.baseline or point.policy == "none" else r.policies[point.policy]
+        try:
+            self._ensure(point)
+            r.progress(description=f"{self.wname}: block {block + 1}: {point.label()}")
+            self._impair(point)
+            learned = self.flows.get((point.policy, point.params)) if needs_flows(policy) else None
+            try:
+                r.applier.apply(None if needs_flows(policy) and learned is None else policy, flows=learned)
+            except (LabError, ValueError) as exc:
+                failed(f"policy {point.policy}: {exc}")
+                return
+            g.setup(point)  # the same workload, or this point's fault
+            if needs_flows(policy) and learned is None:
+                try:  # a controller learns the flows once; later blocks reuse them
+                    learned = self.flows[(point.policy, point.params)] = g.learn_flows(max(1, spec.warmups))
+                    r.applier.apply(policy, flows=learned)
+                except (LabError, ValueError) as exc:
+                    failed(f"policy {point.policy}: {exc}")
+                    return
+            g.warm(spec.warmups)  # the network just changed under the ranks
+            before = r.wan.read()
+            metrics = g.measure(0)
+            metrics |= r.wan.metrics(before, r.wan.read())  # this repetition's own steps
+        except RankFailed as exc:
+            failed(str(exc))
+            g.stop(kill=True)
+            return
+        row = base_row | {"repetition": block, "order": sweep.order, "status": "ok", "error": None,
+                          "measured_at": time.time(), "predicted_step_s": self.predictions.get(point.key), **metrics}
+        if h is not None:
+            row |= {"capacity_ratio": h.capacity_ratio, "host_bound": h.host_bound}
+        r.store.append(row)
+        sweep.order += 1
+        sweep.measured += 1
+        sweep.done.add((self.wname, point.key, block))
+        r.progress(advance=1)
+
 
 
 def run_scenario(scn, run_dir: str | Path, *, resume: bool = False, ray_address: str | None = None,
                  backend: str = "netns", progress=None) -> RunOutcome:
-    t_start = time.monotonic()
-    store = ResultStore(run_dir)
-    meta = store.start(run_metadata(scn, backend), resume)
-    (Path(run_dir) / "scenario.json").write_text(json.dumps(
-        {"spec": scn.spec.model_dump(mode="json"), "metrics": list(workload_metrics([w.kind for w in
-                                                                                      scn.spec.workloads]))},
-        indent=2))
-    done = store.done()
-    points = baselines(scn.spec.sweep) + grid(scn.spec.sweep, scn.spec.scale)
-    workloads = scn.spec.workloads
-    total = len(workloads) * len(points) * scn.spec.repetitions
-    progress = progress or (lambda **kw: None)
-    measured = skipped = 0
-    lab = NetnsLab(scn.topology)
-    cluster = None
-    links = swept_links(scn)
-    bases = {lk.name: lk.impairment(scn.topology.group_index) for lk in scn.topology.links}
-    lab.up()
-
-    def wan_counter() -> dict[str, tuple[int, int, int, int]]:
-        """Per swept link (both directions): bytes sent, packets its queues dropped, packets they
-        marked CE (read only under an ECN policy: it takes a `tc` per interface), packets sent."""
-        from harness.policy.apply import marks_ecn
-        from harness.policy.qos import ecn_marks, root_drops
-        from harness.rdma.counters import if_counters
-        out = {}
-        ecn = marks_ecn(applier.current)
-        for link in links:
-            sent = dropped = marked = packets = 0
-            for end in lab.plan.ends(link):
-                h = lab.handle(end.node)
-                c = if_counters(h, end.ifname)
-                sent, packets = sent + c["tx_bytes"], packets + c["tx_packets"]
-                dropped += root_drops(h, end.ifname)
-                marked += ecn_marks(lab.ns(end.node), end.ifname) if ecn else 0
-            out[link] = (sent, dropped, marked, packets)
-        return out
-
-    def wan_metrics(before: dict, after: dict) -> dict:
-        sent = {lk: after[lk][0] - before[lk][0] for lk in links}
-        drops, packets = (sum(after[lk][i] - before[lk][i] for lk in links) for i in (1, 3))
-        m = {"wan_bytes": sum(sent.values()), "wan_drops": drops,
-             "wan_loss": drops / (drops + packets) if drops + packets else 0.0,
-             "ecn_marks": sum(after[lk][2] - before[lk][2] for lk in links)}
-        if len(links) > 1:  # parallel paths: how evenly the traffic spread (max / min bytes)
-            from harness.policy.planner import imbalance
-            m["path_imbalance"] = imbalance(sent)
-            m["path_bytes"] = json.dumps(sent, sort_keys=True)  # per link, for the record (not a metric)
-        return m
-
-    policies = {p.name: p for p in scn.spec.policies}
-    applier = PolicyApplier(lab)
-    try:
-        # Ray places and supervises the ranks on the host kernel and on clusters; in the guest
-        # (TCG) Ray does not start, so the runner drives the same rank agents itself
-        cluster = LocalAgents() if os.environ.get("METROLAB_IN_GUEST") and not ray_address else RayCluster(ray_address)
-        lab.state.extra["ray_pids"] = cluster.pids()
-        lab.state.save()
-        for wi, wspec in enumerate(workloads):
-            wname = wspec.name or wspec.kind
-            todo = [p for p in points
-                    if not all((wname, p.key, rep) in done for rep in range(scn.spec.repetitions))
-                    and (wname, p.key, -1) not in done]
-            skipped += (len(points) - len(todo)) * scn.spec.repetitions
-            progress(advance=(len(points) - len(todo)) * scn.spec.repetitions, total=total)
-            if not todo:
-                continue
-            group = RankGroup(cluster, lab, scn, wspec, Path(run_dir), port=29700 + 50 * wi)
-            try:
-                started = fresh = False
-                for point in todo:
-                    progress(description=f"{wname}: {point.label()}")
-                    for link in links:
-                        imp = point_impairment(point, bases[link], scn.spec.sweep, scn.topology.group_index)
-                        lab.impair(link, imp)
-                        applier.base[link] = imp  # a policy on this link composes with the point's impairment
-                    base_row = {"workload": wname, "kind": wspec.kind, "point_key": point.key, "label": point.label(),
-                                **point.fields(), "links": ",".join(links), **meta}
-                    # the point's policy replaces the previous one (the baseline runs without any);
-                    # one that acts on flows goes in after a pass of the workload it learns them from
-                    policy = None if point.baseline or point.policy == "none" else policies[point.policy]
-                    learn = needs_flows(policy)
-
-                    def policy_failed(exc: Exception) -> None:
-                        nonlocal measured
-                        store.append(base_row | {"repetition": -1, "status": "failed",
-                                                 "error": f"policy {point.policy}: {exc}", "measured_at": time.time()})
-                        measured += 1
-                        progress(advance=scn.spec.repetitions)
-                    try:
-                        applier.apply(None if learn else policy)
-                    except (LabError, ValueError) as exc:
-                        policy_failed(exc)
-                        continue
-                    try:
-                        if not started:
-                            group.start()
-                            started = fresh = True
-                        group.setup(point)
-                        if learn:
-                            try:
-                                applier.apply(policy, flows=group.learn_flows(max(1, scn.spec.warmups)))
-                            except (LabError, ValueError) as exc:
-                                policy_failed(exc)
-                                continue
-                        for rep in range(scn.spec.repetitions):
-                            if (wname, point.key, rep) in done:
-                                progress(advance=1)
-                                skipped += 1
-                                continue
-                            warm = scn.spec.warmups if rep == 0 else 0
-                            if rep == 0 and fresh:
-                                # a group's first point also warms caches, connections and
-                                # allocators: without more warm-up the baseline (measured
-                                # first) reads slow and every later point looks better than ideal
-                                warm = FIRST_POINT_WARMUPS * max(1, scn.spec.warmups)
-                                fresh = False
-                            before = wan_counter()
-                            metrics = group.measure(warm)
-                            if not warm:  # one repetition's own steps, warm-ups excluded
-                                metrics |= wan_metrics(before, wan_counter())
-                            store.append(base_row | {"repetition": rep, "status": "ok", "error": None,
-                                                     "measured_at": time.time(), **metrics})
-                            measured += 1
-                            progress(advance=1)
-                    except RankFailed as exc:
-                        store.append(base_row | {"repetition": -1, "status": "failed", "error": str(exc),
-                                                 "measured_at": time.time()})
-                        measured += 1
-                        progress(advance=scn.spec.repetitions)
-                        group.stop(kill=True)
-                        started = False
-            finally:
-                group.stop()
-    finally:
-        if cluster is not None:
-            cluster.close()
-        lab.down()  # policies go with the namespaces
-    ray_start = cluster.start_s if cluster is not None else 0.0
-    metrics = workload_metrics([w.kind for w in workloads])
-    verdict = evaluate(summarize(store.rows(), metrics), scn.criteria)
-    return RunOutcome(Path(run_dir), verdict, measured, skipped, ray_start, time.monotonic() - t_start,
-                      cluster.kind if cluster is not None else "none")
+    return Runner(scn, run_dir, resume=resume, ray_address=ray_address, backend=backend, progress=progress).run()

@@ -123,10 +123,35 @@ class SweepSpec(_Strict):
 
 
 
+class StatisticsSpec(_Strict):
+    """How points are measured and judged (harness.scenario.stats)."""
+
+    confidence: float = Field(default=0.95, gt=0.5, lt=1, description="interval coverage")
+    max_cv: float = Field(default=0.05, gt=0, description="a step time noisier than this is not judged at face value")
+    trend_alpha: float = Field(default=0.05, gt=0, lt=1, description="Kendall p-value under which a trend is declared")
+    seed: int | None = Field(default=None, description="block order seed (default: drawn and recorded)")
+    until_conclusive: bool = Field(default=False, description="add blocks until every criterion is conclusive")
+    max_repetitions: int = Field(default=12, ge=1, description="block budget per workload with until_conclusive")
+    max_minutes: float = Field(default=30, gt=0, description="time budget of the run with until_conclusive")
+
+
+class HeadroomSpec(_Strict):
+    """Whether the lab, not the host, sets the step time (harness.runner.headroom)."""
+
+    check: bool = Field(default=True, description="measure the unshaped capacity before the sweep")
+    max_capacity_ratio: float = Field(default=0.5, gt=0, le=1,
+                                      description="emulated line rate / measured capacity above which the host is "
+                                                  "the bottleneck")
+    max_utilization: float = Field(default=0.8, gt=0, le=1,
+                                   description="offered / served requests above which a workload measures its queue")
+    auto_scale: bool = Field(default=False, description="divide rates and bytes further until the ratio holds")
+
+
 class QuickSpec(_Strict):
     sweep: dict[str, Any] = Field(default_factory=dict)
     repetitions: int | None = Field(default=None, ge=1)
     warmups: int | None = Field(default=None, ge=0)
+    statistics: dict[str, Any] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict, description="workload params overridden in --quick")
 
 
@@ -138,12 +163,29 @@ class ScenarioSpec(_Strict):
     sweep: SweepSpec = Field(default_factory=SweepSpec)
     repetitions: int = Field(default=3, ge=1)
     warmups: int = Field(default=1, ge=0)
-    scale: float = Field(default=1.0, ge=1, description="time-preserving scale factor k")
+    scale: float | Literal["auto"] = Field(default=1.0, description="time-preserving scale factor k, or auto "
+                                                                   "(k from the measured headroom)")
     timeout_s: float = Field(default=600, gt=0, description="per sweep point")
     acceptance: list[str] = Field(default_factory=list)
     faults: list[FaultSpec] = Field(default_factory=list)
     policies: list[PolicySpec] = Field(default_factory=list)
+    statistics: StatisticsSpec = Field(default_factory=StatisticsSpec)
+    headroom: HeadroomSpec = Field(default_factory=HeadroomSpec)
     quick: QuickSpec | None = None
+
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, v):
+        if v != "auto" and v < 1:
+            raise ValueError("the scale factor k is >= 1 (or auto)")
+        return v
+
+    @model_validator(mode="after")
+    def _auto_scale(self):
+        if self.scale == "auto":  # k from 1, chosen by the headroom check
+            self.scale = 1.0
+            self.headroom.auto_scale = True
+        return self
 
     @model_validator(mode="after")
     def _unique_workloads(self):
@@ -173,6 +215,8 @@ def _apply_quick(data: dict) -> dict:
     for key in ("repetitions", "warmups"):
         if q.get(key) is not None:
             out[key] = q[key]
+    if q.get("statistics"):
+        out["statistics"] = {**(data.get("statistics") or {}), **q["statistics"]}
     if q.get("params"):
         out["workloads"] = [{**w, "params": {**(w.get("params") or {}), **q["params"]}} for w in data["workloads"]]
     return out

@@ -38,13 +38,15 @@ def command_stderr(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
 
-def run_in_guest(argv: list[str], progress=None, timeout: float = 7200, shares: tuple[Path, ...] = ()) -> int:
+def run_in_guest(argv: list[str], progress=None, timeout: float = 7200, shares: tuple[Path, ...] = (),
+                 env: dict[str, str] | None = None) -> int:
     progress = progress or (lambda m: print(m, file=sys.stderr))
     kernel = prepare_kernel(progress)
     guest = Guest(kernel)
     progress(f"booting guest kernel {kernel.release} ({guest.accel}: {guest.accel_why}) ...")
     width = shutil.get_terminal_size((180, 40)).columns if sys.stdout.isatty() else 180
-    env = {"COLUMNS": str(width), "METROLAB_NO_PROGRESS": "1"}  # the serial port: a tty of no known size
+    env = {"COLUMNS": str(width), "METROLAB_NO_PROGRESS": "1", **(env or {})}  # the serial port: a tty of no
+    # known size
     if not sys.stdout.isatty():
         env["METROLAB_PLAIN"] = "1"  # the guest's stdout is a tty; ours is a pipe or a file
     res = guest.run([sys.executable, "-m", "harness.cli", *with_backend(argv, "netns")], cwd=Path.cwd(), env=env,

@@ -16,3 +16,9 @@ def pytest_runtest_logreport(report):
            "duration": report.duration, "sections": [list(s) for s in report.sections]}
     with open(os.environ["METROLAB_GUEST_REPORT"], "a") as f:
         f.write(json.dumps(rec) + "\n")
+
+
+def pytest_sessionstart(session):
+    """Start the rank zygote's imports (torch: ~30 s under TCG) while the first tests build labs."""
+    from harness.runner.zygote import prestart
+    prestart()

@@ -1,0 +1,67 @@
+"""The measurement plan of a run: randomized blocks.
+
+A block measures a workload's baseline and every sweep point once. Points are only compared
+within their combination of swept workload parameters (each has its own baseline), so a block
+visits the combinations in a shuffled order and, inside each, the baseline and the points in a
+shuffled order; a fresh order per block, drawn from the run's recorded seed, so the same run
+directory resumes into the same plan. What is already recorded is never measured again, and a
+point that failed is not retried in later blocks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+
+from harness.scenario.points import Point
+
+
+def new_seed() -> int:
+    return random.SystemRandom().randrange(1, 2 ** 31)
+
+
+@dataclass
+class Sweep:
+    points: list[Point]               # baselines and grid points (every combination)
+    seed: int
+    done: set = field(default_factory=set)   # (workload, point key, block); block -1: the point failed
+    measured: int = 0
+    skipped: int = 0
+    order: int = 0                    # index of the next measurement in the run
+
+    def _rng(self, workload: str, block: int) -> random.Random:
+        digest = hashlib.sha256(f"{self.seed}:{workload}:{block}".encode()).digest()
+        return random.Random(int.from_bytes(digest[:8], "big"))
+
+    def combos(self) -> list[tuple]:
+        out: list[tuple] = []
+        for p in self.points:
+            if p.params not in out:
+                out.append(p.params)
+        return out
+
+    def block(self, workload: str, block: int) -> list[Point]:
+        """Every point of the workload in this block's order."""
+        rng = self._rng(workload, block)
+        combos = self.combos()
+        rng.shuffle(combos)
+        out = []
+        for c in combos:
+            pts = [p for p in self.points if p.params == c]
+            rng.shuffle(pts)
+            out += pts
+        return out
+
+    def failed(self, workload: str, point: Point) -> bool:
+        return (workload, point.key, -1) in self.done
+
+    def is_done(self, workload: str, point: Point, block: int) -> bool:
+        return (workload, point.key, block) in self.done or self.failed(workload, point)
+
+    def todo(self, workload: str, block: int) -> list[Point]:
+        return [p for p in self.block(workload, block) if not self.is_done(workload, p, block)]
+
+    def blocks_recorded(self, workload: str) -> int:
+        """Blocks this workload has rows for (a resumed run continues after them)."""
+        return 1 + max((b for (w, _, b) in self.done if w == workload), default=-1)

@@ -1,0 +1,45 @@
+"""What crossed the swept links during one repetition: bytes, drops, CE marks, packets, and how
+evenly parallel paths shared the bytes (read from both ends of every swept link)."""
+
+from __future__ import annotations
+
+import json
+from typing import Callable
+
+Counts = dict[str, tuple[int, int, int, int]]  # link -> (bytes sent, dropped, CE-marked, packets sent)
+
+
+class WanCounters:
+    def __init__(self, lab, links: list[str], ecn: Callable[[], bool] = lambda: False):
+        self.lab, self.links, self.ecn = lab, links, ecn
+
+    def read(self) -> Counts:
+        """Per swept link (both directions): bytes sent, packets its queues dropped, packets they
+        marked CE (read only under an ECN policy: it takes a `tc` per interface), packets sent."""
+        from harness.policy.qos import ecn_marks, root_drops
+        from harness.rdma.counters import if_counters
+        out = {}
+        ecn = self.ecn()
+        for link in self.links:
+            sent = dropped = marked = packets = 0
+            for end in self.lab.plan.ends(link):
+                h = self.lab.handle(end.node)
+                c = if_counters(h, end.ifname)
+                sent, packets = sent + c["tx_bytes"], packets + c["tx_packets"]
+                dropped += root_drops(h, end.ifname)
+                marked += ecn_marks(self.lab.ns(end.node), end.ifname) if ecn else 0
+            out[link] = (sent, dropped, marked, packets)
+        return out
+
+    def metrics(self, before: Counts, after: Counts) -> dict:
+        links = self.links
+        sent = {lk: after[lk][0] - before[lk][0] for lk in links}
+        drops, packets = (sum(after[lk][i] - before[lk][i] for lk in links) for i in (1, 3))
+        m = {"wan_bytes": sum(sent.values()), "wan_drops": drops,
+             "wan_loss": drops / (drops + packets) if drops + packets else 0.0,
+             "ecn_marks": sum(after[lk][2] - before[lk][2] for lk in links)}
+        if len(links) > 1:  # parallel paths: how evenly the traffic spread (max / min bytes)
+            from harness.policy.planner import imbalance
+            m["path_imbalance"] = imbalance(sent)
+            m["path_bytes"] = json.dumps(sent, sort_keys=True)  # per link, for the record (not a metric)
+        return m

@@ -1,0 +1,334 @@
+"""A fork server for Python rank processes in the TCG guest.
+
+Under QEMU TCG `import torch` takes ~30 s of CPU per process, and a run starts two to four ranks
+per workload (a test tier, dozens): most of a guest run went into importing the same libraries
+again. The zygote imports them once (torch, torch.distributed, numpy, pyverbs, the rank agent's
+modules) and forks each rank from that state: the child enters its lab host's network namespace,
+takes the caller's stdin/stdout/stderr (passed over a Unix socket), environment and working
+directory, and runs its module as `python -m` would. The caller gets a Popen-like handle; the exit
+status comes back over the same connection when the child ends.
+
+Forking is safe here because the zygote has a single thread when it forks (OpenMP and OpenBLAS
+pools are held to one thread before anything is imported, and nothing it imported has started
+one; `serve` checks) and the children initialise process groups, sockets and RDMA resources only
+after the fork. Used only in the guest (METROLAB_IN_GUEST=1; METROLAB_NO_ZYGOTE=1 turns it off);
+on a host kernel `import torch` costs a second and ranks are plain processes.
+"""
+
+from __future__ import annotations
+
+import array
+import atexit
+import io
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+PRELOAD = ("numpy", "torch", "torch.distributed", "pyverbs.device", "harness.runner.rank_agent",
+           "workloads.registry", "workloads.training_step", "workloads.pd_inference", "workloads.disaggregated",
+           "workloads.elephants", "workloads.collectives", "harness.dist.verbs_pg")
+SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+START_TIMEOUT_S = 300
+
+
+def enabled() -> bool:
+    return os.environ.get("METROLAB_IN_GUEST") == "1" and os.environ.get("METROLAB_NO_ZYGOTE") != "1"
+
+
+# -- the server ---------------------------------------------------------------------------------
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def serve(path: str) -> None:
+    for mod in PRELOAD:
+        try:
+            __import__(mod)
+        except Exception:  # noqa: BLE001 — a module this machine lacks is imported by the child, if at all
+            pass
+    if _threads() != 1:  # a fork would copy a process whose other threads may hold locks
+        print(f"metrolab-zygote: {_threads()} threads after the imports; not serving", file=sys.stderr)
+        sys.exit(3)
+    parent = os.getppid()
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(64)
+    sel = selectors.DefaultSelector()
+    sel.register(srv, selectors.EVENT_READ)
+    children: dict[int, socket.socket] = {}
+    print("ready", flush=True)
+    while os.getppid() == parent:  # the process that started us is gone: so are we
+        for key, _ in sel.select(timeout=0.05):
+            conn, _ = srv.accept()
+            child = _spawn(conn, [srv, sel, *children.values()])
+            if child is not None:
+                children[child] = conn
+        while children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            conn = children.pop(pid, None)
+            if conn is not None:
+                try:
+                    conn.sendall(json.dumps({"exit": os.waitstatus_to_exitcode(status)}).encode() + b"\n")
+                except OSError:
+                    pass
+                conn.close()
+
+
+def _spawn(conn: socket.socket, ours: list) -> int | None:
+    """Fork a child for the request on `conn`; `ours` are the server's own sockets and selector, which
+    the child closes (the libraries' own descriptors stay: the child does not exec)."""
+    fds = array.array("i")
+    msg, ancdata, _, _ = conn.recvmsg(1 << 20, socket.CMSG_SPACE(3 * fds.itemsize))
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[:len(data) - (len(data) % fds.itemsize)])
+    req = json.loads(msg)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            for x in (*ours, conn):
+                x.close()
+            code = _child(req, list(fds))
+        finally:
+            os._exit(code)
+    for fd in fds:
+        os.close(fd)
+    conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+    return pid
+
+
+def _child(req: dict, fds: list[int]) -> int:
+    import runpy
+    import traceback
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for i, fd in enumerate(fds):
+        os.dup2(fd, i)
+        os.close(fd)
+    sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True)
+    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True)
+    if req.get("netns"):
+        from harness.lab.nsctx import _setns
+        target = os.open(req["netns"], os.O_RDONLY | os.O_CLOEXEC)
+        _setns(target)
+        os.close(target)
+    os.environ.clear()
+    os.environ.update(req["env"])
+    if req.get("cwd"):
+        os.chdir(req["cwd"])
+    argv = req["argv"]
+    try:
+        if argv[0] == "-m":
+            sys.argv = [argv[1], *argv[2:]]
+            runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+        elif argv[0] == "-c":
+            sys.argv = ["-c", *argv[2:]]
+            exec(compile(argv[1], "<string>", "exec"), {"__name__": "__main__"})
+        else:
+            sys.argv = list(argv)
+            runpy.run_path(argv[0], run_name="__main__")
+        return 0
+    except SystemExit as exc:
+        c = exc.code
+        return c if isinstance(c, int) else (0 if c is None else 1)
+    except BaseException:  # noqa: BLE001 — what python would print before exiting 1
+        traceback.print_exc()
+        return 1
+    finally:
+        for f in (sys.stdout, sys.stderr):
+            try:
+                f.flush()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+# -- the client -----------------------------------------------------------------------------------
+class Zygote:
+    _lock = threading.Lock()
+    _instance: "Zygote | None" = None
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="metrolab-zygote-")
+        self.path = str(Path(self.dir) / "sock")
+        env = os.environ | SINGLE_THREAD_ENV
+        self.proc = subprocess.Popen([sys.executable, "-m", "harness.runner.zygote", self.path], env=env,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     cwd=str(Path(__file__).resolve().parents[2]))
+        self.ready = False
+        atexit.register(self.close)
+
+    @classmethod
+    def get(cls) -> "Zygote":
+        """The process's zygote, started on first use (prestart it early: the imports take a while)."""
+        with cls._lock:
+            if cls._instance is None or cls._instance.proc.poll() is not None:
+                cls._instance = Zygote()
+            return cls._instance
+
+    def wait_ready(self) -> None:
+        if self.ready:
+            return
+        with self._lock:
+            if self.ready:
+                return
+            line = self.proc.stdout.readline()
+            if line.strip() != b"ready":
+                raise RuntimeError(f"the rank zygote did not start (exit {self.proc.poll()})")
+            self.ready = True
+
+    def popen(self, argv: list[str], *, netns: str | None, env: dict[str, str], stdin=None, stdout=None,
+              stderr=None, text: bool = False, cwd: str | None = None) -> "ZygoteProcess":
+        self.wait_ready()
+        return ZygoteProcess(self, argv, netns, env, stdin, stdout, stderr, text, cwd)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        try:
+            os.unlink(self.path)
+            os.rmdir(self.dir)
+        except OSError:
+            pass
+
+
+def prestart() -> None:
+    """Start the zygote's imports now, so they overlap with building the lab."""
+    if enabled():
+        Zygote.get()
+
+
+class ZygoteProcess:
+    """What callers use of subprocess.Popen: pid, stdin/stdout/stderr, poll, wait, kill, communicate."""
+
+    def __init__(self, z: Zygote, argv, netns, env, stdin, stdout, stderr, text, cwd):
+        from harness.lab.nsctx import NETNS_RUN_DIR
+        self.args = argv
+        self.returncode: int | None = None
+        self.stdin = self.stdout = self.stderr = None
+        child_fds, close_after = [], []
+
+        def end(spec, mode: str, mine: str):
+            if spec == subprocess.PIPE:
+                r, w = os.pipe()
+                child, ours = (r, w) if mode == "r" else (w, r)
+                close_after.append(child)
+                f = os.fdopen(ours, mine + ("" if text else "b"), **({"encoding": "utf-8"} if text else {}))
+                return child, f
+            if spec == subprocess.DEVNULL or spec is None:
+                fd = os.open(os.devnull, os.O_RDWR)
+                close_after.append(fd)
+                return fd, None
+            return (spec if isinstance(spec, int) else spec.fileno()), None
+
+        fd0, self.stdin = end(stdin, "r", "w")
+        fd1, self.stdout = end(stdout, "w", "r")
+        fd2, self.stderr = end(stderr, "w", "r")
+        child_fds = [fd0, fd1, fd2]
+        req = {"argv": list(argv), "env": dict(env), "cwd": cwd or os.getcwd(),
+               "netns": str(NETNS_RUN_DIR / netns) if netns else None}
+        self.conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.conn.connect(z.path)
+        self.conn.sendmsg([json.dumps(req).encode()],
+                          [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", child_fds))])
+        for fd in close_after:
+            os.close(fd)
+        self._buf = b""
+        self.pid = self._message(None)["pid"]
+
+    def _message(self, timeout: float | None) -> dict | None:
+        self.conn.settimeout(timeout)
+        while b"\n" not in self._buf:
+            try:
+                chunk = self.conn.recv(4096)
+            except (socket.timeout, BlockingIOError):
+                return None
+            if not chunk:
+                return {"exit": -signal.SIGKILL}  # the zygote died under us
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        return json.loads(line)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            msg = self._message(0)
+            if msg is not None:
+                self.returncode = msg["exit"]
+                self.conn.close()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            msg = self._message(timeout)
+            if msg is None:
+                raise subprocess.TimeoutExpired(self.args, timeout)
+            self.returncode = msg["exit"]
+            self.conn.close()
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def communicate(self, input=None, timeout: float | None = None):
+        out: dict = {}
+
+        def drain(name):
+            f = getattr(self, name)
+            out[name] = f.read() if f is not None else None
+            if f is not None:
+                f.close()
+        if self.stdin is not None:
+            if input:
+                self.stdin.write(input)
+            self.stdin.close()
+        threads = [threading.Thread(target=drain, args=(n,), daemon=True) for n in ("stdout", "stderr")]
+        for t in threads:
+            t.start()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for t in threads:
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
+                raise subprocess.TimeoutExpired(self.args, timeout)
+        self.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return out.get("stdout"), out.get("stderr")
+
+
+def python_popen(argv: list[str], *, netns: str | None, env: dict[str, str], **kw):
+    """`python ARGV...` in namespace `netns`: forked from the zygote in the guest, a new interpreter
+    elsewhere (harness.sh)."""
+    if enabled():
+        return Zygote.get().popen(argv, netns=netns, env=env, **kw)
+    from harness import sh
+    return sh.popen([sys.executable, *argv], netns=netns, env=env, **kw)
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1])

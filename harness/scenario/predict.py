@@ -1,0 +1,211 @@
+"""A model beside every point: the path a workload's traffic crosses at each sweep point, and the
+workload's step-time model (workloads.models) fitted on the baseline and evaluated at the point.
+
+The path is the topology's shortest path (by hops) between two rank hosts in different sites (the
+storage host and a compute rank, the prefill and decode hosts): its bottleneck rate, one-way delay
+and loss, with the swept links at the point's distance, loss, rate and convergence.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+from netem.models import fiber_delay_s
+from workloads import models as wm
+
+BASELINE_PATH_NOTE = "0 km, lossless, the links' own rates"
+
+
+def path_links(topo, a: str, b: str) -> list:
+    """Links on a shortest path (hops) from node a to node b."""
+    adj: dict[str, list] = {}
+    for lk in topo.links:
+        adj.setdefault(lk.a, []).append((lk.b, lk))
+        adj.setdefault(lk.b, []).append((lk.a, lk))
+    prev: dict[str, tuple[str, object] | None] = {a: None}
+    q = deque([a])
+    while q:
+        n = q.popleft()
+        if n == b:
+            break
+        for m, lk in adj.get(n, []):
+            if m not in prev:
+                prev[m] = (n, lk)
+                q.append(m)
+    if b not in prev:
+        raise ValueError(f"no path from {a} to {b}")
+    out, n = [], b
+    while prev[n] is not None:
+        n, lk = prev[n]
+        out.append(lk)
+    return list(reversed(out))
+
+
+def point_path(topo, links: list, point, swept: set[str], rate_divisor: float = 1.0) -> wm.Path:
+    """The path at a sweep point: swept links take the point's delay, loss, rate and convergence;
+    the others their topology values (rates divided by the run's extra scale factor)."""
+    rate, delay, keep, mtu = math.inf, 0.0, 1.0, 1500
+    for lk in links:
+        r = lk.rate_bps / rate_divisor if lk.rate_bps else None
+        if lk.name in swept:
+            if not point.baseline:
+                delay += fiber_delay_s(point.distance_km, topo.group_index)
+                keep *= 1 - point.loss
+                if point.rate_bps:
+                    r = point.rate_bps / rate_divisor
+                if r and point.convergence > 1:
+                    r /= point.convergence
+        else:
+            delay += lk.one_way_delay_s(topo.group_index)
+            if lk.props.loss is not None:
+                keep *= 1 - lk.props.loss.p
+        if r:
+            rate = min(rate, r)
+        mtu = min(mtu, lk.props.mtu)
+    return wm.Path(None if math.isinf(rate) else rate, delay, 1 - keep, len(links), min(mtu, 1500))
+
+
+def cross_site_pair(topo, hosts: list[str]) -> tuple[str, str]:
+    site = {h: topo.nodes[h].site for h in hosts}
+    for h in hosts[1:]:
+        if site[h] != site[hosts[0]]:
+            return hosts[0], h
+    return hosts[0], hosts[-1]
+
+
+@dataclass
+class Predictor:
+    """One workload's model: `fit` on the baseline (its step time and metrics), then `predict`."""
+
+    kind: str
+    params: dict
+    hosts: list[str]
+    topo: object
+    swept: set
+    scale: float
+    rate_divisor: float = 1.0
+    policies: dict | None = None
+    overhead: float | None = None
+    extra: dict | None = None
+
+    # -- what each workload model needs ---------------------------------------------------
+    def _pair(self) -> tuple[str, str]:
+        if self.kind == "disaggregated-training":
+            storage = self.params.get("storage") or self.hosts[-1]
+            other = next(h for h in self.hosts if h != storage)
+            return storage, other
+        if self.kind == "elephant-flows":
+            return self.hosts[0], self.hosts[-1]
+        return cross_site_pair(self.topo, self.hosts)
+
+    def path(self, point) -> wm.Path:
+        a, b = self._pair()
+        return point_path(self.topo, path_links(self.topo, a, b), point, self.swept, self.rate_divisor)
+
+    def _transport(self) -> wm.Transport:
+        if self.kind == "disaggregated-training":
+            return "roce" if self.params.get("transport", "rdma") == "rdma" else "tcp"
+        return "roce" if self.params.get("backend") == "verbs" else "tcp"
+
+    def _model(self, point):
+        """model(overhead) -> step seconds at `point`."""
+        path, kind, p, tr = self.path(point), self.kind, self.params, self._transport()
+        sites = len({self.topo.nodes[h].site for h in self.hosts})
+        if kind == "collective":
+            from workloads.registry import CollectiveParams
+            cp = CollectiveParams.model_validate(p)
+            nbytes = cp.size / self.scale
+            return lambda o: wm.collective_s(cp.op, nbytes, path, ranks=len(self.hosts), sites=sites, algo=cp.algo,
+                                             transport=tr, overhead_s=o)
+        if kind == "training-step":
+            shape = self._training_shape(p, len(self.hosts), sites, tr)
+            return lambda o: wm.training_step_s(shape, path, o)
+        if kind == "disaggregated-training":
+            from workloads.disaggregated import DisaggParams
+            dp = DisaggParams.model_validate(p)
+            train = self.extra["train_s"]
+            return lambda o: wm.disaggregated_step_s(train, dp.batch_size / self.scale, len(self.hosts) - 1,
+                                                     dp.prefetch, path, tr, o)
+        if kind == "pd-inference":
+            kv = self.extra["kv_bytes"]
+            rate = float(p.get("request_rate", 0.0))
+            return lambda o: wm.pd_request_s(kv, path, tr, rate, o)
+        if kind == "elephant-flows":
+            return self._elephants(point, path)
+        raise KeyError(kind)
+
+    def _training_shape(self, p: dict, ranks: int, sites: int, tr) -> wm.TrainingShape:
+        from workloads import profiles as pf
+        from workloads.training_step import TrainingParams
+        tp = TrainingParams.model_validate(p)
+        total = tp.gradient_bytes(self.scale)
+        per_layer = pf.layer_bytes(total, tp.layer_count())
+        plan = pf.bucket_plan(per_layer, max(tp.bytes_per_param, min(int(tp.bucket_size / self.scale), total)))
+        compute = (self.extra or {}).get("compute_s") or tp.modeled_compute_s() * tp.micro_batches
+        return wm.TrainingShape(compute, tp.micro_batches, tp.layer_count(),
+                                tuple(float(sum(per_layer[i] for i in b)) for b in plan),
+                                tuple(len(b) for b in plan), ranks, sites, tp.algo, tr)
+
+    def _elephants(self, point, path: wm.Path):
+        from harness.policy.planner import hash_efficiency
+        from workloads.elephants import ElephantParams
+        ep = ElephantParams.model_validate(self.params)
+        senders = len(self.hosts) - 1
+        flows = ep.flows * senders
+        parallel = max(1, len(self.swept))
+        kind = self._policy_kind(point)
+        if parallel == 1:
+            balance = 1.0
+        elif kind in ("planned",):
+            balance = 1.0
+        elif kind == "ecmp-l3":
+            balance = hash_efficiency(senders, parallel)  # one path per host pair
+        else:  # the kernel's default hash, L4
+            balance = hash_efficiency(flows, parallel)
+        share = 1.0
+        if kind == "planned" and self._policy_encap(point) == "srv6":
+            share = (path.mtu + wm.ETH) / (path.mtu + wm.ETH + 64)
+        capacity = (path.rate_bps or wm.UNSHAPED_BPS) * parallel
+        total = ep.size / self.scale * flows
+        return lambda o: wm.elephants_step_s(total, capacity, balance, path, share, iters=ep.iters, overhead_s=o)
+
+    def _policy(self, point):
+        if point.baseline or point.policy == "none" or not self.policies:
+            return None
+        return self.policies.get(point.policy)
+
+    def _policy_kind(self, point) -> str | None:
+        pol = self._policy(point)
+        lb = getattr(pol, "load_balancing", None) if pol is not None else None
+        return lb.kind if lb is not None else None
+
+    def _policy_encap(self, point) -> str | None:
+        pol = self._policy(point)
+        lb = getattr(pol, "load_balancing", None) if pol is not None else None
+        return getattr(lb, "encap", None) if lb is not None else None
+
+    # -- fit and predict ---------------------------------------------------------------------
+    def fit(self, base_point, base_step_s: float, base_metrics: dict | None = None) -> float:
+        m = base_metrics or {}
+        self.extra = {"compute_s": m.get("compute_s"), "kv_bytes": m.get("kv_bytes_per_request") or 0.0,
+                      "train_s": max(0.0, base_step_s - (m.get("stall_s") or 0.0))}
+        self.overhead = wm.fit_overhead(self._model(base_point), base_step_s)
+        return self.overhead
+
+    def predict(self, point) -> float:
+        if self.overhead is None:
+            raise RuntimeError("fit the model on the baseline first")
+        return wm.apply_overhead(self._model(point), self.overhead)
+
+
+def make_predictor(scn, wspec, hosts: list[str], params: dict, swept: list[str], scale: float,
+                   rate_divisor: float = 1.0) -> Predictor | None:
+    """The predictor of a workload at one combination of its swept parameters (None if its kind
+    has no model)."""
+    if wspec.kind not in ("collective", "training-step", "disaggregated-training", "pd-inference",
+                          "elephant-flows"):
+        return None
+    return Predictor(wspec.kind, params, hosts, scn.topology, set(swept), scale, rate_divisor,
+                     {p.name: p for p in scn.spec.policies})

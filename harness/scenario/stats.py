@@ -1,0 +1,303 @@
+"""Statistics of a randomized-block run (pure; unit-tested on synthetic series, no lab).
+
+A repetition is a block: the baseline and every sweep point measured once, in a freshly shuffled
+order. A point is compared with the baseline *of its own block* (paired), so a machine that drifts
+over minutes moves both alike and the drift cancels.
+
+- Degradation is estimated from the paired log ratios r_b = ln(t_point_b / t_base_b): the
+  geometric mean ratio R = exp(mean r) gives efficiency 1/R and degradation 1 - 1/R.
+- Intervals are 95 % by default. `scipy.stats.bootstrap` resamples blocks (BCa); with few blocks a
+  bootstrap interval is too narrow (it cannot be wider than the data), so below BOOTSTRAP_MIN_N
+  blocks the interval is the wider of the bootstrap's and Student's t interval (with two blocks,
+  t's 12.7 makes a noisy pair honest: wide).
+- Quality: the coefficient of variation of the step time (raw, across blocks) and of the paired
+  ratio; Kendall's tau of the paired ratios against measurement order (a trend that pairing did
+  not remove); Wilcoxon's signed-rank test of point against baseline.
+- A verdict is pass when the whole interval meets the criterion, fail when the whole interval
+  violates it, inconclusive when it straddles the threshold. Noisy (CV above the limit) or
+  trending data is judged on an interval twice as wide, and a verdict that only the narrow
+  interval supported is reported inconclusive with that reason.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+CONFIDENCE = 0.95
+BOOTSTRAP_MIN_N = 10        # below this the t interval widens the bootstrap's
+BOOTSTRAP_RESAMPLES = 4999
+MAX_CV = 0.05               # a step time noisier than this is not judged at face value
+TREND_ALPHA = 0.05          # Kendall's tau p-value under which a trend is declared
+QUALITY_WIDEN = 2.0         # how much wider the interval of noisy or trending data is taken
+
+PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
+OPS = {"<=": operator.le, ">=": operator.ge, "==": operator.eq, "!=": operator.ne, "<": operator.lt,
+       ">": operator.gt}
+
+
+@dataclass(frozen=True)
+class Interval:
+    estimate: float
+    low: float
+    high: float
+    n: int
+    method: str               # bootstrap-bca | bootstrap+t | exact | range | none
+
+    @property
+    def halfwidth(self) -> float:
+        return (self.high - self.low) / 2
+
+    def widened(self, factor: float) -> "Interval":
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            return self
+        c, h = (self.low + self.high) / 2, self.halfwidth * factor
+        return Interval(self.estimate, c - h, c + h, self.n, f"{self.method} x{factor:g}")
+
+
+def _finite(values) -> np.ndarray:
+    return np.asarray([float(v) for v in values if v is not None and not _isnan(v)], dtype=float)
+
+
+def _isnan(v) -> bool:
+    try:
+        return math.isnan(float(v))
+    except (TypeError, ValueError):
+        return True
+
+
+def t_interval(values, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    from scipy import stats
+    x = _finite(values)
+    m = float(x.mean())
+    if len(x) < 2:
+        return (-math.inf, math.inf)
+    se = float(x.std(ddof=1)) / math.sqrt(len(x))
+    if se == 0:
+        return (m, m)
+    q = float(stats.t.ppf(0.5 + confidence / 2, len(x) - 1))
+    return (m - q * se, m + q * se)
+
+
+def mean_interval(values, confidence: float = CONFIDENCE, seed: int = 0) -> Interval:
+    """Interval of the mean of independent block values (bootstrap over blocks; widened by the t
+    interval when blocks are few). Identical values give a zero-width interval; non-finite ones
+    (an imbalance with an empty path is infinite) give the range of the values."""
+    raw = [float(v) for v in values if v is not None and not _isnan(v)]
+    if not raw:
+        return Interval(math.nan, math.nan, math.nan, 0, "none")
+    if any(math.isinf(v) for v in raw):
+        est = float(np.median(raw))
+        return Interval(est, min(raw), max(raw), len(raw), "range")
+    x = np.asarray(raw)
+    m = float(x.mean())
+    if len(x) == 1:
+        return Interval(m, -math.inf, math.inf, 1, "none")
+    if np.all(x == x[0]):
+        return Interval(m, m, m, len(x), "exact")
+    from scipy import stats
+    try:
+        res = stats.bootstrap((x,), np.mean, confidence_level=confidence, n_resamples=BOOTSTRAP_RESAMPLES,
+                              method="BCa", random_state=np.random.default_rng(seed))
+        lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+        method = "bootstrap-bca"
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError("degenerate BCa interval")
+    except (ValueError, FloatingPointError):
+        res = stats.bootstrap((x,), np.mean, confidence_level=confidence, n_resamples=BOOTSTRAP_RESAMPLES,
+                              method="percentile", random_state=np.random.default_rng(seed))
+        lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+        method = "bootstrap-percentile"
+    if len(x) < BOOTSTRAP_MIN_N:
+        tlo, thi = t_interval(x, confidence)
+        lo, hi = min(lo, tlo), max(hi, thi)
+        method = "bootstrap+t"
+    return Interval(m, lo, hi, len(x), method)
+
+
+def paired_log_ratios(point: dict[int, float], base: dict[int, float]) -> dict[int, float]:
+    """ln(t_point / t_base) per block measured at both (block -> step time)."""
+    return {b: math.log(point[b] / base[b]) for b in sorted(point) if b in base and point[b] > 0 and base[b] > 0}
+
+
+@dataclass(frozen=True)
+class Degradation:
+    """Efficiency and degradation of a point against its paired baselines, with intervals."""
+
+    efficiency: Interval
+    degradation: Interval
+    log_ratios: dict[int, float]
+
+    @property
+    def n(self) -> int:
+        return len(self.log_ratios)
+
+
+def degradation(point: dict[int, float], base: dict[int, float], confidence: float = CONFIDENCE,
+                seed: int = 0) -> Degradation:
+    """Paired estimate: degradation = 1 - 1/exp(mean ln ratio), its interval mapped through the same
+    monotone function (so it is the interval of the geometric-mean ratio)."""
+    r = paired_log_ratios(point, base)
+    iv = mean_interval(list(r.values()), confidence, seed)
+
+    def deg(x: float) -> float:
+        return 1 - math.exp(-x) if math.isfinite(x) else (1.0 if x > 0 else -math.inf)
+
+    def eff(x: float) -> float:
+        return math.exp(-x) if math.isfinite(x) else (0.0 if x > 0 else math.inf)
+
+    if iv.n == 0:
+        nan = Interval(math.nan, math.nan, math.nan, 0, "none")
+        return Degradation(nan, nan, r)
+    d = Interval(deg(iv.estimate), deg(iv.low), deg(iv.high), iv.n, iv.method)
+    e = Interval(eff(iv.estimate), eff(iv.high), eff(iv.low), iv.n, iv.method)
+    return Degradation(e, d, r)
+
+
+def cv(values) -> float | None:
+    """Coefficient of variation (sample sd / mean); None with fewer than two values."""
+    x = _finite(values)
+    if len(x) < 2 or x.mean() == 0:
+        return None
+    return float(x.std(ddof=1) / abs(x.mean()))
+
+
+def paired_cv(log_ratios) -> float | None:
+    """The CV of a point's step time relative to its block's baseline: sd of the ratios / their mean."""
+    x = _finite(log_ratios)
+    if len(x) < 2:
+        return None
+    return cv(np.exp(x))
+
+
+@dataclass(frozen=True)
+class Trend:
+    tau: float | None
+    p: float | None
+    n: int
+
+    def detected(self, alpha: float = TREND_ALPHA) -> bool:
+        return self.p is not None and self.p < alpha
+
+
+def trend(values_in_order) -> Trend:
+    """Kendall's tau of the values against their measurement order (tau < 0: getting faster)."""
+    x = _finite(values_in_order)
+    if len(x) < 3 or np.all(x == x[0]):
+        return Trend(None, None, len(x))
+    from scipy import stats
+    res = stats.kendalltau(np.arange(len(x)), x)
+    return Trend(float(res.statistic), float(res.pvalue), len(x))
+
+
+def rank_test(point: dict[int, float], base: dict[int, float]) -> float | None:
+    """Wilcoxon signed-rank p-value of the paired step times (None when it cannot be computed)."""
+    blocks = [b for b in point if b in base]
+    if len(blocks) < 2:
+        return None
+    d = np.asarray([point[b] - base[b] for b in blocks])
+    if np.all(d == 0):
+        return 1.0
+    from scipy import stats
+    try:
+        return float(stats.wilcoxon(d).pvalue)
+    except ValueError:
+        return None
+
+
+def is_stationary(steps, window: int = 5, max_drift: float = 0.02) -> bool:
+    """Warm-up is over when the last `window` step times show no trend: the Theil-Sen slope over
+    the window moves the step time by less than `max_drift` of its median."""
+    x = _finite(steps)
+    if len(x) < window:
+        return False
+    w = x[-window:]
+    med = float(np.median(w))
+    if med <= 0:
+        return True
+    return abs(theil_sen_slope(w)) * (window - 1) / med < max_drift
+
+
+def theil_sen_slope(y) -> float:
+    """The median of the pairwise slopes of y against its index (Theil-Sen; as scipy.stats.theilslopes,
+    without importing scipy.stats, which takes ~20 s in the TCG guest where warm-ups run)."""
+    y = np.asarray(y, dtype=float)
+    i, j = np.triu_indices(len(y), k=1)
+    return float(np.median((y[j] - y[i]) / (j - i)))
+
+
+@dataclass(frozen=True)
+class Quality:
+    """Why a point's interval should not be taken at face value (empty: it can)."""
+
+    cv: float | None = None
+    trend: Trend | None = None
+    max_cv: float = MAX_CV
+    alpha: float = TREND_ALPHA
+    reasons: tuple[str, ...] = field(default=())
+
+    @staticmethod
+    def of(cv_value: float | None, tr: Trend | None, max_cv: float = MAX_CV, alpha: float = TREND_ALPHA) -> "Quality":
+        reasons = []
+        if cv_value is not None and cv_value > max_cv:
+            reasons.append(f"CV {cv_value:.1%} > {max_cv:.0%}")
+        if tr is not None and tr.detected(alpha):
+            reasons.append(f"trend over measurement order (Kendall tau {tr.tau:+.2f}, p = {tr.p:.3f})")
+        return Quality(cv_value, tr, max_cv, alpha, tuple(reasons))
+
+    @property
+    def ok(self) -> bool:
+        return not self.reasons
+
+
+def _side(iv: Interval, op: str, threshold: float) -> str:
+    """PASS if every value in the interval meets `op threshold`, FAIL if none does, else INCONCLUSIVE."""
+    check = OPS[op]
+    lo_ok, hi_ok = check(iv.low, threshold), check(iv.high, threshold)
+    if op in ("==", "!="):
+        if iv.low == iv.high:
+            return PASS if lo_ok else FAIL
+        inside = iv.low <= threshold <= iv.high
+        if op == "==":
+            return INCONCLUSIVE if inside else FAIL
+        return INCONCLUSIVE if inside else PASS
+    if lo_ok and hi_ok:
+        return PASS
+    if not lo_ok and not hi_ok:
+        return FAIL
+    return INCONCLUSIVE
+
+
+def judge(iv: Interval, op: str, threshold: float, quality: Quality | None = None) -> tuple[str, str]:
+    """(verdict, reason) of `METRIC op threshold` on the interval of the metric."""
+    conf = f"{CONFIDENCE:.0%} interval"
+    if iv.n == 0 or _isnan(iv.low) or _isnan(iv.high):
+        return INCONCLUSIVE, "not measured"
+    if iv.n == 1 and iv.method == "none":
+        return INCONCLUSIVE, "one block: no interval (run more repetitions)"
+    text = f"[{iv.low:.4g}, {iv.high:.4g}]"
+    v = _side(iv, op, threshold)
+    if v == INCONCLUSIVE:
+        return v, f"{conf} {text} straddles {op} {threshold:g}"
+    if quality is not None and not quality.ok:
+        wide = iv.widened(QUALITY_WIDEN)
+        if _side(wide, op, threshold) != v:
+            return INCONCLUSIVE, (f"{'; '.join(quality.reasons)}: the interval taken {QUALITY_WIDEN:g}x wider "
+                                  f"[{wide.low:.4g}, {wide.high:.4g}] straddles {op} {threshold:g}")
+    word = "meets" if v == PASS else "violates"
+    return v, f"{conf} {text} {word} {op} {threshold:g}" + (f" (despite {'; '.join(quality.reasons)})"
+                                                               if quality is not None and not quality.ok else "")
+
+
+def all_values_judge(values, op: str, threshold: float) -> tuple[str, str]:
+    """Exact criteria (== / !=, counts that must be zero): every block must satisfy it."""
+    x = [v for v in values if v is not None and not _isnan(v)]
+    if not x:
+        return INCONCLUSIVE, "not measured"
+    bad = [v for v in x if not OPS[op](v, threshold)]
+    if bad:
+        return FAIL, f"{len(bad)} of {len(x)} blocks violate {op} {threshold:g} (e.g. {bad[0]:g})"
+    return PASS, f"all {len(x)} blocks meet {op} {threshold:g}"

@@ -1,0 +1,212 @@
+"""Analytical step-time models of the workloads (pure; unit-tested without a lab).
+
+Every model takes the path the workload's traffic crosses at a sweep point (`Path`: bottleneck
+rate, one-way delay, per-packet loss, hops, MTU) and returns a step time. Each has one free
+constant, an overhead the network does not explain (the stack, Python, the emulator), fitted on
+the baseline: `fit_overhead` solves model(baseline path, overhead) = measured baseline step, and
+the same overhead predicts every other point before it runs (the white paper's pre-evaluation).
+
+Transport:
+- TCP: line rate x payload share (MSS over the wire bytes per segment), capped under loss by
+  Mathis et al. (1.22 MSS / (RTT sqrt p)); after an idle longer than the RTO the congestion window
+  restarts from 10 segments (RFC 2861, Linux's tcp_slow_start_after_idle), so a transfer pays
+  slow-start round trips until its window covers the path's bandwidth-delay product.
+- RoCEv2 (RC): Go-Back-N under loss (harness.rdma.gbn): every loss resends a window.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Callable, Literal
+
+from harness.rdma.gbn import gbn_efficiency
+
+Transport = Literal["tcp", "roce"]
+TCP_HEADERS = 20 + 32          # IPv4 + TCP with timestamps
+ETH = 14
+INIT_CWND = 10                 # segments (RFC 6928)
+RTO_MIN_S = 0.2                # Linux's minimum retransmission timeout: the idle that restarts a window
+ROCE_MTU = 1024                # the RoCE path MTU the verbs layer uses
+
+
+@dataclass(frozen=True)
+class Path:
+    """What a workload's traffic crosses at one point (one direction)."""
+
+    rate_bps: float | None            # bottleneck; None: unshaped
+    one_way_s: float = 0.0
+    loss: float = 0.0
+    hops: int = 1
+    mtu: int = 1500
+
+    @property
+    def rtt_s(self) -> float:
+        return 2 * self.one_way_s
+
+    def with_rate(self, rate_bps: float | None) -> "Path":
+        return replace(self, rate_bps=rate_bps)
+
+
+UNSHAPED_BPS = 10e9  # what an unshaped path is taken to carry (its time is then mostly overhead)
+
+
+def goodput_bps(path: Path, transport: Transport = "tcp") -> float:
+    """Payload bit/s one flow gets on the path in steady state."""
+    rate = path.rate_bps or UNSHAPED_BPS
+    if transport == "roce":
+        if path.loss <= 0:
+            return rate * ROCE_MTU / (ROCE_MTU + 58)
+        return rate * ROCE_MTU / (ROCE_MTU + 58) * gbn_efficiency(path.loss, rate, max(path.rtt_s, 1e-6), ROCE_MTU)
+    mss = path.mtu - TCP_HEADERS
+    line = rate * mss / (path.mtu + ETH)
+    if path.loss > 0 and path.rtt_s > 0:
+        return min(line, 1.22 * mss * 8 / (path.rtt_s * math.sqrt(path.loss)))
+    return line
+
+
+def slow_start_s(nbytes: float, path: Path, init_cwnd: int = INIT_CWND) -> float:
+    """Extra time a TCP transfer of `nbytes` pays when its window starts from `init_cwnd` segments
+    instead of being open: each round below the bandwidth-delay product costs an RTT in which
+    only the window is sent."""
+    if path.rtt_s <= 0 or nbytes <= 0:
+        return 0.0
+    rate = goodput_bps(path, "tcp")
+    mss = path.mtu - TCP_HEADERS
+    bdp = rate * path.rtt_s / 8
+    sent, extra, cwnd = 0.0, 0.0, init_cwnd * mss
+    while cwnd < bdp and sent < nbytes:
+        chunk = min(cwnd, nbytes - sent)
+        extra += path.rtt_s - chunk * 8 / rate  # the round took an RTT; at line rate it would take chunk/rate
+        sent += chunk
+        cwnd *= 2
+    return max(0.0, extra)
+
+
+def transfer_s(nbytes: float, path: Path, transport: Transport = "tcp", idle_restart: bool = False) -> float:
+    """One message of `nbytes` from first byte sent to last byte received."""
+    t = path.one_way_s + nbytes * 8 / goodput_bps(path, transport)
+    if transport == "tcp" and idle_restart:
+        t += slow_start_s(nbytes, path)
+    return t
+
+
+# -- collectives ------------------------------------------------------------------------------
+def ring_steps(op: str, ranks: int) -> tuple[int, float]:
+    """(sequential steps, share of the op's bytes each rank sends per step) of a ring algorithm."""
+    n = max(1, ranks)
+    if n == 1:
+        return 0, 0.0
+    if op == "all_reduce":
+        return 2 * (n - 1), 1 / n
+    if op in ("all_gather", "reduce_scatter"):
+        return n - 1, 1 / n
+    if op == "broadcast":
+        return 1, 1.0
+    raise ValueError(f"no model for collective {op!r}")
+
+
+def collective_s(op: str, nbytes: float, wan: Path, *, ranks: int, sites: int = 1,
+                 algo: str = "flat", transport: Transport = "tcp", overhead_s: float = 0.0) -> float:
+    """One collective across the WAN: ring steps, each one WAN crossing (one-way delay) plus its
+    share of the bytes at the flow's goodput. Hierarchical: only the site leaders' ring crosses the
+    WAN (the in-site phases run on access links and sit in the overhead)."""
+    crossing = sites if algo == "hierarchical" and sites > 1 else ranks
+    steps, share = ring_steps(op, crossing)
+    if sites <= 1:  # nothing crosses the WAN: the overhead is the whole time
+        return overhead_s
+    per_step = transfer_s(nbytes * share, wan, transport)
+    return overhead_s + steps * per_step
+
+
+# -- training step --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrainingShape:
+    compute_s: float                 # forward + backward of all micro-batches (measured or modeled)
+    micro_batches: int
+    layers: int
+    bucket_bytes: tuple[float, ...]  # in backward order
+    bucket_layers: tuple[int, ...]   # layers in each bucket
+    ranks: int
+    sites: int
+    algo: str = "flat"
+    transport: Transport = "tcp"
+
+
+def training_step_s(shape: TrainingShape, wan: Path, overhead_s: float = 0.0) -> float:
+    """DDP-style overlap: during the last micro-batch's backward, each bucket is all-reduced once
+    its layers' gradients are ready, one at a time on a communication thread; the step ends when
+    the last bucket is reduced (or compute ends, if later). `overhead_s` is per bucket."""
+    per_mb = shape.compute_s / shape.micro_batches
+    before = per_mb * (shape.micro_batches - 1)
+    per_layer = per_mb * 2 / 3 / max(1, shape.layers)
+    ready, done, t = 0, 0.0, per_mb / 3
+    for nbytes, nlayers in zip(shape.bucket_bytes, shape.bucket_layers):
+        ready += nlayers
+        t_ready = per_mb / 3 + ready * per_layer
+        done = max(done, t_ready) + collective_s("all_reduce", nbytes, wan, ranks=shape.ranks, sites=shape.sites,
+                                                 algo=shape.algo, transport=shape.transport, overhead_s=overhead_s)
+        t = max(per_mb, done)
+    return before + t
+
+
+# -- disaggregated training -------------------------------------------------------------------
+def disaggregated_step_s(train_s: float, batch_bytes: float, pullers: int, prefetch: int, path: Path,
+                         transport: Transport, overhead_s: float = 0.0) -> float:
+    """A step trains (train_s) while `prefetch` pulls per rank are in flight: it stalls when the
+    storage link cannot deliver a batch per rank per step (bandwidth), or when a pull's latency
+    (request round trip + transfer + overhead) exceeds `prefetch` steps."""
+    link = pullers * batch_bytes * 8 / goodput_bps(path, transport)
+    latency = path.rtt_s + link + overhead_s
+    return max(train_s, link, latency / prefetch)
+
+
+# -- PD-separated inference ---------------------------------------------------------------------
+def pd_request_s(kv_bytes: float, path: Path, transport: Transport, request_rate: float,
+                 overhead_s: float = 0.0) -> float:
+    """Mean end-to-end latency: prefill, decode and queueing sit in the overhead (measured at the
+    baseline); the KV cache crosses the path once per request. Requests further apart than the RTO
+    find a TCP connection whose window restarted."""
+    idle = request_rate > 0 and 1 / request_rate > RTO_MIN_S
+    return overhead_s + transfer_s(kv_bytes, path, transport, idle_restart=idle)
+
+
+# -- elephant flows ----------------------------------------------------------------------------
+def elephants_step_s(total_bytes: float, capacity_bps: float, balance: float, path: Path,
+                     wire_share: float = 1.0, idle_restart: bool = True, iters: int = 1,
+                     overhead_s: float = 0.0) -> float:
+    """Synchronized flows finish when the most loaded path has carried its share: the bytes over
+    the capacity times the balance the path choice achieves (1: perfectly spread); a step whose
+    flows start on idle connections pays slow start once per measurement."""
+    per_flow_path = path.with_rate(capacity_bps * balance)
+    t = path.one_way_s + total_bytes * 8 / (goodput_bps(per_flow_path, "tcp") * wire_share)
+    if idle_restart:
+        t += slow_start_s(total_bytes, per_flow_path) / max(1, iters)
+    return overhead_s + t
+
+
+# -- fitting ----------------------------------------------------------------------------------
+def fit_overhead(model: Callable[[float], float], measured_s: float, upper: float | None = None) -> float:
+    """The overhead o with model(o) == measured_s (model non-decreasing in o). Where the model
+    without overhead already exceeds the measurement, the overhead is negative: model(0) + o."""
+    lo = 0.0
+    base = model(lo)
+    if base >= measured_s:
+        return measured_s - base  # additive: the model over-predicts the ideal network by this much
+    hi = upper or max(measured_s, 1e-3)
+    while model(hi) < measured_s:
+        hi *= 2
+        if hi > 1e6:
+            return measured_s - base
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if model(mid) < measured_s:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def apply_overhead(model: Callable[[float], float], overhead: float) -> float:
+    """model at a fitted overhead; a negative overhead is additive (see fit_overhead)."""
+    return model(0.0) + overhead if overhead < 0 else model(overhead)
