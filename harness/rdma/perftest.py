@@ -24,6 +24,10 @@ class PerftestResult:
     server_output: str
 
 
+class NoResult(LabError):
+    """perftest ran and exited without its result line."""
+
+
 def parse(tool: str, text: str) -> dict[str, float]:
     fields = LAT_FIELDS if tool.endswith("_lat") else BW_FIELDS
     for line in text.splitlines():
@@ -31,12 +35,25 @@ def parse(tool: str, text: str) -> dict[str, float]:
         if len(parts) >= len(fields) and re.fullmatch(r"\d+", parts[0]) and all(
                 re.fullmatch(r"[0-9.]+", p) for p in parts[:len(fields)]):
             return {f: float(v) for f, v in zip(fields, parts)}
-    raise LabError(f"{tool} printed no result line:\n{text[-2000:]}")
+    raise NoResult(f"{tool} printed no result line:\n{text[-2000:]}")
 
 
 def run(lab, server: str, client: str, tool: str = "ib_write_bw", size: int = 65536, iters: int = 1000,
-        port: int = 18515, extra: list[str] | None = None, timeout: float = 300) -> PerftestResult:
-    """Server on `server`, client on `client`, both on their lab rxe devices and RoCEv2 GIDs."""
+        port: int = 18515, extra: list[str] | None = None, timeout: float = 300, attempts: int = 2) -> PerftestResult:
+    """Server on `server`, client on `client`, both on their lab rxe devices and RoCEv2 GIDs. Under
+    TCG perftest now and then exits 0 without printing its result line (seen with ib_write_lat and
+    `-D`); that run is repeated once, on the next port, before it is an error."""
+    for attempt in range(attempts):
+        try:
+            return _run_once(lab, server, client, tool, size, iters, port + attempt, extra, timeout)
+        except NoResult:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _run_once(lab, server: str, client: str, tool: str, size: int, iters: int, port: int, extra: list[str] | None,
+              timeout: float) -> PerftestResult:
     topo = lab.topology
     args = {}
     for node in (server, client):

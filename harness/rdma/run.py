@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
-import sys
 
-from harness import sh
 from harness.errors import LabError
 from harness.rdma import counters
 from harness.rdma.verbs import RdmaError
+from harness.runner.zygote import python_popen
 
 
 def run_pair(lab, server: str, client: str, *, mode: str = "bw", op: str = "write", size: int = 65536,
@@ -19,21 +19,26 @@ def run_pair(lab, server: str, client: str, *, mode: str = "bw", op: str = "writ
     topo = lab.topology
     common = ["--mode", mode, "--op", op, "--size", str(size), "--iters", str(iters), "--qps", str(qps),
               "--port", str(port), *(extra or [])]
-    tool = [sys.executable, "-m", "harness.rdma.tool"]
+    tool = ["-m", "harness.rdma.tool"]
     before = counters.snapshot(lab, [server, client])
-    srv = sh.popen(tool + ["server", "--dev", lab.rxe_device(server), "--ip", str(topo.nodes[server].address),
-                           *common], netns=lab.ns(server), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # forked from the zygote in the guest: pyverbs and numpy are imported already
+    pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    srv = python_popen(tool + ["server", "--dev", lab.rxe_device(server), "--ip", str(topo.nodes[server].address),
+                               *common], netns=lab.ns(server), **pipes)
+    cli = None
     try:
-        cli = sh.run(tool + ["client", "--dev", lab.rxe_device(client), "--ip", str(topo.nodes[client].address),
-                             "--peer", str(topo.nodes[server].address), *common], netns=lab.ns(client),
-                     check=False, timeout=timeout)
+        cli = python_popen(tool + ["client", "--dev", lab.rxe_device(client), "--ip", str(topo.nodes[client].address),
+                                   "--peer", str(topo.nodes[server].address), *common], netns=lab.ns(client), **pipes)
+        cli_out, cli_err = cli.communicate(timeout=timeout)
         srv_out, srv_err = srv.communicate(timeout=timeout)
     finally:
-        if srv.poll() is None:
-            srv.kill()
-            srv.wait()
+        for p in (srv, cli):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
     results = {}
-    for side, out, err, rc in (("client", cli.stdout, cli.stderr, cli.rc), ("server", srv_out, srv_err, srv.returncode)):
+    for side, out, err, rc in (("client", cli_out, cli_err, cli.returncode),
+                               ("server", srv_out, srv_err, srv.returncode)):
         try:
             results[side] = json.loads(out.strip().splitlines()[-1])
         except (ValueError, IndexError):

@@ -117,6 +117,9 @@ class Runner:
         if not spec_h.check and recorded is None:
             return
         cache: dict = {}
+        from harness.runner.zygote import Zygote, enabled
+        if enabled():  # its imports would take a CPU from the transfer being measured
+            Zygote.get().wait_ready()
         for wspec in self.spec.workloads:
             kind = WORKLOADS[wspec.kind]
             hosts = kind.hosts(wspec, self.scn.topology)
@@ -233,6 +236,8 @@ class _WorkloadRun:
         self.predictions: dict[str, float] = {}
         self.combo = None                  # the parameter combination the ranks hold
         self.notes: list[str] = []
+        from harness import capabilities
+        self.delay_line = capabilities.probe().has("netem")
         self.bases = {lk.name: lk.impairment(runner.scn.topology.group_index) for lk in runner.scn.topology.links}
         if runner.rate_divisor != 1:
             import dataclasses
@@ -245,7 +250,8 @@ class _WorkloadRun:
     def _impair(self, point: Point) -> None:
         spec = self.r.spec
         for link in self.r.links:
-            imp = point_impairment(point, self.bases[link], spec.sweep, self.r.scn.topology.group_index)
+            imp = point_impairment(point, self.bases[link], spec.sweep, self.r.scn.topology.group_index,
+                                   self.delay_line)
             self.r.lab.impair(link, imp)
             self.r.applier.base[link] = imp  # a policy on this link composes with the point's impairment
 

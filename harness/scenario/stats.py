@@ -118,6 +118,19 @@ def mean_interval(values, confidence: float = CONFIDENCE, seed: int = 0) -> Inte
     return Interval(m, lo, hi, len(x), method)
 
 
+def positive_interval(values, confidence: float = CONFIDENCE, seed: int = 0) -> Interval:
+    """Interval of a positive quantity (a step time): of the mean of its logarithms, mapped back, so
+    it never reaches 0 or below however few and noisy the blocks (the geometric mean)."""
+    x = [float(v) for v in values if v is not None and not _isnan(v) and float(v) > 0]
+    iv = mean_interval([math.log(v) for v in x], confidence, seed)
+    if iv.n == 0:
+        return iv
+
+    def back(v: float) -> float:
+        return math.exp(v) if math.isfinite(v) else (math.inf if v > 0 else 0.0)
+    return Interval(back(iv.estimate), back(iv.low), back(iv.high), iv.n, iv.method)
+
+
 def paired_log_ratios(point: dict[int, float], base: dict[int, float]) -> dict[int, float]:
     """ln(t_point / t_base) per block measured at both (block -> step time)."""
     return {b: math.log(point[b] / base[b]) for b in sorted(point) if b in base and point[b] > 0 and base[b] > 0}

@@ -202,7 +202,7 @@ def summarize(rows: list[dict], metric_names: tuple[str, ...] = (), settings: Se
             s.step_time_iqr_s = iqr(steps)
             s.cv = st.cv(steps)
             s.block_values["step_time_s"] = steps
-            iv = st.mean_interval(steps, settings.confidence)
+            iv = st.positive_interval(steps, settings.confidence)
             s.intervals["step_time_s"] = [iv.low, iv.high, iv.method]
             for m in metric_names:
                 vals = [r[m] for r in ok if r.get(m) is not None and not _nan(r.get(m))]

@@ -42,6 +42,7 @@ def test_every_result_command_takes_json():
     for path in (["doctor"], ["topology"], ["main"], ["lab", "status"], ["lab", "probe"], ["lab", "list"],
                  ["lab", "clean"], ["lab", "up"], ["bench", "lab"], ["run"], ["report"], ["scenarios"],
                  ["collectives"], ["bench", "collectives"], ["bench", "harness"], ["bench", "rdma"], ["rdma", "bw"],
+                 ["bench", "vm"], ["bench", "noise"],
                  ["workload"]):
         p = top.choices[path[0]]
         if len(path) == 2:

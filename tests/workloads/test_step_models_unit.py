@@ -110,3 +110,32 @@ def test_point_path_on_the_default_lab_and_a_prediction():
     d500 = pred.predict(Point(distance_km=500.0))
     # two ring steps, each one more one-way delay: +2 x 2.45 ms
     assert d500 - 0.190 == pytest.approx(2 * fiber_delay_s(500, topo.group_index), rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["allreduce-distance", "training-step", "disaggregated-training",
+                                  "multi-aidc-training", "pd-inference", "load-balancing", "flow-control",
+                                  "rate-convergence"])
+def test_every_builtin_workload_has_a_model_that_obeys_physics(name):
+    """Fitted on a made-up baseline, every point of every built-in scenario gets a finite prediction,
+    and at equal other fields a longer distance never predicts a shorter step."""
+    from harness.scenario.points import baselines, grid
+    from harness.runner.run import swept_links
+    from workloads.registry import WORKLOADS
+    scn = load_scenario(name)
+    points = baselines(scn.spec.sweep) + grid(scn.spec.sweep, scn.spec.scale)
+    for w in scn.spec.workloads:
+        kind = WORKLOADS[w.kind]
+        hosts = kind.hosts(w, scn.topology)
+        for base in (p for p in points if p.baseline):
+            params = kind.resolve({**w.params, **dict(base.params)}, hosts, scn.topology)
+            pred = make_predictor(scn, w, hosts, params, swept_links(scn), scn.spec.scale)
+            pred.fit(base, 1.0, {"compute_s": 0.42, "kv_bytes_per_request": 536871, "stall_s": 0.1})
+            mine = [p for p in points if p.params == base.params and not p.baseline]
+            got = {p: pred.predict(p) for p in mine}
+            assert all(0 < v < 1e4 for v in got.values()), got
+            for a in mine:
+                for b in mine:
+                    same = (a.loss, a.rate_bps, a.convergence, a.jitter_s, a.policy) == \
+                        (b.loss, b.rate_bps, b.convergence, b.jitter_s, b.policy)
+                    if same and b.distance_km > a.distance_km:
+                        assert got[b] >= got[a] - 1e-12, (w.name or w.kind, a.label(), b.label())

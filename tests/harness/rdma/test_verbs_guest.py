@@ -47,8 +47,9 @@ def test_tool_and_perftest_agree_on_the_same_link(pair):
     ours = run_pair(pair, "b1", "a1", mode="lat", size=2, iters=1000, port=19102)["client"]
     ref = perftest.run(pair, "b1", "a1", "ib_write_lat", size=2, iters=1000, port=19103).values
     # the floor: under TCG the typical figure of a Python poller swings with the emulator's scheduling
-    # (1.0-2.0x perftest's run to run), while the minimum shows what the code path itself costs
-    assert ours["t_min_us"] <= 1.5 * ref["t_min_us"], (ours, ref)
+    # (1.0-2.0x perftest's run to run), and so does its minimum (1.1x-1.9x seen); a poller that
+    # sleeps or blocks per completion (~1 ms) is what this must catch, and it does at 3x
+    assert ours["t_min_us"] <= 3 * ref["t_min_us"], (ours, ref)
 
 
 def _resources(dev: str) -> tuple[int, int]:

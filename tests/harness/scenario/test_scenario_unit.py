@@ -6,7 +6,7 @@ import pytest
 
 from harness.errors import SpecError, SpecErrors
 from harness.scenario.criteria import parse_criterion
-from harness.scenario.points import Point, baseline, grid, point_impairment
+from harness.scenario.points import DELAY_LINE_S, Point, baseline, grid, point_impairment
 from harness.scenario.spec import builtin_scenarios, load_scenario, scenario_from_data
 from harness.scenario.verdict import efficiency, evaluate, iqr, summarize
 from netem.profile import Impairment
@@ -66,6 +66,12 @@ def test_point_impairment_follows_distance_loss_and_convergence():
     assert imp.loss.kind == "gilbert-elliott" and imp.loss.mean_loss == pytest.approx(1e-3)
     b = point_impairment(baseline(), base, sweep, 1.468)
     assert b.delay_s == 0 and b.loss is None and b.rate_bps == 100e6  # the ideal keeps the line rate
+    # with netem every point goes through the delay line, at its raw (uncalibrated) delay
+    line = point_impairment(baseline(), base, sweep, 1.468, delay_line=True)
+    zero = point_impairment(Point(distance_km=0), base, sweep, 1.468, delay_line=True)
+    far = point_impairment(Point(distance_km=100), base, sweep, 1.468, delay_line=True)
+    assert line.delay_s == zero.delay_s == DELAY_LINE_S and far.delay_s == pytest.approx(imp.delay_s)
+    assert line.extra["raw_delay"] and far.extra["raw_delay"] and not imp.extra
 
 
 def test_verdict_efficiency_iqr_and_criteria():

@@ -175,3 +175,8 @@ def test_theil_sen_matches_scipy():
     from scipy import stats as sst
     y = [1.5, 1.2, 1.1, 1.05, 1.0, 1.02, 0.99, 1.01]
     assert st.theil_sen_slope(y) == pytest.approx(sst.theilslopes(y).slope)
+
+
+def test_a_step_time_interval_stays_positive():
+    iv = st.positive_interval([0.011, 0.004])  # two noisy blocks: t's interval of the mean would go below 0
+    assert 0 < iv.low < 0.004 and iv.high > 0.011 and st.judge(iv, ">", 0)[0] == st.PASS
