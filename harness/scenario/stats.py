@@ -223,7 +223,8 @@ def rank_test(point: dict[int, float], base: dict[int, float]) -> float | None:
 
 def is_stationary(steps, window: int = 5, max_drift: float = 0.02) -> bool:
     """Warm-up is over when the last `window` step times show no trend: the Theil-Sen slope over
-    the window moves the step time by less than `max_drift` of its median."""
+    the window moves the step time by less than `max_drift` of its median, or by less than half
+    their spread (noisy steps, a batch of a few Poisson requests: no trend stands out of them)."""
     x = _finite(steps)
     if len(x) < window:
         return False
@@ -231,7 +232,8 @@ def is_stationary(steps, window: int = 5, max_drift: float = 0.02) -> bool:
     med = float(np.median(w))
     if med <= 0:
         return True
-    return abs(theil_sen_slope(w)) * (window - 1) / med < max_drift
+    drift = abs(theil_sen_slope(w)) * (window - 1)
+    return drift < max_drift * med or drift < 0.5 * float(w.max() - w.min())
 
 
 def theil_sen_slope(y) -> float:
