@@ -194,12 +194,14 @@ class PDInferenceRank:
         self._run(min(steps, self.p.requests), base + 900_000)
 
     def measure(self, warmups: int, iters: int | None = None) -> dict:
+        """A repetition of `requests` requests (`iters`, where given, of that many: the runner's
+        warm-up steps are single requests)."""
         p = self.p
         if warmups:
             self.warm(warmups)
         base = 1_000_000 * self.reps
         self.reps += 1
-        recs = self._run(p.requests, base)
+        recs = self._run(iters or p.requests, base)
         ttft = [r["landed"] - r["arrival"] for r in recs]
         tpot = [(r["done"] - r["landed"]) / max(1, p.output_tokens - 1) for r in recs]
         kvt = [r["landed"] - r["prefill_done"] for r in recs]

@@ -43,7 +43,9 @@ def test_perftest_crosses_the_wan_and_feels_its_delay(lab_factory):
     # ib_write_lat reports half the round trip, so it rises by the one-way delay: 100 -> 250 km adds
     # exactly 150 km of fiber. The minimum, since under TCG the typical value carries the emulator's
     # scheduling noise (hundreds of us); the slope, since Soft-RoCE under TCG adds a fixed ~0.1 ms
-    # to any delayed path that the 0 km baseline does not have.
+    # to any delayed path that the 0 km baseline does not have. Even the minimum of 300 round trips
+    # scatters by ~+-100 us under TCG (a +23 % slope was seen once): 30 % still fails a delay that is
+    # missing or doubled.
     one_way = {km: fiber_delay_s(km) * 1e6 for km in lat}
     assert lat[100] - lat[0] >= 0.95 * one_way[100]
-    assert lat[250] - lat[100] == pytest.approx(one_way[250] - one_way[100], rel=0.15)
+    assert lat[250] - lat[100] == pytest.approx(one_way[250] - one_way[100], rel=0.3)
