@@ -252,37 +252,57 @@ class ZygoteProcess:
         for fd in close_after:
             os.close(fd)
         self._buf = b""
-        self.pid = self._message(None)["pid"]
+        self._lock = threading.Lock()  # poll() and wait()/communicate() may run in different threads
+        self.pid = self._read_line()["pid"]
 
-    def _message(self, timeout: float | None) -> dict | None:
-        self.conn.settimeout(timeout)
+    def _read_line(self) -> dict:
+        """The zygote's first answer (the child's pid), read before anyone else uses the connection."""
         while b"\n" not in self._buf:
-            try:
-                chunk = self.conn.recv(4096)
-            except (socket.timeout, BlockingIOError):
-                return None
+            chunk = self.conn.recv(4096)
             if not chunk:
-                return {"exit": -signal.SIGKILL}  # the zygote died under us
+                raise RuntimeError("the rank zygote closed the connection before starting the process")
             self._buf += chunk
         line, _, self._buf = self._buf.partition(b"\n")
         return json.loads(line)
 
+    def _exit_status(self, timeout: float | None) -> int | None:
+        """The child's exit status once the zygote reports it; None if it has not within `timeout`.
+        The socket stays blocking: readiness is waited for with select, outside the lock."""
+        import select
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if self.returncode is not None:
+                    return self.returncode
+                ready, _, _ = select.select([self.conn], [], [], 0)
+                if ready:
+                    chunk = self.conn.recv(4096)
+                    self._buf += chunk
+                    if not chunk:  # the zygote died under us
+                        self.returncode = -signal.SIGKILL
+                    elif b"\n" in self._buf:
+                        line, _, self._buf = self._buf.partition(b"\n")
+                        self.returncode = json.loads(line)["exit"]
+                    if self.returncode is not None:
+                        self.conn.close()
+                        return self.returncode
+                    continue
+            left = None if end is None else end - time.monotonic()
+            if left is not None and left <= 0:
+                return None
+            try:
+                select.select([self.conn], [], [], 0.05 if left is None else min(0.05, left))
+            except (OSError, ValueError):  # closed by the other thread: it has the status
+                pass
+
     def poll(self) -> int | None:
-        if self.returncode is None:
-            msg = self._message(0)
-            if msg is not None:
-                self.returncode = msg["exit"]
-                self.conn.close()
-        return self.returncode
+        return self._exit_status(0)
 
     def wait(self, timeout: float | None = None) -> int:
-        if self.returncode is None:
-            msg = self._message(timeout)
-            if msg is None:
-                raise subprocess.TimeoutExpired(self.args, timeout)
-            self.returncode = msg["exit"]
-            self.conn.close()
-        return self.returncode
+        code = self._exit_status(timeout)
+        if code is None:
+            raise subprocess.TimeoutExpired(self.args, timeout)
+        return code
 
     def send_signal(self, sig: int) -> None:
         if self.returncode is None:

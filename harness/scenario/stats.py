@@ -122,6 +122,8 @@ def positive_interval(values, confidence: float = CONFIDENCE, seed: int = 0) -> 
     """Interval of a positive quantity (a step time): of the mean of its logarithms, mapped back, so
     it never reaches 0 or below however few and noisy the blocks (the geometric mean)."""
     x = [float(v) for v in values if v is not None and not _isnan(v) and float(v) > 0]
+    if any(math.isinf(v) for v in x):
+        return mean_interval(x, confidence, seed)  # the range
     iv = mean_interval([math.log(v) for v in x], confidence, seed)
     if iv.n == 0:
         return iv

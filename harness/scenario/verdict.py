@@ -209,7 +209,9 @@ def summarize(rows: list[dict], metric_names: tuple[str, ...] = (), settings: Se
                 if vals:
                     s.metrics[m] = statistics.median(vals)
                     s.block_values[m] = vals
-                    miv = st.mean_interval(vals, settings.confidence)
+                    # a quantity positive in every block (a bandwidth, a time) keeps a positive interval
+                    miv = st.positive_interval(vals, settings.confidence) if all(v > 0 for v in vals) \
+                        else st.mean_interval(vals, settings.confidence)
                     s.intervals[m] = [miv.low, miv.high, miv.method]
             s.host_bound = any(bool(r.get("host_bound")) for r in ok)
             ratios = [r["capacity_ratio"] for r in ok if r.get("capacity_ratio") is not None]
