@@ -952,7 +952,8 @@ def main(argv: list[str] | None = None) -> int:
         from harness.lab.netns import Interrupted
         raise Interrupted(f"interrupted by signal {signum}")
 
-    signal.signal(signal.SIGTERM, on_term)
+    # restored on return: main() called in-process (tests) must not leave its handler behind
+    previous = signal.signal(signal.SIGTERM, on_term)
     try:
         return COMMANDS[key](args)
     except SpecErrors as exc:
@@ -976,6 +977,8 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         print(f"metrolab: internal error ({type(exc).__name__}); exit {EXIT_INTERNAL}", file=sys.stderr)
         return EXIT_INTERNAL
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

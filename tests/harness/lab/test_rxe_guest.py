@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from harness.rdma import perftest
+from harness.scenario.points import DELAY_LINE_S
 from netem.models import fiber_delay_s
 from netem.profile import Impairment
 
@@ -32,20 +34,26 @@ def test_perftest_crosses_the_wan_and_feels_its_delay(lab_factory):
     bw = perftest.run(lab, "b1", "a1", "ib_write_bw", size=size, iters=iters)
     assert bw.values["bw_avg_gbps"] > 0.02
     assert wan_bytes(lab) - before >= size * iters  # the RDMA WRITEs went over the WAN link
-    lat0 = perftest.run(lab, "b1", "a1", "ib_write_lat", size=2, iters=300).values["t_min_us"]
-
-    lat = {0: lat0}
-    for port, km in ((18516, 100), (18518, 250)):
-        lab.impair("wan", Impairment(delay_s=fiber_delay_s(km), limit_packets=10000))
-        far = perftest.run(lab, "b1", "a1", "ib_write_bw", size=size, iters=iters, port=port)
-        assert far.values["bw_avg_gbps"] > 0
-        lat[km] = perftest.run(lab, "b1", "a1", "ib_write_lat", size=2, iters=300, port=port + 1).values["t_min_us"]
-    # ib_write_lat reports half the round trip, so it rises by the one-way delay: 100 -> 250 km adds
-    # exactly 150 km of fiber. The minimum, since under TCG the typical value carries the emulator's
-    # scheduling noise (hundreds of us); the slope, since Soft-RoCE under TCG adds a fixed ~0.1 ms
-    # to any delayed path that the 0 km baseline does not have. Even the minimum of 300 round trips
-    # scatters by ~+-100 us under TCG (a +23 % slope was seen once): 30 % still fails a delay that is
-    # missing or doubled.
-    one_way = {km: fiber_delay_s(km) * 1e6 for km in lat}
-    assert lat[100] - lat[0] >= 0.95 * one_way[100]
-    assert lat[250] - lat[100] == pytest.approx(one_way[250] - one_way[100], rel=0.3)
+    # ib_write_lat reports half the round trip, so it rises with the one-way delay. Every distance,
+    # 0 km included, goes through netem's delay line at its raw delay (as a sweep does), so the line's
+    # fixed cost under TCG (~0.1 ms) is common to all and only the slope is judged: a least-squares
+    # slope over two rounds of 0-500 km (a 2.5 ms span), from the minimum of 300 round trips (the
+    # typical value carries the emulator's scheduling noise, hundreds of us; even the minimum
+    # scatters by +-100-230 us). Measured here: slope 1.18-1.22, perftest and our clock-based tool
+    # alike, while ping's floor on the same link rises at 1.04 (the calibrated per-qdisc offset):
+    # Soft-RoCE's round trip under TCG gains ~0.1-0.15 us per us of delay, not yet explained
+    # (docs/vm.md). The bounds fail a delay that is missing (0), halved (0.5) or applied twice (2).
+    xs, ys = [], []
+    for rnd in range(2):
+        for i, km in enumerate((0, 100, 250, 500)):
+            delay = max(fiber_delay_s(km), DELAY_LINE_S)
+            lab.impair("wan", Impairment(delay_s=delay, limit_packets=10000, extra={"raw_delay": True}))
+            if rnd == 0 and km:
+                port = 18520 + 2 * i
+                far = perftest.run(lab, "b1", "a1", "ib_write_bw", size=size, iters=iters, port=port)
+                assert far.values["bw_avg_gbps"] > 0, km
+            xs.append(delay * 1e6)
+            ys.append(perftest.run(lab, "b1", "a1", "ib_write_lat", size=2, iters=300,
+                                   port=18530 + 10 * rnd + i).values["t_min_us"])
+    slope = np.polyfit(xs, ys, 1)[0]
+    assert 0.8 <= slope <= 1.5, (slope, list(zip(xs, ys)))
