@@ -219,8 +219,9 @@ def bench_noise(scenario: str = "allreduce-distance", blocks: int = 8, progress=
         out = run_scenario(scn, Path(d) / "run", backend="vm" if __import__("os").environ.get("METROLAB_IN_GUEST")
                            else "netns", progress=(lambda **kw: progress(kw["description"]) if progress and
                                                    kw.get("description") else None))
-    null = next(p for p in out.verdict.points if p.is_null)
-    base = next(p for p in out.verdict.points if p.baseline)
+        verdict = out.verdict  # judged from the run directory's rows: before it goes
+    null = next(p for p in verdict.points if p.is_null)
+    base = next(p for p in verdict.points if p.baseline)
     h = next(iter(out.headroom.values()), {}) if out.headroom else {}
     half = (null.ci_high - null.ci_low) / 2 if null.ci_low is not None else None
     return {"scenario": scenario, "workload": null.workload, "blocks": null.repetitions,
