@@ -267,7 +267,8 @@ class _WorkloadRun:
         base = next(p for p in self.r.sweep.points if p.baseline and p.params == point.params)
         self._impair(base)
         self.r.applier.apply(None)
-        g.setup(base)
+        if g.setup(base):  # new connections: the flows learned from the old ones are gone
+            self.flows = {k: v for k, v in self.flows.items() if k[1] != point.params}
         self.r.progress(description=f"{self.wname}: warming up{' ' + base.label() if point.params else ''}")
         w = g.warm_up(self.r.spec.warmups, WARMUP_SHARE_S * self.r.spec.timeout_s)
         self.combo = point.params
@@ -328,7 +329,9 @@ class _WorkloadRun:
             except (LabError, ValueError) as exc:
                 failed(f"policy {point.policy}: {exc}")
                 return
-            g.setup(point)  # the same workload, or this point's fault
+            if g.setup(point) and learned is not None:  # rebuilt (a fault): relearn from the new connections
+                del self.flows[(point.policy, point.params)]
+                learned = None
             if needs_flows(policy) and learned is None:
                 try:  # a controller learns the flows once; later blocks reuse them
                     learned = self.flows[(point.policy, point.params)] = g.learn_flows(max(1, spec.warmups))
