@@ -267,13 +267,20 @@ class _WorkloadRun:
         base = next(p for p in self.r.sweep.points if p.baseline and p.params == point.params)
         self._impair(base)
         self.r.applier.apply(None)
-        if g.setup(base):  # new connections: the flows learned from the old ones are gone
-            self.flows = {k: v for k, v in self.flows.items() if k[1] != point.params}
+        self._setup(base)
         self.r.progress(description=f"{self.wname}: warming up{' ' + base.label() if point.params else ''}")
         w = g.warm_up(self.r.spec.warmups, WARMUP_SHARE_S * self.r.spec.timeout_s)
         self.combo = point.params
         self._predict(base, w)
         self._record_warmup(base, w)
+
+    def _setup(self, point: Point) -> bool:
+        """The point's workload on the ranks. A rebuild means new connections: the flows learned from
+        the old ones (kept per policy and parameters) match nothing any more and are forgotten."""
+        rebuilt = self.group.setup(point)
+        if rebuilt:
+            self.flows = {k: v for k, v in self.flows.items() if k[1] != point.params}
+        return rebuilt
 
     def _predict(self, base: Point, w) -> None:
         pred = make_predictor(self.r.scn, self.group.wspec, self.group.hosts, self.group.params(base), self.r.links,
@@ -329,8 +336,7 @@ class _WorkloadRun:
             except (LabError, ValueError) as exc:
                 failed(f"policy {point.policy}: {exc}")
                 return
-            if g.setup(point) and learned is not None:  # rebuilt (a fault): relearn from the new connections
-                del self.flows[(point.policy, point.params)]
+            if self._setup(point):  # rebuilt (this point's fault): learn from the new connections
                 learned = None
             if needs_flows(policy) and learned is None:
                 try:  # a controller learns the flows once; later blocks reuse them
