@@ -1,5 +1,6 @@
-"""The one place metrolab runs external programs: nft, tc (only for netem features pyroute2
-cannot encode), rdma, qemu, ansible-playbook. Everything else goes through libraries."""
+"""The one place metrolab runs external programs: nft, tc (what pyroute2 cannot encode: netem's
+loss models and delay distributions, RED, fifo children, the capability probe), rdma, qemu,
+ansible-playbook. Everything else goes through libraries."""
 
 from __future__ import annotations
 

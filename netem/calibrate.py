@@ -23,7 +23,7 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from pyroute2 import NetNS, netns
+from pyroute2 import IPRoute, netns
 
 
 PROBE_DELAYS_S = (0.5e-3, 2.5e-3)
@@ -84,7 +84,7 @@ def _measure(prefix: str, record) -> NetemFit:
         record(name)
         netns.create(name)
     try:
-        with NetNS(a) as ha, NetNS(b) as hb:
+        with IPRoute(netns=a) as ha, IPRoute(netns=b) as hb:
             targets = {}
             for k, d in enumerate((0.0, *PROBE_DELAYS_S)):  # one veth pair per delay, measured side by side
                 ha.link("add", ifname=f"c{k}", kind="veth", peer={"ifname": f"p{k}", "net_ns_fd": b})

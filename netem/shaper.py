@@ -23,6 +23,7 @@ from netem.profile import Impairment
 
 NFT_SCALE = 100_000_000  # numgen modulus: loss resolution 1e-8
 ROOT = 0x10000
+RATE_STAGE = 0x100000  # 10: the TBF child of netem that carries the rate and the buffer
 
 
 def burst_seconds() -> float:
@@ -78,7 +79,7 @@ def nft_loss_drops(ns: str, ifname: str) -> int | None:
 
 
 class Shaper:
-    """Shapes the egress of interfaces of one namespace. `ipr` is a pyroute2 NetNS handle for `ns`.
+    """Shapes the egress of interfaces of one namespace. `ipr` is a pyroute2 `IPRoute(netns=ns)`.
 
     `peer` = (namespace, ifname) of the other end of the wire, where nft loss is applied.
     """
@@ -143,32 +144,17 @@ class Shaper:
         return {"rate_bps": imp.rate_bps, "burst": burst, "limit": limit}
 
     def _apply_netem(self, idx: int, ifname: str, imp: Impairment, out: Applied) -> None:
+        """One tree for every impairment, whichever tool writes netem: netem 1: (delay line, loss,
+        jitter, duplication, reordering) and, where the link has a rate, a TBF child 10: whose byte
+        limit is the link's buffer. The policies (buffer, RED, HTB classes) act on that child."""
         loss = imp.loss
-        needs_tc = (loss is not None and loss.kind == "gilbert-elliott") or (
+        needs_tc = (loss is not None and loss.kind == "gilbert-elliott") or bool(
             imp.jitter_s and imp.jitter_distribution != "uniform")
         limit = imp.limit_packets or 10000
         if needs_tc:
-            # pyroute2 cannot encode netem's loss models or delay distributions: tc can.
-            args = ["qdisc", "replace", "dev", ifname, "root", "handle", "1:", "netem", "limit", str(limit),
-                    "delay", f"{imp.delay_s * 1e6:.0f}us"]
-            if imp.jitter_s:
-                args += [f"{imp.jitter_s * 1e6:.0f}us"]
-                if imp.jitter_distribution != "uniform":
-                    args += ["distribution", imp.jitter_distribution]
-            if loss is not None and loss.kind == "gilbert-elliott":
-                args += ["loss", "gemodel", f"{loss.p * 100:g}%", f"{loss.r * 100:g}%",
-                         f"{(1 - loss.h) * 100:g}%", f"{(1 - loss.k) * 100:g}%"]
-            elif loss is not None and loss.p:
-                args += ["loss", "random", f"{loss.p * 100:g}%"]
-            if imp.duplicate:
-                args += ["duplicate", f"{imp.duplicate * 100:g}%"]
-            if imp.reorder:
-                args += ["reorder", f"{imp.reorder * 100:g}%"]
-            if imp.rate_bps:
-                args += ["rate", f"{int(imp.rate_bps)}bit"]
-            sh.tc(args, netns=self.ns)
+            sh.tc(netem_tc_args(ifname, imp, limit), netns=self.ns)
         else:
-            kw = {"delay": int(imp.delay_s * 1e6), "limit": limit}
+            kw: dict[str, float] = {"delay": int(imp.delay_s * 1e6), "limit": limit}
             if imp.jitter_s:
                 kw["jitter"] = int(imp.jitter_s * 1e6)
             if loss is not None and loss.p:
@@ -180,10 +166,33 @@ class Shaper:
             if imp.reorder:
                 kw["prob_reorder"] = imp.reorder * 100
             self.ipr.tc("add", "netem", idx, ROOT, **kw)
-            if imp.rate_bps:
-                # pyroute2 0.9 cannot encode netem's own rate: a TBF child after the delay line
-                # shapes it, and its limit is the link's buffer (the delay line is netem's)
-                self._tbf(idx, imp, parent=ROOT | 1, handle=0x100000)
+        if imp.rate_bps:
+            # pyroute2 could encode netem's own rate (TCA_NETEM_RATE, 32 bits of bytes/s), but a
+            # rate inside netem has no queue of its own: the policies need a classful rate stage
+            # with a byte limit after the delay line, so TBF shapes it
+            self._tbf(idx, imp, parent=ROOT | 1, handle=RATE_STAGE)
         out.qdisc = "netem"
         out.params = {"delay_s": imp.delay_s, "jitter_s": imp.jitter_s, "limit": limit,
                       "loss": loss.mean_loss if loss else 0.0, "rate_bps": imp.rate_bps}
+
+
+def netem_tc_args(ifname: str, imp: Impairment, limit: int) -> list[str]:
+    """`tc` arguments for a netem root with what pyroute2 cannot encode (loss models, delay
+    distributions). No rate here: the rate stage is the TBF child, as on the pyroute2 path."""
+    loss = imp.loss
+    args = ["qdisc", "add", "dev", ifname, "root", "handle", "1:", "netem", "limit", str(limit),
+            "delay", f"{imp.delay_s * 1e6:.0f}us"]
+    if imp.jitter_s:
+        args += [f"{imp.jitter_s * 1e6:.0f}us"]
+        if imp.jitter_distribution != "uniform":
+            args += ["distribution", imp.jitter_distribution]
+    if loss is not None and loss.kind == "gilbert-elliott":
+        args += ["loss", "gemodel", f"{loss.p * 100:g}%", f"{loss.r * 100:g}%",
+                 f"{(1 - loss.h) * 100:g}%", f"{(1 - loss.k) * 100:g}%"]
+    elif loss is not None and loss.p:
+        args += ["loss", "random", f"{loss.p * 100:g}%"]
+    if imp.duplicate:
+        args += ["duplicate", f"{imp.duplicate * 100:g}%"]
+    if imp.reorder:
+        args += ["reorder", f"{imp.reorder * 100:g}%"]
+    return args

@@ -6,7 +6,7 @@ import pytest
 
 from tests.support.labs import build_lab
 
-pytest_plugins = ["tests.support.guest_tier"]
+pytest_plugins = ["tests.support.tiers", "tests.support.guest_tier"]
 
 
 @pytest.fixture

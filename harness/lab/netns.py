@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any
 
-from pyroute2 import NetNS, netns
+from pyroute2 import IPRoute, netns
 from pyroute2.netlink.exceptions import NetlinkError
 
 from harness import capabilities
@@ -102,7 +102,7 @@ class NetnsLab(Lab):
                  state: LabState | None = None):
         super().__init__(topology, lab_id or (state.lab_id if state else new_lab_id()))
         self.strict = strict
-        self._handles: dict[str, NetNS] = {}
+        self._handles: dict[str, IPRoute] = {}
         self.applied: dict[str, list[dict]] = {}
         self.state = state
         # netem's own per-qdisc delivery fit, measured before the first delay is applied
@@ -114,10 +114,10 @@ class NetnsLab(Lab):
     def ns(self, node: str) -> str:
         return f"{self.lab_id}-{node}"
 
-    def handle(self, node: str) -> NetNS:
+    def handle(self, node: str) -> IPRoute:
         h = self._handles.get(node)
         if h is None:
-            h = self._handles[node] = NetNS(self.ns(node))
+            h = self._handles[node] = IPRoute(netns=self.ns(node))
         return h
 
     # -- build ---------------------------------------------------------------------------

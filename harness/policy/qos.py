@@ -68,18 +68,6 @@ def with_flow_control(imp: Impairment, fc, slices: int = 0) -> Impairment:
         # policy's byte limit is the one that drops, however small the packets
         imp = dataclasses.replace(imp, limit_packets=imp.limit_packets + -(-held // 64))
     return imp
-    if fc.kind in ("tail-drop", "deep-buffer"):
-        imp = dataclasses.replace(imp, queue_bytes=buffer_bytes(fc, imp))
-        held = imp.queue_bytes
-    elif fc.kind == "ecn":
-        held = red_params(fc, imp)[2]
-    else:
-        held = (fc.flows + 1) * leaf_bytes(imp)
-    if imp.limit_packets:
-        # netem's packet limit counts what its child (the rate stage) holds too: raise it so the
-        # policy's byte limit is the one that drops, however small the packets
-        imp = dataclasses.replace(imp, limit_packets=imp.limit_packets + -(-held // 64))
-    return imp
 
 
 def u32_keys(sl, addresses: dict[str, str]) -> list[str]:

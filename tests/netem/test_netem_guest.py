@@ -11,7 +11,7 @@ from harness.lab.probe import concurrent_rtts, measure_loss, measure_rate, rtt_f
 from netem.models import binomial_interval, fiber_delay_s
 from tests.support.labs import two_hosts
 
-pytestmark = pytest.mark.guest
+pytestmark = pytest.mark.requires("netem")
 DISTANCES = (0, 100, 250, 500)
 
 

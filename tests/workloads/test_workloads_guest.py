@@ -14,7 +14,7 @@ from harness.runner.run import run_scenario
 from harness.scenario.spec import load_scenario
 from workloads.registry import WORKLOADS
 
-pytestmark = [pytest.mark.guest, pytest.mark.rdma]
+pytestmark = pytest.mark.requires("netem", "rxe")
 
 
 def run_quick(name: str, tmp_path) -> tuple[object, pd.DataFrame]:

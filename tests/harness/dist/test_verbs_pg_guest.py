@@ -7,7 +7,7 @@ import pytest
 from harness.dist.launch import run_ranks
 from tests.support.labs import build_lab, rdma_sites
 
-pytestmark = [pytest.mark.guest, pytest.mark.rdma]
+pytestmark = pytest.mark.requires("netem", "rxe")
 CHECKS = ["-m", "tests.support.dist_checks"]
 SMALL_SLOTS = {"METROLAB_VERBS_SLOT": "65536"}  # multi-chunk transfers at test sizes
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pyroute2 import NetNS
+from pyroute2 import IPRoute
 
 from harness.bench import grid_topology
 from harness.lab.netns import NetnsLab
@@ -71,7 +71,7 @@ def test_three_site_lab_every_host_pair_talks_tcp(lab_factory):
 
 def _kernel_routes(ns: str) -> dict[tuple[int, str], set[tuple[str, str]]]:
     out = {}
-    with NetNS(ns) as h:
+    with IPRoute(netns=ns) as h:
         names = {link["index"]: link.get("IFLA_IFNAME") for link in h.get_links()}
         for fam in (2, AF_INET6):
             for r in h.get_routes(family=fam, table=254):

@@ -10,7 +10,7 @@ from harness.scenario.points import DELAY_LINE_S
 from netem.models import fiber_delay_s
 from netem.profile import Impairment
 
-pytestmark = [pytest.mark.guest, pytest.mark.rdma]
+pytestmark = pytest.mark.requires("netem", "rxe")
 
 
 def wan_pair() -> dict:

@@ -10,7 +10,7 @@ import pytest
 from harness.runner.run import run_scenario
 from harness.scenario.spec import load_scenario
 
-pytestmark = pytest.mark.guest
+pytestmark = pytest.mark.requires("netem")
 
 
 def test_incast_under_shallow_deep_ecn_and_per_flow_queues(tmp_path):

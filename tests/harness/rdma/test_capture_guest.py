@@ -11,7 +11,7 @@ from netem.profile import Impairment, LossModel
 from tests.harness.lab.test_rxe_guest import wan_pair
 from tests.support.labs import build_lab
 
-pytestmark = [pytest.mark.guest, pytest.mark.rdma]
+pytestmark = pytest.mark.requires("netem", "rxe")
 
 
 def _netem_drops(lab, node: str, link: str) -> int:

@@ -17,7 +17,7 @@ from harness.rdma.verbs import Connection, Device, RdmaError, connect_oob
 from netem.profile import Impairment, LossModel
 from tests.harness.lab.test_rxe_guest import wan_pair
 
-pytestmark = [pytest.mark.guest, pytest.mark.rdma]
+pytestmark = pytest.mark.requires("netem", "rxe")
 SIZES = [(1, 20), (4099, 20), (65536, 20), (1 << 20, 4), (8 << 20, 2)]
 
 

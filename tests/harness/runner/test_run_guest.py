@@ -10,7 +10,7 @@ from harness.runner.run import run_scenario
 from harness.scenario.spec import scenario_from_data
 from tests.harness.runner.test_run_lab import TOPO
 
-pytestmark = pytest.mark.guest
+pytestmark = pytest.mark.requires("netem")
 
 
 def test_distance_sweep_in_the_guest(tmp_path):

@@ -1,0 +1,110 @@
+"""`@pytest.mark.requires(*needs)` decides, in one place, where a test runs:
+
+- here, when this kernel and machine have every need;
+- in the guest kernel (the `guest` tier, tests/support/guest_tier.py), when what is missing is
+  what the guest kernel brings (netem, RED, Soft-RoCE, …);
+- skipped with the reason, for what CI never has (GPUs, SONiC hardware);
+- failed with the reason otherwise: a capability CI should have and does not fails loudly.
+
+The tier markers (`lab`, `guest`, `rdma`, `gpu`, `sonic`) follow from the needs, so `-m` keeps
+selecting by tier. Also: the leftover check, after the whole session, that nothing of a lab or a
+guest was left on the host.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+# what the guest kernel (harness/vm) provides where the host lacks it
+GUEST_BRINGS = {"netem", "red", "fq", "fq_codel", "prio", "tbf", "htb", "nft", "rxe"}
+NEVER_IN_CI = {"gpus": "needs NVIDIA GPUs (never in CI here)",
+               "sonic": "needs a SONiC switch: set METROLAB_SONIC_INVENTORY (never in CI here)"}
+TIER = {"rxe": "rdma", "gpus": "gpu", "sonic": "sonic"}
+
+
+def _in_guest() -> bool:
+    return os.environ.get("METROLAB_IN_GUEST") == "1"
+
+
+def _has(need: str) -> bool:
+    if need == "sonic":
+        return bool(os.environ.get("METROLAB_SONIC_INVENTORY"))
+    from harness.capabilities import probe
+    return probe().has(need)
+
+
+def placement(needs: tuple[str, ...]) -> tuple[str, str]:
+    """("here" | "guest" | "skip" | "fail", why) for a test with these needs."""
+    missing = [n for n in needs if not _has(n)]
+    if not missing:
+        return "here", ""
+    never = [NEVER_IN_CI[n] for n in missing if n in NEVER_IN_CI]
+    if never:
+        return "skip", "; ".join(never)
+    if not _in_guest() and all(n in GUEST_BRINGS for n in missing):
+        return "guest", f"this kernel lacks {', '.join(missing)}"
+    return "fail", f"missing {', '.join(missing)} on {'the guest' if _in_guest() else 'this machine'}"
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects and before the guest tier picks its tests
+def pytest_collection_modifyitems(config, items):
+    decided: dict[tuple[str, ...], tuple[str, str]] = {}
+    for item in items:
+        m = item.get_closest_marker("requires")
+        if m is None:
+            continue
+        needs = tuple(m.args)
+        if needs not in decided:
+            decided[needs] = placement(needs)
+        where, why = decided[needs]
+        for n in needs:
+            if n in TIER:
+                item.add_marker(TIER[n])
+        if where == "guest":
+            item.add_marker(pytest.mark.guest)
+        elif where == "here" and not item.get_closest_marker("guest"):
+            item.add_marker(pytest.mark.lab)
+        elif where == "skip":
+            item.add_marker(pytest.mark.skip(reason=why))
+        elif where == "fail":
+            item.user_properties.append(("requires_failure", why))
+
+
+def pytest_runtest_setup(item):
+    why = dict(item.user_properties).get("requires_failure")
+    if why:
+        pytest.fail(f"cannot run: {why}", pytrace=False)
+
+
+def _lab_leftovers() -> list[str]:
+    from harness.lab.clean import LAB_NS
+    from harness.lab.rxe import devices
+    d = Path("/run/netns")
+    left = [f"namespace {p.name}" for p in d.iterdir() if LAB_NS.match(p.name) or "-cal-" in p.name] \
+        if d.exists() else []
+    try:
+        left += [f"rxe device {x}" for x in devices() if LAB_NS.match(x)]
+    except Exception:  # noqa: BLE001 — no RDMA netlink on this kernel: no rxe device to leave
+        pass
+    if not _in_guest():
+        qemu = subprocess.run(["pgrep", "-af", "metrolab.init="], capture_output=True, text=True).stdout.strip()
+        left += [f"guest process {line}" for line in qemu.splitlines()]
+    return left
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Nothing of a lab or a guest outlives the session (here, and in the guest's own session)."""
+    if os.geteuid() != 0 or session.config.option.collectonly:
+        return
+    left = _lab_leftovers()
+    if left:
+        tr = session.config.pluginmanager.getplugin("terminalreporter")
+        msg = "left behind by this session: " + "; ".join(left) + " (remove with `metrolab lab clean`)"
+        if tr is not None:
+            tr.write_line(msg, red=True)
+        if session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
