@@ -113,8 +113,7 @@ def bench_vm(windows: int = 5) -> dict:
     warm = guest.run(["true"], on_line=None)
     shutil.rmtree(cold.results_dir, ignore_errors=True)
     shutil.rmtree(warm.results_dir, ignore_errors=True)
-    inner = guest.run([sys.executable, "-m", "harness.bench", "rtt", str(windows)],
-                      cwd=Path(__file__).resolve().parents[1], on_line=None)
+    inner = guest.run([sys.executable, "-m", "harness.bench", "rtt", str(windows)], on_line=None)
     data = json.loads((inner.results_dir / "rtt.json").read_text())
     shutil.rmtree(inner.results_dir, ignore_errors=True)
     host0 = rtt_window((0,), count=200, fresh=False)["floor_ms"][0]

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import sh
+from harness.resources import playbook
 from harness.policy.sonic import diff
 
-PLAYBOOK = Path(__file__).resolve().parents[2] / "ansible" / "sonic-apply.yml"
+PLAYBOOK = playbook("sonic-apply.yml")
 
 
 @dataclass

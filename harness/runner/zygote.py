@@ -167,8 +167,7 @@ class Zygote:
         self.path = str(Path(self.dir) / "sock")
         env = os.environ | SINGLE_THREAD_ENV
         self.proc = subprocess.Popen([sys.executable, "-m", "harness.runner.zygote", self.path], env=env,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     cwd=str(Path(__file__).resolve().parents[2]))
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
         self.ready = False
         atexit.register(self.close)
 

@@ -282,11 +282,9 @@ def scenario_from_data(data: Any, file: str, quick: bool = False, base_dir: Path
     return Scenario(spec, file, topo, criteria, quick)
 
 
-SCENARIO_DIR = Path(__file__).resolve().parent.parent.parent / "scenarios"
-
-
 def builtin_scenarios() -> dict[str, Path]:
-    return {p.stem: p for p in sorted(SCENARIO_DIR.glob("*.yaml"))} if SCENARIO_DIR.exists() else {}
+    from harness.resources import scenarios_dir
+    return {p.stem: p for p in sorted(scenarios_dir().glob("*.yaml"))}
 
 
 def load_scenario(ref: str, quick: bool = False) -> Scenario:

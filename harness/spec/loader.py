@@ -57,7 +57,8 @@ def read_yaml(path: str | Path) -> Any:
 
 
 def builtin_topology_path(name: str) -> Path:
-    return Path(str(resources.files("harness") / "topologies" / f"{name}.yaml"))
+    from harness.resources import topologies_dir
+    return topologies_dir() / f"{name}.yaml"
 
 
 def topology_from_data(data: Any, file: str) -> Topology:

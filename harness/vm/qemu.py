@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Callable
 
 from harness import sh
+from harness.resources import guest_script
 from harness.errors import CapabilityError, LabError
 from harness.vm.kernel import GuestKernel, cache_root
 
-GUEST_INIT = Path(__file__).with_name("guest_init.sh")
+GUEST_INIT = guest_script("guest_init.sh")
 READY = "metrolab-guest: ready"
 PASS_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TERM", "CI", "COLUMNS", "VIRTUAL_ENV", "PYTHONPATH",
             "PYTHONUNBUFFERED", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")

@@ -11,9 +11,6 @@ from pathlib import Path
 from harness.vm.kernel import prepare_kernel
 from harness.vm.qemu import Guest
 
-REPO = Path(__file__).resolve().parents[2]
-
-
 def with_backend(argv: list[str], backend: str) -> list[str]:
     out, skip = [], False
     for i, a in enumerate(argv):
