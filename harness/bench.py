@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import statistics
 import time
+from typing import Any
 
+from harness import settings
 from harness.spec.loader import topology_from_data
 
 
 def grid_topology(sites: int = 4, hosts: int = 4, wan_rate: str = "1gbit") -> dict:
     """A sites x hosts lab: a leaf per site, a full mesh of WAN links between the leaves."""
-    data = {"name": f"bench-{sites}x{hosts}", "sites": [], "links": []}
+    data: dict[str, Any] = {"name": f"bench-{sites}x{hosts}", "sites": [], "links": []}
     for i in range(sites):
         data["sites"].append({"name": f"s{i}", "kind": "aidc", "subnet": f"10.{i + 1}.0.0/24", "hosts": hosts,
                               "switches": [f"leaf{i}"], "access": {"switch": f"leaf{i}", "rate": "10gbit"}})
@@ -103,7 +105,6 @@ def bench_vm(windows: int = 5) -> dict:
     import json
     import shutil
     import sys
-    from pathlib import Path
 
     from harness.vm.kernel import prepare_kernel
     from harness.vm.qemu import Guest
@@ -127,13 +128,12 @@ def bench_vm(windows: int = 5) -> dict:
 
 if __name__ == "__main__":  # inside the guest: `python -m harness.bench rtt N` writes rtt.json to the share
     import json
-    import os
     import sys
     from pathlib import Path
     if sys.argv[1:2] == ["rtt"]:
         n = int(sys.argv[2]) if len(sys.argv) > 2 else 5
         res = {"windows": [rtt_window() for _ in range(n)]}
-        share = Path(os.environ["METROLAB_RESULTS"])
+        share = Path(settings.get("METROLAB_RESULTS"))
         (share / "rtt.json").write_text(json.dumps(res))
 
 
@@ -174,7 +174,7 @@ def bench_harness(size: str = "2m", iters: int = 5, rounds: int = 3) -> dict:
     finally:
         lab.down()
     ray_start = []
-    for i in range(rounds):
+    for _ in range(rounds):
         with tempfile.TemporaryDirectory() as d:
             out = run_scenario(scn, Path(d) / "run")
             run += [p.step_time_s for p in out.verdict.points if p.step_time_s]
@@ -215,14 +215,14 @@ def bench_noise(scenario: str = "allreduce-distance", blocks: int = 8, progress=
         data["topology"] = str(Path(src.source).parent / src.spec.topology)
     scn = scenario_from_data(data, f"<bench noise: {scenario}>")
     with tempfile.TemporaryDirectory() as d:
-        out = run_scenario(scn, Path(d) / "run", backend="vm" if __import__("os").environ.get("METROLAB_IN_GUEST")
+        out = run_scenario(scn, Path(d) / "run", backend="vm" if settings.in_guest()
                            else "netns", progress=(lambda **kw: progress(kw["description"]) if progress and
                                                    kw.get("description") else None))
         verdict = out.verdict  # judged from the run directory's rows: before it goes
     null = next(p for p in verdict.points if p.is_null)
     base = next(p for p in verdict.points if p.baseline)
-    h = next(iter(out.headroom.values()), {}) if out.headroom else {}
-    half = (null.ci_high - null.ci_low) / 2 if null.ci_low is not None else None
+    h: dict = next(iter(out.headroom.values()), {}) if out.headroom else {}
+    half = (null.ci_high - null.ci_low) / 2 if null.ci_low is not None and null.ci_high is not None else None
     return {"scenario": scenario, "workload": null.workload, "blocks": null.repetitions,
             "null_degradation": null.efficiency_degradation, "null_ci_low": null.ci_low, "null_ci_high": null.ci_high,
             "null_ci_halfwidth": half, "cv": base.cv, "paired_cv": null.paired_cv, "trend_p": base.trend_p,

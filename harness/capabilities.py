@@ -15,7 +15,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness import sh
+from harness import settings, sh
 
 QDISCS = ("netem", "tbf", "htb", "fq", "fq_codel", "red", "prio")
 NETLINK_RDMA = 20
@@ -51,13 +51,15 @@ QDISC_ARGS = {"netem": ["delay", "1ms"], "tbf": ["rate", "1mbit", "burst", "1638
 
 
 def _probe_qdiscs() -> dict[str, Capability]:
-    from pyroute2 import IPRoute, netns
+    from pyroute2 import netns
+
+    from harness.lab.nsctx import iproute
 
     name = f"mlprobe{os.getpid()}"
     out: dict[str, Capability] = {}
     netns.create(name)
     try:
-        with IPRoute(netns=name) as ns:
+        with iproute(name) as ns:
             ns.link("add", ifname="d0", kind="veth", peer={"ifname": "d1"})  # dummy may be absent
             ns.link("set", index=ns.link_lookup(ifname="d0")[0], state="up")
         for kind in QDISCS:
@@ -75,7 +77,7 @@ def _probe_qdiscs() -> dict[str, Capability]:
             from netem.shaper import nft_loss_script
             sh.nft(nft_loss_script("d1", 0.01), netns=name)
             out["nft"] = Capability("nft", True, "numgen random drop accepted")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 — any failure means: no usable nft
             out["nft"] = Capability("nft", False, str(exc))
     finally:
         netns.remove(name)
@@ -121,8 +123,7 @@ def _guest_kernel() -> Capability:
 
 
 def _vm_accel(kvm: Capability) -> Capability:
-    import os
-    forced = os.environ.get("METROLAB_VM_ACCEL")
+    forced = settings.get("METROLAB_VM_ACCEL")
     if forced:
         return Capability("vm-accel", True, f"{forced} (METROLAB_VM_ACCEL)")
     if kvm.present:
@@ -137,7 +138,7 @@ def _module(name: str, import_name: str | None = None) -> Capability:
     try:
         from importlib.metadata import version
         return Capability(name, True, version(name))
-    except Exception:
+    except Exception:  # noqa: BLE001 — metadata of a vendored module may be missing
         return Capability(name, True, spec.origin or "")
 
 

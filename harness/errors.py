@@ -41,3 +41,11 @@ class LabError(MetrolabError):
 
 class CapabilityError(MetrolabError):
     exit_code = EXIT_CAPABILITY
+
+
+class GuestRunError(MetrolabError):
+    """The command failed inside the guest kernel; it printed why (streamed to our stderr)."""
+
+    def __init__(self, what: str, exit_code: int):
+        self.exit_code = exit_code
+        super().__init__(f"{what} failed in the guest kernel (exit {exit_code}; its messages are above)")

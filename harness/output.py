@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from harness import settings
+
 # a pipe or CI log is not 80 columns: keep tables on one line per row there
-_plain = bool(os.environ.get("METROLAB_PLAIN"))  # set when a guest's tty output ends up in a host pipe or file
+_plain = bool(settings.get("METROLAB_PLAIN"))  # set when a guest's tty output ends up in a host pipe or file
 console = Console(stderr=False, width=None if sys.stdout.isatty() else 180,
                   force_terminal=False if _plain else None)
 err_console = Console(stderr=True, force_terminal=False if _plain else None)
@@ -20,7 +22,7 @@ err_console = Console(stderr=True, force_terminal=False if _plain else None)
 def show_progress(json_mode: bool) -> bool:
     """Live progress only for a person at a real terminal (not --json, not a serial console)."""
     return (not json_mode and err_console.is_terminal and not err_console.is_dumb_terminal
-            and not os.environ.get("METROLAB_NO_PROGRESS"))
+            and not settings.get("METROLAB_NO_PROGRESS"))
 
 
 def print_json(obj: Any) -> None:

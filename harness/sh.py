@@ -4,6 +4,7 @@ ansible-playbook. Everything else goes through libraries."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -11,6 +12,8 @@ from pathlib import Path
 
 from harness.errors import CapabilityError, LabError
 from harness.lab.nsctx import NETNS_RUN_DIR
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -22,7 +25,7 @@ class Result:
 
 
 def which(tool: str) -> str | None:
-    return shutil.which(tool) or next((p for p in (f"/usr/sbin/{tool}", f"/sbin/{tool}") if shutil.os.path.exists(p)), None)
+    return shutil.which(tool) or next((p for p in (f"/usr/sbin/{tool}", f"/sbin/{tool}") if Path(p).exists()), None)
 
 
 def _argv(args: list[str], netns: str | None) -> list[str]:
@@ -44,6 +47,7 @@ def run(args: list[str], *, netns: str | None = None, input: str | None = None, 
     carries the command and what it printed.
     """
     full = _argv(args, netns)
+    log.debug("run%s: %s", f" in {netns}" if netns else "", " ".join(args))
     proc = subprocess.run(full, input=input, capture_output=True, text=True, timeout=timeout, cwd=cwd)
     res = Result(full, proc.returncode, proc.stdout, proc.stderr)
     if check and proc.returncode != 0:
@@ -54,6 +58,7 @@ def run(args: list[str], *, netns: str | None = None, input: str | None = None, 
 
 def popen(args: list[str], *, netns: str | None = None, **kw) -> subprocess.Popen:
     """Start `args` (inside namespace `netns`) in the background; the caller owns the process."""
+    log.debug("start%s: %s", f" in {netns}" if netns else "", " ".join(args))
     return subprocess.Popen(_argv(args, netns), **kw)
 
 
@@ -77,8 +82,8 @@ def ansible_playbook(playbook: Path, inventory: str, extra_vars: dict, *, check:
     import json
     import os
     import sys
-    exe = Path(sys.executable).parent / "ansible-playbook"  # the venv's, found without PATH
-    exe = str(exe) if exe.exists() else which("ansible-playbook")
+    venv = Path(sys.executable).parent / "ansible-playbook"  # the venv's, found without PATH
+    exe = str(venv) if venv.exists() else which("ansible-playbook")
     if exe is None:
         raise CapabilityError("ansible-playbook is not installed (run the README's install command)")
     args = [exe, str(playbook), "-i", inventory, "-e", json.dumps(extra_vars)]

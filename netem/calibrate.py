@@ -13,21 +13,22 @@ a few hundred samples under TCG scatters by +-30 us per RTT window to window, th
 +-20 us. The offset is the *median* of the estimates of several runs and both probe delays: the
 minimum of them (what this module took before) is biased low by about one standard deviation of
 the estimates, which left every calibrated link 20-60 us per round trip longer than configured
-(+4..+11 % at 100 km; issue 14).
+(+4..+11 % at 100 km).
 """
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from dataclasses import dataclass
 
-from pyroute2 import IPRoute, netns
+from pyroute2 import netns
 
+from harness import settings
+from harness.lab.nsctx import iproute
 
 PROBE_DELAYS_S = (0.5e-3, 2.5e-3)
-MAX_AGE_S = float(os.environ.get("METROLAB_NETEM_CALIBRATION_MAX_AGE_S", 60))
+MAX_AGE_S = settings.get("METROLAB_NETEM_CALIBRATION_MAX_AGE_S")
 SAMPLES, RUNS, WARMUP_SAMPLES = 300, 3, 100  # concurrent runs: drift over seconds hits every probe alike
 
 
@@ -61,7 +62,7 @@ def measure_fit(prefix: str, record=lambda name: None) -> NetemFit:
     overhead drifts by ~25 us per qdisc over minutes, so a stale figure costs a few percent at
     100 km (METROLAB_NETEM_OFFSET_US overrides it)."""
     import json
-    forced = os.environ.get("METROLAB_NETEM_OFFSET_US")
+    forced = settings.get("METROLAB_NETEM_OFFSET_US")
     if forced is not None:
         return NetemFit(float(forced) * 1e-6, 1.0)
     cache = _cache_file()
@@ -84,7 +85,7 @@ def _measure(prefix: str, record) -> NetemFit:
         record(name)
         netns.create(name)
     try:
-        with IPRoute(netns=a) as ha, IPRoute(netns=b) as hb:
+        with iproute(a) as ha, iproute(b) as hb:
             targets = {}
             for k, d in enumerate((0.0, *PROBE_DELAYS_S)):  # one veth pair per delay, measured side by side
                 ha.link("add", ifname=f"c{k}", kind="veth", peer={"ifname": f"p{k}", "net_ns_fd": b})

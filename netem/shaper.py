@@ -12,14 +12,17 @@ return EPERM to its socket.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from harness import sh
+from harness import settings, sh
 from harness.errors import CapabilityError, LabError
 from netem.models import tbf_burst_bytes
 from netem.profile import Impairment
+
+log = logging.getLogger(__name__)
 
 NFT_SCALE = 100_000_000  # numgen modulus: loss resolution 1e-8
 ROOT = 0x10000
@@ -28,10 +31,9 @@ RATE_STAGE = 0x100000  # 10: the TBF child of netem that carries the rate and th
 
 def burst_seconds() -> float:
     """TBF bucket depth in time: 1 ms on a host kernel, 5 ms in the TCG guest whose timers run late."""
-    import os
-    if os.environ.get("METROLAB_TBF_BURST_MS"):
-        return float(os.environ["METROLAB_TBF_BURST_MS"]) / 1e3
-    return 5e-3 if os.environ.get("METROLAB_IN_GUEST") == "1" else 1e-3
+    if settings.get("METROLAB_TBF_BURST_MS"):
+        return settings.get("METROLAB_TBF_BURST_MS") / 1e3
+    return 5e-3 if settings.in_guest() else 1e-3
 
 
 @dataclass
@@ -108,13 +110,16 @@ class Shaper:
         missing = []
         if not self.has_netem:
             missing += imp.netem_only()
-            if imp.has_loss and imp.loss.kind == "random" and not imp.loss.correlation and not self.has_nft:
+            loss = imp.loss
+            if loss is not None and loss.p and loss.kind == "random" and not loss.correlation and not self.has_nft:
                 missing.append("random loss (needs netem or nftables)")
         return missing
 
     def apply(self, ifname: str, imp: Impairment, strict: bool = True, where: str = "",
               peer: tuple[str, str] | None = None) -> Applied:
         missing = self.check(imp, where)
+        log.debug("%s %s: %s%s", self.ns, ifname, imp.to_dict() if not imp.is_empty else "cleared",
+                  f" (cannot apply: {', '.join(missing)})" if missing else "")
         if missing and strict:
             raise CapabilityError(
                 f"{where or ifname}: this kernel lacks sch_netem, so it cannot apply {', '.join(missing)}; "
@@ -129,19 +134,24 @@ class Shaper:
             return out
         if imp.rate_bps:
             out.qdisc, out.params = "tbf", self._tbf(idx, imp)
-        if imp.has_loss and "random loss (needs netem or nftables)" not in missing and imp.loss.kind == "random":
+        loss = imp.loss
+        if loss is not None and loss.p and "random loss (needs netem or nftables)" not in missing \
+                and loss.kind == "random":
             if peer is None:
                 raise LabError(f"{where or ifname}: nft loss needs the peer interface of {ifname}")
-            sh.nft(nft_loss_script(peer[1], imp.loss.p), netns=peer[0])
-            out.nft_loss = imp.loss.p
+            sh.nft(nft_loss_script(peer[1], loss.p), netns=peer[0])
+            out.nft_loss = loss.p
         return out
 
     def _tbf(self, idx: int, imp: Impairment, parent: int | None = None, handle: int = ROOT) -> dict:
-        burst = tbf_burst_bytes(imp.rate_bps, burst_seconds())
-        limit = imp.queue_bytes or max(burst, int(imp.rate_bps / 8 * 0.05))  # 50 ms of buffer by default
+        rate = imp.rate_bps
+        if not rate:
+            raise LabError("a TBF rate stage needs a rate")
+        burst = tbf_burst_bytes(rate, burst_seconds())
+        limit = imp.queue_bytes or max(burst, int(rate / 8 * 0.05))  # 50 ms of buffer by default
         kw = {"parent": parent} if parent is not None else {}
-        self.ipr.tc("add", "tbf", idx, handle, rate=int(imp.rate_bps / 8), burst=burst, limit=limit, **kw)
-        return {"rate_bps": imp.rate_bps, "burst": burst, "limit": limit}
+        self.ipr.tc("add", "tbf", idx, handle, rate=int(rate / 8), burst=burst, limit=limit, **kw)
+        return {"rate_bps": rate, "burst": burst, "limit": limit}
 
     def _apply_netem(self, idx: int, ifname: str, imp: Impairment, out: Applied) -> None:
         """One tree for every impairment, whichever tool writes netem: netem 1: (delay line, loss,

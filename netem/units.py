@@ -38,7 +38,7 @@ def parse_size(value: str | int) -> int:
     """Bytes from '64k', '1MiB', '1500' (binary k/m/g like tc)."""
     if isinstance(value, int):
         return value
-    return int(_split(value, _SIZE_UNITS | {"": 1}, "size"))
+    return int(_split(value, {**_SIZE_UNITS, "": 1.0}, "size"))
 
 
 def parse_time(value: str | float | int) -> float:

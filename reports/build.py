@@ -16,8 +16,8 @@ import pandas as pd
 
 from harness.errors import SpecError
 from harness.runner.results import ResultStore
-from harness.scenario.criteria import parse_criterion
 from harness.scenario import stats as st
+from harness.scenario.criteria import parse_criterion
 from harness.scenario.verdict import Settings, Verdict, evaluate, summarize
 from reports import plots
 
@@ -184,7 +184,7 @@ def write_html(path: Path, meta: dict, verdict: Verdict, points: pd.DataFrame, c
     color = {"PASS": "#17803d", "FAIL": "#b3261e"}.get(status, "#9a6700")
     meta_rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
                         for k, v in meta.items() if not isinstance(v, (dict, list)))
-    table_html = lambda df: df.to_html(index=False, na_rep="", float_format=lambda x: f"{x:.4g}", border=0,  # noqa: E731
+    table_html = lambda df: df.to_html(index=False, na_rep="", float_format=lambda x: f"{x:.4g}", border=0,
                                        classes="t") if not df.empty else "<p>none</p>"
     doc = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>metrolab {html.escape(meta['scenario'])}: {status}</title>
@@ -214,7 +214,7 @@ scale factor k = {meta['scale']:g} (rates and message sizes divided by k, delays
 
 def build_report(run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
-    meta, scen, verdict, store = load_verdict(run_dir)
+    meta, _scen, verdict, store = load_verdict(run_dir)
     points = points_frame(verdict)
     crit = criteria_frame(verdict)
     rows = store.frame()

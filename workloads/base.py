@@ -8,7 +8,7 @@ torch.distributed group already up: constructed once per sweep point with the po
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
@@ -26,7 +26,7 @@ class Workload:
     needs_rdma = False
 
     @classmethod
-    def params(cls, spec, scale: float = 1.0) -> _Params:
+    def params(cls, spec, scale: float = 1.0) -> Any:  # an instance of the workload's params_model
         try:
             return cls.params_model.model_validate(spec.params)
         except ValidationError as exc:

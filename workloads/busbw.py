@@ -2,23 +2,19 @@
 
 algbw = S / t, with S the operation's size in bytes as nccl-tests counts it (the full buffer:
 AllGather's output, ReduceScatter's input, AllToAll's whole send buffer); busbw = algbw x factor,
-the factor making busbw comparable to the link's bandwidth whatever the rank count.
+the factor making busbw comparable to the link's bandwidth whatever the rank count. The factors
+and buffer shapes are the collectives table's (workloads/colls.py).
 """
 
 from __future__ import annotations
 
-OPS = ("all_reduce", "all_gather", "reduce_scatter", "broadcast", "reduce", "all_to_all", "sendrecv")
+from workloads.colls import coll
 
 
 def busbw_factor(op: str, nranks: int) -> float:
     if nranks < 1:
         raise ValueError(f"nranks must be >= 1, got {nranks}")
-    n = nranks
-    factors = {"all_reduce": 2 * (n - 1) / n, "all_gather": (n - 1) / n, "reduce_scatter": (n - 1) / n,
-               "all_to_all": (n - 1) / n, "broadcast": 1.0, "reduce": 1.0, "sendrecv": 1.0}
-    if op not in factors:
-        raise ValueError(f"unknown collective {op!r} (choose from {', '.join(OPS)})")
-    return factors[op]
+    return coll(op).factor(nranks)
 
 
 def algbw_gbs(size_bytes: int, seconds: float) -> float:
@@ -38,7 +34,8 @@ def sizes(begin: int, end: int, factor: float = 2.0, step: int = 0) -> list[int]
         return list(range(begin, end + 1, step))
     if factor <= 1:
         raise ValueError(f"size factor must be > 1, got {factor}")
-    out, s = [], begin
+    out: list[int] = []
+    s: float = begin
     while s <= end:
         out.append(int(s))
         s *= factor
@@ -46,9 +43,5 @@ def sizes(begin: int, end: int, factor: float = 2.0, step: int = 0) -> list[int]
 
 
 def count_for(op: str, size_bytes: int, nranks: int, esize: int) -> int:
-    """Elements per rank buffer for an op of `size_bytes` total (rounded down to whole elements,
-    and for the gathered/scattered ops to a multiple of nranks)."""
-    elems = size_bytes // esize
-    if op in ("all_gather", "reduce_scatter", "all_to_all"):
-        elems -= elems % nranks
-    return max(elems, nranks if op in ("all_gather", "reduce_scatter", "all_to_all") else 1)
+    """Elements per rank buffer for an op of `size_bytes` in all (workloads/colls.py)."""
+    return coll(op).count(size_bytes, nranks, esize)

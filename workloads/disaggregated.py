@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
+from harness import settings
 from harness.errors import SpecError
 from workloads.base import Size, Workload, _Params, cached_group, params_error, slowest
 from workloads.diskguard import DiskWrites
@@ -105,6 +106,7 @@ _SETUPS = [0]
 class DisaggregatedRank:
     def __init__(self, params: dict[str, Any], scale: float, sites: list[str] | None, hosts=None, **_):
         import torch.distributed as dist
+
         from workloads.sample_store import BatchPuller, StorageServer, make_pool
         from workloads.training_step import TrainingStepRank
         self.dist = dist
@@ -117,15 +119,16 @@ class DisaggregatedRank:
         self.B = max(1, int(p.batch_size / scale))
         self.step_no = 0
         self.warm_bad = 0
-        self.server = self.puller = self.engine = None
+        self.server: Any = None
+        self.puller: Any = None     # a BatchPuller on the compute ranks
+        self.engine: Any = None     # a TrainingStepRank on the compute ranks
         store = dist.distributed_c10d._get_default_store()
         timeout = 120.0
         if me == self.storage_rank:
             self.pool, crcs = make_pool(p.pool, self.B)
             store.set(f"{prefix}/crcs", json.dumps(crcs))
-            import os
             self.server = StorageServer(store, prefix, self.compute_ranks, p.transport, self.pool, self.B,
-                                        os.environ.get("METROLAB_RDMA_IP", "0.0.0.0"), PORT_BASE + _SETUPS[0] % 40,
+                                        (settings.get("METROLAB_RDMA_IP") or "0.0.0.0"), PORT_BASE + _SETUPS[0] % 40,
                                         timeout)
         else:
             self.crcs = json.loads(store.get(f"{prefix}/crcs"))
@@ -137,7 +140,7 @@ class DisaggregatedRank:
         if me != self.storage_rank:
             self.engine = TrainingStepRank(p.training(), scale, None, group=group, world=len(self.compute_ranks),
                                            sync=p.sync_gradients)
-            for _ in range(p.prefetch):
+            for _k in range(p.prefetch):  # (`_` is **kwargs here)
                 self._request_next()
 
     def _batch_index(self, step: int) -> int:

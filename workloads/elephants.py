@@ -1,4 +1,7 @@
 """Synchronized elephant flows: the traffic a load balancer or a flow-control policy is judged on.
+The one generator metrolab has: the scenario workload (ElephantRank, under torch.distributed) and
+a standalone sender/receiver pair for lab tests (`python -m workloads.elephants send|recv`) both
+run on `send_flows` and `receive_flows`.
 
 Every rank host but the last opens `flows` TCP connections to the last (one pair: the parallel
 flows of a collective between two sites; several senders: an incast). The connections live for
@@ -15,7 +18,6 @@ its share sets the step time.
 
 from __future__ import annotations
 
-import os
 import socket
 import statistics
 import threading
@@ -24,6 +26,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
+from harness import settings
 from harness.errors import SpecError
 from workloads.base import Size, Workload, _Params
 
@@ -83,14 +86,78 @@ class ElephantFlows(Workload):
 _SETUPS = [0]
 
 
-def _recv_exactly(c: socket.socket, n: int) -> None:
+def _recv_exactly(c: socket.socket, n: int | None) -> int:
+    """Read `n` bytes (None: until the peer closes); the bytes read."""
     buf = bytearray(1 << 20)
     view = memoryview(buf)
-    while n > 0:
-        got = c.recv_into(view[:min(n, len(buf))])
+    got_all = 0
+    while n is None or got_all < n:
+        got = c.recv_into(view[:len(buf) if n is None else min(n - got_all, len(buf))])
         if not got:
+            if n is None:
+                break
             raise ConnectionError("a flow closed mid-step")
-        n -= got
+        got_all += got
+    return got_all
+
+
+PAYLOAD = b"\0" * (1 << 20)
+
+
+def _together(work, socks: list[socket.socket]) -> None:
+    threads = [threading.Thread(target=work, args=(i, s)) for i, s in enumerate(socks)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def send_flows(socks: list[socket.socket], nbytes: int | None, seconds: float = 0.0, close: bool = False) -> None:
+    """Every flow sends at once: `nbytes` each, or as much as it can for `seconds`."""
+    start = threading.Barrier(len(socks))
+
+    def blast(_i: int, s: socket.socket) -> None:
+        start.wait()
+        if seconds:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                s.send(PAYLOAD[:1 << 16])
+        else:
+            left = nbytes or 0
+            while left > 0:
+                left -= s.send(PAYLOAD[:min(left, len(PAYLOAD))])
+        if close:
+            s.close()
+    _together(blast, socks)
+
+
+def receive_flows(socks: list[socket.socket], nbytes: int | None,
+                  t0: float | list[float]) -> list[tuple[int, float]]:
+    """Per flow: the bytes received (`nbytes` each, or until the peer closes) and the completion
+    time since the common start `t0` (time.perf_counter), or since each flow's own start."""
+    out: list[tuple[int, float]] = [(0, 0.0)] * len(socks)
+    starts = t0 if isinstance(t0, list) else [t0] * len(socks)
+
+    def drain(i: int, s: socket.socket) -> None:
+        n = _recv_exactly(s, nbytes)
+        out[i] = (n, time.perf_counter() - starts[i])
+    _together(drain, socks)
+    return out
+
+
+def connect_flows(dst: str, port: int, flows: int, sport: int | None = None, tos: int = 0) -> list[socket.socket]:
+    """`flows` TCP connections to dst:port (from source ports sport.. when given: known 5-tuples)."""
+    socks = []
+    for i in range(flows):
+        s = socket.socket(socket.AF_INET6 if ":" in dst else socket.AF_INET, socket.SOCK_STREAM)
+        if tos:
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+        if sport is not None:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("", sport + i))
+        s.connect((dst, port))
+        socks.append(s)
+    return socks
 
 
 class ElephantRank:
@@ -107,11 +174,11 @@ class ElephantRank:
         key = f"elephants/{_SETUPS[0]}"
         self.socks: list[socket.socket] = []
         if self.me == self.receiver:
-            addr = os.environ.get("METROLAB_RDMA_IP", "0.0.0.0")
+            addr = (settings.get("METROLAB_RDMA_IP") or "0.0.0.0")
             srv = socket.create_server((addr, 0), backlog=self.senders * self.p.flows)
             store.set(key, f"{addr} {srv.getsockname()[1]}")
             srv.settimeout(120)
-            for _ in range(self.senders * self.p.flows):
+            for _i in range(self.senders * self.p.flows):  # (`_` is **kwargs here)
                 c, _peer = srv.accept()
                 self.socks.append(c)
             srv.close()
@@ -120,36 +187,18 @@ class ElephantRank:
                 with open("/proc/sys/net/ipv4/tcp_ecn", "w") as f:
                     f.write("1")
             addr, port = store.get(key).decode().split()
-            for _ in range(self.p.flows):
-                s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_STREAM)
-                if self.p.tos:
-                    s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, self.p.tos)
-                s.connect((addr, int(port)))
-                self.socks.append(s)
+            self.socks = connect_flows(addr, int(port), self.p.flows, tos=self.p.tos)
             self.mss = self.socks[0].getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)
         dist.barrier()
-        self.payload = b"\0" * (1 << 20)
 
     def _step(self) -> list[float]:
         """One synchronized step: every flow sends its bytes; the receiver's per-flow completion times."""
         self.dist.barrier()
         t0 = time.perf_counter()
-        fct = [0.0] * len(self.socks)
-
-        def run(i, s):
-            if self.me == self.receiver:
-                _recv_exactly(s, self.nbytes)
-                fct[i] = time.perf_counter() - t0
-            else:
-                left = self.nbytes
-                while left > 0:
-                    left -= s.send(self.payload[:min(left, len(self.payload))])
-        threads = [threading.Thread(target=run, args=(i, s)) for i, s in enumerate(self.socks)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        return fct
+        if self.me == self.receiver:
+            return [fct for _, fct in receive_flows(self.socks, self.nbytes, t0)]
+        send_flows(self.socks, self.nbytes)
+        return []
 
     def warm(self, steps: int) -> None:
         for _ in range(steps):
@@ -187,3 +236,47 @@ class ElephantRank:
         for s in self.socks:
             s.close()
         self.socks = []
+
+
+# -- standalone: one sender and one receiver process, for lab tests --------------------------------
+def main(argv: list[str] | None = None) -> int:
+    """python -m workloads.elephants recv --port 5201 --flows 8
+    python -m workloads.elephants send --dst 10.2.0.1 --port 5201 --flows 8 --bytes 1m --sport 41000
+
+    The receiver prints {"flows": {source port: {"bytes", "fct_s"}}}."""
+    import argparse
+    import json
+
+    from netem.units import parse_size
+    ap = argparse.ArgumentParser(prog="python -m workloads.elephants")
+    ap.add_argument("mode", choices=("send", "recv"))
+    ap.add_argument("--dst")
+    ap.add_argument("--port", type=int, default=5201)
+    ap.add_argument("--flows", type=int, default=8)
+    ap.add_argument("--bytes", default="1m")
+    ap.add_argument("--sport", type=int, default=41000)
+    ap.add_argument("--seconds", type=float, default=0.0, help="send for this long instead of --bytes")
+    ap.add_argument("--tos", type=int, default=0, help="IP TOS byte (DSCP << 2)")
+    ap.add_argument("--timeout", type=float, default=60)
+    a = ap.parse_args(argv)
+    if a.mode == "send":
+        t0 = time.monotonic()
+        send_flows(connect_flows(a.dst, a.port, a.flows, a.sport, a.tos), parse_size(a.bytes), a.seconds, close=True)
+        print(json.dumps({"sent_s": time.monotonic() - t0}))
+        return 0
+    srv = socket.create_server(("0.0.0.0", a.port), backlog=a.flows)
+    srv.settimeout(a.timeout)
+    conns, starts = [], []
+    for _ in range(a.flows):  # senders in several processes start apart: each flow is timed from its accept
+        conns.append(srv.accept())
+        starts.append(time.perf_counter())
+    srv.close()
+    got = receive_flows([c for c, _ in conns], None, starts)
+    print(json.dumps({"flows": {str(peer[1]): {"bytes": n, "fct_s": fct}
+                                for (_, peer), (n, fct) in sorted(zip(conns, got), key=lambda x: x[0][1][1])}}))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main())

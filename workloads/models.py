@@ -17,8 +17,9 @@ Transport:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable, Literal
+from typing import Literal
 
 from harness.rdma.gbn import gbn_efficiency
 
@@ -44,7 +45,7 @@ class Path:
     def rtt_s(self) -> float:
         return 2 * self.one_way_s
 
-    def with_rate(self, rate_bps: float | None) -> "Path":
+    def with_rate(self, rate_bps: float | None) -> Path:
         return replace(self, rate_bps=rate_bps)
 
 

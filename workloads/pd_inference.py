@@ -105,8 +105,8 @@ class PDInferenceRank:
         self.reps = 0
         if p.model == "tiny":
             from workloads.tiny_lm import TinyLM
-            self.model = TinyLM(p.layers, p.d_model, p.heads, seed=p.seed)
-            self.kv_shape = (p.layers, 2, p.heads, p.prompt_tokens, p.d_model // p.heads)
+            self.model: TinyLM | None = TinyLM(p.layers, p.d_model, p.heads, seed=p.seed)
+            self.kv_shape: tuple[int, ...] = (p.layers, 2, p.heads, p.prompt_tokens, p.d_model // p.heads)
             self.kv_dtype = torch.float32
         else:
             prof, dev = pf.PROFILES[p.model], pf.DEVICES[p.device]

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from workloads.base import Size, Workload, _Params, site_groups, slowest
-from workloads.busbw import busbw_factor
+from workloads.colls import COLLS, Ctx
 
 
 class CollectiveParams(_Params):
@@ -57,36 +57,26 @@ def workload_metrics(kinds: list[str]) -> tuple[str, ...]:
 
 # -- rank side -------------------------------------------------------------------------------
 class CollectiveRank:
-    """Runs inside a rank process with the group up."""
+    """Runs inside a rank process with the group up: the collectives table's operation, in place,
+    on the table's data (workloads/colls.py), as the benchmark runs it."""
 
     def __init__(self, params: dict[str, Any], scale: float, sites: list[str] | None, **_):
         import torch
         import torch.distributed as dist
         self.p = CollectiveParams.model_validate(params)
         self.torch, self.dist = torch, dist
+        self.coll = COLLS[self.p.op]
         dtype = getattr(torch, self.p.dtype)
         esize = torch.empty(0, dtype=dtype).element_size()
         n = dist.get_world_size()
-        count = max(n, int(self.p.size / scale) // esize)
-        count -= count % n
+        groups = site_groups(sites or [], self.p.backend) if self.p.algo == "hierarchical" else None
+        self.ctx = Ctx(torch, dist, dist.get_rank(), n, dtype, torch.device("cpu"), self.p.algo, groups)
+        count = self.coll.count(max(n * esize, int(self.p.size / scale)), n, esize)
         self.nbytes = count * esize
-        self.buf = torch.ones(count, dtype=dtype)
-        self.out = torch.empty(count * (n if self.p.op == "all_gather" else 1), dtype=dtype)
-        self.groups = site_groups(sites, self.p.backend) if self.p.algo == "hierarchical" else None
+        self.state = self.coll.init(self.ctx, count, True)
 
     def _once(self) -> None:
-        from harness.dist import algorithms as alg
-        p, n = self.p, self.dist.get_world_size()
-        if p.op == "all_reduce":
-            alg.all_reduce(self.buf, algo=p.algo, groups=self.groups)
-        elif p.op == "all_gather":
-            per = self.buf.numel() // n
-            alg.all_gather_into_tensor(self.out[:per * n], self.buf[:per], algo=p.algo, groups=self.groups)
-        elif p.op == "reduce_scatter":
-            per = self.buf.numel() // n
-            alg.reduce_scatter_tensor(self.out[:per], self.buf, algo=p.algo, groups=self.groups)
-        else:
-            alg.broadcast(self.buf, 0, algo=p.algo, groups=self.groups)
+        self.coll.run(self.ctx, self.state)
 
     def warm(self, steps: int) -> None:
         for _ in range(steps):
@@ -102,7 +92,7 @@ class CollectiveRank:
         step = slowest({"step": (time.perf_counter() - t0) / iters})["step"]
         algbw = self.nbytes / step / 1e9
         return {"step_time_s": step, "algbw_gbs": algbw,
-                "busbw_gbs": algbw * busbw_factor(self.p.op, self.dist.get_world_size()), "bytes": self.nbytes}
+                "busbw_gbs": algbw * self.coll.factor(self.ctx.n), "bytes": self.nbytes}
 
 
 def rank_workload(kind: str):

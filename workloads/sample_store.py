@@ -16,6 +16,7 @@ import threading
 import time
 import zlib
 from dataclasses import asdict
+from typing import Any
 
 import torch
 
@@ -28,7 +29,7 @@ def make_pool(batches: int, batch_bytes: int, seed: int = 7) -> tuple[torch.Tens
     """`batches` batches of pseudo-random samples (deterministic), and each one's CRC-32."""
     gen = torch.Generator().manual_seed(seed)
     pool = torch.randint(0, 256, (batches * batch_bytes,), dtype=torch.uint8, generator=gen)
-    crcs = [zlib.crc32(pool[i * batch_bytes:(i + 1) * batch_bytes].numpy()) for i in range(batches)]
+    crcs = [zlib.crc32(pool[i * batch_bytes:(i + 1) * batch_bytes].numpy().data) for i in range(batches)]
     return pool, crcs
 
 
@@ -72,7 +73,7 @@ class StorageServer:
             raise
 
     def _serve(self, s: socket.socket) -> None:
-        view = memoryview(self.pool.numpy())
+        view = self.pool.numpy().data
         B = self.batch_bytes
         try:
             while True:
@@ -120,7 +121,10 @@ class BatchPuller:
         self.ring = torch.zeros(depth * batch_bytes, dtype=torch.uint8)
         self.inflight: list[tuple[int, int]] = []      # (slot, batch index), in posting order
         self.ready: dict[int, bool] = {}
-        self.dev = self.conn = self.sock = None
+        # the transport's objects: verbs (dev, conn) or a TCP socket, as `transport` says
+        self.dev: Any = None
+        self.conn: Any = None
+        self.sock: Any = None
         self.thread = None
         self.error: BaseException | None = None
         try:
@@ -166,10 +170,10 @@ class BatchPuller:
                 with self.cv:
                     while not self.wanted:
                         self.cv.wait()
-                    slot, idx = self.wanted[0]
+                    slot, _idx = self.wanted[0]
                 if slot < 0:
                     return
-                view = memoryview(self.ring.numpy())[slot * self.B:(slot + 1) * self.B]
+                view = self.ring.numpy().data[slot * self.B:(slot + 1) * self.B]
                 got = 0
                 while got < self.B:
                     n = self.sock.recv_into(view[got:], self.B - got)

@@ -174,7 +174,7 @@ class TrainingStepRank:
         self.p = p = TrainingParams.model_validate(params)
         self.group, self.sync = group, sync
         self.world = world or dist.get_world_size()
-        self.groups = site_groups(sites, p.backend) if p.algo == "hierarchical" else None
+        self.groups = site_groups(sites or [], p.backend) if p.algo == "hierarchical" else None
         self.grads = GradientBuckets(torch, p.gradient_bytes(scale), p.layer_count(), int(p.bucket_size / scale),
                                      p.bytes_per_param)
         self.comm = CommThread(self._reduce)
@@ -254,7 +254,7 @@ class _TorchModel:
         width = max(1, int((p.param_count() / scale / L) ** 0.5))
         gen = torch.Generator().manual_seed(0)
         self.weights = []
-        for view in grads.layer_views:
+        for _view in grads.layer_views:
             w = torch.randn(width, width, generator=gen) * width ** -0.5
             w.requires_grad_(True)
             self.weights.append(w)

@@ -9,6 +9,7 @@ rank (the white paper's multi-AIDC collaborative training).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -26,9 +27,9 @@ class SiteGroups:
     sites: list[str]
     backend: str | None = None
     site_ranks: dict[str, list[int]] = field(default_factory=dict)
-    groups: dict[str, object] = field(default_factory=dict)
+    groups: dict[str, Any] = field(default_factory=dict)   # site -> ProcessGroup
     leaders: list[int] = field(default_factory=list)
-    leader_group: object = None
+    leader_group: Any = None
 
     def __post_init__(self):
         if len(self.sites) != dist.get_world_size():
@@ -56,8 +57,14 @@ class SiteGroups:
 def _check(algo: str, groups: SiteGroups | None) -> None:
     if algo not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algo!r} (choose from {', '.join(ALGORITHMS)})")
-    if algo == "hierarchical" and groups is None:
-        raise ValueError("the hierarchical algorithm needs SiteGroups (which site each rank is in)")
+    if algo == "hierarchical":
+        _sites(algo, groups)
+
+
+def _sites(algo: str, groups: SiteGroups | None) -> SiteGroups:
+    if groups is None:
+        raise ValueError(f"the {algo} algorithm needs SiteGroups (which site each rank is in)")
+    return groups
 
 
 def all_reduce(t: torch.Tensor, op=dist.ReduceOp.SUM, algo: str = "flat", groups: SiteGroups | None = None,
@@ -66,6 +73,7 @@ def all_reduce(t: torch.Tensor, op=dist.ReduceOp.SUM, algo: str = "flat", groups
     if algo == "flat":
         dist.all_reduce(t, op=op, group=group)
         return
+    groups = _sites(algo, groups)
     avg = op == dist.ReduceOp.AVG
     rop = dist.ReduceOp.SUM if avg else op  # gloo has no AVG: sum, then divide once
     site = groups.groups[groups.my_site]
@@ -86,6 +94,7 @@ def all_gather_into_tensor(out: torch.Tensor, inp: torch.Tensor, algo: str = "fl
     if algo == "flat":
         dist.all_gather_into_tensor(out, inp, group=group)
         return
+    groups = _sites(algo, groups)
     n, per = dist.get_world_size(), inp.numel()
     mine = groups.site_ranks[groups.my_site]
     site = groups.groups[groups.my_site]
@@ -120,6 +129,7 @@ def reduce_scatter_tensor(out: torch.Tensor, inp: torch.Tensor, op=dist.ReduceOp
     if algo == "flat":
         dist.reduce_scatter_tensor(out, inp, op=op, group=group)
         return
+    groups = _sites(algo, groups)
     full = inp.reshape(-1).clone()
     all_reduce(full, op, "hierarchical", groups)
     r, per = dist.get_rank(), out.numel()
@@ -132,6 +142,7 @@ def broadcast(t: torch.Tensor, src: int, algo: str = "flat", groups: SiteGroups 
     if algo == "flat":
         dist.broadcast(t, src=src, group=group)
         return
+    groups = _sites(algo, groups)
     src_site = groups.sites[src]
     src_leader = groups.site_ranks[src_site][0]
     site = groups.groups[groups.my_site]

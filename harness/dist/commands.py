@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from harness.dist.launch import run_ranks
 from harness.errors import SpecError
 from harness.lab.netns import NetnsLab
@@ -33,27 +35,59 @@ def site_of(topo, host: str) -> str:
     return topo.nodes[host].site
 
 
-def collectives_argv(args, hosts: list[str], topo) -> list[str]:
-    argv = ["-m", "workloads.collectives", "--backend", args.backend_name, "--ops", args.ops, "-b", args.begin,
-            "-e", args.end, "-f", str(args.factor), "-w", str(args.warmup), "-n", str(args.iters),
-            "-d", args.dtype, "--algo", args.algo, "-c", str(args.check)]
-    if args.algo == "hierarchical":
+@dataclass
+class CollectivesTest:
+    """One `metrolab collectives` invocation, in nccl-tests' terms (-b -e -f -w -n -d -c)."""
+
+    topology: str | None = None       # default: rdma-pair
+    hosts: str | None = None          # comma-separated rank hosts (default: every eligible host)
+    backend: str = "verbs"            # verbs | gloo | nccl
+    ops: str = "all_reduce"
+    begin: str = "8"
+    end: str = "4m"
+    factor: float = 2.0
+    warmup: int = 2
+    iters: int = 10
+    dtype: str = "float32"
+    check: int = 1
+    algo: str = "flat"                # flat | hierarchical
+    link: str = "wan"
+    distance_km: float | None = None
+    loss: float | None = None
+    timeout: float = 1800
+
+
+def collectives_needs(t: CollectivesTest) -> dict[str, str]:
+    """Kernel features the benchmark needs (feature -> why): the topology's, Soft-RoCE for verbs,
+    netem for a distance or loss on the WAN."""
+    from harness.lab.select import needs
+    out = needs(load_topology(t.topology or "rdma-pair"), rdma=t.backend == "verbs")
+    if t.distance_km is not None or t.loss:
+        out["netem"] = "delay and loss on the WAN"
+    return out
+
+
+def collectives_argv(t: CollectivesTest, hosts: list[str], topo) -> list[str]:
+    argv = ["-m", "workloads.collectives", "--backend", t.backend, "--ops", t.ops, "-b", t.begin,
+            "-e", t.end, "-f", str(t.factor), "-w", str(t.warmup), "-n", str(t.iters),
+            "-d", t.dtype, "--algo", t.algo, "-c", str(t.check)]
+    if t.algo == "hierarchical":
         argv += ["--sites", ",".join(site_of(topo, h) for h in hosts)]
     return argv
 
 
-def collectives_test(args, progress=lambda m: None) -> dict:
-    topo = load_topology(args.topology or "rdma-pair")
-    hosts = pick_rank_hosts(topo, args.hosts, args.backend_name)
-    with impaired_lab(topo, args.link, args.distance_km, args.loss) as (lab, _):
-        progress(f"{args.backend_name} {args.ops} on {', '.join(hosts)} ({args.algo})")
-        res = run_ranks(lab, hosts, collectives_argv(args, hosts, topo), timeout=args.timeout)[0].json()
+def collectives_test(t: CollectivesTest, progress=lambda m: None) -> dict:
+    topo = load_topology(t.topology or "rdma-pair")
+    hosts = pick_rank_hosts(topo, t.hosts, t.backend)
+    with impaired_lab(topo, t.link, t.distance_km, t.loss) as (lab, _):
+        progress(f"{t.backend} {t.ops} on {', '.join(hosts)} ({t.algo})")
+        res = run_ranks(lab, hosts, collectives_argv(t, hosts, topo), timeout=t.timeout)[0].json()
         return res | {"hosts": hosts, "lab": lab.lab_id, "topology": topo.name}
 
 
 def bench_collectives(iters: int = 5) -> dict:
     """On one two-host link: verbs AllReduce busbw at 4 and 16 MiB against ib_write_bw at the same
-    sizes (the issue's ratio), gloo AllReduce at 4 MiB, and two references that tell the protocol's
+    sizes (the acceptance ratio), gloo AllReduce at 4 MiB, and two references that tell the protocol's
     cost from the link's: ib_write_bw -b (a two-rank ring sends both ways at once, as -b does; its
     per-direction share is the fair bound) and verbs Broadcast (one direction, like ib_write_bw)."""
     topo = load_topology("rdma-pair")

@@ -15,6 +15,7 @@ Queue-pair and memory information travels through the c10d store.
 
 from __future__ import annotations
 
+from harness import settings
 import json
 import os
 import time
@@ -43,8 +44,8 @@ def local_ipv4() -> list[str]:
 def pick_device(dev: str | None = None, ip: str | None = None) -> tuple[str, str | None]:
     """The RDMA device (and address) this rank uses: METROLAB_RDMA_DEV / METROLAB_RDMA_IP if set,
     else the device with a RoCEv2 GID on one of this namespace's addresses."""
-    dev = dev or os.environ.get("METROLAB_RDMA_DEV")
-    ip = ip or os.environ.get("METROLAB_RDMA_IP")
+    dev = dev or settings.get("METROLAB_RDMA_DEV")
+    ip = ip or settings.get("METROLAB_RDMA_IP")
     if dev:
         return dev, ip
     devices = list_devices()
@@ -105,7 +106,7 @@ class VerbsMesh:
     def __init__(self, store, rank: int, size: int, timeout_s: float, dev: str | None = None,
                  ip: str | None = None, slot: int | None = None, cfg: QPConfig | None = None):
         self.rank, self.size, self.timeout_s = rank, size, timeout_s
-        self.slot = slot or int(os.environ.get("METROLAB_VERBS_SLOT", SLOT))
+        self.slot = slot or (settings.get("METROLAB_VERBS_SLOT") or SLOT)
         if self.slot % 64:
             raise RdmaError(f"verbs slot size must be a multiple of 64 bytes, got {self.slot}")
         self.peers: dict[int, _Peer] = {}
@@ -238,6 +239,8 @@ class VerbsMesh:
                 who = f"rank {p.rank}" if p else f"QP {wc.qp_num}"
                 raise RdmaError(f"rank {self.rank}: {what}: the link to {who} failed: {wc_status(wc.status)}")
             if wc.opcode == e.IBV_WC_RECV_RDMA_WITH_IMM:
+                if p is None:
+                    raise RdmaError(f"rank {self.rank}: {what}: a message on QP {wc.qp_num}, which no peer owns")
                 if wc.imm_data & CREDIT:
                     p.credits += 1
                 else:

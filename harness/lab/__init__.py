@@ -37,4 +37,4 @@ def attach(state: LabState):
     raise LabError(f"lab {state.lab_id} has unknown backend {state.backend!r}")
 
 
-__all__ = ["BACKENDS", "create_lab", "find_state", "attach", "LabState"]
+__all__ = ["BACKENDS", "LabState", "attach", "create_lab", "find_state"]

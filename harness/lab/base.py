@@ -34,7 +34,7 @@ class Lab(abc.ABC):
     def impair(self, link: str, imp: Impairment, strict: bool = True) -> None:
         """Replace the impairment on both ends of `link`."""
 
-    def __enter__(self) -> "Lab":
+    def __enter__(self) -> Lab:
         self.up()
         return self
 

@@ -4,6 +4,7 @@ pyroute2 and journalled so that a killed run can be cleaned."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import signal
 import time
@@ -17,11 +18,13 @@ from pyroute2.netlink.exceptions import NetlinkError
 from harness import capabilities
 from harness.errors import LabError
 from harness.lab.base import Lab
-from harness.lab.nsctx import NETNS_RUN_DIR, pids_in_netns, write_sysctl
+from harness.lab.nsctx import NETNS_RUN_DIR, iproute, pids_in_netns, write_sysctl
 from harness.lab.state import LabState, new_lab_id
 from harness.spec.resolve import Topology
 from netem.profile import Impairment
 from netem.shaper import Applied, Shaper
+
+log = logging.getLogger(__name__)
 
 IFA_F_NODAD = 0x02
 AF_INET, AF_INET6 = 2, 10
@@ -58,7 +61,7 @@ class SignalGuard:
         if self.received is not None:
             raise Interrupted(f"interrupted by signal {self.received}")
 
-    def __enter__(self) -> "SignalGuard":
+    def __enter__(self) -> SignalGuard:
         self._old = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
         return self
 
@@ -117,11 +120,13 @@ class NetnsLab(Lab):
     def handle(self, node: str) -> IPRoute:
         h = self._handles.get(node)
         if h is None:
-            h = self._handles[node] = IPRoute(netns=self.ns(node))
+            h = self._handles[node] = iproute(self.ns(node))
         return h
 
     # -- build ---------------------------------------------------------------------------
     def up(self) -> None:
+        log.info("lab %s: building %s (%d nodes, %d links)", self.lab_id, self.topology.name,
+                 len(self.topology.nodes), len(self.topology.links))
         topo = self.topology
         caps = capabilities.probe()
         self.state = LabState(self.lab_id, self.backend, topo.source, topo.digest,
@@ -188,9 +193,14 @@ class NetnsLab(Lab):
     def netem_offset_s(self) -> float | None:
         return self.netem_fit.offset_s if self.netem_fit else None
 
+    def journal(self) -> LabState:
+        if self.state is None:
+            raise LabError(f"lab {self.lab_id} has no journal: build it with up()")
+        return self.state
+
     def _create_node(self, node: str, is_switch: bool) -> None:
         name = self.ns(node)
-        self.state.record_namespace(name)  # journal first: a kill after this line is cleanable
+        self.journal().record_namespace(name)  # journal first: a kill after this line is cleanable
         with signals_deferred():
             netns.create(name)
         # new interfaces must not wait for IPv6 DAD; switches forward; ECMP paths are asymmetric
@@ -255,8 +265,9 @@ class NetnsLab(Lab):
         from harness.lab import rxe
         iface = self.plan.ifaces_of(node)[0]
         name = rxe.device_name(self.lab_id, node)
-        self.state.extra.setdefault("rxe", []).append(name)  # journal first
-        self.state.save()
+        journal = self.journal()
+        journal.extra.setdefault("rxe", []).append(name)  # journal first
+        journal.save()
         rxe.add(self.ns(node), name, iface.ifname)
 
     def rxe_device(self, node: str) -> str:
@@ -306,11 +317,12 @@ class NetnsLab(Lab):
         for h in self._handles.values():
             try:
                 h.close()
-            except Exception:
+            except Exception:  # noqa: BLE001 — closing: a dead handle is already closed
                 pass
         self._handles.clear()
 
     def down(self) -> None:
+        log.info("lab %s: taking it down", self.lab_id)
         self.close_handles()
         names = list(self.state.namespaces) if self.state else [self.ns(n) for n in self.topology.nodes]
         errors = []
@@ -319,12 +331,12 @@ class NetnsLab(Lab):
             for dev in (self.state.extra.get("rxe", []) if self.state else []):
                 try:
                     rxe.delete(dev)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 — teardown goes on and reports each failure
                     errors.append(f"{dev}: {exc}")
             for name in reversed(names):
                 try:
                     remove_namespace(name)
-                except Exception as exc:  # keep removing the rest
+                except Exception as exc:  # noqa: BLE001 — keep removing the rest
                     errors.append(f"{name}: {exc}")
             if self.state is not None:
                 if errors:
@@ -348,8 +360,8 @@ class NetnsLab(Lab):
                     continue
                 idx = found[0]
                 addrs = [f"{a.get('IFA_LOCAL') or a.get('IFA_ADDRESS')}/{a['prefixlen']}"
-                         for a in h.get_addr(index=idx) if a.get("IFA_LOCAL") or a["family"] == AF_INET6
-                         and not str(a.get("IFA_ADDRESS", "")).startswith("fe80")]
+                         for a in h.get_addr(index=idx) if a.get("IFA_LOCAL") or (a["family"] == AF_INET6
+                         and not str(a.get("IFA_ADDRESS", "")).startswith("fe80"))]
                 qdiscs = [q.get_attr("TCA_KIND") for q in h.get_qdiscs(index=idx)]
                 link = h.get_links(idx)[0]
                 ifaces.append({"ifname": iface.ifname, "link": iface.link, "peer": iface.peer_node,

@@ -64,3 +64,15 @@ def pids_in_netns(name: str) -> list[int]:
         except OSError:
             continue
     return out
+
+
+def iproute(name: str):
+    """pyroute2's netlink handle inside namespace `name` (created if missing).
+
+    pyroute2 opens it from a forked helper that it stops with SIGTERM; the helper must die by the
+    default action, not run a handler it inherited (Ray's exits the interpreter, which in a fork of
+    pytest or of a run unwinds the parent's stack in the child)."""
+    import pyroute2.config
+    from pyroute2 import IPRoute
+    pyroute2.config.disable_mp_signal = True
+    return IPRoute(netns=name)

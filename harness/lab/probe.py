@@ -112,6 +112,7 @@ def concurrent_rtts(targets: dict, count: int = 300, interval: float = 0.01) -> 
     """RTT samples per target {key: (ns, ifname, dest)}, all pinged at the same time: slow drifts of
     the machine (an emulator's timer latency moves with its load) then hit every target alike."""
     import subprocess
+
     from harness import sh
     procs = {}
     for k, (ns, ifname, dest) in targets.items():
@@ -196,7 +197,7 @@ def measure_loss(ns_a, if_a, addr_a, ns_b, if_b, addr_b, packets: int, pace_bps:
         while not stop.is_set():
             try:
                 data = rx.recv(2048)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             got.add(struct.unpack_from("!I", data)[0])
 

@@ -3,20 +3,19 @@ vm (the same lab inside a guest kernel) where it does not; --backend overrides."
 
 from __future__ import annotations
 
-import os
-
+from harness import settings
 from harness.errors import CapabilityError
 
 CHOICES = ("auto", "netns", "vm")
 
 
 def in_guest() -> bool:
-    return os.environ.get("METROLAB_IN_GUEST") == "1"
+    return settings.in_guest()
 
 
 def needs(topology, rdma: bool = False) -> dict[str, str]:
     """Kernel features this topology needs -> why."""
-    out = {}
+    out: dict[str, str] = {}
     from netem.shaper import Shaper
     shaper = Shaper(None, "", has_netem=False, has_nft=True)
     for link in topology.links:

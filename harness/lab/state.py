@@ -10,11 +10,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from harness import settings
+
 PREFIX_HEAD = "ml"
 
 
 def state_dir() -> Path:
-    d = Path(os.environ.get("METROLAB_STATE_DIR", "/run/metrolab"))
+    d = Path(settings.get("METROLAB_STATE_DIR"))
     d.mkdir(parents=True, exist_ok=True)
     return d
 
@@ -52,7 +54,7 @@ class LabState:
         self.path.unlink(missing_ok=True)
 
     @classmethod
-    def load(cls, path: Path) -> "LabState":
+    def load(cls, path: Path) -> LabState:
         return cls(**json.loads(path.read_text()))
 
 

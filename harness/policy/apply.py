@@ -6,9 +6,13 @@ in, so switching policies between sweep points leaves nothing stale.
 
 from __future__ import annotations
 
+import logging
+
 from harness import capabilities, sh
 from harness.errors import LabError
 from harness.policy import acl, ecmp, qos
+
+log = logging.getLogger(__name__)
 
 
 def needs_flows(policy) -> bool:
@@ -43,6 +47,8 @@ class PolicyApplier:
         self.clear()
         if policy is None:
             return
+        log.info("policy %s on links %s, switches %s", policy.name, ", ".join(policy.links or []) or "-",
+                 ", ".join(policy.switches or []) or "-")
         caps = capabilities.probe()
         hosts = {h.name: str(h.address) for h in self.lab.topology.hosts()}
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from typing import Any
 
 from harness.errors import LabError
 from harness.lab.nsctx import write_sysctl
@@ -47,7 +48,7 @@ def sid(lab, switch: str, table: int) -> str:
     return f"fc00:{index:x}::{table:x}"
 
 
-def parallel_links(lab, switch: str, dst: str) -> dict[str, object]:
+def parallel_links(lab, switch: str, dst: str) -> dict[str, tuple[Any, Any]]:
     """The switch's ECMP next hops towards `dst` (an address), by link name."""
     addr = ipaddress.ip_address(dst)
     best = None

@@ -59,7 +59,7 @@ def learn(lab, hosts: list[str], since: dict[tuple, int] | None = None, min_byte
     for key, f in sorted(seen.items()):
         sent = f.bytes - (since or {}).get(key, 0)
         if sent >= min_bytes:
-            out.append(Flow(*key, bytes=max(sent, 0)))
+            out.append(Flow(f.src, f.dst, f.sport, f.dport, f.proto, max(sent, 0)))
     return out
 
 

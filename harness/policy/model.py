@@ -151,12 +151,12 @@ def check_against(policies: list[PolicySpec], topo, file: str) -> list[SpecError
             errs.append(SpecError(file, f"{at}.links", None, "flow control and slices apply to links: name them"))
         if p.load_balancing and not p.switches:
             errs.append(SpecError(file, f"{at}.switches", None, "load balancing applies to switches: name them"))
-        for j, s in enumerate(p.slices):
-            if s.source is not None and s.source not in hosts:
+        for j, sl in enumerate(p.slices):
+            if sl.source is not None and sl.source not in hosts:
                 try:
-                    ipaddress.ip_network(s.source, strict=False)
+                    ipaddress.ip_network(sl.source, strict=False)
                 except ValueError:
-                    errs.append(SpecError(file, f"{at}.slices[{j}].source", s.source, "neither a host nor a CIDR"))
+                    errs.append(SpecError(file, f"{at}.slices[{j}].source", sl.source, "neither a host nor a CIDR"))
         total = sum(s.guaranteed for s in p.slices)
         for name in p.links or []:
             rate = links[name].rate_bps if name in links else None

@@ -66,7 +66,7 @@ def with_flow_control(imp: Impairment, fc, slices: int = 0) -> Impairment:
     if imp.limit_packets:
         # netem's packet limit counts what its child (the rate stage) holds too: raise it so the
         # policy's byte limit is the one that drops, however small the packets
-        imp = dataclasses.replace(imp, limit_packets=imp.limit_packets + -(-held // 64))
+        imp = dataclasses.replace(imp, limit_packets=imp.limit_packets + -(-(held or 0) // 64))
     return imp
 
 

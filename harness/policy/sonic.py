@@ -11,6 +11,7 @@ WRED with ECN, PFC watchdog 200/200 ms, lossless priorities 3 and 4.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 C_FIBER_KM_S = 198_000.0     # what SONiC's headroom calculation uses for light in fiber
 STOCK_XON = 18432
@@ -62,7 +63,7 @@ def _profile_name(p: PortSpec) -> str:
 
 
 def _length(km: float) -> str:
-    return f"{int(round(km * 1000))}m" if km < 1 else f"{km:g}km"
+    return f"{round(km * 1000)}m" if km < 1 else f"{km:g}km"
 
 
 def render(policy: LosslessPolicy) -> dict:
@@ -81,7 +82,7 @@ def render(policy: LosslessPolicy) -> dict:
     for q, w in sorted(policy.scheduler_weights.items()):
         db["SCHEDULER"][f"scheduler.{q}"] = {"type": "DWRR", "weight": str(w)}
     db["PFC_WD"]["GLOBAL"] = {"POLL_INTERVAL": str(policy.pfcwd_poll_ms)}
-    db["SWITCH_HASH"]["GLOBAL"] = {"ecmp_hash": list(policy.hash_fields)}
+    db["SWITCH_HASH"]["GLOBAL"] = {"ecmp_hash": list(policy.hash_fields)}  # type: ignore[dict-item]  # a list, as SONiC's schema has it
     for p in policy.ports:
         prof = _profile_name(p)
         db["BUFFER_PROFILE"][prof] = {"pool": "ingress_lossless_pool", "dynamic_th": "1",
@@ -168,7 +169,7 @@ def validate(db: dict) -> list[str]:
     return errs
 
 
-def diff(running: dict, desired: dict) -> list[tuple[str, str, str, object, object]]:
+def diff(running: dict, desired: dict) -> list[tuple[str, str, str, Any, Any]]:
     """(op, table, key, old, new) for every entry to add, remove or change."""
     out = []
     for table in sorted(set(running) | set(desired)):

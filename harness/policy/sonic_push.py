@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import sh
-from harness.resources import playbook
 from harness.policy.sonic import diff
+from harness.resources import playbook
 
 PLAYBOOK = playbook("sonic-apply.yml")
 

@@ -1,1 +1,1 @@
-"""RDMA: Soft-RoCE devices, perftest runs, and (issue 4) the pyverbs layer."""
+"""RDMA: Soft-RoCE devices, perftest runs, the pyverbs layer, rdma_cm, Go-Back-N."""

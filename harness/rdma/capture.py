@@ -26,7 +26,7 @@ class Capture:
     ifname: str
     frames: list[tuple[float, bool, bytes]] = field(default_factory=list)  # (time, outgoing, frame)
 
-    def __enter__(self) -> "Capture":
+    def __enter__(self) -> Capture:
         with in_netns(self.ns):
             self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 << 20)
@@ -41,7 +41,7 @@ class Capture:
         while not self._stop.is_set():
             try:
                 frame, addr = self._sock.recvfrom(65535)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -56,7 +56,7 @@ class Capture:
 
 def to_frame(frames: list[tuple[float, bool, bytes]]) -> pd.DataFrame:
     """One row per RoCEv2 packet, decoded by scapy."""
-    from scapy.contrib.roce import AETH, BTH  # noqa: F401  (binds UDP 4791 -> BTH)
+    from scapy.contrib.roce import AETH, BTH
     from scapy.layers.inet import IP, UDP
     from scapy.layers.l2 import Ether
 

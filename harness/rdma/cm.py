@@ -18,6 +18,7 @@ import re
 import select
 import struct
 import time
+from typing import Any, NoReturn
 
 from harness.rdma.verbs import MTU_ENUM, Connection, Device, PeerInfo, QPConfig, RdmaError, list_devices
 
@@ -30,11 +31,12 @@ CM_DEV = "/dev/infiniband/rdma_cm"
 def _cm():
     try:
         import pyverbs.cm_enums as ce
-        from pyverbs.cmid import AddrInfo, CMEvent, CMEventChannel, CMID, ConnParam
+        from pyverbs.cmid import CMID, AddrInfo, CMEvent, CMEventChannel, ConnParam
     except ImportError as exc:
         from harness.errors import CapabilityError
-        raise CapabilityError(f"pyverbs' rdma_cm bindings are not importable ({exc})")
-    return locals()
+        raise CapabilityError(f"pyverbs' rdma_cm bindings are not importable ({exc})") from None
+    return {"ce": ce, "CMID": CMID, "AddrInfo": AddrInfo, "CMEvent": CMEvent, "CMEventChannel": CMEventChannel,
+            "ConnParam": ConnParam}
 
 
 def available() -> bool:
@@ -137,7 +139,7 @@ class _Ids:
     first, each channel after its last ID."""
 
     def __init__(self):
-        self.items: list[tuple[object, _Channel | None]] = []
+        self.items: list[tuple[Any, _Channel | None]] = []
 
     def add(self, cm_id, channel: _Channel | None = None):
         self.items.append((cm_id, channel))
@@ -165,7 +167,7 @@ class _Ids:
 def _quiet(fn) -> None:
     try:
         fn()
-    except Exception:
+    except Exception:  # noqa: BLE001 — best-effort cleanup of a failed connection
         pass
 
 
@@ -183,7 +185,7 @@ class CMConnection(Connection):
             self._ids.close()
 
 
-def _reraise(exc: BaseException):
+def _reraise(exc: BaseException) -> NoReturn:
     """pyverbs' own errors become RdmaError (a clear message, exit code 5); others pass through."""
     if type(exc).__module__.startswith("pyverbs"):
         raise RdmaError(f"rdma_cm: {exc}") from None
@@ -211,13 +213,13 @@ def cm_listen(ip: str, port: int, buf, cfg: QPConfig | None = None, num_qps: int
         try:
             listen_id.bind_addr(cm["AddrInfo"](src=ip, src_service=str(port), port_space=ce.RDMA_PS_TCP,
                                                flags=ce.RAI_PASSIVE))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 — pyverbs raises PyverbsRDMAError or plain errors
             raise RdmaError(f"rdma_cm: cannot bind {ip}:{port} ({exc}); is there an RDMA device on {ip}?") from None
         listen_id.listen()
         dev = Device(_device_name(listen_id), port=listen_id.port_num or 1, ip=ip, cm_id=listen_id)
         conn = CMConnection(dev, buf, cfg, num_qps=num_qps)
         conn._ids = ids
-        peer = None
+        peer: tuple[int, int, int] | None = None
         deadline = time.monotonic() + timeout
         for qp in conn.qps:
             ev = ch.wait(ce.RDMA_CM_EVENT_CONNECT_REQUEST, max(0.1, deadline - time.monotonic()),
@@ -232,9 +234,11 @@ def cm_listen(ip: str, port: int, buf, cfg: QPConfig | None = None, num_qps: int
             _to_state(conn, child, qp, "rts")
             ch.wait(ce.RDMA_CM_EVENT_ESTABLISHED, max(0.1, deadline - time.monotonic()),
                     "waiting for the client's RTU").ack_cm_event()
+        if peer is None:
+            raise RdmaError("rdma_cm: no QP to connect")
         conn.peer = PeerInfo([], [], "", *peer)
         return conn
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 — undo, then re-raise whatever it was
         _abandon(conn, dev, ids)
         _reraise(exc)
 
@@ -280,7 +284,7 @@ def cm_connect(ip: str | None, peer_ip: str, port: int, buf, cfg: QPConfig | Non
             cm_id.establish()  # the RTU: the passive side sees ESTABLISHED
             conn.peer = PeerInfo([], [], "", addr, rkey, length)
         return conn
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 — undo, then re-raise whatever it was
         _abandon(conn, dev, ids)
         _reraise(exc)
 

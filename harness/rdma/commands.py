@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 from harness.errors import SpecError
 from harness.lab.netns import NetnsLab
@@ -68,17 +70,37 @@ def impaired_lab(topo, link: str, distance_km: float | None, loss: float | None)
         lab.down()
 
 
-def rdma_test(args, mode: str, progress=lambda m: None) -> dict:
-    topo = load_topology(args.topology or "rdma-pair")
-    server, client = pick_hosts(topo, args.server, args.client)
-    sizes = parse_sizes(args.size, getattr(args, "sweep", False))
-    with impaired_lab(topo, args.link, args.distance_km, args.loss) as (lab, imp):
+@dataclass
+class RdmaTest:
+    """One `metrolab rdma bw|lat` invocation: hosts, sizes, operation and the link's impairment."""
+
+    topology: str | None = None       # default: rdma-pair
+    server: str | None = None
+    client: str | None = None
+    op: str = "write"                 # bw only: write | read | send (lat is a WRITE ping-pong)
+    bidirectional: bool = False
+    size: str = "65536"               # comma-separated sizes: 2,64k,1m
+    sweep: bool = False               # every power of two from 2 B to 8 MiB
+    iters: int = 1000
+    qps: int = 1
+    cm: bool = False                  # connect through rdma_cm (like perftest -R)
+    link: str = "wan"
+    distance_km: float | None = None
+    loss: float | None = None
+
+
+def rdma_test(t: RdmaTest, mode: str, progress=lambda m: None) -> dict:
+    topo = load_topology(t.topology or "rdma-pair")
+    server, client = pick_hosts(topo, t.server, t.client)
+    sizes = parse_sizes(t.size, t.sweep)
+    with impaired_lab(topo, t.link, t.distance_km, t.loss) as (lab, imp):
         rows = []
-        bidir = mode == "bw" and getattr(args, "bidirectional", False)
+        bidir = mode == "bw" and t.bidirectional
         for i, size in enumerate(sizes):
-            progress(f"{mode} {args.op if mode == 'bw' else 'write'} {size} B" + (" both ways" if bidir else ""))
-            kw = dict(mode=mode, op=args.op if mode == "bw" else "write", size=size, iters=args.iters, qps=args.qps,
-                      extra=["--cm"] if getattr(args, "cm", False) else None)
+            op = t.op if mode == "bw" else "write"
+            progress(f"{mode} {op} {size} B" + (" both ways" if bidir else ""))
+            kw: dict[str, Any] = dict(mode=mode, op=op, size=size, iters=t.iters, qps=t.qps,
+                                      extra=["--cm"] if t.cm else None)
             if bidir:  # both directions at once, like perftest -b: two pairs on their own ports
                 from concurrent.futures import ThreadPoolExecutor
                 with ThreadPoolExecutor(2) as pool:
@@ -153,7 +175,7 @@ def gbn_experiment(losses=(0.0, 1e-5, 1e-4, 1e-3, 1e-2), distances=(0, 100, 500)
                             "retransmits": c["a1"].get("rcvd_seq_err", 0) + c["b1"].get("out_of_seq_request", 0),
                             "seq_errors": c["b1"].get("out_of_seq_request", 0),
                             "duplicates": c["b1"].get("duplicate_request", 0)}
-                except Exception as exc:  # a point that fails is reported, the sweep goes on
+                except Exception as exc:  # noqa: BLE001 — a point that fails is reported, the sweep goes on
                     row |= {"measured_gbps": None, "error": str(exc)[:200]}
                 port += 1
                 rows.append(row)

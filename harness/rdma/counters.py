@@ -36,7 +36,7 @@ def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
 
 def snapshot(lab, nodes: list[str]) -> dict:
     """rxe counters of the nodes' devices and counters of every interface they own."""
-    out = {"rdma": {}, "if": {}}
+    out: dict[str, dict] = {"rdma": {}, "if": {}}
     for node in nodes:
         out["rdma"][node] = hw_counters(lab.rxe_device(node))
         for iface in lab.plan.ifaces_of(node):

@@ -65,7 +65,7 @@ def _run_once(lab, server: str, client: str, tool: str, size: int, iters: int, p
     srv = sh.popen(args[server], netns=lab.ns(server), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         out = ""
-        for attempt in range(20):  # the server needs a moment to listen (seconds under TCG)
+        for _attempt in range(20):  # the server needs a moment to listen (seconds under TCG)
             time.sleep(0.5)
             cli = sh.run(args[client] + [str(topo.nodes[server].address)], netns=lab.ns(client), check=False,
                          timeout=timeout)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from typing import Any
 
 from harness.errors import LabError
 from harness.rdma import counters
@@ -22,7 +23,7 @@ def run_pair(lab, server: str, client: str, *, mode: str = "bw", op: str = "writ
     tool = ["-m", "harness.rdma.tool"]
     before = counters.snapshot(lab, [server, client])
     # forked from the zygote in the guest: pyverbs and numpy are imported already
-    pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    pipes: dict[str, Any] = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
     srv = python_popen(tool + ["server", "--dev", lab.rxe_device(server), "--ip", str(topo.nodes[server].address),
                                *common], netns=lab.ns(server), **pipes)
     cli = None

@@ -18,8 +18,17 @@ import time
 import numpy as np
 
 from harness.rdma.cm import cm_connect, cm_listen
-from harness.rdma.verbs import (Connection, Device, QPConfig, RdmaError, barrier, connect_oob, exchange, recv_msg,
-                                send_msg)
+from harness.rdma.verbs import (
+    Connection,
+    Device,
+    QPConfig,
+    RdmaError,
+    barrier,
+    connect_oob,
+    exchange,
+    recv_msg,
+    send_msg,
+)
 
 SIGNAL_EVERY = 16
 
@@ -32,13 +41,13 @@ def bw_stats(size: int, iters: int, seconds: float, window_rates: list[float]) -
 
 def lat_stats(size: int, samples_us: list[float]) -> dict:
     s = sorted(samples_us)
-    pick = lambda q: s[min(len(s) - 1, int(q * len(s)))]  # noqa: E731
+    pick = lambda q: s[min(len(s) - 1, int(q * len(s)))]
     return {"bytes": size, "iterations": len(s), "t_min_us": s[0], "t_max_us": s[-1],
             "t_typical_us": statistics.median(s), "t_avg_us": statistics.mean(s),
             "t_stdev_us": statistics.pstdev(s), "p99_us": pick(0.99), "p999_us": pick(0.999)}
 
 
-def _open(args) -> tuple[Device, Connection, np.ndarray]:
+def _open(args) -> tuple[Device | None, Connection | None, np.ndarray]:
     """Device, QPs and buffer for the TCP exchange; with --cm, rdma_cm makes them while connecting."""
     buf = np.zeros(max(args.bufsize, args.size * args.qps), dtype=np.uint8)
     if args.cm:
@@ -76,7 +85,7 @@ def run_bw_client(conn: Connection, args) -> dict:
     planned = [iters // nq + (1 if q < iters % nq else 0) for q in range(nq)]
     posted_q = [0] * nq
     since_signal = [0] * nq
-    covers = [[] for _ in range(nq)]  # per QP: how many WRs each signaled completion stands for
+    covers: list[list[int]] = [[] for _ in range(nq)]  # per QP: how many WRs each signaled completion stands for
     inflight = [0] * nq
     posted = done = 0
     marks = []
@@ -112,7 +121,7 @@ def run_lat(conn: Connection, buf: np.ndarray, args, initiator: bool) -> dict:
     most of the figure), and completions are reaped every SIGNAL_EVERY writes only."""
     size, iters = args.size, args.iters
     last = size - 1
-    mv = memoryview(buf)
+    mv = buf.data  # a memoryview of the registered buffer
     incoming = size + last
     samples = []
     clock = time.perf_counter
@@ -187,10 +196,12 @@ def _run(args) -> dict:
             lst.settimeout(args.oob_timeout)
         if args.cm:  # QPs connected by rdma_cm; the TCP socket below only synchronises the two sides
             conn = _cm_open(args, buf)
+        assert conn is not None  # _open made it, or rdma_cm did
         if args.role == "server":
+            assert lst is not None
             try:
                 sock, _ = lst.accept()
-            except socket.timeout:
+            except TimeoutError:
                 raise RdmaError(f"no client connected within {args.oob_timeout:g} s") from None
         else:
             sock = connect_oob(args.peer, args.port, args.oob_timeout)

@@ -15,6 +15,7 @@ import struct
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from harness.errors import CapabilityError, MetrolabError
 
@@ -28,16 +29,19 @@ class RdmaError(MetrolabError):
 def _verbs():
     try:
         import pyverbs.enums as e
-        from pyverbs.addr import AHAttr, GID, GlobalRoute
+        from pyverbs.addr import GID, AHAttr, GlobalRoute
         from pyverbs.cq import CQ
         from pyverbs.device import Context
         from pyverbs.mr import MR
         from pyverbs.pd import PD
         from pyverbs.qp import QP, QPAttr, QPCap, QPInitAttr
-        from pyverbs.wr import RecvWR, SGE, SendWR
+        from pyverbs.wr import SGE, RecvWR, SendWR
     except ImportError as exc:
-        raise CapabilityError(f"pyverbs is not importable ({exc}); run scripts/install.sh (Debian's python3-pyverbs)")
-    return locals()
+        raise CapabilityError(f"pyverbs is not importable ({exc}); run scripts/install.sh (Debian's "
+                              "python3-pyverbs)") from None
+    return {"e": e, "GID": GID, "AHAttr": AHAttr, "GlobalRoute": GlobalRoute, "CQ": CQ, "Context": Context, "MR": MR,
+            "PD": PD, "QP": QP, "QPAttr": QPAttr, "QPCap": QPCap, "QPInitAttr": QPInitAttr, "SGE": SGE,
+            "RecvWR": RecvWR, "SendWR": SendWR}
 
 
 MTU_ENUM = {256: 1, 512: 2, 1024: 3, 2048: 4, 4096: 5}
@@ -111,6 +115,8 @@ def buffer_address(buf) -> tuple[int, int]:
 class _Owner:
     """Owns verbs objects and closes them, newest first, on close() / leaving a with-block."""
 
+    _objs: list[Any]
+
     def _own(self, obj):
         self._objs.append(obj)
         return obj
@@ -119,7 +125,7 @@ class _Owner:
         for obj in reversed(self._objs):
             try:
                 obj.close()
-            except Exception:
+            except Exception:  # noqa: BLE001 — closing: pyverbs objects may already be gone
                 pass
         self._objs.clear()
 
@@ -141,7 +147,7 @@ class Device(_Owner):
         self.v, self.name, self.port = v, name, port
         if name not in list_devices():
             raise RdmaError(f"no RDMA device {name!r} (devices: {', '.join(list_devices()) or 'none'})")
-        self._objs = []
+        self._objs: list[Any] = []
         try:
             self.ctx = cm_id.context if cm_id is not None else self._own(v["Context"](name=name))
             port_attr = self.ctx.query_port(port)
@@ -174,7 +180,7 @@ class Connection(_Owner):
         if self.length == 0:
             raise RdmaError("cannot register an empty buffer")
         self.peer: PeerInfo | None = None
-        self._objs = []
+        self._objs: list[Any] = []
         access = (e.IBV_ACCESS_LOCAL_WRITE | e.IBV_ACCESS_REMOTE_WRITE | e.IBV_ACCESS_REMOTE_READ)
         try:
             # zero-copy: the user's own memory is registered, nothing is allocated or copied
@@ -191,6 +197,11 @@ class Connection(_Owner):
     def local_info(self) -> PeerInfo:
         return PeerInfo([qp.qp_num for qp in self.qps], self.psns, self.dev.gid, self.addr, self.mr.rkey,
                         self.length)
+
+    def _remote(self) -> PeerInfo:
+        if self.peer is None:
+            raise RdmaError("not connected: no peer buffer to address")
+        return self.peer
 
     def connect(self, peer: PeerInfo) -> None:
         """INIT -> RTR -> RTS for every QP against the peer's matching QP."""
@@ -246,7 +257,7 @@ class Connection(_Owner):
         opcode = e.IBV_WR_RDMA_WRITE if imm is None else e.IBV_WR_RDMA_WRITE_WITH_IMM
         wr = self.v["SendWR"](wr_id=wr_id, opcode=opcode, num_sge=1, sg=[self._sge(offset, length)],
                               send_flags=e.IBV_SEND_SIGNALED if signaled else 0)
-        wr.set_wr_rdma(self.peer.rkey, self.peer.addr + remote_offset)
+        wr.set_wr_rdma(self._remote().rkey, self._remote().addr + remote_offset)
         if imm is not None:
             wr.imm_data = imm
         self.qps[qp].post_send(wr)
@@ -261,7 +272,7 @@ class Connection(_Owner):
         wr = self.v["SendWR"](wr_id=wr_id, opcode=opcode, num_sge=1, sg=[self._sge(offset, length)],
                               send_flags=e.IBV_SEND_SIGNALED if signaled else 0)
         if op != "send":
-            wr.set_wr_rdma(self.peer.rkey, self.peer.addr + remote_offset)
+            wr.set_wr_rdma(self._remote().rkey, self._remote().addr + remote_offset)
         return wr
 
     def prepare_write(self, offset: int, length: int, remote_offset: int = 0, signaled: bool = True,
@@ -277,7 +288,7 @@ class Connection(_Owner):
         e = self.e
         wr = self.v["SendWR"](wr_id=wr_id, opcode=e.IBV_WR_RDMA_READ, num_sge=1, sg=[self._sge(offset, length)],
                               send_flags=e.IBV_SEND_SIGNALED if signaled else 0)
-        wr.set_wr_rdma(self.peer.rkey, self.peer.addr + remote_offset)
+        wr.set_wr_rdma(self._remote().rkey, self._remote().addr + remote_offset)
         self.qps[qp].post_send(wr)
 
     def post_send(self, offset: int, length: int, qp: int = 0, wr_id: int = 0, signaled: bool = True) -> None:
@@ -293,7 +304,8 @@ class Connection(_Owner):
 
     def poll(self, n: int = 1, timeout: float = 10.0) -> list:
         """Wait for n completions; a failed one raises with its status."""
-        cq, out = self.dev.cq, []
+        cq = self.dev.cq
+        out: list[Any] = []
         deadline = time.monotonic() + timeout
         while len(out) < n:
             got, wcs = cq.poll(n - len(out))

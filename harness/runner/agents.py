@@ -32,7 +32,7 @@ class RankProcess:
     def __init__(self, rank: int, host: str, netns: str | None, env: dict[str, str], log_path: str):
         from harness.runner.zygote import python_popen
         self.rank, self.host, self.log_path = rank, host, log_path
-        self.log = open(log_path, "ab")
+        self.log = open(log_path, "ab")  # noqa: SIM115 — the rank's stderr for its lifetime; closed in close()
         self.proc = python_popen(["-m", "harness.runner.rank_agent"], netns=netns, env=os.environ | env,
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log)
         self.buf = b""

@@ -19,6 +19,7 @@ import socket
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from harness.lab.nsctx import in_netns
 from harness.scenario.predict import cross_site_pair, path_links
@@ -97,7 +98,7 @@ def _tcp_stream(lab, src: str, dst: str, port: int, seconds: float, out: dict) -
     srv.bind((addr, port))
     srv.listen(1)
     srv.settimeout(30)
-    got = {"bytes": 0, "t": None}
+    got: dict[str, Any] = {"bytes": 0, "t": None}
 
     def receive() -> None:
         conn, _ = srv.accept()
@@ -153,7 +154,7 @@ def rdma_capacity(lab, a: str, b: str, both_ways: bool) -> float:
     from concurrent.futures import ThreadPoolExecutor
 
     from harness.rdma.run import run_pair
-    kw = dict(mode="bw", op="write", size=65536, iters=400)
+    kw: dict[str, Any] = dict(mode="bw", op="write", size=65536, iters=400)
     if not both_ways:
         return run_pair(lab, b, a, port=18700, **kw)["client"]["bw_avg_gbps"] * 1e9
     with ThreadPoolExecutor(2) as pool:

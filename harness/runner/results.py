@@ -23,7 +23,7 @@ from harness.errors import SpecError
 def run_metadata(scenario, backend: str) -> dict:
     import hashlib
     from importlib.metadata import PackageNotFoundError, version
-    versions = {}
+    versions: dict[str, str | None] = {}
     for mod in ("torch", "ray", "pyroute2", "pandas"):  # from the installed metadata: importing torch
         try:                                               # takes 30 s in the TCG guest
             versions[mod] = version(mod)

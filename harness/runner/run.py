@@ -16,12 +16,14 @@ in the run directory is measured again.
 from __future__ import annotations
 
 import json
-import os
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
+from harness import settings
 from harness.errors import LabError
 from harness.lab.netns import NetnsLab
 from harness.policy.apply import PolicyApplier, marks_ecn, needs_flows
@@ -35,6 +37,8 @@ from harness.scenario.points import Point, baselines, grid, point_impairment
 from harness.scenario.predict import make_predictor
 from harness.scenario.verdict import Settings, Verdict, evaluate, summarize
 from workloads.registry import WORKLOADS, workload_metrics
+
+log = logging.getLogger(__name__)
 
 WARMUP_SHARE_S = 0.1  # of a point's timeout: the longest a warm-up may take
 
@@ -87,7 +91,7 @@ class Runner:
         self.applier = PolicyApplier(self.lab)
         self.wan = WanCounters(self.lab, self.links, lambda: marks_ecn(self.applier.current))
         self.policies = {p.name: p for p in self.spec.policies}
-        self.cluster = None
+        self.cluster: Any = None  # LocalAgents (in the guest) or a RayCluster
         self.t0 = time.monotonic()
         self.headroom: dict[str, hr.Headroom] = {}
         self.blocks: dict[str, int] = {}
@@ -165,10 +169,11 @@ class Runner:
             self.progress(advance=0, total=self.total)
             # Ray places and supervises the ranks on the host kernel and on clusters; in the guest
             # (TCG) Ray does not start, so the runner drives the same rank agents itself
-            self.cluster = LocalAgents() if os.environ.get("METROLAB_IN_GUEST") and not self.ray_address \
+            self.cluster = LocalAgents() if settings.in_guest() and not self.ray_address \
                 else RayCluster(self.ray_address)
-            self.lab.state.extra["ray_pids"] = self.cluster.pids()
-            self.lab.state.save()
+            journal = self.lab.journal()
+            journal.extra["ray_pids"] = self.cluster.pids()
+            journal.save()
             for wi, wspec in enumerate(self.spec.workloads):
                 self._workload(wi, wspec, meta, scale, len(self.spec.workloads) - wi)
         finally:
@@ -234,7 +239,7 @@ class _WorkloadRun:
         self.r, self.group, self.wname, self.meta, self.scale = runner, group, wname, meta, scale
         self.flows: dict = {}              # (policy, params) -> learned flows, reused in later blocks
         self.predictions: dict[str, float] = {}
-        self.combo = None                  # the parameter combination the ranks hold
+        self.combo: tuple | None = None    # the parameter combination the ranks hold
         self.notes: list[str] = []
         from harness import capabilities
         self.delay_line = capabilities.probe().has("netem")
@@ -311,6 +316,7 @@ class _WorkloadRun:
             self.r.store.update_meta(headroom={k: v.to_dict() for k, v in self.r.headroom.items()})
 
     def measure(self, point: Point, block: int) -> None:
+        log.info("%s: block %d: %s", self.wname, block + 1, point.label())
         r, sweep, spec, g = self.r, self.r.sweep, self.r.spec, self.group
         wspec = g.wspec
         h = r.headroom.get(self.wname)

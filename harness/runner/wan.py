@@ -4,7 +4,7 @@ evenly parallel paths shared the bytes (read from both ends of every swept link)
 from __future__ import annotations
 
 import json
-from typing import Callable
+from collections.abc import Callable
 
 Counts = dict[str, tuple[int, int, int, int]]  # link -> (bytes sent, dropped, CE-marked, packets sent)
 
@@ -35,7 +35,7 @@ class WanCounters:
         links = self.links
         sent = {lk: after[lk][0] - before[lk][0] for lk in links}
         drops, packets = (sum(after[lk][i] - before[lk][i] for lk in links) for i in (1, 3))
-        m = {"wan_bytes": sum(sent.values()), "wan_drops": drops,
+        m: dict[str, float | str] = {"wan_bytes": sum(sent.values()), "wan_drops": drops,
              "wan_loss": drops / (drops + packets) if drops + packets else 0.0,
              "ecn_marks": sum(after[lk][2] - before[lk][2] for lk in links)}
         if len(links) > 1:  # parallel paths: how evenly the traffic spread (max / min bytes)

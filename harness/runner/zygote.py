@@ -32,6 +32,8 @@ import threading
 import time
 from pathlib import Path
 
+from harness import settings
+
 PRELOAD = ("numpy", "torch", "torch.distributed", "pyverbs.device", "harness.runner.rank_agent",
            "workloads.registry", "workloads.training_step", "workloads.pd_inference", "workloads.disaggregated",
            "workloads.elephants", "workloads.collectives", "harness.dist.verbs_pg")
@@ -40,7 +42,7 @@ START_TIMEOUT_S = 300
 
 
 def enabled() -> bool:
-    return os.environ.get("METROLAB_IN_GUEST") == "1" and os.environ.get("METROLAB_NO_ZYGOTE") != "1"
+    return settings.in_guest() and not settings.get("METROLAB_NO_ZYGOTE")
 
 
 # -- the server ---------------------------------------------------------------------------------
@@ -66,7 +68,7 @@ def serve(path: str) -> None:
     children: dict[int, socket.socket] = {}
     print("ready", flush=True)
     while os.getppid() == parent:  # the process that started us is gone: so are we
-        for key, _ in sel.select(timeout=0.05):
+        for _key, _ in sel.select(timeout=0.05):
             conn, _ = srv.accept()
             child = _spawn(conn, [srv, sel, *children.values()])
             if child is not None:
@@ -78,13 +80,13 @@ def serve(path: str) -> None:
                 break
             if pid == 0:
                 break
-            conn = children.pop(pid, None)
-            if conn is not None:
+            gone = children.pop(pid) if pid in children else None
+            if gone is not None:
                 try:
-                    conn.sendall(json.dumps({"exit": os.waitstatus_to_exitcode(status)}).encode() + b"\n")
+                    gone.sendall(json.dumps({"exit": os.waitstatus_to_exitcode(status)}).encode() + b"\n")
                 except OSError:
                     pass
-                conn.close()
+                gone.close()
 
 
 def _spawn(conn: socket.socket, ours: list) -> int | None:
@@ -160,7 +162,7 @@ def _child(req: dict, fds: list[int]) -> int:
 # -- the client -----------------------------------------------------------------------------------
 class Zygote:
     _lock = threading.Lock()
-    _instance: "Zygote | None" = None
+    _instance: Zygote | None = None
 
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="metrolab-zygote-")
@@ -172,7 +174,7 @@ class Zygote:
         atexit.register(self.close)
 
     @classmethod
-    def get(cls) -> "Zygote":
+    def get(cls) -> Zygote:
         """The process's zygote, started on first use (prestart it early: the imports take a while)."""
         with cls._lock:
             if cls._instance is None or cls._instance.proc.poll() is not None:
@@ -191,7 +193,7 @@ class Zygote:
             self.ready = True
 
     def popen(self, argv: list[str], *, netns: str | None, env: dict[str, str], stdin=None, stdout=None,
-              stderr=None, text: bool = False, cwd: str | None = None) -> "ZygoteProcess":
+              stderr=None, text: bool = False, cwd: str | None = None) -> ZygoteProcess:
         self.wait_ready()
         return ZygoteProcess(self, argv, netns, env, stdin, stdout, stderr, text, cwd)
 
@@ -230,7 +232,7 @@ class ZygoteProcess:
                 r, w = os.pipe()
                 child, ours = (r, w) if mode == "r" else (w, r)
                 close_after.append(child)
-                f = os.fdopen(ours, mine + ("" if text else "b"), **({"encoding": "utf-8"} if text else {}))
+                f = os.fdopen(ours, mine, encoding="utf-8") if text else os.fdopen(ours, mine + "b")
                 return child, f
             if spec == subprocess.DEVNULL or spec is None:
                 fd = os.open(os.devnull, os.O_RDWR)
@@ -300,7 +302,7 @@ class ZygoteProcess:
     def wait(self, timeout: float | None = None) -> int:
         code = self._exit_status(timeout)
         if code is None:
-            raise subprocess.TimeoutExpired(self.args, timeout)
+            raise subprocess.TimeoutExpired(self.args, timeout or 0.0)
         return code
 
     def send_signal(self, sig: int) -> None:
@@ -335,7 +337,7 @@ class ZygoteProcess:
         for t in threads:
             t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
             if t.is_alive():
-                raise subprocess.TimeoutExpired(self.args, timeout)
+                raise subprocess.TimeoutExpired(self.args, timeout or 0.0)
         self.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
         return out.get("stdout"), out.get("stderr")
 

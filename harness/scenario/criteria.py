@@ -15,6 +15,7 @@ import math
 import operator
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 OPS = {"<=": operator.le, ">=": operator.ge, "==": operator.eq, "!=": operator.ne, "<": operator.lt,
        ">": operator.gt}
@@ -28,7 +29,7 @@ _IN = re.compile(r"^\s*([a-z_][a-z0-9_]*)\s+in\s+([\[{].*[\]}])\s*$")
 class Cond:
     field: str
     op: str                  # a comparison, "range" or "set"
-    value: object
+    value: Any               # a number; (lo, hi) for range; a set of values for set
 
     def matches(self, point: dict) -> bool:
         v = point.get(self.field)

@@ -97,14 +97,13 @@ def point_impairment(point: Point, base: Impairment, sweep, group_index: float,
     """The impairment a swept link gets at `point`, starting from the topology's own for that link.
     `delay_line` (where the kernel has netem): every point, the baseline included, through netem's
     delay line at the distance's own delay (DELAY_LINE_S)."""
-    line = {"delay_s": DELAY_LINE_S, "extra": {"raw_delay": True}} if delay_line else {}
+    extra = {"raw_delay": True} if delay_line else {}
     if point.baseline:
         return Impairment(rate_bps=base.rate_bps, limit_packets=base.limit_packets, queue_bytes=base.queue_bytes,
-                          **line)
+                          delay_s=DELAY_LINE_S if delay_line else 0.0, extra=extra)
     delay = fiber_delay_s(point.distance_km, group_index)
     if delay_line:
-        line["delay_s"] = max(delay, DELAY_LINE_S)
-        delay = line["delay_s"]
+        delay = max(delay, DELAY_LINE_S)
     rate = point.rate_bps or base.rate_bps
     if rate and point.convergence > 1:
         rate = rate / point.convergence  # N:1 oversubscription: the link carries 1/N of its line rate
@@ -119,4 +118,4 @@ def point_impairment(point: Point, base: Impairment, sweep, group_index: float,
             loss = LossModel(p=point.loss)
     limit = netem_limit_packets(rate or DEFAULT_RATE_BPS, delay + point.jitter_s, 1500, queue_packets=1000)
     return Impairment(delay_s=delay, jitter_s=point.jitter_s, loss=loss, rate_bps=rate, limit_packets=limit,
-                      queue_bytes=base.queue_bytes, extra=line.get("extra", {}))
+                      queue_bytes=base.queue_bytes, extra=extra)

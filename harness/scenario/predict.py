@@ -37,9 +37,11 @@ def path_links(topo, a: str, b: str) -> list:
     if b not in prev:
         raise ValueError(f"no path from {a} to {b}")
     out, n = [], b
-    while prev[n] is not None:
-        n, lk = prev[n]
+    step = prev[n]
+    while step is not None:
+        n, lk = step
         out.append(lk)
+        step = prev[n]
     return list(reversed(out))
 
 
@@ -156,9 +158,7 @@ class Predictor:
         flows = ep.flows * senders
         parallel = max(1, len(self.swept))
         kind = self._policy_kind(point)
-        if parallel == 1:
-            balance = 1.0
-        elif kind in ("planned",):
+        if parallel == 1 or kind in ("planned",):
             balance = 1.0
         elif kind == "ecmp-l3":
             balance = hash_efficiency(senders, parallel)  # one path per host pair

@@ -59,7 +59,7 @@ class SweepSpec(_Strict):
     loss: list[float] = Field(default_factory=lambda: [0.0])
     loss_model: Literal["random", "gilbert-elliott"] = "random"
     burst: float = Field(default=0.3, gt=0, le=1, description="gilbert-elliott: chance to leave the bad state")
-    rate: list[float | None] = Field(default_factory=lambda: [None])
+    rate: list[float | None] = Field(default_factory=lambda: [None])  # type: ignore[arg-type]  # pydantic's stub wants list[float | None]
     convergence: list[float] = Field(default_factory=lambda: [1.0])
     jitter: list[float] = Field(default_factory=lambda: [0.0])
     policy: list[str] = Field(default_factory=lambda: ["none"])
@@ -248,7 +248,7 @@ def scenario_from_data(data: Any, file: str, quick: bool = False, base_dir: Path
         for combo in param_combinations(spec.sweep):
             try:
                 WORKLOADS[w.kind].validate(w.model_copy(update={"params": {**w.params, **dict(combo)}}), topo,
-                                           spec.scale)
+                                           1.0 if spec.scale == "auto" else spec.scale)  # auto starts at k = 1
             except SpecError as exc:
                 where = f"workloads[{i}].{exc.path}" if exc.path else f"workloads[{i}]"
                 if combo and exc.path.startswith("params.") and exc.path.split(".")[1] in dict(combo):

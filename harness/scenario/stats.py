@@ -22,10 +22,11 @@ over minutes moves both alike and the drift cancels.
 from __future__ import annotations
 
 import math
-import operator
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from harness.scenario.criteria import OPS
 
 CONFIDENCE = 0.95
 BOOTSTRAP_MIN_N = 10        # below this the t interval widens the bootstrap's
@@ -35,8 +36,6 @@ TREND_ALPHA = 0.05          # Kendall's tau p-value under which a trend is decla
 QUALITY_WIDEN = 2.0         # how much wider the interval of noisy or trending data is taken
 
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
-OPS = {"<=": operator.le, ">=": operator.ge, "==": operator.eq, "!=": operator.ne, "<": operator.lt,
-       ">": operator.gt}
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,7 @@ class Interval:
     def halfwidth(self) -> float:
         return (self.high - self.low) / 2
 
-    def widened(self, factor: float) -> "Interval":
+    def widened(self, factor: float) -> Interval:
         if not (math.isfinite(self.low) and math.isfinite(self.high)):
             return self
         c, h = (self.low + self.high) / 2, self.halfwidth * factor
@@ -257,7 +256,7 @@ class Quality:
     reasons: tuple[str, ...] = field(default=())
 
     @staticmethod
-    def of(cv_value: float | None, tr: Trend | None, max_cv: float = MAX_CV, alpha: float = TREND_ALPHA) -> "Quality":
+    def of(cv_value: float | None, tr: Trend | None, max_cv: float = MAX_CV, alpha: float = TREND_ALPHA) -> Quality:
         reasons = []
         if cv_value is not None and cv_value > max_cv:
             reasons.append(f"CV {cv_value:.1%} > {max_cv:.0%}")

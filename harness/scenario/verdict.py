@@ -45,13 +45,13 @@ class Settings:
     max_utilization: float = 0.8
 
     @classmethod
-    def of(cls, spec) -> "Settings":
+    def of(cls, spec) -> Settings:
         s, h = getattr(spec, "statistics", None), getattr(spec, "headroom", None)
         return cls(s.confidence if s else st.CONFIDENCE, s.max_cv if s else st.MAX_CV,
                    s.trend_alpha if s else st.TREND_ALPHA, h.max_utilization if h else 0.8)
 
     @classmethod
-    def from_dict(cls, spec: dict) -> "Settings":
+    def from_dict(cls, spec: dict) -> Settings:
         s, h = spec.get("statistics") or {}, spec.get("headroom") or {}
         return cls(s.get("confidence", st.CONFIDENCE), s.get("max_cv", st.MAX_CV),
                    s.get("trend_alpha", st.TREND_ALPHA), h.get("max_utilization", 0.8))
@@ -343,6 +343,8 @@ def warnings(points: list[PointSummary]) -> list[str]:
         pts = sorted(pts, key=lambda p: p.fields.get("distance_km") or 0)
         for i, a in enumerate(pts):
             for b in pts[i + 1:]:
+                if b.ci_high is None or a.ci_low is None:
+                    continue
                 if (b.fields.get("distance_km") or 0) > (a.fields.get("distance_km") or 0) and b.ci_high < a.ci_low:
                     out.append(f"{a.workload}: {b.label} degrades less than {a.label} beyond both intervals "
                                f"([{b.ci_low:.2%}, {b.ci_high:.2%}] vs [{a.ci_low:.2%}, {a.ci_high:.2%}])")

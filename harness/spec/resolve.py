@@ -7,10 +7,10 @@ import hashlib
 import ipaddress
 import json
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 from harness.errors import SpecError, SpecErrors
-from harness.spec.topology import LinkCommon, SiteSpec, TopologySpec
+from harness.spec.topology import LinkCommon, SiteSpec, SwitchSpec, TopologySpec
 from netem.models import fiber_delay_s, netem_limit_packets
 from netem.profile import Impairment, LossModel
 
@@ -89,10 +89,10 @@ class Topology:
 def _host_addresses(site: SiteSpec, idx: int, errors: list[SpecError], file: str):
     """Addresses for a site's hosts: explicit ones, the rest in order from the subnet."""
     path = f"sites[{idx}]"
-    hosts = site.hosts
-    if isinstance(hosts, int):
-        from harness.spec.topology import HostSpec
-        hosts = [HostSpec(name=f"{site.name}-h{i + 1}") for i in range(hosts)]
+    from harness.spec.topology import HostSpec
+    # the model's validator turned every name into a HostSpec
+    hosts = [HostSpec(name=f"{site.name}-h{i + 1}") for i in range(site.hosts)] if isinstance(site.hosts, int) \
+        else cast(list[HostSpec], site.hosts)
     usable = site.subnet.num_addresses - (2 if site.subnet.prefixlen < 31 else 0)
     if len(hosts) > usable:
         errors.append(SpecError(file, f"{path}.hosts", len(hosts),
@@ -143,16 +143,18 @@ def resolve(spec: TopologySpec, file: str = "<topology>") -> Topology:
             add(Node(h.name, "host", site.name, site.kind, a4, a6 if spec.ipv6 else None, h.rdma),
                 f"sites[{i}].hosts[{j}]")
 
-    switch_specs = [(f"sites[{i}].switches[{j}]", s, site.name)
-                    for i, site in enumerate(spec.sites) for j, s in enumerate(site.switches)]
-    switch_specs += [(f"switches[{j}]", s, None) for j, s in enumerate(spec.switches)]
+    # the model's validators turned every name into a SwitchSpec
+    switch_specs: list[tuple[str, SwitchSpec, str | None]] = [
+        (f"sites[{i}].switches[{j}]", cast(SwitchSpec, s), site.name)
+        for i, site in enumerate(spec.sites) for j, s in enumerate(site.switches)]
+    switch_specs += [(f"switches[{j}]", cast(SwitchSpec, s), None) for j, s in enumerate(spec.switches)]
     infra4 = list(spec.infra_subnet.hosts()) if spec.infra_subnet.prefixlen < 31 else list(spec.infra_subnet)
     if len(switch_specs) > len(infra4):
         errors.append(SpecError(file, "infra_subnet", str(spec.infra_subnet),
                                 f"{len(switch_specs)} switches do not fit ({len(infra4)} usable addresses)"))
     else:
-        for k, (path, s, site) in enumerate(switch_specs):
-            add(Node(s.name, "switch", site, s.role, infra4[k],
+        for k, (path, s, site_name) in enumerate(switch_specs):
+            add(Node(s.name, "switch", site_name, s.role, infra4[k],
                      spec.infra_subnet6[k + 1] if spec.ipv6 else None), path)
 
     # host addresses must not collide with each other or with switch addresses
@@ -197,7 +199,8 @@ def resolve(spec: TopologySpec, file: str = "<topology>") -> Topology:
 
     pair_count: dict[tuple[str, str], int] = {}
     for i, ls in enumerate(spec.links):
-        pair = tuple(sorted((ls.a, ls.b)))
+        a, b = sorted((ls.a, ls.b))
+        pair = (a, b)
         pair_count[pair] = pair_count.get(pair, 0) + 1
         name = ls.name or (f"{ls.a}-{ls.b}" if pair_count[pair] == 1 else f"{ls.a}-{ls.b}-{pair_count[pair]}")
         add_link(Link(name, ls.a, ls.b, _common(ls), ls.cost),

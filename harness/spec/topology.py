@@ -8,7 +8,7 @@ fields (links to existing nodes, unique names, addresses that fit) live in
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -115,8 +115,8 @@ class SiteSpec(_Strict):
     kind: Literal["aidc", "storage", "edge", "enterprise"]
     subnet: ipaddress.IPv4Network
     subnet6: ipaddress.IPv6Network | None = None
-    hosts: Union[Annotated[int, Field(ge=1, le=4096)], list[Union[Name, HostSpec]]] = Field(default_factory=list)
-    switches: list[Union[Name, SwitchSpec]] = Field(default_factory=list)
+    hosts: Annotated[int, Field(ge=1, le=4096)] | list[Name | HostSpec] = Field(default_factory=list)
+    switches: list[Name | SwitchSpec] = Field(default_factory=list)
     access: AccessSpec | None = None
 
     @field_validator("hosts", mode="after")
@@ -138,7 +138,7 @@ class TopologySpec(_Strict):
     infra_subnet6: ipaddress.IPv6Network = ipaddress.IPv6Network("fd00:ff::/64")
     ipv6: bool = True
     sites: list[SiteSpec] = Field(min_length=1)
-    switches: list[Union[Name, SwitchSpec]] = Field(default_factory=list, description="switches outside any site (metro core)")
+    switches: list[Name | SwitchSpec] = Field(default_factory=list, description="switches outside any site (metro core)")
     links: list[LinkSpec] = Field(default_factory=list)
 
     @field_validator("switches", mode="after")

@@ -13,14 +13,13 @@ import gzip
 import io
 import json
 import lzma
-import os
 import re
 import shutil
 import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness import sh
+from harness import settings, sh
 from harness.errors import CapabilityError
 
 SUITES = ("trixie-backports", "sid")
@@ -30,7 +29,7 @@ RXE_NETNS_SYMBOL = b"rxe_ns_pernet_sk4"
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("METROLAB_CACHE", "/var/cache/metrolab"))
+    return Path(settings.get("METROLAB_CACHE"))
 
 
 @dataclass
@@ -52,8 +51,8 @@ class GuestKernel:
 
 def _mirror() -> str:
     """The Debian mirror the host already uses (so no new host is contacted)."""
-    if os.environ.get("METROLAB_DEBIAN_MIRROR"):
-        return os.environ["METROLAB_DEBIAN_MIRROR"]
+    if settings.get("METROLAB_DEBIAN_MIRROR"):
+        return settings.get("METROLAB_DEBIAN_MIRROR")
     for f in [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]:
         try:
             text = f.read_text()
@@ -176,7 +175,7 @@ def prepare_kernel(progress=print) -> GuestKernel:
         apt = _PrivateApt(work, suite)
         try:
             apt.update()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 — any mirror failure: try the next suite
             tried.append(f"{suite}: apt update failed ({exc})")
             continue
         deps = [d for d in apt.depends("linux-image-amd64") if d.startswith("linux-image-")]
@@ -191,7 +190,7 @@ def prepare_kernel(progress=print) -> GuestKernel:
         debs = work / "debs" / release
         try:
             apt.download(pkgs, debs)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 — any download failure: try the next suite
             tried.append(f"{suite}: download of {' '.join(pkgs)} failed ({exc})")
             continue
         root = cache_root() / "guest" / release

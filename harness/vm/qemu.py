@@ -10,6 +10,7 @@ Ctrl-C or SIGTERM alike).
 
 from __future__ import annotations
 
+import logging
 import os
 import selectors
 import shlex
@@ -17,14 +18,16 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-from harness import sh
-from harness.resources import guest_script
+from harness import settings, sh
 from harness.errors import CapabilityError, LabError
+from harness.resources import guest_script
 from harness.vm.kernel import GuestKernel, cache_root
+
+log = logging.getLogger(__name__)
 
 GUEST_INIT = guest_script("guest_init.sh")
 READY = "metrolab-guest: ready"
@@ -49,7 +52,7 @@ class GuestResult:
 
 def choose_accel() -> tuple[str, str]:
     """('kvm'|'tcg', why). KVM only where the CPU exposes hardware virtualisation."""
-    forced = os.environ.get("METROLAB_VM_ACCEL")
+    forced = settings.get("METROLAB_VM_ACCEL")
     if forced in ("kvm", "tcg"):
         return forced, f"METROLAB_VM_ACCEL={forced}"
     from harness.capabilities import _probe_kvm
@@ -67,13 +70,13 @@ class Guest:
     def __init__(self, kernel: GuestKernel, memory: str | None = None, cpus: int | None = None,
                  boot_timeout: float | None = None, accel: str | None = None):
         self.kernel = kernel
-        self.memory = memory or os.environ.get("METROLAB_VM_MEMORY", "4G")
-        self.cpus = cpus or int(os.environ.get("METROLAB_VM_CPUS", 2))
-        self.boot_timeout = boot_timeout or float(os.environ.get("METROLAB_VM_BOOT_TIMEOUT", 240))
+        self.memory = memory or settings.get("METROLAB_VM_MEMORY")
+        self.cpus = cpus or settings.get("METROLAB_VM_CPUS")
+        self.boot_timeout = boot_timeout or settings.get("METROLAB_VM_BOOT_TIMEOUT")
         self.accel, self.accel_why = (accel, "requested") if accel else choose_accel()
 
     def qemu_argv(self, results: Path, shares: tuple[Path, ...] = ()) -> list[str]:
-        exe = os.environ.get("METROLAB_QEMU") or sh.which("qemu-system-x86_64")
+        exe = settings.get("METROLAB_QEMU") or sh.which("qemu-system-x86_64")
         if exe is None or not Path(exe).exists():
             raise CapabilityError(f"qemu-system-x86_64 is not installed{f' at {exe}' if exe else ''} "
                                   "(run scripts/install.sh)")
@@ -97,6 +100,7 @@ class Guest:
                 "-chardev", f"file,id=log,path={results / 'console.log'}", "-serial", "chardev:log"]
 
     def run(self, argv: list[str], *, boot_retries: int = 2, **kw) -> GuestResult:
+        log.info("guest %s (%s): %s", self.kernel.release, self.accel, " ".join(str(a) for a in argv))
         """Run argv in the guest (see _run_once). A kernel that oopses while booting is booted again:
         under multi-threaded TCG the kernel's live code patching (int3 text_poke) can fault. The
         patch that did it was the sched_clock static key flipping when the clocksource watchdog
@@ -139,9 +143,10 @@ class Guest:
         boot_s = None
         log_lines: list[str] = []
         sel = selectors.DefaultSelector()
+        assert proc.stdout is not None  # Popen(stdout=PIPE)
         sel.register(proc.stdout, selectors.EVENT_READ)
         out_buf = b""
-        log = open(results / "console.log", "rb")
+        log = open(results / "console.log", "rb")  # noqa: SIM115 — followed while qemu runs; closed below
         log_buf = b""
 
         def follow_log():

@@ -11,16 +11,19 @@ from pathlib import Path
 from harness.vm.kernel import prepare_kernel
 from harness.vm.qemu import Guest
 
+
 def with_backend(argv: list[str], backend: str) -> list[str]:
+    """The same command for the guest, on `backend`; --log-file stays with the host (the guest's
+    view of the host's files is read-only)."""
     out, skip = [], False
-    for i, a in enumerate(argv):
+    for a in argv:
         if skip:
             skip = False
             continue
-        if a == "--backend":
+        if a in ("--backend", "--log-file"):
             skip = True
             continue
-        if a.startswith("--backend="):
+        if a.startswith(("--backend=", "--log-file=")):
             continue
         out.append(a)
     return out + ["--backend", backend]

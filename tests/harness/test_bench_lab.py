@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.harness.runner.test_run_lab import metrolab, scenario
+from tests.support.runs import metrolab, scenario
 
 pytestmark = pytest.mark.lab
 

@@ -96,7 +96,7 @@ def test_calibration_takes_the_median_of_its_estimates_not_the_minimum():
     the minimum of them (the old estimator) is biased low by about one standard deviation."""
     from netem.calibrate import fit_from_runs
     runs = []
-    for k, extra in enumerate((0.0, -30e-6, 20e-6, 10e-6, -10e-6)):
+    for _k, extra in enumerate((0.0, -30e-6, 20e-6, 10e-6, -10e-6)):
         plain = [0.1 + 0.001 * i for i in range(100)]                                   # ms
         runs.append({0.0: plain, 0.5e-3: [x + 2 * (0.5 + 0.060 + extra * 1e3) for x in plain],
                      2.5e-3: [x + 2 * (2.5 + 0.060 - extra * 1e3) for x in plain]})

@@ -56,7 +56,7 @@ def test_new_profile_replaces_the_old_one(lab_factory):
     assert qdisc_kinds(lab, "h1", a.ifname) == ["tbf"]
     h = lab.handle("h1")
     idx = h.link_lookup(ifname=a.ifname)[0]
-    tbf = [q for q in h.get_qdiscs(index=idx) if q.get_attr("TCA_KIND") == "tbf"][0]
+    tbf = next(q for q in h.get_qdiscs(index=idx) if q.get_attr("TCA_KIND") == "tbf")
     assert tbf.get_attr("TCA_OPTIONS").get_attr("TCA_TBF_PARMS")["rate"] == 50e6 / 8
     rules = json.loads(in_ns(lab, "sw", "nft", "-j", "list", "ruleset").stdout)["nftables"]
     rules = [r for r in rules if "rule" in r and r["rule"]["table"] == f"ml_loss_{b.ifname}"]

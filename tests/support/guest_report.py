@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
+
+from harness import settings
 
 
 def pytest_runtest_logreport(report):
@@ -14,7 +15,7 @@ def pytest_runtest_logreport(report):
         lr = str(lr)
     rec = {"nodeid": report.nodeid, "when": report.when, "outcome": report.outcome, "longrepr": lr,
            "duration": report.duration, "sections": [list(s) for s in report.sections]}
-    with open(os.environ["METROLAB_GUEST_REPORT"], "a") as f:
+    with open(settings.get("METROLAB_GUEST_REPORT"), "a") as f:
         f.write(json.dumps(rec) + "\n")
 
 

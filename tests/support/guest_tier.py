@@ -6,7 +6,6 @@ has them (GitHub Actions with rxe, lab hosts), they simply run here."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -18,7 +17,8 @@ TIER_TIMEOUT_S = 40 * 60
 
 
 def in_guest() -> bool:
-    return os.environ.get("METROLAB_IN_GUEST") == "1"
+    from harness import settings
+    return settings.in_guest()
 
 
 class GuestTier:
@@ -86,7 +86,7 @@ class GuestTier:
                         f"{time.monotonic() - t0:.0f} s in all")
             if not self.results:
                 self.error = f"the guest's pytest reported nothing (exit {res.exit_code}): " + " | ".join(res.output[-10:])
-        except Exception as exc:  # the guest itself failed: every guest test fails with the reason
+        except Exception as exc:  # noqa: BLE001 — the guest itself failed: every guest test fails with the reason
             self.error = f"{type(exc).__name__}: {exc}"
             self._write(f"guest tier failed: {self.error}")
 

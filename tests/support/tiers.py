@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from harness import settings
+
 # what the guest kernel (harness/vm) provides where the host lacks it
 GUEST_BRINGS = {"netem", "red", "fq", "fq_codel", "prio", "tbf", "htb", "nft", "rxe"}
 NEVER_IN_CI = {"gpus": "needs NVIDIA GPUs (never in CI here)",
@@ -27,12 +29,12 @@ TIER = {"rxe": "rdma", "gpus": "gpu", "sonic": "sonic"}
 
 
 def _in_guest() -> bool:
-    return os.environ.get("METROLAB_IN_GUEST") == "1"
+    return settings.in_guest()
 
 
 def _has(need: str) -> bool:
     if need == "sonic":
-        return bool(os.environ.get("METROLAB_SONIC_INVENTORY"))
+        return bool(settings.get("METROLAB_SONIC_INVENTORY"))
     from harness.capabilities import probe
     return probe().has(need)
 
@@ -80,12 +82,33 @@ def pytest_runtest_setup(item):
         pytest.fail(f"cannot run: {why}", pytrace=False)
 
 
+def _namespaces() -> set[str]:
+    from harness.lab.clean import LAB_NS
+    d = Path("/run/netns")
+    return {p.name for p in d.iterdir() if LAB_NS.match(p.name) or "-cal-" in p.name} if d.exists() else set()
+
+
+_AT_START: set[str] = set()
+
+
+def pytest_sessionstart(session):
+    _AT_START.update(_namespaces())
+
+
+def _ours(ns: str) -> bool:
+    """A namespace this session left: its lab's owner is this process or gone (a lab another
+    session is running right now on this machine is not ours)."""
+    from harness.lab.state import all_states, pid_alive
+    for s in all_states():
+        if ns in s.namespaces:
+            return s.pid == os.getpid() or not pid_alive(s.pid)
+    return True  # no journal claims it (a calibration pair, a probe): left by someone who is gone
+
+
 def _lab_leftovers() -> list[str]:
     from harness.lab.clean import LAB_NS
     from harness.lab.rxe import devices
-    d = Path("/run/netns")
-    left = [f"namespace {p.name}" for p in d.iterdir() if LAB_NS.match(p.name) or "-cal-" in p.name] \
-        if d.exists() else []
+    left = [f"namespace {n}" for n in sorted(_namespaces() - _AT_START) if _ours(n)]
     try:
         left += [f"rxe device {x}" for x in devices() if LAB_NS.match(x)]
     except Exception:  # noqa: BLE001 — no RDMA netlink on this kernel: no rxe device to leave

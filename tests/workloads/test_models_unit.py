@@ -3,6 +3,7 @@ arrivals, and the parameter errors a scenario author gets (no lab)."""
 
 from __future__ import annotations
 
+import itertools
 import statistics
 
 import pytest
@@ -65,7 +66,7 @@ def test_percentiles_and_poisson_arrivals():
     assert percentile(vals, 50) == 50 and percentile(vals, 99) == 99 and percentile([3.0], 99) == 3.0
     a = arrivals(2000, 20.0, seed=1)
     assert a == arrivals(2000, 20.0, seed=1) and a == sorted(a)
-    gaps = [y - x for x, y in zip(a, a[1:])]
+    gaps = [y - x for x, y in itertools.pairwise(a)]
     assert statistics.mean(gaps) == pytest.approx(1 / 20, rel=0.08)
     assert arrivals(3, 0, seed=1) == [0.0, 0.0, 0.0]
 

@@ -118,8 +118,8 @@ def test_point_path_on_the_default_lab_and_a_prediction():
 def test_every_builtin_workload_has_a_model_that_obeys_physics(name):
     """Fitted on a made-up baseline, every point of every built-in scenario gets a finite prediction,
     and at equal other fields a longer distance never predicts a shorter step."""
-    from harness.scenario.points import baselines, grid
     from harness.runner.run import swept_links
+    from harness.scenario.points import baselines, grid
     from workloads.registry import WORKLOADS
     scn = load_scenario(name)
     points = baselines(scn.spec.sweep) + grid(scn.spec.sweep, scn.spec.scale)

@@ -31,7 +31,7 @@ def run_quick(name: str, tmp_path) -> tuple[object, pd.DataFrame]:
 
 
 def test_training_step_over_tcp_and_roce(tmp_path):
-    out, rows = run_quick("training-step", tmp_path)
+    _out, rows = run_quick("training-step", tmp_path)
     assert set(rows["workload"]) == {"ddp-tcp", "ddp-roce"}
     # Llama-2 7B on a modeled H100 at 40 % MFU: 0.42 s of compute per step
     assert (rows["compute_s"] > 0.4).all() and (rows["step_time_s"] >= rows["compute_s"]).all()
@@ -43,21 +43,21 @@ def test_training_step_over_tcp_and_roce(tmp_path):
 
 
 def test_disaggregated_training_pulls_intact_batches_by_rdma_read_and_tcp(tmp_path):
-    out, rows = run_quick("disaggregated-training", tmp_path)
+    _out, rows = run_quick("disaggregated-training", tmp_path)
     assert set(rows["transport"]) == {"rdma", "tcp"}
     assert (rows["bad_batches"] == 0).all() and (rows["disk_write_bytes"] == 0).all()
     assert (rows["pull_gbs"] > 0).all()
 
 
 def test_multi_aidc_hierarchical_crosses_the_wan_less(tmp_path):
-    out, rows = run_quick("multi-aidc-training", tmp_path)
+    _out, rows = run_quick("multi-aidc-training", tmp_path)
     wan = rows[rows["wan_bytes"].notna() & ~rows["baseline"]].groupby(["convergence", "algo"])["wan_bytes"].median()
     for conv in wan.index.get_level_values(0).unique():
         assert wan[(conv, "hierarchical")] < 0.85 * wan[(conv, "flat")], wan
 
 
 def test_pd_inference_over_tcp_and_rdma_write_decodes_like_one_host(tmp_path):
-    out, rows = run_quick("pd-inference", tmp_path)
+    _out, rows = run_quick("pd-inference", tmp_path)
     assert set(rows["workload"]) == {"pd-tcp", "pd-rdma", "pd-llama7b-rdma"}
     assert (rows["token_mismatches"] == 0).all()
     llama = rows[rows["workload"] == "pd-llama7b-rdma"]

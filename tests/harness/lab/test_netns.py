@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pyroute2 import IPRoute
 
 from harness.bench import grid_topology
 from harness.lab.netns import NetnsLab
-from harness.lab.nsctx import in_netns
+from harness.lab.nsctx import in_netns, iproute
 from harness.lab.plan import expected_path
 from harness.spec.loader import topology_from_data
 from tests.support.labs import lab_namespaces, three_sites
@@ -71,7 +70,7 @@ def test_three_site_lab_every_host_pair_talks_tcp(lab_factory):
 
 def _kernel_routes(ns: str) -> dict[tuple[int, str], set[tuple[str, str]]]:
     out = {}
-    with IPRoute(netns=ns) as h:
+    with iproute(ns) as h:
         names = {link["index"]: link.get("IFLA_IFNAME") for link in h.get_links()}
         for fam in (2, AF_INET6):
             for r in h.get_routes(family=fam, table=254):

@@ -17,7 +17,7 @@ def test_parallel_wan_links_give_ecmp_routes():
     assert {nh.ifname for nh in r[0].nexthops} == {plan.ifaces[("gw-a", "wan-ab-1")].ifname,
                                                   plan.ifaces[("gw-a", "wan-ab-2")].ifname}
     # IPv6 next hops are the link-local peers, so the two parallel links stay distinct
-    r6 = [r for r in plan.routes_of("gw-a") if r.family == 6 and r.dst == f"{topo.nodes['b1'].address6}/128"][0]
+    r6 = next(r for r in plan.routes_of("gw-a") if r.family == 6 and r.dst == f"{topo.nodes['b1'].address6}/128")
     assert {(nh.gateway, nh.ifname) for nh in r6.nexthops} == {("fe80::2", plan.ifaces[("gw-a", "wan-ab-1")].ifname),
                                                                ("fe80::2", plan.ifaces[("gw-a", "wan-ab-2")].ifname)}
 

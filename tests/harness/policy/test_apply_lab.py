@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -76,10 +77,10 @@ def elephants(lab, flows: int = 8, size: str = "2m", port: int = 5201) -> dict[s
     from harness.rdma.counters import if_counters
     ends = {lk: lab.plan.ends(lk)[0] for lk in ("wan-1", "wan-2")}
     before = {lk: if_counters(lab.handle("gw-a"), e.ifname)["tx_bytes"] for lk, e in ends.items()}
-    rx = sh.popen([sys.executable, "-m", "harness.policy.elephants", "recv", "--port", str(port), "--flows",
+    rx = sh.popen([sys.executable, "-m", "workloads.elephants", "recv", "--port", str(port), "--flows",
                    str(flows)], netns=lab.ns("b1"), stdout=subprocess.PIPE, text=True)
     time.sleep(1.0)
-    tx = in_ns(lab, "a1", sys.executable, "-m", "harness.policy.elephants", "send", "--dst",
+    tx = in_ns(lab, "a1", sys.executable, "-m", "workloads.elephants", "send", "--dst",
                str(lab.topology.nodes["b1"].address), "--port", str(port), "--flows", str(flows), "--bytes", size,
                timeout=120)
     assert tx.returncode == 0, tx.stderr
@@ -123,10 +124,10 @@ def flows_at_once(lab, senders: list[tuple[str, list[str]]], port: int) -> dict[
     """Start every sender (host, extra args) at once towards b1; returns each host's goodput (bit/s)."""
     import json
     total = sum(int(args[args.index("--flows") + 1]) for _, args in senders)
-    rx = sh.popen([sys.executable, "-m", "harness.policy.elephants", "recv", "--port", str(port), "--flows",
+    rx = sh.popen([sys.executable, "-m", "workloads.elephants", "recv", "--port", str(port), "--flows",
                    str(total)], netns=lab.ns("b1"), stdout=subprocess.PIPE, text=True)
     time.sleep(1.0)
-    procs = {h: sh.popen([sys.executable, "-m", "harness.policy.elephants", "send", "--dst",
+    procs = {h: sh.popen([sys.executable, "-m", "workloads.elephants", "send", "--dst",
                           str(lab.topology.nodes["b1"].address), "--port", str(port), *args],
                          netns=lab.ns(h), stdout=subprocess.PIPE, text=True) for h, args in senders}
     for p in procs.values():
@@ -281,7 +282,7 @@ def test_per_flow_queues_and_srv6_paths_leave_nothing_stale(lab_factory):
             h = lab.handle(node)
             idx = h.link_lookup(ifname=lab.plan.ends("wan-1")[0 if node == "gw-a" else 1].ifname)[0]
             with in_netns(lab.ns(node)):
-                hash_policy = open("/proc/sys/net/ipv4/fib_multipath_hash_policy").read().strip()
+                hash_policy = Path("/proc/sys/net/ipv4/fib_multipath_hash_policy").read_text().strip()
             out[node] = {"qdiscs": sorted(q.get_attr("TCA_KIND") for q in h.get_qdiscs(idx)),
                          "classes": len(h.get_classes(idx)),
                          "rules": len([r for r in h.get_rules() if (r.get_attr("FRA_PRIORITY") or 0) >= 1000 and

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import settings
 from harness.cli import main
 
 pytestmark = pytest.mark.unit
@@ -125,7 +126,7 @@ def test_apply_stages_the_fragment_and_runs_config_load(tmp_path, sonic_standins
 
 @pytest.mark.requires("sonic")
 def test_apply_check_on_a_real_switch(tmp_path):
-    inv = os.environ["METROLAB_SONIC_INVENTORY"]
+    inv = settings.get("METROLAB_SONIC_INVENTORY")
     r = subprocess.run([sys.executable, "-m", "harness.cli", "sonic", "apply", str(EXAMPLE), "-i", inv, "--check",
                         "--json"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr

@@ -76,12 +76,10 @@ def test_bad_input_is_a_clear_error_and_leaves_nothing(pair):
         Device(dev, gid_index=99)
     with Device(dev, ip=str(pair.topology.nodes["a1"].address)) as d:
         buf = np.zeros(4096, dtype=np.uint8)
-        with Connection(d, buf) as conn:
-            with pytest.raises(RdmaError, match="exceeds the registered buffer"):
-                conn.post_send(0, 8192)
-        with in_netns(pair.ns("a1")):
-            with pytest.raises(RdmaError, match="cannot reach the peer"):
-                connect_oob(str(pair.topology.nodes["b1"].address), 19999, timeout=2)
+        with Connection(d, buf) as conn, pytest.raises(RdmaError, match="exceeds the registered buffer"):
+            conn.post_send(0, 8192)
+        with in_netns(pair.ns("a1")), pytest.raises(RdmaError, match="cannot reach the peer"):
+            connect_oob(str(pair.topology.nodes["b1"].address), 19999, timeout=2)
     assert _resources(dev) == before  # no QP or MR left behind
     # the tool itself: a clear message and a non-zero exit
     res = sh.run([sys.executable, "-m", "harness.rdma.tool", "client", "--dev", "rxe-nowhere", "--peer",
@@ -129,8 +127,8 @@ def test_rdma_cm_without_a_listener_is_a_clear_error_and_leaves_nothing(pair):
     ips = {n: str(pair.topology.nodes[n].address) for n in ("a1", "b1")}
     buf = np.zeros(4096, dtype=np.uint8)
     with in_netns(pair.ns("a1")):
-        with pytest.raises(RdmaError, match="rdma_cm: RDMA_CM_EVENT_(REJECTED|UNREACHABLE)|no event within"):
+        with pytest.raises(RdmaError, match=r"rdma_cm: RDMA_CM_EVENT_(REJECTED|UNREACHABLE)|no event within"):
             cm_connect(ips["a1"], ips["b1"], 19299, buf, timeout=3)
-        with pytest.raises(RdmaError, match="rdma_cm: RDMA_CM_EVENT_ADDR_ERROR|no event within"):
+        with pytest.raises(RdmaError, match=r"rdma_cm: RDMA_CM_EVENT_ADDR_ERROR|no event within"):
             cm_connect(ips["a1"], "10.99.0.1", 19299, buf, timeout=3, resolve_ms=500)  # no route there
     assert _resources(dev) == before

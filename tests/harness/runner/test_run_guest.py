@@ -8,7 +8,7 @@ import pytest
 
 from harness.runner.run import run_scenario
 from harness.scenario.spec import scenario_from_data
-from tests.harness.runner.test_run_lab import TOPO
+from tests.support.runs import TOPO
 
 pytestmark = pytest.mark.requires("netem")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -15,31 +14,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.support.runs import TOPO, metrolab, scenario
+
 pytestmark = pytest.mark.lab
 SUPPORT = Path(__file__).resolve().parents[2] / "support"
-TOPO = {"name": "rl", "sites": [
-    {"name": "aidc-a", "kind": "aidc", "subnet": "10.1.0.0/24", "hosts": ["a1"],
-     "switches": [{"name": "gw-a", "role": "gateway"}], "access": {"switch": "gw-a"}},
-    {"name": "aidc-b", "kind": "aidc", "subnet": "10.2.0.0/24", "hosts": ["b1"],
-     "switches": [{"name": "gw-b", "role": "gateway"}], "access": {"switch": "gw-b"}}],
-    "links": [{"name": "wan", "a": "gw-a", "b": "gw-b", "rate": "200mbit"}]}
-
-
-def scenario(tmp_path: Path, **over) -> Path:
-    data = {"name": "rl", "topology": TOPO,
-            "workloads": [{"kind": "collective", "params": {"backend": "gloo", "size": "1m", "iters": 2}}],
-            "sweep": {"convergence": [1, 2, 4]}, "repetitions": 2, "warmups": 1,
-            "acceptance": ["efficiency >= 0.7 where convergence in [1, 1]", "busbw_gbs > 0"]} | over
-    path = tmp_path / f"{data['name']}.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-def metrolab(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=os.environ | {"METROLAB_PLAIN": "1"})
-
-
 def keys(run_dir: Path) -> list[tuple]:
     rows = [json.loads(x) for x in (run_dir / "results.jsonl").read_text().splitlines() if x.strip()]
     return sorted((r["workload"], r["point_key"], r["repetition"]) for r in rows)
@@ -102,8 +80,9 @@ def test_sweep_writes_every_output_and_the_report_renders(tmp_path):
     assert len(widths) == 3 and all(w > 300 for w in widths), widths
     assert "Measurement quality" in (run_dir / "report.html").read_text()
     assert verdict_text == "PASS"
-    from PIL import Image
     import io
+
+    from PIL import Image
     img = Image.open(io.BytesIO(shot)).convert("L")
     assert img.height > 1000 and len(img.getcolors(1 << 16) or ()) > 50  # text and plots, not a blank page
 

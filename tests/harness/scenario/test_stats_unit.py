@@ -132,7 +132,7 @@ def test_verdict_status_and_per_point_reason():
 
 
 def test_exit_codes_are_distinct():
-    from harness.cli import _exit_code
+    from harness.cli.common import exit_code as _exit_code
     codes = {EXIT_FAIL, EXIT_SPEC, EXIT_LAB, EXIT_CAPABILITY, EXIT_INCONCLUSIVE, EXIT_INTERNAL, 0, 130}
     assert len(codes) == 8
     assert _exit_code("pass", "exit") == 0 and _exit_code("fail", "exit") == EXIT_FAIL

@@ -64,3 +64,4 @@ def test_workload_alone_rejects_bad_input_before_building_anything(argv, where, 
     assert out.returncode == 2 and where in out.stderr, out.stderr
     assert not (tmp_path / "r").exists()
 
+

@@ -1,0 +1,93 @@
+"""`metrolab bench …`: benchmarks, reported as figures and ratios against a reference measured in
+the same invocation."""
+
+from __future__ import annotations
+
+from harness.cli.common import RDMA_NEEDS, add_backend, add_json, on_backend, print_bench
+from harness.output import err_console
+from metrolab.api import MAIN_SCENARIO
+
+
+def register(sub) -> None:
+    bench = sub.add_parser("bench", help="benchmarks, reported as figures and ratios")
+    bsub = bench.add_subparsers(dest="benchcmd", metavar="BENCH", required=True)
+    bl = bsub.add_parser("lab", help="build and tear down a 4-site x 4-host lab (median of N)")
+    bl.add_argument("--repeat", type=int, default=5)
+    add_json(bl)
+    bl.set_defaults(func=cmd_bench_lab)
+    bv = bsub.add_parser("vm", help="guest boot-to-command (cold, warm) and RTT fidelity at 100/250/500 km "
+                                    "with 95 % intervals over windows")
+    bv.add_argument("--windows", type=int, default=5, help="measurement windows, each with a fresh calibration")
+    add_json(bv)
+    bv.set_defaults(func=cmd_bench_vm)
+    br = bsub.add_parser("rdma", help="metrolab rdma bw/lat vs perftest on the same link (ratios)")
+    add_backend(br)
+    add_json(br)
+    br.set_defaults(func=cmd_bench_rdma)
+    bh = bsub.add_parser("harness", help="one collective timed bare and through metrolab run (overhead ratio)")
+    bh.add_argument("--rounds", type=int, default=3)
+    add_json(bh)
+    bh.set_defaults(func=cmd_bench_harness)
+    bn = bsub.add_parser("noise", help="the main job's baseline against itself in shuffled blocks: the noise floor")
+    bn.add_argument("--blocks", type=int, default=8)
+    bn.add_argument("--scenario", default=None, help="scenario whose first workload is measured (default: the main job)")
+    add_backend(bn)
+    add_json(bn)
+    bn.set_defaults(func=cmd_bench_noise)
+    bc = bsub.add_parser("collectives", help="verbs AllReduce busbw vs ib_write_bw and gloo on the same link")
+    bc.add_argument("--iters", type=int, default=5)
+    add_backend(bc)
+    add_json(bc)
+    bc.set_defaults(func=cmd_bench_collectives)
+
+
+def cmd_bench_lab(args) -> int:
+    from harness.bench import bench_lab
+    res = bench_lab(repeat=args.repeat)
+    print_bench("bench lab (4 sites x 4 hosts)", res, args.json, ".3f")
+    return 0
+
+
+def cmd_bench_vm(args) -> int:
+    from harness.bench import bench_vm
+    res = bench_vm(windows=args.windows)
+    print_bench("bench vm", res, args.json)
+    return 0
+
+
+def cmd_bench_rdma(args) -> int:
+    code = on_backend(args, RDMA_NEEDS)
+    if code is not None:
+        return code
+    from harness.rdma.commands import bench_rdma
+    res = bench_rdma()
+    print_bench("bench rdma (Soft-RoCE, same link)", res, args.json)
+    return 0
+
+
+def cmd_bench_harness(args) -> int:
+    from harness.bench import bench_harness
+    print_bench("bench harness (gloo AllReduce, bare vs metrolab run)", bench_harness(rounds=args.rounds), args.json)
+    return 0
+
+
+def cmd_bench_noise(args) -> int:
+    from harness.bench import bench_noise, noise_needs
+    code = on_backend(args, noise_needs(args.scenario or MAIN_SCENARIO))
+    if code is not None:
+        return code
+    res = bench_noise(args.scenario or MAIN_SCENARIO, blocks=args.blocks,
+                      progress=None if args.json else lambda m: err_console.print(m, highlight=False))
+    print_bench(f"bench noise ({res['scenario']}: the 0 km point against the baseline, {res['blocks']} blocks)",
+                 res, args.json)
+    return 0
+
+
+def cmd_bench_collectives(args) -> int:
+    code = on_backend(args, RDMA_NEEDS)
+    if code is not None:
+        return code
+    from harness.dist.commands import bench_collectives
+    print_bench("bench collectives (2 hosts, one link; busbw in Gb/s)", bench_collectives(args.iters), args.json)
+    return 0
+

@@ -1,0 +1,172 @@
+"""What the command groups share: common flags, the exit code of a verdict, re-running a command
+in the guest, progress, and printing verdicts and benchmark figures."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from harness.errors import EXIT_FAIL, EXIT_INCONCLUSIVE
+from harness.output import console, err_console, fmt, print_json, show_progress, table
+
+RDMA_NEEDS = {"rxe": "Soft-RoCE between lab hosts"}
+
+
+def add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON only")
+
+
+def add_verdict_flags(p: argparse.ArgumentParser, run: bool = True) -> None:
+    """How a run's verdict maps to the exit code, and (for runs) how long it may measure."""
+    p.add_argument("--inconclusive", choices=("exit", "pass", "fail"), default="exit",
+                   help=f"what an inconclusive verdict exits with: its own code ({EXIT_INCONCLUSIVE}, default), "
+                        f"or pass (0) / fail ({EXIT_FAIL}) for CI gates that must be binary")
+    if not run:
+        return
+    p.add_argument("--until-conclusive", action="store_true",
+                   help="add blocks while a criterion is inconclusive, within --max-repetitions / --max-minutes")
+    p.add_argument("--max-repetitions", type=int, metavar="N", help="block budget per workload (until-conclusive)")
+    p.add_argument("--max-minutes", type=float, metavar="M", help="time budget of the run (until-conclusive)")
+    p.add_argument("--seed", type=int, help="block order seed (default: drawn, recorded in the run directory)")
+
+
+def exit_code(status: str, inconclusive: str) -> int:
+    if status == "pass":
+        return 0
+    if status == "fail":
+        return EXIT_FAIL
+    return {"pass": 0, "fail": EXIT_FAIL}.get(inconclusive, EXIT_INCONCLUSIVE)
+
+
+def add_backend(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default="auto", choices=("auto", "netns", "vm"),
+                   help="netns (host kernel), vm (guest kernel: netem, Soft-RoCE), auto: vm only where needed")
+
+
+def on_backend(args, needed: dict[str, str]) -> int | None:
+    """Run this command in the guest when the backend says so (returns its exit code), else None.
+    `needed`: kernel features -> why (harness.lab.select.needs for a topology)."""
+    from harness.lab.select import choose
+    backend, why = choose(args.backend, needed)
+    if backend == "netns":
+        if not args.json:
+            err_console.print(f"backend: netns ({why})", highlight=False)
+        return None
+    err_console.print(f"backend: vm ({why})", highlight=False)
+    from harness.vm.reexec import run_in_guest
+    return run_in_guest(args._argv)
+
+
+def fmt_rate(bps):
+    from netem.units import format_rate
+    return format_rate(bps) if bps else "unshaped"
+
+
+def print_bench(title: str, res: dict, as_json: bool, spec: str = ".4g") -> None:
+    if as_json:
+        print_json(res)
+    else:
+        console.print(table(title, ["metric", "value"],
+                            [[k, fmt(v, spec) if isinstance(v, float) else v] for k, v in res.items()]))
+
+
+class RunProgress:
+    """A rich progress bar (points done, ETA) for a person at a terminal; plain lines otherwise."""
+
+    def __init__(self, json_mode: bool):
+        self.live = show_progress(json_mode)
+        self.json_mode = json_mode
+        self.done = 0
+        self.total: int | None = None
+
+    def __enter__(self):
+        if self.live:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeRemainingColumn(), console=err_console)
+            self.bar.__enter__()
+            self.task = self.bar.add_task("starting", total=None)
+        return self.update
+
+    def update(self, advance: int = 0, total: int | None = None, description: str | None = None) -> None:
+        if total is not None:
+            self.total = total
+        self.done += advance
+        if self.live:
+            self.bar.update(self.task, advance=advance, total=self.total, description=description or None)
+        elif description and not self.json_mode:
+            err_console.print(f"[{self.done}/{self.total or '?'}] {description}", highlight=False)
+
+    def __exit__(self, *exc):
+        if self.live:
+            self.bar.__exit__(*exc)
+
+
+def report_after_run(run_dir: Path, as_json: bool, quiet: bool = False) -> dict:
+    from reports.build import build_report
+    rep = build_report(run_dir)
+    if not quiet and not as_json:
+        err_console.print(f"report: {rep['files']['html']}", highlight=False)
+    return rep
+
+
+def _pct(v, digits: int = 1) -> str:
+    return "" if v is None else f"{v * 100:+.{digits}f}"
+
+
+def print_verdict(verdict, run_dir: Path, as_json: bool, extra: dict | None = None) -> None:
+    from dataclasses import asdict
+    if as_json:
+        print_json({"status": verdict.status, "passed": verdict.passed, "run_dir": str(run_dir), **(extra or {}),
+                    "warnings": verdict.warnings,
+                    "points": [asdict(p) for p in verdict.points], "criteria": [asdict(r) for r in verdict.results]})
+        return
+    # the first few workload metrics the points carry (busbw, exposed communication, TTFT, ...)
+    shown: list[str] = []
+    for p in verdict.points:
+        shown += [m for m in p.metrics if m not in shown and m not in ("bytes", "gradient_bytes", "buckets",
+                                                                      "cpu_load", "wan_bytes", "wan_drops")]
+    shown = shown[:2]
+    rows = []
+    for p in verdict.points:
+        deg = "" if p.efficiency_degradation is None else \
+            f"{_pct(p.efficiency_degradation)} [{_pct(p.ci_low)}, {_pct(p.ci_high)}]"
+        rows.append([p.workload, p.label, p.status if p.status == "ok" else f"FAILED: {(p.error or '')[:50]}",
+                     p.repetitions, fmt(p.step_time_s * 1e3 if p.step_time_s else None, ".1f"),
+                     fmt(p.cv * 100 if p.cv is not None else None, ".1f"), deg, _pct(p.predicted_degradation),
+                     *[fmt(p.metrics.get(m), ".4g") for m in shown], (p.verdict or "").upper()])
+    console.print(table("points (degradation % with its interval, paired by block)",
+                        ["workload", "point", "status", "blocks", "step ms", "CV %", "degradation %", "model %",
+                         *shown, "verdict"], rows))
+    if verdict.results:
+        console.print(table("acceptance", ["criterion", "point", "verdict", "why"],
+                            [[r.criterion, r.label, r.verdict.upper(), r.message] for r in verdict.results]))
+    for line in _quality_lines(verdict, (extra or {}).get("headroom") or {}):
+        console.print(f"quality: {line}", highlight=False, markup=False)
+    console.print(f"verdict: {verdict.status.upper()}   report: {run_dir / 'report.html'}", highlight=False)
+
+
+def _quality_lines(verdict, headroom: dict) -> list[str]:
+    """What a reader must know to trust the table: the noise floor, the headroom, physics checks."""
+    out = []
+    for p in verdict.points:
+        if p.is_null and p.ci_low is not None:
+            out.append(f"noise floor ({p.workload}, {p.label} vs its baseline): degradation "
+                       f"[{p.ci_low:+.2%}, {p.ci_high:+.2%}]")
+    for w, h in headroom.items():
+        if h.get("capacity_ratio") is not None:
+            out.append(f"{w}: emulated line rate / unshaped {h['transport']} capacity = {h['capacity_ratio']:.2f}"
+                       + (" — above the limit: the host, not the network, may set the step time"
+                          if h.get("host_bound") else ""))
+        elif h.get("error"):
+            out.append(f"{w}: {h['error']}")
+        if h.get("overloaded"):
+            out.append(f"{w}: offered load / service rate = {h['utilization']:.2f}: requests measure their own queue")
+    return out + verdict.warnings
+

@@ -1,0 +1,239 @@
+"""`metrolab lab …`, `metrolab topology`, `metrolab doctor`: labs, their plans, and this machine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.cli.common import add_backend, add_json, fmt_rate, on_backend
+from harness.errors import CapabilityError
+from harness.output import console, err_console, fmt, print_json, show_progress, table
+
+
+def register(sub) -> None:
+    lab = sub.add_parser("lab", help="build, inspect, probe and remove emulated labs")
+    labsub = lab.add_subparsers(dest="labcmd", metavar="ACTION", required=True)
+    up = labsub.add_parser("up", help="build a lab from a topology (default: the embedded default)")
+    up.add_argument("topology", nargs="?", help="topology YAML or built-in name")
+    add_backend(up)
+    up.add_argument("--best-effort", action="store_true",
+                    help="apply what this kernel can and report the rest, instead of refusing")
+    add_json(up)
+    up.set_defaults(func=cmd_lab_up)
+    st = labsub.add_parser("status", help="nodes, links, addresses and qdiscs of a running lab")
+    st.add_argument("--lab", help="lab id (default: the only lab up)")
+    add_json(st)
+    st.set_defaults(func=cmd_lab_status)
+    ls = labsub.add_parser("list", help="labs on this machine")
+    add_json(ls)
+    ls.set_defaults(func=cmd_lab_list)
+    dn = labsub.add_parser("down", help="tear a running lab down")
+    dn.add_argument("--lab", help="lab id (default: the only lab up)")
+    dn.set_defaults(func=cmd_lab_down)
+    cl = labsub.add_parser("clean", help="remove every lab and leftover of killed runs")
+    add_json(cl)
+    cl.set_defaults(func=cmd_lab_clean)
+    pr = labsub.add_parser("probe", help="measure each link's RTT, rate and loss; configured vs measured")
+    pr.add_argument("topology", nargs="?", help="build this topology for the probe, then remove it")
+    pr.add_argument("--lab", help="probe this running lab")
+    pr.add_argument("--links", help="comma-separated link names (default: all)")
+    pr.add_argument("--duration", type=float, default=1.0, help="seconds of bulk traffic per link")
+    pr.add_argument("--loss-packets", type=int, default=2000)
+    pr.add_argument("--best-effort", action="store_true")
+    add_backend(pr)
+    add_json(pr)
+    pr.set_defaults(func=cmd_lab_probe)
+
+    topo = sub.add_parser("topology", help="validate a topology and show its plan")
+    topo.add_argument("topology", nargs="?", help="topology YAML or built-in name")
+    add_json(topo)
+    topo.set_defaults(func=cmd_topology)
+
+    doc = sub.add_parser("doctor", help="what this machine offers (qdiscs, nft, rxe, KVM, pyverbs, torch, Ray, GPUs)")
+    add_json(doc)
+    doc.set_defaults(func=cmd_doctor)
+
+
+def cmd_topology(args) -> int:
+    from harness.lab.plan import build_plan
+    from harness.spec.loader import load_topology
+    topo = load_topology(args.topology)
+    plan = build_plan(topo)
+    data: dict[str, Any] = {"name": topo.name, "source": topo.source, "digest": topo.digest,
+            "nodes": [{"name": n.name, "kind": n.kind, "site": n.site, "role": n.role, "address": str(n.address),
+                       "address6": str(n.address6) if n.address6 else None} for n in topo.nodes.values()],
+            "links": [{"name": lk.name, "a": lk.a, "b": lk.b, "rate_bps": lk.rate_bps,
+                       "delay_ms": lk.one_way_delay_s(topo.group_index) * 1e3, "distance_km": lk.props.distance_km}
+                      for lk in topo.links],
+            "routes": len(plan.routes)}
+    if args.json:
+        print_json(data)
+        return 0
+    console.print(f"[bold]{topo.name}[/] from {topo.source}: {len(topo.hosts())} hosts, "
+                  f"{len(topo.switches())} switches, {len(topo.links)} links, {len(plan.routes)} routes")
+    console.print(table("nodes", ["node", "kind", "site", "role", "IPv4", "IPv6"],
+                        [[n["name"], n["kind"], n["site"], n["role"], n["address"], n["address6"]] for n in data["nodes"]]))
+    console.print(table("links", ["link", "a", "b", "rate", "one-way delay", "km"],
+                        [[lk["name"], lk["a"], lk["b"], fmt_rate(lk["rate_bps"]), fmt(lk["delay_ms"], ".3f", " ms"),
+                          lk["distance_km"]] for lk in data["links"]]))
+    return 0
+
+
+def cmd_lab_up(args) -> int:
+    from harness.lab import create_lab
+    from harness.lab.select import choose, needs
+    from harness.spec.loader import load_topology
+    topo = load_topology(args.topology)
+    backend, why = choose(args.backend, needs(topo))
+    if backend == "vm":
+        raise CapabilityError(f"`lab up` leaves a lab running, which the vm backend does not do ({why}); run "
+                              "the whole job in the guest instead: `metrolab lab probe --backend vm`, "
+                              "`metrolab vm run -- metrolab …`, or pass --best-effort to build it here without them")
+    lab = create_lab(topo, "netns", strict=not args.best_effort)
+    if not args.json:
+        err_console.print(f"building lab [bold]{lab.lab_id}[/] ({topo.name}, backend {lab.backend}) ...")
+    lab.up()
+    lab.close_handles()
+    skipped = {k: sorted({s for e in v for s in e["skipped"]}) for k, v in lab.applied.items()}
+    skipped = {k: v for k, v in skipped.items() if v}
+    if args.json:
+        print_json({"lab": lab.lab_id, "backend": lab.backend, "topology": topo.name,
+                    "namespaces": lab.state.namespaces, "skipped": skipped})
+    else:
+        console.print(f"lab [bold]{lab.lab_id}[/] is up: {len(lab.state.namespaces)} namespaces "
+                      f"(prefix {lab.lab_id}-); `metrolab lab status` shows it, `metrolab lab down` removes it")
+        for link, what in skipped.items():
+            console.print(f"[yellow]not applied on {link}: {', '.join(what)}[/]")
+    return 0
+
+
+def cmd_lab_status(args) -> int:
+    from harness.lab import attach, find_state
+    lab = attach(find_state(args.lab))
+    st = lab.status()
+    lab.close_handles()
+    if args.json:
+        print_json(st)
+        return 0
+    console.print(f"lab [bold]{st['lab']}[/] backend {st['backend']} topology {st['topology']} ({st['source']})")
+    rows = []
+    for n in st["nodes"]:
+        for i in n["interfaces"]:
+            rows.append([n["node"], n["kind"], n["site"] or "", i["ifname"], i.get("peer", ""),
+                         " ".join(i.get("addresses", [])), ",".join(i.get("qdiscs", [])), i.get("state", "")])
+    console.print(table("nodes", ["node", "kind", "site", "if", "peer", "addresses", "qdiscs", "state"], rows))
+    console.print(table("links", ["link", "a", "b", "rate", "one-way delay", "loss", "applied"],
+                        [[lk["link"], lk["a"], lk["b"], fmt_rate(lk["rate_bps"]), fmt(lk["delay_ms"], ".3f", " ms"),
+                          fmt(lk["loss"], "g"), "; ".join(_applied(e) for e in lk["applied"])] for lk in st["links"]]))
+    return 0
+
+
+def _applied(end: dict) -> str:
+    parts = [end.get("qdisc") or "no qdisc"]
+    if end.get("nft_loss"):
+        parts.append(f"nft loss {end['nft_loss']:g}")
+    if end.get("skipped"):
+        parts.append("skipped: " + ", ".join(end["skipped"]))
+    return f"{end.get('node')}:{end['ifname']} " + " ".join(parts)
+
+
+def cmd_lab_list(args) -> int:
+    from harness.lab.state import all_states, pid_alive
+    rows = [{"lab": s.lab_id, "backend": s.backend, "status": s.status, "topology": s.topology,
+             "namespaces": len(s.namespaces), "pid": s.pid, "owner_alive": pid_alive(s.pid)} for s in all_states()]
+    if args.json:
+        print_json(rows)
+    else:
+        console.print(table("labs", ["lab", "backend", "status", "topology", "namespaces"],
+                            [[r["lab"], r["backend"], r["status"], r["topology"], r["namespaces"]] for r in rows]))
+    return 0
+
+
+def cmd_lab_down(args) -> int:
+    from harness.lab import attach, find_state
+    state = find_state(args.lab)
+    attach(state).down()
+    console.print(f"lab {state.lab_id} removed")
+    return 0
+
+
+def cmd_lab_clean(args) -> int:
+    from harness.lab.clean import clean_all
+    removed = clean_all()
+    if args.json:
+        print_json({"removed": removed})
+    else:
+        console.print(f"removed {len(removed)} namespace(s)" + (f": {' '.join(removed)}" if removed else ""))
+    return 0
+
+
+def cmd_lab_probe(args) -> int:
+    from harness.lab import attach, create_lab, find_state
+    from harness.lab.probe import probe_lab
+    from harness.spec.loader import load_topology
+    own = args.topology is not None or (args.lab is None and not _labs_up())
+    if own:
+        topo = load_topology(args.topology)
+        if not args.best_effort:
+            from harness.lab.select import needs
+            code = on_backend(args, needs(topo))
+            if code is not None:
+                return code
+        lab = create_lab(topo, "netns", strict=not args.best_effort)
+        if not args.json:
+            err_console.print(f"building lab {lab.lab_id} for the probe ...")
+        lab.up()
+    else:
+        lab = attach(find_state(args.lab))
+    try:
+        links = args.links.split(",") if args.links else None
+        known = {x.name for x in lab.topology.links}
+        for name in links or []:
+            if name not in known:
+                from harness.errors import SpecError
+                raise SpecError("--links", "", name, f"no such link (have: {', '.join(sorted(known))})")
+        from rich.progress import Progress
+        with Progress(console=err_console, transient=True, disable=not show_progress(args.json)) as progress:
+            task = progress.add_task("probing links", total=len(links or known))
+            results = probe_lab(lab, links, on_done=lambda m: progress.advance(task), duration=args.duration,
+                                loss_packets=args.loss_packets)
+    finally:
+        if own:
+            lab.down()
+        else:
+            lab.close_handles()
+    if args.json:
+        print_json({"lab": lab.lab_id, "netem_offset_us": (lab.netem_offset_s or 0) * 1e6,
+                    "links": [m.to_dict() | {"rate_error": m.rate_error, "loss_ok": m.loss_ok,
+                                             "rtt_excess_ms": m.rtt_excess_ms} for m in results]})
+        return 0
+    rows = [[m.link, f"{m.src}->{m.dst}", fmt(m.rtt_configured_ms, ".3f"), fmt(m.rtt_ms, ".3f"),
+             fmt(m.rtt_excess_ms, ".3f"),
+             fmt_rate(m.rate_configured_bps), fmt_rate(m.rate_bps), fmt(m.rate_error, "+.1%") if m.rate_error is not None else "-",
+             fmt(m.loss_configured, ".2g"), f"{m.loss:.2g} ({m.loss_sent - m.loss_received}/{m.loss_sent})",
+             "; ".join(m.notes)] for m in results]
+    console.print(table(f"lab {lab.lab_id}: configured vs measured",
+                        ["link", "dir", "RTT cfg ms", "RTT ms", "RTT-0km ms", "rate cfg", "rate (wire)",
+                         "rate err", "loss cfg", "loss", "notes"], rows))
+    if lab.netem_offset_s:
+        console.print(f"netem overhead calibrated at {lab.netem_offset_s * 1e6:.0f} us per qdisc and taken off "
+                      "every configured delay; RTT-0km = this link's RTT floor (min of 100) minus that of the "
+                      "undelayed links")
+    return 0
+
+
+def _labs_up() -> bool:
+    from harness.lab.state import all_states
+    return any(s.status == "up" for s in all_states())
+
+
+def cmd_doctor(args) -> int:
+    from harness.capabilities import probe
+    caps = probe()
+    if args.json:
+        print_json(caps.to_dict())
+        return 0
+    console.print(f"kernel {caps.kernel}")
+    console.print(table("what this machine offers", ["capability", "present", "detail"],
+                        [[c.name, "yes" if c.present else "no", c.detail] for c in caps.items.values()]))
+    return 0
+

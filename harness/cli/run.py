@@ -1,0 +1,149 @@
+"""`metrolab main`, `run`, `workload`, `report`, `scenarios`: scenarios run and judged."""
+
+from __future__ import annotations
+
+from harness.cli.common import RunProgress, add_backend, add_json, add_verdict_flags, exit_code, print_verdict
+from harness.errors import SpecError
+from harness.output import console, err_console, print_json, table
+
+
+def register(sub) -> None:
+    mj = sub.add_parser("main", help="the main job on the embedded default lab (what the README's first command runs)")
+    mj.add_argument("--quick", action="store_true", help="the CI-sized variant")
+    mj.add_argument("--out", help="run directory (default: ./metrolab-runs/NAME-TIMESTAMP)")
+    add_verdict_flags(mj)
+    add_backend(mj)
+    add_json(mj)
+    mj.set_defaults(func=cmd_main)
+    rn = sub.add_parser("run", help="run a scenario: sweep, efficiency against the baseline, acceptance, report")
+    rn.add_argument("scenario", nargs="?", help="built-in scenario name or YAML path (see `metrolab scenarios`)")
+    rn.add_argument("--quick", action="store_true", help="the scenario's CI-sized variant")
+    rn.add_argument("--out", help="run directory (default: ./metrolab-runs/NAME-TIMESTAMP)")
+    rn.add_argument("--resume", metavar="RUN_DIR", help="continue a run; nothing recorded there is measured again")
+    rn.add_argument("--ray-address", help="join this Ray cluster (real hosts) instead of starting one")
+    add_verdict_flags(rn)
+    add_backend(rn)
+    add_json(rn)
+    rn.set_defaults(func=cmd_run)
+    wk = sub.add_parser("workload", help="one workload alone: the baseline and the given network points, no "
+                                         "scenario file (it is written into the run directory)")
+    wk.add_argument("kind", help="collective, training-step, disaggregated-training, pd-inference")
+    wk.add_argument("--hosts", help="rank hosts, comma-separated (default: the workload's choice)")
+    wk.add_argument("--topology", default="default", help="built-in name or YAML path")
+    wk.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                    help="a workload parameter (YAML value), repeatable: -p backend=verbs -p model=llama2-7b")
+    wk.add_argument("--links", help="links to impair, comma-separated (default: the wan* links)")
+    wk.add_argument("--distance-km", default="0", help="comma-separated distances")
+    wk.add_argument("--loss", default="0", help="comma-separated loss probabilities")
+    wk.add_argument("--convergence", default="1", help="comma-separated convergence ratios")
+    wk.add_argument("--scale", type=float, default=1.0, help="time-preserving scale factor k")
+    wk.add_argument("--repetitions", type=int, default=3)
+    wk.add_argument("--warmups", type=int, default=1)
+    wk.add_argument("--out", help="run directory (default: ./metrolab-runs/KIND-TIMESTAMP)")
+    add_verdict_flags(wk)
+    add_backend(wk)
+    add_json(wk)
+    wk.set_defaults(func=cmd_workload)
+    rep = sub.add_parser("report", help="HTML, Markdown, JUnit and CSV from a run directory")
+    rep.add_argument("run_dir")
+    add_verdict_flags(rep, run=False)
+    add_json(rep)
+    rep.set_defaults(func=cmd_report)
+    sc = sub.add_parser("scenarios", help="the built-in scenarios")
+    add_json(sc)
+    sc.set_defaults(func=cmd_scenarios)
+
+
+def _statistics(args) -> dict:
+    return {"until_conclusive": getattr(args, "until_conclusive", None),
+            "max_repetitions": getattr(args, "max_repetitions", None),
+            "max_minutes": getattr(args, "max_minutes", None), "seed": getattr(args, "seed", None)}
+
+
+def _run(args, run) -> int:
+    """Run through the API (`run(progress=…, on_backend=…)`), then print the verdict."""
+    import metrolab
+
+    def told(backend: str, why: str) -> None:
+        if backend == "vm" or not args.json:
+            err_console.print(f"backend: {backend} ({why})", highlight=False)
+
+    with RunProgress(args.json) as progress:
+        res: metrolab.RunResult = run(progress=progress, on_backend=told)
+    if res.verdict is None:  # the guest half of a vm run: the host judges and reports
+        err_console.print(f"measured {res.summary['measured']}, skipped {res.summary['skipped']} in "
+                          f"{res.summary['wall_s']:.0f} s", highlight=False)
+        return 0
+    report = res.files.get("html") or str(res.run_dir / "report.html")
+    print_verdict(res.verdict, res.run_dir, args.json, extra=res.summary | {"report": report})
+    return exit_code(res.status, args.inconclusive)
+
+
+def cmd_run(args) -> int:
+    import metrolab
+    return _run(args, lambda **kw: metrolab.run(args.scenario, quick=args.quick, out=args.out, resume=args.resume,
+                                                backend=args.backend, ray_address=args.ray_address,
+                                                **_statistics(args), **kw))
+
+
+def cmd_main(args) -> int:
+    """The main job: the default scenario (AllReduce across the default lab's WAN over a distance
+    sweep, efficiency against the 0 km baseline), on whichever backend this machine supports."""
+    import metrolab
+    return _run(args, lambda **kw: metrolab.run(metrolab.MAIN_SCENARIO, quick=args.quick, out=args.out,
+                                                backend=args.backend, **_statistics(args), **kw))
+
+
+def _numbers(flag: str, text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SpecError("metrolab workload", flag, text, "a comma-separated list of numbers") from None
+
+
+def cmd_workload(args) -> int:
+    """A one-workload scenario from the command line, run like any other (`metrolab run`)."""
+    import yaml
+
+    import metrolab
+    params = {}
+    for item in args.param:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise SpecError("metrolab workload", "--param", item, "write KEY=VALUE")
+        params[key.strip()] = yaml.safe_load(value)
+    return _run(args, lambda **kw: metrolab.run_workload(
+        args.kind, params=params, hosts=args.hosts.split(",") if args.hosts else None, topology=args.topology,
+        links=args.links.split(",") if args.links else None, distance_km=_numbers("--distance-km", args.distance_km),
+        loss=_numbers("--loss", args.loss), convergence=_numbers("--convergence", args.convergence),
+        repetitions=args.repetitions, warmups=args.warmups, scale=args.scale, out=args.out, backend=args.backend,
+        **_statistics(args), **kw))
+
+
+def cmd_report(args) -> int:
+    import metrolab
+    res = metrolab.report(args.run_dir)
+    if args.json:
+        print_json({"status": res.status, "passed": res.passed, "files": res.files})
+    else:
+        print_verdict(res.verdict, res.run_dir, False, extra={"headroom": res.summary.get("headroom")})
+        for k, v in res.files.items():
+            console.print(f"{k}: {v}", highlight=False)
+    return exit_code(res.status, args.inconclusive)
+
+
+def cmd_scenarios(args) -> int:
+    import metrolab
+    from harness.scenario.spec import read_yaml
+    out = []
+    for name, path in metrolab.scenarios().items():
+        data = read_yaml(path) or {}
+        out.append({"name": name, "description": data.get("description", ""),
+                    "workloads": [w.get("name") or w.get("kind") for w in data.get("workloads", [])], "path": str(path)})
+    if args.json:
+        print_json(out)
+    else:
+        console.print(table("built-in scenarios (metrolab run NAME [--quick])", ["name", "workloads", "description"],
+                            [[s["name"], ", ".join(s["workloads"]), s["description"]] for s in out]))
+    return 0
+

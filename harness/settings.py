@@ -1,0 +1,82 @@
+"""The `METROLAB_*` environment variables: every one metrolab reads, with its type, default and
+meaning, in one table (docs/settings.md is drawn from it and a test keeps the two equal). Values are
+read when asked, not at import: a test or a parent process may set them later."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    kind: type
+    default: Any
+    meaning: str
+    internal: bool = False  # set by metrolab for its own child processes, not by a user
+
+    def read(self) -> Any:
+        raw = os.environ.get(self.name)
+        if raw is None or raw == "":
+            return self.default
+        if self.kind is bool:
+            return raw not in ("0", "false", "no")
+        try:
+            return self.kind(raw)
+        except ValueError:
+            from harness.errors import SpecError
+            raise SpecError("environment", self.name, raw, f"not a {self.kind.__name__}") from None
+
+
+SETTINGS: dict[str, Setting] = {s.name: s for s in (
+    Setting("METROLAB_STATE_DIR", str, "/run/metrolab", "where lab journals are kept (what `lab clean` reads)"),
+    Setting("METROLAB_CACHE", str, "/var/cache/metrolab", "guest kernel, initramfs and netem calibration cache"),
+    Setting("METROLAB_DEBIAN_MIRROR", str, None, "Debian mirror the guest kernel is fetched from"),
+    Setting("METROLAB_QEMU", str, None, "the qemu-system-x86_64 binary (default: from PATH)"),
+    Setting("METROLAB_VM_ACCEL", str, None, "force the guest's accelerator: kvm or tcg (default: probed)"),
+    Setting("METROLAB_VM_MEMORY", str, "4G", "guest memory"),
+    Setting("METROLAB_VM_CPUS", int, 2, "guest CPUs"),
+    Setting("METROLAB_VM_BOOT_TIMEOUT", float, 240.0, "seconds the guest may take to boot"),
+    Setting("METROLAB_TBF_BURST_MS", float, None, "TBF bucket depth in ms (default: 1 on a host kernel, 5 in the "
+                                                  "TCG guest)"),
+    Setting("METROLAB_NETEM_OFFSET_US", float, None, "netem's per-qdisc delivery offset in us, instead of "
+                                                     "calibrating it"),
+    Setting("METROLAB_NETEM_CALIBRATION_MAX_AGE_S", float, 60.0, "how long a netem calibration is reused"),
+    Setting("METROLAB_NO_ZYGOTE", bool, False, "start rank processes fresh instead of forking a warm zygote "
+                                               "(guest only)"),
+    Setting("METROLAB_VERBS_SLOT", int, None, "the verbs process group's buffer slot in bytes"),
+    Setting("METROLAB_RDMA_DEV", str, None, "the RDMA device a rank uses (default: the one holding its address)"),
+    Setting("METROLAB_RDMA_IP", str, None, "the address a rank binds its RDMA and flows to", internal=True),
+    Setting("METROLAB_HOST", str, None, "the lab host a rank runs on", internal=True),
+    Setting("METROLAB_PLAIN", bool, False, "plain output: no colour, no live progress (a guest's tty into a "
+                                           "host's pipe)"),
+    Setting("METROLAB_NO_PROGRESS", bool, False, "no live progress bar"),
+    Setting("METROLAB_IN_GUEST", bool, False, "this process runs inside the guest kernel", internal=True),
+    Setting("METROLAB_HOST_JUDGES", bool, False, "the guest only measures; the host judges and reports",
+            internal=True),
+    Setting("METROLAB_RESULTS", str, None, "the guest's results share", internal=True),
+    Setting("METROLAB_GUEST_REPORT", str, None, "where the guest tier's pytest writes its results (tests)",
+            internal=True),
+    Setting("METROLAB_SONIC_INVENTORY", str, None, "ansible inventory of a real SONiC switch (enables the sonic "
+                                                   "test)"),
+)}
+
+
+def get(name: str) -> Any:
+    """The value of `name` (a key of SETTINGS), typed, or its default."""
+    return SETTINGS[name].read()
+
+
+def in_guest() -> bool:
+    return bool(get("METROLAB_IN_GUEST"))
+
+
+def markdown_table() -> str:
+    rows = ["| variable | type | default | meaning |", "|---|---|---|---|"]
+    for s in SETTINGS.values():
+        default = "" if s.default is None else f"`{s.default}`"
+        rows.append(f"| `{s.name}` | {s.kind.__name__} | {default} | {s.meaning}"
+                    f"{' (set by metrolab for its child processes)' if s.internal else ''} |")
+    return "\n".join(rows) + "\n"

@@ -1,0 +1,231 @@
+"""metrolab as a library: what the `metrolab` command does, for scripts and notebooks.
+
+    import metrolab
+    result = metrolab.run("load-balancing", quick=True)
+    result.status, result.rows          # "pass" | "fail" | "inconclusive", a pandas DataFrame
+
+Every function takes typed arguments; the CLI (harness/cli) is a thin layer over these.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness import settings
+from harness.errors import GuestRunError, SpecError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from harness.capabilities import Capabilities
+    from harness.lab.netns import NetnsLab
+    from harness.scenario.spec import Scenario
+    from harness.scenario.verdict import Verdict
+
+MAIN_SCENARIO = "allreduce-distance"  # the main job: AllReduce across the default lab's WAN, 0-500 km
+Progress = Callable[..., None]  # progress(advance=0, total=None, description=None)
+
+
+@dataclass
+class RunResult:
+    """A run directory, judged: its verdict, its rows and the report files (where drawn)."""
+
+    run_dir: Path
+    status: str                                   # pass | fail | inconclusive | measured (guest half)
+    verdict: Verdict | None = None
+    backend: str = "netns"
+    summary: dict[str, Any] = field(default_factory=dict)   # measured, skipped, wall_s, seed, headroom, …
+    files: dict[str, str] = field(default_factory=dict)     # report files: html, markdown, junit, csv, parquet
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "pass"
+
+    @property
+    def rows(self) -> pd.DataFrame:
+        """Every measured row (one per workload, point and block), as recorded."""
+        from harness.runner.results import ResultStore
+        return ResultStore(self.run_dir).frame()
+
+    @property
+    def points(self) -> pd.DataFrame:
+        """One row per point: degradation with its interval, the model's prediction, the verdict."""
+        from reports.build import points_frame
+        if self.verdict is None:
+            raise ValueError(f"{self.run_dir}: not judged here (the host judges a guest's run)")
+        return points_frame(self.verdict)
+
+
+def scenarios() -> dict[str, Path]:
+    """The built-in scenarios: name -> file."""
+    from harness.scenario.spec import builtin_scenarios
+    return builtin_scenarios()
+
+
+def load_scenario(ref: str | Path, quick: bool = False) -> Scenario:
+    """A scenario by built-in name or YAML path, validated (SpecError names file, field and value)."""
+    from harness.scenario.spec import load_scenario as _load
+    return _load(str(ref), quick=quick)
+
+
+def capabilities() -> Capabilities:
+    """What this machine offers (qdiscs the kernel accepts, nft, rxe, KVM, pyverbs, torch, Ray, GPUs)."""
+    from harness.capabilities import probe
+    return probe()
+
+
+def default_run_dir(name: str, base: Path | None = None) -> Path:
+    return ((base or Path.cwd()) / "metrolab-runs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+
+
+def run(scenario: str | Path | None = None, *, quick: bool = False, out: str | Path | None = None,
+        resume: str | Path | None = None, backend: str = "auto", ray_address: str | None = None,
+        until_conclusive: bool | None = None, max_repetitions: int | None = None,
+        max_minutes: float | None = None, seed: int | None = None, report: bool = True,
+        progress: Progress | None = None, on_backend: Callable[[str, str], None] | None = None) -> RunResult:
+    """Run a scenario (built-in name or YAML path) and judge it: shuffled blocks, each point paired
+    with its own block's baseline, intervals, the model beside each point, a verdict per criterion.
+
+    `resume` continues a run directory (nothing recorded there is measured again). `backend`: auto
+    runs in the guest kernel only where this kernel lacks what the scenario needs. `report` draws
+    HTML, Markdown, JUnit and CSV into the run directory. `on_backend(backend, why)` is told the choice.
+    """
+    from harness.lab.select import choose, in_guest
+    from harness.scenario.needs import scenario_needs
+    if scenario is None and resume is None:
+        raise SpecError("metrolab run", "scenario", None, "name a scenario (see `metrolab scenarios`) or resume a "
+                        "run directory")
+    ref = str(scenario) if scenario is not None else None
+    if ref is None:  # resume: the scenario the run directory was made from
+        assert resume is not None
+        meta_file = Path(resume) / "meta.json"
+        if not meta_file.exists():
+            raise SpecError(str(resume), "", str(resume), "not a run directory (no meta.json); nothing to resume")
+        meta = json.loads(meta_file.read_text())
+        ref = meta["scenario_source"]
+        quick = quick or meta.get("quick", False)
+    scn = load_scenario(ref, quick=quick)
+    stats = scn.spec.statistics
+    for name, value in (("until_conclusive", until_conclusive), ("max_repetitions", max_repetitions),
+                        ("max_minutes", max_minutes), ("seed", seed)):
+        if value not in (None, False):
+            setattr(stats, name, value)
+    if stats.until_conclusive and stats.max_repetitions < scn.spec.repetitions:
+        stats.max_repetitions = scn.spec.repetitions
+    run_dir = Path(resume or out or default_run_dir(scn.name)).resolve()
+    chosen, why = choose(backend, scenario_needs(scn))
+    if on_backend is not None:
+        on_backend(chosen, why)
+    if chosen == "vm":
+        return _run_in_guest(ref, run_dir, quick=quick, resume=resume is not None, report=report,
+                             flags={"until-conclusive": until_conclusive, "max-repetitions": max_repetitions,
+                                    "max-minutes": max_minutes, "seed": seed})
+    from harness.runner.run import run_scenario
+    outcome = run_scenario(scn, run_dir, resume=resume is not None, ray_address=ray_address,
+                           backend="vm" if in_guest() else "netns", progress=progress)
+    summary = outcome.summary()
+    if settings.get("METROLAB_HOST_JUDGES"):  # the guest half of a vm run: the host judges and reports
+        (run_dir / "outcome.json").write_text(json.dumps(summary, default=str))
+        return RunResult(run_dir, "measured", None, "vm", summary)
+    if in_guest() or not report:
+        verdict = outcome.verdict
+        return RunResult(run_dir, verdict.status, verdict, "vm" if in_guest() else "netns", summary)
+    return _judged(run_dir, "netns", summary)
+
+
+def _judged(run_dir: Path, backend: str | None, summary: dict) -> RunResult:
+    from reports.build import build_report
+    rep = build_report(run_dir)
+    meta = rep["meta"]
+    return RunResult(run_dir, rep["status"], rep["verdict"], backend or meta.get("backend", "netns"),
+                     {"headroom": meta.get("headroom")} | summary | {"report": rep["files"]["html"]}, rep["files"])
+
+
+def _run_in_guest(ref: str, run_dir: Path, *, quick: bool, resume: bool, report: bool, flags: dict) -> RunResult:
+    """The same run in the guest kernel: the guest measures into `run_dir` (a share), the host judges
+    and draws the report (statistics and plots are quick here, slow under TCG)."""
+    from harness.vm.reexec import run_in_guest
+    run_dir.mkdir(parents=True, exist_ok=True)
+    argv = ["run", ref, "--out", str(run_dir)] + (["--quick"] if quick else []) + \
+        (["--resume", str(run_dir)] if resume else [])
+    for flag, value in flags.items():
+        if value is True:
+            argv.append(f"--{flag}")
+        elif value not in (None, False):
+            argv += [f"--{flag}", str(value)]
+    code = run_in_guest(argv, shares=(run_dir,), env={"METROLAB_HOST_JUDGES": "1"})
+    outcome = run_dir / "outcome.json"
+    if code != 0 or not outcome.exists():
+        raise GuestRunError(f"metrolab run {ref}", code or 1)
+    summary = json.loads(outcome.read_text())
+    if not report:
+        from reports.build import load_verdict
+        verdict = load_verdict(run_dir)[2]
+        return RunResult(run_dir, verdict.status, verdict, "vm", summary)
+    return _judged(run_dir, "vm", summary)
+
+
+def run_workload(kind: str, *, params: dict[str, Any] | None = None, hosts: list[str] | None = None,
+                 topology: str = "default", links: list[str] | None = None, distance_km: Sequence[float] = (0.0,),
+                 loss: Sequence[float] = (0.0,), convergence: Sequence[float] = (1.0,), repetitions: int = 3,
+                 warmups: int = 1, scale: float = 1.0, out: str | Path | None = None, **run_options) -> RunResult:
+    """One workload alone: its baseline and the given network points, no scenario file (the one
+    built is written into the run directory as workload-scenario.yaml)."""
+    import yaml
+
+    from harness.scenario.adhoc import workload_scenario
+    data = workload_scenario(kind, params=params, hosts=hosts, topology=topology, links=links,
+                             distance_km=distance_km, loss=loss, convergence=convergence, repetitions=repetitions,
+                             warmups=warmups, scale=scale)
+    run_dir = Path(out or default_run_dir(kind)).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "workload-scenario.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return run(path, out=run_dir, **run_options)
+
+
+def load_run(run_dir: str | Path) -> RunResult:
+    """A run directory judged again from its rows (nothing is measured or written)."""
+    from reports.build import load_verdict
+    run_dir = Path(run_dir)
+    if not (run_dir / "meta.json").exists():
+        raise SpecError(str(run_dir), "", str(run_dir), "not a run directory (no meta.json)")
+    meta, _, verdict, _ = load_verdict(run_dir)
+    files = {k: str(run_dir / f) for k, f in (("html", "report.html"), ("markdown", "summary.md"),
+                                              ("junit", "junit.xml")) if (run_dir / f).exists()}
+    return RunResult(run_dir, verdict.status, verdict, meta.get("backend", "netns"),
+                     {"headroom": meta.get("headroom")}, files)
+
+
+def report(run_dir: str | Path) -> RunResult:
+    """Draw (again) a run directory's HTML, Markdown, JUnit and CSV; the judged result."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "meta.json").exists():
+        raise SpecError(str(run_dir), "", str(run_dir), "not a run directory (no meta.json)")
+    return _judged(run_dir, None, {})
+
+
+def build_lab(topology: str | Path = "default", *, strict: bool = True) -> NetnsLab:
+    """Build a lab (namespaces, links, routes, impairments) on this kernel; `lab.down()` removes it.
+    `strict`: refuse what this kernel cannot apply (False: apply the rest, report it as skipped)."""
+    from harness.lab import create_lab
+    from harness.spec.loader import load_topology
+    lab = create_lab(load_topology(str(topology)), "netns", strict=strict)
+    lab.up()
+    return lab
+
+
+@contextlib.contextmanager
+def lab(topology: str | Path = "default", *, strict: bool = True) -> Iterator[NetnsLab]:
+    """`with metrolab.lab("default") as lab:` — the lab is removed on exit, error and Ctrl-C."""
+    built = build_lab(topology, strict=strict)
+    try:
+        yield built
+    finally:
+        built.down()

@@ -1,0 +1,32 @@
+"""A small two-site scenario and the CLI as a subprocess, for the tests that run scenarios."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+TOPO = {"name": "rl", "sites": [
+    {"name": "aidc-a", "kind": "aidc", "subnet": "10.1.0.0/24", "hosts": ["a1"],
+     "switches": [{"name": "gw-a", "role": "gateway"}], "access": {"switch": "gw-a"}},
+    {"name": "aidc-b", "kind": "aidc", "subnet": "10.2.0.0/24", "hosts": ["b1"],
+     "switches": [{"name": "gw-b", "role": "gateway"}], "access": {"switch": "gw-b"}}],
+    "links": [{"name": "wan", "a": "gw-a", "b": "gw-b", "rate": "200mbit"}]}
+
+
+def scenario(tmp_path: Path, **over) -> Path:
+    data = {"name": "rl", "topology": TOPO,
+            "workloads": [{"kind": "collective", "params": {"backend": "gloo", "size": "1m", "iters": 2}}],
+            "sweep": {"convergence": [1, 2, 4]}, "repetitions": 2, "warmups": 1,
+            "acceptance": ["efficiency >= 0.7 where convergence in [1, 1]", "busbw_gbs > 0"]} | over
+    path = tmp_path / f"{data['name']}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def metrolab(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=os.environ | {"METROLAB_PLAIN": "1"})
