@@ -161,7 +161,7 @@ def _quality_lines(verdict, headroom: dict) -> list[str]:
                        f"[{p.ci_low:+.2%}, {p.ci_high:+.2%}]")
     for w, h in headroom.items():
         if h.get("capacity_ratio") is not None:
-            out.append(f"{w}: emulated line rate / unshaped {h['transport']} capacity = {h['capacity_ratio']:.2f}"
+            out.append(f"{w}: emulated line rate / unshaped {h['transport']} capacity = {h['capacity_ratio']:.2g}"
                        + (" — above the limit: the host, not the network, may set the step time"
                           if h.get("host_bound") else ""))
         elif h.get("error"):
