@@ -99,18 +99,9 @@ def _probe_rxe() -> Capability:
 
 
 def _probe_kvm() -> Capability:
-    dev = Path("/dev/kvm")
-    if not dev.exists():
-        return Capability("kvm", False, "no /dev/kvm")
-    if not os.access(dev, os.R_OK | os.W_OK):
-        return Capability("kvm", False, "/dev/kvm not accessible")
-    # A PVM-only /dev/kvm opens fine but cannot run a stock kernel: only a boot proves it
-    # (the vm backend does that). Here we report what the CPU flags say.
-    flags = Path("/proc/cpuinfo").read_text()
-    hw = " vmx " in flags or " svm " in flags
-    detail = ("/dev/kvm present, CPU has VMX/SVM" if hw else
-              "/dev/kvm present but the CPU exposes no VMX/SVM (paravirtual KVM, e.g. PVM): use TCG")
-    return Capability("kvm", hw, detail)
+    from harness.vm.kvm import probe_kvm
+    kvm = probe_kvm()
+    return Capability("kvm", kvm.usable, kvm.why)
 
 
 def _guest_kernel() -> Capability:
@@ -127,8 +118,8 @@ def _vm_accel(kvm: Capability) -> Capability:
     if forced:
         return Capability("vm-accel", True, f"{forced} (METROLAB_VM_ACCEL)")
     if kvm.present:
-        return Capability("vm-accel", True, "kvm: the CPU exposes hardware virtualisation")
-    return Capability("vm-accel", True, f"tcg (software emulation, ~20x slower Python) because {kvm.detail}")
+        return Capability("vm-accel", True, f"kvm: {kvm.detail}")
+    return Capability("vm-accel", True, f"tcg (software emulation, ~20x slower Python): {kvm.detail}")
 
 
 def _module(name: str, import_name: str | None = None) -> Capability:

