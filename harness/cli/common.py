@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from harness.errors import EXIT_FAIL, EXIT_INCONCLUSIVE
 from harness.output import console, err_console, fmt, print_json, show_progress, table
@@ -71,40 +72,40 @@ def print_bench(title: str, res: dict, as_json: bool, spec: str = ".4g") -> None
 
 
 class RunProgress:
-    """A rich progress bar (points done, ETA) for a person at a terminal; plain lines otherwise."""
+    """A rich progress bar (points done, ETA) for a person at a terminal; plain lines otherwise.
+    The bar appears on the first update: a run moved to the guest streams the guest's own lines
+    and never draws one."""
 
     def __init__(self, json_mode: bool):
         self.live = show_progress(json_mode)
         self.json_mode = json_mode
         self.done = 0
         self.total: int | None = None
+        self.bar: Any = None  # a rich Progress once started
 
     def __enter__(self):
-        if self.live:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeRemainingColumn(), console=err_console)
-            self.bar.__enter__()
-            self.task = self.bar.add_task("starting", total=None)
         return self.update
+
+    def _start(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeRemainingColumn(), console=err_console)
+        self.bar.__enter__()
+        self.task = self.bar.add_task("starting", total=None)
 
     def update(self, advance: int = 0, total: int | None = None, description: str | None = None) -> None:
         if total is not None:
             self.total = total
         self.done += advance
         if self.live:
+            if self.bar is None:
+                self._start()
             self.bar.update(self.task, advance=advance, total=self.total, description=description or None)
         elif description and not self.json_mode:
             err_console.print(f"[{self.done}/{self.total or '?'}] {description}", highlight=False)
 
     def __exit__(self, *exc):
-        if self.live:
+        if self.bar is not None:
             self.bar.__exit__(*exc)
 
 
