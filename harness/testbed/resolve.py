@@ -1,0 +1,139 @@
+"""A testbed file resolved against its topology: every cross-field rule, each error located."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from harness.errors import SpecError, SpecErrors
+from harness.spec.resolve import Topology
+from harness.testbed.spec import LinkMap, Machine, TestbedSpec
+
+
+@dataclass
+class Testbed:
+    spec: TestbedSpec
+    source: str
+    topology: Topology
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def machine(self, name: str) -> Machine:
+        return next(m for m in self.spec.machines if m.name == name)
+
+    def machine_of(self, node: str) -> Machine:
+        return self.machine(self.spec.map.nodes[node])
+
+    def by_role(self, role: str) -> list[Machine]:
+        return [m for m in self.spec.machines if role in m.roles]
+
+
+def _needs_emulation(link) -> bool:
+    """A topology link with distance, delay, jitter or loss: only a WAN emulator gives it."""
+    p = link.props
+    return bool(p.distance_km or p.delay or p.jitter or (p.loss is not None and p.loss.p)
+                or p.duplicate or p.reorder)
+
+
+def resolve(spec: TestbedSpec, file: str, topology: Topology) -> Testbed:
+    errs: list[SpecError] = []
+    machines: dict[str, Machine] = {}
+    for i, m in enumerate(spec.machines):
+        if m.name in machines:
+            errs.append(SpecError(file, f"machines[{i}].name", m.name, "duplicate machine name"))
+        machines[m.name] = m
+        ifaces = [x.name for x in m.interfaces]
+        for j, name in enumerate(ifaces):
+            if name in ifaces[:j]:
+                errs.append(SpecError(file, f"machines[{i}].interfaces[{j}].name", name, "duplicate interface"))
+        if "wan-emulator" in m.roles:
+            if m.wan_ports is None:
+                errs.append(SpecError(file, f"machines[{i}].wan_ports", None,
+                                      "a wan-emulator names the two ports it bridges"))
+            elif m.wan_ports[0] == m.wan_ports[1]:
+                errs.append(SpecError(file, f"machines[{i}].wan_ports", list(m.wan_ports), "two different ports"))
+        elif m.wan_ports is not None:
+            errs.append(SpecError(file, f"machines[{i}].wan_ports", list(m.wan_ports),
+                                  "only a wan-emulator bridges ports (add the role)"))
+    for node, mname in spec.map.nodes.items():
+        if node not in topology.nodes:
+            errs.append(SpecError(file, f"map.nodes.{node}", node, f"no such node in topology {topology.name}"))
+        if mname not in machines:
+            errs.append(SpecError(file, f"map.nodes.{node}", mname,
+                                  f"no such machine (machines: {', '.join(sorted(machines))})"))
+        elif node in topology.nodes and topology.nodes[node].kind == "host" and \
+                not {"compute", "storage"} & set(machines[mname].roles):
+            errs.append(SpecError(file, f"map.nodes.{node}", mname, "a host maps to a compute or storage machine"))
+    for node in topology.nodes:
+        if node not in spec.map.nodes:
+            errs.append(SpecError(file, "map.nodes", node, f"topology node {node} is not mapped to a machine"))
+    links = {lk.name: lk for lk in topology.links}
+    mapped: set[str] = set()
+    for k, lm in enumerate(spec.map.links):
+        at = f"map.links[{k}]"
+        lk = links.get(lm.link)
+        if lk is None:
+            errs.append(SpecError(file, f"{at}.link", lm.link, f"no such link in topology {topology.name}"))
+            continue
+        if lm.link in mapped:
+            errs.append(SpecError(file, f"{at}.link", lm.link, "mapped twice"))
+        mapped.add(lm.link)
+        errs += _check_ports(lm, at, file, machines, spec, (lk.a, lk.b))
+        if _needs_emulation(lk) and lm.emulator is None:
+            errs.append(SpecError(file, f"{at}.emulator", None, f"link {lm.link} has distance, delay or loss: "
+                                  "map it across a wan-emulator machine"))
+        if lm.emulator is not None:
+            em = machines.get(lm.emulator)
+            if em is None:
+                errs.append(SpecError(file, f"{at}.emulator", lm.emulator, "no such machine"))
+            elif "wan-emulator" not in em.roles:
+                errs.append(SpecError(file, f"{at}.emulator", lm.emulator, "not a wan-emulator machine"))
+    for name in links:
+        if name not in mapped:
+            errs.append(SpecError(file, "map.links", name, f"topology link {name} is not mapped to ports"))
+    if errs:
+        raise SpecErrors(errs) if len(errs) > 1 else errs[0]
+    return Testbed(spec, file, topology)
+
+
+def _check_ports(lm: LinkMap, at: str, file: str, machines: dict[str, Machine], spec: TestbedSpec,
+                 ends: tuple[str, str]) -> list[SpecError]:
+    errs = []
+    for side, (port, node) in enumerate(zip(lm.ports, ends)):
+        mname, _, iface = port.partition(":")
+        m = machines.get(mname)
+        if m is None:
+            errs.append(SpecError(file, f"{at}.ports[{side}]", port, "no such machine"))
+            continue
+        if iface not in {x.name for x in m.interfaces}:
+            errs.append(SpecError(file, f"{at}.ports[{side}]", port,
+                                  f"machine {mname} has no interface {iface} (interfaces: "
+                                  f"{', '.join(x.name for x in m.interfaces) or 'none'})"))
+        if spec.map.nodes.get(node) not in (None, mname):
+            errs.append(SpecError(file, f"{at}.ports[{side}]", port,
+                                  f"end {node} of the link maps to machine {spec.map.nodes[node]}, not {mname}"))
+    return errs
+
+
+def testbed_from_data(data: Any, file: str) -> Testbed:
+    from harness.spec.loader import errors_from_pydantic, load_topology
+    if not isinstance(data, dict):
+        raise SpecError(file, "", data, "a testbed is a mapping with name, machines and map")
+    try:
+        spec = TestbedSpec.model_validate(data)
+    except ValidationError as exc:
+        raise errors_from_pydantic(exc, file) from None
+    topo_ref = spec.topology
+    if not Path(topo_ref).is_absolute() and (Path(file).parent / topo_ref).exists():
+        topo_ref = str(Path(file).parent / topo_ref)
+    return resolve(spec, file, load_topology(topo_ref))
+
+
+def load_testbed(path: str | Path) -> Testbed:
+    from harness.spec.loader import read_yaml
+    return testbed_from_data(read_yaml(path), str(path))

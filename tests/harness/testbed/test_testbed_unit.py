@@ -1,0 +1,109 @@
+"""Testbed files: the example validates against its topology, bad files fail with located errors
+before anything is touched, and the ansible inventory is one ansible itself reads."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.errors import SpecError, SpecErrors
+from harness.testbed import resolve
+from harness.testbed.derive import inventory
+from harness.testbed.resolve import load_testbed
+
+pytestmark = pytest.mark.unit
+EXAMPLE = Path(__file__).resolve().parents[3] / "ansible" / "examples" / "testbed.yaml"
+
+
+def example() -> dict:
+    return yaml.safe_load(EXAMPLE.read_text())
+
+
+def errors_of(data: dict) -> list[SpecError]:
+    with pytest.raises((SpecError, SpecErrors)) as info:
+        resolve.testbed_from_data(data, "tb.yaml")  # (not imported by name: pytest would collect it)
+    return info.value.errors if isinstance(info.value, SpecErrors) else [info.value]
+
+
+def test_the_example_maps_every_node_and_link_of_the_default_topology():
+    tb = load_testbed(EXAMPLE)
+    assert tb.topology.name == "metro-default"
+    assert set(tb.spec.map.nodes) == set(tb.topology.nodes)
+    assert {lm.link for lm in tb.spec.map.links} == {lk.name for lk in tb.topology.links}
+    assert tb.machine_of("a1").name == "srv-a1" and [m.name for m in tb.by_role("wan-emulator")][:1] == ["wan-1"]
+
+
+def _machine(d: dict, name: str) -> dict:
+    return next(m for m in d["machines"] if m["name"] == name)
+
+
+BAD = [
+    # (what, mutate, field path, words of the message)
+    ("unknown machine", lambda d: d["map"]["nodes"].update({"a1": "srv-zz"}), "map.nodes.a1", "no such machine"),
+    ("unknown node", lambda d: d["map"]["nodes"].update({"zz": "srv-a1"}), "map.nodes.zz", "no such node"),
+    ("node not mapped", lambda d: d["map"]["nodes"].pop("b2"), "map.nodes", "is not mapped"),
+    ("missing port", lambda d: d["map"]["links"][0].update({"ports": ["srv-a1:ens9", "leaf-a:swp1"]}),
+     "map.links[0].ports[0]", "has no interface ens9"),
+    ("port on the wrong machine", lambda d: d["map"]["links"][0].update({"ports": ["srv-a2:ens1f0", "leaf-a:swp1"]}),
+     "map.links[0].ports[0]", "maps to machine srv-a1"),
+    ("wan link without an emulator", lambda d: d["map"]["links"][9].pop("emulator"), "map.links[9].emulator",
+     "map it across a wan-emulator"),
+    ("emulator that is not one", lambda d: d["map"]["links"][9].update({"emulator": "srv-s1"}),
+     "map.links[9].emulator", "not a wan-emulator"),
+    ("emulator without ports", lambda d: _machine(d, "wan-1").pop("wan_ports"), "machines[12].wan_ports",
+     "names the two ports"),
+    ("link not mapped", lambda d: d["map"]["links"].pop(3), "map.links", "is not mapped to ports"),
+    ("unknown link", lambda d: d["map"]["links"][0].update({"link": "wan-zz"}), "map.links[0].link", "no such link"),
+    ("bad port syntax", lambda d: d["map"]["links"][0].update({"ports": ["srv-a1", "leaf-a:swp1"]}),
+     "map.links[0].ports", "MACHINE:IFACE"),
+    ("unknown role", lambda d: _machine(d, "srv-a1").update({"roles": ["gpu-box"]}), "machines[0].roles[0]", ""),
+    ("unknown field", lambda d: d.update({"colour": "red"}), "colour", "unknown field"),
+    ("host on a switch", lambda d: d["map"]["nodes"].update({"a1": "leaf-a"}), "map.nodes.a1",
+     "compute or storage"),
+]
+
+
+@pytest.mark.parametrize("what,mutate,path,words", BAD, ids=[b[0] for b in BAD])
+def test_a_bad_testbed_names_file_field_and_value(what, mutate, path, words):
+    data = copy.deepcopy(example())
+    mutate(data)
+    errs = errors_of(data)
+    hit = [e for e in errs if e.path == path and words in e.message]
+    assert hit, [str(e) for e in errs]
+    assert all(e.file == "tb.yaml" for e in errs)
+
+
+def test_the_inventory_is_one_ansible_reads(tmp_path):
+    inv = inventory(load_testbed(EXAMPLE))
+    path = tmp_path / "inventory.yml"
+    path.write_text(yaml.safe_dump(inv))
+    exe = Path(sys.executable).parent / "ansible-inventory"
+    res = subprocess.run([str(exe), "-i", str(path), "--list"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout)
+    assert sorted(got["wan_emulator"]["hosts"]) == ["wan-1", "wan-2", "wan-3", "wan-4"]
+    assert len(got["compute"]["hosts"]) == 4 and len(got["linux_switch"]["hosts"]) == 6
+    hv = got["_meta"]["hostvars"]["srv-b2"]
+    assert hv["ansible_host"] == "192.0.2.14" and hv["metrolab_interfaces"][0]["rdma"] == "soft-roce"
+    assert hv["metrolab_testbed"] == "example-lab" and hv["metrolab_nodes"] == ["b2"]
+    assert got["_meta"]["hostvars"]["wan-1"]["metrolab_wan_ports"] == ["eth1", "eth2"]
+
+
+def test_the_cli_writes_the_inventory_and_refuses_a_bad_file(tmp_path):
+    out = tmp_path / "inv.yml"
+    res = subprocess.run([sys.executable, "-m", "harness.cli", "testbed", "inventory", str(EXAMPLE), "-o", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert yaml.safe_load(out.read_text())["all"]["vars"]["metrolab_testbed"] == "example-lab"
+    bad = copy.deepcopy(example())
+    bad["map"]["nodes"]["a1"] = "srv-zz"
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    res = subprocess.run([sys.executable, "-m", "harness.cli", "testbed", "show", str(tmp_path / "bad.yaml")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "map.nodes.a1: no such machine" in res.stderr and "'srv-zz'" in res.stderr
