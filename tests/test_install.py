@@ -72,6 +72,9 @@ def test_installed_metrolab_lists_scenarios_and_plans_the_default_topology(insta
 @pytest.mark.lab
 def test_installed_metrolab_runs_a_scenario_from_another_directory(installed):
     res = run(installed, "run", "load-balancing", "--quick", "--json", timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
+    # the installed tool runs the scenario to a verdict; whether 3 quick blocks decide every criterion
+    # is the scenario's business (its lab test judges it), so inconclusive (exit 5) counts as run too
+    assert res.returncode in (0, 5), res.stderr[-3000:]
     out = json.loads(res.stdout)
-    assert out["status"] == "pass" and str(installed[1]) in out["run_dir"], out
+    assert out["status"] in ("pass", "inconclusive") and str(installed[1]) in out["run_dir"], out["status"]
+    assert out["measured"] == 30 and all(p["status"] == "ok" for p in out["points"]), out["points"]
