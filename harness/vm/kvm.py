@@ -30,6 +30,13 @@ def probe_kvm(dev: Path = Path("/dev/kvm"), cpuinfo: Path = Path("/proc/cpuinfo"
               modules: Path = Path("/sys/module")) -> KvmProbe:
     if not dev.exists():
         return KvmProbe(False, f"no {dev}")
+    # decided before any VM is created: creating one under paravirtual KVM is not free for the host
+    if (modules / "kvm_pvm").exists():
+        return KvmProbe(False, f"{dev} is paravirtual KVM (kvm_pvm): it cannot run a stock kernel")
+    flags = cpuinfo.read_text() if cpuinfo.exists() else ""
+    if not any(f" {flag}" in line or line.endswith(f" {flag}") for line in flags.splitlines()
+               if line.startswith("flags") for flag in ("vmx", "svm")):
+        return KvmProbe(False, f"{dev}: the CPU exposes no VMX/SVM")
     try:
         fd = os.open(dev, os.O_RDWR | os.O_CLOEXEC)
     except OSError as exc:
@@ -49,10 +56,4 @@ def probe_kvm(dev: Path = Path("/dev/kvm"), cpuinfo: Path = Path("/proc/cpuinfo"
         os.close(vm)
     finally:
         os.close(fd)
-    if (modules / "kvm_pvm").exists():
-        return KvmProbe(False, f"{dev} is paravirtual KVM (kvm_pvm): it cannot run a stock kernel")
-    flags = cpuinfo.read_text() if cpuinfo.exists() else ""
-    if not any(f" {flag}" in line or line.endswith(f" {flag}") for line in flags.splitlines()
-               if line.startswith("flags") for flag in ("vmx", "svm")):
-        return KvmProbe(False, f"{dev} creates VMs but the CPU exposes no VMX/SVM")
     return KvmProbe(True, f"{dev} creates VMs with hardware virtualisation (VMX/SVM)")

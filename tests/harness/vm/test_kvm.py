@@ -31,13 +31,16 @@ def test_each_refusal_names_its_reason(tmp_path):
     assert probe_kvm(dev=tmp_path / "kvm").why == f"no {tmp_path / 'kvm'}"
     node = tmp_path / "kvm-file"
     node.write_text("")  # a file is no KVM device: the API ioctl fails
-    assert probe_kvm(dev=node).why.startswith(f"{node} is not a KVM device")
+    no_pvm = tmp_path / "modules"
+    no_pvm.mkdir()
+    virt = tmp_path / "cpuinfo-vmx"
+    virt.write_text("flags\t\t: fpu vmx sse2\n")
+    assert probe_kvm(dev=node, modules=no_pvm, cpuinfo=virt).why.startswith(f"{node} is not a KVM device")
     no_virt = tmp_path / "cpuinfo"
     no_virt.write_text("flags\t\t: fpu sse2 hypervisor\n")
     # no kvm_pvm here, but no VMX/SVM either: refused (or refused earlier where /dev/kvm itself is unusable)
     why = probe_kvm(modules=tmp_path, cpuinfo=no_virt).why
-    assert why.endswith("the CPU exposes no VMX/SVM") or why.startswith(("no /dev/kvm", "/dev/kvm cannot",
-                                                                           "/dev/kvm refuses")), why
+    assert why.endswith("the CPU exposes no VMX/SVM") or why.startswith("no /dev/kvm"), why
 
 
 def test_forced_accelerator_wins(monkeypatch):
