@@ -118,8 +118,9 @@ class Shaper:
     def apply(self, ifname: str, imp: Impairment, strict: bool = True, where: str = "",
               peer: tuple[str, str] | None = None) -> Applied:
         missing = self.check(imp, where)
-        log.debug("%s %s: %s%s", self.ns, ifname, imp.to_dict() if not imp.is_empty else "cleared",
-                  f" (cannot apply: {', '.join(missing)})" if missing else "")
+        if log.isEnabledFor(logging.DEBUG):  # to_dict() only when someone reads it
+            log.debug("%s %s: %s%s", self.ns, ifname, imp.to_dict() if not imp.is_empty else "cleared",
+                      f" (cannot apply: {', '.join(missing)})" if missing else "")
         if missing and strict:
             raise CapabilityError(
                 f"{where or ifname}: this kernel lacks sch_netem, so it cannot apply {', '.join(missing)}; "

@@ -10,6 +10,7 @@ table itself imports nothing heavy.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -59,7 +60,10 @@ class Coll:
         return max(elems, 1)
 
 
+@functools.cache
 def _alg():
+    """harness.dist.algorithms, imported on first use (it imports torch), then from the cache: the
+    collectives call this on every step."""
     from harness.dist import algorithms
     return algorithms
 

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from harness.errors import SpecError, SpecErrors
 from harness.spec.resolve import Topology, resolve
 from harness.spec.topology import TopologySpec
 
 DEFAULT_TOPOLOGY = "default"
+
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def _loc(loc: tuple) -> str:
@@ -60,14 +63,19 @@ def builtin_topology_path(name: str) -> Path:
     return topologies_dir() / f"{name}.yaml"
 
 
-def topology_from_data(data: Any, file: str) -> Topology:
+def validate_mapping(model: type[M], data: Any, file: str, what: str) -> M:
+    """`data` (a YAML document) as `model`, or located errors naming `file`; `what` says what the
+    document must be when it is not even a mapping."""
     if not isinstance(data, dict):
-        raise SpecError(file, "", data, "a topology is a mapping with sites and links")
+        raise SpecError(file, "", data, what)
     try:
-        spec = TopologySpec.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise errors_from_pydantic(exc, file) from None
-    return resolve(spec, file)
+
+
+def topology_from_data(data: Any, file: str) -> Topology:
+    return resolve(validate_mapping(TopologySpec, data, file, "a topology is a mapping with sites and links"), file)
 
 
 def load_topology(ref: str | Path | None = None) -> Topology:

@@ -6,8 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from harness.errors import SpecError, SpecErrors
 from harness.spec.resolve import Topology
 from harness.testbed.spec import LinkMap, Machine, TestbedSpec
@@ -121,13 +119,8 @@ def _check_ports(lm: LinkMap, at: str, file: str, machines: dict[str, Machine], 
 
 
 def testbed_from_data(data: Any, file: str) -> Testbed:
-    from harness.spec.loader import errors_from_pydantic, load_topology
-    if not isinstance(data, dict):
-        raise SpecError(file, "", data, "a testbed is a mapping with name, machines and map")
-    try:
-        spec = TestbedSpec.model_validate(data)
-    except ValidationError as exc:
-        raise errors_from_pydantic(exc, file) from None
+    from harness.spec.loader import load_topology, validate_mapping
+    spec = validate_mapping(TestbedSpec, data, file, "a testbed is a mapping with name, machines and map")
     topo_ref = spec.topology
     if not Path(topo_ref).is_absolute() and (Path(file).parent / topo_ref).exists():
         topo_ref = str(Path(file).parent / topo_ref)
