@@ -61,6 +61,10 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
             internal=True),
     Setting("METROLAB_SONIC_INVENTORY", str, None, "ansible inventory of a real SONiC switch (enables the sonic "
                                                    "test)"),
+    Setting("METROLAB_ANSIBLE_TASKS", str, None, "file metrolab's ansible callback appends each task's name to "
+                                                 "(progress)", internal=True),
+    Setting("METROLAB_WHEEL", str, None, "the metrolab wheel `testbed provision` installs on the machines (default: "
+                                         "built from this checkout)"),
 )}
 
 

@@ -76,12 +76,14 @@ def tc(args: list[str], netns: str | None = None, check: bool = True) -> Result:
 
 
 def ansible_playbook(playbook: Path, inventory: str, extra_vars: dict, *, check: bool, limit: str | None = None,
-                     timeout: float = 1800) -> Result:
-    """Run a playbook with ansible's JSON callback (one JSON document on stdout); failures are the
-    caller's to read from the result (a failed host is not an exception here)."""
+                     timeout: float = 1800, progress=None) -> Result:
+    """Run a playbook of metrolab's ansible project (its ansible.cfg, roles and JSON callback: one
+    JSON document on stdout); failures are the caller's to read from the result (a failed host is
+    not an exception here). `progress(task_name)` is called as each task starts."""
     import json
     import os
     import sys
+    import tempfile
     venv = Path(sys.executable).parent / "ansible-playbook"  # the venv's, found without PATH
     exe = str(venv) if venv.exists() else which("ansible-playbook")
     if exe is None:
@@ -91,8 +93,32 @@ def ansible_playbook(playbook: Path, inventory: str, extra_vars: dict, *, check:
         args += ["--check", "--diff"]
     if limit:
         args += ["--limit", limit]
-    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="metrolab_json", ANSIBLE_NOCOLOR="1",
-               ANSIBLE_CALLBACK_PLUGINS=str(Path(playbook).parent / "callback_plugins"),
-               ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_RETRY_FILES_ENABLED="False", LC_ALL="C.UTF-8")
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
-    return Result(args, proc.returncode, proc.stdout, proc.stderr)
+    project = Path(playbook).parent
+    with tempfile.NamedTemporaryFile("w+", prefix="metrolab-ansible-", suffix=".log") as tasks:
+        env = dict(os.environ, ANSIBLE_CONFIG=str(project / "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK="metrolab_json",
+                   ANSIBLE_NOCOLOR="1", ANSIBLE_CALLBACK_PLUGINS=str(project / "callback_plugins"),
+                   ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_RETRY_FILES_ENABLED="False", LC_ALL="C.UTF-8",
+                   METROLAB_ANSIBLE_TASKS=tasks.name)
+        log.debug("run: %s", " ".join(args))
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        seen = 0
+        try:
+            while True:
+                try:
+                    out, err = proc.communicate(timeout=1)
+                    break
+                except subprocess.TimeoutExpired:
+                    timeout -= 1
+                    if timeout <= 0:
+                        raise
+                    if progress is not None:  # the callback appends each task's name as it starts
+                        tasks.seek(0)
+                        names = tasks.read().splitlines()
+                        for name in names[seen:]:
+                            progress(name)
+                        seen = len(names)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    return Result(args, proc.returncode, out, err)

@@ -48,7 +48,7 @@ class Applied:
 
 
 def _nft_table(ifname: str) -> str:
-    return f"ml_loss_{ifname}"
+    return f"metrolab_loss_{ifname}"  # the prefix marks every nft table of ours
 
 
 def nft_loss_script(ifname: str, p: float) -> str:

@@ -10,6 +10,7 @@ APT_PACKAGES=(
   iproute2 nftables iputils-ping kmod util-linux procps
   qemu-system-x86 busybox-static zstd xz-utils cpio
   rdma-core ibverbs-providers ibverbs-utils perftest python3-pyverbs
+  openssh-server openssh-client python3-apt
 )
 # the tests open reports in headless Chromium: Debian packages it; Ubuntu's package is a snap
 # stub, so there the browser comes from Playwright below
@@ -22,8 +23,18 @@ done
 if ((${#need_apt[@]})); then
   echo "metrolab: installing apt packages: ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # openssh-server is for the testbed sandbox (its own sshd in each namespace): the package's own
+  # service must not start on this machine, so invoke-rc.d is told no while apt runs
+  guard=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    guard=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' > "$guard" && chmod +x "$guard"
+  fi
+  trap '[ -n "$guard" ] && rm -f "$guard"' EXIT
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  [ -n "$guard" ] && rm -f "$guard"
+  guard=
 fi
 
 PY=${PYTHON:-python3}

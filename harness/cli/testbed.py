@@ -12,7 +12,7 @@ from harness.output import console, print_json, table
 
 
 def register(sub) -> None:
-    tb = sub.add_parser("testbed", help="real testbeds: validate a testbed file, write its ansible inventory")
+    tb = sub.add_parser("testbed", help="real testbeds: validate, provision (ansible), check, clean")
     tsub = tb.add_subparsers(dest="testbedcmd", metavar="ACTION", required=True)
     show = tsub.add_parser("show", help="validate a testbed file against its topology; machines and mapping")
     show.add_argument("testbed", help="testbed YAML")
@@ -23,6 +23,23 @@ def register(sub) -> None:
     inv.add_argument("-o", "--out", help="write it here (default: print it)")
     add_json(inv)
     inv.set_defaults(func=cmd_testbed_inventory)
+    prov = tsub.add_parser("provision", help="prepare every machine (ansible/site.yml: RDMA, metrolab, Ray nodes, "
+                                             "WAN emulators, switches); idempotent")
+    prov.add_argument("testbed", help="testbed YAML")
+    prov.add_argument("--check", action="store_true", help="ansible's dry run: what would change, nothing changed")
+    add_json(prov)
+    prov.set_defaults(func=cmd_testbed_provision)
+    chk = tsub.add_parser("check", help="is every machine fit for a run: reachable, kernel, netem, RDMA and RoCEv2 "
+                                        "GIDs, MTU along each link, versions equal to the controller's, Ray, clocks")
+    chk.add_argument("testbed", help="testbed YAML")
+    chk.add_argument("--scenario", help="judge for this scenario (its delay points need netem on the emulators)")
+    add_json(chk)
+    chk.set_defaults(func=cmd_testbed_check)
+    cln = tsub.add_parser("clean", help="what a killed run left on the machines: Ray nodes (by PID file), "
+                                        "impairments on the emulators, policy state on the switches")
+    cln.add_argument("testbed", help="testbed YAML")
+    add_json(cln)
+    cln.set_defaults(func=cmd_testbed_clean)
 
 
 def cmd_testbed_show(args) -> int:
@@ -62,3 +79,61 @@ def cmd_testbed_inventory(args) -> int:
         else:
             print(text, end="")
     return 0
+
+
+def _progress(args):
+    from harness.cli.common import RunProgress
+    return RunProgress(args.json)
+
+
+def _print_hosts(title: str, run, as_json: bool, check: bool = False) -> int:
+    hosts = sorted(run.hosts.values(), key=lambda o: o.host)
+    failed = [o for o in hosts if not o.ok]
+    if as_json:
+        print_json({"hosts": [o.to_dict() for o in hosts], "ok": not failed, "check": check})
+    else:
+        verb = "would change" if check else "changed"
+        console.print(table(title, ["machine", "result", verb, "failure"],
+                            [[o.host, "ok" if o.ok else ("unreachable" if o.unreachable else "FAILED"),
+                              f"{len(o.changed)}: " + ", ".join(o.changed[:4]) + (" …" if len(o.changed) > 4 else "")
+                              if o.changed else "0", o.failed or ""] for o in hosts]))
+    return 1 if failed else 0
+
+
+def cmd_testbed_provision(args) -> int:
+    from harness.testbed.ops import provision
+    from harness.testbed.resolve import load_testbed
+    tb = load_testbed(args.testbed)
+    with _progress(args) as progress:
+        run = provision(tb, check=args.check, progress=lambda task: progress(description=task))
+    return _print_hosts(f"provision {tb.name}" + (" (--check)" if args.check else ""), run, args.json, args.check)
+
+
+def cmd_testbed_clean(args) -> int:
+    from harness.testbed.ops import clean
+    from harness.testbed.resolve import load_testbed
+    tb = load_testbed(args.testbed)
+    with _progress(args) as progress:
+        run = clean(tb, progress=lambda task: progress(description=task))
+    return _print_hosts(f"clean {tb.name}", run, args.json)
+
+
+def cmd_testbed_check(args) -> int:
+    from harness.testbed.check import run_check
+    from harness.testbed.resolve import load_testbed
+    tb = load_testbed(args.testbed)
+    needs_netem = False
+    if args.scenario:
+        from harness.scenario.needs import scenario_needs
+        from harness.scenario.spec import load_scenario
+        needs_netem = "netem" in scenario_needs(load_scenario(args.scenario))
+    with _progress(args) as progress:
+        rep = run_check(tb, needs_netem=needs_netem, progress=lambda what: progress(description=what))
+    if args.json:
+        print_json(rep.to_dict())
+    else:
+        style = {"ok": "green", "warn": "yellow", "fail": "bold red"}
+        console.print(table(f"check {tb.name}", ["machine / link", "check", "result", "detail"],
+                            [[f.machine, f.check, f.level, f.detail] for f in rep.findings]))
+        console.print(f"verdict: [{style[rep.verdict]}]{rep.verdict}[/]")
+    return 1 if rep.verdict == "fail" else 0

@@ -28,6 +28,9 @@ def clean_all() -> list[str]:
             if (NETNS_RUN_DIR / name).exists():
                 remove_namespace(name)
                 removed.append(name)
+        if st.backend == "sandbox":
+            from harness.testbed.sandbox import cleanup_leftovers
+            removed += cleanup_leftovers(st)
         st.remove()
     removed += _orphan_guests()
     # a journal can be lost (its directory wiped): our naming pattern finds the rest

@@ -1,5 +1,6 @@
-"""What a testbed gives other tools: an ansible inventory (one group per role, each machine's ssh,
-Python, data interfaces and the topology nodes it carries)."""
+"""What a testbed gives other tools: an ansible inventory (one group per role and one of the
+machines that run a Ray node; each machine's ssh, Python, data interfaces, the topology nodes it
+carries and its own extra variables; the Ray head's address for all)."""
 
 from __future__ import annotations
 
@@ -26,8 +27,15 @@ def inventory(tb: Testbed) -> dict[str, Any]:
         nodes = sorted(n for n, mm in tb.spec.map.nodes.items() if mm == m.name)
         if nodes:
             h["metrolab_nodes"] = nodes
+        h |= m.vars
         hosts[m.name] = h
     children = {group: {"hosts": {m.name: None for m in tb.by_role(role)}}
                 for role, group in GROUPS.items() if tb.by_role(role)}
+    children["ray_nodes"] = {"hosts": {m.name: None for m in tb.ray_machines()}}
+    head = tb.ray_head
     return {"all": {"hosts": hosts, "children": children,
-                    "vars": {"metrolab_testbed": tb.name, "metrolab_topology": tb.topology.name}}}
+                    "vars": {"metrolab_testbed": tb.name, "metrolab_topology": tb.topology.name,
+                             "metrolab_ray_head": head.name,
+                             "metrolab_ray_address": f"{head.mgmt}:{tb.spec.ray.port}",
+                             "metrolab_ray_port": tb.spec.ray.port,
+                             "metrolab_ray_client_port": tb.spec.ray.client_port}}}

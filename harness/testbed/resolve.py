@@ -30,8 +30,20 @@ class Testbed:
     def by_role(self, role: str) -> list[Machine]:
         return [m for m in self.spec.machines if role in m.roles]
 
+    @property
+    def ray_head(self) -> Machine:
+        """The machine running Ray's head: the named one, else the first compute machine."""
+        if self.spec.ray.head:
+            return self.machine(self.spec.ray.head)
+        return (self.by_role("compute") or self.by_role("storage") or self.spec.machines)[0]
 
-def _needs_emulation(link) -> bool:
+    def ray_machines(self) -> list[Machine]:
+        """Machines that run a Ray node: those carrying topology hosts, and every wan-emulator and
+        Linux switch (operations on a machine run as Ray tasks pinned to it)."""
+        return [m for m in self.spec.machines if "sonic-switch" not in m.roles]
+
+
+def needs_emulation(link) -> bool:
     """A topology link with distance, delay, jitter or loss: only a WAN emulator gives it."""
     p = link.props
     return bool(p.distance_km or p.delay or p.jitter or (p.loss is not None and p.loss.p)
@@ -58,6 +70,10 @@ def resolve(spec: TestbedSpec, file: str, topology: Topology) -> Testbed:
         elif m.wan_ports is not None:
             errs.append(SpecError(file, f"machines[{i}].wan_ports", list(m.wan_ports),
                                   "only a wan-emulator bridges ports (add the role)"))
+    if spec.ray.head is not None and spec.ray.head not in machines:
+        errs.append(SpecError(file, "ray.head", spec.ray.head, "no such machine"))
+    elif spec.ray.head is not None and "sonic-switch" in machines[spec.ray.head].roles:
+        errs.append(SpecError(file, "ray.head", spec.ray.head, "a SONiC switch runs no Ray node"))
     for node, mname in spec.map.nodes.items():
         if node not in topology.nodes:
             errs.append(SpecError(file, f"map.nodes.{node}", node, f"no such node in topology {topology.name}"))
@@ -82,7 +98,7 @@ def resolve(spec: TestbedSpec, file: str, topology: Topology) -> Testbed:
             errs.append(SpecError(file, f"{at}.link", lm.link, "mapped twice"))
         mapped.add(lm.link)
         errs += _check_ports(lm, at, file, machines, spec, (lk.a, lk.b))
-        if _needs_emulation(lk) and lm.emulator is None:
+        if needs_emulation(lk) and lm.emulator is None:
             errs.append(SpecError(file, f"{at}.emulator", None, f"link {lm.link} has distance, delay or loss: "
                                   "map it across a wan-emulator machine"))
         if lm.emulator is not None:

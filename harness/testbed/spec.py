@@ -10,7 +10,7 @@ interfaces, a WAN link has an emulator) in `harness.testbed.resolve`, located by
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -54,6 +54,8 @@ class Machine(_Strict):
     roles: list[Role] = Field(min_length=1)
     interfaces: list[Interface] = Field(default_factory=list)
     wan_ports: tuple[str, str] | None = Field(default=None, description="wan-emulator: the two bridged ports")
+    # extra ansible host variables (ansible_become, a role's setting such as metrolab_root)
+    vars: dict[str, Any] = Field(default_factory=dict)
 
 
 class LinkMap(_Strict):
@@ -76,9 +78,17 @@ class Mapping(_Strict):
     links: list[LinkMap] = Field(default_factory=list)
 
 
+class RaySpec(_Strict):
+    head: Name | None = Field(default=None, description="the machine that runs Ray's head (default: the first "
+                              "compute machine)")
+    port: int = Field(default=6379, ge=1, le=65535, description="the head's GCS port")
+    client_port: int = Field(default=10001, ge=1, le=65535, description="Ray Client's port (the controller's way in)")
+
+
 class TestbedSpec(_Strict):
     name: Name
     description: str = ""
     topology: str = Field(default="default", description="the topology (built-in name or path) it maps")
     machines: list[Machine] = Field(min_length=1)
     map: Mapping = Mapping()
+    ray: RaySpec = RaySpec()

@@ -59,7 +59,7 @@ def test_new_profile_replaces_the_old_one(lab_factory):
     tbf = next(q for q in h.get_qdiscs(index=idx) if q.get_attr("TCA_KIND") == "tbf")
     assert tbf.get_attr("TCA_OPTIONS").get_attr("TCA_TBF_PARMS")["rate"] == 50e6 / 8
     rules = json.loads(in_ns(lab, "sw", "nft", "-j", "list", "ruleset").stdout)["nftables"]
-    rules = [r for r in rules if "rule" in r and r["rule"]["table"] == f"ml_loss_{b.ifname}"]
+    rules = [r for r in rules if "rule" in r and r["rule"]["table"] == f"metrolab_loss_{b.ifname}"]
     assert len(rules) == 1
     assert "2000000" in json.dumps(rules)  # 0.02 x 1e8: the new threshold, alone
     lab.impair("h1-sw", Impairment())  # an empty profile clears everything

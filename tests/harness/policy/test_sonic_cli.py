@@ -105,7 +105,7 @@ def test_apply_check_is_a_dry_run_with_a_diff(tmp_path, sonic_standins):
     r = apply(tmp_path, bin_dir, "--check")
     assert r.returncode == 0, r.stderr
     host = json.loads(r.stdout)["hosts"][0]
-    assert host["ok"] and "Stage the config_db fragment" in host["changed"]
+    assert host["ok"] and "sonic : Stage the config_db fragment" in host["changed"]  # role : task
     assert not (tmp_path / "staged" / "metrolab.json").exists()          # nothing copied
     assert log.read_text().splitlines() == ["show runningconfiguration all"]  # no `config` ran
     ops = {(op, table) for op, table, *_ in host["diff"]}

@@ -1,0 +1,168 @@
+"""`metrolab testbed check`: is every machine of a testbed fit for a run? Facts come from ansible
+(check.yml: kernel, netem, RDMA devices and RoCEv2 GIDs, the data interfaces' MTU, metrolab's
+versions) and from the Ray cluster (a node per machine, each machine's clock against the
+controller's); `judge` turns them into findings. Pure apart from `run_check`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from harness.testbed.resolve import Testbed
+from harness.testbed.versions import differences
+
+# a clock further off than this spoils one-way delays measured across machines (500 km is 2.5 ms)
+CLOCK_WARN_S = 0.001
+
+
+@dataclass
+class Finding:
+    machine: str
+    check: str
+    level: str      # ok | warn | fail
+    detail: str
+
+
+@dataclass
+class CheckReport:
+    testbed: str
+    machines: dict[str, dict[str, Any]] = field(default_factory=dict)   # machine -> its facts
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> str:
+        levels = {f.level for f in self.findings}
+        return "fail" if "fail" in levels else "warn" if "warn" in levels else "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"testbed": self.testbed, "verdict": self.verdict, "machines": self.machines,
+                "findings": [asdict(f) for f in self.findings]}
+
+
+def _rdma_name(iface: dict) -> str:
+    return f"rxe_{iface['name']}" if iface.get("rdma") == "soft-roce" else iface["rdma"]
+
+
+def judge(tb: Testbed, facts: dict[str, dict | None], unreachable: dict[str, str], controller: dict,
+          ray_nodes: dict[str, Any] | None, clocks: dict[str, dict], needs_netem: bool) -> list[Finding]:
+    """Findings per machine. `facts`: machine -> machine_facts.py's output (None: not read);
+    `unreachable`: machine -> why; `ray_nodes`: machine -> node (None: no cluster reached);
+    `clocks`: machine -> TestbedRay.clock(); `needs_netem`: the runs need delay on the emulators."""
+    out: list[Finding] = []
+    for m in tb.spec.machines:
+        f = facts.get(m.name)
+        if m.name in unreachable or f is None:
+            out.append(Finding(m.name, "reachable", "fail", unreachable.get(m.name, "no facts read")))
+            continue
+        out.append(Finding(m.name, "reachable", "ok", f"ssh as {m.ssh.user}@{m.mgmt}; kernel {f['kernel']}"))
+        if "wan-emulator" in m.roles:
+            if f["netem"]:
+                out.append(Finding(m.name, "netem", "ok", "sch_netem available"))
+            else:
+                out.append(Finding(m.name, "netem", "fail" if needs_netem else "warn",
+                                   "no sch_netem: distance, jitter and netem loss cannot be emulated here"
+                                   + ("" if needs_netem else " (rate and loss points still run)")))
+        for iface in m.interfaces:
+            got = f["interfaces"].get(iface.name, {})
+            if not got.get("exists"):
+                out.append(Finding(m.name, f"interface {iface.name}", "fail", "no such interface"))
+                continue
+            if iface.rdma:
+                dev = _rdma_name(iface.model_dump())
+                found = [d for d in f["rdma"] if d["device"] == dev or d.get("netdev") == iface.name]
+                if not found:
+                    out.append(Finding(m.name, f"rdma {iface.name}", "fail",
+                                       f"no RDMA device {dev} on {iface.name} (provision makes Soft-RoCE ones)"))
+                elif not any(d["rocev2_gids"] for d in found):
+                    out.append(Finding(m.name, f"rdma {iface.name}", "fail",
+                                       f"{found[0]['device']} has no RoCE v2 GID (no IP address on {iface.name}?)"))
+                else:
+                    d = found[0]
+                    out.append(Finding(m.name, f"rdma {iface.name}", "ok",
+                                       f"{d['device']} port {d['port']} {d['state']}, RoCEv2 GID index "
+                                       f"{d['rocev2_gids'][0]['index']}"))
+        if m.name in {x.name for x in tb.ray_machines()}:
+            v = f.get("versions")
+            if v is None:
+                out.append(Finding(m.name, "versions", "fail", "no metrolab venv (run `metrolab testbed provision`)"))
+            else:
+                diff = differences(controller, v)
+                out.append(Finding(m.name, "versions", "fail" if diff else "ok",
+                                   "; ".join(f"{k} {b} (controller {a})" for k, (a, b) in diff.items())
+                                   or f"metrolab {v.get('metrolab')}, torch {v.get('torch')}, ray {v.get('ray')}, "
+                                      f"pyverbs {v.get('pyverbs')}"))
+            if ray_nodes is not None:
+                node = ray_nodes.get(m.name)
+                out.append(Finding(m.name, "ray", "ok" if node else "fail",
+                                   f"node {node['NodeManagerAddress']}" if node
+                                   else "no Ray node offers host:" + m.name))
+            c = clocks.get(m.name)
+            if c is not None:
+                off, unc = c["offset_s"], c["uncertainty_s"]
+                level = "warn" if abs(off) - unc > CLOCK_WARN_S else "ok"
+                out.append(Finding(m.name, "clock", level, f"offset {off * 1e3:+.2f} ms ± {unc * 1e3:.2f} ms"))
+    out += _paths(tb, facts)
+    return out
+
+
+def _paths(tb: Testbed, facts: dict[str, dict | None]) -> list[Finding]:
+    """MTU along each mapped link: both ports (and the emulator's two) at least the topology's MTU."""
+    out = []
+    links = {lk.name: lk for lk in tb.topology.links}
+    for lm in tb.spec.map.links:
+        want = links[lm.link].props.mtu
+        ports = [p.split(":", 1) for p in lm.ports]
+        if lm.emulator:
+            em = tb.machine(lm.emulator)
+            ports += [[em.name, p] for p in (em.wan_ports or ())]
+        mtus = {}
+        for machine, iface in ports:
+            got = ((facts.get(machine) or {}).get("interfaces") or {}).get(iface) or {}
+            if got.get("mtu"):
+                mtus[f"{machine}:{iface}"] = got["mtu"]
+        if len(mtus) < len(ports):
+            continue  # a missing port is reported with its machine
+        low = {p: v for p, v in mtus.items() if v < want}
+        out.append(Finding(lm.link, "mtu path", "fail" if low else "ok",
+                           ", ".join(f"{p} {v}" for p, v in low.items()) + f" below the link's {want}" if low
+                           else f"{min(mtus.values())} ≥ {want} at {len(mtus)} ports"))
+    return out
+
+
+def run_check(tb: Testbed, *, needs_netem: bool = False, progress=None) -> CheckReport:
+    """Read the facts (ansible, then Ray) and judge them."""
+    import json
+
+    from harness.errors import LabError
+    from harness.testbed import ops
+    from harness.testbed.versions import collect
+    run = ops.facts(tb, progress=progress)
+    results = run.results("Read the machine's facts")
+    facts: dict[str, dict | None] = {}
+    unreachable: dict[str, str] = {}
+    for name, o in run.hosts.items():
+        if not o.ok:
+            unreachable[name] = o.failed or ("unreachable" if o.unreachable else "failed")
+    for name, r in results.items():
+        try:
+            facts[name] = json.loads(r.get("stdout") or "")
+        except json.JSONDecodeError:
+            facts[name] = None
+    ray_nodes: dict[str, Any] | None = None
+    clocks: dict[str, dict] = {}
+    findings: list[Finding] = []
+    try:
+        from harness.testbed.cluster import TestbedRay
+        if progress:
+            progress("connecting to the testbed's Ray cluster")
+        with TestbedRay(tb) as cluster:
+            ray_nodes = cluster.machines()
+            for m in tb.ray_machines():
+                if m.name in ray_nodes:
+                    if progress:
+                        progress(f"clock of {m.name}")
+                    clocks[m.name] = cluster.clock(m.name)
+    except LabError as exc:
+        findings.append(Finding(tb.ray_head.name, "ray", "fail", str(exc)))
+    findings += judge(tb, facts, unreachable, collect(), ray_nodes, clocks, needs_netem)
+    return CheckReport(tb.name, {k: v for k, v in facts.items() if v is not None}, findings)

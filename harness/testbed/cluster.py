@@ -1,0 +1,93 @@
+"""The Ray cluster across a testbed's machines, seen from the controller.
+
+The ray_node role starts a node on every machine offering the resource `host:<machine>`; the
+controller joins as a Ray Client (`ray://HEAD:client_port`), so nothing of Ray runs on it. Work
+meant for a machine runs as a Ray task pinned to that resource.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from harness.errors import CapabilityError, LabError
+from harness.runner.agents import RAY_ENV
+from harness.testbed.resolve import Testbed
+
+
+def _where() -> dict[str, Any]:
+    """Run on a machine: its clock and what it is (hostname, network namespace inode, versions)."""
+    import os as _os
+    import socket as _socket
+    import time as _time
+
+    from harness.testbed.versions import collect
+    return {"time": _time.time(), "hostname": _socket.gethostname(), "netns": _os.stat("/proc/self/ns/net").st_ino,
+            "pid": _os.getpid(), "versions": collect()}
+
+
+class TestbedRay:
+    """A Ray Client connection to the testbed's cluster; `on(machine, fn, *args)` runs fn there."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, tb: Testbed):
+        try:
+            import ray
+        except ImportError as exc:
+            raise CapabilityError(f"Ray is not importable ({exc})") from None
+        self.ray, self.tb = ray, tb
+        os.environ.update(RAY_ENV)
+        head = tb.ray_head
+        self.address = f"ray://{head.mgmt}:{tb.spec.ray.client_port}"
+        t0 = time.monotonic()
+        try:
+            ray.init(address=self.address, log_to_driver=False)
+        except ConnectionError as exc:
+            raise LabError(f"testbed {tb.name}: no Ray cluster at {self.address} ({exc}); "
+                           "run `metrolab testbed provision` first") from None
+        self.connect_s = time.monotonic() - t0
+
+    def machines(self) -> dict[str, dict[str, Any]]:
+        """machine -> its Ray node (alive ones offering `host:<machine>`)."""
+        out = {}
+        for node in self.ray.nodes():
+            if not node.get("Alive"):
+                continue
+            for res in node.get("Resources", {}):
+                if res.startswith("host:"):
+                    out[res[5:]] = node
+        return out
+
+    def on(self, machine: str, fn: Callable, *args, timeout: float = 120, **kw) -> Any:
+        task = self.ray.remote(num_cpus=0, resources={f"host:{machine}": 0.001})(fn)
+        ref = task.remote(*args, **kw)
+        try:
+            return self.ray.get(ref, timeout=timeout)
+        except self.ray.exceptions.GetTimeoutError:
+            raise LabError(f"testbed {self.tb.name}: machine {machine} did not answer within {timeout:g} s") from None
+
+    def clock(self, machine: str, samples: int = 5) -> dict[str, Any]:
+        """The machine's clock offset from the controller's, from the sample with the shortest round
+        trip: offset = remote − midpoint, known to ± half that round trip."""
+        best: tuple[float, float, dict] | None = None
+        for _ in range(samples):
+            t0 = time.time()
+            info = self.on(machine, _where)
+            t1 = time.time()
+            rtt = t1 - t0
+            if best is None or rtt < best[0]:
+                best = (rtt, info["time"] - (t0 + t1) / 2, info)
+        assert best is not None
+        return {"offset_s": best[1], "uncertainty_s": best[0] / 2, "where": best[2]}
+
+    def close(self) -> None:
+        self.ray.shutdown()
+
+    def __enter__(self) -> TestbedRay:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

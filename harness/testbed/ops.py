@@ -1,0 +1,114 @@
+"""A testbed's machines prepared, checked and cleaned through metrolab's ansible project
+(ansible/site.yml, check.yml, clean.yml) with an inventory written from the testbed file.
+
+Provisioning installs on every Ray machine the controller's own metrolab (its wheel) with the
+controller's pinned dependency versions (its `pip freeze` as constraints): Ray refuses a cluster
+of mixed versions, and ranks must agree on torch and pyverbs.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness import settings, sh
+from harness.ansible_run import PlaybookRun, run_playbook
+from harness.errors import CapabilityError
+from harness.testbed import versions
+from harness.testbed.derive import inventory
+from harness.testbed.resolve import Testbed
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None] | None
+SOURCE = Path(__file__).resolve().parents[2]  # a checkout's root (pyproject.toml), where there is one
+
+
+def wan_limits(tb: Testbed) -> dict[str, int]:
+    """wan-emulator -> netem's queue in packets: the largest BDP-sized limit of the links it carries."""
+    out: dict[str, int] = {}
+    links = {lk.name: lk for lk in tb.topology.links}
+    for lm in tb.spec.map.links:
+        if lm.emulator:
+            imp = links[lm.link].impairment(tb.topology.group_index)
+            out[lm.emulator] = max(out.get(lm.emulator, 1000), imp.limit_packets or 1000)
+    return out
+
+
+def full_inventory(tb: Testbed) -> dict[str, Any]:
+    inv = inventory(tb)
+    for name, limit in wan_limits(tb).items():
+        inv["all"]["hosts"][name].setdefault("metrolab_wan_limit_packets", limit)
+    return inv
+
+
+@contextmanager
+def inventory_file(tb: Testbed) -> Iterator[str]:
+    with tempfile.NamedTemporaryFile("w", prefix=f"metrolab-{tb.name}-", suffix=".yml") as f:
+        yaml.safe_dump(full_inventory(tb), f, sort_keys=False)
+        f.flush()
+        yield f.name
+
+
+def constraints() -> str:
+    """The controller's dependency versions as pip constraints (metrolab itself and local paths left out)."""
+    res = sh.run([sys.executable, "-m", "pip", "freeze", "--exclude-editable"], timeout=120)
+    keep = [ln for ln in res.stdout.splitlines()
+            if ln and not ln.startswith(("#", "-e ", "metrolab==")) and " @ file:" not in ln]
+    return "\n".join(keep) + "\n"
+
+
+def wheel(out_dir: Path) -> Path:
+    """metrolab's wheel: METROLAB_WHEEL, or built from this checkout."""
+    given = settings.get("METROLAB_WHEEL")
+    if given:
+        if not Path(given).is_file():
+            raise CapabilityError(f"METROLAB_WHEEL={given}: no such file")
+        return Path(given)
+    if not (SOURCE / "pyproject.toml").is_file():
+        raise CapabilityError("provisioning installs the controller's metrolab on the machines: this metrolab is not "
+                              "a checkout, so set METROLAB_WHEEL to the wheel it was installed from")
+    sh.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out_dir),
+            str(SOURCE)], timeout=600)
+    found = sorted(out_dir.glob("metrolab-*.whl"))
+    if not found:
+        raise CapabilityError(f"pip wheel wrote no metrolab wheel into {out_dir}")
+    return found[-1]
+
+
+def controller(dist_dir: Path, build: bool = True) -> dict[str, Any]:
+    """What the metrolab role compares and installs: the controller's versions, wheel and constraints."""
+    info: dict[str, Any] = {"versions": versions.collect()}
+    if build:
+        cons = dist_dir / "constraints.txt"
+        cons.write_text(constraints())
+        info |= {"wheel": str(wheel(dist_dir)), "constraints": str(cons)}
+    return info
+
+
+def provision(tb: Testbed, *, check: bool = False, progress: Progress = None) -> PlaybookRun:
+    """ansible/site.yml on every machine (--check: what would change, nothing changed)."""
+    with tempfile.TemporaryDirectory(prefix="metrolab-dist-") as dist, inventory_file(tb) as inv:
+        if progress:
+            progress("building the controller's wheel and constraints")
+        extra = {"metrolab_controller": controller(Path(dist))}
+        return run_playbook("site.yml", inv, extra, check=check, progress=progress)
+
+
+def clean(tb: Testbed, *, progress: Progress = None) -> PlaybookRun:
+    """ansible/clean.yml: Ray nodes stopped by PID file, impairments and policy state removed."""
+    with inventory_file(tb) as inv:
+        return run_playbook("clean.yml", inv, {}, progress=progress)
+
+
+def facts(tb: Testbed, *, progress: Progress = None) -> PlaybookRun:
+    """ansible/check.yml: each machine's facts (harness/testbed/machine_facts.py run there)."""
+    script = Path(__file__).with_name("machine_facts.py")
+    with inventory_file(tb) as inv:
+        return run_playbook("check.yml", inv, {"metrolab_facts_script": str(script)}, progress=progress)

@@ -1,0 +1,102 @@
+"""`metrolab testbed check`'s judgement on facts (pure) and the facts script on this machine."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.testbed import check, versions
+from harness.testbed.resolve import load_testbed
+
+pytestmark = pytest.mark.unit
+EXAMPLE = Path(__file__).resolve().parents[3] / "ansible" / "examples" / "testbed.yaml"
+CONTROLLER = {"python": "3.11.7", "metrolab": "0.1.0", "torch": "2.13.0+cpu", "ray": "2.60.0", "pyroute2": "0.9.7",
+              "pydantic": "2.14.4", "ansible-core": "2.19.14", "pyverbs": "44.0-2"}
+
+
+def good_facts(tb) -> dict:
+    """Facts of a healthy lab: every interface up at its MTU, RDMA where named, netem on emulators."""
+    out = {}
+    for m in tb.spec.machines:
+        rdma = [{"device": x.rdma if x.rdma != "soft-roce" else f"rxe_{x.name}", "port": 1, "state": "4: ACTIVE",
+                 "netdev": x.name, "rocev2_gids": [{"index": 1, "gid": "0000:0000:0000:0000:0000:ffff:0a01:0001"}]}
+                for x in m.interfaces if x.rdma]
+        out[m.name] = {"kernel": "6.1.0", "python": "3.11.2", "netem": True, "rdma": rdma, "uid": 0,
+                       "interfaces": {x.name: {"exists": True, "mtu": 9000, "operstate": "up"} for x in m.interfaces},
+                       "versions": dict(CONTROLLER, python="3.11.2")}
+    return out
+
+
+def judge(tb, facts, needs_netem=False, unreachable=None):
+    nodes = {m.name: {"NodeManagerAddress": m.mgmt} for m in tb.ray_machines()}
+    clocks = {m.name: {"offset_s": 0.0002, "uncertainty_s": 0.0005} for m in tb.ray_machines()}
+    return check.judge(tb, facts, unreachable or {}, CONTROLLER, nodes, clocks, needs_netem)
+
+
+def levels(findings, machine, what):
+    return [f.level for f in findings if f.machine == machine and f.check.startswith(what)]
+
+
+def test_a_healthy_lab_is_ok_and_python_patch_levels_do_not_matter():
+    tb = load_testbed(EXAMPLE)
+    findings = judge(tb, good_facts(tb))
+    assert {f.level for f in findings} == {"ok"}, [f for f in findings if f.level != "ok"]
+    assert len([f for f in findings if f.check == "mtu path"]) == len(tb.spec.map.links)
+
+
+def test_what_spoils_a_run_fails_and_what_limits_it_warns():
+    tb = load_testbed(EXAMPLE)
+    f = good_facts(tb)
+    f["srv-a1"]["versions"]["torch"] = "2.12.0"                       # mixed torch
+    f["srv-b2"]["rdma"] = []                                          # Soft-RoCE never made
+    f["srv-a2"]["rdma"][0]["rocev2_gids"] = []                        # no address: no RoCEv2 GID
+    f["gw-a"]["interfaces"]["swp10"]["mtu"] = 1400                    # the WAN path below 1500
+    f["wan-2"]["netem"] = False
+    f["srv-s1"]["versions"] = None                                    # never provisioned
+    findings = judge(tb, f, unreachable={"leaf-s": "ssh: connection refused"})
+    assert levels(findings, "srv-a1", "versions") == ["fail"]
+    assert levels(findings, "srv-b2", "rdma") == ["fail"]
+    assert "no RoCE v2 GID" in next(x.detail for x in findings if x.machine == "srv-a2" and x.check.startswith("rdma"))
+    assert levels(findings, "wan-ab-1", "mtu path") == ["fail"]
+    assert levels(findings, "wan-2", "netem") == ["warn"]              # rate and loss points still run
+    assert levels(judge(tb, f, needs_netem=True), "wan-2", "netem") == ["fail"]
+    assert levels(findings, "srv-s1", "versions") == ["fail"]
+    assert levels(findings, "leaf-s", "reachable") == ["fail"]
+    rep = check.CheckReport(tb.name, {}, findings)
+    assert rep.verdict == "fail" and rep.to_dict()["verdict"] == "fail"
+
+
+def test_a_clock_off_beyond_its_uncertainty_warns():
+    tb = load_testbed(EXAMPLE)
+    nodes = {m.name: {"NodeManagerAddress": m.mgmt} for m in tb.ray_machines()}
+    clocks = {m.name: {"offset_s": 0.0, "uncertainty_s": 0.0002} for m in tb.ray_machines()}
+    clocks["srv-b1"] = {"offset_s": 0.004, "uncertainty_s": 0.001}
+    clocks["srv-b2"] = {"offset_s": 0.004, "uncertainty_s": 0.005}   # not known to be off
+    findings = check.judge(tb, good_facts(tb), {}, CONTROLLER, nodes, clocks, False)
+    assert levels(findings, "srv-b1", "clock") == ["warn"] and levels(findings, "srv-b2", "clock") == ["ok"]
+
+
+def test_versions_differ_on_packages_and_python_minor_only():
+    assert versions.differences(CONTROLLER, dict(CONTROLLER, python="3.11.2")) == {}
+    assert versions.differences(CONTROLLER, dict(CONTROLLER, python="3.12.1")) == {"python": ("3.11.7", "3.12.1")}
+    assert versions.differences(CONTROLLER, dict(CONTROLLER, ray=None)) == {"ray": ("2.60.0", None)}
+
+
+def test_the_facts_script_runs_on_the_standard_library_and_compare_exits_3_on_a_difference():
+    script = Path(check.__file__).with_name("machine_facts.py")
+    res = subprocess.run(["/usr/bin/python3", "-I", str(script), sys.prefix, "lo", "nosuch0"],
+                         capture_output=True, text=True, timeout=120, check=True)
+    facts = json.loads(res.stdout)
+    assert facts["interfaces"]["lo"]["exists"] and not facts["interfaces"]["nosuch0"]["exists"]
+    assert facts["versions"]["metrolab"] == versions.collect()["metrolab"]
+    mine = versions.collect()
+    same = subprocess.run([sys.executable, "-m", "harness.testbed.versions", "--compare", json.dumps(mine)],
+                          capture_output=True, text=True, timeout=60)
+    assert same.returncode == 0, same.stdout
+    other = subprocess.run([sys.executable, "-m", "harness.testbed.versions", "--compare",
+                            json.dumps(dict(mine, ray="1.0.0"))], capture_output=True, text=True, timeout=60)
+    assert other.returncode == 3 and json.loads(other.stdout)["differences"] == {"ray": ["1.0.0", mine["ray"]]}
