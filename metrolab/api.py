@@ -88,9 +88,11 @@ def run(scenario: str | Path | None = None, *, quick: bool = False, out: str | P
         resume: str | Path | None = None, backend: str = "auto", ray_address: str | None = None,
         until_conclusive: bool | None = None, max_repetitions: int | None = None,
         max_minutes: float | None = None, seed: int | None = None, report: bool = True,
-        progress: Progress | None = None, on_backend: Callable[[str, str], None] | None = None) -> RunResult:
+        progress: Progress | None = None, on_backend: Callable[[str, str], None] | None = None,
+        testbed: str | Path | None = None) -> RunResult:
     """Run a scenario (built-in name or YAML path) and judge it: shuffled blocks, each point paired
     with its own block's baseline, intervals, the model beside each point, a verdict per criterion.
+    With `testbed` (a testbed file mapping the scenario's topology) it runs on those machines.
 
     `resume` continues a run directory (nothing recorded there is measured again). `backend`: auto
     runs in the guest kernel only where this kernel lacks what the scenario needs. `report` draws
@@ -119,6 +121,9 @@ def run(scenario: str | Path | None = None, *, quick: bool = False, out: str | P
     if stats.until_conclusive and stats.max_repetitions < scn.spec.repetitions:
         stats.max_repetitions = scn.spec.repetitions
     run_dir = Path(resume or out or default_run_dir(scn.name)).resolve()
+    if testbed is not None:
+        return _run_on_testbed(scn, testbed, run_dir, resume=resume is not None, report=report, progress=progress,
+                               on_backend=on_backend)
     chosen, why = choose(backend, scenario_needs(scn))
     if on_backend is not None:
         on_backend(chosen, why)
@@ -137,6 +142,25 @@ def run(scenario: str | Path | None = None, *, quick: bool = False, out: str | P
         verdict = outcome.verdict
         return RunResult(run_dir, verdict.status, verdict, "vm" if in_guest() else "netns", summary)
     return _judged(run_dir, "netns", summary)
+
+
+def _run_on_testbed(scn, testbed: str | Path, run_dir: Path, *, resume: bool, report: bool, progress,
+                    on_backend) -> RunResult:
+    from harness.runner.run import run_scenario
+    from harness.testbed.resolve import load_testbed
+    tb = load_testbed(testbed)
+    if tb.topology.digest != scn.topology.digest:
+        raise SpecError(str(testbed), "topology", tb.spec.topology,
+                        f"testbed {tb.name} maps topology {tb.topology.name}, scenario {scn.spec.name} runs on "
+                        f"{scn.topology.name}: a testbed runs the scenarios of the topology it maps")
+    if on_backend is not None:
+        on_backend("hosts", f"testbed {tb.name} ({len(tb.spec.machines)} machines)")
+    outcome = run_scenario(scn, run_dir, resume=resume, backend="hosts", progress=progress, testbed=tb)
+    summary = outcome.summary() | {"testbed": tb.name}
+    if not report:
+        verdict = outcome.verdict
+        return RunResult(run_dir, verdict.status, verdict, "hosts", summary)
+    return _judged(run_dir, "hosts", summary)
 
 
 def _judged(run_dir: Path, backend: str | None, summary: dict) -> RunResult:

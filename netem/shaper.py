@@ -86,7 +86,7 @@ class Shaper:
     `peer` = (namespace, ifname) of the other end of the wire, where nft loss is applied.
     """
 
-    def __init__(self, ipr, ns: str, has_netem: bool, has_nft: bool):
+    def __init__(self, ipr, ns: str | None, has_netem: bool, has_nft: bool):  # None: this process's namespace
         self.ipr, self.ns, self.has_netem, self.has_nft = ipr, ns, has_netem, has_nft
 
     def _index(self, ifname: str) -> int:
@@ -95,7 +95,7 @@ class Shaper:
             raise LabError(f"interface {ifname} not found in namespace {self.ns}")
         return found[0]
 
-    def clear(self, ifname: str, peer: tuple[str, str] | None = None) -> None:
+    def clear(self, ifname: str, peer: tuple[str | None, str] | None = None) -> None:
         idx = self._index(ifname)
         try:
             self.ipr.tc("del", index=idx, handle=ROOT, root=True)
@@ -116,7 +116,7 @@ class Shaper:
         return missing
 
     def apply(self, ifname: str, imp: Impairment, strict: bool = True, where: str = "",
-              peer: tuple[str, str] | None = None) -> Applied:
+              peer: tuple[str | None, str] | None = None) -> Applied:
         missing = self.check(imp, where)
         if log.isEnabledFor(logging.DEBUG):  # to_dict() only when someone reads it
             log.debug("%s %s: %s%s", self.ns, ifname, imp.to_dict() if not imp.is_empty else "cleared",

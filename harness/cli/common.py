@@ -44,6 +44,11 @@ def add_backend(p: argparse.ArgumentParser) -> None:
                    help="netns (host kernel), vm (guest kernel: netem, Soft-RoCE), auto: vm only where needed")
 
 
+def add_testbed(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--testbed", metavar="TESTBED", help="run on a real testbed's machines (a testbed file mapping "
+                   "the scenario's topology; see `metrolab testbed`)")
+
+
 def on_backend(args, needed: dict[str, str]) -> int | None:
     """Run this command in the guest when the backend says so (returns its exit code), else None.
     `needed`: kernel features -> why (harness.lab.select.needs for a topology)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.cli.common import add_backend, add_json, fmt_rate, on_backend
+from harness.cli.common import add_backend, add_json, add_testbed, fmt_rate, on_backend
 from harness.errors import CapabilityError
 from harness.output import console, err_console, fmt, print_json, show_progress, table
 
@@ -15,6 +15,7 @@ def register(sub) -> None:
     up = labsub.add_parser("up", help="build a lab from a topology (default: the embedded default)")
     up.add_argument("topology", nargs="?", help="topology YAML or built-in name")
     add_backend(up)
+    add_testbed(up)
     up.add_argument("--best-effort", action="store_true",
                     help="apply what this kernel can and report the rest, instead of refusing")
     add_json(up)
@@ -78,10 +79,33 @@ def cmd_topology(args) -> int:
     return 0
 
 
+def _lab_up_testbed(args) -> int:
+    from harness.lab import create_lab
+    from harness.testbed.resolve import load_testbed
+    tb = load_testbed(args.testbed)
+    if args.topology:
+        raise CapabilityError(f"a testbed builds the topology it maps ({tb.topology.name}): drop {args.topology!r}")
+    lab = create_lab(tb.topology, "hosts", testbed=tb)
+    if not args.json:
+        err_console.print(f"building lab [bold]{lab.lab_id}[/] ({tb.topology.name} on testbed {tb.name}) ...")
+    lab.up()
+    lab.close_handles()
+    if args.json:
+        print_json({"lab": lab.lab_id, "backend": lab.backend, "topology": tb.topology.name, "testbed": tb.name,
+                    "machines": sorted(lab.journal().extra["configured"])})
+    else:
+        console.print(f"lab [bold]{lab.lab_id}[/] is up on testbed {tb.name} "
+                      f"({len(lab.journal().extra['configured'])} machines configured); "
+                      "`metrolab lab down` undoes it")
+    return 0
+
+
 def cmd_lab_up(args) -> int:
     from harness.lab import create_lab
     from harness.lab.select import choose, needs
     from harness.spec.loader import load_topology
+    if args.testbed:
+        return _lab_up_testbed(args)
     topo = load_topology(args.topology)
     backend, why = choose(args.backend, needs(topo))
     if backend == "vm":
@@ -113,6 +137,14 @@ def cmd_lab_status(args) -> int:
     lab.close_handles()
     if args.json:
         print_json(st)
+        return 0
+    if st["backend"] == "hosts":
+        console.print(f"lab [bold]{st['lab']}[/] backend hosts, testbed {st['testbed']}, topology {st['topology']}")
+        console.print(table("machines", ["machine", "addresses", "routes"],
+                            [[m, " ".join(f"{a['ifname']}:{a['local']}" for a in c.get("addresses", [])),
+                              len(c.get("routes", []))] for m, c in sorted(st["configured"].items())]))
+        console.print(table("links", ["link", "applied"],
+                            [[lk, "; ".join(_applied(e) for e in ends)] for lk, ends in st["applied"].items()]))
         return 0
     console.print(f"lab [bold]{st['lab']}[/] backend {st['backend']} topology {st['topology']} ({st['source']})")
     rows = []

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from harness.cli.common import RunProgress, add_backend, add_json, add_verdict_flags, exit_code, print_verdict
+from harness.cli.common import (
+    RunProgress,
+    add_backend,
+    add_json,
+    add_testbed,
+    add_verdict_flags,
+    exit_code,
+    print_verdict,
+)
 from harness.errors import SpecError
 from harness.output import console, err_console, print_json, table
 
@@ -13,6 +21,7 @@ def register(sub) -> None:
     mj.add_argument("--out", help="run directory (default: ./metrolab-runs/NAME-TIMESTAMP)")
     add_verdict_flags(mj)
     add_backend(mj)
+    add_testbed(mj)
     add_json(mj)
     mj.set_defaults(func=cmd_main)
     rn = sub.add_parser("run", help="run a scenario: sweep, efficiency against the baseline, acceptance, report")
@@ -23,6 +32,7 @@ def register(sub) -> None:
     rn.add_argument("--ray-address", help="join this Ray cluster (real hosts) instead of starting one")
     add_verdict_flags(rn)
     add_backend(rn)
+    add_testbed(rn)
     add_json(rn)
     rn.set_defaults(func=cmd_run)
     wk = sub.add_parser("workload", help="one workload alone: the baseline and the given network points, no "
@@ -42,6 +52,7 @@ def register(sub) -> None:
     wk.add_argument("--out", help="run directory (default: ./metrolab-runs/KIND-TIMESTAMP)")
     add_verdict_flags(wk)
     add_backend(wk)
+    add_testbed(wk)
     add_json(wk)
     wk.set_defaults(func=cmd_workload)
     rep = sub.add_parser("report", help="HTML, Markdown, JUnit and CSV from a run directory")
@@ -83,7 +94,7 @@ def cmd_run(args) -> int:
     import metrolab
     return _run(args, lambda **kw: metrolab.run(args.scenario, quick=args.quick, out=args.out, resume=args.resume,
                                                 backend=args.backend, ray_address=args.ray_address,
-                                                **_statistics(args), **kw))
+                                                testbed=args.testbed, **_statistics(args), **kw))
 
 
 def cmd_main(args) -> int:
@@ -91,7 +102,8 @@ def cmd_main(args) -> int:
     sweep, efficiency against the 0 km baseline), on whichever backend this machine supports."""
     import metrolab
     return _run(args, lambda **kw: metrolab.run(metrolab.MAIN_SCENARIO, quick=args.quick, out=args.out,
-                                                backend=args.backend, **_statistics(args), **kw))
+                                                backend=args.backend, testbed=args.testbed, **_statistics(args),
+                                                **kw))
 
 
 def _numbers(flag: str, text: str) -> list[float]:
@@ -117,7 +129,7 @@ def cmd_workload(args) -> int:
         links=args.links.split(",") if args.links else None, distance_km=_numbers("--distance-km", args.distance_km),
         loss=_numbers("--loss", args.loss), convergence=_numbers("--convergence", args.convergence),
         repetitions=args.repetitions, warmups=args.warmups, scale=args.scale, out=args.out, backend=args.backend,
-        **_statistics(args), **kw))
+        testbed=args.testbed, **_statistics(args), **kw))
 
 
 def cmd_report(args) -> int:

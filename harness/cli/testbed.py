@@ -86,11 +86,11 @@ def _progress(args):
     return RunProgress(args.json)
 
 
-def _print_hosts(title: str, run, as_json: bool, check: bool = False) -> int:
+def _print_hosts(title: str, run, as_json: bool, check: bool = False, extra: dict | None = None) -> int:
     hosts = sorted(run.hosts.values(), key=lambda o: o.host)
     failed = [o for o in hosts if not o.ok]
     if as_json:
-        print_json({"hosts": [o.to_dict() for o in hosts], "ok": not failed, "check": check})
+        print_json({"hosts": [o.to_dict() for o in hosts], "ok": not failed, "check": check} | (extra or {}))
     else:
         verb = "would change" if check else "changed"
         console.print(table(title, ["machine", "result", verb, "failure"],
@@ -110,12 +110,18 @@ def cmd_testbed_provision(args) -> int:
 
 
 def cmd_testbed_clean(args) -> int:
+    from harness.lab.hosts import clean_journals
     from harness.testbed.ops import clean
     from harness.testbed.resolve import load_testbed
     tb = load_testbed(args.testbed)
     with _progress(args) as progress:
+        # a killed run's lab first (its addresses, routes, impairments), while its Ray nodes still run
+        progress(description="undoing labs that killed runs left on the machines")
+        undone = clean_journals(tb)
         run = clean(tb, progress=lambda task: progress(description=task))
-    return _print_hosts(f"clean {tb.name}", run, args.json)
+    if undone and not args.json:
+        console.print("labs undone: " + ", ".join(undone), highlight=False)
+    return _print_hosts(f"clean {tb.name}", run, args.json, extra={"labs": undone})
 
 
 def cmd_testbed_check(args) -> int:

@@ -5,19 +5,24 @@ from __future__ import annotations
 from harness.errors import LabError
 from harness.lab.state import LabState, all_states
 
-BACKENDS = ("netns",)
+BACKENDS = ("netns", "hosts")
 
 
-def create_lab(topology, backend: str = "netns", strict: bool = True):
+def create_lab(topology, backend: str = "netns", strict: bool = True, testbed=None):
     if backend == "netns":
         from harness.lab.netns import NetnsLab
         return NetnsLab(topology, strict=strict)
+    if backend == "hosts":
+        if testbed is None:
+            raise LabError("the hosts backend runs on a testbed: pass one (--testbed)")
+        from harness.lab.hosts import HostsLab
+        return HostsLab(testbed)
     raise LabError(f"unknown lab backend {backend!r} (have: {', '.join(BACKENDS)})")
 
 
 def find_state(lab_id: str | None) -> LabState:
     """The journal of lab `lab_id`, or of the only lab that is up."""
-    states = [s for s in all_states() if s.status == "up"]
+    states = [s for s in all_states() if s.status == "up" and s.backend != "sandbox"]  # a sandbox holds machines
     if lab_id:
         for s in all_states():
             if s.lab_id == lab_id:
@@ -34,6 +39,9 @@ def attach(state: LabState):
     if state.backend == "netns":
         from harness.lab.netns import attach as attach_netns
         return attach_netns(state)
+    if state.backend == "hosts":
+        from harness.lab.hosts import attach as attach_hosts
+        return attach_hosts(state)
     raise LabError(f"lab {state.lab_id} has unknown backend {state.backend!r}")
 
 

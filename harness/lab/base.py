@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from pathlib import Path
 from typing import Any
 
 from harness.lab.plan import LabPlan, build_plan
@@ -33,6 +34,23 @@ class Lab(abc.ABC):
     @abc.abstractmethod
     def impair(self, link: str, imp: Impairment, strict: bool = True) -> None:
         """Replace the impairment on both ends of `link`."""
+
+    @abc.abstractmethod
+    def ns(self, node: str) -> str | None:
+        """The network namespace a process for `node` starts in (None: the machine's own)."""
+
+    @abc.abstractmethod
+    def on(self, node: str, fn, *args, **kw):
+        """fn(*args, **kw) where `node` lives (its namespace here, its machine on a testbed)."""
+
+    @abc.abstractmethod
+    def link_counters(self, link: str, ecn: bool) -> tuple[int, int, int, int]:
+        """Both directions of `link`: bytes sent, packets its queues dropped, CE marks (read only
+        when `ecn`), packets sent."""
+
+    def log_dir(self, node: str, run_dir: Path) -> str:
+        """Where a rank on `node` writes its log."""
+        return str(Path(run_dir) / "logs")
 
     def __enter__(self) -> Lab:
         self.up()

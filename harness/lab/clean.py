@@ -17,6 +17,8 @@ def clean_all() -> list[str]:
     busy = set()
     from harness.lab import rxe
     for st in all_states():
+        if st.backend == "hosts":
+            continue  # on a testbed's machines: below, through its Ray cluster
         if st.status == "building" and pid_alive(st.pid):
             busy.update(st.namespaces)  # another process is building it right now
             continue
@@ -33,6 +35,9 @@ def clean_all() -> list[str]:
             removed += cleanup_leftovers(st)
         st.remove()
     removed += _orphan_guests()
+    if any(st.backend == "hosts" for st in all_states()):
+        from harness.lab.hosts import clean_journals
+        removed += clean_journals()
     # a journal can be lost (its directory wiped): our naming pattern finds the rest
     for dev in rxe.devices():
         if LAB_NS.match(dev) and dev not in busy:

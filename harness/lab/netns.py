@@ -18,7 +18,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from harness import capabilities
 from harness.errors import LabError
 from harness.lab.base import Lab
-from harness.lab.nsctx import NETNS_RUN_DIR, iproute, pids_in_netns, write_sysctl
+from harness.lab.nsctx import NETNS_RUN_DIR, in_netns, iproute, pids_in_netns, write_sysctl
 from harness.lab.state import LabState, new_lab_id
 from harness.spec.resolve import Topology
 from netem.profile import Impairment
@@ -291,6 +291,23 @@ class NetnsLab(Lab):
         except NetlinkError as exc:
             raise LabError(f"route {route.dst} on {route.node} via "
                            f"{', '.join(f'{n.gateway} dev {n.ifname}' for n in route.nexthops)}: {exc}") from exc
+
+    def on(self, node: str, fn, *args, **kw):
+        """fn runs in this thread inside the node's namespace (sockets it makes stay there)."""
+        with in_netns(self.ns(node)):
+            return fn(*args, **kw)
+
+    def link_counters(self, link: str, ecn: bool) -> tuple[int, int, int, int]:
+        from harness.policy.qos import ecn_marks, root_drops
+        from harness.rdma.counters import if_counters
+        sent = dropped = marked = packets = 0
+        for end in self.plan.ends(link):
+            h = self.handle(end.node)
+            c = if_counters(h, end.ifname)
+            sent, packets = sent + c["tx_bytes"], packets + c["tx_packets"]
+            dropped += root_drops(h, end.ifname)
+            marked += ecn_marks(self.ns(end.node), end.ifname) if ecn else 0
+        return sent, dropped, marked, packets
 
     # -- impairment ----------------------------------------------------------------------
     def shaper(self, node: str, caps=None) -> Shaper:

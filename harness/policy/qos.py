@@ -174,7 +174,7 @@ def root_drops(ipr, ifname: str) -> int:
                if q["parent"] == TC_H_ROOT and q.get_attr("TCA_STATS") is not None)
 
 
-def ecn_marks(ns: str, ifname: str) -> int:
+def ecn_marks(ns: str | None, ifname: str) -> int:
     """Packets marked CE by the interface's qdiscs (`tc -s -j`: RED's `marked`, fq_codel's
     `ce_mark`; pyroute2 does not decode their extended stats)."""
     import json

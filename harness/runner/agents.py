@@ -32,6 +32,7 @@ class RankProcess:
     def __init__(self, rank: int, host: str, netns: str | None, env: dict[str, str], log_path: str):
         from harness.runner.zygote import python_popen
         self.rank, self.host, self.log_path = rank, host, log_path
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
         self.log = open(log_path, "ab")  # noqa: SIM115 — the rank's stderr for its lifetime; closed in close()
         self.proc = python_popen(["-m", "harness.runner.rank_agent"], netns=netns, env=os.environ | env,
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log)
@@ -105,20 +106,29 @@ def _ray():
 
 
 class RayCluster:
-    """A local Ray (or a connection to `address`), shut down on close."""
+    """A local Ray (or a connection to `address`: a cluster's GCS, or `ray://` for Ray Client),
+    shut down on close. `placement` maps a lab host to the machine whose `host:<machine>`
+    resource its rank is pinned to (a testbed); by default a host is its own machine."""
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None):
+    def __init__(self, address: str | None = None, num_cpus: int | None = None,
+                 placement: dict[str, str] | None = None):
         ray = _ray()
         os.environ.update(RAY_ENV)
         t0 = time.monotonic()
         kw = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-        if address:
+        self._owner = not ray.is_initialized()  # a testbed lab may have connected already
+        if not self._owner:
+            pass
+        elif address and address.startswith("ray://"):
+            ray.init(address=address, log_to_driver=False)
+        elif address:
             ray.init(address=address, **kw)
         else:
             # the embedded cluster lives on loopback: nothing of Ray's leaves the machine
             ray.init(num_cpus=num_cpus or max(2, os.cpu_count() or 2), _node_ip_address="127.0.0.1", **kw)
         self.start_s = time.monotonic() - t0
         self.address = address
+        self.placement = placement or {}
         self.kind = "ray"
         self._actor_cls = ray.remote(num_cpus=0, max_concurrency=2)(RankActor)
 
@@ -133,8 +143,8 @@ class RayCluster:
 
     def actor(self, rank: int, host: str, netns: str | None, env: dict[str, str], log_path: str):
         opts = {}
-        if self.address:  # real hosts: the node that says it is `host`
-            opts["resources"] = {f"host:{host}": 0.001}
+        if self.address:  # real hosts: the node that says it is the host's machine
+            opts["resources"] = {f"host:{self.placement.get(host, host)}": 0.001}
         return self._actor_cls.options(**opts).remote(rank, host, netns, env, log_path)
 
     def call_all(self, actors: list, msgs: list[dict], timeout: float) -> list[dict]:
@@ -163,7 +173,8 @@ class RayCluster:
             pass
 
     def close(self) -> None:
-        _ray().shutdown()
+        if self._owner:
+            _ray().shutdown()
 
 
 class LocalAgents:

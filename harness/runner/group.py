@@ -62,11 +62,12 @@ class RankGroup:
         from harness.dist.launch import rank_env
         self.generation += 1
         port = self.port + self.generation  # a fresh rendezvous after a restart
-        logs = self.run_dir / "logs"
-        logs.mkdir(exist_ok=True)
+        (self.run_dir / "logs").mkdir(exist_ok=True)
         name = self.wspec.name or self.wspec.kind
+        # a rank's log is written where it runs (the run directory here, its machine on a testbed)
         self.actors = [self.cluster.actor(r, h, self.lab.ns(h), rank_env(self.lab, self.hosts, r, port),
-                                          str(logs / f"{name}-rank{r}-{h}.log")) for r, h in enumerate(self.hosts)]
+                                          f"{self.lab.log_dir(h, self.run_dir)}/{name}-rank{r}-{h}.log")
+                       for r, h in enumerate(self.hosts)]
         backend = self.wspec.params.get("backend", "gloo")
         t0 = time.monotonic()
         self._call_all({"cmd": "init", "backend": backend, "timeout": self.scn.spec.timeout_s})

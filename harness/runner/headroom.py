@@ -21,7 +21,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from harness.lab.nsctx import in_netns
 from harness.scenario.predict import cross_site_pair, path_links
 from netem.profile import Impairment
 
@@ -88,51 +87,76 @@ def extra_scale(ratio: float, limit: float) -> float:
 
 
 # -- measuring -----------------------------------------------------------------------------------
-def _tcp_stream(lab, src: str, dst: str, port: int, seconds: float, out: dict) -> None:
-    """src -> dst bulk TCP inside the lab; out[key] = payload bit/s over the steady part."""
-    topo = lab.topology
-    addr = str(topo.nodes[dst].address)
-    with in_netns(lab.ns(dst)):
-        srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def tcp_receive(addr: str, port: int, ready_timeout: float = 30) -> float | None:
+    """Accept one TCP stream on addr:port and count it past slow start; its payload bit/s."""
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind((addr, port))
     srv.listen(1)
-    srv.settimeout(30)
-    got: dict[str, Any] = {"bytes": 0, "t": None}
-
-    def receive() -> None:
+    srv.settimeout(ready_timeout)
+    try:
         conn, _ = srv.accept()
-        conn.settimeout(30)
-        buf = bytearray(1 << 20)
-        steady_after = time.monotonic() + 0.3  # past slow start
-        counted, t0 = 0, None
-        while True:
-            n = conn.recv_into(buf)
-            if not n:
-                break
-            now = time.monotonic()
-            if now >= steady_after:
-                if t0 is None:
-                    t0 = now
-                counted += n
-        got["bytes"], got["t"] = counted, (time.monotonic() - t0) if t0 else None
-        conn.close()
+    finally:
+        srv.close()
+    conn.settimeout(30)
+    buf = bytearray(1 << 20)
+    steady_after = time.monotonic() + 0.3  # past slow start
+    counted, t0 = 0, None
+    while True:
+        n = conn.recv_into(buf)
+        if not n:
+            break
+        now = time.monotonic()
+        if now >= steady_after:
+            if t0 is None:
+                t0 = now
+            counted += n
+    conn.close()
+    t = (time.monotonic() - t0) if t0 else None
+    return counted * 8 / t if t else None
 
-    rx = threading.Thread(target=receive, daemon=True)
-    rx.start()
-    with in_netns(lab.ns(src)):
+
+def tcp_send(addr: str, port: int, seconds: float) -> None:
+    """One bulk TCP stream to addr:port for `seconds` (connecting as soon as the receiver listens)."""
+    deadline = time.monotonic() + 20
+    while True:
         cli = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    cli.settimeout(30)
-    cli.connect((addr, port))
+        cli.settimeout(30)
+        try:
+            cli.connect((addr, port))
+            break
+        except (ConnectionRefusedError, TimeoutError):
+            cli.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
     data = bytes(1 << 20)
     end = time.monotonic() + seconds + 0.3
     while time.monotonic() < end:
         cli.sendall(data)
     cli.shutdown(socket.SHUT_WR)
-    rx.join(timeout=60)
+    cli.recv(1)  # the receiver closes once it has counted everything
     cli.close()
-    srv.close()
-    out[(src, dst)] = got["bytes"] * 8 / got["t"] if got["t"] else None
+
+
+def _tcp_stream(lab, src: str, dst: str, port: int, seconds: float, out: dict) -> None:
+    """src -> dst bulk TCP inside the lab (each end where its node lives); out[(src, dst)] = bit/s."""
+    addr = str(lab.topology.nodes[dst].address)
+    got: dict[str, Any] = {}
+
+    def receive() -> None:
+        try:
+            got["bps"] = lab.on(dst, tcp_receive, addr, port)
+        except Exception as exc:  # noqa: BLE001 — the sender's error says more; keep this one too
+            got["error"] = exc
+
+    rx = threading.Thread(target=receive, daemon=True)
+    rx.start()
+    lab.on(src, tcp_send, addr, port, seconds)
+    rx.join(timeout=90)
+    if "error" in got:
+        raise got["error"]
+    out[(src, dst)] = got.get("bps")
 
 
 def tcp_capacity(lab, a: str, b: str, both_ways: bool, seconds: float = TCP_SECONDS) -> float:

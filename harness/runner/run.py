@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import settings
-from harness.errors import LabError
+from harness.errors import CapabilityError, LabError
 from harness.lab.netns import NetnsLab
 from harness.policy.apply import PolicyApplier, marks_ecn, needs_flows
 from harness.runner import headroom as hr
@@ -79,7 +79,8 @@ def swept_links(scn) -> list[str]:
 class Runner:
     """One run of a scenario in a run directory (what `run_scenario` drives)."""
 
-    def __init__(self, scn, run_dir, *, resume: bool, ray_address: str | None, backend: str, progress):
+    def __init__(self, scn, run_dir, *, resume: bool, ray_address: str | None, backend: str, progress,
+                 testbed=None):
         self.scn, self.spec = scn, scn.spec
         self.run_dir = Path(run_dir)
         self.resume, self.ray_address, self.backend = resume, ray_address, backend
@@ -87,7 +88,16 @@ class Runner:
         self.store = ResultStore(run_dir)
         self.settings = Settings.of(self.spec)
         self.links = swept_links(scn)
-        self.lab = NetnsLab(scn.topology)
+        self.testbed = testbed
+        if testbed is not None:
+            from harness.lab.hosts import HostsLab
+            if self.spec.policies:
+                raise CapabilityError(f"scenario {self.spec.name}: policies ({', '.join(p.name for p in self.spec.policies)})"
+                                      f" are not applied on testbeds yet (testbed {testbed.name}); run it on the "
+                                      "netns or vm backend")
+            self.lab: Any = HostsLab(testbed)
+        else:
+            self.lab = NetnsLab(scn.topology)
         self.applier = PolicyApplier(self.lab)
         self.wan = WanCounters(self.lab, self.links, lambda: marks_ecn(self.applier.current))
         self.policies = {p.name: p for p in self.spec.policies}
@@ -169,8 +179,12 @@ class Runner:
             self.progress(advance=0, total=self.total)
             # Ray places and supervises the ranks on the host kernel and on clusters; in the guest
             # (TCG) Ray does not start, so the runner drives the same rank agents itself
-            self.cluster = LocalAgents() if settings.in_guest() and not self.ray_address \
-                else RayCluster(self.ray_address)
+            if self.testbed is not None:  # the lab's own Ray Client connection, ranks on their machines
+                self.cluster = RayCluster(self.lab.ray.address, placement=dict(self.testbed.spec.map.nodes))
+            elif settings.in_guest() and not self.ray_address:
+                self.cluster = LocalAgents()
+            else:
+                self.cluster = RayCluster(self.ray_address)
             journal = self.lab.journal()
             journal.extra["ray_pids"] = self.cluster.pids()
             journal.save()
@@ -372,5 +386,6 @@ class _WorkloadRun:
 
 
 def run_scenario(scn, run_dir: str | Path, *, resume: bool = False, ray_address: str | None = None,
-                 backend: str = "netns", progress=None) -> RunOutcome:
-    return Runner(scn, run_dir, resume=resume, ray_address=ray_address, backend=backend, progress=progress).run()
+                 backend: str = "netns", progress=None, testbed=None) -> RunOutcome:
+    return Runner(scn, run_dir, resume=resume, ray_address=ray_address, backend=backend, progress=progress,
+                  testbed=testbed).run()

@@ -16,20 +16,8 @@ class WanCounters:
     def read(self) -> Counts:
         """Per swept link (both directions): bytes sent, packets its queues dropped, packets they
         marked CE (read only under an ECN policy: it takes a `tc` per interface), packets sent."""
-        from harness.policy.qos import ecn_marks, root_drops
-        from harness.rdma.counters import if_counters
-        out = {}
         ecn = self.ecn()
-        for link in self.links:
-            sent = dropped = marked = packets = 0
-            for end in self.lab.plan.ends(link):
-                h = self.lab.handle(end.node)
-                c = if_counters(h, end.ifname)
-                sent, packets = sent + c["tx_bytes"], packets + c["tx_packets"]
-                dropped += root_drops(h, end.ifname)
-                marked += ecn_marks(self.lab.ns(end.node), end.ifname) if ecn else 0
-            out[link] = (sent, dropped, marked, packets)
-        return out
+        return {link: self.lab.link_counters(link, ecn) for link in self.links}
 
     def metrics(self, before: Counts, after: Counts) -> dict:
         links = self.links

@@ -72,9 +72,12 @@ class SandboxMachine:
     wan_ports: list[str] | None = None
 
 
-def plan_machines(topo: Topology) -> tuple[list[SandboxMachine], list[dict[str, Any]], dict[str, str]]:
+def plan_machines(topo: Topology, emulate: set[str] | None = None
+                  ) -> tuple[list[SandboxMachine], list[dict[str, Any]], dict[str, str]]:
     """Machines, link map and node map for `topo`: a machine per node (its ports named as the netns
-    backend names them) and a wan-emulator per emulated link (eth1 towards end a, eth2 towards b)."""
+    backend names them) and a wan-emulator per emulated link (eth1 towards end a, eth2 towards b):
+    every link with distance, delay or loss, and those named in `emulate` (default: the links whose
+    name starts with "wan", as a lab puts every WAN span across its emulator)."""
     from harness.testbed.resolve import needs_emulation
     plan = build_plan(topo)
     hosts = MGMT.hosts()
@@ -93,7 +96,8 @@ def plan_machines(topo: Topology) -> tuple[list[SandboxMachine], list[dict[str, 
     for lk in topo.links:
         a, b = plan.ends(lk.name)
         entry: dict[str, Any] = {"link": lk.name, "ports": [f"{lk.a}:{a.ifname}", f"{lk.b}:{b.ifname}"]}
-        if needs_emulation(lk):
+        wanted = emulate if emulate is not None else {x.name for x in topo.links if x.name.startswith("wan")}
+        if needs_emulation(lk) or lk.name in wanted:
             em = f"em-{lk.name}"[:32]
             machines[em] = SandboxMachine(em, str(next(hosts)), ["wan-emulator"],
                                           [{"name": "eth1", "mtu": lk.props.mtu}, {"name": "eth2", "mtu": lk.props.mtu}],
@@ -107,13 +111,13 @@ class Sandbox:
     """`with Sandbox(topology) as sb:` builds it; sb.testbed_file is the testbed to hand to
     `metrolab testbed …` run inside the controller namespace (sb.controller_argv)."""
 
-    def __init__(self, topology: Topology, topology_ref: str, *, netem: bool | None = None):
-        self.topology, self.topology_ref = topology, topology_ref
+    def __init__(self, topology: Topology, *, netem: bool | None = None, emulate: set[str] | None = None):
+        self.topology = topology
         self.lab_id = new_lab_id()
         # short: Ray's AF_UNIX socket paths under it must stay within 107 bytes
         self.dir = Path(tempfile.gettempdir()) / f"mlsb-{self.lab_id}"
         self.dir.mkdir(mode=0o700)
-        self.machines, self.links, self.nodes = plan_machines(topology)
+        self.machines, self.links, self.nodes = plan_machines(topology, emulate)
         self.state = LabState(self.lab_id, "sandbox", topology.name, "")
         self.procs: dict[str, subprocess.Popen] = {}
         self._made_privsep = False
@@ -163,7 +167,7 @@ class Sandbox:
                 entry["wan_ports"] = m.wan_ports
             machines.append(entry)
         return {"name": f"sandbox-{self.lab_id}", "description": "namespaces on one machine (metrolab sandbox)",
-                "topology": self.topology_ref, "machines": machines,
+                "topology": "topology.yaml", "machines": machines,
                 "map": {"nodes": self.nodes, "links": self.links}}
 
     # -- build ---------------------------------------------------------------------------
@@ -205,6 +209,10 @@ class Sandbox:
             self._data_link(lm)
         for m in self.machines:
             self._start_sshd(exe, m)
+        # the topology beside the testbed file (a scenario's inline topology has no file of its own)
+        (self.dir / "topology.yaml").write_text(yaml.safe_dump(self.topology.spec.model_dump(mode="json",
+                                                                                              exclude_none=True),
+                                                               sort_keys=False))
         self.testbed_file.write_text(yaml.safe_dump(self.spec(), sort_keys=False))
         for m in self.machines:
             self._wait_ssh(m)

@@ -1,24 +1,30 @@
 """A testbed of namespaces, each machine with its own sshd on a management network: ansible
 provisions it over SSH (idempotent; --check changes nothing), Ray forms a cluster across it whose
-tasks land on the machine they are pinned to, `testbed check` judges it, `testbed clean` stops
-what provisioning started, and nothing of it is left on this machine afterwards."""
+tasks land on the machine they are pinned to, `testbed check` judges it, the hosts backend builds
+the topology on it and runs the main job's host-kernel variant with rows that agree with the netns
+backend's, a killed run is undone by `testbed clean`, which also stops what provisioning started,
+and nothing of it is left on this machine afterwards."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from harness.lab.nsctx import NETNS_RUN_DIR, in_netns, netns_inode, pids_in_netns
-from harness.spec.loader import load_topology
+from harness.lab.state import all_states
+from harness.scenario.spec import load_scenario
 from harness.testbed.sandbox import Sandbox
 
 pytestmark = pytest.mark.lab
 METROLAB = str(Path(sys.executable).parent / "metrolab")
+SCENARIO = Path(__file__).with_name("main-host-kernel.yaml")
 
 
 def cli(sb: Sandbox, *args: str, timeout: float = 600) -> tuple[int, dict]:
@@ -57,7 +63,7 @@ def sysctl(ns: str, key: str) -> str:
 
 @pytest.fixture(scope="module")
 def sandbox():
-    sb = Sandbox(load_topology("metro-pair"), "metro-pair")
+    sb = Sandbox(load_scenario(str(SCENARIO)).topology)
     sb.up()
     yield sb
     sb.down()
@@ -113,6 +119,8 @@ def test_check_finds_every_machine_fit_and_ray_tasks_land_on_their_machine(sandb
         assert mine["reachable"] == mine["versions"] == mine["ray"] == "ok", (m.name, mine)
         assert mine["clock"] in ("ok", "warn")
     assert {f["machine"] for f in rep["findings"] if f["check"] == "mtu path"} == {"a1-gw-a", "b1-gw-b", "wan-ab"}
+    assert [f["level"] for f in rep["findings"] if f["machine"] == "em-wan-ab" and f["check"] == "netem"] in (
+        ["ok"], ["warn"])  # a kernel without netem still runs rate and loss points
     # a Ray task pinned to a machine runs inside that machine (its namespace), through Ray Client
     code = ("import json, sys; from harness.testbed.resolve import load_testbed; "
             "from harness.testbed.cluster import TestbedRay, _where; tb = load_testbed(sys.argv[1]); "
@@ -125,11 +133,92 @@ def test_check_finds_every_machine_fit_and_ray_tasks_land_on_their_machine(sandb
     assert where == {m.name: netns_inode(sandbox.ns(m.name)) for m in sandbox.machines}
 
 
-def test_clean_stops_the_ray_nodes_by_their_pid_files(sandbox):
-    assert any(ray_pids(sandbox).values())
+def lab_state(sb: Sandbox) -> dict:
+    """What a hosts lab may change on the machines, read back: addresses, routes, links up, root
+    qdiscs of its own (a device's default queue, attached the first time it goes up, is the kernel's)."""
+    out = {}
+    default = {"noqueue", "noop", "pfifo_fast", "fq_codel", "mq"}
+    for m in sb.machines:
+        addrs = subprocess.run(["ip", "-n", sb.ns(m.name), "-4", "-j", "addr"], capture_output=True, text=True).stdout
+        routes = subprocess.run(["ip", "-n", sb.ns(m.name), "-4", "-j", "route"], capture_output=True, text=True).stdout
+        qd = subprocess.run(["tc", "-n", sb.ns(m.name), "-j", "qdisc"], capture_output=True, text=True).stdout
+        links = subprocess.run(["ip", "-n", sb.ns(m.name), "-j", "link"], capture_output=True, text=True).stdout
+        out[m.name] = ({(i["ifname"], a["local"]) for i in json.loads(addrs) for a in i["addr_info"]},
+                       {r["dst"] for r in json.loads(routes)},
+                       {(q["dev"], q["kind"]) for q in json.loads(qd) if q.get("root") and q["kind"] not in default},
+                       {i["ifname"] for i in json.loads(links) if "UP" in i["flags"]})
+    return out
+
+
+def test_lab_up_builds_the_topology_on_the_machines_and_down_leaves_them_as_they_were(sandbox):
+    before = lab_state(sandbox)
+    rc, up = cli(sandbox, "lab", "up", "--testbed", str(sandbox.testbed_file))
+    assert rc == 0 and up["backend"] == "hosts", up
+    during = lab_state(sandbox)
+    assert ("eth0", "10.1.0.1") in during["a1"][0] and "10.2.0.0/24" in during["a1"][1]
+    assert "default" not in during["a1"][1] - before["a1"][1]  # the machine's default route is its owner's
+    assert {("eth1", "tbf"), ("eth2", "tbf")} <= during["em-wan-ab"][2]  # the WAN's rate on the emulator
+    ping = subprocess.run(["ip", "netns", "exec", sandbox.ns("a1"), "ping", "-c", "1", "-W", "2", "10.2.0.1"],
+                          capture_output=True, text=True)
+    assert ping.returncode == 0, ping.stdout + ping.stderr  # across both switches and the emulator's bridge
+    res = subprocess.run(sandbox.controller_argv([METROLAB, "lab", "down", "--lab", up["lab"]]),
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert lab_state(sandbox) == before
+
+
+def points(run_dir: Path) -> dict[str, tuple[float, float, float]]:
+    import pandas as pd
+    p = pd.read_csv(run_dir / "points.csv")
+    return {r["point"]: (r["efficiency_degradation"], r["ci_low"], r["ci_high"]) for _, r in p.iterrows()}
+
+
+def test_the_main_job_runs_on_the_testbed_and_agrees_with_the_netns_backend(sandbox, tmp_path):
+    before = lab_state(sandbox)
+    rc, tb = cli(sandbox, "run", str(SCENARIO), "--testbed", str(sandbox.testbed_file), "--out",
+                 str(tmp_path / "testbed"))
+    assert rc == 0 and tb["status"] == "pass", tb
+    assert lab_state(sandbox) == before  # the lab is undone on success
+    res = subprocess.run([METROLAB, "run", str(SCENARIO), "--backend", "netns", "--out", str(tmp_path / "netns"),
+                          "--json"], capture_output=True, text=True, timeout=600,
+                         env=dict(os.environ, METROLAB_NO_PROGRESS="1"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    on_tb, on_ns = points(tmp_path / "testbed"), points(tmp_path / "netns")
+    assert set(on_tb) == set(on_ns) and len(on_tb) == 5
+    meta = json.loads((tmp_path / "testbed" / "meta.json").read_text())
+    assert meta["backend"] == "hosts"
+    for point, (d, lo, hi) in on_tb.items():
+        nd, nlo, nhi = on_ns[point]
+        # the same physics on both backends: each point's 95 % intervals overlap
+        assert lo <= nhi and nlo <= hi, (point, (d, lo, hi), (nd, nlo, nhi))
+    rate = next(p for p in on_tb if p.endswith("100 Mbit/s") and "loss" not in p)
+    assert on_tb[rate][1] > 0.2  # half the WAN's rate: the step time clearly longer on the testbed too
+
+
+def test_a_killed_run_is_undone_by_testbed_clean(sandbox, tmp_path):
+    before = lab_state(sandbox)
+    proc = subprocess.Popen(sandbox.controller_argv([METROLAB, "run", str(SCENARIO), "--testbed",
+                                                     str(sandbox.testbed_file), "--out", str(tmp_path / "run")]),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, METROLAB_NO_PROGRESS="1"))
+    deadline = time.monotonic() + 240
+    while not (tmp_path / "run" / "results.jsonl").exists():  # measuring: the lab is up
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it measured"
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert lab_state(sandbox) != before  # left behind
+    assert any(s.backend == "hosts" for s in all_states())
+    assert all(ray_pids(sandbox).values())
     rc, doc = cli(sandbox, "testbed", "clean", str(sandbox.testbed_file))
-    assert rc == 0 and doc["ok"], doc
+    assert rc == 0 and doc["ok"] and len(doc["labs"]) == 1, doc
+    assert lab_state(sandbox) == before
+    assert not any(s.backend == "hosts" for s in all_states())
+    # and what provisioning started: the Ray nodes, stopped by their PID files
     assert all(any("Stop the Ray node" in t for t in c) for c in changed(doc).values()), doc
     assert ray_pids(sandbox) == {m.name: [] for m in sandbox.machines}
+
+
+def test_a_second_clean_changes_nothing(sandbox):
     rc, again = cli(sandbox, "testbed", "clean", str(sandbox.testbed_file))
     assert rc == 0 and changed(again) == {m.name: [] for m in sandbox.machines}
+    assert again["labs"] == []

@@ -1,0 +1,288 @@
+"""The hosts backend: the lab interface on a real testbed (a testbed file's machines).
+
+`up` builds the topology's network on the machines' mapped ports as the netns backend builds it
+in namespaces (the lab plan's addresses, permanent neighbours and routes, each link's own
+impairment); `impair` puts a point's impairment on an emulated link's WAN emulator (its two
+bridged ports, one direction each: `wan_ports[0]` faces the link's end a) or on both ends of a
+plain link; counters are read on the machines; ranks start on their machines (Ray tasks and
+actors pinned to `host:<machine>`). Every change is journaled on the controller before it is
+made and undone by `down` — on success, error and Ctrl-C — and by `metrolab testbed clean`
+after a killed run.
+
+Not yet on testbeds (refused with that reason): policies (switch queues, ECMP hash, planned
+paths, access control), IPv6, RDMA capacity checks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from harness.errors import CapabilityError, LabError
+from harness.lab import remote
+from harness.lab.base import Lab
+from harness.lab.plan import Iface, LabPlan
+from harness.lab.state import LabState, new_lab_id
+from harness.testbed.resolve import Testbed
+from netem.profile import Impairment
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Hop:
+    """Where one direction of a link is shaped: egress `ifname` on `machine` (loss without netem:
+    nft on `peer_ifname`'s ingress, on the same machine)."""
+    machine: str
+    ifname: str
+    peer_ifname: str | None
+
+
+def machine_plan(plan: LabPlan, tb: Testbed) -> LabPlan:
+    """The lab plan with each interface renamed to the machine port the testbed maps it to."""
+    ports = {}
+    for lm in tb.spec.map.links:
+        lk = next(x for x in tb.topology.links if x.name == lm.link)
+        for node, port in zip((lk.a, lk.b), lm.ports):
+            ports[(node, lm.link)] = port.split(":", 1)[1]
+    out = LabPlan(plan.topology)
+    for key, i in plan.ifaces.items():
+        peer_key = (i.peer_node, i.link)
+        out.ifaces[key] = replace(i, ifname=ports[key], peer_ifname=ports[peer_key])
+    by_old = {(k[0], plan.ifaces[k].ifname): ports[k] for k in plan.ifaces}
+    out.routes = [replace(r, nexthops=tuple(replace(h, ifname=by_old[(r.node, h.ifname)]) for h in r.nexthops))
+                  for r in plan.routes]
+    return out
+
+
+class HostsLab(Lab):
+    backend = "hosts"
+
+    def __init__(self, testbed: Testbed, lab_id: str | None = None, ray=None):
+        super().__init__(testbed.topology, lab_id or new_lab_id())
+        self.tb = testbed
+        self.plan = machine_plan(self.plan, testbed)
+        self.ray = ray                    # a TestbedRay; connected in up() when not given
+        self._own_ray = ray is None
+        self.state: LabState | None = None
+        self.applied: dict[str, list[dict]] = {}
+        self.caps: dict[str, dict] = {}
+
+    # -- where things are ------------------------------------------------------------------
+    def machine(self, node: str) -> str:
+        return self.tb.spec.map.nodes[node]
+
+    def ns(self, node: str) -> None:
+        """Ranks and tasks run on the machine itself, in no namespace of ours."""
+        return None
+
+    def on(self, node: str, fn, *args, **kw):
+        return self.ray.on(self.machine(node), fn, *args, **kw)
+
+    def journal(self) -> LabState:
+        if self.state is None:
+            raise LabError(f"lab {self.lab_id} has no journal: build it with up()")
+        return self.state
+
+    def hops(self, link: str) -> list[Hop]:
+        """The two directions of `link`: a->b then b->a."""
+        lm = next(x for x in self.tb.spec.map.links if x.link == link)
+        a, b = self.plan.ends(link)
+        if lm.emulator:
+            em = self.tb.machine(lm.emulator)
+            assert em.wan_ports is not None
+            toward_a, toward_b = em.wan_ports
+            return [Hop(em.name, toward_b, toward_a), Hop(em.name, toward_a, toward_b)]
+        return [Hop(self.machine(a.node), a.ifname, None), Hop(self.machine(b.node), b.ifname, None)]
+
+    def rxe_device(self, node: str) -> str:
+        iface = self.plan.ifaces_of(node)[0]
+        m = self.tb.machine(self.machine(node))
+        dev = next((x.rdma for x in m.interfaces if x.name == iface.ifname), None)
+        if dev is None:
+            raise CapabilityError(f"testbed {self.tb.name}: machine {m.name} has no RDMA device on {iface.ifname}")
+        return f"rxe_{iface.ifname}" if dev == "soft-roce" else dev
+
+    def log_dir(self, node: str, run_dir: Path) -> str:
+        """Where a rank on `node` writes its log: under its machine's metrolab_root."""
+        root = self.tb.machine(self.machine(node)).vars.get("metrolab_root", "/opt/metrolab")
+        return f"{root}/runs/{Path(run_dir).name}/logs"
+
+    # -- build ---------------------------------------------------------------------------------
+    def _node_config(self, node: str) -> tuple[list[dict], list[dict]]:
+        me = self.topology.nodes[node]
+        ports, routes = [], []
+        for i in self.plan.ifaces_of(node):
+            peer = self.topology.nodes[i.peer_node]
+            ports.append({"ifname": i.ifname, "local": str(me.address),
+                          "peer": str(peer.address) if me.is_switch else None,
+                          "mtu": next(lk for lk in self.topology.links if lk.name == i.link).props.mtu})
+        for r in self.plan.routes_of(node):
+            if r.family != 4:
+                continue
+            hops = [{"gateway": h.gateway, "ifname": h.ifname} for h in r.nexthops]
+            # a machine's default route is its owner's (management): a host reaches the lab's
+            # prefixes by routes of their own instead
+            for dst in (self.prefixes() if r.dst == "default" else [r.dst]):
+                routes.append({"dst": dst, "nexthops": hops})
+        return ports, routes
+
+    def prefixes(self) -> list[str]:
+        """Every IPv4 prefix the topology's addresses come from (its sites' and its infrastructure's)."""
+        sites = self.topology.sites.values() if isinstance(self.topology.sites, dict) else self.topology.sites
+        return sorted({str(s.subnet) for s in sites} | {str(self.topology.spec.infra_subnet)})
+
+    def up(self) -> None:
+        from harness.testbed.cluster import TestbedRay
+        log.info("lab %s: building %s on testbed %s", self.lab_id, self.topology.name, self.tb.name)
+        self.state = LabState(self.lab_id, self.backend, self.topology.source, self.topology.digest,
+                              extra={"testbed": str(Path(self.tb.source).resolve()), "configured": {},
+                                     "shaped": {}})
+        self.state.save()
+        try:
+            if self.ray is None:
+                self.ray = TestbedRay(self.tb)
+            missing = sorted({self.machine(n) for n in self.topology.nodes} - set(self.ray.machines()))
+            if missing:
+                raise LabError(f"testbed {self.tb.name}: no Ray node on {', '.join(missing)} "
+                               "(run `metrolab testbed provision`)")
+            for m in {self.machine(n) for n in self.topology.nodes} | {h.machine for lk in self.topology.links
+                                                                        for h in self.hops(lk.name)}:
+                self.caps[m] = self.ray.on(m, remote.capabilities)
+            self._check_impairments()
+            macs = {}
+            for node in self.topology.nodes:
+                macs[node] = self.on(node, remote.macs, [i.ifname for i in self.plan.ifaces_of(node)])
+            for node in self.topology.nodes:
+                ports, routes = self._node_config(node)
+                neigh = [{"dst": str(self.topology.nodes[i.peer_node].address), "ifname": i.ifname,
+                          "lladdr": macs[i.peer_node][i.peer_ifname]} for i in self.plan.ifaces_of(node)]
+                machine = self.machine(node)
+                # journal what is about to be added first: a kill during the call is cleanable
+                self.state.extra["configured"][machine] = {"addresses": ports, "routes": routes, "neighbours": neigh}
+                self.state.save()
+                self.state.extra["configured"][machine] = self.on(node, remote.configure, ports, routes, neigh)
+                self.state.save()
+            for lk in self.topology.links:
+                self.impair(lk.name, lk.impairment(self.topology.group_index))
+            self.state.status = "up"
+            self.state.save()
+        except BaseException:
+            self.down()
+            raise
+
+    def _check_impairments(self) -> None:
+        for lk in self.topology.links:
+            imp = lk.impairment(self.topology.group_index)
+            for hop in self.hops(lk.name):
+                if not self.caps[hop.machine]["netem"] and imp.netem_only():
+                    raise CapabilityError(f"link {lk.name}: {hop.machine} has no sch_netem, so it cannot apply "
+                                          f"{', '.join(imp.netem_only())}")
+
+    def impair(self, link: str, imp: Impairment, strict: bool = True, caps=None) -> None:
+        state = self.journal()
+        out = []
+        for hop in self.hops(link):
+            state.extra["shaped"].setdefault(hop.machine, [])
+            if [hop.ifname, hop.peer_ifname] not in state.extra["shaped"][hop.machine]:
+                state.extra["shaped"][hop.machine].append([hop.ifname, hop.peer_ifname])
+                state.save()
+            out.append(self.ray.on(hop.machine, remote.shape, hop.ifname, imp, strict, f"link {link}",
+                                   hop.peer_ifname) | {"node": hop.machine})
+        self.applied[link] = out
+        state.extra["applied"] = self.applied
+        state.save()
+
+    def link_counters(self, link: str, ecn: bool) -> tuple[int, int, int, int]:
+        sent = dropped = marked = packets = 0
+        for hop in self.hops(link):
+            s, d, m, p = self.ray.on(hop.machine, remote.counters, [hop.ifname], ecn)
+            sent, dropped, marked, packets = sent + s, dropped + d, marked + m, packets + p
+        return sent, dropped, marked, packets
+
+    def status(self) -> dict[str, Any]:
+        return {"lab": self.lab_id, "backend": self.backend, "testbed": self.tb.name,
+                "topology": self.topology.name, "applied": self.applied,
+                "configured": (self.state.extra.get("configured") if self.state else {})}
+
+    # -- teardown --------------------------------------------------------------------------------
+    def close_handles(self) -> None:
+        """Leave the lab up, drop this process's connection to the testbed's Ray."""
+        if self._own_ray and self.ray is not None:
+            self.ray.close()
+            self.ray = None
+
+    def down(self) -> None:
+        if self.state is None:
+            return
+        if self.ray is None and (self.state.extra.get("configured") or self.state.extra.get("shaped")):
+            from harness.testbed.cluster import TestbedRay
+            self.ray = TestbedRay(self.tb)
+        errors = undo(self.state, self.ray)
+        if self._own_ray and self.ray is not None:
+            self.ray.close()
+            self.ray = None
+        self.state.remove()
+        self.state = None
+        if errors:
+            raise LabError(f"lab {self.lab_id}: teardown left " + "; ".join(errors))
+
+
+def attach(state: LabState) -> HostsLab:
+    """A hosts lab left up by `metrolab lab up --testbed` (its journal names the testbed file)."""
+    from harness.testbed.resolve import load_testbed
+    lab = HostsLab(load_testbed(state.extra["testbed"]), lab_id=state.lab_id)
+    lab.state = state
+    lab.applied = state.extra.get("applied", {})
+    return lab
+
+
+def undo(state: LabState, ray) -> list[str]:
+    """Undo what a hosts lab's journal records (its own run, or a killed one's); what could not be
+    undone, by machine."""
+    errors = []
+    for machine, hops in state.extra.get("shaped", {}).items():
+        try:
+            ray.on(machine, remote.unshape, [tuple(h) for h in hops])
+        except Exception as exc:  # noqa: BLE001 — undo the rest, report this one
+            errors.append(f"{machine}: impairment not removed ({exc})")
+    for machine, added in state.extra.get("configured", {}).items():
+        try:
+            ray.on(machine, remote.unconfigure, added)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"{machine}: addresses and routes not removed ({exc})")
+    return errors
+
+
+__all__ = ["HostsLab", "Iface", "attach", "clean_journals", "machine_plan", "undo"]
+
+
+def clean_journals(tb: Testbed | None = None) -> list[str]:
+    """Undo every hosts lab journaled on this controller (of testbed `tb`, or of any testbed whose
+    file is still there) whose run is gone; what was removed."""
+    from harness.lab.state import all_states, pid_alive
+    from harness.testbed.cluster import TestbedRay
+    from harness.testbed.resolve import load_testbed
+    out = []
+    for st in all_states():
+        if st.backend != "hosts" or (st.pid != os.getpid() and pid_alive(st.pid)):
+            continue
+        path = str(st.extra.get("testbed") or "")
+        if tb is not None and Path(path).resolve() != Path(tb.source).resolve():
+            continue
+        try:
+            bed = tb or load_testbed(path)
+            with TestbedRay(bed) as ray:
+                errors = undo(st, ray)
+        except Exception as exc:  # noqa: BLE001 — a testbed not reachable now: keep its journal
+            out.append(f"{st.lab_id}: not cleaned ({exc})")
+            continue
+        if errors:
+            out.append(f"{st.lab_id}: " + "; ".join(errors))
+            continue
+        st.remove()
+        out.append(f"{st.lab_id} (testbed {Path(path).name})")
+    return out

@@ -1,0 +1,150 @@
+"""What the hosts backend does on a machine: each function runs there (a Ray task pinned to the
+machine), with pyroute2 on the machine's own netlink and metrolab's own shaper. Arguments and
+results are plain data; every function is safe to repeat, and `unconfigure` undoes exactly what
+`configure` reports it added."""
+
+from __future__ import annotations
+
+from typing import Any
+
+AF_INET = 2
+RTNH_F_ONLINK = 4
+
+
+def _ipr():
+    import pyroute2.config
+    from pyroute2 import IPRoute
+    pyroute2.config.disable_mp_signal = True
+    return IPRoute()
+
+
+def capabilities() -> dict[str, Any]:
+    from harness.capabilities import probe
+    caps = probe()
+    return {"netem": caps.has("netem"), "nft": caps.has("nft"), "kernel": caps.kernel}
+
+
+def configure(ports: list[dict], routes: list[dict], neighbours: list[dict]) -> dict[str, list]:
+    """Addresses on the machine's ports (`{ifname, local, peer, mtu}`: a /32 with the neighbour
+    as its peer, as the lab plan addresses a node), permanent neighbour entries, then routes
+    (`{dst, nexthops: [{gateway, ifname}]}`). Returns what it added, for `unconfigure`."""
+    from pyroute2 import NetlinkError
+    added: dict[str, list] = {"addresses": [], "routes": [], "neighbours": [], "up": []}
+    with _ipr() as ipr:
+        try:
+            for p in ports:
+                idx = _index(ipr, p["ifname"])
+                link = ipr.get_links(idx)[0]
+                if p.get("mtu") and link.get_attr("IFLA_MTU") != p["mtu"]:
+                    ipr.link("set", index=idx, mtu=p["mtu"])
+                have = {(a.get_attr("IFA_LOCAL"), a["prefixlen"]) for a in ipr.get_addr(index=idx, family=AF_INET)}
+                if (p["local"], 32) not in have:
+                    ipr.addr("add", index=idx, local=p["local"], address=p.get("peer") or p["local"], prefixlen=32)
+                    added["addresses"].append(p)
+                if not link["flags"] & 1:  # IFF_UP
+                    ipr.link("set", index=idx, state="up")
+                    added["up"].append(p["ifname"])
+            for n in neighbours:
+                ipr.neigh("replace", family=AF_INET, dst=n["dst"], lladdr=n["lladdr"],
+                          ifindex=_index(ipr, n["ifname"]), state=0x80)  # NUD_PERMANENT
+                added["neighbours"].append(n)
+            for r in routes:
+                hops = [{"gateway": h["gateway"], "oif": _index(ipr, h["ifname"]), "flags": RTNH_F_ONLINK}
+                        for h in r["nexthops"]]
+                kw: dict[str, Any] = {"dst": r["dst"], "family": AF_INET}
+                if len(hops) == 1:
+                    kw |= hops[0]
+                else:
+                    kw["multipath"] = hops
+                try:
+                    ipr.route("add", **kw)
+                except NetlinkError as exc:
+                    if exc.code != 17:  # EEXIST: a route of the lab's owner; keep theirs, add nothing
+                        raise
+                    continue
+                added["routes"].append(r)
+        except BaseException:
+            _undo(ipr, added)
+            raise
+    return added
+
+
+def unconfigure(added: dict[str, list]) -> None:
+    with _ipr() as ipr:
+        _undo(ipr, added)
+
+
+def _undo(ipr, added: dict[str, list]) -> None:
+    from pyroute2 import NetlinkError
+    for r in reversed(added.get("routes", [])):
+        try:
+            ipr.route("del", dst=r["dst"], family=AF_INET)
+        except NetlinkError:
+            pass
+    for n in added.get("neighbours", []):
+        try:
+            ipr.neigh("del", family=AF_INET, dst=n["dst"], ifindex=_index(ipr, n["ifname"]))
+        except (NetlinkError, LookupError):
+            pass
+    for p in added.get("addresses", []):
+        try:
+            ipr.addr("del", index=_index(ipr, p["ifname"]), local=p["local"], address=p.get("peer") or p["local"],
+                     prefixlen=32)
+        except (NetlinkError, LookupError):
+            pass
+    for ifname in added.get("up", []):
+        try:
+            ipr.link("set", index=_index(ipr, ifname), state="down")
+        except (NetlinkError, LookupError):
+            pass
+
+
+def _index(ipr, ifname: str) -> int:
+    found = ipr.link_lookup(ifname=ifname)
+    if not found:
+        import socket
+        raise LookupError(f"{socket.gethostname()}: no interface {ifname}")
+    return found[0]
+
+
+def macs(ifnames: list[str]) -> dict[str, str]:
+    with _ipr() as ipr:
+        return {i: ipr.get_links(_index(ipr, i))[0].get_attr("IFLA_ADDRESS") for i in ifnames}
+
+
+def shape(ifname: str, imp, strict: bool, where: str, peer_ifname: str | None) -> dict:
+    """The impairment on the egress of `ifname` (loss without netem: nft on `peer_ifname`'s ingress,
+    on this machine — a WAN emulator's other port)."""
+    from dataclasses import asdict
+
+    from harness.capabilities import probe
+    from netem.shaper import Shaper
+    caps = probe()
+    with _ipr() as ipr:
+        shaper = Shaper(ipr, None, caps.has("netem"), caps.has("nft"))
+        return asdict(shaper.apply(ifname, imp, strict, where=where, peer=(None, peer_ifname) if peer_ifname else None))
+
+
+def unshape(ifnames: list[tuple[str, str | None]]) -> None:
+    """Every (ifname, peer_ifname) back to no impairment."""
+    from harness.capabilities import probe
+    from netem.shaper import Shaper
+    caps = probe()
+    with _ipr() as ipr:
+        shaper = Shaper(ipr, None, caps.has("netem"), caps.has("nft"))
+        for ifname, peer in ifnames:
+            shaper.clear(ifname, (None, peer) if peer else None)
+
+
+def counters(ifnames: list[str], ecn: bool) -> tuple[int, int, int, int]:
+    """(bytes sent, packets dropped by the root qdisc, CE marks, packets sent) summed over ifnames."""
+    from harness.policy.qos import ecn_marks, root_drops
+    from harness.rdma.counters import if_counters
+    sent = dropped = marked = packets = 0
+    with _ipr() as ipr:
+        for i in ifnames:
+            c = if_counters(ipr, i)
+            sent, packets = sent + c["tx_bytes"], packets + c["tx_packets"]
+            dropped += root_drops(ipr, i)
+            marked += ecn_marks(None, i) if ecn else 0
+    return sent, dropped, marked, packets
