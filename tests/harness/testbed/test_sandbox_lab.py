@@ -195,17 +195,31 @@ def test_the_main_job_runs_on_the_testbed_and_agrees_with_the_netns_backend(sand
     assert on_tb[rate][1] > 0.2  # half the WAN's rate: the step time clearly longer on the testbed too
 
 
-def test_a_killed_run_is_undone_by_testbed_clean(sandbox, tmp_path):
-    before = lab_state(sandbox)
-    proc = subprocess.Popen(sandbox.controller_argv([METROLAB, "run", str(SCENARIO), "--testbed",
-                                                     str(sandbox.testbed_file), "--out", str(tmp_path / "run")]),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, METROLAB_NO_PROGRESS="1"))
+def start_and_signal(sb: Sandbox, run_dir: Path, sig: int) -> int:
+    """A testbed run, sent `sig` once it measures (its lab is up); its exit code."""
+    proc = subprocess.Popen(sb.controller_argv([METROLAB, "run", str(SCENARIO), "--testbed", str(sb.testbed_file),
+                                                "--out", str(run_dir)]),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, METROLAB_NO_PROGRESS="1"))
     deadline = time.monotonic() + 240
-    while not (tmp_path / "run" / "results.jsonl").exists():  # measuring: the lab is up
+    while not (run_dir / "results.jsonl").exists():
         assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it measured"
         time.sleep(0.5)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(sig)
+    return proc.wait(timeout=300)
+
+
+def test_ctrl_c_during_a_testbed_run_leaves_the_machines_as_they_were(sandbox, tmp_path):
+    before = lab_state(sandbox)
+    rc = start_and_signal(sandbox, tmp_path / "run", signal.SIGINT)
+    assert rc != 0
+    assert lab_state(sandbox) == before
+    assert not any(s.backend == "hosts" for s in all_states())
+
+
+def test_a_killed_run_is_undone_by_testbed_clean(sandbox, tmp_path):
+    before = lab_state(sandbox)
+    start_and_signal(sandbox, tmp_path / "run", signal.SIGKILL)
     assert lab_state(sandbox) != before  # left behind
     assert any(s.backend == "hosts" for s in all_states())
     assert all(ray_pids(sandbox).values())
