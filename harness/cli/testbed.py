@@ -23,6 +23,24 @@ def register(sub) -> None:
     inv.add_argument("-o", "--out", help="write it here (default: print it)")
     add_json(inv)
     inv.set_defaults(func=cmd_testbed_inventory)
+    rc = tsub.add_parser("ray-config", help="a Ray cluster launcher config (provider local) for the machines, "
+                                            "if you start Ray with `ray up` instead of provisioning's ray_node role")
+    rc.add_argument("testbed", help="testbed YAML")
+    rc.add_argument("-o", "--out", help="write it here (default: print it)")
+    add_json(rc)
+    rc.set_defaults(func=cmd_testbed_ray_config)
+    sb = tsub.add_parser("sandbox", help="a testbed of namespaces on this machine (each machine with its own sshd), "
+                                         "to try the testbed commands without a lab")
+    sbsub = sb.add_subparsers(dest="sandboxcmd", metavar="ACTION", required=True)
+    sbu = sbsub.add_parser("up", help="build one for a topology (default metro-pair) or a scenario's topology")
+    sbu.add_argument("topology", nargs="?", default="metro-pair", help="topology YAML or built-in name")
+    sbu.add_argument("--scenario", help="take the topology of this scenario instead")
+    add_json(sbu)
+    sbu.set_defaults(func=cmd_sandbox_up)
+    sbd = sbsub.add_parser("down", help="remove a sandbox (default: every one)")
+    sbd.add_argument("--lab", help="its id (the testbed is named sandbox-ID)")
+    add_json(sbd)
+    sbd.set_defaults(func=cmd_sandbox_down)
     prov = tsub.add_parser("provision", help="prepare every machine (ansible/site.yml: RDMA, metrolab, Ray nodes, "
                                              "WAN emulators, switches); idempotent")
     prov.add_argument("testbed", help="testbed YAML")
@@ -78,6 +96,58 @@ def cmd_testbed_inventory(args) -> int:
             console.print(f"inventory of {len(inv['all']['hosts'])} machines written to {args.out}", highlight=False)
         else:
             print(text, end="")
+    return 0
+
+
+def cmd_sandbox_up(args) -> int:
+    from harness.testbed.sandbox import Sandbox
+    if args.scenario:
+        from harness.scenario.spec import load_scenario
+        topo = load_scenario(args.scenario).topology
+    else:
+        from harness.spec.loader import load_topology
+        topo = load_topology(args.topology)
+    sb = Sandbox(topo)
+    sb.up()  # its sshd processes outlive this command; `sandbox down` removes them with the namespaces
+    out = {"lab": sb.lab_id, "testbed": str(sb.testbed_file), "controller": sb.controller_ns,
+           "machines": {m.name: m.mgmt for m in sb.machines}}
+    if args.json:
+        print_json(out)
+    else:
+        console.print(f"sandbox [bold]{sb.lab_id}[/]: {len(sb.machines)} machines, testbed {sb.testbed_file}\n"
+                      f"run the testbed commands on its controller:\n"
+                      f"  ip netns exec {sb.controller_ns} metrolab testbed provision {sb.testbed_file}\n"
+                      f"remove it with `metrolab testbed sandbox down --lab {sb.lab_id}`", highlight=False)
+    return 0
+
+
+def cmd_sandbox_down(args) -> int:
+    from harness.lab.state import all_states
+    from harness.testbed.sandbox import remove
+    states = [s for s in all_states() if s.backend == "sandbox" and (args.lab is None or s.lab_id == args.lab)]
+    if args.lab and not states:
+        from harness.errors import LabError
+        raise LabError(f"no sandbox {args.lab} on this machine")
+    removed = [x for s in states for x in remove(s)]
+    if args.json:
+        print_json({"removed": removed})
+    else:
+        console.print(f"removed {len(states)} sandbox(es): {' '.join(removed) or 'nothing'}", highlight=False)
+    return 0
+
+
+def cmd_testbed_ray_config(args) -> int:
+    from harness.testbed.derive import ray_cluster_config
+    from harness.testbed.resolve import load_testbed
+    cfg = ray_cluster_config(load_testbed(args.testbed))
+    if args.json:
+        print_json(cfg)
+    elif args.out:
+        Path(args.out).write_text(yaml.safe_dump(cfg, sort_keys=False))
+        console.print(f"Ray cluster config for {cfg['max_workers'] + 1} machines written to {args.out} "
+                      "(`ray up` it; stop the nodes with `metrolab testbed clean`, not `ray down`)", highlight=False)
+    else:
+        print(yaml.safe_dump(cfg, sort_keys=False), end="")
     return 0
 
 

@@ -304,6 +304,21 @@ class Sandbox:
         self.down()
 
 
+def remove(state: LabState) -> list[str]:
+    """Take a sandbox down from its journal (another process built it): its namespaces with every
+    process inside them (sshd, Ray nodes), its directory."""
+    from harness.lab.netns import remove_namespace
+    from harness.lab.nsctx import NETNS_RUN_DIR
+    out = []
+    for name in reversed(state.namespaces):
+        if (NETNS_RUN_DIR / name).exists():
+            remove_namespace(name)
+            out.append(name)
+    out += cleanup_leftovers(state)
+    state.remove()
+    return out
+
+
 def cleanup_leftovers(state: LabState) -> list[str]:
     """What `metrolab lab clean` removes of a killed sandbox beyond its namespaces."""
     out = []

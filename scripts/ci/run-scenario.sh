@@ -24,14 +24,12 @@ while (($#)); do
   esac
   shift
 done
-if [ -n "$TESTBED" ]; then
-  echo "run-scenario.sh: --testbed $TESTBED: metrolab has no testbed (hosts) backend yet; leave it empty to run on the runner" >&2
-  exit 4
-fi
+TB=()
+if [ -n "$TESTBED" ]; then TB=(--testbed "$TESTBED"); fi  # the lab's machines instead of this runner
 OUT=${OUT:-$PWD/metrolab-runs/$(basename "$SCENARIO" .yaml)-${GITHUB_RUN_ID:-local}-${GITHUB_RUN_ATTEMPT:-0}}
 mkdir -p "$(dirname "$OUT")"
 JSON=$(mktemp)
-"$METROLAB" run "$SCENARIO" "${QUICK[@]}" --inconclusive "$INCONCLUSIVE" --out "$OUT" --json > "$JSON"
+"$METROLAB" run "$SCENARIO" "${QUICK[@]}" "${TB[@]}" --inconclusive "$INCONCLUSIVE" --out "$OUT" --json > "$JSON"
 rc=$?
 verdict=$(python3 -c 'import json,sys
 try: print(json.load(open(sys.argv[1]))["status"])

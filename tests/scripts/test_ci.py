@@ -106,9 +106,10 @@ def test_setup_runner_refuses_an_unknown_option():
 
 
 @pytest.mark.unit
-def test_run_scenario_refuses_a_testbed_it_cannot_use(tmp_path):
-    res = _sh("scripts/ci/run-scenario.sh", "load-balancing", "--testbed", "lab.yaml", "--out", str(tmp_path / "r"))
-    assert res.returncode == 4 and "no testbed" in res.stderr and not (tmp_path / "r").exists()
+def test_run_scenario_hands_the_testbed_to_metrolab_which_refuses_a_missing_file(tmp_path):
+    res = _sh("scripts/ci/run-scenario.sh", "load-balancing", "--testbed", str(tmp_path / "lab.yaml"), "--out",
+              str(tmp_path / "r"))
+    assert res.returncode == 2 and "lab.yaml" in res.stderr + res.stdout and not (tmp_path / "r").exists()
 
 
 @pytest.mark.lab

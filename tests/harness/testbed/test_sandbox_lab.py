@@ -236,3 +236,23 @@ def test_a_second_clean_changes_nothing(sandbox):
     rc, again = cli(sandbox, "testbed", "clean", str(sandbox.testbed_file))
     assert rc == 0 and changed(again) == {m.name: [] for m in sandbox.machines}
     assert again["labs"] == []
+
+
+def test_the_sandbox_commands_build_one_for_a_person_and_remove_it():
+    res = subprocess.run([METROLAB, "testbed", "sandbox", "up", "--json"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    sb = json.loads(res.stdout)
+    try:
+        show = subprocess.run([METROLAB, "testbed", "show", sb["testbed"], "--json"], capture_output=True, text=True,
+                              timeout=120)
+        assert show.returncode == 0 and json.loads(show.stdout)["topology"] == "metro-pair", show.stderr
+        ssh = subprocess.run(["ip", "netns", "exec", sb["controller"], "ssh", "-i", str(Path(sb["testbed"]).parent /
+                              "id_ed25519"), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                              "-o", "BatchMode=yes", f"root@{sb['machines']['a1']}", "cat /proc/net/dev"],
+                             capture_output=True, text=True, timeout=60)
+        assert ssh.returncode == 0 and "eth0" in ssh.stdout  # a1's own interfaces, through its own sshd
+    finally:
+        down = subprocess.run([METROLAB, "testbed", "sandbox", "down", "--lab", sb["lab"], "--json"],
+                              capture_output=True, text=True, timeout=120)
+    assert down.returncode == 0 and not Path(sb["testbed"]).exists()
+    assert not any((NETNS_RUN_DIR / f"{sb['lab']}-{m}").exists() for m in [*sb["machines"], "ctl", "mgmt"])

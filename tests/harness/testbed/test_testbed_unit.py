@@ -107,3 +107,38 @@ def test_the_cli_writes_the_inventory_and_refuses_a_bad_file(tmp_path):
     res = subprocess.run([sys.executable, "-m", "harness.cli", "testbed", "show", str(tmp_path / "bad.yaml")],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "map.nodes.a1: no such machine" in res.stderr and "'srv-zz'" in res.stderr
+
+
+def test_the_ray_config_is_one_rays_launcher_accepts_and_never_stops_ray_by_name(tmp_path):
+    from ray.autoscaler._private.util import validate_config
+
+    from harness.testbed.derive import ray_cluster_config
+    tb = load_testbed(EXAMPLE)
+    cfg = ray_cluster_config(tb)
+    validate_config(cfg)  # Ray's own schema
+    assert cfg["provider"] == {"type": "local", "head_ip": "192.0.2.11",
+                               "worker_ips": [m.mgmt for m in tb.ray_machines() if m.name != "srv-a1"]}
+    commands = cfg["head_start_ray_commands"] + cfg["worker_start_ray_commands"]
+    assert not any("ray stop" in c for c in commands)
+    assert '"host:srv-a1"' in cfg["head_start_ray_commands"][0] and "--ray-client-server-port=10001" in commands[0]
+    # every worker names itself: the shell turns the launcher's one command into each machine's resource
+    worker = cfg["worker_start_ray_commands"][0]
+    (tmp_path / "machine").write_text("srv-b1\n")
+    res = subprocess.run(["bash", "-c", 'printf "%s" ' + worker.split("--resources=", 1)[1].replace(
+        "/opt/metrolab", str(tmp_path))], capture_output=True, text=True, check=True)
+    assert json.loads(res.stdout) == {"host:srv-b1": 1}
+    out = subprocess.run([sys.executable, "-m", "harness.cli", "testbed", "ray-config", str(EXAMPLE), "-o",
+                          str(tmp_path / "cluster.yaml")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and yaml.safe_load((tmp_path / "cluster.yaml").read_text()) == cfg
+    data = copy.deepcopy(example())
+    _machine(data, "srv-b1")["vars"] = {"metrolab_root": "/srv/metrolab"}
+    with pytest.raises(SpecError, match="same commands"):
+        ray_cluster_config(resolve.testbed_from_data(data, "tb.yaml"))
+
+
+def test_the_walkthroughs_testbed_file_is_valid():
+    text = (Path(__file__).resolve().parents[3] / "docs" / "testbed.md").read_text()
+    block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    tb = resolve.testbed_from_data(yaml.safe_load(block), "docs/testbed.md")
+    assert tb.topology.name == "metro-pair" and tb.ray_head.name == "srv-a"
+    assert [lm.emulator for lm in tb.spec.map.links] == [None, None, "wan-1"]
