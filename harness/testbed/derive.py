@@ -49,7 +49,7 @@ def inventory(tb: Testbed) -> dict[str, Any]:
 def ray_cluster_config(tb: Testbed) -> dict[str, Any]:
     """A Ray cluster launcher config (provider local) for the testbed's machines, as the ray_node
     role starts them: the head's client port, `host:<machine>` on every node (a worker reads its
-    name from METROLAB_ROOT/machine, which the metrolab role writes: the launcher gives every
+    name from `<metrolab_root>/machine`, which the metrolab role writes: the launcher gives every
     worker the same commands), the testbed's auth mode, and no `ray stop` (the launcher's default
     start commands begin with one, which stops every Ray process on the machine by name). Ray's
     own `ray down` runs `ray stop` too: stop a testbed's nodes with `metrolab testbed clean`."""
