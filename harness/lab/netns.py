@@ -275,17 +275,9 @@ class NetnsLab(Lab):
         return rxe.device_name(self.lab_id, node)
 
     def _add_route(self, route) -> None:
+        from harness.lab.plan import route_request
         h = self.handle(route.node)
-        family = AF_INET if route.family == 4 else AF_INET6
-        # IPv4: onlink, the gateway is the peer of a point-to-point address; IPv6 has explicit peer routes
-        flags = RTNH_F_ONLINK if route.family == 4 else 0
-        hops = [{"gateway": nh.gateway, "oif": h.link_lookup(ifname=nh.ifname)[0], "flags": flags}
-                for nh in route.nexthops]
-        kw: dict[str, Any] = {"dst": route.dst, "family": family}
-        if len(hops) == 1:
-            kw |= hops[0]
-        else:
-            kw["multipath"] = hops
+        kw = route_request(h, route.dst, route.family, [(nh.gateway, nh.ifname) for nh in route.nexthops])
         try:
             h.route("add", **kw)
         except NetlinkError as exc:

@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 AF_INET = 2
-RTNH_F_ONLINK = 4
 
 
 def _ipr():
@@ -48,14 +47,11 @@ def configure(ports: list[dict], routes: list[dict], neighbours: list[dict]) -> 
                 ipr.neigh("replace", family=AF_INET, dst=n["dst"], lladdr=n["lladdr"],
                           ifindex=_index(ipr, n["ifname"]), state=0x80)  # NUD_PERMANENT
                 added["neighbours"].append(n)
+            from harness.lab.plan import route_request
             for r in routes:
-                hops = [{"gateway": h["gateway"], "oif": _index(ipr, h["ifname"]), "flags": RTNH_F_ONLINK}
-                        for h in r["nexthops"]]
-                kw: dict[str, Any] = {"dst": r["dst"], "family": AF_INET}
-                if len(hops) == 1:
-                    kw |= hops[0]
-                else:
-                    kw["multipath"] = hops
+                for h in r["nexthops"]:
+                    _index(ipr, h["ifname"])  # a missing port named, not an IndexError
+                kw = route_request(ipr, r["dst"], 4, [(h["gateway"], h["ifname"]) for h in r["nexthops"]])
                 try:
                     ipr.route("add", **kw)
                 except NetlinkError as exc:
