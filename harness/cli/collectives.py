@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.cli.common import add_backend, add_json, on_backend
+from harness.cli.common import add_backend, add_json, add_testbed, on_backend
 from harness.output import console, err_console, fmt, print_json, table
 
 
@@ -28,6 +28,7 @@ def register(sub) -> None:
     co.add_argument("--loss", type=float)
     co.add_argument("--timeout", type=float, default=1800)
     add_backend(co)
+    add_testbed(co)
     add_json(co)
     co.set_defaults(func=cmd_collectives)
 
@@ -37,8 +38,8 @@ def cmd_collectives(args) -> int:
     t = CollectivesTest(topology=args.topology, hosts=args.hosts, backend=args.backend_name, ops=args.ops,
                         begin=args.begin, end=args.end, factor=args.factor, warmup=args.warmup, iters=args.iters,
                         dtype=args.dtype, check=args.check, algo=args.algo, link=args.link,
-                        distance_km=args.distance_km, loss=args.loss, timeout=args.timeout)
-    code = on_backend(args, collectives_needs(t))
+                        distance_km=args.distance_km, loss=args.loss, timeout=args.timeout, testbed=args.testbed)
+    code = None if args.testbed else on_backend(args, collectives_needs(t))
     if code is not None:
         return code
     res = collectives_test(t, progress=lambda m: None if args.json else err_console.print(m))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.cli.common import RDMA_NEEDS, add_backend, add_json, on_backend
+from harness.cli.common import RDMA_NEEDS, add_backend, add_json, add_testbed, on_backend
 from harness.output import console, err_console, fmt, print_json, table
 
 
@@ -27,6 +27,7 @@ def register(sub) -> None:
         rp.add_argument("--distance-km", type=float)
         rp.add_argument("--loss", type=float)
         add_backend(rp)
+        add_testbed(rp)
         add_json(rp)
         rp.set_defaults(func=cmd_rdma)
     rg = rsub.add_parser("gbn", help="WRITE goodput vs loss x distance beside the Go-Back-N model")
@@ -40,14 +41,14 @@ def register(sub) -> None:
 
 
 def cmd_rdma(args) -> int:
-    code = on_backend(args, RDMA_NEEDS)
+    code = None if args.testbed else on_backend(args, RDMA_NEEDS)
     if code is not None:
         return code
     from harness.rdma.commands import RdmaTest, rdma_test
     t = RdmaTest(topology=args.topology, server=args.server, client=args.client, op=getattr(args, "op", "write"),
                  bidirectional=getattr(args, "bidirectional", False), size=args.size, sweep=args.sweep,
                  iters=args.iters, qps=args.qps, cm=args.cm, link=args.link, distance_km=args.distance_km,
-                 loss=args.loss)
+                 loss=args.loss, testbed=args.testbed)
     res = rdma_test(t, args.rdmacmd, progress=lambda m: None if args.json else err_console.print(m))
     if args.json:
         print_json(res)

@@ -55,6 +55,7 @@ class CollectivesTest:
     distance_km: float | None = None
     loss: float | None = None
     timeout: float = 1800
+    testbed: str | None = None        # a testbed file: its machines instead of namespaces
 
 
 def collectives_needs(t: CollectivesTest) -> dict[str, str]:
@@ -77,9 +78,10 @@ def collectives_argv(t: CollectivesTest, hosts: list[str], topo) -> list[str]:
 
 
 def collectives_test(t: CollectivesTest, progress=lambda m: None) -> dict:
-    topo = load_topology(t.topology or "rdma-pair")
+    from harness.rdma.commands import topology_and_testbed
+    topo, tb = topology_and_testbed(t.topology, t.testbed)
     hosts = pick_rank_hosts(topo, t.hosts, t.backend)
-    with impaired_lab(topo, t.link, t.distance_km, t.loss) as (lab, _):
+    with impaired_lab(topo, t.link, t.distance_km, t.loss, tb) as (lab, _):
         progress(f"{t.backend} {t.ops} on {', '.join(hosts)} ({t.algo})")
         res = run_ranks(lab, hosts, collectives_argv(t, hosts, topo), timeout=t.timeout)[0].json()
         return res | {"hosts": hosts, "lab": lab.lab_id, "topology": topo.name}

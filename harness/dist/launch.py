@@ -53,13 +53,11 @@ def run_ranks(lab, hosts: list[str], argv: list[str], *, port: int = 29500, time
     for h in hosts:
         if h not in lab.topology.nodes or lab.topology.nodes[h].is_switch:
             raise LabError(f"rank host {h!r} is not a host of lab {lab.topology.name}")
-    from harness.runner.zygote import python_popen
     procs = []
     try:
         for rank, host in enumerate(hosts):
-            full_env = os.environ | rank_env(lab, hosts, rank, port) | (env or {})
-            procs.append(python_popen(list(argv), netns=lab.ns(host), env=full_env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            procs.append(lab.spawn(host, list(argv), env=rank_env(lab, hosts, rank, port) | (env or {}),
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout))
         deadline = time.monotonic() + timeout
         outs: dict[int, tuple[str, str]] = {}
         # drain every rank concurrently: a blocked pipe would stall a rank that the others wait for

@@ -40,6 +40,11 @@ class Lab(abc.ABC):
         """The network namespace a process for `node` starts in (None: the machine's own)."""
 
     @abc.abstractmethod
+    def spawn(self, node: str, argv: list[str], env: dict[str, str], **popen_kw):
+        """`python ARGV` where `node` lives, with `env` over that place's environment: a process
+        handle (communicate, poll, wait, kill, returncode)."""
+
+    @abc.abstractmethod
     def on(self, node: str, fn, *args, **kw):
         """fn(*args, **kw) where `node` lives (its namespace here, its machine on a testbed)."""
 

@@ -82,6 +82,10 @@ class HostsLab(Lab):
     def on(self, node: str, fn, *args, **kw):
         return self.ray.on(self.machine(node), fn, *args, **kw)
 
+    def spawn(self, node: str, argv: list[str], env: dict[str, str], timeout: float = 3600, **_popen):
+        """`python ARGV` on the node's machine (a Ray task), as a process handle."""
+        return RemoteProcess(self.ray, self.machine(node), argv, env, timeout)
+
     def journal(self) -> LabState:
         if self.state is None:
             raise LabError(f"lab {self.lab_id} has no journal: build it with up()")
@@ -229,6 +233,52 @@ class HostsLab(Lab):
         self.state = None
         if errors:
             raise LabError(f"lab {self.lab_id}: teardown left " + "; ".join(errors))
+
+
+class RemoteProcess:
+    """What run_ranks and run_pair use of a Popen (communicate, poll, wait, kill, returncode) for a
+    process on a testbed machine: a Ray task running it to completion there."""
+
+    def __init__(self, ray, machine: str, argv: list[str], env: dict[str, str], timeout: float):
+        self.ray, self.machine = ray, machine
+        task = ray.ray.remote(num_cpus=0, resources={f"host:{machine}": 0.001})(remote.run_python)
+        self.ref = task.remote(argv, env, timeout)
+        self.returncode: int | None = None
+        self.pid = -1
+        self._out: tuple[str, str] | None = None
+
+    def _take(self, timeout: float | None) -> None:
+        if self._out is not None:
+            return
+        try:
+            rc, out, err = self.ray.ray.get(self.ref, timeout=timeout)
+        except self.ray.ray.exceptions.GetTimeoutError:
+            raise TimeoutError(f"{self.machine}: no result within {timeout} s") from None
+        except Exception as exc:  # noqa: BLE001 — a cancelled or lost task: the process is gone
+            rc, out, err = -9, "", f"{self.machine}: {type(exc).__name__}: {exc}"
+        self.returncode, self._out = rc, (out, err)
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        self._take(timeout)
+        assert self._out is not None
+        return self._out
+
+    def poll(self) -> int | None:
+        ready, _ = self.ray.ray.wait([self.ref], timeout=0)
+        if ready:
+            self._take(None)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        self._take(timeout)
+        return self.returncode
+
+    def kill(self) -> None:
+        if self._out is None:
+            try:
+                self.ray.ray.cancel(self.ref, force=True)
+            except Exception:  # noqa: BLE001 — already done
+                pass
 
 
 def attach(state: LabState) -> HostsLab:

@@ -284,6 +284,12 @@ class NetnsLab(Lab):
             raise LabError(f"route {route.dst} on {route.node} via "
                            f"{', '.join(f'{n.gateway} dev {n.ifname}' for n in route.nexthops)}: {exc}") from exc
 
+    def spawn(self, node: str, argv: list[str], env: dict[str, str], timeout: float | None = None, **popen_kw):
+        """`python ARGV` in the node's namespace (forked from the zygote in the guest); the caller
+        keeps the time (`timeout` is for backends whose processes run elsewhere)."""
+        from harness.runner.zygote import python_popen
+        return python_popen(argv, netns=self.ns(node), env=dict(os.environ) | env, **popen_kw)
+
     def on(self, node: str, fn, *args, **kw):
         """fn runs in this thread inside the node's namespace (sockets it makes stay there)."""
         with in_netns(self.ns(node)):

@@ -76,3 +76,12 @@ def iproute(name: str):
     from pyroute2 import IPRoute
     pyroute2.config.disable_mp_signal = True
     return IPRoute(netns=name)
+
+
+def iproute_here():
+    """pyroute2's netlink handle in this thread's network namespace (inside `in_netns`, or on a
+    testbed's machine), with the same signal setting as `iproute`."""
+    import pyroute2.config
+    from pyroute2 import IPRoute
+    pyroute2.config.disable_mp_signal = True
+    return IPRoute()

@@ -11,10 +11,8 @@ AF_INET = 2
 
 
 def _ipr():
-    import pyroute2.config
-    from pyroute2 import IPRoute
-    pyroute2.config.disable_mp_signal = True
-    return IPRoute()
+    from harness.lab.nsctx import iproute_here
+    return iproute_here()
 
 
 def capabilities() -> dict[str, Any]:
@@ -144,3 +142,27 @@ def counters(ifnames: list[str], ecn: bool) -> tuple[int, int, int, int]:
             dropped += root_drops(ipr, i)
             marked += ecn_marks(None, i) if ecn else 0
     return sent, dropped, marked, packets
+
+
+def run_python(argv: list[str], env: dict[str, str], timeout: float) -> tuple[int, str, str]:
+    """`python ARGV` on this machine (this venv's Python, this machine's environment plus `env`), to
+    completion or `timeout`; (exit code, stdout, stderr). The process dies with the task's worker
+    (a cancelled task leaves nothing running)."""
+    import ctypes
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    def die_with_parent() -> None:
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+    proc = subprocess.Popen([sys.executable, *argv], env=os.environ | env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=die_with_parent)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        err += f"\n(killed after {timeout:g} s)"
+    return proc.returncode, out, err

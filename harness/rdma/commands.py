@@ -56,11 +56,16 @@ def wan_impairment(topo, link: str, distance_km: float | None, loss: float | Non
 
 
 @contextmanager
-def impaired_lab(topo, link: str, distance_km: float | None, loss: float | None):
-    """A lab of `topo`, up for the with-block, with `link` at the given distance and loss; yields
-    (lab, whether the link was impaired). Always taken down."""
+def impaired_lab(topo, link: str, distance_km: float | None, loss: float | None, testbed=None):
+    """A lab of `topo` (namespaces, or the machines of `testbed`, a resolved Testbed mapping it), up
+    for the with-block, with `link` at the given distance and loss; yields (lab, whether the link was
+    impaired). Always taken down."""
     imp = wan_impairment(topo, link, distance_km, loss)  # bad --link fails before anything is built
-    lab = NetnsLab(topo)
+    if testbed is not None:
+        from harness.lab.hosts import HostsLab
+        lab: Any = HostsLab(testbed)
+    else:
+        lab = NetnsLab(topo)
     lab.up()
     try:
         if imp is not None:
@@ -87,13 +92,27 @@ class RdmaTest:
     link: str = "wan"
     distance_km: float | None = None
     loss: float | None = None
+    testbed: str | None = None        # a testbed file: its machines instead of namespaces
+
+
+def topology_and_testbed(topology: str | None, testbed: str | None):
+    """(topology, resolved testbed or None): a testbed brings its own topology."""
+    if testbed is None:
+        return load_topology(topology or "rdma-pair"), None
+    from harness.errors import SpecError
+    from harness.testbed.resolve import load_testbed
+    tb = load_testbed(testbed)
+    if topology is not None and load_topology(topology).digest != tb.topology.digest:
+        raise SpecError(testbed, "topology", tb.spec.topology, f"testbed {tb.name} maps {tb.topology.name}, not "
+                        f"{topology}: drop the topology argument")
+    return tb.topology, tb
 
 
 def rdma_test(t: RdmaTest, mode: str, progress=lambda m: None) -> dict:
-    topo = load_topology(t.topology or "rdma-pair")
+    topo, tb = topology_and_testbed(t.topology, t.testbed)
     server, client = pick_hosts(topo, t.server, t.client)
     sizes = parse_sizes(t.size, t.sweep)
-    with impaired_lab(topo, t.link, t.distance_km, t.loss) as (lab, imp):
+    with impaired_lab(topo, t.link, t.distance_km, t.loss, tb) as (lab, imp):
         rows = []
         bidir = mode == "bw" and t.bidirectional
         for i, size in enumerate(sizes):
@@ -116,7 +135,7 @@ def rdma_test(t: RdmaTest, mode: str, progress=lambda m: None) -> dict:
                 row = {k: v for k, v in res["client"].items() if k != "role"}
             rows.append(row | {"server": server, "client": client, "counters": res["counters"]})
         return {"lab": lab.lab_id, "mode": mode, "rows": rows,
-                "netem_offset_us": (lab.netem_offset_s or 0) * 1e6 if imp else None}
+                "netem_offset_us": (getattr(lab, "netem_offset_s", None) or 0) * 1e6 if imp else None}
 
 
 def bench_rdma() -> dict:

@@ -34,13 +34,21 @@ def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     return {k: after.get(k, 0) - before.get(k, 0) for k in sorted(set(before) | set(after))}
 
 
+def node_counters(dev: str, ifnames: list[str]) -> dict:
+    """Where the node lives (its namespace, or its machine): its RDMA device's and interfaces' counters."""
+    from harness.lab.nsctx import iproute_here
+    with iproute_here() as ipr:
+        return {"rdma": hw_counters(dev), "if": {i: if_counters(ipr, i) for i in ifnames}}
+
+
 def snapshot(lab, nodes: list[str]) -> dict:
     """rxe counters of the nodes' devices and counters of every interface they own."""
     out: dict[str, dict] = {"rdma": {}, "if": {}}
     for node in nodes:
-        out["rdma"][node] = hw_counters(lab.rxe_device(node))
-        for iface in lab.plan.ifaces_of(node):
-            out["if"][f"{node}:{iface.ifname}"] = if_counters(lab.handle(node), iface.ifname)
+        got = lab.on(node, node_counters, lab.rxe_device(node), [i.ifname for i in lab.plan.ifaces_of(node)])
+        out["rdma"][node] = got["rdma"]
+        for ifname, c in got["if"].items():
+            out["if"][f"{node}:{ifname}"] = c
     return out
 
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from typing import Any
 
 from harness.errors import LabError
 from harness.rdma import counters
 from harness.rdma.verbs import RdmaError
-from harness.runner.zygote import python_popen
 
 
 def run_pair(lab, server: str, client: str, *, mode: str = "bw", op: str = "write", size: int = 65536,
@@ -22,14 +20,15 @@ def run_pair(lab, server: str, client: str, *, mode: str = "bw", op: str = "writ
               "--port", str(port), *(extra or [])]
     tool = ["-m", "harness.rdma.tool"]
     before = counters.snapshot(lab, [server, client])
-    # forked from the zygote in the guest: pyverbs and numpy are imported already
-    pipes: dict[str, Any] = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
-    srv = python_popen(tool + ["server", "--dev", lab.rxe_device(server), "--ip", str(topo.nodes[server].address),
-                               *common], netns=lab.ns(server), **pipes)
+    # where each host lives (forked from the zygote in the guest: pyverbs and numpy are imported already)
+    pipes: dict[str, Any] = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
+    srv = lab.spawn(server, tool + ["server", "--dev", lab.rxe_device(server), "--ip", str(topo.nodes[server].address),
+                                    *common], env={}, **pipes)
     cli = None
     try:
-        cli = python_popen(tool + ["client", "--dev", lab.rxe_device(client), "--ip", str(topo.nodes[client].address),
-                                   "--peer", str(topo.nodes[server].address), *common], netns=lab.ns(client), **pipes)
+        cli = lab.spawn(client, tool + ["client", "--dev", lab.rxe_device(client), "--ip",
+                                        str(topo.nodes[client].address), "--peer", str(topo.nodes[server].address),
+                                        *common], env={}, **pipes)
         cli_out, cli_err = cli.communicate(timeout=timeout)
         srv_out, srv_err = srv.communicate(timeout=timeout)
     finally:

@@ -195,31 +195,45 @@ def test_the_main_job_runs_on_the_testbed_and_agrees_with_the_netns_backend(sand
     assert on_tb[rate][1] > 0.2  # half the WAN's rate: the step time clearly longer on the testbed too
 
 
-def start_and_signal(sb: Sandbox, run_dir: Path, sig: int) -> int:
-    """A testbed run, sent `sig` once it measures (its lab is up); its exit code."""
-    proc = subprocess.Popen(sb.controller_argv([METROLAB, "run", str(SCENARIO), "--testbed", str(sb.testbed_file),
-                                                "--out", str(run_dir)]),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=dict(os.environ, METROLAB_NO_PROGRESS="1"))
-    deadline = time.monotonic() + 240
-    while not (run_dir / "results.jsonl").exists():
-        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it measured"
-        time.sleep(0.5)
-    proc.send_signal(sig)
-    return proc.wait(timeout=300)
+def test_collectives_run_one_rank_per_machine(sandbox):
+    rc, res = cli(sandbox, "collectives", "--testbed", str(sandbox.testbed_file), "--collective-backend", "gloo",
+                  "--hosts", "a1,b1", "-b", "1k", "-e", "64k", "-f", "8", "-w", "1", "-n", "3")
+    assert rc == 0 and res["hosts"] == ["a1", "b1"] and res["nranks"] == 2, res
+    assert [r["size"] for r in res["rows"]] == [1024, 8192, 65536]
+    assert all(r["oop_wrong"] == 0 and r["oop_busbw_gbs"] > 0 for r in res["rows"]), res["rows"]
+
+
+def start_and_signal(sb: Sandbox, run_dir: Path, sig: int) -> tuple[int, str]:
+    """A testbed run, sent `sig` once it measures (its lab is up); its exit code and what it printed."""
+    log = run_dir.with_suffix(".log")
+    with open(log, "w") as f:
+        proc = subprocess.Popen(sb.controller_argv([METROLAB, "run", str(SCENARIO), "--testbed", str(sb.testbed_file),
+                                                    "--out", str(run_dir)]),
+                                stdout=f, stderr=subprocess.STDOUT, env=dict(os.environ, METROLAB_NO_PROGRESS="1"),
+                                # as from a terminal: a suite started in the background (nohup …  &)
+                                # hands its children SIGINT ignored, and Python then keeps ignoring it
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        deadline = time.monotonic() + 240
+        while not (run_dir / "results.jsonl").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it measured"
+            time.sleep(0.5)
+        proc.send_signal(sig)
+        rc = proc.wait(timeout=300)
+    return rc, log.read_text()
 
 
 def test_ctrl_c_during_a_testbed_run_leaves_the_machines_as_they_were(sandbox, tmp_path):
     before = lab_state(sandbox)
-    rc = start_and_signal(sandbox, tmp_path / "run", signal.SIGINT)
-    assert rc != 0
+    rc, out = start_and_signal(sandbox, tmp_path / "run", signal.SIGINT)
+    assert rc == 130 and "interrupted" in out, out[-3000:]
     assert lab_state(sandbox) == before
     assert not any(s.backend == "hosts" for s in all_states())
 
 
 def test_a_killed_run_is_undone_by_testbed_clean(sandbox, tmp_path):
     before = lab_state(sandbox)
-    start_and_signal(sandbox, tmp_path / "run", signal.SIGKILL)
+    rc, _ = start_and_signal(sandbox, tmp_path / "run", signal.SIGKILL)
+    assert rc == -signal.SIGKILL
     assert lab_state(sandbox) != before  # left behind
     assert any(s.backend == "hosts" for s in all_states())
     assert all(ray_pids(sandbox).values())
