@@ -84,6 +84,7 @@ def ansible_playbook(playbook: Path, inventory: str, extra_vars: dict, *, check:
     import os
     import sys
     import tempfile
+    import time
     venv = Path(sys.executable).parent / "ansible-playbook"  # the venv's, found without PATH
     exe = str(venv) if venv.exists() else which("ansible-playbook")
     if exe is None:
@@ -101,15 +102,14 @@ def ansible_playbook(playbook: Path, inventory: str, extra_vars: dict, *, check:
                    METROLAB_ANSIBLE_TASKS=tasks.name)
         log.debug("run: %s", " ".join(args))
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        seen = 0
+        seen, deadline = 0, time.monotonic() + timeout
         try:
             while True:
                 try:
                     out, err = proc.communicate(timeout=1)
                     break
                 except subprocess.TimeoutExpired:
-                    timeout -= 1
-                    if timeout <= 0:
+                    if time.monotonic() > deadline:
                         raise
                     if progress is not None:  # the callback appends each task's name as it starts
                         tasks.seek(0)

@@ -179,12 +179,16 @@ class HostsLab(Lab):
             raise
 
     def _check_impairments(self) -> None:
+        """Refuse before changing anything what a machine's kernel cannot apply (the shaper's own check)."""
+        from netem.shaper import Shaper
         for lk in self.topology.links:
             imp = lk.impairment(self.topology.group_index)
             for hop in self.hops(lk.name):
-                if not self.caps[hop.machine]["netem"] and imp.netem_only():
-                    raise CapabilityError(f"link {lk.name}: {hop.machine} has no sch_netem, so it cannot apply "
-                                          f"{', '.join(imp.netem_only())}")
+                caps = self.caps[hop.machine]
+                missing = Shaper(None, hop.machine, caps["netem"], caps["nft"]).check(imp, f"link {lk.name}")
+                if missing:
+                    raise CapabilityError(f"link {lk.name}: {hop.machine} ({caps['kernel']}) cannot apply "
+                                          f"{', '.join(missing)}")
 
     def impair(self, link: str, imp: Impairment, strict: bool = True, caps=None) -> None:
         state = self.journal()

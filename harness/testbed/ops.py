@@ -82,14 +82,11 @@ def wheel(out_dir: Path) -> Path:
     return found[-1]
 
 
-def controller(dist_dir: Path, build: bool = True) -> dict[str, Any]:
+def controller(dist_dir: Path) -> dict[str, Any]:
     """What the metrolab role compares and installs: the controller's versions, wheel and constraints."""
-    info: dict[str, Any] = {"versions": versions.collect()}
-    if build:
-        cons = dist_dir / "constraints.txt"
-        cons.write_text(constraints())
-        info |= {"wheel": str(wheel(dist_dir)), "constraints": str(cons)}
-    return info
+    cons = dist_dir / "constraints.txt"
+    cons.write_text(constraints())
+    return {"versions": versions.collect(), "wheel": str(wheel(dist_dir)), "constraints": str(cons)}
 
 
 def provision(tb: Testbed, *, check: bool = False, progress: Progress = None) -> PlaybookRun:
