@@ -6,7 +6,7 @@ run on `send_flows` and `receive_flows`.
 Every rank host but the last opens `flows` TCP connections to the last (one pair: the parallel
 flows of a collective between two sites; several senders: an incast). The connections live for
 the whole sweep point, like a collective library's, so a controller can learn their 5-tuples
-from the sockets (harness.policy.flows) and pin them to paths. Each step every flow sends `size`
+from what the switches forward (harness.policy.flows) and pin them to paths. Each step every flow sends `size`
 bytes at once; the receiver times each flow from the common start.
 
 Flow transmission efficiency (white paper section 4.2.4): the rate the flows' packets achieved

@@ -1,67 +1,109 @@
-"""The controller's flow learning: the established TCP connections between lab hosts, read from
-each host's sockets (inet_diag through pyroute2) with the bytes each end has sent and had
-acknowledged. One connection is two flows, one per direction, each with its own bytes: planned
-paths and per-flow queues act on the direction the bytes go.
-
-What a switch's telemetry would report to a controller (white paper section 4.3.1); here the
-hosts' socket tables are exact where a switch would sample.
+"""The controller's flow learning, on the switches: while a pass of the workload runs, every packet
+the policy's switches send is counted per 5-tuple (an nftables set with a counter per element,
+filled from the postrouting hook), and the controller reads the sets afterwards. What a switch's
+flow telemetry (sFlow, IPFIX) gives a controller (white paper section 4.3.1), exact here where
+a switch would sample; and it sees any transport: TCP connections and RoCEv2 queue pairs (UDP
+to 4791, one source port per QP) alike. One connection is two flows, one per direction, each with
+its own bytes: planned paths and per-flow queues act on the direction the bytes go.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import socket
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from harness.lab.nsctx import in_netns
+from harness import sh
+from harness.errors import LabError
 from harness.policy.planner import Flow
 
-INET_DIAG_INFO = 1 << (2 - 1)  # the tcp_info extension (INET_DIAG_INFO = 2)
+TABLE = "metrolab_flows"  # the metrolab_ prefix marks every nft table of ours (lab clean, testbed clean)
+PROTOS = {"tcp": 6, "udp": 17}
+SET_SIZE = 65535
 
 
-def sockets_of(ns: str) -> list[dict]:
-    """Established TCP sockets in namespace `ns`: addresses, ports, bytes sent and acknowledged."""
-    from pyroute2.netlink.diag import SS_CONN, DiagSocket
-    out = []
-    with in_netns(ns):
-        ds = DiagSocket()  # a netlink socket belongs to the namespace it was made in
-    with ds:
-        ds.bind()
-        for family in (socket.AF_INET, socket.AF_INET6):
-            for m in ds.get_sock_stats(family=family, states=SS_CONN, extensions=INET_DIAG_INFO):
-                if m["idiag_state"] != 1:  # TCP_ESTABLISHED
-                    continue
-                info = m.get_attr("INET_DIAG_INFO")
-                out.append({"src": m["idiag_src"], "dst": m["idiag_dst"], "sport": m["idiag_sport"],
-                            "dport": m["idiag_dport"], "bytes": info.get("tcpi_bytes_acked", 0) if info else 0})
+def script() -> str:
+    """The learning table: one set per address family, keyed by the 5-tuple, a counter per element."""
+    key4 = "ipv4_addr . ipv4_addr . inet_proto . inet_service . inet_service"
+    key6 = "ipv6_addr . ipv6_addr . inet_proto . inet_service . inet_service"
+    return f"""table inet {TABLE} {{
+  set f4 {{ type {key4}; flags dynamic; counter; size {SET_SIZE}; }}
+  set f6 {{ type {key6}; flags dynamic; counter; size {SET_SIZE}; }}
+  chain egress {{
+    type filter hook postrouting priority 0; policy accept;
+    meta nfproto ipv4 meta l4proto {{ tcp, udp }} update @f4 {{ ip saddr . ip daddr . meta l4proto . th sport . th dport }}
+    meta nfproto ipv6 meta l4proto {{ tcp, udp }} update @f6 {{ ip6 saddr . ip6 daddr . meta l4proto . th sport . th dport }}
+  }}
+}}
+"""
+
+
+def parse(doc: dict) -> dict[tuple, int]:
+    """{5-tuple key: bytes} from `nft -j list table inet metrolab_flows`."""
+    out: dict[tuple, int] = {}
+    for item in doc.get("nftables", []):
+        s = item.get("set")
+        if not s or s.get("table") != TABLE:
+            continue
+        for e in s.get("elem", []):
+            e = e.get("elem", e)
+            src, dst, proto, sport, dport = e["val"]["concat"]
+            proto = PROTOS.get(proto, proto) if isinstance(proto, str) else int(proto)
+            key = (str(src), str(dst), int(sport), int(dport), int(proto))
+            out[key] = out.get(key, 0) + int((e.get("counter") or {}).get("bytes", 0))
     return out
 
 
-def _canonical(addr: str) -> str:
-    ip = ipaddress.ip_address(addr)
-    if ip.version == 6 and ip.ipv4_mapped:
-        return str(ip.ipv4_mapped)
-    return str(ip)
+def merge(counts: list[dict[tuple, int]], addresses: set[str], min_bytes: int = 1) -> list[Flow]:
+    """Flows between `addresses` as several switches counted them: a flow crossing two of them is
+    counted by both, so each keeps the largest count (the switches it crossed saw the same bytes,
+    less what was dropped between them)."""
+    best: dict[tuple, int] = {}
+    for c in counts:
+        for key, b in c.items():
+            if key[0] in addresses and key[1] in addresses and key[0] != key[1]:
+                best[key] = max(best.get(key, 0), b)
+    return [Flow(*k, bytes=b) for k, b in sorted(best.items()) if b >= min_bytes]
 
 
-def learn(lab, hosts: list[str], since: dict[tuple, int] | None = None, min_bytes: int = 0) -> list[Flow]:
-    """Flows between `hosts` (each direction of each connection), with the bytes sent since the
-    `since` snapshot (a previous learn's {key: bytes}); flows under `min_bytes` are left out."""
-    addrs = {str(lab.topology.nodes[h].address) for h in hosts}
-    seen: dict[tuple, Flow] = {}
+def _read(lab, node: str) -> dict[tuple, int]:
+    res = sh.nft_json(f"list table inet {TABLE}", netns=lab.ns(node))
+    if res.rc != 0:
+        raise LabError(f"{node}: could not read the flow counters: {res.stderr.strip()}")
+    return parse(json.loads(res.stdout))
+
+
+def remove(lab, nodes: list[str]) -> None:
+    for node in nodes:
+        sh.nft(f"delete table inet {TABLE}", netns=lab.ns(node), check=False)
+
+
+@contextmanager
+def learning(lab, nodes: list[str], hosts: list[str]) -> Iterator[list[Flow]]:
+    """Count flows on `nodes` while the body runs; on exit the list it yields holds the flows
+    between `hosts` (both directions, bytes as the switches saw them). The tables are removed
+    whatever happens."""
+    addrs = set()
     for h in hosts:
-        for s in sockets_of(lab.ns(h)):
-            src, dst = _canonical(s["src"]), _canonical(s["dst"])
-            if src not in addrs or dst not in addrs or src == dst:
-                continue
-            f = Flow(src, dst, s["sport"], s["dport"], 6, s["bytes"])
-            seen[f.key] = f
-    out = []
-    for key, f in sorted(seen.items()):
-        sent = f.bytes - (since or {}).get(key, 0)
-        if sent >= min_bytes:
-            out.append(Flow(f.src, f.dst, f.sport, f.dport, f.proto, max(sent, 0)))
-    return out
+        n = lab.topology.nodes[h]
+        addrs |= {str(n.address)} | ({str(n.address6)} if n.address6 else set())
+    flows: list[Flow] = []
+    installed: list[str] = []
+    try:
+        for node in nodes:
+            installed.append(node)  # recorded first: a half-made table is removed too
+            sh.nft(f"table inet {TABLE}\ndelete table inet {TABLE}\n" + script(), netns=lab.ns(node))
+        yield flows
+        flows.extend(merge([_read(lab, n) for n in nodes], addrs))
+    finally:
+        remove(lab, installed)
 
 
-def snapshot(flows: list[Flow]) -> dict[tuple, int]:
-    return {f.key: f.bytes for f in flows}
+def policy_nodes(lab, policy) -> list[str]:
+    """Where a policy's controller learns flows: its switches and the nodes at the ends of its links."""
+    nodes = list(policy.switches or [])
+    for link in policy.links or []:
+        for end in lab.plan.ends(link):
+            if end.node not in nodes:
+                nodes.append(end.node)
+    return nodes

@@ -125,13 +125,14 @@ class RankGroup:
         w.wall_s = time.monotonic() - t0
         return w
 
-    def learn_flows(self, warmups: int) -> list:
-        """A pass of the workload (its result discarded), then the flows it made between its
-        hosts, as a controller would learn them: 5-tuples and bytes."""
-        from harness.policy.flows import learn, snapshot
-        before = learn(self.lab, self.hosts)
-        self.measure(warmups)
-        return learn(self.lab, self.hosts, since=snapshot(before), min_bytes=1)
+    def learn_flows(self, warmups: int, nodes: list[str]) -> list:
+        """A pass of the workload (its result discarded) while `nodes` (the policy's switches)
+        count what they forward per 5-tuple: the flows between its hosts, as a controller learns
+        them from the switches' telemetry, for any transport (harness.policy.flows)."""
+        from harness.policy.flows import learning
+        with learning(self.lab, nodes, self.hosts) as flows:
+            self.measure(warmups)
+        return flows
 
     def stop(self, kill: bool = False) -> None:
         for a in self.actors:

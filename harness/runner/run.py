@@ -27,6 +27,7 @@ from harness import settings
 from harness.errors import CapabilityError, LabError
 from harness.lab.netns import NetnsLab
 from harness.policy.apply import PolicyApplier, marks_ecn, needs_flows
+from harness.policy.flows import policy_nodes
 from harness.runner import headroom as hr
 from harness.runner.agents import LocalAgents, RankFailed, RayCluster
 from harness.runner.group import RankGroup
@@ -360,7 +361,8 @@ class _WorkloadRun:
                 learned = None
             if needs_flows(policy) and learned is None:
                 try:  # a controller learns the flows once; later blocks reuse them
-                    learned = self.flows[(point.policy, point.params)] = g.learn_flows(max(1, spec.warmups))
+                    learned = self.flows[(point.policy, point.params)] = g.learn_flows(
+                        max(1, spec.warmups), policy_nodes(self.r.lab, policy))
                     r.applier.apply(policy, flows=learned)
                 except (LabError, ValueError) as exc:
                     failed(f"policy {point.policy}: {exc}")

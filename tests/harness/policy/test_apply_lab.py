@@ -304,3 +304,61 @@ def test_per_flow_queues_and_srv6_paths_leave_nothing_stale(lab_factory):
         {k: v for k, v in plain["gw-a"].items() if k != "hash"}, (s, plain)
     applier.apply(None)
     assert state() == plain
+
+
+UDP_QPS = """
+import socket, sys, time
+dst, base, n, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+socks = []
+for i in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("", base + i))
+    socks.append(s)
+for k in range(count):
+    for s in socks:
+        s.sendto(b"\\0" * 1000, (dst, 4791))
+    if k % 20 == 19:
+        time.sleep(0.01)  # ~64 Mbit/s for 8 flows: under one link's 100 Mbit/s, nothing dropped
+"""
+
+
+def udp_qps(lab, base: int, n: int = 8, count: int = 200) -> dict[str, int]:
+    """n UDP flows a1 -> b1:4791 (what RoCEv2 QPs look like on the wire: one source port each);
+    bytes each WAN link carried from gw-a."""
+    from harness.rdma.counters import if_counters
+    ends = {lk: lab.plan.ends(lk)[0] for lk in ("wan-1", "wan-2")}
+    before = {lk: if_counters(lab.handle("gw-a"), e.ifname)["tx_bytes"] for lk, e in ends.items()}
+    out = in_ns(lab, "a1", sys.executable, "-c", UDP_QPS, str(lab.topology.nodes["b1"].address), str(base),
+                str(n), str(count), timeout=60)
+    assert out.returncode == 0, out.stderr
+    return {lk: if_counters(lab.handle("gw-a"), e.ifname)["tx_bytes"] - before[lk] for lk, e in ends.items()}
+
+
+def test_switches_learn_udp_and_tcp_flows_and_planned_paths_pin_the_udp_ones(lab_factory):
+    """RoCEv2-like flows (UDP to 4791, a source port per QP) are learned where they are forwarded,
+    like TCP ones; planned paths then pin them by 5-tuple, both links within 5 %."""
+    from harness.policy import ecmp, flows
+    from harness.policy.planner import imbalance, plan
+    lab = lab_factory(TWO_PATHS)
+    ecmp.set_hash(lab, ["gw-a", "gw-b"], "l3")  # unplanned, every flow of the pair on one path
+    a1, b1 = str(lab.topology.nodes["a1"].address), str(lab.topology.nodes["b1"].address)
+    with flows.learning(lab, ["gw-a", "gw-b"], ["a1", "b1"]) as learned:
+        l3 = imbalance(udp_qps(lab, 49152))
+        elephants(lab, flows=2, size="256k", port=5601)
+    udp = [f for f in learned if f.proto == 17]
+    tcp = [f for f in learned if f.proto == 6]
+    assert sorted(f.sport for f in udp) == list(range(49152, 49160)), udp
+    assert all((f.src, f.dst, f.dport) == (a1, b1, 4791) for f in udp), udp
+    # 200 datagrams of 1000 B + 28 B of UDP/IP headers each, counted at the switches' egress
+    assert all(f.bytes == 200 * 1028 for f in udp), udp
+    # each TCP connection is two flows: the data one way (>= 256 KiB), the ACKs back
+    assert {(f.src, f.dport) for f in tcp if f.bytes >= 256 << 10} == {(a1, 5601)}, tcp
+    assert len([f for f in tcp if f.src == b1]) == 2, tcp
+    for node in ("gw-a", "gw-b"):  # the learning tables went with the pass
+        assert flows.TABLE not in in_ns(lab, node, "nft", "list", "tables").stdout
+    inst = ecmp.install_planned(lab, "gw-a", udp, plan(udp, ["wan-1", "wan-2"]))
+    try:
+        planned = imbalance(udp_qps(lab, 49152))
+    finally:
+        ecmp.remove_planned(lab, inst)
+    assert l3 == float("inf") and planned <= 1.05, (l3, planned)
