@@ -4,7 +4,9 @@ a standalone sender/receiver pair for lab tests (`python -m workloads.elephants 
 run on `send_flows` and `receive_flows`.
 
 Every rank host but the last opens `flows` TCP connections to the last (one pair: the parallel
-flows of a collective between two sites; several senders: an incast). The connections live for
+flows of a collective between two sites; several senders: an incast), or with `transport: rdma`
+`flows` RC queue pairs (RoCEv2: UDP to 4791, one source port per QP), each step one RDMA WRITE
+of `size` per QP, timed from the common start to its completion at the sender. The connections live for
 the whole sweep point, like a collective library's, so a controller can learn their 5-tuples
 from what the switches forward (harness.policy.flows) and pin them to paths. Each step every flow sends `size`
 bytes at once; the receiver times each flow from the common start.
@@ -22,7 +24,7 @@ import socket
 import statistics
 import threading
 import time
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -31,6 +33,7 @@ from harness.errors import SpecError
 from workloads.base import Size, Workload, _Params
 
 HEADERS = 14 + 20 + 20 + 12  # Ethernet, IPv4, TCP, TCP timestamps: per segment on the wire
+ROCE_HEADERS = 14 + 20 + 8 + 12 + 4  # Ethernet, IPv4, UDP, BTH, ICRC: per RoCEv2 packet (RETH once per WRITE)
 
 
 class ElephantParams(_Params):
@@ -38,6 +41,10 @@ class ElephantParams(_Params):
     size: Size = Field(default=256 << 20, description="bytes per flow per step at full scale (divided by the scale)")
     iters: int = Field(default=1, ge=1, description="steps per repetition")
     tos: int = Field(default=0, ge=0, le=255, description="IP TOS byte of the flows (DSCP << 2)")
+    transport: Literal["tcp", "rdma"] = Field(default="tcp", description="TCP connections or RoCEv2 RC QPs (RDMA WRITE)")
+    qp_timeout: int = Field(default=18, ge=1, le=31, description="rdma: the QPs' local ACK timeout exponent "
+                            "(4.096 us x 2^n; 18 ~ 1.07 s): above the queueing delay a deep buffer adds, "
+                            "or every QP times out and retransmits what is still queued (Go-Back-N)")
     ecn: bool = Field(default=False, description="negotiate ECN on the flows (senders' tcp_ecn)")
     capacity: float | None = Field(default=None, description="bit/s the flows share; from the topology when omitted")
 
@@ -66,6 +73,10 @@ class ElephantFlows(Workload):
     kind = "elephant-flows"
     params_model = ElephantParams
     metrics = ("flow_efficiency", "goodput_mbps", "fct_p50_s", "fct_max_s", "fct_spread")
+
+    @classmethod
+    def needs_rdma_for(cls, spec) -> bool:
+        return spec.params.get("transport") == "rdma"
 
     @classmethod
     def resolve(cls, params: dict, hosts: list[str], topo) -> dict:
@@ -173,7 +184,13 @@ class ElephantRank:
         store = dist.distributed_c10d._get_default_store()
         key = f"elephants/{_SETUPS[0]}"
         self.socks: list[socket.socket] = []
-        if self.me == self.receiver:
+        self.qps: _Qps | None = None
+        if self.p.transport == "rdma":
+            from harness.rdma.verbs import QPConfig
+            self.qps = _Qps(store, key, self.me, self.receiver, world, self.p.flows, self.nbytes,
+                            QPConfig(traffic_class=self.p.tos, timeout=self.p.qp_timeout))
+            self.mss = self.qps.payload
+        elif self.me == self.receiver:
             addr = (settings.get("METROLAB_RDMA_IP") or "0.0.0.0")
             srv = socket.create_server((addr, 0), backlog=self.senders * self.p.flows)
             store.set(key, f"{addr} {srv.getsockname()[1]}")
@@ -195,10 +212,22 @@ class ElephantRank:
         """One synchronized step: every flow sends its bytes; the receiver's per-flow completion times."""
         self.dist.barrier()
         t0 = time.perf_counter()
+        if self.qps is not None:
+            return self._rdma_fcts(self.qps.step(t0) if self.me != self.receiver else [])
         if self.me == self.receiver:
             return [fct for _, fct in receive_flows(self.socks, self.nbytes, t0)]
         send_flows(self.socks, self.nbytes)
         return []
+
+    def _rdma_fcts(self, mine: list[float]) -> list[float]:
+        """Every sender's completion times, on the receiver (the one that reports them for TCP)."""
+        import torch
+        t = torch.tensor(mine or [0.0] * self.p.flows, dtype=torch.float64)
+        parts = [torch.zeros_like(t) for _ in range(self.dist.get_world_size())]
+        self.dist.all_gather(parts, t)
+        if self.me != self.receiver:
+            return []
+        return [x for r, part in enumerate(parts) if r != self.receiver for x in part.tolist()]
 
     def warm(self, steps: int) -> None:
         for _ in range(steps):
@@ -229,13 +258,73 @@ class ElephantRank:
         out = {"step_time_s": step, "fct_p50_s": p50, "fct_max_s": fmax, "fct_spread": fmax / p50 if p50 else None,
                "goodput_mbps": goodput / 1e6}
         if self.p.capacity:
-            out["flow_efficiency"] = goodput * (mss + HEADERS) / mss / self.p.capacity
+            headers = ROCE_HEADERS if self.qps is not None else HEADERS
+            out["flow_efficiency"] = goodput * (mss + headers) / mss / self.p.capacity
         return out
 
     def close(self, final: bool = False) -> None:
         for s in self.socks:
             s.close()
         self.socks = []
+        if self.qps is not None:
+            self.qps.close()
+            self.qps = None
+
+
+class _Qps:
+    """The RDMA side of a rank: a sender's `flows` RC QPs to the receiver, or the receiver's QPs
+    towards every sender, each over one registered buffer of `nbytes` (every QP of a sender writes
+    the same remote region: the traffic is what counts, not where it lands)."""
+
+    def __init__(self, store, key: str, me: int, receiver: int, world: int, flows: int, nbytes: int, cfg):
+        import json
+        from dataclasses import asdict
+
+        from harness.dist.mesh import pick_device
+        from harness.rdma.verbs import Connection, Device, PeerInfo
+        self.flows, self.nbytes = flows, nbytes
+        self.buf = bytearray(nbytes)
+        self.conns: list = []
+        self.dev = None
+        self.wrs: list = []
+        try:
+            name, ip = pick_device()
+            self.dev = Device(name, ip=ip)
+            self.payload = min(cfg.mtu, self.dev.active_mtu)  # bytes per RoCEv2 packet
+            pairs = [(s, me) for s in range(world) if s != receiver] if me == receiver else [(me, receiver)]
+            for sender, _ in pairs:
+                conn = Connection(self.dev, self.buf, cfg, num_qps=flows)
+                self.conns.append(conn)
+                side = "recv" if me == receiver else "send"
+                store.set(f"{key}/{side}/{sender}", json.dumps(asdict(conn.local_info())))
+            for (sender, _), conn in zip(pairs, self.conns):
+                other = "send" if me == receiver else "recv"
+                conn.connect(PeerInfo(**json.loads(store.get(f"{key}/{other}/{sender}"))))
+            if me != receiver:
+                conn = self.conns[0]
+                self.wrs = [conn.prepare("write", 0, nbytes, 0, signaled=True, wr_id=q) for q in range(flows)]
+        except BaseException:
+            self.close()
+            raise
+
+    def step(self, t0: float, timeout: float = 300.0) -> list[float]:
+        """A sender's step: one WRITE per QP at once; each QP's completion time since `t0`."""
+        conn = self.conns[0]
+        for q, wr in enumerate(self.wrs):
+            conn.post_prepared(wr, qp=q)
+        fcts = [0.0] * self.flows
+        for _ in range(self.flows):
+            wc = conn.poll(1, timeout=timeout)[0]
+            fcts[wc.wr_id] = time.perf_counter() - t0
+        return fcts
+
+    def close(self) -> None:
+        for c in self.conns:
+            c.close()
+        self.conns = []
+        if self.dev is not None:
+            self.dev.close()
+            self.dev = None
 
 
 # -- standalone: one sender and one receiver process, for lab tests --------------------------------

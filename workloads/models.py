@@ -175,12 +175,15 @@ def pd_request_s(kv_bytes: float, path: Path, transport: Transport, request_rate
 # -- elephant flows ----------------------------------------------------------------------------
 def elephants_step_s(total_bytes: float, capacity_bps: float, balance: float, path: Path,
                      wire_share: float = 1.0, idle_restart: bool = True, iters: int = 1,
-                     overhead_s: float = 0.0) -> float:
+                     overhead_s: float = 0.0, transport: Transport = "tcp") -> float:
     """Synchronized flows finish when the most loaded path has carried its share: the bytes over
     the capacity times the balance the path choice achieves (1: perfectly spread); a step whose
-    flows start on idle connections pays slow start once per measurement."""
+    TCP flows start on idle connections pays slow start once per measurement (RDMA WRITEs start at
+    line rate: no window to open), and a WRITE completes when its last ACK is back (one more way)."""
     per_flow_path = path.with_rate(capacity_bps * balance)
-    t = path.one_way_s + total_bytes * 8 / (goodput_bps(per_flow_path, "tcp") * wire_share)
+    t = path.one_way_s + total_bytes * 8 / (goodput_bps(per_flow_path, transport) * wire_share)
+    if transport == "roce":
+        return overhead_s + t + path.one_way_s
     if idle_restart:
         t += slow_start_s(total_bytes, per_flow_path) / max(1, iters)
     return overhead_s + t

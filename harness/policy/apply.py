@@ -36,14 +36,18 @@ class PolicyApplier:
         self._links: list[str] = []
         self._hash_switches: list[str] = []
         self._planned: list = []
+        self.plans: dict[str, dict[tuple, str]] = {}  # switch -> {5-tuple: planned link}, for the record
 
     def addresses(self, host: str) -> list[str]:
         n = self.lab.topology.nodes[host]
         return [str(n.address)] + ([str(n.address6)] if n.address6 else [])
 
-    def apply(self, policy, flows=None) -> None:
+    def apply(self, policy, flows=None, learning: bool = False) -> None:
         """Make `policy` (a PolicySpec, or None) the one in force; `flows` are the workload's
-        learned 5-tuples (planned paths need them)."""
+        learned 5-tuples (planned paths and per-flow queues need them). `learning`: the controller
+        has not learned them yet, so what needs them waits (the switches hash, the link keeps its
+        own queue) and the rest of the policy (a deep buffer, slices, an allow-list) is in force
+        while the flows are learned."""
         self.clear()
         if policy is None:
             return
@@ -54,6 +58,8 @@ class PolicyApplier:
         try:
             for link in policy.links or []:
                 if policy.flow_control is None and not policy.slices:
+                    continue
+                if learning and not policy.slices and policy.flow_control.kind == "per-flow":
                     continue
                 self._links.append(link)
                 fc = policy.flow_control
@@ -73,6 +79,8 @@ class PolicyApplier:
                 self._hash_switches = list(policy.switches)
                 if lb.kind in ("ecmp-l3", "ecmp-l4"):
                     ecmp.set_hash(self.lab, policy.switches, lb.kind[-2:])
+                elif learning:
+                    ecmp.set_hash(self.lab, policy.switches, "l4")  # what the switches do until planned
                 else:
                     self._install_planned(policy.switches, flows or [], lb.encap)
             if policy.allow is not None:
@@ -108,6 +116,7 @@ class PolicyApplier:
             assignment: dict[tuple, str] = {}
             for paths, mine in by_paths.items():
                 assignment |= plan(mine, list(paths))
+            self.plans[s] = assignment
             # one installation per switch: its tables and rule priorities are numbered together
             self._planned.append(ecmp.install_planned(self.lab, s, [f for m in by_paths.values() for f in m],
                                                       assignment, encap))
@@ -122,4 +131,5 @@ class PolicyApplier:
         for link in self._links:
             self.lab.impair(link, self.base.get(link) or self._own(link))
         self._acl_hosts, self._planned, self._hash_switches, self._links = [], [], [], []
+        self.plans = {}
         self.current = None

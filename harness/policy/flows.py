@@ -63,7 +63,8 @@ def merge(counts: list[dict[tuple, int]], addresses: set[str], min_bytes: int = 
         for key, b in c.items():
             if key[0] in addresses and key[1] in addresses and key[0] != key[1]:
                 best[key] = max(best.get(key, 0), b)
-    return [Flow(*k, bytes=b) for k, b in sorted(best.items()) if b >= min_bytes]
+    return [Flow(src, dst, sport, dport, proto, b)
+            for (src, dst, sport, dport, proto), b in sorted(best.items()) if b >= min_bytes]
 
 
 def _read(lab, node: str) -> dict[tuple, int]:

@@ -330,6 +330,17 @@ class _WorkloadRun:
         if h is not None:
             self.r.store.update_meta(headroom={k: v.to_dict() for k, v in self.r.headroom.items()})
 
+    def _record_flows(self, point: Point, block: int, flows: list) -> None:
+        """What the controller learned and where it put each flow (flows.jsonl in the run directory)."""
+        plans = self.r.applier.plans
+        with open(self.r.run_dir / "flows.jsonl", "a") as f:
+            f.write(json.dumps({"workload": self.wname, "policy": point.policy, "params": dict(point.params),
+                                "block": block, "flows": [
+                                    {"src": fl.src, "dst": fl.dst, "sport": fl.sport, "dport": fl.dport,
+                                     "proto": fl.proto, "bytes": fl.bytes,
+                                     "links": {sw: a[fl.key] for sw, a in plans.items() if fl.key in a}}
+                                    for fl in flows]}) + "\n")
+
     def measure(self, point: Point, block: int) -> None:
         log.info("%s: block %d: %s", self.wname, block + 1, point.label())
         r, sweep, spec, g = self.r, self.r.sweep, self.r.spec, self.group
@@ -353,7 +364,7 @@ class _WorkloadRun:
             self._impair(point)
             learned = self.flows.get((point.policy, point.params)) if needs_flows(policy) else None
             try:
-                r.applier.apply(None if needs_flows(policy) and learned is None else policy, flows=learned)
+                r.applier.apply(policy, flows=learned, learning=needs_flows(policy) and learned is None)
             except (LabError, ValueError) as exc:
                 failed(f"policy {point.policy}: {exc}")
                 return
@@ -364,6 +375,7 @@ class _WorkloadRun:
                     learned = self.flows[(point.policy, point.params)] = g.learn_flows(
                         max(1, spec.warmups), policy_nodes(self.r.lab, policy))
                     r.applier.apply(policy, flows=learned)
+                    self._record_flows(point, block, learned)
                 except (LabError, ValueError) as exc:
                     failed(f"policy {point.policy}: {exc}")
                     return

@@ -169,7 +169,9 @@ class Predictor:
             share = (path.mtu + wm.ETH) / (path.mtu + wm.ETH + 64)
         capacity = (path.rate_bps or wm.UNSHAPED_BPS) * parallel
         total = ep.size / self.scale * flows
-        return lambda o: wm.elephants_step_s(total, capacity, balance, path, share, iters=ep.iters, overhead_s=o)
+        transport: wm.Transport = "roce" if ep.transport == "rdma" else "tcp"
+        return lambda o: wm.elephants_step_s(total, capacity, balance, path, share, iters=ep.iters, overhead_s=o,
+                                             transport=transport)
 
     def _policy(self, point):
         if point.baseline or point.policy == "none" or not self.policies:

@@ -113,7 +113,7 @@ def test_point_path_on_the_default_lab_and_a_prediction():
 
 
 @pytest.mark.parametrize("name", ["allreduce-distance", "training-step", "disaggregated-training",
-                                  "multi-aidc-training", "pd-inference", "load-balancing", "flow-control",
+                                  "multi-aidc-training", "pd-inference", "load-balancing", "load-balancing-roce", "flow-control",
                                   "rate-convergence"])
 def test_every_builtin_workload_has_a_model_that_obeys_physics(name):
     """Fitted on a made-up baseline, every point of every built-in scenario gets a finite prediction,
@@ -139,3 +139,14 @@ def test_every_builtin_workload_has_a_model_that_obeys_physics(name):
                         (b.loss, b.rate_bps, b.convergence, b.jitter_s, b.policy)
                     if same and b.distance_km > a.distance_km:
                         assert got[b] >= got[a] - 1e-12, (w.name or w.kind, a.label(), b.label())
+
+
+def test_rdma_elephants_start_at_line_rate_and_pay_rocev2_headers():
+    from workloads import models as wm
+    path = wm.Path(rate_bps=20e6, one_way_s=0.0005)
+    total = 4 * 512 * 1024
+    roce = wm.elephants_step_s(total, 40e6, 1.0, path, transport="roce")
+    # 2 MiB at 40 Mbit/s x 1024/1082 of payload, the data's way and the last ACK's way back: no slow start
+    assert roce == pytest.approx(total * 8 / (40e6 * 1024 / 1082) + 2 * 0.0005, rel=1e-9)
+    # one path of two: twice the time
+    assert wm.elephants_step_s(total, 40e6, 0.5, path, transport="roce") == pytest.approx(2 * roce, rel=0.01)

@@ -60,3 +60,17 @@ def test_a_policy_buffer_binds_before_netems_packet_limit():
     from harness.policy.qos import leaf_bytes
     sliced = with_flow_control(imp, None, slices=2)  # two tenant classes and the default, a queue each
     assert sliced.limit_packets >= 1040 + 3 * leaf_bytes(imp) // 64
+
+
+def test_rdma_elephants_need_rdma_hosts_and_say_where():
+    from harness.errors import SpecError
+    from harness.scenario.spec import load_scenario
+    from workloads.elephants import ElephantFlows
+    scn = load_scenario("load-balancing-roce")
+    w = scn.spec.workloads[0]
+    assert ElephantFlows.needs_rdma_for(w)
+    ElephantFlows.validate(w, scn.topology, 1.0)
+    tcp = load_scenario("load-balancing")  # the same hosts without rdma: true
+    w2 = w.model_copy(update={"params": dict(w.params)})
+    with pytest.raises(SpecError, match="host needs rdma: true"):
+        ElephantFlows.validate(w2, tcp.topology, 1.0)

@@ -119,3 +119,13 @@ def test_builtin_scenarios_validate_full_and_quick():
     for name in builtin_scenarios():
         full, quick = load_scenario(name), load_scenario(name, quick=True)
         assert len(grid(quick.spec.sweep)) <= len(grid(full.spec.sweep))
+
+
+def test_faster_than_the_baseline_is_a_warning_without_a_policy_and_a_policys_effect_with_one():
+    from harness.scenario.verdict import PointSummary, warnings
+
+    def point(policy):
+        return PointSummary("w", f"k-{policy}", f"100 km, {policy}", {"policy": policy, "distance_km": 100}, False, "ok",
+                            repetitions=3, ci_low=-0.5, ci_high=-0.2)
+    assert len(warnings([point("none")])) == 1                # the same network, faster: drift or a bug
+    assert warnings([point("planned")]) == []                 # planned paths beat the default hash
