@@ -1,5 +1,5 @@
 """The load-balancing scenario (--quick) through the runner on the host kernel: the controller
-learns the elephants' 5-tuples from the hosts' sockets after a first pass, plans them over the
+learns the elephants' 5-tuples on the switches during a first pass, plans them over the
 two paths and pins them; hashing is left to the kernel. The white paper's claim, measured."""
 
 from __future__ import annotations
