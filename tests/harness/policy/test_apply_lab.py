@@ -361,4 +361,5 @@ def test_switches_learn_udp_and_tcp_flows_and_planned_paths_pin_the_udp_ones(lab
         planned = imbalance(udp_qps(lab, 49152))
     finally:
         ecmp.remove_planned(lab, inst)
-    assert l3 == float("inf") and planned <= 1.05, (l3, planned)
+    # L3: one path carries the pair's every flow (the other only the odd control packet: 5557:1 once)
+    assert l3 > 100 and planned <= 1.05, (l3, planned)
