@@ -3,7 +3,10 @@ The one generator metrolab has: the scenario workload (ElephantRank, under torch
 a standalone sender/receiver pair for lab tests (`python -m workloads.elephants send|recv`) both
 run on `send_flows` and `receive_flows`.
 
-Every rank host but the last opens `flows` TCP connections to the last (one pair: the parallel
+A `victim` pair of rank hosts runs its own `flows` flows beside the incast (its sender to its
+receiver, on a path that shares the incast's upstream links but not its congested egress): its
+goodput shows head-of-line blocking, e.g. a port-level pause stopping traffic that was never
+congested. Every other rank host but the last opens `flows` TCP connections to the last (one pair: the parallel
 flows of a collective between two sites; several senders: an incast), or with `transport: rdma`
 `flows` RC queue pairs (RoCEv2: UDP to 4791, one source port per QP), each step one RDMA WRITE
 of `size` per QP, timed from the common start to its completion at the sender. The connections live for
@@ -47,8 +50,14 @@ class ElephantParams(_Params):
                             "or every QP times out and retransmits what is still queued (Go-Back-N)")
     ecn: bool = Field(default=False, description="negotiate ECN on the flows (senders' tcp_ecn)")
     capacity: float | None = Field(default=None, description="bit/s the flows share; from the topology when omitted")
+    victim: list[str] | None = Field(default=None, min_length=2, max_length=2,
+                                     description="[sender, receiver]: two rank hosts whose `flows` flows run "
+                                     "beside the incast, not through its congested egress (head-of-line "
+                                     "blocking shows in their goodput)")
+    victim_capacity: float | None = Field(default=None, description="bit/s the victim's path carries; from "
+                                          "the topology (its receiver's link, its sites' links) when omitted")
 
-    @field_validator("capacity", mode="before")
+    @field_validator("capacity", "victim_capacity", mode="before")
     @classmethod
     def _rate(cls, v):
         from netem.units import parse_rate
@@ -72,7 +81,8 @@ def site_capacity(topo, senders: list[str], receiver: str) -> float | None:
 class ElephantFlows(Workload):
     kind = "elephant-flows"
     params_model = ElephantParams
-    metrics = ("flow_efficiency", "goodput_mbps", "fct_p50_s", "fct_max_s", "fct_spread")
+    metrics = ("flow_efficiency", "goodput_mbps", "fct_p50_s", "fct_max_s", "fct_spread",
+               "victim_goodput_mbps", "victim_efficiency", "victim_fct_max_s")
 
     @classmethod
     def needs_rdma_for(cls, spec) -> bool:
@@ -81,9 +91,17 @@ class ElephantFlows(Workload):
     @classmethod
     def resolve(cls, params: dict, hosts: list[str], topo) -> dict:
         p = ElephantParams.model_validate(params)
+        out = dict(params)
+        senders = [h for h in hosts[:-1] if h not in (p.victim or [])]
         if p.capacity is None:
-            return {**params, "capacity": site_capacity(topo, hosts[:-1], hosts[-1])}
-        return params
+            out["capacity"] = site_capacity(topo, senders, hosts[-1])
+        if p.victim and p.victim_capacity is None:
+            vs, vr = p.victim
+            rates = [lk.rate_bps for lk in topo.links_of(vr) if lk.rate_bps]
+            site = site_capacity(topo, [vs], vr)
+            rates += [site] if site else []
+            out["victim_capacity"] = min(rates) if rates else None
+        return out
 
     @classmethod
     def validate(cls, spec, topo, scale: float) -> None:
@@ -91,6 +109,16 @@ class ElephantFlows(Workload):
         p = cls.params(spec, scale)
         if int(p.size / scale) < 1:
             raise SpecError("", "params.size", p.size, f"is less than one byte at scale {scale:g}")
+        if p.victim:
+            hosts = cls.hosts(spec, topo)
+            for i, h in enumerate(p.victim):
+                if h not in hosts[:-1]:
+                    raise SpecError("", f"params.victim[{i}]", h, "is not one of the workload's hosts before the "
+                                    f"receiver ({', '.join(hosts[:-1])})")
+            if p.victim[0] == p.victim[1]:
+                raise SpecError("", "params.victim", p.victim, "sender and receiver are one host")
+            if len(hosts) - 3 < 1:
+                raise SpecError("", "hosts", hosts, "the incast needs a sender besides the victim's two hosts")
 
 
 # -- rank side -------------------------------------------------------------------------------
@@ -179,7 +207,15 @@ class ElephantRank:
         self.me, world = dist.get_rank(), dist.get_world_size()
         self.receiver = world - 1
         self.nbytes = max(1, int(self.p.size / scale))
-        self.senders = world - 1
+        # the victim's two ranks (by host name), and the incast's senders: every other rank
+        self.vs = self.vr = -1
+        if self.p.victim:
+            self.vs, self.vr = (list(hosts).index(h) for h in self.p.victim)
+        self.incast = [r for r in range(world - 1) if r not in (self.vs, self.vr)]
+        self.senders = len(self.incast)
+        # whom each sender sends to; each receiver's senders
+        self.dst = {r: self.receiver for r in self.incast} | ({self.vs: self.vr} if self.vs >= 0 else {})
+        froms = [s for s, d in self.dst.items() if d == self.me]
         _SETUPS[0] += 1
         store = dist.distributed_c10d._get_default_store()
         key = f"elephants/{_SETUPS[0]}"
@@ -187,47 +223,55 @@ class ElephantRank:
         self.qps: _Qps | None = None
         if self.p.transport == "rdma":
             from harness.rdma.verbs import QPConfig
-            self.qps = _Qps(store, key, self.me, self.receiver, world, self.p.flows, self.nbytes,
+            self.qps = _Qps(store, key, self.me, self.dst, world, self.p.flows, self.nbytes,
                             QPConfig(traffic_class=self.p.tos, timeout=self.p.qp_timeout))
             self.mss = self.qps.payload
-        elif self.me == self.receiver:
+        elif froms:
             addr = (settings.get("METROLAB_RDMA_IP") or "0.0.0.0")
-            srv = socket.create_server((addr, 0), backlog=self.senders * self.p.flows)
-            store.set(key, f"{addr} {srv.getsockname()[1]}")
+            srv = socket.create_server((addr, 0), backlog=len(froms) * self.p.flows)
+            store.set(f"{key}/{self.me}", f"{addr} {srv.getsockname()[1]}")
             srv.settimeout(120)
-            for _i in range(self.senders * self.p.flows):  # (`_` is **kwargs here)
+            for _i in range(len(froms) * self.p.flows):  # (`_` is **kwargs here)
                 c, _peer = srv.accept()
                 self.socks.append(c)
             srv.close()
-        else:
+        elif self.me in self.dst:
             if self.p.ecn:  # ECN-capable flows (the namespace's own sysctl; it goes with the lab)
                 with open("/proc/sys/net/ipv4/tcp_ecn", "w") as f:
                     f.write("1")
-            addr, port = store.get(key).decode().split()
+            addr, port = store.get(f"{key}/{self.dst[self.me]}").decode().split()
             self.socks = connect_flows(addr, int(port), self.p.flows, tos=self.p.tos)
             self.mss = self.socks[0].getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)
         dist.barrier()
 
-    def _step(self) -> list[float]:
-        """One synchronized step: every flow sends its bytes; the receiver's per-flow completion times."""
+    def _step(self) -> tuple[list[float], list[float]]:
+        """One synchronized step: every flow sends its bytes; on the receiver, the incast's and
+        the victim's per-flow completion times (TCP: timed by the receivers, RDMA: by the senders)."""
         self.dist.barrier()
         t0 = time.perf_counter()
+        mine: list[float] = []
         if self.qps is not None:
-            return self._rdma_fcts(self.qps.step(t0) if self.me != self.receiver else [])
-        if self.me == self.receiver:
-            return [fct for _, fct in receive_flows(self.socks, self.nbytes, t0)]
-        send_flows(self.socks, self.nbytes)
-        return []
+            if self.me in self.dst:
+                mine = self.qps.step(t0)
+        elif self.me in self.dst:
+            send_flows(self.socks, self.nbytes)
+        elif self.socks:
+            mine = [fct for _, fct in receive_flows(self.socks, self.nbytes, t0)]
+        return self._fcts(mine)
 
-    def _rdma_fcts(self, mine: list[float]) -> list[float]:
-        """Every sender's completion times, on the receiver (the one that reports them for TCP)."""
+    def _fcts(self, mine: list[float]) -> tuple[list[float], list[float]]:
+        """Everyone's completion times to the receiver: (the incast's, the victim's)."""
         import torch
-        t = torch.tensor(mine or [0.0] * self.p.flows, dtype=torch.float64)
+        t = torch.tensor(mine + [0.0] * (self.p.flows * max(1, self.senders) - len(mine)), dtype=torch.float64)
         parts = [torch.zeros_like(t) for _ in range(self.dist.get_world_size())]
         self.dist.all_gather(parts, t)
         if self.me != self.receiver:
-            return []
-        return [x for r, part in enumerate(parts) if r != self.receiver for x in part.tolist()]
+            return [], []
+        victim_at = self.vs if self.qps is not None else self.vr  # who timed the victim's flows
+        victim = parts[victim_at].tolist()[:self.p.flows] if self.vs >= 0 else []
+        if self.qps is not None:
+            return [x for r in self.incast for x in parts[r].tolist()[:self.p.flows]], victim
+        return parts[self.receiver].tolist()[:self.p.flows * self.senders], victim
 
     def warm(self, steps: int) -> None:
         for _ in range(steps):
@@ -238,28 +282,37 @@ class ElephantRank:
         self.warm(warmups)
         fcts: list[float] = []
         steps: list[float] = []
+        victim: list[float] = []  # the victim's step times (its last flow's completion)
         for _ in range(iters or self.p.iters):
-            f = self._step()
+            f, v = self._step()
             if self.me == self.receiver:
                 fcts += f
                 steps.append(max(f))
+                if v:
+                    victim.append(max(v))
         # the receiver's figures, the senders' MSS (for the header share), to every rank
         mss = float(getattr(self, "mss", 0))
         t = torch.tensor([mss], dtype=torch.float64)
         self.dist.all_reduce(t, op=self.dist.ReduceOp.MAX)
         mss = t.item() or 1448.0
         stats = [statistics.mean(steps), statistics.median(fcts), max(fcts)] if fcts else [0.0, 0.0, 0.0]
+        stats.append(statistics.mean(victim) if victim else 0.0)
         s = torch.tensor(stats, dtype=torch.float64)
         self.dist.broadcast(s, src=self.receiver)
-        step, p50, fmax = s.tolist()
+        step, p50, fmax, vstep = s.tolist()
         total = self.nbytes * self.p.flows * self.senders
         goodput = total * 8 / step
         # fct_spread: the last flow's completion over the median's (1: the flows shared fairly)
         out = {"step_time_s": step, "fct_p50_s": p50, "fct_max_s": fmax, "fct_spread": fmax / p50 if p50 else None,
                "goodput_mbps": goodput / 1e6}
+        headers = ROCE_HEADERS if self.qps is not None else HEADERS
         if self.p.capacity:
-            headers = ROCE_HEADERS if self.qps is not None else HEADERS
             out["flow_efficiency"] = goodput * (mss + headers) / mss / self.p.capacity
+        if vstep:  # the victim: its goodput, and its share of what its own path carries
+            vgood = self.nbytes * self.p.flows * 8 / vstep
+            out |= {"victim_goodput_mbps": vgood / 1e6, "victim_fct_max_s": vstep}
+            if self.p.victim_capacity:
+                out["victim_efficiency"] = vgood * (mss + headers) / mss / self.p.victim_capacity
         return out
 
     def close(self, final: bool = False) -> None:
@@ -276,7 +329,7 @@ class _Qps:
     towards every sender, each over one registered buffer of `nbytes` (every QP of a sender writes
     the same remote region: the traffic is what counts, not where it lands)."""
 
-    def __init__(self, store, key: str, me: int, receiver: int, world: int, flows: int, nbytes: int, cfg):
+    def __init__(self, store, key: str, me: int, dst: dict[int, int], world: int, flows: int, nbytes: int, cfg):
         import json
         from dataclasses import asdict
 
@@ -291,16 +344,17 @@ class _Qps:
             name, ip = pick_device()
             self.dev = Device(name, ip=ip)
             self.payload = min(cfg.mtu, self.dev.active_mtu)  # bytes per RoCEv2 packet
-            pairs = [(s, me) for s in range(world) if s != receiver] if me == receiver else [(me, receiver)]
-            for sender, _ in pairs:
+            sending = me in dst  # a sender has one receiver; a receiver, its senders
+            pairs = [me] if sending else [s for s, d in sorted(dst.items()) if d == me]
+            for sender in pairs:
                 conn = Connection(self.dev, self.buf, cfg, num_qps=flows)
                 self.conns.append(conn)
-                side = "recv" if me == receiver else "send"
+                side = "send" if sending else "recv"
                 store.set(f"{key}/{side}/{sender}", json.dumps(asdict(conn.local_info())))
-            for (sender, _), conn in zip(pairs, self.conns):
-                other = "send" if me == receiver else "recv"
+            for sender, conn in zip(pairs, self.conns):
+                other = "recv" if sending else "send"
                 conn.connect(PeerInfo(**json.loads(store.get(f"{key}/{other}/{sender}"))))
-            if me != receiver:
+            if sending:
                 conn = self.conns[0]
                 self.wrs = [conn.prepare("write", 0, nbytes, 0, signaled=True, wr_id=q) for q in range(flows)]
         except BaseException:

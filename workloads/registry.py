@@ -45,7 +45,13 @@ def _all() -> dict[str, type[Workload]]:
 WORKLOADS: dict[str, type[Workload]] = _all()
 
 
-RUNNER_METRICS = ("wan_bytes", "wan_drops", "wan_loss", "ecn_marks", "path_imbalance")  # measured by the runner around each repetition
+# measured by the runner around each repetition: the swept links, the policy's queues and pause
+# emulation (harness.policy.apply), the RDMA devices (harness.runner.rdma_counts)
+RUNNER_METRICS = ("wan_bytes", "wan_drops", "wan_loss", "ecn_marks", "path_imbalance",
+                  "queue_drops", "queue_loss", "pause_frames", "pause_s", "congested_drops", "congested_loss",
+                  "congested_max_backlog", "pause_reaction_max_s",
+                  "rdma_sent_pkts", "rdma_seq_naks", "rdma_out_of_seq", "rdma_retries", "rdma_retry_exceeded",
+                  "backlog_drops")
 
 
 def workload_metrics(kinds: list[str]) -> tuple[str, ...]:

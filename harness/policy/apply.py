@@ -6,20 +6,23 @@ in, so switching policies between sweep points leaves nothing stale.
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import logging
 
 from harness import capabilities, sh
 from harness.errors import LabError
 from harness.policy import acl, ecmp, qos
+from harness.policy.backpressure import Backpressure
 
 log = logging.getLogger(__name__)
 
 
 def needs_flows(policy) -> bool:
-    """Planned paths and per-flow queues act on the workload's learned 5-tuples."""
+    """Planned paths, per-flow queues and flow-level backpressure act on the learned 5-tuples."""
     return policy is not None and (
         (policy.load_balancing is not None and policy.load_balancing.kind == "planned")
-        or (policy.flow_control is not None and policy.flow_control.kind == "per-flow"))
+        or (policy.flow_control is not None and policy.flow_control.kind in ("per-flow", "backpressure")))
 
 
 def marks_ecn(policy) -> bool:
@@ -37,6 +40,7 @@ class PolicyApplier:
         self._hash_switches: list[str] = []
         self._planned: list = []
         self.plans: dict[str, dict[tuple, str]] = {}  # switch -> {5-tuple: planned link}, for the record
+        self.pause: Backpressure | None = None  # the running emulation (pause / backpressure policies)
 
     def addresses(self, host: str) -> list[str]:
         n = self.lab.topology.nodes[host]
@@ -56,13 +60,16 @@ class PolicyApplier:
         caps = capabilities.probe()
         hosts = {h.name: str(h.address) for h in self.lab.topology.hosts()}
         try:
+            fc = policy.flow_control
+            # flow-level backpressure without flows yet: the links keep their own queues while learning
+            if fc is not None and fc.pauses and not (learning and fc.kind == "backpressure"):
+                self._install_pause(policy, flows or [], caps)
             for link in policy.links or []:
-                if policy.flow_control is None and not policy.slices:
+                if (fc is None and not policy.slices) or (fc is not None and fc.pauses):
                     continue
-                if learning and not policy.slices and policy.flow_control.kind == "per-flow":
+                if learning and not policy.slices and fc is not None and fc.kind == "per-flow":
                     continue
                 self._links.append(link)
-                fc = policy.flow_control
                 imp = qos.with_flow_control(self.base.get(link) or self._own(link), fc, len(policy.slices))
                 self.lab.impair(link, imp, caps=caps)
                 for end in self.lab.plan.ends(link):
@@ -93,6 +100,78 @@ class PolicyApplier:
             raise
         self.current = policy
 
+    def _install_pause(self, policy, flows, caps) -> None:
+        """The backpressure emulation on the policy's congested link, fed through `upstream`."""
+        from harness.policy import sonic
+        from harness.policy.model import congested_switch
+        if getattr(self.lab, "backend", "netns") == "hosts":
+            raise LabError("pause and backpressure are emulated in the lab's namespaces; a testbed's switches "
+                           "have their own PFC (metrolab sonic render)")
+        fc = policy.flow_control
+        links = {lk.name: lk for lk in self.lab.topology.links}
+        congested, upstream = links[policy.links[0]], links[fc.upstream]
+        node = congested_switch(congested, upstream)
+        assert node is not None  # checked with the scenario (model.check_against)
+        feeder = upstream.b if upstream.a == node else upstream.a
+        imps = {}
+        for lk in (congested, upstream):
+            imps[lk.name] = self.base.get(lk.name) or self._own(lk.name)
+            self._links.append(lk.name)  # re-impaired with their base when the policy goes
+        up = imps[upstream.name]
+        delay = up.delay_s or 0.0
+        headroom = fc.headroom
+        if headroom is None:  # the SONiC figure for this span, with the emulated peer's response time
+            km = delay * sonic.C_FIBER_KM_S
+            headroom = sonic.headroom(km, up.rate_bps / 1e9, mtu=1500, response_s=fc.response)["xoff"]
+        deep = max(qos.DEEP_FLOOR, int(up.rate_bps / 8 * (2 * delay + fc.response)))  # upstream never drops
+        up = dataclasses.replace(up, queue_bytes=deep)
+        netem = caps.has("netem")
+        for name, imp in imps.items():
+            held = deep if name == upstream.name else headroom + (fc.xoff or 6000)
+            per = len(flows) + 1 if fc.kind == "backpressure" else 1
+            if imp.limit_packets:  # netem's packet limit must not bind before the queues' bytes
+                imp = dataclasses.replace(imp, limit_packets=imp.limit_packets + per * -(-held // 64))
+            self.lab.impair(name, imp, caps=caps)
+        crossing = _crossing(self.lab, flows, congested, node)
+        bp = Backpressure(self.lab, scope="flow" if fc.kind == "backpressure" else "port",
+                          congested=(node, congested.name), upstream=(feeder, upstream.name), flows=crossing,
+                          congested_imp=imps[congested.name], upstream_imp=up, headroom=headroom, xoff=fc.xoff,
+                          delay_s=delay, netem=(netem, netem))
+        bp.install()
+        self.pause = bp
+        bp.start()
+        log.info("%s on %s (from %s): xoff %d B, headroom %d B, signal delay %.2f ms", fc.kind, congested.name,
+                 upstream.name, bp.xoff, headroom, delay * 1e3)
+
+    def counters(self) -> dict:
+        """What the policy in force counts, cumulative: its flow-controlled links' queues (both
+        directions), and with pause / backpressure the emulation's PFC-like counters."""
+        p = self.current
+        out: dict = {}
+        if p is not None and p.flow_control is not None:
+            out["links"] = {lk: self.lab.link_counters(lk, False) for lk in p.links or []}
+        if self.pause is not None:
+            out["pause"] = self.pause.snapshot()
+        return out
+
+    @staticmethod
+    def metrics(before: dict, after: dict) -> dict:
+        """One repetition's: the policy's queues' drops and loss; with pause / backpressure, pauses
+        sent, time paused, the congested egress's own drops and loss, its deepest queue and the
+        controller's slowest reaction."""
+        out: dict = {}
+        if "links" in before and "links" in after:
+            drops = sum(after["links"][k][1] - before["links"][k][1] for k in after["links"])
+            packets = sum(after["links"][k][3] - before["links"][k][3] for k in after["links"])
+            out |= {"queue_drops": drops, "queue_loss": drops / (drops + packets) if drops + packets else 0.0}
+        if "pause" in before and "pause" in after:
+            b, a = before["pause"], after["pause"]
+            drops, packets = a["drops"] - b["drops"], a["packets"] - b["packets"]
+            out |= {"pause_frames": a["pauses"] - b["pauses"], "pause_s": a["pause_s"] - b["pause_s"],
+                    "congested_drops": drops, "congested_loss": drops / (drops + packets) if drops + packets else 0.0,
+                    "congested_max_backlog": a["max_backlog"], "pause_reaction_max_s": a["reaction_max_s"]}
+        return out
+
     def _own(self, link: str):
         lk = next(x for x in self.lab.topology.links if x.name == link)
         return lk.impairment(self.lab.topology.group_index)
@@ -122,6 +201,12 @@ class PolicyApplier:
                                                       assignment, encap))
 
     def clear(self) -> None:
+        if self.pause is not None:
+            bp, self.pause = self.pause, None
+            try:
+                bp.remove()  # released and taken out before the links get their own queues back
+            except LabError as exc:  # its points checked it as they ended (counters()); clear the rest
+                log.warning("%s", exc)
         for h in self._acl_hosts:
             sh.nft(acl.clear_script(), netns=self.lab.ns(h))
         for inst in self._planned:
@@ -133,3 +218,14 @@ class PolicyApplier:
         self._acl_hosts, self._planned, self._hash_switches, self._links = [], [], [], []
         self.plans = {}
         self.current = None
+
+
+def _crossing(lab, flows, congested, node: str) -> list:
+    """The learned flows that leave `node` over the congested link: to its far end's addresses
+    where that is a host; every flow `node` forwards otherwise."""
+    far = congested.b if congested.a == node else congested.a
+    n = lab.topology.nodes[far]
+    if n.is_switch:
+        return list(flows)
+    mine = {str(n.address)} | ({str(n.address6)} if n.address6 else set())
+    return [f for f in flows if str(ipaddress.ip_address(f.dst)) in mine]

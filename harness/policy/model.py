@@ -36,14 +36,28 @@ class _Strict(BaseModel):
 class FlowControl(_Strict):
     """tail-drop: a shallow buffer (`buffer`, default 32 KiB); deep-buffer: at least the link's
     bandwidth-delay product (emulated lossless); ecn: CE marking above `ecn_threshold`; per-flow:
-    one queue per 5-tuple (`flows` classes) so an elephant cannot starve a mouse."""
+    one queue per 5-tuple (`flows` classes) so an elephant cannot starve a mouse.
 
-    kind: Literal["tail-drop", "deep-buffer", "ecn", "per-flow"]
+    pause / backpressure (emulated, harness.policy.backpressure; the guest kernel's sch_plug): the
+    policy's one link is the congested one, `upstream` the link whose far end feeds it; when the
+    congested egress's queue passes `xoff` the upstream egress stops, one one-way delay later —
+    all of it (pause: port-level PFC on one priority) or only that flow (backpressure: flow-level,
+    a queue per learned 5-tuple on both sides). The congested queue holds xoff + `headroom`;
+    the default headroom is what `metrolab sonic render` computes for the upstream link's distance
+    and rate with `response` as the peer's response time (the emulated controller's reaction)."""
+
+    kind: Literal["tail-drop", "deep-buffer", "ecn", "per-flow", "pause", "backpressure"]
     buffer: int | None = Field(default=None, description="bytes")
     ecn_threshold: float = Field(default=0.001, gt=0, description="seconds of queue before marking")
     flows: int = Field(default=16, ge=2, le=1024)
+    upstream: str | None = Field(default=None, description="pause/backpressure: the link the signal crosses")
+    headroom: int | None = Field(default=None, description="pause/backpressure: bytes above xoff")
+    xoff: int | None = Field(default=None, description="pause/backpressure: bytes queued before a pause (4 MTU)")
+    response: float = Field(default=0.5, ge=0, description="pause/backpressure: the peer's response time the "
+                            "default headroom allows for (the emulated controller's reaction; tens of ms "
+                            "under TCG, so 0.5 s)")
 
-    @field_validator("buffer", mode="before")
+    @field_validator("buffer", "xoff", mode="before")
     @classmethod
     def _buffer(cls, v):
         if v is None:
@@ -53,10 +67,32 @@ class FlowControl(_Strict):
             raise ValueError("a buffer holds at least one 1500-byte packet")
         return n
 
-    @field_validator("ecn_threshold", mode="before")
+    @field_validator("headroom", mode="before")
+    @classmethod
+    def _headroom(cls, v):
+        if v is None:
+            return None
+        n = parse_size(v) if isinstance(v, str) else int(v)
+        if n < 0:
+            raise ValueError("headroom is >= 0 bytes")
+        return n
+
+    @field_validator("ecn_threshold", "response", mode="before")
     @classmethod
     def _threshold(cls, v):
         return parse_time(v)
+
+    @property
+    def pauses(self) -> bool:
+        return self.kind in ("pause", "backpressure")
+
+    @model_validator(mode="after")
+    def _upstream(self):
+        if self.pauses and self.upstream is None:
+            raise ValueError(f"{self.kind}: name the upstream link the pause signal crosses (upstream)")
+        if not self.pauses and (self.upstream, self.headroom, self.xoff) != (None, None, None):
+            raise ValueError(f"{self.kind}: upstream, headroom and xoff are for pause and backpressure")
+        return self
 
 
 class LoadBalancing(_Strict):
@@ -132,6 +168,36 @@ class PolicySpec(_Strict):
         return self
 
 
+def congested_switch(congested, upstream) -> str | None:
+    """The node the congested link and the upstream link share (whose egress congests)."""
+    common = {congested.a, congested.b} & {upstream.a, upstream.b}
+    return next(iter(common)) if len(common) == 1 else None
+
+
+def _check_pause(p: PolicySpec, topo, links: dict, file: str, at: str) -> list[SpecError]:
+    fc = p.flow_control
+    assert fc is not None and fc.upstream is not None  # pause kinds only, upstream required
+    if p.links is None or len(p.links) != 1:
+        return [SpecError(file, f"{at}.links", p.links, f"{fc.kind} watches one congested link; name exactly one")]
+    if fc.upstream not in links:
+        return [SpecError(file, f"{at}.flow_control.upstream", fc.upstream, f"no such link in {topo.name}")]
+    congested, upstream = links.get(p.links[0]), links[fc.upstream]
+    if congested is None:
+        return []  # reported above
+    node = congested_switch(congested, upstream)
+    if node is None or congested is upstream:
+        return [SpecError(file, f"{at}.flow_control.upstream", fc.upstream,
+                          f"shares no single node with {congested.name}: the pause goes one hop upstream")]
+    if topo.nodes[node].kind != "switch":
+        return [SpecError(file, f"{at}.flow_control.upstream", fc.upstream,
+                          f"{congested.name} and {fc.upstream} meet at {node}, not a switch")]
+    errs = []
+    for name in (congested.name, upstream.name):
+        if not links[name].rate_bps:
+            errs.append(SpecError(file, f"{at}.links", name, f"{fc.kind} needs a rate on {name}"))
+    return errs
+
+
 def check_against(policies: list[PolicySpec], topo, file: str) -> list[SpecError]:
     """Every switch, link and host a policy names exists in the topology; slices fit their links."""
     errs: list[SpecError] = []
@@ -149,6 +215,8 @@ def check_against(policies: list[PolicySpec], topo, file: str) -> list[SpecError
                 errs.append(SpecError(file, f"{at}.links[{j}]", name, f"no such link in {topo.name}"))
         if (p.flow_control or p.slices) and not p.links:
             errs.append(SpecError(file, f"{at}.links", None, "flow control and slices apply to links: name them"))
+        if p.flow_control is not None and p.flow_control.pauses:
+            errs += _check_pause(p, topo, links, file, at)
         if p.load_balancing and not p.switches:
             errs.append(SpecError(file, f"{at}.switches", None, "load balancing applies to switches: name them"))
         for j, sl in enumerate(p.slices):

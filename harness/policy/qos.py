@@ -95,19 +95,22 @@ def install_slices(shaper, ifname: str, imp: Impairment, slices, addresses: dict
     install_classes(shaper, ifname, imp, [(s.guaranteed, s.ceiling, u32_keys(s, addresses)) for s in slices], netem)
 
 
-def install_per_flow(shaper, ifname: str, imp: Impairment, flows, netem: bool) -> None:
+def install_per_flow(shaper, ifname: str, imp: Impairment, flows, netem: bool, leaf: str = "bfifo") -> int:
     """One HTB class and queue per flow: equal guaranteed shares, each may take the whole link."""
     if not flows:
         raise LabError("per-flow queues need the workload's flows (none were learned)")
     if not imp.rate_bps:
         raise LabError(f"{ifname}: per-flow queues divide a link's rate; give the link a rate")
     share = imp.rate_bps * 0.99 / len(flows)
-    install_classes(shaper, ifname, imp, [(share, None, flow_keys(f)) for f in flows], netem)
+    return install_classes(shaper, ifname, imp, [(share, None, flow_keys(f)) for f in flows], netem, leaf)
 
 
-def install_classes(shaper, ifname: str, imp: Impairment, classes: list[tuple], netem: bool) -> None:
+def install_classes(shaper, ifname: str, imp: Impairment, classes: list[tuple], netem: bool,
+                    leaf: str = "bfifo") -> int:
     """HTB as the rate stage: (guaranteed bit/s, ceiling bit/s or None, u32 keys) per class, in
-    filter order, plus a default class for the rest."""
+    filter order, plus a default class for the rest. Each class's queue is a `leaf` qdisc (handle
+    0x100 + the class minor) holding `leaf_bytes(imp)`: bfifo, or plug (released:
+    harness.policy.backpressure pauses it). Returns the HTB's major."""
     ipr = shaper.ipr
     idx = shaper._index(ifname)
     link_rate = imp.rate_bps
@@ -139,10 +142,14 @@ def install_classes(shaper, ifname: str, imp: Impairment, classes: list[tuple], 
                cburst=burst)
         # pyroute2 0.9 drops `parent` for fifo qdiscs (it would land on the root): tc places it
         sh.tc(["qdisc", "add", "dev", ifname, "parent", f"{major:x}:{minor:x}", "handle", f"{0x100 + minor:x}:",
-               "bfifo", "limit", str(limit)], netns=shaper.ns)
+               leaf, "limit", str(limit)], netns=shaper.ns)
+        if leaf == "plug":  # a new plug holds everything until released
+            sh.tc(["qdisc", "change", "dev", ifname, "handle", f"{0x100 + minor:x}:", "plug", "release_indefinite"],
+                  netns=shaper.ns)
     for i, (_, _, keys) in enumerate(classes):
         ipr.tc("add-filter", "u32", idx, parent=handle, prio=10 + i, protocol=ETH_P_IP,
                target=(major << 16) | (0x10 + i), keys=keys)
+    return major
 
 
 def install_ecn(shaper, ifname: str, imp: Impairment, fc, netem: bool) -> dict:
@@ -172,6 +179,17 @@ def root_drops(ipr, ifname: str) -> int:
     idx = ipr.link_lookup(ifname=ifname)[0]
     return sum(q.get_attr("TCA_STATS")["drop"] for q in ipr.get_qdiscs(idx)
                if q["parent"] == TC_H_ROOT and q.get_attr("TCA_STATS") is not None)
+
+
+def root_counts(ipr, ifname: str) -> tuple[int, int]:
+    """(packets sent, packets dropped) by the interface's qdisc tree (its root's counts)."""
+    idx = ipr.link_lookup(ifname=ifname)[0]
+    sent = dropped = 0
+    for q in ipr.get_qdiscs(idx):
+        st = q.get_attr("TCA_STATS")
+        if q["parent"] == TC_H_ROOT and st is not None:
+            sent, dropped = sent + st["packets"], dropped + st["drop"]
+    return sent, dropped
 
 
 def ecn_marks(ns: str | None, ifname: str) -> int:

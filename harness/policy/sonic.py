@@ -26,10 +26,18 @@ def bytes_on_cable(distance_km: float, speed_gbps: float) -> int:
     return int(2 * distance_km * speed_gbps * 1e9 / C_FIBER_KM_S / 8)
 
 
-def headroom(distance_km: float, speed_gbps: float, mtu: int = 9100, response_quanta: int = 2) -> dict[str, int]:
+def headroom(distance_km: float, speed_gbps: float, mtu: int = 9100, response_quanta: int = 2,
+             response_s: float | None = None) -> dict[str, int]:
     """xoff: what arrives after the pause is sent (the cable's round trip, a frame being sent at
-    each end, the peer's response time); size = xon + xoff."""
-    peer_response = response_quanta * PAUSE_QUANTUM_BITS * max(1, int(speed_gbps // 25)) // 8
+    each end, the peer's response time); size = xon + xoff. The peer's response is `response_quanta`
+    pause quanta (a NIC's or switch's), or `response_s` seconds at line rate where the peer is
+    slower (the lab's emulated backpressure: its controller's reaction)."""
+    if response_s is not None:
+        if response_s < 0:
+            raise ValueError("response_s >= 0")
+        peer_response = int(response_s * speed_gbps * 1e9 / 8)
+    else:
+        peer_response = response_quanta * PAUSE_QUANTUM_BITS * max(1, int(speed_gbps // 25)) // 8
     xoff = bytes_on_cable(distance_km, speed_gbps) + 2 * mtu + peer_response
     return {"xon": STOCK_XON, "xon_offset": STOCK_XON_OFFSET, "xoff": xoff, "size": STOCK_XON + xoff}
 

@@ -31,9 +31,10 @@ from harness.policy.flows import policy_nodes
 from harness.runner import headroom as hr
 from harness.runner.agents import LocalAgents, RankFailed, RayCluster
 from harness.runner.group import RankGroup
+from harness.runner.rdma_counts import RdmaCounters
 from harness.runner.results import ResultStore, run_metadata
 from harness.runner.sweep import Sweep, new_seed
-from harness.runner.wan import WanCounters
+from harness.runner.wan import WanCounters, backlog_drops
 from harness.scenario.points import Point, baselines, grid, point_impairment
 from harness.scenario.predict import make_predictor
 from harness.scenario.verdict import Settings, Verdict, evaluate, summarize
@@ -285,8 +286,8 @@ class _WorkloadRun:
         if self.combo == point.params:
             return
         base = next(p for p in self.r.sweep.points if p.baseline and p.params == point.params)
+        self.r.applier.apply(None)  # first: a running pause emulation holds the links' qdiscs
         self._impair(base)
-        self.r.applier.apply(None)
         self._setup(base)
         self.r.progress(description=f"{self.wname}: warming up{' ' + base.label() if point.params else ''}")
         w = g.warm_up(self.r.spec.warmups, WARMUP_SHARE_S * self.r.spec.timeout_s)
@@ -361,6 +362,7 @@ class _WorkloadRun:
         try:
             self._ensure(point)
             r.progress(description=f"{self.wname}: block {block + 1}: {point.label()}")
+            r.applier.clear()  # the previous point's policy goes before the links are re-impaired
             self._impair(point)
             learned = self.flows.get((point.policy, point.params)) if needs_flows(policy) else None
             try:
@@ -380,9 +382,21 @@ class _WorkloadRun:
                     failed(f"policy {point.policy}: {exc}")
                     return
             g.warm(spec.warmups)  # the network just changed under the ranks
-            before = r.wan.read()
+            rdma = RdmaCounters(r.lab, g.hosts if g.kind.needs_rdma_for(wspec) else [])
+            local = r.lab.backend != "hosts"  # the lab's hops are this kernel's
+            before, pol, dev = r.wan.read(), r.applier.counters(), rdma.read()
+            backlog = backlog_drops() if local else 0
             metrics = g.measure(0)
-            metrics |= r.wan.metrics(before, r.wan.read())  # this repetition's own steps
+            # this repetition's own steps: the swept links, the policy's counters, the RDMA devices'
+            metrics |= r.wan.metrics(before, r.wan.read())
+            if local:
+                metrics["backlog_drops"] = backlog_drops() - backlog
+            try:
+                metrics |= r.applier.metrics(pol, r.applier.counters())
+            except LabError as exc:  # the policy's own machinery (a pause controller) failed as the ranks ran
+                failed(f"policy {point.policy}: {exc}")
+                return
+            metrics |= rdma.metrics(dev, rdma.read())
         except RankFailed as exc:
             failed(str(exc))
             g.stop(kill=True)

@@ -31,3 +31,14 @@ class WanCounters:
             m["path_imbalance"] = imbalance(sent)
             m["path_bytes"] = json.dumps(sent, sort_keys=True)  # per link, for the record (not a metric)
         return m
+
+
+def backlog_drops() -> int:
+    """Packets the kernel's per-CPU input backlogs dropped so far (/proc/net/softnet_stat, second
+    column; over net.core.netdev_max_backlog). Kernel-wide: on the netns backend every veth hop of
+    the lab goes through it, before any qdisc counts a packet."""
+    try:
+        with open("/proc/net/softnet_stat") as f:
+            return sum(int(line.split()[1], 16) for line in f if line.strip())
+    except OSError:
+        return 0

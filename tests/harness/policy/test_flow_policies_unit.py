@@ -24,6 +24,8 @@ def test_which_policies_act_on_learned_flows():
     assert needs_flows(PolicySpec(name="p", switches=["s"], load_balancing=LoadBalancing(kind="planned")))
     assert needs_flows(PolicySpec(name="q", links=["l"], flow_control=FlowControl(kind="per-flow")))
     assert not needs_flows(PolicySpec(name="h", switches=["s"], load_balancing=LoadBalancing(kind="ecmp-l4")))
+    assert needs_flows(PolicySpec(name="b", links=["l"], flow_control=FlowControl(kind="backpressure", upstream="u")))
+    assert not needs_flows(PolicySpec(name="c", links=["l"], flow_control=FlowControl(kind="pause", upstream="u")))
     assert not needs_flows(None)
     assert marks_ecn(PolicySpec(name="e", links=["l"], flow_control=FlowControl(kind="ecn")))
 
@@ -74,3 +76,43 @@ def test_rdma_elephants_need_rdma_hosts_and_say_where():
     w2 = w.model_copy(update={"params": dict(w.params)})
     with pytest.raises(SpecError, match="host needs rdma: true"):
         ElephantFlows.validate(w2, tcp.topology, 1.0)
+
+
+def test_the_incast_victim_and_its_capacity_come_from_the_topology():
+    from harness.errors import SpecError
+    from harness.scenario.spec import load_scenario
+    from workloads.elephants import ElephantFlows, ElephantParams
+    scn = load_scenario("flow-control-roce")
+    w = scn.spec.workloads[0]
+    hosts = ElephantFlows.hosts(w, scn.topology)
+    ElephantFlows.validate(w, scn.topology, 1.0)
+    p = ElephantParams.model_validate(ElephantFlows.resolve(dict(w.params), hosts, scn.topology))
+    assert p.victim_capacity == 20e6 and p.capacity == 20e6  # b2's port; b1's port (given)
+    no_cap = {k: v for k, v in w.params.items() if k != "capacity"}
+    assert ElephantFlows.resolve(no_cap, hosts, scn.topology)["capacity"] == 100e6  # a1-a3's sites: the WAN
+    for victim, text in ((["a4", "b1"], "not one of the workload's hosts"), (["a4", "a4"], "one host")):
+        bad = w.model_copy(update={"params": {**w.params, "victim": victim}})
+        with pytest.raises(SpecError, match=text):
+            ElephantFlows.validate(bad, scn.topology, 1.0)
+
+
+def test_pause_metrics_per_repetition_are_differences_of_the_counters():
+    from harness.policy.apply import PolicyApplier
+    before = {"links": {"l": (0, 5, 0, 100)}, "pause": {"pauses": 3, "pause_s": 1.0, "drops": 2, "packets": 50,
+                                                       "max_backlog": 9, "reaction_max_s": 0.1}}
+    after = {"links": {"l": (9, 5, 0, 300)}, "pause": {"pauses": 10, "pause_s": 2.5, "drops": 2, "packets": 250,
+                                                      "max_backlog": 7000, "reaction_max_s": 0.05}}
+    m = PolicyApplier.metrics(before, after)
+    assert m == {"queue_drops": 0, "queue_loss": 0.0, "pause_frames": 7, "pause_s": 1.5, "congested_drops": 0,
+                 "congested_loss": 0.0, "congested_max_backlog": 7000, "pause_reaction_max_s": 0.05}
+    assert PolicyApplier.metrics({}, {}) == {}
+
+
+def test_rdma_counter_metrics_sum_the_hosts_devices():
+    from harness.runner.rdma_counts import RdmaCounters
+    c = RdmaCounters(None, ["a1", "b1"])
+    before = {"a1": {"sent_pkts": 10, "rcvd_seq_err": 1}, "b1": {"out_of_seq_request": 0}}
+    after = {"a1": {"sent_pkts": 110, "rcvd_seq_err": 4, "completer_retry_err": 3}, "b1": {"out_of_seq_request": 40}}
+    assert c.metrics(before, after) == {"rdma_sent_pkts": 100, "rdma_seq_naks": 3, "rdma_out_of_seq": 40,
+                                        "rdma_retries": 3, "rdma_retry_exceeded": 0}
+    assert RdmaCounters(None, []).metrics({}, {}) == {}

@@ -61,9 +61,39 @@ def test_policies_are_a_sweep_dimension():
     ([{"name": "x", "links": ["wan-1"], "flow_control": {"kind": "tail-drop", "buffer": 100}}], ["x"],
      "policies[0].flow_control.buffer", "at least one 1500-byte packet"),
     ([{"name": "x"}], ["x"], "policies[0]", "sets nothing"),
+    ([{"name": "x", "links": ["a1-gw-a"], "flow_control": {"kind": "pause"}}], ["x"], "policies[0].flow_control",
+     "name the upstream link"),
+    ([{"name": "x", "links": ["a1-gw-a", "a2-gw-a"], "flow_control": {"kind": "backpressure", "upstream": "wan-1"}}],
+     ["x"], "policies[0].links", "name exactly one"),
+    ([{"name": "x", "links": ["b1-gw-b"], "flow_control": {"kind": "pause", "upstream": "wan-9"}}], ["x"],
+     "policies[0].flow_control.upstream", "no such link"),
+    ([{"name": "x", "links": ["b1-gw-b"], "flow_control": {"kind": "pause", "upstream": "a1-gw-a"}}], ["x"],
+     "policies[0].flow_control.upstream", "shares no single node with b1-gw-b"),
+    ([{"name": "x", "links": ["wan-1"], "flow_control": {"kind": "pause", "upstream": "wan-2"}}], ["x"],
+     "policies[0].flow_control.upstream", "shares no single node"),  # parallel links meet at both ends
+    ([{"name": "x", "links": ["b1-gw-b"], "flow_control": {"kind": "pause", "upstream": "wan-1"}}], ["x"],
+     "policies[0].links", "needs a rate on b1-gw-b"),
+    ([{"name": "x", "links": ["wan-1"], "flow_control": {"kind": "ecn", "upstream": "wan-2"}}], ["x"],
+     "policies[0].flow_control", "are for pause and backpressure"),
 ])
 def test_bad_policies_are_named(policies, sweep, where, text):
     with pytest.raises((SpecError, SpecErrors)) as e:
         scenario(policies, sweep)
     errs = e.value.errors if isinstance(e.value, SpecErrors) else [e.value]
     assert any(er.path.startswith(where) and text in er.message for er in errs), [(er.path, er.message) for er in errs]
+
+
+def test_pause_policies_name_their_congested_link_and_upstream():
+    topo = {**TOPO, "sites": [TOPO["sites"][0], {**TOPO["sites"][1], "access": {"switch": "gw-b", "rate": "20mbit"}}]}
+    scn = scenario_from_data({"name": "p", "topology": topo, "workloads": [{"kind": "collective"}],
+                              "sweep": {"links": ["wan-1"], "policy": ["pfc", "bp"]}, "policies": [
+                                  {"name": "pfc", "links": ["b1-gw-b"],
+                                   "flow_control": {"kind": "pause", "upstream": "wan-1", "headroom": "64k"}},
+                                  {"name": "bp", "links": ["b1-gw-b"],
+                                   "flow_control": {"kind": "backpressure", "upstream": "wan-2", "response": "20ms"}}]},
+                             "p.yaml")
+    pfc, bp = (p.flow_control for p in scn.spec.policies)
+    assert pfc.pauses and bp.pauses and pfc.headroom == 64 << 10 and pfc.response == 0.5 and bp.response == 0.02
+    from harness.policy.model import congested_switch
+    links = {lk.name: lk for lk in scn.topology.links}
+    assert congested_switch(links["b1-gw-b"], links["wan-1"]) == "gw-b"

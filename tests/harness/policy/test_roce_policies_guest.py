@@ -36,3 +36,23 @@ def test_qps_are_learned_on_the_switches_and_planned_paths_balance_them(tmp_path
     assert eff["planned"] > 1.5 * eff["ecmp-l3"], eff             # two links' worth vs one
     verdicts = {(c.label, c.metric): c.verdict for c in out.verdict.results}
     assert all(v != "fail" for v in verdicts.values()), verdicts
+
+
+def test_rdma_incast_under_port_pause_and_flow_backpressure(tmp_path):
+    """flow-control-roce --quick: the pause emulation runs under the runner with RDMA QPs, per QP
+    with backpressure (learned on the switches), and its counters land in every row."""
+    scn = load_scenario("flow-control-roce", quick=True)
+    out = run_scenario(scn, tmp_path / "run", backend="vm")
+    assert not out.verdict.failed_points, [(p.label, p.error) for p in out.verdict.failed_points]
+    rows = pd.read_parquet(tmp_path / "run" / "results.parquet")
+    rows = rows[rows["status"] == "ok"]
+    paused = rows[rows["policy"].isin(["pause", "backpressure"])]
+    assert set(paused["policy"]) == {"pause", "backpressure"} and len(paused) == 4, rows[["policy", "block"]]
+    assert (paused["pause_frames"] > 0).all() and (paused["congested_drops"] == 0).all(), paused
+    assert (paused["congested_loss"] == 0).all() and (paused["pause_reaction_max_s"] > 0).all()
+    assert (rows["rdma_sent_pkts"] > 1000).all() and rows["victim_efficiency"].notna().all(), rows
+    a, b1 = [str(scn.topology.nodes[h].address) for h in ("a1", "a2", "a3")], str(scn.topology.nodes["b1"].address)
+    learned = [json.loads(line) for line in (tmp_path / "run" / "flows.jsonl").read_text().splitlines()]
+    assert learned and {rec["policy"] for rec in learned} == {"backpressure"}
+    writes = {(f["src"], f["sport"]) for f in learned[0]["flows"] if f["dst"] == b1 and f["dport"] == 4791}
+    assert {src for src, _ in writes} == set(a) and len(writes) >= 6, writes  # 2 QPs per sender

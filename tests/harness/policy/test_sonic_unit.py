@@ -76,3 +76,11 @@ def test_diff_lists_what_changes():
     changed = copy.deepcopy(desired)
     changed["PFC_WD"]["Ethernet0"]["detection_time"] = "400"
     assert [(op, t, k) for op, t, k, _, _ in diff(desired, changed)] == [("change", "PFC_WD", "Ethernet0")]
+
+
+def test_headroom_with_a_slow_peer_counts_its_response_at_line_rate():
+    asic = headroom(100, 0.1, mtu=1500)
+    slow = headroom(100, 0.1, mtu=1500, response_s=0.5)
+    assert slow["xoff"] - (asic["xoff"] - 2 * 512 // 8) == int(0.5 * 0.1e9 / 8)  # 2 quanta replaced by 0.5 s
+    with pytest.raises(ValueError):
+        headroom(100, 0.1, response_s=-1)

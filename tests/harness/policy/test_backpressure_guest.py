@@ -1,0 +1,105 @@
+"""Emulated backpressure (guest kernel: sch_plug), the mechanism alone: 3 TCP flows a1 -> b1
+whose 20 Mbit/s port at gw-b is the congested egress, a victim a2 -> b2 beside them, a 100 Mbit/s
+WAN whose gw-a egress takes the pauses one (100 km) one-way delay later.
+
+Port-level pause blocks the victim, flow-level backpressure does not; the congested queue loses
+nothing with the headroom `metrolab sonic render` computes for the span once the emulated peer's
+response (the controller's reaction) is counted, and drops with the figure a switch ASIC would
+need (its response is a few pause quanta); the queues are gone afterwards."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from harness import sh
+from harness.policy import sonic
+from harness.policy.backpressure import Backpressure
+from harness.policy.planner import Flow
+from netem.profile import Impairment
+from tests.support.labs import build_lab, rdma_sites
+
+pytestmark = pytest.mark.requires("netem")  # the guest kernel: sch_plug
+
+UP_BPS, DOWN_BPS, KM, RESPONSE_S = 100e6, 20e6, 100.0, 0.5
+SIGNAL_S = KM / sonic.C_FIBER_KM_S  # one way
+
+
+def incast(lab, scope: str, headroom: int, port: int, seconds: float = 2.5) -> dict:
+    a1, b1, b2 = (str(lab.topology.nodes[h].address) for h in ("a1", "b1", "b2"))
+    flows = [Flow(a1, b1, 42000 + i, port, 6) for i in range(3)]
+    bp = Backpressure(lab, scope=scope, congested=("gw-b", "b1-gw-b"), upstream=("gw-a", "wan-ab"), flows=flows,
+                      congested_imp=Impairment(rate_bps=DOWN_BPS),
+                      upstream_imp=Impairment(rate_bps=UP_BPS, queue_bytes=8 << 20),
+                      headroom=headroom, delay_s=SIGNAL_S)
+    bp.install()
+    try:
+        before = bp.snapshot()
+        bp.start()
+        rx = [sh.popen([sys.executable, "-m", "workloads.elephants", "recv", "--port", str(p), "--flows", str(n)],
+                       netns=lab.ns(h), stdout=subprocess.PIPE, text=True)
+              for h, p, n in (("b1", port, 3), ("b2", port + 1, 1))]
+        time.sleep(1.0)
+        tx = [sh.popen([sys.executable, "-m", "workloads.elephants", "send", "--dst", d, "--port", str(p), "--flows",
+                        str(n), "--sport", str(sp), "--seconds", str(seconds)], netns=lab.ns(h), stdout=subprocess.PIPE)
+              for h, d, p, n, sp in (("a1", b1, port, 3, 42000), ("a2", b2, port + 1, 1, 43000))]
+        for t in tx:
+            t.communicate(timeout=120)
+        got = [json.loads(r.communicate(timeout=120)[0])["flows"] for r in rx]
+        bp.stop()
+        after = bp.snapshot()
+    finally:
+        bp.remove()
+
+    def mbps(fl):
+        return sum(f["bytes"] for f in fl.values()) * 8 / max(f["fct_s"] for f in fl.values()) / 1e6
+    return {"congested_mbps": mbps(got[0]), "victim_mbps": mbps(got[1]), "drops": after["drops"] - before["drops"],
+            "pauses": after["pauses"] - before["pauses"], "pause_s": after["pause_s"],
+            "reaction_max_s": after["reaction_max_s"], "max_backlog": after["max_backlog"]}
+
+
+@pytest.fixture(scope="module")
+def runs():
+    lab = build_lab(rdma_sites((2, 2), rdma=False))
+    try:
+        qdiscs = {n: qdisc_kinds(lab, n, lk) for n, lk in (("gw-b", "b1-gw-b"), ("gw-a", "wan-ab"))}
+        emulated = sonic.headroom(KM, UP_BPS / 1e9, mtu=1500, response_s=RESPONSE_S)["xoff"]
+        asic = sonic.headroom(KM, UP_BPS / 1e9, mtu=1500)["xoff"]  # a few pause quanta of response
+        out = {"port": incast(lab, "port", emulated, 5700), "flow": incast(lab, "flow", emulated, 5710),
+               "asic": incast(lab, "flow", asic, 5720), "emulated_headroom": emulated, "asic_headroom": asic}
+        out["left"] = {n: qdisc_kinds(lab, n, lk) for n, lk in (("gw-b", "b1-gw-b"), ("gw-a", "wan-ab"))}
+        out["before"] = qdiscs
+        print(json.dumps(out, indent=1))
+        yield out
+    finally:
+        lab.down()
+
+
+def qdisc_kinds(lab, node: str, link: str) -> list[str]:
+    end = next(e for e in lab.plan.ends(link) if e.node == node)
+    return sorted(q.get_attr("TCA_KIND") for q in lab.handle(node).get_qdiscs(lab.handle(node).link_lookup(
+        ifname=end.ifname)[0]))
+
+
+def test_port_pause_blocks_the_victim_flow_backpressure_does_not(runs):
+    port, flow = runs["port"], runs["flow"]
+    assert port["pauses"] > 0 and flow["pauses"] > 0, (port, flow)
+    assert flow["victim_mbps"] > 60, flow                                # the 80 Mbit/s the incast leaves
+    assert port["victim_mbps"] < 0.6 * flow["victim_mbps"], (port, flow)  # head-of-line blocked
+    assert port["congested_mbps"] > 15 and flow["congested_mbps"] > 15, (port, flow)  # the port stays busy
+
+
+def test_no_loss_at_the_rendered_headroom_loss_below_it(runs):
+    assert runs["emulated_headroom"] > 10 * runs["asic_headroom"]
+    for r in (runs["port"], runs["flow"]):
+        assert r["drops"] == 0, r
+        assert r["reaction_max_s"] < RESPONSE_S, r  # the headroom's premise: the peer answered in time
+    assert runs["asic"]["drops"] > 0, runs["asic"]  # the emulated controller is slower than an ASIC
+
+
+def test_nothing_is_left_after_the_emulation(runs):
+    assert runs["left"] == runs["before"]
