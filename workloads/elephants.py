@@ -186,16 +186,21 @@ def receive_flows(socks: list[socket.socket], nbytes: int | None,
 
 def connect_flows(dst: str, port: int, flows: int, sport: int | None = None, tos: int = 0) -> list[socket.socket]:
     """`flows` TCP connections to dst:port (from source ports sport.. when given: known 5-tuples)."""
-    socks = []
-    for i in range(flows):
-        s = socket.socket(socket.AF_INET6 if ":" in dst else socket.AF_INET, socket.SOCK_STREAM)
-        if tos:
-            s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
-        if sport is not None:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(("", sport + i))
-        s.connect((dst, port))
-        socks.append(s)
+    socks: list[socket.socket] = []
+    try:
+        for i in range(flows):
+            s = socket.socket(socket.AF_INET6 if ":" in dst else socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            if tos:
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+            if sport is not None:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("", sport + i))
+            s.connect((dst, port))
+    except OSError:
+        for s in socks:
+            s.close()
+        raise
     return socks
 
 
@@ -404,7 +409,16 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.mode == "send":
         t0 = time.monotonic()
-        send_flows(connect_flows(a.dst, a.port, a.flows, a.sport, a.tos), parse_size(a.bytes), a.seconds, close=True)
+        while True:  # the receiver, started beside it, may not listen yet (a slow guest)
+            try:
+                socks = connect_flows(a.dst, a.port, a.flows, a.sport, a.tos)
+                break
+            except ConnectionRefusedError:
+                if time.monotonic() - t0 > a.timeout:
+                    raise
+                time.sleep(0.1)
+        t0 = time.monotonic()
+        send_flows(socks, parse_size(a.bytes), a.seconds, close=True)
         print(json.dumps({"sent_s": time.monotonic() - t0}))
         return 0
     srv = socket.create_server(("0.0.0.0", a.port), backlog=a.flows)

@@ -13,6 +13,7 @@ METRICS = {
     "rdma_out_of_seq": "out_of_seq_request",  # responders: packets after a gap, discarded
     "rdma_retries": "completer_retry_err",    # requesters: retransmissions (NAK or timeout)
     "rdma_retry_exceeded": "retry_exceeded_err",
+    "rdma_send_errors": "send_err",           # requesters: packets the IP layer refused to send
 }
 
 

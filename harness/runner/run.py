@@ -384,18 +384,19 @@ class _WorkloadRun:
             g.warm(spec.warmups)  # the network just changed under the ranks
             rdma = RdmaCounters(r.lab, g.hosts if g.kind.needs_rdma_for(wspec) else [])
             local = r.lab.backend != "hosts"  # the lab's hops are this kernel's
-            before, pol, dev = r.wan.read(), r.applier.counters(), rdma.read()
-            backlog = backlog_drops() if local else 0
-            metrics = g.measure(0)
-            # this repetition's own steps: the swept links, the policy's counters, the RDMA devices'
-            metrics |= r.wan.metrics(before, r.wan.read())
+            try:
+                pol = r.applier.counters()
+                before, dev = r.wan.read(), rdma.read()
+                backlog = backlog_drops() if local else 0
+                metrics = g.measure(0)
+                # this repetition's own steps: the swept links, the policy's counters, the RDMA devices'
+                metrics |= r.wan.metrics(before, r.wan.read())
+                metrics |= r.applier.metrics(pol, r.applier.counters())
+            except LabError as exc:  # e.g. the policy's own machinery (a pause controller) stopped
+                failed(str(exc))
+                return
             if local:
                 metrics["backlog_drops"] = backlog_drops() - backlog
-            try:
-                metrics |= r.applier.metrics(pol, r.applier.counters())
-            except LabError as exc:  # the policy's own machinery (a pause controller) failed as the ranks ran
-                failed(f"policy {point.policy}: {exc}")
-                return
             metrics |= rdma.metrics(dev, rdma.read())
         except RankFailed as exc:
             failed(str(exc))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -41,15 +40,16 @@ def incast(lab, scope: str, headroom: int, port: int, seconds: float = 2.5) -> d
         before = bp.snapshot()
         bp.start()
         rx = [sh.popen([sys.executable, "-m", "workloads.elephants", "recv", "--port", str(p), "--flows", str(n)],
-                       netns=lab.ns(h), stdout=subprocess.PIPE, text=True)
+                       netns=lab.ns(h), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
               for h, p, n in (("b1", port, 3), ("b2", port + 1, 1))]
-        time.sleep(1.0)
+        # the senders retry until the receivers listen (python starts slowly in the guest)
         tx = [sh.popen([sys.executable, "-m", "workloads.elephants", "send", "--dst", d, "--port", str(p), "--flows",
-                        str(n), "--sport", str(sp), "--seconds", str(seconds)], netns=lab.ns(h), stdout=subprocess.PIPE)
+                        str(n), "--sport", str(sp), "--seconds", str(seconds)], netns=lab.ns(h),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
               for h, d, p, n, sp in (("a1", b1, port, 3, 42000), ("a2", b2, port + 1, 1, 43000))]
-        for t in tx:
-            t.communicate(timeout=120)
-        got = [json.loads(r.communicate(timeout=120)[0])["flows"] for r in rx]
+        done = [p.communicate(timeout=120) for p in tx + rx]
+        assert all(p.returncode == 0 for p in tx + rx), [err[-2000:] for _, err in done]
+        got = [json.loads(out)["flows"] for out, _ in done[len(tx):]]
         bp.stop()
         after = bp.snapshot()
     finally:

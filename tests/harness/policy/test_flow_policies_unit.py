@@ -114,5 +114,5 @@ def test_rdma_counter_metrics_sum_the_hosts_devices():
     before = {"a1": {"sent_pkts": 10, "rcvd_seq_err": 1}, "b1": {"out_of_seq_request": 0}}
     after = {"a1": {"sent_pkts": 110, "rcvd_seq_err": 4, "completer_retry_err": 3}, "b1": {"out_of_seq_request": 40}}
     assert c.metrics(before, after) == {"rdma_sent_pkts": 100, "rdma_seq_naks": 3, "rdma_out_of_seq": 40,
-                                        "rdma_retries": 3, "rdma_retry_exceeded": 0}
+                                        "rdma_retries": 3, "rdma_retry_exceeded": 0, "rdma_send_errors": 0}
     assert RdmaCounters(None, []).metrics({}, {}) == {}
