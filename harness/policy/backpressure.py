@@ -48,13 +48,6 @@ class Stats:
     paused_s: dict[str, float] = field(default_factory=dict)  # per upstream class: time spent paused
     max_backlog: int = 0     # deepest congested queue seen (bytes) since the last snapshot
     reaction_s: list[float] = field(default_factory=list)     # poll-to-applied times since the last snapshot
-    polls: int = 0
-
-    def to_dict(self) -> dict:
-        r = sorted(self.reaction_s)
-        return {"pauses": self.pauses, "resumes": self.resumes, "pause_s": round(sum(self.paused_s.values()), 6),
-                "max_backlog": self.max_backlog, "polls": self.polls,
-                "reaction_p50_s": r[len(r) // 2] if r else None, "reaction_max_s": r[-1] if r else None}
 
 
 def thresholds(headroom: int, xoff: int | None = None, mtu: int = 1500) -> tuple[int, int, int]:
@@ -209,7 +202,6 @@ class Backpressure:
         while not self._stop.is_set():
             t_poll = time.monotonic()
             backlog = self._backlogs(down, didx)
-            self.stats.polls += 1
             for minor, targets in watched.items():
                 b = backlog.get(minor, 0)
                 self.stats.max_backlog = max(self.stats.max_backlog, b)

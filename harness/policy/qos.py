@@ -176,9 +176,7 @@ TC_H_ROOT = 0xFFFFFFFF
 def root_drops(ipr, ifname: str) -> int:
     """Packets the interface's qdisc tree dropped: the root's count (a classful qdisc counts
     its children's drops too, so summing every qdisc would count them twice)."""
-    idx = ipr.link_lookup(ifname=ifname)[0]
-    return sum(q.get_attr("TCA_STATS")["drop"] for q in ipr.get_qdiscs(idx)
-               if q["parent"] == TC_H_ROOT and q.get_attr("TCA_STATS") is not None)
+    return root_counts(ipr, ifname)[1]
 
 
 def root_counts(ipr, ifname: str) -> tuple[int, int]:
