@@ -71,10 +71,13 @@ def test_installed_metrolab_lists_scenarios_and_plans_the_default_topology(insta
 
 @pytest.mark.lab
 def test_installed_metrolab_runs_a_scenario_from_another_directory(installed):
-    res = run(installed, "run", "load-balancing", "--quick", "--json", timeout=600)
-    # the installed tool runs the scenario to a verdict; whether 3 quick blocks decide every criterion
-    # is the scenario's business (its lab test judges it), so inconclusive (exit 5) counts as run too
+    # the cheapest built-in on the host kernel (a gloo AllReduce under TBF caps): what is tested here
+    # is that the installed tool finds its scenario, topology and workload code, not the scenario
+    res = run(installed, "run", "rate-convergence", "--quick", "--json", timeout=600)
+    # whether 2 quick blocks decide every criterion is the scenario's business, so inconclusive
+    # (exit 5) counts as run too
     assert res.returncode in (0, 5), res.stderr[-3000:]
     out = json.loads(res.stdout)
     assert out["status"] in ("pass", "inconclusive") and str(installed[1]) in out["run_dir"], out["status"]
-    assert out["measured"] == 30 and all(p["status"] == "ok" for p in out["points"]), out["points"]
+    assert len(out["points"]) == 3 and all(p["status"] == "ok" for p in out["points"]), out["points"]
+    assert out["measured"] == 3 * 2, out

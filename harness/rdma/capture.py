@@ -16,6 +16,9 @@ from harness.rdma.packets import ROCE_PORT
 
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
+SOL_PACKET, PACKET_STATISTICS = 263, 6  # linux/if_packet.h: struct tpacket_stats {packets, drops}
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+RCVBUF = 64 << 20
 
 
 @dataclass
@@ -25,11 +28,17 @@ class Capture:
     ns: str
     ifname: str
     frames: list[tuple[float, bool, bytes]] = field(default_factory=list)  # (time, outgoing, frame)
+    drops: int = 0  # frames the kernel dropped because this reader fell behind (a capture with drops lies)
 
     def __enter__(self) -> Capture:
         with in_netns(self.ns):
             self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 << 20)
+        # SO_RCVBUF is capped by net.core.rmem_max (~200 KiB): under TCG the Python reader falls
+        # behind a burst of a few hundred frames. The forced size (root) is not capped.
+        try:
+            self._sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
+        except PermissionError:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
         self._sock.bind((self.ifname, 0))
         self._sock.settimeout(0.2)
         self._stop = threading.Event()
@@ -51,7 +60,11 @@ class Capture:
         time.sleep(0.3)  # let the last packets in flight land
         self._stop.set()
         self._thread.join()
-        self._sock.close()
+        try:  # the kernel's count of what it could not queue for us (read resets it)
+            import struct
+            self.drops += struct.unpack("II", self._sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))[1]
+        finally:
+            self._sock.close()
 
 
 def to_frame(frames: list[tuple[float, bool, bytes]]) -> pd.DataFrame:

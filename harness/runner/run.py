@@ -392,6 +392,8 @@ class _WorkloadRun:
                 # this repetition's own steps: the swept links, the policy's counters, the RDMA devices'
                 metrics |= r.wan.metrics(before, r.wan.read())
                 metrics |= r.applier.metrics(pol, r.applier.counters())
+            except RankFailed:
+                raise  # a RankFailed is a LabError too: the ranks must be stopped (below), not kept
             except LabError as exc:  # e.g. the policy's own machinery (a pause controller) stopped
                 failed(str(exc))
                 return

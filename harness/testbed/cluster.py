@@ -16,6 +16,8 @@ from harness.errors import CapabilityError, LabError
 from harness.runner.agents import RAY_ENV
 from harness.testbed.resolve import Testbed
 
+CONNECT_ATTEMPTS = 3
+
 
 def _where() -> dict[str, Any]:
     """Run on a machine: its clock and what it is (hostname, network namespace inode, versions)."""
@@ -43,11 +45,19 @@ class TestbedRay:
         head = tb.ray_head
         self.address = f"ray://{head.mgmt}:{tb.spec.ray.client_port}"
         t0 = time.monotonic()
-        try:
-            ray.init(address=self.address, log_to_driver=False)
-        except ConnectionError as exc:
-            raise LabError(f"testbed {tb.name}: no Ray cluster at {self.address} ({exc}); "
-                           "run `metrolab testbed provision` first") from None
+        for attempt in range(CONNECT_ATTEMPTS):
+            try:
+                ray.init(address=self.address, log_to_driver=False)
+                break
+            except ConnectionError as exc:
+                # the head's proxy starts a server process per client; on a loaded machine that
+                # process can die starting (seen once in a local suite run). A second try gets a new
+                # one; a cluster that is not there fails every try the same way, at once
+                if "Starting Ray client server failed" in str(exc) and attempt + 1 < CONNECT_ATTEMPTS:
+                    time.sleep(2)
+                    continue
+                raise LabError(f"testbed {tb.name}: no Ray cluster at {self.address} ({exc}); "
+                               "run `metrolab testbed provision` first") from None
         self.connect_s = time.monotonic() - t0
 
     def machines(self) -> dict[str, dict[str, Any]]:

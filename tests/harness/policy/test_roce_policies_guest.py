@@ -9,6 +9,7 @@ import json
 import pandas as pd
 import pytest
 
+from harness.policy.backpressure import thresholds
 from harness.runner.run import run_scenario
 from harness.scenario.spec import load_scenario
 
@@ -51,7 +52,13 @@ def test_rdma_incast_under_port_pause_and_flow_backpressure(tmp_path):
     rows = rows[rows["status"] == "ok"]
     paused = rows[rows["policy"].isin(["pause", "backpressure"])]
     assert set(paused["policy"]) == {"pause", "backpressure"} and len(paused) == 4, rows[["policy", "block"]]
-    assert (paused["pause_frames"] > 0).all() and (paused["congested_drops"] == 0).all(), paused
+    # a pause whenever a queue passed xoff; a repetition whose QPs never filled a queue that far
+    # (Go-Back-N stalls thin an RDMA incast: a CI run had one) has nothing to pause
+    xoff = thresholds(0)[0]
+    cols = ["policy", "block", "pause_frames", "congested_max_backlog", "congested_drops"]
+    assert ((paused["pause_frames"] > 0) | (paused["congested_max_backlog"] <= xoff)).all(), paused[cols]
+    assert set(paused.loc[paused["pause_frames"] > 0, "policy"]) == {"pause", "backpressure"}, paused[cols]
+    assert (paused["congested_drops"] == 0).all(), paused[cols]
     assert (paused["congested_loss"] == 0).all() and (paused["pause_reaction_max_s"] > 0).all()
     assert (rows["rdma_sent_pkts"] > 1000).all() and rows["victim_efficiency"].notna().all(), rows
     a, b1 = [str(scn.topology.nodes[h].address) for h in ("a1", "a2", "a3")], str(scn.topology.nodes["b1"].address)
