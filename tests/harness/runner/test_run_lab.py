@@ -14,6 +14,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from harness.runner.sweep import Sweep
+from harness.scenario.points import baselines, grid
+from harness.scenario.spec import load_scenario
 from tests.support.runs import TOPO, metrolab, scenario
 
 pytestmark = pytest.mark.lab
@@ -123,8 +126,10 @@ def test_inconclusive_adds_blocks_within_the_budget_and_exits_5(tmp_path):
 def test_kill_9_then_resume_measures_each_point_once(tmp_path):
     path = scenario(tmp_path, name="resume", sweep={"convergence": [1, 2, 3, 4]}, repetitions=2,
                     acceptance=["busbw_gbs > 0"])
-    ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
-    assert metrolab("run", str(path), "--out", str(ref_dir)).returncode == 0
+    run_dir = tmp_path / "run"
+    spec = load_scenario(str(path)).spec
+    want = sorted(("collective", p.key, rep) for p in baselines(spec.sweep) + grid(spec.sweep, spec.scale)
+                  for rep in range(2))  # every point of the sweep in each of the 2 blocks, once
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(path), "--out", str(run_dir)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     jsonl = run_dir / "results.jsonl"
@@ -134,13 +139,13 @@ def test_kill_9_then_resume_measures_each_point_once(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     partial = keys(run_dir)
-    assert 3 <= len(partial) < len(keys(ref_dir)), "killed too late to test resuming"
+    assert 3 <= len(partial) < len(want), "killed too late to test resuming"
     metrolab("lab", "clean")  # the killed run's namespaces and Ray processes
     res = metrolab("run", "--resume", str(run_dir), "--json")
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout)
-    assert out["skipped"] >= len(partial) and out["measured"] == len(keys(ref_dir)) - len(partial)
-    assert keys(run_dir) == keys(ref_dir)  # the same rows, none twice
+    assert out["skipped"] >= len(partial) and out["measured"] == len(want) - len(partial)
+    assert keys(run_dir) == want  # the same rows, none twice
 
 
 def test_a_crashing_rank_fails_its_point_and_the_sweep_completes(tmp_path):
@@ -148,9 +153,6 @@ def test_a_crashing_rank_fails_its_point_and_the_sweep_completes(tmp_path):
     path = scenario(tmp_path, name="crash", sweep={"convergence": [1, 2, 4]}, repetitions=1,
                     faults=[{"kind": "crash", "rank": 1, "point": {"convergence": 2.0}}], acceptance=[])
     # a block order with a point after the crash: that point must find fresh ranks, not the dead ones
-    from harness.runner.sweep import Sweep
-    from harness.scenario.points import baselines, grid
-    from harness.scenario.spec import load_scenario
     spec = load_scenario(str(path)).spec
     points = baselines(spec.sweep) + grid(spec.sweep, spec.scale)
     seed = next(s for s in range(1, 1000)
