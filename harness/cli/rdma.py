@@ -32,9 +32,15 @@ def register(sub) -> None:
         rp.set_defaults(func=cmd_rdma)
     rg = rsub.add_parser("gbn", help="WRITE goodput vs loss x distance beside the Go-Back-N model")
     rg.add_argument("--rate", default="200mbit")
-    rg.add_argument("--iters", type=int, default=200)
-    rg.add_argument("--losses", default="0,1e-5,1e-4,1e-3,1e-2")
+    rg.add_argument("--size", default="64k", help="bytes per WRITE")
+    rg.add_argument("--iters", type=int, default=200, help="WRITEs per point and block")
+    rg.add_argument("--losses", default="0,1e-4,1e-3,1e-2")
     rg.add_argument("--distances", default="0,100,500")
+    rg.add_argument("--blocks", type=int, default=3, help="shuffled blocks (each point paired with its block's)")
+    rg.add_argument("--seed", type=int, help="block order seed (default: drawn, printed)")
+    rg.add_argument("--out", help="JSON lines file: rows written as measured; an existing file resumes")
+    rg.add_argument("--reordering", action="store_true",
+                    help="leave the veths' default delivery (packets can swap behind a shaper: rxe NAKs them)")
     add_backend(rg)
     add_json(rg)
     rg.set_defaults(func=cmd_rdma_gbn)
@@ -73,19 +79,24 @@ def cmd_rdma_gbn(args) -> int:
     code = on_backend(args, RDMA_NEEDS)
     if code is not None:
         return code
-    from harness.rdma.commands import gbn_experiment
-    rows = gbn_experiment(losses=tuple(float(x) for x in args.losses.split(",")),
-                          distances=tuple(float(x) for x in args.distances.split(",")), rate=args.rate,
-                          iters=args.iters, progress=lambda m: None if args.json else err_console.print(m))
+    from harness.rdma.commands import gbn_experiment, parse_sizes
+    res = gbn_experiment(losses=tuple(float(x) for x in args.losses.split(",")),
+                         distances=tuple(float(x) for x in args.distances.split(",")), rate=args.rate,
+                         size=parse_sizes(args.size, False)[0], iters=args.iters, blocks=args.blocks, seed=args.seed,
+                         in_order=not args.reordering, out=args.out,
+                         progress=lambda m: None if args.json else err_console.print(m))
     if args.json:
-        print_json(rows)
+        print_json(res)
         return 0
-    console.print(table("Go-Back-N: RDMA WRITE goodput vs loss and distance",
-                        ["km", "loss", "measured Gb/s", "model Gb/s", "measured eff", "model eff",
-                         "full-scale eff (100G)", "seq errors", "note"],
-                        [[r["distance_km"], f"{r['loss']:g}", fmt(r.get("measured_gbps"), ".4f"),
-                          fmt(r["model_gbps"], ".4f"), fmt(r.get("measured_efficiency"), ".3f"),
-                          fmt(r["model_efficiency"], ".3f"), fmt(r["full_scale_efficiency"], ".3f"),
-                          r.get("seq_errors", ""), r.get("error", "")] for r in rows]))
+    console.print(table(f"Go-Back-N: RDMA WRITE efficiency vs loss and distance ({res['blocks']} blocks, seed "
+                        f"{res['seed']}; model: rxe window 128, timeout 2^14 x 4.096 us, base RTT "
+                        f"{res['base_rtt_s'] * 1e3:.2f} ms)",
+                        ["km", "loss", "Gb/s", "efficiency [95 % CI]", "model", "in model CI", "in flight",
+                         "timeout share", "seq NAKs", "netem drops", "full scale (100G)"],
+                        [[f"{r['distance_km']:g}", f"{r['loss']:g}", fmt(r["goodput_gbps"], ".4f"),
+                          f"{fmt(r['efficiency'], '.3f')} [{fmt(r['eff_low'], '.3f')}, {fmt(r['eff_high'], '.3f')}]",
+                          fmt(r["model_efficiency"], ".3f"), {True: "yes", False: "NO", None: "-"}[r["within"]],
+                          r["in_flight"], fmt(r["model_timeout_share"], ".2f"), fmt(r["seq_naks"], ".0f"),
+                          fmt(r["netem_drops"], ".0f"), fmt(r["full_scale_efficiency"], ".3f")]
+                         for r in res["summary"]]))
     return 0
-

@@ -9,7 +9,6 @@ from typing import Any
 from harness.errors import SpecError
 from harness.lab.netns import NetnsLab
 from harness.rdma import perftest
-from harness.rdma.gbn import gbn_efficiency, gbn_throughput_bps
 from harness.rdma.run import run_pair
 from harness.spec.loader import load_topology
 from netem.models import fiber_delay_s
@@ -164,44 +163,43 @@ def bench_rdma() -> dict:
         lab.down()
 
 
-def gbn_experiment(losses=(0.0, 1e-5, 1e-4, 1e-3, 1e-2), distances=(0, 100, 500), rate: str = "200mbit",
-                   size: int = 65536, iters: int = 200, full_rate_bps: float = 100e9, progress=lambda m: None) -> list:
-    """WRITE goodput vs loss x distance on the rdma-pair WAN, with the Go-Back-N model beside each
-    point: at the lab's (scaled) rate, and at full scale (100 Gb/s, 4 KiB MTU)."""
+def gbn_experiment(losses=(0.0, 1e-4, 1e-3, 1e-2), distances=(0, 100, 500), rate: str = "200mbit",
+                   size: int = 65536, iters: int = 200, blocks: int = 3, seed: int | None = None,
+                   in_order: bool = True, out: str | None = None, full_rate_bps: float = 100e9,
+                   progress=lambda m: None) -> dict:
+    """WRITE goodput vs loss x distance on the rdma-pair WAN in shuffled blocks, beside the Go-Back-N
+    model at lab scale (its constants from the configuration and the lossless baseline) and at full
+    scale (100 Gb/s, 4 KiB MTU). `in_order`: the lab's veths deliver in order (harness.lab.delivery);
+    without it, reordering on the veths reads as loss to the QPs."""
+    import random
+    from pathlib import Path
+
+    from harness.lab.delivery import napi_delivery
+    from harness.rdma.gbn_sweep import GbnPoint, run_sweep, summarize
     from netem.units import parse_rate
+    if 0.0 not in losses or 0 not in distances:
+        raise SpecError("--losses/--distances", "", f"{losses} x {distances}",
+                        "need loss 0 (each point's paired baseline) and distance 0 (the model's line rate)")
     topo = load_topology("rdma-pair")
     rate_bps = parse_rate(rate)
+    seed = seed if seed is not None else random.SystemRandom().randrange(1, 2 ** 31)
+    points = [GbnPoint(float(d), float(p)) for d in distances for p in losses]
     lab = NetnsLab(topo)
     lab.up()
-    rows = []
     try:
-        port = 18900
-        for d in distances:
-            for p in losses:
-                progress(f"{d} km, loss {p:g}")
-                lab.impair("wan", Impairment(delay_s=fiber_delay_s(d), loss=LossModel(p=p) if p else None,
-                                             rate_bps=rate_bps, limit_packets=10000))
-                rtt = 2 * fiber_delay_s(d)
-                row = {"distance_km": d, "loss": p, "rate_bps": rate_bps,
-                       "model_gbps": gbn_throughput_bps(p, rate_bps, rtt) / 1e9,
-                       "model_efficiency": gbn_efficiency(p, rate_bps, rtt),
-                       "full_scale_efficiency": gbn_efficiency(p, full_rate_bps, rtt, mtu=4096)}
-                try:
-                    res = run_pair(lab, "b1", "a1", mode="bw", size=size, iters=iters, port=port,
-                                   extra=["--op-timeout", "120"])
-                    c = res["counters"]["rdma"]
-                    row |= {"measured_gbps": res["client"]["bw_avg_gbps"],
-                            "retransmits": c["a1"].get("rcvd_seq_err", 0) + c["b1"].get("out_of_seq_request", 0),
-                            "seq_errors": c["b1"].get("out_of_seq_request", 0),
-                            "duplicates": c["b1"].get("duplicate_request", 0)}
-                except Exception as exc:  # noqa: BLE001 — a point that fails is reported, the sweep goes on
-                    row |= {"measured_gbps": None, "error": str(exc)[:200]}
-                port += 1
-                rows.append(row)
-        base = {r["distance_km"]: r.get("measured_gbps") for r in rows if r["loss"] == 0}
-        for r in rows:
-            b = base.get(r["distance_km"])
-            r["measured_efficiency"] = (r["measured_gbps"] / b) if b and r.get("measured_gbps") else None
-        return rows
+        if in_order:
+            for node in topo.nodes:
+                napi_delivery(lab.ns(node), [e.ifname for e in lab.plan.ifaces_of(node)])
+        # the hosts' own turnaround (RTT at 0 km, lossless): twice the smallest one-way WRITE latency
+        lab.impair("wan", Impairment(rate_bps=rate_bps, limit_packets=10000))
+        lat = run_pair(lab, "b1", "a1", mode="lat", size=64, iters=200, port=18890)
+        base_rtt_s = 2 * lat["client"]["t_min_us"] * 1e-6
+        rows = run_sweep(lab, points, blocks=blocks, seed=seed, rate_bps=rate_bps, size=size, iters=iters,
+                         out=Path(out) if out else None, progress=progress)
+        mtu = 1024
+        summary = summarize(rows, rate_bps, base_rtt_s, mtu=mtu, full_rate_bps=full_rate_bps,
+                            transfer_packets=None)  # tx depth 128 keeps the requester busy: no tails but the last
+        return {"seed": seed, "blocks": blocks, "rate_bps": rate_bps, "size": size, "iters": iters,
+                "in_order": in_order, "base_rtt_s": base_rtt_s, "rows": rows, "summary": summary}
     finally:
         lab.down()

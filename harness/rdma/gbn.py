@@ -8,13 +8,27 @@ is sent twice. With W packets in flight and per-packet loss p (Bertsekas & Galla
 
 A scaled lab (rates / k) holds k times fewer packets in flight, so the same loss costs it far
 less: the model gives the full-scale figure beside every measured, scaled point (design.md).
+
+`GbnModel` adds what a real requester does besides (issue 20; every constant comes from the
+configuration or the lossless baseline, nothing is fitted per point):
+
+- a **window**: at most `window` packets unacknowledged (rxe: RXE_MAX_UNACKED_PSNS = 128; a NIC
+  holds far more), so a long path can be window-bound before any loss;
+- the **line rate** the requester really reaches: the link's, or what the CPU moves (Soft-RoCE
+  under emulation), read off the lossless baseline;
+- **retransmission timeouts**: the responder NAKs a sequence gap once; when that NAK is lost, or
+  the resent packet is lost again, or nothing follows the lost packet (the tail of the transfer),
+  only the QP's timer (4.096 µs * 2^timeout) recovers it, and the line stays idle meanwhile.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 ROCE_HEADERS = 14 + 20 + 8 + 12 + 4  # Ethernet, IPv4, UDP, BTH, ICRC
+RXE_MAX_UNACKED_PSNS = 128            # drivers/infiniband/sw/rxe/rxe_param.h
+IB_TIMEOUT_UNIT_S = 4.096e-6          # IBA: local ACK timeout = 4.096 µs * 2^timeout
 
 
 def packets_in_flight(rate_bps: float, rtt_s: float, mtu: int = 1024) -> int:
@@ -35,3 +49,106 @@ def gbn_throughput_bps(loss: float, rate_bps: float, rtt_s: float, mtu: int = 10
     """Expected RDMA WRITE goodput (payload bit/s) on a link of `rate_bps`."""
     payload_share = mtu / (mtu + ROCE_HEADERS)
     return rate_bps * payload_share * gbn_efficiency(loss, rate_bps, rtt_s, mtu)
+
+
+def ib_timeout_s(exponent: int, hz: int | None = None) -> float:
+    """The QP's local ACK timeout; with `hz`, rounded up to the kernel's timer ticks (rxe arms a
+    jiffies timer)."""
+    if not 0 <= exponent <= 31:
+        raise ValueError(f"timeout exponent must be 0..31, got {exponent}")
+    t = IB_TIMEOUT_UNIT_S * 2 ** exponent
+    return math.ceil(t * hz) / hz if hz else t
+
+
+@dataclass(frozen=True)
+class GbnModel:
+    """One RC requester streaming WRITEs over a path; all times in seconds, rates in bit/s.
+
+    rate_bps: what the requester can put on the wire loss-free (min of link and CPU);
+    rtt_s: the path's round trip including the hosts' own turnaround (the lab's 0 km RTT);
+    window: packets allowed unacknowledged; timeout_s: the QP's retransmission timer;
+    transfer_packets: packets per measured transfer (the tail: its last loss has no successor).
+    """
+
+    rate_bps: float
+    rtt_s: float
+    mtu: int = 1024
+    window: int = RXE_MAX_UNACKED_PSNS
+    timeout_s: float = ib_timeout_s(14)
+    transfer_packets: int | None = None
+
+    def __post_init__(self):
+        if self.rate_bps <= 0 or self.rtt_s < 0 or self.mtu <= 0 or self.window < 1 or self.timeout_s < 0:
+            raise ValueError(f"bad Go-Back-N model parameters: {self}")
+
+    @property
+    def packet_s(self) -> float:
+        """Serialization time of one full packet at the line rate."""
+        return 8 * (self.mtu + ROCE_HEADERS) / self.rate_bps
+
+    @property
+    def bdp_packets(self) -> int:
+        return packets_in_flight(self.rate_bps, self.rtt_s, self.mtu)
+
+    @property
+    def in_flight(self) -> int:
+        """Packets sent in one round trip: the BDP, or the window where that binds first."""
+        return min(self.window, self.bdp_packets)
+
+    @property
+    def window_bound(self) -> bool:
+        return self.window < self.bdp_packets
+
+    def lossless_goodput_bps(self) -> float:
+        """Payload rate without loss: the line rate, or a window per round trip."""
+        wire = self.rate_bps if not self.window_bound else \
+            self.window * 8 * (self.mtu + ROCE_HEADERS) / max(self.rtt_s, 1e-12)
+        return wire * self.mtu / (self.mtu + ROCE_HEADERS)
+
+    def timeout_probability(self, loss: float, ack_loss: float | None = None) -> float:
+        """Per data loss, the chance that only the timer recovers it: the one NAK lost, the resent
+        packet lost again, or a loss at the transfer's tail (nothing behind it to reveal the gap)."""
+        ack = loss if ack_loss is None else ack_loss
+        # a transfer's last packet has no successor to reveal its loss: 1 of its N packets
+        tail = 1.0 / self.transfer_packets if self.transfer_packets else 0.0
+        return min(1.0, ack + loss + tail * (1 - ack - loss))
+
+    def efficiency(self, loss: float, ack_loss: float | None = None) -> float:
+        """Goodput with loss over goodput without: each data loss costs the packets in flight behind
+        it (resent) and, when only the timer recovers it, the timeout spent idle."""
+        if not 0 <= loss < 1 or not 0 <= (ack_loss if ack_loss is not None else 0) < 1:
+            raise ValueError(f"loss must be in [0, 1), got {loss}, {ack_loss}")
+        if loss == 0:
+            return 1.0
+        per_packet_s = self.lossless_packet_s()
+        resend = (self.in_flight - 1) * per_packet_s
+        idle = self.timeout_probability(loss, ack_loss) * (self.timeout_s + self.rtt_s)
+        return (1 - loss) / (1 + loss * (resend + idle) / per_packet_s)
+
+    def lossless_packet_s(self) -> float:
+        """Time per delivered packet without loss (line-rate or window-bound)."""
+        return 8 * self.mtu / self.lossless_goodput_bps()
+
+    def goodput_bps(self, loss: float, ack_loss: float | None = None) -> float:
+        return self.lossless_goodput_bps() * self.efficiency(loss, ack_loss)
+
+    def breakdown(self, loss: float, ack_loss: float | None = None) -> dict[str, float]:
+        """Where the time goes per delivered packet (shares of the lossy total): sending, resending
+        the in-flight packets behind a loss, waiting for a timer."""
+        if loss == 0:
+            return {"send": 1.0, "resend": 0.0, "timeout": 0.0}
+        per = self.lossless_packet_s()
+        resend = loss * (self.in_flight - 1) * per
+        idle = loss * self.timeout_probability(loss, ack_loss) * (self.timeout_s + self.rtt_s)
+        total = per + resend + idle
+        return {"send": per / total, "resend": resend / total, "timeout": idle / total}
+
+
+def rtt_for_efficiency(loss: float, rate_bps: float, mtu: int = 4096, target: float = 0.5) -> float:
+    """The round trip at which plain Go-Back-N (window = BDP, no timeouts) keeps only `target` of its
+    goodput at this loss: the regime a claim like "0.1 % loss halves RDMA" needs."""
+    if not 0 < loss < 1 or not 0 < target < 1:
+        raise ValueError("loss and target must be in (0, 1)")
+    # (1 - p) / (1 + (W - 1) p) = target  ->  W - 1 = ((1 - p) / target - 1) / p
+    w_minus_1 = ((1 - loss) / target - 1) / loss
+    return w_minus_1 * 8 * (mtu + ROCE_HEADERS) / rate_bps

@@ -57,3 +57,51 @@ def test_icrc_ignores_fields_routers_may_change_and_catches_corruption():
     raw[-10] ^= 0xFF     # a payload bit flipped
     assert not icrc_valid(bytes(raw))
     assert icrc(bytes(raw[:-4])) != int.from_bytes(raw[-4:], "little")
+
+
+def test_model_without_timeouts_or_window_is_bertsekas_gallager():
+    from harness.rdma.gbn import GbnModel
+    m = GbnModel(rate_bps=10e9, rtt_s=1e-3, window=10 ** 9, timeout_s=0.0)
+    # only the (loss * rtt) idle of a lost NAK or resend remains: negligible at small loss
+    assert m.efficiency(1e-5, ack_loss=0.0) == pytest.approx(gbn_efficiency(1e-5, 10e9, 1e-3), rel=1e-3)
+    assert m.efficiency(0.0) == 1.0 and m.breakdown(0.0) == {"send": 1.0, "resend": 0.0, "timeout": 0.0}
+
+
+def test_rxe_window_binds_long_paths_before_any_loss():
+    from harness.rdma.gbn import RXE_MAX_UNACKED_PSNS, GbnModel
+    short = GbnModel(rate_bps=200e6, rtt_s=1e-3)          # 100 km at the lab's rate: 25 packets in flight
+    long = GbnModel(rate_bps=200e6, rtt_s=10e-3)          # 1000 km: 232 would be, 128 may
+    assert not short.window_bound and short.in_flight == short.bdp_packets < RXE_MAX_UNACKED_PSNS
+    assert long.window_bound and long.in_flight == RXE_MAX_UNACKED_PSNS
+    # 128 packets of 1082 wire bytes per 10 ms round trip, payload share 1024/1082
+    assert long.lossless_goodput_bps() == pytest.approx(128 * 1024 * 8 / 10e-3)
+    assert short.lossless_goodput_bps() == pytest.approx(200e6 * 1024 / 1082)
+
+
+def test_timeouts_dominate_the_lab_where_few_packets_are_in_flight():
+    from harness.rdma.gbn import GbnModel, ib_timeout_s
+    assert ib_timeout_s(14) == pytest.approx(0.0671, abs=1e-4)
+    assert ib_timeout_s(14, hz=250) == pytest.approx(0.068)          # 17 ticks of 4 ms
+    m = GbnModel(rate_bps=200e6, rtt_s=1e-3, timeout_s=ib_timeout_s(14, hz=250))
+    # at 1 % loss a 68 ms timer after 2 % of the losses outweighs resending 25 packets after each
+    b = m.breakdown(0.01)
+    assert b["timeout"] > b["resend"] > 0 and sum(b.values()) == pytest.approx(1.0)
+    assert m.efficiency(0.01) < gbn_efficiency(0.01, 200e6, 1e-3)
+    # efficiency falls with loss and with distance
+    effs = [m.efficiency(p) for p in (1e-5, 1e-4, 1e-3, 1e-2)]
+    assert effs == sorted(effs, reverse=True)
+    far = GbnModel(rate_bps=200e6, rtt_s=5e-3, timeout_s=m.timeout_s)
+    assert far.efficiency(1e-3) < m.efficiency(1e-3)
+    # a transfer's tail loss waits for the timer too: short transfers pay more
+    short = GbnModel(rate_bps=200e6, rtt_s=1e-3, timeout_s=m.timeout_s, transfer_packets=64)
+    assert short.timeout_probability(1e-3) > m.timeout_probability(1e-3)
+    with pytest.raises(ValueError):
+        GbnModel(rate_bps=0, rtt_s=1e-3)
+
+
+def test_the_regime_where_a_tenth_of_a_percent_halves_go_back_n():
+    from harness.rdma.gbn import rtt_for_efficiency
+    rtt = rtt_for_efficiency(1e-3, 100e9, mtu=4096)        # ~1000 packets of 4 KiB in flight
+    assert gbn_efficiency(1e-3, 100e9, rtt, mtu=4096) == pytest.approx(0.5, abs=0.01)
+    assert 0.3e-3 < rtt < 0.45e-3                          # 100 Gb/s: past ~35 km of fiber
+    assert rtt_for_efficiency(1e-3, 10e9, mtu=4096) == pytest.approx(10 * rtt)

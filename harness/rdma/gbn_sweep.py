@@ -1,0 +1,157 @@
+"""`metrolab rdma gbn`: RDMA WRITE goodput over distance x loss, measured in shuffled blocks, beside
+the Go-Back-N model (harness.rdma.gbn) whose constants come from the configuration and the
+lossless baseline, never from the lossy points.
+
+Each block measures every (distance, loss) point once, in a fresh order; a point's efficiency is
+its goodput over the lossless goodput at the same distance *in the same block* (paired, so the
+machine's drift cancels), with an interval over blocks (harness.scenario.stats). The model gets:
+the line rate the requester reaches (the link's, or the CPU's: the 0 km lossless goodput), the
+round trip (2 x fiber delay + the hosts' own turnaround, from a 0 km latency run), rxe's window
+(128 unacknowledged packets), the QP timeout (4.096 us x 2^t, in the kernel's 4 ms ticks) and the
+transfer length. Rows are written as they are measured (`out`), and a sweep resumes from them.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.rdma.gbn import ROCE_HEADERS, GbnModel, ib_timeout_s, packets_in_flight
+from netem.models import fiber_delay_s
+
+KERNEL_HZ = 250  # Debian's kernels (CONFIG_HZ_250): rxe's retransmission timer ticks
+
+
+@dataclass(frozen=True)
+class GbnPoint:
+    distance_km: float
+    loss: float
+
+    @property
+    def key(self) -> str:
+        return f"{self.distance_km:g}km/{self.loss:g}"
+
+
+def block_order(points: list[GbnPoint], block: int, seed: int) -> list[GbnPoint]:
+    """This block's order: a shuffle drawn from (seed, block), the same on a resumed run."""
+    order = list(points)
+    random.Random(f"{seed}:{block}").shuffle(order)
+    return order
+
+
+def lab_model(baseline_gbps: float, link_rate_bps: float, distance_km: float, base_rtt_s: float, *,
+              mtu: int = 1024, timeout: int = 14, transfer_packets: int | None = None) -> GbnModel:
+    """The model of one distance at lab scale: the line rate is the link's or what the lossless
+    0 km run reached (its goodput on the wire), whichever is lower."""
+    wire_bps = baseline_gbps * 1e9 * (mtu + ROCE_HEADERS) / mtu
+    return GbnModel(rate_bps=min(link_rate_bps, wire_bps), rtt_s=base_rtt_s + 2 * fiber_delay_s(distance_km),
+                    mtu=mtu, timeout_s=ib_timeout_s(timeout, KERNEL_HZ), transfer_packets=transfer_packets)
+
+
+def full_scale_model(distance_km: float, rate_bps: float = 100e9, mtu: int = 4096,
+                     window: int | None = None) -> GbnModel:
+    """A NIC at full scale: the window is the BDP (a NIC keeps a path full) unless given."""
+    rtt = 2 * fiber_delay_s(distance_km) + 10e-6  # a NIC's own turnaround: microseconds
+    return GbnModel(rate_bps=rate_bps, rtt_s=rtt, mtu=mtu, window=window or packets_in_flight(rate_bps, rtt, mtu),
+                    timeout_s=ib_timeout_s(14))
+
+
+def summarize(rows: list[dict], link_rate_bps: float, base_rtt_s: float, *, mtu: int = 1024, timeout: int = 14,
+              transfer_packets: int | None = None, full_rate_bps: float = 100e9) -> list[dict]:
+    """One row per (distance, loss): the measured efficiency with its interval (paired with the
+    block's lossless run at that distance), the model's at lab scale and its error, full scale."""
+    from harness.scenario import stats
+    ok = [r for r in rows if r.get("goodput_gbps")]
+    base0 = [r["goodput_gbps"] for r in ok if r["distance_km"] == 0 and r["loss"] == 0]
+    if not base0:
+        return []
+    import statistics
+    baseline = statistics.median(base0)
+    out = []
+    for d in sorted({r["distance_km"] for r in rows}):
+        base = {r["block"]: 1 / r["goodput_gbps"] for r in ok if r["distance_km"] == d and r["loss"] == 0}
+        model = lab_model(baseline, link_rate_bps, d, base_rtt_s, mtu=mtu, timeout=timeout,
+                          transfer_packets=transfer_packets)
+        full = full_scale_model(d, full_rate_bps)
+        for p in sorted({r["loss"] for r in rows if r["distance_km"] == d}):
+            mine = [r for r in rows if r["distance_km"] == d and r["loss"] == p]
+            good = {r["block"]: 1 / r["goodput_gbps"] for r in mine if r.get("goodput_gbps")}
+            row: dict[str, Any] = {"distance_km": d, "loss": p, "blocks": len(good),
+                                   "failed": sum(1 for r in mine if not r.get("goodput_gbps")),
+                                   "goodput_gbps": statistics.median(1 / t for t in good.values()) if good else None,
+                                   "in_flight": model.in_flight, "window_bound": model.window_bound,
+                                   "model_efficiency": model.efficiency(p),
+                                   "model_timeout_share": model.breakdown(p)["timeout"],
+                                   "full_scale_efficiency": full.efficiency(p),
+                                   "full_scale_in_flight": full.in_flight}
+            for k in ("seq_naks", "out_of_seq", "duplicates", "retries", "netem_drops"):
+                vals = [r[k] for r in mine if r.get(k) is not None]
+                row[k] = statistics.median(vals) if vals else None
+            if p == 0:
+                row |= {"efficiency": 1.0, "eff_low": 1.0, "eff_high": 1.0, "within": True,
+                        "model_error": 0.0}
+            else:
+                deg = stats.degradation(good, base)
+                e = deg.efficiency
+                row |= {"efficiency": e.estimate, "eff_low": e.low, "eff_high": e.high,
+                        "within": bool(e.low <= row["model_efficiency"] <= e.high) if e.n >= 2 else None,
+                        "model_error": row["model_efficiency"] - e.estimate if e.n else None}
+            out.append(row)
+    return out
+
+
+def run_sweep(lab, points: list[GbnPoint], *, blocks: int, seed: int, rate_bps: float, size: int, iters: int,
+              link: str = "wan", server: str = "b1", client: str = "a1", out: Path | None = None,
+              progress: Callable[[str], None] = lambda m: None) -> list[dict]:
+    """Measure every point once per block, in each block's order; rows already in `out` are kept
+    (a resumed sweep measures only what is missing)."""
+    from harness.rdma.run import run_pair
+    from netem.profile import Impairment, LossModel
+    rows: list[dict] = []
+    if out is not None and out.exists():
+        rows = [json.loads(x) for x in out.read_text().splitlines() if x.strip()]
+    done = {(r["block"], r["key"]) for r in rows}
+    port = 18900 + len(rows)
+    total = blocks * len(points)
+    for b in range(blocks):
+        for pt in block_order(points, b, seed):
+            if (b, pt.key) in done:
+                continue
+            progress(f"block {b + 1}/{blocks}: {pt.distance_km:g} km, loss {pt.loss:g} ({len(rows) + 1}/{total})")
+            lab.impair(link, Impairment(delay_s=fiber_delay_s(pt.distance_km),
+                                        loss=LossModel(p=pt.loss) if pt.loss else None,
+                                        rate_bps=rate_bps, limit_packets=10000))
+            drops0 = _netem_drops(lab, link)
+            row: dict[str, Any] = {"block": b, "key": pt.key, "distance_km": pt.distance_km, "loss": pt.loss}
+            try:
+                res = run_pair(lab, server, client, mode="bw", size=size, iters=iters, port=port,
+                               extra=["--op-timeout", "120"])
+                c = res["counters"]["rdma"]
+                row |= {"goodput_gbps": res["client"]["bw_avg_gbps"],
+                        "seq_naks": c[client].get("rcvd_seq_err", 0),
+                        "retries": c[client].get("completer_retry_err", 0),
+                        "out_of_seq": c[server].get("out_of_seq_request", 0),
+                        "duplicates": c[server].get("duplicate_request", 0),
+                        "netem_drops": _netem_drops(lab, link) - drops0}
+            except Exception as exc:  # noqa: BLE001 — a point that fails is a row with the reason; the sweep goes on
+                row["error"] = str(exc)[:300]
+            port += 1
+            rows.append(row)
+            if out is not None:
+                with open(out, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+    return rows
+
+
+def _netem_drops(lab, link: str) -> int:
+    """Packets the link's qdiscs dropped, both ends (netem's loss is counted as its drops)."""
+    total = 0
+    for end in lab.plan.ends(link):
+        h = lab.handle(end.node)
+        idx = h.link_lookup(ifname=end.ifname)[0]
+        total += sum(q.get_attr("TCA_STATS")["drop"] for q in h.get_qdiscs(index=idx) if q.get_attr("TCA_STATS"))
+    return total
