@@ -102,9 +102,10 @@ class NetnsLab(Lab):
     backend = "netns"
 
     def __init__(self, topology: Topology, lab_id: str | None = None, strict: bool = True,
-                 state: LabState | None = None):
+                 state: LabState | None = None, in_order: bool = True):
         super().__init__(topology, lab_id or (state.lab_id if state else new_lab_id()))
         self.strict = strict
+        self.in_order = in_order  # veths deliver in order (harness.lab.delivery); False: the kernel's default
         self._handles: dict[str, IPRoute] = {}
         self.applied: dict[str, list[dict]] = {}
         self.state = state
@@ -138,6 +139,7 @@ class NetnsLab(Lab):
                 self._check_rdma(caps)
                 steps = ([(self._create_node, (n.name, n.is_switch)) for n in topo.nodes.values()]
                          + [(self._create_link, (lk.name,)) for lk in topo.links]
+                         + [(self._deliver_in_order, (n,)) for n in topo.nodes if self.in_order]
                          + [(self._address_node, (n,)) for n in topo.nodes]
                          + [(self._pin_neighbours, (lk.name,)) for lk in topo.links]
                          + [(self._add_rxe, (h.name,)) for h in topo.hosts() if h.rdma]
@@ -220,6 +222,12 @@ class NetnsLab(Lab):
         ha = self.handle(a.node)
         ha.link("add", ifname=a.ifname, kind="veth", mtu=link.props.mtu,
                 peer={"ifname": b.ifname, "net_ns_fd": self.ns(b.node), "mtu": link.props.mtu})
+
+    def _deliver_in_order(self, node: str) -> None:
+        """Without this, packets leaving a shaped egress can swap on the next veth, which an RC QP
+        takes for loss (harness/lab/delivery.py)."""
+        from harness.lab.delivery import napi_delivery
+        napi_delivery(self.ns(node), [e.ifname for e in self.plan.ifaces_of(node)])
 
     def _address_node(self, node: str) -> None:
         h = self.handle(node)

@@ -174,7 +174,6 @@ def gbn_experiment(losses=(0.0, 1e-4, 1e-3, 1e-2), distances=(0, 100, 500), rate
     import random
     from pathlib import Path
 
-    from harness.lab.delivery import napi_delivery
     from harness.rdma.gbn_sweep import GbnPoint, run_sweep, summarize
     from netem.units import parse_rate
     if 0.0 not in losses or 0 not in distances:
@@ -184,12 +183,9 @@ def gbn_experiment(losses=(0.0, 1e-4, 1e-3, 1e-2), distances=(0, 100, 500), rate
     rate_bps = parse_rate(rate)
     seed = seed if seed is not None else random.SystemRandom().randrange(1, 2 ** 31)
     points = [GbnPoint(float(d), float(p)) for d in distances for p in losses]
-    lab = NetnsLab(topo)
+    lab = NetnsLab(topo, in_order=in_order)
     lab.up()
     try:
-        if in_order:
-            for node in topo.nodes:
-                napi_delivery(lab.ns(node), [e.ifname for e in lab.plan.ifaces_of(node)])
         # the hosts' own turnaround (RTT at 0 km, lossless): twice the smallest one-way WRITE latency
         lab.impair("wan", Impairment(rate_bps=rate_bps, limit_packets=10000))
         lat = run_pair(lab, "b1", "a1", mode="lat", size=64, iters=200, port=18890)

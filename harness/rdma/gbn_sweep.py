@@ -5,7 +5,7 @@ lossless baseline, never from the lossy points.
 Each block measures every (distance, loss) point once, in a fresh order; a point's efficiency is
 its goodput over the lossless goodput at the same distance *in the same block* (paired, so the
 machine's drift cancels), with an interval over blocks (harness.scenario.stats). The model gets:
-the line rate the requester reaches (the link's, or the CPU's: the 0 km lossless goodput), the
+the line rate the requester reaches (the link's, or the CPU's: the lossless goodput at that distance), the
 round trip (2 x fiber delay + the hosts' own turnaround, from a 0 km latency run), rxe's window
 (128 unacknowledged packets), the QP timeout (4.096 us x 2^t, in the kernel's 4 ms ticks) and the
 transfer length. Rows are written as they are measured (`out`), and a sweep resumes from them.
@@ -64,18 +64,19 @@ def summarize(rows: list[dict], link_rate_bps: float, base_rtt_s: float, *, mtu:
               transfer_packets: int | None = None, full_rate_bps: float = 100e9) -> list[dict]:
     """One row per (distance, loss): the measured efficiency with its interval (paired with the
     block's lossless run at that distance), the model's at lab scale and its error, full scale."""
+    import statistics
+
     from harness.scenario import stats
     ok = [r for r in rows if r.get("goodput_gbps")]
-    base0 = [r["goodput_gbps"] for r in ok if r["distance_km"] == 0 and r["loss"] == 0]
-    if not base0:
-        return []
-    import statistics
-    baseline = statistics.median(base0)
     out = []
     for d in sorted({r["distance_km"] for r in rows}):
         base = {r["block"]: 1 / r["goodput_gbps"] for r in ok if r["distance_km"] == d and r["loss"] == 0}
-        model = lab_model(baseline, link_rate_bps, d, base_rtt_s, mtu=mtu, timeout=timeout,
-                          transfer_packets=transfer_packets)
+        if not base:
+            continue
+        # the line rate at this distance, lossless: under emulation the delay line itself costs CPU
+        # (a netem qdisc with timers where 0 km has none), so each distance has its own
+        model = lab_model(statistics.median(1 / t for t in base.values()), link_rate_bps, d, base_rtt_s, mtu=mtu,
+                          timeout=timeout, transfer_packets=transfer_packets)
         full = full_scale_model(d, full_rate_bps)
         for p in sorted({r["loss"] for r in rows if r["distance_km"] == d}):
             mine = [r for r in rows if r["distance_km"] == d and r["loss"] == p]

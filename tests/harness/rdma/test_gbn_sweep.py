@@ -40,4 +40,4 @@ def test_summary_pairs_each_point_with_its_own_blocks_baseline():
     assert lossy["seq_naks"] == 10 and lossy["blocks"] == 3
     assert out[(100.0, 0.01)]["failed"] == 1 and out[(100.0, 0.01)]["blocks"] == 0
     assert out[(0.0, 0.0)]["efficiency"] == 1.0
-    assert summarize([r for r in rows if r["distance_km"] != 0], 200e6, 0.4e-3) == []
+    assert summarize([r for r in rows if r["loss"] != 0], 200e6, 0.4e-3) == []
