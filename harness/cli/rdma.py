@@ -92,11 +92,11 @@ def cmd_rdma_gbn(args) -> int:
                         f"{res['seed']}; model: rxe window 128, timeout 2^14 x 4.096 us, base RTT "
                         f"{res['base_rtt_s'] * 1e3:.2f} ms)",
                         ["km", "loss", "Gb/s", "efficiency [95 % CI]", "model", "in model CI", "in flight",
-                         "timeout share", "seq NAKs", "netem drops", "full scale (100G)"],
+                         "timeout share", "seq NAKs", "qdisc drops", "full scale (100G)"],
                         [[f"{r['distance_km']:g}", f"{r['loss']:g}", fmt(r["goodput_gbps"], ".4f"),
                           f"{fmt(r['efficiency'], '.3f')} [{fmt(r['eff_low'], '.3f')}, {fmt(r['eff_high'], '.3f')}]",
                           fmt(r["model_efficiency"], ".3f"), {True: "yes", False: "NO", None: "-"}[r["within"]],
                           r["in_flight"], fmt(r["model_timeout_share"], ".2f"), fmt(r["seq_naks"], ".0f"),
-                          fmt(r["netem_drops"], ".0f"), fmt(r["full_scale_efficiency"], ".3f")]
+                          fmt(r["qdisc_drops"], ".0f"), fmt(r["full_scale_efficiency"], ".3f")]
                          for r in res["summary"]]))
     return 0

@@ -89,7 +89,7 @@ def summarize(rows: list[dict], link_rate_bps: float, base_rtt_s: float, *, mtu:
                                    "model_timeout_share": model.breakdown(p)["timeout"],
                                    "full_scale_efficiency": full.efficiency(p),
                                    "full_scale_in_flight": full.in_flight}
-            for k in ("seq_naks", "out_of_seq", "duplicates", "retries", "netem_drops"):
+            for k in ("seq_naks", "out_of_seq", "duplicates", "retries", "qdisc_drops"):
                 vals = [r[k] for r in mine if r.get(k) is not None]
                 row[k] = statistics.median(vals) if vals else None
             if p == 0:
@@ -126,7 +126,7 @@ def run_sweep(lab, points: list[GbnPoint], *, blocks: int, seed: int, rate_bps: 
             lab.impair(link, Impairment(delay_s=fiber_delay_s(pt.distance_km),
                                         loss=LossModel(p=pt.loss) if pt.loss else None,
                                         rate_bps=rate_bps, limit_packets=10000))
-            drops0 = _netem_drops(lab, link)
+            drops0 = _link_drops(lab, link)
             row: dict[str, Any] = {"block": b, "key": pt.key, "distance_km": pt.distance_km, "loss": pt.loss}
             try:
                 res = run_pair(lab, server, client, mode="bw", size=size, iters=iters, port=port,
@@ -137,7 +137,7 @@ def run_sweep(lab, points: list[GbnPoint], *, blocks: int, seed: int, rate_bps: 
                         "retries": c[client].get("completer_retry_err", 0),
                         "out_of_seq": c[server].get("out_of_seq_request", 0),
                         "duplicates": c[server].get("duplicate_request", 0),
-                        "netem_drops": _netem_drops(lab, link) - drops0}
+                        "qdisc_drops": _link_drops(lab, link) - drops0}
             except Exception as exc:  # noqa: BLE001 — a point that fails is a row with the reason; the sweep goes on
                 row["error"] = str(exc)[:300]
             port += 1
@@ -148,7 +148,7 @@ def run_sweep(lab, points: list[GbnPoint], *, blocks: int, seed: int, rate_bps: 
     return rows
 
 
-def _netem_drops(lab, link: str) -> int:
+def _link_drops(lab, link: str) -> int:
     """Packets the link's qdiscs dropped, both ends (netem's loss is counted as its drops)."""
     total = 0
     for end in lab.plan.ends(link):

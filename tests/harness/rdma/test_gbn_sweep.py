@@ -30,7 +30,7 @@ def test_summary_pairs_each_point_with_its_own_blocks_baseline():
         for d in (0.0, 100.0):
             rows.append({"block": b, "distance_km": d, "loss": 0.0, "goodput_gbps": 0.1 * drift})
             rows.append({"block": b, "distance_km": d, "loss": 1e-3, "goodput_gbps": 0.09 * drift,
-                         "seq_naks": 10, "netem_drops": 12})
+                         "seq_naks": 10, "qdisc_drops": 12})
     rows.append({"block": 2, "distance_km": 100.0, "loss": 1e-2, "error": "timed out"})
     out = {(r["distance_km"], r["loss"]): r for r in summarize(rows, 200e6, 0.4e-3)}
     lossy = out[(100.0, 1e-3)]
