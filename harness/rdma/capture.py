@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import pandas as pd
 
@@ -122,3 +123,36 @@ def summarize(df: pd.DataFrame, bin_s: float = 0.1) -> dict:
         bins = (df["t"] // bin_s).astype(int)
         out["throughput_bps"] = (df.groupby(bins)["bytes"].sum() * 8 / bin_s).round().tolist()
     return out
+
+
+def recoveries(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per NAK a requester received (a capture on the requester's link): how its Go-Back-N
+    recovery went on the wire. For the NAKed PSN: when it was first sent (`t_sent`), when the NAK
+    came (`t_nak`), when it was sent again (`t_resent`); `loss_to_nak_s`, `nak_to_resend_s`;
+    `idle_s`, the longest gap in the requester's transmissions between the loss and the resend (a
+    stalled sender: window full, or waiting on its own scheduling); `sent_meanwhile`, new packets
+    sent between the loss and the resend (all discarded by the responder and sent again).
+    A NAK carries the requester's QPN, the requests the responder's: each NAK is matched to the
+    request stream that last sent its PSN before it."""
+    cols = ["dqpn", "psn", "t_sent", "t_nak", "t_resent", "loss_to_nak_s", "nak_to_resend_s", "idle_s",
+            "sent_meanwhile"]
+    out_req = df[df["outgoing"] & (df["kind"] == "request")]
+    naks = df[~df["outgoing"] & (df["kind"] == "nak")]
+    rows = []
+    for _, nak in naks.iterrows():
+        sent = out_req[(out_req["psn"] == nak["psn"]) & (out_req["t"] <= nak["t"])]
+        if sent.empty:
+            continue
+        qp = int(sent.iloc[-1]["dqpn"])  # the stream that last sent this PSN before the NAK
+        stream = out_req[out_req["dqpn"] == qp]
+        t_sent = float(stream[(stream["psn"] == nak["psn"]) & (stream["t"] <= nak["t"])]["t"].iloc[0])
+        again = stream[(stream["psn"] == nak["psn"]) & (stream["t"] > nak["t"])]
+        t_resent = float(again["t"].iloc[0]) if len(again) else float("nan")
+        between = stream[(stream["t"] > t_sent) & (stream["t"] < (t_resent if len(again) else float(nak["t"])))]
+        times = [t_sent, *between["t"].tolist()] + ([t_resent] if len(again) else [])
+        idle = max((b - a for a, b in pairwise(times)), default=0.0)
+        rows.append({"dqpn": qp, "psn": int(nak["psn"]), "t_sent": t_sent, "t_nak": float(nak["t"]),
+                     "t_resent": t_resent, "loss_to_nak_s": float(nak["t"]) - t_sent,
+                     "nak_to_resend_s": t_resent - float(nak["t"]), "idle_s": idle,
+                     "sent_meanwhile": int((~between["retransmit"]).sum())})
+    return pd.DataFrame(rows, columns=cols)

@@ -1,0 +1,38 @@
+"""The capture's analysis on synthetic frames (no RDMA device): a Go-Back-N recovery's timeline."""
+
+import pandas as pd
+import pytest
+
+from harness.rdma.capture import recoveries
+
+pytestmark = pytest.mark.unit
+
+
+def _frame(rows):
+    df = pd.DataFrame(rows, columns=["t", "outgoing", "kind", "dqpn", "psn"])
+    req = df["kind"] == "request"
+    df["retransmit"] = False
+    df.loc[req, "retransmit"] = df[req].duplicated(subset=["dqpn", "psn"], keep="first")
+    return df
+
+
+def test_a_recovery_reads_loss_nak_stall_and_resend_off_the_wire():
+    # QP 0x11 sends PSN 0..9 every ms; PSN 3 is lost; the NAK (to requester QPN 0x22) comes at 6.5 ms;
+    # the requester sends nothing from 9 ms until it resends 3..9 from 20 ms
+    rows = [(i * 1e-3, True, "request", 0x11, i) for i in range(10)]
+    rows += [(6.5e-3, False, "nak", 0x22, 3)]
+    rows += [(20e-3 + k * 1e-3, True, "request", 0x11, 3 + k) for k in range(7)]
+    # another QP whose PSNs overlap, sent long before: not the one NAKed
+    rows += [(-5e-3, True, "request", 0x33, 3)]
+    rec = recoveries(_frame(sorted(rows)))
+    assert len(rec) == 1
+    r = rec.iloc[0]
+    assert (r["dqpn"], r["psn"]) == (0x11, 3)
+    assert r["loss_to_nak_s"] == pytest.approx(3.5e-3) and r["nak_to_resend_s"] == pytest.approx(13.5e-3)
+    assert r["idle_s"] == pytest.approx(11e-3)           # 9 ms -> 20 ms: the sender stalled
+    assert r["sent_meanwhile"] == 6                      # PSN 4..9, all to be sent again
+
+
+def test_no_nak_no_recovery():
+    rows = [(i * 1e-3, True, "request", 0x11, i) for i in range(5)]
+    assert recoveries(_frame(rows)).empty
