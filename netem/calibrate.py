@@ -98,9 +98,6 @@ def _measure(prefix: str, record) -> NetemFit:
                     for h, i in ((ha, ia), (hb, ib)):
                         h.tc("add", "netem", i, 0x10000, delay=int(d * 1e6), limit=10000)
                 targets[d] = (a, f"c{k}", f"10.254.{k}.2")
-            from harness.lab.delivery import napi_delivery  # as a lab's veths deliver (harness/lab/netns.py)
-            napi_delivery(a, [f"c{k}" for k in range(len(targets))])
-            napi_delivery(b, [f"p{k}" for k in range(len(targets))])
             # a first run only warms up: under TCG the emulator translates the timer, netem and ping
             # paths on first use, and the overhead measured before that is ~25 us per qdisc too high
             concurrent_rtts(targets, count=WARMUP_SAMPLES)
