@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from harness.errors import EXIT_FAIL, EXIT_INCONCLUSIVE
+from harness.errors import EXIT_FAIL, EXIT_INCONCLUSIVE, SpecError
 from harness.output import console, err_console, fmt, print_json, show_progress, table
 
 RDMA_NEEDS = {"rxe": "Soft-RoCE between lab hosts"}
@@ -49,9 +49,10 @@ def add_testbed(p: argparse.ArgumentParser) -> None:
                    "the scenario's topology; see `metrolab testbed`)")
 
 
-def on_backend(args, needed: dict[str, str]) -> int | None:
+def on_backend(args, needed: dict[str, str], writes: tuple[str, ...] = ()) -> int | None:
     """Run this command in the guest when the backend says so (returns its exit code), else None.
-    `needed`: kernel features -> why (harness.lab.select.needs for a topology)."""
+    `needed`: kernel features -> why (harness.lab.select.needs for a topology); `writes`: files the
+    command writes, whose directories the guest gets writable (its view of the host is read-only)."""
     from harness.lab.select import choose
     backend, why = choose(args.backend, needed)
     if backend == "netns":
@@ -60,7 +61,13 @@ def on_backend(args, needed: dict[str, str]) -> int | None:
         return None
     err_console.print(f"backend: vm ({why})", highlight=False)
     from harness.vm.reexec import run_in_guest
-    return run_in_guest(args._argv)
+    dirs = []
+    for f in writes:
+        d = Path(f).resolve().parent
+        if not d.is_dir():
+            raise SpecError("--out", "", f, f"its directory {d} does not exist")
+        dirs.append(d)
+    return run_in_guest(args._argv, shares=tuple(dict.fromkeys(dirs)))
 
 
 def fmt_rate(bps):

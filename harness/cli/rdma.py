@@ -76,7 +76,7 @@ def cmd_rdma(args) -> int:
 
 
 def cmd_rdma_gbn(args) -> int:
-    code = on_backend(args, RDMA_NEEDS)
+    code = on_backend(args, RDMA_NEEDS, writes=(args.out,) if args.out else ())
     if code is not None:
         return code
     from harness.rdma.commands import gbn_experiment, parse_sizes
@@ -89,7 +89,7 @@ def cmd_rdma_gbn(args) -> int:
         print_json(res)
         return 0
     console.print(table(f"Go-Back-N: RDMA WRITE efficiency vs loss and distance ({res['blocks']} blocks, seed "
-                        f"{res['seed']}; model: rxe window 128, timeout 2^14 x 4.096 us, base RTT "
+                        f"{res['seed']}; model: rxe window 128, one retry at a time, timeout 2^14 x 4.096 us, base RTT "
                         f"{res['base_rtt_s'] * 1e3:.2f} ms)",
                         ["km", "loss", "Gb/s", "efficiency [95 % CI]", "model", "in model CI", "in flight",
                          "timeout share", "seq NAKs", "qdisc drops", "full scale (100G)"],

@@ -156,3 +156,26 @@ def recoveries(df: pd.DataFrame) -> pd.DataFrame:
                      "nak_to_resend_s": t_resent - float(nak["t"]), "idle_s": idle,
                      "sent_meanwhile": int((~between["retransmit"]).sum())})
     return pd.DataFrame(rows, columns=cols)
+
+
+def timer_stalls(df: pd.DataFrame, timeout_s: float, share: float = 0.75) -> pd.DataFrame:
+    """Recoveries only the QP's timer made (a capture on the requester's link): per request stream,
+    a silence of at least `share` of the timeout that ends in a retransmission with no NAK for
+    that PSN in between (a NAK-driven retry restarts at once). `share` < 1 because the timer runs
+    from the last ACK, before the requester's last transmission."""
+    cols = ["dqpn", "t_last", "t_resend", "idle_s", "psn"]
+    out_req = df[df["outgoing"] & (df["kind"] == "request")]
+    nak_times = df[~df["outgoing"] & (df["kind"] == "nak")][["t", "psn"]]
+    rows = []
+    for qp, g in out_req.groupby("dqpn"):
+        t = g["t"].to_numpy()
+        for i in range(1, len(g)):
+            gap = t[i] - t[i - 1]
+            if gap < share * timeout_s or not g["retransmit"].iloc[i]:
+                continue
+            psn = int(g["psn"].iloc[i])
+            naked = nak_times[(nak_times["t"] > t[i - 1]) & (nak_times["t"] <= t[i]) & (nak_times["psn"] == psn)]
+            if naked.empty:
+                rows.append({"dqpn": int(qp), "t_last": float(t[i - 1]), "t_resend": float(t[i]), "idle_s": gap,
+                             "psn": psn})
+    return pd.DataFrame(rows, columns=cols)

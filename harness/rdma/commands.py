@@ -194,7 +194,7 @@ def gbn_experiment(losses=(0.0, 1e-4, 1e-3, 1e-2), distances=(0, 100, 500), rate
                          out=Path(out) if out else None, progress=progress)
         mtu = 1024
         summary = summarize(rows, rate_bps, base_rtt_s, mtu=mtu, full_rate_bps=full_rate_bps,
-                            transfer_packets=None)  # tx depth 128 keeps the requester busy: no tails but the last
+                            transfer_packets=None, message_bytes=size)  # tx depth 128 keeps the requester busy: no tails but the last
         return {"seed": seed, "blocks": blocks, "rate_bps": rate_bps, "size": size, "iters": iters,
                 "in_order": in_order, "base_rtt_s": base_rtt_s, "rows": rows, "summary": summary}
     finally:

@@ -7,7 +7,8 @@ its goodput over the lossless goodput at the same distance *in the same block* (
 machine's drift cancels), with an interval over blocks (harness.scenario.stats). The model gets:
 the line rate the requester reaches (the link's, or the CPU's: the lossless goodput at that distance), the
 round trip (2 x fiber delay + the hosts' own turnaround, from a 0 km latency run), rxe's window
-(128 unacknowledged packets), the QP timeout (4.096 us x 2^t, in the kernel's 4 ms ticks) and the
+(128 unacknowledged packets), the QP timeout (4.096 us x 2^t, in the kernel's 4 ms ticks), rxe's one retry at a time
+(NAKs ignored until the next ACK; its interval from the message size) and the
 transfer length. Rows are written as they are measured (`out`), and a sweep resumes from them.
 """
 
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.rdma.gbn import ROCE_HEADERS, GbnModel, ib_timeout_s, packets_in_flight
+from harness.rdma.gbn import ROCE_HEADERS, GbnModel, ib_timeout_s, packets_in_flight, rxe_ack_interval
 from netem.models import fiber_delay_s
 
 KERNEL_HZ = 250  # Debian's kernels (CONFIG_HZ_250): rxe's retransmission timer ticks
@@ -44,12 +45,15 @@ def block_order(points: list[GbnPoint], block: int, seed: int) -> list[GbnPoint]
 
 
 def lab_model(baseline_gbps: float, link_rate_bps: float, distance_km: float, base_rtt_s: float, *,
-              mtu: int = 1024, timeout: int = 14, transfer_packets: int | None = None) -> GbnModel:
+              mtu: int = 1024, timeout: int = 14, transfer_packets: int | None = None,
+              message_bytes: int = 65536) -> GbnModel:
     """The model of one distance at lab scale: the line rate is the link's or what the lossless
-    0 km run reached (its goodput on the wire), whichever is lower."""
+    0 km run reached (its goodput on the wire), whichever is lower; rxe's window, its timer in the
+    kernel's ticks and its one-retry-at-a-time rule with the message's ACK interval."""
     wire_bps = baseline_gbps * 1e9 * (mtu + ROCE_HEADERS) / mtu
     return GbnModel(rate_bps=min(link_rate_bps, wire_bps), rtt_s=base_rtt_s + 2 * fiber_delay_s(distance_km),
-                    mtu=mtu, timeout_s=ib_timeout_s(timeout, KERNEL_HZ), transfer_packets=transfer_packets)
+                    mtu=mtu, timeout_s=ib_timeout_s(timeout, KERNEL_HZ), transfer_packets=transfer_packets,
+                    ack_interval=rxe_ack_interval(message_bytes, mtu))
 
 
 def full_scale_model(distance_km: float, rate_bps: float = 100e9, mtu: int = 4096,
@@ -61,7 +65,8 @@ def full_scale_model(distance_km: float, rate_bps: float = 100e9, mtu: int = 409
 
 
 def summarize(rows: list[dict], link_rate_bps: float, base_rtt_s: float, *, mtu: int = 1024, timeout: int = 14,
-              transfer_packets: int | None = None, full_rate_bps: float = 100e9) -> list[dict]:
+              transfer_packets: int | None = None, full_rate_bps: float = 100e9,
+              message_bytes: int = 65536) -> list[dict]:
     """One row per (distance, loss): the measured efficiency with its interval (paired with the
     block's lossless run at that distance), the model's at lab scale and its error, full scale."""
     import statistics
@@ -76,7 +81,7 @@ def summarize(rows: list[dict], link_rate_bps: float, base_rtt_s: float, *, mtu:
         # the line rate at this distance, lossless: under emulation the delay line itself costs CPU
         # (a netem qdisc with timers where 0 km has none), so each distance has its own
         model = lab_model(statistics.median(1 / t for t in base.values()), link_rate_bps, d, base_rtt_s, mtu=mtu,
-                          timeout=timeout, transfer_packets=transfer_packets)
+                          timeout=timeout, transfer_packets=transfer_packets, message_bytes=message_bytes)
         full = full_scale_model(d, full_rate_bps)
         for p in sorted({r["loss"] for r in rows if r["distance_km"] == d}):
             mine = [r for r in rows if r["distance_km"] == d and r["loss"] == p]
@@ -87,6 +92,7 @@ def summarize(rows: list[dict], link_rate_bps: float, base_rtt_s: float, *, mtu:
                                    "in_flight": model.in_flight, "window_bound": model.window_bound,
                                    "model_efficiency": model.efficiency(p),
                                    "model_timeout_share": model.breakdown(p)["timeout"],
+                                   "model_timeouts_per_loss": model.timeout_probability(p) if p else 0.0,
                                    "full_scale_efficiency": full.efficiency(p),
                                    "full_scale_in_flight": full.in_flight}
             for k in ("seq_naks", "out_of_seq", "duplicates", "retries", "qdisc_drops"):

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from harness.rdma.capture import recoveries
+from harness.rdma.capture import recoveries, timer_stalls
 
 pytestmark = pytest.mark.unit
 
@@ -36,3 +36,20 @@ def test_a_recovery_reads_loss_nak_stall_and_resend_off_the_wire():
 def test_no_nak_no_recovery():
     rows = [(i * 1e-3, True, "request", 0x11, i) for i in range(5)]
     assert recoveries(_frame(rows)).empty
+
+
+def test_a_timer_stall_is_a_silence_ended_by_a_resend_without_its_nak():
+    # PSN 0..9 every ms; the window fills at 9 ms; a NAK for PSN 3 arrived at 5 ms and was ignored
+    # (rxe in a retry); the timer resends from PSN 3 at 75 ms
+    rows = [(i * 1e-3, True, "request", 0x11, i) for i in range(10)]
+    rows += [(5e-3, False, "nak", 0x22, 3)]
+    rows += [(75e-3 + k * 1e-3, True, "request", 0x11, 3 + k) for k in range(3)]
+    stalls = timer_stalls(_frame(sorted(rows)), timeout_s=0.068)
+    assert len(stalls) == 1 and stalls.iloc[0]["psn"] == 3
+    assert stalls.iloc[0]["idle_s"] == pytest.approx(66e-3)
+    # the same silence ended by a NAK for that PSN is a NAK's retry, however slow
+    rows += [(74e-3, False, "nak", 0x22, 3)]
+    assert timer_stalls(_frame(sorted(rows)), timeout_s=0.068).empty
+    # a pause in new sends (no retransmission after it) is the application, not the timer
+    quiet = [(0.0, True, "request", 0x11, 0), (0.2, True, "request", 0x11, 1)]
+    assert timer_stalls(_frame(quiet), timeout_s=0.068).empty

@@ -99,6 +99,29 @@ def test_timeouts_dominate_the_lab_where_few_packets_are_in_flight():
         GbnModel(rate_bps=0, rtt_s=1e-3)
 
 
+def test_rxe_ignores_naks_during_a_retry_so_second_losses_wait_for_the_timer():
+    from harness.rdma.gbn import GbnModel, ib_timeout_s, rxe_ack_interval
+    assert rxe_ack_interval(65536) == 64 and rxe_ack_interval(1 << 20) == 65 and rxe_ack_interval(100) == 1
+    t = ib_timeout_s(14, hz=250)
+    nic = GbnModel(rate_bps=119e6, rtt_s=0.4e-3, timeout_s=t)
+    rxe = GbnModel(rate_bps=119e6, rtt_s=0.4e-3, timeout_s=t, ack_interval=64)
+    # 1 %, 64-packet messages: a loss among the ~32 resent packets or the 2 control packets —
+    # the guest's capture read 17 timer stalls for 65 NAKs (0.26)
+    assert rxe.timeout_probability(0.01) == pytest.approx(0.28, abs=0.01)
+    assert nic.timeout_probability(0.01) == pytest.approx(1 - 0.99 ** 2)
+    # at small loss the stretch is (m + 1) / 2 + 2 packets long
+    assert rxe.timeout_probability(1e-5) == pytest.approx(1e-5 * (65 / 2 + 2), rel=1e-3)
+    assert rxe.efficiency(0.01) < nic.efficiency(0.01)
+    # one-packet messages ask an ACK for each packet: the rule costs nothing beyond the plain NAK path
+    one = GbnModel(rate_bps=119e6, rtt_s=0.4e-3, timeout_s=t, ack_interval=1)
+    assert one.timeout_probability(0.01) == pytest.approx(1 - 0.99 ** 3)
+    # the timer, not the resending, is where the time goes
+    b = rxe.breakdown(0.01)
+    assert b["timeout"] > b["resend"] > 0 and sum(b.values()) == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        GbnModel(rate_bps=1e6, rtt_s=0.0, ack_interval=0)
+
+
 def test_the_regime_where_a_tenth_of_a_percent_halves_go_back_n():
     from harness.rdma.gbn import rtt_for_efficiency
     rtt = rtt_for_efficiency(1e-3, 100e9, mtu=4096)        # ~1000 packets of 4 KiB in flight
