@@ -34,6 +34,7 @@ from harness.runner.group import RankGroup
 from harness.runner.rdma_counts import RdmaCounters
 from harness.runner.results import ResultStore, run_metadata
 from harness.runner.sweep import Sweep, new_seed
+from harness.runner.linkseries import LinkSampler, utilization
 from harness.runner.wan import WanCounters, backlog_drops
 from harness.scenario.points import Point, baselines, grid, point_impairment
 from harness.scenario.predict import make_predictor
@@ -388,7 +389,14 @@ class _WorkloadRun:
                 pol = r.applier.counters()
                 before, dev = r.wan.read(), rdma.read()
                 backlog = backlog_drops() if local else 0
-                metrics = g.measure(0)
+                if spec.link_samples and local:  # utilization over time: the links' bytes as the ranks run
+                    with LinkSampler(r.lab, r.links, spec.link_samples) as sampler:
+                        metrics = g.measure(0)
+                    metrics |= utilization(sampler.samples,
+                                           {lk: r.applier.base[lk].rate_bps if lk in r.applier.base else None
+                                            for lk in r.links})
+                else:
+                    metrics = g.measure(0)
                 # this repetition's own steps: the swept links, the policy's counters, the RDMA devices'
                 metrics |= r.wan.metrics(before, r.wan.read())
                 metrics |= r.applier.metrics(pol, r.applier.counters())

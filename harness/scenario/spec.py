@@ -171,6 +171,9 @@ class ScenarioSpec(_Strict):
     policies: list[PolicySpec] = Field(default_factory=list)
     statistics: StatisticsSpec = Field(default_factory=StatisticsSpec)
     headroom: HeadroomSpec = Field(default_factory=HeadroomSpec)
+    link_samples: float | None = Field(default=None, gt=0, description="seconds between samples of the swept "
+                                       "links' bytes during each repetition: link utilization over time "
+                                       "(link_util, link_util_min, link_series)")
     quick: QuickSpec | None = None
 
     @field_validator("scale")

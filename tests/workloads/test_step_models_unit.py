@@ -114,6 +114,7 @@ def test_point_path_on_the_default_lab_and_a_prediction():
 
 @pytest.mark.parametrize("name", ["allreduce-distance", "training-step", "disaggregated-training",
                                   "multi-aidc-training", "pd-inference", "load-balancing", "load-balancing-roce", "flow-control",
+                                  "sample-upload", "sample-upload-roce",
                                   "rate-convergence"])
 def test_every_builtin_workload_has_a_model_that_obeys_physics(name):
     """Fitted on a made-up baseline, every point of every built-in scenario gets a finite prediction,

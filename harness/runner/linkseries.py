@@ -1,0 +1,102 @@
+"""Link utilization over time during one repetition (white paper §2.3.1: "> 90 % link utilization"
+for a sample-data upload): a thread samples the bytes each swept link's ends have sent, and
+`utilization` turns the samples into per-link series and figures.
+
+The sampler reads with netlink sockets of its own, made inside each end's namespace (a socket
+stays in the namespace it was made in), so it never shares the lab's handles with the thread that
+runs the measurement. A link's utilization is its busier direction's bits over its rate: the
+data direction of an upload, not its ACKs.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Sequence
+
+Sample = tuple[float, dict[str, tuple[int, ...]]]  # (monotonic s, link -> tx bytes of each end)
+
+
+class LinkSampler:
+    """Sample the tx bytes of both ends of `links` every `interval_s` while the block runs."""
+
+    def __init__(self, lab, links: Sequence[str], interval_s: float = 0.1):
+        if interval_s <= 0:
+            raise ValueError(f"the sampling interval must be > 0 s, got {interval_s}")
+        self.lab, self.links, self.interval_s = lab, list(links), interval_s
+        self.samples: list[Sample] = []
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="link-sampler", daemon=True)
+
+    def __enter__(self) -> LinkSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        if self._error is not None and exc[0] is None:
+            raise self._error
+
+    def _run(self) -> None:
+        from harness.lab.nsctx import in_netns, iproute_here
+        socks: dict[str, object] = {}
+        try:
+            ends = []  # (link, node, ifindex) in a fixed order per link
+            for link in self.links:
+                for end in self.lab.plan.ends(link):
+                    if end.node not in socks:
+                        with in_netns(self.lab.ns(end.node)):
+                            socks[end.node] = iproute_here()
+                    h = socks[end.node]
+                    ends.append((link, end.node, h.link_lookup(ifname=end.ifname)[0]))  # type: ignore[attr-defined]
+            while True:
+                t = time.monotonic()
+                row: dict[str, list[int]] = {lk: [] for lk in self.links}
+                for link, node, idx in ends:
+                    stats = socks[node].get_links(idx)[0].get_attr("IFLA_STATS64")  # type: ignore[attr-defined]
+                    row[link].append(int(stats["tx_bytes"]))
+                self.samples.append((t, {lk: tuple(v) for lk, v in row.items()}))
+                if self._stop.wait(self.interval_s):
+                    break
+        except BaseException as exc:  # noqa: BLE001 — raised in the measuring thread by __exit__
+            self._error = exc
+        finally:
+            for s in socks.values():
+                s.close()  # type: ignore[attr-defined]
+
+
+def utilization(samples: list[Sample], rates: dict[str, float | None], busy: float = 0.1) -> dict:
+    """Per link, utilization per sampling interval (its busier direction over its rate); over the
+    busy period (first to last interval where the links together carry more than `busy` of their
+    capacity; without those two, partly idle, where it spans more than two): `link_util` (all links' bits over their capacity), `link_util_min` (the least used
+    link's share: the claim is per link) and the series as JSON (`link_series`, for the record
+    and the plots). Links without a rate are left out; nothing busy, no figures."""
+    links = [lk for lk, r in rates.items() if r]
+    if len(samples) < 2 or not links:
+        return {}
+    t = [s[0] for s in samples]
+    series: dict[str, list[float]] = {lk: [] for lk in links}
+    sent: dict[str, list[float]] = {lk: [] for lk in links}  # bits in each interval, busier direction
+    for (t0, a), (t1, b) in zip(samples, samples[1:]):
+        dt = t1 - t0
+        for lk in links:
+            bits = max(8 * (y - x) for x, y in zip(a[lk], b[lk]))
+            sent[lk].append(bits)
+            series[lk].append(bits / (dt * rates[lk]) if dt > 0 else 0.0)  # type: ignore[operator]
+    cap = sum(rates[lk] for lk in links)  # type: ignore[misc]
+    dts = [t1 - t0 for t0, t1 in zip(t, t[1:])]
+    hot = [i for i, dt in enumerate(dts) if dt > 0 and sum(sent[lk][i] for lk in links) / (dt * cap) > busy]
+    if not hot:
+        return {}
+    lo, hi = hot[0], hot[-1]
+    if hi - lo >= 2:  # the first and last busy intervals hold the transfer's start and end, partly idle
+        lo, hi = lo + 1, hi - 1
+    span = sum(dts[lo:hi + 1])
+    per_link = {lk: sum(sent[lk][lo:hi + 1]) / (span * rates[lk]) for lk in links}  # type: ignore[operator]
+    return {"link_util": sum(sum(sent[lk][lo:hi + 1]) for lk in links) / (span * cap),
+            "link_util_min": min(per_link.values()), "busy_s": span,
+            "link_series": json.dumps({"t": [round(x - t[0], 4) for x in t[1:]],
+                                       **{lk: [round(u, 4) for u in v] for lk, v in series.items()}})}
