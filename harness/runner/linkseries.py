@@ -14,6 +14,7 @@ import json
 import threading
 import time
 from collections.abc import Sequence
+from itertools import pairwise
 
 Sample = tuple[float, dict[str, tuple[int, ...]]]  # (monotonic s, link -> tx bytes of each end)
 
@@ -80,14 +81,14 @@ def utilization(samples: list[Sample], rates: dict[str, float | None], busy: flo
     t = [s[0] for s in samples]
     series: dict[str, list[float]] = {lk: [] for lk in links}
     sent: dict[str, list[float]] = {lk: [] for lk in links}  # bits in each interval, busier direction
-    for (t0, a), (t1, b) in zip(samples, samples[1:]):
+    for (t0, a), (t1, b) in pairwise(samples):
         dt = t1 - t0
         for lk in links:
             bits = max(8 * (y - x) for x, y in zip(a[lk], b[lk]))
             sent[lk].append(bits)
             series[lk].append(bits / (dt * rates[lk]) if dt > 0 else 0.0)  # type: ignore[operator]
     cap = sum(rates[lk] for lk in links)  # type: ignore[misc]
-    dts = [t1 - t0 for t0, t1 in zip(t, t[1:])]
+    dts = [t1 - t0 for t0, t1 in pairwise(t)]
     hot = [i for i, dt in enumerate(dts) if dt > 0 and sum(sent[lk][i] for lk in links) / (dt * cap) > busy]
     if not hot:
         return {}
