@@ -31,10 +31,10 @@ from harness.policy.flows import policy_nodes
 from harness.runner import headroom as hr
 from harness.runner.agents import LocalAgents, RankFailed, RayCluster
 from harness.runner.group import RankGroup
+from harness.runner.linkseries import LinkSampler, utilization
 from harness.runner.rdma_counts import RdmaCounters
 from harness.runner.results import ResultStore, run_metadata
 from harness.runner.sweep import Sweep, new_seed
-from harness.runner.linkseries import LinkSampler, utilization
 from harness.runner.wan import WanCounters, backlog_drops
 from harness.scenario.points import Point, baselines, grid, point_impairment
 from harness.scenario.predict import make_predictor
