@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from harness.cli.common import RDMA_NEEDS, add_backend, add_json, add_testbed, on_backend
 from harness.output import console, err_console, fmt, print_json, table
 
@@ -39,6 +41,7 @@ def register(sub) -> None:
     rg.add_argument("--blocks", type=int, default=3, help="shuffled blocks (each point paired with its block's)")
     rg.add_argument("--seed", type=int, help="block order seed (default: drawn, printed)")
     rg.add_argument("--out", help="JSON lines file: rows written as measured; an existing file resumes")
+    rg.add_argument("--summary", help="also write the whole result (rows, summary, model inputs) to this JSON file")
     rg.add_argument("--reordering", action="store_true",
                     help="leave the veths' default delivery (packets can swap behind a shaper: rxe NAKs them)")
     add_backend(rg)
@@ -76,7 +79,7 @@ def cmd_rdma(args) -> int:
 
 
 def cmd_rdma_gbn(args) -> int:
-    code = on_backend(args, RDMA_NEEDS, writes=(args.out,) if args.out else ())
+    code = on_backend(args, RDMA_NEEDS, writes=tuple(f for f in (args.out, args.summary) if f))
     if code is not None:
         return code
     from harness.rdma.commands import gbn_experiment, parse_sizes
@@ -85,6 +88,9 @@ def cmd_rdma_gbn(args) -> int:
                          size=parse_sizes(args.size, False)[0], iters=args.iters, blocks=args.blocks, seed=args.seed,
                          in_order=not args.reordering, out=args.out,
                          progress=lambda m: None if args.json else err_console.print(m))
+    if args.summary:
+        from pathlib import Path
+        Path(args.summary).write_text(json.dumps(res, default=str))
     if args.json:
         print_json(res)
         return 0

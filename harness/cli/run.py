@@ -25,7 +25,10 @@ def register(sub) -> None:
     add_json(mj)
     mj.set_defaults(func=cmd_main)
     rn = sub.add_parser("run", help="run a scenario: sweep, efficiency against the baseline, acceptance, report")
-    rn.add_argument("scenario", nargs="?", help="built-in scenario name or YAML path (see `metrolab scenarios`)")
+    rn.add_argument("scenario", nargs="?", help="built-in scenario name or YAML path (see `metrolab scenarios`), "
+                    "or whitepaper: every claim of the white paper on its scenario, one report")
+    rn.add_argument("--claims", help="whitepaper: only these claims, comma-separated (upload, distance, gbn, "
+                    "load-balancing, flow-control, convergence)")
     rn.add_argument("--quick", action="store_true", help="the scenario's CI-sized variant")
     rn.add_argument("--out", help="run directory (default: ./metrolab-runs/NAME-TIMESTAMP)")
     rn.add_argument("--resume", metavar="RUN_DIR", help="continue a run; nothing recorded there is measured again")
@@ -92,9 +95,37 @@ def _run(args, run) -> int:
 
 def cmd_run(args) -> int:
     import metrolab
+    if args.scenario == "whitepaper":
+        return cmd_whitepaper(args)
+    if args.claims:
+        raise SpecError("metrolab run", "--claims", args.claims, "is for `metrolab run whitepaper`")
     return _run(args, lambda **kw: metrolab.run(args.scenario, quick=args.quick, out=args.out, resume=args.resume,
                                                 backend=args.backend, ray_address=args.ray_address,
                                                 testbed=args.testbed, **_statistics(args), **kw))
+
+
+def cmd_whitepaper(args) -> int:
+    """Each white-paper claim on the scenario that tests it; one report (whitepaper.md, .json)."""
+    from pathlib import Path
+
+    from harness.whitepaper.run import run_whitepaper
+    from metrolab.api import default_run_dir
+    out = Path(args.resume or args.out or default_run_dir("whitepaper")).resolve()
+    with RunProgress(args.json) as progress:
+        res = run_whitepaper(out, quick=args.quick, claims=args.claims.split(",") if args.claims else None,
+                             backend=args.backend, progress=progress,
+                             say=lambda m: None if args.json else err_console.print(m, highlight=False))
+    if args.json:
+        print_json(res)
+    else:
+        console.print(table(f"metrolab run whitepaper{' --quick' if args.quick else ''}",
+                            ["§", "claim", "paper", "verdict", "why"],
+                            [[c["section"], c["claim"], c["paper"], c["verdict"], c["error"] or c["why"]]
+                             for c in res["claims"]]))
+        console.print(f"report: {res['markdown']}", highlight=False)
+    verdicts = {c["verdict"] for c in res["claims"]}
+    return exit_code("fail" if "does not hold" in verdicts else "inconclusive" if "inconclusive" in verdicts
+                     else "pass", args.inconclusive)
 
 
 def cmd_main(args) -> int:

@@ -43,26 +43,31 @@ def test_planned_paths_balance_synchronized_elephants_that_hashing_cannot(tmp_pa
     assert out.verdict.status != "fail", [(c.criterion, c.label, c.message) for c in out.verdict.results]
 
 
-def test_sample_upload_fills_both_links_and_records_their_utilization_over_time(tmp_path):
-    scn = load_scenario("sample-upload", quick=True)
-    out = run_scenario(scn, tmp_path / "run")
-    assert not out.verdict.failed_points, [(p.label, p.error) for p in out.verdict.failed_points]
-    rows = pd.read_parquet(tmp_path / "run" / "results.parquet")
+def test_whitepaper_upload_claim_fills_both_links_and_records_their_utilization(tmp_path):
+    """`metrolab run whitepaper --quick --claims upload` end to end: the sample-upload scenario
+    (--quick) with the links' utilization sampled, judged as the paper's claim, in one report."""
     import json
+
+    from tests.support.runs import metrolab
+    proc = metrolab("run", "whitepaper", "--quick", "--claims", "upload", "--out", str(tmp_path / "wp"), "--json")
+    assert proc.returncode in (0, 5), proc.stderr[-2000:]       # holds, or undecided by three blocks; never fails
+    res = json.loads(proc.stdout)
+    (claim,) = res["claims"]
+    assert claim["id"] == "upload" and claim["error"] is None and claim["verdict"] in ("holds", "inconclusive")
+    assert claim["measured"] and all(m["metric"] == "link_util_min" for m in claim["measured"])
+    md = (tmp_path / "wp" / "whitepaper.md").read_text()
+    assert "> 90 %" in md and claim["verdict"] in md and "the scale model preserves" in md
+    rows = pd.read_parquet(tmp_path / "wp" / "upload" / "results.parquet")
     for _, r in rows.iterrows():
-        series = json.loads(r["link_series"])  # per link, per 0.1 s interval: its busier direction over its rate
+        series = json.loads(r["link_series"])  # per link, per 50 ms: its busier direction over its rate
         assert set(series) == {"t", "wan-1", "wan-2"} and len(series["wan-1"]) == len(series["t"]) >= 3
         # a link carries its rate; one 50 ms interval reads up to ~15 % over it (the shaper's burst,
         # the sampler's own timing), the busy period's mean does not
         assert max(max(series["wan-1"]), max(series["wan-2"])) < 1.5
         assert r["link_util_min"] <= r["link_util"] <= 1.05
-        # the busy period holds the volume: the links' bytes (both ways) over their capacity and
-        # the busy time is at least the utilization the samples read (ACKs add a little)
+        # the links' bytes (both ways) over their capacity and the busy period hold at least what
+        # the samples read in it (the edges and ACKs add to the bytes)
         assert sum(json.loads(r["path_bytes"]).values()) * 8 / (200e6 * r["busy_s"]) >= 0.95 * r["link_util"]
     planned = rows[rows["policy"] == "planned"]
-    # planned paths split the upload's 8 flows evenly: both links > 90 % busy (white paper §2.3.1)
+    # planned paths split the upload's 8 flows evenly: both links > 90 % busy (white paper 2.3.1)
     assert planned["link_util_min"].median() > 0.9, planned[["block", "link_util", "link_util_min"]]
-    # three blocks may leave the interval straddling 0.9 (inconclusive, the honest verdict); never a fail
-    verdicts = {(c.label, c.metric): c.verdict for c in out.verdict.results}
-    assert verdicts[("0 km, planned, flows=4", "link_util_min")] in ("pass", "inconclusive"), verdicts
-    assert out.verdict.status != "fail", [(c.criterion, c.label, c.message) for c in out.verdict.results]

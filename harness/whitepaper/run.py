@@ -1,0 +1,104 @@
+"""Run the white paper's claims: each claim's scenario (or `metrolab rdma gbn`) into its own
+directory under the run directory, then `whitepaper.json` and `whitepaper.md` beside them. A claim
+whose scenario fails to run is reported with its error, and the others still run; claims already
+recorded in the run directory are not run again (an interrupted run resumes)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.whitepaper.claims import ClaimRow, by_id, gbn_verdict, markdown, verdict_of
+
+
+@dataclass(frozen=True)
+class GbnPlan:
+    distances: tuple[float, ...]
+    losses: tuple[float, ...]
+    blocks: int
+    iters: int
+
+
+GBN_QUICK = GbnPlan((0.0, 100.0), (0.0, 1e-3, 1e-2), blocks=2, iters=100)
+GBN_FULL = GbnPlan((0.0, 100.0, 500.0), (0.0, 1e-3, 1e-2), blocks=8, iters=200)
+
+
+def _model(metric: str, point) -> float | None:
+    d = point.predicted_degradation if point is not None else None
+    if d is None:
+        return None
+    return {"efficiency_degradation": d, "efficiency": 1 - d}.get(metric)
+
+
+def _scenario_claim(claim, run_dir: Path, quick: bool, backend: str, progress) -> ClaimRow:
+    import metrolab
+    res = metrolab.run(claim.scenario, quick=quick, out=run_dir, resume=run_dir if (run_dir / "meta.json").exists()
+                       else None, backend=backend, progress=progress)
+    if res.verdict is None:
+        raise RuntimeError(f"{claim.scenario}: the run was not judged")
+    points = {p.point_key: p for p in res.verdict.points}
+    want = {c.strip() for c in claim.criteria}
+    results = [r for r in res.verdict.results if r.criterion.strip() in want]
+    measured = [{"label": r.label, "metric": r.metric, "value": r.value, "low": r.low, "high": r.high,
+                 "verdict": r.verdict, "model": _model(r.metric, points.get(r.point_key))} for r in results]
+    verdict, why = verdict_of([{"verdict": m["verdict"]} for m in measured])
+    return ClaimRow(claim, verdict, why, measured, run_dir=str(run_dir))
+
+
+def _gbn_claim(claim, run_dir: Path, quick: bool, backend: str) -> ClaimRow:
+    from harness.cli.common import RDMA_NEEDS
+    from harness.lab.select import choose, in_guest
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = GBN_QUICK if quick else GBN_FULL
+    rows, summary_file = run_dir / "rows.jsonl", run_dir / "summary.json"
+    chosen, _ = choose(backend, RDMA_NEEDS)
+    if chosen == "vm" and not in_guest():
+        from harness.errors import GuestRunError
+        from harness.vm.reexec import run_in_guest
+        argv = ["rdma", "gbn", "--json", "--out", str(rows), "--summary", str(summary_file), "--seed", "20",
+                "--distances", ",".join(f"{d:g}" for d in cfg.distances),
+                "--losses", ",".join(f"{p:g}" for p in cfg.losses), "--blocks", str(cfg.blocks), "--iters", str(cfg.iters)]
+        code = run_in_guest(argv, shares=(run_dir,))
+        if code != 0 or not summary_file.exists():
+            raise GuestRunError("metrolab rdma gbn", code or 1)
+        res = json.loads(summary_file.read_text())
+    else:
+        from harness.rdma.commands import gbn_experiment
+        res = gbn_experiment(losses=cfg.losses, distances=cfg.distances, blocks=cfg.blocks, iters=cfg.iters, seed=20,
+                             out=str(rows))
+        summary_file.write_text(json.dumps(res, default=str))
+    summary = res["summary"]
+    verdict, why = gbn_verdict(summary)
+    measured = [{"label": f"{r['distance_km']:g} km, loss {r['loss']:g}", "metric": "RDMA WRITE efficiency",
+                 "value": r["efficiency"], "low": r["eff_low"], "high": r["eff_high"],
+                 "verdict": {True: "pass", False: "fail", None: "inconclusive"}[r["within"]],
+                 "model": r["model_efficiency"]} for r in summary if r["loss"] > 0]
+    full = ", ".join(f"{r['full_scale_efficiency']:.2f} at {r['distance_km']:g} km" for r in summary
+                     if r["loss"] == 1e-3)
+    return ClaimRow(claim, verdict, why, measured, full_scale=f"0.1 %: {full}" if full else "", run_dir=str(run_dir))
+
+
+def run_whitepaper(out: Path, *, quick: bool = False, claims: list[str] | None = None, backend: str = "auto",
+                   progress=None, say: Callable[[str], None] = lambda m: None) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    record = out / "whitepaper.json"
+    done = {r["id"]: r for r in json.loads(record.read_text())["claims"]} if record.exists() else {}
+    rows: list[ClaimRow] = []
+    for claim in by_id(claims):
+        if claim.id in done and done[claim.id]["error"] is None:
+            d = done[claim.id]
+            rows.append(ClaimRow(claim, d["verdict"], d["why"], d["measured"], d["full_scale"], d["run_dir"]))
+            continue
+        say(f"claim {claim.id} (§{claim.section}): {claim.scenario}{' --quick' if quick else ''}")
+        try:
+            row = _gbn_claim(claim, out / claim.id, quick, backend) if claim.scenario == "rdma-gbn" else \
+                _scenario_claim(claim, out / claim.id, quick, backend, progress)
+        except Exception as exc:  # noqa: BLE001 — one claim that cannot run is reported; the rest still run
+            row = ClaimRow(claim, "inconclusive", "its scenario did not run", error=f"{type(exc).__name__}: {exc}"[:400])
+        rows.append(row)
+        record.write_text(json.dumps({"quick": quick, "claims": [r.as_dict() for r in rows]}, indent=1, default=str))
+    (out / "whitepaper.md").write_text(markdown(rows, quick))
+    return {"quick": quick, "run_dir": str(out), "claims": [r.as_dict() for r in rows],
+            "markdown": str(out / "whitepaper.md")}
