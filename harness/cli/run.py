@@ -111,10 +111,9 @@ def cmd_whitepaper(args) -> int:
     from harness.whitepaper.run import run_whitepaper
     from metrolab.api import default_run_dir
     out = Path(args.resume or args.out or default_run_dir("whitepaper")).resolve()
-    with RunProgress(args.json) as progress:
-        res = run_whitepaper(out, quick=args.quick, claims=args.claims.split(",") if args.claims else None,
-                             backend=args.backend, progress=progress,
-                             say=lambda m: None if args.json else err_console.print(m, highlight=False))
+    res = run_whitepaper(out, quick=args.quick, claims=args.claims.split(",") if args.claims else None,
+                         backend=args.backend, progress=lambda: RunProgress(args.json),
+                         say=lambda m: None if args.json else err_console.print(m, highlight=False))
     if args.json:
         print_json(res)
     else:

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.whitepaper.claims import ClaimRow, by_id, gbn_verdict, markdown, verdict_of
+
+ProgressFactory = Callable[[], AbstractContextManager]
 
 
 @dataclass(frozen=True)
@@ -21,7 +24,7 @@ class GbnPlan:
     iters: int
 
 
-GBN_QUICK = GbnPlan((0.0, 100.0), (0.0, 1e-3, 1e-2), blocks=2, iters=100)
+GBN_QUICK = GbnPlan((0.0, 100.0), (0.0, 1e-3, 1e-2), blocks=3, iters=100)
 GBN_FULL = GbnPlan((0.0, 100.0, 500.0), (0.0, 1e-3, 1e-2), blocks=8, iters=200)
 
 
@@ -32,10 +35,12 @@ def _model(metric: str, point) -> float | None:
     return {"efficiency_degradation": d, "efficiency": 1 - d}.get(metric)
 
 
-def _scenario_claim(claim, run_dir: Path, quick: bool, backend: str, progress) -> ClaimRow:
+def _scenario_claim(claim, run_dir: Path, quick: bool, backend: str, progress: ProgressFactory | None) -> ClaimRow:
     import metrolab
-    res = metrolab.run(claim.scenario, quick=quick, out=run_dir, resume=run_dir if (run_dir / "meta.json").exists()
-                       else None, backend=backend, progress=progress)
+    with progress() if progress else nullcontext() as update:  # each claim's run counts its own points
+        res = metrolab.run(claim.scenario, quick=quick, out=run_dir,
+                           resume=run_dir if (run_dir / "meta.json").exists() else None, backend=backend,
+                           progress=update)
     if res.verdict is None:
         raise RuntimeError(f"{claim.scenario}: the run was not judged")
     points = {p.point_key: p for p in res.verdict.points}
@@ -81,7 +86,9 @@ def _gbn_claim(claim, run_dir: Path, quick: bool, backend: str) -> ClaimRow:
 
 
 def run_whitepaper(out: Path, *, quick: bool = False, claims: list[str] | None = None, backend: str = "auto",
-                   progress=None, say: Callable[[str], None] = lambda m: None) -> dict:
+                   progress: ProgressFactory | None = None, say: Callable[[str], None] = lambda m: None) -> dict:
+    """`progress`: makes a fresh progress context per claim (its value is the scenario run's
+    progress callback)."""
     out.mkdir(parents=True, exist_ok=True)
     record = out / "whitepaper.json"
     done = {r["id"]: r for r in json.loads(record.read_text())["claims"]} if record.exists() else {}

@@ -27,8 +27,9 @@ def test_a_claim_holds_only_when_every_point_passes():
     assert verdict == "inconclusive" and "nothing measured" in why
 
 
-def _gbn(within_1pct=True, full=0.23):
+def _gbn(within_1pct=True, full=0.23, width=0.2):
     return [{"distance_km": d, "loss": p, "within": True if p == 0 else (within_1pct if p == 0.01 else True),
+             "efficiency": 0.5, "eff_low": 0.5 - width / 2, "eff_high": 0.5 + width / 2,
              "full_scale_efficiency": 1.0 if p == 0 else (full if d >= 100 else 0.7)}
             for d in (0.0, 100.0) for p in (0.0, 1e-3, 1e-2)]
 
@@ -38,6 +39,9 @@ def test_go_back_n_holds_by_a_model_the_lab_agrees_with():
     assert gbn_verdict(_gbn(within_1pct=False))[0] == "inconclusive"   # the model missed the lab somewhere
     assert gbn_verdict(_gbn(full=0.8))[0] == "does not hold"
     assert gbn_verdict([r for r in _gbn() if r["loss"] == 0])[0] == "inconclusive"
+    # two blocks leave intervals that hold any model: they validate nothing
+    verdict, why = gbn_verdict(_gbn(width=4.0))
+    assert verdict == "inconclusive" and "more blocks" in why
 
 
 def test_unknown_claims_are_named():
