@@ -43,3 +43,6 @@ def test_no_traffic_or_no_rate_gives_no_figures():
     assert utilization(_samples([idle, idle]), {"wan-1": 100e6}) == {}
     assert utilization(_samples([{"wan-1": (10 ** 6, 0)}]), {"wan-1": None}) == {}
     assert utilization([], {"wan-1": 100e6}) == {}
+    # a transfer caught in two samples (a starved sampler): no figures, only how coarse it was
+    full = {"wan-1": (10 ** 6, 0)}
+    assert utilization(_samples([idle, full, full, idle], dt=0.5), {"wan-1": 100e6}) == {"link_sample_gap_s": 0.5}
