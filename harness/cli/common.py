@@ -65,7 +65,7 @@ def on_backend(args, needed: dict[str, str], writes: tuple[str, ...] = ()) -> in
     for f in writes:
         d = Path(f).resolve().parent
         if not d.is_dir():
-            raise SpecError("--out", "", f, f"its directory {d} does not exist")
+            raise SpecError(f, "", str(d), "this directory does not exist (the guest writes the file there)")
         dirs.append(d)
     return run_in_guest(args._argv, shares=tuple(dict.fromkeys(dirs)))
 
