@@ -89,11 +89,12 @@ def run_whitepaper(out: Path, *, quick: bool = False, claims: list[str] | None =
                    progress: ProgressFactory | None = None, say: Callable[[str], None] = lambda m: None) -> dict:
     """`progress`: makes a fresh progress context per claim (its value is the scenario run's
     progress callback)."""
+    chosen = by_id(claims)  # a bad id is refused before anything is made
     out.mkdir(parents=True, exist_ok=True)
     record = out / "whitepaper.json"
     done = {r["id"]: r for r in json.loads(record.read_text())["claims"]} if record.exists() else {}
     rows: list[ClaimRow] = []
-    for claim in by_id(claims):
+    for claim in chosen:
         if claim.id in done and done[claim.id]["error"] is None:
             d = done[claim.id]
             rows.append(ClaimRow(claim, d["verdict"], d["why"], d["measured"], d["full_scale"], d["run_dir"]))
