@@ -160,22 +160,28 @@ def recoveries(df: pd.DataFrame) -> pd.DataFrame:
 
 def timer_stalls(df: pd.DataFrame, timeout_s: float, share: float = 0.75) -> pd.DataFrame:
     """Recoveries only the QP's timer made (a capture on the requester's link): per request stream,
-    a silence of at least `share` of the timeout that ends in a retransmission with no NAK for
-    that PSN in between (a NAK-driven retry restarts at once). `share` < 1 because the timer runs
-    from the last ACK, before the requester's last transmission."""
+    a go-back (a retransmission after a new packet) that comes at least `share` of the timeout
+    after the last ACK the requester received, and more than half the timeout after any NAK for its
+    PSN. The timer runs from the last response the completer handled; a NAK the requester acts on is
+    followed by its resend within milliseconds, one it ignores (rxe while a retry is in progress)
+    is not. `idle_s`: how long the requester had been silent (its window full) before the resend."""
     cols = ["dqpn", "t_last", "t_resend", "idle_s", "psn"]
     out_req = df[df["outgoing"] & (df["kind"] == "request")]
-    nak_times = df[~df["outgoing"] & (df["kind"] == "nak")][["t", "psn"]]
+    incoming = df[~df["outgoing"]]
+    acks = incoming[incoming["kind"] == "ack"]["t"].to_numpy()
+    naks = incoming[incoming["kind"] == "nak"][["t", "psn"]]
     rows = []
     for qp, g in out_req.groupby("dqpn"):
-        t = g["t"].to_numpy()
+        t, rt, psns = g["t"].to_numpy(), g["retransmit"].to_numpy(), g["psn"].to_numpy()
         for i in range(1, len(g)):
-            gap = t[i] - t[i - 1]
-            if gap < share * timeout_s or not g["retransmit"].iloc[i]:
+            if not rt[i] or (rt[i - 1] and psns[i] > psns[i - 1]):
+                continue  # not the start of a go-back
+            before = acks[acks < t[i]]
+            if len(before) and t[i] - before[-1] < share * timeout_s:
                 continue
-            psn = int(g["psn"].iloc[i])
-            naked = nak_times[(nak_times["t"] > t[i - 1]) & (nak_times["t"] <= t[i]) & (nak_times["psn"] == psn)]
-            if naked.empty:
-                rows.append({"dqpn": int(qp), "t_last": float(t[i - 1]), "t_resend": float(t[i]), "idle_s": gap,
-                             "psn": psn})
+            psn = int(psns[i])
+            if not naks[(naks["t"] <= t[i]) & (naks["t"] > t[i] - timeout_s / 2) & (naks["psn"] == psn)].empty:
+                continue  # a NAK's retry
+            rows.append({"dqpn": int(qp), "t_last": float(t[i - 1]), "t_resend": float(t[i]),
+                         "idle_s": float(t[i] - t[i - 1]), "psn": psn})
     return pd.DataFrame(rows, columns=cols)

@@ -40,14 +40,18 @@ def test_no_nak_no_recovery():
 
 def test_a_timer_stall_is_a_silence_ended_by_a_resend_without_its_nak():
     # PSN 0..9 every ms; the window fills at 9 ms; a NAK for PSN 3 arrived at 5 ms and was ignored
-    # (rxe in a retry); the timer resends from PSN 3 at 75 ms
+    # (rxe in a retry); no ACK since; the timer resends from PSN 3 at 75 ms
     rows = [(i * 1e-3, True, "request", 0x11, i) for i in range(10)]
     rows += [(5e-3, False, "nak", 0x22, 3)]
     rows += [(75e-3 + k * 1e-3, True, "request", 0x11, 3 + k) for k in range(3)]
     stalls = timer_stalls(_frame(sorted(rows)), timeout_s=0.068)
     assert len(stalls) == 1 and stalls.iloc[0]["psn"] == 3
     assert stalls.iloc[0]["idle_s"] == pytest.approx(66e-3)
-    # the same silence ended by a NAK for that PSN is a NAK's retry, however slow
+    # an ignored NAK for that PSN may arrive during the silence: the timer still ends it
+    assert len(timer_stalls(_frame(sorted(rows + [(20e-3, False, "nak", 0x22, 3)])), timeout_s=0.068)) == 1
+    # an ACK shortly before the resend restarted the timer: not the timer's recovery
+    assert timer_stalls(_frame(sorted(rows + [(70e-3, False, "ack", 0x22, 2)])), timeout_s=0.068).empty
+    # a NAK followed by its resend within milliseconds is a NAK's retry
     rows += [(74e-3, False, "nak", 0x22, 3)]
     assert timer_stalls(_frame(sorted(rows)), timeout_s=0.068).empty
     # a pause in new sends (no retransmission after it) is the application, not the timer

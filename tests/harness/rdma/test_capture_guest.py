@@ -47,7 +47,9 @@ def test_capture_counts_the_retransmissions_that_the_drops_imply():
         assert abs(summary["naks"] - counted) <= max(3, counted // 10), (counted, summary["naks"])
         # rxe starts one retry at a time: a loss among the resent packets before the next ACK gets
         # its NAK ignored and waits for the timer. The share of retries the timer made agrees with
-        # the model's (~28 % at 1 %, 64-packet messages; a NAK-only model says 2 %)
+        # the model's (~28 % at 1 %, 64-packet messages; a NAK-only model says 2 %). A timer stall is
+        # read from the last ACK, not the last send: a CI run whose window filled late counted 1 of
+        # 34 retries by send silence alone (2026-11-29)
         from scipy.stats import binomtest
         retries = res["counters"]["rdma"]["a1"].get("completer_retry_err", 0)
         stalls = len(timer_stalls(df, ib_timeout_s(14, hz=250)))
