@@ -21,10 +21,10 @@ configuration or the lossless baseline, nothing is fitted per point):
   only the QP's timer (4.096 µs * 2^timeout) recovers it, and the line stays idle meanwhile;
 - **rxe's one retry at a time** (`ack_interval`): once a NAK has started a retry, rxe's completer
   ignores further NAKs until a positive ACK arrives (rxe_comp.c: `started_retry`, cleared by
-  `reset_retry_counters` on an ACK). ACKs are requested at a message's end or every 64 packets, so a
+  `reset_retry_counters` on an ACK). ACKs are requested at a message's end or every 65 packets, so a
   second loss among the resent packets up to that ACK (or the ACK itself) waits for the timer. At
   1 % loss and 64-packet messages that is ~28 % of losses: a capture in the guest (0 km, 200 Mbit/s)
-  read 17 timer stalls of ~68 ms for 65 NAKs, each after a NAK the requester did not act on.
+  read 15 timer recoveries (~68 ms) for 65 retries, each after a NAK the requester did not act on.
 """
 
 from __future__ import annotations
