@@ -4,8 +4,9 @@ for a sample-data upload): a thread samples the bytes each swept link's ends hav
 
 The sampler reads each end's namespace's /proc/net/dev through a file it opened inside that
 namespace (the file stays bound to it): no lab handle is shared with the thread that runs the
-measurement, and a read costs microseconds, so the samples keep their pace under TCG. A link's utilization is its busier direction's bits over its rate: the
-data direction of an upload, not its ACKs.
+measurement, and a read costs microseconds, so the samples keep their pace under TCG. A link's
+utilization is its busier direction's bits over its rate: the data direction of an upload, not
+its ACKs.
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ class LinkSampler:
         self._thread = threading.Thread(target=self._run, name="link-sampler", daemon=True)
 
     def __enter__(self) -> LinkSampler:
-        # wait for the first sample: opening a socket in each namespace takes a while under TCG, and
-        # a transfer that starts before it is sampled only at its tail (seen: a 0.5 s RDMA upload
-        # with no busy interval at all)
+        # wait for the first sample: entering each namespace takes a while under TCG, and a transfer
+        # that starts before it is sampled only at its tail (seen: a 0.5 s RDMA upload with no busy
+        # interval at all)
         self._thread.start()
         self._ready.wait(timeout=60)
         if self._error is not None:
@@ -54,17 +55,17 @@ class LinkSampler:
         from harness.lab.nsctx import in_netns
         files: dict[str, Any] = {}
         try:
-            ends = []  # (link, node, ifname) in a fixed order per link
+            ends: dict[str, list[tuple[str, str]]] = {}  # link -> (node, ifname) of each end
             for link in self.links:
                 for end in self.lab.plan.ends(link):
                     if end.node not in files:  # a proc file opened inside a namespace reads that one's
                         with in_netns(self.lab.ns(end.node)):
                             files[end.node] = open("/proc/thread-self/net/dev", "rb", buffering=0)  # noqa: SIM115
-                    ends.append((link, end.node, end.ifname))
+                    ends.setdefault(link, []).append((end.node, end.ifname))
             while True:
                 t = time.monotonic()
                 tx = {node: _tx_bytes(f) for node, f in files.items()}
-                self.samples.append((t, {lk: tuple(tx[node][ifname] for lk2, node, ifname in ends if lk2 == lk)
+                self.samples.append((t, {lk: tuple(tx[node][ifname] for node, ifname in ends[lk])
                                          for lk in self.links}))
                 self._ready.set()
                 if self._stop.wait(self.interval_s):
@@ -92,23 +93,23 @@ def utilization(samples: list[Sample], rates: dict[str, float | None], busy: flo
     """Per link, utilization per sampling interval (its busier direction over its rate); over the
     busy period (first to last interval where the links together carry more than `busy` of their
     capacity, without those two, partly idle; fewer than three such intervals give no figures, only
-    `link_sample_gap_s`, the longest interval, which says how well the sampler kept its pace): `link_util` (all links' bits over their capacity), `link_util_min` (the least used
+    `link_sample_gap_s`, the longest interval, which says how well the sampler kept its pace):
+    `link_util` (all links' bits over their capacity), `link_util_min` (the least used
     link's share: the claim is per link) and the series as JSON (`link_series`, for the record
     and the plots). Links without a rate are left out; nothing busy, no figures."""
     links = [lk for lk, r in rates.items() if r]
     if len(samples) < 2 or not links:
         return {}
     t = [s[0] for s in samples]
+    dts = [t1 - t0 for t0, t1 in pairwise(t)]
     series: dict[str, list[float]] = {lk: [] for lk in links}
     sent: dict[str, list[float]] = {lk: [] for lk in links}  # bits in each interval, busier direction
-    for (t0, a), (t1, b) in pairwise(samples):
-        dt = t1 - t0
+    for dt, ((_, a), (_, b)) in zip(dts, pairwise(samples)):
         for lk in links:
             bits = max(8 * (y - x) for x, y in zip(a[lk], b[lk]))
             sent[lk].append(bits)
             series[lk].append(bits / (dt * rates[lk]) if dt > 0 else 0.0)  # type: ignore[operator]
     cap = sum(rates[lk] for lk in links)  # type: ignore[misc]
-    dts = [t1 - t0 for t0, t1 in pairwise(t)]
     hot = [i for i, dt in enumerate(dts) if dt > 0 and sum(sent[lk][i] for lk in links) / (dt * cap) > busy]
     if not hot:
         return {}
