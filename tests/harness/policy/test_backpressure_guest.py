@@ -90,7 +90,9 @@ def qdisc_kinds(lab, node: str, link: str) -> list[str]:
 def test_port_pause_blocks_the_victim_flow_backpressure_does_not(runs):
     port, flow = runs["port"], runs["flow"]
     assert port["pauses"] > 0 and flow["pauses"] > 0, (port, flow)
-    assert flow["victim_mbps"] > 60, flow                                # the 80 Mbit/s the incast leaves
+    # not blocked: the victim keeps most of the 80 Mbit/s the incast leaves it where the guest's CPU
+    # lets its sender (66-70 here; 49.8 in a clean-clone run, where the port-paused victim had 1.1)
+    assert flow["victim_mbps"] > 0.5 * (UP_BPS - DOWN_BPS) / 1e6, flow
     # head-of-line blocked: the bound was 0.6 of the flow-level figure until a CI run whose controller
     # stalled up to 0.51 s read 0.73 (fewer pauses, 1.6 s of them); the controller now runs ahead of
     # the senders (harness.policy.backpressure), and 0.75 still separates blocked from not

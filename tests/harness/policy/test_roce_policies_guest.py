@@ -59,7 +59,10 @@ def test_rdma_incast_under_port_pause_and_flow_backpressure(tmp_path):
     assert ((paused["pause_frames"] > 0) | (paused["congested_max_backlog"] <= xoff)).all(), paused[cols]
     assert set(paused.loc[paused["pause_frames"] > 0, "policy"]) == {"pause", "backpressure"}, paused[cols]
     assert (paused["congested_drops"] == 0).all(), paused[cols]
-    assert (paused["congested_loss"] == 0).all() and (paused["pause_reaction_max_s"] > 0).all()
+    assert (paused["congested_loss"] == 0).all()
+    # a reaction wherever a pause was sent (a repetition without one has none to time: a CI run)
+    assert (paused.loc[paused["pause_frames"] > 0, "pause_reaction_max_s"] > 0).all(), \
+        paused[cols + ["pause_reaction_max_s"]]
     assert (rows["rdma_sent_pkts"] > 1000).all() and rows["victim_efficiency"].notna().all(), rows
     a, b1 = [str(scn.topology.nodes[h].address) for h in ("a1", "a2", "a3")], str(scn.topology.nodes["b1"].address)
     learned = [json.loads(line) for line in (tmp_path / "run" / "flows.jsonl").read_text().splitlines()]
