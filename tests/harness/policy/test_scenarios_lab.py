@@ -27,9 +27,10 @@ def test_planned_paths_balance_synchronized_elephants_that_hashing_cannot(tmp_pa
     assert eff["planned"] > eff["ecmp-l4"] - 0.01 and eff["planned"] > eff["ecmp-l3"]
     # in every block: a block that rebuilds the connections (another flow count came in between)
     # must plan the new ones, not reuse the 5-tuples learned from the old (they match nothing, and
-    # the flows fall back to one path: ~0.5). One repetition's noise reaches 0.94 here (CI, 8 flows)
+    # the flows fall back to one path: ~0.5). One repetition's noise reaches 0.94 (CI, 8 flows) and
+    # 0.88 (a clean-clone run on a slow day, 4 flows): 0.75 still tells a stale plan from noise
     planned = rows[rows["policy"] == "planned"]
-    assert planned["flow_efficiency"].min() > 0.9, planned[["flows", "block", "flow_efficiency"]]
+    assert planned["flow_efficiency"].min() > 0.75, planned[["flows", "block", "flow_efficiency"]]
     import json
     for _, r in rows[rows["path_bytes"].notna()].iterrows():  # per-link bytes, recorded with each repetition
         assert sum(json.loads(r["path_bytes"]).values()) == r["wan_bytes"]
