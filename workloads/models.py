@@ -132,20 +132,25 @@ class TrainingShape:
     sites: int
     algo: str = "flat"
     transport: Transport = "tcp"
+    control: bool = False            # a control handshake (one round trip to rank 0) before each bucket
 
 
 def training_step_s(shape: TrainingShape, wan: Path, overhead_s: float = 0.0) -> float:
     """DDP-style overlap: during the last micro-batch's backward, each bucket is all-reduced once
     its layers' gradients are ready, one at a time on a communication thread; the step ends when
-    the last bucket is reduced (or compute ends, if later). `overhead_s` is per bucket."""
+    the last bucket is reduced (or compute ends, if later). `overhead_s` is per bucket. With
+    `control`, a bucket's reduction also waits for its handshake, started when the bucket is full
+    (beside the reductions before it): one round trip of the path, unqueued (what a strict-priority
+    slice gives it; behind a backlog it waits longer)."""
     per_mb = shape.compute_s / shape.micro_batches
     before = per_mb * (shape.micro_batches - 1)
     per_layer = per_mb * 2 / 3 / max(1, shape.layers)
     ready, done, t = 0, 0.0, per_mb / 3
+    handshake = wan.rtt_s if shape.control and shape.sites > 1 else 0.0
     for nbytes, nlayers in zip(shape.bucket_bytes, shape.bucket_layers):
         ready += nlayers
         t_ready = per_mb / 3 + ready * per_layer
-        done = max(done, t_ready) + collective_s("all_reduce", nbytes, wan, ranks=shape.ranks, sites=shape.sites,
+        done = max(done, t_ready + handshake) + collective_s("all_reduce", nbytes, wan, ranks=shape.ranks, sites=shape.sites,
                                                  algo=shape.algo, transport=shape.transport, overhead_s=overhead_s)
         t = max(per_mb, done)
     return before + t

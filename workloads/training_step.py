@@ -42,6 +42,9 @@ class TrainingParams(_Params):
     compute_scale: float = Field(default=1.0, gt=0, description="multiplies the modeled compute time")
     torch_batch: int = Field(default=32, ge=1, description="rows per micro-batch of the real (torch) model")
     algo: Literal["flat", "hierarchical"] = "flat"
+    control_dscp: int | None = Field(default=None, ge=0, le=63, description=(
+        "before each bucket's reduction, a control handshake (64 B to rank 0 and back) on its own TCP "
+        "socket marked with this DSCP (workloads.control); unset: none"))
     iters: int = Field(default=3, ge=1, description="steps per repetition")
 
     @field_validator("model", "device")
@@ -177,12 +180,36 @@ class TrainingStepRank:
         self.groups = site_groups(sites or [], p.backend) if p.algo == "hierarchical" else None
         self.grads = GradientBuckets(torch, p.gradient_bytes(scale), p.layer_count(), int(p.bucket_size / scale),
                                      p.bytes_per_param)
+        self.control = None
+        if p.control_dscp is not None:
+            import os
+
+            from workloads.control import ControlChannel
+            if group is not None:
+                raise ValueError("control_dscp: the control handshake spans every rank, not a subgroup")
+            self.control = ControlChannel(dist, p.control_dscp, os.environ["MASTER_ADDR"])
+        # a bucket's handshake starts when the bucket is full, while earlier buckets are still on
+        # the wire (a transfer's control messages cross the links its predecessors' bulk fills)
+        self.signals = CommThread(self._handshake) if self.control is not None else None
         self.comm = CommThread(self._reduce)
         self.model = _TorchModel(torch, p, scale, self.grads, self._layer_ready) if p.compute == "torch" else None
         self.micro_s = p.modeled_compute_s()
 
-    def _reduce(self, bucket) -> None:
+    def _handshake(self, done: threading.Event) -> None:
+        assert self.control is not None  # only the control thread calls this
+        try:
+            self.control.handshake()
+        finally:
+            done.set()  # a failed handshake is raised by signals.wait(); the reduction must not hang
+
+    def _reduce(self, item) -> None:
         from harness.dist import algorithms as alg
+        bucket = item
+        if self.signals is not None:
+            bucket, done = item
+            done.wait()
+            if self.signals.error is not None:
+                raise ConnectionError("the bucket's control handshake failed")
         if self.group is not None:
             self.dist.all_reduce(bucket, group=self.group)
         else:
@@ -192,7 +219,12 @@ class TrainingStepRank:
     def _layer_ready(self, layer: int) -> None:
         full = self.grads.layer_ready(layer)
         if full is not None:
-            self.comm.submit(full)
+            if self.signals is not None:
+                done = threading.Event()
+                self.signals.submit(done)
+                self.comm.submit((full, done))
+            else:
+                self.comm.submit(full)
 
     def _modeled_pass(self, sync: bool) -> None:
         """Forward (1/3 of the FLOPs), then backward layer by layer (2/3), last layer first."""
@@ -216,6 +248,8 @@ class TrainingStepRank:
             else:
                 self._modeled_pass(sync)
             compute += time.perf_counter() - t0
+        if self.signals is not None:
+            self.signals.wait()
         self.comm.wait()
         if self.model is not None:
             t0 = time.perf_counter()
@@ -242,6 +276,10 @@ class TrainingStepRank:
 
     def close(self, final: bool = False) -> None:
         self.comm.close()
+        if self.signals is not None:
+            self.signals.close()
+        if self.control is not None:
+            self.control.close()
 
 
 class _TorchModel:

@@ -13,6 +13,7 @@ allow-list, each applied to switches or links; a sweep can switch between them (
         slices:
           - {name: training, dscp: 26, guaranteed: 150mbit, ceiling: 200mbit}
           - {name: bulk, source: s1, guaranteed: 20mbit}
+          - {name: control, dscp: 46, guaranteed: 2mbit, strict: true}
       - name: agents
         allow: [{a: a1, b: b1, ports: [29500], proto: tcp}]
 """
@@ -106,11 +107,18 @@ class LoadBalancing(_Strict):
 
 
 class Slice(_Strict):
+    """A tenant class on a link: its traffic (by DSCP or source) in a queue of its own with a
+    guaranteed rate, borrowing up to `ceiling`. `strict`: served before every other class while
+    under its guaranteed rate (priority scheduling for control traffic, white paper 4.3.3: a small
+    message does not wait behind a deep buffer's bulk); its guaranteed rate bounds what it can
+    take from the rest."""
+
     name: str = Field(pattern=NAME)
     dscp: int | None = Field(default=None, ge=0, le=63)
     source: str | None = Field(default=None, description="a host name or a CIDR")
     guaranteed: float
     ceiling: float | None = None
+    strict: bool = False
 
     @field_validator("guaranteed", "ceiling", mode="before")
     @classmethod

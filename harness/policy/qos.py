@@ -8,7 +8,7 @@
   dropped (dropped only past RED's hard limit);
 - slices: the rate stage becomes HTB: one class per tenant (guaranteed rate, ceiling), keyed by
   DSCP or source address with u32 filters, unclassified traffic in a default class that may borrow
-  what the tenants leave;
+  what the tenants leave; a strict slice is served before the others while under its rate;
 - per-flow: the same HTB with one class per learned 5-tuple (equal shares, each may borrow the
   whole link) and its own queue, so one flow's backlog does not delay or drop another's.
 
@@ -92,7 +92,8 @@ def flow_keys(f) -> list[str]:
 
 def install_slices(shaper, ifname: str, imp: Impairment, slices, addresses: dict[str, str], netem: bool) -> None:
     """Replace the rate stage of `ifname` (already shaped with `imp`) by HTB with one class per slice."""
-    install_classes(shaper, ifname, imp, [(s.guaranteed, s.ceiling, u32_keys(s, addresses)) for s in slices], netem)
+    install_classes(shaper, ifname, imp, [(s.guaranteed, s.ceiling, u32_keys(s, addresses), s.strict)
+                                          for s in slices], netem)
 
 
 def install_per_flow(shaper, ifname: str, imp: Impairment, flows, netem: bool, leaf: str = "bfifo") -> int:
@@ -107,8 +108,10 @@ def install_per_flow(shaper, ifname: str, imp: Impairment, flows, netem: bool, l
 
 def install_classes(shaper, ifname: str, imp: Impairment, classes: list[tuple], netem: bool,
                     leaf: str = "bfifo") -> int:
-    """HTB as the rate stage: (guaranteed bit/s, ceiling bit/s or None, u32 keys) per class, in
-    filter order, plus a default class for the rest. Each class's queue is a `leaf` qdisc (handle
+    """HTB as the rate stage: (guaranteed bit/s, ceiling bit/s or None, u32 keys[, strict]) per
+    class, in filter order, plus a default class for the rest. Strict classes get HTB priority 0 and
+    the rest 1: HTB serves the lowest priority number first among the classes under their rate
+    (and lends spare rate in that order). Each class's queue is a `leaf` qdisc (handle
     0x100 + the class minor) holding `leaf_bytes(imp)`: bfifo, or plug (released:
     harness.policy.backpressure pauses it). Returns the HTB's major."""
     ipr = shaper.ipr
@@ -133,22 +136,24 @@ def install_classes(shaper, ifname: str, imp: Impairment, classes: list[tuple], 
     ipr.tc("add-class", "htb", idx, top, parent=handle, rate=int(link_rate / 8), ceil=int(link_rate / 8),
            burst=burst, cburst=burst)
     spare = max(link_rate - sum(c[0] for c in classes), link_rate * 0.01)
-    leaves = [(0x10 + i, rate, ceil or link_rate) for i, (rate, ceil, _) in enumerate(classes)]
-    leaves.append((DEFAULT_CLASS, spare, link_rate))
+    any_strict = any(len(c) > 3 and c[3] for c in classes)
+    leaves = [(0x10 + i, c[0], c[1] or link_rate, 0 if len(c) > 3 and c[3] else int(any_strict))
+              for i, c in enumerate(classes)]
+    leaves.append((DEFAULT_CLASS, spare, link_rate, int(any_strict)))
     limit = leaf_bytes(imp)
-    for minor, rate, ceil in leaves:
+    for minor, rate, ceil, prio in leaves:
         cid = (major << 16) | minor
         ipr.tc("add-class", "htb", idx, cid, parent=top, rate=int(rate / 8), ceil=int(ceil / 8), burst=burst,
-               cburst=burst)
+               cburst=burst, prio=prio)
         # pyroute2 0.9 drops `parent` for fifo qdiscs (it would land on the root): tc places it
         sh.tc(["qdisc", "add", "dev", ifname, "parent", f"{major:x}:{minor:x}", "handle", f"{0x100 + minor:x}:",
                leaf, "limit", str(limit)], netns=shaper.ns)
         if leaf == "plug":  # a new plug holds everything until released
             sh.tc(["qdisc", "change", "dev", ifname, "handle", f"{0x100 + minor:x}:", "plug", "release_indefinite"],
                   netns=shaper.ns)
-    for i, (_, _, keys) in enumerate(classes):
+    for i, c in enumerate(classes):
         ipr.tc("add-filter", "u32", idx, parent=handle, prio=10 + i, protocol=ETH_P_IP,
-               target=(major << 16) | (0x10 + i), keys=keys)
+               target=(major << 16) | (0x10 + i), keys=c[2])
     return major
 
 

@@ -148,7 +148,8 @@ class Predictor:
         compute = (self.extra or {}).get("compute_s") or tp.modeled_compute_s() * tp.micro_batches
         return wm.TrainingShape(compute, tp.micro_batches, tp.layer_count(),
                                 tuple(float(sum(per_layer[i] for i in b)) for b in plan),
-                                tuple(len(b) for b in plan), ranks, sites, tp.algo, tr)
+                                tuple(len(b) for b in plan), ranks, sites, tp.algo, tr,
+                                control=tp.control_dscp is not None)
 
     def _elephants(self, point, path: wm.Path):
         from harness.policy.planner import hash_efficiency

@@ -60,6 +60,19 @@ def test_training_step_hides_communication_behind_compute():
     assert slow > 16 * 2 * 422e3 * 8 / 200e6  # rate-bound: the reductions take longer than backward
 
 
+def test_control_handshakes_hide_behind_the_reductions_before_them():
+    import dataclasses
+    wan = wm.Path(200e6, 0.0005)  # 100 km
+    shape = wm.TrainingShape(compute_s=0.01, micro_batches=1, layers=8, bucket_bytes=(1e6,) * 4,
+                             bucket_layers=(2,) * 4, ranks=4, sites=2, algo="hierarchical")
+    plain = wm.training_step_s(shape, wan)
+    with_control = wm.training_step_s(dataclasses.replace(shape, control=True), wan)
+    # each handshake runs beside the reduction before it: only the first one delays the chain
+    assert with_control == pytest.approx(plain + wan.rtt_s)
+    one_site = dataclasses.replace(shape, sites=1, control=True)
+    assert wm.training_step_s(one_site, wan) == wm.training_step_s(dataclasses.replace(one_site, control=False), wan)
+
+
 @pytest.mark.parametrize("model", ["collective", "training", "disaggregated", "pd", "elephants"])
 def test_models_never_get_faster_with_distance_or_loss(model):
     def step(path: wm.Path) -> float:
