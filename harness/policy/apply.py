@@ -41,6 +41,14 @@ class PolicyApplier:
         self._planned: list = []
         self.plans: dict[str, dict[tuple, str]] = {}  # switch -> {5-tuple: planned link}, for the record
         self.pause: Backpressure | None = None  # the running emulation (pause / backpressure policies)
+        self.rate_divisor = 1.0  # the runner's auto scale: slice rates divided like the links' rates
+
+    def _scaled(self, slices):
+        d = self.rate_divisor
+        if d == 1:
+            return slices
+        return [s.model_copy(update={"guaranteed": s.guaranteed / d,
+                                     "ceiling": s.ceiling / d if s.ceiling else None}) for s in slices]
 
     def addresses(self, host: str) -> list[str]:
         n = self.lab.topology.nodes[host]
@@ -75,7 +83,8 @@ class PolicyApplier:
                 for end in self.lab.plan.ends(link):
                     shaper = self.lab.shaper(end.node, caps)
                     if policy.slices:
-                        qos.install_slices(shaper, end.ifname, imp, policy.slices, hosts, netem=caps.has("netem"))
+                        qos.install_slices(shaper, end.ifname, imp, self._scaled(policy.slices), hosts,
+                                           netem=caps.has("netem"))
                     elif fc is not None and fc.kind == "per-flow":
                         heavy = sorted(flows or [], key=lambda f: (-f.bytes, f.key))[:fc.flows]
                         qos.install_per_flow(shaper, end.ifname, imp, heavy, netem=caps.has("netem"))

@@ -150,7 +150,7 @@ class Runner:
         elif spec_h.auto_scale:
             ratios = [h.capacity_ratio for h in self.headroom.values() if h.capacity_ratio]
             extra = hr.extra_scale(max(ratios), spec_h.max_capacity_ratio) if ratios else 1.0
-        self.rate_divisor = extra
+        self.rate_divisor = self.applier.rate_divisor = extra
         for h in self.headroom.values():
             if h.capacity_ratio is not None:
                 h.capacity_ratio /= extra
