@@ -116,3 +116,15 @@ def test_rdma_counter_metrics_sum_the_hosts_devices():
     assert c.metrics(before, after) == {"rdma_sent_pkts": 100, "rdma_seq_naks": 3, "rdma_out_of_seq": 40,
                                         "rdma_retries": 3, "rdma_retry_exceeded": 0, "rdma_send_errors": 0}
     assert RdmaCounters(None, []).metrics({}, {}) == {}
+
+
+def test_slice_rates_follow_the_runners_auto_scale():
+    from harness.policy.apply import PolicyApplier
+    from harness.policy.model import Slice
+    applier = PolicyApplier(lab=None)
+    slices = [Slice(name="t", dscp=26, guaranteed=8e6, ceiling=16e6), Slice(name="c", dscp=46, guaranteed=1e6)]
+    assert applier._scaled(slices) is slices
+    applier.rate_divisor = 4.0
+    scaled = applier._scaled(slices)
+    assert [(s.guaranteed, s.ceiling) for s in scaled] == [(2e6, 4e6), (0.25e6, None)]
+    assert slices[0].guaranteed == 8e6  # the scenario's own stay as written
