@@ -20,12 +20,15 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from workloads import profiles as pf
 from workloads.base import Size, Workload, _Params, site_groups, slowest
+
+if TYPE_CHECKING:
+    from workloads.models import Transport
 
 
 class TrainingParams(_Params):
@@ -83,6 +86,21 @@ class TrainingParams(_Params):
         """Forward + backward of one micro-batch on the modeled accelerator."""
         flops = pf.training_flops(self.param_count(), self.profile().tokens_per_micro_batch)
         return pf.compute_time_s(flops, pf.DEVICES[self.device].tflops, self.mfu) * self.compute_scale
+
+
+def training_shape(tp: TrainingParams, scale: float, ranks: int, sites: int, transport: Transport = "tcp",
+                   compute_s: float | None = None):
+    """The step as the model sees it (workloads.models.TrainingShape) at `scale`: the buckets the
+    ranks fill, in backward order, and the compute (`compute_s` where measured, else modelled)."""
+    from workloads import models as wm
+    total = tp.gradient_bytes(scale)
+    per_layer = pf.layer_bytes(total, tp.layer_count())
+    plan = pf.bucket_plan(per_layer, max(tp.bytes_per_param, min(int(tp.bucket_size / scale), total)))
+    compute = compute_s or tp.modeled_compute_s() * tp.micro_batches
+    return wm.TrainingShape(compute, tp.micro_batches, tp.layer_count(),
+                            tuple(float(sum(per_layer[i] for i in b)) for b in plan),
+                            tuple(len(b) for b in plan), ranks, sites, tp.algo, transport,
+                            control=tp.control_dscp is not None)
 
 
 class TrainingStep(Workload):

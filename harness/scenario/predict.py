@@ -139,17 +139,9 @@ class Predictor:
         raise KeyError(kind)
 
     def _training_shape(self, p: dict, ranks: int, sites: int, tr) -> wm.TrainingShape:
-        from workloads import profiles as pf
-        from workloads.training_step import TrainingParams
-        tp = TrainingParams.model_validate(p)
-        total = tp.gradient_bytes(self.scale)
-        per_layer = pf.layer_bytes(total, tp.layer_count())
-        plan = pf.bucket_plan(per_layer, max(tp.bytes_per_param, min(int(tp.bucket_size / self.scale), total)))
-        compute = (self.extra or {}).get("compute_s") or tp.modeled_compute_s() * tp.micro_batches
-        return wm.TrainingShape(compute, tp.micro_batches, tp.layer_count(),
-                                tuple(float(sum(per_layer[i] for i in b)) for b in plan),
-                                tuple(len(b) for b in plan), ranks, sites, tp.algo, tr,
-                                control=tp.control_dscp is not None)
+        from workloads.training_step import TrainingParams, training_shape
+        return training_shape(TrainingParams.model_validate(p), self.scale, ranks, sites, tr,
+                              compute_s=(self.extra or {}).get("compute_s"))
 
     def _elephants(self, point, path: wm.Path):
         from harness.policy.planner import hash_efficiency

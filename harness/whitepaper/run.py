@@ -49,7 +49,12 @@ def _scenario_claim(claim, run_dir: Path, quick: bool, backend: str, progress: P
     measured = [{"label": r.label, "metric": r.metric, "value": r.value, "low": r.low, "high": r.high,
                  "verdict": r.verdict, "model": _model(r.metric, points.get(r.point_key))} for r in results]
     verdict, why = verdict_of([{"verdict": m["verdict"]} for m in measured])
-    return ClaimRow(claim, verdict, why, measured, run_dir=str(run_dir))
+    full = ""
+    if claim.id == "convergence":  # the scenario as written (not --quick): the model at full scale
+        from harness.scenario.spec import load_scenario
+        from harness.whitepaper.scale import convergence_full_scale
+        full = convergence_full_scale(load_scenario(claim.scenario))
+    return ClaimRow(claim, verdict, why, measured, full_scale=full, run_dir=str(run_dir))
 
 
 def _gbn_claim(claim, run_dir: Path, quick: bool, backend: str) -> ClaimRow:
