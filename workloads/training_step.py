@@ -17,6 +17,7 @@ minus compute), overlap efficiency (compute / step), gradient bytes and buckets 
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -46,8 +47,9 @@ class TrainingParams(_Params):
     torch_batch: int = Field(default=32, ge=1, description="rows per micro-batch of the real (torch) model")
     algo: Literal["flat", "hierarchical"] = "flat"
     control_dscp: int | None = Field(default=None, ge=0, le=63, description=(
-        "before each bucket's reduction, a control handshake (64 B to rank 0 and back) on its own TCP "
-        "socket marked with this DSCP (workloads.control); unset: none"))
+        "a control handshake per bucket (64 B to rank 0 and back, started when the bucket is full; its "
+        "reduction waits for it) on a TCP socket of its own marked with this DSCP (workloads.control); "
+        "unset: none"))
     iters: int = Field(default=3, ge=1, description="steps per repetition")
 
     @field_validator("model", "device")
@@ -200,8 +202,6 @@ class TrainingStepRank:
                                      p.bytes_per_param)
         self.control = None
         if p.control_dscp is not None:
-            import os
-
             from workloads.control import ControlChannel
             if group is not None:
                 raise ValueError("control_dscp: the control handshake spans every rank, not a subgroup")
@@ -225,9 +225,12 @@ class TrainingStepRank:
         bucket = item
         if self.signals is not None:
             bucket, done = item
-            done.wait()
+            # after a failed handshake the control thread skips the rest: never set, never waited on
+            while not done.wait(0.5):
+                if self.signals.error is not None:
+                    break
             if self.signals.error is not None:
-                raise ConnectionError("the bucket's control handshake failed")
+                raise ConnectionError("a control handshake failed")
         if self.group is not None:
             self.dist.all_reduce(bucket, group=self.group)
         else:
