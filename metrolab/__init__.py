@@ -20,7 +20,8 @@ from metrolab.api import (
                           run,
                           run_workload,
                           scenarios,
+                          soak,
 )
 
 __all__ = ["MAIN_SCENARIO", "RunResult", "__version__", "build_lab", "capabilities", "lab", "load_run",
-           "load_scenario", "report", "run", "run_workload", "scenarios"]
+           "load_scenario", "report", "run", "run_workload", "scenarios", "soak"]

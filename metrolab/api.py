@@ -144,6 +144,37 @@ def run(scenario: str | Path | None = None, *, quick: bool = False, out: str | P
     return _judged(run_dir, "netns", summary)
 
 
+def soak(scenario: str | Path, duration_s: float, *, point: str | None = None, quick: bool = False,
+         out: str | Path | None = None, backend: str = "auto", progress: Progress | None = None,
+         on_backend: Callable[[str, str], None] | None = None) -> dict[str, Any]:
+    """Repeat one point of a scenario (its label; default: the sweep's first) for `duration_s` and
+    track the step time and every rank's, the runner's and the lab's resources: each series' slope
+    per hour with its 95 % interval and a verdict (grows / stable / inconclusive). Returns the
+    summary written to RUN_DIR/soak.json (status pass, fail or inconclusive); the samples are in
+    soak.jsonl, the repetitions' rows in results.jsonl as in any run."""
+    from harness.lab.select import choose, in_guest
+    from harness.runner.run import run_scenario, soak_plan
+    from harness.scenario.needs import scenario_needs
+    ref = str(scenario)
+    scn = load_scenario(ref, quick=quick)
+    plan = soak_plan(scn, duration_s, point)  # a bad point or duration is refused before anything is built
+    run_dir = Path(out or default_run_dir(f"{scn.name}-soak")).resolve()
+    chosen, why = choose(backend, scenario_needs(scn))
+    if on_backend is not None:
+        on_backend(chosen, why)
+    if chosen == "vm":
+        from harness.vm.reexec import run_in_guest
+        run_dir.mkdir(parents=True, exist_ok=True)
+        argv = ["run", ref, "--soak", f"{duration_s:g}", "--out", str(run_dir)] + (["--quick"] if quick else []) + \
+            (["--point", point] if point else [])
+        code = run_in_guest(argv, shares=(run_dir,))
+        if not (run_dir / "soak.json").exists():
+            raise GuestRunError(f"metrolab run {ref} --soak", code or 1)
+    else:
+        run_scenario(scn, run_dir, backend="vm" if in_guest() else "netns", progress=progress, soak=plan)
+    return json.loads((run_dir / "soak.json").read_text()) | {"run_dir": str(run_dir)}
+
+
 def _run_on_testbed(scn, testbed: str | Path, run_dir: Path, *, resume: bool, report: bool, progress,
                     on_backend) -> RunResult:
     from harness.runner.run import run_scenario

@@ -33,6 +33,10 @@ def register(sub) -> None:
     rn.add_argument("--out", help="run directory (default: ./metrolab-runs/NAME-TIMESTAMP)")
     rn.add_argument("--resume", metavar="RUN_DIR", help="continue a run; nothing recorded there is measured again")
     rn.add_argument("--ray-address", help="join this Ray cluster (real hosts) instead of starting one")
+    rn.add_argument("--soak", metavar="DURATION", help="repeat one point for DURATION (45, 30s, 10m, 2h) and "
+                    "track step time and the resources of every rank, the runner and the lab: slopes per hour, "
+                    "a leak shows as one (soak.json, soak.jsonl)")
+    rn.add_argument("--point", help="--soak: the point's label as the sweep names it (default: the first)")
     add_verdict_flags(rn)
     add_backend(rn)
     add_testbed(rn)
@@ -99,9 +103,42 @@ def cmd_run(args) -> int:
         return cmd_whitepaper(args)
     if args.claims:
         raise SpecError("metrolab run", "--claims", args.claims, "is for `metrolab run whitepaper`")
+    if args.soak:
+        return cmd_soak(args)
+    if args.point:
+        raise SpecError("metrolab run", "--point", args.point, "is for --soak")
     return _run(args, lambda **kw: metrolab.run(args.scenario, quick=args.quick, out=args.out, resume=args.resume,
                                                 backend=args.backend, ray_address=args.ray_address,
                                                 testbed=args.testbed, **_statistics(args), **kw))
+
+
+def cmd_soak(args) -> int:
+    import metrolab
+    from harness.runner.soak import parse_duration
+    if args.resume:
+        raise SpecError("metrolab run", "--resume", args.resume, "a soak is not resumed: start another")
+    try:
+        duration = parse_duration(args.soak)
+    except ValueError as exc:
+        raise SpecError("metrolab run", "--soak", args.soak, str(exc)) from None
+
+    def told(backend: str, why: str) -> None:
+        if backend == "vm" or not args.json:
+            err_console.print(f"backend: {backend} ({why})", highlight=False)
+
+    with RunProgress(args.json) as progress:
+        res = metrolab.soak(args.scenario, duration, point=args.point, quick=args.quick, out=args.out,
+                            backend=args.backend, progress=progress, on_backend=told)
+    if args.json:
+        print_json(res)
+    else:
+        console.print(table(f"soak: {res['point']}, {res['samples']} repetitions in {res['wall_s']:.0f} s",
+                            ["series", "first", "last", "slope / h [95 %]", "change", "tolerance", "verdict"],
+                            [[t["series"], f"{t['first']:.4g}", f"{t['last']:.4g}",
+                              f"{t['slope_per_h']:.3g} [{t['low_per_h']:.3g}, {t['high_per_h']:.3g}]",
+                              f"{t['change']:.3g}", f"{t['tolerance']:.3g}", t["verdict"]] for t in res["trends"]]))
+        console.print(f"{res['status']}: {res['run_dir']}/soak.json", highlight=False)
+    return exit_code(res["status"], args.inconclusive)
 
 
 def cmd_whitepaper(args) -> int:

@@ -103,6 +103,10 @@ class RankGroup:
             m["cpu_load"] = cpu / wall / (os.cpu_count() or 1)
         return m
 
+    def stats(self) -> list[dict]:
+        """Each rank's resident memory (MiB), open descriptors and threads, in rank order."""
+        return self._call_all({"cmd": "stats"})
+
     def warm(self, steps: int) -> None:
         """Unmeasured steps (after the network changed under the ranks)."""
         if steps > 0:

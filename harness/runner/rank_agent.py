@@ -77,6 +77,9 @@ def handle(msg: dict, state: dict) -> dict:
         if msg.get("steps", 0) > 0:
             state["workload"].warm(msg["steps"])
         return {"ok": True}
+    if cmd == "stats":  # a soak's sample: this rank's own resources
+        from harness.runner.soak import own_stats
+        return {"ok": True, **own_stats()}
     if cmd == "exit":
         import torch.distributed as dist
         old = state.pop("workload", None)

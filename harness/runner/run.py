@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import settings
-from harness.errors import CapabilityError, LabError
+from harness.errors import CapabilityError, LabError, SpecError
 from harness.lab.netns import NetnsLab
 from harness.policy.apply import PolicyApplier, marks_ecn, needs_flows
 from harness.policy.flows import policy_nodes
@@ -83,8 +83,9 @@ class Runner:
     """One run of a scenario in a run directory (what `run_scenario` drives)."""
 
     def __init__(self, scn, run_dir, *, resume: bool, ray_address: str | None, backend: str, progress,
-                 testbed=None):
+                 testbed=None, soak: SoakPlan | None = None):
         self.scn, self.spec = scn, scn.spec
+        self.soak = soak
         self.run_dir = Path(run_dir)
         self.resume, self.ray_address, self.backend = resume, ray_address, backend
         self.progress = progress or (lambda **kw: None)
@@ -191,8 +192,11 @@ class Runner:
             journal = self.lab.journal()
             journal.extra["ray_pids"] = self.cluster.pids()
             journal.save()
-            for wi, wspec in enumerate(self.spec.workloads):
-                self._workload(wi, wspec, meta, scale, len(self.spec.workloads) - wi)
+            if self.soak is not None:
+                self._soak(self.spec.workloads[0], meta, scale, self.soak)
+            else:
+                for wi, wspec in enumerate(self.spec.workloads):
+                    self._workload(wi, wspec, meta, scale, len(self.spec.workloads) - wi)
         finally:
             if self.cluster is not None:
                 self.cluster.close()
@@ -209,6 +213,33 @@ class Runner:
             rows = [r for r in rows if r["workload"] == workload]
         metrics = workload_metrics([w.kind for w in self.spec.workloads])
         return evaluate(summarize(rows, metrics, self.settings), self.scn.criteria, self.settings)
+
+    def _soak(self, wspec, meta: dict, scale: float, plan: SoakPlan) -> None:
+        """One point repeated for the plan's duration; after each repetition its step time and every
+        rank's, the runner's and the lab's resources, appended to soak.jsonl as measured."""
+        from harness.runner import soak
+        wname = wspec.name or wspec.kind
+        point = grid(self.spec.sweep, scale)[plan.index]
+        group = RankGroup(self.cluster, self.lab, self.scn, wspec, self.run_dir, port=29700, scale=scale)
+        ctx = _WorkloadRun(self, group, wname, meta, scale)
+        local = self.lab.backend != "hosts"  # lab objects are counted where the lab is this kernel's
+        rows: list[dict] = []
+        self.progress(total=0, description=f"{wname}: soak {point.label()} for {plan.duration_s:g} s")
+        end = time.monotonic() + plan.duration_s
+        try:
+            with open(self.run_dir / "soak.jsonl", "a") as out:
+                while not rows or time.monotonic() < end:
+                    row = ctx.measure(point, len(rows))
+                    rows.append(soak.sample(group, self.lab, local) | {
+                        "repetition": len(rows), "step_time_s": (row or {}).get("step_time_s")})
+                    out.write(json.dumps(rows[-1]) + "\n")
+                    out.flush()
+                    left = max(0.0, end - time.monotonic())
+                    self.progress(description=f"{wname}: soak {point.label()}: {len(rows)} repetitions, {left:.0f} s "
+                                  "left")
+        finally:
+            group.stop()
+            soak.write_summary(self.run_dir, point.label(), plan.duration_s, rows)
 
     def _workload(self, wi: int, wspec, meta: dict, scale: float, workloads_left: int) -> None:
         spec, sweep = self.spec, self.sweep
@@ -343,7 +374,8 @@ class _WorkloadRun:
                                      "links": {sw: a[fl.key] for sw, a in plans.items() if fl.key in a}}
                                     for fl in flows]}) + "\n")
 
-    def measure(self, point: Point, block: int) -> None:
+    def measure(self, point: Point, block: int) -> dict | None:
+        """One repetition of `point`, recorded; its row, or None where it failed (recorded as such)."""
         log.info("%s: block %d: %s", self.wname, block + 1, point.label())
         r, sweep, spec, g = self.r, self.r.sweep, self.r.spec, self.group
         wspec = g.wspec
@@ -370,7 +402,7 @@ class _WorkloadRun:
                 r.applier.apply(policy, flows=learned, learning=needs_flows(policy) and learned is None)
             except (LabError, ValueError) as exc:
                 failed(f"policy {point.policy}: {exc}")
-                return
+                return None
             if self._setup(point):  # rebuilt (this point's fault): learn from the new connections
                 learned = None
             if needs_flows(policy) and learned is None:
@@ -381,7 +413,7 @@ class _WorkloadRun:
                     self._record_flows(point, block, learned)
                 except (LabError, ValueError) as exc:
                     failed(f"policy {point.policy}: {exc}")
-                    return
+                    return None
             g.warm(spec.warmups)  # the network just changed under the ranks
             rdma = RdmaCounters(r.lab, g.hosts if g.kind.needs_rdma_for(wspec) else [])
             local = r.lab.backend != "hosts"  # the lab's hops are this kernel's
@@ -404,14 +436,14 @@ class _WorkloadRun:
                 raise  # a RankFailed is a LabError too: the ranks must be stopped (below), not kept
             except LabError as exc:  # e.g. the policy's own machinery (a pause controller) stopped
                 failed(str(exc))
-                return
+                return None
             if local:
                 metrics["backlog_drops"] = backlog_drops() - backlog
             metrics |= rdma.metrics(dev, rdma.read())
         except RankFailed as exc:
             failed(str(exc))
             g.stop(kill=True)
-            return
+            return None
         row = base_row | {"repetition": block, "order": sweep.order, "status": "ok", "error": None,
                           "measured_at": time.time(), "predicted_step_s": self.predictions.get(point.key), **metrics}
         if h is not None:
@@ -421,10 +453,33 @@ class _WorkloadRun:
         sweep.measured += 1
         sweep.done.add((self.wname, point.key, block))
         r.progress(advance=1)
+        return row
 
+
+
+@dataclass(frozen=True)
+class SoakPlan:
+    index: int          # the point's index in the sweep's grid
+    duration_s: float
+
+
+def soak_plan(scn, duration_s: float, point: str | None) -> SoakPlan:
+    """Which point a soak repeats (its label as `metrolab run` prints it; default: the sweep's
+    first), checked before anything is built."""
+    if duration_s <= 0:
+        raise SpecError("metrolab run", "--soak", duration_s, "a duration above zero (30s, 10m, 2h)")
+    if len(scn.spec.workloads) != 1:
+        raise SpecError(scn.source, "workloads", len(scn.spec.workloads),
+                        "a soak repeats one workload's point; this scenario has several (one scenario per workload)")
+    labels = [p.label() for p in grid(scn.spec.sweep, scn.spec.scale)]
+    if point is None:
+        return SoakPlan(0, duration_s)
+    if point not in labels:
+        raise SpecError(scn.source, "--point", point, f"not a point of the sweep (points: {'; '.join(labels)})")
+    return SoakPlan(labels.index(point), duration_s)
 
 
 def run_scenario(scn, run_dir: str | Path, *, resume: bool = False, ray_address: str | None = None,
-                 backend: str = "netns", progress=None, testbed=None) -> RunOutcome:
+                 backend: str = "netns", progress=None, testbed=None, soak: SoakPlan | None = None) -> RunOutcome:
     return Runner(scn, run_dir, resume=resume, ray_address=ray_address, backend=backend, progress=progress,
-                  testbed=testbed).run()
+                  testbed=testbed, soak=soak).run()
