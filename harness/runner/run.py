@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -224,8 +225,9 @@ class Runner:
         ctx = _WorkloadRun(self, group, wname, meta, scale)
         local = self.lab.backend != "hosts"  # lab objects are counted where the lab is this kernel's
         rows: list[dict] = []
-        self.progress(total=0, description=f"{wname}: soak {point.label()} for {plan.duration_s:g} s")
-        end = time.monotonic() + plan.duration_s
+        self.progress(total=1, description=f"{wname}: soak {point.label()} for {plan.duration_s:g} s")
+        start = time.monotonic()
+        end = start + plan.duration_s
         try:
             with open(self.run_dir / "soak.jsonl", "a") as out:
                 while not rows or time.monotonic() < end:
@@ -235,8 +237,9 @@ class Runner:
                     out.write(json.dumps(rows[-1]) + "\n")
                     out.flush()
                     left = max(0.0, end - time.monotonic())
-                    self.progress(description=f"{wname}: soak {point.label()}: {len(rows)} repetitions, {left:.0f} s "
-                                  "left")
+                    per = (time.monotonic() - start) / len(rows)
+                    self.progress(total=len(rows) + math.ceil(left / per),  # an estimate: the bar's ETA
+                                  description=f"{wname}: soak {point.label()}: {len(rows)} repetitions")
         finally:
             group.stop()
             soak.write_summary(self.run_dir, point.label(), plan.duration_s, rows)

@@ -123,7 +123,8 @@ def lab_objects(lab) -> dict:
 
 def sample(group, lab, local: bool) -> dict:
     row: dict = {"t": time.time()}
-    for i, s in enumerate(group.stats()):
+    # a failed repetition stopped the ranks (the next one starts them again): nothing to ask then
+    for i, s in enumerate(group.stats() if group.started else []):
         row |= {f"rank{i}_rss_mb": s["rss_mb"], f"rank{i}_fds": s["fds"], f"rank{i}_threads": s["threads"]}
     me = own_stats()
     row |= {"runner_rss_mb": me["rss_mb"], "runner_fds": me["fds"], "runner_threads": me["threads"]}
