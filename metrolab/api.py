@@ -167,7 +167,7 @@ def soak(scenario: str | Path, duration_s: float, *, point: str | None = None, q
         run_dir.mkdir(parents=True, exist_ok=True)
         argv = ["run", ref, "--soak", f"{duration_s:g}", "--out", str(run_dir)] + (["--quick"] if quick else []) + \
             (["--point", point] if point else [])
-        code = run_in_guest(argv, shares=(run_dir,))
+        code = run_in_guest(argv, shares=(run_dir,), env={"METROLAB_HOST_JUDGES": "1"})  # the host prints it
         if not (run_dir / "soak.json").exists():
             raise GuestRunError(f"metrolab run {ref} --soak", code or 1)
     else:

@@ -129,6 +129,10 @@ def cmd_soak(args) -> int:
     with RunProgress(args.json) as progress:
         res = metrolab.soak(args.scenario, duration, point=args.point, quick=args.quick, out=args.out,
                             backend=args.backend, progress=progress, on_backend=told)
+    from harness import settings
+    if settings.get("METROLAB_HOST_JUDGES"):  # the guest half of a vm soak: the host prints the result
+        err_console.print(f"soak: {res['samples']} repetitions in {res['wall_s']:.0f} s", highlight=False)
+        return 0
     if args.json:
         print_json(res)
     else:
