@@ -226,18 +226,20 @@ class Runner:
         local = self.lab.backend != "hosts"  # lab objects are counted where the lab is this kernel's
         rows: list[dict] = []
         self.progress(total=1, description=f"{wname}: soak {point.label()} for {plan.duration_s:g} s")
-        start = time.monotonic()
-        end = start + plan.duration_s
+        start = end = time.monotonic()
         try:
             with open(self.run_dir / "soak.jsonl", "a") as out:
                 while not rows or time.monotonic() < end:
                     row = ctx.measure(point, len(rows))
+                    if not rows:  # the clock starts after the first repetition (the ranks' start and warm-up)
+                        start = time.monotonic()
+                        end = start + plan.duration_s
                     rows.append(soak.sample(group, self.lab, local) | {
                         "repetition": len(rows), "step_time_s": (row or {}).get("step_time_s")})
                     out.write(json.dumps(rows[-1]) + "\n")
                     out.flush()
                     left = max(0.0, end - time.monotonic())
-                    per = (time.monotonic() - start) / len(rows)
+                    per = (time.monotonic() - start) / max(1, len(rows) - 1) if len(rows) > 1 else 1.0
                     self.progress(total=len(rows) + math.ceil(left / per),  # an estimate: the bar's ETA
                                   description=f"{wname}: soak {point.label()}: {len(rows)} repetitions")
         finally:

@@ -5,8 +5,10 @@ After every repetition: its step time, every rank's resident memory, open descri
 (each rank reports its own: harness.runner.rank_agent `stats`), the runner's, and the lab's
 objects (qdiscs, routes and rules over its namespaces) where the lab is this kernel's. At the
 end each series gets a least-squares slope per hour with its 95 % interval and a verdict against
-a tolerance over the run: `grows` (the whole interval above zero and the change over the run
-past the tolerance), `stable` (even the interval's top stays within it), else `inconclusive`.
+a tolerance over the run (from the series' median): `grows` (the whole interval above zero and
+the change over the run past the tolerance), `stable` (even the interval's top stays within it),
+else `inconclusive`. Step time drifts with the machine as well as with a leak: its `grows` says
+the job slowed, not why.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,13 +50,14 @@ def parse_duration(text: str) -> float:
     return float(m.group(1)) * {"s": 1, None: 1, "m": 60, "min": 60, "h": 3600}[m.group(2)]
 
 
-def tolerance(series: str, first: float) -> float:
-    """What the series may change over a run without being a leak: memory 5 % (at least 8 MiB: the
-    allocator's arenas), step time 10 %, counts (descriptors, threads, lab objects) one."""
+def tolerance(series: str, typical: float) -> float:
+    """What the series may change over a run without being a leak, from its median: memory 5 % (at
+    least 8 MiB: the allocator's arenas), step time 10 %, counts (descriptors, threads, lab
+    objects) one."""
     if series.endswith("_rss_mb"):
-        return max(0.05 * abs(first), 8.0)
+        return max(0.05 * abs(typical), 8.0)
     if series == "step_time_s":
-        return 0.1 * abs(first)
+        return 0.1 * abs(typical)
     return 1.0
 
 
@@ -65,7 +69,7 @@ def trend(series: str, t_s: list[float], values: list[float | None]) -> Trend | 
         return None
     ts, vs = [p[0] for p in pts], [p[1] for p in pts]
     span = max(ts) - min(ts)
-    tol = tolerance(series, vs[0])
+    tol = tolerance(series, statistics.median(vs))
     if span <= 0:
         return None
     if len(set(vs)) == 1:  # constant: no slope, exactly

