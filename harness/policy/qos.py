@@ -135,11 +135,12 @@ def install_classes(shaper, ifname: str, imp: Impairment, classes: list[tuple], 
     burst = max(1600, int(link_rate / 8 * 0.002))
     ipr.tc("add-class", "htb", idx, top, parent=handle, rate=int(link_rate / 8), ceil=int(link_rate / 8),
            burst=burst, cburst=burst)
+    classes = [(*c, False) if len(c) == 3 else tuple(c) for c in classes]  # strict: off unless given
     spare = max(link_rate - sum(c[0] for c in classes), link_rate * 0.01)
-    any_strict = any(len(c) > 3 and c[3] for c in classes)
-    leaves = [(0x10 + i, c[0], c[1] or link_rate, 0 if len(c) > 3 and c[3] else int(any_strict))
-              for i, c in enumerate(classes)]
-    leaves.append((DEFAULT_CLASS, spare, link_rate, int(any_strict)))
+    rest = int(any(c[3] for c in classes))  # with a strict class the others are served after it
+    leaves = [(0x10 + i, rate, ceil or link_rate, 0 if strict else rest)
+              for i, (rate, ceil, _, strict) in enumerate(classes)]
+    leaves.append((DEFAULT_CLASS, spare, link_rate, rest))
     limit = leaf_bytes(imp)
     for minor, rate, ceil, prio in leaves:
         cid = (major << 16) | minor
@@ -151,9 +152,9 @@ def install_classes(shaper, ifname: str, imp: Impairment, classes: list[tuple], 
         if leaf == "plug":  # a new plug holds everything until released
             sh.tc(["qdisc", "change", "dev", ifname, "handle", f"{0x100 + minor:x}:", "plug", "release_indefinite"],
                   netns=shaper.ns)
-    for i, c in enumerate(classes):
+    for i, (_, _, keys, _) in enumerate(classes):
         ipr.tc("add-filter", "u32", idx, parent=handle, prio=10 + i, protocol=ETH_P_IP,
-               target=(major << 16) | (0x10 + i), keys=c[2])
+               target=(major << 16) | (0x10 + i), keys=keys)
     return major
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -43,7 +44,6 @@ class Trend:
 
 def parse_duration(text: str) -> float:
     """Seconds from '45', '30s', '10m', '2h' (a soak's length, not a network delay)."""
-    import re
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(s|m|min|h)?\s*", str(text))
     if not m:
         raise ValueError(f"{text!r} is not a duration (45, 30s, 10m, 2h)")

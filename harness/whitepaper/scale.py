@@ -51,13 +51,11 @@ def convergence_full_scale(scn, ratios: tuple[float, ...] = (32.0, 64.0)) -> str
         return dataclasses.replace(p, rate_bps=p.rate_bps * k if p.rate_bps else None)
     base = full(Point(baseline=True))
     paths = {r: full(Point(distance_km=km, convergence=r)) for r in ratios}
-    parts = []
-    for algo in ("flat", "hierarchical"):
-        shape = training_shape(TrainingParams.model_validate({**w.params, "algo": algo}), 1.0, len(hosts), sites)
-        parts.append(f"{algo} " + ", ".join(f"{convergence_efficiency(shape, base, paths[r]):.2f} at {r:g}:1"
-                                            for r in ratios))
-    tp = TrainingParams.model_validate({**w.params, "algo": "hierarchical"})
-    shape = training_shape(tp, 1.0, len(hosts), sites)
+    tps = {algo: TrainingParams.model_validate({**w.params, "algo": algo}) for algo in ("flat", "hierarchical")}
+    shapes = {algo: training_shape(tp, 1.0, len(hosts), sites) for algo, tp in tps.items()}
+    parts = [f"{algo} " + ", ".join(f"{convergence_efficiency(shape, base, paths[r]):.2f} at {r:g}:1" for r in ratios)
+             for algo, shape in shapes.items()]
+    tp, shape = tps["hierarchical"], shapes["hierarchical"]
     need = micro_batches_for(shape, base, paths[ratios[-1]])
     per_mb = shape.compute_s / shape.micro_batches
     tail = (f"95 % at {ratios[-1]:g}:1 needs {need} micro-batches ({need * per_mb:.0f} s of compute a step)"
