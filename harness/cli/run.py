@@ -78,16 +78,20 @@ def _statistics(args) -> dict:
             "max_minutes": getattr(args, "max_minutes", None), "seed": getattr(args, "seed", None)}
 
 
+def _teller(args):
+    """on_backend: says which backend runs it (always for the guest; otherwise not under --json)."""
+    def told(backend: str, why: str) -> None:
+        if backend == "vm" or not args.json:
+            err_console.print(f"backend: {backend} ({why})", highlight=False)
+    return told
+
+
 def _run(args, run) -> int:
     """Run through the API (`run(progress=…, on_backend=…)`), then print the verdict."""
     import metrolab
 
-    def told(backend: str, why: str) -> None:
-        if backend == "vm" or not args.json:
-            err_console.print(f"backend: {backend} ({why})", highlight=False)
-
     with RunProgress(args.json) as progress:
-        res: metrolab.RunResult = run(progress=progress, on_backend=told)
+        res: metrolab.RunResult = run(progress=progress, on_backend=_teller(args))
     if res.verdict is None:  # the guest half of a vm run: the host judges and reports
         err_console.print(f"measured {res.summary['measured']}, skipped {res.summary['skipped']} in "
                           f"{res.summary['wall_s']:.0f} s", highlight=False)
@@ -122,13 +126,9 @@ def cmd_soak(args) -> int:
     except ValueError as exc:
         raise SpecError("metrolab run", "--soak", args.soak, str(exc)) from None
 
-    def told(backend: str, why: str) -> None:
-        if backend == "vm" or not args.json:
-            err_console.print(f"backend: {backend} ({why})", highlight=False)
-
     with RunProgress(args.json) as progress:
         res = metrolab.soak(args.scenario, duration, point=args.point, quick=args.quick, out=args.out,
-                            backend=args.backend, progress=progress, on_backend=told)
+                            backend=args.backend, progress=progress, on_backend=_teller(args))
     from harness import settings
     if settings.get("METROLAB_HOST_JUDGES"):  # the guest half of a vm soak: the host prints the result
         err_console.print(f"soak: {res['samples']} repetitions in {res['wall_s']:.0f} s", highlight=False)

@@ -239,7 +239,7 @@ class Runner:
                     out.write(json.dumps(rows[-1]) + "\n")
                     out.flush()
                     left = max(0.0, end - time.monotonic())
-                    per = (time.monotonic() - start) / max(1, len(rows) - 1) if len(rows) > 1 else 1.0
+                    per = (time.monotonic() - start) / (len(rows) - 1) if len(rows) > 1 else 1.0
                     self.progress(total=len(rows) + math.ceil(left / per),  # an estimate: the bar's ETA
                                   description=f"{wname}: soak {point.label()}: {len(rows)} repetitions")
         finally:
