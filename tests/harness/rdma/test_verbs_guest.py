@@ -18,7 +18,9 @@ from netem.profile import Impairment, LossModel
 from tests.harness.lab.test_rxe_guest import wan_pair
 
 pytestmark = pytest.mark.requires("netem", "rxe")
-SIZES = [(1, 20), (4099, 20), (65536, 20), (1 << 20, 4), (8 << 20, 2)]
+# one byte (inline), an odd size across MTU-sized packets, a message of thousands of packets
+# (Go-Back-N resends inside it at 0.1 % loss); 64 KiB and 1 MiB added nothing these do not cover
+SIZES = [(1, 20), (4099, 20), (8 << 20, 2)]
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +49,8 @@ def test_tool_and_perftest_agree_on_the_same_link(pair):
     # reach; 0.7 leaves room for that noise and still fails a tool that cannot keep the queue full
     ours, ref = [], []
     for i in range(3):
-        ours.append(run_pair(pair, "b1", "a1", size=65536, iters=1000, port=19110 + 2 * i)["client"]["bw_avg_gbps"])
-        ref.append(perftest.run(pair, "b1", "a1", "ib_write_bw", size=65536, iters=1000,
+        ours.append(run_pair(pair, "b1", "a1", size=65536, iters=400, port=19110 + 2 * i)["client"]["bw_avg_gbps"])
+        ref.append(perftest.run(pair, "b1", "a1", "ib_write_bw", size=65536, iters=400,
                                 port=19111 + 2 * i).values["bw_avg_gbps"])
     assert max(ours) >= 0.7 * max(ref), (ours, ref)
     ours = run_pair(pair, "b1", "a1", mode="lat", size=2, iters=1000, port=19102)["client"]
