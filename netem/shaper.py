@@ -55,9 +55,11 @@ def nft_loss_script(ifname: str, p: float) -> str:
     """Replace-or-create the ingress loss table of `ifname` in one nft transaction."""
     t = _nft_table(ifname)
     threshold = round(p * NFT_SCALE)
+    # every packet (a cut link) is a plain drop: numgen's modulus is the largest value it can compare
+    match = "" if threshold >= NFT_SCALE else f"numgen random mod {NFT_SCALE} < {threshold} "
     return (f"add table netdev {t}\ndelete table netdev {t}\nadd table netdev {t}\n"
             f'add chain netdev {t} ingress {{ type filter hook ingress device "{ifname}" priority 0; policy accept; }}\n'
-            f"add rule netdev {t} ingress numgen random mod {NFT_SCALE} < {threshold} counter drop\n")
+            f"add rule netdev {t} ingress {match}counter drop\n")
 
 
 def nft_loss_clear_script(ifname: str) -> str:

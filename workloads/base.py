@@ -24,6 +24,7 @@ class Workload:
     params_model: type[_Params] = _Params
     metrics: tuple[str, ...] = ()
     needs_rdma = False
+    logs_steps = False  # measure() returns each step's wall-clock (start, end) as `_steps` (events need it)
 
     @classmethod
     def params(cls, spec, scale: float = 1.0) -> Any:  # an instance of the workload's params_model

@@ -51,7 +51,10 @@ RUNNER_METRICS = ("wan_bytes", "wan_drops", "wan_loss", "ecn_marks", "path_imbal
                   "queue_drops", "queue_loss", "pause_frames", "pause_s", "congested_drops", "congested_loss",
                   "congested_max_backlog", "pause_reaction_max_s",
                   "rdma_sent_pkts", "rdma_seq_naks", "rdma_out_of_seq", "rdma_retries", "rdma_retry_exceeded",
-                  "rdma_send_errors", "backlog_drops", "link_util", "link_util_min", "busy_s", "link_sample_gap_s")
+                  "rdma_send_errors", "backlog_drops", "link_util", "link_util_min", "busy_s", "link_sample_gap_s",
+                  # a repetition with events (harness.scenario.events.Impact)
+                  "steady_steps", "event_steps", "event_step_max_s", "steady_p99_s", "slow_steps", "recovery_steps", "recovery_s",
+                  "zero_impact", "replan_s", "event_late_s")
 
 
 def workload_metrics(kinds: list[str]) -> tuple[str, ...]:

@@ -53,6 +53,14 @@ class Lab(abc.ABC):
         """Both directions of `link`: bytes sent, packets its queues dropped, CE marks (read only
         when `ecn`), packets sent."""
 
+    def set_link(self, link: str, up: bool) -> None:
+        """Both routers take `link` out of their routes (up=False), as on a loss of signal, or put
+        it back: ECMP carries on over the paths that remain. (Dropping what is on the link is the
+        impairment's job: harness.runner.events cuts a link with both.)"""
+        from harness.errors import CapabilityError
+        raise CapabilityError(f"the {self.backend} backend cannot reroute around link {link} (events: "
+                              "link-down, flap, node-down)")
+
     def log_dir(self, node: str, run_dir: Path) -> str:
         """Where a rank on `node` writes its log."""
         return str(Path(run_dir) / "logs")

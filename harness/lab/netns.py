@@ -111,6 +111,7 @@ class NetnsLab(Lab):
         self.in_order = in_order
         self._handles: dict[str, IPRoute] = {}
         self.applied: dict[str, list[dict]] = {}
+        self.links_down: set[str] = set()  # by set_link (events), so that a restore skips what is still down
         self.state = state
         # netem's own per-qdisc delivery fit, measured before the first delay is applied
         from netem.calibrate import NetemFit
@@ -337,6 +338,36 @@ class NetnsLab(Lab):
         if self.state is not None and self.state.status == "up":
             self.state.extra["applied"] = self.applied
             self.state.save()
+
+    def set_link(self, link: str, up: bool) -> None:
+        """Both routers take `link` out of their routes at once (up=False: loss-of-signal detection;
+        ECMP's other next hops carry on, a destination left with none is unreachable) or put it back
+        as the plan has it, less links still down. The interfaces stay up, so nothing else the
+        kernel holds (addresses, neighbours, a policy's own routes) changes."""
+        if up:
+            self.links_down.discard(link)
+        else:
+            self.links_down.add(link)
+        self._reroute(link)
+        log.info("lab %s: link %s %s", self.lab_id, link, "back in the routes" if up else "out of the routes")
+
+    def _reroute(self, link: str) -> None:
+        from harness.lab.plan import route_request
+        on_link = {(e.node, e.ifname) for e in self.plan.ends(link)}
+        link_of = {(i.node, i.ifname): i.link for i in self.plan.ifaces.values()}
+        for r in self.plan.routes:
+            if not any((r.node, nh.ifname) in on_link for nh in r.nexthops):
+                continue
+            hops = [(nh.gateway, nh.ifname) for nh in r.nexthops if link_of[(r.node, nh.ifname)] not in self.links_down]
+            h = self.handle(r.node)
+            if hops:
+                h.route("replace", **route_request(h, r.dst, r.family, hops))
+            else:
+                try:  # the plan's own (static) route, not the kernel's peer route to the same address
+                    h.route("del", dst=r.dst, family=2 if r.family == 4 else 10, proto=4)
+                except NetlinkError as exc:
+                    if exc.code != 3:  # ESRCH: gone already
+                        raise
 
     # -- teardown ------------------------------------------------------------------------
     def close_handles(self) -> None:

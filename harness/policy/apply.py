@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import logging
+import time
 
 from harness import capabilities, sh
 from harness.errors import LabError
@@ -39,6 +40,7 @@ class PolicyApplier:
         self._links: list[str] = []
         self._hash_switches: list[str] = []
         self._planned: list = []
+        self._planned_for: tuple | None = None  # (switches, flows, encap) the plan was made for
         self.plans: dict[str, dict[tuple, str]] = {}  # switch -> {5-tuple: planned link}, for the record
         self.pause: Backpressure | None = None  # the running emulation (pause / backpressure policies)
         self.rate_divisor = 1.0  # the runner's auto scale: slice rates divided like the links' rates
@@ -185,16 +187,33 @@ class PolicyApplier:
         lk = next(x for x in self.lab.topology.links if x.name == link)
         return lk.impairment(self.lab.topology.group_index)
 
-    def _install_planned(self, switches: list[str], flows, encap: str = "route") -> None:
+    def replan(self, down: set[str]) -> float | None:
+        """The controller's answer to links going down or coming back: the planned paths made
+        again over the links that are up (seconds it took), or None where no plan is in force.
+        Without it a flow pinned to a cut link is lost with it (its policy route still points there)."""
+        if self._planned_for is None:
+            return None
+        t0 = time.monotonic()
+        for inst in self._planned:
+            ecmp.remove_planned(self.lab, inst)
+        self._planned, self.plans = [], {}
+        switches, flows, encap = self._planned_for
+        self._install_planned(switches, flows, encap, exclude=down)
+        log.info("re-planned around %s in %.3f s", ", ".join(sorted(down)) or "nothing", time.monotonic() - t0)
+        return time.monotonic() - t0
+
+    def _install_planned(self, switches: list[str], flows, encap: str = "route", exclude=frozenset()) -> None:
         from harness.policy.planner import plan
         if not flows:
             raise ValueError("planned paths need the workload's flows (none were learned)")
+        self._planned_for = (switches, flows, encap)
         for s in switches:
-            # the flows this switch forwards over parallel links, grouped by the links they may take
+            # the flows this switch forwards over parallel links that are up, grouped by the links
+            # they may take (one left: the switch's ECMP already uses only it)
             by_paths: dict[tuple, list] = {}
             for f in flows:
                 try:
-                    paths = tuple(sorted(ecmp.parallel_links(self.lab, s, f.dst)))
+                    paths = tuple(sorted(set(ecmp.parallel_links(self.lab, s, f.dst)) - set(exclude)))
                 except LabError:
                     continue  # delivered locally (a connected subnet): nothing to choose
                 if len(paths) > 1:
@@ -225,7 +244,7 @@ class PolicyApplier:
         for link in self._links:
             self.lab.impair(link, self.base.get(link) or self._own(link))
         self._acl_hosts, self._planned, self._hash_switches, self._links = [], [], [], []
-        self.plans = {}
+        self.plans, self._planned_for = {}, None
         self.current = None
 
 

@@ -53,6 +53,7 @@ class RankGroup:
         self.scale = scale
         self.actors: list = []
         self.generation = 0
+        self.last_steps: list[tuple[float, float]] = []
 
     @property
     def started(self) -> bool:
@@ -97,6 +98,9 @@ class RankGroup:
         the CPU load of the ranks while it ran (their CPU time over the wall time of the machine's cores)."""
         replies = self._call_all({"cmd": "measure", "warmups": warmups, "iters": iters})
         m = dict(replies[0]["metrics"])
+        # rank 0's steps, (start, end) on the wall clock, where the workload times each one: a
+        # repetition's events are attributed to them (not a row's column)
+        self.last_steps = [tuple(s) for s in m.pop("_steps", None) or []]
         wall = max((r.get("wall_s") or 0.0) for r in replies)
         cpu = sum((r.get("cpu_s") or 0.0) for r in replies)
         if wall > 0:

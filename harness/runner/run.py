@@ -31,12 +31,14 @@ from harness.policy.apply import PolicyApplier, marks_ecn, needs_flows
 from harness.policy.flows import policy_nodes
 from harness.runner import headroom as hr
 from harness.runner.agents import LocalAgents, RankFailed, RayCluster
+from harness.runner.events import EventPlayer, links_of
 from harness.runner.group import RankGroup
 from harness.runner.linkseries import LinkSampler, utilization
 from harness.runner.rdma_counts import RdmaCounters
 from harness.runner.results import ResultStore, run_metadata
 from harness.runner.sweep import Sweep, new_seed
 from harness.runner.wan import WanCounters, backlog_drops
+from harness.scenario.events import impact
 from harness.scenario.points import Point, baselines, grid, point_impairment
 from harness.scenario.predict import make_predictor
 from harness.scenario.verdict import Settings, Verdict, evaluate, summarize
@@ -379,6 +381,33 @@ class _WorkloadRun:
                                      "links": {sw: a[fl.key] for sw, a in plans.items() if fl.key in a}}
                                     for fl in flows]}) + "\n")
 
+    def _steps(self, point: Point, block: int, policy) -> dict:
+        """The repetition's steps, with the point's events played on the lab while they run: what
+        each did to the steps joins the metrics, the steps and the changes go to events.jsonl."""
+        r, g = self.r, self.group
+        events = [e for e in r.spec.events if e.applies_to(point)]
+        if not events:
+            return g.measure(0)
+        held = set(policy.links or []) if policy is not None else set()
+        for e in events:
+            for link in set(links_of(e, r.scn.topology)) & held:
+                raise LabError(f"event {e.kind} on {link}: policy {point.policy} holds that link's queues "
+                               "(an event there would replace them)")
+        base = {lk.name: r.applier.base.get(lk.name, self.bases[lk.name]) for lk in r.scn.topology.links}
+        player = EventPlayer(r.lab, events, base, self.scale, r.scn.topology.group_index, on_links=r.applier.replan)
+        metrics, applied = player.run(lambda: g.measure(0))
+        effect = impact(g.last_steps, [(a.start, a.end) for a in applied])
+        late = [a.start - a.t0 - a.window.start for a in applied] + \
+            [a.end - a.t0 - a.window.end for a in applied if a.end is not None and a.window.end is not None]
+        ours = effect.metrics() | {"replan_s": max((p["seconds"] for p in player.replans), default=None),
+                                   "event_late_s": max(late, default=None)}
+        with open(r.run_dir / "events.jsonl", "a") as f:
+            f.write(json.dumps({"workload": self.wname, "point_key": point.key, "label": point.label(),
+                                "block": block, "events": [e.model_dump(mode="json") for e in events],
+                                "applied": [a.to_dict() for a in applied], "replans": player.replans,
+                                "steps": g.last_steps, "per_step": effect.per_step, **ours}) + "\n")
+        return metrics | ours
+
     def measure(self, point: Point, block: int) -> dict | None:
         """One repetition of `point`, recorded; its row, or None where it failed (recorded as such)."""
         log.info("%s: block %d: %s", self.wname, block + 1, point.label())
@@ -428,12 +457,12 @@ class _WorkloadRun:
                 backlog = backlog_drops() if local else 0
                 if spec.link_samples and local:  # utilization over time: the links' bytes as the ranks run
                     with LinkSampler(r.lab, r.links, spec.link_samples) as sampler:
-                        metrics = g.measure(0)
+                        metrics = self._steps(point, block, policy)
                     metrics |= utilization(sampler.samples,
                                            {lk: r.applier.base[lk].rate_bps if lk in r.applier.base else None
                                             for lk in r.links})
                 else:
-                    metrics = g.measure(0)
+                    metrics = self._steps(point, block, policy)
                 # this repetition's own steps: the swept links, the policy's counters, the RDMA devices'
                 metrics |= r.wan.metrics(before, r.wan.read())
                 metrics |= r.applier.metrics(pol, r.applier.counters())

@@ -24,7 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from harness.errors import SpecError, SpecErrors
 from harness.policy.model import PolicySpec, check_against
 from harness.scenario.criteria import Criterion, parse_criterion
-from harness.scenario.points import param_combinations
+from harness.scenario.events import EventSpec
+from harness.scenario.points import Point, param_combinations
 from harness.spec.loader import errors_from_pydantic, load_topology, read_yaml, topology_from_data
 from harness.spec.topology import NAME
 from netem.units import parse_rate, parse_time
@@ -168,6 +169,8 @@ class ScenarioSpec(_Strict):
     timeout_s: float = Field(default=600, gt=0, description="per sweep point")
     acceptance: list[str] = Field(default_factory=list)
     faults: list[FaultSpec] = Field(default_factory=list)
+    events: list[EventSpec] = Field(default_factory=list, description="network changes during each repetition "
+                                    "of the points they name (harness.scenario.events)")
     policies: list[PolicySpec] = Field(default_factory=list)
     statistics: StatisticsSpec = Field(default_factory=StatisticsSpec)
     headroom: HeadroomSpec = Field(default_factory=HeadroomSpec)
@@ -280,9 +283,35 @@ def scenario_from_data(data: Any, file: str, quick: bool = False, base_dir: Path
     for k, f in enumerate(spec.faults):
         if f.rank >= max(len(WORKLOADS[w.kind].hosts(w, topo)) for w in spec.workloads if w.kind in WORKLOADS):
             errors.append(SpecError(file, f"faults[{k}].rank", f.rank, "no such rank"))
+    errors += _check_events(spec, topo, file)
     if errors:
         raise SpecErrors(errors) if len(errors) > 1 else errors[0]
     return Scenario(spec, file, topo, criteria, quick)
+
+
+def _check_events(spec: ScenarioSpec, topo, file: str) -> list[SpecError]:
+    from workloads.registry import WORKLOADS
+    errors: list[SpecError] = []
+    links = {lk.name for lk in topo.links}
+    switches = {n.name for n in topo.switches()}
+    fields = set(Point.__dataclass_fields__) | set(spec.sweep.params)
+    for k, e in enumerate(spec.events):
+        if e.link is not None and e.link not in links:
+            errors.append(SpecError(file, f"events[{k}].link", e.link, f"no such link in {topo.name} "
+                                    f"(links: {', '.join(sorted(links))})"))
+        if e.node is not None and e.node not in switches:
+            errors.append(SpecError(file, f"events[{k}].node", e.node, f"not a switch of {topo.name} "
+                                    f"(switches: {', '.join(sorted(switches))})"))
+        for key in e.point:
+            if key not in fields:
+                errors.append(SpecError(file, f"events[{k}].point.{key}", key, "not a sweep field or swept parameter "
+                                        f"(fields: {', '.join(sorted(fields))})"))
+    if spec.events:
+        for i, w in enumerate(spec.workloads):
+            if w.kind in WORKLOADS and not WORKLOADS[w.kind].logs_steps:
+                errors.append(SpecError(file, f"workloads[{i}].kind", w.kind, "events need a workload that times "
+                                        "each step (training-step)"))
+    return errors
 
 
 def builtin_scenarios() -> dict[str, Path]:
