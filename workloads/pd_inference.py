@@ -55,6 +55,7 @@ class PDInference(Workload):
     metrics = ("ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s", "kv_transfer_p50_s", "kv_transfer_p99_s",
                "e2e_p50_s", "e2e_p99_s", "kv_bytes_per_request", "throughput_rps", "token_mismatches",
                "service_s", "utilization")
+    logs_steps = True  # a request is a step: its arrival and its last token (events are charged to them)
 
     @classmethod
     def validate(cls, spec, topo, scale: float) -> None:
@@ -202,6 +203,7 @@ class PDInferenceRank:
         base = 1_000_000 * self.reps
         self.reps += 1
         recs = self._run(iters or p.requests, base)
+        wall = time.time() - time.perf_counter()  # the records' clock onto the runner's (events)
         ttft = [r["landed"] - r["arrival"] for r in recs]
         tpot = [(r["done"] - r["landed"]) / max(1, p.output_tokens - 1) for r in recs]
         kvt = [r["landed"] - r["prefill_done"] for r in recs]
@@ -228,4 +230,5 @@ class PDInferenceRank:
                 "kv_bytes_per_request": self.kv_bytes, "throughput_rps": len(recs) / span if span > 0 else 0.0,
                 "token_mismatches": mismatches, "service_s": service,
                 # offered over served: above ~0.8 the requests measure their own queue, not the network
-                "utilization": p.request_rate * service if p.request_rate > 0 else None}
+                "utilization": p.request_rate * service if p.request_rate > 0 else None,
+                "_steps": [(r["arrival"] + wall, r["done"] + wall) for r in recs]}

@@ -310,7 +310,7 @@ def _check_events(spec: ScenarioSpec, topo, file: str) -> list[SpecError]:
         for i, w in enumerate(spec.workloads):
             if w.kind in WORKLOADS and not WORKLOADS[w.kind].logs_steps:
                 errors.append(SpecError(file, f"workloads[{i}].kind", w.kind, "events need a workload that times "
-                                        "each step (training-step)"))
+                                        "each step (training-step, pd-inference)"))
     return errors
 
 

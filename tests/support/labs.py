@@ -17,6 +17,17 @@ def two_hosts(rate: str | None = None, loss=None, **link) -> dict:
         "links": [{"a": "h1", "b": "sw", **props}, {"a": "h2", "b": "sw"}]}
 
 
+def two_paths(rate: str = "100mbit") -> dict:
+    """a1 -- gw-a == two parallel WAN links (wan-1, wan-2: ECMP) == gw-b -- b1."""
+    return {"name": "two-paths", "sites": [
+        {"name": "aidc-a", "kind": "aidc", "subnet": "10.1.0.0/24", "hosts": ["a1"],
+         "switches": [{"name": "gw-a", "role": "gateway"}], "access": {"switch": "gw-a"}},
+        {"name": "aidc-b", "kind": "aidc", "subnet": "10.2.0.0/24", "hosts": ["b1"],
+         "switches": [{"name": "gw-b", "role": "gateway"}], "access": {"switch": "gw-b"}}],
+        "links": [{"name": "wan-1", "a": "gw-a", "b": "gw-b", "rate": rate},
+                  {"name": "wan-2", "a": "gw-a", "b": "gw-b", "rate": rate}]}
+
+
 def three_sites(hosts: int = 2) -> dict:
     """3 sites x (hosts + leaf + gateway), gateways in a triangle plus a second A-B path: >= 12 namespaces."""
     sites = []

@@ -12,7 +12,7 @@ import pytest
 from harness import sh
 from harness.policy.apply import PolicyApplier
 from harness.policy.model import Allow, PolicySpec
-from tests.support.labs import in_ns, rdma_sites
+from tests.support.labs import in_ns, rdma_sites, two_paths
 
 pytestmark = pytest.mark.lab
 
@@ -61,13 +61,7 @@ def test_allow_list_admits_named_pairs_and_drops_the_rest(lab_factory):
             s.wait()
 
 
-TWO_PATHS = {"name": "two-paths", "sites": [
-    {"name": "aidc-a", "kind": "aidc", "subnet": "10.1.0.0/24", "hosts": ["a1"],
-     "switches": [{"name": "gw-a", "role": "gateway"}], "access": {"switch": "gw-a"}},
-    {"name": "aidc-b", "kind": "aidc", "subnet": "10.2.0.0/24", "hosts": ["b1"],
-     "switches": [{"name": "gw-b", "role": "gateway"}], "access": {"switch": "gw-b"}}],
-    "links": [{"name": "wan-1", "a": "gw-a", "b": "gw-b", "rate": "100mbit"},
-              {"name": "wan-2", "a": "gw-a", "b": "gw-b", "rate": "100mbit"}]}
+TWO_PATHS = two_paths()
 
 
 def elephants(lab, flows: int = 8, size: str = "2m", port: int = 5201) -> dict[str, int]:
