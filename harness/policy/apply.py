@@ -199,8 +199,9 @@ class PolicyApplier:
         self._planned, self.plans = [], {}
         switches, flows, encap = self._planned_for
         self._install_planned(switches, flows, encap, exclude=down)
-        log.info("re-planned around %s in %.3f s", ", ".join(sorted(down)) or "nothing", time.monotonic() - t0)
-        return time.monotonic() - t0
+        took = time.monotonic() - t0
+        log.info("re-planned around %s in %.3f s", ", ".join(sorted(down)) or "nothing", took)
+        return took
 
     def _install_planned(self, switches: list[str], flows, encap: str = "route", exclude=frozenset()) -> None:
         from harness.policy.planner import plan

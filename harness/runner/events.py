@@ -141,22 +141,21 @@ class EventPlayer:
 
         windows = timeline(self.events)
         # at equal times an off-switch goes first: a flap's up before its next down
-        actions = sorted([(w.start, 1, w) for w in windows] + [(w.end, 0, w) for w in windows if w.end is not None],
-                         key=lambda a: (a[0], a[1]))
+        actions = sorted([(w.start, 1, k) for k, w in enumerate(windows)] +
+                         [(w.end, 0, k) for k, w in enumerate(windows) if w.end is not None])
         open_: dict[int, Applied] = {}   # index into windows -> the change in force
         failed: LabError | None = None
         t0 = time.time()
         worker = threading.Thread(target=target, name="repetition", daemon=True)
         worker.start()
         try:
-            for at, on, w in actions:
+            for at, on, k in actions:
                 worker.join(max(0.0, t0 + at - time.time()))
                 if not worker.is_alive():
                     break  # the steps ended first: the rest never happened
-                k = windows.index(w)
                 try:
                     if on:
-                        a = open_[k] = Applied(w, time.time(), t0=t0)
+                        a = open_[k] = Applied(windows[k], time.time(), t0=t0)
                         self.applied.append(a)
                         self._set(a, True)
                         a.apply_s = time.time() - a.start
