@@ -5,6 +5,7 @@ throughput over time. A DataFrame plus a summary."""
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,9 @@ PACKET_OUTGOING = 4
 SOL_PACKET, PACKET_STATISTICS = 263, 6  # linux/if_packet.h: struct tpacket_stats {packets, drops}
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 RCVBUF = 64 << 20
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+CMSG_SPACE = socket.CMSG_SPACE(16)  # struct timespec
+DRAIN_S = 120.0  # reading out what the reader left queued (thousands of frames under TCG)
 
 
 @dataclass
@@ -40,6 +44,8 @@ class Capture:
             self._sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
         except PermissionError:
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        # the kernel stamps each frame as it is queued: the reader lags under TCG, its clock would lie
+        self._sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self._sock.bind((self.ifname, 0))
         self._sock.settimeout(0.2)
         self._stop = threading.Event()
@@ -47,22 +53,47 @@ class Capture:
         self._thread.start()
         return self
 
+    def _read_one(self) -> None:
+        frame, ancdata, _flags, addr = self._sock.recvmsg(65535, CMSG_SPACE)
+        t = 0.0
+        for level, kind, data in ancdata:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                sec, nsec = struct.unpack("qq", data[:16])
+                t = sec + nsec * 1e-9
+        self.frames.append((t, addr[2] == PACKET_OUTGOING, frame))
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                frame, addr = self._sock.recvfrom(65535)
+                self._read_one()
             except TimeoutError:
                 continue
             except OSError:
                 return
-            self.frames.append((time.monotonic(), addr[2] == PACKET_OUTGOING, frame))
 
     def __exit__(self, *exc) -> None:
         time.sleep(0.3)  # let the last packets in flight land
+        end = time.time()  # the kernel's stamps are on this clock
         self._stop.set()
         self._thread.join()
-        try:  # the kernel's count of what it could not queue for us (read resets it)
-            import struct
+        try:
+            # what the reader had not reached yet is still queued (a CI run lost half a capture this
+            # way: no kernel drop, the frames were simply never read); frames that arrive meanwhile
+            # are after the block and end the reading
+            self._sock.setblocking(False)
+            deadline = time.monotonic() + DRAIN_S
+            while time.monotonic() < deadline:
+                try:
+                    self._read_one()
+                except BlockingIOError:
+                    break
+                if self.frames[-1][0] > end:
+                    self.frames.pop()
+                    break
+            else:
+                raise RuntimeError(f"capture on {self.ifname}: {len(self.frames)} frames read and still more "
+                                   f"queued after {DRAIN_S:.0f} s")
+            # the kernel's count of what it could not queue for us (read resets it)
             self.drops += struct.unpack("II", self._sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))[1]
         finally:
             self._sock.close()
@@ -75,6 +106,7 @@ def to_frame(frames: list[tuple[float, bool, bytes]]) -> pd.DataFrame:
     from scapy.layers.l2 import Ether
 
     rows = []
+    frames = sorted(frames, key=lambda f: f[0])  # in the kernel's order (the reader's may differ)
     t0 = frames[0][0] if frames else 0.0
     for t, outgoing, raw in frames:
         pkt = Ether(raw)
