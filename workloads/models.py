@@ -177,6 +177,59 @@ def pd_request_s(kv_bytes: float, path: Path, transport: Transport, request_rate
     return overhead_s + transfer_s(kv_bytes, path, transport, idle_restart=idle)
 
 
+# -- pipeline parallelism ---------------------------------------------------------------------
+def pipeline_step_s(stage_s: list[tuple[float, float]], micro_batches: int, boundary_bytes: float,
+                    boundaries: list[Path], transport: Transport = "tcp", overhead_s: float = 0.0) -> float:
+    """A GPipe step: each phase (forward, then backward) fills the pipeline once (every stage's
+    compute and every boundary's delay and serialisation, in series) and then delivers a micro-batch
+    per beat, the beat being the slowest stage or boundary (a link slower than the compute binds).
+    `stage_s`: (forward, backward) seconds of one micro-batch per stage; `boundaries`: the path
+    between consecutive stages (stages - 1 of them)."""
+    if len(boundaries) != len(stage_s) - 1:
+        raise ValueError(f"{len(stage_s)} stages have {len(stage_s) - 1} boundaries, not {len(boundaries)}")
+    wire = [boundary_bytes * 8 / goodput_bps(b, transport) for b in boundaries]
+    fill = sum(b.one_way_s for b in boundaries) + sum(wire)
+    t = overhead_s
+    for phase in (0, 1):
+        compute = [s[phase] for s in stage_s]
+        t += sum(compute) + fill + (micro_batches - 1) * max([*compute, *wire])
+    return t
+
+
+def ideal_bubble(stages: int, micro_batches: int) -> float:
+    """GPipe's idle share of a step with equal stages and a free network: (p - 1) / (m + p - 1)."""
+    return (stages - 1) / (micro_batches + stages - 1)
+
+
+# -- federated learning -----------------------------------------------------------------------
+def federated_round_s(model_bytes: float, paths: list[Path], local_s: list[float], overhead_s: float = 0.0) -> float:
+    """A round: the global model to every participant at once, local training, the update back.
+    `paths[i]` is participant i's path with the rate its flow gets (a link shared by several
+    participants' flows divided among them); `local_s[i]` its training. Every transfer follows an
+    idle longer than the RTO (TCP restarts its window). The round ends with the last update."""
+    if len(paths) != len(local_s):
+        raise ValueError(f"{len(paths)} paths for {len(local_s)} participants")
+    return overhead_s + max(2 * transfer_s(model_bytes, p, "tcp", idle_restart=True) + t
+                            for p, t in zip(paths, local_s))
+
+
+def fair_share_paths(link_paths: list[list[Path]]) -> list[Path]:
+    """Each flow's path through links some of them share: per link (one Path per link, the same
+    object where flows share it) the rate divided by the flows crossing it, then the flow's
+    bottleneck, summed delay and combined loss."""
+    users: dict[int, int] = {}
+    for links in link_paths:
+        for lk in {id(x): x for x in links}.values():
+            users[id(lk)] = users.get(id(lk), 0) + 1
+    out = []
+    for links in link_paths:
+        rates = [lk.rate_bps / users[id(lk)] for lk in links if lk.rate_bps]
+        keep = math.prod(1 - lk.loss for lk in links)
+        out.append(Path(min(rates) if rates else None, sum(lk.one_way_s for lk in links), 1 - keep,
+                        len(links), min([lk.mtu for lk in links], default=1500)))
+    return out
+
+
 # -- elephant flows ----------------------------------------------------------------------------
 def elephants_step_s(total_bytes: float, capacity_bps: float, balance: float, path: Path,
                      wire_share: float = 1.0, idle_restart: bool = True, iters: int = 1,

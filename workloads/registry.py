@@ -37,9 +37,12 @@ class Collective(Workload):
 def _all() -> dict[str, type[Workload]]:
     from workloads.disaggregated import Disaggregated
     from workloads.elephants import ElephantFlows
+    from workloads.federated import Federated
     from workloads.pd_inference import PDInference
+    from workloads.pipeline import Pipeline
     from workloads.training_step import TrainingStep
-    return {w.kind: w for w in (Collective, TrainingStep, Disaggregated, PDInference, ElephantFlows)}
+    return {w.kind: w for w in (Collective, TrainingStep, Disaggregated, PDInference, ElephantFlows, Pipeline,
+                                          Federated)}
 
 
 WORKLOADS: dict[str, type[Workload]] = _all()
@@ -120,4 +123,10 @@ def rank_workload(kind: str):
     if kind == "elephant-flows":
         from workloads.elephants import ElephantRank
         return ElephantRank
+    if kind == "pipeline":
+        from workloads.pipeline import PipelineRank
+        return PipelineRank
+    if kind == "federated":
+        from workloads.federated import FederatedRank
+        return FederatedRank
     raise KeyError(kind)

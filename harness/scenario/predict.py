@@ -136,7 +136,38 @@ class Predictor:
             return lambda o: wm.pd_request_s(kv, path, tr, rate, o)
         if kind == "elephant-flows":
             return self._elephants(point, path)
+        if kind == "pipeline":
+            return self._pipeline(point, tr)
+        if kind == "federated":
+            return self._federated(point)
         raise KeyError(kind)
+
+    def _federated(self, point):
+        from workloads.federated import FederatedParams
+        fp = FederatedParams.model_validate(self.params)
+        agg, parts = self.hosts[0], self.hosts[1:]
+        # one Path per link, shared by every participant whose flow crosses it
+        per_link: dict[str, wm.Path] = {}
+        flows = []
+        for h in parts:
+            links = path_links(self.topo, agg, h)
+            for lk in links:
+                per_link.setdefault(lk.name, point_path(self.topo, [lk], point, self.swept, self.rate_divisor))
+            flows.append([per_link[lk.name] for lk in links])
+        local = [fp.local_s * (fp.lag_slowdown if h in fp.lagging else 1.0) for h in parts]
+        paths = wm.fair_share_paths(flows)
+        nbytes = fp.model_bytes(self.scale)
+        return lambda o: wm.federated_round_s(nbytes, paths, local, o)
+
+    def _pipeline(self, point, tr):
+        from workloads.pipeline import PipelineParams
+        pp = PipelineParams.model_validate(self.params)
+        stages = pp.stage_compute_s(len(self.hosts))
+        # each boundary its own path: within a site it is the LAN, across sites the WAN
+        bounds = [point_path(self.topo, path_links(self.topo, a, b), point, self.swept, self.rate_divisor)
+                  for a, b in zip(self.hosts, self.hosts[1:])]
+        nbytes = pp.boundary_bytes(self.scale)
+        return lambda o: wm.pipeline_step_s(stages, pp.micro_batches, nbytes, bounds, tr, o)
 
     def _training_shape(self, p: dict, ranks: int, sites: int, tr) -> wm.TrainingShape:
         from workloads.training_step import TrainingParams, training_shape
@@ -200,7 +231,7 @@ def make_predictor(scn, wspec, hosts: list[str], params: dict, swept: list[str],
     """The predictor of a workload at one combination of its swept parameters (None if its kind
     has no model)."""
     if wspec.kind not in ("collective", "training-step", "disaggregated-training", "pd-inference",
-                          "elephant-flows"):
+                          "elephant-flows", "pipeline", "federated"):
         return None
     return Predictor(wspec.kind, params, hosts, scn.topology, set(swept), scale, rate_divisor,
                      {p.name: p for p in scn.spec.policies})

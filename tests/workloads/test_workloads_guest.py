@@ -67,3 +67,19 @@ def test_pd_inference_over_tcp_and_rdma_write_decodes_like_one_host(tmp_path):
     llama = rows[rows["workload"] == "pd-llama7b-rdma"]
     assert (llama["kv_bytes_per_request"] == int(512 * 1024 * 1024 / llama["scale"].iloc[0])).all()
     assert (rows["kv_transfer_p50_s"] > 0).all() and (rows["ttft_p50_s"] >= rows["kv_transfer_p50_s"]).all()
+
+
+def test_cloud_edge_pipeline_pays_the_delay_at_each_crossing(tmp_path):
+    from netem.models import fiber_delay_s
+    # 2000 km: 9.8 ms each way, four crossings a step (twice forward, twice back), against TCG's
+    # noise of ~10 ms on a step of ~50-100 ms (the scenario's own sweep stops at 500 km)
+    out, rows = run_quick("cloud-edge", tmp_path, distance_km=[2000])
+    assert (rows["activations_wrong"] == 0).all() and (rows["stages"] == 4).all()
+    gpt2 = {p.baseline: p for p in out.verdict.points if p.workload == "pp-gpt2"}
+    added = gpt2[False].step_time_s - gpt2[True].step_time_s
+    wan = 4 * fiber_delay_s(2000)
+    assert added > 0.5 * wan, (gpt2[True].step_time_s, gpt2[False].step_time_s)
+    assert gpt2[False].predicted_step_s - gpt2[True].predicted_step_s == pytest.approx(wan, rel=0.05)
+    # llama2-7b: 105 ms of compute per stage and micro-batch; the same 39 ms is a few per cent
+    llama = next(p for p in out.verdict.points if p.workload == "pp-llama7b" and not p.baseline)
+    assert llama.predicted_degradation < 0.05

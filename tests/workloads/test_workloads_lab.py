@@ -90,6 +90,35 @@ def test_pd_inference_decodes_what_one_host_would(tmp_path):
     assert pts[(64.0, 0)]["kv_transfer_p50_s"] > 0.05 > pts[(1.0, 0)]["kv_transfer_p50_s"]
 
 
+def test_a_pipeline_turns_link_bound_when_its_boundary_narrows(tmp_path):
+    """GPipe across the WAN: with the link free the stages idle only in GPipe's bubble; narrowed
+    200-fold, every micro-batch waits for its activations, and the model says by how much."""
+    from workloads import models as wm
+    topo = sites(a=("aidc", ["a1"]), b=("aidc", ["b1"]))
+    out = run(tmp_path, [{"kind": "pipeline", "hosts": ["a1", "b1"],
+                          "params": {"model": "gpt2-small", "micro_batches": 8, "compute_scale": 4, "iters": 2}}],
+              {"links": ["wan-a-b"], "convergence": [1, 200]}, topology=topo,
+              acceptance=["activations_wrong == 0"])
+    assert out.verdict.passed, [(r.label, r.message) for r in out.verdict.results if not r.passed]
+    pts = {p.fields["convergence"]: p for p in out.verdict.points if not p.baseline}
+    base = next(p for p in out.verdict.points if p.baseline)
+    ideal = wm.ideal_bubble(2, 8)
+    assert base.metrics["ideal_bubble_fraction"] == pytest.approx(ideal)
+    # 12.6 kB of activations cross 400 Mbit/s in 0.26 ms, far under a stage's 10 ms forward (4x
+    # GPT-2 small's: each of the 32 messages a step costs the host ~0.5 ms of Python and gloo, which
+    # on 2.6 ms stages put the bubble at 0.21 once)
+    assert ideal - 0.02 < base.metrics["bubble_fraction"] < ideal + 0.1, base.metrics
+    # at 2 Mbit/s each crossing takes ~53 ms, more than a stage's 10 + 20 ms: 16 of them a step,
+    # all on the critical path but the first of each phase, which the shaper's 16 KiB token bucket,
+    # full after the idle, lets through at once (a run at 1x compute: 0.74 s against 16 x 53 ms)
+    narrow = pts[200.0]
+    wire = 1024 * 8 * 768 * 2 // 1000 * 8 / wm.goodput_bps(wm.Path(400e6 / 200))
+    assert narrow.step_time_s > 2 * 7 * wire, (narrow.step_time_s, wire)
+    assert narrow.metrics["bubble_fraction"] > base.metrics["bubble_fraction"] + 0.3, narrow.metrics
+    assert abs(narrow.step_time_s / narrow.predicted_step_s - 1) < 0.25, (narrow.step_time_s, narrow.predicted_step_s)
+    assert narrow.metrics["boundary_bytes"] == 2 * 8 * (1024 * 8 * 768 * 2 // 1000)
+
+
 def test_workload_alone_runs_and_writes_its_scenario(tmp_path):
     """`metrolab workload` on a rate-only lab (host kernel, Ray): one baseline, one point, a report."""
     import json
