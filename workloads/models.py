@@ -230,6 +230,35 @@ def fair_share_paths(link_paths: list[list[Path]]) -> list[Path]:
     return out
 
 
+# -- model delivery -----------------------------------------------------------------------------
+def delivery_s(nbytes: float, mode: str, paths: list[Path], overhead_s: float = 0.0) -> float:
+    """The model at every site. `paths`: unicast, the source's path to each site at its fair share
+    of the links the copies share; chain, each hop's path (the copies run at once, pipelined).
+    Unicast ends with the slowest copy; a chain moves at its slowest hop and pays every hop's delay
+    once. Each transfer opens a fresh connection (slow start)."""
+    if not paths:
+        raise ValueError("no sites")
+    if mode == "unicast":
+        return overhead_s + max(transfer_s(nbytes, p, "tcp", idle_restart=True) for p in paths)
+    if mode != "chain":
+        raise ValueError(f"unknown delivery mode {mode!r}")
+    slowest = min(paths, key=lambda p: goodput_bps(p))
+    through = replace(slowest, one_way_s=sum(p.one_way_s for p in paths))
+    return overhead_s + transfer_s(nbytes, through, "tcp", idle_restart=True)
+
+
+# -- multi-agent delegation --------------------------------------------------------------------
+def a2a_task_s(hops: list[Path], agents: int, think_s: float, request_bytes: float, response_bytes: float,
+               task_rate: float, overhead_s: float = 0.0) -> float:
+    """A task delegated down a chain: every agent thinks, each hop carries a request forward and a
+    response back on its long-lived connection (an idle longer than the RTO between tasks restarts
+    TCP's window: small messages fit the first window anyway)."""
+    idle = task_rate > 0 and 1 / task_rate > RTO_MIN_S
+    return overhead_s + agents * think_s + sum(
+        transfer_s(request_bytes, h, "tcp", idle_restart=idle) + transfer_s(response_bytes, h, "tcp", idle_restart=idle)
+        for h in hops)
+
+
 # -- elephant flows ----------------------------------------------------------------------------
 def elephants_step_s(total_bytes: float, capacity_bps: float, balance: float, path: Path,
                      wire_share: float = 1.0, idle_restart: bool = True, iters: int = 1,

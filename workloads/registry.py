@@ -35,6 +35,8 @@ class Collective(Workload):
 
 
 def _all() -> dict[str, type[Workload]]:
+    from workloads.a2a import A2A
+    from workloads.delivery import InferenceDelivery
     from workloads.disaggregated import Disaggregated
     from workloads.elephants import ElephantFlows
     from workloads.federated import Federated
@@ -42,7 +44,7 @@ def _all() -> dict[str, type[Workload]]:
     from workloads.pipeline import Pipeline
     from workloads.training_step import TrainingStep
     return {w.kind: w for w in (Collective, TrainingStep, Disaggregated, PDInference, ElephantFlows, Pipeline,
-                                          Federated)}
+                                          Federated, A2A, InferenceDelivery)}
 
 
 WORKLOADS: dict[str, type[Workload]] = _all()
@@ -129,4 +131,10 @@ def rank_workload(kind: str):
     if kind == "federated":
         from workloads.federated import FederatedRank
         return FederatedRank
+    if kind == "a2a":
+        from workloads.a2a import A2ARank
+        return A2ARank
+    if kind == "inference-delivery":
+        from workloads.delivery import DeliveryRank
+        return DeliveryRank
     raise KeyError(kind)

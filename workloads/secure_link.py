@@ -38,6 +38,20 @@ def recv_exact(sock, n: int) -> bytearray:
     return buf
 
 
+def close_all(socks) -> None:
+    """Close sockets another thread may be blocked on: shutdown first (a listener's close alone
+    leaves a thread in accept() holding it, and the port stays bound for the next workload)."""
+    for s in socks:
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        try:
+            s.close()
+        except OSError:
+            pass
+
+
 def exchange_key(sock: socket.socket, initiator: bool) -> bytes:
     """An AES-256 key agreed over the connection itself: ephemeral X25519 (each end sends its
     32-byte public key), HKDF-SHA256 over the shared secret. A capture of the connection does not

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from itertools import pairwise
 
 from netem.models import fiber_delay_s
 from workloads import models as wm
@@ -140,22 +141,53 @@ class Predictor:
             return self._pipeline(point, tr)
         if kind == "federated":
             return self._federated(point)
+        if kind == "a2a":
+            return self._a2a(point)
+        if kind == "inference-delivery":
+            return self._delivery(point)
         raise KeyError(kind)
+
+    def _shared(self, pairs: list[tuple[str, str]], point) -> list[wm.Path]:
+        """Flows between host pairs at once, each at its fair share of the links it shares with
+        the others in the same direction (links are full duplex). One path per pair, the shortest:
+        ECMP's split over parallel links is not modeled."""
+        per_link: dict[tuple[str, bool], wm.Path] = {}
+        flows = []
+        for a, b in pairs:
+            at, hops = a, []
+            for lk in path_links(self.topo, a, b):
+                forward = lk.a == at
+                at = lk.b if forward else lk.a
+                key = (lk.name, forward)
+                per_link.setdefault(key, point_path(self.topo, [lk], point, self.swept, self.rate_divisor))
+                hops.append(per_link[key])
+            flows.append(hops)
+        return wm.fair_share_paths(flows)
+
+    def _delivery(self, point):
+        from workloads.delivery import DeliveryParams
+        dp = DeliveryParams.model_validate(self.params)
+        src, sites = self.hosts[0], self.hosts[1:]
+        pairs = [(src, h) for h in sites] if dp.mode == "unicast" else list(pairwise(self.hosts))
+        paths = self._shared(pairs, point)
+        size = dp.sizes(self.scale)[0]
+        return lambda o: wm.delivery_s(size, dp.mode, paths, o)
+
+    def _a2a(self, point):
+        from workloads.a2a import A2AParams, chain_of
+        ap = A2AParams.model_validate(self.params)
+        chain = chain_of(ap, self.hosts)
+        hops = [point_path(self.topo, path_links(self.topo, a, b), point, self.swept, self.rate_divisor)
+                for a, b in pairwise(chain)]
+        req, resp = ap.sizes(self.scale)
+        return lambda o: wm.a2a_task_s(hops, len(chain), ap.think_s, req, resp, ap.task_rate, o)
 
     def _federated(self, point):
         from workloads.federated import FederatedParams
         fp = FederatedParams.model_validate(self.params)
         agg, parts = self.hosts[0], self.hosts[1:]
-        # one Path per link, shared by every participant whose flow crosses it
-        per_link: dict[str, wm.Path] = {}
-        flows = []
-        for h in parts:
-            links = path_links(self.topo, agg, h)
-            for lk in links:
-                per_link.setdefault(lk.name, point_path(self.topo, [lk], point, self.swept, self.rate_divisor))
-            flows.append([per_link[lk.name] for lk in links])
         local = [fp.local_s * (fp.lag_slowdown if h in fp.lagging else 1.0) for h in parts]
-        paths = wm.fair_share_paths(flows)
+        paths = self._shared([(agg, h) for h in parts], point)
         nbytes = fp.model_bytes(self.scale)
         return lambda o: wm.federated_round_s(nbytes, paths, local, o)
 
@@ -165,7 +197,7 @@ class Predictor:
         stages = pp.stage_compute_s(len(self.hosts))
         # each boundary its own path: within a site it is the LAN, across sites the WAN
         bounds = [point_path(self.topo, path_links(self.topo, a, b), point, self.swept, self.rate_divisor)
-                  for a, b in zip(self.hosts, self.hosts[1:])]
+                  for a, b in pairwise(self.hosts)]
         nbytes = pp.boundary_bytes(self.scale)
         return lambda o: wm.pipeline_step_s(stages, pp.micro_batches, nbytes, bounds, tr, o)
 
@@ -231,7 +263,7 @@ def make_predictor(scn, wspec, hosts: list[str], params: dict, swept: list[str],
     """The predictor of a workload at one combination of its swept parameters (None if its kind
     has no model)."""
     if wspec.kind not in ("collective", "training-step", "disaggregated-training", "pd-inference",
-                          "elephant-flows", "pipeline", "federated"):
+                          "elephant-flows", "pipeline", "federated", "a2a", "inference-delivery"):
         return None
     return Predictor(wspec.kind, params, hosts, scn.topology, set(swept), scale, rate_divisor,
                      {p.name: p for p in scn.spec.policies})
