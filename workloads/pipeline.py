@@ -113,7 +113,7 @@ class PipelineRank:
         # one buffer per micro-batch and direction: an isend's tensor must stay untouched until it
         # completes, and a step's sends complete only at its end
         self.out = [torch.zeros(self.nbytes, dtype=torch.uint8) for _ in range(2 * m)]
-        self.inb = torch.empty(self.nbytes, dtype=torch.uint8)
+        self.inb = [torch.empty(self.nbytes, dtype=torch.uint8) for _ in range(2 * m)]
         self.steps = 0
         self.wrong = 0
 
@@ -128,14 +128,21 @@ class PipelineRank:
                 int(buf[-1]) != (micro * 31 + sender * 7 + direction + self.steps) % 251:
             self.wrong += 1
 
+    def _post(self, src: int, bufs: list) -> list:
+        """Every receive of a phase posted at its start, as pipeline engines do: gloo sends a
+        message only once its receiver has posted (a rendezvous), and a receive posted only when
+        its stage is ready would add the notice's trip across the WAN to every micro-batch."""
+        return [self.dist.irecv(b, src) for b in bufs]
+
     def step(self) -> float:
         """One GPipe step; returns the compute time this stage spent in it."""
         dist, m, last = self.dist, self.p.micro_batches, self.n - 1
         sends, compute = [], 0.0
+        fwd_in = self._post(self.rank - 1, self.inb[:m]) if self.rank > 0 else []
         for j in range(m):  # forward, micro-batch order
-            if self.rank > 0:
-                dist.recv(self.inb, self.rank - 1)
-                self._check(self.inb, j, self.rank - 1, 0)
+            if fwd_in:
+                fwd_in[j].wait()
+                self._check(self.inb[j], j, self.rank - 1, 0)
             t0 = time.perf_counter()
             time.sleep(self.fwd_s)
             compute += time.perf_counter() - t0
@@ -143,10 +150,12 @@ class PipelineRank:
                 buf = self.out[j]
                 self._stamp(buf, j, 0)
                 sends.append(dist.isend(buf, self.rank + 1))
-        for j in reversed(range(m)):  # backward, the last micro-batch first
-            if self.rank < last:
-                dist.recv(self.inb, self.rank + 1)
-                self._check(self.inb, j, self.rank + 1, 1)
+        # the gradients come back last micro-batch first
+        bwd_in = self._post(self.rank + 1, self.inb[m:][::-1]) if self.rank < last else []
+        for k, j in enumerate(reversed(range(m))):  # backward, the last micro-batch first
+            if bwd_in:
+                bwd_in[k].wait()
+                self._check(self.inb[m + j], j, self.rank + 1, 1)
             t0 = time.perf_counter()
             time.sleep(self.bwd_s)
             compute += time.perf_counter() - t0
