@@ -21,6 +21,7 @@ Their latency under the delivery's load is what a deterministic slice for that D
 from __future__ import annotations
 
 import hashlib
+import random
 import socket
 import struct
 import threading
@@ -30,7 +31,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from workloads.base import Size, Workload, _Params
-from workloads.pd_inference import arrivals, percentile
+from workloads.pd_inference import percentile
 from workloads.secure_link import close_all, recv_exact
 
 CHUNK = 256 << 10
@@ -164,30 +165,44 @@ class DeliveryRank:
             s.sendall(self.model)
 
     def _requests(self, stop: threading.Event, first_id: int) -> list[float]:
-        """The source: a Poisson stream to every site until `stop`; each request's latency."""
+        """The source: a Poisson stream to every site until `stop`; each request's latency. (The
+        arrivals are drawn as they come: drawing a long list first cost seconds of the guest's
+        CPU, longer than the delivery, and no request was sent.)"""
         lat: list[float] = []
+        errors: list[BaseException] = []
         lock = threading.Lock()
 
         def site(r: int) -> None:
-            s = self.clients[r]
-            arr = arrivals(100_000, self.p.request_rate, self.p.seed * 104729 + first_id + r)
-            t0 = time.perf_counter()
-            for i, a in enumerate(arr):
-                wait = t0 + a - time.perf_counter()
-                if wait > 0 and stop.wait(wait):
-                    return
-                if stop.is_set():
-                    return
-                s.sendall(REQ.pack(first_id + i, self.resp) + bytes(self.req - REQ.size))
-                recv_exact(s, self.resp)
-                with lock:
-                    lat.append(time.perf_counter() - (t0 + a))  # from its arrival: queueing counts
+            try:
+                s = self.clients[r]
+                rng = random.Random(self.p.seed * 104729 + first_id + r)
+                t0, a, i = time.perf_counter(), 0.0, 0
+                while not stop.is_set():
+                    wait = t0 + a - time.perf_counter()
+                    if wait > 0 and stop.wait(wait):
+                        return
+                    s.sendall(REQ.pack(first_id + i, self.resp) + bytes(self.req - REQ.size))
+                    recv_exact(s, self.resp)
+                    with lock:
+                        lat.append(time.perf_counter() - (t0 + a))  # from its arrival: queueing counts
+                    a += rng.expovariate(self.p.request_rate)
+                    i += 1
+            except BaseException as exc:  # noqa: BLE001 — raised by the round
+                errors.append(exc)
         threads = [threading.Thread(target=site, args=(r,), daemon=True) for r in self.clients]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
+        if errors:
+            raise errors[0]
         return lat
+
+    def _requests_into(self, box: list, stop: threading.Event, first_id: int) -> None:
+        try:
+            box.append(self._requests(stop, first_id))
+        except BaseException as exc:  # noqa: BLE001 — raised by the round
+            box.append(exc)
 
     def _round(self) -> dict:
         self.reps += 1
@@ -199,7 +214,7 @@ class DeliveryRank:
         else:
             stop = threading.Event()
             box: list = []
-            req = threading.Thread(target=lambda: box.append(self._requests(stop, 1_000_000 * self.reps)), daemon=True)
+            req = threading.Thread(target=self._requests_into, args=(box, stop, 1_000_000 * self.reps), daemon=True)
             if self.p.request_rate > 0:
                 req.start()
             targets = [1] if self.p.mode == "chain" else list(range(1, self.n))
@@ -215,6 +230,8 @@ class DeliveryRank:
             stop.set()
             if self.p.request_rate > 0:
                 req.join()
+            if box and isinstance(box[0], BaseException):
+                raise box[0]
             lat = box[0] if box else []
         sites = everyone[1:]
         end = max(e["done"] for e in sites)
