@@ -30,7 +30,7 @@ from typing import Any
 from pydantic import Field
 
 from harness.errors import SpecError
-from workloads.base import Size, Workload, _Params
+from workloads.base import Size, Workload, _Params, in_threads
 from workloads.pd_inference import arrivals, percentile
 from workloads.secure_link import close_all, recv_exact
 
@@ -217,11 +217,7 @@ class A2ARank:
                     reached[0] += 1
             except (OSError, ConnectionError):
                 pass
-        threads = [threading.Thread(target=try_one, args=(h,)) for h in targets]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        in_threads(try_one, targets)
         return reached[0], len(targets)
 
     def _tasks(self, n: int, first_id: int) -> list[tuple[float, float]]:

@@ -8,6 +8,8 @@ torch.distributed group already up: constructed once per sweep point with the po
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Iterable
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
@@ -110,3 +112,22 @@ def cached_group(key, make):
 def site_groups(sites: list[str], backend: str):
     from harness.dist.algorithms import SiteGroups
     return cached_group(("sites", tuple(sites), backend), lambda: SiteGroups(list(sites), backend=backend))
+
+
+def in_threads(fn: Callable[[Any], None], items: Iterable[Any]) -> None:
+    """fn(item) for every item at once, a thread each; the first error is raised once all ended
+    (a thread's exception would otherwise vanish with it, and its peers wait for what it never sent)."""
+    errors: list[BaseException] = []
+
+    def run(x) -> None:
+        try:
+            fn(x)
+        except BaseException as exc:  # noqa: BLE001 — re-raised below
+            errors.append(exc)
+    threads = [threading.Thread(target=run, args=(x,), daemon=True) for x in items]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]

@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from workloads.base import Size, Workload, _Params
+from workloads.base import Size, Workload, _Params, in_threads
 from workloads.pd_inference import percentile
 from workloads.secure_link import close_all, recv_exact
 
@@ -169,33 +169,23 @@ class DeliveryRank:
         arrivals are drawn as they come: drawing a long list first cost seconds of the guest's
         CPU, longer than the delivery, and no request was sent.)"""
         lat: list[float] = []
-        errors: list[BaseException] = []
         lock = threading.Lock()
 
         def site(r: int) -> None:
-            try:
-                s = self.clients[r]
-                rng = random.Random(self.p.seed * 104729 + first_id + r)
-                t0, a, i = time.perf_counter(), 0.0, 0
-                while not stop.is_set():
-                    wait = t0 + a - time.perf_counter()
-                    if wait > 0 and stop.wait(wait):
-                        return
-                    s.sendall(REQ.pack(first_id + i, self.resp) + bytes(self.req - REQ.size))
-                    recv_exact(s, self.resp)
-                    with lock:
-                        lat.append(time.perf_counter() - (t0 + a))  # from its arrival: queueing counts
-                    a += rng.expovariate(self.p.request_rate)
-                    i += 1
-            except BaseException as exc:  # noqa: BLE001 — raised by the round
-                errors.append(exc)
-        threads = [threading.Thread(target=site, args=(r,), daemon=True) for r in self.clients]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
+            s = self.clients[r]
+            rng = random.Random(self.p.seed * 104729 + first_id + r)
+            t0, a, i = time.perf_counter(), 0.0, 0
+            while not stop.is_set():
+                wait = t0 + a - time.perf_counter()
+                if wait > 0 and stop.wait(wait):
+                    return
+                s.sendall(REQ.pack(first_id + i, self.resp) + bytes(self.req - REQ.size))
+                recv_exact(s, self.resp)
+                with lock:
+                    lat.append(time.perf_counter() - (t0 + a))  # from its arrival: queueing counts
+                a += rng.expovariate(self.p.request_rate)
+                i += 1
+        in_threads(site, list(self.clients))
         return lat
 
     def _requests_into(self, box: list, stop: threading.Event, first_id: int) -> None:
@@ -218,11 +208,11 @@ class DeliveryRank:
             if self.p.request_rate > 0:
                 req.start()
             targets = [1] if self.p.mode == "chain" else list(range(1, self.n))
-            senders = [threading.Thread(target=self._send, args=(r,), daemon=True) for r in targets]
-            for t in senders:
-                t.start()
-            for t in senders:
-                t.join()
+            try:
+                in_threads(self._send, targets)
+            except BaseException:
+                stop.set()  # the request stream ends with the round
+                raise
             mine = {"bytes": 0, "ok": True, "done": time.time()}
         everyone: list = [None] * self.n
         self.dist.all_gather_object(everyone, mine)  # every site has the model (or failed) by now

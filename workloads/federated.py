@@ -36,7 +36,7 @@ from pydantic import Field, field_validator
 
 from harness.errors import SpecError
 from workloads import profiles as pf
-from workloads.base import Size, Workload, _Params
+from workloads.base import Size, Workload, _Params, in_threads
 from workloads.secure_link import SecureLink, self_signed, tls_client_context, tls_server_context
 
 MAGIC = b"MLFL"
@@ -166,27 +166,17 @@ class FederatedRank:
         down: dict[int, float] = {}
         total = torch.zeros(self.count, dtype=torch.float64)
         lock = threading.Lock()
-        errors: list[BaseException] = []
         t0 = time.perf_counter()
 
         def serve(peer: int) -> None:
-            try:
-                link = self.links[peer]
-                link.send(out)
-                down[peer] = time.perf_counter() - t0
-                upd = self._parse(link.recv(), UPDATE, rnd, peer)
-                with lock:
-                    total.add_(upd.to(torch.float64))
-                    done[peer] = time.perf_counter() - t0
-            except BaseException as exc:  # noqa: BLE001 — raised below, after every thread ended
-                errors.append(exc)
-        threads = [threading.Thread(target=serve, args=(q,), daemon=True) for q in parts]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
+            link = self.links[peer]
+            link.send(out)
+            down[peer] = time.perf_counter() - t0
+            upd = self._parse(link.recv(), UPDATE, rnd, peer)
+            with lock:
+                total.add_(upd.to(torch.float64))
+                done[peer] = time.perf_counter() - t0
+        in_threads(serve, parts)
         new = (total / len(parts)).to(torch.float32)
         want = self.model + sum(self._delta(q, rnd) for q in parts) / len(parts)
         wrong = int((~torch.isclose(new, want, rtol=0, atol=1e-6)).sum())
