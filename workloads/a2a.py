@@ -30,7 +30,7 @@ from typing import Any
 from pydantic import Field
 
 from harness.errors import SpecError
-from workloads.base import Size, Workload, _Params, in_threads
+from workloads.base import Size, Workload, _Params, in_threads, rank_address
 from workloads.pd_inference import arrivals, percentile
 from workloads.secure_link import close_all, recv_exact
 
@@ -149,7 +149,7 @@ class A2ARank:
         self.chain = chain_of(p, self.hosts)
         self.intruder = self.me in p.intruders
         self.reps = 0
-        addr = _my_address()
+        addr = rank_address()
         addrs: list = [None] * self.n
         dist.all_gather_object(addrs, addr)
         self.addrs = dict(zip(self.hosts, addrs))
@@ -281,15 +281,3 @@ class A2ARank:
         if self.next is not None:
             self.next.close()
         close_all([*([self.listener] if self.listener is not None else []), *self.accepted])
-
-
-def _my_address() -> str:
-    """This rank's lab address: the source address of its route to the group's master."""
-    import os
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.connect((os.environ["MASTER_ADDR"], 9))
-        return s.getsockname()[0]
-    finally:
-        s.close()
-

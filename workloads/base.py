@@ -131,3 +131,16 @@ def in_threads(fn: Callable[[Any], None], items: Iterable[Any]) -> None:
         t.join()
     if errors:
         raise errors[0]
+
+
+def rank_address() -> str:
+    """This rank's lab address: the source address of its route to the group's master (for the
+    workloads that open connections of their own beside the process group)."""
+    import os
+    import socket
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect((os.environ["MASTER_ADDR"], 9))
+        return s.getsockname()[0]
+    finally:
+        s.close()

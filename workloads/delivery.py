@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from workloads.base import Size, Workload, _Params, in_threads
+from workloads.base import Size, Workload, _Params, in_threads, rank_address
 from workloads.pd_inference import percentile
 from workloads.secure_link import close_all, recv_exact
 
@@ -79,14 +79,13 @@ class DeliveryRank:
     def __init__(self, params: dict[str, Any], scale: float, sites=None, hosts: list[str] | None = None, **_):
         import torch.distributed as dist
 
-        from workloads.a2a import _my_address
         self.dist = dist
         self.p = p = DeliveryParams.model_validate(params)
         self.rank, self.n = dist.get_rank(), dist.get_world_size()
         self.size, self.req, self.resp = p.sizes(scale)
         self.model = model_bytes(self.size, p.seed) if self.rank == 0 else b""
         self.digest = hashlib.sha256(model_bytes(self.size, p.seed)).hexdigest() if self.rank else ""
-        addr = _my_address()
+        addr = rank_address()
         addrs: list = [None] * self.n
         dist.all_gather_object(addrs, addr)
         self.addrs = addrs

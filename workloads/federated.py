@@ -37,7 +37,7 @@ from pydantic import Field, field_validator
 from harness.errors import SpecError
 from workloads import profiles as pf
 from workloads.base import Size, Workload, _Params, in_threads
-from workloads.secure_link import SecureLink, self_signed, tls_client_context, tls_server_context
+from workloads.secure_link import SecureLink, recv_exact, self_signed, tls_client_context, tls_server_context
 
 MAGIC = b"MLFL"
 HEAD = struct.Struct(">4sBII")  # magic, kind (1 global, 2 update), round, participant
@@ -128,7 +128,7 @@ class FederatedRank:
                 for _ in range(self.n - 1):
                     s, _ = listener.accept()
                     s.settimeout(timeout_s)
-                    peer = int.from_bytes(bytes(_recv(s, 4)), "big")
+                    peer = int.from_bytes(bytes(recv_exact(s, 4)), "big")
                     # marked before a byte of the exchange: the handshakes cross the slice too
                     s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, self._tos(peer))
                     if ctx is not None:
@@ -245,7 +245,3 @@ class FederatedRank:
             link.close()
         self.links = {}
 
-
-def _recv(sock, n: int) -> bytearray:
-    from workloads.secure_link import recv_exact
-    return recv_exact(sock, n)

@@ -109,32 +109,21 @@ class CollectiveRank:
                 "busbw_gbs": algbw * self.coll.factor(self.ctx.n), "bytes": self.nbytes}
 
 
+# kind -> the module and class of its rank side (imported when a rank needs it)
+RANK_SIDE = {"training-step": ("workloads.training_step", "TrainingStepRank"),
+             "disaggregated-training": ("workloads.disaggregated", "DisaggregatedRank"),
+             "pd-inference": ("workloads.pd_inference", "PDInferenceRank"),
+             "elephant-flows": ("workloads.elephants", "ElephantRank"),
+             "pipeline": ("workloads.pipeline", "PipelineRank"),
+             "federated": ("workloads.federated", "FederatedRank"),
+             "a2a": ("workloads.a2a", "A2ARank"),
+             "inference-delivery": ("workloads.delivery", "DeliveryRank")}
+
+
 def rank_workload(kind: str):
     """The rank-side class of a workload (imported when a rank needs it)."""
     if kind == "collective":
         return CollectiveRank
-    if kind == "training-step":
-        from workloads.training_step import TrainingStepRank
-        return TrainingStepRank
-    if kind == "disaggregated-training":
-        from workloads.disaggregated import DisaggregatedRank
-        return DisaggregatedRank
-    if kind == "pd-inference":
-        from workloads.pd_inference import PDInferenceRank
-        return PDInferenceRank
-    if kind == "elephant-flows":
-        from workloads.elephants import ElephantRank
-        return ElephantRank
-    if kind == "pipeline":
-        from workloads.pipeline import PipelineRank
-        return PipelineRank
-    if kind == "federated":
-        from workloads.federated import FederatedRank
-        return FederatedRank
-    if kind == "a2a":
-        from workloads.a2a import A2ARank
-        return A2ARank
-    if kind == "inference-delivery":
-        from workloads.delivery import DeliveryRank
-        return DeliveryRank
-    raise KeyError(kind)
+    import importlib
+    module, name = RANK_SIDE[kind]
+    return getattr(importlib.import_module(module), name)
