@@ -170,16 +170,23 @@ def send_flows(socks: list[socket.socket], nbytes: int | None, seconds: float = 
     _together(blast, socks)
 
 
-def receive_flows(socks: list[socket.socket], nbytes: int | None,
-                  t0: float | list[float]) -> list[tuple[int, float]]:
+def receive_flows(socks: list[socket.socket], nbytes: int | None, t0: float | None,
+                  walls: list[tuple[float, float]] | None = None) -> list[tuple[int, float]]:
     """Per flow: the bytes received (`nbytes` each, or until the peer closes) and the completion
-    time since the common start `t0` (time.perf_counter), or since each flow's own start."""
+    time since the common start `t0` (time.perf_counter), or with None since the flow's first byte.
+    `walls`, when given, gets each flow's (first byte, last byte) on the wall clock (time.time)."""
     out: list[tuple[int, float]] = [(0, 0.0)] * len(socks)
-    starts = t0 if isinstance(t0, list) else [t0] * len(socks)
+    if walls is not None:
+        walls[:] = [(0.0, 0.0)] * len(socks)
 
     def drain(i: int, s: socket.socket) -> None:
+        if t0 is None:
+            s.recv(1, socket.MSG_PEEK)  # blocks until the first byte (or the peer's close)
+        start, wall = (time.perf_counter() if t0 is None else t0), time.time()
         n = _recv_exactly(s, nbytes)
-        out[i] = (n, time.perf_counter() - starts[i])
+        out[i] = (n, time.perf_counter() - start)
+        if walls is not None:
+            walls[i] = (wall, time.time())
     _together(drain, socks)
     return out
 
@@ -391,9 +398,11 @@ def main(argv: list[str] | None = None) -> int:
     """python -m workloads.elephants recv --port 5201 --flows 8
     python -m workloads.elephants send --dst 10.2.0.1 --port 5201 --flows 8 --bytes 1m --sport 41000
 
-    The receiver prints {"flows": {source port: {"bytes", "fct_s"}}}."""
+    The receiver prints {"flows": {source port: {"bytes", "fct_s", "start", "end"}}}: each flow timed
+    from its first byte; start and end on the wall clock."""
     import argparse
     import json
+    import sys
 
     from netem.units import parse_size
     ap = argparse.ArgumentParser(prog="python -m workloads.elephants")
@@ -406,6 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=0.0, help="send for this long instead of --bytes")
     ap.add_argument("--tos", type=int, default=0, help="IP TOS byte (DSCP << 2)")
     ap.add_argument("--timeout", type=float, default=60)
+    ap.add_argument("--wait-go", action="store_true",
+                    help="once connected, print {\"ready\": true} and send only after a line on stdin (senders "
+                         "in several processes start together however long each took to start)")
     a = ap.parse_args(argv)
     if a.mode == "send":
         t0 = time.monotonic()
@@ -417,20 +429,26 @@ def main(argv: list[str] | None = None) -> int:
                 if time.monotonic() - t0 > a.timeout:
                     raise
                 time.sleep(0.1)
+        if a.wait_go:
+            print(json.dumps({"ready": True}), flush=True)
+            sys.stdin.readline()
         t0 = time.monotonic()
         send_flows(socks, parse_size(a.bytes), a.seconds, close=True)
         print(json.dumps({"sent_s": time.monotonic() - t0}))
         return 0
     srv = socket.create_server(("0.0.0.0", a.port), backlog=a.flows)
     srv.settimeout(a.timeout)
-    conns, starts = [], []
-    for _ in range(a.flows):  # senders in several processes start apart: each flow is timed from its accept
+    conns = []
+    for _ in range(a.flows):
         conns.append(srv.accept())
-        starts.append(time.perf_counter())
     srv.close()
-    got = receive_flows([c for c, _ in conns], None, starts)
-    print(json.dumps({"flows": {str(peer[1]): {"bytes": n, "fct_s": fct}
-                                for (_, peer), (n, fct) in sorted(zip(conns, got), key=lambda x: x[0][1][1])}}))
+    # senders in several processes start apart (or wait for their word once connected): each flow is
+    # timed from its first byte
+    walls: list[tuple[float, float]] = []
+    got = receive_flows([c for c, _ in conns], None, None, walls)
+    print(json.dumps({"flows": {str(peer[1]): {"bytes": n, "fct_s": fct, "start": w[0], "end": w[1]}
+                                for (_, peer), (n, fct), w in sorted(zip(conns, got, walls),
+                                                                     key=lambda x: x[0][1][1])}}))
     return 0
 
 

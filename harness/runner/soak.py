@@ -5,10 +5,12 @@ After every repetition: its step time, every rank's resident memory, open descri
 (each rank reports its own: harness.runner.rank_agent `stats`), the runner's, and the lab's
 objects (qdiscs, routes and rules over its namespaces) where the lab is this kernel's. At the
 end each series gets a least-squares slope per hour with its 95 % interval and a verdict against
-a tolerance over the run (from the series' median): `grows` (the whole interval above zero and
-the change over the run past the tolerance), `stable` (even the interval's top stays within it),
-else `inconclusive`. Step time drifts with the machine as well as with a leak: its `grows` says
-the job slowed, not why.
+a tolerance over the run (from the series' median): `grows` (the whole interval above zero, the
+change over the run past the tolerance, and each half of the run rising on its own), `stable` (even
+the interval's top stays within it), else `inconclusive`. A leak keeps growing; a pool a library
+starts lazily (Ray's driver took two threads more in the middle of one CI soak) steps up once and
+stays: over the whole run both fit a rising line, but only the leak rises in both halves. Step
+time drifts with the machine as well as with a leak: its `grows` says the job slowed, not why.
 """
 
 from __future__ import annotations
@@ -75,16 +77,35 @@ def trend(series: str, t_s: list[float], values: list[float | None]) -> Trend | 
     if len(set(vs)) == 1:  # constant: no slope, exactly
         return Trend(series, len(vs), vs[0], vs[-1], 0.0, 0.0, 0.0, 0.0, tol, "stable")
     fit = stats.linregress(ts, vs)
-    half = stats.t.ppf(0.975, len(vs) - 2) * fit.stderr
-    lo, hi = fit.slope - half, fit.slope + half
+    lo, hi = _interval(fit, len(vs))
     if lo > 0 and fit.slope * span > tol:
-        verdict = "grows"
+        # a leak goes on growing: a single step (a lazily started pool) leaves one half flat
+        verdict = "grows" if all(_rises(ts, vs, part) for part in (0, 1)) else "inconclusive"
     elif hi * span <= tol:
         verdict = "stable"  # even the interval's top stays within the tolerance (falling is no leak)
     else:
         verdict = "inconclusive"
     return Trend(series, len(vs), vs[0], vs[-1], fit.slope * 3600, lo * 3600, hi * 3600, fit.slope * span, tol,
                  verdict)
+
+
+def _interval(fit, n: int) -> tuple[float, float]:
+    """The slope's 95 % interval (t on n-2 degrees of freedom)."""
+    from scipy import stats
+    half = stats.t.ppf(0.975, n - 2) * fit.stderr
+    return fit.slope - half, fit.slope + half
+
+
+def _rises(ts: list[float], vs: list[float], part: int) -> bool:
+    """Whether the first (0) or the later (1) half of the run rises on its own: its slope's interval
+    above zero."""
+    from scipy import stats
+    mid = min(ts) + (max(ts) - min(ts)) / 2
+    pts = [(t, v) for t, v in zip(ts, vs) if (t < mid) == (part == 0)]
+    if len(pts) < MIN_SAMPLES or len({v for _, v in pts}) == 1:
+        return False
+    fit = stats.linregress([t for t, _ in pts], [v for _, v in pts])
+    return _interval(fit, len(pts))[0] > 0
 
 
 def trends(rows: list[dict]) -> list[Trend]:

@@ -38,23 +38,36 @@ def incast(lab, scope: str, headroom: int, port: int, seconds: float = 2.5) -> d
                       upstream_imp=Impairment(rate_bps=UP_BPS, queue_bytes=8 << 20),
                       headroom=headroom, delay_s=SIGNAL_S)
     bp.install()
+    procs: list[subprocess.Popen] = []
     try:
         before = bp.snapshot()
         bp.start()
         rx = [sh.popen([sys.executable, "-m", "workloads.elephants", "recv", "--port", str(p), "--flows", str(n)],
                        netns=lab.ns(h), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
               for h, p, n in (("b1", port, 3), ("b2", port + 1, 1))]
-        # the senders retry until the receivers listen (python starts slowly in the guest)
+        # the senders retry until the receivers listen (python starts slowly in the guest), then wait
+        # for the word: started apart, the victim once ran mostly beside no incast at all (a CI run: the
+        # port paused 1.7 s in all, and the victim kept 70 Mbit/s)
         tx = [sh.popen([sys.executable, "-m", "workloads.elephants", "send", "--dst", d, "--port", str(p), "--flows",
-                        str(n), "--sport", str(sp), "--seconds", str(seconds)], netns=lab.ns(h),
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                        str(n), "--sport", str(sp), "--seconds", str(seconds), "--wait-go"], netns=lab.ns(h),
+                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
               for h, d, p, n, sp in (("a1", b1, port, 3, 42000), ("a2", b2, port + 1, 1, 43000))]
+        procs = tx + rx
+        for p in tx:
+            line = p.stdout.readline()
+            assert json.loads(line or "{}").get("ready"), (line, p.poll())
+        for p in tx:
+            p.stdin.write("go\n")
+            p.stdin.flush()
         done = [p.communicate(timeout=120) for p in tx + rx]
         assert all(p.returncode == 0 for p in tx + rx), [err[-2000:] for _, err in done]
         got = [json.loads(out)["flows"] for out, _ in done[len(tx):]]
         bp.stop()
         after = bp.snapshot()
     finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
         bp.remove()
 
     def mbps(fl):

@@ -31,6 +31,14 @@ def test_one_descriptor_more_per_repetition_is_a_leak_one_extra_once_is_not_deci
     assert once is not None and once.verdict != "stable"  # a step: the data cannot rule growth out
 
 
+def test_a_pool_started_lazily_steps_up_once_and_is_not_a_leak_a_staircase_is():
+    for at in (8, 22):  # two threads more, early or late in the run (a CI soak's Ray driver: 26 -> 28)
+        lazy = trend("runner_threads", T, [26] * at + [28] * (len(T) - at))
+        assert lazy is not None and lazy.verdict == "inconclusive" and lazy.slope_per_h > 0, (at, lazy)
+    stairs = trend("runner_threads", T, [26 + int(t) // 6 for t in T])  # one more every 6 repetitions
+    assert stairs is not None and stairs.verdict == "grows"
+
+
 def test_a_noisy_step_time_too_short_to_judge_is_inconclusive_and_too_few_samples_give_nothing():
     rng = random.Random(2)
     st = trend("step_time_s", T[:4], [0.1 + rng.gauss(0, 0.03) for _ in T[:4]])
