@@ -67,6 +67,9 @@ def test_installed_metrolab_lists_scenarios_and_plans_the_default_topology(insta
     assert res.returncode == 0, res.stderr
     plan = json.loads(res.stdout)
     assert "site-packages" in plan["source"] and sum(n["kind"] == "host" for n in plan["nodes"]) == 6, plan["source"]
+    res = run(installed, "tasks", "task-scheduling", "--plan-only", "--json")  # scenarios/tasks/ ships too
+    assert res.returncode == 0, res.stderr
+    assert [t["committed"] for t in json.loads(res.stdout)["tasks"]] == [True, True, False], res.stdout
 
 
 @pytest.mark.lab

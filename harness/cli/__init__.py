@@ -8,10 +8,10 @@ import logging
 import os
 import sys
 
-from harness.cli import bench, collectives, lab, rdma, run, sonic, testbed, vm
+from harness.cli import bench, collectives, lab, rdma, run, sonic, tasks, testbed, vm
 from harness.errors import EXIT_INTERNAL, MetrolabError, SpecErrors
 
-GROUPS = (run, lab, testbed, vm, rdma, collectives, sonic, bench)
+GROUPS = (run, tasks, lab, testbed, vm, rdma, collectives, sonic, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,7 +6,7 @@ of the windows the operator commits to). The path's bandwidth history predicts w
 already on it will take in each slot (a high quantile of the samples at the same phase of the
 history's period: the day's profile); the reservations already committed take theirs. The window
 is the one that ends earliest before the deadline among those whose every slot has the rate the
-bytes need; the rate reserved is what fills the window exactly, with a margin (the operator
+bytes need (at the same end, the one with the most rate free: off the peak); the rate reserved is what fills the window exactly, with a margin (the operator
 reserves what the task needs, not the whole free rate, so the next request still fits).
 
 Pure functions: harness.runner.tasks plays a schedule on a lab (a slice per window, reserved when
@@ -142,7 +142,8 @@ def commit(req: Request, capacity_bps: float, history: History, reservations: Se
             need = bits / dur
             if need <= low:  # the margin is taken where the slots have it
                 end = first + (j + 1) * slot
-                if best is None or end < best.end_s:
+                # the earliest end; at the same end the roomier window (off the peak)
+                if best is None or end < best.end_s or (end == best.end_s and low > best.free_bps):
                     best = Commitment(req, first + i * slot, end, min(low, need * (1 + margin)), low)
                 break
     if best is not None:

@@ -26,7 +26,7 @@ from harness.policy.model import PolicySpec, check_against
 from harness.scenario.criteria import Criterion, parse_criterion
 from harness.scenario.events import EventSpec
 from harness.scenario.points import Point, param_combinations
-from harness.spec.loader import errors_from_pydantic, load_topology, read_yaml, topology_from_data
+from harness.spec.loader import errors_from_pydantic, find_file, load_topology, read_yaml, topology_from_data
 from harness.spec.topology import NAME
 from netem.units import parse_rate, parse_time
 
@@ -320,11 +320,5 @@ def builtin_scenarios() -> dict[str, Path]:
 
 
 def load_scenario(ref: str, quick: bool = False) -> Scenario:
-    path = Path(ref)
-    if not path.exists():
-        found = builtin_scenarios().get(ref)
-        if found is None:
-            raise SpecError(ref, "", ref, f"no such file or built-in scenario (built-ins: "
-                            f"{', '.join(builtin_scenarios()) or 'none'})")
-        path = found
+    path = find_file(ref, builtin_scenarios(), "scenario")
     return scenario_from_data(read_yaml(path), str(path), quick=quick, base_dir=path.parent)

@@ -63,6 +63,17 @@ def builtin_topology_path(name: str) -> Path:
     return topologies_dir() / f"{name}.yaml"
 
 
+def find_file(ref: str, builtins: dict[str, Path], what: str) -> Path:
+    """`ref` as a path, else the built-in of that name; an error naming the built-ins otherwise."""
+    path = Path(ref)
+    if path.exists():
+        return path
+    found = builtins.get(ref)
+    if found is None:
+        raise SpecError(ref, "", ref, f"no such file or built-in {what} (built-ins: {', '.join(builtins) or 'none'})")
+    return found
+
+
 def validate_mapping(model: type[M], data: Any, file: str, what: str) -> M:
     """`data` (a YAML document) as `model`, or located errors naming `file`; `what` says what the
     document must be when it is not even a mapping."""

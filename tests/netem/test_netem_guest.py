@@ -100,14 +100,15 @@ def test_no_tail_drop_at_500_km_at_the_configured_rate(lab_factory):
 
     The receive window is capped at ~2 BDP so the flow runs at the rate without building a
     standing queue of its own (an uncapped TCP would fill any buffer, which says nothing of netem)."""
-    rate = 200e6
-    lab = lab_factory(star((500,), rate="200mbit"))
+    # 100 Mbit/s: the guest's one TCP sender under TCG cannot be counted on for 200 (it read 188, then
+    # 180 Mbit/s in clean-clone runs on 2026-11-30), and a flow below the rate proves nothing of the queue
+    rate = 100e6
+    lab = lab_factory(star((500,), rate="100mbit"))
     a, b = lab.plan.ends("h500-sw")
     rtt = 2 * fiber_delay_s(500) + 1e-3  # plus the guest's own ~0.3-1 ms
     wire, _ = measure_rate(lab, a, b, "10.9.0.1", str(lab.topology.nodes["sw"].address), duration=3.0,
                            window=int(2 * rate * rtt / 8))
     stats = _qdisc_stats(lab, "h500", a.ifname)
     assert stats["netem"]["drop"] == 0 and stats["tbf"]["drop"] == 0
-    # and it did run at the rate (a slower flow would prove nothing of the queue): within 10 %, not
-    # 5 %, as the guest's one TCP sender under TCG read 188 Mbit/s in a clean-clone run (2026-11-30)
+    # and it did run at the rate (a slower flow would prove nothing of the queue)
     assert wire == pytest.approx(rate, rel=0.10)

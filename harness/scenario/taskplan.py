@@ -1,0 +1,171 @@
+"""A task plan: transfer requests on one path of a topology, the path's bandwidth history, and the
+rate changes tenants ask for mid-transfer (white paper §4.2.1-4.2.2). `metrolab tasks PLAN`
+commits a window for each request (harness.scenario.schedule) and plays the plan on a lab
+(harness.runner.tasks).
+
+    name: task-scheduling
+    topology: metro-pair
+    path: {link: wan-ab, egress: gw-a, src: a1, dst: b1, capacity: 50mbit}
+    minute: 1s                  # a minute-level slot plays in a second (hour and day scale alike)
+    history: {interval: 1s, period: 10s, used: [25mbit, 25mbit, ..., 5mbit]}
+    requests:
+      - {name: sync, bytes: 3m, deadline: 4s, service: minute}
+    changes:
+      - {task: sync, after: 500ms, rate: 25mbit}   # elastic: the tenant's slice raised mid-transfer
+
+Deadlines and times are the lab's (seconds from the plan's start), as played.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from harness.errors import SpecError, SpecErrors
+from harness.scenario.events import seconds
+from harness.scenario.schedule import SLOT_S, History, Request, ServiceLevel
+from netem.units import parse_rate, parse_size
+
+
+def _rate(v: Any) -> float:
+    return parse_rate(v) if isinstance(v, str) else float(v)
+
+
+class PathSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    link: str = Field(description="the path's bottleneck link, whose egress carries the slices")
+    egress: str = Field(description="the switch whose egress onto `link` is shaped (the senders' side)")
+    src: str = Field(description="the host the transfers leave from")
+    dst: str = Field(description="the host they go to")
+    capacity: float = Field(gt=0, description="the rate the operator sells on the link (bit/s, or '50mbit')")
+
+    @field_validator("capacity", mode="before")
+    @classmethod
+    def _cap(cls, v):
+        return _rate(v)
+
+
+class HistorySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    interval: float = Field(gt=0, description="one sample per interval (the lab's time)")
+    period: float | None = Field(default=None, description="the samples repeat with this period (a day's "
+                                                           "profile, played in the lab's time)")
+    used: list[float] = Field(description="what the path's own traffic carried, sample by sample (bit/s)")
+
+    @field_validator("interval", "period", mode="before")
+    @classmethod
+    def _t(cls, v):
+        return None if v is None else seconds(v)
+
+    @field_validator("used", mode="before")
+    @classmethod
+    def _rates(cls, v):
+        return [_rate(x) for x in v] if isinstance(v, list) else v
+
+
+class RequestSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    bytes: int
+    deadline: float = Field(description="from the plan's start (the lab's time)")
+    service: ServiceLevel = "minute"
+
+    @field_validator("bytes", mode="before")
+    @classmethod
+    def _b(cls, v):
+        return parse_size(v) if isinstance(v, str) else v
+
+    @field_validator("deadline", mode="before")
+    @classmethod
+    def _d(cls, v):
+        return seconds(v)
+
+
+class ChangeSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    task: str
+    after: float = Field(description="how long into the task's window")
+    rate: float = Field(description="the slice's new rate")
+
+    @field_validator("after", mode="before")
+    @classmethod
+    def _a(cls, v):
+        return seconds(v)
+
+    @field_validator("rate", mode="before")
+    @classmethod
+    def _r(cls, v):
+        return _rate(v)
+
+
+class TaskPlanSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str = ""
+    topology: str = "metro-pair"
+    path: PathSpec
+    minute: float = Field(default=60.0, description="how long a minute-level slot plays in the lab "
+                                                    "(hour and day slots scale alike)")
+    history: HistorySpec
+    requests: list[RequestSpec] = Field(min_length=1)
+    changes: list[ChangeSpec] = Field(default_factory=list)
+
+    @field_validator("minute", mode="before")
+    @classmethod
+    def _m(cls, v):
+        return seconds(v)
+
+    @property
+    def time_scale(self) -> float:
+        return self.minute / SLOT_S["minute"]
+
+    def history_model(self) -> History:
+        return History(self.history.interval, tuple(self.history.used), self.history.period)
+
+    def request_models(self) -> list[Request]:
+        return [Request(r.name, r.bytes, r.deadline, r.service) for r in self.requests]
+
+
+def check_plan(spec: TaskPlanSpec, topo, file: str) -> None:
+    """Names the plan uses that the topology lacks, all at once."""
+    errors = []
+    links = {lk.name: lk for lk in topo.links}
+    p = spec.path
+    if p.link not in links:
+        errors.append(SpecError(file, "path.link", p.link, f"no such link in {topo.name} "
+                                f"(links: {', '.join(sorted(links))})"))
+    elif p.egress not in (links[p.link].a, links[p.link].b):
+        errors.append(SpecError(file, "path.egress", p.egress, f"not an end of {p.link} "
+                                f"({links[p.link].a}, {links[p.link].b})"))
+    hosts = {h.name for h in topo.hosts()}
+    for fld in ("src", "dst"):
+        if getattr(p, fld) not in hosts:
+            errors.append(SpecError(file, f"path.{fld}", getattr(p, fld), f"not a host of {topo.name} "
+                                    f"(hosts: {', '.join(sorted(hosts))})"))
+    names = [r.name for r in spec.requests]
+    for i, r in enumerate(spec.requests):
+        if names.count(r.name) > 1:
+            errors.append(SpecError(file, f"requests[{i}].name", r.name, "two requests have this name"))
+        if r.bytes <= 0:
+            errors.append(SpecError(file, f"requests[{i}].bytes", r.bytes, "a transfer has bytes (> 0)"))
+    for i, c in enumerate(spec.changes):
+        if c.task not in names:
+            errors.append(SpecError(file, f"changes[{i}].task", c.task, f"no such request (requests: "
+                                    f"{', '.join(names)})"))
+    if errors:
+        raise SpecErrors(errors)
+
+
+def builtin_plans() -> dict[str, Path]:
+    from harness.resources import scenarios_dir
+    return {p.stem: p for p in sorted((scenarios_dir() / "tasks").glob("*.yaml"))}
+
+
+def load_plan(ref: str) -> tuple[TaskPlanSpec, str]:
+    """A plan from a path or a built-in name; (the spec, its file)."""
+    from harness.spec.loader import find_file, read_yaml, validate_mapping
+    path = find_file(ref, builtin_plans(), "task plan")
+    return validate_mapping(TaskPlanSpec, read_yaml(path), str(path), "a task plan is a mapping with a path, "
+                            "a history and requests"), str(path)

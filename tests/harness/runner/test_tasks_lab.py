@@ -1,0 +1,73 @@
+"""Task-based scheduling and elastic bandwidth played on a real lab (host kernel: HTB slices on the
+WAN egress, real TCP transfers): windows met, a rate raised mid-transfer ends the task sooner and
+a cut one misses its window, as the model says; the link's utilization follows the plan; the link
+gets its own queue back."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from harness.runner.tasks import Plan, RateChange, play
+from harness.scenario.taskplan import load_plan
+from tests.support.labs import build_lab, rdma_sites
+from tests.support.runs import metrolab
+
+pytestmark = pytest.mark.lab
+
+
+def qdiscs(lab) -> list[str]:
+    end = next(e for e in lab.plan.ends("wan-ab") if e.node == "gw-a")
+    ipr = lab.handle("gw-a")
+    return sorted(q.get_attr("TCA_KIND") for q in ipr.get_qdiscs(ipr.link_lookup(ifname=end.ifname)[0]))
+
+
+def test_windows_are_kept_a_raised_slice_ends_sooner_and_a_cut_one_misses():
+    spec, _ = load_plan("task-scheduling")  # its history and requests, on a lab without netem
+    lab = build_lab(rdma_sites((1, 1), rdma=False))
+    try:
+        before = qdiscs(lab)
+        plan = Plan(link="wan-ab", egress="gw-a", src="a1", dst="b1", capacity_bps=spec.path.capacity,
+                    history=spec.history_model(), requests=spec.request_models(), time_scale=spec.time_scale,
+                    changes=[RateChange("sync", 0.5, 20e6), RateChange("backup", 1.0, 30e6)])
+        res = play(lab, plan)
+        after = qdiscs(lab)
+    finally:
+        lab.down()
+    print(json.dumps(res, indent=1))
+    assert after == before, (before, after)
+    by = {t["name"]: t for t in res["tasks"]}
+    sync, backup, bulk = by["sync"], by["backup"], by["bulk"]
+    assert not bulk["committed"] and "deadline" in bulk["reason"]
+    for t in (sync, backup):
+        assert t["received"] == t["bytes"], t
+        assert abs(t["start_s"] - t["window_s"][0]) < 0.2, t  # sent when its window opened
+        assert abs(t["end_s"] - t["predicted_end_s"]) < 0.3, t  # where the slice's rates put its end
+    # raised to 20 Mbit/s after 0.5 s: done well inside its window (the model: 1.4 of 2 s)
+    assert sync["met"] and sync["end_s"] < sync["window_s"][1] - 0.3, sync
+    # cut from 44 to 30 Mbit/s after 1 s: its window cannot hold it any more, and the report says so
+    assert backup["predicted_end_s"] > backup["window_s"][1] and not backup["met"], backup
+    assert res["committed"] == 2 and res["met"] == 1 and res["refused"] == 1
+    # the link carried what the model says, slot by slot (the background at its median, each slice at
+    # its rates until its end): the raised sync, the idle slots between, the cut backup's overrun
+    off = [abs(s["utilization"] - s["model"]) for s in res["slots"] if s["start_s"] > 0]  # 0: the flows start
+    assert max(off) < 0.15, res["slots"]
+    busiest = max(res["slots"], key=lambda s: s["utilization"])
+    assert busiest["start_s"] in (4.0, 5.0, 6.0) and busiest["utilization"] > 0.75, res["slots"]
+
+
+def test_the_command_plays_a_plan_and_writes_it(tmp_path):
+    topo = tmp_path / "pair.yaml"
+    topo.write_text(yaml.safe_dump(rdma_sites((1, 1), rdma=False)))
+    spec, _ = load_plan("task-scheduling")
+    data = json.loads(spec.model_dump_json()) | {"topology": str(topo)}
+    data["requests"] = [r for r in data["requests"] if r["name"] != "backup"]  # a short play: sync and bulk
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump(data))
+    res = metrolab("tasks", str(plan), "--out", str(tmp_path / "out"), "--json")
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout)
+    assert out == json.loads((tmp_path / "out" / "tasks.json").read_text())
+    assert out["met"] == out["committed"] == 1 and out["refused"] == 1, out
