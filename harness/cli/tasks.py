@@ -28,7 +28,8 @@ def cmd_tasks(args) -> int:
     topo = load_topology(spec.topology)
     check_plan(spec, topo, file)
     if args.plan_only:
-        got = schedule(spec.request_models(), spec.path.capacity, spec.history_model(), time_scale=spec.time_scale)
+        got = schedule(spec.request_models(), spec.path.capacity, spec.history_model(), time_scale=spec.time_scale,
+                       guard_s=spec.guard)
         rows = [{"name": g.request.name, "committed": isinstance(g, Commitment),
                  "window_s": (g.start_s, g.end_s) if isinstance(g, Commitment) else None,
                  "rate_bps": g.rate_bps if isinstance(g, Commitment) else None,
@@ -49,7 +50,8 @@ def cmd_tasks(args) -> int:
     from harness.runner.tasks import Plan, RateChange, play
     plan = Plan(link=spec.path.link, egress=spec.path.egress, src=spec.path.src, dst=spec.path.dst,
                 capacity_bps=spec.path.capacity, history=spec.history_model(), requests=spec.request_models(),
-                time_scale=spec.time_scale, changes=[RateChange(c.task, c.after, c.rate) for c in spec.changes])
+                time_scale=spec.time_scale, changes=[RateChange(c.task, c.after, c.rate) for c in spec.changes],
+                guard_s=spec.guard)
     lab = create_lab(topo, "netns")
     if not args.json:
         err_console.print(f"building lab {lab.lab_id} ({topo.name}) for plan {spec.name} ...", highlight=False)

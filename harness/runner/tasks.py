@@ -63,6 +63,7 @@ class Plan:
     requests: list[Request]
     time_scale: float = 1 / 60  # a minute slot plays in a second
     changes: list[RateChange] = field(default_factory=list)
+    guard_s: float = 0.0        # each window's start, not counted on (harness.scenario.schedule.commit)
     lead_s: float = 1.0         # the timeline starts this long after the senders are ready
 
 
@@ -99,7 +100,7 @@ class Action:
 
 def play(lab, plan: Plan, progress: Callable[[str], None] = lambda _m: None) -> dict:
     """Commit the requests, run the timeline on `lab`, and report each task and each slot."""
-    got = schedule(plan.requests, plan.capacity_bps, plan.history, time_scale=plan.time_scale)
+    got = schedule(plan.requests, plan.capacity_bps, plan.history, time_scale=plan.time_scale, guard_s=plan.guard_s)
     commits = [c for c in got if isinstance(c, Commitment)]
     slot = min((slot_s(r.service, plan.time_scale) for r in plan.requests), default=1.0)
     horizon = max([c.end_s for c in commits] + [slot]) + slot  # one quiet slot after the last window
@@ -248,10 +249,12 @@ def _report(plan: Plan, got: list, commits: list[Commitment], flows: list[dict],
         i = index[g.request.name]
         c, fl = commits[i], flows[1 + i]
         rates = _rates(plan, c)
-        end_s = fl["end"] - t0
+        start_s, end_s = fl["start"] - t0, fl["end"] - t0
+        # the model's end: from the transfer's first byte (how late its sender started is measured,
+        # not modeled), at the slice's rates in force from then on
         tasks.append(TaskResult(c.request.name, True, window_s=(c.start_s, c.end_s), rate_bps=c.rate_bps,
-                                bytes=c.request.bytes, received=fl["bytes"], start_s=fl["start"] - t0, end_s=end_s,
-                                predicted_end_s=finish_s(c.start_s, c.request.bytes, rates),
+                                bytes=c.request.bytes, received=fl["bytes"], start_s=start_s, end_s=end_s,
+                                predicted_end_s=finish_s(max(start_s, c.start_s), c.request.bytes, rates),
                                 met=fl["bytes"] == c.request.bytes and end_s <= c.end_s))
     slots = []
     k = 0

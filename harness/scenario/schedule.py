@@ -113,12 +113,13 @@ def free_bps(capacity_bps: float, history: History, reservations: Sequence[Reser
 
 def commit(req: Request, capacity_bps: float, history: History, reservations: Sequence[Reservation],
            now_s: float = 0.0, time_scale: float = 1.0, margin: float = 0.05, goodput: float = 0.95,
-           quantile: float = 0.95) -> Commitment | Refusal:
+           quantile: float = 0.95, guard_s: float = 0.0) -> Commitment | Refusal:
     """The earliest-ending window of whole slots between `now_s` (rounded up to a slot boundary)
     and the deadline in which the request's bytes fit at the free rate of every slot.
 
     `goodput`: the payload share of the wire rate (headers, the transport's own pace); `margin`:
-    what the reserved rate adds to the exact fill."""
+    what the reserved rate adds to the exact fill; `guard_s`: the part of the window's start the
+    transfer is not counted on for (its sender starting; the bytes must fit in the rest)."""
     if req.bytes <= 0:
         return Refusal(req, f"{req.name}: nothing to transfer (bytes {req.bytes})")
     slot = slot_s(req.service, time_scale)
@@ -138,7 +139,9 @@ def commit(req: Request, capacity_bps: float, history: History, reservations: Se
             low = min(low, free[j])
             if low <= 0:
                 break
-            dur = (j - i + 1) * slot
+            dur = (j - i + 1) * slot - guard_s
+            if dur <= 0:
+                continue
             need = bits / dur
             if need <= low:  # the margin is taken where the slots have it
                 end = first + (j + 1) * slot
@@ -154,8 +157,9 @@ def commit(req: Request, capacity_bps: float, history: History, reservations: Se
         low = math.inf
         for j in range(i, n):
             low = min(low, free[j])
-            if low > 0 and low * (j - i + 1) * slot > room:
-                room, where = low * (j - i + 1) * slot, (first + i * slot, first + (j + 1) * slot)
+            dur = (j - i + 1) * slot - guard_s
+            if low > 0 and low * dur > room:
+                room, where = low * dur, (first + i * slot, first + (j + 1) * slot)
     return Refusal(req, f"{req.name}: {req.bytes} bytes do not fit before the deadline ({req.deadline_s:g} s, "
                         f"{n} {req.service} slot(s)): the roomiest window, [{where[0] - now_s:g}, "
                         f"{where[1] - now_s:g}) s from now, carries {room * goodput / 8 / 1e6:.3g} MB")

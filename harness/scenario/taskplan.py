@@ -7,6 +7,7 @@ commits a window for each request (harness.scenario.schedule) and plays the plan
     topology: metro-pair
     path: {link: wan-ab, egress: gw-a, src: a1, dst: b1, capacity: 50mbit}
     minute: 1s                  # a minute-level slot plays in a second (hour and day scale alike)
+    guard: 250ms                # each window's start, left to the sender starting
     history: {interval: 1s, period: 10s, used: [25mbit, 25mbit, ..., 5mbit]}
     requests:
       - {name: sync, bytes: 3m, deadline: 4s, service: minute}
@@ -108,11 +109,14 @@ class TaskPlanSpec(BaseModel):
     path: PathSpec
     minute: float = Field(default=60.0, description="how long a minute-level slot plays in the lab "
                                                     "(hour and day slots scale alike)")
+    guard: float = Field(default=0.0, ge=0, description="the start of each window the transfer is not "
+                                                        "counted on for (its sender starting): the bytes must fit "
+                                                        "in the rest")
     history: HistorySpec
     requests: list[RequestSpec] = Field(min_length=1)
     changes: list[ChangeSpec] = Field(default_factory=list)
 
-    @field_validator("minute", mode="before")
+    @field_validator("minute", "guard", mode="before")
     @classmethod
     def _m(cls, v):
         return seconds(v)

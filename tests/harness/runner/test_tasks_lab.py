@@ -31,7 +31,7 @@ def test_windows_are_kept_a_raised_slice_ends_sooner_and_a_cut_one_misses():
         before = qdiscs(lab)
         plan = Plan(link="wan-ab", egress="gw-a", src="a1", dst="b1", capacity_bps=spec.path.capacity,
                     history=spec.history_model(), requests=spec.request_models(), time_scale=spec.time_scale,
-                    changes=[RateChange("sync", 0.5, 20e6), RateChange("backup", 1.0, 30e6)])
+                    changes=[RateChange("sync", 0.5, 20e6), RateChange("backup", 1.0, 20e6)], guard_s=spec.guard)
         res = play(lab, plan)
         after = qdiscs(lab)
     finally:
@@ -47,7 +47,7 @@ def test_windows_are_kept_a_raised_slice_ends_sooner_and_a_cut_one_misses():
         assert abs(t["end_s"] - t["predicted_end_s"]) < 0.3, t  # where the slice's rates put its end
     # raised to 20 Mbit/s after 0.5 s: done well inside its window (the model: 1.4 of 2 s)
     assert sync["met"] and sync["end_s"] < sync["window_s"][1] - 0.3, sync
-    # cut from 44 to 30 Mbit/s after 1 s: its window cannot hold it any more, and the report says so
+    # cut from 35 to 20 Mbit/s after 1 s: its window cannot hold it any more, and the report says so
     assert backup["predicted_end_s"] > backup["window_s"][1] and not backup["met"], backup
     assert res["committed"] == 2 and res["met"] == 1 and res["refused"] == 1
     # the link carried what the model says, slot by slot (the background at its median, each slice at
@@ -55,7 +55,7 @@ def test_windows_are_kept_a_raised_slice_ends_sooner_and_a_cut_one_misses():
     off = [abs(s["utilization"] - s["model"]) for s in res["slots"] if s["start_s"] > 0]  # 0: the flows start
     assert max(off) < 0.15, res["slots"]
     busiest = max(res["slots"], key=lambda s: s["utilization"])
-    assert busiest["start_s"] in (4.0, 5.0, 6.0) and busiest["utilization"] > 0.75, res["slots"]
+    assert busiest["start_s"] in (0.0, 4.0) and busiest["utilization"] > 0.7, res["slots"]
 
 
 def test_the_command_plays_a_plan_and_writes_it(tmp_path):

@@ -84,3 +84,15 @@ def test_a_rate_raised_mid_transfer_ends_it_sooner_and_a_cut_later():
     assert finish_s(0.0, nbytes, [(0.0, 50 * MBIT), (2.0, 100 * MBIT)]) == pytest.approx(3.0)
     assert finish_s(1.0, nbytes, [(0.0, 50 * MBIT), (3.0, 25 * MBIT)]) == pytest.approx(1.0 + 2.0 + 4.0)
     assert finish_s(0.0, nbytes, [(0.0, 0.0)]) == float("inf")
+
+
+def test_a_guard_leaves_the_window_s_start_to_the_sender_and_can_push_it_a_slot_on():
+    # 3 slots at the quiet 44 Mbit/s: without a guard 126 Mbit fit (42 needed); with 0.25 s of
+    # each window left out they need 46, and the window takes a fourth slot
+    free = History(1.0, (6 * MBIT,))
+    req = Request("backup", 15_000_000, 10.0)
+    plain = commit(req, 50 * MBIT, free, [], time_scale=SCALE)
+    guarded = commit(req, 50 * MBIT, free, [], time_scale=SCALE, guard_s=0.25)
+    assert isinstance(plain, Commitment) and (plain.start_s, plain.end_s) == (0.0, 3.0)
+    assert isinstance(guarded, Commitment) and (guarded.start_s, guarded.end_s) == (0.0, 4.0)
+    assert guarded.rate_bps == pytest.approx(15e6 * 8 / 0.95 / 3.75 * 1.05)
