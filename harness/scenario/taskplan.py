@@ -20,9 +20,9 @@ Deadlines and times are the lab's (seconds from the plan's start), as played.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from harness.errors import SpecError, SpecErrors
 from harness.scenario.events import seconds
@@ -34,71 +34,46 @@ def _rate(v: Any) -> float:
     return parse_rate(v) if isinstance(v, str) else float(v)
 
 
+def _size(v: Any) -> Any:
+    return parse_size(v) if isinstance(v, str) else v
+
+
+# the units a plan is written in: '250ms' or seconds, '50mbit' or bit/s, '15mb' or bytes
+Seconds = Annotated[float, BeforeValidator(seconds)]
+Rate = Annotated[float, BeforeValidator(_rate)]
+Bytes = Annotated[int, BeforeValidator(_size)]
+
+
 class PathSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     link: str = Field(description="the path's bottleneck link, whose egress carries the slices")
     egress: str = Field(description="the switch whose egress onto `link` is shaped (the senders' side)")
     src: str = Field(description="the host the transfers leave from")
     dst: str = Field(description="the host they go to")
-    capacity: float = Field(gt=0, description="the rate the operator sells on the link (bit/s, or '50mbit')")
-
-    @field_validator("capacity", mode="before")
-    @classmethod
-    def _cap(cls, v):
-        return _rate(v)
+    capacity: Rate = Field(gt=0, description="the rate the operator sells on the link")
 
 
 class HistorySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    interval: float = Field(gt=0, description="one sample per interval (the lab's time)")
-    period: float | None = Field(default=None, description="the samples repeat with this period (a day's "
-                                                           "profile, played in the lab's time)")
-    used: list[float] = Field(description="what the path's own traffic carried, sample by sample (bit/s)")
-
-    @field_validator("interval", "period", mode="before")
-    @classmethod
-    def _t(cls, v):
-        return None if v is None else seconds(v)
-
-    @field_validator("used", mode="before")
-    @classmethod
-    def _rates(cls, v):
-        return [_rate(x) for x in v] if isinstance(v, list) else v
+    interval: Seconds = Field(gt=0, description="one sample per interval (the lab's time)")
+    period: Seconds | None = Field(default=None, description="the samples repeat with this period (a day's "
+                                                             "profile, played in the lab's time)")
+    used: list[Rate] = Field(description="what the path's own traffic carried, sample by sample")
 
 
 class RequestSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
-    bytes: int
-    deadline: float = Field(description="from the plan's start (the lab's time)")
+    bytes: Bytes
+    deadline: Seconds = Field(description="from the plan's start (the lab's time)")
     service: ServiceLevel = "minute"
-
-    @field_validator("bytes", mode="before")
-    @classmethod
-    def _b(cls, v):
-        return parse_size(v) if isinstance(v, str) else v
-
-    @field_validator("deadline", mode="before")
-    @classmethod
-    def _d(cls, v):
-        return seconds(v)
 
 
 class ChangeSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     task: str
-    after: float = Field(description="how long into the task's window")
-    rate: float = Field(description="the slice's new rate")
-
-    @field_validator("after", mode="before")
-    @classmethod
-    def _a(cls, v):
-        return seconds(v)
-
-    @field_validator("rate", mode="before")
-    @classmethod
-    def _r(cls, v):
-        return _rate(v)
+    after: Seconds = Field(description="how long into the task's window")
+    rate: Rate = Field(description="the slice's new rate")
 
 
 class TaskPlanSpec(BaseModel):
@@ -107,19 +82,14 @@ class TaskPlanSpec(BaseModel):
     description: str = ""
     topology: str = "metro-pair"
     path: PathSpec
-    minute: float = Field(default=60.0, description="how long a minute-level slot plays in the lab "
-                                                    "(hour and day slots scale alike)")
-    guard: float = Field(default=0.0, ge=0, description="the start of each window the transfer is not "
-                                                        "counted on for (its sender starting): the bytes must fit "
-                                                        "in the rest")
+    minute: Seconds = Field(default=60.0, description="how long a minute-level slot plays in the lab "
+                                                      "(hour and day slots scale alike)")
+    guard: Seconds = Field(default=0.0, ge=0, description="the start of each window the transfer is not "
+                                                          "counted on for (its sender starting): the bytes must "
+                                                          "fit in the rest")
     history: HistorySpec
     requests: list[RequestSpec] = Field(min_length=1)
     changes: list[ChangeSpec] = Field(default_factory=list)
-
-    @field_validator("minute", "guard", mode="before")
-    @classmethod
-    def _m(cls, v):
-        return seconds(v)
 
     @property
     def time_scale(self) -> float:
