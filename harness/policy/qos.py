@@ -70,10 +70,20 @@ def with_flow_control(imp: Impairment, fc, slices: int = 0) -> Impairment:
     return imp
 
 
+def dscp_key(dscp: int) -> str:
+    """The pyroute2 u32 key of a DSCP: the TOS byte, ECN bits masked out."""
+    return f"0x{(dscp << 2) << 16:08x}/0x00fc0000+0"
+
+
+def htb_burst(link_rate: float) -> int:
+    """The bucket of every HTB class on a link: 2 ms of its rate, at least a full frame."""
+    return max(1600, int(link_rate / 8 * 0.002))
+
+
 def u32_keys(sl, addresses: dict[str, str]) -> list[str]:
     """pyroute2 u32 keys ("value/mask+offset", 32-bit words of the IPv4 header) for a slice."""
     if sl.dscp is not None:
-        return [f"0x{(sl.dscp << 2) << 16:08x}/0x00fc0000+0"]  # the TOS byte, ECN bits masked out
+        return [dscp_key(sl.dscp)]
     net = ipaddress.ip_network(addresses.get(sl.source, sl.source), strict=False)
     if net.version != 4:
         raise LabError(f"slice {sl.name}: u32 source matching is IPv4 here ({sl.source})")
@@ -132,7 +142,7 @@ def install_classes(shaper, ifname: str, imp: Impairment, classes: list[tuple], 
         ipr.tc("add", "htb", idx, handle, default=DEFAULT_CLASS)
     major = handle >> 16
     top = (major << 16) | 1
-    burst = max(1600, int(link_rate / 8 * 0.002))
+    burst = htb_burst(link_rate)
     ipr.tc("add-class", "htb", idx, top, parent=handle, rate=int(link_rate / 8), ceil=int(link_rate / 8),
            burst=burst, cburst=burst)
     classes = [(*c, False) if len(c) == 3 else tuple(c) for c in classes]  # strict: off unless given
@@ -156,6 +166,14 @@ def install_classes(shaper, ifname: str, imp: Impairment, classes: list[tuple], 
         ipr.tc("add-filter", "u32", idx, parent=handle, prio=10 + i, protocol=ETH_P_IP,
                target=(major << 16) | (0x10 + i), keys=keys)
     return major
+
+
+def change_class(shaper, ifname: str, major: int, minor: int, rate: float, link_rate: float) -> None:
+    """A class of `install_classes` (strict) held to `rate` as guarantee and ceiling, changed in
+    place: its queue and filter stay (elastic bandwidth, harness.runner.tasks)."""
+    r, burst = int(min(rate, link_rate) / 8), htb_burst(link_rate)
+    shaper.ipr.tc("change-class", "htb", shaper._index(ifname), (major << 16) | minor, parent=(major << 16) | 1,
+                  rate=r, ceil=r, burst=burst, cburst=burst, prio=0)
 
 
 def install_ecn(shaper, ifname: str, imp: Impairment, fc, netem: bool) -> dict:

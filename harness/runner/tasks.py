@@ -115,8 +115,8 @@ def play(lab, plan: Plan, progress: Callable[[str], None] = lambda _m: None) -> 
     imp = Impairment(rate_bps=plan.capacity_bps, delay_s=own.delay_s)
     # classes: the path's own traffic, then a slice per committed task (a trickle until its window)
     bg0 = max(plan.history.predicted_bps(0.0, slot, 0.5), TRICKLE_BPS)
-    classes = [(bg0, bg0, [_dscp_key(BACKGROUND_DSCP)], True)]
-    classes += [(TRICKLE_BPS, TRICKLE_BPS, [_dscp_key(FIRST_TASK_DSCP + i)], True) for i in range(len(commits))]
+    classes = [(bg0, bg0, [qos.dscp_key(BACKGROUND_DSCP)], True)]
+    classes += [(TRICKLE_BPS, TRICKLE_BPS, [qos.dscp_key(FIRST_TASK_DSCP + i)], True) for i in range(len(commits))]
     procs: list[subprocess.Popen] = []
     sampler = LinkSampler(lab, [plan.link], interval_s=min(0.1, slot / 4))
     t0 = 0.0
@@ -132,7 +132,7 @@ def play(lab, plan: Plan, progress: Callable[[str], None] = lambda _m: None) -> 
             # inside its window or after it (a missed commitment keeps its rate until it is done)
             for i in sorted(held):
                 if rx[1 + i].poll() is not None:
-                    _set_rate(shaper, end.ifname, major, _class_minor(1 + i), TRICKLE_BPS, plan.capacity_bps)
+                    qos.change_class(shaper, end.ifname, major, _class_minor(1 + i), TRICKLE_BPS, plan.capacity_bps)
                     held.discard(i)
 
         with sampler:
@@ -146,7 +146,7 @@ def play(lab, plan: Plan, progress: Callable[[str], None] = lambda _m: None) -> 
                     stdin.write("go\n")
                     stdin.flush()
                 else:
-                    _set_rate(shaper, end.ifname, major, a.minor, a.rate_bps, plan.capacity_bps)
+                    qos.change_class(shaper, end.ifname, major, a.minor, a.rate_bps, plan.capacity_bps)
             _sleep_until(time.time() + max(60.0, horizon * 4), release_done, until=lambda: not held)
             outs = [p.communicate(timeout=max(60.0, horizon * 4)) for p in rx + tx]
         bad = [err[-500:] for p, (_, err) in zip(rx + tx, outs) if p.returncode != 0]
@@ -163,10 +163,6 @@ def play(lab, plan: Plan, progress: Callable[[str], None] = lambda _m: None) -> 
         lab.impair(plan.link, own)
     series = [(t - mono0, tx_[plan.link][side]) for t, tx_ in sampler.samples]
     return _report(plan, got, commits, flows, t0, slot, horizon, series)
-
-
-def _dscp_key(dscp: int) -> str:
-    return f"0x{(dscp << 2) << 16:08x}/0x00fc0000+0"  # as qos.u32_keys: the TOS byte, ECN bits masked out
 
 
 def _start_flows(lab, plan: Plan, commits: list[Commitment], dst: str, horizon: float,
@@ -217,14 +213,6 @@ def _timeline(plan: Plan, commits: list[Commitment], slot: float, horizon: float
             c = commits[index[ch.task]]
             acts.append(Action(c.start_s + ch.after_s, 0, minor=_class_minor(1 + index[ch.task]), rate_bps=ch.rate_bps))
     return sorted(acts)
-
-
-def _set_rate(shaper, ifname: str, major: int, minor: int, rate: float, capacity: float) -> None:
-    """A class's guaranteed rate and ceiling, changed in place (its queue and filter stay)."""
-    burst = max(1600, int(capacity / 8 * 0.002))
-    r = int(min(rate, capacity) / 8)
-    shaper.ipr.tc("change-class", "htb", shaper._index(ifname), (major << 16) | minor, parent=(major << 16) | 1,
-                  rate=r, ceil=r, burst=burst, cburst=burst, prio=0)
 
 
 def _sleep_until(t: float, tick: Callable[[], None] = lambda: None,
