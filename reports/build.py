@@ -90,7 +90,7 @@ def write_junit(path: Path, meta: dict, verdict: Verdict) -> None:
     ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
 
 
-def _md_table(df: pd.DataFrame) -> str:
+def md_table(df: pd.DataFrame) -> str:
     if df.empty:
         return "_none_\n"
     cols = list(df.columns)
@@ -164,9 +164,9 @@ def write_markdown(path: Path, meta: dict, verdict: Verdict, points: pd.DataFram
     text = [f"# metrolab {meta['scenario']}: {status}\n",
             f"backend {meta['backend']}, kernel {meta['kernel']}, scale k = {meta['scale']:g}, "
             f"topology {meta['topology']}, git {str(meta.get('git_rev'))[:10]}\n",
-            "## Points\n", _md_table(verdict_table(points)), "\n## Criteria\n", _md_table(crit),
+            "## Points\n", md_table(verdict_table(points)), "\n## Criteria\n", md_table(crit),
             "\n## Measurement quality\n", "\n".join(f"- {x}" for x in quality_lines(meta, verdict)) + "\n",
-            _md_table(quality_table(points))]
+            md_table(quality_table(points))]
     path.write_text("\n".join(text))
 
 

@@ -80,7 +80,8 @@ class PolicyApplier:
                 if learning and not policy.slices and fc is not None and fc.kind == "per-flow":
                     continue
                 self._links.append(link)
-                imp = qos.with_flow_control(self.base.get(link) or self._own(link), fc, len(policy.slices))
+                own = self.base.get(link) or self.lab.topology.own_impairment(link)
+                imp = qos.with_flow_control(own, fc, len(policy.slices))
                 self.lab.impair(link, imp, caps=caps)
                 for end in self.lab.plan.ends(link):
                     shaper = self.lab.shaper(end.node, caps)
@@ -126,7 +127,7 @@ class PolicyApplier:
         feeder = upstream.b if upstream.a == node else upstream.a
         imps = {}
         for lk in (congested, upstream):
-            imps[lk.name] = self.base.get(lk.name) or self._own(lk.name)
+            imps[lk.name] = self.base.get(lk.name) or self.lab.topology.own_impairment(lk.name)
             self._links.append(lk.name)  # re-impaired with their base when the policy goes
         up = imps[upstream.name]
         delay = up.delay_s or 0.0
@@ -182,10 +183,6 @@ class PolicyApplier:
                     "congested_drops": drops, "congested_loss": drops / (drops + packets) if drops + packets else 0.0,
                     "congested_max_backlog": a["max_backlog"], "pause_reaction_max_s": a["reaction_max_s"]}
         return out
-
-    def _own(self, link: str):
-        lk = next(x for x in self.lab.topology.links if x.name == link)
-        return lk.impairment(self.lab.topology.group_index)
 
     def replan(self, down: set[str]) -> float | None:
         """The controller's answer to links going down or coming back: the planned paths made
@@ -243,7 +240,7 @@ class PolicyApplier:
         if self._hash_switches:
             ecmp.set_hash(self.lab, self._hash_switches, "l4")  # the lab's default
         for link in self._links:
-            self.lab.impair(link, self.base.get(link) or self._own(link))
+            self.lab.impair(link, self.base.get(link) or self.lab.topology.own_impairment(link))
         self._acl_hosts, self._planned, self._hash_switches, self._links = [], [], [], []
         self.plans, self._planned_for = {}, None
         self.current = None

@@ -111,7 +111,7 @@ def play(lab, plan: Plan, progress: Callable[[str], None] = lambda _m: None) -> 
     end = ends[side]
     dst = str(lab.topology.nodes[plan.dst].address)
     shaper = lab.shaper(end.node)
-    own = next(x for x in lab.topology.links if x.name == plan.link).impairment(lab.topology.group_index)
+    own = lab.topology.own_impairment(plan.link)
     imp = Impairment(rate_bps=plan.capacity_bps, delay_s=own.delay_s)
     # classes: the path's own traffic, then a slice per committed task (a trickle until its window)
     bg0 = max(plan.history.predicted_bps(0.0, slot, 0.5), TRICKLE_BPS)

@@ -85,6 +85,10 @@ class Topology:
     def links_of(self, node: str) -> list[Link]:
         return [link for link in self.links if node in (link.a, link.b)]
 
+    def own_impairment(self, link: str) -> Impairment:
+        """The impairment the topology gives `link` (what a lab puts back after changing it)."""
+        return next(x for x in self.links if x.name == link).impairment(self.group_index)
+
 
 def _host_addresses(site: SiteSpec, idx: int, errors: list[SpecError], file: str):
     """Addresses for a site's hosts: explicit ones, the rest in order from the subnet."""

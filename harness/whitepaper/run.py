@@ -6,12 +6,15 @@ recorded in the run directory are not run again (an interrupted run resumes)."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.whitepaper.claims import ClaimRow, by_id, gbn_verdict, markdown, verdict_of
+
+log = logging.getLogger(__name__)
 
 ProgressFactory = Callable[[], AbstractContextManager]
 
@@ -70,7 +73,8 @@ def _gbn_claim(claim, run_dir: Path, quick: bool, backend: str) -> ClaimRow:
         argv = ["rdma", "gbn", "--json", "--out", str(rows), "--summary", str(summary_file), "--seed", "20",
                 "--distances", ",".join(f"{d:g}" for d in cfg.distances),
                 "--losses", ",".join(f"{p:g}" for p in cfg.losses), "--blocks", str(cfg.blocks), "--iters", str(cfg.iters)]
-        code = run_in_guest(argv, shares=(run_dir,))
+        # its JSON is read from summary.json: on our stdout it would be a second document
+        code = run_in_guest(argv, shares=(run_dir,), on_line=lambda line: log.debug("gbn: %s", line))
         if code != 0 or not summary_file.exists():
             raise GuestRunError("metrolab rdma gbn", code or 1)
         res = json.loads(summary_file.read_text())

@@ -58,7 +58,7 @@ def test_windows_are_kept_a_raised_slice_ends_sooner_and_a_cut_one_misses():
     assert busiest["start_s"] in (0.0, 4.0) and busiest["utilization"] > 0.7, res["slots"]
 
 
-def test_the_command_plays_a_plan_and_writes_it(tmp_path):
+def test_the_command_plays_a_plan_repeatedly_judges_it_on_an_interval_and_resumes(tmp_path):
     topo = tmp_path / "pair.yaml"
     topo.write_text(yaml.safe_dump(rdma_sites((1, 1), rdma=False)))
     spec, _ = load_plan("task-scheduling")
@@ -66,8 +66,25 @@ def test_the_command_plays_a_plan_and_writes_it(tmp_path):
     data["requests"] = [r for r in data["requests"] if r["name"] != "backup"]  # a short play: sync and bulk
     plan = tmp_path / "plan.yaml"
     plan.write_text(yaml.safe_dump(data))
-    res = metrolab("tasks", str(plan), "--out", str(tmp_path / "out"), "--json")
+    out = tmp_path / "out"
+    res = metrolab("tasks", str(plan), "--repeat", "2", "--out", str(out), "--json")
     assert res.returncode == 0, res.stderr[-3000:]
-    out = json.loads(res.stdout)
-    assert out == json.loads((tmp_path / "out" / "tasks.json").read_text())
-    assert out["met"] == out["committed"] == 1 and out["refused"] == 1, out
+    got = json.loads(res.stdout)
+    assert got == json.loads((out / "tasks.json").read_text())
+    assert len((out / "runs.jsonl").read_text().splitlines()) == 2  # each play written as it ended
+    sync, bulk = got["tasks"]
+    # raised to 20 Mbit/s: the model ends it at ~1.4 s of a 2 s window; two plays' interval is inside it
+    assert got["status"] == "pass" and sync["verdict"] == "pass" and sync["met"] == 2, sync
+    assert sync["end_s"]["high"] < 2.0 and abs(sync["model_error_s"]["estimate"]) < 0.3, sync
+    assert not bulk["committed"] and got["refused"] == 1
+    # --resume keeps the two plays and measures only the third
+    res = metrolab("tasks", str(plan), "--repeat", "3", "--resume", str(out), "--json")
+    assert res.returncode == 0, res.stderr[-3000:]
+    again = json.loads(res.stdout)
+    assert again["repetitions"] == 3 and again["runs"][:2] == got["runs"]
+    # resuming with another plan is refused, naming what differs
+    data["guard"] = 0.5
+    plan.write_text(yaml.safe_dump(data))
+    res = metrolab("tasks", str(plan), "--repeat", "4", "--resume", str(out), "--json")
+    assert res.returncode != 0 and "guard" in res.stderr and "another plan" in res.stderr, res.stderr[-2000:]
+    assert len((out / "runs.jsonl").read_text().splitlines()) == 3

@@ -131,6 +131,18 @@ def test_verdict_status_and_per_point_reason():
     assert p.ci_low < 0.03 < p.ci_high
 
 
+def test_a_criterion_on_what_only_the_sweep_measures_skips_the_baseline_not_a_point():
+    rows = []
+    for b in range(3):
+        for key, base, d, rec in (("b", True, 0.0, None), ("p", False, 100.0, 0), ("q", False, 500.0, None)):
+            rows.append({"workload": "w", "point_key": key, "label": key, "baseline": base, "distance_km": d,
+                         "loss": 0.0, "block": b, "order": 3 * b, "status": "ok", "step_time_s": 1.0 + d / 1e4,
+                         "recovery_steps": rec})
+    v = evaluate(summarize(rows, ("recovery_steps",)), [parse_criterion("recovery_steps <= 1", ("recovery_steps",))])
+    # the baseline plays no event: no verdict there; a swept point that lacks it is a gap
+    assert {r.point_key: r.verdict for r in v.results} == {"p": "pass", "q": "inconclusive"}, v.results
+
+
 def test_exit_codes_are_distinct():
     from harness.cli.common import exit_code as _exit_code
     codes = {EXIT_FAIL, EXIT_SPEC, EXIT_LAB, EXIT_CAPABILITY, EXIT_INCONCLUSIVE, EXIT_INTERNAL, 0, 130}

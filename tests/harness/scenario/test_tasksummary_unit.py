@@ -1,0 +1,58 @@
+"""A plan played several times, summarized (pure): a commitment passes only when the interval of
+its end is inside its window, fails when it is outside or bytes were lost, and is inconclusive
+when the interval straddles the window's end or one play gives none."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.scenario.tasksummary import summarize, task_verdict
+
+pytestmark = pytest.mark.unit
+
+
+def play(sync_end: float, backup_end: float, received: int = 15_000_000, util: float = 0.6) -> dict:
+    """One play's result as harness.runner.tasks.play reports it."""
+    return {"slot_s": 1.0, "capacity_bps": 50e6, "utilization": util,
+            "tasks": [{"name": "sync", "committed": True, "reason": "", "window_s": [0.0, 2.0], "rate_bps": 15e6,
+                       "bytes": 3_000_000, "received": 3_000_000, "start_s": 0.13, "end_s": sync_end,
+                       "predicted_end_s": 1.53, "met": sync_end <= 2.0},
+                      {"name": "backup", "committed": True, "reason": "", "window_s": [4.0, 8.0], "rate_bps": 35e6,
+                       "bytes": 15_000_000, "received": received, "start_s": 4.12, "end_s": backup_end,
+                       "predicted_end_s": 7.75, "met": backup_end <= 8.0 and received == 15_000_000},
+                      {"name": "bulk", "committed": False, "reason": "no window before its deadline",
+                       "window_s": None, "rate_bps": None, "bytes": 30_000_000, "received": 0, "start_s": None,
+                       "end_s": None, "predicted_end_s": None, "met": None}],
+            "slots": [{"start_s": 0.0, "utilization": util, "model": 0.8},
+                      {"start_s": 1.0, "utilization": util - 0.1, "model": 0.5}]}
+
+
+def test_ends_well_inside_their_windows_pass_with_an_interval_and_the_model_beside():
+    res = summarize([play(1.57, 7.77), play(1.56, 7.74), play(1.58, 7.76)])
+    sync, backup, bulk = res["tasks"]
+    assert res["status"] == "pass" and res["repetitions"] == 3 and (res["committed"], res["refused"]) == (2, 1)
+    assert sync["verdict"] == backup["verdict"] == "pass", (sync, backup)
+    assert sync["end_s"]["low"] < 1.57 < sync["end_s"]["high"] < 2.0 and sync["met"] == 3
+    assert sync["model_error_s"]["estimate"] == pytest.approx(0.04) and sync["predicted_end_s"] == pytest.approx(1.53)
+    assert not bulk["committed"] and "verdict" not in bulk and bulk["reason"].startswith("no window")
+    assert res["slots"][1]["model"] == 0.5 and res["slots"][1]["error"] == pytest.approx(0.0)
+    assert res["utilization"]["n"] == 3
+
+
+def test_an_end_whose_interval_straddles_the_window_is_inconclusive_even_when_every_play_met_it():
+    res = summarize([play(1.5, 7.70), play(1.5, 7.99), play(1.5, 7.85)])
+    backup = res["tasks"][1]
+    assert backup["met"] == 3 and backup["verdict"] == "inconclusive", backup
+    assert "straddles" in backup["why"] and res["status"] == "inconclusive"
+
+
+def test_ends_past_the_window_fail_and_lost_bytes_fail_whatever_the_times():
+    assert summarize([play(1.5, 8.4), play(1.5, 8.5), play(1.5, 8.45)])["tasks"][1]["verdict"] == "fail"
+    res = summarize([play(1.5, 7.7), play(1.5, 7.7, received=14_000_000)])
+    assert res["status"] == "fail" and "1 of 2 repetitions received 14000000" in res["tasks"][1]["why"]
+    assert task_verdict([1.0], [5], 5, 2.0)[0] == "inconclusive"  # one play: no interval
+
+
+def test_nothing_to_summarize_is_an_error():
+    with pytest.raises(ValueError):
+        summarize([])
