@@ -41,8 +41,9 @@ def write_markdown(path: Path, res: dict) -> None:
     path.write_text("\n".join([
         f"# metrolab tasks {res['plan']}: {res['status']}\n",
         f"{res['repetitions']} play(s); {res['committed']} task(s) committed, {res['refused']} refused; mean "
-        f"utilization {u['estimate']:.1%} of {res['capacity_bps'] / 1e6:g} Mbit/s. A commitment is judged on the "
-        "95 % interval of its last byte over the plays.\n",
+        f"utilization {u['estimate']:.1%} of {res['capacity_bps'] / 1e6:g} Mbit/s. A commitment fails when any play "
+        "missed it, passes when every play met it and the 95 % prediction interval of one play's end is inside "
+        "the window.\n",
         "## Tasks\n", md_table(tasks_frame(res)), "\n## Utilization by slot\n", md_table(slots_frame(res))]))
 
 

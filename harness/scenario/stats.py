@@ -81,6 +81,19 @@ def t_interval(values, confidence: float = CONFIDENCE) -> tuple[float, float]:
     return (m - q * se, m + q * se)
 
 
+def prediction_interval(values, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Where the next single value falls (not the mean): mean +- t * sd * sqrt(1 + 1/n), for a
+    promise each repetition must keep. Fewer than two values: unbounded."""
+    from scipy import stats
+    x = _finite(values)
+    if len(x) < 2:
+        return (-math.inf, math.inf)
+    m, sd = float(x.mean()), float(x.std(ddof=1))
+    q = float(stats.t.ppf(0.5 + confidence / 2, len(x) - 1))
+    h = q * sd * math.sqrt(1 + 1 / len(x))
+    return (m - h, m + h)
+
+
 def mean_interval(values, confidence: float = CONFIDENCE, seed: int = 0) -> Interval:
     """Interval of the mean of independent block values (bootstrap over blocks; widened by the t
     interval when blocks are few). Identical values give a zero-width interval; non-finite ones

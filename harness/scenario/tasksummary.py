@@ -1,11 +1,13 @@
 """A task plan played several times, summarized (pure; unit-tested without a lab).
 
 Each repetition is one `harness.runner.tasks.play` of the same plan (the schedule is
-deterministic: the same windows, the same refusals). A committed task's commitment holds when its
-last byte arrives by its window's end: judged on the interval of the mean end over repetitions
-(pass when the whole interval is inside the window, fail when none of it is, inconclusive when it
-straddles the window's end; one repetition gives no interval), and failed outright when any
-repetition lost bytes. Each slot's utilization gets an interval beside the model's.
+deterministic: the same windows, the same refusals). A commitment is a promise each transfer
+keeps, so it is judged play by play, not on a mean: it **fails** when any play missed its window
+or lost bytes (a broken promise is an observation, not an estimate); it **passes** when every play
+met it and the 95 % prediction interval of one play's last byte (where the next transfer's falls)
+is inside the window; otherwise (every play met it, but the spread reaches past the window's end,
+or one play gives no interval) it is **inconclusive**. The mean end is reported with its interval
+beside the model's end; each slot's utilization gets an interval beside the model's.
 """
 
 from __future__ import annotations
@@ -26,11 +28,21 @@ def _mean(values) -> float | None:
 
 
 def task_verdict(ends: list[float], received: list[int], size: int, window_end: float) -> tuple[str, str]:
-    """(verdict, reason) of one committed task over its repetitions."""
+    """(verdict, reason) of one committed task over its plays."""
+    n = len(ends)
     short = [r for r in received if r != size]
     if short:
-        return st.FAIL, f"{len(short)} of {len(received)} repetitions received {short[0]} of {size} bytes"
-    return st.judge(st.mean_interval(ends), "<=", window_end)
+        return st.FAIL, f"{len(short)} of {n} plays received {short[0]} of {size} bytes"
+    late = [e for e in ends if e > window_end]
+    if late:
+        return st.FAIL, f"{len(late)} of {n} plays ended after the window's end {window_end:g} s (latest {max(late):.3f} s)"
+    if n < 2:
+        return st.INCONCLUSIVE, "met in one play: no interval (play it more times)"
+    lo, hi = st.prediction_interval(ends)
+    text = f"all {n} plays met it; the 95 % prediction interval of one play's end [{lo:.3f}, {hi:.3f}] s"
+    if hi <= window_end:
+        return st.PASS, f"{text} is inside the window"
+    return st.INCONCLUSIVE, f"{text} reaches past its end {window_end:g} s"
 
 
 def summarize(runs: list[dict]) -> dict:

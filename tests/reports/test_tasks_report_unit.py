@@ -16,7 +16,7 @@ pytestmark = pytest.mark.unit
 
 
 def test_markdown_and_junit_say_what_the_summary_says(tmp_path):
-    res = {"plan": "task-scheduling"} | summarize([play(1.57, 7.8), play(1.58, 8.3), play(1.56, 7.9)])
+    res = {"plan": "task-scheduling"} | summarize([play(1.57, 7.8), play(1.58, 7.95), play(1.56, 7.9)])
     files = write_task_reports(tmp_path, res)
     md = files["markdown"].read_text()
     assert "metrolab tasks task-scheduling: inconclusive" in md

@@ -68,20 +68,22 @@ def test_the_command_plays_a_plan_repeatedly_judges_it_on_an_interval_and_resume
     plan.write_text(yaml.safe_dump(data))
     out = tmp_path / "out"
     res = metrolab("tasks", str(plan), "--repeat", "2", "--out", str(out), "--json")
-    assert res.returncode == 0, res.stderr[-3000:]
     got = json.loads(res.stdout)
+    # two plays: t on one degree of freedom (12.7) may stretch the prediction interval past the window
+    assert (res.returncode, got["status"]) in ((0, "pass"), (5, "inconclusive")), res.stderr[-3000:]
     assert got == json.loads((out / "tasks.json").read_text())
     assert len((out / "runs.jsonl").read_text().splitlines()) == 2  # each play written as it ended
     sync, bulk = got["tasks"]
-    # raised to 20 Mbit/s: the model ends it at ~1.4 s of a 2 s window; two plays' interval is inside it
-    assert got["status"] == "pass" and sync["verdict"] == "pass" and sync["met"] == 2, sync
-    assert sync["end_s"]["high"] < 2.0 and abs(sync["model_error_s"]["estimate"]) < 0.3, sync
+    # raised to 20 Mbit/s: the model ends it at ~1.4 s of a 2 s window, and each play did
+    assert sync["met"] == 2 and sync["end_s"]["high"] < 2.0 and abs(sync["model_error_s"]["estimate"]) < 0.3, sync
     assert not bulk["committed"] and got["refused"] == 1
-    # --resume keeps the two plays and measures only the third
+    assert "sync within [0, 2) s" in (out / "junit.xml").read_text() and "| sync |" in (out / "summary.md").read_text()
+    # --resume keeps the two plays and measures only the third: three plays put the next one inside
     res = metrolab("tasks", str(plan), "--repeat", "3", "--resume", str(out), "--json")
     assert res.returncode == 0, res.stderr[-3000:]
     again = json.loads(res.stdout)
     assert again["repetitions"] == 3 and again["runs"][:2] == got["runs"]
+    assert again["status"] == "pass" and again["tasks"][0]["verdict"] == "pass", again["tasks"][0]
     # resuming with another plan is refused, naming what differs
     data["guard"] = 0.5
     plan.write_text(yaml.safe_dump(data))

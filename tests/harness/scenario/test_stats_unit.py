@@ -105,6 +105,12 @@ def test_intervals_small_samples_and_special_values():
     assert many.method == "bootstrap-bca" and many.low < 0.012 < many.high
 
 
+def test_a_prediction_interval_is_for_one_value_and_wider_than_the_means():
+    lo, hi = st.prediction_interval([1.0, 2.0, 3.0])
+    assert (lo + hi) / 2 == pytest.approx(2.0) and (hi - lo) / 2 == pytest.approx(4.3027 * math.sqrt(4 / 3), rel=1e-4)
+    assert st.t_interval([1.0, 2.0, 3.0])[1] < hi and st.prediction_interval([5.0]) == (-math.inf, math.inf)
+
+
 def test_exact_criteria_need_every_block():
     assert st.all_values_judge([0, 0, 0], "==", 0)[0] == st.PASS
     v, why = st.all_values_judge([0, 2, 0], "==", 0)
