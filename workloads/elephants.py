@@ -394,6 +394,23 @@ class _Qps:
 
 
 # -- standalone: one sender and one receiver process, for lab tests --------------------------------
+def await_ready(senders: list) -> None:
+    """Wait for each `send --wait-go` process (a Popen with text stdout) to say it is connected;
+    one that ends first is an error carrying its stderr."""
+    import json
+    for p in senders:
+        line = p.stdout.readline()
+        if not json.loads(line or "{}").get("ready"):
+            p.kill()
+            raise RuntimeError(f"an elephant sender did not connect (exit {p.wait()}): {p.stderr.read()[-500:]}")
+
+
+def go(sender) -> None:
+    """A `send --wait-go` process's word: it sends from now."""
+    sender.stdin.write("go\n")
+    sender.stdin.flush()
+
+
 def main(argv: list[str] | None = None) -> int:
     """python -m workloads.elephants recv --port 5201 --flows 8
     python -m workloads.elephants send --dst 10.2.0.1 --port 5201 --flows 8 --bytes 1m --sport 41000

@@ -23,7 +23,7 @@ def register(sub) -> None:
                                                 "as it ends), tasks.json, summary.md, junit.xml "
                                                 "(default: ./metrolab-runs/tasks-PLAN-TIMESTAMP)")
     p.add_argument("--resume", metavar="DIR", help="continue a run: the repetitions recorded there are kept")
-    p.add_argument("--repeat", type=int, default=3, metavar="N",
+    p.add_argument("--repeat", type=_plays, default=3, metavar="N",
                    help="plays of the plan (default 3): a commitment passes when every play met it and the "
                         "prediction interval of one play's end is inside its window")
     p.add_argument("--plan-only", action="store_true", help="commit the windows and print them; build no lab")
@@ -33,6 +33,13 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_tasks)
 
 
+def _plays(text: str) -> int:
+    import argparse
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"plays of the plan: a whole number, 1 or more (got {text!r})")
+    return int(text)
+
+
 def cmd_tasks(args) -> int:
     from harness.scenario.schedule import Commitment, schedule
     from harness.scenario.taskplan import check_plan, load_plan
@@ -40,8 +47,6 @@ def cmd_tasks(args) -> int:
     spec, file = load_plan(args.plan)
     topo = load_topology(spec.topology)
     check_plan(spec, topo, file)
-    if args.repeat < 1:
-        raise SpecError("", "--repeat", args.repeat, "plays of the plan: 1 or more")
     if args.plan_only:
         got = schedule(spec.request_models(), spec.path.capacity, spec.history_model(), time_scale=spec.time_scale,
                        guard_s=spec.guard)
@@ -119,8 +124,10 @@ def _run_dir(args, spec) -> tuple[Path, list[dict]]:
         if (out / RUNS_FILE).is_file():
             runs = [json.loads(line) for line in (out / RUNS_FILE).read_text().splitlines() if line.strip()]
     else:
+        if (out / RUNS_FILE).is_file() and (out / RUNS_FILE).read_text().strip():
+            raise SpecError(str(out), "", RUNS_FILE, "holds the plays of an earlier run: --resume it, or give "
+                                                     "another --out")
         out.mkdir(parents=True, exist_ok=True)
-        (out / RUNS_FILE).unlink(missing_ok=True)
         (out / PLAN_FILE).write_text(json.dumps(plan, indent=1))
     if not args.out and not args.resume:
         args._argv = [*args._argv, "--out", str(out)]  # the guest writes where the host looks

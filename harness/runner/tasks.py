@@ -34,6 +34,7 @@ from harness.policy import qos
 from harness.runner.linkseries import LinkSampler
 from harness.scenario.schedule import Commitment, History, Refusal, Request, finish_s, schedule, slot_s
 from netem.profile import Impairment
+from workloads import elephants
 
 log = logging.getLogger(__name__)
 
@@ -141,10 +142,7 @@ def play(lab, plan: Plan, progress: Callable[[str], None] = lambda _m: None) -> 
             for a in _timeline(plan, commits, slot, horizon):
                 _sleep_until(t0 + a.at_s, release_done)
                 if a.flow >= 0:
-                    stdin = tx[a.flow].stdin
-                    assert stdin is not None
-                    stdin.write("go\n")
-                    stdin.flush()
+                    elephants.go(tx[a.flow])
                 else:
                     qos.change_class(shaper, end.ifname, major, a.minor, a.rate_bps, plan.capacity_bps)
             _sleep_until(time.time() + max(60.0, horizon * 4), release_done, until=lambda: not held)
@@ -185,12 +183,10 @@ def _start_flows(lab, plan: Plan, commits: list[Commitment], dst: str, horizon: 
                            netns=lab.ns(plan.src), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True))
         procs.append(tx[-1])
-    for p in tx:
-        assert p.stdout is not None and p.stderr is not None
-        line = p.stdout.readline()
-        if not json.loads(line or "{}").get("ready"):
-            p.kill()
-            raise LabError(f"tasks: a sender did not connect: {p.stderr.read()[-500:]}")
+    try:
+        elephants.await_ready(tx)
+    except RuntimeError as exc:
+        raise LabError(f"tasks: {exc}") from exc
     return rx, tx
 
 

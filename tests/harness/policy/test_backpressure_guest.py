@@ -21,6 +21,7 @@ from harness.policy.backpressure import Backpressure
 from harness.policy.planner import Flow
 from netem.profile import Impairment
 from tests.support.labs import build_lab, rdma_sites
+from workloads import elephants
 
 pytestmark = pytest.mark.requires("netem")  # the guest kernel: sch_plug
 
@@ -53,12 +54,9 @@ def incast(lab, scope: str, headroom: int, port: int, seconds: float = 2.5) -> d
                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
               for h, d, p, n, sp in (("a1", b1, port, 3, 42000), ("a2", b2, port + 1, 1, 43000))]
         procs = tx + rx
+        elephants.await_ready(tx)
         for p in tx:
-            line = p.stdout.readline()
-            assert json.loads(line or "{}").get("ready"), (line, p.poll())
-        for p in tx:
-            p.stdin.write("go\n")
-            p.stdin.flush()
+            elephants.go(p)
         done = [p.communicate(timeout=120) for p in tx + rx]
         assert all(p.returncode == 0 for p in tx + rx), [err[-2000:] for _, err in done]
         got = [json.loads(out)["flows"] for out, _ in done[len(tx):]]

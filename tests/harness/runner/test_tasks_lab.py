@@ -90,3 +90,7 @@ def test_the_command_plays_a_plan_repeatedly_judges_it_on_an_interval_and_resume
     res = metrolab("tasks", str(plan), "--repeat", "4", "--resume", str(out), "--json")
     assert res.returncode != 0 and "guard" in res.stderr and "another plan" in res.stderr, res.stderr[-2000:]
     assert len((out / "runs.jsonl").read_text().splitlines()) == 3
+    # and a new run into it would lose them: refused
+    res = metrolab("tasks", str(plan), "--out", str(out), "--json")
+    assert res.returncode != 0 and "--resume it" in res.stderr, res.stderr[-2000:]
+    assert len((out / "runs.jsonl").read_text().splitlines()) == 3

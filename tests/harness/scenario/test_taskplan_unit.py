@@ -57,3 +57,12 @@ def test_the_command_refuses_a_bad_value_and_prints_the_plan_without_a_lab(tmp_p
     assert res.returncode == 0, res.stderr
     rows = {r["name"]: r for r in json.loads(res.stdout)["tasks"]}
     assert rows["backup"]["window_s"] == [4.0, 8.0] and not rows["bulk"]["committed"] and rows["bulk"]["reason"]
+
+
+def test_the_command_refuses_zero_plays_and_a_directory_that_is_not_a_run(tmp_path):
+    cli = [sys.executable, "-m", "harness.cli", "tasks", "task-scheduling"]
+    res = subprocess.run([*cli, "--repeat", "0"], capture_output=True, text=True)
+    assert res.returncode == 2 and "--repeat" in res.stderr and "'0'" in res.stderr, res.stderr
+    res = subprocess.run([*cli, "--resume", str(tmp_path)], capture_output=True, text=True)
+    assert res.returncode != 0 and str(tmp_path) in res.stderr and "plan.json" in res.stderr, res.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written, no lab built
