@@ -122,7 +122,7 @@ def _run_dir(args, spec) -> tuple[Path, list[dict]]:
             raise SpecError(str(out / PLAN_FILE), ", ".join(diff), args.plan,
                             "the run directory holds another plan: resume it with the plan it was started with")
         if (out / RUNS_FILE).is_file():
-            runs = [json.loads(line) for line in (out / RUNS_FILE).read_text().splitlines() if line.strip()]
+            runs = _read_runs(out / RUNS_FILE)
     else:
         if (out / RUNS_FILE).is_file() and (out / RUNS_FILE).read_text().strip():
             raise SpecError(str(out), "", RUNS_FILE, "holds the plays of an earlier run: --resume it, or give "
@@ -132,6 +132,20 @@ def _run_dir(args, spec) -> tuple[Path, list[dict]]:
     if not args.out and not args.resume:
         args._argv = [*args._argv, "--out", str(out)]  # the guest writes where the host looks
     return out, runs
+
+
+def _read_runs(path: Path) -> list[dict]:
+    """The plays recorded; a last line cut short (a run killed while writing it) is played again."""
+    runs = []
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        try:
+            runs.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise SpecError(str(path), f"line {i + 1}", line[:80], "not a recorded play") from None
+            path.write_text("".join(json.dumps(r) + "\n" for r in runs))  # the next play starts a line
+    return runs
 
 
 def _pct_iv(iv: dict) -> str:

@@ -66,3 +66,19 @@ def test_the_command_refuses_zero_plays_and_a_directory_that_is_not_a_run(tmp_pa
     res = subprocess.run([*cli, "--resume", str(tmp_path)], capture_output=True, text=True)
     assert res.returncode != 0 and str(tmp_path) in res.stderr and "plan.json" in res.stderr, res.stderr
     assert list(tmp_path.iterdir()) == []  # nothing written, no lab built
+
+
+def test_a_resumed_run_with_every_play_is_summarized_without_a_lab_and_a_cut_last_line_is_played_again(tmp_path):
+    from tests.harness.scenario.test_tasksummary_unit import play
+    spec, _ = load_plan("task-scheduling")
+    (tmp_path / "plan.json").write_text(spec.model_dump_json())
+    plays = [play(1.55, 7.8), play(1.56, 7.75), play(1.54, 7.79)]
+    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in plays) + '{"tasks": [{"na')
+    res = subprocess.run([sys.executable, "-m", "harness.cli", "tasks", "task-scheduling", "--repeat", "3",
+                          "--resume", str(tmp_path), "--json"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr  # three plays recorded: summarized here, no lab, no guest
+    out = json.loads(res.stdout)
+    assert out["repetitions"] == 3 and out["status"] == "pass" and len(out["runs"]) == 3
+    assert (tmp_path / "junit.xml").is_file() and (tmp_path / "summary.md").is_file()
+    lines = (tmp_path / "runs.jsonl").read_text().splitlines()  # the cut line is gone: a next play appends cleanly
+    assert len(lines) == 3 and all(json.loads(line)["tasks"] for line in lines)
