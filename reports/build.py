@@ -9,7 +9,7 @@ import base64
 import html
 import json
 import xml.etree.ElementTree as ET
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -58,36 +58,44 @@ def criteria_frame(verdict: Verdict) -> pd.DataFrame:
                          for r in verdict.results])
 
 
-def write_junit(path: Path, meta: dict, verdict: Verdict) -> None:
-    suites = ET.Element("testsuites", name=f"metrolab {meta['scenario']}")
-    suite = ET.SubElement(suites, "testsuite", name=meta["scenario"])
-    failures = skipped = cases = 0
-    for r in verdict.results:
-        cases += 1
-        tc = ET.SubElement(suite, "testcase", classname=f"{meta['scenario']}.{r.workload}",
-                           name=f"{r.criterion} @ {r.label}", time="0")
-        if r.verdict == st.FAIL:
-            failures += 1
-            ET.SubElement(tc, "failure", message=r.message, type="criterion").text = r.message
-        elif r.verdict == st.INCONCLUSIVE:  # neither passed nor failed: the data cannot decide
-            skipped += 1
-            ET.SubElement(tc, "skipped", message=f"inconclusive: {r.message}")
-    for p in verdict.failed_points:
-        cases += 1
-        failures += 1
-        tc = ET.SubElement(suite, "testcase", classname=f"{meta['scenario']}.{p.workload}",
-                           name=f"point {p.label} runs", time="0")
-        ET.SubElement(tc, "failure", message=p.error or "failed", type="point").text = p.error or "failed"
-    if cases == 0:  # no criteria: one testcase that the run measured every point
-        cases = 1
-        ET.SubElement(suite, "testcase", classname=meta["scenario"], name="every point measured", time="0")
-    suite.set("tests", str(cases))
-    suite.set("failures", str(failures))
+@dataclass(frozen=True)
+class Case:
+    """One JUnit testcase: a verdict and why (fail: a failure of `kind`; inconclusive: skipped)."""
+
+    classname: str
+    name: str
+    verdict: str
+    message: str = ""
+    kind: str = "criterion"
+
+
+def write_junit_cases(path: Path, suite_name: str, cases: list[Case], empty: Case) -> None:
+    """A JUnit file of one suite; `empty` stands in when there is no case (a passing one)."""
+    suites = ET.Element("testsuites", name=f"metrolab {suite_name}")
+    suite = ET.SubElement(suites, "testsuite", name=suite_name)
+    for c in cases or [empty]:
+        tc = ET.SubElement(suite, "testcase", classname=c.classname, name=c.name, time="0")
+        if c.verdict == st.FAIL:
+            ET.SubElement(tc, "failure", message=c.message, type=c.kind).text = c.message
+        elif c.verdict == st.INCONCLUSIVE:  # neither passed nor failed: the data cannot decide
+            ET.SubElement(tc, "skipped", message=f"inconclusive: {c.message}")
+    tests, failures = len(cases or [empty]), sum(c.verdict == st.FAIL for c in cases)
+    for el in (suite, suites):
+        el.set("tests", str(tests))
+        el.set("failures", str(failures))
     suite.set("errors", "0")
-    suite.set("skipped", str(skipped))
-    suites.set("tests", str(cases))
-    suites.set("failures", str(failures))
+    suite.set("skipped", str(sum(c.verdict == st.INCONCLUSIVE for c in cases)))
     ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def write_junit(path: Path, meta: dict, verdict: Verdict) -> None:
+    """A testcase per criterion and point, and one per point that failed to run."""
+    name = meta["scenario"]
+    cases = [Case(f"{name}.{r.workload}", f"{r.criterion} @ {r.label}", r.verdict, r.message) for r in verdict.results]
+    cases += [Case(f"{name}.{p.workload}", f"point {p.label} runs", st.FAIL, p.error or "failed", "point")
+              for p in verdict.failed_points]
+    # no criteria: one testcase that the run measured every point
+    write_junit_cases(path, name, cases, Case(name, "every point measured", st.PASS))
 
 
 def md_table(df: pd.DataFrame) -> str:

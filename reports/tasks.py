@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pandas as pd
 
 from harness.scenario import stats as st
-from reports.build import md_table
+from reports.build import Case, md_table, write_junit_cases
 
 
 def _window(t: dict) -> str:
@@ -49,29 +48,10 @@ def write_markdown(path: Path, res: dict) -> None:
 
 def write_junit(path: Path, res: dict) -> None:
     name = f"tasks {res['plan']}"
-    suites = ET.Element("testsuites", name=f"metrolab {name}")
-    suite = ET.SubElement(suites, "testsuite", name=name)
-    failures = skipped = cases = 0
-    for t in res["tasks"]:
-        if not t["committed"]:
-            continue  # a refusal is the scheduler's answer, not a broken promise
-        cases += 1
-        tc = ET.SubElement(suite, "testcase", classname=name, name=f"{t['name']} within {_window(t)}", time="0")
-        if t["verdict"] == st.FAIL:
-            failures += 1
-            ET.SubElement(tc, "failure", message=t["why"], type="commitment").text = t["why"]
-        elif t["verdict"] == st.INCONCLUSIVE:
-            skipped += 1
-            ET.SubElement(tc, "skipped", message=f"inconclusive: {t['why']}")
-    if cases == 0:
-        cases = 1
-        ET.SubElement(suite, "testcase", classname=name, name="every request answered", time="0")
-    for el in (suite, suites):
-        el.set("tests", str(cases))
-        el.set("failures", str(failures))
-    suite.set("errors", "0")
-    suite.set("skipped", str(skipped))
-    ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
+    # a refusal is the scheduler's answer, not a broken promise: no testcase
+    cases = [Case(name, f"{t['name']} within {_window(t)}", t["verdict"], t["why"], "commitment")
+             for t in res["tasks"] if t["committed"]]
+    write_junit_cases(path, name, cases, Case(name, "every request answered", st.PASS))
 
 
 def write_task_reports(run_dir: Path, res: dict) -> dict[str, Path]:

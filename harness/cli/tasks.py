@@ -60,7 +60,8 @@ def cmd_tasks(args) -> int:
             _print_tasks(rows)
         return 0
     out, runs = _run_dir(args, spec)
-    if len(runs) < args.repeat:  # a resumed run with every play recorded is only summarized
+    to_play = args.repeat - len(runs)  # a resumed run with every play recorded is only summarized
+    if to_play > 0:
         from harness.lab.select import needs
         code = on_backend(args, needs(topo), writes=(str(out / RESULT_FILE),))
         if code is not None:
@@ -76,7 +77,7 @@ def cmd_tasks(args) -> int:
     def say(msg: str) -> None:
         if not args.json:
             err_console.print(msg, highlight=False)
-    if len(runs) < args.repeat:
+    if to_play > 0:
         lab = create_lab(topo, "netns")
         say(f"building lab {lab.lab_id} ({topo.name}) for plan {spec.name} ...")
         lab.up()

@@ -68,8 +68,14 @@ def _isnan(v) -> bool:
         return True
 
 
-def t_interval(values, confidence: float = CONFIDENCE) -> tuple[float, float]:
+def _t_halfwidth(x: np.ndarray, confidence: float, spread: float) -> float:
+    """Student's t quantile on n - 1 degrees of freedom times `spread` (the standard error of the
+    mean, or a single value's spread)."""
     from scipy import stats
+    return float(stats.t.ppf(0.5 + confidence / 2, len(x) - 1)) * spread
+
+
+def t_interval(values, confidence: float = CONFIDENCE) -> tuple[float, float]:
     x = _finite(values)
     m = float(x.mean())
     if len(x) < 2:
@@ -77,20 +83,18 @@ def t_interval(values, confidence: float = CONFIDENCE) -> tuple[float, float]:
     se = float(x.std(ddof=1)) / math.sqrt(len(x))
     if se == 0:
         return (m, m)
-    q = float(stats.t.ppf(0.5 + confidence / 2, len(x) - 1))
-    return (m - q * se, m + q * se)
+    h = _t_halfwidth(x, confidence, se)
+    return (m - h, m + h)
 
 
 def prediction_interval(values, confidence: float = CONFIDENCE) -> tuple[float, float]:
     """Where the next single value falls (not the mean): mean +- t * sd * sqrt(1 + 1/n), for a
     promise each repetition must keep. Fewer than two values: unbounded."""
-    from scipy import stats
     x = _finite(values)
     if len(x) < 2:
         return (-math.inf, math.inf)
-    m, sd = float(x.mean()), float(x.std(ddof=1))
-    q = float(stats.t.ppf(0.5 + confidence / 2, len(x) - 1))
-    h = q * sd * math.sqrt(1 + 1 / len(x))
+    m = float(x.mean())
+    h = _t_halfwidth(x, confidence, float(x.std(ddof=1)) * math.sqrt(1 + 1 / len(x)))
     return (m - h, m + h)
 
 

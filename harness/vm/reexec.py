@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from harness.vm.kernel import prepare_kernel
@@ -39,7 +40,8 @@ def command_stderr(line: str) -> None:
 
 
 def run_in_guest(argv: list[str], progress=None, timeout: float = 7200, shares: tuple[Path, ...] = (),
-                 env: dict[str, str] | None = None, on_line=None) -> int:
+                 env: dict[str, str] | None = None,
+                 on_line: Callable[[str], None] | None = None) -> int:
     """Run `metrolab ARGV` in the guest; its stdout lines go to ours (or to `on_line`: a caller that
     reads the command's result from a file keeps its own stdout for its own result)."""
     progress = progress or (lambda m: print(m, file=sys.stderr))
