@@ -97,8 +97,12 @@ def test_whatever_the_steps_do_every_change_goes_back(lab):
               EventSpec(kind="node-down", node="gw-b", at=0.3, duration=5)]    # past the end
 
     def work():
-        time.sleep(0.45)
-        mid["state"] = network_state(lab)  # mid-flight: the node is down, wan-2 lossy and slow
+        # mid-flight: once all six changes are made (the player runs late when the machine is busy:
+        # the node went down 0.38 s after its planned 0.3 s here, after a fixed 0.45 s wait's ping)
+        deadline = time.monotonic() + 20
+        while not (len(player.applied) == 6 and player.applied[-1].apply_s > 0) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        mid["state"] = network_state(lab)  # the node is down, wan-2 lossy and slow
         mid["ping"] = ping(lab, "a1", "b1")
         raise RuntimeError("a rank died")
 
@@ -109,7 +113,7 @@ def test_whatever_the_steps_do_every_change_goes_back(lab):
         player.run(work)
     assert mid["ping"] is False and mid["state"] != before
     assert mid["state"]["gw-a"]["qdiscs"] != before["gw-a"]["qdiscs"]  # the rate
-    # three flaps, the loss, the rate, the node: all begun while the failing ping waited, all undone
+    # three flaps, the loss, the rate, the node: all begun before the rank failed, all undone
     assert all(a.end is not None for a in player.applied) and len(player.applied) == 6, player.applied
     assert network_state(lab) == before and ping(lab, "a1", "b1")
 

@@ -173,6 +173,11 @@ def points(run_dir: Path) -> dict[str, tuple[float, float, float]]:
     return {r["point"]: (r["efficiency_degradation"], r["ci_low"], r["ci_high"]) for _, r in p.iterrows()}
 
 
+def step_times(run_dir: Path) -> dict[str, float]:
+    import pandas as pd
+    return dict(pd.read_csv(run_dir / "points.csv")[["point", "step_time_s"]].itertuples(index=False))
+
+
 def test_the_main_job_runs_on_the_testbed_and_agrees_with_the_netns_backend(sandbox, tmp_path):
     before = lab_state(sandbox)
     rc, tb = cli(sandbox, "run", str(SCENARIO), "--testbed", str(sandbox.testbed_file), "--out",
@@ -195,8 +200,12 @@ def test_the_main_job_runs_on_the_testbed_and_agrees_with_the_netns_backend(sand
         # point 0.030 [0.001, 0.057] on the testbed, 0.098 [0.079, 0.116] on netns; here the same
         # point reads [-0.18, 0.18]); 0.1 is a fifth of what the 100 Mbit/s point must show
         assert (lo <= nhi and nlo <= hi) or abs(d - nd) < 0.1, (point, (d, lo, hi), (nd, nlo, nhi))
+    # half the WAN's rate: the step time clearly longer on the testbed too (the model: 1.75x; 1.9x
+    # measured here). The medians over the blocks, not the paired interval's low end: with three
+    # blocks one odd block widens it (a CI run read it at -0.02; here it reads 0.43)
+    steps = step_times(tmp_path / "testbed")
     rate = next(p for p in on_tb if p.endswith("100 Mbit/s") and "loss" not in p)
-    assert on_tb[rate][1] > 0.2  # half the WAN's rate: the step time clearly longer on the testbed too
+    assert steps[rate] > 1.4 * steps[next(p for p in steps if p.startswith("baseline"))], steps
 
 
 def test_collectives_run_one_rank_per_machine(sandbox):
