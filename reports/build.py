@@ -47,7 +47,8 @@ def points_frame(verdict: Verdict) -> pd.DataFrame:
                      "efficiency_degradation": p.efficiency_degradation, "ci_low": p.ci_low, "ci_high": p.ci_high,
                      "ci_method": p.ci_method, "trend_tau": p.trend_tau, "trend_p": p.trend_p, "rank_p": p.rank_p,
                      "predicted_step_s": p.predicted_step_s, "predicted_degradation": p.predicted_degradation,
-                     "prediction_error": p.prediction_error, "verdict": p.verdict, "reason": p.reason,
+                     "prediction_error": p.prediction_error, "cpu_load": p.cpu_load, "verdict": p.verdict,
+                     "reason": p.reason,
                      "quality": "; ".join(p.quality), **d["metrics"]})
     return pd.DataFrame(rows)
 
@@ -149,7 +150,9 @@ def quality_lines(meta: dict, verdict: Verdict) -> list[str]:
         if h.get("error"):
             out.append(f"headroom: {w}: {h['error']}")
         if h.get("cpu_load") is not None:
-            out.append(f"CPU load of {w}'s ranks at the baseline: {h['cpu_load']:.0%} of the machine")
+            out.append(f"CPU load of {w}'s ranks at the baseline: {h['cpu_load']:.0%} of the machine"
+                       + (f" (limit {h['max_cpu_load']:.0%}): CPU-BOUND, the CPU may set the step time"
+                          if h.get("cpu_bound") else ""))
         if h.get("utilization") is not None:
             out.append(f"offered load / service rate of {w}: {h['utilization']:.2f}"
                        + (" — OVERLOADED: it measures its own queue" if h.get("overloaded") else ""))

@@ -179,6 +179,9 @@ def _quality_lines(verdict, headroom: dict) -> list[str]:
                           if h.get("host_bound") else ""))
         elif h.get("error"):
             out.append(f"{w}: {h['error']}")
+        if h.get("cpu_bound"):
+            out.append(f"{w}: its ranks used {h['cpu_load']:.0%} of the CPU at the baseline: the CPU, not the network, "
+                       "may set the step time")
         if h.get("overloaded"):
             out.append(f"{w}: offered load / service rate = {h['utilization']:.2f}: requests measure their own queue")
     return out + verdict.warnings

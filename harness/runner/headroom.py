@@ -43,6 +43,7 @@ class Headroom:
     cpu_load: float | None = None       # of the ranks at the baseline (filled by the runner)
     utilization: float | None = None    # request-driven workloads: offered / served
     max_utilization: float = 0.8
+    max_cpu_load: float = 0.8
     error: str | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -54,8 +55,13 @@ class Headroom:
     def overloaded(self) -> bool:
         return self.utilization is not None and self.utilization > self.max_utilization
 
+    @property
+    def cpu_bound(self) -> bool:
+        return self.cpu_load is not None and self.cpu_load > self.max_cpu_load
+
     def to_dict(self) -> dict:
-        return asdict(self) | {"host_bound": self.host_bound, "overloaded": self.overloaded}
+        return asdict(self) | {"host_bound": self.host_bound, "overloaded": self.overloaded,
+                               "cpu_bound": self.cpu_bound}
 
 
 def transport_of(kind: str, params: dict) -> str:
@@ -197,7 +203,8 @@ def measure(lab, wname: str, kind: str, params: dict, hosts: list[str], spec_hea
     transport = transport_of(kind, params)
     both = kind in BIDIRECTIONAL
     h = Headroom(wname, transport, (a, b), both, line_rate(topo, a, b, rate_divisor),
-                 max_capacity_ratio=spec_headroom.max_capacity_ratio, max_utilization=spec_headroom.max_utilization)
+                 max_capacity_ratio=spec_headroom.max_capacity_ratio, max_utilization=spec_headroom.max_utilization,
+                 max_cpu_load=spec_headroom.max_cpu_load)
     key = (a, b, transport, both)
     if cache is not None and key in cache:
         h.capacity_bps = cache[key]

@@ -145,6 +145,9 @@ class HeadroomSpec(_Strict):
                                                   "the bottleneck")
     max_utilization: float = Field(default=0.8, gt=0, le=1,
                                    description="offered / served requests above which a workload measures its queue")
+    max_cpu_load: float = Field(default=0.8, gt=0, le=1,
+                                description="the ranks' CPU time over the machine's cores (at a point or its "
+                                            "baseline) above which the CPU, not the network, may set the step time")
     auto_scale: bool = Field(default=False, description="divide rates and bytes further until the ratio holds")
 
 

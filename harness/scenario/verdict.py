@@ -43,18 +43,20 @@ class Settings:
     max_cv: float = st.MAX_CV
     trend_alpha: float = st.TREND_ALPHA
     max_utilization: float = 0.8
+    max_cpu_load: float = 0.8
 
     @classmethod
     def of(cls, spec) -> Settings:
         s, h = getattr(spec, "statistics", None), getattr(spec, "headroom", None)
         return cls(s.confidence if s else st.CONFIDENCE, s.max_cv if s else st.MAX_CV,
-                   s.trend_alpha if s else st.TREND_ALPHA, h.max_utilization if h else 0.8)
+                   s.trend_alpha if s else st.TREND_ALPHA, h.max_utilization if h else 0.8,
+                   h.max_cpu_load if h else 0.8)
 
     @classmethod
     def from_dict(cls, spec: dict) -> Settings:
         s, h = spec.get("statistics") or {}, spec.get("headroom") or {}
         return cls(s.get("confidence", st.CONFIDENCE), s.get("max_cv", st.MAX_CV),
-                   s.get("trend_alpha", st.TREND_ALPHA), h.get("max_utilization", 0.8))
+                   s.get("trend_alpha", st.TREND_ALPHA), h.get("max_utilization", 0.8), h.get("max_cpu_load", 0.8))
 
 
 @dataclass
@@ -87,6 +89,9 @@ class PointSummary:
     prediction_error: float | None = None   # measured - predicted degradation
     host_bound: bool = False        # the emulated line rate was too close to what the host can carry
     capacity_ratio: float | None = None
+    # the ranks' CPU time over the machine's cores (median over blocks), the higher of the point's
+    # and its baseline's: a CPU-bound baseline hides what the network adds as much as the point's
+    cpu_load: float | None = None
     verdict: str | None = None      # the worst over the criteria that apply: fail > inconclusive > pass
     reason: str | None = None
     quality: list[str] = field(default_factory=list)
@@ -216,6 +221,8 @@ def summarize(rows: list[dict], metric_names: tuple[str, ...] = (), settings: Se
             s.host_bound = any(bool(r.get("host_bound")) for r in ok)
             ratios = [r["capacity_ratio"] for r in ok if r.get("capacity_ratio") is not None]
             s.capacity_ratio = max(ratios) if ratios else None
+            loads = [r["cpu_load"] for r in ok if r.get("cpu_load") is not None and not _nan(r.get("cpu_load"))]
+            s.cpu_load = statistics.median(loads) if loads else None
             preds = [r["predicted_step_s"] for r in ok if r.get("predicted_step_s")]
             s.predicted_step_s = statistics.median(preds) if preds else None
         s._rows = ok  # type: ignore[attr-defined]  # for pairing below
@@ -225,6 +232,8 @@ def summarize(rows: list[dict], metric_names: tuple[str, ...] = (), settings: Se
     for s in out:
         b = bases.get((s.workload, s.params_key()))
         rows_s = getattr(s, "_rows", [])
+        if b is not None and b.cpu_load is not None:
+            s.cpu_load = max(s.cpu_load or 0.0, b.cpu_load)
         if s.baseline and rows_s:
             tr = st.trend([r["step_time_s"] for r in rows_s])  # the machine's own drift
             s.trend_tau, s.trend_p = tr.tau, tr.p
@@ -318,6 +327,10 @@ def _judge(c: Criterion, p: PointSummary, value, settings: Settings) -> Criterio
         if util is not None and util > settings.max_utilization:
             return result(st.INCONCLUSIVE, f"overloaded: offered load is {util:.2f} of the service rate "
                           f"(> {settings.max_utilization:g}): the requests measure their own queue", ivl[0], ivl[1])
+        if p.cpu_load is not None and p.cpu_load > settings.max_cpu_load:
+            return result(st.INCONCLUSIVE, f"CPU-bound: the ranks used {p.cpu_load:.0%} of the machine's CPU at this "
+                          f"point or its baseline (> {settings.max_cpu_load:.0%}), so the CPU, not the network, may "
+                          "set the step time", ivl[0], ivl[1])
     # a baseline's efficiency is 1 by construction: only its raw step time has a quality to judge
     quality = _quality(p, settings) if c.metric in STEP_METRICS and (not p.baseline or c.metric == "step_time_s") \
         else None

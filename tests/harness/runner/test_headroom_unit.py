@@ -31,3 +31,5 @@ def test_pairs_transports_and_line_rates_of_the_builtin_workloads():
     h = hr.Headroom("w", "tcp", ("a1", "b1"), True, 200e6, 400e6, 0.5)
     assert not h.host_bound and hr.Headroom("w", "tcp", ("a", "b"), True, capacity_ratio=0.6).host_bound
     assert hr.Headroom("w", "tcp", ("a", "b"), False, utilization=0.9).overloaded
+    assert hr.Headroom("w", "tcp", ("a", "b"), False, cpu_load=0.85).to_dict()["cpu_bound"]
+    assert not hr.Headroom("w", "tcp", ("a", "b"), False, cpu_load=0.85, max_cpu_load=0.9).cpu_bound

@@ -149,6 +149,38 @@ def test_a_criterion_on_what_only_the_sweep_measures_skips_the_baseline_not_a_po
     assert {r.point_key: r.verdict for r in v.results} == {"p": "pass", "q": "inconclusive"}, v.results
 
 
+def test_a_cpu_bound_point_or_baseline_leaves_step_criteria_inconclusive():
+    """The CPU, not the network, sets a step the ranks spend most of the machine's CPU on: a clear
+    pass on step time is not a claim about the network then, at the point or at its baseline
+    (a CPU-bound baseline hides what the link adds); criteria on other metrics are unaffected."""
+    from harness.scenario.verdict import Settings
+
+    def rows(base_load: float, point_load: float) -> list[dict]:
+        out = []
+        for b in range(4):
+            for key, base, d, t, load in (("b", True, 0.0, 1.0, base_load), ("p", False, 100.0, 1.001 + 0.001 * b,
+                                                                              point_load)):
+                out.append({"workload": "w", "point_key": key, "label": key, "baseline": base, "distance_km": d,
+                            "loss": 0.0, "block": b, "order": 2 * b, "status": "ok", "step_time_s": t,
+                            "cpu_load": load, "bytes": 64})
+        return out
+
+    crits = [parse_criterion("efficiency_degradation <= 0.05 where distance_km in [100, 500]"),
+             parse_criterion("bytes == 64", ("bytes",))]
+
+    def verdicts(base_load: float, point_load: float, settings: Settings | None = None) -> dict:
+        v = evaluate(summarize(rows(base_load, point_load), ("bytes",), settings), crits, settings)
+        return {(r.point_key, r.metric): (r.verdict, r.message) for r in v.results}
+
+    assert verdicts(0.5, 0.3)[("p", "efficiency_degradation")][0] == "pass"
+    for base_load, point_load in ((0.9, 0.3), (0.5, 0.85)):
+        got = verdicts(base_load, point_load)
+        verdict, message = got[("p", "efficiency_degradation")]
+        assert verdict == "inconclusive" and "CPU-bound" in message and f"{max(base_load, point_load):.0%}" in message
+        assert got[("p", "bytes")][0] == "pass"
+    assert verdicts(0.9, 0.3, Settings(max_cpu_load=0.95))[("p", "efficiency_degradation")][0] == "pass"
+
+
 def test_exit_codes_are_distinct():
     from harness.cli.common import exit_code as _exit_code
     codes = {EXIT_FAIL, EXIT_SPEC, EXIT_LAB, EXIT_CAPABILITY, EXIT_INCONCLUSIVE, EXIT_INTERNAL, 0, 130}
