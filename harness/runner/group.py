@@ -26,6 +26,22 @@ def matching_fault(scn, point, rank_count: int):
     return None
 
 
+def cpu_load(replies: list[dict]) -> float | None:
+    """The ranks' CPU time over the wall time of their machine's cores, on the busiest machine
+    (ranks on one machine share its cores; on a testbed each machine has its own); None without
+    a wall time."""
+    wall = max((r.get("wall_s") or 0.0) for r in replies) if replies else 0.0
+    if wall <= 0:
+        return None
+    cpu: dict[str, float] = {}
+    cores: dict[str, int] = {}
+    for r in replies:
+        machine = r.get("machine") or ""
+        cpu[machine] = cpu.get(machine, 0.0) + (r.get("cpu_s") or 0.0)
+        cores[machine] = r.get("cpus") or os.cpu_count() or 1
+    return max(cpu[m] / wall / cores[m] for m in cpu)
+
+
 @dataclass
 class Warmup:
     """What a warm-up until stationary did: its step times, whether it got there, the last metrics."""
@@ -95,16 +111,15 @@ class RankGroup:
 
     def measure(self, warmups: int, iters: int | None = None) -> dict:
         """One repetition: the workload's metrics (rank 0's, which hold the slowest rank's step) and
-        the CPU load of the ranks while it ran (their CPU time over the wall time of the machine's cores)."""
+        the CPU load of the ranks while it ran (`cpu_load`)."""
         replies = self._call_all({"cmd": "measure", "warmups": warmups, "iters": iters})
         m = dict(replies[0]["metrics"])
         # rank 0's steps, (start, end) on the wall clock, where the workload times each one: a
         # repetition's events are attributed to them (not a row's column)
         self.last_steps = [tuple(s) for s in m.pop("_steps", None) or []]
-        wall = max((r.get("wall_s") or 0.0) for r in replies)
-        cpu = sum((r.get("cpu_s") or 0.0) for r in replies)
-        if wall > 0:
-            m["cpu_load"] = cpu / wall / (os.cpu_count() or 1)
+        load = cpu_load(replies)
+        if load is not None:
+            m["cpu_load"] = load
         return m
 
     def stats(self) -> list[dict]:

@@ -71,8 +71,9 @@ def handle(msg: dict, state: dict) -> dict:
             time.sleep(10 ** 6)
         cpu0, t0 = time.process_time(), time.perf_counter()
         metrics = state["workload"].measure(msg.get("warmups", 0), msg.get("iters"))
+        # the machine and its cores: the runner's CPU load is per machine (ranks may share one)
         return {"ok": True, "metrics": metrics, "cpu_s": time.process_time() - cpu0,
-                "wall_s": time.perf_counter() - t0}
+                "wall_s": time.perf_counter() - t0, "machine": os.uname().nodename, "cpus": os.cpu_count()}
     if cmd == "warm":  # steps after the network changed, before the measured ones (not measured)
         if msg.get("steps", 0) > 0:
             state["workload"].warm(msg["steps"])
