@@ -35,8 +35,12 @@ def run_metadata(scenario, backend: str) -> dict:
                              cwd=Path(__file__).resolve().parent).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         rev = None
-    # what is measured, not how long or how strictly it is judged: a resumed run may take more blocks
-    scen = json.dumps(scenario.spec.model_dump(mode="json", exclude={"statistics"}), sort_keys=True)
+    # what is measured, not how long or how strictly it is judged: a resumed run may take more blocks.
+    # The CPU-load limit is a judging threshold added after runs were made: out of the hash, a run
+    # from before resumes (max_utilization, there from the start, stays in: excluding it now would
+    # change every earlier hash)
+    scen = json.dumps(scenario.spec.model_dump(mode="json", exclude={"statistics": True, "headroom": {"max_cpu_load"}}),
+                      sort_keys=True)
     return {"scenario": scenario.name, "scenario_hash": hashlib.sha256(scen.encode()).hexdigest()[:16],
             "scenario_source": scenario.source, "quick": scenario.quick,
             "topology": scenario.topology.name, "topology_hash": scenario.topology.digest[:16],

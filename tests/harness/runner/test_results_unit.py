@@ -1,0 +1,26 @@
+"""A run's identity (harness.runner.results.run_metadata): what is measured, not how it is judged."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.runner.results import run_metadata
+from harness.scenario.spec import scenario_from_data
+from tests.support.runs import TOPO
+
+pytestmark = pytest.mark.unit
+
+
+def _hash(**over) -> str:
+    data = {"name": "ident", "topology": TOPO, "workloads": [{"kind": "collective", "params": {"size": "64k"}}],
+            "sweep": {"distance_km": [0, 100]}, "repetitions": 2} | over
+    return run_metadata(scenario_from_data(data, "ident.yaml"), "netns")["scenario_hash"]
+
+
+def test_judging_thresholds_leave_the_hash_what_is_measured_changes_it():
+    same = _hash()
+    # a run made before the CPU-load limit existed resumes under any limit (and under stricter statistics)
+    assert _hash(headroom={"max_cpu_load": 0.5}) == same
+    assert _hash(statistics={"confidence": 0.99}) == same
+    assert _hash(sweep={"distance_km": [0, 200]}) != same
+    assert _hash(headroom={"auto_scale": True}) != same  # rescales what is measured
