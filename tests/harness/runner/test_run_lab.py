@@ -184,3 +184,22 @@ def test_bad_scenarios_exit_2_naming_file_field_and_value(tmp_path):
     res = metrolab("run", str(bad))
     assert res.returncode == 2 and "workloads[0].kind: unknown workload" in res.stderr
     assert metrolab("run", "no-such-scenario").returncode == 2
+
+
+def test_a_cpu_bound_run_leaves_step_criteria_inconclusive_and_says_why(tmp_path):
+    """Real ranks report their machine's CPU: under a limit they exceed, the step criterion is
+    inconclusive ("CPU-bound") and the headroom flags the workload; a criterion on bytes still passes."""
+    run_dir = tmp_path / "run"
+    path = scenario(tmp_path, name="cpu-bound", sweep={"convergence": [1]}, repetitions=2,
+                    headroom={"max_cpu_load": 0.001},
+                    acceptance=["efficiency >= 0.5 where convergence in [1, 1]", "busbw_gbs > 0"])
+    res = metrolab("run", str(path), "--out", str(run_dir), "--json")
+    assert res.returncode == 5, res.stderr[-2000:]
+    out = json.loads(res.stdout)
+    df = pd.read_parquet(run_dir / "results.parquet")
+    assert ((df["cpu_load"] > 0.001) & (df["cpu_load"] <= 1.0)).all(), df["cpu_load"]  # a share of one machine
+    crit = {c["metric"]: c for c in out["criteria"] if c["label"] == "0 km"}
+    assert crit["efficiency"]["verdict"] == "inconclusive" and "CPU-bound" in crit["efficiency"]["message"], crit
+    assert crit["busbw_gbs"]["verdict"] == "pass", crit
+    h = json.loads((run_dir / "meta.json").read_text())["headroom"]["collective"]
+    assert h["cpu_bound"] and h["max_cpu_load"] == 0.001, h
