@@ -33,17 +33,21 @@ SIGNAL_S = KM / sonic.C_FIBER_KM_S  # one way
 # sends while the resume travels, or the port runs dry and idles each time: a switch's answers in
 # microseconds (SONiC's stock xon, 18432 B, is ~7 us at 20 Gb/s), the emulated controller's in up to
 # 70 ms under TCG. With 4 MTU the port-paused egress read 12.4 of 20 Mbit/s in a CI run (31 late
-# resumes); 50 ms at the port's rate keeps it busy (19.0 of 20 here, the victim still blocked: 18 of 66)
-XOFF = int(DOWN_BPS / 8 * 0.05)
+# resumes); 50 ms at the port's rate keeps it busy (19.0 of 20 here, the victim still blocked: 18 of 66).
+# Each queue drains at its own rate: the port's one at 20 Mbit/s, each of the 3 flows' at a third. At
+# the port's figure per flow queue, the flows' windows never reached it in a CI run (deepest 124 KB
+# of 125), so flow-level backpressure never paused; a flow queue's xoff is its share of the rate
+REACTION_S, N_FLOWS = 0.05, 3
+XOFF = {"port": int(DOWN_BPS / 8 * REACTION_S), "flow": int(DOWN_BPS / N_FLOWS / 8 * REACTION_S)}
 
 
 def incast(lab, scope: str, headroom: int, port: int, seconds: float = 2.5) -> dict:
     a1, b1, b2 = (str(lab.topology.nodes[h].address) for h in ("a1", "b1", "b2"))
-    flows = [Flow(a1, b1, 42000 + i, port, 6) for i in range(3)]
+    flows = [Flow(a1, b1, 42000 + i, port, 6) for i in range(N_FLOWS)]
     bp = Backpressure(lab, scope=scope, congested=("gw-b", "b1-gw-b"), upstream=("gw-a", "wan-ab"), flows=flows,
                       congested_imp=Impairment(rate_bps=DOWN_BPS),
                       upstream_imp=Impairment(rate_bps=UP_BPS, queue_bytes=8 << 20),
-                      headroom=headroom, xoff=XOFF, delay_s=SIGNAL_S)
+                      headroom=headroom, xoff=XOFF[scope], delay_s=SIGNAL_S)
     bp.install()
     procs: list[subprocess.Popen] = []
     try:
@@ -51,14 +55,14 @@ def incast(lab, scope: str, headroom: int, port: int, seconds: float = 2.5) -> d
         bp.start()
         rx = [sh.popen([sys.executable, "-m", "workloads.elephants", "recv", "--port", str(p), "--flows", str(n)],
                        netns=lab.ns(h), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-              for h, p, n in (("b1", port, 3), ("b2", port + 1, 1))]
+              for h, p, n in (("b1", port, N_FLOWS), ("b2", port + 1, 1))]
         # the senders retry until the receivers listen (python starts slowly in the guest), then wait
         # for the word: started apart, the victim once ran mostly beside no incast at all (a CI run: the
         # port paused 1.7 s in all, and the victim kept 70 Mbit/s)
         tx = [sh.popen([sys.executable, "-m", "workloads.elephants", "send", "--dst", d, "--port", str(p), "--flows",
                         str(n), "--sport", str(sp), "--seconds", str(seconds), "--wait-go"], netns=lab.ns(h),
                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-              for h, d, p, n, sp in (("a1", b1, port, 3, 42000), ("a2", b2, port + 1, 1, 43000))]
+              for h, d, p, n, sp in (("a1", b1, port, N_FLOWS, 42000), ("a2", b2, port + 1, 1, 43000))]
         procs = tx + rx
         elephants.await_ready(tx)
         for p in tx:
