@@ -4,6 +4,7 @@ in the guest, progress, and printing verdicts and benchmark figures."""
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,15 @@ def _pct(v, digits: int = 1) -> str:
     return "" if v is None else f"{v * 100:+.{digits}f}"
 
 
+def run_meta(run_dir: Path, extra: dict | None) -> dict:
+    """The run's meta.json (what the report reads), else what the caller knows: the console and the
+    report then say the same quality lines."""
+    try:
+        return json.loads((run_dir / "meta.json").read_text())
+    except (OSError, ValueError):
+        return {k: (extra or {}).get(k) for k in ("seed", "headroom")}
+
+
 def print_verdict(verdict, run_dir: Path, as_json: bool, extra: dict | None = None) -> None:
     from dataclasses import asdict
     if as_json:
@@ -160,29 +170,8 @@ def print_verdict(verdict, run_dir: Path, as_json: bool, extra: dict | None = No
     if verdict.results:
         console.print(table("acceptance", ["criterion", "point", "verdict", "why"],
                             [[r.criterion, r.label, r.verdict.upper(), r.message] for r in verdict.results]))
-    for line in _quality_lines(verdict, (extra or {}).get("headroom") or {}):
+    from reports.build import quality_lines
+    for line in quality_lines(run_meta(run_dir, extra), verdict):
         console.print(f"quality: {line}", highlight=False, markup=False)
     console.print(f"verdict: {verdict.status.upper()}   report: {run_dir / 'report.html'}", highlight=False)
-
-
-def _quality_lines(verdict, headroom: dict) -> list[str]:
-    """What a reader must know to trust the table: the noise floor, the headroom, physics checks."""
-    out = []
-    for p in verdict.points:
-        if p.is_null and p.ci_low is not None:
-            out.append(f"noise floor ({p.workload}, {p.label} vs its baseline): degradation "
-                       f"[{p.ci_low:+.2%}, {p.ci_high:+.2%}]")
-    for w, h in headroom.items():
-        if h.get("capacity_ratio") is not None:
-            out.append(f"{w}: emulated line rate / unshaped {h['transport']} capacity = {h['capacity_ratio']:.2g}"
-                       + (" — above the limit: the host, not the network, may set the step time"
-                          if h.get("host_bound") else ""))
-        elif h.get("error"):
-            out.append(f"{w}: {h['error']}")
-        if h.get("cpu_bound"):
-            out.append(f"{w}: its ranks used {h['cpu_load']:.0%} of the CPU at the baseline: the CPU, not the network, "
-                       "may set the step time")
-        if h.get("overloaded"):
-            out.append(f"{w}: offered load / service rate = {h['utilization']:.2f}: requests measure their own queue")
-    return out + verdict.warnings
 

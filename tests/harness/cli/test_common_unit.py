@@ -1,0 +1,43 @@
+"""The console's verdict: its quality lines are the report's, read from the run's own meta.json."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness.cli.common import print_verdict
+from harness.scenario.verdict import evaluate, summarize
+from reports.build import quality_lines
+
+pytestmark = pytest.mark.unit
+
+
+def _verdict():
+    rows = []
+    for b in range(3):
+        for key, base, d, t in (("b", True, 0.0, 1.0), ("far", False, 500.0, 1.1 + 0.01 * b)):
+            rows.append({"workload": "w", "point_key": key, "label": key, "baseline": base, "distance_km": d,
+                         "loss": 0.0, "block": b, "order": 2 * b, "status": "ok", "step_time_s": t})
+    return evaluate(summarize(rows), [])
+
+
+def test_the_console_says_the_reports_quality_lines(tmp_path, capsys):
+    meta = {"seed": 7, "headroom": {"w": {"cpu_load": 0.93, "max_cpu_load": 0.8, "cpu_bound": True,
+                                          "utilization": 1.3, "overloaded": True}}}
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    verdict = _verdict()
+    print_verdict(verdict, tmp_path, as_json=False)
+    out = capsys.readouterr().out
+    lines = quality_lines(meta, verdict)
+    assert any("CPU-BOUND" in x for x in lines) and any("OVERLOADED" in x for x in lines), lines
+    printed = [x.removeprefix("quality: ") for x in out.splitlines() if x.startswith("quality: ")]
+    assert printed == lines, out
+
+
+def test_without_a_meta_json_the_console_uses_what_the_runner_said(tmp_path, capsys):
+    verdict = _verdict()
+    print_verdict(verdict, tmp_path, as_json=False,
+                  extra={"seed": 3, "headroom": {"w": {"cpu_load": 0.9, "max_cpu_load": 0.8, "cpu_bound": True}}})
+    out = capsys.readouterr().out
+    assert "quality: design: randomized blocks (seed 3)" in out and "CPU-BOUND" in out, out
