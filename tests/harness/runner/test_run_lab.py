@@ -99,6 +99,7 @@ def test_a_failing_criterion_exits_nonzero_with_a_failed_testcase(tmp_path):
     res = metrolab("run", str(path), "--out", str(run_dir))
     assert res.returncode == 1, res.stderr[-2000:]
     assert "FAIL" in res.stdout
+    assert "quality: design: randomized blocks" in res.stdout  # the report's quality lines, on the console
     junit = (run_dir / "junit.xml").read_text()
     assert junit.count("<failure") == 1 and "4:1" in junit
     rep = metrolab("report", str(run_dir), "--json")
