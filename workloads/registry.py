@@ -54,7 +54,7 @@ WORKLOADS: dict[str, type[Workload]] = _all()
 # emulation (harness.policy.apply), the RDMA devices (harness.runner.rdma_counts)
 RUNNER_METRICS = ("wan_bytes", "wan_drops", "wan_loss", "ecn_marks", "path_imbalance",
                   "queue_drops", "queue_loss", "pause_frames", "pause_s", "congested_drops", "congested_loss",
-                  "congested_max_backlog", "pause_reaction_max_s",
+                  "congested_max_backlog", "pause_reaction_max_s", "pause_starved_s",
                   "rdma_sent_pkts", "rdma_seq_naks", "rdma_out_of_seq", "rdma_retries", "rdma_retry_exceeded",
                   "rdma_send_errors", "backlog_drops", "link_util", "link_util_min", "busy_s", "link_sample_gap_s",
                   # a repetition with events (harness.scenario.events.Impact)

@@ -169,8 +169,8 @@ class PolicyApplier:
     @staticmethod
     def metrics(before: dict, after: dict) -> dict:
         """One repetition's: the policy's queues' drops and loss; with pause / backpressure, pauses
-        sent, time paused, the congested egress's own drops and loss, its deepest queue and the
-        controller's slowest reaction."""
+        sent, time paused, the congested egress's own drops and loss, its deepest queue, the
+        controller's slowest reaction and the time its queues sat empty waiting for a resume."""
         out: dict = {}
         if "links" in before and "links" in after:
             drops = sum(after["links"][k][1] - before["links"][k][1] for k in after["links"])
@@ -181,7 +181,8 @@ class PolicyApplier:
             drops, packets = a["drops"] - b["drops"], a["packets"] - b["packets"]
             out |= {"pause_frames": a["pauses"] - b["pauses"], "pause_s": a["pause_s"] - b["pause_s"],
                     "congested_drops": drops, "congested_loss": drops / (drops + packets) if drops + packets else 0.0,
-                    "congested_max_backlog": a["max_backlog"], "pause_reaction_max_s": a["reaction_max_s"]}
+                    "congested_max_backlog": a["max_backlog"], "pause_reaction_max_s": a["reaction_max_s"],
+                    "pause_starved_s": a["starved_s"] - b["starved_s"]}
         return out
 
     def replan(self, down: set[str]) -> float | None:

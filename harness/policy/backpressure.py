@@ -48,6 +48,7 @@ class Stats:
     resumes: int = 0         # resume signals sent (back under xon)
     paused_s: dict[str, float] = field(default_factory=dict)  # per upstream class: time spent paused
     max_backlog: int = 0     # deepest congested queue seen (bytes) since the last snapshot
+    starved_s: float = 0.0   # queue-seconds a congested queue sat empty while its upstream was paused
     reaction_s: list[float] = field(default_factory=list)     # poll-to-applied times since the last snapshot
 
 
@@ -152,7 +153,8 @@ class Backpressure:
         paused = sum(self.stats.paused_s.values()) + sum(now - t for t in list(self._paused_at.values()))
         r = sorted(self.stats.reaction_s)
         out = {"pauses": self.stats.pauses, "resumes": self.stats.resumes, "pause_s": paused,
-               "max_backlog": self.stats.max_backlog, "reaction_max_s": r[-1] if r else 0.0,
+               "max_backlog": self.stats.max_backlog, "starved_s": self.stats.starved_s,
+               "reaction_max_s": r[-1] if r else 0.0,
                "reaction_p50_s": r[len(r) // 2] if r else 0.0}
         out["packets"], out["drops"] = self.congested_counts()
         self.stats.max_backlog, self.stats.reaction_s = 0, []
@@ -213,12 +215,17 @@ class Backpressure:
         due: list[tuple[float, int, bool, tuple[str, ...], float]] = []  # (when, seq, pause?, classes, polled at)
         paused_at = self._paused_at
         seq = 0
+        last_poll: float | None = None
         while not self._stop.is_set():
             t_poll = time.monotonic()
             backlog = self._backlogs(down, didx)
             for minor, targets in watched.items():
                 b = backlog.get(minor, 0)
                 self.stats.max_backlog = max(self.stats.max_backlog, b)
+                # empty with its upstream still held: the resume is on its way and the egress idles
+                # (xon below what it sends while the resume travels: docs/policies.md)
+                if b == 0 and last_poll is not None and any(t in paused_at for t in targets):
+                    self.stats.starved_s += t_poll - last_poll
                 if not signalled[minor] and b > self.xoff:
                     signalled[minor] = True
                     self.stats.pauses += 1
@@ -240,6 +247,7 @@ class Backpressure:
                         self.stats.paused_s[name] = self.stats.paused_s.get(name, 0.0) + \
                             time.monotonic() - paused_at.pop(name)
                 self.stats.reaction_s.append(time.monotonic() - polled - self.delay_s)
+            last_poll = t_poll
             wait = self.poll_s if not due else min(self.poll_s, max(0.0, due[0][0] - time.monotonic()))
             self._stop.wait(wait)
         end = time.monotonic()

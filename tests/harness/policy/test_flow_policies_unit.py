@@ -99,12 +99,13 @@ def test_the_incast_victim_and_its_capacity_come_from_the_topology():
 def test_pause_metrics_per_repetition_are_differences_of_the_counters():
     from harness.policy.apply import PolicyApplier
     before = {"links": {"l": (0, 5, 0, 100)}, "pause": {"pauses": 3, "pause_s": 1.0, "drops": 2, "packets": 50,
-                                                       "max_backlog": 9, "reaction_max_s": 0.1}}
+                                                       "max_backlog": 9, "reaction_max_s": 0.1, "starved_s": 0.25}}
     after = {"links": {"l": (9, 5, 0, 300)}, "pause": {"pauses": 10, "pause_s": 2.5, "drops": 2, "packets": 250,
-                                                      "max_backlog": 7000, "reaction_max_s": 0.05}}
+                                                      "max_backlog": 7000, "reaction_max_s": 0.05, "starved_s": 1.0}}
     m = PolicyApplier.metrics(before, after)
     assert m == {"queue_drops": 0, "queue_loss": 0.0, "pause_frames": 7, "pause_s": 1.5, "congested_drops": 0,
-                 "congested_loss": 0.0, "congested_max_backlog": 7000, "pause_reaction_max_s": 0.05}
+                 "congested_loss": 0.0, "congested_max_backlog": 7000, "pause_reaction_max_s": 0.05,
+                 "pause_starved_s": 0.75}
     assert PolicyApplier.metrics({}, {}) == {}
 
 
