@@ -35,11 +35,10 @@ def run_metadata(scenario, backend: str) -> dict:
                              cwd=Path(__file__).resolve().parent).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         rev = None
-    # what is measured, not how long or how strictly it is judged: a resumed run may take more blocks.
-    # The CPU-load limit is a judging threshold added after runs were made: out of the hash, a run
-    # from before resumes (max_utilization, there from the start, stays in: excluding it now would
-    # change every earlier hash)
-    scen = json.dumps(scenario.spec.model_dump(mode="json", exclude={"statistics": True, "headroom": {"max_cpu_load"}}),
+    # what is measured, not how long or how strictly it is judged (fields marked JUDGING): a resumed
+    # run may take more blocks, or be judged under another limit
+    from harness.scenario.spec import judging_fields
+    scen = json.dumps(scenario.spec.model_dump(mode="json", exclude=judging_fields(type(scenario.spec))),
                       sort_keys=True)
     return {"scenario": scenario.name, "scenario_hash": hashlib.sha256(scen.encode()).hexdigest()[:16],
             "scenario_source": scenario.source, "quick": scenario.quick,

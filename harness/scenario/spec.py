@@ -38,6 +38,24 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# a field marked so says how strictly results are judged, not what is measured: it stays out of
+# the scenario's hash, so a stored run resumes under another value (harness.runner.results)
+JUDGING: dict[str, Any] = {"judging": True}
+
+
+def judging_fields(model: type[BaseModel]) -> dict[str, Any]:
+    """The `exclude` for model_dump that leaves out every JUDGING field, nested models included."""
+    out: dict[str, Any] = {}
+    for name, f in model.model_fields.items():
+        if isinstance(f.json_schema_extra, dict) and f.json_schema_extra.get("judging"):
+            out[name] = True
+        elif isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel):
+            inner = judging_fields(f.annotation)
+            if inner:
+                out[name] = inner
+    return out
+
+
 class WorkloadSpec(_Strict):
     kind: str
     name: str | None = Field(default=None, pattern=NAME)
@@ -145,7 +163,9 @@ class HeadroomSpec(_Strict):
                                                   "the bottleneck")
     max_utilization: float = Field(default=0.8, gt=0, le=1,
                                    description="offered / served requests above which a workload measures its queue")
-    max_cpu_load: float = Field(default=0.8, gt=0, le=1,
+    # judging: added after runs were made (max_utilization, there from the start, is in the hash:
+    # marking it now would change every earlier run's)
+    max_cpu_load: float = Field(default=0.8, gt=0, le=1, json_schema_extra=JUDGING,
                                 description="the ranks' CPU time over the machine's cores (at a point or its "
                                             "baseline) above which the CPU, not the network, may set the step time")
     auto_scale: bool = Field(default=False, description="divide rates and bytes further until the ratio holds")
@@ -175,7 +195,7 @@ class ScenarioSpec(_Strict):
     events: list[EventSpec] = Field(default_factory=list, description="network changes during each repetition "
                                     "of the points they name (harness.scenario.events)")
     policies: list[PolicySpec] = Field(default_factory=list)
-    statistics: StatisticsSpec = Field(default_factory=StatisticsSpec)
+    statistics: StatisticsSpec = Field(default_factory=StatisticsSpec, json_schema_extra=JUDGING)
     headroom: HeadroomSpec = Field(default_factory=HeadroomSpec)
     link_samples: float | None = Field(default=None, gt=0, description="seconds between samples of the swept "
                                        "links' bytes during each repetition: link utilization over time "
