@@ -134,15 +134,6 @@ def _pct(v, digits: int = 1) -> str:
     return "" if v is None else f"{v * 100:+.{digits}f}"
 
 
-def run_meta(run_dir: Path, extra: dict | None) -> dict:
-    """The run's meta.json (what the report reads), else what the caller knows: the console and the
-    report then say the same quality lines."""
-    try:
-        return json.loads((run_dir / "meta.json").read_text())
-    except (OSError, ValueError):
-        return {k: (extra or {}).get(k) for k in ("seed", "headroom")}
-
-
 def print_verdict(verdict, run_dir: Path, as_json: bool, extra: dict | None = None) -> None:
     from dataclasses import asdict
     if as_json:
@@ -170,8 +161,8 @@ def print_verdict(verdict, run_dir: Path, as_json: bool, extra: dict | None = No
     if verdict.results:
         console.print(table("acceptance", ["criterion", "point", "verdict", "why"],
                             [[r.criterion, r.label, r.verdict.upper(), r.message] for r in verdict.results]))
-    from reports.build import quality_lines
-    for line in quality_lines(run_meta(run_dir, extra), verdict):
+    from reports.build import quality_lines  # the report's lines, from the run's own meta.json
+    for line in quality_lines(json.loads((run_dir / "meta.json").read_text()), verdict):
         console.print(f"quality: {line}", highlight=False, markup=False)
     console.print(f"verdict: {verdict.status.upper()}   report: {run_dir / 'report.html'}", highlight=False)
 

@@ -209,7 +209,7 @@ def cmd_report(args) -> int:
     if args.json:
         print_json({"status": res.status, "passed": res.passed, "files": res.files})
     else:
-        print_verdict(res.verdict, res.run_dir, False, extra={"headroom": res.summary.get("headroom")})
+        print_verdict(res.verdict, res.run_dir, False)
         for k, v in res.files.items():
             console.print(f"{k}: {v}", highlight=False)
     return exit_code(res.status, args.inconclusive)

@@ -34,10 +34,3 @@ def test_the_console_says_the_reports_quality_lines(tmp_path, capsys):
     printed = [x.removeprefix("quality: ") for x in out.splitlines() if x.startswith("quality: ")]
     assert printed == lines, out
 
-
-def test_without_a_meta_json_the_console_uses_what_the_runner_said(tmp_path, capsys):
-    verdict = _verdict()
-    print_verdict(verdict, tmp_path, as_json=False,
-                  extra={"seed": 3, "headroom": {"w": {"cpu_load": 0.9, "max_cpu_load": 0.8, "cpu_bound": True}}})
-    out = capsys.readouterr().out
-    assert "quality: design: randomized blocks (seed 3)" in out and "CPU-BOUND" in out, out
