@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from typing import Any
@@ -196,13 +197,41 @@ def noise_needs(scenario: str) -> dict[str, str]:
     return out
 
 
+def _spin(deadline: float) -> None:
+    import ctypes
+    import signal
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: ends with the bench
+    while time.monotonic() < deadline:
+        pass
+
+
+@contextlib.contextmanager
+def co_tenant(enabled: bool = True, max_s: float = 3600.0):
+    """One busy process beside the measurement (a core's worth of a Python loop, as a user's other
+    job would be), ended on exit, with its parent, or after `max_s` whatever happens."""
+    if not enabled:
+        yield None
+        return
+    import multiprocessing
+    proc = multiprocessing.get_context("fork").Process(target=_spin, args=(time.monotonic() + max_s,), daemon=True,
+                                                       name="metrolab-co-tenant")
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.join(timeout=10)
+
+
 def bench_noise(scenario: str = "allreduce-distance", blocks: int = 8, progress=None) -> dict:
     """The scenario's first workload, its baseline against an identical 0 km point in shuffled
     blocks: the interval of a degradation whose true value is 0 is the noise floor a criterion
-    must clear (a 5 % criterion is decidable where the half-width is well under 5 %)."""
+    must clear (a 5 % criterion is decidable where the half-width is well under 5 %). Also what
+    the machine gave to other processes meanwhile (harness.runner.interference)."""
     import tempfile
     from pathlib import Path
 
+    from harness.runner.results import ResultStore
     from harness.runner.run import run_scenario
     from harness.scenario.spec import load_scenario, scenario_from_data
     src = load_scenario(scenario)
@@ -219,6 +248,8 @@ def bench_noise(scenario: str = "allreduce-distance", blocks: int = 8, progress=
                            else "netns", progress=(lambda **kw: progress(kw["description"]) if progress and
                                                    kw.get("description") else None))
         verdict = out.verdict  # judged from the run directory's rows: before it goes
+        store = ResultStore(Path(d) / "run")
+        rows, meta = store.rows(), store.meta
     null = next(p for p in verdict.points if p.is_null)
     base = next(p for p in verdict.points if p.baseline)
     h: dict = next(iter(out.headroom.values()), {}) if out.headroom else {}
@@ -229,4 +260,12 @@ def bench_noise(scenario: str = "allreduce-distance", blocks: int = 8, progress=
             "step_time_s": base.step_time_s, "capacity_ratio": h.get("capacity_ratio"),
             "cpu_load": h.get("cpu_load"), "target_halfwidth": 0.02,
             "decidable_at_5pct": half is not None and half < 0.05, "ok": half is not None and half < 0.02,
-            "wall_s": out.wall_s}
+            "interference_median": _median_of(rows, "interference"), "guest_wait_median": _median_of(rows, "guest_wait"),
+            "blocks_measured": len({r.get("block") for r in rows}), "blocks_interfered": len(
+                {r.get("block") for r in rows if r.get("interfered")}),
+            "guest_scheduling": (meta.get("guest") or {}).get("scheduling"), "wall_s": out.wall_s}
+
+
+def _median_of(rows: list[dict], key: str) -> float | None:
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return statistics.median(vals) if vals else None

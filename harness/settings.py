@@ -39,6 +39,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("METROLAB_VM_MEMORY", str, "4G", "guest memory"),
     Setting("METROLAB_VM_CPUS", int, 2, "guest CPUs"),
     Setting("METROLAB_VM_BOOT_TIMEOUT", float, 240.0, "seconds the guest may take to boot"),
+    Setting("METROLAB_VM_REALTIME", bool, True, "run the guest's qemu in the real-time class (I/O threads above "
+                                                "vCPUs) so other processes on the host cannot delay it"),
     Setting("METROLAB_TBF_BURST_MS", float, None, "TBF bucket depth in ms (default: 1 on a host kernel, 5 in the "
                                                   "TCG guest)"),
     Setting("METROLAB_NETEM_OFFSET_US", float, None, "netem's per-qdisc delivery offset in us, instead of "
@@ -57,6 +59,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("METROLAB_HOST_JUDGES", bool, False, "the guest only measures; the host judges and reports",
             internal=True),
     Setting("METROLAB_RESULTS", str, None, "the guest's results share", internal=True),
+    Setting("METROLAB_HOST_CPU", str, None, "the file on the guest's share where the host writes its CPU counters "
+                                            "(interference)", internal=True),
     Setting("METROLAB_GUEST_REPORT", str, None, "where the guest tier's pytest writes its results (tests)",
             internal=True),
     Setting("METROLAB_SONIC_INVENTORY", str, None, "ansible inventory of a real SONiC switch (enables the sonic "

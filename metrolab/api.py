@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from harness.scenario.verdict import Verdict
 
 MAIN_SCENARIO = "allreduce-distance"  # the main job: AllReduce across the default lab's WAN, 0-500 km
+GUEST_CRASH_RESUMES = 2  # a guest kernel that crashes mid-run (harness.vm.qemu.GuestCrash): resume that often
 Progress = Callable[..., None]  # progress(advance=0, total=None, description=None)
 
 
@@ -205,6 +206,7 @@ def _judged(run_dir: Path, backend: str | None, summary: dict) -> RunResult:
 def _run_in_guest(ref: str, run_dir: Path, *, quick: bool, resume: bool, report: bool, flags: dict) -> RunResult:
     """The same run in the guest kernel: the guest measures into `run_dir` (a share), the host judges
     and draws the report (statistics and plots are quick here, slow under TCG)."""
+    from harness.vm.qemu import GuestCrash
     from harness.vm.reexec import run_in_guest
     run_dir.mkdir(parents=True, exist_ok=True)
     argv = ["run", ref, "--out", str(run_dir)] + (["--quick"] if quick else []) + \
@@ -214,7 +216,19 @@ def _run_in_guest(ref: str, run_dir: Path, *, quick: bool, resume: bool, report:
             argv.append(f"--{flag}")
         elif value not in (None, False):
             argv += [f"--{flag}", str(value)]
-    code = run_in_guest(argv, shares=(run_dir,), env={"METROLAB_HOST_JUDGES": "1"})
+    for attempt in range(GUEST_CRASH_RESUMES + 1):
+        try:
+            code = run_in_guest(argv, shares=(run_dir,), env={"METROLAB_HOST_JUDGES": "1"})
+            break
+        except GuestCrash as exc:
+            # what was measured is on the share: a fresh guest resumes the run and measures the rest
+            if attempt == GUEST_CRASH_RESUMES or not (run_dir / "meta.json").exists():
+                raise
+            import sys
+            print(f"metrolab: {exc}; resuming the run in a fresh guest ({attempt + 1} of {GUEST_CRASH_RESUMES})",
+                  file=sys.stderr, flush=True)
+            if "--resume" not in argv:
+                argv += ["--resume", str(run_dir)]
     outcome = run_dir / "outcome.json"
     if code != 0 or not outcome.exists():
         raise GuestRunError(f"metrolab run {ref}", code or 1)

@@ -31,7 +31,7 @@ def load_verdict(run_dir: Path) -> tuple[dict, dict, Verdict, ResultStore]:
     scen = json.loads(scen_path.read_text())
     swept = tuple((scen["spec"].get("sweep") or {}).get("params") or {})
     criteria = [parse_criterion(t, scen.get("metrics", []), swept) for t in scen["spec"].get("acceptance", [])]
-    settings = Settings.from_dict(scen["spec"])
+    settings = Settings.from_dict(scen["spec"], meta)
     verdict = evaluate(summarize(store.rows(), tuple(scen.get("metrics", [])), settings), criteria, settings)
     return meta, scen, verdict, store
 
@@ -134,13 +134,44 @@ def quality_table(points: pd.DataFrame) -> pd.DataFrame:
 
 
 def quality_lines(meta: dict, verdict: Verdict) -> list[str]:
-    """The measurement's own credentials: design, noise floor, headroom, scale, physics checks."""
+    """The measurement's own credentials: design, warm-up, interference, noise floor, headroom,
+    scale, the model's error, outliers, physics checks, and why a run stopped where it did."""
+    design: dict = meta["design"] if isinstance(meta.get("design"), dict) else {}
+    looks = design.get("describe") or f"{meta.get('confidence', st.CONFIDENCE):.0%} intervals"
     out = [f"design: randomized blocks (seed {meta.get('seed')}), each point paired with its own block's "
-           f"baseline; {meta.get('confidence', st.CONFIDENCE):.0%} intervals"]
+           f"baseline; {looks}; " + ("Holm's correction over each criterion's points before one fails"
+                                     if verdict.family == "holm" else
+                                     "each point judged alone: the family-wise error of a criterion over several "
+                                     "points is NOT controlled")]
+    for w, passes in (meta.get("warm_passes") or {}).items():
+        if passes:
+            moved = ", ".join("-" if m is None else f"{m:.1%}" for m in passes)
+            out.append(f"warm-up: {w}: {len(passes)} discarded pass(es) through every point before the first block "
+                       f"(median move from the pass before: {moved})")
+    guest = (meta.get("guest") or {}).get("scheduling")
+    for w, i in (meta.get("interference") or {}).items():
+        taken, wait, hit = i.get("interference_median"), i.get("guest_wait_median"), i.get("blocks_interfered") or []
+        if taken is None:
+            continue
+        line = f"interference: {w}: other processes took {taken:.0%} of the machine (median per measurement)"
+        if wait is not None:
+            line += f"; the guest's threads waited {wait:.0%} of the time"
+        if guest:
+            line += f" ({guest})"
+        budget = (meta.get("budget") or {}).get(w) or {}
+        if hit:
+            line += (f"; {len(hit)} block(s) under interference left out"
+                     + (f" and replaced ({budget.get('replaced')})" if budget.get("replaced") else "")
+                     + ": the intervals rest on the clean blocks")
+            if budget.get("replaced", 0) < len(hit):
+                line += "; INTERFERENCE, not the network, may have set them: fewer clean blocks than planned"
+        out.append(line)
     for p in verdict.points:
         if p.is_null and p.ci_low is not None:
             out.append(f"noise floor: {p.workload} {p.label} against its baseline: degradation "
                        f"[{p.ci_low:+.2%}, {p.ci_high:+.2%}] over {p.repetitions} blocks")
+        if p.failed_repetitions:
+            out.append(f"failed repetitions: {p.workload} {p.label}: {p.failed_repetitions} ({p.error})")
     for w, h in (meta.get("headroom") or {}).items():
         if h.get("capacity_ratio") is not None and h.get("line_rate_bps") and h.get("capacity_bps"):
             out.append(f"headroom: {w}: emulated line rate {h['line_rate_bps'] / 1e6:.4g} Mbit/s over an unshaped "
@@ -162,7 +193,14 @@ def quality_lines(meta: dict, verdict: Verdict) -> list[str]:
     if errs:
         out.append(f"model: measured - predicted degradation, median {_median(errs):+.2%}, "
                    f"largest {max(errs, key=abs):+.2%}")
-    return out + [f"warning: {w}" for w in verdict.warnings]
+    few = sorted({p.repetitions for p in verdict.points if not p.baseline and 0 < p.repetitions < st.TREND_MIN_N})
+    if few:
+        out.append(f"trend over measurement order: not testable with {', '.join(map(str, few))} blocks "
+                   f"(Kendall's tau needs {st.TREND_MIN_N})")
+    for w, b in (meta.get("budget") or {}).items():
+        for note in b.get("notes") or []:
+            out.append(f"blocks: {w}: {note}")
+    return out + [f"outlier: {x}" for x in verdict.outliers] + [f"warning: {w}" for w in verdict.warnings]
 
 
 def _median(values: list[float]) -> float:

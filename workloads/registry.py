@@ -52,14 +52,31 @@ WORKLOADS: dict[str, type[Workload]] = _all()
 
 # measured by the runner around each repetition: the swept links, the policy's queues and pause
 # emulation (harness.policy.apply), the RDMA devices (harness.runner.rdma_counts)
-RUNNER_METRICS = ("wan_bytes", "wan_drops", "wan_loss", "ecn_marks", "path_imbalance",
-                  "queue_drops", "queue_loss", "pause_frames", "pause_s", "congested_drops", "congested_loss",
+RUNNER_METRICS = ("wan_bytes", "wan_drops", "wan_packets", "wan_loss", "ecn_marks", "path_imbalance",
+                  "queue_drops", "queue_packets", "queue_loss", "pause_frames", "pause_s", "congested_drops",
+                  "congested_packets", "congested_loss",
                   "congested_max_backlog", "pause_reaction_max_s", "pause_starved_s",
                   "rdma_sent_pkts", "rdma_seq_naks", "rdma_out_of_seq", "rdma_retries", "rdma_retry_exceeded",
                   "rdma_send_errors", "backlog_drops", "link_util", "link_util_min", "busy_s", "link_sample_gap_s",
                   # a repetition with events (harness.scenario.events.Impact)
                   "steady_steps", "event_steps", "event_step_max_s", "steady_p99_s", "slow_steps", "recovery_steps", "recovery_s",
                   "zero_impact", "replan_s", "event_late_s")
+
+
+# rates judged on their counts (harness.scenario.stats.rate_interval): metric -> (events, packets
+# that got through); the runner writes both counts into each row beside the rate
+COUNT_RATES = {"wan_loss": ("wan_drops", "wan_packets"), "queue_loss": ("queue_drops", "queue_packets"),
+               "congested_loss": ("congested_drops", "congested_packets")}
+
+# what a repetition checks for correctness, or how much it was asked to move, not how fast it went:
+# no limit of the host bounds these. Every other metric is a performance figure that the host's
+# capacity, the ranks' CPU, the offered load or interference can bound as surely as the network,
+# and a point where one does is not judged on it (harness.scenario.verdict)
+INTEGRITY_METRICS = frozenset({"bad_batches", "disk_write_bytes", "token_mismatches", "activations_wrong",
+                               "aggregate_wrong", "integrity_failures", "intruder_reached", "intruder_attempts",
+                               "reconnects", "bytes", "batch_bytes", "model_bytes", "gradient_bytes", "buckets",
+                               "boundary_bytes", "stages", "round_bytes", "kv_bytes_per_request", "sites",
+                               "ideal_bubble_fraction"})
 
 
 def workload_metrics(kinds: list[str]) -> tuple[str, ...]:

@@ -31,6 +31,8 @@ def register(sub) -> None:
     bn = bsub.add_parser("noise", help="the main job's baseline against itself in shuffled blocks: the noise floor")
     bn.add_argument("--blocks", type=int, default=8)
     bn.add_argument("--scenario", default=None, help="scenario whose first workload is measured (default: the main job)")
+    bn.add_argument("--co-tenant", action="store_true", help="start one busy process beside it on this machine (a "
+                    "user's other job): the floor under interference, and what the tool saw of it")
     add_backend(bn)
     add_json(bn)
     bn.set_defaults(func=cmd_bench_noise)
@@ -72,12 +74,15 @@ def cmd_bench_harness(args) -> int:
 
 
 def cmd_bench_noise(args) -> int:
-    from harness.bench import bench_noise, noise_needs
-    code = on_backend(args, noise_needs(args.scenario or MAIN_SCENARIO))
-    if code is not None:
-        return code
-    res = bench_noise(args.scenario or MAIN_SCENARIO, blocks=args.blocks,
-                      progress=None if args.json else lambda m: err_console.print(m, highlight=False))
+    from harness import settings
+    from harness.bench import bench_noise, co_tenant, noise_needs
+    with co_tenant(args.co_tenant and not settings.in_guest()):  # on the host, beside the guest
+        code = on_backend(args, noise_needs(args.scenario or MAIN_SCENARIO))
+        if code is not None:
+            return code
+        res = bench_noise(args.scenario or MAIN_SCENARIO, blocks=args.blocks,
+                          progress=None if args.json else lambda m: err_console.print(m, highlight=False))
+    res["co_tenant"] = bool(args.co_tenant)
     print_bench(f"bench noise ({res['scenario']}: the 0 km point against the baseline, {res['blocks']} blocks)",
                  res, args.json)
     return 0

@@ -102,12 +102,11 @@ class NetnsLab(Lab):
     backend = "netns"
 
     def __init__(self, topology: Topology, lab_id: str | None = None, strict: bool = True,
-                 state: LabState | None = None, in_order: bool = False):
+                 state: LabState | None = None, in_order: bool = True):
         super().__init__(topology, lab_id or (state.lab_id if state else new_lab_id()))
         self.strict = strict
-        # veths deliver in order (harness.lab.delivery). Opt-in for now: it also turns GRO on, which
-        # aggregates TCP at the switches' ingress (a tail drop then loses a whole 64 KB skb); the
-        # suite's TCP flow-control tests are calibrated on the kernel's default
+        # veths deliver in order, without GRO's aggregation (harness.lab.delivery): the kernel's own
+        # delivery swaps packets behind a shaped egress, which an RC QP takes for loss
         self.in_order = in_order
         self._handles: dict[str, IPRoute] = {}
         self.applied: dict[str, list[dict]] = {}
@@ -231,7 +230,7 @@ class NetnsLab(Lab):
         """Without this, packets leaving a shaped egress can swap on the next veth, which an RC QP
         takes for loss (harness/lab/delivery.py)."""
         from harness.lab.delivery import napi_delivery
-        napi_delivery(self.ns(node), [e.ifname for e in self.plan.ifaces_of(node)])
+        napi_delivery(self.ns(node), [e.ifname for e in self.plan.ifaces_of(node)], self.handle(node))
 
     def _address_node(self, node: str) -> None:
         h = self.handle(node)

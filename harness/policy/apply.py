@@ -175,12 +175,15 @@ class PolicyApplier:
         if "links" in before and "links" in after:
             drops = sum(after["links"][k][1] - before["links"][k][1] for k in after["links"])
             packets = sum(after["links"][k][3] - before["links"][k][3] for k in after["links"])
-            out |= {"queue_drops": drops, "queue_loss": drops / (drops + packets) if drops + packets else 0.0}
+            # nothing counted is not measured: never a loss of 0 (harness.scenario.verdict judges the counts)
+            out |= {"queue_drops": drops, "queue_packets": packets,
+                    "queue_loss": drops / (drops + packets) if drops + packets else None}
         if "pause" in before and "pause" in after:
             b, a = before["pause"], after["pause"]
             drops, packets = a["drops"] - b["drops"], a["packets"] - b["packets"]
             out |= {"pause_frames": a["pauses"] - b["pauses"], "pause_s": a["pause_s"] - b["pause_s"],
-                    "congested_drops": drops, "congested_loss": drops / (drops + packets) if drops + packets else 0.0,
+                    "congested_drops": drops, "congested_packets": packets,
+                    "congested_loss": drops / (drops + packets) if drops + packets else None,
                     "congested_max_backlog": a["max_backlog"], "pause_reaction_max_s": a["reaction_max_s"],
                     "pause_starved_s": a["starved_s"] - b["starved_s"]}
         return out

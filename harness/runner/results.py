@@ -104,8 +104,16 @@ class ResultStore:
         return out
 
     def done(self) -> set[tuple[str, str, int]]:
-        """(workload, point key, block) already recorded; a failed point counts as done (-1)."""
-        return {(r["workload"], r["point_key"], r["repetition"]) for r in self.rows()}
+        """(workload, point key, block) measured and recorded."""
+        return {(r["workload"], r["point_key"], r["repetition"]) for r in self.rows() if r.get("status") == "ok"}
+
+    def failures(self) -> dict[tuple[str, str], int]:
+        """(workload, point key) -> failed repetitions recorded."""
+        out: dict[tuple[str, str], int] = {}
+        for r in self.rows():
+            if r.get("status") != "ok":
+                out[(r["workload"], r["point_key"])] = out.get((r["workload"], r["point_key"]), 0) + 1
+        return out
 
     def append(self, row: dict) -> None:
         line = json.dumps(row, default=str) + "\n"

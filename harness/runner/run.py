@@ -3,10 +3,14 @@
 lab up -> headroom (the unshaped capacity between each workload's hosts; auto scale) -> Ray up ->
 per workload: one rank per host (a Ray actor starts it in the host's namespace, the process group
 comes up once) -> warm-up at the baseline until the step time is stationary, the model fitted on
-it predicts every point -> randomized blocks (harness.runner.sweep): the baseline and every point
-in a shuffled order, each re-impairing the swept links and re-applying its policy, one row per
-measurement appended as it is taken -> more blocks while a criterion is inconclusive (with
-`until_conclusive`, within the budget) -> Ray down, lab down (always) -> verdict.
+it predicts every point -> warm-up passes through every point (discarded) until each point's step
+time holds still from one pass to the next -> randomized blocks (harness.runner.sweep): the
+baseline and every point in a shuffled order, each re-impairing the swept links and re-applying its
+policy, one row per measurement appended as it is taken, with the CPU that went to other processes
+meanwhile (harness.runner.interference; a block under interference is replaced) -> with
+`until_conclusive`, the sequential design (harness.scenario.sequential): a look after every block,
+stopping when every criterion is conclusive or the budget is spent -> Ray down, lab down (always)
+-> verdict.
 
 A rank that crashes, errs or hangs fails its point (a row with the reason), the workload's ranks
 are stopped and started afresh, and the sweep goes on. With `resume`, nothing already recorded
@@ -33,6 +37,7 @@ from harness.runner import headroom as hr
 from harness.runner.agents import LocalAgents, RankFailed, RayCluster
 from harness.runner.events import EventPlayer, links_of
 from harness.runner.group import RankGroup
+from harness.runner.interference import Monitor, between, interfered, interference_summary
 from harness.runner.linkseries import LinkSampler, utilization
 from harness.runner.rdma_counts import RdmaCounters
 from harness.runner.results import ResultStore, run_metadata
@@ -41,7 +46,8 @@ from harness.runner.wan import WanCounters, backlog_drops
 from harness.scenario.events import impact
 from harness.scenario.points import Point, baselines, grid, point_impairment
 from harness.scenario.predict import make_predictor
-from harness.scenario.verdict import Settings, Verdict, evaluate, summarize
+from harness.scenario.sequential import Design
+from harness.scenario.verdict import Settings, Verdict, evaluate, interfered_blocks, summarize
 from workloads.registry import WORKLOADS, workload_metrics
 
 log = logging.getLogger(__name__)
@@ -108,6 +114,7 @@ class Runner:
         self.applier = PolicyApplier(self.lab)
         self.wan = WanCounters(self.lab, self.links, lambda: marks_ecn(self.applier.current))
         self.policies = {p.name: p for p in self.spec.policies}
+        self.monitor = Monitor(enabled=testbed is None)  # a testbed's machines are not this one
         self.cluster: Any = None  # LocalAgents (in the guest) or a RayCluster
         self.t0 = time.monotonic()
         self.headroom: dict[str, hr.Headroom] = {}
@@ -115,12 +122,26 @@ class Runner:
         self.rate_divisor = 1.0
 
     # -- set-up ----------------------------------------------------------------------------
+    def design(self) -> Design:
+        """One look after the planned blocks, or (until_conclusive) a look after every block from
+        them up to the block budget: decided before anything is measured, kept by a resumed run."""
+        stats = self.spec.statistics
+        if stats.until_conclusive and stats.max_repetitions > self.spec.repetitions:
+            return Design("sequential", stats.confidence, self.spec.repetitions, stats.max_repetitions)
+        return Design("fixed", stats.confidence, self.spec.repetitions, self.spec.repetitions)
+
     def _meta(self) -> dict:
         meta = run_metadata(self.scn, self.backend)
         seed = self.spec.statistics.seed
-        meta |= {"seed": seed if seed is not None else new_seed(), "design": "randomized-blocks",
-                 "confidence": self.settings.confidence}
-        return self.store.start(meta, self.resume)
+        meta |= {"seed": seed if seed is not None else new_seed(), "blocks": "randomized",
+                 "design": self.design().to_dict(), "confidence": self.settings.confidence}
+        guest = settings.get("METROLAB_RESULTS")
+        if guest and settings.in_guest() and (Path(guest) / "guest.json").exists():
+            meta["guest"] = json.loads((Path(guest) / "guest.json").read_text())
+        meta = self.store.start(meta, self.resume)
+        self.settings = Settings.of(self.spec, Design.from_dict(meta.get("design") if isinstance(
+            meta.get("design"), dict) else None, self.settings.confidence))
+        return meta
 
     def _rates(self) -> None:
         """Every link at its topology rate divided by the run's extra scale factor."""
@@ -179,7 +200,8 @@ class Runner:
             meta = {k: v for k, v in self.store.meta.items() if not isinstance(v, (dict, list))}  # flat, per row
             scale = self.spec.scale * self.rate_divisor
             points = baselines(self.spec.sweep) + grid(self.spec.sweep, scale)
-            sweep = Sweep(points, int(meta["seed"]), self.store.done())
+            sweep = Sweep(points, int(meta["seed"]), self.store.done(), self.store.failures(),
+                          self.spec.statistics.allowed_failures)
             sweep.order = self.store.next_order()
             self.sweep = sweep
             self.total = len(self.spec.workloads) * len(points) * self.spec.repetitions
@@ -257,34 +279,54 @@ class Runner:
         share = max(0.0, deadline - time.monotonic()) / max(1, workloads_left)
         my_deadline = time.monotonic() + share
         ctx = _WorkloadRun(self, group, wname, meta, scale)
+        sequential = self.settings.the_design.sequential
         try:
-            block = 0
+            block = clean = replaced = 0
+            warmed = False
             while True:
-                planned = block < spec.repetitions
-                if not planned:
-                    if not stats.until_conclusive or block >= stats.max_repetitions:
+                if clean >= spec.repetitions:  # the planned blocks are in: a look, or the end
+                    if not sequential or clean >= stats.max_repetitions:
+                        if sequential:
+                            ctx.undecided(self.verdict(wname), f"the block budget ({stats.max_repetitions}) is spent")
                         break
                     if time.monotonic() > my_deadline:
-                        ctx.note(f"time budget spent after {block} blocks")
+                        ctx.undecided(self.verdict(wname), f"the time budget is spent after {clean} blocks")
                         break
                     if not self.verdict(wname).inconclusive:
+                        ctx.note(f"every criterion decided after {clean} blocks")
                         break
                     self.total += len(sweep.points)
                     self.progress(total=self.total)
                 todo = sweep.todo(wname, block)
                 sweep.skipped += len(sweep.points) - len(todo)
                 self.progress(advance=len(sweep.points) - len(todo))
+                if todo and not warmed:
+                    ctx.warm_passes()
+                    warmed = True
                 for point in todo:
                     ctx.measure(point, block)
+                if block in interfered_blocks([r for r in self.store.rows() if r["workload"] == wname]).get(
+                        wname, set()) and replaced < stats.max_interfered_blocks:
+                    replaced += 1  # left out by the judge: measured again
+                    ctx.note(f"block {block + 1} ran under interference: replaced")
+                    self.total += len(sweep.points)
+                    self.progress(total=self.total)
+                else:
+                    clean += 1
                 block += 1
                 self.blocks[wname] = block
         finally:
             group.stop()
+            mine = [r for r in self.store.rows() if r["workload"] == wname and r.get("status") == "ok"]
             self.store.update_meta(**{f"blocks_{wname}": self.blocks.get(wname, 0)},
                                    budget={**(self.store.meta.get("budget") or {}),
-                                           wname: {"blocks": self.blocks.get(wname, 0),
+                                           wname: {"blocks": self.blocks.get(wname, 0), "clean_blocks": clean,
+                                                   "replaced": replaced,
                                                    "minutes": round((time.monotonic() - self.t0) / 60, 2),
-                                                   "notes": ctx.notes}})
+                                                   "notes": ctx.notes}},
+                                   warm_passes={**(self.store.meta.get("warm_passes") or {}), wname: ctx.passes},
+                                   interference={**(self.store.meta.get("interference") or {}),
+                                                 wname: interference_summary(mine)})
 
 
 class _WorkloadRun:
@@ -294,6 +336,8 @@ class _WorkloadRun:
         self.r, self.group, self.wname, self.meta, self.scale = runner, group, wname, meta, scale
         self.flows: dict = {}              # (policy, params) -> learned flows, reused in later blocks
         self.predictions: dict[str, float] = {}
+        self.steady: dict[str, float] = {}  # baseline key -> its step time at the end of the warm-up
+        self.passes: list[float | None] = []  # each warm-up pass's median move from the one before
         self.combo: tuple | None = None    # the parameter combination the ranks hold
         self.notes: list[str] = []
         from harness import capabilities
@@ -306,6 +350,42 @@ class _WorkloadRun:
 
     def note(self, text: str) -> None:
         self.notes.append(text)
+
+    def undecided(self, verdict: Verdict, why: str) -> None:
+        """Why the run stopped with criteria undecided, and what the observed spread would need."""
+        open_ = verdict.inconclusive
+        if not open_:
+            self.note(f"every criterion decided; {why}")
+            return
+        needs = [f"{r.label}: {r.metric} would need about {r.blocks_needed} blocks" for r in open_
+                 if r.blocks_needed]
+        self.note(f"{why} with {len(open_)} criterion result(s) undecided"
+                  + (f" ({'; '.join(needs)} at the spread observed)" if needs else ""))
+
+    def warm_passes(self) -> None:
+        """Discarded passes through every point, each in a shuffled order, until each point's step
+        time holds still: at least `warm_blocks.min`, at most `warm_blocks.max`; the first pass is
+        compared with the baseline's steady step from the warm-up. Each pass goes to warmups.jsonl."""
+        r, wb = self.r, self.r.spec.warm_blocks
+        prev: dict[str, float] = dict(self.steady)
+        for k in range(wb.max):
+            r.progress(description=f"{self.wname}: warming up every point (pass {k + 1})")
+            steps: dict[str, float] = {}
+            for point in r.sweep.block(self.wname, -(k + 1)):
+                if r.sweep.is_done(self.wname, point, 0) and r.sweep.failed(self.wname, point):
+                    continue
+                row = self.measure(point, 0, record=False)
+                if row is not None:
+                    steps[point.key] = row["step_time_s"]
+            moved = [abs(math.log(steps[key] / prev[key])) for key in steps if key in prev and prev[key] > 0
+                     and steps[key] > 0]
+            held = sorted(moved)[len(moved) // 2] if moved else None
+            with open(r.run_dir / "warmups.jsonl", "a") as f:
+                f.write(json.dumps({"workload": self.wname, "pass": k + 1, "steps": steps, "moved": held}) + "\n")
+            self.passes.append(held)
+            if k + 1 >= wb.min and held is not None and held <= wb.tolerance:
+                return
+            prev = steps
 
     def _impair(self, point: Point) -> None:
         spec = self.r.spec
@@ -331,6 +411,8 @@ class _WorkloadRun:
         self.r.progress(description=f"{self.wname}: warming up{' ' + base.label() if point.params else ''}")
         w = g.warm_up(self.r.spec.warmups, WARMUP_SHARE_S * self.r.spec.timeout_s)
         self.combo = point.params
+        if w.baseline_step_s:
+            self.steady[base.key] = w.baseline_step_s
         self._predict(base, w)
         self._record_warmup(base, w)
 
@@ -408,9 +490,10 @@ class _WorkloadRun:
                                 "steps": g.last_steps, "per_step": effect.per_step, **ours}) + "\n")
         return metrics | ours
 
-    def measure(self, point: Point, block: int) -> dict | None:
-        """One repetition of `point`, recorded; its row, or None where it failed (recorded as such)."""
-        log.info("%s: block %d: %s", self.wname, block + 1, point.label())
+    def measure(self, point: Point, block: int, record: bool = True) -> dict | None:
+        """One repetition of `point`, recorded (not with `record` off: a warm-up pass); its row, or
+        None where it failed (recorded as such, a warm-up pass's failure too: the point failed)."""
+        log.info("%s: block %d: %s%s", self.wname, block + 1, point.label(), "" if record else " (warm-up)")
         r, sweep, spec, g = self.r, self.r.sweep, self.r.spec, self.group
         wspec = g.wspec
         h = r.headroom.get(self.wname)
@@ -419,10 +502,10 @@ class _WorkloadRun:
 
         def failed(error: str) -> None:
             r.store.append(base_row | {"repetition": -1, "order": sweep.order, "status": "failed", "error": error,
-                                       "measured_at": time.time()})
+                                       "measured_at": time.time(), "warm_up": not record})
             sweep.order += 1
             sweep.measured += 1
-            sweep.done.add((self.wname, point.key, -1))
+            sweep.fail(self.wname, point, block)
             r.progress(advance=1)
 
         policy = None if point.baseline or point.policy == "none" else r.policies[point.policy]
@@ -455,6 +538,7 @@ class _WorkloadRun:
                 pol = r.applier.counters()
                 before, dev = r.wan.read(), rdma.read()
                 backlog = backlog_drops() if local else 0
+                mark = r.monitor.mark()
                 if spec.link_samples and local:  # utilization over time: the links' bytes as the ranks run
                     with LinkSampler(r.lab, r.links, spec.link_samples) as sampler:
                         metrics = self._steps(point, block, policy)
@@ -463,6 +547,7 @@ class _WorkloadRun:
                                             for lk in r.links})
                 else:
                     metrics = self._steps(point, block, policy)
+                metrics |= between(mark, r.monitor.mark())
                 # this repetition's own steps: the swept links, the policy's counters, the RDMA devices'
                 metrics |= r.wan.metrics(before, r.wan.read())
                 metrics |= r.applier.metrics(pol, r.applier.counters())
@@ -480,8 +565,11 @@ class _WorkloadRun:
             return None
         row = base_row | {"repetition": block, "order": sweep.order, "status": "ok", "error": None,
                           "measured_at": time.time(), "predicted_step_s": self.predictions.get(point.key), **metrics}
+        row["interfered"] = interfered(row, spec.statistics.max_interference, spec.statistics.max_guest_wait)
         if h is not None:
             row |= {"capacity_ratio": h.capacity_ratio, "host_bound": h.host_bound}
+        if not record:
+            return row
         r.store.append(row)
         sweep.order += 1
         sweep.measured += 1

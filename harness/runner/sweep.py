@@ -5,7 +5,8 @@ within their combination of swept workload parameters (each has its own baseline
 visits the combinations in a shuffled order and, inside each, the baseline and the points in a
 shuffled order; a fresh order per block, drawn from the run's recorded seed, so the same run
 directory resumes into the same plan. What is already recorded is never measured again, and a
-point that failed is not retried in later blocks.
+point whose failures exceed the scenario's allowance (`statistics.allowed_failures`, 0 by default)
+is not retried in later blocks.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ def new_seed() -> int:
 class Sweep:
     points: list[Point]               # baselines and grid points (every combination)
     seed: int
-    done: set = field(default_factory=set)   # (workload, point key, block); block -1: the point failed
+    done: set = field(default_factory=set)   # (workload, point key, block) measured
+    failures: dict = field(default_factory=dict)  # (workload, point key) -> failed repetitions
+    allowed_failures: int = 0
     measured: int = 0
     skipped: int = 0
     order: int = 0                    # index of the next measurement in the run
@@ -54,7 +57,11 @@ class Sweep:
         return out
 
     def failed(self, workload: str, point: Point) -> bool:
-        return (workload, point.key, -1) in self.done
+        """The point failed more repetitions than allowed: it is not measured again."""
+        return self.failures.get((workload, point.key), 0) > self.allowed_failures
+
+    def fail(self, workload: str, point: Point, block: int) -> None:
+        self.failures[(workload, point.key)] = self.failures.get((workload, point.key), 0) + 1
 
     def is_done(self, workload: str, point: Point, block: int) -> bool:
         return (workload, point.key, block) in self.done or self.failed(workload, point)

@@ -23,9 +23,11 @@ class WanCounters:
         links = self.links
         sent = {lk: after[lk][0] - before[lk][0] for lk in links}
         drops, packets = (sum(after[lk][i] - before[lk][i] for lk in links) for i in (1, 3))
-        m: dict[str, float | str] = {"wan_bytes": sum(sent.values()), "wan_drops": drops,
-             "wan_loss": drops / (drops + packets) if drops + packets else 0.0,
-             "ecn_marks": sum(after[lk][2] - before[lk][2] for lk in links)}
+        # the counts travel with the rate (judged on them); nothing counted is not measured, never 0
+        m: dict[str, float | str | None] = {
+            "wan_bytes": sum(sent.values()), "wan_drops": drops, "wan_packets": packets,
+            "wan_loss": drops / (drops + packets) if drops + packets else None,
+            "ecn_marks": sum(after[lk][2] - before[lk][2] for lk in links)}
         if len(links) > 1:  # parallel paths: how evenly the traffic spread (max / min bytes)
             from harness.policy.planner import imbalance
             m["path_imbalance"] = imbalance(sent)

@@ -99,7 +99,9 @@ def point_impairment(point: Point, base: Impairment, sweep, group_index: float,
     delay line at the distance's own delay (DELAY_LINE_S)."""
     extra = {"raw_delay": True} if delay_line else {}
     if point.baseline:
-        return Impairment(rate_bps=base.rate_bps, limit_packets=base.limit_packets, queue_bytes=base.queue_bytes,
+        # the 0 km lossless point at the link's own rate: the same queue limit as a swept 0 km point
+        limit = netem_limit_packets(base.rate_bps or DEFAULT_RATE_BPS, 0.0, 1500, queue_packets=1000)
+        return Impairment(rate_bps=base.rate_bps, limit_packets=limit, queue_bytes=base.queue_bytes,
                           delay_s=DELAY_LINE_S if delay_line else 0.0, extra=extra)
     delay = fiber_delay_s(point.distance_km, group_index)
     if delay_line:

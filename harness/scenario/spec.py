@@ -38,8 +38,9 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-# a field marked so says how strictly results are judged, not what is measured: it stays out of
-# the scenario's hash, so a stored run resumes under another value (harness.runner.results)
+# a field marked so says how results are judged or how the measurement is prepared, not what is
+# measured: it stays out of the scenario's hash, so a stored run resumes under another value
+# (harness.runner.results)
 JUDGING: dict[str, Any] = {"judging": True}
 
 
@@ -143,15 +144,38 @@ class SweepSpec(_Strict):
 
 
 class StatisticsSpec(_Strict):
-    """How points are measured and judged (harness.scenario.stats)."""
+    """How points are measured and judged (harness.scenario.stats, harness.scenario.sequential)."""
 
     confidence: float = Field(default=0.95, gt=0.5, lt=1, description="interval coverage")
     max_cv: float = Field(default=0.05, gt=0, description="a step time noisier than this is not judged at face value")
     trend_alpha: float = Field(default=0.05, gt=0, lt=1, description="Kendall p-value under which a trend is declared")
     seed: int | None = Field(default=None, description="block order seed (default: drawn and recorded)")
-    until_conclusive: bool = Field(default=False, description="add blocks until every criterion is conclusive")
-    max_repetitions: int = Field(default=12, ge=1, description="block budget per workload with until_conclusive")
+    until_conclusive: bool = Field(default=False, description="the sequential design: a look after every block "
+                                   "from `repetitions`, stopping when every criterion is conclusive")
+    max_repetitions: int = Field(default=12, ge=1, description="block budget per workload with until_conclusive (the "
+                                 "sequential design spends its error over this many blocks)")
     max_minutes: float = Field(default=30, gt=0, description="time budget of the run with until_conclusive")
+    allowed_failures: int = Field(default=0, ge=0, description="failed repetitions a point may have and still be "
+                                  "judged on the rest (0: a failed repetition fails the point)")
+    family: Literal["holm", "per-point"] = Field(default="holm", description="a criterion over several points: "
+                                                 "Holm's correction before a point fails (or none, said so)")
+    max_interference: float = Field(default=0.1, gt=0, le=1, description="CPU share of the machine taken outside "
+                                    "the lab during a measurement above which its block is left out and replaced "
+                                    "(netns backend; harness.runner.interference)")
+    max_guest_wait: float = Field(default=0.15, gt=0, le=1, description="share of the time the guest's threads "
+                                  "waited for a core above which a block is left out and replaced (vm backend)")
+    max_interfered_blocks: int = Field(default=4, ge=0, description="blocks that may be replaced for interference "
+                                       "per workload before the run goes on with what it has")
+
+
+class WarmBlocksSpec(_Strict):
+    """Discarded passes through every point before the first measured block: the guest's first
+    passes through each configuration's qdiscs and code paths are slow (harness.runner.run)."""
+
+    min: int = Field(default=1, ge=0, description="passes always made")
+    max: int = Field(default=4, ge=0, description="passes at most, while the step times still move")
+    tolerance: float = Field(default=0.03, gt=0, description="stationary: the median |log ratio| of each point's step "
+                             "time to the previous pass's is under this")
 
 
 class HeadroomSpec(_Strict):
@@ -175,6 +199,7 @@ class QuickSpec(_Strict):
     sweep: dict[str, Any] = Field(default_factory=dict)
     repetitions: int | None = Field(default=None, ge=1)
     warmups: int | None = Field(default=None, ge=0)
+    warm_blocks: dict[str, Any] = Field(default_factory=dict)
     statistics: dict[str, Any] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict, description="workload params overridden in --quick")
 
@@ -187,6 +212,7 @@ class ScenarioSpec(_Strict):
     sweep: SweepSpec = Field(default_factory=SweepSpec)
     repetitions: int = Field(default=3, ge=1)
     warmups: int = Field(default=1, ge=0)
+    warm_blocks: WarmBlocksSpec = Field(default_factory=WarmBlocksSpec, json_schema_extra=JUDGING)
     scale: float | Literal["auto"] = Field(default=1.0, description="time-preserving scale factor k, or auto "
                                                                    "(k from the measured headroom)")
     timeout_s: float = Field(default=600, gt=0, description="per sweep point")
@@ -244,8 +270,9 @@ def _apply_quick(data: dict) -> dict:
     for key in ("repetitions", "warmups"):
         if q.get(key) is not None:
             out[key] = q[key]
-    if q.get("statistics"):
-        out["statistics"] = {**(data.get("statistics") or {}), **q["statistics"]}
+    for key in ("statistics", "warm_blocks"):
+        if q.get(key):
+            out[key] = {**(data.get(key) or {}), **q[key]}
     if q.get("params"):
         out["workloads"] = [{**w, "params": {**(w.get("params") or {}), **q["params"]}} for w in data["workloads"]]
     return out

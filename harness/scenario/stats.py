@@ -6,13 +6,16 @@ over minutes moves both alike and the drift cancels.
 
 - Degradation is estimated from the paired log ratios r_b = ln(t_point_b / t_base_b): the
   geometric mean ratio R = exp(mean r) gives efficiency 1/R and degradation 1 - 1/R.
-- Intervals are 95 % by default. `scipy.stats.bootstrap` resamples blocks (BCa); with few blocks a
-  bootstrap interval is too narrow (it cannot be wider than the data), so below BOOTSTRAP_MIN_N
-  blocks the interval is the wider of the bootstrap's and Student's t interval (with two blocks,
-  t's 12.7 makes a noisy pair honest: wide).
+- Intervals: one method at every look, mean +- c s / sqrt(n) over blocks, where c is the design's
+  (harness.scenario.sequential): Student's t for a fixed number of blocks, the repeated confidence
+  interval's boundary for a run that looks after every block. 95 % by default.
+- Rates from counts (drops among packets) are judged on the summed counts with the exact
+  Clopper-Pearson bound: no packet counted is "not measured", and zero drops among N packets bound
+  the rate by 1 - (alpha/2)^(1/N), not by 0.
 - Quality: the coefficient of variation of the step time (raw, across blocks) and of the paired
   ratio; Kendall's tau of the paired ratios against measurement order (a trend that pairing did
-  not remove); Wilcoxon's signed-rank test of point against baseline.
+  not remove; only from TREND_MIN_N blocks, below which no ordering is significant at 5 %);
+  Wilcoxon's signed-rank test of point against baseline.
 - A verdict is pass when the whole interval meets the criterion, fail when the whole interval
   violates it, inconclusive when it straddles the threshold. Noisy (CV above the limit) or
   trending data is judged on an interval twice as wide, and a verdict that only the narrow
@@ -27,12 +30,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from harness.scenario.criteria import OPS
+from harness.scenario.sequential import Design
 
 CONFIDENCE = 0.95
-BOOTSTRAP_MIN_N = 10        # below this the t interval widens the bootstrap's
-BOOTSTRAP_RESAMPLES = 4999
 MAX_CV = 0.05               # a step time noisier than this is not judged at face value
 TREND_ALPHA = 0.05          # Kendall's tau p-value under which a trend is declared
+TREND_MIN_N = 5             # with 4 values the smallest two-sided p of Kendall's tau is 0.083
 QUALITY_WIDEN = 2.0         # how much wider the interval of noisy or trending data is taken
 
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
@@ -44,7 +47,7 @@ class Interval:
     low: float
     high: float
     n: int
-    method: str               # bootstrap-bca | bootstrap+t | exact | range | none
+    method: str               # t | sequential | no-spread | clopper-pearson | range | none
 
     @property
     def halfwidth(self) -> float:
@@ -76,15 +79,8 @@ def _t_halfwidth(x: np.ndarray, confidence: float, spread: float) -> float:
 
 
 def t_interval(values, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    x = _finite(values)
-    m = float(x.mean())
-    if len(x) < 2:
-        return (-math.inf, math.inf)
-    se = float(x.std(ddof=1)) / math.sqrt(len(x))
-    if se == 0:
-        return (m, m)
-    h = _t_halfwidth(x, confidence, se)
-    return (m - h, m + h)
+    iv = mean_interval(values, confidence)
+    return (iv.low, iv.high)
 
 
 def prediction_interval(values, confidence: float = CONFIDENCE) -> tuple[float, float]:
@@ -98,10 +94,12 @@ def prediction_interval(values, confidence: float = CONFIDENCE) -> tuple[float, 
     return (m - h, m + h)
 
 
-def mean_interval(values, confidence: float = CONFIDENCE, seed: int = 0) -> Interval:
-    """Interval of the mean of independent block values (bootstrap over blocks; widened by the t
-    interval when blocks are few). Identical values give a zero-width interval; non-finite ones
-    (an imbalance with an empty path is infinite) give the range of the values."""
+def mean_interval(values, confidence: float = CONFIDENCE, design: Design | None = None) -> Interval:
+    """Interval of the mean of independent block values: mean +- c s / sqrt(n), c from the design
+    (Student's t with one look; the look's repeated-CI boundary when the run looks after every
+    block). Identical values have no spread to form an interval from (method `no-spread`: the
+    value each block measured); non-finite ones (an imbalance with an empty path is infinite)
+    give the range of the values."""
     raw = [float(v) for v in values if v is not None and not _isnan(v)]
     if not raw:
         return Interval(math.nan, math.nan, math.nan, 0, "none")
@@ -113,40 +111,43 @@ def mean_interval(values, confidence: float = CONFIDENCE, seed: int = 0) -> Inte
     if len(x) == 1:
         return Interval(m, -math.inf, math.inf, 1, "none")
     if np.all(x == x[0]):
-        return Interval(m, m, m, len(x), "exact")
-    from scipy import stats
-    try:
-        res = stats.bootstrap((x,), np.mean, confidence_level=confidence, n_resamples=BOOTSTRAP_RESAMPLES,
-                              method="BCa", random_state=np.random.default_rng(seed))
-        lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
-        method = "bootstrap-bca"
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise ValueError("degenerate BCa interval")
-    except (ValueError, FloatingPointError):
-        res = stats.bootstrap((x,), np.mean, confidence_level=confidence, n_resamples=BOOTSTRAP_RESAMPLES,
-                              method="percentile", random_state=np.random.default_rng(seed))
-        lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
-        method = "bootstrap-percentile"
-    if len(x) < BOOTSTRAP_MIN_N:
-        tlo, thi = t_interval(x, confidence)
-        lo, hi = min(lo, tlo), max(hi, thi)
-        method = "bootstrap+t"
-    return Interval(m, lo, hi, len(x), method)
+        return Interval(m, m, m, len(x), "no-spread")
+    design = design or Design("fixed", confidence)
+    c = design.critical(len(x))
+    h = c * float(x.std(ddof=1)) / math.sqrt(len(x))
+    return Interval(m, m - h, m + h, len(x), "sequential" if design.sequential else "t")
 
 
-def positive_interval(values, confidence: float = CONFIDENCE, seed: int = 0) -> Interval:
+def positive_interval(values, confidence: float = CONFIDENCE, design: Design | None = None) -> Interval:
     """Interval of a positive quantity (a step time): of the mean of its logarithms, mapped back, so
     it never reaches 0 or below however few and noisy the blocks (the geometric mean)."""
     x = [float(v) for v in values if v is not None and not _isnan(v) and float(v) > 0]
     if any(math.isinf(v) for v in x):
-        return mean_interval(x, confidence, seed)  # the range
-    iv = mean_interval([math.log(v) for v in x], confidence, seed)
+        return mean_interval(x, confidence, design)  # the range
+    iv = mean_interval([math.log(v) for v in x], confidence, design)
     if iv.n == 0:
         return iv
 
     def back(v: float) -> float:
         return math.exp(v) if math.isfinite(v) else (math.inf if v > 0 else 0.0)
     return Interval(back(iv.estimate), back(iv.low), back(iv.high), iv.n, iv.method)
+
+
+def rate_interval(events: int, trials: int, alpha: float = 1 - CONFIDENCE) -> Interval:
+    """Clopper-Pearson (exact binomial) interval of a rate from counts: `events` among `trials`
+    (drops among packets offered). Nothing counted: not measured."""
+    if trials <= 0:
+        return Interval(math.nan, math.nan, math.nan, 0, "none")
+    from scipy.stats import beta
+    lo = 0.0 if events == 0 else float(beta.ppf(alpha / 2, events, trials - events + 1))
+    hi = 1.0 if events >= trials else float(beta.isf(alpha / 2, events + 1, trials - events))
+    return Interval(events / trials, lo, hi, trials, "clopper-pearson")
+
+
+def trials_for_rate_below(threshold: float, alpha: float = 1 - CONFIDENCE) -> int:
+    """Trials without an event that bound a rate under `threshold` (Clopper-Pearson, two-sided
+    alpha): 1 - (alpha/2)^(1/N) < threshold."""
+    return math.floor(math.log(alpha / 2) / math.log1p(-threshold)) + 1
 
 
 def paired_log_ratios(point: dict[int, float], base: dict[int, float]) -> dict[int, float]:
@@ -168,11 +169,11 @@ class Degradation:
 
 
 def degradation(point: dict[int, float], base: dict[int, float], confidence: float = CONFIDENCE,
-                seed: int = 0) -> Degradation:
+                design: Design | None = None) -> Degradation:
     """Paired estimate: degradation = 1 - 1/exp(mean ln ratio), its interval mapped through the same
     monotone function (so it is the interval of the geometric-mean ratio)."""
     r = paired_log_ratios(point, base)
-    iv = mean_interval(list(r.values()), confidence, seed)
+    iv = mean_interval(list(r.values()), confidence, design)
 
     def deg(x: float) -> float:
         return 1 - math.exp(-x) if math.isfinite(x) else (1.0 if x > 0 else -math.inf)
@@ -213,11 +214,16 @@ class Trend:
     def detected(self, alpha: float = TREND_ALPHA) -> bool:
         return self.p is not None and self.p < alpha
 
+    @property
+    def testable(self) -> bool:
+        return self.n >= TREND_MIN_N
+
 
 def trend(values_in_order) -> Trend:
-    """Kendall's tau of the values against their measurement order (tau < 0: getting faster)."""
+    """Kendall's tau of the values against their measurement order (tau < 0: getting faster); not
+    testable with fewer than TREND_MIN_N values (no ordering of 4 reaches p < 0.05)."""
     x = _finite(values_in_order)
-    if len(x) < 3 or np.all(x == x[0]):
+    if len(x) < TREND_MIN_N or np.all(x == x[0]):
         return Trend(None, None, len(x))
     from scipy import stats
     res = stats.kendalltau(np.arange(len(x)), x)

@@ -5,6 +5,19 @@ index of the measurement in the run). Per (workload, point): the step time (medi
 efficiency and degradation paired with the baseline of the same block and the same swept workload
 parameters, with intervals, quality figures (CV, trend, rank test), the model's prediction beside
 it; per criterion and point a three-valued verdict with its reason (harness.scenario.stats).
+
+What a verdict rests on:
+- every repetition: a point whose repetitions failed fails its criteria with the error (unless the
+  scenario allows that many failures, `statistics.allowed_failures`);
+- clean blocks: a block measured while other processes took the machine (`interfered` rows, the
+  runner's interference monitor) is left out whole, for every point of that workload;
+- the design's intervals (harness.scenario.sequential), one method at every look;
+- counts for rates (drops among packets): Clopper-Pearson on the sums, never a mean of zeros;
+- what else can bound a performance metric (the host's capacity, the ranks' CPU, the offered load):
+  a point bounded by one is inconclusive on every metric but the integrity checks;
+- the family: a criterion over several points fails a point only where Holm's step-down over the
+  criterion's points still rejects it (a claim that "does not hold" keeps its error at alpha
+  however many points it spans); "every point passes" needs no correction.
 """
 
 from __future__ import annotations
@@ -16,9 +29,12 @@ from dataclasses import dataclass, field
 
 from harness.scenario import stats as st
 from harness.scenario.criteria import Criterion
+from harness.scenario.sequential import Design, blocks_needed
+from workloads.registry import COUNT_RATES, INTEGRITY_METRICS
 
 POINT_COLS = ("distance_km", "loss", "rate_bps", "convergence", "jitter_s", "policy")
 STEP_METRICS = ("step_time_s", "efficiency", "efficiency_degradation")
+MAX_INTERFERENCE = 0.1   # of the machine's CPU: a block beside more is left out (statistics.max_interference)
 
 
 def efficiency(t_ideal: float, t_measured: float) -> float:
@@ -37,26 +53,98 @@ def iqr(values: list[float]) -> float:
 
 @dataclass(frozen=True)
 class Settings:
-    """How points are judged (a scenario's `statistics:` block)."""
+    """How points are judged (a scenario's `statistics:` and `headroom:` blocks, and the run's design
+    as recorded in meta.json)."""
 
     confidence: float = st.CONFIDENCE
     max_cv: float = st.MAX_CV
     trend_alpha: float = st.TREND_ALPHA
     max_utilization: float = 0.8
     max_cpu_load: float = 0.8
+    design: Design | None = None
+    allowed_failures: int = 0
+    family: str = "holm"              # holm | per-point
+    max_interference: float = MAX_INTERFERENCE
+
+    @property
+    def alpha(self) -> float:
+        return 1 - self.confidence
+
+    @property
+    def the_design(self) -> Design:
+        return self.design or Design("fixed", self.confidence)
 
     @classmethod
-    def of(cls, spec) -> Settings:
+    def of(cls, spec, design: Design | None = None) -> Settings:
         s, h = getattr(spec, "statistics", None), getattr(spec, "headroom", None)
         return cls(s.confidence if s else st.CONFIDENCE, s.max_cv if s else st.MAX_CV,
                    s.trend_alpha if s else st.TREND_ALPHA, h.max_utilization if h else 0.8,
-                   h.max_cpu_load if h else 0.8)
+                   h.max_cpu_load if h else 0.8, design, s.allowed_failures if s else 0,
+                   s.family if s else "holm", s.max_interference if s else MAX_INTERFERENCE)
 
     @classmethod
-    def from_dict(cls, spec: dict) -> Settings:
+    def from_dict(cls, spec: dict, meta: dict | None = None) -> Settings:
         s, h = spec.get("statistics") or {}, spec.get("headroom") or {}
-        return cls(s.get("confidence", st.CONFIDENCE), s.get("max_cv", st.MAX_CV),
-                   s.get("trend_alpha", st.TREND_ALPHA), h.get("max_utilization", 0.8), h.get("max_cpu_load", 0.8))
+        conf = s.get("confidence", st.CONFIDENCE)
+        d = (meta or {}).get("design")
+        return cls(conf, s.get("max_cv", st.MAX_CV), s.get("trend_alpha", st.TREND_ALPHA),
+                   h.get("max_utilization", 0.8), h.get("max_cpu_load", 0.8),
+                   Design.from_dict(d, conf) if isinstance(d, dict) else None, s.get("allowed_failures", 0),
+                   s.get("family", "holm"), s.get("max_interference", MAX_INTERFERENCE))
+
+
+@dataclass(frozen=True)
+class Sample:
+    """What a metric's interval is taken from, at any level: block values on the scale where their
+    mean is estimated (`log` for a positive quantity, `linear` otherwise, `ratio` for paired log
+    ratios, read as degradation or efficiency), or counts (`counts`: events among trials)."""
+
+    kind: str
+    values: tuple[float, ...] = ()
+    events: int = 0
+    trials: int = 0
+
+    @property
+    def n(self) -> int:
+        return len(self.values) if self.kind != "counts" else self.trials
+
+    def interval(self, design: Design, alpha: float, blocks: int = 0, as_metric: str = "") -> st.Interval:
+        if self.kind == "counts":
+            return st.rate_interval(self.events, self.trials, design.count_alpha(blocks, alpha))
+        conf = 1 - alpha
+        d = Design(design.kind, conf, design.n_min, design.n_max)
+        if self.kind == "log":
+            return st.positive_interval(self.values, conf, d)
+        iv = st.mean_interval(self.values, conf, d)
+        if self.kind != "ratio" or iv.n == 0:
+            return iv
+
+        def deg(x: float) -> float:
+            return 1 - math.exp(-x) if math.isfinite(x) else (1.0 if x > 0 else -math.inf)
+
+        def eff(x: float) -> float:
+            return math.exp(-x) if math.isfinite(x) else (0.0 if x > 0 else math.inf)
+        if as_metric == "efficiency":
+            return st.Interval(eff(iv.estimate), eff(iv.high), eff(iv.low), iv.n, iv.method)
+        return st.Interval(deg(iv.estimate), deg(iv.low), deg(iv.high), iv.n, iv.method)
+
+    def margin(self, value: float, threshold: float, metric: str) -> float | None:
+        """The distance of the estimate from the threshold on the scale the interval is taken on."""
+        try:
+            if self.kind == "ratio":
+                x = -math.log(1 - threshold) if metric == "efficiency_degradation" else -math.log(threshold)
+                return abs(statistics.fmean(self.values) - x)
+            if self.kind == "log":
+                return abs(statistics.fmean(math.log(v) for v in self.values) - math.log(threshold))
+            return abs(value - threshold)
+        except (ValueError, ZeroDivisionError):
+            return None
+
+    def spread(self) -> float | None:
+        if self.kind == "counts" or len(self.values) < 2:
+            return None
+        vals = [math.log(v) for v in self.values] if self.kind == "log" else list(self.values)
+        return statistics.stdev(vals)
 
 
 @dataclass
@@ -69,7 +157,9 @@ class PointSummary:
     status: str                     # ok | failed
     error: str | None = None
     workload_index: int = 0
-    repetitions: int = 0            # blocks measured
+    repetitions: int = 0            # blocks measured and kept
+    failed_repetitions: int = 0     # repetitions that failed (rank crash, hang, error)
+    excluded_blocks: list[int] = field(default_factory=list)   # left out: measured under interference
     step_time_s: float | None = None
     step_time_iqr_s: float | None = None
     efficiency: float | None = None
@@ -96,8 +186,10 @@ class PointSummary:
     reason: str | None = None
     quality: list[str] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
-    intervals: dict = field(default_factory=dict)   # metric -> [low, high, method]
+    intervals: dict = field(default_factory=dict)   # metric -> [low, high, method] at the design's level
     block_values: dict = field(default_factory=dict)  # metric -> values per block (for exact criteria)
+    samples: dict = field(default_factory=dict, repr=False)  # metric -> Sample (intervals at any level)
+    paired: dict = field(default_factory=dict, repr=False)   # block -> ln(point / its block's baseline)
 
     def values(self) -> dict:
         return {"step_time_s": self.step_time_s, "step_time_iqr_s": self.step_time_iqr_s,
@@ -131,6 +223,8 @@ class CriterionResult:
     message: str
     low: float | None = None
     high: float | None = None
+    interval: bool = False            # judged on an interval (Holm's family applies)
+    blocks_needed: int | None = None  # inconclusive: blocks the observed spread would need to decide
 
     @property
     def passed(self) -> bool:
@@ -142,6 +236,8 @@ class Verdict:
     points: list[PointSummary]
     results: list[CriterionResult]
     warnings: list[str] = field(default_factory=list)
+    outliers: list[str] = field(default_factory=list)   # blocks that stand out (reported, kept)
+    family: str = "holm"                                 # how a criterion's points share its error
 
     @property
     def status(self) -> str:
@@ -178,10 +274,37 @@ def block_of(row: dict) -> int:
     return int(b if b is not None and not (isinstance(b, float) and math.isnan(b)) else row.get("repetition", 0))
 
 
+def interfered_blocks(rows: list[dict]) -> dict[str, set[int]]:
+    """workload -> blocks with a measurement taken under interference (the runner's flag)."""
+    out: dict[str, set[int]] = {}
+    for r in rows:
+        if r.get("interfered"):
+            out.setdefault(r["workload"], set()).add(block_of(r))
+    return out
+
+
+def _sample(metric: str, ok: list[dict]) -> Sample | None:
+    """A metric's sample over the kept rows: counts for a rate from counts, else its block values."""
+    if metric in COUNT_RATES:
+        ev, got = COUNT_RATES[metric]
+        counted = [r for r in ok if r.get(ev) is not None and r.get(got) is not None
+                   and not _nan(r.get(ev)) and not _nan(r.get(got))]
+        if not counted:
+            return None  # a rate without its counts (a run recorded before counts were): not judged as one
+        events = sum(int(r[ev]) for r in counted)
+        return Sample("counts", events=events, trials=events + sum(int(r[got]) for r in counted))
+    vals = tuple(float(r[metric]) for r in ok if r.get(metric) is not None and not _nan(r.get(metric)))
+    if not vals:
+        return None
+    return Sample("log" if all(v > 0 for v in vals) else "linear", vals)
+
+
 def summarize(rows: list[dict], metric_names: tuple[str, ...] = (), settings: Settings | None = None
               ) -> list[PointSummary]:
     """One summary per (workload, point), in first-measured order."""
     settings = settings or Settings()
+    design = settings.the_design
+    dropped = interfered_blocks(rows)
     order: list[tuple[str, str]] = []
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
@@ -195,29 +318,34 @@ def summarize(rows: list[dict], metric_names: tuple[str, ...] = (), settings: Se
     for k in order:
         rs = groups[k]
         first = rs[0]
-        ok = sorted((r for r in rs if r.get("status") == "ok"), key=lambda r: (r.get("order") or 0, block_of(r)))
+        gone = dropped.get(k[0], set())
+        kept = [r for r in rs if r.get("status") == "ok"]
+        ok = sorted((r for r in kept if block_of(r) not in gone), key=lambda r: (r.get("order") or 0, block_of(r)))
         failed = [r for r in rs if r.get("status") != "ok"]
+        too_many = len(failed) > settings.allowed_failures
         s = PointSummary(first["workload"], first["point_key"], first.get("label", ""),
                          {c: first.get(c) for c in POINT_COLS} | _swept_params(first), bool(first.get("baseline")),
-                         "failed" if failed else "ok", failed[0].get("error") if failed else None,
-                         workloads.index(k[0]), len(ok))
+                         "failed" if too_many else "ok", failed[0].get("error") if failed else None,
+                         workloads.index(k[0]), len(ok), len(failed),
+                         sorted({block_of(r) for r in kept if block_of(r) in gone}))
         if ok:
             steps = [r["step_time_s"] for r in ok]
             s.step_time_s = statistics.median(steps)
             s.step_time_iqr_s = iqr(steps)
             s.cv = st.cv(steps)
             s.block_values["step_time_s"] = steps
-            iv = st.positive_interval(steps, settings.confidence)
-            s.intervals["step_time_s"] = [iv.low, iv.high, iv.method]
+            s.samples["step_time_s"] = Sample("log", tuple(steps))
             for m in metric_names:
                 vals = [r[m] for r in ok if r.get(m) is not None and not _nan(r.get(m))]
-                if vals:
+                sample = _sample(m, ok)
+                if sample is None:
+                    continue
+                s.samples[m] = sample
+                if sample.kind == "counts":  # the rate over every packet of the kept blocks
+                    s.metrics[m] = sample.events / sample.trials if sample.trials else None
+                else:
                     s.metrics[m] = statistics.median(vals)
-                    s.block_values[m] = vals
-                    # a quantity positive in every block (a bandwidth, a time) keeps a positive interval
-                    miv = st.positive_interval(vals, settings.confidence) if all(v > 0 for v in vals) \
-                        else st.mean_interval(vals, settings.confidence)
-                    s.intervals[m] = [miv.low, miv.high, miv.method]
+                s.block_values[m] = vals
             s.host_bound = any(bool(r.get("host_bound")) for r in ok)
             ratios = [r["capacity_ratio"] for r in ok if r.get("capacity_ratio") is not None]
             s.capacity_ratio = max(ratios) if ratios else None
@@ -241,17 +369,19 @@ def summarize(rows: list[dict], metric_names: tuple[str, ...] = (), settings: Se
             continue
         point = {block_of(r): r["step_time_s"] for r in rows_s}
         base = {block_of(r): r["step_time_s"] for r in getattr(b, "_rows", [])}
-        d = st.degradation(point, base, settings.confidence)
-        if d.n == 0:
+        pairs = st.paired_log_ratios(point, base)
+        if not pairs:
             continue
-        s.efficiency, s.efficiency_degradation = d.efficiency.estimate, d.degradation.estimate
-        s.ci_low, s.ci_high, s.ci_method = d.degradation.low, d.degradation.high, d.degradation.method
-        s.efficiency_ci_low, s.efficiency_ci_high = d.efficiency.low, d.efficiency.high
-        s.intervals["efficiency"] = [d.efficiency.low, d.efficiency.high, d.efficiency.method]
-        s.intervals["efficiency_degradation"] = [d.degradation.low, d.degradation.high, d.degradation.method]
-        s.paired_cv = st.paired_cv(list(d.log_ratios.values()))
+        s.samples["efficiency"] = s.samples["efficiency_degradation"] = Sample("ratio", tuple(pairs.values()))
+        s.paired = pairs
+        deg = s.samples["efficiency_degradation"].interval(design, settings.alpha, as_metric="efficiency_degradation")
+        eff = s.samples["efficiency"].interval(design, settings.alpha, as_metric="efficiency")
+        s.efficiency, s.efficiency_degradation = eff.estimate, deg.estimate
+        s.ci_low, s.ci_high, s.ci_method = deg.low, deg.high, deg.method
+        s.efficiency_ci_low, s.efficiency_ci_high = eff.low, eff.high
+        s.paired_cv = st.paired_cv(list(pairs.values()))
         if not s.baseline:
-            by_order = [d.log_ratios[block_of(r)] for r in rows_s if block_of(r) in d.log_ratios]
+            by_order = [pairs[block_of(r)] for r in rows_s if block_of(r) in pairs]
             tr = st.trend(by_order)
             s.trend_tau, s.trend_p = tr.tau, tr.p
             s.rank_p = st.rank_test(point, base)
@@ -261,6 +391,9 @@ def summarize(rows: list[dict], metric_names: tuple[str, ...] = (), settings: Se
         q = _quality(s, settings)
         s.quality = list(q.reasons)
     for s in out:
+        for m, sample in s.samples.items():  # every metric's interval at the design's level, for reports
+            iv = sample.interval(design, settings.alpha, s.repetitions, as_metric=m)
+            s.intervals[m] = [iv.low, iv.high, iv.method]
         s.__dict__.pop("_rows", None)
     return sorted(out, key=_display_order)
 
@@ -287,55 +420,181 @@ def evaluate(points: list[PointSummary], criteria: list[Criterion], settings: Se
     results = []
     rank = {st.PASS: 0, st.INCONCLUSIVE: 1, st.FAIL: 2}
     for c in criteria:
+        family: list[tuple[PointSummary, CriterionResult]] = []
         for p in points:
             if not c.applies(p.where_fields()):
                 continue
             v = p.values().get(c.metric)
             if v is None and p.baseline and p.status == "ok":
                 continue  # what the sweep adds (an event's recovery) is not the reference's to measure
-            if p.status != "ok" and not p.repetitions:
-                res = CriterionResult(c.text, p.workload, p.point_key, p.label, c.metric, None, st.FAIL,
-                                      f"the point failed: {p.error}")
+            if p.status != "ok":
+                res = CriterionResult(c.text, p.workload, p.point_key, p.label, c.metric, v, st.FAIL,
+                                      f"{p.failed_repetitions} of {p.failed_repetitions + p.repetitions} repetitions "
+                                      f"failed: {p.error}")
             else:
                 res = _judge(c, p, v, settings)
+                family.append((p, res))
             results.append(res)
-            if p.verdict is None or rank[res.verdict] > rank[p.verdict]:
-                p.verdict, p.reason = res.verdict, res.message
-    return Verdict(points, results, warnings(points))
+        if settings.family == "holm":
+            _holm(c, family, settings)
+    by_point: dict[tuple[str, str], list[CriterionResult]] = {}
+    for r in results:
+        by_point.setdefault((r.workload, r.point_key), []).append(r)
+    for p in points:
+        for r in by_point.get((p.workload, p.point_key), []):
+            if p.verdict is None or rank[r.verdict] > rank[p.verdict]:
+                p.verdict, p.reason = r.verdict, r.message
+    return Verdict(points, results, warnings(points),
+                   outlier_blocks(points, {(p.workload, p.point_key): p.paired for p in points}), settings.family)
+
+
+def _interval(c: Criterion, p: PointSummary, settings: Settings, alpha: float) -> st.Interval | None:
+    sample = p.samples.get(c.metric)
+    if sample is None:
+        return None
+    return sample.interval(settings.the_design, alpha, p.repetitions, as_metric=c.metric)
+
+
+def _holm(c: Criterion, family: list[tuple[PointSummary, CriterionResult]], settings: Settings) -> None:
+    """Holm's step-down over the criterion's points, on the side of failing: a point fails only
+    where its interval at alpha / (points not yet rejected) violates the criterion (with the same
+    widening for noisy data); a point whose 95 % interval alone violates it is inconclusive."""
+    tested = [(p, r) for p, r in family if r.interval]
+    m = len(tested)
+    if m <= 1:
+        return
+    rejected: set[int] = set()
+    while len(rejected) < m:
+        level = settings.alpha / (m - len(rejected))
+        new = set()
+        for i, (p, r) in enumerate(tested):
+            if i in rejected or r.verdict != st.FAIL:
+                continue
+            iv = _interval(c, p, settings, level)
+            if iv is not None and _side(c, p, iv, settings) == st.FAIL:
+                new.add(i)
+        if not new:
+            break
+        rejected |= new
+    for i, (_, r) in enumerate(tested):
+        if r.verdict == st.FAIL and i not in rejected:
+            r.verdict = st.INCONCLUSIVE
+            r.message += (f"; not after Holm's correction over the criterion's {m} points (each point's failure is "
+                          f"judged at alpha/{m - len(rejected)})")
+
+
+def _side(c: Criterion, p: PointSummary, iv: st.Interval, settings: Settings) -> str:
+    """The verdict an interval gives, taken wider where the data are noisy or trending."""
+    v = st._side(iv, c.op, c.threshold)
+    q = _metric_quality(c, p, settings)
+    if v != st.INCONCLUSIVE and q is not None and not q.ok and st._side(iv.widened(st.QUALITY_WIDEN), c.op,
+                                                                        c.threshold) != v:
+        return st.INCONCLUSIVE
+    return v
+
+
+def _gate(c: Criterion, p: PointSummary, settings: Settings) -> str | None:
+    """Why something other than the network may have set this performance metric at the point
+    (None: nothing did, or the metric is an integrity check)."""
+    if c.metric in INTEGRITY_METRICS:
+        return None
+    what = "the step time" if c.metric in STEP_METRICS else c.metric
+    if p.host_bound:
+        return (f"host-bound: the emulated line rate is {p.capacity_ratio:.2f} of what this host carries unshaped "
+                f"(headroom), so the host may set {what}; use headroom.auto_scale or a lower rate")
+    util = p.metrics.get("utilization")
+    if util is not None and util > settings.max_utilization and c.metric != "utilization":
+        return (f"overloaded: offered load is {util:.2f} of the service rate (> {settings.max_utilization:g}): "
+                f"the requests measure their own queue")
+    if p.cpu_load is not None and p.cpu_load > settings.max_cpu_load:
+        return (f"CPU-bound: the ranks used {p.cpu_load:.0%} of the machine's CPU at this point or its baseline "
+                f"(> {settings.max_cpu_load:.0%}), so the CPU, not the network, may set {what}")
+    return None
+
+
+def _metric_quality(c: Criterion, p: PointSummary, settings: Settings) -> st.Quality | None:
+    """Noise and trend of what the criterion reads: the paired ratio for step metrics (the raw step
+    time at a baseline), the metric's own CV across blocks otherwise; none for counts."""
+    if c.metric in STEP_METRICS:
+        if p.baseline and c.metric != "step_time_s":
+            return None  # a baseline's efficiency is 1 by construction
+        return _quality(p, settings)
+    sample = p.samples.get(c.metric)
+    if sample is None or sample.kind == "counts" or c.metric in INTEGRITY_METRICS:
+        return None
+    return st.Quality.of(st.cv(sample.values), None, settings.max_cv, settings.trend_alpha)
 
 
 def _judge(c: Criterion, p: PointSummary, value, settings: Settings) -> CriterionResult:
-    def result(verdict: str, msg: str, lo=None, hi=None) -> CriterionResult:
-        return CriterionResult(c.text, p.workload, p.point_key, p.label, c.metric, value, verdict, msg, lo, hi)
+    def result(verdict: str, msg: str, lo=None, hi=None, interval: bool = False) -> CriterionResult:
+        return CriterionResult(c.text, p.workload, p.point_key, p.label, c.metric, value, verdict, msg, lo, hi,
+                               interval)
 
+    sample = p.samples.get(c.metric)
+    if c.metric in COUNT_RATES and sample is None and value is None:
+        return result(st.INCONCLUSIVE, f"{c.metric} was not measured (no packet counted)")
     if value is None:
         return result(st.INCONCLUSIVE, f"{c.metric} was not measured")
     if c.op in ("==", "!="):  # exact: counts that must be zero, flags
         verdict, msg = st.all_values_judge(p.block_values.get(c.metric, [value]), c.op, c.threshold)
         return result(verdict, msg)
-    ivl = p.intervals.get(c.metric)
-    if c.metric == "step_time_iqr_s" or ivl is None:
+    if c.metric == "step_time_iqr_s" or sample is None:
         verdict, msg = st.all_values_judge([value], c.op, c.threshold)
         return result(verdict, msg + " (no interval)")
-    iv = st.Interval(value, ivl[0], ivl[1], p.repetitions, ivl[2])
-    if c.metric in STEP_METRICS:  # what the step time measured may not be the network at all
-        if p.host_bound:
-            return result(st.INCONCLUSIVE, f"host-bound: the emulated line rate is {p.capacity_ratio:.2f} of what "
-                          "this host carries unshaped (headroom), so the host may set the step time; "
-                          "use headroom.auto_scale or a lower rate", ivl[0], ivl[1])
-        util = p.metrics.get("utilization")
-        if util is not None and util > settings.max_utilization:
-            return result(st.INCONCLUSIVE, f"overloaded: offered load is {util:.2f} of the service rate "
-                          f"(> {settings.max_utilization:g}): the requests measure their own queue", ivl[0], ivl[1])
-        if p.cpu_load is not None and p.cpu_load > settings.max_cpu_load:
-            return result(st.INCONCLUSIVE, f"CPU-bound: the ranks used {p.cpu_load:.0%} of the machine's CPU at this "
-                          f"point or its baseline (> {settings.max_cpu_load:.0%}), so the CPU, not the network, may "
-                          "set the step time", ivl[0], ivl[1])
-    # a baseline's efficiency is 1 by construction: only its raw step time has a quality to judge
-    quality = _quality(p, settings) if c.metric in STEP_METRICS and (not p.baseline or c.metric == "step_time_s") \
-        else None
+    iv = _interval(c, p, settings, settings.alpha)
+    assert iv is not None
+    gate = _gate(c, p, settings)
+    if gate is not None:
+        return result(st.INCONCLUSIVE, gate, iv.low, iv.high)
+    if sample.kind == "counts":
+        return result(*_judge_counts(c, sample, iv, p, settings), iv.low, iv.high, interval=True)
+    quality = _metric_quality(c, p, settings)
     verdict, msg = st.judge(iv, c.op, c.threshold, quality)
-    return result(verdict, f"{c.metric} = {value:.4g}: {msg}", ivl[0], ivl[1])
+    res = result(verdict, f"{c.metric} = {value:.4g}: {msg}", iv.low, iv.high, interval=True)
+    if verdict == st.INCONCLUSIVE and sample.spread() is not None:
+        margin = sample.margin(value, c.threshold, c.metric)
+        res.blocks_needed = blocks_needed(sample.spread() or 0.0, margin, settings.the_design) if margin else None
+    return res
+
+
+def _judge_counts(c: Criterion, sample: Sample, iv: st.Interval, p: PointSummary,
+                  settings: Settings) -> tuple[str, str]:
+    """A rate from counts on its exact interval; the reason says how many packets a pass needs."""
+    rate = f"{sample.events} of {sample.trials} packets ({sample.events / sample.trials:.3g})"
+    side = st._side(iv, c.op, c.threshold)
+    bound = f"Clopper-Pearson [{iv.low:.3g}, {iv.high:.3g}]"
+    if side == st.INCONCLUSIVE and c.op in ("<", "<=") and 0 < c.threshold < 1:
+        need = st.trials_for_rate_below(c.threshold, settings.the_design.count_alpha(p.repetitions,
+                                                                                      settings.alpha))
+        more = f"; a pass needs >= {need:,} packets without a drop" if sample.events == 0 else             f"; with {sample.events} drop(s) a pass needs far more packets than {sample.trials:,}"
+        return side, f"{c.metric}: {rate}: {bound} straddles {c.op} {c.threshold:g}{more}"
+    word = {st.PASS: "meets", st.FAIL: "violates"}.get(side, "straddles")
+    return side, f"{c.metric}: {rate}: {bound} {word} {c.op} {c.threshold:g}"
+
+
+OUTLIER_Z = 3.5       # robust z (median and MAD) past which a block's paired ratio is reported
+OUTLIER_MIN_N = 5     # blocks a point needs before one of them can stand out
+
+
+def outlier_blocks(points: list[PointSummary], rows_by_point: dict[tuple[str, str], dict[int, float]]) -> list[str]:
+    """Blocks whose paired ratio stands out from the point's others (|robust z| > OUTLIER_Z):
+    reported, not dropped (a block the machine disturbed shows as one, at several points at once)."""
+    out = []
+    for p in points:
+        ratios = rows_by_point.get((p.workload, p.point_key)) or {}
+        if p.baseline or len(ratios) < OUTLIER_MIN_N:
+            continue
+        vals = sorted(ratios.values())
+        med = statistics.median(vals)
+        mad = statistics.median(abs(v - med) for v in vals) * 1.4826
+        if mad <= 0:
+            continue
+        for b, v in sorted(ratios.items()):
+            z = (v - med) / mad
+            if abs(z) > OUTLIER_Z:
+                out.append(f"{p.workload} {p.label}: block {b + 1} is an outlier: ratio {math.exp(v) - 1:+.1%} "
+                           f"against the point's median {math.exp(med) - 1:+.1%} (robust z {z:+.1f})")
+    return out
 
 
 def warnings(points: list[PointSummary]) -> list[str]:

@@ -47,6 +47,22 @@ done
 ip link set lo up
 # no network and a read-only /etc/hosts: a name that resolves locally keeps resolvers (Ray) off DNS
 hostname localhost 2>/dev/null
+# the host's resolver (a private address) is nowhere from here: a lookup from a lab namespace would
+# follow the lab's default route to a switch that answers ICMP unreachable. Resolve on loopback only.
+echo "nameserver 127.0.0.1" > /run/resolv.conf && mount --bind /run/resolv.conf /etc/resolv.conf
+# the first ICMP error the kernel sends patches code it runs (a static key on its rate-limit path);
+# under multi-threaded TCG a vCPU running that code while it is patched took an int3 oops (twice, in
+# inet_getpeer mid-run). Send one now, while nothing else runs: a ping from a scratch host through a
+# scratch router that has no route for it, which answers net unreachable (ip_error -> icmp_send).
+if ip netns add mlwh 2>/dev/null && ip netns add mlwr 2>/dev/null; then
+  ip -n mlwh link add mlw0 type veth peer name mlw1 netns mlwr &&
+    ip -n mlwh addr add 192.0.2.1/30 dev mlw0 && ip -n mlwr addr add 192.0.2.2/30 dev mlw1 &&
+    ip -n mlwh link set mlw0 up && ip -n mlwr link set mlw1 up &&
+    ip -n mlwh route add default via 192.0.2.2 &&
+    ip netns exec mlwr sysctl -qw net.ipv4.ip_forward=1 &&
+    ip netns exec mlwh ping -n -c 2 -i 0.2 -W 1 198.51.100.1 > /dev/null 2>&1
+fi
+ip netns del mlwh 2>/dev/null; ip netns del mlwr 2>/dev/null
 echo "metrolab-guest: ready $(uname -r)"
 
 stty -F /dev/ttyS0 raw -echo 2>/dev/null  # the command's stdout: bytes as written

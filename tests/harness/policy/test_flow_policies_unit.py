@@ -103,9 +103,12 @@ def test_pause_metrics_per_repetition_are_differences_of_the_counters():
     after = {"links": {"l": (9, 5, 0, 300)}, "pause": {"pauses": 10, "pause_s": 2.5, "drops": 2, "packets": 250,
                                                       "max_backlog": 7000, "reaction_max_s": 0.05, "starved_s": 1.0}}
     m = PolicyApplier.metrics(before, after)
-    assert m == {"queue_drops": 0, "queue_loss": 0.0, "pause_frames": 7, "pause_s": 1.5, "congested_drops": 0,
-                 "congested_loss": 0.0, "congested_max_backlog": 7000, "pause_reaction_max_s": 0.05,
-                 "pause_starved_s": 0.75}
+    assert m == {"queue_drops": 0, "queue_packets": 200, "queue_loss": 0.0, "pause_frames": 7, "pause_s": 1.5,
+                 "congested_drops": 0, "congested_packets": 200, "congested_loss": 0.0, "congested_max_backlog": 7000,
+                 "pause_reaction_max_s": 0.05, "pause_starved_s": 0.75}
+    # nothing counted is not measured: no rate of 0
+    idle = {"links": {"l": (0, 0, 0, 0)}}
+    assert PolicyApplier.metrics(idle, idle)["queue_loss"] is None
     assert PolicyApplier.metrics({}, {}) == {}
 
 

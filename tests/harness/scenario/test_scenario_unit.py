@@ -77,7 +77,7 @@ def test_point_impairment_follows_distance_loss_and_convergence():
 def test_verdict_efficiency_iqr_and_criteria():
     rows = []
     for key, base, d, steps in (("b", True, 0.0, [1.0, 1.0, 1.0]), ("p", False, 100.0, [1.04, 1.05, 1.06]),
-                                ("q", False, 500.0, [1.2, 1.25, 1.3])):
+                                ("q", False, 500.0, [1.4, 1.42, 1.45])):
         for i, t in enumerate(steps):
             rows.append({"workload": "w", "point_key": key, "label": key, "baseline": base, "distance_km": d,
                          "loss": 0.0, "repetition": i, "status": "ok", "step_time_s": t, "busbw_gbs": 1 / t})
@@ -87,7 +87,7 @@ def test_verdict_efficiency_iqr_and_criteria():
     by = {p.point_key: p for p in pts}
     # paired by block, geometric mean of the ratios
     assert by["p"].efficiency == pytest.approx(1 / (1.04 * 1.05 * 1.06) ** (1 / 3)) and by["b"].efficiency == 1.0
-    assert by["q"].step_time_iqr_s == pytest.approx(iqr([1.2, 1.25, 1.3]))
+    assert by["q"].step_time_iqr_s == pytest.approx(iqr([1.4, 1.42, 1.45]))
     assert by["f"].status == "failed"
     v = evaluate(pts, [parse_criterion("efficiency_degradation <= 0.1 where distance_km in [100, 500]")])
     res = {r.point_key: r.verdict for r in v.results}

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import math
 import random
+import statistics
 import xml.etree.ElementTree as ET
 
 import pytest
+from scipy import stats as sst
 
 from harness.errors import EXIT_CAPABILITY, EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_INTERNAL, EXIT_LAB, EXIT_SPEC
 from harness.runner.sweep import Sweep
@@ -94,15 +96,41 @@ def test_noisy_or_trending_data_is_judged_on_a_wider_interval():
 def test_intervals_small_samples_and_special_values():
     one = st.mean_interval([1.0])
     assert one.n == 1 and math.isinf(one.high) and st.judge(one, "<=", 2)[0] == st.INCONCLUSIVE
-    same = st.mean_interval([0.0, 0.0, 0.0])
-    assert (same.low, same.high, same.method) == (0.0, 0.0, "exact")
-    assert st.judge(same, "<", 1e-5)[0] == st.PASS
+    same = st.mean_interval([0.5, 0.5, 0.5])
+    assert (same.low, same.high, same.method) == (0.5, 0.5, "no-spread")  # the value, not a claim of certainty
     inf = st.mean_interval([math.inf, math.inf, 3.0])
     assert inf.method == "range" and inf.low == 3.0
     two = st.mean_interval([0.01, 0.02])
     assert two.low < -0.03 and two.high > 0.06  # Student's t with one degree of freedom: honest, wide
-    many = st.mean_interval([0.01 + 0.001 * (i % 5) for i in range(30)])
-    assert many.method == "bootstrap-bca" and many.low < 0.012 < many.high
+    # one method whatever the number of blocks (ad1b757 switched from bootstrap+t to BCa at 10)
+    for n in (3, 9, 10, 30):
+        x = [0.01 + 0.001 * (i % 5) for i in range(n)]
+        iv = st.mean_interval(x)
+        sd = statistics.stdev(x)
+        assert iv.method == "t" and iv.high - iv.low == pytest.approx(2 * sst.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
+
+
+def test_zero_counts_bound_a_rate_they_do_not_prove_it_zero():
+    """0 drops among ~24,000 packets (3 blocks of a small run) cannot show loss < 1e-5: the exact
+    bound is 1.5e-4; a pass needs ~369,000 loss-free packets; nothing counted is not measured."""
+    few = st.rate_interval(0, 24_000)
+    assert few.low == 0 and few.high == pytest.approx(1 - 0.025 ** (1 / 24_000))
+    assert st.judge(few, "<", 1e-5)[0] == st.INCONCLUSIVE
+    need = st.trials_for_rate_below(1e-5)
+    assert 368_000 < need < 370_000 and st.rate_interval(0, need).high < 1e-5 <= st.rate_interval(0, need - 1).high
+    assert st.judge(st.rate_interval(0, need), "<", 1e-5)[0] == st.PASS
+    assert st.judge(st.rate_interval(30, 10_000), "<", 1e-5)[0] == st.FAIL
+    assert st.rate_interval(0, 0).n == 0 and st.judge(st.rate_interval(0, 0), "<", 1e-5)[1] == "not measured"
+
+
+def test_a_trend_is_tested_only_where_it_can_be_detected():
+    """Kendall's tau over 4 blocks cannot reach p < 0.05 (its smallest two-sided p is 1/12): 3-4
+    blocks say 'not testable' rather than 'no trend'."""
+    assert sst.kendalltau(range(4), range(4)).pvalue > 0.05
+    for n in (3, 4):
+        tr = st.trend(list(range(n)))
+        assert tr.p is None and not tr.testable and not tr.detected()
+    assert st.trend([5, 4, 3, 2, 1]).detected() and st.trend([5, 4, 3, 2, 1]).testable
 
 
 def test_a_prediction_interval_is_for_one_value_and_wider_than_the_means():
@@ -223,7 +251,6 @@ def test_block_orders_are_shuffled_reproducible_and_grouped_by_parameters():
 
 
 def test_theil_sen_matches_scipy():
-    from scipy import stats as sst
     y = [1.5, 1.2, 1.1, 1.05, 1.0, 1.02, 0.99, 1.01]
     assert st.theil_sen_slope(y) == pytest.approx(sst.theilslopes(y).slope)
 
