@@ -228,6 +228,7 @@ def bench_noise(scenario: str = "allreduce-distance", blocks: int = 8, progress=
     blocks: the interval of a degradation whose true value is 0 is the noise floor a criterion
     must clear (a 5 % criterion is decidable where the half-width is well under 5 %). Also what
     the machine gave to other processes meanwhile (harness.runner.interference)."""
+    import json
     import tempfile
     from pathlib import Path
 
@@ -249,7 +250,7 @@ def bench_noise(scenario: str = "allreduce-distance", blocks: int = 8, progress=
                                                    kw.get("description") else None))
         verdict = out.verdict  # judged from the run directory's rows: before it goes
         store = ResultStore(Path(d) / "run")
-        rows, meta = store.rows(), store.meta
+        records, meta = store.blocks(), json.loads(store.meta_path.read_text())
     null = next(p for p in verdict.points if p.is_null)
     base = next(p for p in verdict.points if p.baseline)
     h: dict = next(iter(out.headroom.values()), {}) if out.headroom else {}
@@ -260,9 +261,9 @@ def bench_noise(scenario: str = "allreduce-distance", blocks: int = 8, progress=
             "step_time_s": base.step_time_s, "capacity_ratio": h.get("capacity_ratio"),
             "cpu_load": h.get("cpu_load"), "target_halfwidth": 0.02,
             "decidable_at_5pct": half is not None and half < 0.05, "ok": half is not None and half < 0.02,
-            "interference_median": _median_of(rows, "interference"), "guest_wait_median": _median_of(rows, "guest_wait"),
-            "blocks_measured": len({r.get("block") for r in rows}), "blocks_interfered": len(
-                {r.get("block") for r in rows if r.get("interfered")}),
+            "interference_median": _median_of(records, "interference"),
+            "guest_wait_median": _median_of(records, "guest_wait"), "blocks_measured": len(records),
+            "blocks_interfered": sum(1 for b in records if b.get("interfered")),
             "guest_scheduling": (meta.get("guest") or {}).get("scheduling"), "wall_s": out.wall_s}
 
 

@@ -21,7 +21,8 @@ from metrolab.api import (
                           run_workload,
                           scenarios,
                           soak,
+                          whitepaper_docs,
 )
 
 __all__ = ["MAIN_SCENARIO", "RunResult", "__version__", "build_lab", "capabilities", "lab", "load_run",
-           "load_scenario", "report", "run", "run_workload", "scenarios", "soak"]
+           "load_scenario", "report", "run", "run_workload", "scenarios", "soak", "whitepaper_docs"]

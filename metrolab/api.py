@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -278,6 +279,21 @@ def report(run_dir: str | Path) -> RunResult:
     if not (run_dir / "meta.json").exists():
         raise SpecError(str(run_dir), "", str(run_dir), "not a run directory (no meta.json)")
     return _judged(run_dir, None, {})
+
+
+def whitepaper_docs(bundle: str | Path, page: str | Path, *, store: str | Path | None = None) -> dict[str, str]:
+    """Draw the white paper's docs page from a `metrolab run whitepaper` bundle into `page`; with
+    `store`, keep the bundle's record in store/<bundle> first and name that copy on the page."""
+    from harness.whitepaper import bundle as wb
+    src = Path(bundle)
+    if not (src / "bundle.json").exists() or not (src / "claims.json").exists():
+        raise SpecError(str(src), "", str(src), "not a bundle of `metrolab run whitepaper` (bundle.json, claims.json)")
+    page = Path(page)
+    if store is not None:
+        src = wb.store(src, Path(store))
+    shown = os.path.relpath(src, page.resolve().parent.parent) if store is not None else str(src)
+    page.write_text(wb.docs_page(src, shown))
+    return {"page": str(page), "bundle": str(src)}
 
 
 def build_lab(topology: str | Path = "default", *, strict: bool = True) -> NetnsLab:

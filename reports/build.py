@@ -32,7 +32,8 @@ def load_verdict(run_dir: Path) -> tuple[dict, dict, Verdict, ResultStore]:
     swept = tuple((scen["spec"].get("sweep") or {}).get("params") or {})
     criteria = [parse_criterion(t, scen.get("metrics", []), swept) for t in scen["spec"].get("acceptance", [])]
     settings = Settings.from_dict(scen["spec"], meta)
-    verdict = evaluate(summarize(store.rows(), tuple(scen.get("metrics", [])), settings), criteria, settings)
+    verdict = evaluate(summarize(store.rows(), tuple(scen.get("metrics", [])), settings, store.blocks()), criteria,
+                       settings)
     return meta, scen, verdict, store
 
 
@@ -153,18 +154,19 @@ def quality_lines(meta: dict, verdict: Verdict) -> list[str]:
         taken, wait, hit = i.get("interference_median"), i.get("guest_wait_median"), i.get("blocks_interfered") or []
         if taken is None:
             continue
-        line = f"interference: {w}: other processes took {taken:.0%} of the machine (median per measurement)"
+        line = f"interference: {w}: other processes took {taken:.0%} of the machine (median per block)"
         if wait is not None:
             line += f"; the guest's threads waited {wait:.0%} of the time"
         if guest:
             line += f" ({guest})"
-        budget = (meta.get("budget") or {}).get(w) or {}
+        gone = i.get("blocks_replaced") or []
         if hit:
-            line += (f"; {len(hit)} block(s) under interference left out"
-                     + (f" and replaced ({budget.get('replaced')})" if budget.get("replaced") else "")
-                     + ": the intervals rest on the clean blocks")
-            if budget.get("replaced", 0) < len(hit):
-                line += "; INTERFERENCE, not the network, may have set them: fewer clean blocks than planned"
+            line += f"; {len(hit)} block(s) under interference"
+            if gone:
+                line += f", {len(gone)} left out and replaced"
+            if len(gone) < len(hit):
+                line += (f"; {len(hit) - len(gone)} kept once the replacements were spent: INTERFERENCE, not the "
+                         "network, may have set the intervals")
         out.append(line)
     for p in verdict.points:
         if p.is_null and p.ci_low is not None:

@@ -36,6 +36,12 @@ def register(sub) -> None:
     add_backend(bn)
     add_json(bn)
     bn.set_defaults(func=cmd_bench_noise)
+    bq = bsub.add_parser("sequential", help="wrong-verdict rates of the sequential design against a fixed interval "
+                                           "re-read at every look (seeded Monte Carlo; docs/statistics.md's table)")
+    bq.add_argument("--sims", type=int, default=20_000)
+    bq.add_argument("--markdown", action="store_true", help="the table as docs/statistics.md shows it")
+    add_json(bq)
+    bq.set_defaults(func=cmd_bench_sequential)
     bc = bsub.add_parser("collectives", help="verbs AllReduce busbw vs ib_write_bw and gloo on the same link")
     bc.add_argument("--iters", type=int, default=5)
     add_backend(bc)
@@ -85,6 +91,21 @@ def cmd_bench_noise(args) -> int:
     res["co_tenant"] = bool(args.co_tenant)
     print_bench(f"bench noise ({res['scenario']}: the 0 km point against the baseline, {res['blocks']} blocks)",
                  res, args.json)
+    return 0
+
+
+def cmd_bench_sequential(args) -> int:
+    from harness.scenario.sequential import markdown_table, simulate
+    if args.markdown:
+        print(markdown_table(args.sims), end="")
+        return 0
+    rows = [simulate(k, args.sims) for k in (1, 2, 4, 8, 16)]
+    if args.json:
+        from harness.output import print_json
+        print_json(rows)
+    else:
+        for r in rows:
+            print_bench(f"bench sequential: {r['looks']} look(s)", r, False)
     return 0
 
 

@@ -139,7 +139,9 @@ def print_verdict(verdict, run_dir: Path, as_json: bool, extra: dict | None = No
     if as_json:
         print_json({"status": verdict.status, "passed": verdict.passed, "run_dir": str(run_dir), **(extra or {}),
                     "warnings": verdict.warnings,
-                    "points": [asdict(p) for p in verdict.points], "criteria": [asdict(r) for r in verdict.results]})
+                    "points": [{k: v for k, v in asdict(p).items() if k not in ("samples", "paired")}
+                               for p in verdict.points],
+                    "criteria": [asdict(r) for r in verdict.results]})
         return
     # the first few workload metrics the points carry (busbw, exposed communication, TTFT, ...)
     shown: list[str] = []

@@ -62,8 +62,12 @@ def register(sub) -> None:
     add_testbed(wk)
     add_json(wk)
     wk.set_defaults(func=cmd_workload)
-    rep = sub.add_parser("report", help="HTML, Markdown, JUnit and CSV from a run directory")
-    rep.add_argument("run_dir")
+    rep = sub.add_parser("report", help="HTML, Markdown, JUnit and CSV from a run directory; the docs page from a "
+                                        "whitepaper bundle (--docs)")
+    rep.add_argument("run_dir", help="a run directory, or a bundle of `metrolab run whitepaper` (with --docs)")
+    rep.add_argument("--docs", metavar="PAGE", help="a bundle: draw the white paper's docs page from it into PAGE")
+    rep.add_argument("--store", metavar="DIR", help="with --docs: keep the bundle's record in DIR/<bundle> (the "
+                     "repository's docs/results) and name that copy on the page")
     add_verdict_flags(rep, run=False)
     add_json(rep)
     rep.set_defaults(func=cmd_report)
@@ -164,7 +168,8 @@ def cmd_whitepaper(args) -> int:
                              for c in res["claims"]]))
         console.print(f"report: {res['markdown']}", highlight=False)
     verdicts = {c["verdict"] for c in res["claims"]}
-    return exit_code("fail" if "does not hold" in verdicts else "inconclusive" if "inconclusive" in verdicts
+    errors = any(c.get("error") for c in res["claims"])  # a claim whose scenario could not run: not measured
+    return exit_code("fail" if "does not hold" in verdicts or errors else "inconclusive" if "inconclusive" in verdicts
                      else "pass", args.inconclusive)
 
 
@@ -205,6 +210,8 @@ def cmd_workload(args) -> int:
 
 def cmd_report(args) -> int:
     import metrolab
+    if args.docs or args.store:
+        return cmd_docs(args)
     res = metrolab.report(args.run_dir)
     if args.json:
         print_json({"status": res.status, "passed": res.passed, "files": res.files})
@@ -213,6 +220,19 @@ def cmd_report(args) -> int:
         for k, v in res.files.items():
             console.print(f"{k}: {v}", highlight=False)
     return exit_code(res.status, args.inconclusive)
+
+
+def cmd_docs(args) -> int:
+    """The white paper's docs page from a bundle (and the bundle's record kept beside the docs)."""
+    import metrolab
+    if not args.docs:
+        raise SpecError("metrolab report", "--store", args.store, "goes with --docs PAGE")
+    res = metrolab.whitepaper_docs(args.run_dir, args.docs, store=args.store)
+    if args.json:
+        print_json(res)
+    else:
+        console.print(f"{res['page']}: drawn from {res['bundle']}", highlight=False)
+    return 0
 
 
 def cmd_scenarios(args) -> int:

@@ -106,7 +106,9 @@ def summarize(rows: list[dict], link_rate_bps: float, base_rtt_s: float, *, mtu:
                 e = deg.efficiency
                 row |= {"efficiency": e.estimate, "eff_low": e.low, "eff_high": e.high,
                         "within": bool(e.low <= row["model_efficiency"] <= e.high) if e.n >= 2 else None,
-                        "model_error": row["model_efficiency"] - e.estimate if e.n else None}
+                        "model_error": row["model_efficiency"] - e.estimate if e.n else None,
+                        # ln(lossless / lossy time) per block: an interval at any level (a claim's family)
+                        "log_ratios": [deg.log_ratios[b] for b in sorted(deg.log_ratios)]}
             out.append(row)
     return out
 

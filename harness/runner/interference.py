@@ -55,8 +55,8 @@ class Mark:
 def _busy_s() -> float:
     with open("/proc/stat") as f:
         fields = [int(x) for x in f.readline().split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
-    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+    user, nice, system, _idle, _iowait, _irq, _softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + steal) / CLK_TCK
 
 
 def _tree(root: int) -> list[int]:
@@ -79,31 +79,39 @@ def _tree(root: int) -> list[int]:
     return out
 
 
-def _cpu_s(pid: int) -> tuple[float, str]:
-    """utime + stime + the children it reaped (a reaped child's time moves into its parent's), and
-    the process's name."""
+def _name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _threads(pid: int) -> tuple[float, float]:
+    """(run time, run-queue wait) of every thread of `pid`, s (/proc/PID/task/TID/schedstat, ns)."""
+    run = wait = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0, 0.0
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                v = f.read().split()
+            run, wait = run + int(v[0]), wait + int(v[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return run / 1e9, wait / 1e9
+
+
+def _reaped_s(pid: int) -> float:
+    """CPU of the children `pid` has reaped (a short helper's time moves here; ticks: small)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            head, _, tail = f.read().rpartition(")")
-        v = tail.split()
-        return sum(int(x) for x in v[11:15]) / CLK_TCK, head.partition("(")[2]
+            v = f.read().rpartition(")")[2].split()
+        return (int(v[13]) + int(v[14])) / CLK_TCK
     except (OSError, IndexError, ValueError):
-        return 0.0, ""
-
-
-def _wait_s(pid: int) -> float:
-    """Run-queue wait of every thread of `pid` (/proc/PID/task/TID/schedstat, ns)."""
-    total = 0
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            try:
-                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                    total += int(f.read().split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    except OSError:
         return 0.0
-    return total / 1e9
 
 
 def take_mark(pids: list[int] | None = None) -> Mark:
@@ -111,10 +119,10 @@ def take_mark(pids: list[int] | None = None) -> Mark:
     lab = wait = 0.0
     guests = 0
     for pid in pids if pids is not None else _tree(os.getpid()):
-        cpu, name = _cpu_s(pid)
-        lab += cpu
-        if name.startswith("qemu-system"):
-            wait += _wait_s(pid)
+        run, waited = _threads(pid)
+        lab += run + _reaped_s(pid)
+        if _name(pid).startswith("qemu-system"):
+            wait += waited
             guests += int(settings.get("METROLAB_VM_CPUS"))
     return Mark(time.monotonic(), _busy_s(), lab, wait if guests else None, os.cpu_count() or 1, guests or None)
 
@@ -138,16 +146,17 @@ def interfered(metrics: dict, max_interference: float, max_guest_wait: float) ->
     return wait is None or wait > max_guest_wait
 
 
-def interference_summary(rows: list[dict]) -> dict:
-    """A run's interference in a few figures (medians over its measurements; blocks interfered)."""
+def interference_summary(blocks: list[dict]) -> dict:
+    """A workload's interference in a few figures (its blocks' records, blocks.jsonl)."""
     def median(key: str) -> float | None:
-        vals = sorted(r[key] for r in rows if r.get(key) is not None)
+        vals = sorted(b[key] for b in blocks if b.get(key) is not None)
         return vals[len(vals) // 2] if vals else None
-    return {"measurements": len(rows), "interference_median": median("interference"),
-            "interference_max": max((r["interference"] for r in rows if r.get("interference") is not None),
+    return {"blocks": len(blocks), "interference_median": median("interference"),
+            "interference_max": max((b["interference"] for b in blocks if b.get("interference") is not None),
                                     default=None),
             "guest_wait_median": median("guest_wait"),
-            "blocks_interfered": sorted({r.get("block") for r in rows if r.get("interfered")})}
+            "blocks_interfered": sorted(b["block"] for b in blocks if b.get("interfered")),
+            "blocks_replaced": sorted(b["block"] for b in blocks if b.get("replaced"))}
 
 
 class HostSampler:

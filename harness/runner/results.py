@@ -92,6 +92,23 @@ class ResultStore:
         """The measurement-order index the next row takes (a resumed run continues the count)."""
         return 1 + max((int(r["order"]) for r in self.rows() if r.get("order") is not None), default=-1)
 
+    def append_block(self, record: dict) -> None:
+        """What a block ran beside (harness.runner.interference), one line per block: blocks.jsonl."""
+        with open(self.dir / "blocks.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def blocks(self) -> list[dict]:
+        path = self.dir / "blocks.jsonl"
+        out = []
+        for line in path.read_text().splitlines() if path.exists() else []:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # the torn last line of a killed run
+        return out
+
     def rows(self) -> list[dict]:
         if not self.jsonl.exists():
             return []

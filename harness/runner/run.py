@@ -47,7 +47,7 @@ from harness.scenario.events import impact
 from harness.scenario.points import Point, baselines, grid, point_impairment
 from harness.scenario.predict import make_predictor
 from harness.scenario.sequential import Design
-from harness.scenario.verdict import Settings, Verdict, evaluate, interfered_blocks, summarize
+from harness.scenario.verdict import Settings, Verdict, evaluate, summarize
 from workloads.registry import WORKLOADS, workload_metrics
 
 log = logging.getLogger(__name__)
@@ -237,7 +237,8 @@ class Runner:
         if workload is not None:
             rows = [r for r in rows if r["workload"] == workload]
         metrics = workload_metrics([w.kind for w in self.spec.workloads])
-        return evaluate(summarize(rows, metrics, self.settings), self.scn.criteria, self.settings)
+        return evaluate(summarize(rows, metrics, self.settings, self.store.blocks()), self.scn.criteria,
+                        self.settings)
 
     def _soak(self, wspec, meta: dict, scale: float, plan: SoakPlan) -> None:
         """One point repeated for the plan's duration; after each repetition its step time and every
@@ -303,10 +304,16 @@ class Runner:
                 if todo and not warmed:
                     ctx.warm_passes()
                     warmed = True
+                mark = self.monitor.mark()
                 for point in todo:
                     ctx.measure(point, block)
-                if block in interfered_blocks([r for r in self.store.rows() if r["workload"] == wname]).get(
-                        wname, set()) and replaced < stats.max_interfered_blocks:
+                beside = between(mark, self.monitor.mark()) if todo else {}
+                hit = bool(beside) and interfered(beside, stats.max_interference, stats.max_guest_wait)
+                replace = hit and replaced < stats.max_interfered_blocks
+                if beside:
+                    self.store.append_block({"workload": wname, "block": block, **beside, "interfered": hit,
+                                             "replaced": replace})
+                if replace:
                     replaced += 1  # left out by the judge: measured again
                     ctx.note(f"block {block + 1} ran under interference: replaced")
                     self.total += len(sweep.points)
@@ -317,7 +324,7 @@ class Runner:
                 self.blocks[wname] = block
         finally:
             group.stop()
-            mine = [r for r in self.store.rows() if r["workload"] == wname and r.get("status") == "ok"]
+            mine = [b for b in self.store.blocks() if b["workload"] == wname]
             self.store.update_meta(**{f"blocks_{wname}": self.blocks.get(wname, 0)},
                                    budget={**(self.store.meta.get("budget") or {}),
                                            wname: {"blocks": self.blocks.get(wname, 0), "clean_blocks": clean,
@@ -463,9 +470,10 @@ class _WorkloadRun:
                                      "links": {sw: a[fl.key] for sw, a in plans.items() if fl.key in a}}
                                     for fl in flows]}) + "\n")
 
-    def _steps(self, point: Point, block: int, policy) -> dict:
+    def _steps(self, point: Point, block: int, policy, record: bool = True) -> dict:
         """The repetition's steps, with the point's events played on the lab while they run: what
-        each did to the steps joins the metrics, the steps and the changes go to events.jsonl."""
+        each did to the steps joins the metrics, the steps and the changes go to events.jsonl (not
+        for a warm-up pass: it plays them, but records nothing)."""
         r, g = self.r, self.group
         events = [e for e in r.spec.events if e.applies_to(point)]
         if not events:
@@ -483,6 +491,8 @@ class _WorkloadRun:
             [a.end - a.t0 - a.window.end for a in applied if a.end is not None and a.window.end is not None]
         ours = effect.metrics() | {"replan_s": max((p["seconds"] for p in player.replans), default=None),
                                    "event_late_s": max(late, default=None)}
+        if not record:
+            return metrics | ours
         with open(r.run_dir / "events.jsonl", "a") as f:
             f.write(json.dumps({"workload": self.wname, "point_key": point.key, "label": point.label(),
                                 "block": block, "events": [e.model_dump(mode="json") for e in events],
@@ -538,16 +548,14 @@ class _WorkloadRun:
                 pol = r.applier.counters()
                 before, dev = r.wan.read(), rdma.read()
                 backlog = backlog_drops() if local else 0
-                mark = r.monitor.mark()
                 if spec.link_samples and local:  # utilization over time: the links' bytes as the ranks run
                     with LinkSampler(r.lab, r.links, spec.link_samples) as sampler:
-                        metrics = self._steps(point, block, policy)
+                        metrics = self._steps(point, block, policy, record)
                     metrics |= utilization(sampler.samples,
                                            {lk: r.applier.base[lk].rate_bps if lk in r.applier.base else None
                                             for lk in r.links})
                 else:
-                    metrics = self._steps(point, block, policy)
-                metrics |= between(mark, r.monitor.mark())
+                    metrics = self._steps(point, block, policy, record)
                 # this repetition's own steps: the swept links, the policy's counters, the RDMA devices'
                 metrics |= r.wan.metrics(before, r.wan.read())
                 metrics |= r.applier.metrics(pol, r.applier.counters())
@@ -565,7 +573,6 @@ class _WorkloadRun:
             return None
         row = base_row | {"repetition": block, "order": sweep.order, "status": "ok", "error": None,
                           "measured_at": time.time(), "predicted_step_s": self.predictions.get(point.key), **metrics}
-        row["interfered"] = interfered(row, spec.statistics.max_interference, spec.statistics.max_guest_wait)
         if h is not None:
             row |= {"capacity_ratio": h.capacity_ratio, "host_bound": h.host_bound}
         if not record:

@@ -94,7 +94,8 @@ def prediction_interval(values, confidence: float = CONFIDENCE) -> tuple[float, 
     return (m - h, m + h)
 
 
-def mean_interval(values, confidence: float = CONFIDENCE, design: Design | None = None) -> Interval:
+def mean_interval(values, confidence: float = CONFIDENCE, design: Design | None = None, widen: float = 1.0
+                  ) -> Interval:
     """Interval of the mean of independent block values: mean +- c s / sqrt(n), c from the design
     (Student's t with one look; the look's repeated-CI boundary when the run looks after every
     block). Identical values have no spread to form an interval from (method `no-spread`: the
@@ -114,17 +115,20 @@ def mean_interval(values, confidence: float = CONFIDENCE, design: Design | None 
         return Interval(m, m, m, len(x), "no-spread")
     design = design or Design("fixed", confidence)
     c = design.critical(len(x))
-    h = c * float(x.std(ddof=1)) / math.sqrt(len(x))
-    return Interval(m, m - h, m + h, len(x), "sequential" if design.sequential else "t")
+    h = widen * c * float(x.std(ddof=1)) / math.sqrt(len(x))
+    method = "sequential" if design.sequential else "t"
+    return Interval(m, m - h, m + h, len(x), method if widen == 1 else f"{method} x{widen:g}")
 
 
-def positive_interval(values, confidence: float = CONFIDENCE, design: Design | None = None) -> Interval:
+def positive_interval(values, confidence: float = CONFIDENCE, design: Design | None = None, widen: float = 1.0
+                      ) -> Interval:
     """Interval of a positive quantity (a step time): of the mean of its logarithms, mapped back, so
-    it never reaches 0 or below however few and noisy the blocks (the geometric mean)."""
+    it never reaches 0 or below however few and noisy the blocks (the geometric mean); `widen`
+    widens it on that scale."""
     x = [float(v) for v in values if v is not None and not _isnan(v) and float(v) > 0]
     if any(math.isinf(v) for v in x):
         return mean_interval(x, confidence, design)  # the range
-    iv = mean_interval([math.log(v) for v in x], confidence, design)
+    iv = mean_interval([math.log(v) for v in x], confidence, design, widen)
     if iv.n == 0:
         return iv
 
@@ -310,8 +314,10 @@ def _side(iv: Interval, op: str, threshold: float) -> str:
     return INCONCLUSIVE
 
 
-def judge(iv: Interval, op: str, threshold: float, quality: Quality | None = None) -> tuple[str, str]:
-    """(verdict, reason) of `METRIC op threshold` on the interval of the metric."""
+def judge(iv: Interval, op: str, threshold: float, quality: Quality | None = None,
+          wide: Interval | None = None) -> tuple[str, str]:
+    """(verdict, reason) of `METRIC op threshold` on the interval of the metric; `wide`: the same
+    interval widened on the scale it is taken on, for noisy data (default: widened as it stands)."""
     conf = f"{CONFIDENCE:.0%} interval"
     if iv.n == 0 or _isnan(iv.low) or _isnan(iv.high):
         return INCONCLUSIVE, "not measured"
@@ -322,7 +328,7 @@ def judge(iv: Interval, op: str, threshold: float, quality: Quality | None = Non
     if v == INCONCLUSIVE:
         return v, f"{conf} {text} straddles {op} {threshold:g}"
     if quality is not None and not quality.ok:
-        wide = iv.widened(QUALITY_WIDEN)
+        wide = wide or iv.widened(QUALITY_WIDEN)
         if _side(wide, op, threshold) != v:
             return INCONCLUSIVE, (f"{'; '.join(quality.reasons)}: the interval taken {QUALITY_WIDEN:g}x wider "
                                   f"[{wide.low:.4g}, {wide.high:.4g}] straddles {op} {threshold:g}")

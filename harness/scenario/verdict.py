@@ -9,8 +9,8 @@ it; per criterion and point a three-valued verdict with its reason (harness.scen
 What a verdict rests on:
 - every repetition: a point whose repetitions failed fails its criteria with the error (unless the
   scenario allows that many failures, `statistics.allowed_failures`);
-- clean blocks: a block measured while other processes took the machine (`interfered` rows, the
-  runner's interference monitor) is left out whole, for every point of that workload;
+- clean blocks: a block measured while other processes took the machine (the runner's block
+  records, blocks.jsonl) and replaced is left out whole, for every point of that workload;
 - the design's intervals (harness.scenario.sequential), one method at every look;
 - counts for rates (drops among packets): Clopper-Pearson on the sums, never a mean of zeros;
 - what else can bound a performance metric (the host's capacity, the ranks' CPU, the offered load):
@@ -108,14 +108,16 @@ class Sample:
     def n(self) -> int:
         return len(self.values) if self.kind != "counts" else self.trials
 
-    def interval(self, design: Design, alpha: float, blocks: int = 0, as_metric: str = "") -> st.Interval:
+    def interval(self, design: Design, alpha: float, blocks: int = 0, as_metric: str = "",
+                 widen: float = 1.0) -> st.Interval:
+        """At level 1 - alpha under the design; `widen` widens it on the scale it is taken on."""
         if self.kind == "counts":
             return st.rate_interval(self.events, self.trials, design.count_alpha(blocks, alpha))
         conf = 1 - alpha
         d = Design(design.kind, conf, design.n_min, design.n_max)
         if self.kind == "log":
-            return st.positive_interval(self.values, conf, d)
-        iv = st.mean_interval(self.values, conf, d)
+            return st.positive_interval(self.values, conf, d, widen)
+        iv = st.mean_interval(self.values, conf, d, widen)
         if self.kind != "ratio" or iv.n == 0:
             return iv
 
@@ -274,12 +276,13 @@ def block_of(row: dict) -> int:
     return int(b if b is not None and not (isinstance(b, float) and math.isnan(b)) else row.get("repetition", 0))
 
 
-def interfered_blocks(rows: list[dict]) -> dict[str, set[int]]:
-    """workload -> blocks with a measurement taken under interference (the runner's flag)."""
+def interfered_blocks(blocks: list[dict]) -> dict[str, set[int]]:
+    """workload -> blocks measured under interference and replaced (the runner's records,
+    blocks.jsonl); one kept once the replacements were spent is judged, and the report says so."""
     out: dict[str, set[int]] = {}
-    for r in rows:
-        if r.get("interfered"):
-            out.setdefault(r["workload"], set()).add(block_of(r))
+    for b in blocks:
+        if b.get("replaced"):
+            out.setdefault(b["workload"], set()).add(int(b["block"]))
     return out
 
 
@@ -299,12 +302,13 @@ def _sample(metric: str, ok: list[dict]) -> Sample | None:
     return Sample("log" if all(v > 0 for v in vals) else "linear", vals)
 
 
-def summarize(rows: list[dict], metric_names: tuple[str, ...] = (), settings: Settings | None = None
-              ) -> list[PointSummary]:
-    """One summary per (workload, point), in first-measured order."""
+def summarize(rows: list[dict], metric_names: tuple[str, ...] = (), settings: Settings | None = None,
+              blocks: list[dict] | None = None) -> list[PointSummary]:
+    """One summary per (workload, point), in first-measured order; `blocks`: the run's block records
+    (blocks measured under interference are left out whole)."""
     settings = settings or Settings()
     design = settings.the_design
-    dropped = interfered_blocks(rows)
+    dropped = interfered_blocks(blocks or [])
     order: list[tuple[str, str]] = []
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
@@ -415,28 +419,35 @@ def _quality(s: PointSummary, settings: Settings) -> st.Quality:
                          settings.max_cv, settings.trend_alpha)
 
 
+def _judged(c: Criterion, points: list[PointSummary], settings: Settings
+            ) -> list[tuple[Criterion, PointSummary, CriterionResult]]:
+    """Criterion `c` at every point it applies to, each on its own interval (no family yet)."""
+    out = []
+    for p in points:
+        if not c.applies(p.where_fields()):
+            continue
+        v = p.values().get(c.metric)
+        if v is None and p.baseline and p.status == "ok":
+            continue  # what the sweep adds (an event's recovery) is not the reference's to measure
+        if p.status != "ok":
+            res = CriterionResult(c.text, p.workload, p.point_key, p.label, c.metric, v, st.FAIL,
+                                  f"{p.failed_repetitions} of {p.failed_repetitions + p.repetitions} repetitions "
+                                  f"failed: {p.error}")
+        else:
+            res = _judge(c, p, v, settings)
+        out.append((c, p, res))
+    return out
+
+
 def evaluate(points: list[PointSummary], criteria: list[Criterion], settings: Settings | None = None) -> Verdict:
     settings = settings or Settings()
     results = []
     rank = {st.PASS: 0, st.INCONCLUSIVE: 1, st.FAIL: 2}
     for c in criteria:
-        family: list[tuple[PointSummary, CriterionResult]] = []
-        for p in points:
-            if not c.applies(p.where_fields()):
-                continue
-            v = p.values().get(c.metric)
-            if v is None and p.baseline and p.status == "ok":
-                continue  # what the sweep adds (an event's recovery) is not the reference's to measure
-            if p.status != "ok":
-                res = CriterionResult(c.text, p.workload, p.point_key, p.label, c.metric, v, st.FAIL,
-                                      f"{p.failed_repetitions} of {p.failed_repetitions + p.repetitions} repetitions "
-                                      f"failed: {p.error}")
-            else:
-                res = _judge(c, p, v, settings)
-                family.append((p, res))
-            results.append(res)
+        judged = _judged(c, points, settings)
         if settings.family == "holm":
-            _holm(c, family, settings)
+            _holm(judged, settings)
+        results += [r for _, _, r in judged]
     by_point: dict[tuple[str, str], list[CriterionResult]] = {}
     for r in results:
         by_point.setdefault((r.workload, r.point_key), []).append(r)
@@ -448,18 +459,29 @@ def evaluate(points: list[PointSummary], criteria: list[Criterion], settings: Se
                    outlier_blocks(points, {(p.workload, p.point_key): p.paired for p in points}), settings.family)
 
 
-def _interval(c: Criterion, p: PointSummary, settings: Settings, alpha: float) -> st.Interval | None:
+def family_results(points: list[PointSummary], criteria: list[Criterion], settings: Settings,
+                   where=lambda p: True) -> list[CriterionResult]:
+    """Several criteria at the points `where` selects, as one family: a point fails only where
+    Holm's step-down over all of them still rejects it (a claim over several criteria and points)."""
+    judged = [t for c in criteria for t in _judged(c, [p for p in points if where(p)], settings)]
+    _holm(judged, settings)
+    return [r for _, _, r in judged]
+
+
+def _interval(c: Criterion, p: PointSummary, settings: Settings, alpha: float, widen: float = 1.0
+              ) -> st.Interval | None:
     sample = p.samples.get(c.metric)
     if sample is None:
         return None
-    return sample.interval(settings.the_design, alpha, p.repetitions, as_metric=c.metric)
+    return sample.interval(settings.the_design, alpha, p.repetitions, as_metric=c.metric, widen=widen)
 
 
-def _holm(c: Criterion, family: list[tuple[PointSummary, CriterionResult]], settings: Settings) -> None:
-    """Holm's step-down over the criterion's points, on the side of failing: a point fails only
-    where its interval at alpha / (points not yet rejected) violates the criterion (with the same
-    widening for noisy data); a point whose 95 % interval alone violates it is inconclusive."""
-    tested = [(p, r) for p, r in family if r.interval]
+def _holm(family: list[tuple[Criterion, PointSummary, CriterionResult]], settings: Settings) -> None:
+    """Holm's step-down over a family of (criterion, point) results, on the side of failing: a
+    point fails only where its interval at alpha / (members not yet rejected) violates the criterion
+    (with the same widening for noisy data); one whose 95 % interval alone violates it is
+    inconclusive. Passing needs no correction: "every member passes" keeps its level as it is."""
+    tested = [(c, p, r) for c, p, r in family if r.interval]
     m = len(tested)
     if m <= 1:
         return
@@ -467,28 +489,28 @@ def _holm(c: Criterion, family: list[tuple[PointSummary, CriterionResult]], sett
     while len(rejected) < m:
         level = settings.alpha / (m - len(rejected))
         new = set()
-        for i, (p, r) in enumerate(tested):
+        for i, (c, p, r) in enumerate(tested):
             if i in rejected or r.verdict != st.FAIL:
                 continue
             iv = _interval(c, p, settings, level)
-            if iv is not None and _side(c, p, iv, settings) == st.FAIL:
+            if iv is not None and _side(c, p, iv, settings, _interval(c, p, settings, level, st.QUALITY_WIDEN)) == st.FAIL:
                 new.add(i)
         if not new:
             break
         rejected |= new
-    for i, (_, r) in enumerate(tested):
+    for i, (_, _, r) in enumerate(tested):
         if r.verdict == st.FAIL and i not in rejected:
             r.verdict = st.INCONCLUSIVE
-            r.message += (f"; not after Holm's correction over the criterion's {m} points (each point's failure is "
-                          f"judged at alpha/{m - len(rejected)})")
+            r.message += (f"; not after Holm's correction over the family's {m} members (a failure is judged at "
+                          f"alpha/{m - len(rejected)})")
 
 
-def _side(c: Criterion, p: PointSummary, iv: st.Interval, settings: Settings) -> str:
-    """The verdict an interval gives, taken wider where the data are noisy or trending."""
+def _side(c: Criterion, p: PointSummary, iv: st.Interval, settings: Settings, wide: st.Interval | None) -> str:
+    """The verdict an interval gives, taken wider (`wide`) where the data are noisy or trending."""
     v = st._side(iv, c.op, c.threshold)
     q = _metric_quality(c, p, settings)
-    if v != st.INCONCLUSIVE and q is not None and not q.ok and st._side(iv.widened(st.QUALITY_WIDEN), c.op,
-                                                                        c.threshold) != v:
+    if v != st.INCONCLUSIVE and q is not None and not q.ok and wide is not None and \
+            st._side(wide, c.op, c.threshold) != v:
         return st.INCONCLUSIVE
     return v
 
@@ -549,7 +571,7 @@ def _judge(c: Criterion, p: PointSummary, value, settings: Settings) -> Criterio
     if sample.kind == "counts":
         return result(*_judge_counts(c, sample, iv, p, settings), iv.low, iv.high, interval=True)
     quality = _metric_quality(c, p, settings)
-    verdict, msg = st.judge(iv, c.op, c.threshold, quality)
+    verdict, msg = st.judge(iv, c.op, c.threshold, quality, _interval(c, p, settings, settings.alpha, st.QUALITY_WIDEN))
     res = result(verdict, f"{c.metric} = {value:.4g}: {msg}", iv.low, iv.high, interval=True)
     if verdict == st.INCONCLUSIVE and sample.spread() is not None:
         margin = sample.margin(value, c.threshold, c.metric)

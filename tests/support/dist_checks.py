@@ -30,16 +30,44 @@ def data(rank: int, n: int, dtype: torch.dtype, case: int, lo: int = -4, hi: int
     return torch.randint(lo, hi, (n,), generator=g).to(dtype)
 
 
-def both(fn, verbs, results: list, name: str) -> None:
-    """Run fn(group) on gloo (the default group) and on verbs; record whether they agree."""
+def _same(ref: list, got: list) -> bool:
+    return len(ref) == len(got) and all(torch.equal(a, b) for a, b in zip(ref, got))
+
+
+def both(fn, verbs, results: list, name: str, oracle=None) -> None:
+    """Run fn(group) on gloo (the default group) and on verbs; record whether they agree, and agree
+    with `oracle()` (the result computed here from every rank's seeded inputs) where one is given.
+    Where gloo lacks a (dtype, op) pair the oracle alone is the reference; without one the case is
+    recorded as unchecked (equal False), never as agreeing."""
     try:
         ref = fn(None)
     except (RuntimeError, ValueError) as exc:  # gloo lacks a few (dtype, op) pairs
         results.append({"case": name, "gloo": f"unsupported: {str(exc).splitlines()[0][:120]}"})
         ref = None
     got = fn(verbs)
-    ok = ref is None or all(torch.equal(a, b) for a, b in zip(ref, got))
-    results.append({"case": name, "equal": ok} | ({} if ok else {"gloo": str(ref)[:200], "verbs": str(got)[:200]}))
+    expected = oracle() if oracle is not None else None
+    checks = [x for x in (ref, expected) if x is not None]
+    ok = bool(checks) and all(_same(x, got) for x in checks)
+    results.append({"case": name, "equal": ok, "checked_against": ["gloo"] * (ref is not None)
+                    + ["oracle"] * (expected is not None)}
+                   | ({} if ok else {"gloo": str(ref)[:200], "oracle": str(expected)[:200], "verbs": str(got)[:200]}))
+
+
+def _reduce(op, tensors: list) -> torch.Tensor:
+    """What an all-reduce of these ranks' tensors must give, computed in one place."""
+    out = tensors[0].clone()
+    for t in tensors[1:]:
+        if op == R.SUM:
+            out = out + t
+        elif op == R.PRODUCT:
+            out = out * t
+        elif op == R.MIN:
+            out = torch.minimum(out, t)
+        elif op == R.MAX:
+            out = torch.maximum(out, t)
+        else:
+            raise ValueError(op)
+    return out.to(tensors[0].dtype)
 
 
 def collectives(verbs) -> list:
@@ -56,7 +84,10 @@ def collectives(verbs) -> list:
                     t = data(rank, s, d, c, lo, hi)
                     dist.all_reduce(t, op=o, group=g)
                     return [t]
-                both(ar, verbs, out, f"all_reduce {op} {dtype} {size}")
+
+                def ar_oracle(c=case, s=size, d=dtype, o=op, lo=lo, hi=hi):
+                    return [_reduce(o, [data(r, s, d, c, lo, hi) for r in range(n)])]
+                both(ar, verbs, out, f"all_reduce {op} {dtype} {size}", ar_oracle)
             case += 1
 
             def ag(g, c=case, s=size, d=dtype):
@@ -123,9 +154,15 @@ def collectives(verbs) -> list:
     dist.all_reduce(ref)
     dist.all_reduce(t, op=R.AVG, group=verbs)
     out.append({"case": "all_reduce AVG float32 1001 (vs gloo SUM / n)", "equal": torch.equal(t, ref / n)})
-    w = dist.barrier(group=verbs, async_op=True)
-    w.wait()
-    out.append({"case": "barrier", "equal": w.is_completed()})
+    # a barrier holds every rank until the last arrives: the last rank comes 0.5 s late, and rank 0
+    # must have waited for it (a barrier that returned at once would pass any completion check)
+    late = 0.5
+    if rank == n - 1:
+        time.sleep(late)
+    t0 = time.monotonic()
+    dist.barrier(group=verbs)
+    waited = time.monotonic() - t0
+    out.append({"case": "barrier", "equal": rank == n - 1 or waited >= 0.8 * late, "waited_s": round(waited, 3)})
     # an async allreduce's future carries the result
     t = data(rank, 513, torch.float32, 1234)
     ref = t.clone()

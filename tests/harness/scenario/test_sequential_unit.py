@@ -117,3 +117,14 @@ def test_blocks_needed_grows_with_spread_and_with_looking():
     n = blocks_needed(0.01, 0.01, fixed)
     assert stats.t.ppf(0.975, n - 1) * 0.01 / math.sqrt(n) < 0.01 <= stats.t.ppf(0.975, n - 2) * 0.01 / math.sqrt(n - 1)
     assert blocks_needed(0.01, 0.0, fixed) is None
+
+
+def test_the_guarantee_in_the_docs_is_the_commands_output():
+    """docs/statistics.md's table is `metrolab bench sequential --markdown` (seeded: the same
+    figures anywhere), not typed."""
+    from pathlib import Path
+
+    from harness.scenario.sequential import markdown_table
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "statistics.md").read_text()
+    shown = doc.split("<!-- bench-sequential -->\n", 1)[1].split("<!-- /bench-sequential -->", 1)[0]
+    assert shown == markdown_table(), "docs/statistics.md is stale: paste `metrolab bench sequential --markdown`"

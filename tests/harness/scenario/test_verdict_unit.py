@@ -24,8 +24,8 @@ def _row(key: str, block: int, *, baseline: bool = False, distance: float = 100.
             "step_time_s": step, **kw}
 
 
-def _judge(rows: list[dict], *criteria: str, settings: Settings | None = None):
-    v = evaluate(summarize(rows, METRICS, settings), [parse_criterion(c, METRICS) for c in criteria], settings)
+def _judge(rows: list[dict], *criteria: str, settings: Settings | None = None, blocks: list[dict] | None = None):
+    v = evaluate(summarize(rows, METRICS, settings, blocks), [parse_criterion(c, METRICS) for c in criteria], settings)
     return v, {(r.point_key, r.metric): r for r in v.results}
 
 
@@ -84,12 +84,14 @@ def test_every_performance_metric_is_gated_by_what_else_bounds_it():
 
 
 def test_a_block_measured_under_interference_is_left_out_whole():
-    rows = []
+    rows, blocks = [], []
     for b in range(4):
         slow = 1.3 if b == 2 else 1.0  # another process took the machine during block 2's point
-        rows.append(_row("b", b, baseline=True, step=1.0, interference=0.01))
-        rows.append(_row("p", b, step=1.01 * slow, interference=0.5 if b == 2 else 0.01, interfered=b == 2))
-    v, _ = _judge(rows, "efficiency_degradation <= 0.05 where distance_km in [100, 500]")
+        rows.append(_row("b", b, baseline=True, step=1.0))
+        rows.append(_row("p", b, step=1.01 * slow))
+        blocks.append({"workload": "w", "block": b, "interference": 0.5 if b == 2 else 0.01, "interfered": b == 2,
+                       "replaced": b == 2})
+    v, _ = _judge(rows, "efficiency_degradation <= 0.05 where distance_km in [100, 500]", blocks=blocks)
     p = next(x for x in v.points if x.point_key == "p")
     b = next(x for x in v.points if x.baseline)
     assert p.excluded_blocks == [2] and b.excluded_blocks == [2] and p.repetitions == b.repetitions == 3
@@ -113,7 +115,7 @@ def test_a_criterion_over_several_points_fails_one_only_after_holms_correction()
     _, res = _judge(rows, crit)
     assert res[("far", "efficiency_degradation")].verdict == "fail"
     near = res[("near", "efficiency_degradation")]
-    assert near.verdict == "inconclusive" and "Holm" in near.message
+    assert near.verdict == "inconclusive" and "Holm" in near.message and "3 members" in near.message
     assert res[("ok", "efficiency_degradation")].verdict == "pass"
 
 
