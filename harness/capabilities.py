@@ -79,9 +79,27 @@ def _probe_qdiscs() -> dict[str, Capability]:
             out["nft"] = Capability("nft", True, "numgen random drop accepted")
         except Exception as exc:  # noqa: BLE001 — any failure means: no usable nft
             out["nft"] = Capability("nft", False, str(exc))
+        out["srv6"] = _probe_srv6(name)
     finally:
         netns.remove(name)
     return out
+
+
+def _probe_srv6(ns: str) -> Capability:
+    """SRv6 encapsulation (the seg6 lightweight tunnel, what planned paths with encap: srv6 install):
+    an encap route on the probe's veth, asked of the kernel (some kernels build IPv6 without it)."""
+    from socket import AF_INET
+
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    from harness.lab.nsctx import iproute
+    try:
+        with iproute(ns) as h:
+            h.route("add", dst="198.51.100.0/24", family=AF_INET, oif=h.link_lookup(ifname="d0")[0],
+                    encap={"type": "seg6", "mode": "encap", "segs": "fc00::1"})
+        return Capability("srv6", True, "seg6 encapsulation accepted")
+    except NetlinkError as exc:
+        return Capability("srv6", False, f"kernel lacks the seg6 lightweight tunnel ({exc})")
 
 
 def _probe_rxe() -> Capability:

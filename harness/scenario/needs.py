@@ -18,4 +18,8 @@ def scenario_needs(scn) -> dict[str, str]:
     ecn = [p.name for p in spec.policies if marks_ecn(p) and p.name in sweep.policy]
     if ecn:
         needed["red"] = f"ECN marking (RED) in policy {', '.join(ecn)}"
+    srv6 = [p.name for p in spec.policies if p.load_balancing is not None and p.load_balancing.encap == "srv6"
+            and p.name in sweep.policy]
+    if srv6:
+        needed["srv6"] = f"SRv6 planned paths in policy {', '.join(srv6)}"
     return needed

@@ -22,7 +22,7 @@ import pytest
 from harness import settings
 
 # what the guest kernel (harness/vm) provides where the host lacks it
-GUEST_BRINGS = {"netem", "red", "fq", "fq_codel", "prio", "tbf", "htb", "nft", "rxe"}
+GUEST_BRINGS = {"netem", "red", "fq", "fq_codel", "prio", "tbf", "htb", "nft", "rxe", "srv6"}
 NEVER_IN_CI = {"gpus": "needs NVIDIA GPUs (never in CI here)",
                "sonic": "needs a SONiC switch: set METROLAB_SONIC_INVENTORY (never in CI here)"}
 TIER = {"rxe": "rdma", "gpus": "gpu", "sonic": "sonic"}

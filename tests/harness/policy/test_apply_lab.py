@@ -256,6 +256,7 @@ def test_switching_policies_leaves_nothing_stale(lab_factory):
     assert state() == plain
 
 
+@pytest.mark.requires("srv6")  # the seg6 lightweight tunnel: some host kernels lack it
 def test_planned_paths_in_srv6_balance_elephants_and_carry_them_encapsulated(lab_factory):
     """Planned paths as SRv6: each flow leaves gw-a in IPv6 towards a segment only its planned link
     leads to (seen on the wire: an SRH, the IPv4 flow inside), gw-b decapsulates (End.DX4)."""
@@ -306,6 +307,7 @@ def test_srv6_needs_room_for_its_header(lab_factory):
     assert not lab.handle("gw-a").get_rules(priority=ecmp.RULE_PRIORITY)
 
 
+@pytest.mark.requires("srv6")  # the seg6 lightweight tunnel: some host kernels lack it
 def test_per_flow_queues_and_srv6_paths_leave_nothing_stale(lab_factory):
     """Per-flow HTB classes (one per flow, plus the default) and SRv6 planned paths, then ECMP L3,
     then none: the plain tree, no rules, no SIDs, the L4 hash back."""

@@ -13,6 +13,7 @@ from harness.scenario.spec import load_scenario
 pytestmark = pytest.mark.lab
 
 
+@pytest.mark.requires("srv6")  # the scenario's planned-srv6 policy
 def test_planned_paths_balance_synchronized_elephants_that_hashing_cannot(tmp_path):
     scn = load_scenario("load-balancing", quick=True)
     out = run_scenario(scn, tmp_path / "run")

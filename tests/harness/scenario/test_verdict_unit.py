@@ -25,7 +25,8 @@ def _row(key: str, block: int, *, baseline: bool = False, distance: float = 100.
 
 
 def _judge(rows: list[dict], *criteria: str, settings: Settings | None = None, blocks: list[dict] | None = None):
-    v = evaluate(summarize(rows, METRICS, settings, blocks), [parse_criterion(c, METRICS) for c in criteria], settings)
+    points = summarize(rows, METRICS, settings, blocks) if blocks is not None else summarize(rows, METRICS, settings)
+    v = evaluate(points, [parse_criterion(c, METRICS) for c in criteria], settings)
     return v, {(r.point_key, r.metric): r for r in v.results}
 
 
