@@ -105,8 +105,8 @@ class NetnsLab(Lab):
                  state: LabState | None = None, in_order: bool = True):
         super().__init__(topology, lab_id or (state.lab_id if state else new_lab_id()))
         self.strict = strict
-        # veths deliver in order, without GRO's aggregation (harness.lab.delivery): the kernel's own
-        # delivery swaps packets behind a shaped egress, which an RC QP takes for loss
+        # veths deliver each flow in order (harness.lab.delivery): the kernel's own delivery swaps
+        # packets behind a shaped egress, which an RC QP takes for loss
         self.in_order = in_order
         self._handles: dict[str, IPRoute] = {}
         self.applied: dict[str, list[dict]] = {}
@@ -229,8 +229,8 @@ class NetnsLab(Lab):
     def _deliver_in_order(self, node: str) -> None:
         """Without this, packets leaving a shaped egress can swap on the next veth, which an RC QP
         takes for loss (harness/lab/delivery.py)."""
-        from harness.lab.delivery import napi_delivery
-        napi_delivery(self.ns(node), [e.ifname for e in self.plan.ifaces_of(node)], self.handle(node))
+        from harness.lab.delivery import steer
+        steer(self.ns(node), [e.ifname for e in self.plan.ifaces_of(node)])
 
     def _address_node(self, node: str) -> None:
         h = self.handle(node)

@@ -262,9 +262,16 @@ class Scenario:
         return self.spec.name
 
 
+# --quick makes no warm passes unless its scenario's quick section asks for them: a smoke run's
+# blocks are few and its numbers are no claim, and a pass through every point doubled the suite's
+# longest tests (the main job's quick section keeps one to two)
+QUICK_WARM_BLOCKS = {"min": 0, "max": 0}
+
+
 def _apply_quick(data: dict) -> dict:
     q = data.get("quick") or {}
     out = dict(data)
+    out["warm_blocks"] = {**(data.get("warm_blocks") or {}), **QUICK_WARM_BLOCKS}
     if q.get("sweep"):
         out["sweep"] = {**(data.get("sweep") or {}), **q["sweep"]}
     for key in ("repetitions", "warmups"):

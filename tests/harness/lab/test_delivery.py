@@ -1,43 +1,46 @@
-"""In-order delivery on the lab's veths (harness/lab/delivery.py), the default: every end receives
-through NAPI (GRO on, TSO off) without aggregating (gro_max_size 1), so packets that leave a shaped
-egress in order reach the next namespace in order, one by one. Its effect on RC QPs behind two
+"""In-order delivery on the lab's veths (harness/lab/delivery.py), the default: every receive queue
+of every lab veth steered (RPS) to this machine's CPUs, so a flow's packets that leave a shaped
+egress in order go through one backlog and reach the next namespace in order. Read back from each
+namespace's own /sys; the machine's own interfaces keep their masks. Its effect on RC QPs behind two
 shaped stages is the guest test tests/harness/rdma/test_order_guest.py."""
 
 from __future__ import annotations
 
-import pytest
-from pyroute2.ethtool import Ethtool
+from pathlib import Path
 
-from harness.lab.delivery import GRO_MAX_SIZE, TSO
+import pytest
+
+from harness import sh
+from harness.lab.delivery import all_cpus_mask
 from harness.lab.netns import NetnsLab
-from harness.lab.nsctx import in_netns
 from harness.spec.loader import topology_from_data
 from tests.support.labs import two_hosts
 
 
-def _features(lab, node: str) -> dict[str, dict]:
-    with in_netns(lab.ns(node)):
-        et = Ethtool()
-    h = lab.handle(node)
-    try:
-        return {e.ifname: {k: v.enable for k, v in et.get_features(e.ifname).features.items()
-                           if k in ("rx-gro", *TSO)}
-                | {"gro_max_size": h.get_links(h.link_lookup(ifname=e.ifname)[0])[0].get("IFLA_GRO_MAX_SIZE")}
-                for e in lab.plan.ifaces_of(node)}
-    finally:
-        et.close()
+def _masks(lab, node: str) -> dict[str, int]:
+    script = "for q in /sys/class/net/*/queues/rx-*; do echo \"$q $(cat $q/rps_cpus)\"; done"
+    out = sh.run(["ip", "netns", "exec", lab.ns(node), "sh", "-c", script]).stdout.split("\n")
+    return {q.split("/")[4]: int(m.replace(",", ""), 16) for q, m in (line.split() for line in out if line)}
+
+
+def _host_masks() -> dict[str, str]:
+    return {str(q): (q / "rps_cpus").read_text() for q in Path("/sys/class/net").glob("*/queues/rx-*")}
 
 
 @pytest.mark.lab
-def test_every_veth_end_receives_through_napi_one_packet_at_a_time_by_default():
+def test_every_lab_veth_is_steered_to_the_machines_cpus_by_default():
     topo = topology_from_data(two_hosts(rate="100mbit"), "<test>")
+    host = _host_masks()
     for lab in (NetnsLab(topo), NetnsLab(topo, in_order=False)):
         lab.up()
         try:
             for node in ("h1", "sw", "h2"):
-                for ifname, f in _features(lab, node).items():
-                    assert f["rx-gro"] is lab.in_order, (node, ifname, f)
-                    assert f["tx-tcp-segmentation"] is not lab.in_order, (node, ifname, f)
-                    assert (f["gro_max_size"] == GRO_MAX_SIZE) is lab.in_order, (node, ifname, f)
+                ifaces = {e.ifname for e in lab.plan.ifaces_of(node)}
+                masks = _masks(lab, node)
+                assert ifaces <= set(masks), (node, masks)
+                for ifname in ifaces:
+                    want = int(all_cpus_mask(), 16) if lab.in_order else 0
+                    assert masks[ifname] == want, (node, ifname, masks, lab.in_order)
         finally:
             lab.down()
+    assert _host_masks() == host
