@@ -2,8 +2,9 @@
 shaped stages (a 100 Mbit/s WAN, then b1's 20 Mbit/s port, both with deep queues) reach b1 with
 every QP's packets in sequence: no PSN gap or repeat on the wire, no NAK, no retransmission, no
 out-of-sequence request counted by rxe. With the kernel's own veth delivery (`in_order=False`)
-the same run showed 4-6 sequence gaps and 332-489 of 1,536 packets resent (docs/lab.md): Soft-RoCE
-took each swap for a loss and went back N."""
+1,536 packets showed 1-2 sequence gaps and 87-101 resends in two of three runs (issue 30's note):
+Soft-RoCE took each swap for a loss and went back N. Twice that many packets here, so that the
+kernel's own delivery passes the test about one run in nine."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from tests.support.labs import build_lab
 
 pytestmark = pytest.mark.requires("netem", "rxe")
 
-QPS, SIZE, ITERS, MTU = 4, 65536, 24, 1024  # ITERS: messages over all QPs
+QPS, SIZE, ITERS, MTU = 4, 65536, 48, 1024  # ITERS: messages over all QPs
 PSN_SPACE = 1 << 24
 
 
@@ -43,7 +44,7 @@ def test_four_qps_through_two_shaped_stages_arrive_in_sequence():
         assert cap.drops == 0, f"the capture fell behind: {cap.drops} frames dropped by the kernel"
         df = to_frame(cap.frames)
         incoming = df[~df["outgoing"] & (df["kind"] == "request")]
-        packets = SIZE // MTU * ITERS  # 1,536: the tool spreads its ITERS messages over the QPs
+        packets = SIZE // MTU * ITERS  # 3,072: the tool spreads its ITERS messages over the QPs
         assert incoming["dqpn"].nunique() == QPS and len(incoming) >= packets, (len(incoming), packets)
         for qpn, g in incoming.groupby("dqpn"):
             steps = (g["psn"].diff().dropna() % PSN_SPACE).astype(int)
