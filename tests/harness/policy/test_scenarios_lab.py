@@ -16,8 +16,8 @@ pytestmark = pytest.mark.lab
 def test_planned_paths_balance_synchronized_elephants_that_hashing_cannot(tmp_path):
     scn = load_scenario("load-balancing", quick=True)
     # without the scenario's planned-srv6: SRv6 is tested on its own (test_apply_lab.py), in the
-    # guest where this host kernel lacks seg6, and the guest's CPU cannot carry 2 x 100 Mbit/s of
-    # elephants (planned read 0.94 of it there); the bounds below are the host's
+    # guest where this host kernel lacks seg6; there planned paths read a median 0.94 in one run and
+    # 0.98-0.99 in another (TCG's noise, three blocks), and the bounds below are the host's
     policies = [p for p in scn.spec.policies if p.name != "planned-srv6"]
     sweep = scn.spec.sweep.model_copy(update={"policy": [p.name for p in policies]})
     scn.spec = scn.spec.model_copy(update={"policies": policies, "sweep": sweep})
