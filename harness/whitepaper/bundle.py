@@ -52,7 +52,7 @@ def machine_facts() -> dict:
     caps = capabilities.probe().to_dict()
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem / 2 ** 30, 1), "kernel": platform.release(),
             "python": platform.python_version(),
-            "capabilities": {k: v.get("present") if isinstance(v, dict) else v for k, v in caps.items()}}
+            "capabilities": {k: v.get("present") for k, v in (caps.get("capabilities") or {}).items()}}
 
 
 def start(out: Path, quick: bool, claims: list[str]) -> dict:
@@ -79,7 +79,10 @@ def finish(out: Path, rows: list[dict]) -> dict:
                          "design": (m.get("design") or {}).get("describe") if isinstance(m.get("design"), dict)
                          else None, "guest": (m.get("guest") or {}).get("scheduling"),
                          "blocks": m.get("budget")}
-    meta |= {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "runs": runs}
+    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    if meta.get("finished"):  # a resumed bundle: its claims judged again from their records
+        meta["judged"] = {"commit": git_rev()[0], "at": now}
+    meta |= {"finished": meta.get("finished") or now, "runs": runs}
     path.write_text(json.dumps(meta, indent=1, default=str))
     return meta
 
@@ -118,8 +121,10 @@ the bundle named below, none is typed.
 
 A claim is judged on measurements only, at the points it is about: it **holds** when every result
 of its criteria passes there, **does not hold** when one fails after Holm's correction over all of
-them, and is **inconclusive** otherwise (a point the data cannot decide, nothing measured: a
-`--quick` sweep that leaves its points out). A run with failed points never makes a claim hold.
+them, and is **inconclusive** otherwise (a point the data cannot decide, or a value the claim names
+left unmeasured: "< 5 % at 100-500 km" needs 100, 250 and 500 km, which a `--quick` sweep leaves
+out). A run with failed points never makes a claim hold; a resumed bundle's claims are judged again
+from their records.
 Where metrolab has a model at full scale (Go-Back-N, convergence) it stands beside the measurement as
 "model: ...", never as the verdict. Exit code: 0 when every claim holds, 1 when one does not or its
 scenario could not run, 5 when none fails but one is undecided.
@@ -155,7 +160,9 @@ def docs_page(bundle: Path, shown_as: str | None = None) -> str:
              "# The white paper's claims, measured (`metrolab run whitepaper`)", "", INTRO,
              f"## Bundle `{shown_as or bundle}`", "",
              f"- commit `{meta.get('commit')}`{' (with uncommitted changes)' if meta.get('dirty') else ''}; "
-             f"{'`--quick`' if meta.get('quick') else 'full sweeps'}; {meta.get('started')} to {meta.get('finished')}",
+             f"{'`--quick`' if meta.get('quick') else 'full sweeps'}; {meta.get('started')} to {meta.get('finished')}"
+             + (f"; judged again from its records at commit `{meta['judged']['commit']}` ({meta['judged']['at']})"
+                if meta.get("judged") else ""),
              f"- machine: {mach.get('cpu')}, {mach.get('cores')} cores, {mach.get('memory_gib')} GiB, kernel "
              f"{mach.get('kernel')}, Python {mach.get('python')}; netem here: {caps.get('netem')}, rxe here: "
              f"{caps.get('rxe')} (what the host lacks runs in the guest kernel)", ""]

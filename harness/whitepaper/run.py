@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.whitepaper.claims import ClaimRow, by_id, gbn_verdict, markdown, verdict_of
+from harness.whitepaper.claims import ClaimRow, by_id, gbn_verdict, markdown, missing_values, verdict_of
 
 log = logging.getLogger(__name__)
 
@@ -41,23 +41,29 @@ def _model(metric: str, point) -> float | None:
 
 def _scenario_claim(claim, run_dir: Path, quick: bool, backend: str, progress: ProgressFactory | None) -> ClaimRow:
     import metrolab
-    from harness.scenario.criteria import parse_criterion
-    from harness.scenario.verdict import Settings, family_results
     with progress() if progress else nullcontext() as update:  # each claim's run counts its own points
         res = metrolab.run(claim.scenario, quick=quick, out=run_dir,
                            resume=run_dir if (run_dir / "meta.json").exists() else None, backend=backend,
                            progress=update)
     if res.verdict is None:
         raise RuntimeError(f"{claim.scenario}: the run was not judged")
+    return _judge_claim(claim, run_dir, res.verdict)
+
+
+def _judge_claim(claim, run_dir: Path, run_verdict) -> ClaimRow:
+    """The claim from its scenario run's verdict and record (also what a resumed bundle re-judges
+    with the code of the day: the record, not an earlier judgement, is the evidence)."""
+    from harness.scenario.criteria import parse_criterion
+    from harness.scenario.verdict import Settings, family_results
     scn = json.loads((run_dir / "scenario.json").read_text())
     meta = json.loads((run_dir / "meta.json").read_text())
     settings = Settings.from_dict(scn["spec"], meta)
     swept = tuple((scn["spec"].get("sweep") or {}).get("params") or {})
     criteria = [parse_criterion(t, scn.get("metrics", []), swept) for t in claim.criteria]
-    points = {p.point_key: p for p in res.verdict.points}
+    points = {p.point_key: p for p in run_verdict.points}
     # the claim's criteria at the points it is about, one Holm family; the other points as context
-    deciding = family_results(res.verdict.points, criteria, settings, where=lambda p: claim.decides(p.where_fields()))
-    context = [r for r in res.verdict.results if r.criterion.strip() in set(claim.criteria)
+    deciding = family_results(run_verdict.points, criteria, settings, where=lambda p: claim.decides(p.where_fields()))
+    context = [r for r in run_verdict.results if r.criterion.strip() in set(claim.criteria)
                and not claim.decides(points[r.point_key].where_fields())]
     measured = [{"label": r.label, "metric": r.metric, "value": r.value, "low": r.low, "high": r.high,
                  "verdict": r.verdict, "why": r.message, "model": _model(r.metric, points.get(r.point_key))}
@@ -65,8 +71,9 @@ def _scenario_claim(claim, run_dir: Path, quick: bool, backend: str, progress: P
     measured += [{"label": r.label, "metric": r.metric, "value": r.value, "low": r.low, "high": r.high,
                   "verdict": "context", "why": r.message, "model": _model(r.metric, points.get(r.point_key))}
                  for r in context]
-    failed = [p.label for p in res.verdict.failed_points]
-    verdict, why = verdict_of([{"verdict": r.verdict} for r in deciding], failed)
+    failed = [p.label for p in run_verdict.failed_points]
+    missing = missing_values(claim, [points[r.point_key].where_fields() for r in deciding])
+    verdict, why = verdict_of([{"verdict": r.verdict} for r in deciding], failed, missing)
     full = ""
     if claim.id == "convergence":  # the scenario as written (not --quick): the model at full scale
         from harness.scenario.spec import load_scenario
@@ -127,7 +134,11 @@ def run_whitepaper(out: Path, *, quick: bool = False, claims: list[str] | None =
     for claim in chosen:
         if claim.id in done and done[claim.id]["error"] is None:
             d = done[claim.id]
-            rows.append(ClaimRow(claim, d["verdict"], d["why"], d["measured"], d["full_scale"], d["run_dir"]))
+            if claim.scenario == "rdma-gbn":
+                rows.append(ClaimRow(claim, d["verdict"], d["why"], d["measured"], d["full_scale"], d["run_dir"]))
+            else:  # judged again from its record
+                from reports.build import build_report
+                rows.append(_judge_claim(claim, out / claim.id, build_report(out / claim.id)["verdict"]))
             continue
         say(f"claim {claim.id} (§{claim.section}): {claim.scenario}{' --quick' if quick else ''}")
         try:

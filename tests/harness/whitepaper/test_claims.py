@@ -3,7 +3,7 @@
 import pytest
 
 from harness.errors import SpecError
-from harness.whitepaper.claims import CLAIMS, ClaimRow, by_id, gbn_verdict, markdown, verdict_of
+from harness.whitepaper.claims import CLAIMS, ClaimRow, by_id, gbn_verdict, markdown, missing_values, verdict_of
 
 pytestmark = pytest.mark.unit
 
@@ -66,6 +66,20 @@ def test_flow_level_flow_control_is_judged_on_the_backpressure_emulation():
     assert not c.decides({"policy": "pause"}) and not c.decides({"policy": "deep-buffer"})
     assert any(x.startswith("congested_loss") for x in c.criteria)
     assert any(x.startswith("victim_efficiency") for x in c.criteria)
+
+
+def test_a_claim_over_a_range_does_not_hold_from_part_of_it():
+    """"< 5 % at 100-500 km" from the main job's --quick sweep (0 and 100 km) held at 100 km alone (a
+    --quick bundle, 2026-12-04): every distance it names must have been measured."""
+    (distance,) = by_id(["distance"])
+    quick = [{"distance_km": 100.0, "loss": 0.0}]
+    assert missing_values(distance, quick) == ["distance_km 250", "distance_km 500"]
+    verdict, why = verdict_of([{"verdict": "pass"}], [], missing_values(distance, quick))
+    assert verdict == "inconclusive" and "250" in why and "500" in why
+    full = [{"distance_km": km, "loss": 0.0} for km in (100.0, 250.0, 500.0)]
+    assert missing_values(distance, full) == []
+    assert verdict_of([{"verdict": "pass"}] * 3, [], missing_values(distance, full))[0] == "holds"
+    assert verdict_of([{"verdict": "fail"}], [], missing_values(distance, quick))[0] == "does not hold"
 
 
 def test_unknown_claims_are_named():
