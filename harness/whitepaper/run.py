@@ -148,6 +148,8 @@ def run_whitepaper(out: Path, *, quick: bool = False, claims: list[str] | None =
             row = ClaimRow(claim, "inconclusive", "its scenario did not run", error=f"{type(exc).__name__}: {exc}"[:400])
         rows.append(row)
         record.write_text(json.dumps({"quick": quick, "claims": [r.as_dict() for r in rows]}, indent=1, default=str))
+    # again at the end: claims judged again from their records (a resume) are written too
+    record.write_text(json.dumps({"quick": quick, "claims": [r.as_dict() for r in rows]}, indent=1, default=str))
     (out / "whitepaper.md").write_text(markdown(rows, quick))
     meta = bundle.finish(out, [r.as_dict() for r in rows])
     return {"quick": quick, "run_dir": str(out), "bundle": meta, "claims": [r.as_dict() for r in rows],
