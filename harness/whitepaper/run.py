@@ -50,6 +50,10 @@ def _scenario_claim(claim, run_dir: Path, quick: bool, backend: str, progress: P
     return _judge_claim(claim, run_dir, res.verdict)
 
 
+def _record(path: Path, quick: bool, rows: list[ClaimRow]) -> None:
+    path.write_text(json.dumps({"quick": quick, "claims": [r.as_dict() for r in rows]}, indent=1, default=str))
+
+
 def _judge_claim(claim, run_dir: Path, run_verdict) -> ClaimRow:
     """The claim from its scenario run's verdict and record (also what a resumed bundle re-judges
     with the code of the day: the record, not an earlier judgement, is the evidence)."""
@@ -147,9 +151,9 @@ def run_whitepaper(out: Path, *, quick: bool = False, claims: list[str] | None =
         except Exception as exc:  # noqa: BLE001 — one claim that cannot run is reported; the rest still run
             row = ClaimRow(claim, "inconclusive", "its scenario did not run", error=f"{type(exc).__name__}: {exc}"[:400])
         rows.append(row)
-        record.write_text(json.dumps({"quick": quick, "claims": [r.as_dict() for r in rows]}, indent=1, default=str))
+        _record(record, quick, rows)
     # again at the end: claims judged again from their records (a resume) are written too
-    record.write_text(json.dumps({"quick": quick, "claims": [r.as_dict() for r in rows]}, indent=1, default=str))
+    _record(record, quick, rows)
     (out / "whitepaper.md").write_text(markdown(rows, quick))
     meta = bundle.finish(out, [r.as_dict() for r in rows])
     return {"quick": quick, "run_dir": str(out), "bundle": meta, "claims": [r.as_dict() for r in rows],
