@@ -82,6 +82,9 @@ def run_bw_client(conn: Connection, args) -> dict:
     wrs = [{sig: conn.prepare(args.op, q * size, size, q * size, signaled=sig, wr_id=q) for sig in (True, False)}
            for q in range(len(conn.qps))]
     nq = len(conn.qps)
+    # a signaled WR among every `depth` (perftest's cq_mod <= tx_depth): with fewer in flight than
+    # SIGNAL_EVERY, none would be signaled and the poll would wait for a completion that never comes
+    every = min(SIGNAL_EVERY, depth)
     planned = [iters // nq + (1 if q < iters % nq else 0) for q in range(nq)]
     posted_q = [0] * nq
     since_signal = [0] * nq
@@ -94,7 +97,7 @@ def run_bw_client(conn: Connection, args) -> dict:
         for q in range(nq):
             while inflight[q] < depth and posted_q[q] < planned[q]:
                 since_signal[q] += 1
-                signaled = since_signal[q] == SIGNAL_EVERY or posted_q[q] == planned[q] - 1
+                signaled = since_signal[q] == every or posted_q[q] == planned[q] - 1
                 conn.qps[q].post_send(wrs[q][signaled])
                 posted_q[q] += 1
                 posted += 1

@@ -42,23 +42,41 @@ def test_data_arrives_intact(pair, op, loss):
     pair.impair("wan", Impairment())
 
 
+# the bandwidth rounds' link: 500 km (2.5 ms one way), where one message in flight cannot fill it.
+# A tool keeping one in flight gets size / (RTT + size / R) of the rate R the link carries (here
+# Soft-RoCE's CPU under TCG: 0.05-0.24 Gbit/s seen), a ratio 1 / (1 + RTT * R / size): at 16 KiB,
+# 0.34 at the slowest R and 0.12 at the fastest. A tool that keeps 128 in flight gets R, up to what
+# rxe's own window lets through (128 unacknowledged packets of 1 KiB a round trip: 0.21 Gbit/s at
+# 5 ms). At 64 KiB a message is half that window, and one in flight read 0.53 of perftest here
+BW_DELAY_S, BW_SIZE, BW_ITERS = 0.0025, 16384, 1600
+
+
 def test_tool_and_perftest_agree_on_the_same_link(pair):
-    # interleaved rounds, best of each: one run of either swings 2x under TCG with the emulator's
-    # scheduling (ours 0.13 vs perftest 0.24 Gbit/s in one CI run; rounds of 0.11/0.16/0.17 against
-    # 0.21/0.18/0.13 in another sitting, best-of ratio 0.83). The best of three is what each can
-    # reach; 0.7 leaves room for that noise and still fails a tool that cannot keep the queue full
-    ours, ref = [], []
-    for i in range(3):
-        ours.append(run_pair(pair, "b1", "a1", size=65536, iters=400, port=19110 + 2 * i)["client"]["bw_avg_gbps"])
-        ref.append(perftest.run(pair, "b1", "a1", "ib_write_bw", size=65536, iters=400,
-                                port=19111 + 2 * i).values["bw_avg_gbps"])
-    assert max(ours) >= 0.7 * max(ref), (ours, ref)
     ours = run_pair(pair, "b1", "a1", mode="lat", size=2, iters=1000, port=19102)["client"]
     ref = perftest.run(pair, "b1", "a1", "ib_write_lat", size=2, iters=1000, port=19103).values
     # the floor: under TCG the typical figure of a Python poller swings with the emulator's scheduling
     # (1.0-2.0x perftest's run to run), and so does its minimum (1.1x-1.9x seen); a poller that
     # sleeps or blocks per completion (~1 ms) is what this must catch, and it does at 3x
     assert ours["t_min_us"] <= 3 * ref["t_min_us"], (ours, ref)
+
+    # interleaved rounds, best of each: one run of either swings 2x under TCG with the emulator's
+    # scheduling (best-of ratios 0.70-1.1 seen, one perftest round of three at 1.45x its others).
+    # Half of perftest's best fails a tool that cannot keep the queue full (at most 0.34, above) and
+    # leaves that noise its room; the tool itself at one message in flight is the control, every run
+    pair.impair("wan", Impairment(delay_s=BW_DELAY_S, limit_packets=10000))
+    try:
+        ours, ref = [], []
+        for i in range(3):
+            ours.append(run_pair(pair, "b1", "a1", size=BW_SIZE, iters=BW_ITERS, port=19110 + 2 * i)["client"]["bw_avg_gbps"])
+            ref.append(perftest.run(pair, "b1", "a1", "ib_write_bw", size=BW_SIZE, iters=BW_ITERS,
+                                    port=19111 + 2 * i).values["bw_avg_gbps"])
+        one = run_pair(pair, "b1", "a1", size=BW_SIZE, iters=200, port=19120,
+                       extra=["--tx-depth", "1"])["client"]["bw_avg_gbps"]
+    finally:
+        pair.impair("wan", Impairment())
+    print(json.dumps({"ours_gbps": ours, "perftest_gbps": ref, "one_in_flight_gbps": one}))
+    assert max(ours) >= 0.5 * max(ref), (ours, ref)
+    assert one < 0.5 * max(ref), (one, ref)  # the control: one in flight is caught
 
 
 def _resources(dev: str) -> tuple[int, int]:
