@@ -23,7 +23,7 @@ def test_delegation_chains_and_an_intruder_the_allow_list_stops(tmp_path):
             "sweep": {"links": ["wan-ab"], "policy": ["none", "agents-allow"]},
             "repetitions": 2, "warmups": 1, "scale": 1000,
             "acceptance": ["intruder_reached == 0 where policy in {agents-allow}", "reconnects == 0"]}
-    out = run_scenario(scenario_from_data(data, "a2a.yaml"), tmp_path / "run")
+    out = run_scenario(scenario_from_data(data, "a2a.yaml", quick=True), tmp_path / "run")
     assert out.verdict.passed, [(r.label, r.message) for r in out.verdict.results if not r.passed]
     pts = {p.fields["policy"]: p.metrics for p in out.verdict.points if not p.baseline}
     # the intruder beside the orchestrator tries the three agents: all answer without the list

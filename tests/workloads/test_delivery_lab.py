@@ -21,7 +21,7 @@ def test_a_chain_delivers_sooner_and_a_slice_keeps_requests_out_of_its_queue(tmp
                            "params": {"model_size": "4g", "request_rate": 20, "infer_s": 0.005}}],
             "sweep": {"links": ["wan-ab"], "policy": ["none", "slice"], "params": {"mode": ["unicast", "chain"]}},
             "repetitions": 2, "warmups": 1, "scale": 1000, "acceptance": ["integrity_failures == 0"]}
-    out = run_scenario(scenario_from_data(data, "delivery.yaml"), tmp_path / "run")
+    out = run_scenario(scenario_from_data(data, "delivery.yaml", quick=True), tmp_path / "run")
     assert out.verdict.passed, [(r.label, r.message) for r in out.verdict.results if not r.passed]
     pts = {(p.fields["policy"], p.fields["mode"]): p for p in out.verdict.points if not p.baseline}
     for p in pts.values():

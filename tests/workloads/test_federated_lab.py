@@ -114,7 +114,7 @@ def test_rounds_aggregate_and_a_strict_slice_hands_the_laggard_the_model_first(t
             "sweep": {"links": ["wan-ac"], "policy": ["none", "lag-priority"],
                       "params": {"encryption": ["aes-gcm", "tls"]}},
             "repetitions": 2, "warmups": 1, "scale": 1000, "acceptance": ["aggregate_wrong == 0"]}
-    out = run_scenario(scenario_from_data(data, "fl.yaml"), tmp_path / "run")
+    out = run_scenario(scenario_from_data(data, "fl.yaml", quick=True), tmp_path / "run")
     assert out.verdict.passed, [(r.label, r.message) for r in out.verdict.results if not r.passed]
     pts = {(p.fields["policy"], p.fields["encryption"]): p for p in out.verdict.points if not p.baseline}
     for (_policy, enc), p in pts.items():

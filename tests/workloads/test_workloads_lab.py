@@ -33,7 +33,7 @@ def sites(**kinds) -> dict:
 def run(tmp_path, workloads, sweep, **over):
     data = {"name": "wl", "topology": over.pop("topology"), "workloads": workloads, "sweep": sweep,
             "repetitions": 2, "warmups": 1, "scale": 1000} | over
-    return run_scenario(scenario_from_data(data, "wl.yaml"), tmp_path / "run")
+    return run_scenario(scenario_from_data(data, "wl.yaml", quick=True), tmp_path / "run")
 
 
 def test_hierarchical_allreduce_moves_fewer_bytes_across_the_wan(tmp_path):

@@ -176,7 +176,7 @@ def test_an_outage_is_charged_to_the_steps_it_overlaps(tmp_path):
             "scale": 1000,
             "events": [{"kind": "link-down", "link": "wan-1", "at": "1s", "duration": f"{outage}s"},
                        {"kind": "link-down", "link": "wan-2", "at": "1s", "duration": f"{outage}s"}]}
-    scn = scenario_from_data(data, "cut.yaml")
+    scn = scenario_from_data(data, "cut.yaml", quick=True)
     out = run_scenario(scn, tmp_path / "run")
     assert not out.verdict.failed_points, [(p.label, p.error) for p in out.verdict.failed_points]
     rows = pd.read_parquet(tmp_path / "run" / "results.parquet")
@@ -220,7 +220,7 @@ def test_a_cut_holds_the_requests_in_flight_and_decodes_them_right(tmp_path):
             "sweep": {"links": ["wan-1", "wan-2"], "convergence": [1]}, "repetitions": 1, "warmups": 1,
             "events": [{"kind": "link-down", "link": "wan-1", "at": "1500ms", "duration": f"{outage}s"},
                        {"kind": "link-down", "link": "wan-2", "at": "1500ms", "duration": f"{outage}s"}]}
-    out = run_scenario(scenario_from_data(data, "pd-cut.yaml"), tmp_path / "run")
+    out = run_scenario(scenario_from_data(data, "pd-cut.yaml", quick=True), tmp_path / "run")
     assert not out.verdict.failed_points, [(p.label, p.error) for p in out.verdict.failed_points]
     rows = pd.read_parquet(tmp_path / "run" / "results.parquet")
     assert (rows["token_mismatches"] == 0).all()

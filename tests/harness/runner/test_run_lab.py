@@ -32,7 +32,7 @@ def chromium_path() -> str | None:
 
 def test_sweep_writes_every_output_and_the_report_renders(tmp_path):
     run_dir = tmp_path / "run"
-    res = metrolab("run", str(scenario(tmp_path, repetitions=4)), "--out", str(run_dir), "--json")
+    res = metrolab("run", str(scenario(tmp_path, repetitions=4, warm_blocks={"min": 1, "max": 1})), "--out", str(run_dir), "--json")
     assert res.returncode == 0, res.stderr[-3000:]
     verdict = json.loads(res.stdout)
     assert verdict["passed"] and verdict["status"] == "pass" and verdict["ray_start_s"] > 0
