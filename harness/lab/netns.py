@@ -142,7 +142,7 @@ class NetnsLab(Lab):
                 self._check_rdma(caps)
                 steps = ([(self._create_node, (n.name, n.is_switch)) for n in topo.nodes.values()]
                          + [(self._create_link, (lk.name,)) for lk in topo.links]
-                         + [(self._deliver_in_order, (n,)) for n in topo.nodes if self.in_order]
+                         + ([(self._deliver_in_order, ())] if self.in_order else [])
                          + [(self._address_node, (n,)) for n in topo.nodes]
                          + [(self._pin_neighbours, (lk.name,)) for lk in topo.links]
                          + [(self._add_rxe, (h.name,)) for h in topo.hosts() if h.rdma]
@@ -226,11 +226,11 @@ class NetnsLab(Lab):
         ha.link("add", ifname=a.ifname, kind="veth", mtu=link.props.mtu,
                 peer={"ifname": b.ifname, "net_ns_fd": self.ns(b.node), "mtu": link.props.mtu})
 
-    def _deliver_in_order(self, node: str) -> None:
+    def _deliver_in_order(self) -> None:
         """Without this, packets leaving a shaped egress can swap on the next veth, which an RC QP
         takes for loss (harness/lab/delivery.py)."""
         from harness.lab.delivery import steer
-        steer(self.ns(node), [e.ifname for e in self.plan.ifaces_of(node)])
+        steer({self.ns(n): [e.ifname for e in self.plan.ifaces_of(n)] for n in self.topology.nodes})
 
     def _address_node(self, node: str) -> None:
         h = self.handle(node)
