@@ -35,6 +35,7 @@ from workloads.registry import COUNT_RATES, INTEGRITY_METRICS
 POINT_COLS = ("distance_km", "loss", "rate_bps", "convergence", "jitter_s", "policy")
 STEP_METRICS = ("step_time_s", "efficiency", "efficiency_degradation")
 MAX_INTERFERENCE = 0.1   # of the machine's CPU: a block beside more is left out (statistics.max_interference)
+MAX_EXP = 700.0          # |log ratio| past which exp overflows a float: that bound is unbounded
 
 
 def efficiency(t_ideal: float, t_measured: float) -> float:
@@ -121,11 +122,16 @@ class Sample:
         if self.kind != "ratio" or iv.n == 0:
             return iv
 
+        # a bound past exp's range (an interval of two blocks at 99.9 %: t = 637) is unbounded there
         def deg(x: float) -> float:
-            return 1 - math.exp(-x) if math.isfinite(x) else (1.0 if x > 0 else -math.inf)
+            if not math.isfinite(x) or x < -MAX_EXP:
+                return 1.0 if x > 0 else -math.inf
+            return 1 - math.exp(-x)
 
         def eff(x: float) -> float:
-            return math.exp(-x) if math.isfinite(x) else (0.0 if x > 0 else math.inf)
+            if not math.isfinite(x) or x < -MAX_EXP:
+                return 0.0 if x > 0 else math.inf
+            return math.exp(-x)
         if as_metric == "efficiency":
             return st.Interval(eff(iv.estimate), eff(iv.high), eff(iv.low), iv.n, iv.method)
         return st.Interval(deg(iv.estimate), deg(iv.low), deg(iv.high), iv.n, iv.method)

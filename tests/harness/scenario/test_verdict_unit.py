@@ -128,3 +128,15 @@ def test_an_inconclusive_interval_says_how_many_blocks_would_decide_it():
     r = _judge(rows, "efficiency_degradation <= 0.05 where distance_km in [100, 500]")[1][("p", "efficiency_degradation")]
     assert r.verdict == "inconclusive" and r.blocks_needed is not None and 4 < r.blocks_needed < 200
     assert math.isfinite(r.low) and r.low < 0.05 < r.high
+
+
+def test_an_interval_past_exps_range_is_unbounded_not_an_error():
+    """Two blocks that disagree by 2.3 in log ratio, at 99.9 % (t = 637): the lower bound is a log
+    ratio of about -1000, which exp cannot take (a CLI run exited 70 with OverflowError)."""
+    from harness.scenario.sequential import Design
+    from harness.scenario.verdict import Sample
+    s = Sample("ratio", (-1.2, 1.1))
+    iv = s.interval(Design("fixed", 0.999, 2, 2), 0.001, as_metric="efficiency_degradation")
+    assert iv.low == -math.inf and 0 < iv.high <= 1
+    eff = s.interval(Design("fixed", 0.999, 2, 2), 0.001, as_metric="efficiency")
+    assert eff.high == math.inf and eff.low >= 0
