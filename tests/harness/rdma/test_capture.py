@@ -57,3 +57,40 @@ def test_a_timer_stall_is_a_silence_ended_by_a_resend_without_its_nak():
     # a pause in new sends (no retransmission after it) is the application, not the timer
     quiet = [(0.0, True, "request", 0x11, 0), (0.2, True, "request", 0x11, 1)]
     assert timer_stalls(_frame(quiet), timeout_s=0.068).empty
+
+
+def test_headers_read_as_scapy_dissects_them_and_read_responses_are_not_requests():
+    """to_frame reads the headers at fixed offsets (scapy cost ~20 ms a frame under TCG); scapy's
+    dissection of the same frames is the reference: addresses, TOS, opcode, QPN, PSN and the ACK's
+    AETH syndrome. Frames that are not RoCEv2 (another UDP port, TCP, IPv6, a cut BTH) are left out."""
+    from scapy.contrib.roce import AETH, BTH
+    from scapy.layers.inet import IP, TCP, UDP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Dot1Q, Ether
+
+    from harness.rdma.capture import to_frame
+    from harness.rdma.packets import OPCODES, craft
+
+    frames = []
+    for i, op in enumerate(OPCODES):
+        aeth = bytes([(i * 37) & 0xFF, 0, 1, i])  # syndromes of every kind across the opcodes
+        frames.append(bytes(craft(f"10.1.0.{i + 1}", "10.2.0.9", opcode=op, dqpn=0x10000 + i * 4099,
+                                  psn=(i * 1000003) & 0xFFFFFF, dscp=i % 64, ecn=i % 4, payload=aeth + b"d" * 32)))
+    tagged = Ether(frames[0])
+    frames.append(bytes(Ether(dst=tagged.dst, src=tagged.src) / Dot1Q(vlan=7) / tagged[IP]))
+    others = [Ether() / IP(src="10.1.0.1", dst="10.2.0.1") / UDP(sport=1, dport=4792) / (b"\x11" * 40),
+              Ether() / IP(src="10.1.0.1", dst="10.2.0.1") / TCP(sport=4791, dport=4791),
+              Ether() / IPv6() / UDP(sport=1, dport=4791) / (b"\x11" * 40),
+              Ether() / IP(src="10.1.0.1", dst="10.2.0.1") / UDP(sport=1, dport=4791) / (b"\x11" * 8)]
+    df = to_frame([(k * 1e-3, k % 2 == 0, f) for k, f in enumerate(frames + [bytes(o) for o in others])])
+    assert len(df) == len(frames)
+    for (_, row), raw in zip(df.iterrows(), frames):
+        pkt = Ether(raw)
+        want = (pkt[IP].src, pkt[IP].dst, (pkt[IP].tos & 3) == 3, pkt[BTH].opcode, pkt[BTH].dqpn, pkt[BTH].psn)
+        assert (row["src"], row["dst"], row["ecn_ce"], row["opcode"], row["dqpn"], row["psn"]) == want
+        if AETH in pkt:  # scapy binds AETH to the RC ACK only
+            assert row["syndrome"] == pkt[AETH].syndrome
+            assert row["kind"] == {0: "ack", 1: "rnr_nak", 3: "nak"}.get(pkt[AETH].syndrome >> 5, "ack")
+    kinds = dict(zip(df["opcode"], df["kind"]))
+    assert all(kinds[OPCODES[op]] == "read_response" for op in OPCODES if "READ_RESPONSE" in op)
+    assert kinds[OPCODES["CNP"]] == "cnp" and kinds[OPCODES["RC_RDMA_WRITE_ONLY"]] == "request"
