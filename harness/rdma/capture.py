@@ -135,8 +135,7 @@ def to_frame(frames: list[tuple[float, bool, bytes]]) -> pd.DataFrame:
             continue
         src, dst, tos, op, dqpn, psn, syn = h
         row = {"t": t - t0, "outgoing": outgoing, "src": src, "dst": dst, "bytes": len(raw), "opcode": op,
-               "dqpn": dqpn, "psn": psn, "ecn_ce": (tos & 3) == 3, "syndrome": None, "kind": "request"}
-        row["syndrome"] = syn
+               "dqpn": dqpn, "psn": psn, "ecn_ce": (tos & 3) == 3, "syndrome": syn, "kind": "request"}
         if op == 0x81:
             row["kind"] = "cnp"
         elif op == 0x11 and syn is not None:
