@@ -140,9 +140,9 @@ def run_whitepaper(out: Path, *, quick: bool = False, claims: list[str] | None =
             d = done[claim.id]
             if claim.scenario == "rdma-gbn":
                 rows.append(ClaimRow(claim, d["verdict"], d["why"], d["measured"], d["full_scale"], d["run_dir"]))
-            else:  # judged again from its record
-                from reports.build import build_report
-                rows.append(_judge_claim(claim, out / claim.id, build_report(out / claim.id)["verdict"]))
+            else:  # judged again from its record (the verdict only: the report files stay as drawn)
+                from reports.build import load_verdict
+                rows.append(_judge_claim(claim, out / claim.id, load_verdict(out / claim.id)[2]))
             continue
         say(f"claim {claim.id} (§{claim.section}): {claim.scenario}{' --quick' if quick else ''}")
         try:
