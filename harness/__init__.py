@@ -1,3 +1,8 @@
 """metrolab harness: specs, lab backends, runner, RDMA, policies and the CLI."""
 
-__version__ = "0.1.0"
+
+def __getattr__(name: str) -> str:
+    if name == "__version__":  # the release and the commit (harness.version), read when asked
+        from harness.version import version
+        return version()
+    raise AttributeError(name)

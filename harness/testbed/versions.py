@@ -33,6 +33,10 @@ def pyverbs_version() -> str | None:
 def collect() -> dict[str, str | None]:
     out: dict[str, str | None] = {"python": platform.python_version()}
     for name in PINNED:
+        if name == "metrolab":  # a checkout's own commit, not the metadata of its last install
+            from harness.version import version
+            out[name] = version()
+            continue
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
