@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,28 @@ class Lab(abc.ABC):
     def link_counters(self, link: str, ecn: bool) -> tuple[int, int, int, int]:
         """Both directions of `link`: bytes sent, packets its queues dropped, CE marks (read only
         when `ecn`), packets sent."""
+
+    def node_caps(self, node: str) -> tuple[bool, bool]:
+        """(sch_netem, nftables) where `node` lives: what its queues can be built of."""
+        from harness import capabilities
+        caps = capabilities.probe()
+        return caps.has("netem"), caps.has("nft")
+
+    def policy_touch(self, node: str, nft: Sequence[tuple[str, str]] = (),
+                     netlink: Sequence[tuple[str, dict]] = ()) -> None:
+        """Called before a policy changes `node`: the nft tables ((family, name)) and routes and
+        rules (("route" | "rule", arguments)) it is about to add; its sysctls may change too. A
+        backend whose nodes outlive the lab journals them, so that `down` and a clean after a
+        kill put the node back (harness.policy.node.clear); a namespace goes with the lab."""
+        return None
+
+    def check_queue_link(self, link: str) -> None:
+        """Refuses (CapabilityError) a policy's queues on `link` where this backend cannot place them."""
+        return None
+
+    def check_srv6(self) -> None:
+        """Refuses (CapabilityError) SRv6 planned paths where this backend cannot address them."""
+        return None
 
     def set_link(self, link: str, up: bool) -> None:
         """Both routers take `link` out of their routes (up=False), as on a loss of signal, or put

@@ -9,8 +9,14 @@ actors pinned to `host:<machine>`). Every change is journaled on the controller 
 made and undone by `down` — on success, error and Ctrl-C — and by `metrolab testbed clean`
 after a killed run.
 
-Not yet on testbeds (refused with that reason): policies (switch queues, ECMP hash, planned
-paths, access control), IPv6, RDMA capacity checks.
+Policies run on the machines with the netns backend's own code (`harness.policy.node`, run
+there): queues on a switch's or host's port (tail-drop, deep buffer, ECN, per-flow, slices), the
+ECMP hash, planned paths, access control, flow learning; what each is about to change is journaled
+first and undone by `down` and `testbed clean` (the machine's sysctls put back as they were).
+
+Not yet on testbeds (refused with that reason): pause and backpressure (the namespace lab's
+emulation; a testbed's switches have their own PFC), a policy's queues on a link that crosses a
+WAN emulator, SRv6 planned paths and IPv6, RDMA capacity checks.
 """
 
 from __future__ import annotations
@@ -109,6 +115,40 @@ class HostsLab(Lab):
         if dev is None:
             raise CapabilityError(f"testbed {self.tb.name}: machine {m.name} has no RDMA device on {iface.ifname}")
         return f"rxe_{iface.ifname}" if dev == "soft-roce" else dev
+
+    # -- policies --------------------------------------------------------------------------------
+    def node_caps(self, node: str) -> tuple[bool, bool]:
+        caps = self.caps.get(self.machine(node))
+        if caps is None:
+            caps = self.caps[self.machine(node)] = self.on(node, remote.capabilities)
+        return caps["netem"], caps["nft"]
+
+    def policy_touch(self, node: str, nft=(), netlink=()) -> None:
+        """Journal what a policy is about to change on `node`'s machine before it changes it: the
+        first time, the sysctls a policy may set, as they are; then its nft tables, routes and rules."""
+        from harness.policy import node as policy_node
+        state, machine = self.journal(), self.machine(node)
+        touched = state.extra.setdefault("policy", {})
+        if machine not in touched:
+            touched[machine] = {"sysctls": self.ray.on(machine, policy_node.read_sysctls,
+                                                       list(policy_node.JOURNALED_SYSCTLS)),
+                                "nft": [], "netlink": []}
+        entry = touched[machine]
+        entry["nft"] += [list(t) for t in nft if list(t) not in entry["nft"]]
+        entry["netlink"] += [[w, kw] for w, kw in netlink if [w, kw] not in entry["netlink"]]
+        state.save()
+
+    def check_queue_link(self, link: str) -> None:
+        lm = next(x for x in self.tb.spec.map.links if x.link == link)
+        if lm.emulator:
+            raise CapabilityError(f"testbed {self.tb.name}: link {link} crosses WAN emulator {lm.emulator}; a policy's "
+                           "queues go on a switch's own port (a link between a switch and a host or another "
+                           "switch without an emulator): name such a link in the policy's links")
+
+    def check_srv6(self) -> None:
+        raise CapabilityError(f"testbed {self.tb.name}: SRv6 planned paths need the machines' IPv6 link-local "
+                       "addresses, which the hosts backend does not read yet (IPv6 is not yet on testbeds); "
+                       "use planned paths with encap: route")
 
     def log_dir(self, node: str, run_dir: Path) -> str:
         """Where a rank on `node` writes its log: under its machine's metrolab_root."""
@@ -297,7 +337,13 @@ def attach(state: LabState) -> HostsLab:
 def undo(state: LabState, ray) -> list[str]:
     """Undo what a hosts lab's journal records (its own run, or a killed one's); what could not be
     undone, by machine."""
+    from harness.policy import node as policy_node
     errors = []
+    for machine, journal in state.extra.get("policy", {}).items():
+        try:
+            ray.on(machine, policy_node.clear, journal)
+        except Exception as exc:  # noqa: BLE001 — undo the rest, report this one
+            errors.append(f"{machine}: policy not removed ({exc})")
     for machine, hops in state.extra.get("shaped", {}).items():
         try:
             ray.on(machine, remote.unshape, [tuple(h) for h in hops])

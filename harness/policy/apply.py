@@ -11,9 +11,9 @@ import ipaddress
 import logging
 import time
 
-from harness import capabilities, sh
-from harness.errors import LabError
-from harness.policy import acl, ecmp, qos
+from harness import capabilities
+from harness.errors import CapabilityError, LabError
+from harness.policy import acl, ecmp, node, qos
 from harness.policy.backpressure import Backpressure
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,19 @@ class PolicyApplier:
         n = self.lab.topology.nodes[host]
         return [str(n.address)] + ([str(n.address6)] if n.address6 else [])
 
+    def check(self, policy) -> None:
+        """Refuses, before anything is built, what of `policy` this lab cannot apply."""
+        fc = policy.flow_control
+        if fc is not None and fc.pauses and getattr(self.lab, "backend", "netns") == "hosts":
+            raise CapabilityError(f"policy {policy.name}: {fc.kind} is emulated in the lab's namespaces; a testbed's "
+                                  "switches have their own PFC (metrolab sonic render)")
+        if policy.slices or (fc is not None and not fc.pauses):
+            for link in policy.links or []:
+                self.lab.check_queue_link(link)
+        lb = policy.load_balancing
+        if lb is not None and lb.kind == "planned" and lb.encap == "srv6":
+            self.lab.check_srv6()
+
     def apply(self, policy, flows=None, learning: bool = False) -> None:
         """Make `policy` (a PolicySpec, or None) the one in force; `flows` are the workload's
         learned 5-tuples (planned paths and per-flow queues need them). `learning`: the controller
@@ -79,20 +92,23 @@ class PolicyApplier:
                     continue
                 if learning and not policy.slices and fc is not None and fc.kind == "per-flow":
                     continue
+                self.lab.check_queue_link(link)
                 self._links.append(link)
                 own = self.base.get(link) or self.lab.topology.own_impairment(link)
                 imp = qos.with_flow_control(own, fc, len(policy.slices))
                 self.lab.impair(link, imp, caps=caps)
-                for end in self.lab.plan.ends(link):
-                    shaper = self.lab.shaper(end.node, caps)
-                    if policy.slices:
-                        qos.install_slices(shaper, end.ifname, imp, self._scaled(policy.slices), hosts,
-                                           netem=caps.has("netem"))
-                    elif fc is not None and fc.kind == "per-flow":
-                        heavy = sorted(flows or [], key=lambda f: (-f.bytes, f.key))[:fc.flows]
-                        qos.install_per_flow(shaper, end.ifname, imp, heavy, netem=caps.has("netem"))
-                    elif fc is not None and fc.kind == "ecn":
-                        qos.install_ecn(shaper, end.ifname, imp, fc, netem=caps.has("netem"))
+                if policy.slices:
+                    tree: tuple | None = ("slices", (self._scaled(policy.slices), hosts))
+                elif fc is not None and fc.kind == "per-flow":
+                    tree = ("per-flow", sorted(flows or [], key=lambda f: (-f.bytes, f.key))[:fc.flows])
+                elif fc is not None and fc.kind == "ecn":
+                    tree = ("ecn", fc)
+                else:
+                    tree = None  # tail-drop, deep buffer: the link's own queue, sized
+                for end in self.lab.plan.ends(link) if tree is not None else []:
+                    netem, nft = self.lab.node_caps(end.node)
+                    assert tree is not None
+                    self.lab.on(end.node, node.queues, end.ifname, imp, tree[0], tree[1], netem, nft)
             lb = policy.load_balancing
             if lb is not None:
                 self._hash_switches = list(policy.switches)
@@ -106,7 +122,8 @@ class PolicyApplier:
                 addrs = {h.name: self.addresses(h.name) for h in self.lab.topology.hosts()}
                 for h in acl.agent_hosts(policy.allow):
                     self._acl_hosts.append(h)  # recorded first: a failure half-way still gets cleared
-                    sh.nft(acl.script(h, policy.allow, addrs), netns=self.lab.ns(h))
+                    self.lab.policy_touch(h, nft=[("inet", acl.TABLE)])
+                    self.lab.on(h, node.nft, acl.script(h, policy.allow, addrs))
         except BaseException:
             self.clear()
             raise
@@ -116,9 +133,6 @@ class PolicyApplier:
         """The backpressure emulation on the policy's congested link, fed through `upstream`."""
         from harness.policy import sonic
         from harness.policy.model import congested_switch
-        if getattr(self.lab, "backend", "netns") == "hosts":
-            raise LabError("pause and backpressure are emulated in the lab's namespaces; a testbed's switches "
-                           "have their own PFC (metrolab sonic render)")
         fc = policy.flow_control
         links = {lk.name: lk for lk in self.lab.topology.links}
         congested, upstream = links[policy.links[0]], links[fc.upstream]
@@ -238,7 +252,7 @@ class PolicyApplier:
             except LabError as exc:  # its points checked it as they ended (counters()); clear the rest
                 log.warning("%s", exc)
         for h in self._acl_hosts:
-            sh.nft(acl.clear_script(), netns=self.lab.ns(h))
+            self.lab.on(h, node.nft, acl.clear_script())
         for inst in self._planned:
             ecmp.remove_planned(self.lab, inst)
         if self._hash_switches:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.errors import LabError
-from harness.lab.nsctx import write_sysctl
+from harness.policy import node
 
 TABLE_BASE = 1000     # per-link routing tables of planned paths
 RULE_PRIORITY = 1000  # planned rules sit before the main table (32766)
@@ -23,15 +23,12 @@ def set_hash(lab, switches: list[str], fields: str, seed: int | None = 1) -> Non
     """fib_multipath_hash_policy 0 (L3) or 1 (L4) on the switches; a fixed hash seed (kernels
     >= 6.11) makes the flow-to-path mapping reproducible run to run."""
     policy = {"l3": 0, "l4": 1}[fields]
+    values: dict[str, str | int] = {k: policy for k in node.HASH_SYSCTLS}
+    if seed is not None:
+        values[node.HASH_SEED] = seed  # optional: an older kernel keeps its random boot-time seed
     for s in switches:
-        ns = lab.ns(s)
-        write_sysctl(ns, "net.ipv4.fib_multipath_hash_policy", policy)
-        write_sysctl(ns, "net.ipv6.fib_multipath_hash_policy", policy)
-        if seed is not None:
-            try:
-                write_sysctl(ns, "net.ipv4.fib_multipath_hash_seed", seed)
-            except (OSError, LabError):
-                pass  # an older kernel: its random boot-time seed
+        lab.policy_touch(s)
+        lab.on(s, node.write_sysctls, values, optional=(node.HASH_SEED,))
 
 
 @dataclass
@@ -65,39 +62,41 @@ def parallel_links(lab, switch: str, dst: str) -> dict[str, tuple[Any, Any]]:
 
 
 def install_planned(lab, switch: str, flows, assignment: dict[tuple, str], encap: str = "route") -> Installed:
-    """Pin every flow to its planned link on `switch`: a table per link, a rule per 5-tuple."""
+    """Pin every flow to its planned link on `switch`: a table per link, a rule per 5-tuple. The
+    routes and rules are made here and added where the switch lives, in one call per node."""
     from socket import AF_INET, AF_INET6
 
     from harness.lab.netns import RTNH_F_ONLINK
-    h = lab.handle(switch)
     out = Installed(switch)
     tables: dict[tuple[str, str], int] = {}
+    for i, f in enumerate(sorted(flows, key=lambda f: f.key)):
+        links = parallel_links(lab, switch, f.dst)
+        link = assignment[f.key]
+        if link not in links:
+            raise LabError(f"planned link {link} is not a path from {switch} to {f.dst} "
+                           f"(paths: {', '.join(sorted(links))})")
+        route, nh = links[link]
+        fam = AF_INET if route.family == 4 else AF_INET6
+        if (link, route.dst) not in tables:
+            table = TABLE_BASE + len(tables)
+            if encap == "srv6":
+                _srv6_path(lab, out, switch, link, nh, route.dst, f.dst, table)
+            else:
+                kw = {"dst": route.dst, "table": table, "family": fam, "gateway": nh.gateway, "oif": nh.ifname}
+                if route.family == 4:
+                    kw["flags"] = RTNH_F_ONLINK
+                out.routes.append(kw)
+            tables[(link, route.dst)] = table
+        out.rules.append({"table": tables[(link, route.dst)], "priority": RULE_PRIORITY + i, "family": fam,
+                          "src": f.src, "dst": f.dst, "ip_proto": f.proto,
+                          "sport_range": f"{f.sport}:{f.sport}", "dport_range": f"{f.dport}:{f.dport}"})
+    mine = [*(("route", kw) for kw in out.routes), *(("rule", kw) for kw in out.rules)]
     try:
-        for i, f in enumerate(sorted(flows, key=lambda f: f.key)):
-            links = parallel_links(lab, switch, f.dst)
-            link = assignment[f.key]
-            if link not in links:
-                raise LabError(f"planned link {link} is not a path from {switch} to {f.dst} "
-                               f"(paths: {', '.join(sorted(links))})")
-            route, nh = links[link]
-            fam = AF_INET if route.family == 4 else AF_INET6
-            if (link, route.dst) not in tables:
-                table = TABLE_BASE + len(tables)
-                if encap == "srv6":
-                    _srv6_path(lab, out, switch, link, nh, route.dst, f.dst, table)
-                else:
-                    kw = {"dst": route.dst, "table": table, "family": fam, "gateway": nh.gateway,
-                          "oif": h.link_lookup(ifname=nh.ifname)[0]}
-                    if route.family == 4:
-                        kw["flags"] = RTNH_F_ONLINK
-                    h.route("add", **kw)
-                    out.routes.append(kw)
-                tables[(link, route.dst)] = table
-            rule = {"table": tables[(link, route.dst)], "priority": RULE_PRIORITY + i, "family": fam,
-                    "src": f.src, "dst": f.dst, "ip_proto": f.proto,
-                    "sport_range": f"{f.sport}:{f.sport}", "dport_range": f"{f.dport}:{f.dport}"}
-            h.rule("add", **rule)
-            out.rules.append(rule)
+        for far, kw in out.remote:  # the far ends' SIDs first: the switch's rules lead to them
+            lab.policy_touch(far, netlink=[("route", kw)])
+            lab.on(far, node.netlink_add, [("route", kw)])
+        lab.policy_touch(switch, netlink=mine)
+        lab.on(switch, node.netlink_add, mine)
     except BaseException:
         remove_planned(lab, out)
         raise
@@ -108,6 +107,7 @@ def _srv6_path(lab, out: Installed, switch: str, link: str, nh, prefix: str, dst
     """Table `table` on `switch` encapsulates towards a SID routed only over `link`; the node at
     the link's far end decapsulates (End.DX4) and routes the inner packet to `dst`."""
     from socket import AF_INET, AF_INET6
+    lab.check_srv6()
     end = next(e for e in lab.plan.ends(link) if e.node == switch)
     mtu = next(x for x in lab.topology.links if x.name == link).props.mtu
     if mtu < 1500 + SRV6_OVERHEAD:
@@ -115,38 +115,18 @@ def _srv6_path(lab, out: Installed, switch: str, link: str, nh, prefix: str, dst
                        f"{1500 + SRV6_OVERHEAD} (it has {mtu}); set the link's mtu in the topology")
     if ipaddress.ip_address(dst).version != 4:
         raise LabError(f"SRv6 planned paths carry IPv4 flows here (End.DX4); {dst} is not IPv4")
-    h, far = lab.handle(switch), lab.handle(end.peer_node)
     s = sid(lab, switch, table)
-    oif = h.link_lookup(ifname=end.ifname)[0]
     # the SID is reachable over this link only
-    to_sid = {"dst": f"{s}/128", "family": AF_INET6, "gateway": end.peer_ll6, "oif": oif}
-    h.route("add", **to_sid)
-    out.routes.append(to_sid)
-    decap = {"dst": f"{s}/128", "family": AF_INET6, "oif": far.link_lookup(ifname=end.peer_ifname)[0],
-             "encap": {"type": "seg6local", "action": "End.DX4", "nh4": dst}}
-    far.route("add", **decap)
-    out.remote.append((end.peer_node, decap))
-    enc = {"dst": prefix, "family": AF_INET, "table": table, "oif": oif,
-           "encap": {"type": "seg6", "mode": "encap", "segs": s}}
-    h.route("add", **enc)
-    out.routes.append(enc)
+    out.routes.append({"dst": f"{s}/128", "family": AF_INET6, "gateway": end.peer_ll6, "oif": end.ifname})
+    out.remote.append((end.peer_node, {"dst": f"{s}/128", "family": AF_INET6, "oif": end.peer_ifname,
+                                       "encap": {"type": "seg6local", "action": "End.DX4", "nh4": dst}}))
+    out.routes.append({"dst": prefix, "family": AF_INET, "table": table, "oif": end.ifname,
+                       "encap": {"type": "seg6", "mode": "encap", "segs": s}})
 
 
 def remove_planned(lab, inst: Installed) -> None:
-    h = lab.handle(inst.switch)
-    for rule in reversed(inst.rules):
-        try:
-            h.rule("del", **rule)
-        except Exception:  # noqa: BLE001 — already gone
-            pass
-    for kw in reversed(inst.routes):
-        try:
-            h.route("del", **kw)
-        except Exception:  # noqa: BLE001
-            pass
-    for node, kw in reversed(inst.remote):
-        try:
-            lab.handle(node).route("del", **kw)
-        except Exception:  # noqa: BLE001
-            pass
+    lab.on(inst.switch, node.netlink_del, [*(("route", kw) for kw in inst.routes),
+                                           *(("rule", kw) for kw in inst.rules)])
+    for far, kw in reversed(inst.remote):
+        lab.on(far, node.netlink_del, [("route", kw)])
     inst.rules, inst.routes, inst.remote = [], [], []

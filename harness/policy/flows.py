@@ -13,8 +13,8 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from harness import sh
 from harness.errors import LabError
+from harness.policy import node
 from harness.policy.planner import Flow
 
 TABLE = "metrolab_flows"  # the metrolab_ prefix marks every nft table of ours (lab clean, testbed clean)
@@ -67,16 +67,16 @@ def merge(counts: list[dict[tuple, int]], addresses: set[str], min_bytes: int = 
             for (src, dst, sport, dport, proto), b in sorted(best.items()) if b >= min_bytes]
 
 
-def _read(lab, node: str) -> dict[tuple, int]:
-    res = sh.nft_json(f"list table inet {TABLE}", netns=lab.ns(node))
-    if res.rc != 0:
-        raise LabError(f"{node}: could not read the flow counters: {res.stderr.strip()}")
-    return parse(json.loads(res.stdout))
+def _read(lab, name: str) -> dict[tuple, int]:
+    rc, stdout, stderr = lab.on(name, node.nft_read, f"list table inet {TABLE}")
+    if rc != 0:
+        raise LabError(f"{name}: could not read the flow counters: {stderr.strip()}")
+    return parse(json.loads(stdout))
 
 
 def remove(lab, nodes: list[str]) -> None:
-    for node in nodes:
-        sh.nft(f"delete table inet {TABLE}", netns=lab.ns(node), check=False)
+    for name in nodes:
+        lab.on(name, node.nft, f"delete table inet {TABLE}", check=False)
 
 
 @contextmanager
@@ -91,9 +91,10 @@ def learning(lab, nodes: list[str], hosts: list[str]) -> Iterator[list[Flow]]:
     flows: list[Flow] = []
     installed: list[str] = []
     try:
-        for node in nodes:
-            installed.append(node)  # recorded first: a half-made table is removed too
-            sh.nft(f"table inet {TABLE}\ndelete table inet {TABLE}\n" + script(), netns=lab.ns(node))
+        for name in nodes:
+            installed.append(name)  # recorded first: a half-made table is removed too
+            lab.policy_touch(name, nft=[("inet", TABLE)])
+            lab.on(name, node.nft, f"table inet {TABLE}\ndelete table inet {TABLE}\n" + script())
         yield flows
         flows.extend(merge([_read(lab, n) for n in nodes], addrs))
     finally:

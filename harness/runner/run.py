@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import settings
-from harness.errors import CapabilityError, LabError, SpecError
+from harness.errors import LabError, SpecError
 from harness.lab.netns import NetnsLab
 from harness.policy.apply import PolicyApplier, marks_ecn, needs_flows
 from harness.policy.flows import policy_nodes
@@ -104,14 +104,12 @@ class Runner:
         self.testbed = testbed
         if testbed is not None:
             from harness.lab.hosts import HostsLab
-            if self.spec.policies:
-                raise CapabilityError(f"scenario {self.spec.name}: policies ({', '.join(p.name for p in self.spec.policies)})"
-                                      f" are not applied on testbeds yet (testbed {testbed.name}); run it on the "
-                                      "netns or vm backend")
             self.lab: Any = HostsLab(testbed)
         else:
             self.lab = NetnsLab(scn.topology)
         self.applier = PolicyApplier(self.lab)
+        for policy in self.spec.policies:
+            self.applier.check(policy)
         self.wan = WanCounters(self.lab, self.links, lambda: marks_ecn(self.applier.current))
         self.policies = {p.name: p for p in self.spec.policies}
         self.monitor = Monitor(enabled=testbed is None)  # a testbed's machines are not this one

@@ -142,3 +142,27 @@ def test_the_walkthroughs_testbed_file_is_valid():
     tb = resolve.testbed_from_data(yaml.safe_load(block), "docs/testbed.md")
     assert tb.topology.name == "metro-pair" and tb.ray_head.name == "srv-a"
     assert [lm.emulator for lm in tb.spec.map.links] == [None, None, "wan-1"]
+
+
+@pytest.mark.parametrize("policy,words", [
+    ({"name": "pfc", "links": ["leaf-b-gw-b"], "flow_control": {"kind": "pause", "upstream": "wan-ab-1"}},
+     ["policy pfc", "pause", "PFC"]),
+    ({"name": "shallow", "links": ["wan-ab-1"], "flow_control": {"kind": "tail-drop"}},
+     ["link wan-ab-1", "WAN emulator wan-1", "switch's own port"]),
+    ({"name": "sr", "switches": ["gw-a"], "load_balancing": {"kind": "planned", "encap": "srv6"}},
+     ["SRv6", "encap: route"]),
+], ids=["pause", "queues-on-an-emulated-link", "srv6"])
+def test_a_testbed_refuses_what_it_cannot_apply_of_a_policy_before_building_anything(policy, words):
+    """The hosts backend's own refusals, decided from the testbed file alone (no machine is asked)."""
+    from harness.errors import CapabilityError
+    from harness.lab.hosts import HostsLab
+    from harness.policy.apply import PolicyApplier
+    from harness.policy.model import PolicySpec
+    applier = PolicyApplier(HostsLab(load_testbed(EXAMPLE)))
+    with pytest.raises(CapabilityError) as err:
+        applier.check(PolicySpec.model_validate(policy))
+    assert all(w in str(err.value) for w in words), str(err.value)
+    # the same kinds of policy on a switch's own port, and planned routes, are applied
+    applier.check(PolicySpec.model_validate({"name": "ok", "links": ["leaf-b-gw-b"], "switches": ["gw-a"],
+                                             "flow_control": {"kind": "per-flow"},
+                                             "load_balancing": {"kind": "planned"}}))
