@@ -32,6 +32,7 @@ class HostOutcome:
 class PlaybookRun:
     doc: dict
     hosts: dict[str, HostOutcome]
+    host_keys: list[dict] = field(default_factory=list)  # what provisioning pinned (harness.testbed.hostkeys)
 
     def results(self, task: str) -> dict[str, dict]:
         """host -> its result of the task named `task` (the last one of that name)."""

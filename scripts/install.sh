@@ -11,6 +11,9 @@ APT_PACKAGES=(
   qemu-system-x86 busybox-static zstd xz-utils cpio
   rdma-core ibverbs-providers ibverbs-utils perftest python3-pyverbs
   openssh-server openssh-client python3-apt
+  # python3 -m venv needs it on a stock system; the guest kernel's download checks Debian's
+  # signatures with this keyring (Ubuntu does not have it by default)
+  python3-venv debian-archive-keyring
 )
 # the tests open reports in headless Chromium: Debian packages it; Ubuntu's package is a snap
 # stub, so there the browser comes from Playwright below
@@ -46,7 +49,16 @@ want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "metrolab: installing Python packages into .venv (torch==2.13.0 CPU, Ray, pyroute2, ...)"
   .venv/bin/pip install -q --upgrade pip >/dev/null
-  .venv/bin/pip install -q -e ".[test]"
+  # torch's CPU build: PyPI's torch for Linux x86-64 is the CUDA one (GBs of CUDA libraries); the
+  # CPU build comes from PyTorch's own index where it is reachable (a configured mirror may carry it)
+  extra=()
+  cpu_index=${METROLAB_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}
+  if curl -sfI --max-time 5 "$cpu_index/torch/" >/dev/null 2>&1; then extra=(--extra-index-url "$cpu_index"); fi
+  .venv/bin/pip install -q -e ".[test]" "${extra[@]}"
+  if ! .venv/bin/python -c 'import sys; from importlib.metadata import version; sys.exit("+cpu" not in version("torch"))'; then
+    echo "metrolab: warning: torch $(.venv/bin/python -c 'from importlib.metadata import version; print(version("torch"))')" \
+         "is not the CPU build ($cpu_index was not reachable): it works, with CUDA libraries it does not need" >&2
+  fi
   echo "$want" > "$stamp"
 fi
 

@@ -176,7 +176,11 @@ def cmd_testbed_provision(args) -> int:
     tb = load_testbed(args.testbed)
     with _progress(args) as progress:
         run = provision(tb, check=args.check, progress=lambda task: progress(description=task))
-    return _print_hosts(f"provision {tb.name}" + (" (--check)" if args.check else ""), run, args.json, args.check)
+    if not args.json:
+        console.print(table("ssh host keys", ["machine", "host", "key", "fingerprint"],
+                            [[k["machine"], k["host"], k["state"], ", ".join(k["fingerprints"])] for k in run.host_keys]))
+    return _print_hosts(f"provision {tb.name}" + (" (--check)" if args.check else ""), run, args.json, args.check,
+                        extra={"host_keys": run.host_keys})
 
 
 def cmd_testbed_clean(args) -> int:

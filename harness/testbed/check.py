@@ -1,6 +1,6 @@
 """`metrolab testbed check`: is every machine of a testbed fit for a run? Facts come from ansible
-(check.yml: kernel, netem, RDMA devices and RoCEv2 GIDs, the data interfaces' MTU, metrolab's
-versions) and from the Ray cluster (a node per machine, each machine's clock against the
+(check.yml: system, kernel, netem, RDMA devices and RoCEv2 GIDs, the data interfaces' MTU, driver
+and lossless state — PFC, ETS, DCQCN's ECN —, metrolab's versions) and from the Ray cluster (a node per machine, each machine's clock against the
 controller's); `judge` turns them into findings. Pure apart from `run_check`."""
 
 from __future__ import annotations
@@ -13,6 +13,11 @@ from harness.testbed.versions import differences
 
 # a clock further off than this spoils one-way delays measured across machines (500 km is 2.5 ms)
 CLOCK_WARN_S = 0.001
+# what metrolab runs on (docs/testbed.md, "Supported systems"): the releases its install and roles
+# are written for, and the RoCE NIC drivers whose lossless state `dcb` and sysfs read
+SYSTEMS = {("debian", "12"), ("debian", "13"), ("ubuntu", "22.04"), ("ubuntu", "24.04")}
+NIC_DRIVERS = {"mlx5_core": "NVIDIA ConnectX-5 and later", "bnxt_en": "Broadcom NetXtreme-E",
+               "ice": "Intel E810 (irdma)"}
 
 
 @dataclass
@@ -55,6 +60,12 @@ def judge(tb: Testbed, facts: dict[str, dict | None], unreachable: dict[str, str
             out.append(Finding(m.name, "reachable", "fail", unreachable.get(m.name, "no facts read")))
             continue
         out.append(Finding(m.name, "reachable", "ok", f"ssh as {m.ssh.user}@{m.mgmt}; kernel {f['kernel']}"))
+        osr = f.get("os") or {}
+        system = (osr.get("id", "?"), osr.get("version_id", "?"))
+        out.append(Finding(m.name, "system", "ok" if system in SYSTEMS else "warn",
+                           f"{osr.get('pretty_name') or ' '.join(system)}, Python {f.get('python')}"
+                           + ("" if system in SYSTEMS else " (not one metrolab is validated on: "
+                              + ", ".join(f"{a} {b}" for a, b in sorted(SYSTEMS)) + ")")))
         if "wan-emulator" in m.roles:
             if f["netem"]:
                 out.append(Finding(m.name, "netem", "ok", "sch_netem available"))
@@ -81,6 +92,7 @@ def judge(tb: Testbed, facts: dict[str, dict | None], unreachable: dict[str, str
                     out.append(Finding(m.name, f"rdma {iface.name}", "ok",
                                        f"{d['device']} port {d['port']} {d['state']}, RoCEv2 GID index "
                                        f"{d['rocev2_gids'][0]['index']}"))
+                out.append(_lossless(m.name, iface.name, iface.rdma, got))
         if m.name in {x.name for x in tb.ray_machines()}:
             v = f.get("versions")
             if v is None:
@@ -103,6 +115,45 @@ def judge(tb: Testbed, facts: dict[str, dict | None], unreachable: dict[str, str
                 out.append(Finding(m.name, "clock", level, f"offset {off * 1e3:+.2f} ms ± {unc * 1e3:.2f} ms"))
     out += _paths(tb, facts)
     return out
+
+
+def _lossless(machine: str, ifname: str, rdma: str | None, got: dict) -> Finding:
+    """What a lossless RoCE run needs of the NIC: PFC on a priority, DCQCN's ECN on it (where the
+    driver shows it), ETS; Soft-RoCE has none of them and leaves it to the switches' policies."""
+    what = f"lossless {ifname}"
+    if rdma == "soft-roce":
+        return Finding(machine, what, "ok", "Soft-RoCE: no PFC or DCQCN in the NIC; a lossless path is the "
+                                            "switches' policies' job (flow control: pause / backpressure / deep buffer)")
+    drv, pfc, ecn, ets = got.get("driver"), got.get("pfc"), got.get("ecn"), got.get("ets")
+    known = NIC_DRIVERS.get(drv or "")
+    notes, level = [f"driver {drv or 'unknown'}" + (f" ({known})" if known else "")], "ok"
+    if known is None:
+        level = "warn"
+        notes.append("not a driver metrolab is validated with (" + ", ".join(NIC_DRIVERS) + ")")
+    if pfc is None:
+        level = "warn"
+        notes.append("PFC not readable through the kernel's DCB interface: check it with the vendor's tool")
+    elif not pfc.get("on"):
+        level = "warn"
+        notes.append("PFC off on every priority: RoCE is not lossless here, a drop costs a Go-Back-N "
+                     "(spoils a lossless run)")
+    else:
+        notes.append("PFC on priority " + ",".join(map(str, pfc["on"])))
+        if ecn is None:
+            notes.append("DCQCN's ECN state not in sysfs")
+        else:
+            off = {p: [pt for pt in ("roce_np", "roce_rp") if p not in ecn.get(pt, [])] for p in pfc["on"]}
+            off = {p: v for p, v in off.items() if v}
+            if off:
+                level = "warn"
+                notes.append("ECN off for " + "; ".join(f"priority {p}: {', '.join(v)}" for p, v in off.items())
+                             + " (DCQCN: congestion left to PFC alone)")
+            else:
+                notes.append("ECN (DCQCN) on")
+    if ets is not None and ets.get("tsa"):
+        tsa = ets["tsa"].values() if isinstance(ets["tsa"], dict) else ets["tsa"]
+        notes.append("ETS " + ("on" if "ets" in {str(t).lower() for t in tsa} else "off (strict priority only)"))
+    return Finding(machine, what, level, "; ".join(notes))
 
 
 def _paths(tb: Testbed, facts: dict[str, dict | None]) -> list[Finding]:
@@ -164,5 +215,9 @@ def run_check(tb: Testbed, *, needs_netem: bool = False, progress=None) -> Check
                     clocks[m.name] = cluster.clock(m.name)
     except LabError as exc:
         findings.append(Finding(tb.ray_head.name, "ray", "fail", str(exc)))
+    from harness.testbed.hostkeys import verify
+    if progress:
+        progress("the machines' ssh host keys against the pinned ones")
+    findings += [Finding(m, "host key", level, why) for m, (level, why) in verify(tb).items()]
     findings += judge(tb, facts, unreachable, collect(), ray_nodes, clocks, needs_netem)
     return CheckReport(tb.name, {k: v for k, v in facts.items() if v is not None}, findings)

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import shlex
+from pathlib import Path
 from typing import Any
 
 from harness.errors import SpecError
+from harness.testbed.hostkeys import ssh_args
 from harness.testbed.resolve import Testbed
 
 DEFAULT_ROOT = "/opt/metrolab"
@@ -17,8 +19,9 @@ GROUPS = {"compute": "compute", "storage": "storage", "linux-switch": "linux_swi
           "sonic-switch": "sonic_switch", "wan-emulator": "wan_emulator"}
 
 
-def inventory(tb: Testbed) -> dict[str, Any]:
-    """An ansible YAML inventory: hosts with their connection, groups by role, the testbed's name."""
+def inventory(tb: Testbed, known_hosts: Path | None = None) -> dict[str, Any]:
+    """An ansible YAML inventory: hosts with their connection (host keys checked against
+    `known_hosts`, default the testbed's pinned ones), groups by role, the testbed's name."""
     hosts: dict[str, dict[str, Any]] = {}
     for m in tb.spec.machines:
         h: dict[str, Any] = {"ansible_host": m.mgmt, "ansible_user": m.ssh.user, "ansible_port": m.ssh.port,
@@ -27,6 +30,7 @@ def inventory(tb: Testbed) -> dict[str, Any]:
                                                      for x in m.interfaces]}
         if m.ssh.key:
             h["ansible_ssh_private_key_file"] = m.ssh.key
+        h["ansible_ssh_common_args"] = ssh_args(known_hosts or tb.known_hosts)  # the pinned host keys, strictly
         if m.wan_ports:
             h["metrolab_wan_ports"] = list(m.wan_ports)
         nodes = sorted(n for n, mm in tb.spec.map.nodes.items() if mm == m.name)

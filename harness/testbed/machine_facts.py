@@ -1,7 +1,9 @@
 """What `metrolab testbed check` needs to know of one machine, printed as JSON. Runs on the machine
 (ansible's script module, the machine's own Python) before metrolab is installed there, so it uses
-the standard library only: kernel, netem, RDMA devices and their RoCEv2 GIDs, the data interfaces'
-MTU and state, and metrolab's versions in its venv if there is one.
+the standard library only: the system and kernel, netem, RDMA devices and their RoCEv2 GIDs, the
+data interfaces' MTU, state and driver, what makes a RoCE path lossless on each of them (PFC per
+priority and ETS through the kernel's DCB interface, `dcb`; DCQCN's ECN enables in sysfs, where
+the driver has them), and metrolab's versions in its venv if there is one.
 
     python3 machine_facts.py VENV IFACE...
 """
@@ -51,9 +53,69 @@ def rdma_devices() -> list[dict]:
     return out
 
 
+def _dcb(obj: str, ifname: str) -> dict | None:
+    """`dcb -j OBJ show dev IFNAME` (iproute2), None where the driver has no DCB (veth, rxe's netdev
+    on a plain NIC) or the tool is missing."""
+    import shutil
+    exe = shutil.which("dcb") or ("/usr/sbin/dcb" if Path("/usr/sbin/dcb").exists() else None)
+    if exe is None:
+        return None
+    res = subprocess.run([exe, "-j", obj, "show", "dev", ifname], capture_output=True, text=True, check=False)
+    if res.returncode != 0 or not res.stdout.strip():
+        return None
+    try:
+        return json.loads(res.stdout)
+    except json.JSONDecodeError:
+        return None
+
+
+def _prios(value) -> list[int]:
+    """The priorities a dcb per-priority array ({"0": false, "3": true} or [..]) turns on."""
+    items = value.items() if isinstance(value, dict) else enumerate(value or [])
+    return sorted(int(k) for k, v in items if v in (True, 1, "on"))
+
+
+def lossless(ifname: str) -> dict:
+    """PFC (capability and the priorities it is on), ETS (each traffic class's algorithm and share)
+    and the ECN enables of DCQCN's notification and reaction points per priority (mlx5's sysfs);
+    None for what this interface does not expose."""
+    pfc = _dcb("pfc", ifname)
+    ets = _dcb("ets", ifname)
+    ecn: dict[str, list[int]] | None = None
+    base = SYS_NET / ifname / "ecn"
+    if base.is_dir():
+        ecn = {}
+        for point in ("roce_np", "roce_rp"):
+            d = base / point / "enable"
+            ecn[point] = sorted(int(x.name) for x in d.iterdir() if _read(x) == "1") if d.is_dir() else []
+    return {"pfc": None if pfc is None else {"cap": pfc.get("pfc_cap"), "on": _prios(pfc.get("prio_pfc"))},
+            "ets": None if ets is None else {"tsa": ets.get("tc_tsa"), "bw": ets.get("tc_bw") or ets.get("tc_tx_bw")},
+            "ecn": ecn}
+
+
+def driver(ifname: str) -> str | None:
+    link = SYS_NET / ifname / "device" / "driver"
+    return os.path.basename(os.readlink(link)) if link.is_symlink() else None
+
+
 def interfaces(names: list[str]) -> dict[str, dict]:
-    return {n: {"exists": (SYS_NET / n).exists(), "mtu": int(_read(SYS_NET / n / "mtu") or 0) or None,
-                "operstate": _read(SYS_NET / n / "operstate")} for n in names}
+    out = {}
+    for n in names:
+        exists = (SYS_NET / n).exists()
+        out[n] = {"exists": exists, "mtu": int(_read(SYS_NET / n / "mtu") or 0) or None,
+                  "operstate": _read(SYS_NET / n / "operstate"),
+                  "driver": driver(n) if exists else None, **(lossless(n) if exists else {})}
+    return out
+
+
+def os_release() -> dict[str, str]:
+    """ID and VERSION_ID of /etc/os-release (debian 12, ubuntu 24.04)."""
+    out = {}
+    for line in (_read(Path("/etc/os-release")) or "").splitlines():
+        key, _, value = line.partition("=")
+        if key in ("ID", "VERSION_ID", "PRETTY_NAME"):
+            out[key.lower()] = value.strip().strip('"')
+    return out
 
 
 def versions(venv: str) -> dict | None:
@@ -66,7 +128,8 @@ def versions(venv: str) -> dict | None:
 
 def main(argv: list[str]) -> None:
     venv, ifaces = argv[0], argv[1:]
-    print(json.dumps({"kernel": platform.release(), "python": platform.python_version(), "netem": netem(),
+    print(json.dumps({"kernel": platform.release(), "os": os_release(), "python": platform.python_version(),
+                      "netem": netem(),
                       "rdma": rdma_devices(), "interfaces": interfaces(ifaces), "versions": versions(venv),
                       "uid": os.getuid()}))
 

@@ -41,17 +41,17 @@ def wan_limits(tb: Testbed) -> dict[str, int]:
     return out
 
 
-def full_inventory(tb: Testbed) -> dict[str, Any]:
-    inv = inventory(tb)
+def full_inventory(tb: Testbed, known_hosts: Path | None = None) -> dict[str, Any]:
+    inv = inventory(tb, known_hosts)
     for name, limit in wan_limits(tb).items():
         inv["all"]["hosts"][name].setdefault("metrolab_wan_limit_packets", limit)
     return inv
 
 
 @contextmanager
-def inventory_file(tb: Testbed) -> Iterator[str]:
+def inventory_file(tb: Testbed, known_hosts: Path | None = None) -> Iterator[str]:
     with tempfile.NamedTemporaryFile("w", prefix=f"metrolab-{tb.name}-", suffix=".yml") as f:
-        yaml.safe_dump(full_inventory(tb), f, sort_keys=False)
+        yaml.safe_dump(full_inventory(tb, known_hosts), f, sort_keys=False)
         f.flush()
         yield f.name
 
@@ -90,12 +90,26 @@ def controller(dist_dir: Path) -> dict[str, Any]:
 
 
 def provision(tb: Testbed, *, check: bool = False, progress: Progress = None) -> PlaybookRun:
-    """ansible/site.yml on every machine (--check: what would change, nothing changed)."""
-    with tempfile.TemporaryDirectory(prefix="metrolab-dist-") as dist, inventory_file(tb) as inv:
-        if progress:
-            progress("building the controller's wheel and constraints")
-        extra = {"metrolab_controller": controller(Path(dist))}
-        return run_playbook("site.yml", inv, extra, check=check, progress=progress)
+    """ansible/site.yml on every machine (--check: what would change, nothing changed). First each
+    machine's ssh host key is pinned (read once, then checked on every connection; a changed one
+    stops it before anything runs); with --check the keys it would pin are used, not written."""
+    from harness.testbed import hostkeys
+    if progress:
+        progress("reading the machines' ssh host keys")
+    keys = hostkeys.pin(tb, write=not check)
+    with tempfile.TemporaryDirectory(prefix="metrolab-dist-") as dist:
+        known = None
+        if check:  # what is pinned plus what would be: the playbook connects as it will
+            known = Path(dist) / "known_hosts"
+            pinned_now = tb.known_hosts.read_text() if tb.known_hosts.exists() else ""
+            known.write_text(pinned_now + "".join("\n".join(k["lines"]) + "\n" for k in keys if k["state"] == "would pin"))
+        with inventory_file(tb, known) as inv:
+            if progress:
+                progress("building the controller's wheel and constraints")
+            extra = {"metrolab_controller": controller(Path(dist))}
+            run = run_playbook("site.yml", inv, extra, check=check, progress=progress)
+    run.host_keys = [{k: v for k, v in key.items() if k != "lines"} for key in keys]
+    return run
 
 
 def clean(tb: Testbed, *, progress: Progress = None) -> PlaybookRun:

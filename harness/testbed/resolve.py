@@ -21,6 +21,15 @@ class Testbed:
     def name(self) -> str:
         return self.spec.name
 
+    @property
+    def known_hosts(self) -> Path:
+        """Where the machines' ssh host keys are pinned (harness.testbed.hostkeys)."""
+        base = Path(self.source).resolve().parent
+        given = self.spec.known_hosts
+        if given:
+            return Path(given) if Path(given).is_absolute() else base / given
+        return base / f"{self.name}.known_hosts"
+
     def machine(self, name: str) -> Machine:
         return next(m for m in self.spec.machines if m.name == name)
 

@@ -92,3 +92,6 @@ class TestbedSpec(_Strict):
     machines: list[Machine] = Field(min_length=1)
     map: Mapping = Mapping()
     ray: RaySpec = RaySpec()
+    known_hosts: str | None = Field(default=None, description="the file the machines' ssh host keys are pinned in "
+                                    "(default: NAME.known_hosts beside the testbed file); `testbed provision` "
+                                    "adds each machine not in it yet, every ssh checks against it")

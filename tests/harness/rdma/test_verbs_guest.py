@@ -152,3 +152,28 @@ def test_rdma_cm_without_a_listener_is_a_clear_error_and_leaves_nothing(pair):
         with pytest.raises(RdmaError, match=r"rdma_cm: RDMA_CM_EVENT_ADDR_ERROR|no event within"):
             cm_connect(ips["a1"], "10.99.0.1", 19299, buf, timeout=3, resolve_ms=500)  # no route there
     assert _resources(dev) == before
+
+
+def test_testbed_check_reads_the_soft_roce_device_and_its_nics_lossless_state(pair):
+    """`testbed check`'s facts script on a machine with a real RDMA device (here rxe on a veth):
+    the device with its RoCE v2 GID on that interface, and what the NIC exposes of a lossless path
+    (a veth has no DCB and no DCQCN sysfs: read as absent, not as off), judged as Soft-RoCE."""
+    from pathlib import Path
+
+    from harness.testbed import check, machine_facts
+    iface = pair.plan.ifaces_of("a1")[0].ifname
+    # `ip netns exec` mounts the namespace's own /sys, as a machine's sysfs is its own
+    res = sh.run(["ip", "netns", "exec", pair.ns("a1"), "/usr/bin/python3", "-I", machine_facts.__file__, sys.prefix,
+                  iface], timeout=120)
+    facts = json.loads(res.stdout)
+    dev = next(d for d in facts["rdma"] if d["device"] == pair.rxe_device("a1"))
+    a = pair.topology.nodes["a1"].address.packed
+    mapped = f"ffff:{a[0]:02x}{a[1]:02x}:{a[2]:02x}{a[3]:02x}"  # the address's IPv4-mapped GID
+    assert dev["netdev"] == iface and any(g["gid"].endswith(mapped) for g in dev["rocev2_gids"]), dev
+    nic = facts["interfaces"][iface]
+    assert nic["exists"] and nic["driver"] is None and nic["pfc"] is None and nic["ecn"] is None, nic
+    assert facts["os"]["id"] == "debian" and Path("/etc/os-release").exists()
+    finding = check._lossless("a1", iface, "soft-roce", nic)
+    assert finding.level == "ok" and "Soft-RoCE" in finding.detail
+    # the same NIC named as a hardware device is flagged: nothing shows it lossless
+    assert check._lossless("a1", iface, "mlx5_0", nic).level == "warn"

@@ -25,8 +25,12 @@ def good_facts(tb) -> dict:
         rdma = [{"device": x.rdma if x.rdma != "soft-roce" else f"rxe_{x.name}", "port": 1, "state": "4: ACTIVE",
                  "netdev": x.name, "rocev2_gids": [{"index": 1, "gid": "0000:0000:0000:0000:0000:ffff:0a01:0001"}]}
                 for x in m.interfaces if x.rdma]
-        out[m.name] = {"kernel": "6.1.0", "python": "3.11.2", "netem": True, "rdma": rdma, "uid": 0,
-                       "interfaces": {x.name: {"exists": True, "mtu": 9000, "operstate": "up"} for x in m.interfaces},
+        lossless = {"driver": "mlx5_core", "pfc": {"cap": 8, "on": [3]}, "ecn": {"roce_np": [3], "roce_rp": [3]},
+                    "ets": {"tsa": {"0": "ets", "3": "ets"}, "bw": {"0": 50, "3": 50}}}
+        out[m.name] = {"kernel": "6.1.0", "os": {"id": "debian", "version_id": "12"}, "python": "3.11.2",
+                       "netem": True, "rdma": rdma, "uid": 0,
+                       "interfaces": {x.name: {"exists": True, "mtu": 9000, "operstate": "up",
+                                               **(lossless if x.rdma else {})} for x in m.interfaces},
                        "versions": dict(CONTROLLER, python="3.11.2")}
     return out
 
@@ -68,6 +72,32 @@ def test_what_spoils_a_run_fails_and_what_limits_it_warns():
     assert levels(findings, "leaf-s", "reachable") == ["fail"]
     rep = check.CheckReport(tb.name, {}, findings)
     assert rep.verdict == "fail" and rep.to_dict()["verdict"] == "fail"
+
+
+def test_what_would_spoil_a_lossless_roce_run_is_flagged_per_nic():
+    tb = load_testbed(EXAMPLE)
+    f = good_facts(tb)
+    f["srv-a1"]["interfaces"]["ens1f0"]["pfc"]["on"] = []              # PFC off
+    f["srv-a2"]["interfaces"]["ens1f0"]["ecn"] = {"roce_np": [3], "roce_rp": []}  # no DCQCN reaction
+    f["srv-b1"]["interfaces"]["ens1f0"] |= {"driver": "e1000e", "pfc": None}      # no DCB at all
+    f["srv-s1"]["os"] = {"id": "centos", "version_id": "7"}
+    findings = {(x.machine, x.check): x for x in judge(tb, f)}
+    assert findings[("srv-a1", "lossless ens1f0")].level == "warn"
+    assert "PFC off on every priority" in findings[("srv-a1", "lossless ens1f0")].detail
+    assert findings[("srv-a2", "lossless ens1f0")].level == "warn"
+    assert "priority 3: roce_rp" in findings[("srv-a2", "lossless ens1f0")].detail
+    assert findings[("srv-b1", "lossless ens1f0")].level == "warn"
+    assert "e1000e" in findings[("srv-b1", "lossless ens1f0")].detail
+    assert "PFC not readable" in findings[("srv-b1", "lossless ens1f0")].detail
+    # Soft-RoCE has no PFC: the path's switches make it lossless, nothing to flag on the NIC
+    assert findings[("srv-b2", "lossless ens1f0")].level == "ok"
+    assert findings[("srv-s1", "system")].level == "warn" and "debian 12" in findings[("srv-s1", "system")].detail
+    assert findings[("srv-s2", "system")].level == "ok"
+    assert "PFC on priority 3; ECN (DCQCN) on; ETS on" in judge_detail(tb, good_facts(tb), "srv-a1")
+
+
+def judge_detail(tb, facts, machine: str) -> str:
+    return next(x.detail for x in judge(tb, facts) if x.machine == machine and x.check.startswith("lossless"))
 
 
 def test_a_clock_off_beyond_its_uncertainty_warns():

@@ -12,53 +12,18 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from harness.lab.nsctx import NETNS_RUN_DIR, in_netns, netns_inode, pids_in_netns
+from harness.lab.nsctx import NETNS_RUN_DIR, netns_inode
 from harness.lab.state import all_states
 from harness.scenario.spec import load_scenario
 from harness.testbed.sandbox import Sandbox
+from tests.support.testbed import METROLAB, changed, cli, lab_state, ray_pids, start_and_signal, sysctl
 
 pytestmark = pytest.mark.lab
-METROLAB = str(Path(sys.executable).parent / "metrolab")
 SCENARIO = Path(__file__).with_name("main-host-kernel.yaml")
-
-
-def cli(sb: Sandbox, *args: str, timeout: float = 600) -> tuple[int, dict]:
-    """`metrolab ARGS --json` run on the sandbox's controller."""
-    res = subprocess.run(sb.controller_argv([METROLAB, *args, "--json"]), capture_output=True, text=True,
-                         timeout=timeout, env=dict(os.environ, METROLAB_NO_PROGRESS="1"))
-    try:
-        return res.returncode, json.loads(res.stdout)
-    except json.JSONDecodeError:
-        raise AssertionError(f"metrolab {' '.join(args)} ({res.returncode}): {res.stdout[-2000:]} {res.stderr[-3000:]}") from None
-
-
-def changed(doc: dict) -> dict[str, list[str]]:
-    return {h["host"]: h["changed"] for h in doc["hosts"]}
-
-
-def ray_pids(sb: Sandbox) -> dict[str, list[int]]:
-    out = {}
-    for m in sb.machines:
-        pids = []
-        for pid in pids_in_netns(sb.ns(m.name)):
-            try:
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"ray" in cmd and b"sshd" not in cmd:
-                pids.append(pid)
-        out[m.name] = pids
-    return out
-
-
-def sysctl(ns: str, key: str) -> str:
-    with in_netns(ns):
-        return Path("/proc/sys", *key.split(".")).read_text().strip()
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +39,8 @@ def sandbox():
 def test_check_mode_reports_what_would_change_and_changes_nothing(sandbox):
     rc, doc = cli(sandbox, "testbed", "provision", str(sandbox.testbed_file), "--check")
     assert rc == 0 and doc["ok"] and doc["check"], doc
+    # the host keys it would pin were used for its connections, and not written
+    assert {k["state"] for k in doc["host_keys"]} == {"would pin"} and not known_hosts(sandbox).exists()
     would = changed(doc)
     assert any("Create the bridge" in t for t in would["em-wan-ab"]), would
     assert any("Start the Ray node" in t for t in would["a1"]), would
@@ -105,9 +72,18 @@ def test_provision_prepares_every_machine_and_a_second_run_changes_nothing(sandb
     # nothing outside the sandbox's directory: persistent files went to each machine's own
     assert (sandbox.dir / "a1" / "90-metrolab-roce.conf").is_file()
 
+    # each machine's host key pinned beside the testbed file (sshd's own key: ed25519 here)
+    assert {k["machine"]: k["state"] for k in doc["host_keys"]} == {m.name: "pinned" for m in sandbox.machines}
+    lines = known_hosts(sandbox).read_text().splitlines()
+    assert sorted(ln.split()[0] for ln in lines) == sorted(m.mgmt for m in sandbox.machines)
+    for m in sandbox.machines:
+        key = (sandbox.dir / m.name / "ssh_host_ed25519_key.pub").read_text().split()[:2]
+        assert f"{m.mgmt} {' '.join(key)}" in lines, m.name
+
     rc, again = cli(sandbox, "testbed", "provision", str(sandbox.testbed_file))
     assert rc == 0 and again["ok"], again
     assert changed(again) == {m.name: [] for m in sandbox.machines}
+    assert {k["state"] for k in again["host_keys"]} == {"pinned before"}
 
 
 def test_check_finds_every_machine_fit_and_ray_tasks_land_on_their_machine(sandbox):
@@ -133,21 +109,34 @@ def test_check_finds_every_machine_fit_and_ray_tasks_land_on_their_machine(sandb
     assert where == {m.name: netns_inode(sandbox.ns(m.name)) for m in sandbox.machines}
 
 
-def lab_state(sb: Sandbox) -> dict:
-    """What a hosts lab may change on the machines, read back: addresses, routes, links up, root
-    qdiscs of its own (a device's default queue, attached the first time it goes up, is the kernel's)."""
-    out = {}
-    default = {"noqueue", "noop", "pfifo_fast", "fq_codel", "mq"}
-    for m in sb.machines:
-        addrs = subprocess.run(["ip", "-n", sb.ns(m.name), "-4", "-j", "addr"], capture_output=True, text=True).stdout
-        routes = subprocess.run(["ip", "-n", sb.ns(m.name), "-4", "-j", "route"], capture_output=True, text=True).stdout
-        qd = subprocess.run(["tc", "-n", sb.ns(m.name), "-j", "qdisc"], capture_output=True, text=True).stdout
-        links = subprocess.run(["ip", "-n", sb.ns(m.name), "-j", "link"], capture_output=True, text=True).stdout
-        out[m.name] = ({(i["ifname"], a["local"]) for i in json.loads(addrs) for a in i["addr_info"]},
-                       {r["dst"] for r in json.loads(routes)},
-                       {(q["dev"], q["kind"]) for q in json.loads(qd) if q.get("root") and q["kind"] not in default},
-                       {i["ifname"] for i in json.loads(links) if "UP" in i["flags"]})
-    return out
+def known_hosts(sb: Sandbox) -> Path:
+    return sb.testbed_file.with_name(f"sandbox-{sb.lab_id}.known_hosts")
+
+
+def test_a_machine_whose_host_key_changed_is_refused_by_name(sandbox):
+    """Another machine answering at a1's address (here: b1's key pinned for a1): `testbed check`
+    fails that machine's host key, and provisioning stops before running anything, naming it."""
+    pinned = known_hosts(sandbox).read_text()
+    a1, b1 = (next(m for m in sandbox.machines if m.name == n) for n in ("a1", "b1"))
+    b1_key = next(ln for ln in pinned.splitlines() if ln.split()[0] == b1.mgmt).split(None, 1)[1]
+    forged = "\n".join(f"{a1.mgmt} {b1_key}" if ln.split()[0] == a1.mgmt else ln for ln in pinned.splitlines())
+    known_hosts(sandbox).write_text(forged + "\n")
+    try:
+        rc, rep = cli(sandbox, "testbed", "check", str(sandbox.testbed_file))
+        keys = {f["machine"]: (f["level"], f["detail"]) for f in rep["findings"] if f["check"] == "host key"}
+        assert rc == 1 and keys["a1"][0] == "fail" and "differs" in keys["a1"][1], keys
+        assert all(level == "ok" for m, (level, _) in keys.items() if m != "a1"), keys
+        # and ansible's own ssh refused a1 (checked strictly against the pinned file), only a1
+        reach = {f["machine"]: f["level"] for f in rep["findings"] if f["check"] == "reachable"}
+        assert reach["a1"] == "fail" and all(v == "ok" for m, v in reach.items() if m != "a1"), reach
+        res = subprocess.run(sandbox.controller_argv([METROLAB, "testbed", "provision", str(sandbox.testbed_file)]),
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 3 and "of a1 (" in res.stderr and "differs" in res.stderr, res.stderr[-2000:]
+        assert known_hosts(sandbox).read_text() == forged + "\n"  # nothing written
+    finally:
+        known_hosts(sandbox).write_text(pinned)
+    rc, rep = cli(sandbox, "testbed", "check", str(sandbox.testbed_file))
+    assert rc == 0 and all(f["level"] == "ok" for f in rep["findings"] if f["check"] == "host key"), rep
 
 
 def test_lab_up_builds_the_topology_on_the_machines_and_down_leaves_them_as_they_were(sandbox):
@@ -155,9 +144,10 @@ def test_lab_up_builds_the_topology_on_the_machines_and_down_leaves_them_as_they
     rc, up = cli(sandbox, "lab", "up", "--testbed", str(sandbox.testbed_file))
     assert rc == 0 and up["backend"] == "hosts", up
     during = lab_state(sandbox)
-    assert ("eth0", "10.1.0.1") in during["a1"][0] and "10.2.0.0/24" in during["a1"][1]
-    assert "default" not in during["a1"][1] - before["a1"][1]  # the machine's default route is its owner's
-    assert {("eth1", "tbf"), ("eth2", "tbf")} <= during["em-wan-ab"][2]  # the WAN's rate on the emulator
+    assert ("eth0", "10.1.0.1") in during["a1"][0] and ("main", "10.2.0.0/24") in during["a1"][1]
+    assert ("main", "default") not in during["a1"][1] - before["a1"][1]  # the machine's default route is its owner's
+    # the WAN's rate on the emulator
+    assert {("eth1", "tbf"), ("eth2", "tbf")} <= {(d, k) for d, k, _ in during["em-wan-ab"][2]}
     ping = subprocess.run(["ip", "netns", "exec", sandbox.ns("a1"), "ping", "-c", "1", "-W", "2", "10.2.0.1"],
                           capture_output=True, text=True)
     assert ping.returncode == 0, ping.stdout + ping.stderr  # across both switches and the emulator's bridge
@@ -216,28 +206,9 @@ def test_collectives_run_one_rank_per_machine(sandbox):
     assert all(r["oop_wrong"] == 0 and r["oop_busbw_gbs"] > 0 for r in res["rows"]), res["rows"]
 
 
-def start_and_signal(sb: Sandbox, run_dir: Path, sig: int) -> tuple[int, str]:
-    """A testbed run, sent `sig` once it measures (its lab is up); its exit code and what it printed."""
-    log = run_dir.with_suffix(".log")
-    with open(log, "w") as f:
-        proc = subprocess.Popen(sb.controller_argv([METROLAB, "run", str(SCENARIO), "--testbed", str(sb.testbed_file),
-                                                    "--out", str(run_dir)]),
-                                stdout=f, stderr=subprocess.STDOUT, env=dict(os.environ, METROLAB_NO_PROGRESS="1"),
-                                # as from a terminal: a suite started in the background (nohup …  &)
-                                # hands its children SIGINT ignored, and Python then keeps ignoring it
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        deadline = time.monotonic() + 240
-        while not (run_dir / "results.jsonl").exists():
-            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it measured"
-            time.sleep(0.5)
-        proc.send_signal(sig)
-        rc = proc.wait(timeout=300)
-    return rc, log.read_text()
-
-
 def test_ctrl_c_during_a_testbed_run_leaves_the_machines_as_they_were(sandbox, tmp_path):
     before = lab_state(sandbox)
-    rc, out = start_and_signal(sandbox, tmp_path / "run", signal.SIGINT)
+    rc, out = start_and_signal(sandbox, SCENARIO, tmp_path / "run", signal.SIGINT)
     assert rc == 130 and "interrupted" in out, out[-3000:]
     assert lab_state(sandbox) == before
     assert not any(s.backend == "hosts" for s in all_states())
@@ -245,7 +216,7 @@ def test_ctrl_c_during_a_testbed_run_leaves_the_machines_as_they_were(sandbox, t
 
 def test_a_killed_run_is_undone_by_testbed_clean(sandbox, tmp_path):
     before = lab_state(sandbox)
-    rc, _ = start_and_signal(sandbox, tmp_path / "run", signal.SIGKILL)
+    rc, _ = start_and_signal(sandbox, SCENARIO, tmp_path / "run", signal.SIGKILL)
     assert rc == -signal.SIGKILL
     assert lab_state(sandbox) != before  # left behind
     assert any(s.backend == "hosts" for s in all_states())
