@@ -14,6 +14,8 @@ APT_PACKAGES=(
   # python3 -m venv needs it on a stock system; the guest kernel's download checks Debian's
   # signatures with this keyring (Ubuntu does not have it by default)
   python3-venv debian-archive-keyring
+  # a sandbox SONiC switch's management plane (SONiC's databases): started only inside a sandbox
+  redis-server
 )
 # the tests open reports in headless Chromium: Debian packages it; Ubuntu's package is a snap
 # stub, so there the browser comes from Playwright below

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,19 +73,20 @@ class SandboxMachine:
     wan_ports: list[str] | None = None
 
 
-def plan_machines(topo: Topology, emulate: set[str] | None = None
+def plan_machines(topo: Topology, emulate: set[str] | None = None, sonic: AbstractSet[str] = frozenset()
                   ) -> tuple[list[SandboxMachine], list[dict[str, Any]], dict[str, str]]:
     """Machines, link map and node map for `topo`: a machine per node (its ports named as the netns
     backend names them) and a wan-emulator per emulated link (eth1 towards end a, eth2 towards b):
     every link with distance, delay or loss, and those named in `emulate` (default: the links whose
-    name starts with "wan", as a lab puts every WAN span across its emulator)."""
+    name starts with "wan", as a lab puts every WAN span across its emulator). Switches named in
+    `sonic` play SONiC switches: their management plane, a Redis server with SONiC's databases."""
     from harness.testbed.resolve import needs_emulation
     plan = build_plan(topo)
     hosts = MGMT.hosts()
     next(hosts)  # .1 is the controller
     machines: dict[str, SandboxMachine] = {}
     for name, node in topo.nodes.items():
-        role = "linux-switch" if node.is_switch else "compute"
+        role = "sonic-switch" if name in sonic else "linux-switch" if node.is_switch else "compute"
         ifaces = []
         for i in plan.ifaces_of(name):
             iface: dict[str, Any] = {"name": i.ifname, "mtu": next(lk for lk in topo.links if lk.name == i.link).props.mtu}
@@ -111,13 +113,17 @@ class Sandbox:
     """`with Sandbox(topology) as sb:` builds it; sb.testbed_file is the testbed to hand to
     `metrolab testbed …` run inside the controller namespace (sb.controller_argv)."""
 
-    def __init__(self, topology: Topology, *, netem: bool | None = None, emulate: set[str] | None = None):
+    def __init__(self, topology: Topology, *, netem: bool | None = None, emulate: set[str] | None = None,
+                 sonic: AbstractSet[str] = frozenset()):
         self.topology = topology
         self.lab_id = new_lab_id()
         # short: Ray's AF_UNIX socket paths under it must stay within 107 bytes
         self.dir = Path(tempfile.gettempdir()) / f"mlsb-{self.lab_id}"
         self.dir.mkdir(mode=0o700)
-        self.machines, self.links, self.nodes = plan_machines(topology, emulate)
+        unknown = sorted(set(sonic) - {n.name for n in topology.switches()})
+        if unknown:
+            raise LabError(f"sandbox: {', '.join(unknown)} is not a switch of {topology.name}")
+        self.machines, self.links, self.nodes = plan_machines(topology, emulate, set(sonic))
         self.state = LabState(self.lab_id, "sandbox", topology.name, "")
         self.procs: dict[str, subprocess.Popen] = {}
         self._made_privsep = False
@@ -142,6 +148,10 @@ class Sandbox:
     def key(self) -> Path:
         return self.dir / "id_ed25519"
 
+    def redis_socket(self, machine: str) -> Path:
+        """A SONiC switch's Redis (its management plane): a Unix socket in its directory."""
+        return self.dir / machine / "redis.sock"
+
     def controller_argv(self, argv: list[str]) -> list[str]:
         """`argv` run on the controller (its namespace, with /sys of that namespace)."""
         ip = sh.which("ip") or "ip"
@@ -163,6 +173,8 @@ class Sandbox:
                          "wan_emulator_require_netem": self.netem,
                          # one CPU each: Ray counts this machine's CPUs on every namespace
                          "ray_node_num_cpus": 1, "ray_node_dir": str(self.dir / f"r{len(machines)}")}}
+            if "sonic-switch" in m.roles:
+                entry["vars"]["sonic_redis"] = f"unix:{self.redis_socket(m.name)}"
             if m.wan_ports:
                 entry["wan_ports"] = m.wan_ports
             machines.append(entry)
@@ -209,6 +221,8 @@ class Sandbox:
             self._data_link(lm)
         for m in self.machines:
             self._start_sshd(exe, m)
+            if "sonic-switch" in m.roles:
+                self._start_redis(m)
         # the topology beside the testbed file (a scenario's inline topology has no file of its own)
         (self.dir / "topology.yaml").write_text(yaml.safe_dump(self.topology.spec.model_dump(mode="json",
                                                                                               exclude_none=True),
@@ -259,6 +273,25 @@ class Sandbox:
         self.procs[m.name] = sh.popen(["ip", "netns", "exec", self.ns(m.name), exe, "-D", "-f", str(cfg),
                                        "-E", str(d / "sshd.log")], stdin=subprocess.DEVNULL,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def _start_redis(self, m: SandboxMachine) -> None:
+        """SONiC's databases on a Unix socket only (no TCP port: nothing listens outside the
+        sandbox), nothing saved to disk; stopped with the machine's namespace."""
+        exe = sh.which("redis-server")
+        if exe is None:
+            raise CapabilityError("redis-server is not installed (a sandbox SONiC switch's management plane; "
+                                  "run the README's install command)")
+        d, sock = self.dir / m.name, self.redis_socket(m.name)
+        self.procs[f"{m.name}-redis"] = sh.popen(
+            ["ip", "netns", "exec", self.ns(m.name), exe, "--port", "0", "--unixsocket", str(sock),
+             "--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--dir", str(d),
+             "--logfile", str(d / "redis.log")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not sock.exists():
+            if time.monotonic() > deadline:
+                raise LabError(f"sandbox machine {m.name}: redis-server did not open {sock}")
+            time.sleep(0.05)
 
     def _wait_ssh(self, m: SandboxMachine, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
