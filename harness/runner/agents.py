@@ -113,10 +113,11 @@ class RayCluster:
     def __init__(self, address: str | None = None, num_cpus: int | None = None,
                  placement: dict[str, str] | None = None):
         ray = _ray()
-        os.environ.update(RAY_ENV)
         t0 = time.monotonic()
         kw = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
         self._owner = not ray.is_initialized()  # a testbed lab may have connected already
+        if self._owner:  # a testbed's connection keeps its own settings (its token authentication)
+            os.environ.update(RAY_ENV)
         if not self._owner:
             pass
         elif address and address.startswith("ray://"):

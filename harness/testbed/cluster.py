@@ -36,12 +36,18 @@ class TestbedRay:
     __test__ = False  # not a pytest class
 
     def __init__(self, tb: Testbed):
+        from harness.testbed.ops import ray_token
+        # the cluster's token authentication: this process presents the token every node holds.
+        # Ray reads the mode into its C++ config when it is imported: set it first, and refresh
+        # that config where Ray was imported already (what Ray's own ray.init does on a mode change)
+        os.environ.update(RAY_ENV | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(ray_token(tb, create=False))})
         try:
             import ray
+            from ray._raylet import Config  # type: ignore[attr-defined]  # Ray's cached C++ config
         except ImportError as exc:
             raise CapabilityError(f"Ray is not importable ({exc})") from None
+        Config.initialize("")
         self.ray, self.tb = ray, tb
-        os.environ.update(RAY_ENV)
         head = tb.ray_head
         self.address = f"ray://{head.mgmt}:{tb.spec.ray.client_port}"
         t0 = time.monotonic()

@@ -67,7 +67,10 @@ def ray_cluster_config(tb: Testbed) -> dict[str, Any]:
                         "metrolab_root and metrolab_venv (or use `metrolab testbed provision`, whose ray_node role "
                         "starts each node itself)")
     root, ray = (roots.pop() if roots else DEFAULT_ROOT), f"{venvs.pop()}/bin/ray"
-    env = "RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0"
+    # token authentication as provisioning's nodes have it: the launcher copies the cluster's token
+    # (`metrolab testbed provision` makes it; ops.ray_token) to every machine first
+    token = "~/.metrolab/ray_token"
+    env = f"RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH={token} RAY_USAGE_STATS_ENABLED=0"
     head_res = shlex.quote(json.dumps({f"host:{head.name}": 1}))
     worker_res = '"{\\"host:$(cat ' + root + '/machine)\\": 1}"'
     auth: dict[str, Any] = {"ssh_user": head.ssh.user}
@@ -79,7 +82,7 @@ def ray_cluster_config(tb: Testbed) -> dict[str, Any]:
         "auth": auth,
         "max_workers": len(workers),
         "upscaling_speed": 1.0, "idle_timeout_minutes": 5,
-        "docker": {}, "file_mounts": {}, "cluster_synced_files": [], "file_mounts_sync_continuously": False,
+        "docker": {}, "file_mounts": {token: str(tb.ray_token)}, "cluster_synced_files": [], "file_mounts_sync_continuously": False,
         "rsync_exclude": [], "rsync_filter": [], "initialization_commands": [],
         # `metrolab testbed provision` installs metrolab and its pinned dependencies
         "setup_commands": [], "head_setup_commands": [], "worker_setup_commands": [],

@@ -20,7 +20,7 @@ import yaml
 
 from harness import settings, sh
 from harness.ansible_run import PlaybookRun, run_playbook
-from harness.errors import CapabilityError
+from harness.errors import CapabilityError, LabError
 from harness.testbed import versions
 from harness.testbed.derive import inventory
 from harness.testbed.resolve import Testbed
@@ -39,6 +39,23 @@ def wan_limits(tb: Testbed) -> dict[str, int]:
             imp = links[lm.link].impairment(tb.topology.group_index)
             out[lm.emulator] = max(out.get(lm.emulator, 1000), imp.limit_packets or 1000)
     return out
+
+
+def ray_token(tb: Testbed, create: bool = True) -> Path:
+    """The cluster's token for Ray's token authentication (RAY_AUTH_MODE=token on every node and on
+    the controller): 256 random bits, readable by its owner only, made once and kept beside the
+    testbed file; a token changed there restarts every node with it at the next provisioning."""
+    import os
+    import secrets
+    path = tb.ray_token
+    if not path.exists():
+        if not create:
+            raise LabError(f"testbed {tb.name}: no Ray token at {path} (run `metrolab testbed provision`)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return path
 
 
 def full_inventory(tb: Testbed, known_hosts: Path | None = None) -> dict[str, Any]:
@@ -106,7 +123,10 @@ def provision(tb: Testbed, *, check: bool = False, progress: Progress = None) ->
         with inventory_file(tb, known) as inv:
             if progress:
                 progress("building the controller's wheel and constraints")
-            extra = {"metrolab_controller": controller(Path(dist))}
+            extra = {"metrolab_controller": controller(Path(dist)),
+                     # --check reads it (a changed token would restart the nodes) but makes none
+                     "metrolab_ray_token": str(ray_token(tb, create=not check)) if not check or tb.ray_token.exists()
+                     else ""}
             run = run_playbook("site.yml", inv, extra, check=check, progress=progress)
     run.host_keys = [{k: v for k, v in key.items() if k != "lines"} for key in keys]
     return run

@@ -22,6 +22,15 @@ class Testbed:
         return self.spec.name
 
     @property
+    def ray_token(self) -> Path:
+        """The file holding the cluster's Ray token (harness.testbed.ops.ray_token makes it)."""
+        base = Path(self.source).resolve().parent
+        given = self.spec.ray.token_file
+        if given:
+            return Path(given) if Path(given).is_absolute() else base / given
+        return base / f"{self.name}.ray_token"
+
+    @property
     def known_hosts(self) -> Path:
         """Where the machines' ssh host keys are pinned (harness.testbed.hostkeys)."""
         base = Path(self.source).resolve().parent

@@ -83,6 +83,9 @@ class RaySpec(_Strict):
                               "compute machine)")
     port: int = Field(default=6379, ge=1, le=65535, description="the head's GCS port")
     client_port: int = Field(default=10001, ge=1, le=65535, description="Ray Client's port (the controller's way in)")
+    token_file: str | None = Field(default=None, description="the cluster's token (Ray's token authentication: every "
+                                   "node and the controller present it); default NAME.ray_token beside the testbed "
+                                   "file, made by `testbed provision` if missing")
 
 
 class TestbedSpec(_Strict):
