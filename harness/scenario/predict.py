@@ -90,6 +90,9 @@ class Predictor:
     scale: float
     rate_divisor: float = 1.0
     policies: dict | None = None
+    # elephant-flows: the scenario names the flows' own bottleneck (`capacity` given explicitly: a
+    # port beyond the swept links, such as the receiver's)
+    named_bottleneck: bool = False
     overhead: float | None = None
     extra: dict | None = None
 
@@ -223,10 +226,14 @@ class Predictor:
         share = 1.0
         if kind == "planned" and self._policy_encap(point) == "srv6":
             share = (path.mtu + wm.ETH) / (path.mtu + wm.ETH + 64)
-        capacity = (path.rate_bps or wm.UNSHAPED_BPS) * parallel
+        # what the flows get: the paths' capacity times how evenly they are spread, or the
+        # bottleneck the scenario names where that is less (then the spread does not matter)
+        rate = (path.rate_bps or wm.UNSHAPED_BPS) * parallel * balance
+        if self.named_bottleneck and ep.capacity:
+            rate = min(rate, ep.capacity / self.rate_divisor)
         total = ep.size / self.scale * flows
         transport: wm.Transport = "roce" if ep.transport == "rdma" else "tcp"
-        return lambda o: wm.elephants_step_s(total, capacity, balance, path, share, iters=ep.iters, overhead_s=o,
+        return lambda o: wm.elephants_step_s(total, rate, 1.0, path, share, iters=ep.iters, overhead_s=o,
                                              transport=transport)
 
     def _policy(self, point):
@@ -266,4 +273,5 @@ def make_predictor(scn, wspec, hosts: list[str], params: dict, swept: list[str],
                           "elephant-flows", "pipeline", "federated", "a2a", "inference-delivery"):
         return None
     return Predictor(wspec.kind, params, hosts, scn.topology, set(swept), scale, rate_divisor,
-                     {p.name: p for p in scn.spec.policies})
+                     {p.name: p for p in scn.spec.policies},
+                     named_bottleneck=wspec.kind == "elephant-flows" and "capacity" in wspec.params)

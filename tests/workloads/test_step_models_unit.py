@@ -164,3 +164,26 @@ def test_rdma_elephants_start_at_line_rate_and_pay_rocev2_headers():
     assert roce == pytest.approx(total * 8 / (40e6 * 1024 / 1082) + 2 * 0.0005, rel=1e-9)
     # one path of two: twice the time
     assert wm.elephants_step_s(total, 40e6, 0.5, path, transport="roce") == pytest.approx(2 * roce, rel=0.01)
+
+
+def test_elephants_named_bottleneck_caps_the_paths_and_hides_their_spread():
+    """Four elephants over two 100 Mbit/s paths into a 50 Mbit/s receiver port the scenario names
+    (`capacity`): the port, not the spread over the paths, sets the step, so the L3 hash (one path)
+    and planned paths predict the baseline's step; without the named port the L3 hash halves the
+    rate (its step ~1.9x) — the scenario's own numbers, measured: both ~0 % (docs: the sandbox)."""
+    from pathlib import Path
+
+    from harness.runner.run import swept_links
+    from workloads.registry import WORKLOADS
+    scn = load_scenario(str(Path(__file__).parents[1] / "harness" / "testbed" / "load-balancing-host.yaml"))
+    w = scn.spec.workloads[0]
+    hosts = WORKLOADS[w.kind].hosts(w, scn.topology)
+    params = WORKLOADS[w.kind].resolve(dict(w.params), hosts, scn.topology)
+    pred = make_predictor(scn, w, hosts, params, swept_links(scn), scn.spec.scale)
+    pred.fit(Point(baseline=True), 0.70)
+    l3, planned = pred.predict(Point(policy="ecmp-l3")), pred.predict(Point(policy="planned"))
+    assert l3 == pytest.approx(0.70, rel=1e-6) and planned == pytest.approx(0.70, rel=1e-6)
+    free = make_predictor(scn, w.model_copy(update={"params": {k: v for k, v in w.params.items() if k != "capacity"}}),
+                          hosts, params, swept_links(scn), scn.spec.scale)
+    free.fit(Point(baseline=True), 0.70)
+    assert free.predict(Point(policy="ecmp-l3")) > 1.8 * free.predict(Point(policy="planned"))
