@@ -141,14 +141,14 @@ class HostsLab(Lab):
     def check_queue_link(self, link: str) -> None:
         lm = next(x for x in self.tb.spec.map.links if x.link == link)
         if lm.emulator:
-            raise CapabilityError(f"testbed {self.tb.name}: link {link} crosses WAN emulator {lm.emulator}; a policy's "
-                           "queues go on a switch's own port (a link between a switch and a host or another "
-                           "switch without an emulator): name such a link in the policy's links")
+            raise CapabilityError(f"testbed {self.tb.name}: link {link} crosses WAN emulator {lm.emulator}; a "
+                                  "policy's queues go on a switch's own port (a link between a switch and a host "
+                                  "or another switch without an emulator): name such a link in the policy's links")
 
     def check_srv6(self) -> None:
         raise CapabilityError(f"testbed {self.tb.name}: SRv6 planned paths need the machines' IPv6 link-local "
-                       "addresses, which the hosts backend does not read yet (IPv6 is not yet on testbeds); "
-                       "use planned paths with encap: route")
+                              "addresses, which the hosts backend does not read yet (IPv6 is not yet on testbeds); "
+                              "use planned paths with encap: route")
 
     def log_dir(self, node: str, run_dir: Path) -> str:
         """Where a rank on `node` writes its log: under its machine's metrolab_root."""

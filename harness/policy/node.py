@@ -1,7 +1,8 @@
 """What a policy does on one node, run where the node lives (`lab.on`: inside its namespace in the
 netns lab, on its machine on a testbed). The same code on every backend: plain data in and out,
-each function works on this thread's network namespace, and the installers undo their own work
-when they fail half-way.
+each function works on this thread's network namespace. Routes and rules added half-way are
+removed by `netlink_add` itself; a half-built queue tree goes when the link is impaired again
+(harness.policy.apply clears a failed policy).
 """
 
 from __future__ import annotations
