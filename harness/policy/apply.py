@@ -78,6 +78,7 @@ class PolicyApplier:
         self.clear()
         if policy is None:
             return
+        self.check(policy)  # the runner refuses it before anything is built; a caller of its own here
         log.info("policy %s on links %s, switches %s", policy.name, ", ".join(policy.links or []) or "-",
                  ", ".join(policy.switches or []) or "-")
         caps = capabilities.probe()
@@ -92,7 +93,6 @@ class PolicyApplier:
                     continue
                 if learning and not policy.slices and fc is not None and fc.kind == "per-flow":
                     continue
-                self.lab.check_queue_link(link)
                 self._links.append(link)
                 own = self.base.get(link) or self.lab.topology.own_impairment(link)
                 imp = qos.with_flow_control(own, fc, len(policy.slices))
@@ -105,10 +105,10 @@ class PolicyApplier:
                     tree = ("ecn", fc)
                 else:
                     tree = None  # tail-drop, deep buffer: the link's own queue, sized
-                for end in self.lab.plan.ends(link) if tree is not None else []:
-                    netem, nft = self.lab.node_caps(end.node)
-                    assert tree is not None
-                    self.lab.on(end.node, node.queues, end.ifname, imp, tree[0], tree[1], netem, nft)
+                if tree is not None:
+                    for end in self.lab.plan.ends(link):
+                        netem, nft = self.lab.node_caps(end.node)
+                        self.lab.on(end.node, node.queues, end.ifname, imp, *tree, netem, nft)
             lb = policy.load_balancing
             if lb is not None:
                 self._hash_switches = list(policy.switches)

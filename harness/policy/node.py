@@ -7,6 +7,8 @@ removed by `netlink_add` itself; a half-built queue tree goes when the link is i
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
 from typing import Any
 
 from harness import sh
@@ -49,8 +51,7 @@ def nft_read(command: str) -> tuple[int, str, str]:
     return res.rc, res.stdout, res.stderr
 
 
-def _sysctl_path(key: str):
-    from pathlib import Path
+def _sysctl_path(key: str) -> Path:
     return Path("/proc/sys", *key.split("."))
 
 
@@ -81,7 +82,6 @@ def _resolved(ipr, kw: dict) -> dict:
     if isinstance(kw.get("oif"), str):
         found = ipr.link_lookup(ifname=kw["oif"])
         if not found:
-            import socket
             raise LabError(f"{socket.gethostname()}: no interface {kw['oif']}")
         kw["oif"] = found[0]
     return kw

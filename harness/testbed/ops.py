@@ -9,6 +9,8 @@ of mixed versions, and ranks must agree on torch and pyverbs.
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -21,7 +23,7 @@ import yaml
 from harness import settings, sh
 from harness.ansible_run import PlaybookRun, run_playbook
 from harness.errors import CapabilityError, LabError
-from harness.testbed import versions
+from harness.testbed import hostkeys, versions
 from harness.testbed.derive import inventory
 from harness.testbed.resolve import Testbed
 
@@ -45,8 +47,6 @@ def ray_token(tb: Testbed, create: bool = True) -> Path:
     """The cluster's token for Ray's token authentication (RAY_AUTH_MODE=token on every node and on
     the controller): 256 random bits, readable by its owner only, made once and kept beside the
     testbed file; a token changed there restarts every node with it at the next provisioning."""
-    import os
-    import secrets
     path = tb.ray_token
     if not path.exists():
         if not create:
@@ -110,7 +110,6 @@ def provision(tb: Testbed, *, check: bool = False, progress: Progress = None) ->
     """ansible/site.yml on every machine (--check: what would change, nothing changed). First each
     machine's ssh host key is pinned (read once, then checked on every connection; a changed one
     stops it before anything runs); with --check the keys it would pin are used, not written."""
-    from harness.testbed import hostkeys
     if progress:
         progress("reading the machines' ssh host keys")
     keys = hostkeys.pin(tb, write=not check)
@@ -118,15 +117,15 @@ def provision(tb: Testbed, *, check: bool = False, progress: Progress = None) ->
         known = None
         if check:  # what is pinned plus what would be: the playbook connects as it will
             known = Path(dist) / "known_hosts"
-            pinned_now = tb.known_hosts.read_text() if tb.known_hosts.exists() else ""
-            known.write_text(pinned_now + "".join("\n".join(k["lines"]) + "\n" for k in keys if k["state"] == "would pin"))
+            lines = [ln for k in keys if k["state"] == "would pin" for ln in k["lines"]]
+            known.write_text((tb.known_hosts.read_text() if tb.known_hosts.exists() else "") + "".join(
+                f"{ln}\n" for ln in lines))
         with inventory_file(tb, known) as inv:
             if progress:
                 progress("building the controller's wheel and constraints")
             extra = {"metrolab_controller": controller(Path(dist)),
-                     # --check reads it (a changed token would restart the nodes) but makes none
-                     "metrolab_ray_token": str(ray_token(tb, create=not check)) if not check or tb.ray_token.exists()
-                     else ""}
+                     # --check compares a token there is (a changed one restarts the nodes), makes none
+                     "metrolab_ray_token": "" if check and not tb.ray_token.exists() else str(ray_token(tb))}
             run = run_playbook("site.yml", inv, extra, check=check, progress=progress)
     run.host_keys = [{k: v for k, v in key.items() if k != "lines"} for key in keys]
     return run
