@@ -56,6 +56,8 @@ def register(sub) -> None:
     cln = tsub.add_parser("clean", help="what a killed run left on the machines: Ray nodes (by PID file), "
                                         "impairments on the emulators, policy state on the switches")
     cln.add_argument("testbed", help="testbed YAML")
+    cln.add_argument("--keep-nodes", action="store_true", help="undo what killed runs left of their labs only; "
+                     "leave the Ray nodes running (a run can follow without provisioning again)")
     add_json(cln)
     cln.set_defaults(func=cmd_testbed_clean)
 
@@ -156,11 +158,15 @@ def _progress(args):
     return RunProgress(args.json)
 
 
-def _print_hosts(title: str, run, as_json: bool, check: bool = False, extra: dict | None = None) -> int:
-    hosts = sorted(run.hosts.values(), key=lambda o: o.host)
-    failed = [o for o in hosts if not o.ok]
+def _print_hosts(title: str, run, as_json: bool, check: bool = False, extra: dict | None = None,
+                 ok: bool = True) -> int:
+    """`ok`: what else the command did went well (a playbook's hosts are judged here)."""
+    hosts = sorted(run.hosts.values(), key=lambda o: o.host) if run is not None else []
+    failed = [o for o in hosts if not o.ok] or ([] if ok else ["the rest"])
     if as_json:
         print_json({"hosts": [o.to_dict() for o in hosts], "ok": not failed, "check": check} | (extra or {}))
+    elif run is None:
+        return 1 if failed else 0
     else:
         verb = "would change" if check else "changed"
         console.print(table(title, ["machine", "result", verb, "failure"],
@@ -184,7 +190,7 @@ def cmd_testbed_provision(args) -> int:
 
 
 def cmd_testbed_clean(args) -> int:
-    from harness.lab.hosts import clean_journals
+    from harness.lab.hosts import NOT_CLEANED, clean_journals
     from harness.testbed.ops import clean
     from harness.testbed.resolve import load_testbed
     tb = load_testbed(args.testbed)
@@ -192,10 +198,11 @@ def cmd_testbed_clean(args) -> int:
         # a killed run's lab first (its addresses, routes, impairments), while its Ray nodes still run
         progress(description="undoing labs that killed runs left on the machines")
         undone = clean_journals(tb)
-        run = clean(tb, progress=lambda task: progress(description=task))
+        run = None if args.keep_nodes else clean(tb, progress=lambda task: progress(description=task))
+    left = [u for u in undone if u.startswith(NOT_CLEANED)]
     if undone and not args.json:
         console.print("labs undone: " + ", ".join(undone), highlight=False)
-    return _print_hosts(f"clean {tb.name}", run, args.json, extra={"labs": undone})
+    return _print_hosts(f"clean {tb.name}", run, args.json, extra={"labs": undone}, ok=not left)
 
 
 def cmd_testbed_check(args) -> int:

@@ -68,6 +68,28 @@ class Lab(abc.ABC):
         kill put the node back (harness.policy.node.clear); a namespace goes with the lab."""
         return None
 
+    def sonic_nodes(self) -> frozenset[str]:
+        """The topology's switches that are SONiC switches (their policies go to config_db through
+        the management plane: `sonic_apply`); only a testbed has them."""
+        return frozenset()
+
+    def sonic_ports(self, node: str) -> dict[str, tuple[str, float | None]]:
+        """SONiC switch `node`'s ports in the lab: link -> (port name, its speed in Gb/s as the
+        switch's PORT table has it, or None)."""
+        raise NotImplementedError(f"{self.backend}: no SONiC switches")
+
+    def sonic_apply(self, node: str, fragment: dict) -> list[str]:
+        """Writes a config_db fragment on SONiC switch `node` (its own tables saved first)."""
+        raise NotImplementedError(f"{self.backend}: no SONiC switches")
+
+    def sonic_restore(self, node: str) -> None:
+        """Puts SONiC switch `node`'s tables back as they were before `sonic_apply`."""
+        raise NotImplementedError(f"{self.backend}: no SONiC switches")
+
+    def sonic_counters(self, node: str, ports: list[str], priorities: list[int]) -> dict:
+        """SONiC switch `node`'s ASIC counters for `ports` (harness.policy.sonic_db.counters)."""
+        raise NotImplementedError(f"{self.backend}: no SONiC switches")
+
     def check_queue_link(self, link: str) -> None:
         """Refuses (CapabilityError) a policy's queues on `link` where this backend cannot place them."""
         return None

@@ -14,9 +14,18 @@ there): queues on a switch's or host's port (tail-drop, deep buffer, ECN, per-fl
 ECMP hash, planned paths, access control, flow learning; what each is about to change is journaled
 first and undone by `down` and `testbed clean` (the machine's sysctls put back as they were).
 
-Not yet on testbeds (refused with that reason): pause and backpressure (the namespace lab's
-emulation; a testbed's switches have their own PFC), a policy's queues on a link that crosses a
-WAN emulator, SRv6 planned paths and IPv6, RDMA capacity checks.
+A node mapped to a SONiC switch is reached over ssh only (no Ray, nothing installed there): its
+data plane — addresses, routes, port speeds — is the switch's own configuration (its owner's:
+metrolab reads its ports' MACs for the hosts' neighbour entries and builds nothing on it); its
+policies are config_db written through its management plane per point (`harness.policy.
+sonic_policy`: PFC, lossless buffers with distance headroom, WRED/ECN, the PFC watchdog, the
+ECMP hash), its tables saved in the journal before the first write and put back after each
+point, by `down` and by `testbed clean`; its ASIC's counters go into the rows. Its end of a link
+is not shaped: a rate there is the port's speed; delay, jitter and loss need a WAN emulator.
+
+Not yet on testbeds (refused with that reason): pause and backpressure on a Linux switch (the
+namespace lab's emulation; a testbed's switches have their own PFC), a policy's queues on a link
+that crosses a WAN emulator, SRv6 planned paths and IPv6, RDMA capacity checks.
 """
 
 from __future__ import annotations
@@ -31,8 +40,9 @@ from harness.errors import CapabilityError, LabError
 from harness.lab import remote
 from harness.lab.base import Lab
 from harness.lab.plan import Iface, LabPlan
-from harness.lab.state import LabState, new_lab_id
+from harness.lab.state import LabState, all_states, new_lab_id, pid_alive
 from harness.testbed.resolve import Testbed
+from harness.testbed.sonic_mgmt import TABLES, SonicSwitch
 from netem.profile import Impairment
 
 log = logging.getLogger(__name__)
@@ -76,6 +86,8 @@ class HostsLab(Lab):
         self.state: LabState | None = None
         self.applied: dict[str, list[dict]] = {}
         self.caps: dict[str, dict] = {}
+        self._sonic = frozenset(n for n in self.topology.nodes if "sonic-switch" in testbed.machine_of(n).roles)
+        self._speeds: dict[str, dict[str, str]] = {}  # SONiC switch -> its PORT table, read once
 
     # -- where things are ------------------------------------------------------------------
     def machine(self, node: str) -> str:
@@ -86,6 +98,9 @@ class HostsLab(Lab):
         return None
 
     def on(self, node: str, fn, *args, **kw):
+        if node in self._sonic:
+            raise CapabilityError(f"testbed {self.tb.name}: {node} is a SONiC switch ({self.machine(node)}): "
+                                  "reached through its management plane only, nothing of metrolab runs there")
         return self.ray.on(self.machine(node), fn, *args, **kw)
 
     def spawn(self, node: str, argv: list[str], env: dict[str, str], timeout: float = 3600, **_popen):
@@ -107,6 +122,11 @@ class HostsLab(Lab):
             toward_a, toward_b = em.wan_ports
             return [Hop(em.name, toward_b, toward_a), Hop(em.name, toward_a, toward_b)]
         return [Hop(self.machine(a.node), a.ifname, None), Hop(self.machine(b.node), b.ifname, None)]
+
+    def shaped_hops(self, link: str) -> list[Hop]:
+        """The directions of `link` metrolab shapes: a SONiC switch's port is left as it is."""
+        sonic = {self.machine(n) for n in self._sonic}
+        return [h for h in self.hops(link) if h.machine not in sonic]
 
     def rxe_device(self, node: str) -> str:
         iface = self.plan.ifaces_of(node)[0]
@@ -138,6 +158,40 @@ class HostsLab(Lab):
         entry["netlink"] += [[w, kw] for w, kw in netlink if [w, kw] not in entry["netlink"]]
         state.save()
 
+    # -- SONiC switches -------------------------------------------------------------------------
+    def sonic_nodes(self) -> frozenset[str]:
+        return self._sonic
+
+    def _switch(self, node: str) -> SonicSwitch:
+        return SonicSwitch(self.tb.machine_of(node), self.tb.known_hosts)
+
+    def sonic_ports(self, node: str) -> dict[str, tuple[str, float | None]]:
+        if node not in self._speeds:
+            self._speeds[node] = {k.split("|", 1)[1]: v.get("speed", "")
+                                  for k, v in self._switch(node).snapshot(("PORT",)).items()}
+        out = {}
+        for i in self.plan.ifaces_of(node):
+            speed = self._speeds[node].get(i.ifname, "")
+            out[i.link] = (i.ifname, int(speed) / 1000 if speed.isdigit() else None)  # PORT's speed is Mb/s
+        return out
+
+    def sonic_apply(self, node: str, fragment: dict) -> list[str]:
+        """Journals the switch's tables (those metrolab writes) before the first write of the lab."""
+        state, machine = self.journal(), self.machine(node)
+        saved = state.extra.setdefault("sonic", {})
+        if machine not in saved:
+            saved[machine] = self._switch(node).snapshot(TABLES)
+            state.save()
+        return self._switch(node).apply(fragment)
+
+    def sonic_restore(self, node: str) -> None:
+        saved = self.journal().extra.get("sonic", {}).get(self.machine(node))
+        if saved is not None:
+            self._switch(node).restore(saved)
+
+    def sonic_counters(self, node: str, ports: list[str], priorities: list[int]) -> dict:
+        return self._switch(node).counters(ports, priorities, priorities)
+
     def check_queue_link(self, link: str) -> None:
         lm = next(x for x in self.tb.spec.map.links if x.link == link)
         if lm.emulator:
@@ -156,7 +210,7 @@ class HostsLab(Lab):
         return f"{root}/runs/{Path(run_dir).name}/logs"
 
     # -- build ---------------------------------------------------------------------------------
-    def _node_config(self, node: str) -> tuple[list[dict], list[dict]]:
+    def node_config(self, node: str) -> tuple[list[dict], list[dict]]:
         me = self.topology.nodes[node]
         ports, routes = [], []
         for i in self.plan.ifaces_of(node):
@@ -179,8 +233,20 @@ class HostsLab(Lab):
         sites = self.topology.sites.values() if isinstance(self.topology.sites, dict) else self.topology.sites
         return sorted({str(s.subnet) for s in sites} | {str(self.topology.spec.infra_subnet)})
 
+    def leftovers(self) -> list[str]:
+        """Labs left on this testbed (by `lab up`, or a killed run): the machines still hold what they
+        changed (a SONiC switch's tables too, which a new lab would otherwise save as the switch's own)."""
+        mine = str(Path(self.tb.source).resolve())
+        return [st.lab_id for st in all_states() if st.backend == "hosts" and st.extra.get("testbed") == mine
+                and st.lab_id != self.lab_id and not pid_alive(st.pid)]
+
     def up(self) -> None:
         from harness.testbed.cluster import TestbedRay
+        left = self.leftovers()
+        if left:
+            raise LabError(f"testbed {self.tb.name}: lab {', '.join(left)} is still on the machines (left up, or by "
+                           f"a killed run); take it down first: metrolab lab down --lab {left[0]}, or metrolab "
+                           f"testbed clean {self.tb.source} --keep-nodes")
         log.info("lab %s: building %s on testbed %s", self.lab_id, self.topology.name, self.tb.name)
         self.state = LabState(self.lab_id, self.backend, self.topology.source, self.topology.digest,
                               extra={"testbed": str(Path(self.tb.source).resolve()), "configured": {},
@@ -188,20 +254,23 @@ class HostsLab(Lab):
         self.state.save()
         try:
             if self.ray is None:
-                self.ray = TestbedRay(self.tb)
-            missing = sorted({self.machine(n) for n in self.topology.nodes} - set(self.ray.machines()))
+                self.ray = TestbedRay(self.tb, namespace=self.lab_id)
+            ours = [n for n in self.topology.nodes if n not in self._sonic]
+            missing = sorted({self.machine(n) for n in ours} - set(self.ray.machines()))
             if missing:
                 raise LabError(f"testbed {self.tb.name}: no Ray node on {', '.join(missing)} "
                                "(run `metrolab testbed provision`)")
-            for m in {self.machine(n) for n in self.topology.nodes} | {h.machine for lk in self.topology.links
-                                                                        for h in self.hops(lk.name)}:
+            for m in {self.machine(n) for n in ours} | {h.machine for lk in self.topology.links
+                                                        for h in self.shaped_hops(lk.name)}:
                 self.caps[m] = self.ray.on(m, remote.capabilities)
             self._check_impairments()
             macs = {}
             for node in self.topology.nodes:
-                macs[node] = self.on(node, remote.macs, [i.ifname for i in self.plan.ifaces_of(node)])
-            for node in self.topology.nodes:
-                ports, routes = self._node_config(node)
+                ifnames = [i.ifname for i in self.plan.ifaces_of(node)]
+                macs[node] = (self._switch(node).macs(ifnames) if node in self._sonic
+                              else self.on(node, remote.macs, ifnames))
+            for node in ours:  # a SONiC switch's data plane is its own configuration
+                ports, routes = self.node_config(node)
                 neigh = [{"dst": str(self.topology.nodes[i.peer_node].address), "ifname": i.ifname,
                           "lladdr": macs[i.peer_node][i.peer_ifname]} for i in self.plan.ifaces_of(node)]
                 machine = self.machine(node)
@@ -223,7 +292,12 @@ class HostsLab(Lab):
         from netem.shaper import Shaper
         for lk in self.topology.links:
             imp = lk.impairment(self.topology.group_index)
-            for hop in self.hops(lk.name):
+            ends = {lk.a, lk.b} & self._sonic
+            if ends and (imp.netem_only() or imp.has_loss):
+                raise CapabilityError(f"link {lk.name}: {', '.join(sorted(ends))} is a SONiC switch, whose port "
+                                      f"metrolab does not shape: {', '.join(imp.netem_only()) or 'loss'} needs a "
+                                      "WAN emulator on the link (map.links[].emulator)")
+            for hop in self.shaped_hops(lk.name):
                 caps = self.caps[hop.machine]
                 missing = Shaper(None, hop.machine, caps["netem"], caps["nft"]).check(imp, f"link {lk.name}")
                 if missing:
@@ -233,7 +307,7 @@ class HostsLab(Lab):
     def impair(self, link: str, imp: Impairment, strict: bool = True, caps=None) -> None:
         state = self.journal()
         out = []
-        for hop in self.hops(link):
+        for hop in self.shaped_hops(link):
             state.extra["shaped"].setdefault(hop.machine, [])
             if [hop.ifname, hop.peer_ifname] not in state.extra["shaped"][hop.machine]:
                 state.extra["shaped"][hop.machine].append([hop.ifname, hop.peer_ifname])
@@ -246,7 +320,7 @@ class HostsLab(Lab):
 
     def link_counters(self, link: str, ecn: bool) -> tuple[int, int, int, int]:
         sent = dropped = marked = packets = 0
-        for hop in self.hops(link):
+        for hop in self.shaped_hops(link):
             s, d, m, p = self.ray.on(hop.machine, remote.counters, [hop.ifname], ecn)
             sent, dropped, marked, packets = sent + s, dropped + d, marked + m, packets + p
         return sent, dropped, marked, packets
@@ -269,7 +343,7 @@ class HostsLab(Lab):
         if self.ray is None and (self.state.extra.get("configured") or self.state.extra.get("shaped")):
             from harness.testbed.cluster import TestbedRay
             self.ray = TestbedRay(self.tb)
-        errors = undo(self.state, self.ray)
+        errors = undo(self.state, self.ray, self.tb)
         if self._own_ray and self.ray is not None:
             self.ray.close()
             self.ray = None
@@ -334,11 +408,21 @@ def attach(state: LabState) -> HostsLab:
     return lab
 
 
-def undo(state: LabState, ray) -> list[str]:
+def undo(state: LabState, ray, tb: Testbed) -> list[str]:
     """Undo what a hosts lab's journal records (its own run, or a killed one's); what could not be
     undone, by machine."""
     from harness.policy import node as policy_node
     errors = []
+    if ray is not None:
+        try:  # the ranks first: they hold ports and addresses
+            ray.kill_actors(state.lab_id)
+        except Exception as exc:  # noqa: BLE001 — undo the rest, report this one
+            errors.append(f"ranks not stopped ({exc})")
+    for machine, saved in state.extra.get("sonic", {}).items():
+        try:
+            SonicSwitch(tb.machine(machine), tb.known_hosts).restore(saved, TABLES)
+        except Exception as exc:  # noqa: BLE001 — undo the rest, report this one
+            errors.append(f"{machine}: SONiC tables not restored ({exc})")
     for machine, journal in state.extra.get("policy", {}).items():
         try:
             ray.on(machine, policy_node.clear, journal)
@@ -357,13 +441,15 @@ def undo(state: LabState, ray) -> list[str]:
     return errors
 
 
-__all__ = ["HostsLab", "Iface", "attach", "clean_journals", "machine_plan", "undo"]
+__all__ = ["NOT_CLEANED", "HostsLab", "Iface", "attach", "clean_journals", "machine_plan", "undo"]
+
+
+NOT_CLEANED = "not cleaned: "
 
 
 def clean_journals(tb: Testbed | None = None) -> list[str]:
     """Undo every hosts lab journaled on this controller (of testbed `tb`, or of any testbed whose
-    file is still there) whose run is gone; what was removed."""
-    from harness.lab.state import all_states, pid_alive
+    file is still there) whose run is gone; what was removed, and what not (NOT_CLEANED first)."""
     from harness.testbed.cluster import TestbedRay
     from harness.testbed.resolve import load_testbed
     out = []
@@ -376,12 +462,12 @@ def clean_journals(tb: Testbed | None = None) -> list[str]:
         try:
             bed = tb or load_testbed(path)
             with TestbedRay(bed) as ray:
-                errors = undo(st, ray)
+                errors = undo(st, ray, bed)
         except Exception as exc:  # noqa: BLE001 — a testbed not reachable now: keep its journal
-            out.append(f"{st.lab_id}: not cleaned ({exc})")
+            out.append(f"{NOT_CLEANED}{st.lab_id} ({exc})")
             continue
         if errors:
-            out.append(f"{st.lab_id}: " + "; ".join(errors))
+            out.append(f"{NOT_CLEANED}{st.lab_id}: " + "; ".join(errors))
             continue
         st.remove()
         out.append(f"{st.lab_id} (testbed {Path(path).name})")

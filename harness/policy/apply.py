@@ -1,7 +1,8 @@
-"""Applies a scenario's policy to the lab's namespaces, replacing the previous one: everything the
+"""Applies a scenario's policy to the lab's nodes, replacing the previous one: everything the
 old policy installed is removed (links re-impaired with their base impairment, rules and tables
-deleted, nft tables dropped, the ECMP hash back to the lab's L4 default) before the new one goes
-in, so switching policies between sweep points leaves nothing stale.
+deleted, nft tables dropped, the ECMP hash back to the lab's L4 default, a SONiC switch's tables
+put back) before the new one goes in, so switching policies between sweep points leaves nothing
+stale. On a testbed's SONiC switches the policy is config_db (harness.policy.sonic_policy).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import time
 
 from harness import capabilities
 from harness.errors import CapabilityError, LabError
-from harness.policy import acl, ecmp, node, qos
+from harness.policy import acl, ecmp, node, qos, sonic_policy
 from harness.policy.backpressure import Backpressure
+from harness.policy.model import congested_switch
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ class PolicyApplier:
         self.plans: dict[str, dict[tuple, str]] = {}  # switch -> {5-tuple: planned link}, for the record
         self.pause: Backpressure | None = None  # the running emulation (pause / backpressure policies)
         self.rate_divisor = 1.0  # the runner's auto scale: slice rates divided like the links' rates
+        self.sonic: dict[str, dict] = {}  # SONiC switch -> its ports and pause roles, while a policy is there
 
     def _scaled(self, slices):
         d = self.rate_divisor
@@ -56,15 +59,30 @@ class PolicyApplier:
         n = self.lab.topology.nodes[host]
         return [str(n.address)] + ([str(n.address6)] if n.address6 else [])
 
+    def _ends(self) -> dict[str, tuple[str, str]]:
+        return {lk.name: (lk.a, lk.b) for lk in self.lab.topology.links}
+
+    def _on_sonic(self, link: str) -> bool:
+        return bool(set(self._ends()[link]) & self.lab.sonic_nodes())
+
     def check(self, policy) -> None:
         """Refuses, before anything is built, what of `policy` this lab cannot apply."""
         fc = policy.flow_control
+        sonic = self.lab.sonic_nodes()
+        for n in sorted(sonic):
+            why = sonic_policy.refusal(policy, n, self._ends())
+            if why:
+                raise CapabilityError(why)
         if fc is not None and fc.pauses and getattr(self.lab, "backend", "netns") == "hosts":
-            raise CapabilityError(f"policy {policy.name}: {fc.kind} is emulated in the lab's namespaces; a testbed's "
-                                  "switches have their own PFC (metrolab sonic render)")
+            links = {lk.name: lk for lk in self.lab.topology.links}
+            if congested_switch(links[policy.links[0]], links[fc.upstream]) not in sonic:
+                raise CapabilityError(f"policy {policy.name}: {fc.kind} is emulated in the lab's namespaces; a "
+                                      "testbed's Linux switches have none: map the congested switch to a SONiC "
+                                      "switch (its PFC, configured per point) or use metrolab sonic render")
         if policy.slices or (fc is not None and not fc.pauses):
             for link in policy.links or []:
-                self.lab.check_queue_link(link)
+                if not self._on_sonic(link):  # a SONiC port's queues are its ASIC's (refusal above)
+                    self.lab.check_queue_link(link)
         lb = policy.load_balancing
         if lb is not None and lb.kind == "planned" and lb.encap == "srv6":
             self.lab.check_srv6()
@@ -85,11 +103,14 @@ class PolicyApplier:
         hosts = {h.name: str(h.address) for h in self.lab.topology.hosts()}
         try:
             fc = policy.flow_control
-            # flow-level backpressure without flows yet: the links keep their own queues while learning
-            if fc is not None and fc.pauses and not (learning and fc.kind == "backpressure"):
+            sonic = self.lab.sonic_nodes()
+            # flow-level backpressure without flows yet: the links keep their own queues while learning;
+            # a SONiC switch pauses by itself (its PFC, written below)
+            if (fc is not None and fc.pauses and not (learning and fc.kind == "backpressure")
+                    and not self._on_sonic(policy.links[0])):
                 self._install_pause(policy, flows or [], caps)
             for link in policy.links or []:
-                if (fc is None and not policy.slices) or (fc is not None and fc.pauses):
+                if (fc is None and not policy.slices) or (fc is not None and fc.pauses) or self._on_sonic(link):
                     continue
                 if learning and not policy.slices and fc is not None and fc.kind == "per-flow":
                     continue
@@ -110,14 +131,17 @@ class PolicyApplier:
                         netem, nft = self.lab.node_caps(end.node)
                         self.lab.on(end.node, node.queues, end.ifname, imp, *tree, netem, nft)
             lb = policy.load_balancing
-            if lb is not None:
-                self._hash_switches = list(policy.switches)
+            linux = [s for s in policy.switches or [] if s not in sonic]
+            if lb is not None and linux:
+                self._hash_switches = linux
                 if lb.kind in ("ecmp-l3", "ecmp-l4"):
-                    ecmp.set_hash(self.lab, policy.switches, lb.kind[-2:])
+                    ecmp.set_hash(self.lab, linux, lb.kind[-2:])
                 elif learning:
-                    ecmp.set_hash(self.lab, policy.switches, "l4")  # what the switches do until planned
+                    ecmp.set_hash(self.lab, linux, "l4")  # what the switches do until planned
                 else:
-                    self._install_planned(policy.switches, flows or [], lb.encap)
+                    self._install_planned(linux, flows or [], lb.encap)
+            for n in sorted(sonic):
+                self._install_sonic(policy, n)
             if policy.allow is not None:
                 addrs = {h.name: self.addresses(h.name) for h in self.lab.topology.hosts()}
                 for h in acl.agent_hosts(policy.allow):
@@ -128,6 +152,26 @@ class PolicyApplier:
             self.clear()
             raise
         self.current = policy
+
+    def _install_sonic(self, policy, n: str) -> None:
+        """`policy`'s config_db on SONiC switch `n`, sized for this point's links."""
+        ends = self._ends()
+        if not sonic_policy.touches(policy, n, ends):
+            return
+        links = {lk.name: lk for lk in self.lab.topology.links}
+        mine = self.lab.sonic_ports(n)
+        base = {lk: self.base.get(lk) or self.lab.topology.own_impairment(lk) for lk in mine}
+        ports = sonic_policy.ports_of(n, links, mine, base)
+        fragment = sonic_policy.fragment(policy, n, ports, ends)
+        if not fragment:
+            return
+        fc = policy.flow_control
+        pause = None
+        if fc is not None and fc.kind == "pause" and congested_switch(links[policy.links[0]], links[fc.upstream]) == n:
+            pause = (mine[policy.links[0]][0], mine[fc.upstream][0])
+        self.sonic[n] = {"ports": [p.name for p in ports], "pause": pause}  # first: a failure is still restored
+        self.lab.sonic_apply(n, fragment)
+        log.info("policy %s on SONiC switch %s: %s", policy.name, n, ", ".join(sorted(fragment)))
 
     def _install_pause(self, policy, flows, caps) -> None:
         """The backpressure emulation on the policy's congested link, fed through `upstream`."""
@@ -175,9 +219,14 @@ class PolicyApplier:
         p = self.current
         out: dict = {}
         if p is not None and p.flow_control is not None:
-            out["links"] = {lk: self.lab.link_counters(lk, False) for lk in p.links or []}
+            mine = [lk for lk in p.links or [] if not self._on_sonic(lk)]  # a SONiC port counts itself (below)
+            if mine:
+                out["links"] = {lk: self.lab.link_counters(lk, False) for lk in mine}
         if self.pause is not None:
             out["pause"] = self.pause.snapshot()
+        if self.sonic:
+            out["sonic"] = {n: self.lab.sonic_counters(n, s["ports"], list(sonic_policy.PRIORITIES))
+                            | {"pause": s["pause"]} for n, s in self.sonic.items()}
         return out
 
     @staticmethod
@@ -200,6 +249,10 @@ class PolicyApplier:
                     "congested_loss": drops / (drops + packets) if drops + packets else None,
                     "congested_max_backlog": a["max_backlog"], "pause_reaction_max_s": a["reaction_max_s"],
                     "pause_starved_s": a["starved_s"] - b["starved_s"]}
+        if "sonic" in before and "sonic" in after:
+            out |= sonic_policy.combine([sonic_policy.metrics(before["sonic"][n], after["sonic"][n],
+                                                              *(after["sonic"][n].get("pause") or (None, None)))
+                                         for n in after["sonic"]])
         return out
 
     def replan(self, down: set[str]) -> float | None:
@@ -251,6 +304,9 @@ class PolicyApplier:
                 bp.remove()  # released and taken out before the links get their own queues back
             except LabError as exc:  # its points checked it as they ended (counters()); clear the rest
                 log.warning("%s", exc)
+        for n in list(self.sonic):
+            self.lab.sonic_restore(n)
+            del self.sonic[n]
         for h in self._acl_hosts:
             self.lab.on(h, node.nft, acl.clear_script())
         for inst in self._planned:

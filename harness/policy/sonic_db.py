@@ -11,7 +11,8 @@ operation and a JSON payload on stdin, and reads one JSON document back.
 OP: `snapshot` (the keys of some CONFIG_DB tables, as they are), `apply` (a config_db fragment:
 each key's fields replaced, as `config load` does, in one MULTI/EXEC transaction), `restore` (those
 tables back to a snapshot: keys added since deleted, the rest rewritten), `counters` (PFC frames per
-priority, discards, and per queue packets, drops, ECN marks and watermark).
+priority, discards, and per queue packets, drops, ECN marks and watermark), `macs` (the ports'
+MAC addresses, from the kernel's netdevs: what the lab's hosts address their frames to).
 """
 
 from __future__ import annotations
@@ -204,6 +205,18 @@ def counters(r: Redis, ports: list[str], queues: list[int], priorities: list[int
     return out
 
 
+def macs(ports: list[str]) -> dict[str, str]:
+    """Each port's MAC address (SONiC's front-panel ports are netdevs of the switch's kernel)."""
+    out = {}
+    for p in ports:
+        try:
+            with open(f"/sys/class/net/{p}/address") as f:
+                out[p] = f.read().strip()
+        except OSError:
+            raise RedisError(f"no port {p} on this switch") from None
+    return out
+
+
 def connect(where: str | None) -> Redis:
     errors = []
     for w in ([where] if where else list(DEFAULT_REDIS)):
@@ -218,6 +231,13 @@ def main(argv: list[str]) -> int:
     op = argv[0] if argv else ""
     where = argv[argv.index("--redis") + 1] if "--redis" in argv else None
     payload = json.loads(sys.stdin.read() or "{}")
+    if op == "macs":
+        try:
+            print(json.dumps({"result": macs(payload.get("ports", []))}))
+        except RedisError as exc:
+            print(json.dumps({"error": str(exc)}))
+            return 1
+        return 0
     try:
         r = connect(where)
         out: object
@@ -231,7 +251,7 @@ def main(argv: list[str]) -> int:
             elif op == "counters":
                 out = counters(r, payload.get("ports", []), payload.get("queues", []), payload.get("priorities", []))
             else:
-                raise RedisError(f"no operation {op!r} (snapshot, apply, restore, counters)")
+                raise RedisError(f"no operation {op!r} (snapshot, apply, restore, counters, macs)")
         finally:
             r.close()
     except (RedisError, OSError, KeyError) as exc:

@@ -16,6 +16,7 @@ import os
 import select
 import subprocess
 import time
+import uuid
 
 from harness.errors import CapabilityError, LabError
 
@@ -143,9 +144,11 @@ class RayCluster:
                 if any("ray" in part for part in (p.cmdline() or [])[:3])]
 
     def actor(self, rank: int, host: str, netns: str | None, env: dict[str, str], log_path: str):
-        opts = {}
+        opts: dict = {}
         if self.address:  # real hosts: the node that says it is the host's machine
             opts["resources"] = {f"host:{self.placement.get(host, host)}": 0.001}
+            # named: a clean after a kill finds them in the lab's namespace (TestbedRay.kill_actors)
+            opts["name"] = f"rank{rank}-{uuid.uuid4().hex[:12]}"
         return self._actor_cls.options(**opts).remote(rank, host, netns, env, log_path)
 
     def call_all(self, actors: list, msgs: list[dict], timeout: float) -> list[dict]:

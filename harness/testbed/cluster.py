@@ -17,6 +17,7 @@ from harness.runner.agents import RAY_ENV
 from harness.testbed.resolve import Testbed
 
 CONNECT_ATTEMPTS = 3
+SERVER_DIED = ("Starting Ray client server failed", "ZombieProcess")
 
 
 def _where() -> dict[str, Any]:
@@ -35,7 +36,9 @@ class TestbedRay:
 
     __test__ = False  # not a pytest class
 
-    def __init__(self, tb: Testbed):
+    def __init__(self, tb: Testbed, namespace: str | None = None):
+        """`namespace`: the Ray namespace this connection's named actors live in (a lab's id: what
+        `testbed clean` finds of a killed run's ranks)."""
         from harness.testbed.ops import ray_token
         # the cluster's token authentication: this process presents the token every node holds.
         # Ray reads the mode into its C++ config when it is imported: set it first, and refresh
@@ -53,18 +56,32 @@ class TestbedRay:
         t0 = time.monotonic()
         for attempt in range(CONNECT_ATTEMPTS):
             try:
-                ray.init(address=self.address, log_to_driver=False)
+                ray.init(address=self.address, log_to_driver=False, namespace=namespace)
                 break
             except ConnectionError as exc:
                 # the head's proxy starts a server process per client; on a loaded machine that
-                # process can die starting (seen once in a local suite run). A second try gets a new
-                # one; a cluster that is not there fails every try the same way, at once
-                if "Starting Ray client server failed" in str(exc) and attempt + 1 < CONNECT_ATTEMPTS:
+                # process can die starting (seen in local suite runs: "Starting Ray client server
+                # failed", or the proxy finding it a zombie). A second try gets a new one; a
+                # cluster that is not there fails every try the same way, at once
+                if any(w in str(exc) for w in SERVER_DIED) and attempt + 1 < CONNECT_ATTEMPTS:
                     time.sleep(2)
                     continue
                 raise LabError(f"testbed {tb.name}: no Ray cluster at {self.address} ({exc}); "
                                "run `metrolab testbed provision` first") from None
         self.connect_s = time.monotonic() - t0
+
+    def kill_actors(self, namespace: str) -> list[str]:
+        """Every named actor in `namespace` (a killed run's ranks, whose Ray Client session Ray
+        keeps for a grace period: they would hold their ports against the next run)."""
+        out = []
+        for a in self.ray.util.list_named_actors(all_namespaces=True):
+            if a["namespace"] == namespace:
+                try:
+                    self.ray.kill(self.ray.get_actor(a["name"], namespace=namespace), no_restart=True)
+                except ValueError:  # gone meanwhile
+                    continue
+                out.append(a["name"])
+        return out
 
     def machines(self) -> dict[str, dict[str, Any]]:
         """machine -> its Ray node (alive ones offering `host:<machine>`)."""

@@ -230,6 +230,7 @@ class Sandbox:
         self.testbed_file.write_text(yaml.safe_dump(self.spec(), sort_keys=False))
         for m in self.machines:
             self._wait_ssh(m)
+        self._own_sonic_config()
         self.state.status = "up"
         self.state.save()
 
@@ -292,6 +293,35 @@ class Sandbox:
             if time.monotonic() > deadline:
                 raise LabError(f"sandbox machine {m.name}: redis-server did not open {sock}")
             time.sleep(0.05)
+
+    def _own_sonic_config(self) -> None:
+        """What a SONiC switch's owner configured before metrolab comes (a run builds nothing on
+        such a switch): its ports listed in CONFIG_DB's PORT table as SONiC lists them, the lab
+        plan's addresses and routes on them, forwarding on. The sandbox plays that owner; it goes
+        with the switch's namespace."""
+        from harness.lab import remote
+        from harness.lab.hosts import HostsLab
+        from harness.lab.nsctx import in_netns, write_sysctl
+        from harness.policy import sonic_db
+        from harness.testbed.resolve import load_testbed
+        sonic = [m for m in self.machines if "sonic-switch" in m.roles]
+        if not sonic:
+            return
+        lab = HostsLab(load_testbed(self.testbed_file))
+        for m in sonic:
+            node = next(n for n, machine in self.nodes.items() if machine == m.name)
+            ports, routes = lab.node_config(node)
+            write_sysctl(self.ns(m.name), "net.ipv4.ip_forward", 1)
+            with in_netns(self.ns(m.name)):
+                remote.configure(ports, routes, [])
+            r = sonic_db.Redis(f"unix:{self.redis_socket(m.name)}")
+            try:
+                r.call("SELECT", sonic_db.CONFIG_DB)
+                for p in ports:
+                    r.call("HSET", f"PORT|{p['ifname']}", "admin_status", "up", "mtu", str(p["mtu"]),
+                           "speed", "100000")
+            finally:
+                r.close()
 
     def _wait_ssh(self, m: SandboxMachine, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout

@@ -67,5 +67,9 @@ class SonicSwitch:
         """`tables` back to `saved`: keys added since deleted, changed ones rewritten."""
         return self.call("restore", {"tables": list(tables), "snapshot": saved})
 
+    def macs(self, ports: list[str]) -> dict[str, str]:
+        """The ports' MAC addresses (a port the switch does not have: an error naming it)."""
+        return self.call("macs", {"ports": ports})
+
     def counters(self, ports: list[str], queues: list[int], priorities: list[int]) -> dict:
         return self.call("counters", {"ports": ports, "queues": queues, "priorities": priorities})

@@ -1,40 +1,51 @@
-"""Policies on a testbed's Linux switches: the sandbox plays a lab of five servers, two Linux
-switches and two WAN emulators over ssh (provisioned by ansible, a Ray cluster across it). The
-flow-control and load-balancing runs apply each point's policy on the switch machines (queues on
-gw-b's port, the ECMP hash and planned paths on gw-a and gw-b, the controller's flow learning),
-read the counters back there into the rows, and leave every machine as it was; a run killed with
-a policy in force is undone by `testbed clean` from the journal."""
+"""Policies on a testbed's switches: the sandbox plays a lab of five servers, two Linux switches,
+a SONiC switch and two WAN emulators over ssh (provisioned by ansible, a Ray cluster across all
+but the SONiC switch, which is reached over ssh only). The flow-control and load-balancing runs
+apply each point's policy on the Linux switch machines (queues on gw-b's port, the ECMP hash and
+planned paths on gw-a and gw-b, the controller's flow learning), read the counters back there
+into the rows, and leave every machine as it was. The SONiC run writes each point's config_db on
+gw-c (its PFC lossless class, its hash) through its management plane, puts the switch's own
+tables back after each point, and puts gw-c's counters in the rows; a run killed with a policy in
+force on both kinds of switch is undone by `testbed clean` from the journal, and resumes."""
 
 from __future__ import annotations
 
 import json
 import signal
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from harness.errors import EXIT_INCONCLUSIVE
+from harness.lab.hosts import machine_plan
 from harness.lab.nsctx import NETNS_RUN_DIR
+from harness.lab.plan import build_plan
 from harness.lab.state import all_states
+from harness.policy import sonic_db
 from harness.scenario.spec import load_scenario
+from harness.testbed.resolve import load_testbed
 from harness.testbed.sandbox import Sandbox
-from tests.support.testbed import cli, lab_state, start_and_signal, sysctl
+from tests.support.testbed import METROLAB, cli, lab_state, start_and_signal, sysctl
 
 pytestmark = pytest.mark.lab
 HERE = Path(__file__).parent
 FLOW_CONTROL = HERE / "flow-control-host.yaml"
 LOAD_BALANCING = HERE / "load-balancing-host.yaml"
+SONIC = HERE / "sonic-host.yaml"
 
 
 @pytest.fixture(scope="module")
 def sandbox():
-    sb = Sandbox(load_scenario(str(FLOW_CONTROL)).topology)
+    # wan-c stays plain (shaped at gw-b's port): one WAN emulator less, one Ray node less on 2 cores
+    sb = Sandbox(load_scenario(str(FLOW_CONTROL)).topology, sonic={"gw-c"}, emulate={"wan-1", "wan-2"})
     sb.up()
     try:
         rc, doc = cli(sb, "testbed", "provision", str(sb.testbed_file))
-        assert rc == 0 and doc["ok"], doc
+        assert rc == 0 and doc["ok"], [h for h in doc.get("hosts", []) if not h["ok"]] or doc
         yield sb
     finally:
         sb.down()
@@ -96,20 +107,121 @@ def test_load_balancing_hash_and_planned_paths_are_set_on_the_switches(sandbox, 
     assert sorted(placed) == ["wan-1", "wan-1", "wan-2", "wan-2"], learned[0]  # gw-a's plan, two to a path
 
 
-def test_a_killed_run_with_a_policy_in_force_is_undone_by_testbed_clean(sandbox, tmp_path):
-    before = lab_state(sandbox)
-    assert sysctl(sandbox.ns("gw-a"), "net.ipv4.fib_multipath_hash_policy") == "1"  # the linux-switch role's
+class Switch:
+    """gw-c's Redis, read on its own socket; the test stands in for its ASIC's counting (a real
+    switch's counters move by themselves): a poll adds to the PFC frames its wan-c port sent and the
+    packets c1's lossless queue passed, and records which of metrolab's tables CONFIG_DB holds."""
 
-    def policy_in_force() -> bool:  # the L3 hash set, or planned paths' rules installed, on gw-a
-        rules = subprocess.run(["ip", "-n", sandbox.ns("gw-a"), "rule"], capture_output=True, text=True).stdout
-        return sysctl(sandbox.ns("gw-a"), "net.ipv4.fib_multipath_hash_policy") == "0" or "1000:" in rules
+    def __init__(self, sb: Sandbox):
+        tb = load_testbed(sb.testbed_file)
+        plan = machine_plan(build_plan(tb.topology), tb)
+        self.c1_port, self.wan_port = plan.ifaces[("gw-c", "c1-gw-c")].ifname, plan.ifaces[("gw-c", "wan-c")].ifname
+        self.where = f"unix:{sb.redis_socket('gw-c')}"
+        self.seen: list[tuple] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
-    rc, _ = start_and_signal(sandbox, LOAD_BALANCING, tmp_path / "run", signal.SIGKILL, ready=policy_in_force)
+    def count(self) -> None:
+        """The ASIC's counters appear (COUNTERS_DB's name maps: until then the switch counts nothing)."""
+        r = sonic_db.Redis(self.where)
+        try:
+            r.call("SELECT", sonic_db.COUNTERS_DB)
+            r.call("HSET", "COUNTERS_PORT_NAME_MAP", self.c1_port, "oid:0x1000000000001", self.wan_port,
+                   "oid:0x1000000000002")
+            r.call("HSET", "COUNTERS_QUEUE_NAME_MAP", f"{self.c1_port}:3", "oid:0x1500000000013")
+            r.call("HSET", "COUNTERS:oid:0x1000000000002", "SAI_PORT_STAT_PFC_3_TX_PKTS", "0")
+            r.call("HSET", "COUNTERS:oid:0x1500000000013", "SAI_QUEUE_STAT_PACKETS", "0",
+                   "SAI_QUEUE_STAT_DROPPED_PACKETS", "0")
+        finally:
+            r.close()
+
+    def config_db(self) -> dict[str, dict[str, str]]:
+        r = sonic_db.Redis(self.where)
+        try:
+            r.call("SELECT", sonic_db.CONFIG_DB)
+            return r.hashes(r.keys("*"))
+        finally:
+            r.close()
+
+    def state(self) -> tuple:
+        """(PFC on c1's port, SWITCH_HASH's fields): what of metrolab's is in force."""
+        db = self.config_db()
+        return (db.get(f"PORT_QOS_MAP|{self.c1_port}", {}).get("pfc_enable"),
+                db.get("SWITCH_HASH|GLOBAL", {}).get("ecmp_hash@"))
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.05):
+            state = self.state()
+            if not self.seen or self.seen[-1] != state:
+                self.seen.append(state)
+            r = sonic_db.Redis(self.where)
+            try:
+                r.call("SELECT", sonic_db.COUNTERS_DB)
+                r.call("HINCRBY", "COUNTERS:oid:0x1000000000002", "SAI_PORT_STAT_PFC_3_TX_PKTS", "1")
+                r.call("HINCRBY", "COUNTERS:oid:0x1500000000013", "SAI_QUEUE_STAT_PACKETS", "100")
+            finally:
+                r.close()
+
+    def __enter__(self) -> Switch:
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join()
+
+
+def test_a_sonic_switch_in_the_run_gets_each_points_config_and_a_killed_run_is_undone_and_resumed(sandbox, tmp_path):
+    sw = Switch(sandbox)
+    before, own = lab_state(sandbox), sw.config_db()
+    assert sw.state() == (None, None)  # the switch's own config: no lossless class on c1's port, its own hash
+
+    def hashing() -> bool:  # ecmp-l3 on both switches: gw-a's sysctl and gw-c's SWITCH_HASH
+        return (sysctl(sandbox.ns("gw-a"), "net.ipv4.fib_multipath_hash_policy") == "0"
+                and sw.state()[1] == "SRC_IP,DST_IP")
+
+    def in_force() -> bool:
+        """ecmp-l3 in force, and its point still measuring: no row written across 0.3 s. A point
+        that just ended has its switch's restore in flight (an ssh the kill does not stop)."""
+        def written() -> int:
+            return len((tmp_path / "run" / "results.jsonl").read_text().splitlines())
+        n = written()
+        if not hashing():
+            return False
+        time.sleep(0.3)
+        return hashing() and written() == n
+
+    rc, _ = start_and_signal(sandbox, SONIC, tmp_path / "run", signal.SIGKILL, ready=in_force)
     assert rc == -signal.SIGKILL
-    assert lab_state(sandbox) != before
-    journal = next(s for s in all_states() if s.backend == "hosts")
-    assert "gw-a" in journal.extra["policy"], journal.extra.get("policy")
-    rc, doc = cli(sandbox, "testbed", "clean", str(sandbox.testbed_file))
+    assert lab_state(sandbox) != before and sw.config_db() != own
+    journal = next(s for s in all_states() if s.backend == "hosts" and s.extra["testbed"] == str(sandbox.testbed_file.resolve()))
+    assert "gw-a" in journal.extra["policy"] and "gw-c" in journal.extra["sonic"], journal.extra
+    # a new run would take the killed one's hash for the switch's own: refused until it is undone
+    res = subprocess.run(sandbox.controller_argv([METROLAB, "run", "--resume", str(tmp_path / "run"), "--testbed",
+                                                  str(sandbox.testbed_file)]), capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and f"lab {journal.lab_id} is still on the machines" in res.stderr, res.stderr[-2000:]
+    rc, doc = cli(sandbox, "testbed", "clean", str(sandbox.testbed_file), "--keep-nodes")
     assert rc == 0 and doc["ok"] and len(doc["labs"]) == 1, doc
-    assert lab_state(sandbox) == before  # the hash policy back to the role's, rules and tables gone
-    assert not any(s.backend == "hosts" for s in all_states())
+    assert lab_state(sandbox) == before  # the hash policy back to the role's, the lab gone
+    assert sw.config_db() == own  # every key of CONFIG_DB, every field, as the switch had it
+    assert journal.lab_id not in {s.lab_id for s in all_states()}
+
+    sw.count()
+    with sw:
+        rc, doc = cli(sandbox, "run", "--resume", str(tmp_path / "run"), "--testbed", str(sandbox.testbed_file))
+    assert rc in (0, EXIT_INCONCLUSIVE), doc  # no acceptance criteria: the rows are the subject
+    assert lab_state(sandbox) == before and sw.config_db() == own
+    # one policy at a time on the switch, its own config between them (the baseline's points)
+    assert set(sw.seen) <= {(None, None), ("3,4", None), (None, "SRC_IP,DST_IP")}, sw.seen
+    assert ("3,4", None) in sw.seen and (None, None) in sw.seen
+    r = rows(tmp_path / "run")
+    assert r["flow_efficiency"].notna().all() and set(r["policy"]) == {"none", "pfc", "ecmp-l3"}
+    pfc = r[r["policy"] == "pfc"]
+    # measured after the kill, when the switch counts: gw-c's counters, read there, under the names
+    # the namespace lab's pause emulation gives them (the rows before it: none, not zero)
+    late = pfc[pfc["switch_pfc_tx"].notna()]
+    assert len(late) >= 1 and (late["pause_frames"] > 0).all() and (late["congested_packets"] > 0).all(), pfc
+    assert (late["congested_drops"] == 0).all() and (late["congested_loss"] == 0).all()
+    assert r[r["policy"] == "none"]["switch_pfc_tx"].isna().all()  # no policy there: nothing of the switch read

@@ -166,3 +166,26 @@ def test_a_testbed_refuses_what_it_cannot_apply_of_a_policy_before_building_anyt
     applier.check(PolicySpec.model_validate({"name": "ok", "links": ["leaf-b-gw-b"], "switches": ["gw-a"],
                                              "flow_control": {"kind": "per-flow"},
                                              "load_balancing": {"kind": "planned"}}))
+
+
+def test_a_sonic_switch_takes_pfc_ecn_and_the_hash_and_refuses_the_rest_before_anything_is_built():
+    """gw-b on a SONiC switch: its port pause is the switch's PFC (no emulation refused), its
+    ports' queues are the ASIC's (tail-drop refused with the reason); nothing of metrolab runs there."""
+    from harness.errors import CapabilityError
+    from harness.lab.hosts import HostsLab
+    from harness.policy.apply import PolicyApplier
+    from harness.policy.model import PolicySpec
+    data = example()
+    _machine(data, "gw-b")["roles"] = ["sonic-switch"]
+    lab = HostsLab(resolve.testbed_from_data(data, str(EXAMPLE)))
+    assert lab.sonic_nodes() == {"gw-b"} and "gw-b" not in {m.name for m in lab.tb.ray_machines()}
+    applier = PolicyApplier(lab)
+    for ok in ({"name": "pfc", "links": ["leaf-b-gw-b"], "flow_control": {"kind": "pause", "upstream": "wan-ab-1"}},
+               {"name": "ecn", "links": ["leaf-b-gw-b"], "flow_control": {"kind": "ecn"}},
+               {"name": "hash", "switches": ["gw-a", "gw-b"], "load_balancing": {"kind": "ecmp-l3"}}):
+        applier.check(PolicySpec.model_validate(ok))
+    with pytest.raises(CapabilityError, match="tail-drop on SONiC switch gw-b: its buffers are the ASIC's"):
+        applier.check(PolicySpec.model_validate({"name": "shallow", "links": ["leaf-b-gw-b"],
+                                                 "flow_control": {"kind": "tail-drop"}}))
+    with pytest.raises(CapabilityError, match=r"gw-b is a SONiC switch .*nothing of metrolab runs there"):
+        lab.on("gw-b", print)
