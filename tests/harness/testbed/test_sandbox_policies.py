@@ -100,8 +100,11 @@ def test_load_balancing_hash_and_planned_paths_are_set_on_the_switches(sandbox, 
     r = rows(tmp_path / "run")
     imb = {p: g["path_imbalance"] for p, g in r.groupby("policy")}
     # the mechanism, in every block: one address pair hashed over L3 takes one path (the other
-    # carries nothing of it: infinite); four flows planned two to a path split the bytes evenly
-    assert (imb["ecmp-l3"] > 10).all() and (imb["planned"] <= 1.10).all(), imb
+    # carries nothing of it: infinite); four flows planned two to a path split the bytes evenly but
+    # for the resends of the drops at b1's congested port, which land on one path or the other
+    # (1.01-1.12 read; the scenario's criterion judges the mean). The nearest wrong placement,
+    # three flows to one path, reads 3
+    assert (imb["ecmp-l3"] > 10).all() and (imb["planned"] < 1.5).all(), imb
     learned = [f for f in flows_learned(tmp_path / "run") if f["policy"] == "planned"]
     placed = [f["links"]["gw-a"] for f in learned[0]["flows"] if f["src"] == "10.1.0.1" and f["bytes"] > 1 << 20]
     assert sorted(placed) == ["wan-1", "wan-1", "wan-2", "wan-2"], learned[0]  # gw-a's plan, two to a path
@@ -109,8 +112,9 @@ def test_load_balancing_hash_and_planned_paths_are_set_on_the_switches(sandbox, 
 
 class Switch:
     """gw-c's Redis, read on its own socket; the test stands in for its ASIC's counting (a real
-    switch's counters move by themselves): a poll adds to the PFC frames its wan-c port sent and the
-    packets c1's lossless queue passed, and records which of metrolab's tables CONFIG_DB holds."""
+    switch's counters move by themselves): while it polls, each poll adds to the PFC frames its
+    wan-c port sent and the packets c1's lossless queue passed, and records which of metrolab's
+    tables CONFIG_DB holds."""
 
     def __init__(self, sb: Sandbox):
         tb = load_testbed(sb.testbed_file)
@@ -120,9 +124,6 @@ class Switch:
         self.seen: list[tuple] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-
-    def count(self) -> None:
-        """The ASIC's counters appear (COUNTERS_DB's name maps: until then the switch counts nothing)."""
         r = sonic_db.Redis(self.where)
         try:
             r.call("SELECT", sonic_db.COUNTERS_DB)
@@ -193,35 +194,37 @@ def test_a_sonic_switch_in_the_run_gets_each_points_config_and_a_killed_run_is_u
         time.sleep(0.3)
         return hashing() and written() == n
 
-    rc, _ = start_and_signal(sandbox, SONIC, tmp_path / "run", signal.SIGKILL, ready=in_force)
-    assert rc == -signal.SIGKILL
-    assert lab_state(sandbox) != before and sw.config_db() != own
-    journal = next(s for s in all_states() if s.backend == "hosts" and s.extra["testbed"] == str(sandbox.testbed_file.resolve()))
-    assert "gw-a" in journal.extra["policy"] and "gw-c" in journal.extra["sonic"], journal.extra
-    # a new run would take the killed one's hash for the switch's own: refused until it is undone
-    res = subprocess.run(sandbox.controller_argv([METROLAB, "run", "--resume", str(tmp_path / "run"), "--testbed",
-                                                  str(sandbox.testbed_file)]), capture_output=True, text=True, timeout=300)
-    assert res.returncode != 0 and f"lab {journal.lab_id} is still on the machines" in res.stderr, res.stderr[-2000:]
-    rc, doc = cli(sandbox, "testbed", "clean", str(sandbox.testbed_file), "--keep-nodes")
-    assert rc == 0 and doc["ok"] and len(doc["labs"]) == 1, doc
-    assert lab_state(sandbox) == before  # the hash policy back to the role's, the lab gone
-    assert sw.config_db() == own  # every key of CONFIG_DB, every field, as the switch had it
-    assert journal.lab_id not in {s.lab_id for s in all_states()}
-
-    sw.count()
     with sw:
+        rc, _ = start_and_signal(sandbox, SONIC, tmp_path / "run", signal.SIGKILL, ready=in_force)
+        assert rc == -signal.SIGKILL
+        assert lab_state(sandbox) != before and sw.config_db() != own
+        journal = next(s for s in all_states()
+                       if s.backend == "hosts" and s.extra["testbed"] == str(sandbox.testbed_file.resolve()))
+        assert "gw-a" in journal.extra["policy"] and "gw-c" in journal.extra["sonic"], journal.extra
+        # a new run would take the killed one's hash for the switch's own: refused until it is undone
+        res = subprocess.run(sandbox.controller_argv([METROLAB, "run", "--resume", str(tmp_path / "run"), "--testbed",
+                                                      str(sandbox.testbed_file)]),
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode != 0 and f"lab {journal.lab_id} is still on the machines" in res.stderr, res.stderr
+        rc, doc = cli(sandbox, "testbed", "clean", str(sandbox.testbed_file), "--keep-nodes")
+        assert rc == 0 and doc["ok"] and len(doc["labs"]) == 1, doc
+        assert lab_state(sandbox) == before  # the hash policy back to the role's, the lab gone
+        assert sw.config_db() == own  # every key of CONFIG_DB, every field, as the switch had it
+        assert journal.lab_id not in {s.lab_id for s in all_states()}
+        # the killed run's ranks were stopped too: the resumed one's rendezvous ports are free
         rc, doc = cli(sandbox, "run", "--resume", str(tmp_path / "run"), "--testbed", str(sandbox.testbed_file))
     assert rc in (0, EXIT_INCONCLUSIVE), doc  # no acceptance criteria: the rows are the subject
     assert lab_state(sandbox) == before and sw.config_db() == own
-    # one policy at a time on the switch, its own config between them (the baseline's points)
+    # one policy at a time on the switch (each point's put back before the next), its own config
+    # between them
     assert set(sw.seen) <= {(None, None), ("3,4", None), (None, "SRC_IP,DST_IP")}, sw.seen
     assert ("3,4", None) in sw.seen and (None, None) in sw.seen
     r = rows(tmp_path / "run")
-    assert r["flow_efficiency"].notna().all() and set(r["policy"]) == {"none", "pfc", "ecmp-l3"}
+    assert r["flow_efficiency"].notna().all() and r["policy"].value_counts().to_dict() == {
+        "none": 2, "pfc": 2, "ecmp-l3": 2}, r[["policy", "repetition"]]
+    # gw-c's counters, read there, under the names the namespace lab's pause emulation gives them
     pfc = r[r["policy"] == "pfc"]
-    # measured after the kill, when the switch counts: gw-c's counters, read there, under the names
-    # the namespace lab's pause emulation gives them (the rows before it: none, not zero)
-    late = pfc[pfc["switch_pfc_tx"].notna()]
-    assert len(late) >= 1 and (late["pause_frames"] > 0).all() and (late["congested_packets"] > 0).all(), pfc
-    assert (late["congested_drops"] == 0).all() and (late["congested_loss"] == 0).all()
+    assert (pfc["pause_frames"] > 0).all() and (pfc["congested_packets"] > 0).all(), pfc
+    assert (pfc["congested_drops"] == 0).all() and (pfc["congested_loss"] == 0).all()
+    assert (pfc["switch_pfc_tx"] == pfc["pause_frames"]).all()  # one switch, one lossless port sending
     assert r[r["policy"] == "none"]["switch_pfc_tx"].isna().all()  # no policy there: nothing of the switch read
