@@ -156,6 +156,30 @@ def _lossless(machine: str, ifname: str, rdma: str | None, got: dict) -> Finding
     return Finding(machine, what, level, "; ".join(notes))
 
 
+def sonic_findings(tb: Testbed, tables: dict[str, dict | str]) -> list[Finding]:
+    """A SONiC switch's management plane: reached (`tables`: machine -> its CONFIG_DB PORT table,
+    or why it was not read), and every port the testbed maps on it listed there."""
+    out = []
+    for m in tb.by_role("sonic-switch"):
+        got = tables.get(m.name, "not read")
+        if isinstance(got, str):
+            out.append(Finding(m.name, "sonic", "fail", f"management plane not reached: {got}"))
+            continue
+        out.append(Finding(m.name, "sonic", "ok", f"CONFIG_DB reached: {len(got)} ports"))
+        for lm in tb.spec.map.links:
+            for port in lm.ports:
+                machine, _, iface = port.partition(":")
+                if machine != m.name:
+                    continue
+                entry = got.get(f"PORT|{iface}")
+                speed = (entry or {}).get("speed", "")
+                out.append(Finding(m.name, f"port {iface}", "ok" if entry else "fail",
+                                   (f"link {lm.link}, " + (f"{int(speed) // 1000} Gb/s" if speed.isdigit()
+                                                            else "no speed set") + f", admin {entry.get('admin_status', '?')}")
+                                   if entry else f"link {lm.link}: no PORT|{iface} in CONFIG_DB"))
+    return out
+
+
 def _paths(tb: Testbed, facts: dict[str, dict | None]) -> list[Finding]:
     """MTU along each mapped link: both ports (and the emulator's two) at least the topology's MTU."""
     out = []
@@ -220,4 +244,14 @@ def run_check(tb: Testbed, *, needs_netem: bool = False, progress=None) -> Check
         progress("the machines' ssh host keys against the pinned ones")
     findings += [Finding(m, "host key", level, why) for m, (level, why) in verify(tb).items()]
     findings += judge(tb, facts, unreachable, collect(), ray_nodes, clocks, needs_netem)
+    from harness.testbed.sonic_mgmt import SonicSwitch
+    tables: dict[str, dict | str] = {}
+    for m in tb.by_role("sonic-switch"):
+        if progress:
+            progress(f"the management plane of {m.name}")
+        try:
+            tables[m.name] = SonicSwitch(m, tb.known_hosts).snapshot(("PORT",))
+        except LabError as exc:
+            tables[m.name] = str(exc)
+    findings += sonic_findings(tb, tables)
     return CheckReport(tb.name, {k: v for k, v in facts.items() if v is not None}, findings)

@@ -130,3 +130,21 @@ def test_the_facts_script_runs_on_the_standard_library_and_compare_exits_3_on_a_
     other = subprocess.run([sys.executable, "-m", "harness.testbed.versions", "--compare",
                             json.dumps(dict(mine, ray="1.0.0"))], capture_output=True, text=True, timeout=60)
     assert other.returncode == 3 and json.loads(other.stdout)["differences"] == {"ray": ["1.0.0", mine["ray"]]}
+
+
+def test_a_sonic_switchs_management_plane_and_its_mapped_ports_are_checked():
+    import yaml
+
+    from harness.testbed import resolve
+    data = yaml.safe_load(EXAMPLE.read_text())
+    next(m for m in data["machines"] if m["name"] == "gw-b")["roles"] = ["sonic-switch"]
+    tb = resolve.testbed_from_data(data, str(EXAMPLE))
+    mapped = sorted({p.split(":")[1] for lm in tb.spec.map.links for p in lm.ports if p.startswith("gw-b:")})
+    ports = {f"PORT|{p}": {"speed": "400000", "admin_status": "up"} for p in mapped}
+    found = check.sonic_findings(tb, {"gw-b": ports})
+    assert [f.level for f in found] == ["ok"] * (1 + len(mapped)) and "400 Gb/s" in found[1].detail
+    found = check.sonic_findings(tb, {"gw-b": {k: v for k, v in ports.items() if k != f"PORT|{mapped[0]}"}})
+    bad = [f for f in found if f.level == "fail"]
+    assert len(bad) == 1 and bad[0].check == f"port {mapped[0]}" and f"no PORT|{mapped[0]}" in bad[0].detail
+    found = check.sonic_findings(tb, {"gw-b": "SONiC switch gw-b (192.0.2.32): snapshot: RedisError: no Redis"})
+    assert [(f.check, f.level) for f in found] == [("sonic", "fail")] and "no Redis" in found[0].detail

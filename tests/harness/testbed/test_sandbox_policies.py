@@ -75,9 +75,10 @@ def test_flow_control_queues_are_built_on_the_switch_and_counted_there(sandbox, 
     assert set(by) >= {"tail-drop", "deep-buffer", "per-flow"} and all(len(g) == 2 for p, g in by.items()
                                                                        if p != "none"), r["policy"].value_counts()
     # the counters come from gw-b's port (and b1's), read on those machines: what the queue sent
-    # (GSO's segments, fewer than the ~2,100 frames) and dropped. Six flows start at once into
+    # (GSO's segments, fewer than the ~1,100 frames) and dropped. Six flows start at once into
     # 50 Mbit/s from at least 100: their first windows (60 packets) overflow a 16 KiB buffer in
-    # every block; 4 MiB holds the whole incast (3 MiB), and a queue per flow does too
+    # every block; 4 MiB holds the whole incast (1.5 MiB), and each flow's own 312 KB queue holds
+    # all of that flow (256 KiB)
     assert (by["tail-drop"]["queue_drops"] > 0).all(), by["tail-drop"][["repetition", "queue_drops"]]
     for p in ("deep-buffer", "per-flow"):
         assert (by[p]["queue_drops"] == 0).all() and (by[p]["queue_packets"] > 100).all(), by[p]
@@ -85,7 +86,7 @@ def test_flow_control_queues_are_built_on_the_switch_and_counted_there(sandbox, 
     # per-flow queues were built for the flows the controller learned on the switches: the six
     # connections a1-a3 -> b1, each direction (the senders' bytes and the receiver's acks)
     learned = [f for f in flows_learned(tmp_path / "run") if f["policy"] == "per-flow"]
-    assert learned and {(f["src"], f["dst"]) for f in learned[0]["flows"] if f["bytes"] > 1 << 20} == {
+    assert learned and {(f["src"], f["dst"]) for f in learned[0]["flows"] if f["bytes"] > 1 << 17} == {
         (f"10.1.0.{i}", "10.2.0.1") for i in (1, 2, 3)}, learned[0]
 
 
@@ -108,6 +109,15 @@ def test_load_balancing_hash_and_planned_paths_are_set_on_the_switches(sandbox, 
     learned = [f for f in flows_learned(tmp_path / "run") if f["policy"] == "planned"]
     placed = [f["links"]["gw-a"] for f in learned[0]["flows"] if f["src"] == "10.1.0.1" and f["bytes"] > 1 << 20]
     assert sorted(placed) == ["wan-1", "wan-1", "wan-2", "wan-2"], learned[0]  # gw-a's plan, two to a path
+
+
+def test_testbed_check_reads_the_sonic_switchs_management_plane_and_ports(sandbox):
+    rc, rep = cli(sandbox, "testbed", "check", str(sandbox.testbed_file))
+    assert rc == 0, [f for f in rep["findings"] if f["level"] == "fail"]
+    mine = {f["check"]: f for f in rep["findings"] if f["machine"] == "gw-c"}
+    assert mine["sonic"]["level"] == "ok" and "ray" not in mine, mine  # ssh only: no Ray node asked for
+    ports = {k: f for k, f in mine.items() if k.startswith("port ")}
+    assert len(ports) == 2 and all(f["level"] == "ok" and "100 Gb/s" in f["detail"] for f in ports.values()), ports
 
 
 class Switch:
