@@ -46,6 +46,7 @@ from harness.testbed.sonic_mgmt import TABLES, SonicSwitch
 from netem.profile import Impairment
 
 log = logging.getLogger(__name__)
+NOT_CLEANED = "not cleaned: "  # how clean_journals names a lab it could not undo
 
 
 @dataclass(frozen=True)
@@ -442,9 +443,6 @@ def undo(state: LabState, ray, tb: Testbed) -> list[str]:
 
 
 __all__ = ["NOT_CLEANED", "HostsLab", "Iface", "attach", "clean_journals", "machine_plan", "undo"]
-
-
-NOT_CLEANED = "not cleaned: "
 
 
 def clean_journals(tb: Testbed | None = None) -> list[str]:

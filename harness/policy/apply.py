@@ -65,6 +65,12 @@ class PolicyApplier:
     def _on_sonic(self, link: str) -> bool:
         return bool(set(self._ends()[link]) & self.lab.sonic_nodes())
 
+    def _congested(self, policy) -> str | None:
+        """Pause / backpressure: the switch whose egress congests (where the policy's link and its
+        upstream meet)."""
+        links = {lk.name: lk for lk in self.lab.topology.links}
+        return congested_switch(links[policy.links[0]], links[policy.flow_control.upstream])
+
     def check(self, policy) -> None:
         """Refuses, before anything is built, what of `policy` this lab cannot apply."""
         fc = policy.flow_control
@@ -73,12 +79,11 @@ class PolicyApplier:
             why = sonic_policy.refusal(policy, n, self._ends())
             if why:
                 raise CapabilityError(why)
-        if fc is not None and fc.pauses and getattr(self.lab, "backend", "netns") == "hosts":
-            links = {lk.name: lk for lk in self.lab.topology.links}
-            if congested_switch(links[policy.links[0]], links[fc.upstream]) not in sonic:
-                raise CapabilityError(f"policy {policy.name}: {fc.kind} is emulated in the lab's namespaces; a "
-                                      "testbed's Linux switches have none: map the congested switch to a SONiC "
-                                      "switch (its PFC, configured per point) or use metrolab sonic render")
+        if (fc is not None and fc.pauses and getattr(self.lab, "backend", "netns") == "hosts"
+                and self._congested(policy) not in sonic):
+            raise CapabilityError(f"policy {policy.name}: {fc.kind} is emulated in the lab's namespaces; a "
+                                  "testbed's Linux switches have none: map the congested switch to a SONiC "
+                                  "switch (its PFC, configured per point) or use metrolab sonic render")
         if policy.slices or (fc is not None and not fc.pauses):
             for link in policy.links or []:
                 if not self._on_sonic(link):  # a SONiC port's queues are its ASIC's (refusal above)
@@ -107,7 +112,7 @@ class PolicyApplier:
             # flow-level backpressure without flows yet: the links keep their own queues while learning;
             # a SONiC switch pauses by itself (its PFC, written below)
             if (fc is not None and fc.pauses and not (learning and fc.kind == "backpressure")
-                    and not self._on_sonic(policy.links[0])):
+                    and self._congested(policy) not in sonic):
                 self._install_pause(policy, flows or [], caps)
             for link in policy.links or []:
                 if (fc is None and not policy.slices) or (fc is not None and fc.pauses) or self._on_sonic(link):
@@ -167,7 +172,7 @@ class PolicyApplier:
             return
         fc = policy.flow_control
         pause = None
-        if fc is not None and fc.kind == "pause" and congested_switch(links[policy.links[0]], links[fc.upstream]) == n:
+        if fc is not None and fc.kind == "pause" and self._congested(policy) == n:
             pause = (mine[policy.links[0]][0], mine[fc.upstream][0])
         self.sonic[n] = {"ports": [p.name for p in ports], "pause": pause}  # first: a failure is still restored
         self.lab.sonic_apply(n, fragment)
@@ -176,7 +181,6 @@ class PolicyApplier:
     def _install_pause(self, policy, flows, caps) -> None:
         """The backpressure emulation on the policy's congested link, fed through `upstream`."""
         from harness.policy import sonic
-        from harness.policy.model import congested_switch
         fc = policy.flow_control
         links = {lk.name: lk for lk in self.lab.topology.links}
         congested, upstream = links[policy.links[0]], links[fc.upstream]
