@@ -74,8 +74,10 @@ def test_the_command_plays_a_plan_repeatedly_judges_it_on_an_interval_and_resume
     assert got == json.loads((out / "tasks.json").read_text())
     assert len((out / "runs.jsonl").read_text().splitlines()) == 2  # each play written as it ended
     sync, bulk = got["tasks"]
-    # raised to 20 Mbit/s: the model ends it at ~1.4 s of a 2 s window, and each play did
-    assert sync["met"] == 2 and sync["end_s"]["high"] < 2.0 and abs(sync["model_error_s"]["estimate"]) < 0.3, sync
+    # raised to 20 Mbit/s: the model ends it at ~1.4 s of a 2 s window, and each play did; the interval
+    # of two plays (t on 1 dof) is the verdict's to weigh, not a bound here
+    ends = [next(t for t in r["tasks"] if t["name"] == "sync")["end_s"] for r in got["runs"]]
+    assert sync["met"] == 2 and max(ends) < 2.0 and abs(sync["model_error_s"]["estimate"]) < 0.3, (ends, sync)
     assert not bulk["committed"] and got["refused"] == 1
     assert "sync within [0, 2) s" in (out / "junit.xml").read_text() and "| sync |" in (out / "summary.md").read_text()
     # --resume keeps the two plays and measures only the third: three plays put the next one inside
@@ -84,6 +86,7 @@ def test_the_command_plays_a_plan_repeatedly_judges_it_on_an_interval_and_resume
     again = json.loads(res.stdout)
     assert again["repetitions"] == 3 and again["runs"][:2] == got["runs"]
     assert again["status"] == "pass" and again["tasks"][0]["verdict"] == "pass", again["tasks"][0]
+    assert again["tasks"][0]["end_s"]["high"] < 2.0, again["tasks"][0]
     # resuming with another plan is refused, naming what differs
     data["guard"] = 0.5
     plan.write_text(yaml.safe_dump(data))
