@@ -5,7 +5,9 @@ in namespaces (the lab plan's addresses, permanent neighbours and routes, each l
 impairment); `impair` puts a point's impairment on an emulated link's WAN emulator (its two
 bridged ports, one direction each: `wan_ports[0]` faces the link's end a) or on both ends of a
 plain link; counters are read on the machines; ranks start on their machines (Ray tasks and
-actors pinned to `host:<machine>`). Every change is journaled on the controller before it is
+actors pinned to `host:<machine>`). Machines that run no ranks — Linux switches, WAN emulators —
+run no Ray node either: the same operations reach them over ssh (`harness.testbed.agent`: the
+code shipped with each call, the machine's own python3, nothing installed there). Every change is journaled on the controller before it is
 made and undone by `down` — on success, error and Ctrl-C — and by `metrolab testbed clean`
 after a killed run.
 
@@ -41,6 +43,7 @@ from harness.lab import remote
 from harness.lab.base import Lab
 from harness.lab.plan import Iface, LabPlan
 from harness.lab.state import LabState, all_states, new_lab_id, pid_alive
+from harness.testbed.agent import SshAgent, ssh_agent
 from harness.testbed.resolve import Testbed
 from harness.testbed.sonic_mgmt import TABLES, SonicSwitch
 from netem.profile import Impairment
@@ -89,6 +92,7 @@ class HostsLab(Lab):
         self.caps: dict[str, dict] = {}
         self._sonic = frozenset(n for n in self.topology.nodes if "sonic-switch" in testbed.machine_of(n).roles)
         self._speeds: dict[str, dict[str, str]] = {}  # SONiC switch -> its PORT table, read once
+        self.agent = ssh_agent(testbed)  # the machines without a Ray node: switches, WAN emulators
 
     # -- where things are ------------------------------------------------------------------
     def machine(self, node: str) -> str:
@@ -102,7 +106,11 @@ class HostsLab(Lab):
         if node in self._sonic:
             raise CapabilityError(f"testbed {self.tb.name}: {node} is a SONiC switch ({self.machine(node)}): "
                                   "reached through its management plane only, nothing of metrolab runs there")
-        return self.ray.on(self.machine(node), fn, *args, **kw)
+        return self.call(self.machine(node), fn, *args, **kw)
+
+    def call(self, machine: str, fn, *args, **kw):
+        """`fn` run on `machine`: a Ray task on a Ray node's machine, else over ssh."""
+        return (self.agent if machine in self.agent.machines else self.ray).on(machine, fn, *args, **kw)
 
     def spawn(self, node: str, argv: list[str], env: dict[str, str], timeout: float = 3600, **_popen):
         """`python ARGV` on the node's machine (a Ray task), as a process handle."""
@@ -151,7 +159,7 @@ class HostsLab(Lab):
         state, machine = self.journal(), self.machine(node)
         touched = state.extra.setdefault("policy", {})
         if machine not in touched:
-            touched[machine] = {"sysctls": self.ray.on(machine, policy_node.read_sysctls,
+            touched[machine] = {"sysctls": self.call(machine, policy_node.read_sysctls,
                                                        list(policy_node.JOURNALED_SYSCTLS)),
                                 "nft": [], "netlink": []}
         entry = touched[machine]
@@ -257,13 +265,13 @@ class HostsLab(Lab):
             if self.ray is None:
                 self.ray = TestbedRay(self.tb, namespace=self.lab_id)
             ours = [n for n in self.topology.nodes if n not in self._sonic]
-            missing = sorted({self.machine(n) for n in ours} - set(self.ray.machines()))
+            missing = sorted({self.machine(n) for n in ours} - set(self.agent.machines) - set(self.ray.machines()))
             if missing:
                 raise LabError(f"testbed {self.tb.name}: no Ray node on {', '.join(missing)} "
                                "(run `metrolab testbed provision`)")
             for m in {self.machine(n) for n in ours} | {h.machine for lk in self.topology.links
                                                         for h in self.shaped_hops(lk.name)}:
-                self.caps[m] = self.ray.on(m, remote.capabilities)
+                self.caps[m] = self.call(m, remote.capabilities)
             self._check_impairments()
             macs = {}
             for node in self.topology.nodes:
@@ -313,7 +321,7 @@ class HostsLab(Lab):
             if [hop.ifname, hop.peer_ifname] not in state.extra["shaped"][hop.machine]:
                 state.extra["shaped"][hop.machine].append([hop.ifname, hop.peer_ifname])
                 state.save()
-            out.append(self.ray.on(hop.machine, remote.shape, hop.ifname, imp, strict, f"link {link}",
+            out.append(self.call(hop.machine, remote.shape, hop.ifname, imp, strict, f"link {link}",
                                    hop.peer_ifname) | {"node": hop.machine})
         self.applied[link] = out
         state.extra["applied"] = self.applied
@@ -322,7 +330,7 @@ class HostsLab(Lab):
     def link_counters(self, link: str, ecn: bool) -> tuple[int, int, int, int]:
         sent = dropped = marked = packets = 0
         for hop in self.shaped_hops(link):
-            s, d, m, p = self.ray.on(hop.machine, remote.counters, [hop.ifname], ecn)
+            s, d, m, p = self.call(hop.machine, remote.counters, [hop.ifname], ecn)
             sent, dropped, marked, packets = sent + s, dropped + d, marked + m, packets + p
         return sent, dropped, marked, packets
 
@@ -333,7 +341,8 @@ class HostsLab(Lab):
 
     # -- teardown --------------------------------------------------------------------------------
     def close_handles(self) -> None:
-        """Leave the lab up, drop this process's connection to the testbed's Ray."""
+        """Leave the lab up, drop this process's connections to the testbed (Ray's, ssh sessions)."""
+        self.agent.close()
         if self._own_ray and self.ray is not None:
             self.ray.close()
             self.ray = None
@@ -344,7 +353,8 @@ class HostsLab(Lab):
         if self.ray is None and (self.state.extra.get("configured") or self.state.extra.get("shaped")):
             from harness.testbed.cluster import TestbedRay
             self.ray = TestbedRay(self.tb)
-        errors = undo(self.state, self.ray, self.tb)
+        errors = undo(self.state, self.ray, self.tb, self.agent)
+        self.agent.close()
         if self._own_ray and self.ray is not None:
             self.ray.close()
             self.ray = None
@@ -409,11 +419,24 @@ def attach(state: LabState) -> HostsLab:
     return lab
 
 
-def undo(state: LabState, ray, tb: Testbed) -> list[str]:
+def undo(state: LabState, ray, tb: Testbed, agent: SshAgent | None = None) -> list[str]:
     """Undo what a hosts lab's journal records (its own run, or a killed one's); what could not be
-    undone, by machine."""
+    undone, by machine. `agent`: the lab's own ssh sessions (else sessions of its own, closed after)."""
+    mine = agent is None
+    agent = agent or ssh_agent(tb)
+    try:
+        return _undo(state, ray, tb, agent)
+    finally:
+        if mine:
+            agent.close()
+
+
+def _undo(state: LabState, ray, tb: Testbed, agent: SshAgent) -> list[str]:
     from harness.policy import node as policy_node
     errors = []
+
+    def call(machine: str, fn, *args):
+        return (agent if machine in agent.machines else ray).on(machine, fn, *args)
     if ray is not None:
         try:  # the ranks first: they hold ports and addresses
             ray.kill_actors(state.lab_id)
@@ -426,17 +449,17 @@ def undo(state: LabState, ray, tb: Testbed) -> list[str]:
             errors.append(f"{machine}: SONiC tables not restored ({exc})")
     for machine, journal in state.extra.get("policy", {}).items():
         try:
-            ray.on(machine, policy_node.clear, journal)
+            call(machine, policy_node.clear, journal)
         except Exception as exc:  # noqa: BLE001 — undo the rest, report this one
             errors.append(f"{machine}: policy not removed ({exc})")
     for machine, hops in state.extra.get("shaped", {}).items():
         try:
-            ray.on(machine, remote.unshape, [tuple(h) for h in hops])
+            call(machine, remote.unshape, [tuple(h) for h in hops])
         except Exception as exc:  # noqa: BLE001 — undo the rest, report this one
             errors.append(f"{machine}: impairment not removed ({exc})")
     for machine, added in state.extra.get("configured", {}).items():
         try:
-            ray.on(machine, remote.unconfigure, added)
+            call(machine, remote.unconfigure, added)
         except Exception as exc:  # noqa: BLE001
             errors.append(f"{machine}: addresses and routes not removed ({exc})")
     return errors

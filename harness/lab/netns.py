@@ -286,7 +286,7 @@ class NetnsLab(Lab):
         return rxe.device_name(self.lab_id, node)
 
     def _add_route(self, route) -> None:
-        from harness.lab.plan import route_request
+        from harness.lab.routes import route_request
         h = self.handle(route.node)
         kw = route_request(h, route.dst, route.family, [(nh.gateway, nh.ifname) for nh in route.nexthops])
         try:
@@ -351,7 +351,7 @@ class NetnsLab(Lab):
         log.info("lab %s: link %s %s", self.lab_id, link, "back in the routes" if up else "out of the routes")
 
     def _reroute(self, link: str) -> None:
-        from harness.lab.plan import route_request
+        from harness.lab.routes import route_request
         on_link = {(e.node, e.ifname) for e in self.plan.ends(link)}
         link_of = {(i.node, i.ifname): i.link for i in self.plan.ifaces.values()}
         for r in self.plan.routes:

@@ -15,6 +15,28 @@ def _ipr():
     return iproute_here()
 
 
+# the modules whose functions the hosts backend runs on a machine: importable from the ssh agent's
+# bundle by the machine's own python3 (harness.testbed.agent), nothing compiled among them
+OPERATIONS = ("harness.lab.remote", "harness.policy.node", "harness.policy.qos", "harness.rdma.counters",
+              "netem.shaper", "harness.capabilities", "harness.lab.nsctx", "harness.lab.routes")
+
+
+def imports(modules: tuple[str, ...] = OPERATIONS) -> dict[str, Any]:
+    """Import `modules` here: this Python's version and what they pulled in beyond the standard
+    library and the agent's bundle (empty: the machine needs nothing installed). What the
+    machine's own site loaded before (sitecustomize, .pth hooks) is not theirs."""
+    import importlib
+    import platform
+    import sys
+    before = set(sys.modules)
+    for name in modules:
+        importlib.import_module(name)
+    ours = {"harness", "netem", "pyroute2", "__mp_main__"}  # the last: multiprocessing's alias of __main__
+    new = {n.split(".")[0] for n in set(sys.modules) - before}
+    foreign = new - set(sys.stdlib_module_names) - set(sys.builtin_module_names) - ours
+    return {"python": platform.python_version(), "foreign": sorted(foreign)}
+
+
 def capabilities() -> dict[str, Any]:
     from harness.capabilities import probe
     caps = probe()
@@ -45,7 +67,7 @@ def configure(ports: list[dict], routes: list[dict], neighbours: list[dict]) -> 
                 ipr.neigh("replace", family=AF_INET, dst=n["dst"], lladdr=n["lladdr"],
                           ifindex=_index(ipr, n["ifname"]), state=0x80)  # NUD_PERMANENT
                 added["neighbours"].append(n)
-            from harness.lab.plan import route_request
+            from harness.lab.routes import route_request
             for r in routes:
                 for h in r["nexthops"]:
                     _index(ipr, h["ifname"])  # a missing port named, not an IndexError

@@ -13,6 +13,7 @@ from harness.testbed.versions import differences
 
 # a clock further off than this spoils one-way delays measured across machines (500 km is 2.5 ms)
 CLOCK_WARN_S = 0.001
+MIN_PYTHON = (3, 11)  # pyproject's requires-python: the agent's bundle is the same code
 # what metrolab runs on (docs/testbed.md, "Supported systems"): the releases its install and roles
 # are written for, and the RoCE NIC drivers whose lossless state `dcb` and sysfs read
 SYSTEMS = {("debian", "12"), ("debian", "13"), ("ubuntu", "22.04"), ("ubuntu", "24.04")}
@@ -180,6 +181,27 @@ def sonic_findings(tb: Testbed, tables: dict[str, dict | str]) -> list[Finding]:
     return out
 
 
+def agent_findings(got: dict[str, dict | str]) -> list[Finding]:
+    """Each machine reached over ssh only (`got`: machine -> remote.imports' answer through the ssh
+    agent, or why it failed): its Python runs metrolab's operations from the agent's bundle alone."""
+    out = []
+    for name, r in sorted(got.items()):
+        if isinstance(r, str):
+            out.append(Finding(name, "agent", "fail", f"metrolab's operations do not run there over ssh: {r}"))
+            continue
+        version = tuple(int(x) for x in r["python"].split(".")[:2])
+        if version < MIN_PYTHON:
+            out.append(Finding(name, "agent", "fail", f"Python {r['python']}: metrolab's operations need "
+                                                       f"{'.'.join(map(str, MIN_PYTHON))} or newer"))
+        elif r["foreign"]:
+            out.append(Finding(name, "agent", "fail", f"the operations pulled in {', '.join(r['foreign'])}, "
+                                                       "which the bundle does not carry"))
+        else:
+            out.append(Finding(name, "agent", "ok", f"operations run over ssh (Python {r['python']}, nothing "
+                                                     "of metrolab or Ray installed)"))
+    return out
+
+
 def _paths(tb: Testbed, facts: dict[str, dict | None]) -> list[Finding]:
     """MTU along each mapped link: both ports (and the emulator's two) at least the topology's MTU."""
     out = []
@@ -254,4 +276,20 @@ def run_check(tb: Testbed, *, needs_netem: bool = False, progress=None) -> Check
         except LabError as exc:
             tables[m.name] = str(exc)
     findings += sonic_findings(tb, tables)
+    from harness.lab import remote
+    from harness.testbed.agent import ssh_agent
+    agent, answers = ssh_agent(tb), {}
+    try:
+        for name in agent.machines:
+            if name in unreachable:
+                continue  # said already
+            if progress:
+                progress(f"metrolab's operations on {name} over ssh")
+            try:
+                answers[name] = agent.on(name, remote.imports)
+            except Exception as exc:  # noqa: BLE001 — what the machine's Python said, as the finding
+                answers[name] = f"{type(exc).__name__}: {exc}"
+    finally:
+        agent.close()
+    findings += agent_findings(answers)
     return CheckReport(tb.name, {k: v for k, v in facts.items() if v is not None}, findings)

@@ -113,3 +113,12 @@ def verify(tb: Testbed) -> dict[str, tuple[str, str]]:
 def ssh_args(known_hosts: Path) -> str:
     """What every ssh to the machines adds: the pinned keys, strictly."""
     return f"-o StrictHostKeyChecking=yes -o UserKnownHostsFile={shlex.quote(str(known_hosts))}"
+
+
+def ssh_argv(m: Machine, known_hosts: Path) -> list[str]:
+    """ssh to `m` as every metrolab ssh does: batch, its host key pinned, its key file."""
+    argv = ["ssh", "-p", str(m.ssh.port), "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
+            *shlex.split(ssh_args(known_hosts))]
+    if m.ssh.key:
+        argv += ["-i", m.ssh.key]
+    return [*argv, f"{m.ssh.user}@{m.mgmt}"]

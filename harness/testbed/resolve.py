@@ -56,9 +56,10 @@ class Testbed:
         return (self.by_role("compute") or self.by_role("storage") or self.spec.machines)[0]
 
     def ray_machines(self) -> list[Machine]:
-        """Machines that run a Ray node: those carrying topology hosts, and every wan-emulator and
-        Linux switch (operations on a machine run as Ray tasks pinned to it)."""
-        return [m for m in self.spec.machines if "sonic-switch" not in m.roles]
+        """Machines that run a Ray node: the compute and storage machines, which carry the
+        topology's hosts and their ranks. Switches and WAN emulators are reached over ssh only
+        (harness.testbed.agent): nothing of Ray or metrolab runs there."""
+        return [m for m in self.spec.machines if {"compute", "storage"} & set(m.roles)]
 
 
 def needs_emulation(link) -> bool:
@@ -90,8 +91,9 @@ def resolve(spec: TestbedSpec, file: str, topology: Topology) -> Testbed:
                                   "only a wan-emulator bridges ports (add the role)"))
     if spec.ray.head is not None and spec.ray.head not in machines:
         errs.append(SpecError(file, "ray.head", spec.ray.head, "no such machine"))
-    elif spec.ray.head is not None and "sonic-switch" in machines[spec.ray.head].roles:
-        errs.append(SpecError(file, "ray.head", spec.ray.head, "a SONiC switch runs no Ray node"))
+    elif spec.ray.head is not None and not {"compute", "storage"} & set(machines[spec.ray.head].roles):
+        errs.append(SpecError(file, "ray.head", spec.ray.head, "only compute and storage machines run a Ray node "
+                              "(switches and WAN emulators are reached over ssh)"))
     for node, mname in spec.map.nodes.items():
         if node not in topology.nodes:
             errs.append(SpecError(file, f"map.nodes.{node}", node, f"no such node in topology {topology.name}"))

@@ -18,7 +18,7 @@ from typing import Any
 from harness import sh
 from harness.errors import LabError
 from harness.policy import sonic_db
-from harness.testbed.hostkeys import ssh_args
+from harness.testbed.hostkeys import ssh_argv
 from harness.testbed.spec import Machine
 
 # the tables metrolab's lossless class writes (harness.policy.sonic.render): a snapshot of these
@@ -35,14 +35,9 @@ class SonicSwitch:
         self.redis = machine.vars.get("sonic_redis")
 
     def _argv(self, op: str) -> list[str]:
-        m = self.m
-        ssh = ["ssh", "-p", str(m.ssh.port), "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
-               *shlex.split(ssh_args(self.known_hosts))]
-        if m.ssh.key:
-            ssh += ["-i", m.ssh.key]
         script = base64.b64encode(Path(sonic_db.__file__).read_bytes()).decode()
-        remote = [m.python, "-c", LOADER, script, op] + (["--redis", self.redis] if self.redis else [])
-        return [*ssh, f"{m.ssh.user}@{m.mgmt}", shlex.join(remote)]
+        remote = [self.m.python, "-c", LOADER, script, op] + (["--redis", self.redis] if self.redis else [])
+        return [*ssh_argv(self.m, self.known_hosts), shlex.join(remote)]
 
     def call(self, op: str, payload: dict[str, Any]) -> Any:
         res = sh.run(self._argv(op), input=json.dumps(payload), check=False, timeout=self.timeout)

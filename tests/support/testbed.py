@@ -31,6 +31,11 @@ def changed(doc: dict) -> dict[str, list[str]]:
     return {h["host"]: h["changed"] for h in doc["hosts"]}
 
 
+def ray_machines(sb: Sandbox) -> set[str]:
+    """The sandbox's machines that run a Ray node (ranks'); switches and emulators are ssh only."""
+    return {m.name for m in sb.machines if {"compute", "storage"} & set(m.roles)}
+
+
 def ray_pids(sb: Sandbox) -> dict[str, list[int]]:
     out = {}
     for m in sb.machines:

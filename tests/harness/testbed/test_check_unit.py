@@ -148,3 +148,17 @@ def test_a_sonic_switchs_management_plane_and_its_mapped_ports_are_checked():
     assert len(bad) == 1 and bad[0].check == f"port {mapped[0]}" and f"no PORT|{mapped[0]}" in bad[0].detail
     found = check.sonic_findings(tb, {"gw-b": "SONiC switch gw-b (192.0.2.32): snapshot: RedisError: no Redis"})
     assert [(f.check, f.level) for f in found] == [("sonic", "fail")] and "no Redis" in found[0].detail
+
+
+def test_a_machine_reached_over_ssh_only_runs_the_operations_from_the_bundle():
+    tb = load_testbed(str(EXAMPLE))
+    agent = {m.name for m in tb.spec.machines} - {m.name for m in tb.ray_machines()}
+    assert agent and all(not {"compute", "storage"} & set(tb.machine(n).roles) for n in agent)
+    got = {f.machine: f for f in check.agent_findings({
+        "sw": {"python": "3.11.2", "foreign": []}, "old": {"python": "3.10.12", "foreign": []},
+        "odd": {"python": "3.12.3", "foreign": ["pydantic_core"]},
+        "gone": "LabError: machine gone (10.0.0.9): remote.imports over ssh failed (255): Connection refused"})}
+    assert got["sw"].level == "ok" and "nothing of metrolab or Ray installed" in got["sw"].detail
+    assert got["old"].level == "fail" and "3.10.12" in got["old"].detail and "3.11" in got["old"].detail
+    assert got["odd"].level == "fail" and "pydantic_core" in got["odd"].detail
+    assert got["gone"].level == "fail" and "Connection refused" in got["gone"].detail
