@@ -29,6 +29,7 @@ from harness.policy import sonic_db
 from harness.scenario.spec import load_scenario
 from harness.testbed.resolve import load_testbed
 from harness.testbed.sandbox import Sandbox
+from tests.support.sonic import config_db, hset, redis
 from tests.support.testbed import METROLAB, cli, lab_state, start_and_signal, sysctl
 
 pytestmark = pytest.mark.lab
@@ -134,25 +135,14 @@ class Switch:
         self.seen: list[tuple] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        r = sonic_db.Redis(self.where)
-        try:
-            r.call("SELECT", sonic_db.COUNTERS_DB)
-            r.call("HSET", "COUNTERS_PORT_NAME_MAP", self.c1_port, "oid:0x1000000000001", self.wan_port,
-                   "oid:0x1000000000002")
-            r.call("HSET", "COUNTERS_QUEUE_NAME_MAP", f"{self.c1_port}:3", "oid:0x1500000000013")
-            r.call("HSET", "COUNTERS:oid:0x1000000000002", "SAI_PORT_STAT_PFC_3_TX_PKTS", "0")
-            r.call("HSET", "COUNTERS:oid:0x1500000000013", "SAI_QUEUE_STAT_PACKETS", "0",
-                   "SAI_QUEUE_STAT_DROPPED_PACKETS", "0")
-        finally:
-            r.close()
+        with redis(self.where, sonic_db.COUNTERS_DB) as r:
+            hset(r, "COUNTERS_PORT_NAME_MAP", {self.c1_port: "oid:0x1000000000001", self.wan_port: "oid:0x1000000000002"})
+            hset(r, "COUNTERS_QUEUE_NAME_MAP", {f"{self.c1_port}:3": "oid:0x1500000000013"})
+            hset(r, "COUNTERS:oid:0x1000000000002", {"SAI_PORT_STAT_PFC_3_TX_PKTS": "0"})
+            hset(r, "COUNTERS:oid:0x1500000000013", {"SAI_QUEUE_STAT_PACKETS": "0", "SAI_QUEUE_STAT_DROPPED_PACKETS": "0"})
 
     def config_db(self) -> dict[str, dict[str, str]]:
-        r = sonic_db.Redis(self.where)
-        try:
-            r.call("SELECT", sonic_db.CONFIG_DB)
-            return r.hashes(r.keys("*"))
-        finally:
-            r.close()
+        return config_db(self.where)
 
     def state(self) -> tuple:
         """(PFC on c1's port, SWITCH_HASH's fields): what of metrolab's is in force."""
@@ -165,13 +155,9 @@ class Switch:
             state = self.state()
             if not self.seen or self.seen[-1] != state:
                 self.seen.append(state)
-            r = sonic_db.Redis(self.where)
-            try:
-                r.call("SELECT", sonic_db.COUNTERS_DB)
+            with redis(self.where, sonic_db.COUNTERS_DB) as r:
                 r.call("HINCRBY", "COUNTERS:oid:0x1000000000002", "SAI_PORT_STAT_PFC_3_TX_PKTS", "1")
                 r.call("HINCRBY", "COUNTERS:oid:0x1500000000013", "SAI_QUEUE_STAT_PACKETS", "100")
-            finally:
-                r.close()
 
     def __enter__(self) -> Switch:
         self._thread = threading.Thread(target=self._poll, daemon=True)

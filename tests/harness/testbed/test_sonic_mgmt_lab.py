@@ -22,6 +22,7 @@ from harness.testbed import hostkeys
 from harness.testbed.resolve import load_testbed
 from harness.testbed.sandbox import Sandbox
 from harness.testbed.sonic_mgmt import SonicSwitch
+from tests.support.sonic import config_db, hset, redis
 
 pytestmark = pytest.mark.lab
 TOPOLOGY = Path(__file__).with_name("main-host-kernel.yaml")
@@ -42,33 +43,20 @@ OWN_CONFIG = {
 
 
 def seed(sock: Path) -> None:
-    r = sonic_db.Redis(f"unix:{sock}")
-    try:
-        r.call("SELECT", sonic_db.CONFIG_DB)
+    with redis(sock, sonic_db.CONFIG_DB) as r:
         for key, fields in OWN_CONFIG.items():
-            r.call("HSET", key, *[x for kv in fields.items() for x in kv])
-        r.call("SELECT", sonic_db.COUNTERS_DB)
-        r.call("HSET", "COUNTERS_PORT_NAME_MAP", *[x for kv in PORT_OID.items() for x in kv])
-        r.call("HSET", "COUNTERS_QUEUE_NAME_MAP", *[x for kv in QUEUE_OID.items() for x in kv])
-        r.call("HSET", f"COUNTERS:{PORT_OID['Ethernet0']}", "SAI_PORT_STAT_PFC_3_TX_PKTS", "17",
-               "SAI_PORT_STAT_PFC_3_RX_PKTS", "5", "SAI_PORT_STAT_PFC_4_TX_PKTS", "0", "SAI_PORT_STAT_PFC_4_RX_PKTS", "0",
-               "SAI_PORT_STAT_IF_IN_DISCARDS", "2", "SAI_PORT_STAT_IF_OUT_DISCARDS", "9")
-        r.call("HSET", f"COUNTERS:{QUEUE_OID['Ethernet0:3']}", "SAI_QUEUE_STAT_PACKETS", "1000",
-               "SAI_QUEUE_STAT_DROPPED_PACKETS", "3", "SAI_QUEUE_STAT_WRED_ECN_MARKED_PACKETS", "42")
-        r.call("HSET", f"PERSISTENT_WATERMARKS:{QUEUE_OID['Ethernet0:3']}", "SAI_QUEUE_STAT_SHARED_WATERMARK_BYTES",
-               "65536")
-    finally:
-        r.close()
-
-
-def config_db(sock: Path) -> dict[str, dict[str, str]]:
-    """Every key of CONFIG_DB, read on the switch's own socket."""
-    r = sonic_db.Redis(f"unix:{sock}")
-    try:
-        r.call("SELECT", sonic_db.CONFIG_DB)
-        return r.hashes(r.keys("*"))
-    finally:
-        r.close()
+            hset(r, key, fields)
+    with redis(sock, sonic_db.COUNTERS_DB) as r:
+        hset(r, "COUNTERS_PORT_NAME_MAP", PORT_OID)
+        hset(r, "COUNTERS_QUEUE_NAME_MAP", QUEUE_OID)
+        hset(r, f"COUNTERS:{PORT_OID['Ethernet0']}", {
+            "SAI_PORT_STAT_PFC_3_TX_PKTS": "17", "SAI_PORT_STAT_PFC_3_RX_PKTS": "5", "SAI_PORT_STAT_PFC_4_TX_PKTS": "0",
+            "SAI_PORT_STAT_PFC_4_RX_PKTS": "0", "SAI_PORT_STAT_IF_IN_DISCARDS": "2",
+            "SAI_PORT_STAT_IF_OUT_DISCARDS": "9"})
+        hset(r, f"COUNTERS:{QUEUE_OID['Ethernet0:3']}", {
+            "SAI_QUEUE_STAT_PACKETS": "1000", "SAI_QUEUE_STAT_DROPPED_PACKETS": "3",
+            "SAI_QUEUE_STAT_WRED_ECN_MARKED_PACKETS": "42"})
+        hset(r, f"PERSISTENT_WATERMARKS:{QUEUE_OID['Ethernet0:3']}", {"SAI_QUEUE_STAT_SHARED_WATERMARK_BYTES": "65536"})
 
 
 @pytest.fixture(scope="module")
