@@ -157,10 +157,6 @@ def run_sweep(lab, points: list[GbnPoint], *, blocks: int, seed: int, rate_bps: 
 
 
 def _link_drops(lab, link: str) -> int:
-    """Packets the link's qdiscs dropped, both ends (netem's loss is counted as its drops)."""
-    total = 0
-    for end in lab.plan.ends(link):
-        h = lab.handle(end.node)
-        idx = h.link_lookup(ifname=end.ifname)[0]
-        total += sum(q.get_attr("TCA_STATS")["drop"] for q in h.get_qdiscs(index=idx) if q.get_attr("TCA_STATS"))
-    return total
+    """Packets the link's qdiscs dropped, both ends: the lab's own count, each tree's root (a
+    classful parent counts its children's drops: summing every qdisc counted them twice)."""
+    return lab.link_counters(link, ecn=False)[1]

@@ -167,6 +167,7 @@ class Sandbox:
                 "ssh": {"user": "root", "key": str(self.key)}, "python": "/usr/bin/python3",
                 "vars": {"metrolab_root": str(root), "metrolab_venv": sys.prefix,
                          "roce_host_packages_check_only": True, "linux_switch_packages_check_only": True,
+                         "metrolab_packages_check_only": True,
                          "roce_host_udev_rules": str(root / "90-metrolab-rxe.rules"),
                          "roce_host_sysctl_file": str(root / "90-metrolab-roce.conf"),
                          "linux_switch_sysctl_file": str(root / "90-metrolab-switch.conf"),

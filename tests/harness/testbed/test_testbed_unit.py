@@ -189,3 +189,20 @@ def test_a_sonic_switch_takes_pfc_ecn_and_the_hash_and_refuses_the_rest_before_a
                                                  "flow_control": {"kind": "tail-drop"}}))
     with pytest.raises(CapabilityError, match=r"gw-b is a SONiC switch .*nothing of metrolab runs there"):
         lab.on("gw-b", print)
+
+
+def test_the_sonic_example_puts_ray_on_the_servers_and_reaches_the_rest_by_ssh():
+    """ansible/examples/testbed-sonic.yaml, the lab engineer's case: three RoCE servers, a SONiC
+    switch, a Linux WAN emulator."""
+    from harness.lab.hosts import HostsLab
+    from harness.testbed.agent import ssh_agent
+    tb = load_testbed(EXAMPLE.with_name("testbed-sonic.yaml"))
+    servers = {"srv-a1", "srv-a2", "srv-b1"}
+    assert {m.name for m in tb.ray_machines()} == servers and tb.ray_head.name == "srv-a1"
+    assert set(ssh_agent(tb).machines) == {"wan-1"}  # ssh only; the SONiC switch through its management plane
+    assert set(inventory(tb)["all"]["children"]["ray_nodes"]["hosts"]) == servers
+    lab = HostsLab(tb)
+    assert lab.sonic_nodes() == {"gw-a"}
+    # the 100 km span is shaped on the emulator's two ports, the SONiC switch's ports not at all
+    assert {lk.name: {h.machine for h in lab.shaped_hops(lk.name)} for lk in tb.topology.links} == {
+        "a1-gw-a": {"srv-a1"}, "a2-gw-a": {"srv-a2"}, "wan-ab": {"wan-1"}}
