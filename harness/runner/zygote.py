@@ -165,7 +165,12 @@ class Zygote:
     _instance: Zygote | None = None
 
     def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="metrolab-zygote-")
+        # in the state directory (/run: tmpfs), never the system's temp dir: the vm backend shares a
+        # run's output directory with the guest at its own path, and an output in /tmp puts 9p over
+        # the guest's /tmp, where a Unix socket cannot be bound (ENXIO)
+        run = Path(settings.get("METROLAB_STATE_DIR"))
+        run.mkdir(parents=True, exist_ok=True)
+        self.dir = tempfile.mkdtemp(prefix="zygote-", dir=run)
         self.path = str(Path(self.dir) / "sock")
         env = os.environ | SINGLE_THREAD_ENV
         self.proc = subprocess.Popen([sys.executable, "-m", "harness.runner.zygote", self.path], env=env,
