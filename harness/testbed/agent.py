@@ -52,7 +52,7 @@ sys.path.insert(0,'/proc/self/fd/%d'%fd)
 import importlib
 def err(e):
  import traceback;traceback.print_exc()
- try:pickle.dumps(e);return e
+ try:pickle.loads(pickle.dumps(e));return e
  except Exception:return RuntimeError('%s: %s'%(type(e).__name__,e))
 for line in inp:
  try:
@@ -195,7 +195,10 @@ def request(fn: Callable, args: tuple, kw: dict) -> bytes:
 
 def answer(line: bytes) -> Any:
     """The call's result, or the exception it raised there."""
-    ok, value = pickle.loads(base64.b64decode(line))
+    try:
+        ok, value = pickle.loads(base64.b64decode(line))
+    except Exception as exc:  # noqa: BLE001 — a class this controller cannot rebuild: say so
+        raise LabError(f"an answer this controller cannot read ({type(exc).__name__}: {exc})") from None
     if not ok:
         raise value
     return value

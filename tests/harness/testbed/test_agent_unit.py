@@ -4,6 +4,7 @@ The sandbox tests run it over ssh on every switch and WAN emulator."""
 
 from __future__ import annotations
 
+import base64
 import shutil
 import sys
 import time
@@ -13,7 +14,7 @@ import pytest
 from harness.errors import LabError
 from harness.lab import remote
 from harness.policy import node
-from harness.testbed.agent import LOADER, Session
+from harness.testbed.agent import LOADER, Session, answer
 
 pytestmark = pytest.mark.unit
 BARE = (shutil.which("python3", path="/usr/bin"), "-S")
@@ -55,3 +56,9 @@ def test_an_error_there_is_raised_here_as_itself_and_the_session_goes_on(here):
     refused = ["/bin/sh", "-c", "echo 'ssh: connect to host 10.0.0.9 port 22: Connection refused' >&2; exit 255"]
     with pytest.raises(LabError, match=r"machine gone: .*connection closed \(rc 255\): ssh: connect"):
         Session(refused, "machine gone").call(remote.imports, (), {}, 10)  # refused sending the bundle, or after
+
+
+def test_an_answer_the_controller_cannot_rebuild_is_named():
+    # a pickle naming a class this side does not have (a module only the machine had)
+    with pytest.raises(LabError, match="an answer this controller cannot read"):
+        answer(base64.b64encode(b"cnosuchmodule\nThing\n."))
