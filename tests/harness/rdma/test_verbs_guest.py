@@ -52,12 +52,22 @@ BW_DELAY_S, BW_SIZE, BW_ITERS = 0.0025, 16384, 1600
 
 
 def test_tool_and_perftest_agree_on_the_same_link(pair):
-    ours = run_pair(pair, "b1", "a1", mode="lat", size=2, iters=1000, port=19102)["client"]
-    ref = perftest.run(pair, "b1", "a1", "ib_write_lat", size=2, iters=1000, port=19103).values
-    # the floor: under TCG the typical figure of a Python poller swings with the emulator's scheduling
-    # (1.0-2.0x perftest's run to run), and so does its minimum (1.1x-1.9x seen); a poller that
-    # sleeps or blocks per completion (~1 ms) is what this must catch, and it does at 3x
-    assert ours["t_min_us"] <= 3 * ref["t_min_us"], (ours, ref)
+    # the typical round trip (median), best of interleaved rounds. Under TCG a Python waiter's median
+    # swings 1.0-2.0x perftest's run to run; a waiter that blocks ~1 ms per message is what this
+    # catches at 3x (its medians read 626 and 624 us against perftest's 124: shown by sabotage). One
+    # that sleeps only while the reply is not there yet mostly escapes it: the reply usually lands
+    # while Python is still posting (such a waiter's medians read 622 and 187 us), and its minimum
+    # does (94 us: the minimum, this check's old statistic, cannot see it). Interleaved: a burst of
+    # host load during one run (ours once read a 409 us minimum against perftest's 94, measured one
+    # after the other) must hit every round of one tool to decide it
+    floor: dict[str, list[float]] = {"ours": [], "perftest": []}
+    for i in range(2):
+        floor["ours"].append(run_pair(pair, "b1", "a1", mode="lat", size=2, iters=500,
+                                      port=19102 + 2 * i)["client"]["t_typical_us"])
+        floor["perftest"].append(perftest.run(pair, "b1", "a1", "ib_write_lat", size=2, iters=500,
+                                              port=19103 + 2 * i).values["t_typical_us"])
+    print(json.dumps({"t_typical_us": floor}))
+    assert min(floor["ours"]) <= 3 * min(floor["perftest"]), floor
 
     # interleaved rounds, best of each: one run of either swings 2x under TCG with the emulator's
     # scheduling (best-of ratios 0.70-1.1 seen, one perftest round of three at 1.45x its others).
