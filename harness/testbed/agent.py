@@ -68,7 +68,7 @@ for line in inp:
 @cache
 def bundle() -> bytes:
     """metrolab's packages and pyroute2, their .py files zipped (built once per process)."""
-    import pyroute2
+    import pyroute2  # deferred: its files, not its code, are what this needs
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         trees = [(ROOT / p, p) for p in PACKAGES] + [(Path(pyroute2.__file__).parent, "pyroute2")]
