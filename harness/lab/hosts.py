@@ -7,9 +7,9 @@ bridged ports, one direction each: `wan_ports[0]` faces the link's end a) or on 
 plain link; counters are read on the machines; ranks start on their machines (Ray tasks and
 actors pinned to `host:<machine>`). Machines that run no ranks — Linux switches, WAN emulators —
 run no Ray node either: the same operations reach them over ssh (`harness.testbed.agent`: the
-code shipped with each call, the machine's own python3, nothing installed there). Every change is journaled on the controller before it is
-made and undone by `down` — on success, error and Ctrl-C — and by `metrolab testbed clean`
-after a killed run.
+code shipped once per session to the machine's own python3, nothing installed there). Every
+change is journaled on the controller before it is made and undone by `down` — on success, error
+and Ctrl-C — and by `metrolab testbed clean` after a killed run.
 
 Policies run on the machines with the netns backend's own code (`harness.policy.node`, run
 there): queues on a switch's or host's port (tail-drop, deep buffer, ECN, per-flow, slices), the
@@ -110,7 +110,7 @@ class HostsLab(Lab):
 
     def call(self, machine: str, fn, *args, **kw):
         """`fn` run on `machine`: a Ray task on a Ray node's machine, else over ssh."""
-        return (self.agent if machine in self.agent.machines else self.ray).on(machine, fn, *args, **kw)
+        return via(machine, self.agent, self.ray).on(machine, fn, *args, **kw)
 
     def spawn(self, node: str, argv: list[str], env: dict[str, str], timeout: float = 3600, **_popen):
         """`python ARGV` on the node's machine (a Ray task), as a process handle."""
@@ -419,6 +419,11 @@ def attach(state: LabState) -> HostsLab:
     return lab
 
 
+def via(machine: str, agent: SshAgent, ray):
+    """What reaches `machine`: the ssh agent where it runs no Ray node, else the testbed's Ray."""
+    return agent if machine in agent.machines else ray
+
+
 def undo(state: LabState, ray, tb: Testbed, agent: SshAgent | None = None) -> list[str]:
     """Undo what a hosts lab's journal records (its own run, or a killed one's); what could not be
     undone, by machine. `agent`: the lab's own ssh sessions (else sessions of its own, closed after)."""
@@ -436,7 +441,7 @@ def _undo(state: LabState, ray, tb: Testbed, agent: SshAgent) -> list[str]:
     errors = []
 
     def call(machine: str, fn, *args):
-        return (agent if machine in agent.machines else ray).on(machine, fn, *args)
+        return via(machine, agent, ray).on(machine, fn, *args)
     if ray is not None:
         try:  # the ranks first: they hold ports and addresses
             ray.kill_actors(state.lab_id)

@@ -10,6 +10,9 @@ from harness.errors import SpecError, SpecErrors
 from harness.spec.resolve import Topology
 from harness.testbed.spec import LinkMap, Machine, TestbedSpec
 
+# the roles of the machines that carry the topology's hosts: their ranks run on a Ray node there
+RAY_ROLES = frozenset({"compute", "storage"})
+
 
 @dataclass
 class Testbed:
@@ -59,7 +62,7 @@ class Testbed:
         """Machines that run a Ray node: the compute and storage machines, which carry the
         topology's hosts and their ranks. Switches and WAN emulators are reached over ssh only
         (harness.testbed.agent): nothing of Ray or metrolab runs there."""
-        return [m for m in self.spec.machines if {"compute", "storage"} & set(m.roles)]
+        return [m for m in self.spec.machines if RAY_ROLES & set(m.roles)]
 
 
 def needs_emulation(link) -> bool:
@@ -91,7 +94,7 @@ def resolve(spec: TestbedSpec, file: str, topology: Topology) -> Testbed:
                                   "only a wan-emulator bridges ports (add the role)"))
     if spec.ray.head is not None and spec.ray.head not in machines:
         errs.append(SpecError(file, "ray.head", spec.ray.head, "no such machine"))
-    elif spec.ray.head is not None and not {"compute", "storage"} & set(machines[spec.ray.head].roles):
+    elif spec.ray.head is not None and not RAY_ROLES & set(machines[spec.ray.head].roles):
         errs.append(SpecError(file, "ray.head", spec.ray.head, "only compute and storage machines run a Ray node "
                               "(switches and WAN emulators are reached over ssh)"))
     for node, mname in spec.map.nodes.items():
@@ -101,7 +104,7 @@ def resolve(spec: TestbedSpec, file: str, topology: Topology) -> Testbed:
             errs.append(SpecError(file, f"map.nodes.{node}", mname,
                                   f"no such machine (machines: {', '.join(sorted(machines))})"))
         elif node in topology.nodes and topology.nodes[node].kind == "host" and \
-                not {"compute", "storage"} & set(machines[mname].roles):
+                not RAY_ROLES & set(machines[mname].roles):
             errs.append(SpecError(file, f"map.nodes.{node}", mname, "a host maps to a compute or storage machine"))
     for node in topology.nodes:
         if node not in spec.map.nodes:

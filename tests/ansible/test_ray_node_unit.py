@@ -26,7 +26,7 @@ BIN = Path(sys.executable).parent
 def render(tmp_path: Path, **extra) -> Path:
     out = tmp_path / f"metrolab-ray-{'head' if extra.get('ray_node_head') else 'worker'}.service"
     play = [{"hosts": "all", "connection": "local", "gather_facts": False,
-             "vars_files": [str(ROLE / "defaults" / "main.yml")],
+             "vars_files": [str(ROLE / "defaults" / "main.yml"), str(ROLE / "vars" / "main.yml")],
              "tasks": [{"name": "The unit", "ansible.builtin.template": {
                  "src": str(ROLE / "templates" / "metrolab-ray.service.j2"), "dest": str(out), "mode": "0644"}}]}]
     (tmp_path / "play.yml").write_text(yaml.safe_dump(play))

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from harness.lab.nsctx import in_netns, pids_in_netns
+from harness.testbed.resolve import RAY_ROLES
 from harness.testbed.sandbox import Sandbox
 
 METROLAB = str(Path(sys.executable).parent / "metrolab")
@@ -33,7 +34,7 @@ def changed(doc: dict) -> dict[str, list[str]]:
 
 def ray_machines(sb: Sandbox) -> set[str]:
     """The sandbox's machines that run a Ray node (ranks'); switches and emulators are ssh only."""
-    return {m.name for m in sb.machines if {"compute", "storage"} & set(m.roles)}
+    return {m.name for m in sb.machines if RAY_ROLES & set(m.roles)}
 
 
 def ray_pids(sb: Sandbox) -> dict[str, list[int]]:
