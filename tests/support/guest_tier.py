@@ -1,6 +1,7 @@
 """The guest tier: tests marked `guest` need netem and Soft-RoCE. Where the host kernel lacks
 them, this plugin boots the guest kernel once, runs all of them there in one pytest session,
-and reports each result back into the host's session as if it had run here. Where the host
+and reports each result back into the host's session as if it had run here (a guest kernel that
+crashes part-way is booted again for the tests it did not finish). Where the host
 has them (GitHub Actions with rxe, lab hosts), they simply run here."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from _pytest.reports import TestReport
 # the whole guest tier, one boot: 30-38 min here, and CI's machine was slower (a run hit a 40-min
 # limit and every guest test errored). CI's hard limit is 90 min, the host tier ~17 of them
 TIER_TIMEOUT_S = 65 * 60
+CRASH_REBOOTS = 2  # a guest kernel that crashes mid-tier (TCG, harness/vm/guest_pin.sh) is booted again
 
 
 def in_guest() -> bool:
@@ -48,6 +50,16 @@ def completed(phases: list[dict] | None, error: str | None) -> list[dict]:
                       "longrepr": f"did not finish in the guest: {why}"}]
 
 
+def after_crash(got: dict[str, list[dict]], todo: list[str]) -> tuple[dict[str, list[dict]], list[str], str | None]:
+    """After the guest crashed part-way through `todo`: (the tests that finished, with their phases;
+    those to run again, in order; the one the crash hit, if it had begun). A test finished when its
+    teardown was reported; one begun and cut short runs again from its setup."""
+    done = {n: got[n] for n in todo if any(ph["when"] == "teardown" for ph in got.get(n, ()))}
+    again = [n for n in todo if n not in done]
+    hit = next((n for n in again if n in got), None)
+    return done, again, hit
+
+
 class GuestTier:
     def __init__(self, config):
         self.config = config
@@ -55,6 +67,7 @@ class GuestTier:
         self.results: dict[str, list[dict]] | None = None
         self.error: str | None = None
         self.exit_code: int | None = None
+        self.crashes: dict[str, str] = {}  # nodeid -> the guest crash it was running in (then rerun)
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, session, config, items):
@@ -83,48 +96,81 @@ class GuestTier:
 
     def _run_in_guest(self) -> None:
         from harness.vm.kernel import prepare_kernel
-        from harness.vm.qemu import Guest
+        from harness.vm.qemu import Guest, GuestCrash
         self.results = {}
-        nodeids = [i.nodeid for i in self.items]
+        todo = [i.nodeid for i in self.items]
         t0 = time.monotonic()
-        report: Path | None = None
         try:
             kernel = prepare_kernel(self._write)
             guest = Guest(kernel)
-            self._write(f"\nguest tier: {len(nodeids)} tests in guest kernel {kernel.release} "
-                        f"({guest.accel}: {guest.accel_why})")
-            import tempfile
-            share = Path(tempfile.mkdtemp(prefix="guest-tier-")) / "run"
-            share.mkdir()
-            report = share / "report.jsonl"  # on the share: written by the guest, read here
-            argv = [sys.executable, "-m", "pytest", "-p", "tests.support.guest_report", "-p", "no:cacheprovider",
-                    "-v" if self.config.option.verbose > 0 else "-q", "-rfEs",
-                    f"--color={'yes' if self.config.get_terminal_writer().hasmarkup else 'no'}", *nodeids]
-            # netem's calibration (~17 s under TCG) reused for the boot, not remeasured per lab after a
-            # minute: the tests that judge a calibrated delay remove it and measure their own
-            env = {"METROLAB_GUEST_REPORT": str(report), "COLUMNS": "160",
-                   "METROLAB_NETEM_CALIBRATION_MAX_AGE_S": str(TIER_TIMEOUT_S)}
-            res = guest.run(argv, cwd=self.config.rootpath, env=env,
-                            timeout=TIER_TIMEOUT_S, results_dir=share,
-                            on_line=lambda line: self._write(f"guest| {line}"),
-                            on_log=lambda line: self._write(f"guest! {line}") if "Traceback" in line or
-                            line.startswith("E ") else None)
-            self.results = read_report(report)
+        except Exception as exc:  # noqa: BLE001 — no guest at all: every test fails with the reason
+            self.error = f"{type(exc).__name__}: {exc}"
+            self._write(f"guest tier failed: {self.error}")
+            return
+        self._write(f"\nguest tier: {len(todo)} tests in guest kernel {kernel.release} ({guest.accel}: {guest.accel_why})")
+        for boot in range(CRASH_REBOOTS + 1):
+            report = self._share() / "report.jsonl"  # on the share: written by the guest, read here
+            try:
+                res = self._boot(guest, todo, report, TIER_TIMEOUT_S - (time.monotonic() - t0), boot)
+            except GuestCrash as exc:
+                # the emulator's fault, not a test's (harness/vm/guest_pin.sh): what finished keeps its
+                # result, the rest runs again in a fresh guest, the test it hit first among them
+                done, todo, hit = after_crash(read_report(report), todo)
+                self.results.update(done)
+                left = TIER_TIMEOUT_S - (time.monotonic() - t0)
+                if boot == CRASH_REBOOTS or not todo or left < 120:
+                    self.error = f"GuestCrash: {exc}"
+                    self.results.update(read_report(report))
+                    self._write(f"guest tier failed: {self.error}")
+                    return
+                if hit is not None:
+                    self.crashes[hit] = str(exc)
+                self._write(f"guest tier: {exc}; {len(todo)} unfinished tests run again in a fresh guest"
+                            + (f", from {hit}" if hit else ""))
+                continue
+            except Exception as exc:  # noqa: BLE001 — the guest itself failed: every test it did not finish fails with the reason
+                self.error = f"{type(exc).__name__}: {exc}"
+                self._write(f"guest tier failed: {self.error}")
+                self.results.update(read_report(report))  # what finished before (a timeout) keeps its own result
+                return
+            got = read_report(report)
+            self.results.update(got)
             self.exit_code = res.exit_code
             self._write(f"guest tier: pytest exit {res.exit_code}, boot {res.boot_s:.1f} s, "
                         f"{time.monotonic() - t0:.0f} s in all")
-            if not self.results:
+            if not got:
                 self.error = f"the guest's pytest reported nothing (exit {res.exit_code}): " + " | ".join(res.output[-10:])
-        except Exception as exc:  # noqa: BLE001 — the guest itself failed: every test it did not finish fails with the reason
-            self.error = f"{type(exc).__name__}: {exc}"
-            self._write(f"guest tier failed: {self.error}")
-            if report is not None:
-                self.results = read_report(report)  # what finished before (a timeout) keeps its own result
+            return
+
+    @staticmethod
+    def _share() -> Path:
+        import tempfile
+        share = Path(tempfile.mkdtemp(prefix="guest-tier-")) / "run"
+        share.mkdir()
+        return share
+
+    def _boot(self, guest, nodeids: list[str], report: Path, timeout: float, boot: int):
+        argv = [sys.executable, "-m", "pytest", "-p", "tests.support.guest_report", "-p", "no:cacheprovider",
+                "-v" if self.config.option.verbose > 0 else "-q", "-rfEs",
+                f"--color={'yes' if self.config.get_terminal_writer().hasmarkup else 'no'}", *nodeids]
+        # netem's calibration (~17 s under TCG) reused for the boot, not remeasured per lab after a
+        # minute: the tests that judge a calibrated delay remove it and measure their own
+        env = {"METROLAB_GUEST_REPORT": str(report), "METROLAB_GUEST_BOOT": str(boot), "COLUMNS": "160",
+               "METROLAB_NETEM_CALIBRATION_MAX_AGE_S": str(TIER_TIMEOUT_S)}
+        return guest.run(argv, cwd=self.config.rootpath, env=env, timeout=timeout, results_dir=report.parent,
+                         on_line=lambda line: self._write(f"guest| {line}"),
+                         on_log=lambda line: self._write(f"guest! {line}") if "Traceback" in line or
+                         line.startswith("E ") else None)
 
     def _report(self, item) -> None:
         ihook = item.ihook
         ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
         phases = completed(self.results.get(item.nodeid) if self.results else None, self.error)
+        if item.nodeid in self.crashes:  # said where the report is read (terminal, JUnit)
+            note = ("guest kernel crash", f"a guest crashed during this test and it ran again in a fresh "
+                                          f"one: {self.crashes[item.nodeid]}")
+            phases = [{**ph, "sections": [*ph.get("sections", []), note]} if ph["when"] == "call" else ph
+                      for ph in phases]
         now = time.time()
         for ph in phases:
             longrepr = ph["longrepr"]

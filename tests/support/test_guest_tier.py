@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.support.guest_tier import completed, read_report
+from tests.support.guest_tier import after_crash, completed, read_report
 
 pytestmark = pytest.mark.unit
 
@@ -36,3 +36,14 @@ def test_a_failed_phase_is_reported_as_the_guest_wrote_it(tmp_path):
     failed = [phase("t::x", "setup"), phase("t::x", "call", "failed")]
     assert completed(failed, None) == failed
     assert read_report(tmp_path / "missing.jsonl") == {}
+
+
+def test_after_a_crash_what_finished_stays_and_the_rest_runs_again_from_the_one_it_hit():
+    todo = ["t::a", "t::b", "t::c", "t::d"]
+    got = {"t::a": [phase("t::a", w) for w in ("setup", "call", "teardown")],
+           "t::b": [phase("t::b", "setup"), phase("t::b", "call", "failed"), phase("t::b", "teardown")],
+           "t::c": [phase("t::c", "setup")]}  # the crash came during c's call
+    done, again, hit = after_crash(got, todo)
+    assert done == {"t::a": got["t::a"], "t::b": got["t::b"]}  # a failure that finished is a result
+    assert again == ["t::c", "t::d"] and hit == "t::c"
+    assert after_crash({}, todo) == ({}, todo, None)  # crashed before the first test began
