@@ -55,7 +55,7 @@ def rtt_window(distances=(0, 100, 250, 500), count: int = 500, fresh: bool = Tru
     """One window: a star lab built here (host or guest kernel) with a fresh netem calibration, every
     distance pinged at once; RTT floors (5th percentile) and medians in ms, the calibration's fit."""
     from harness.lab.netns import NetnsLab
-    from harness.lab.probe import concurrent_rtts, rtt_floor
+    from netem.probe import concurrent_rtts, rtt_floor
     if fresh:
         from netem.calibrate import _cache_file
         _cache_file().unlink(missing_ok=True)

@@ -53,7 +53,7 @@ QDISC_ARGS = {"netem": ["delay", "1ms"], "tbf": ["rate", "1mbit", "burst", "1638
 def _probe_qdiscs() -> dict[str, Capability]:
     from pyroute2 import netns
 
-    from harness.lab.nsctx import iproute
+    from harness.kernel.nsctx import iproute
 
     name = f"mlprobe{os.getpid()}"
     out: dict[str, Capability] = {}
@@ -92,7 +92,7 @@ def _probe_srv6(ns: str) -> Capability:
 
     from pyroute2.netlink.exceptions import NetlinkError
 
-    from harness.lab.nsctx import iproute
+    from harness.kernel.nsctx import iproute
     try:
         with iproute(ns) as h:
             h.route("add", dst="198.51.100.0/24", family=AF_INET, oif=h.link_lookup(ifname="d0")[0],

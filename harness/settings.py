@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -75,6 +76,13 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
 def get(name: str) -> Any:
     """The value of `name` (a key of SETTINGS), typed, or its default."""
     return SETTINGS[name].read()
+
+
+def state_dir() -> Path:
+    """METROLAB_STATE_DIR, made when first asked for (lab journals, netem's calibration)."""
+    d = Path(get("METROLAB_STATE_DIR"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
 
 
 def in_guest() -> bool:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import CapabilityError, LabError
-from harness.lab.nsctx import NETNS_RUN_DIR
+from harness.kernel.nsctx import NETNS_RUN_DIR
 
 log = logging.getLogger(__name__)
 

@@ -18,14 +18,18 @@ the estimates, which left every calibrated link 20-60 us per round trip longer t
 
 from __future__ import annotations
 
+import json
+import platform
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from pyroute2 import netns
 
 from harness import settings
-from harness.lab.nsctx import iproute
+from harness.kernel.nsctx import iproute
+from netem.probe import concurrent_rtts, rtt_floor
 
 PROBE_DELAYS_S = (0.5e-3, 2.5e-3)
 MAX_AGE_S = settings.get("METROLAB_NETEM_CALIBRATION_MAX_AGE_S")
@@ -47,13 +51,10 @@ class NetemFit:
 
 
 def _cache_file():
-    from harness.lab.state import state_dir
-    return state_dir() / "netem-fit.json"
+    return settings.state_dir() / "netem-fit.json"
 
 
 def _boot_id() -> str:
-    import platform
-    from pathlib import Path
     return platform.release() + ":" + Path("/proc/sys/kernel/random/boot_id").read_text().strip()
 
 
@@ -61,7 +62,6 @@ def measure_fit(prefix: str, record=lambda name: None) -> NetemFit:
     """netem's per-qdisc delivery fit on this kernel, cached for MAX_AGE_S: under TCG the
     overhead drifts by ~25 us per qdisc over minutes, so a stale figure costs a few percent at
     100 km (METROLAB_NETEM_OFFSET_US overrides it)."""
-    import json
     forced = settings.get("METROLAB_NETEM_OFFSET_US")
     if forced is not None:
         return NetemFit(float(forced) * 1e-6, 1.0)
@@ -79,7 +79,6 @@ def measure_fit(prefix: str, record=lambda name: None) -> NetemFit:
 
 
 def _measure(prefix: str, record) -> NetemFit:
-    from harness.lab.probe import concurrent_rtts
     a, b = f"{prefix}-cal-a", f"{prefix}-cal-b"
     for name in (a, b):
         record(name)
@@ -112,7 +111,6 @@ def fit_from_runs(runs: list[dict]) -> NetemFit:
     """The per-qdisc offset from concurrent RTT samples {0.0: plain, d: netem at d on both ends}: each
     run and probe delay gives (floor_d - floor_plain) / 2 - d; the median of those estimates is the
     offset (pure; unit-tested)."""
-    from harness.lab.probe import rtt_floor
     estimates = []
     for rtts in runs:
         plain = rtt_floor(rtts[0.0]) / 1e3

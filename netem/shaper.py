@@ -12,6 +12,7 @@ return EPERM to its socket.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 
@@ -69,7 +70,6 @@ def nft_loss_clear_script(ifname: str) -> str:
 
 def nft_loss_drops(ns: str, ifname: str) -> int | None:
     """Packets the loss rule on `ifname`'s ingress dropped so far (None if no rule)."""
-    import json
     res = sh.nft_json(f"list table netdev {_nft_table(ifname)}", netns=ns)
     if res.rc != 0:
         return None

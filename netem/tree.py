@@ -1,11 +1,12 @@
-"""Read an interface's qdisc tree back from the kernel: kind, handle, parent and byte or packet
-limit of every qdisc, root first. Tests compare it with what the shaper and policies meant to
-build; `lab status` shows it."""
+"""The one read-back of an interface's qdisc tree: kind, handle, parent, byte or packet limit and
+rate of every qdisc, root first, with its counters. Tests compare the shape with what the shaper
+and policies meant to build; `lab status` shows it; the lab's link counters, the flow-control
+controller and the rate probe read their counts from it (`counts`: a classful tree's drops once)."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from harness import sh
 
@@ -19,6 +20,12 @@ class Qdisc:
     parent: str          # "root" or a class, "1:1"
     limit: int | None    # netem: packets; tbf, red, bfifo: bytes
     rate: int | None = None  # bytes/s where the qdisc itself shapes (tbf; netem with a rate)
+    # counters since the qdisc was made (not part of its shape: equality ignores them). A classful
+    # qdisc counts its children's packets and drops too (TBF, HTB: qdisc_qstats_drop on the parent)
+    packets: int = field(default=0, compare=False)
+    drops: int = field(default=0, compare=False)
+    overlimits: int = field(default=0, compare=False)  # times a shaper held packets back
+    marks: int = field(default=0, compare=False)  # CE marks this qdisc made (RED, fq_codel)
 
 
 def tc_handle(h: int) -> str:
@@ -53,18 +60,26 @@ def _rate(q) -> int | None:
     return None
 
 
-def read_tree(ipr, ns: str, ifname: str) -> list[Qdisc]:
+def read_tree(ipr, ns: str | None, ifname: str) -> list[Qdisc]:
     """The qdiscs on `ifname` (pyroute2 `ipr` of namespace `ns`), parents before children."""
     found = ipr.link_lookup(ifname=ifname)
     if not found:
         raise LookupError(f"interface {ifname} not found in namespace {ns}")
-    # pyroute2 has no RED decoder: tc reads RED's limit
-    red = {q["handle"]: int(q["options"]["limit"]) for q in
-           json.loads(sh.tc(["-j", "qdisc", "show", "dev", ifname], netns=ns).stdout or "[]")
-           if q.get("kind") == "red"}
-    tree = [Qdisc(q.get_attr("TCA_KIND"), tc_handle(q["handle"]), tc_class(q["parent"]), _limit(q, red),
-                  _rate(q))
-            for q in ipr.get_qdiscs(index=found[0]) if q["handle"]]
+    qs = [q for q in ipr.get_qdiscs(index=found[0]) if q["handle"]]
+    # pyroute2 decodes neither RED's options nor RED's and fq_codel's extended stats: tc reads
+    # those (a process, so only where such a qdisc is)
+    ext = {}
+    if any(q.get_attr("TCA_KIND") in ("red", "fq_codel") for q in qs):
+        ext = {q["handle"]: q for q in json.loads(sh.tc(["-s", "-j", "qdisc", "show", "dev", ifname],
+                                                         netns=ns).stdout or "[]")}
+    red = {h: int(q["options"]["limit"]) for h, q in ext.items() if q.get("kind") == "red"}
+    tree = []
+    for q in qs:
+        st = q.get_attr("TCA_STATS") or {}
+        x = ext.get(tc_handle(q["handle"]), {})
+        tree.append(Qdisc(q.get_attr("TCA_KIND"), tc_handle(q["handle"]), tc_class(q["parent"]), _limit(q, red),
+                          _rate(q), int(st.get("packets", 0)), int(st.get("drop", 0)), int(st.get("overlimits", 0)),
+                          int(x.get("marked", 0)) + int(x.get("ce_mark", 0))))
     depth = {"root": 0}
     for _ in tree:  # parents first: a qdisc's depth is its parent qdisc's + 1
         for q in tree:
@@ -74,3 +89,16 @@ def read_tree(ipr, ns: str, ifname: str) -> list[Qdisc]:
             elif major in depth:
                 depth[q.handle] = depth[major] + 1
     return sorted(tree, key=lambda q: (depth.get(q.handle, 99), q.handle))
+
+
+def counts(tree: list[Qdisc]) -> tuple[int, int, int]:
+    """(packets sent, packets dropped, CE marks) by a tree: the root's sent and dropped (it counts
+    its children's; a sum over the tree would count a child's drop twice), every qdisc's marks
+    (each mark is counted only by the qdisc that made it)."""
+    root = [q for q in tree if q.parent == "root"]
+    return (sum(q.packets for q in root), sum(q.drops for q in root), sum(q.marks for q in tree))
+
+
+def qdisc_count(ipr) -> int:
+    """Every qdisc in `ipr`'s namespace, on every interface (a leak shows as growth)."""
+    return len(ipr.get_qdiscs())

@@ -200,8 +200,8 @@ def cmd_lab_clean(args) -> int:
 
 def cmd_lab_probe(args) -> int:
     from harness.lab import attach, create_lab, find_state
-    from harness.lab.probe import probe_lab
     from harness.spec.loader import load_topology
+    from netem.probe import probe_lab
     own = args.topology is not None or (args.lab is None and not _labs_up())
     if own:
         topo = load_topology(args.topology)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from harness.lab.nsctx import NETNS_RUN_DIR
+from harness.kernel.nsctx import NETNS_RUN_DIR
 from harness.lab.state import PREFIX_HEAD, all_states, pid_alive
 
 # namespaces are named <lab id>-<node>, lab id = 'ml' + 6 hex digits

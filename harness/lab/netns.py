@@ -17,10 +17,11 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from harness import capabilities
 from harness.errors import LabError
+from harness.kernel.nsctx import NETNS_RUN_DIR, in_netns, iproute, pids_in_netns, write_sysctl
 from harness.lab.base import Lab
-from harness.lab.nsctx import NETNS_RUN_DIR, in_netns, iproute, pids_in_netns, write_sysctl
 from harness.lab.state import LabState, new_lab_id
 from harness.spec.resolve import Topology
+from netem import tree
 from netem.profile import Impairment
 from netem.shaper import Applied, Shaper
 
@@ -307,16 +308,14 @@ class NetnsLab(Lab):
             return fn(*args, **kw)
 
     def link_counters(self, link: str, ecn: bool) -> tuple[int, int, int, int]:
-        from harness.policy.qos import ecn_marks, root_drops
         from harness.rdma.counters import if_counters
         sent = dropped = marked = packets = 0
         for end in self.plan.ends(link):
             h = self.handle(end.node)
             c = if_counters(h, end.ifname)
-            sent, packets = sent + c["tx_bytes"], packets + c["tx_packets"]
-            dropped += root_drops(h, end.ifname)
-            marked += ecn_marks(self.ns(end.node), end.ifname) if ecn else 0
-        return sent, dropped, marked, packets
+            _, d, m = tree.counts(tree.read_tree(h, self.ns(end.node), end.ifname))
+            sent, packets, dropped, marked = sent + c["tx_bytes"], packets + c["tx_packets"], dropped + d, marked + m
+        return sent, dropped, marked if ecn else 0, packets
 
     # -- impairment ----------------------------------------------------------------------
     def shaper(self, node: str, caps=None) -> Shaper:
@@ -418,7 +417,7 @@ class NetnsLab(Lab):
                 addrs = [f"{a.get('IFA_LOCAL') or a.get('IFA_ADDRESS')}/{a['prefixlen']}"
                          for a in h.get_addr(index=idx) if a.get("IFA_LOCAL") or (a["family"] == AF_INET6
                          and not str(a.get("IFA_ADDRESS", "")).startswith("fe80"))]
-                qdiscs = [q.get_attr("TCA_KIND") for q in h.get_qdiscs(index=idx)]
+                qdiscs = [q.kind for q in tree.read_tree(h, self.ns(node.name), iface.ifname)]
                 link = h.get_links(idx)[0]
                 ifaces.append({"ifname": iface.ifname, "link": iface.link, "peer": iface.peer_node,
                                "addresses": addrs, "qdiscs": qdiscs, "state": link.get("IFLA_OPERSTATE"),

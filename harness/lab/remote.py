@@ -11,14 +11,14 @@ AF_INET = 2
 
 
 def _ipr():
-    from harness.lab.nsctx import iproute_here
+    from harness.kernel.nsctx import iproute_here
     return iproute_here()
 
 
 # the modules whose functions the hosts backend runs on a machine: importable from the ssh agent's
 # bundle by the machine's own python3 (harness.testbed.agent), nothing compiled among them
 OPERATIONS = ("harness.lab.remote", "harness.policy.node", "harness.policy.qos", "harness.rdma.counters",
-              "netem.shaper", "harness.capabilities", "harness.lab.nsctx", "harness.lab.routes")
+              "netem.shaper", "harness.capabilities", "harness.kernel.nsctx", "harness.lab.routes")
 
 
 def imports(modules: tuple[str, ...] = OPERATIONS) -> dict[str, Any]:
@@ -154,16 +154,15 @@ def unshape(ifnames: list[tuple[str, str | None]]) -> None:
 
 def counters(ifnames: list[str], ecn: bool) -> tuple[int, int, int, int]:
     """(bytes sent, packets dropped by the root qdisc, CE marks, packets sent) summed over ifnames."""
-    from harness.policy.qos import ecn_marks, root_drops
     from harness.rdma.counters import if_counters
+    from netem import tree
     sent = dropped = marked = packets = 0
     with _ipr() as ipr:
         for i in ifnames:
             c = if_counters(ipr, i)
-            sent, packets = sent + c["tx_bytes"], packets + c["tx_packets"]
-            dropped += root_drops(ipr, i)
-            marked += ecn_marks(None, i) if ecn else 0
-    return sent, dropped, marked, packets
+            _, d, m = tree.counts(tree.read_tree(ipr, None, i))
+            sent, packets, dropped, marked = sent + c["tx_bytes"], packets + c["tx_packets"], dropped + d, marked + m
+    return sent, dropped, marked if ecn else 0, packets
 
 
 def run_python(argv: list[str], env: dict[str, str], timeout: float) -> tuple[int, str, str]:

@@ -15,12 +15,6 @@ from harness import settings
 PREFIX_HEAD = "ml"
 
 
-def state_dir() -> Path:
-    d = Path(settings.get("METROLAB_STATE_DIR"))
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
 def new_lab_id() -> str:
     return f"{PREFIX_HEAD}{secrets.token_hex(3)}"
 
@@ -39,7 +33,7 @@ class LabState:
 
     @property
     def path(self) -> Path:
-        return state_dir() / f"{self.lab_id}.json"
+        return settings.state_dir() / f"{self.lab_id}.json"
 
     def save(self) -> None:
         tmp = self.path.with_suffix(".tmp")
@@ -60,7 +54,7 @@ class LabState:
 
 def all_states() -> list[LabState]:
     out = []
-    for p in sorted(state_dir().glob("*.json")):
+    for p in sorted(settings.state_dir().glob("*.json")):
         try:
             out.append(LabState.load(p))
         except (ValueError, TypeError, OSError):

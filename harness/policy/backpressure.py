@@ -33,6 +33,7 @@ from typing import Literal
 
 from harness.errors import LabError
 from harness.policy import qos
+from netem import tree
 from netem.profile import Impairment
 
 log = logging.getLogger(__name__)
@@ -142,7 +143,9 @@ class Backpressure:
 
     def congested_counts(self) -> tuple[int, int]:
         """(packets sent, dropped) by the congested egress since it was installed."""
-        return qos.root_counts(self.lab.handle(self.down.node), self.down.ifname)
+        sent, dropped, _ = tree.counts(tree.read_tree(self.lab.handle(self.down.node), self.lab.ns(self.down.node),
+                                                      self.down.ifname))
+        return sent, dropped
 
     def snapshot(self) -> dict:
         """Cumulative counters (pauses, resumes, pause time so far) and the window's deepest queue
@@ -190,7 +193,7 @@ class Backpressure:
         return {0x10 + i: [names[i]] for i in range(len(self.flows))}
 
     def _run(self) -> None:
-        from harness.lab.nsctx import in_netns, iproute_here
+        from harness.kernel.nsctx import in_netns, iproute_here
         _control_plane_priority()
         try:  # sockets of its own, made in each namespace (a netlink socket stays in the one it was
             # made in): direct, where IPRoute(netns=) would relay every call through a helper process

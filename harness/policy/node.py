@@ -20,7 +20,7 @@ JOURNALED_SYSCTLS = (*HASH_SYSCTLS, HASH_SEED)  # what a policy may set on a mac
 
 
 def _ipr():
-    from harness.lab.nsctx import iproute_here
+    from harness.kernel.nsctx import iproute_here
     return iproute_here()
 
 

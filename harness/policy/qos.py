@@ -23,6 +23,7 @@ import ipaddress
 from harness import sh
 from harness.errors import LabError
 from netem.profile import Impairment
+from netem.tree import read_tree
 
 ETH_P_IP = 0x0800
 SHALLOW = 32 * 1024
@@ -183,7 +184,7 @@ def install_ecn(shaper, ifname: str, imp: Impairment, fc, netem: bool) -> dict:
     if not rate:
         raise LabError(f"{ifname}: ECN marks a rate stage's queue; give the link a rate")
     parent = "10:1" if netem else "1:1"
-    kinds = {q.get_attr("TCA_KIND") for q in shaper.ipr.get_qdiscs(shaper._index(ifname))}
+    kinds = {q.kind for q in read_tree(shaper.ipr, shaper.ns, ifname)}
     if "tbf" not in kinds:
         raise LabError(f"{ifname}: no TBF rate stage to put RED under (qdiscs: {', '.join(sorted(kinds))})")
     lo, hi, limit = red_params(fc, imp)
@@ -192,31 +193,3 @@ def install_ecn(shaper, ifname: str, imp: Impairment, fc, netem: bool) -> dict:
            "min", str(lo), "max", str(hi), "avpkt", "1000", "burst", str(burst), "bandwidth", f"{int(rate)}bit",
            "probability", "1", "ecn"], netns=shaper.ns)
     return {"min": lo, "max": hi, "limit": limit}
-
-
-TC_H_ROOT = 0xFFFFFFFF
-
-
-def root_drops(ipr, ifname: str) -> int:
-    """Packets the interface's qdisc tree dropped: the root's count (a classful qdisc counts
-    its children's drops too, so summing every qdisc would count them twice)."""
-    return root_counts(ipr, ifname)[1]
-
-
-def root_counts(ipr, ifname: str) -> tuple[int, int]:
-    """(packets sent, packets dropped) by the interface's qdisc tree (its root's counts)."""
-    idx = ipr.link_lookup(ifname=ifname)[0]
-    sent = dropped = 0
-    for q in ipr.get_qdiscs(idx):
-        st = q.get_attr("TCA_STATS")
-        if q["parent"] == TC_H_ROOT and st is not None:
-            sent, dropped = sent + st["packets"], dropped + st["drop"]
-    return sent, dropped
-
-
-def ecn_marks(ns: str | None, ifname: str) -> int:
-    """Packets marked CE by the interface's qdiscs (`tc -s -j`: RED's `marked`, fq_codel's
-    `ce_mark`; pyroute2 does not decode their extended stats)."""
-    import json
-    qs = json.loads(sh.tc(["-s", "-j", "qdisc", "show", "dev", ifname], netns=ns).stdout or "[]")
-    return sum(int(q.get("marked", 0)) + int(q.get("ce_mark", 0)) for q in qs)

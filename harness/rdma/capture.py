@@ -15,7 +15,7 @@ from itertools import pairwise
 
 import pandas as pd
 
-from harness.lab.nsctx import in_netns
+from harness.kernel.nsctx import in_netns
 from harness.rdma.packets import ROCE_PORT
 
 ETH_P_ALL = 0x0003

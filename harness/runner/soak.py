@@ -24,6 +24,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from netem import tree
+
 MIN_SAMPLES = 3
 
 
@@ -140,7 +142,7 @@ def lab_objects(lab) -> dict:
     q = r = ru = 0
     for node in lab.topology.nodes:
         ipr = lab.handle(node)
-        q += len(ipr.get_qdiscs())
+        q += tree.qdisc_count(ipr)
         r += len(ipr.get_routes(family=2)) + len(ipr.get_routes(family=10))
         ru += len(ipr.get_rules(family=2))
     return {"lab_qdiscs": q, "lab_routes": r, "lab_rules": ru}

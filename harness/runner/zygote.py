@@ -125,7 +125,7 @@ def _child(req: dict, fds: list[int]) -> int:
     sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True)
     sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True)
     if req.get("netns"):
-        from harness.lab.nsctx import _setns
+        from harness.kernel.nsctx import _setns
         target = os.open(req["netns"], os.O_RDONLY | os.O_CLOEXEC)
         _setns(target)
         os.close(target)
@@ -226,7 +226,7 @@ class ZygoteProcess:
     """What callers use of subprocess.Popen: pid, stdin/stdout/stderr, poll, wait, kill, communicate."""
 
     def __init__(self, z: Zygote, argv, netns, env, stdin, stdout, stderr, text, cwd):
-        from harness.lab.nsctx import NETNS_RUN_DIR
+        from harness.kernel.nsctx import NETNS_RUN_DIR
         self.args = argv
         self.returncode: int | None = None
         self.stdin = self.stdout = self.stderr = None

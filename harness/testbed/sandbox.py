@@ -207,7 +207,7 @@ class Sandbox:
         for name in [mgmt_ns, self.controller_ns, *(self.ns(m.name) for m in self.machines)]:
             self.state.record_namespace(name)
             netns.create(name)
-        from harness.lab.nsctx import iproute
+        from harness.kernel.nsctx import iproute
         hm = iproute(mgmt_ns)
         try:
             hm.link("add", ifname="br0", kind="bridge")
@@ -236,7 +236,7 @@ class Sandbox:
         self.state.save()
 
     def _mgmt_port(self, hm, br: int, side: str, ns: str, address: str) -> None:
-        from harness.lab.nsctx import iproute
+        from harness.kernel.nsctx import iproute
         hm.link("add", ifname=side, kind="veth", peer={"ifname": "mgmt0", "net_ns_fd": ns})
         idx = hm.link_lookup(ifname=side)[0]
         hm.link("set", index=idx, master=br, state="up")
@@ -257,7 +257,7 @@ class Sandbox:
             em = lm["emulator"]
             pairs = [((ma, ia), (em, "eth1")), ((em, "eth2"), (mb, ib))]
         mtu = next(lk for lk in self.topology.links if lk.name == lm["link"]).props.mtu
-        from harness.lab.nsctx import iproute
+        from harness.kernel.nsctx import iproute
         for (m1, i1), (m2, i2) in pairs:
             h = iproute(self.ns(m1))
             try:
@@ -300,9 +300,9 @@ class Sandbox:
         such a switch): its ports listed in CONFIG_DB's PORT table as SONiC lists them, the lab
         plan's addresses and routes on them, forwarding on. The sandbox plays that owner; it goes
         with the switch's namespace."""
+        from harness.kernel.nsctx import in_netns, write_sysctl
         from harness.lab import remote
         from harness.lab.hosts import HostsLab
-        from harness.lab.nsctx import in_netns, write_sysctl
         from harness.policy import sonic_db
         from harness.testbed.resolve import load_testbed
         sonic = [m for m in self.machines if "sonic-switch" in m.roles]
@@ -371,8 +371,8 @@ class Sandbox:
 def remove(state: LabState) -> list[str]:
     """Take a sandbox down from its journal (another process built it): its namespaces with every
     process inside them (sshd, Ray nodes), its directory."""
+    from harness.kernel.nsctx import NETNS_RUN_DIR
     from harness.lab.netns import remove_namespace
-    from harness.lab.nsctx import NETNS_RUN_DIR
     out = []
     for name in reversed(state.namespaces):
         if (NETNS_RUN_DIR / name).exists():

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from harness.ansible_run import outcomes
+from harness.kernel.nsctx import iproute
 from harness.lab.netns import remove_namespace
-from harness.lab.nsctx import iproute
 from harness.lab.state import new_lab_id
 from harness.resources import ansible_dir
 

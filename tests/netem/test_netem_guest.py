@@ -7,8 +7,8 @@ import statistics
 
 import pytest
 
-from harness.lab.probe import concurrent_rtts, measure_loss, measure_rate, rtt_floor
 from netem.models import binomial_interval, fiber_delay_s
+from netem.probe import concurrent_rtts, measure_loss, measure_rate, rtt_floor
 from tests.support.labs import two_hosts
 
 pytestmark = pytest.mark.requires("netem")

@@ -10,8 +10,8 @@ import pytest
 
 from harness import capabilities
 from harness.errors import CapabilityError
-from harness.lab.probe import measure_loss, measure_rate
 from netem.models import binomial_interval
+from netem.probe import measure_loss, measure_rate
 from netem.profile import Impairment, LossModel
 from netem.shaper import nft_loss_drops
 from tests.support.labs import build_lab, in_ns, two_hosts

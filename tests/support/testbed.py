@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness.lab.nsctx import in_netns, pids_in_netns
+from harness.kernel.nsctx import in_netns, pids_in_netns
 from harness.testbed.resolve import RAY_ROLES
 from harness.testbed.sandbox import Sandbox
 

@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from harness.bench import grid_topology
+from harness.kernel.nsctx import in_netns, iproute
 from harness.lab.netns import NetnsLab
-from harness.lab.nsctx import in_netns, iproute
 from harness.lab.plan import expected_path
 from harness.spec.loader import topology_from_data
 from tests.support.labs import lab_namespaces, three_sites

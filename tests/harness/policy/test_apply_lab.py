@@ -206,18 +206,18 @@ def test_a_strict_slice_carries_control_messages_past_a_deep_buffers_backlog(lab
 
 def test_deep_buffer_removes_the_tail_drops_of_a_shallow_one_under_incast(lab_factory):
     from harness.policy.model import FlowControl, PolicySpec
-    from harness.policy.qos import root_drops
+    from netem.tree import counts, read_tree
     lab = lab_factory(THREE_HOSTS)
     end = lab.plan.ends("wan")[0]  # gw-a's side: the incast towards b1 queues here
     applier = PolicyApplier(lab)
     drops = {}
     for i, kind in enumerate(("tail-drop", "deep-buffer")):
         applier.apply(PolicySpec(name=kind, links=["wan"], flow_control=FlowControl(kind=kind)))
-        before = root_drops(lab.handle("gw-a"), end.ifname)
+        before = counts(read_tree(lab.handle("gw-a"), lab.ns("gw-a"), end.ifname))[1]
         burst = ["--flows", "4", "--bytes", "96k"]
         flows_at_once(lab, [(h, burst + ["--sport", str(44000 + 100 * j)]) for j, h in
                             enumerate(("a1", "a2", "a3"))], 5400 + i)
-        drops[kind] = root_drops(lab.handle("gw-a"), end.ifname) - before
+        drops[kind] = counts(read_tree(lab.handle("gw-a"), lab.ns("gw-a"), end.ifname))[1] - before
     applier.apply(None)
     assert drops["tail-drop"] > 0 and drops["deep-buffer"] == 0, drops
 
@@ -265,7 +265,7 @@ def test_planned_paths_in_srv6_balance_elephants_and_carry_them_encapsulated(lab
     from scapy.all import IPv6, IPv6ExtHdrSegmentRouting, sniff
     from scapy.layers.inet import IP
 
-    from harness.lab.nsctx import in_netns
+    from harness.kernel.nsctx import in_netns
     from harness.policy import ecmp
     from harness.policy.planner import Flow, imbalance, plan
     spec = {**TWO_PATHS, "links": [dict(lk, mtu=1600) for lk in TWO_PATHS["links"]]}
@@ -311,7 +311,7 @@ def test_srv6_needs_room_for_its_header(lab_factory):
 def test_per_flow_queues_and_srv6_paths_leave_nothing_stale(lab_factory):
     """Per-flow HTB classes (one per flow, plus the default) and SRv6 planned paths, then ECMP L3,
     then none: the plain tree, no rules, no SIDs, the L4 hash back."""
-    from harness.lab.nsctx import in_netns
+    from harness.kernel.nsctx import in_netns
     from harness.policy.model import FlowControl, LoadBalancing, PolicySpec
     from harness.policy.planner import Flow
     spec = {**TWO_PATHS, "links": [dict(lk, mtu=1600) for lk in TWO_PATHS["links"]]}

@@ -2,7 +2,7 @@
 too (TBF, HTB: `qdisc_qstats_drop(sch)` when the child's enqueue drops), so the root's count is
 the tree's and a sum over every qdisc counts each drop twice. Every reader of a link's drops
 (the runner's rows, the Go-Back-N sweep's) goes through the lab's `link_counters`, which reads
-the roots (harness.policy.qos.root_counts)."""
+the roots through the one qdisc read-back (netem.tree.counts)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import socket
 import pytest
 
 from harness import sh
-from harness.lab.nsctx import in_netns
-from harness.policy.qos import root_drops
+from harness.kernel.nsctx import in_netns
+from netem.tree import counts, read_tree
 from tests.support.labs import build_lab, two_hosts
 
 pytestmark = pytest.mark.lab
@@ -41,7 +41,8 @@ def test_a_childs_drops_are_counted_once_by_the_root_and_twice_by_a_sum():
         child = drops["bfifo"]
         assert child > 200, drops  # the datagrams the queue could not hold
         assert drops["tbf"] == child and sum(drops.values()) == 2 * child, drops
-        assert root_drops(h, dev) == child
+        tree = read_tree(h, ns, dev)
+        assert {q.kind: q.drops for q in tree} == drops and counts(tree)[1] == child
         assert lab.link_counters("h1-sw", ecn=False)[1] == child  # the far end (sw) dropped nothing
     finally:
         lab.down()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from harness import sh
-from harness.lab.nsctx import in_netns
+from harness.kernel.nsctx import in_netns
 from harness.rdma import perftest
 from harness.rdma.run import run_pair
 from harness.rdma.verbs import Connection, Device, RdmaError, connect_oob

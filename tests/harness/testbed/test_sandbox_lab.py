@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.lab.nsctx import NETNS_RUN_DIR, netns_inode
+from harness.kernel.nsctx import NETNS_RUN_DIR, netns_inode
 from harness.lab.state import all_states
 from harness.scenario.spec import load_scenario
 from harness.testbed.sandbox import Sandbox
@@ -45,7 +45,7 @@ def test_check_mode_reports_what_would_change_and_changes_nothing(sandbox):
     assert any("Create the bridge" in t for t in would["em-wan-ab"]), would
     assert any("Start the Ray node" in t for t in would["a1"]), would
     assert all(not pids for pids in ray_pids(sandbox).values())
-    from harness.lab.nsctx import iproute
+    from harness.kernel.nsctx import iproute
     h = iproute(sandbox.ns("em-wan-ab"))
     try:
         assert not h.link_lookup(ifname="br-metrolab")
@@ -56,7 +56,7 @@ def test_check_mode_reports_what_would_change_and_changes_nothing(sandbox):
 def test_provision_prepares_every_machine_and_a_second_run_changes_nothing(sandbox):
     rc, doc = cli(sandbox, "testbed", "provision", str(sandbox.testbed_file))
     assert rc == 0 and doc["ok"], doc
-    from harness.lab.nsctx import iproute
+    from harness.kernel.nsctx import iproute
     h = iproute(sandbox.ns("em-wan-ab"))
     try:  # the emulator bridges its two ports, which carry no address
         br = h.link_lookup(ifname="br-metrolab")

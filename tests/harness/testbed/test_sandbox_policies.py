@@ -21,8 +21,8 @@ import pandas as pd
 import pytest
 
 from harness.errors import EXIT_INCONCLUSIVE
+from harness.kernel.nsctx import NETNS_RUN_DIR
 from harness.lab.hosts import machine_plan
-from harness.lab.nsctx import NETNS_RUN_DIR
 from harness.lab.plan import build_plan
 from harness.lab.state import all_states
 from harness.policy import sonic_db

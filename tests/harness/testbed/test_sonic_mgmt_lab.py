@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import LabError
-from harness.lab.nsctx import in_netns
+from harness.kernel.nsctx import in_netns
 from harness.policy import sonic_db
 from harness.policy.sonic import render
 from harness.policy.sonic_spec import SonicSpec

@@ -13,11 +13,14 @@ import re
 import socket
 import statistics
 import struct
+import subprocess
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 
-from harness.lab.nsctx import in_netns
+from harness import sh
+from harness.kernel.nsctx import in_netns
+from netem import tree
 from netem.models import binomial_interval
 
 SO_RCVBUFFORCE = 33
@@ -87,7 +90,6 @@ def measure_rtt(ns_a: str, if_a: str, target: str, count: int = 30, interval: fl
     timestamps keep the prober's own speed (slow under TCG) out of the figure; the far end
     is the peer's kernel, no user space at all. Give a link-local target (fe80::…) so the
     reply comes back over the same link even where parallel links join the same two nodes."""
-    from harness import sh
     dest = f"{target}%{if_a}" if target.startswith("fe80:") else target
     res = sh.run(["ping", "-n", "-c", str(count + 3), "-i", f"{interval:g}", "-W", "2", "-I", if_a, dest],
                  netns=ns_a, check=False, timeout=30 + count * (interval + 0.1))
@@ -102,7 +104,7 @@ def rtt_floor(samples: list[float]) -> float:
     """The floor of RTT samples: their 5th percentile. Propagation is a floor that emulator jitter and
     queueing only add to; a low percentile estimates it with a third less scatter than the minimum
     (under TCG, 500 pings: +-20 us instead of +-30 us per window; docs/vm.md)."""
-    import numpy as np
+    import numpy as np  # deferred: seconds to import under TCG, and most probes never ask for a floor
     if not samples:
         raise ValueError("no RTT samples")
     return float(np.percentile(samples, FLOOR_PERCENTILE))
@@ -111,9 +113,6 @@ def rtt_floor(samples: list[float]) -> float:
 def concurrent_rtts(targets: dict, count: int = 300, interval: float = 0.01) -> dict:
     """RTT samples per target {key: (ns, ifname, dest)}, all pinged at the same time: slow drifts of
     the machine (an emulator's timer latency moves with its load) then hit every target alike."""
-    import subprocess
-
-    from harness import sh
     procs = {}
     for k, (ns, ifname, dest) in targets.items():
         dest = f"{dest}%{ifname}" if dest.startswith("fe80:") else dest
@@ -128,12 +127,7 @@ def concurrent_rtts(targets: dict, count: int = 300, interval: float = 0.01) -> 
 
 def _overlimits(ipr, ifname: str) -> int:
     """How often a rate-limiting qdisc on ifname held packets back (0: nothing throttled)."""
-    idx = ipr.link_lookup(ifname=ifname)[0]
-    total = 0
-    for q in ipr.get_qdiscs(index=idx):
-        if q.get_attr("TCA_KIND") == "tbf":
-            total += q.get_attr("TCA_STATS")["overlimits"]
-    return total
+    return sum(q.overlimits for q in tree.read_tree(ipr, None, ifname) if q.kind == "tbf")
 
 
 def measure_rate(lab, a, b, addr_a, addr_b, duration: float = 1.0,

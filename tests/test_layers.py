@@ -1,0 +1,25 @@
+"""Layers point down (issue 32): the bottom layer (namespaces and netlink handles, settings,
+errors, the one place commands run) imports nothing of metrolab above it, and `netem` stands on it
+alone — netem can be taken out and used without the lab, the runner or the CLI."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.imports import cycles, graph
+
+pytestmark = pytest.mark.unit
+
+BOTTOM = {"harness.kernel", "harness.settings", "harness.errors", "harness.sh"}
+
+
+def test_the_bottom_layer_imports_nothing_above_it():
+    edges, _ = graph()
+    up = {u: sorted(edges[u] - BOTTOM) for u in BOTTOM if edges[u] - BOTTOM}
+    assert up == {}
+
+
+def test_netem_stands_on_the_bottom_layer_only():
+    edges, _ = graph()
+    assert sorted(edges["netem"] - BOTTOM - {"netem"}) == []
+    assert not [c for c in cycles(edges) if "netem" in c]
