@@ -8,9 +8,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness import sh
-from harness.errors import LabError
-from harness.resources import playbook
+from metrolab.harness import sh
+from metrolab.harness.errors import LabError
+from metrolab.harness.resources import playbook
 
 
 @dataclass
@@ -32,7 +32,7 @@ class HostOutcome:
 class PlaybookRun:
     doc: dict
     hosts: dict[str, HostOutcome]
-    host_keys: list[dict] = field(default_factory=list)  # what provisioning pinned (harness.testbed.hostkeys)
+    host_keys: list[dict] = field(default_factory=list)  # what provisioning pinned (metrolab.harness.testbed.hostkeys)
 
     def results(self, task: str) -> dict[str, dict]:
         """host -> its result of the task named `task` (the last one of that name)."""

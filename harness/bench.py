@@ -7,8 +7,8 @@ import statistics
 import time
 from typing import Any
 
-from harness import settings
-from harness.spec.loader import topology_from_data
+from metrolab.harness import settings
+from metrolab.harness.spec.loader import topology_from_data
 
 
 def grid_topology(sites: int = 4, hosts: int = 4, wan_rate: str = "1gbit") -> dict:
@@ -24,8 +24,8 @@ def grid_topology(sites: int = 4, hosts: int = 4, wan_rate: str = "1gbit") -> di
 
 
 def bench_lab(repeat: int = 5, sites: int = 4, hosts: int = 4) -> dict:
-    from harness import capabilities
-    from harness.lab.netns import NetnsLab
+    from metrolab.harness import capabilities
+    from metrolab.harness.lab.netns import NetnsLab
     capabilities.probe()  # probed once per process, not part of a build
     topo = topology_from_data(grid_topology(sites, hosts), "<bench>")
     builds, teardowns = [], []
@@ -54,10 +54,10 @@ def star_topology(distances=(0, 100, 250, 500)) -> dict:
 def rtt_window(distances=(0, 100, 250, 500), count: int = 500, fresh: bool = True) -> dict:
     """One window: a star lab built here (host or guest kernel) with a fresh netem calibration, every
     distance pinged at once; RTT floors (5th percentile) and medians in ms, the calibration's fit."""
-    from harness.lab.netns import NetnsLab
-    from netem.probe import concurrent_rtts, rtt_floor
+    from metrolab.harness.lab.netns import NetnsLab
+    from metrolab.netem.probe import concurrent_rtts, rtt_floor
     if fresh:
-        from netem.calibrate import _cache_file
+        from metrolab.netem.calibrate import _cache_file
         _cache_file().unlink(missing_ok=True)
     lab = NetnsLab(topology_from_data(star_topology(distances), "<bench>"))
     lab.up()
@@ -79,8 +79,8 @@ def rtt_window(distances=(0, 100, 250, 500), count: int = 500, fresh: bool = Tru
 def fidelity(windows: list[dict], group_index: float = 1.468) -> dict:
     """RTT error per distance over windows (floor minus the 0 km floor against the configured round
     trip), the mean with its 95 % interval (Student's t over windows), and the jitter above the floor."""
-    from harness.scenario.stats import t_interval
-    from netem.models import fiber_delay_s
+    from metrolab.harness.scenario.stats import t_interval
+    from metrolab.netem.models import fiber_delay_s
     out: dict = {"windows": len(windows)}
     distances = sorted(int(d) for d in windows[0]["floor_ms"] if int(d) > 0)
     for d in distances:
@@ -107,15 +107,15 @@ def bench_vm(windows: int = 5) -> dict:
     import shutil
     import sys
 
-    from harness.vm.kernel import prepare_kernel
-    from harness.vm.qemu import Guest
+    from metrolab.harness.vm.kernel import prepare_kernel
+    from metrolab.harness.vm.qemu import Guest
 
     guest = Guest(prepare_kernel())
     cold = guest.run(["true"], on_line=None)
     warm = guest.run(["true"], on_line=None)
     shutil.rmtree(cold.results_dir, ignore_errors=True)
     shutil.rmtree(warm.results_dir, ignore_errors=True)
-    inner = guest.run([sys.executable, "-m", "harness.bench", "rtt", str(windows)], on_line=None)
+    inner = guest.run([sys.executable, "-m", "metrolab.harness.bench", "rtt", str(windows)], on_line=None)
     data = json.loads((inner.results_dir / "rtt.json").read_text())
     shutil.rmtree(inner.results_dir, ignore_errors=True)
     host0 = rtt_window((0,), count=200, fresh=False)["floor_ms"][0]
@@ -127,7 +127,7 @@ def bench_vm(windows: int = 5) -> dict:
             "guest_rtt_overhead_0km_ms": g0 - host0, **fidelity(wins), "target": "|error| <= 0.03"}
 
 
-if __name__ == "__main__":  # inside the guest: `python -m harness.bench rtt N` writes rtt.json to the share
+if __name__ == "__main__":  # inside the guest: `python -m metrolab.harness.bench rtt N` writes rtt.json to the share
     import json
     import sys
     from pathlib import Path
@@ -153,10 +153,10 @@ def bench_harness(size: str = "2m", iters: int = 5, rounds: int = 3) -> dict:
     import tempfile
     from pathlib import Path
 
-    from harness.dist.launch import run_ranks
-    from harness.lab.netns import NetnsLab
-    from harness.runner.run import run_scenario
-    from harness.scenario.spec import scenario_from_data
+    from metrolab.harness.dist.launch import run_ranks
+    from metrolab.harness.lab.netns import NetnsLab
+    from metrolab.harness.runner.run import run_scenario
+    from metrolab.harness.scenario.spec import scenario_from_data
 
     scn = scenario_from_data({"name": "bench-harness", "topology": HARNESS_TOPOLOGY,
                               "workloads": [{"kind": "collective", "hosts": ["a1", "b1"],
@@ -168,7 +168,7 @@ def bench_harness(size: str = "2m", iters: int = 5, rounds: int = 3) -> dict:
     lab.up()
     try:
         for i in range(rounds):
-            res = run_ranks(lab, ["a1", "b1"], ["-m", "workloads.collectives", "--backend", "gloo", "--ops",
+            res = run_ranks(lab, ["a1", "b1"], ["-m", "metrolab.workloads.collectives", "--backend", "gloo", "--ops",
                                                 "all_reduce", "-b", size, "-e", size, "-w", "1", "-n", str(iters),
                                                 "-c", "0"], port=29900 + i, timeout=600)[0].json()
             bare.append(res["rows"][0]["ip_time_us"] / 1e6)
@@ -188,8 +188,8 @@ def bench_harness(size: str = "2m", iters: int = 5, rounds: int = 3) -> dict:
 
 def noise_needs(scenario: str) -> dict[str, str]:
     """What the noise bench needs of the kernel: what the scenario's own run needs (the same backend)."""
-    from harness.lab.select import needs
-    from harness.scenario.spec import load_scenario
+    from metrolab.harness.lab.select import needs
+    from metrolab.harness.scenario.spec import load_scenario
     scn = load_scenario(scenario)
     out = needs(scn.topology)
     if any(d > 0 for d in scn.spec.sweep.distance_km):
@@ -227,14 +227,14 @@ def bench_noise(scenario: str = "allreduce-distance", blocks: int = 8, progress=
     """The scenario's first workload, its baseline against an identical 0 km point in shuffled
     blocks: the interval of a degradation whose true value is 0 is the noise floor a criterion
     must clear (a 5 % criterion is decidable where the half-width is well under 5 %). Also what
-    the machine gave to other processes meanwhile (harness.runner.interference)."""
+    the machine gave to other processes meanwhile (metrolab.harness.runner.interference)."""
     import json
     import tempfile
     from pathlib import Path
 
-    from harness.runner.results import ResultStore
-    from harness.runner.run import run_scenario
-    from harness.scenario.spec import load_scenario, scenario_from_data
+    from metrolab.harness.runner.results import ResultStore
+    from metrolab.harness.runner.run import run_scenario
+    from metrolab.harness.scenario.spec import load_scenario, scenario_from_data
     src = load_scenario(scenario)
     data = src.spec.model_dump(mode="json", exclude={"quick", "acceptance", "faults"})
     data["workloads"] = data["workloads"][:1]

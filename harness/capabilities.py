@@ -15,7 +15,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness import settings, sh
+from metrolab.harness import settings, sh
 
 QDISCS = ("netem", "tbf", "htb", "fq", "fq_codel", "red", "prio")
 NETLINK_RDMA = 20
@@ -53,7 +53,7 @@ QDISC_ARGS = {"netem": ["delay", "1ms"], "tbf": ["rate", "1mbit", "burst", "1638
 def _probe_qdiscs() -> dict[str, Capability]:
     from pyroute2 import netns
 
-    from harness.kernel.nsctx import iproute
+    from metrolab.harness.kernel.nsctx import iproute
 
     name = f"mlprobe{os.getpid()}"
     out: dict[str, Capability] = {}
@@ -74,7 +74,7 @@ def _probe_qdiscs() -> dict[str, Capability]:
                 out[kind] = Capability(f"qdisc:{kind}", False, "kernel lacks sch_" + kind if absent
                                        else f"rejected: {err}")
         try:
-            from netem.shaper import nft_loss_script
+            from metrolab.netem.shaper import nft_loss_script
             sh.nft(nft_loss_script("d1", 0.01), netns=name)
             out["nft"] = Capability("nft", True, "numgen random drop accepted")
         except Exception as exc:  # noqa: BLE001 — any failure means: no usable nft
@@ -92,7 +92,7 @@ def _probe_srv6(ns: str) -> Capability:
 
     from pyroute2.netlink.exceptions import NetlinkError
 
-    from harness.kernel.nsctx import iproute
+    from metrolab.harness.kernel.nsctx import iproute
     try:
         with iproute(ns) as h:
             h.route("add", dst="198.51.100.0/24", family=AF_INET, oif=h.link_lookup(ifname="d0")[0],
@@ -117,13 +117,13 @@ def _probe_rxe() -> Capability:
 
 
 def _probe_kvm() -> Capability:
-    from harness.vm.kvm import probe_kvm
+    from metrolab.harness.vm.kvm import probe_kvm
     kvm = probe_kvm()
     return Capability("kvm", kvm.usable, kvm.why)
 
 
 def _guest_kernel() -> Capability:
-    from harness.vm.kernel import cached_kernel
+    from metrolab.harness.vm.kernel import cached_kernel
     k = cached_kernel()
     if k is None:
         return Capability("guest-kernel", False, "not prepared: `metrolab vm prepare` (the install script does it)")

@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from harness import settings
+from metrolab.harness import settings
 
 # a pipe or CI log is not 80 columns: keep tables on one line per row there
 _plain = bool(settings.get("METROLAB_PLAIN"))  # set when a guest's tty output ends up in a host pipe or file

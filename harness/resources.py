@@ -19,7 +19,7 @@ def scenarios_dir() -> Path:
 
 
 def topologies_dir() -> Path:
-    return _dir("harness") / "topologies"
+    return _dir("metrolab.harness") / "topologies"
 
 
 def ansible_dir() -> Path:
@@ -31,4 +31,4 @@ def playbook(name: str) -> Path:
 
 
 def guest_script(name: str) -> Path:
-    return _dir("harness.vm") / name
+    return _dir("metrolab.harness.vm") / name

@@ -27,7 +27,7 @@ class Setting:
         try:
             return self.kind(raw)
         except ValueError:
-            from harness.errors import SpecError
+            from metrolab.harness.errors import SpecError
             raise SpecError("environment", self.name, raw, f"not a {self.kind.__name__}") from None
 
 

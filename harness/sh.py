@@ -10,8 +10,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import CapabilityError, LabError
-from harness.kernel.nsctx import NETNS_RUN_DIR
+from metrolab.harness.errors import CapabilityError, LabError
+from metrolab.harness.kernel.nsctx import NETNS_RUN_DIR
 
 log = logging.getLogger(__name__)
 

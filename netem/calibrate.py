@@ -27,9 +27,9 @@ from pathlib import Path
 
 from pyroute2 import netns
 
-from harness import settings
-from harness.kernel.nsctx import iproute
-from netem.probe import concurrent_rtts, rtt_floor
+from metrolab.harness import settings
+from metrolab.harness.kernel.nsctx import iproute
+from metrolab.netem.probe import concurrent_rtts, rtt_floor
 
 PROBE_DELAYS_S = (0.5e-3, 2.5e-3)
 MAX_AGE_S = settings.get("METROLAB_NETEM_CALIBRATION_MAX_AGE_S")

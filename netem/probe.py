@@ -18,10 +18,10 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 
-from harness import sh
-from harness.kernel.nsctx import in_netns
-from netem import tree
-from netem.models import binomial_interval
+from metrolab.harness import sh
+from metrolab.harness.kernel.nsctx import in_netns
+from metrolab.netem import tree
+from metrolab.netem.models import binomial_interval
 
 SO_RCVBUFFORCE = 33
 RATE_PORT, LOSS_PORT = 47002, 47003

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from harness import settings, sh
-from harness.errors import CapabilityError, LabError
-from netem.models import tbf_burst_bytes
-from netem.profile import Impairment
+from metrolab.harness import settings, sh
+from metrolab.harness.errors import CapabilityError, LabError
+from metrolab.netem.models import tbf_burst_bytes
+from metrolab.netem.profile import Impairment
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from harness import sh
+from metrolab.harness import sh
 
 TC_H_ROOT = 0xFFFFFFFF
 

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.errors import SpecError
-from harness.runner.results import ResultStore
-from harness.scenario import stats as st
-from harness.scenario.criteria import parse_criterion
-from harness.scenario.verdict import Settings, Verdict, evaluate, summarize
-from reports import plots
+from metrolab.harness.errors import SpecError
+from metrolab.harness.runner.results import ResultStore
+from metrolab.harness.scenario import stats as st
+from metrolab.harness.scenario.criteria import parse_criterion
+from metrolab.harness.scenario.verdict import Settings, Verdict, evaluate, summarize
+from metrolab.reports import plots
 
 
 def load_verdict(run_dir: Path) -> tuple[dict, dict, Verdict, ResultStore]:

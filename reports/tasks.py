@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.scenario import stats as st
-from reports.build import Case, md_table, write_junit_cases
+from metrolab.harness.scenario import stats as st
+from metrolab.reports.build import Case, md_table, write_junit_cases
 
 
 def _window(t: dict) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.settings import SETTINGS, markdown_table
+from metrolab.harness.settings import SETTINGS, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.unit
@@ -42,4 +42,4 @@ def test_every_metrolab_variable_is_read_through_settings_and_documented():
         for p in (ROOT / d).rglob("*.py"))))
     assert named <= set(SETTINGS), sorted(named - set(SETTINGS))
     assert markdown_table() in (ROOT / "docs" / "settings.md").read_text(), \
-        "docs/settings.md is stale: paste harness.settings.markdown_table()"
+        "docs/settings.md is stale: paste metrolab.harness.settings.markdown_table()"

@@ -48,13 +48,26 @@ def run(installed, *args, timeout=120) -> subprocess.CompletedProcess:
 @pytest.mark.unit
 def test_the_wheel_carries_its_data_and_not_the_checkout(installed):
     exe, cwd = installed
-    origin = subprocess.run([exe.parent / "python", "-c", "import harness, metrolab; print(harness.__file__); "
-                             "from harness.resources import scenarios_dir, playbook, guest_script; "
+    origin = subprocess.run([exe.parent / "python", "-c", "import metrolab.harness; print(metrolab.harness.__file__); "
+                             "from metrolab.harness.resources import scenarios_dir, playbook, guest_script; "
                              "print(scenarios_dir()); print(playbook('sonic-apply.yml').is_file()); "
                              "print(guest_script('guest_init.sh').is_file())"],
                             cwd=cwd, capture_output=True, text=True, check=True).stdout.split()
     assert str(ROOT) not in origin[0] and "site-packages" in origin[0], origin
     assert "site-packages" in origin[1] and origin[2:] == ["True", "True"], origin
+
+
+@pytest.mark.unit
+def test_the_wheel_installs_one_import_package(installed):
+    """Only `metrolab` at the top of site-packages: harness/, netem/, workloads/ and reports/ are
+    its subpackages (generic names like `harness` and `reports` belong to other distributions)."""
+    exe, _ = installed
+    record = next(exe.parent.parent.glob("lib/python*/site-packages/metrolab-*.dist-info/RECORD"))
+    tops = {line.split(",")[0].split("/")[0] for line in record.read_text().splitlines()}
+    assert {t for t in tops if not t.endswith(".dist-info") and t != ".."} == {"metrolab"}, sorted(tops)
+    assert {"metrolab/harness/cli/__init__.py", "metrolab/netem/tree.py", "metrolab/workloads/registry.py",
+            "metrolab/reports/build.py", "metrolab/__main__.py"} <= {line.split(",")[0] for line in
+                                                                  record.read_text().splitlines()}
 
 
 @pytest.mark.unit

@@ -10,7 +10,7 @@ from tests.support.imports import cycles, graph
 
 pytestmark = pytest.mark.unit
 
-BOTTOM = {"harness.kernel", "harness.settings", "harness.errors", "harness.sh"}
+BOTTOM = {"harness.kernel", "harness.settings", "harness.errors", "harness.sh"}  # units: tests/support/imports.py
 
 
 def test_the_bottom_layer_imports_nothing_above_it():

@@ -12,7 +12,7 @@ opened again while measuring (0 on a stable network).
 
 The `intruders` take no part in the chain: at the start of each repetition each tries to open a
 connection to every agent's port and send a task (2 s to connect); `intruder_reached` counts the
-agents that answered. With the scenario's allow-list policy in force (harness.policy.acl: only the
+agents that answered. With the scenario's allow-list policy in force (metrolab.harness.policy.acl: only the
 chain's pairs on `port`) it must be 0; without, every attempt succeeds.
 
 Per repetition: task latency p50 and p99 (arrival to the first agent's answer), the mean
@@ -29,10 +29,10 @@ from typing import Any
 
 from pydantic import Field
 
-from harness.errors import SpecError
-from workloads.base import Size, Workload, _Params, in_threads, rank_address
-from workloads.pd_inference import arrivals, percentile
-from workloads.secure_link import close_all, recv_exact
+from metrolab.harness.errors import SpecError
+from metrolab.workloads.base import Size, Workload, _Params, in_threads, rank_address
+from metrolab.workloads.pd_inference import arrivals, percentile
+from metrolab.workloads.secure_link import close_all, recv_exact
 
 HEAD = struct.Struct(">BQII")  # kind (1 request, 2 response), task id, hops left, payload bytes
 REQUEST, RESPONSE = 1, 2

@@ -1,7 +1,7 @@
 """What every workload shares: strict parameter models with located errors, rank-host selection and
 validation against the topology, and the rank-side helpers (slowest-rank reduction, cached groups).
 
-A rank-side workload lives in a long-lived rank process (harness.runner.rank_agent) with the
+A rank-side workload lives in a long-lived rank process (metrolab.harness.runner.rank_agent) with the
 torch.distributed group already up: constructed once per sweep point with the point's parameters,
 `measure(warmups, iters)` once per repetition, returning metrics that include `step_time_s`.
 """
@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
-from harness.errors import SpecError
+from metrolab.harness.errors import SpecError
 
 
 class _Params(BaseModel):
@@ -78,7 +78,7 @@ def params_error(exc: ValidationError) -> SpecError:
 
 def size_field(v):
     """A byte size written as 8, "64k" or "25m" (pydantic `before` validator body)."""
-    from netem.units import parse_size
+    from metrolab.netem.units import parse_size
     n = parse_size(v) if isinstance(v, str) else int(v)
     if n <= 0:
         raise ValueError("sizes must be > 0 bytes")
@@ -110,7 +110,7 @@ def cached_group(key, make):
 
 
 def site_groups(sites: list[str], backend: str):
-    from harness.dist.algorithms import SiteGroups
+    from metrolab.harness.dist.algorithms import SiteGroups
     return cached_group(("sites", tuple(sites), backend), lambda: SiteGroups(list(sites), backend=backend))
 
 

@@ -8,7 +8,7 @@ and buffer shapes are the collectives table's (workloads/colls.py).
 
 from __future__ import annotations
 
-from workloads.colls import coll
+from metrolab.workloads.colls import coll
 
 
 def busbw_factor(op: str, nranks: int) -> float:

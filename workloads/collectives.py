@@ -1,6 +1,6 @@
 """Collective benchmark with nccl-tests semantics, one rank per lab host.
 
-    python -m workloads.collectives --backend verbs --ops all_reduce -b 1k -e 16m -f 2 -w 2 -n 10
+    python -m metrolab.workloads.collectives --backend verbs --ops all_reduce -b 1k -e 16m -f 2 -w 2 -n 10
 
 Per collective and size: time (us, the slowest rank's mean over the iterations), algbw and busbw
 (GB/s, nccl-tests' factors) and #wrong (elements that differ from the expected result, checked on
@@ -21,16 +21,16 @@ import sys
 import time
 from datetime import timedelta
 
-from netem.units import parse_size
-from workloads.busbw import algbw_gbs, sizes
-from workloads.colls import COLLS, HIERARCHICAL_OPS, OPS, Ctx
+from metrolab.netem.units import parse_size
+from metrolab.workloads.busbw import algbw_gbs, sizes
+from metrolab.workloads.colls import COLLS, HIERARCHICAL_OPS, OPS, Ctx
 
 DTYPES = {"float32": "float32", "float": "float32", "bfloat16": "bfloat16", "float16": "float16",
           "float64": "float64", "int32": "int32", "int64": "int64"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m workloads.collectives")
+    ap = argparse.ArgumentParser(prog="python -m metrolab.workloads.collectives")
     ap.add_argument("--backend", default="gloo", choices=("gloo", "verbs", "nccl"))
     ap.add_argument("--ops", default="all_reduce", help=f"comma-separated: {', '.join(OPS)}")
     ap.add_argument("-b", "--begin", default="8")
@@ -70,7 +70,7 @@ class Bench:
             else torch.device("cpu")
         groups = None
         if args.algo == "hierarchical":
-            from harness.dist.algorithms import SiteGroups
+            from metrolab.harness.dist.algorithms import SiteGroups
             groups = SiteGroups(args.sites.split(","), backend=args.backend)
         self.ctx = Ctx(torch, dist, self.rank, self.n, dtype, device, args.algo, groups)
 
@@ -117,7 +117,7 @@ def main(argv=None) -> int:
     import torch
     import torch.distributed as dist
     if args.backend == "verbs":
-        import harness.dist.verbs_pg  # noqa: F401  (registers the backend)
+        import metrolab.harness.dist.verbs_pg  # noqa: F401  (registers the backend)
     if args.backend == "nccl" and not torch.cuda.is_available():
         print(json.dumps({"error": "the nccl backend needs GPUs; none here"}))
         return 4

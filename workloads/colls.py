@@ -45,7 +45,7 @@ class Coll:
     factor: Callable[[int], float]          # busbw = algbw x factor(nranks) (nccl-tests PERFORMANCE.md)
     split: bool                              # the buffer is split in nranks parts (count a multiple of n)
     in_place: bool                           # torch.distributed has an in-place form
-    hierarchical: bool                       # harness.dist.algorithms has a by-site form
+    hierarchical: bool                       # metrolab.harness.dist.algorithms has a by-site form
     init: Callable[[Ctx, int, bool], State]  # (ctx, count, in_place) -> the rank's buffers
     run: Callable[[Ctx, State], None]
     expected: Callable[[Ctx, State, int], tuple[Any, Any]]  # (ctx, state, count) -> (actual, expected)
@@ -62,9 +62,9 @@ class Coll:
 
 @functools.cache
 def _alg():
-    """harness.dist.algorithms, imported on first use (it imports torch), then from the cache: the
+    """metrolab.harness.dist.algorithms, imported on first use (it imports torch), then from the cache: the
     collectives call this on every step."""
-    from harness.dist import algorithms
+    from metrolab.harness.dist import algorithms
     return algorithms
 
 

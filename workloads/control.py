@@ -6,7 +6,7 @@ GPU collectives coordinate every transfer with small messages (a receiver's clea
 proxy's ready flag) that cross the same links as the data. gloo marks nothing per message, so the
 handshake is explicit here: when a bucket is full every rank tells rank 0 it is ready (64 bytes)
 and waits for rank 0's go once all are; the bucket's reduction starts after the go
-(workloads.training_step, `control_dscp`). The handshake runs while earlier buckets are still on
+(metrolab.workloads.training_step, `control_dscp`). The handshake runs while earlier buckets are still on
 the wire: behind a deep buffer's backlog it waits the queue's depth, in a strict-priority slice
 for its DSCP it does not.
 """

@@ -30,9 +30,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from workloads.base import Size, Workload, _Params, in_threads, rank_address
-from workloads.pd_inference import percentile
-from workloads.secure_link import close_all, recv_exact
+from metrolab.workloads.base import Size, Workload, _Params, in_threads, rank_address
+from metrolab.workloads.pd_inference import percentile
+from metrolab.workloads.secure_link import close_all, recv_exact
 
 CHUNK = 256 << 10
 REQ = struct.Struct(">QI")  # request id, response bytes wanted

@@ -3,7 +3,7 @@ each compute rank pulls its next batch into registered memory by RDMA READ (or o
 `prefetch` pulls in flight, and trains on it (the training-step emulator's compute and gradient
 buckets, among the compute ranks only). Samples never touch a disk: the pool and the receive ring
 are memory, every batch is checked against the storage host's CRC-32, and each rank reports what
-it wrote to storage while measuring (workloads.diskguard).
+it wrote to storage while measuring (metrolab.workloads.diskguard).
 
 Per repetition (the slowest compute rank): step time, stall time (waiting for a batch), compute,
 pull bandwidth, bad batches, disk writes (largest over every rank, the storage host included).
@@ -18,10 +18,10 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
-from harness import settings
-from harness.errors import SpecError
-from workloads.base import Size, Workload, _Params, cached_group, params_error, slowest
-from workloads.diskguard import DiskWrites
+from metrolab.harness import settings
+from metrolab.harness.errors import SpecError
+from metrolab.workloads.base import Size, Workload, _Params, cached_group, params_error, slowest
+from metrolab.workloads.diskguard import DiskWrites
 
 PORT_BASE = 29950
 
@@ -85,7 +85,7 @@ class Disaggregated(Workload):
     def validate(cls, spec, topo, scale: float) -> None:
         super().validate(spec, topo, scale)
         p = cls.params(spec, scale)
-        from workloads.training_step import TrainingParams
+        from metrolab.workloads.training_step import TrainingParams
         try:
             TrainingParams.model_validate(p.training())
         except ValidationError as exc:
@@ -107,8 +107,8 @@ class DisaggregatedRank:
     def __init__(self, params: dict[str, Any], scale: float, sites: list[str] | None, hosts=None, **_):
         import torch.distributed as dist
 
-        from workloads.sample_store import BatchPuller, StorageServer, make_pool
-        from workloads.training_step import TrainingStepRank
+        from metrolab.workloads.sample_store import BatchPuller, StorageServer, make_pool
+        from metrolab.workloads.training_step import TrainingStepRank
         self.dist = dist
         self.p = p = DisaggParams.model_validate(params)
         _SETUPS[0] += 1  # every rank sets up the same points in the same order: a shared key prefix

@@ -1,6 +1,6 @@
 """Synchronized elephant flows: the traffic a load balancer or a flow-control policy is judged on.
 The one generator metrolab has: the scenario workload (ElephantRank, under torch.distributed) and
-a standalone sender/receiver pair for lab tests (`python -m workloads.elephants send|recv`) both
+a standalone sender/receiver pair for lab tests (`python -m metrolab.workloads.elephants send|recv`) both
 run on `send_flows` and `receive_flows`.
 
 A `victim` pair of rank hosts runs its own `flows` flows beside the incast (its sender to its
@@ -11,7 +11,7 @@ flows of a collective between two sites; several senders: an incast), or with `t
 `flows` RC queue pairs (RoCEv2: UDP to 4791, one source port per QP), each step one RDMA WRITE
 of `size` per QP, timed from the common start to its completion at the sender. The connections live for
 the whole sweep point, like a collective library's, so a controller can learn their 5-tuples
-from what the switches forward (harness.policy.flows) and pin them to paths. Each step every flow sends `size`
+from what the switches forward (metrolab.harness.policy.flows) and pin them to paths. Each step every flow sends `size`
 bytes at once; the receiver times each flow from the common start.
 
 Flow transmission efficiency (white paper section 4.2.4): the rate the flows' packets achieved
@@ -31,9 +31,9 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from harness import settings
-from harness.errors import SpecError
-from workloads.base import Size, Workload, _Params
+from metrolab.harness import settings
+from metrolab.harness.errors import SpecError
+from metrolab.workloads.base import Size, Workload, _Params
 
 HEADERS = 14 + 20 + 20 + 12  # Ethernet, IPv4, TCP, TCP timestamps: per segment on the wire
 ROCE_HEADERS = 14 + 20 + 8 + 12 + 4  # Ethernet, IPv4, UDP, BTH, ICRC: per RoCEv2 packet (RETH once per WRITE)
@@ -60,7 +60,7 @@ class ElephantParams(_Params):
     @field_validator("capacity", "victim_capacity", mode="before")
     @classmethod
     def _rate(cls, v):
-        from netem.units import parse_rate
+        from metrolab.netem.units import parse_rate
         return None if v is None else parse_rate(v)
 
 
@@ -234,7 +234,7 @@ class ElephantRank:
         self.socks: list[socket.socket] = []
         self.qps: _Qps | None = None
         if self.p.transport == "rdma":
-            from harness.rdma.verbs import QPConfig
+            from metrolab.harness.rdma.verbs import QPConfig
             self.qps = _Qps(store, key, self.me, self.dst, world, self.p.flows, self.nbytes,
                             QPConfig(traffic_class=self.p.tos, timeout=self.p.qp_timeout))
             self.mss = self.qps.payload
@@ -345,8 +345,8 @@ class _Qps:
         import json
         from dataclasses import asdict
 
-        from harness.dist.mesh import pick_device
-        from harness.rdma.verbs import Connection, Device, PeerInfo
+        from metrolab.harness.dist.mesh import pick_device
+        from metrolab.harness.rdma.verbs import Connection, Device, PeerInfo
         self.flows, self.nbytes = flows, nbytes
         self.buf = bytearray(nbytes)
         self.conns: list = []
@@ -412,8 +412,8 @@ def go(sender) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m workloads.elephants recv --port 5201 --flows 8
-    python -m workloads.elephants send --dst 10.2.0.1 --port 5201 --flows 8 --bytes 1m --sport 41000
+    """python -m metrolab.workloads.elephants recv --port 5201 --flows 8
+    python -m metrolab.workloads.elephants send --dst 10.2.0.1 --port 5201 --flows 8 --bytes 1m --sport 41000
 
     The receiver prints {"flows": {source port: {"bytes", "fct_s", "start", "end"}}}: each flow timed
     from its first byte; start and end on the wall clock."""
@@ -421,8 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     import json
     import sys
 
-    from netem.units import parse_size
-    ap = argparse.ArgumentParser(prog="python -m workloads.elephants")
+    from metrolab.netem.units import parse_size
+    ap = argparse.ArgumentParser(prog="python -m metrolab.workloads.elephants")
     ap.add_argument("mode", choices=("send", "recv"))
     ap.add_argument("--dst")
     ap.add_argument("--port", type=int, default=5201)

@@ -8,7 +8,7 @@ updates into the next global model and checks the average against what the parti
 deltas imply (`aggregate_wrong`; each participant checks the global model it received too).
 
 The exchange runs on a TCP connection per participant, outside the process group, so it can be
-encrypted (`encryption`: none, aes-gcm or tls; workloads.secure_link) and marked: the `lagging`
+encrypted (`encryption`: none, aes-gcm or tls; metrolab.workloads.secure_link) and marked: the `lagging`
 participants' connections carry `lag_dscp` both ways, which a policy's slice on the congested
 link can weight (`slices: [{dscp: ..., guaranteed: ...}]`): priority for the participants that
 would otherwise finish last. Messages carry a plaintext header (`MLFL`, kind, round, participant)
@@ -34,10 +34,10 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from harness.errors import SpecError
-from workloads import profiles as pf
-from workloads.base import Size, Workload, _Params, in_threads
-from workloads.secure_link import SecureLink, recv_exact, self_signed, tls_client_context, tls_server_context
+from metrolab.harness.errors import SpecError
+from metrolab.workloads import profiles as pf
+from metrolab.workloads.base import Size, Workload, _Params, in_threads
+from metrolab.workloads.secure_link import SecureLink, recv_exact, self_signed, tls_client_context, tls_server_context
 
 MAGIC = b"MLFL"
 HEAD = struct.Struct(">4sBII")  # magic, kind (1 global, 2 update), round, participant

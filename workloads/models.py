@@ -11,7 +11,7 @@ Transport:
   Mathis et al. (1.22 MSS / (RTT sqrt p)); after an idle longer than the RTO the congestion window
   restarts from 10 segments (RFC 2861, Linux's tcp_slow_start_after_idle), so a transfer pays
   slow-start round trips until its window covers the path's bandwidth-delay product.
-- RoCEv2 (RC): Go-Back-N under loss (harness.rdma.gbn): every loss resends a window.
+- RoCEv2 (RC): Go-Back-N under loss (metrolab.harness.rdma.gbn): every loss resends a window.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from harness.rdma.gbn import gbn_efficiency
+from metrolab.harness.rdma.gbn import gbn_efficiency
 
 Transport = Literal["tcp", "roce"]
 TCP_HEADERS = 20 + 32          # IPv4 + TCP with timestamps

@@ -1,12 +1,12 @@
 """PD-separated inference: a prefill host runs prompts through the model and sends each request's
 KV cache to a decode host, which generates the remaining tokens.
 
-Models: `tiny` is a real torch transformer (workloads.tiny_lm), so the decode host's tokens can be
+Models: `tiny` is a real torch transformer (metrolab.workloads.tiny_lm), so the decode host's tokens can be
 checked against a single-host run; a named profile (llama2-7b, …) moves KV caches of the
 profile's size (divided by the scale factor) and spends modeled prefill and decode times.
 
 The KV path is the process group's point-to-point send/recv: backend `verbs` moves it by RDMA
-WRITE (WRITE_WITH_IMM chunks, harness.dist.mesh), `gloo` over TCP. The decode host posts the next
+WRITE (WRITE_WITH_IMM chunks, metrolab.harness.dist.mesh), `gloo` over TCP. The decode host posts the next
 request's receive before decoding the current one, so transfers overlap decoding.
 
 Requests arrive as a Poisson process at `request_rate` per second (0: back to back), prefill
@@ -26,9 +26,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from harness.errors import SpecError
-from workloads import profiles as pf
-from workloads.base import Workload, _Params
+from metrolab.harness.errors import SpecError
+from metrolab.workloads import profiles as pf
+from metrolab.workloads.base import Workload, _Params
 
 
 class PDParams(_Params):
@@ -105,7 +105,7 @@ class PDInferenceRank:
         self.rank = dist.get_rank()
         self.reps = 0
         if p.model == "tiny":
-            from workloads.tiny_lm import TinyLM
+            from metrolab.workloads.tiny_lm import TinyLM
             self.model: TinyLM | None = TinyLM(p.layers, p.d_model, p.heads, seed=p.seed)
             self.kv_shape: tuple[int, ...] = (p.layers, 2, p.heads, p.prompt_tokens, p.d_model // p.heads)
             self.kv_dtype = torch.float32

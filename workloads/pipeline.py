@@ -14,7 +14,7 @@ micro-batch and stage, checked on arrival (`activations_wrong`).
 Per repetition (the slowest rank): step time, compute time (the busiest stage's), bubble fraction
 (the share of the step the busiest stage waits: 1 - compute / step; GPipe's ideal is
 (p - 1) / (m + p - 1) with p stages and m micro-batches), the bytes crossing each boundary per
-step, and the step's model (workloads.models.pipeline_step_s).
+step, and the step's model (metrolab.workloads.models.pipeline_step_s).
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from harness.errors import SpecError
-from workloads import profiles as pf
-from workloads.base import Size, Workload, _Params, slowest
-from workloads.models import ideal_bubble
+from metrolab.harness.errors import SpecError
+from metrolab.workloads import profiles as pf
+from metrolab.workloads.base import Size, Workload, _Params, slowest
+from metrolab.workloads.models import ideal_bubble
 
 HEADER = 16  # bytes at the start of each message: micro-batch, stage, direction, step
 

@@ -1,7 +1,7 @@
 """The workloads a scenario can name: their parameters (validated, scaled), default rank hosts,
 metrics, and the rank-side object that measures one repetition.
 
-A rank-side workload lives in a long-lived rank process (harness.runner.rank_agent) with the
+A rank-side workload lives in a long-lived rank process (metrolab.harness.runner.rank_agent) with the
 torch.distributed group already up: `setup(point)` once per sweep point, `measure(warmups, iters)`
 once per repetition, returning metrics that include `step_time_s` (the slowest rank's mean step).
 """
@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from workloads.base import Size, Workload, _Params, site_groups, slowest
-from workloads.colls import COLLS, Ctx
+from metrolab.workloads.base import Size, Workload, _Params, site_groups, slowest
+from metrolab.workloads.colls import COLLS, Ctx
 
 
 class CollectiveParams(_Params):
@@ -35,14 +35,14 @@ class Collective(Workload):
 
 
 def _all() -> dict[str, type[Workload]]:
-    from workloads.a2a import A2A
-    from workloads.delivery import InferenceDelivery
-    from workloads.disaggregated import Disaggregated
-    from workloads.elephants import ElephantFlows
-    from workloads.federated import Federated
-    from workloads.pd_inference import PDInference
-    from workloads.pipeline import Pipeline
-    from workloads.training_step import TrainingStep
+    from metrolab.workloads.a2a import A2A
+    from metrolab.workloads.delivery import InferenceDelivery
+    from metrolab.workloads.disaggregated import Disaggregated
+    from metrolab.workloads.elephants import ElephantFlows
+    from metrolab.workloads.federated import Federated
+    from metrolab.workloads.pd_inference import PDInference
+    from metrolab.workloads.pipeline import Pipeline
+    from metrolab.workloads.training_step import TrainingStep
     return {w.kind: w for w in (Collective, TrainingStep, Disaggregated, PDInference, ElephantFlows, Pipeline,
                                           Federated, A2A, InferenceDelivery)}
 
@@ -51,19 +51,19 @@ WORKLOADS: dict[str, type[Workload]] = _all()
 
 
 # measured by the runner around each repetition: the swept links, the policy's queues and pause
-# emulation (harness.policy.apply), the RDMA devices (harness.runner.rdma_counts)
+# emulation (metrolab.harness.policy.apply), the RDMA devices (metrolab.harness.runner.rdma_counts)
 RUNNER_METRICS = ("wan_bytes", "wan_drops", "wan_packets", "wan_loss", "ecn_marks", "path_imbalance",
                   "queue_drops", "queue_packets", "queue_loss", "pause_frames", "pause_s", "congested_drops",
                   "congested_packets", "congested_loss",
                   "congested_max_backlog", "pause_reaction_max_s", "pause_starved_s",
                   "rdma_sent_pkts", "rdma_seq_naks", "rdma_out_of_seq", "rdma_retries", "rdma_retry_exceeded",
                   "rdma_send_errors", "backlog_drops", "link_util", "link_util_min", "busy_s", "link_sample_gap_s",
-                  # a repetition with events (harness.scenario.events.Impact)
+                  # a repetition with events (metrolab.harness.scenario.events.Impact)
                   "steady_steps", "event_steps", "event_step_max_s", "steady_p99_s", "slow_steps", "recovery_steps", "recovery_s",
                   "zero_impact", "replan_s", "event_late_s")
 
 
-# rates judged on their counts (harness.scenario.stats.rate_interval): metric -> (events, packets
+# rates judged on their counts (metrolab.harness.scenario.stats.rate_interval): metric -> (events, packets
 # that got through); the runner writes both counts into each row beside the rate
 COUNT_RATES = {"wan_loss": ("wan_drops", "wan_packets"), "queue_loss": ("queue_drops", "queue_packets"),
                "congested_loss": ("congested_drops", "congested_packets")}
@@ -71,7 +71,7 @@ COUNT_RATES = {"wan_loss": ("wan_drops", "wan_packets"), "queue_loss": ("queue_d
 # what a repetition checks for correctness, or how much it was asked to move, not how fast it went:
 # no limit of the host bounds these. Every other metric is a performance figure that the host's
 # capacity, the ranks' CPU, the offered load or interference can bound as surely as the network,
-# and a point where one does is not judged on it (harness.scenario.verdict)
+# and a point where one does is not judged on it (metrolab.harness.scenario.verdict)
 INTEGRITY_METRICS = frozenset({"bad_batches", "disk_write_bytes", "token_mismatches", "activations_wrong",
                                "aggregate_wrong", "integrity_failures", "intruder_reached", "intruder_attempts",
                                "reconnects", "bytes", "batch_bytes", "model_bytes", "gradient_bytes", "buckets",
@@ -127,14 +127,14 @@ class CollectiveRank:
 
 
 # kind -> the module and class of its rank side (imported when a rank needs it)
-RANK_SIDE = {"training-step": ("workloads.training_step", "TrainingStepRank"),
-             "disaggregated-training": ("workloads.disaggregated", "DisaggregatedRank"),
-             "pd-inference": ("workloads.pd_inference", "PDInferenceRank"),
-             "elephant-flows": ("workloads.elephants", "ElephantRank"),
-             "pipeline": ("workloads.pipeline", "PipelineRank"),
-             "federated": ("workloads.federated", "FederatedRank"),
-             "a2a": ("workloads.a2a", "A2ARank"),
-             "inference-delivery": ("workloads.delivery", "DeliveryRank")}
+RANK_SIDE = {"training-step": ("metrolab.workloads.training_step", "TrainingStepRank"),
+             "disaggregated-training": ("metrolab.workloads.disaggregated", "DisaggregatedRank"),
+             "pd-inference": ("metrolab.workloads.pd_inference", "PDInferenceRank"),
+             "elephant-flows": ("metrolab.workloads.elephants", "ElephantRank"),
+             "pipeline": ("metrolab.workloads.pipeline", "PipelineRank"),
+             "federated": ("metrolab.workloads.federated", "FederatedRank"),
+             "a2a": ("metrolab.workloads.a2a", "A2ARank"),
+             "inference-delivery": ("metrolab.workloads.delivery", "DeliveryRank")}
 
 
 def rank_workload(kind: str):

@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from workloads import profiles as pf
-from workloads.base import Size, Workload, _Params, site_groups, slowest
+from metrolab.workloads import profiles as pf
+from metrolab.workloads.base import Size, Workload, _Params, site_groups, slowest
 
 if TYPE_CHECKING:
-    from workloads.models import Transport
+    from metrolab.workloads.models import Transport
 
 
 class TrainingParams(_Params):
@@ -48,7 +48,7 @@ class TrainingParams(_Params):
     algo: Literal["flat", "hierarchical"] = "flat"
     control_dscp: int | None = Field(default=None, ge=0, le=63, description=(
         "a control handshake per bucket (64 B to rank 0 and back, started when the bucket is full; its "
-        "reduction waits for it) on a TCP socket of its own marked with this DSCP (workloads.control); "
+        "reduction waits for it) on a TCP socket of its own marked with this DSCP (metrolab.workloads.control); "
         "unset: none"))
     iters: int = Field(default=3, ge=1, description="steps per repetition")
 
@@ -92,9 +92,9 @@ class TrainingParams(_Params):
 
 def training_shape(tp: TrainingParams, scale: float, ranks: int, sites: int, transport: Transport = "tcp",
                    compute_s: float | None = None):
-    """The step as the model sees it (workloads.models.TrainingShape) at `scale`: the buckets the
+    """The step as the model sees it (metrolab.workloads.models.TrainingShape) at `scale`: the buckets the
     ranks fill, in backward order, and the compute (`compute_s` where measured, else modelled)."""
-    from workloads import models as wm
+    from metrolab.workloads import models as wm
     total = tp.gradient_bytes(scale)
     per_layer = pf.layer_bytes(total, tp.layer_count())
     plan = pf.bucket_plan(per_layer, max(tp.bytes_per_param, min(int(tp.bucket_size / scale), total)))
@@ -203,7 +203,7 @@ class TrainingStepRank:
                                      p.bytes_per_param)
         self.control = None
         if p.control_dscp is not None:
-            from workloads.control import ControlChannel
+            from metrolab.workloads.control import ControlChannel
             if group is not None:
                 raise ValueError("control_dscp: the control handshake spans every rank, not a subgroup")
             self.control = ControlChannel(dist, p.control_dscp, os.environ["MASTER_ADDR"])
@@ -222,7 +222,7 @@ class TrainingStepRank:
             done.set()  # a failed handshake is raised by signals.wait(); the reduction must not hang
 
     def _reduce(self, item) -> None:
-        from harness.dist import algorithms as alg
+        from metrolab.harness.dist import algorithms as alg
         bucket = item
         if self.signals is not None:
             bucket, done = item
@@ -297,7 +297,7 @@ class TrainingStepRank:
         t0 = time.perf_counter()
         compute, steps = 0.0, []
         for _ in range(iters):
-            start = time.time()  # wall clock: the runner's events are on it (harness.scenario.events)
+            start = time.time()  # wall clock: the runner's events are on it (metrolab.harness.scenario.events)
             compute += self.step()
             steps.append((start, time.time()))
         step_s = (time.perf_counter() - t0) / iters

@@ -8,14 +8,14 @@ import logging
 import os
 import sys
 
-from harness.cli import bench, collectives, lab, rdma, run, sonic, tasks, testbed, vm
-from harness.errors import EXIT_INTERNAL, MetrolabError, SpecErrors
+from metrolab.harness.cli import bench, collectives, lab, rdma, run, sonic, tasks, testbed, vm
+from metrolab.harness.errors import EXIT_INTERNAL, MetrolabError, SpecErrors
 
 GROUPS = (run, tasks, lab, testbed, vm, rdma, collectives, sonic, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from harness import __version__
+    from metrolab.harness import __version__
     ap = argparse.ArgumentParser(prog="metrolab", description="Distributed-training traffic emulator and "
                                  "RDMA test harness for metropolitan-area networks.")
     ap.add_argument("--version", action="version", version=f"metrolab {__version__}")
@@ -47,7 +47,7 @@ def setup_logging(verbose: int, log_file: str | None) -> None:
     """Warnings always; -v info, -vv debug; --log-file gets debug whatever -v says."""
     from rich.logging import RichHandler
 
-    from harness.output import err_console
+    from metrolab.harness.output import err_console
     root = logging.getLogger()
     for h in list(root.handlers):
         if getattr(h, "_metrolab", False):
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
-        from harness.lab.netns import Interrupted
+        from metrolab.harness.lab.netns import Interrupted
         raise Interrupted(f"interrupted by signal {signum}")
 
     # restored on return: main() called in-process (tests) must not leave its handler behind
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     except BaseException as exc:
-        from harness.lab.netns import Interrupted
+        from metrolab.harness.lab.netns import Interrupted
         if isinstance(exc, Interrupted):
             print(f"{exc}; the lab was taken down", file=sys.stderr)
             return 130

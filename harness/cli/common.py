@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness.errors import EXIT_FAIL, EXIT_INCONCLUSIVE, SpecError
-from harness.output import console, err_console, fmt, print_json, show_progress, table
+from metrolab.harness.errors import EXIT_FAIL, EXIT_INCONCLUSIVE, SpecError
+from metrolab.harness.output import console, err_console, fmt, print_json, show_progress, table
 
 RDMA_NEEDS = {"rxe": "Soft-RoCE between lab hosts"}
 
@@ -52,16 +52,16 @@ def add_testbed(p: argparse.ArgumentParser) -> None:
 
 def on_backend(args, needed: dict[str, str], writes: tuple[str, ...] = ()) -> int | None:
     """Run this command in the guest when the backend says so (returns its exit code), else None.
-    `needed`: kernel features -> why (harness.lab.select.needs for a topology); `writes`: files the
+    `needed`: kernel features -> why (metrolab.harness.lab.select.needs for a topology); `writes`: files the
     command writes, whose directories the guest gets writable (its view of the host is read-only)."""
-    from harness.lab.select import choose
+    from metrolab.harness.lab.select import choose
     backend, why = choose(args.backend, needed)
     if backend == "netns":
         if not args.json:
             err_console.print(f"backend: netns ({why})", highlight=False)
         return None
     err_console.print(f"backend: vm ({why})", highlight=False)
-    from harness.vm.reexec import run_in_guest
+    from metrolab.harness.vm.reexec import run_in_guest
     dirs = []
     for f in writes:
         d = Path(f).resolve().parent
@@ -72,7 +72,7 @@ def on_backend(args, needed: dict[str, str], writes: tuple[str, ...] = ()) -> in
 
 
 def fmt_rate(bps):
-    from netem.units import format_rate
+    from metrolab.netem.units import format_rate
     return format_rate(bps) if bps else "unshaped"
 
 
@@ -123,7 +123,7 @@ class RunProgress:
 
 
 def report_after_run(run_dir: Path, as_json: bool, quiet: bool = False) -> dict:
-    from reports.build import build_report
+    from metrolab.reports.build import build_report
     rep = build_report(run_dir)
     if not quiet and not as_json:
         err_console.print(f"report: {rep['files']['html']}", highlight=False)
@@ -163,7 +163,7 @@ def print_verdict(verdict, run_dir: Path, as_json: bool, extra: dict | None = No
     if verdict.results:
         console.print(table("acceptance", ["criterion", "point", "verdict", "why"],
                             [[r.criterion, r.label, r.verdict.upper(), r.message] for r in verdict.results]))
-    from reports.build import quality_lines  # the report's lines, from the run's own meta.json
+    from metrolab.reports.build import quality_lines  # the report's lines, from the run's own meta.json
     for line in quality_lines(json.loads((run_dir / "meta.json").read_text()), verdict):
         console.print(f"quality: {line}", highlight=False, markup=False)
     console.print(f"verdict: {verdict.status.upper()}   report: {run_dir / 'report.html'}", highlight=False)

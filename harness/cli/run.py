@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.cli.common import (
+from metrolab.harness.cli.common import (
     RunProgress,
     add_backend,
     add_json,
@@ -11,8 +11,8 @@ from harness.cli.common import (
     exit_code,
     print_verdict,
 )
-from harness.errors import SpecError
-from harness.output import console, err_console, print_json, table
+from metrolab.harness.errors import SpecError
+from metrolab.harness.output import console, err_console, print_json, table
 
 
 def register(sub) -> None:
@@ -122,7 +122,7 @@ def cmd_run(args) -> int:
 
 def cmd_soak(args) -> int:
     import metrolab
-    from harness.runner.soak import parse_duration
+    from metrolab.harness.runner.soak import parse_duration
     if args.resume:
         raise SpecError("metrolab run", "--resume", args.resume, "a soak is not resumed: start another")
     try:
@@ -133,7 +133,7 @@ def cmd_soak(args) -> int:
     with RunProgress(args.json) as progress:
         res = metrolab.soak(args.scenario, duration, point=args.point, quick=args.quick, out=args.out,
                             backend=args.backend, progress=progress, on_backend=_teller(args))
-    from harness import settings
+    from metrolab.harness import settings
     if settings.get("METROLAB_HOST_JUDGES"):  # the guest half of a vm soak: the host prints the result
         err_console.print(f"soak: {res['samples']} repetitions in {res['wall_s']:.0f} s", highlight=False)
         return 0
@@ -153,8 +153,8 @@ def cmd_whitepaper(args) -> int:
     """Each white-paper claim on the scenario that tests it; one report (whitepaper.md, .json)."""
     from pathlib import Path
 
-    from harness.whitepaper.run import run_whitepaper
     from metrolab.api import default_run_dir
+    from metrolab.harness.whitepaper.run import run_whitepaper
     out = Path(args.resume or args.out or default_run_dir("whitepaper")).resolve()
     res = run_whitepaper(out, quick=args.quick, claims=args.claims.split(",") if args.claims else None,
                          backend=args.backend, progress=lambda: RunProgress(args.json),
@@ -237,7 +237,7 @@ def cmd_docs(args) -> int:
 
 def cmd_scenarios(args) -> int:
     import metrolab
-    from harness.scenario.spec import read_yaml
+    from metrolab.harness.scenario.spec import read_yaml
     out = []
     for name, path in metrolab.scenarios().items():
         data = read_yaml(path) or {}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.cli.common import add_json
-from harness.errors import SpecError
-from harness.output import console, print_json, table
+from metrolab.harness.cli.common import add_json
+from metrolab.harness.errors import SpecError
+from metrolab.harness.output import console, print_json, table
 
 
 def register(sub) -> None:
@@ -36,8 +36,8 @@ def register(sub) -> None:
 
 
 def cmd_sonic(args) -> int:
-    from harness.policy import sonic_spec
-    from harness.policy.sonic import diff, headroom
+    from metrolab.harness.policy import sonic_spec
+    from metrolab.harness.policy.sonic import diff, headroom
     spec, db = sonic_spec.load(args.spec)
     if args.soniccmd == "render":
         text = json.dumps(db, indent=2, sort_keys=True)
@@ -55,7 +55,7 @@ def cmd_sonic(args) -> int:
         console.print(f"{sum(len(v) for v in db.values())} entries in {len(db)} tables, consistent; written to {args.out}")
         return 0
     if args.soniccmd == "diff":
-        from harness.policy.sonic_push import running_tables
+        from metrolab.harness.policy.sonic_push import running_tables
         try:
             running = running_tables(Path(args.running).read_text(), db)
         except (OSError, json.JSONDecodeError) as exc:
@@ -63,7 +63,7 @@ def cmd_sonic(args) -> int:
         changes = diff(running, db)
         _print_changes(changes, args.json)
         return 0
-    from harness.policy.sonic_push import push
+    from metrolab.harness.policy.sonic_push import push
     extra = {}
     for kv in args.extra_var:
         k, sep, v = kv.partition("=")

@@ -1,16 +1,16 @@
 """`metrolab tasks PLAN`: task-based scheduling and elastic bandwidth on a lab (white paper
 §4.2.1-4.2.2): committed windows, slices reserved and released, rates changed mid-transfer.
 The plan is played --repeat times on one lab, each play written as it ends; each commitment is
-judged play by play (harness.scenario.tasksummary: pass, fail or inconclusive)."""
+judged play by play (metrolab.harness.scenario.tasksummary: pass, fail or inconclusive)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from harness.cli.common import add_backend, add_json, add_verdict_flags, exit_code, fmt_rate, on_backend
-from harness.errors import SpecError
-from harness.output import console, err_console, fmt, print_json, table
+from metrolab.harness.cli.common import add_backend, add_json, add_verdict_flags, exit_code, fmt_rate, on_backend
+from metrolab.harness.errors import SpecError
+from metrolab.harness.output import console, err_console, fmt, print_json, table
 
 RUNS_FILE, PLAN_FILE, RESULT_FILE = "runs.jsonl", "plan.json", "tasks.json"
 
@@ -41,9 +41,9 @@ def _plays(text: str) -> int:
 
 
 def cmd_tasks(args) -> int:
-    from harness.scenario.schedule import Commitment, schedule
-    from harness.scenario.taskplan import check_plan, load_plan
-    from harness.spec.loader import load_topology
+    from metrolab.harness.scenario.schedule import Commitment, schedule
+    from metrolab.harness.scenario.taskplan import check_plan, load_plan
+    from metrolab.harness.spec.loader import load_topology
     spec, file = load_plan(args.plan)
     topo = load_topology(spec.topology)
     check_plan(spec, topo, file)
@@ -62,13 +62,13 @@ def cmd_tasks(args) -> int:
     out, runs = _run_dir(args, spec)
     to_play = args.repeat - len(runs)  # a resumed run with every play recorded is only summarized
     if to_play > 0:
-        from harness.lab.select import needs
+        from metrolab.harness.lab.select import needs
         code = on_backend(args, needs(topo), writes=(str(out / RESULT_FILE),))
         if code is not None:
             return code
-    from harness.lab import create_lab
-    from harness.runner.tasks import Plan, RateChange, play
-    from harness.scenario.tasksummary import summarize
+    from metrolab.harness.lab import create_lab
+    from metrolab.harness.runner.tasks import Plan, RateChange, play
+    from metrolab.harness.scenario.tasksummary import summarize
     plan = Plan(link=spec.path.link, egress=spec.path.egress, src=spec.path.src, dst=spec.path.dst,
                 capacity_bps=spec.path.capacity, history=spec.history_model(), requests=spec.request_models(),
                 time_scale=spec.time_scale, changes=[RateChange(c.task, c.after, c.rate) for c in spec.changes],
@@ -90,7 +90,7 @@ def cmd_tasks(args) -> int:
         finally:
             lab.down()
     res = {"plan": spec.name, "file": file, "run_dir": str(out)} | summarize(runs[:args.repeat]) | {"runs": runs}
-    from reports.tasks import write_task_reports
+    from metrolab.reports.tasks import write_task_reports
     res["files"] = {k: str(v) for k, v in write_task_reports(out, res).items()}
     (out / RESULT_FILE).write_text(json.dumps(res, indent=1))
     if args.json:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.dist.launch import run_ranks
-from harness.errors import SpecError
-from harness.lab.netns import NetnsLab
-from harness.rdma import perftest
-from harness.rdma.commands import impaired_lab
-from harness.spec.loader import load_topology
+from metrolab.harness.dist.launch import run_ranks
+from metrolab.harness.errors import SpecError
+from metrolab.harness.lab.netns import NetnsLab
+from metrolab.harness.rdma import perftest
+from metrolab.harness.rdma.commands import impaired_lab
+from metrolab.harness.spec.loader import load_topology
 
 
 def pick_rank_hosts(topo, hosts: str | None, backend: str) -> list[str]:
@@ -61,7 +61,7 @@ class CollectivesTest:
 def collectives_needs(t: CollectivesTest) -> dict[str, str]:
     """Kernel features the benchmark needs (feature -> why): the topology's, Soft-RoCE for verbs,
     netem for a distance or loss on the WAN."""
-    from harness.lab.select import needs
+    from metrolab.harness.lab.select import needs
     out = needs(load_topology(t.topology or "rdma-pair"), rdma=t.backend == "verbs")
     if t.distance_km is not None or t.loss:
         out["netem"] = "delay and loss on the WAN"
@@ -69,7 +69,7 @@ def collectives_needs(t: CollectivesTest) -> dict[str, str]:
 
 
 def collectives_argv(t: CollectivesTest, hosts: list[str], topo) -> list[str]:
-    argv = ["-m", "workloads.collectives", "--backend", t.backend, "--ops", t.ops, "-b", t.begin,
+    argv = ["-m", "metrolab.workloads.collectives", "--backend", t.backend, "--ops", t.ops, "-b", t.begin,
             "-e", t.end, "-f", str(t.factor), "-w", str(t.warmup), "-n", str(t.iters),
             "-d", t.dtype, "--algo", t.algo, "-c", str(t.check)]
     if t.algo == "hierarchical":
@@ -78,7 +78,7 @@ def collectives_argv(t: CollectivesTest, hosts: list[str], topo) -> list[str]:
 
 
 def collectives_test(t: CollectivesTest, progress=lambda m: None) -> dict:
-    from harness.rdma.commands import topology_and_testbed
+    from metrolab.harness.rdma.commands import topology_and_testbed
     topo, tb = topology_and_testbed(t.topology, t.testbed)
     hosts = pick_rank_hosts(topo, t.hosts, t.backend)
     with impaired_lab(topo, t.link, t.distance_km, t.loss, tb) as (lab, _):
@@ -98,7 +98,7 @@ def bench_collectives(iters: int = 5) -> dict:
     out: dict = {}
     try:
         hosts = ["a1", "b1"]
-        base = ["-m", "workloads.collectives", "-w", "1", "-n", str(iters), "-c", "0"]
+        base = ["-m", "metrolab.workloads.collectives", "-w", "1", "-n", str(iters), "-c", "0"]
         verbs = run_ranks(lab, hosts, base + ["--backend", "verbs", "--ops", "all_reduce,broadcast", "-b", "4m",
                                               "-e", "16m", "-f", "4"], port=29600, timeout=900)[0].json()["rows"]
         gloo = run_ranks(lab, hosts, base + ["--backend", "gloo", "--ops", "all_reduce", "-b", "4m", "-e", "4m"],

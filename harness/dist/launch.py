@@ -14,7 +14,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from harness.errors import LabError
+from metrolab.harness.errors import LabError
 
 
 @dataclass
@@ -48,7 +48,7 @@ def rank_env(lab, hosts: list[str], rank: int, port: int) -> dict[str, str]:
 
 def run_ranks(lab, hosts: list[str], argv: list[str], *, port: int = 29500, timeout: float = 600,
               env: dict[str, str] | None = None, check: bool = True) -> list[RankResult]:
-    """Run `argv` (a Python command line, e.g. ["-m", "workloads.collectives", ...]) as one rank per
+    """Run `argv` (a Python command line, e.g. ["-m", "metrolab.workloads.collectives", ...]) as one rank per
     host; returns every rank's result. With check, a non-zero exit raises LabError."""
     for h in hosts:
         if h not in lab.topology.nodes or lab.topology.nodes[h].is_switch:

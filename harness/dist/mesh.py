@@ -15,7 +15,7 @@ Queue-pair and memory information travels through the c10d store.
 
 from __future__ import annotations
 
-from harness import settings
+from metrolab.harness import settings
 import json
 import os
 import time
@@ -24,7 +24,7 @@ from typing import Callable
 
 import torch
 
-from harness.rdma.verbs import Connection, Device, PeerInfo, QPConfig, RdmaError, list_devices, roce_gid_index, \
+from metrolab.harness.rdma.verbs import Connection, Device, PeerInfo, QPConfig, RdmaError, list_devices, roce_gid_index, \
     wc_status
 
 SLOT = 1 << 20

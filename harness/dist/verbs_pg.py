@@ -3,7 +3,7 @@
 On GPUs NCCL carries collectives over RoCE; on CPUs gloo speaks only TCP. This backend makes the
 CPU ranks' collective traffic RoCEv2 too (Soft-RoCE in CI, RoCE NICs in labs):
 
-    import harness.dist.verbs_pg                      # registers "verbs"
+    import metrolab.harness.dist.verbs_pg                      # registers "verbs"
     dist.init_process_group("verbs", ...)             # or backend="cpu:verbs"
 
 Collectives run in issue order on one worker thread per group (like gloo's async work), each
@@ -34,8 +34,8 @@ import torch.distributed as dist
 from torch._C._distributed_c10d import FakeProcessGroup, ProcessGroup, ReduceOp, Work
 from torch.futures import Future
 
-from harness.dist.mesh import Recv, Send, VerbsMesh, copy_into
-from harness.rdma.verbs import RdmaError
+from metrolab.harness.dist.mesh import Recv, Send, VerbsMesh, copy_into
+from metrolab.harness.rdma.verbs import RdmaError
 
 NAME = "verbs"
 R: Any = ReduceOp.RedOpType  # torch's stubs list no members

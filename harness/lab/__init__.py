@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from harness.errors import LabError
-from harness.lab.state import LabState, all_states
+from metrolab.harness.errors import LabError
+from metrolab.harness.lab.state import LabState, all_states
 
 BACKENDS = ("netns", "hosts")
 
 
 def create_lab(topology, backend: str = "netns", strict: bool = True, testbed=None):
     if backend == "netns":
-        from harness.lab.netns import NetnsLab
+        from metrolab.harness.lab.netns import NetnsLab
         return NetnsLab(topology, strict=strict)
     if backend == "hosts":
         if testbed is None:
             raise LabError("the hosts backend runs on a testbed: pass one (--testbed)")
-        from harness.lab.hosts import HostsLab
+        from metrolab.harness.lab.hosts import HostsLab
         return HostsLab(testbed)
     raise LabError(f"unknown lab backend {backend!r} (have: {', '.join(BACKENDS)})")
 
@@ -37,10 +37,10 @@ def find_state(lab_id: str | None) -> LabState:
 
 def attach(state: LabState):
     if state.backend == "netns":
-        from harness.lab.netns import attach as attach_netns
+        from metrolab.harness.lab.netns import attach as attach_netns
         return attach_netns(state)
     if state.backend == "hosts":
-        from harness.lab.hosts import attach as attach_hosts
+        from metrolab.harness.lab.hosts import attach as attach_hosts
         return attach_hosts(state)
     raise LabError(f"lab {state.lab_id} has unknown backend {state.backend!r}")
 

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.lab.plan import LabPlan, build_plan
-from harness.spec.resolve import Topology
-from netem.profile import Impairment
+from metrolab.harness.lab.plan import LabPlan, build_plan
+from metrolab.harness.spec.resolve import Topology
+from metrolab.netem.profile import Impairment
 
 
 class Lab(abc.ABC):
@@ -56,7 +56,7 @@ class Lab(abc.ABC):
 
     def node_caps(self, node: str) -> tuple[bool, bool]:
         """(sch_netem, nftables) where `node` lives: what its queues can be built of."""
-        from harness import capabilities
+        from metrolab.harness import capabilities
         caps = capabilities.probe()
         return caps.has("netem"), caps.has("nft")
 
@@ -65,7 +65,7 @@ class Lab(abc.ABC):
         """Called before a policy changes `node`: the nft tables ((family, name)) and routes and
         rules (("route" | "rule", arguments)) it is about to add; its sysctls may change too. A
         backend whose nodes outlive the lab journals them, so that `down` and a clean after a
-        kill put the node back (harness.policy.node.clear); a namespace goes with the lab."""
+        kill put the node back (metrolab.harness.policy.node.clear); a namespace goes with the lab."""
         return None
 
     def sonic_nodes(self) -> frozenset[str]:
@@ -87,7 +87,7 @@ class Lab(abc.ABC):
         raise NotImplementedError(f"{self.backend}: no SONiC switches")
 
     def sonic_counters(self, node: str, ports: list[str], priorities: list[int]) -> dict:
-        """SONiC switch `node`'s ASIC counters for `ports` (harness.policy.sonic_db.counters)."""
+        """SONiC switch `node`'s ASIC counters for `ports` (metrolab.harness.policy.sonic_db.counters)."""
         raise NotImplementedError(f"{self.backend}: no SONiC switches")
 
     def check_queue_link(self, link: str) -> None:
@@ -101,8 +101,8 @@ class Lab(abc.ABC):
     def set_link(self, link: str, up: bool) -> None:
         """Both routers take `link` out of their routes (up=False), as on a loss of signal, or put
         it back: ECMP carries on over the paths that remain. (Dropping what is on the link is the
-        impairment's job: harness.runner.events cuts a link with both.)"""
-        from harness.errors import CapabilityError
+        impairment's job: metrolab.harness.runner.events cuts a link with both.)"""
+        from metrolab.harness.errors import CapabilityError
         raise CapabilityError(f"the {self.backend} backend cannot reroute around link {link} (events: "
                               "link-down, flap, node-down)")
 

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import re
 
-from harness.kernel.nsctx import NETNS_RUN_DIR
-from harness.lab.state import PREFIX_HEAD, all_states, pid_alive
+from metrolab.harness.kernel.nsctx import NETNS_RUN_DIR
+from metrolab.harness.lab.state import PREFIX_HEAD, all_states, pid_alive
 
 # namespaces are named <lab id>-<node>, lab id = 'ml' + 6 hex digits
 LAB_NS = re.compile(rf"^{PREFIX_HEAD}[0-9a-f]{{6}}-[a-z0-9][a-z0-9-]*$")
 
 
 def clean_all() -> list[str]:
-    from harness.lab.netns import remove_namespace
+    from metrolab.harness.lab.netns import remove_namespace
     removed: list[str] = []
     busy = set()
-    from harness.lab import rxe
+    from metrolab.harness.lab import rxe
     for st in all_states():
         if st.backend == "hosts":
             continue  # on a testbed's machines: below, through its Ray cluster
@@ -31,12 +31,12 @@ def clean_all() -> list[str]:
                 remove_namespace(name)
                 removed.append(name)
         if st.backend == "sandbox":
-            from harness.testbed.sandbox import cleanup_leftovers
+            from metrolab.harness.testbed.sandbox import cleanup_leftovers
             removed += cleanup_leftovers(st)
         st.remove()
     removed += _orphan_guests()
     if any(st.backend == "hosts" for st in all_states()):
-        from harness.lab.hosts import clean_journals
+        from metrolab.harness.lab.hosts import clean_journals
         removed += clean_journals()
     # a journal can be lost (its directory wiped): our naming pattern finds the rest
     for dev in rxe.devices():

@@ -6,12 +6,12 @@ impairment); `impair` puts a point's impairment on an emulated link's WAN emulat
 bridged ports, one direction each: `wan_ports[0]` faces the link's end a) or on both ends of a
 plain link; counters are read on the machines; ranks start on their machines (Ray tasks and
 actors pinned to `host:<machine>`). Machines that run no ranks — Linux switches, WAN emulators —
-run no Ray node either: the same operations reach them over ssh (`harness.testbed.agent`: the
+run no Ray node either: the same operations reach them over ssh (`metrolab.harness.testbed.agent`: the
 code shipped once per session to the machine's own python3, nothing installed there). Every
 change is journaled on the controller before it is made and undone by `down` — on success, error
 and Ctrl-C — and by `metrolab testbed clean` after a killed run.
 
-Policies run on the machines with the netns backend's own code (`harness.policy.node`, run
+Policies run on the machines with the netns backend's own code (`metrolab.harness.policy.node`, run
 there): queues on a switch's or host's port (tail-drop, deep buffer, ECN, per-flow, slices), the
 ECMP hash, planned paths, access control, flow learning; what each is about to change is journaled
 first and undone by `down` and `testbed clean` (the machine's sysctls put back as they were).
@@ -19,7 +19,7 @@ first and undone by `down` and `testbed clean` (the machine's sysctls put back a
 A node mapped to a SONiC switch is reached over ssh only (no Ray, nothing installed there): its
 data plane — addresses, routes, port speeds — is the switch's own configuration (its owner's:
 metrolab reads its ports' MACs for the hosts' neighbour entries and builds nothing on it); its
-policies are config_db written through its management plane per point (`harness.policy.
+policies are config_db written through its management plane per point (`metrolab.harness.policy.
 sonic_policy`: PFC, lossless buffers with distance headroom, WRED/ECN, the PFC watchdog, the
 ECMP hash), its tables saved in the journal before the first write and put back after each
 point, by `down` and by `testbed clean`; its ASIC's counters go into the rows. Its end of a link
@@ -38,15 +38,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from harness.errors import CapabilityError, LabError
-from harness.lab import remote
-from harness.lab.base import Lab
-from harness.lab.plan import Iface, LabPlan
-from harness.lab.state import LabState, all_states, new_lab_id, pid_alive
-from harness.testbed.agent import SshAgent, ssh_agent
-from harness.testbed.resolve import Testbed
-from harness.testbed.sonic_mgmt import TABLES, SonicSwitch
-from netem.profile import Impairment
+from metrolab.harness.errors import CapabilityError, LabError
+from metrolab.harness.lab import remote
+from metrolab.harness.lab.base import Lab
+from metrolab.harness.lab.plan import Iface, LabPlan
+from metrolab.harness.lab.state import LabState, all_states, new_lab_id, pid_alive
+from metrolab.harness.testbed.agent import SshAgent, ssh_agent
+from metrolab.harness.testbed.resolve import Testbed
+from metrolab.harness.testbed.sonic_mgmt import TABLES, SonicSwitch
+from metrolab.netem.profile import Impairment
 
 log = logging.getLogger(__name__)
 NOT_CLEANED = "not cleaned: "  # how clean_journals names a lab it could not undo
@@ -155,7 +155,7 @@ class HostsLab(Lab):
     def policy_touch(self, node: str, nft=(), netlink=()) -> None:
         """Journal what a policy is about to change on `node`'s machine before it changes it: the
         first time, the sysctls a policy may set, as they are; then its nft tables, routes and rules."""
-        from harness.policy import node as policy_node
+        from metrolab.harness.policy import node as policy_node
         state, machine = self.journal(), self.machine(node)
         touched = state.extra.setdefault("policy", {})
         if machine not in touched:
@@ -250,7 +250,7 @@ class HostsLab(Lab):
                 and st.lab_id != self.lab_id and not pid_alive(st.pid)]
 
     def up(self) -> None:
-        from harness.testbed.cluster import TestbedRay
+        from metrolab.harness.testbed.cluster import TestbedRay
         left = self.leftovers()
         if left:
             raise LabError(f"testbed {self.tb.name}: lab {', '.join(left)} is still on the machines (left up, or by "
@@ -298,7 +298,7 @@ class HostsLab(Lab):
 
     def _check_impairments(self) -> None:
         """Refuse before changing anything what a machine's kernel cannot apply (the shaper's own check)."""
-        from netem.shaper import Shaper
+        from metrolab.netem.shaper import Shaper
         for lk in self.topology.links:
             imp = lk.impairment(self.topology.group_index)
             ends = {lk.a, lk.b} & self._sonic
@@ -351,7 +351,7 @@ class HostsLab(Lab):
         if self.state is None:
             return
         if self.ray is None and (self.state.extra.get("configured") or self.state.extra.get("shaped")):
-            from harness.testbed.cluster import TestbedRay
+            from metrolab.harness.testbed.cluster import TestbedRay
             self.ray = TestbedRay(self.tb)
         errors = undo(self.state, self.ray, self.tb, self.agent)
         self.agent.close()
@@ -412,7 +412,7 @@ class RemoteProcess:
 
 def attach(state: LabState) -> HostsLab:
     """A hosts lab left up by `metrolab lab up --testbed` (its journal names the testbed file)."""
-    from harness.testbed.resolve import load_testbed
+    from metrolab.harness.testbed.resolve import load_testbed
     lab = HostsLab(load_testbed(state.extra["testbed"]), lab_id=state.lab_id)
     lab.state = state
     lab.applied = state.extra.get("applied", {})
@@ -437,7 +437,7 @@ def undo(state: LabState, ray, tb: Testbed, agent: SshAgent | None = None) -> li
 
 
 def _undo(state: LabState, ray, tb: Testbed, agent: SshAgent) -> list[str]:
-    from harness.policy import node as policy_node
+    from metrolab.harness.policy import node as policy_node
     errors = []
 
     def call(machine: str, fn, *args):
@@ -476,8 +476,8 @@ __all__ = ["NOT_CLEANED", "HostsLab", "Iface", "attach", "clean_journals", "mach
 def clean_journals(tb: Testbed | None = None) -> list[str]:
     """Undo every hosts lab journaled on this controller (of testbed `tb`, or of any testbed whose
     file is still there) whose run is gone; what was removed, and what not (NOT_CLEANED first)."""
-    from harness.testbed.cluster import TestbedRay
-    from harness.testbed.resolve import load_testbed
+    from metrolab.harness.testbed.cluster import TestbedRay
+    from metrolab.harness.testbed.resolve import load_testbed
     out = []
     for st in all_states():
         if st.backend != "hosts" or (st.pid != os.getpid() and pid_alive(st.pid)):

@@ -15,15 +15,15 @@ from typing import Any
 from pyroute2 import IPRoute, netns
 from pyroute2.netlink.exceptions import NetlinkError
 
-from harness import capabilities
-from harness.errors import LabError
-from harness.kernel.nsctx import NETNS_RUN_DIR, in_netns, iproute, pids_in_netns, write_sysctl
-from harness.lab.base import Lab
-from harness.lab.state import LabState, new_lab_id
-from harness.spec.resolve import Topology
-from netem import tree
-from netem.profile import Impairment
-from netem.shaper import Applied, Shaper
+from metrolab.harness import capabilities
+from metrolab.harness.errors import LabError
+from metrolab.harness.kernel.nsctx import NETNS_RUN_DIR, in_netns, iproute, pids_in_netns, write_sysctl
+from metrolab.harness.lab.base import Lab
+from metrolab.harness.lab.state import LabState, new_lab_id
+from metrolab.harness.spec.resolve import Topology
+from metrolab.netem import tree
+from metrolab.netem.profile import Impairment
+from metrolab.netem.shaper import Applied, Shaper
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class NetnsLab(Lab):
                  state: LabState | None = None, in_order: bool = True):
         super().__init__(topology, lab_id or (state.lab_id if state else new_lab_id()))
         self.strict = strict
-        # veths deliver each flow in order (harness.lab.delivery): the kernel's own delivery swaps
+        # veths deliver each flow in order (metrolab.harness.lab.delivery): the kernel's own delivery swaps
         # packets behind a shaped egress, which an RC QP takes for loss
         self.in_order = in_order
         self._handles: dict[str, IPRoute] = {}
@@ -114,7 +114,7 @@ class NetnsLab(Lab):
         self.links_down: set[str] = set()  # by set_link (events), so that a restore skips what is still down
         self.state = state
         # netem's own per-qdisc delivery fit, measured before the first delay is applied
-        from netem.calibrate import NetemFit
+        from metrolab.netem.calibrate import NetemFit
         fit = state.extra.get("netem_fit") if state else None
         self.netem_fit: NetemFit | None = NetemFit(**fit) if fit else None
 
@@ -171,7 +171,7 @@ class NetnsLab(Lab):
             imp = link.impairment(self.topology.group_index)
             missing = shaper.check(imp, link.name)
             if missing:
-                from harness.errors import CapabilityError
+                from metrolab.harness.errors import CapabilityError
                 raise CapabilityError(
                     f"link {link.name}: this kernel ({caps.kernel}) lacks sch_netem, so it cannot apply "
                     f"{', '.join(missing)}; use the vm backend (--backend vm) or --best-effort to skip them")
@@ -179,14 +179,14 @@ class NetnsLab(Lab):
     def _check_rdma(self, caps) -> None:
         rdma_hosts = [h.name for h in self.topology.hosts() if h.rdma]
         if rdma_hosts and not caps.has("rxe"):
-            from harness.errors import CapabilityError
+            from metrolab.harness.errors import CapabilityError
             raise CapabilityError(f"hosts {', '.join(rdma_hosts)} need Soft-RoCE, which this kernel ({caps.kernel}) "
                                   f"lacks ({caps.items['rxe'].detail}); use the vm backend (--backend vm)")
 
     def _calibrate(self):
         """netem's delivery fit on this kernel, measured once per lab (see netem/calibrate.py)."""
         if self.netem_fit is None:
-            from netem.calibrate import measure_fit
+            from metrolab.netem.calibrate import measure_fit
             with signals_deferred():
                 self.netem_fit = measure_fit(self.lab_id, self.state.record_namespace
                                              if self.state else (lambda name: None))
@@ -230,7 +230,7 @@ class NetnsLab(Lab):
     def _deliver_in_order(self) -> None:
         """Without this, packets leaving a shaped egress can swap on the next veth, which an RC QP
         takes for loss (harness/lab/delivery.py)."""
-        from harness.lab.delivery import steer
+        from metrolab.harness.lab.delivery import steer
         steer({self.ns(n): [e.ifname for e in self.plan.ifaces_of(n)] for n in self.topology.nodes})
 
     def _address_node(self, node: str) -> None:
@@ -274,7 +274,7 @@ class NetnsLab(Lab):
 
     def _add_rxe(self, node: str) -> None:
         """A Soft-RoCE device on the host's (first) lab interface."""
-        from harness.lab import rxe
+        from metrolab.harness.lab import rxe
         iface = self.plan.ifaces_of(node)[0]
         name = rxe.device_name(self.lab_id, node)
         journal = self.journal()
@@ -283,11 +283,11 @@ class NetnsLab(Lab):
         rxe.add(self.ns(node), name, iface.ifname)
 
     def rxe_device(self, node: str) -> str:
-        from harness.lab import rxe
+        from metrolab.harness.lab import rxe
         return rxe.device_name(self.lab_id, node)
 
     def _add_route(self, route) -> None:
-        from harness.lab.routes import route_request
+        from metrolab.harness.lab.routes import route_request
         h = self.handle(route.node)
         kw = route_request(h, route.dst, route.family, [(nh.gateway, nh.ifname) for nh in route.nexthops])
         try:
@@ -299,7 +299,7 @@ class NetnsLab(Lab):
     def spawn(self, node: str, argv: list[str], env: dict[str, str], timeout: float | None = None, **popen_kw):
         """`python ARGV` in the node's namespace (forked from the zygote in the guest); the caller
         keeps the time (`timeout` is for backends whose processes run elsewhere)."""
-        from harness.runner.zygote import python_popen
+        from metrolab.harness.runner.zygote import python_popen
         return python_popen(argv, netns=self.ns(node), env=dict(os.environ) | env, **popen_kw)
 
     def on(self, node: str, fn, *args, **kw):
@@ -308,7 +308,7 @@ class NetnsLab(Lab):
             return fn(*args, **kw)
 
     def link_counters(self, link: str, ecn: bool) -> tuple[int, int, int, int]:
-        from harness.rdma.counters import if_counters
+        from metrolab.harness.rdma.counters import if_counters
         sent = dropped = marked = packets = 0
         for end in self.plan.ends(link):
             h = self.handle(end.node)
@@ -350,7 +350,7 @@ class NetnsLab(Lab):
         log.info("lab %s: link %s %s", self.lab_id, link, "back in the routes" if up else "out of the routes")
 
     def _reroute(self, link: str) -> None:
-        from harness.lab.routes import route_request
+        from metrolab.harness.lab.routes import route_request
         on_link = {(e.node, e.ifname) for e in self.plan.ends(link)}
         link_of = {(i.node, i.ifname): i.link for i in self.plan.ifaces.values()}
         for r in self.plan.routes:
@@ -382,7 +382,7 @@ class NetnsLab(Lab):
         names = list(self.state.namespaces) if self.state else [self.ns(n) for n in self.topology.nodes]
         errors = []
         with _ignore_signals():
-            from harness.lab import rxe
+            from metrolab.harness.lab import rxe
             for dev in (self.state.extra.get("rxe", []) if self.state else []):
                 try:
                     rxe.delete(dev)
@@ -456,7 +456,7 @@ def _ignore_signals():
 
 def attach(state: LabState) -> NetnsLab:
     """A handle on a lab built by another process, from its journal."""
-    from harness.spec.loader import topology_from_data
+    from metrolab.harness.spec.loader import topology_from_data
     topo = topology_from_data(state.extra["topology"], state.topology)
     lab = NetnsLab(topo, state=state, strict=state.extra.get("strict", True))
     lab.applied = state.extra.get("applied", {})

@@ -13,7 +13,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 
-from harness.spec.resolve import Link, Topology
+from metrolab.harness.spec.resolve import Link, Topology
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,14 @@ AF_INET = 2
 
 
 def _ipr():
-    from harness.kernel.nsctx import iproute_here
+    from metrolab.harness.kernel.nsctx import iproute_here
     return iproute_here()
 
 
 # the modules whose functions the hosts backend runs on a machine: importable from the ssh agent's
-# bundle by the machine's own python3 (harness.testbed.agent), nothing compiled among them
-OPERATIONS = ("harness.lab.remote", "harness.policy.node", "harness.policy.qos", "harness.rdma.counters",
-              "netem.shaper", "harness.capabilities", "harness.kernel.nsctx", "harness.lab.routes")
+# bundle by the machine's own python3 (metrolab.harness.testbed.agent), nothing compiled among them
+OPERATIONS = ("metrolab.harness.lab.remote", "metrolab.harness.policy.node", "metrolab.harness.policy.qos", "metrolab.harness.rdma.counters",
+              "metrolab.netem.shaper", "metrolab.harness.capabilities", "metrolab.harness.kernel.nsctx", "metrolab.harness.lab.routes")
 
 
 def imports(modules: tuple[str, ...] = OPERATIONS) -> dict[str, Any]:
@@ -31,14 +31,14 @@ def imports(modules: tuple[str, ...] = OPERATIONS) -> dict[str, Any]:
     before = set(sys.modules)
     for name in modules:
         importlib.import_module(name)
-    ours = {"harness", "netem", "pyroute2", "__mp_main__"}  # the last: multiprocessing's alias of __main__
+    ours = {"metrolab", "pyroute2", "__mp_main__"}  # the last: multiprocessing's alias of __main__
     new = {n.split(".")[0] for n in set(sys.modules) - before}
     foreign = new - set(sys.stdlib_module_names) - set(sys.builtin_module_names) - ours
     return {"python": platform.python_version(), "foreign": sorted(foreign)}
 
 
 def capabilities() -> dict[str, Any]:
-    from harness.capabilities import probe
+    from metrolab.harness.capabilities import probe
     caps = probe()
     return {"netem": caps.has("netem"), "nft": caps.has("nft"), "kernel": caps.kernel}
 
@@ -67,7 +67,7 @@ def configure(ports: list[dict], routes: list[dict], neighbours: list[dict]) -> 
                 ipr.neigh("replace", family=AF_INET, dst=n["dst"], lladdr=n["lladdr"],
                           ifindex=_index(ipr, n["ifname"]), state=0x80)  # NUD_PERMANENT
                 added["neighbours"].append(n)
-            from harness.lab.routes import route_request
+            from metrolab.harness.lab.routes import route_request
             for r in routes:
                 for h in r["nexthops"]:
                     _index(ipr, h["ifname"])  # a missing port named, not an IndexError
@@ -133,8 +133,8 @@ def shape(ifname: str, imp, strict: bool, where: str, peer_ifname: str | None) -
     on this machine — a WAN emulator's other port)."""
     from dataclasses import asdict
 
-    from harness.capabilities import probe
-    from netem.shaper import Shaper
+    from metrolab.harness.capabilities import probe
+    from metrolab.netem.shaper import Shaper
     caps = probe()
     with _ipr() as ipr:
         shaper = Shaper(ipr, None, caps.has("netem"), caps.has("nft"))
@@ -143,8 +143,8 @@ def shape(ifname: str, imp, strict: bool, where: str, peer_ifname: str | None) -
 
 def unshape(ifnames: list[tuple[str, str | None]]) -> None:
     """Every (ifname, peer_ifname) back to no impairment."""
-    from harness.capabilities import probe
-    from netem.shaper import Shaper
+    from metrolab.harness.capabilities import probe
+    from metrolab.netem.shaper import Shaper
     caps = probe()
     with _ipr() as ipr:
         shaper = Shaper(ipr, None, caps.has("netem"), caps.has("nft"))
@@ -154,8 +154,8 @@ def unshape(ifnames: list[tuple[str, str | None]]) -> None:
 
 def counters(ifnames: list[str], ecn: bool) -> tuple[int, int, int, int]:
     """(bytes sent, packets dropped by the root qdisc, CE marks, packets sent) summed over ifnames."""
-    from harness.rdma.counters import if_counters
-    from netem import tree
+    from metrolab.harness.rdma.counters import if_counters
+    from metrolab.netem import tree
     sent = dropped = marked = packets = 0
     with _ipr() as ipr:
         for i in ifnames:

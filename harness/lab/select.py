@@ -3,8 +3,8 @@ vm (the same lab inside a guest kernel) where it does not; --backend overrides."
 
 from __future__ import annotations
 
-from harness import settings
-from harness.errors import CapabilityError
+from metrolab.harness import settings
+from metrolab.harness.errors import CapabilityError
 
 CHOICES = ("auto", "netns", "vm")
 
@@ -16,7 +16,7 @@ def in_guest() -> bool:
 def needs(topology, rdma: bool = False) -> dict[str, str]:
     """Kernel features this topology needs -> why."""
     out: dict[str, str] = {}
-    from netem.shaper import Shaper
+    from metrolab.netem.shaper import Shaper
     shaper = Shaper(None, "", has_netem=False, has_nft=True)
     for link in topology.links:
         missing = shaper.check(link.impairment(topology.group_index), link.name)
@@ -35,7 +35,7 @@ def choose(requested: str, needed: dict[str, str]) -> tuple[str, str]:
         return "netns", "inside the guest kernel"
     if requested != "auto":
         return requested, "requested with --backend"
-    from harness.capabilities import probe
+    from metrolab.harness.capabilities import probe
     caps = probe()
     missing = {k: v for k, v in needed.items() if not caps.has(k)}
     if not missing:

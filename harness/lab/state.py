@@ -10,7 +10,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness import settings
+from metrolab.harness import settings
 
 PREFIX_HEAD = "ml"
 

@@ -2,7 +2,7 @@
 old policy installed is removed (links re-impaired with their base impairment, rules and tables
 deleted, nft tables dropped, the ECMP hash back to the lab's L4 default, a SONiC switch's tables
 put back) before the new one goes in, so switching policies between sweep points leaves nothing
-stale. On a testbed's SONiC switches the policy is config_db (harness.policy.sonic_policy).
+stale. On a testbed's SONiC switches the policy is config_db (metrolab.harness.policy.sonic_policy).
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import ipaddress
 import logging
 import time
 
-from harness import capabilities
-from harness.errors import CapabilityError, LabError
-from harness.policy import acl, ecmp, node, qos, sonic_policy
-from harness.policy.backpressure import Backpressure
-from harness.policy.model import congested_switch
+from metrolab.harness import capabilities
+from metrolab.harness.errors import CapabilityError, LabError
+from metrolab.harness.policy import acl, ecmp, node, qos, sonic_policy
+from metrolab.harness.policy.backpressure import Backpressure
+from metrolab.harness.policy.model import congested_switch
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ class PolicyApplier:
 
     def _install_pause(self, policy, flows, caps) -> None:
         """The backpressure emulation on the policy's congested link, fed through `upstream`."""
-        from harness.policy import sonic
+        from metrolab.harness.policy import sonic
         fc = policy.flow_control
         links = {lk.name: lk for lk in self.lab.topology.links}
         congested, upstream = links[policy.links[0]], links[fc.upstream]
@@ -242,7 +242,7 @@ class PolicyApplier:
         if "links" in before and "links" in after:
             drops = sum(after["links"][k][1] - before["links"][k][1] for k in after["links"])
             packets = sum(after["links"][k][3] - before["links"][k][3] for k in after["links"])
-            # nothing counted is not measured: never a loss of 0 (harness.scenario.verdict judges the counts)
+            # nothing counted is not measured: never a loss of 0 (metrolab.harness.scenario.verdict judges the counts)
             out |= {"queue_drops": drops, "queue_packets": packets,
                     "queue_loss": drops / (drops + packets) if drops + packets else None}
         if "pause" in before and "pause" in after:
@@ -276,7 +276,7 @@ class PolicyApplier:
         return took
 
     def _install_planned(self, switches: list[str], flows, encap: str = "route", exclude=frozenset()) -> None:
-        from harness.policy.planner import plan
+        from metrolab.harness.policy.planner import plan
         if not flows:
             raise ValueError("planned paths need the workload's flows (none were learned)")
         self._planned_for = (switches, flows, encap)

@@ -3,7 +3,7 @@ when one passes its high-water mark (xoff) it signals the upstream switch, which
 what the signal names until a resume arrives (the queue back under the low-water mark, xon). The
 signal takes the link's one-way delay to reach upstream, as a pause frame would, so what is
 already on its way keeps arriving: the congested queue needs headroom above xoff, exactly as in
-hardware (`harness.policy.sonic.headroom`).
+hardware (`metrolab.harness.policy.sonic.headroom`).
 
 Two scopes on one mechanism:
 - `port`: PFC on one priority. Each egress is one queue; a pause stops the upstream port's, so a
@@ -31,10 +31,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-from harness.errors import LabError
-from harness.policy import qos
-from netem import tree
-from netem.profile import Impairment
+from metrolab.harness.errors import LabError
+from metrolab.harness.policy import qos
+from metrolab.netem import tree
+from metrolab.netem.profile import Impairment
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ class Backpressure:
         return {0x10 + i: [names[i]] for i in range(len(self.flows))}
 
     def _run(self) -> None:
-        from harness.kernel.nsctx import in_netns, iproute_here
+        from metrolab.harness.kernel.nsctx import in_netns, iproute_here
         _control_plane_priority()
         try:  # sockets of its own, made in each namespace (a netlink socket stays in the one it was
             # made in): direct, where IPRoute(netns=) would relay every call through a helper process

@@ -11,8 +11,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.errors import LabError
-from harness.policy import node
+from metrolab.harness.errors import LabError
+from metrolab.harness.policy import node
 
 TABLE_BASE = 1000     # per-link routing tables of planned paths
 RULE_PRIORITY = 1000  # planned rules sit before the main table (32766)
@@ -66,7 +66,7 @@ def install_planned(lab, switch: str, flows, assignment: dict[tuple, str], encap
     routes and rules are made here and added where the switch lives, in one call per node."""
     from socket import AF_INET, AF_INET6
 
-    from harness.lab.netns import RTNH_F_ONLINK
+    from metrolab.harness.lab.netns import RTNH_F_ONLINK
     out = Installed(switch)
     tables: dict[tuple[str, str], int] = {}
     for i, f in enumerate(sorted(flows, key=lambda f: f.key)):

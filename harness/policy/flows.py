@@ -13,9 +13,9 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from harness.errors import LabError
-from harness.policy import node
-from harness.policy.planner import Flow
+from metrolab.harness.errors import LabError
+from metrolab.harness.policy import node
+from metrolab.harness.policy.planner import Flow
 
 TABLE = "metrolab_flows"  # the metrolab_ prefix marks every nft table of ours (lab clean, testbed clean)
 PROTOS = {"tcp": 6, "udp": 17}

@@ -25,9 +25,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from harness.errors import SpecError
-from harness.spec.topology import NAME
-from netem.units import parse_rate, parse_size, parse_time
+from metrolab.harness.errors import SpecError
+from metrolab.harness.spec.topology import NAME
+from metrolab.netem.units import parse_rate, parse_size, parse_time
 
 
 class _Strict(BaseModel):
@@ -39,7 +39,7 @@ class FlowControl(_Strict):
     bandwidth-delay product (emulated lossless); ecn: CE marking above `ecn_threshold`; per-flow:
     one queue per 5-tuple (`flows` classes) so an elephant cannot starve a mouse.
 
-    pause / backpressure (emulated, harness.policy.backpressure; the guest kernel's sch_plug): the
+    pause / backpressure (emulated, metrolab.harness.policy.backpressure; the guest kernel's sch_plug): the
     policy's one link is the congested one, `upstream` the link whose far end feeds it; when the
     congested egress's queue passes `xoff` the upstream egress stops, one one-way delay later —
     all of it (pause: port-level PFC on one priority) or only that flow (backpressure: flow-level,

@@ -2,7 +2,7 @@
 netns lab, on its machine on a testbed). The same code on every backend: plain data in and out,
 each function works on this thread's network namespace. Routes and rules added half-way are
 removed by `netlink_add` itself; a half-built queue tree goes when the link is impaired again
-(harness.policy.apply clears a failed policy).
+(metrolab.harness.policy.apply clears a failed policy).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from harness import sh
-from harness.errors import LabError
+from metrolab.harness import sh
+from metrolab.harness.errors import LabError
 
 HASH_SYSCTLS = ("net.ipv4.fib_multipath_hash_policy", "net.ipv6.fib_multipath_hash_policy")
 HASH_SEED = "net.ipv4.fib_multipath_hash_seed"
@@ -20,7 +20,7 @@ JOURNALED_SYSCTLS = (*HASH_SYSCTLS, HASH_SEED)  # what a policy may set on a mac
 
 
 def _ipr():
-    from harness.kernel.nsctx import iproute_here
+    from metrolab.harness.kernel.nsctx import iproute_here
     return iproute_here()
 
 
@@ -28,8 +28,8 @@ def queues(ifname: str, imp, kind: str, spec: Any, netem: bool, nft: bool) -> An
     """A flow-control queue tree on `ifname` (already shaped with `imp`): `slices` (spec: the
     slices and the hosts' addresses), `per-flow` (spec: the flows) or `ecn` (spec: the policy's
     flow control)."""
-    from harness.policy import qos
-    from netem.shaper import Shaper
+    from metrolab.harness.policy import qos
+    from metrolab.netem.shaper import Shaper
     with _ipr() as ipr:
         shaper = Shaper(ipr, None, netem, nft)
         if kind == "slices":

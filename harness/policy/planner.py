@@ -1,7 +1,7 @@
 """Planned per-flow paths (the white paper's network-level load balancing): a controller that
 knows a workload's flows assigns each to one of the parallel paths so that no path carries more
 than its share, instead of leaving it to a hash. Pure; the lab installs the result as
-per-flow policy routes or SRv6 encapsulation (harness.policy.ecmp).
+per-flow policy routes or SRv6 encapsulation (metrolab.harness.policy.ecmp).
 
 Also the figures a policy is judged by: the bytes per path and their imbalance (max / min).
 """

@@ -20,10 +20,10 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 
-from harness import sh
-from harness.errors import LabError
-from netem.profile import Impairment
-from netem.tree import read_tree
+from metrolab.harness import sh
+from metrolab.harness.errors import LabError
+from metrolab.netem.profile import Impairment
+from metrolab.netem.tree import read_tree
 
 ETH_P_IP = 0x0800
 SHALLOW = 32 * 1024
@@ -124,7 +124,7 @@ def install_classes(shaper, ifname: str, imp: Impairment, classes: list[tuple], 
     the rest 1: HTB serves the lowest priority number first among the classes under their rate
     (and lends spare rate in that order). Each class's queue is a `leaf` qdisc (handle
     0x100 + the class minor) holding `leaf_bytes(imp)`: bfifo, or plug (released:
-    harness.policy.backpressure pauses it). Returns the HTB's major."""
+    metrolab.harness.policy.backpressure pauses it). Returns the HTB's major."""
     ipr = shaper.ipr
     idx = shaper._index(ifname)
     link_rate = imp.rate_bps
@@ -171,7 +171,7 @@ def install_classes(shaper, ifname: str, imp: Impairment, classes: list[tuple], 
 
 def change_class(shaper, ifname: str, major: int, minor: int, rate: float, link_rate: float) -> None:
     """A class of `install_classes` (strict) held to `rate` as guarantee and ceiling, changed in
-    place: its queue and filter stay (elastic bandwidth, harness.runner.tasks)."""
+    place: its queue and filter stay (elastic bandwidth, metrolab.harness.runner.tasks)."""
     r, burst = int(min(rate, link_rate) / 8), htb_burst(link_rate)
     shaper.ipr.tc("change-class", "htb", shaper._index(ifname), (major << 16) | minor, parent=(major << 16) | 1,
                   rate=r, ceil=r, burst=burst, cburst=burst, prio=0)

@@ -3,7 +3,7 @@
 through `COUNTERS_PORT_NAME_MAP` and `COUNTERS_QUEUE_NAME_MAP`).
 
 This file runs on the switch with the switch's own Python and the standard library only (SONiC
-ships python3; nothing is installed there): `harness.testbed.sonic_mgmt` sends it over ssh with one
+ships python3; nothing is installed there): `metrolab.harness.testbed.sonic_mgmt` sends it over ssh with one
 operation and a JSON payload on stdin, and reads one JSON document back.
 
     python3 sonic_db.py OP [--redis unix:/var/run/redis/redis.sock | HOST:PORT]  < payload.json

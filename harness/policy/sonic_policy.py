@@ -3,7 +3,7 @@ what of it SONiC cannot take (refused with the reason), and the switch's counter
 repetition's metrics.
 
 What maps: flow control `pause` (port-level PFC) and `ecn` become the lossless class on every
-port of the switch (`harness.policy.sonic.render`: PFC on the lossless priorities, headroom sized
+port of the switch (`metrolab.harness.policy.sonic.render`: PFC on the lossless priorities, headroom sized
 for each port's link distance and speed, WRED/ECN, the PFC watchdog); `ecmp-l3` / `ecmp-l4` become
 SWITCH_HASH's fields. What does not: tail-drop, deep-buffer, per-flow queues and slices (a SONiC
 switch's buffers are its ASIC's shared pools, not a queue metrolab sizes per link), flow-level
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.policy.sonic import C_FIBER_KM_S, LosslessPolicy, PortSpec, render, validate
+from metrolab.harness.policy.sonic import C_FIBER_KM_S, LosslessPolicy, PortSpec, render, validate
 
 HASH_FIELDS = {"l3": ["SRC_IP", "DST_IP"],
                "l4": ["SRC_IP", "DST_IP", "IP_PROTOCOL", "L4_SRC_PORT", "L4_DST_PORT"]}
@@ -105,7 +105,7 @@ def _sum(values) -> int | None:
 
 
 def metrics(before: dict, after: dict, congested: str | None = None, upstream: str | None = None) -> dict:
-    """One repetition's, from one switch's counters read before and after it (`harness.policy.
+    """One repetition's, from one switch's counters read before and after it (`metrolab.harness.policy.
     sonic_db.counters`): PFC frames sent and received on the lossless priorities, the lossless
     queues' packets, drops and ECN marks, the deepest watermark, the ports' discards. With port
     pause on this switch (`congested`, `upstream`: its SONiC port names), the same names the

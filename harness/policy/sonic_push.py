@@ -9,8 +9,8 @@ import json
 import tempfile
 from pathlib import Path
 
-from harness.ansible_run import HostOutcome, run_playbook
-from harness.policy.sonic import diff
+from metrolab.harness.ansible_run import HostOutcome, run_playbook
+from metrolab.harness.policy.sonic import diff
 
 PLAYBOOK = "sonic-apply.yml"
 

@@ -1,5 +1,5 @@
 """The file `metrolab sonic` reads: a switch's ports (speed, cable distance) and the lossless
-RoCE class to give them; checked with located errors, then rendered by harness.policy.sonic.
+RoCE class to give them; checked with located errors, then rendered by metrolab.harness.policy.sonic.
 
     switch: gw-a                       # a name for the report
     ports:
@@ -28,9 +28,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from harness.errors import SpecError, SpecErrors
-from harness.policy.sonic import LosslessPolicy, PortSpec, render, validate
-from netem.units import parse_size
+from metrolab.harness.errors import SpecError, SpecErrors
+from metrolab.harness.policy.sonic import LosslessPolicy, PortSpec, render, validate
+from metrolab.netem.units import parse_size
 
 HASH_FIELDS = ("SRC_IP", "DST_IP", "IP_PROTOCOL", "L4_SRC_PORT", "L4_DST_PORT", "IN_PORT", "ETHERTYPE",
                "SRC_MAC", "DST_MAC", "INNER_SRC_IP", "INNER_DST_IP")
@@ -126,7 +126,7 @@ class SonicSpec(_Strict):
 
 def load(path: str | Path) -> tuple[SonicSpec, dict]:
     """The spec and its rendered, validated config_db; SpecErrors naming file and field otherwise."""
-    from harness.spec.loader import read_yaml
+    from metrolab.harness.spec.loader import read_yaml
     file = str(path)
     if not Path(path).is_file():
         raise SpecError(file, "", file, "no such file")
@@ -152,8 +152,8 @@ def load(path: str | Path) -> tuple[SonicSpec, dict]:
 
 def ports_from_topology(data: dict, file: str) -> dict:
     """`ports` for the spec: one per link of `switch` in `topology`, its distance from the link."""
-    from harness.errors import MetrolabError
-    from harness.spec.loader import load_topology
+    from metrolab.harness.errors import MetrolabError
+    from metrolab.harness.spec.loader import load_topology
     data = dict(data)
     if "ports" in data:
         raise SpecError(file, "ports", None, "give either ports or topology (ports come from its links)")

@@ -15,8 +15,8 @@ from itertools import pairwise
 
 import pandas as pd
 
-from harness.kernel.nsctx import in_netns
-from harness.rdma.packets import ROCE_PORT
+from metrolab.harness.kernel.nsctx import in_netns
+from metrolab.harness.rdma.packets import ROCE_PORT
 
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4

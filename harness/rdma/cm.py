@@ -20,7 +20,7 @@ import struct
 import time
 from typing import Any, NoReturn
 
-from harness.rdma.verbs import MTU_ENUM, Connection, Device, PeerInfo, QPConfig, RdmaError, list_devices
+from metrolab.harness.rdma.verbs import MTU_ENUM, Connection, Device, PeerInfo, QPConfig, RdmaError, list_devices
 
 # magic, buffer address, rkey, buffer length: fits the 56 bytes a REQ's private data allows
 PRIVATE = struct.Struct("!4sQIQ")
@@ -33,7 +33,7 @@ def _cm():
         import pyverbs.cm_enums as ce
         from pyverbs.cmid import CMID, AddrInfo, CMEvent, CMEventChannel, ConnParam
     except ImportError as exc:
-        from harness.errors import CapabilityError
+        from metrolab.harness.errors import CapabilityError
         raise CapabilityError(f"pyverbs' rdma_cm bindings are not importable ({exc})") from None
     return {"ce": ce, "CMID": CMID, "AddrInfo": AddrInfo, "CMEvent": CMEvent, "CMEventChannel": CMEventChannel,
             "ConnParam": ConnParam}

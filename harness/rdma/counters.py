@@ -36,7 +36,7 @@ def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
 
 def node_counters(dev: str, ifnames: list[str]) -> dict:
     """Where the node lives (its namespace, or its machine): its RDMA device's and interfaces' counters."""
-    from harness.kernel.nsctx import iproute_here
+    from metrolab.harness.kernel.nsctx import iproute_here
     with iproute_here() as ipr:
         return {"rdma": hw_counters(dev), "if": {i: if_counters(ipr, i) for i in ifnames}}
 

@@ -1,10 +1,10 @@
 """`metrolab rdma gbn`: RDMA WRITE goodput over distance x loss, measured in shuffled blocks, beside
-the Go-Back-N model (harness.rdma.gbn) whose constants come from the configuration and the
+the Go-Back-N model (metrolab.harness.rdma.gbn) whose constants come from the configuration and the
 lossless baseline, never from the lossy points.
 
 Each block measures every (distance, loss) point once, in a fresh order; a point's efficiency is
 its goodput over the lossless goodput at the same distance *in the same block* (paired, so the
-machine's drift cancels), with an interval over blocks (harness.scenario.stats). The model gets:
+machine's drift cancels), with an interval over blocks (metrolab.harness.scenario.stats). The model gets:
 the line rate the requester reaches (the link's, or the CPU's: the lossless goodput at that distance), the
 round trip (2 x fiber delay + the hosts' own turnaround, from a 0 km latency run), rxe's window
 (128 unacknowledged packets), the QP timeout (4.096 us x 2^t, in the kernel's 4 ms ticks), rxe's one retry at a time
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.rdma.gbn import ROCE_HEADERS, GbnModel, ib_timeout_s, packets_in_flight, rxe_ack_interval
-from netem.models import fiber_delay_s
+from metrolab.harness.rdma.gbn import ROCE_HEADERS, GbnModel, ib_timeout_s, packets_in_flight, rxe_ack_interval
+from metrolab.netem.models import fiber_delay_s
 
 KERNEL_HZ = 250  # Debian's kernels (CONFIG_HZ_250): rxe's retransmission timer ticks
 
@@ -71,7 +71,7 @@ def summarize(rows: list[dict], link_rate_bps: float, base_rtt_s: float, *, mtu:
     block's lossless run at that distance), the model's at lab scale and its error, full scale."""
     import statistics
 
-    from harness.scenario import stats
+    from metrolab.harness.scenario import stats
     ok = [r for r in rows if r.get("goodput_gbps")]
     out = []
     for d in sorted({r["distance_km"] for r in rows}):
@@ -118,8 +118,8 @@ def run_sweep(lab, points: list[GbnPoint], *, blocks: int, seed: int, rate_bps: 
               progress: Callable[[str], None] = lambda m: None) -> list[dict]:
     """Measure every point once per block, in each block's order; rows already in `out` are kept
     (a resumed sweep measures only what is missing)."""
-    from harness.rdma.run import run_pair
-    from netem.profile import Impairment, LossModel
+    from metrolab.harness.rdma.run import run_pair
+    from metrolab.netem.profile import Impairment, LossModel
     rows: list[dict] = []
     if out is not None and out.exists():
         rows = [json.loads(x) for x in out.read_text().splitlines() if x.strip()]

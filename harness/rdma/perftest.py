@@ -7,9 +7,9 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from harness import sh
-from harness.errors import LabError
-from harness.lab.rxe import roce_v2_gid_index
+from metrolab.harness import sh
+from metrolab.harness.errors import LabError
+from metrolab.harness.lab.rxe import roce_v2_gid_index
 
 BW_FIELDS = ("bytes", "iterations", "bw_peak_gbps", "bw_avg_gbps", "msg_rate_mpps")
 LAT_FIELDS = ("bytes", "iterations", "t_min_us", "t_max_us", "t_typical_us", "t_avg_us", "t_stdev_us",

@@ -6,9 +6,9 @@ import json
 import subprocess
 from typing import Any
 
-from harness.errors import LabError
-from harness.rdma import counters
-from harness.rdma.verbs import RdmaError
+from metrolab.harness.errors import LabError
+from metrolab.harness.rdma import counters
+from metrolab.harness.rdma.verbs import RdmaError
 
 
 def run_pair(lab, server: str, client: str, *, mode: str = "bw", op: str = "write", size: int = 65536,
@@ -18,7 +18,7 @@ def run_pair(lab, server: str, client: str, *, mode: str = "bw", op: str = "writ
     topo = lab.topology
     common = ["--mode", mode, "--op", op, "--size", str(size), "--iters", str(iters), "--qps", str(qps),
               "--port", str(port), *(extra or [])]
-    tool = ["-m", "harness.rdma.tool"]
+    tool = ["-m", "metrolab.harness.rdma.tool"]
     before = counters.snapshot(lab, [server, client])
     # where each host lives (forked from the zygote in the guest: pyverbs and numpy are imported already)
     pipes: dict[str, Any] = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)

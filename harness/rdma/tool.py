@@ -1,4 +1,4 @@
-"""`python -m harness.rdma.tool server|client …`: one side of a perftest-grade verbs test.
+"""`python -m metrolab.harness.rdma.tool server|client …`: one side of a perftest-grade verbs test.
 
 The `metrolab rdma bw|lat` command starts both sides inside their lab hosts' namespaces. Each
 side prints one JSON object. Fields follow perftest: bytes, iterations, BW peak/average (Gb/s),
@@ -17,8 +17,8 @@ import time
 
 import numpy as np
 
-from harness.rdma.cm import cm_connect, cm_listen
-from harness.rdma.verbs import (
+from metrolab.harness.rdma.cm import cm_connect, cm_listen
+from metrolab.harness.rdma.verbs import (
     Connection,
     Device,
     QPConfig,
@@ -151,7 +151,7 @@ def run_lat(conn: Connection, buf: np.ndarray, args, initiator: bool) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m harness.rdma.tool")
+    ap = argparse.ArgumentParser(prog="python -m metrolab.harness.rdma.tool")
     ap.add_argument("role", choices=("server", "client"))
     ap.add_argument("--dev", required=True)
     ap.add_argument("--ip", help="this side's address (selects the RoCEv2 GID, binds the OOB socket)")

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.errors import CapabilityError, MetrolabError
+from metrolab.harness.errors import CapabilityError, MetrolabError
 
 IB_CLASS = Path("/sys/class/infiniband")
 
@@ -84,8 +84,8 @@ class PeerInfo:
 
 def roce_gid_index(dev: str, port: int, ip: str | None) -> int:
     """The RoCEv2 GID index carrying `ip` (or the first RoCEv2 IPv4 GID when ip is None)."""
-    from harness.errors import LabError
-    from harness.lab.rxe import roce_v2_gid_index
+    from metrolab.harness.errors import LabError
+    from metrolab.harness.lab.rxe import roce_v2_gid_index
     try:
         return roce_v2_gid_index(dev, ip, port, timeout=0.5)
     except LabError as exc:

@@ -1,4 +1,4 @@
-"""Ray side of the runner: one actor per rank, which starts the rank (harness.runner.rank_agent)
+"""Ray side of the runner: one actor per rank, which starts the rank (metrolab.harness.runner.rank_agent)
 inside its lab host's namespace and relays commands to it.
 
 Ray never enters a lab namespace: its own sockets stay on the machine's loopback, and the rank's
@@ -18,7 +18,7 @@ import subprocess
 import time
 import uuid
 
-from harness.errors import CapabilityError, LabError
+from metrolab.harness.errors import CapabilityError, LabError
 
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
 
@@ -31,11 +31,11 @@ class RankProcess:
     """The rank process and its line protocol (used inside the Ray actor)."""
 
     def __init__(self, rank: int, host: str, netns: str | None, env: dict[str, str], log_path: str):
-        from harness.runner.zygote import python_popen
+        from metrolab.harness.runner.zygote import python_popen
         self.rank, self.host, self.log_path = rank, host, log_path
         os.makedirs(os.path.dirname(log_path), exist_ok=True)
         self.log = open(log_path, "ab")  # noqa: SIM115 — the rank's stderr for its lifetime; closed in close()
-        self.proc = python_popen(["-m", "harness.runner.rank_agent"], netns=netns, env=os.environ | env,
+        self.proc = python_popen(["-m", "metrolab.harness.runner.rank_agent"], netns=netns, env=os.environ | env,
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log)
         self.buf = b""
 

@@ -3,7 +3,7 @@
 The steps run in a worker thread (they only wait on the ranks); the changes are made from the
 calling thread, which owns the lab's netlink handles. Every change is put back before `run`
 returns, on success, error and Ctrl-C alike, and the times each was in force are what the steps
-are attributed against (harness.scenario.events.impact), not the times planned.
+are attributed against (metrolab.harness.scenario.events.impact), not the times planned.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from harness.errors import LabError, MetrolabError
-from harness.scenario.events import EventSpec, Window, timeline
-from netem.profile import Impairment, LossModel
+from metrolab.harness.errors import LabError, MetrolabError
+from metrolab.harness.scenario.events import EventSpec, Window, timeline
+from metrolab.netem.profile import Impairment, LossModel
 
 log = logging.getLogger(__name__)
 

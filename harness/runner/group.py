@@ -9,8 +9,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.scenario import stats as st
-from workloads.registry import WORKLOADS
+from metrolab.harness.scenario import stats as st
+from metrolab.workloads.registry import WORKLOADS
 
 WARMUP_WINDOW = 4          # steps that must show no trend before measuring
 WARMUP_MAX_DRIFT = 0.03    # of the median over the window (Theil-Sen slope x window)
@@ -76,7 +76,7 @@ class RankGroup:
         return bool(self.actors)
 
     def start(self) -> float:
-        from harness.dist.launch import rank_env
+        from metrolab.harness.dist.launch import rank_env
         self.generation += 1
         port = self.port + self.generation  # a fresh rendezvous after a restart
         (self.run_dir / "logs").mkdir(exist_ok=True)
@@ -151,8 +151,8 @@ class RankGroup:
     def learn_flows(self, warmups: int, nodes: list[str]) -> list:
         """A pass of the workload (its result discarded) while `nodes` (the policy's switches)
         count what they forward per 5-tuple: the flows between its hosts, as a controller learns
-        them from the switches' telemetry, for any transport (harness.policy.flows)."""
-        from harness.policy.flows import learning
+        them from the switches' telemetry, for any transport (metrolab.harness.policy.flows)."""
+        from metrolab.harness.policy.flows import learning
         with learning(self.lab, nodes, self.hosts) as flows:
             self.measure(warmups)
         return flows

@@ -21,8 +21,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from harness.scenario.predict import cross_site_pair, path_links
-from netem.profile import Impairment
+from metrolab.harness.scenario.predict import cross_site_pair, path_links
+from metrolab.netem.profile import Impairment
 
 CAPACITY_PORT = 47010
 TCP_SECONDS = 2.0
@@ -183,7 +183,7 @@ def tcp_capacity(lab, a: str, b: str, both_ways: bool, seconds: float = TCP_SECO
 def rdma_capacity(lab, a: str, b: str, both_ways: bool) -> float:
     from concurrent.futures import ThreadPoolExecutor
 
-    from harness.rdma.run import run_pair
+    from metrolab.harness.rdma.run import run_pair
     kw: dict[str, Any] = dict(mode="bw", op="write", size=65536, iters=400)
     if not both_ways:
         return run_pair(lab, b, a, port=18700, **kw)["client"]["bw_avg_gbps"] * 1e9

@@ -35,7 +35,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness import settings
+from metrolab.harness import settings
 
 SAMPLE_S = 0.2
 TREE_EVERY_S = 2.0   # the sampler lists the lab's processes anew this often (a /proc scan)

@@ -52,7 +52,7 @@ class LinkSampler:
             raise self._error
 
     def _run(self) -> None:
-        from harness.kernel.nsctx import in_netns
+        from metrolab.harness.kernel.nsctx import in_netns
         files: dict[str, Any] = {}
         try:
             ends: dict[str, list[tuple[str, str]]] = {}  # link -> (node, ifname) of each end

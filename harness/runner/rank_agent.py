@@ -1,4 +1,4 @@
-"""A long-lived rank: `python -m harness.runner.rank_agent`, started inside a lab host (its
+"""A long-lived rank: `python -m metrolab.harness.runner.rank_agent`, started inside a lab host (its
 namespace) by a Ray actor, driven by one JSON command per line on stdin, answering one JSON line
 on stdout. The process group comes up once and serves every sweep point; impairments change
 under it between points.
@@ -42,12 +42,12 @@ def handle(msg: dict, state: dict) -> dict:
     if cmd == "init":
         import torch.distributed as dist
         if msg["backend"] == "verbs":
-            import harness.dist.verbs_pg  # noqa: F401
+            import metrolab.harness.dist.verbs_pg  # noqa: F401
         t0 = time.monotonic()
         dist.init_process_group(msg["backend"], timeout=timedelta(seconds=msg.get("timeout", 600)))
         return {"ok": True, "rank": dist.get_rank(), "init_s": time.monotonic() - t0}
     if cmd == "setup":
-        from workloads.registry import rank_workload
+        from metrolab.workloads.registry import rank_workload
         state["fault"] = msg.get("fault")
         # the same workload with the same parameters keeps its buffers, connections and threads:
         # between points only the network changes (every rank decides alike: same message)
@@ -79,7 +79,7 @@ def handle(msg: dict, state: dict) -> dict:
             state["workload"].warm(msg["steps"])
         return {"ok": True}
     if cmd == "stats":  # a soak's sample: this rank's own resources
-        from harness.runner.soak import own_stats
+        from metrolab.harness.runner.soak import own_stats
         return {"ok": True, **own_stats()}
     if cmd == "exit":
         import torch.distributed as dist

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.errors import SpecError
+from metrolab.harness.errors import SpecError
 
 
 def run_metadata(scenario, backend: str) -> dict:
@@ -29,7 +29,7 @@ def run_metadata(scenario, backend: str) -> dict:
             versions[mod] = version(mod)
         except PackageNotFoundError:
             versions[mod] = None
-    from harness import __version__
+    from metrolab.harness import __version__
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
                              cwd=Path(__file__).resolve().parent).stdout.strip() or None
@@ -37,7 +37,7 @@ def run_metadata(scenario, backend: str) -> dict:
         rev = None
     # what is measured, not how long or how strictly it is judged (fields marked JUDGING): a resumed
     # run may take more blocks, or be judged under another limit
-    from harness.scenario.spec import judging_fields
+    from metrolab.harness.scenario.spec import judging_fields
     scen = json.dumps(scenario.spec.model_dump(mode="json", exclude=judging_fields(type(scenario.spec))),
                       sort_keys=True)
     return {"scenario": scenario.name, "scenario_hash": hashlib.sha256(scen.encode()).hexdigest()[:16],
@@ -93,7 +93,7 @@ class ResultStore:
         return 1 + max((int(r["order"]) for r in self.rows() if r.get("order") is not None), default=-1)
 
     def append_block(self, record: dict) -> None:
-        """What a block ran beside (harness.runner.interference), one line per block: blocks.jsonl."""
+        """What a block ran beside (metrolab.harness.runner.interference), one line per block: blocks.jsonl."""
         with open(self.dir / "blocks.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()

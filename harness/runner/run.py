@@ -4,11 +4,11 @@ lab up -> headroom (the unshaped capacity between each workload's hosts; auto sc
 per workload: one rank per host (a Ray actor starts it in the host's namespace, the process group
 comes up once) -> warm-up at the baseline until the step time is stationary, the model fitted on
 it predicts every point -> warm-up passes through every point (discarded) until each point's step
-time holds still from one pass to the next -> randomized blocks (harness.runner.sweep): the
+time holds still from one pass to the next -> randomized blocks (metrolab.harness.runner.sweep): the
 baseline and every point in a shuffled order, each re-impairing the swept links and re-applying its
 policy, one row per measurement appended as it is taken, with the CPU that went to other processes
-meanwhile (harness.runner.interference; a block under interference is replaced) -> with
-`until_conclusive`, the sequential design (harness.scenario.sequential): a look after every block,
+meanwhile (metrolab.harness.runner.interference; a block under interference is replaced) -> with
+`until_conclusive`, the sequential design (metrolab.harness.scenario.sequential): a look after every block,
 stopping when every criterion is conclusive or the budget is spent -> Ray down, lab down (always)
 -> verdict.
 
@@ -28,27 +28,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import settings
-from harness.errors import LabError, SpecError
-from harness.lab.netns import NetnsLab
-from harness.policy.apply import PolicyApplier, marks_ecn, needs_flows
-from harness.policy.flows import policy_nodes
-from harness.runner import headroom as hr
-from harness.runner.agents import LocalAgents, RankFailed, RayCluster
-from harness.runner.events import EventPlayer, links_of
-from harness.runner.group import RankGroup
-from harness.runner.interference import Monitor, between, interfered, interference_summary
-from harness.runner.linkseries import LinkSampler, utilization
-from harness.runner.rdma_counts import RdmaCounters
-from harness.runner.results import ResultStore, run_metadata
-from harness.runner.sweep import Sweep, new_seed
-from harness.runner.wan import WanCounters, backlog_drops
-from harness.scenario.events import impact
-from harness.scenario.points import Point, baselines, grid, point_impairment
-from harness.scenario.predict import make_predictor
-from harness.scenario.sequential import Design
-from harness.scenario.verdict import Settings, Verdict, evaluate, summarize
-from workloads.registry import WORKLOADS, workload_metrics
+from metrolab.harness import settings
+from metrolab.harness.errors import LabError, SpecError
+from metrolab.harness.lab.netns import NetnsLab
+from metrolab.harness.policy.apply import PolicyApplier, marks_ecn, needs_flows
+from metrolab.harness.policy.flows import policy_nodes
+from metrolab.harness.runner import headroom as hr
+from metrolab.harness.runner.agents import LocalAgents, RankFailed, RayCluster
+from metrolab.harness.runner.events import EventPlayer, links_of
+from metrolab.harness.runner.group import RankGroup
+from metrolab.harness.runner.interference import Monitor, between, interfered, interference_summary
+from metrolab.harness.runner.linkseries import LinkSampler, utilization
+from metrolab.harness.runner.rdma_counts import RdmaCounters
+from metrolab.harness.runner.results import ResultStore, run_metadata
+from metrolab.harness.runner.sweep import Sweep, new_seed
+from metrolab.harness.runner.wan import WanCounters, backlog_drops
+from metrolab.harness.scenario.events import impact
+from metrolab.harness.scenario.points import Point, baselines, grid, point_impairment
+from metrolab.harness.scenario.predict import make_predictor
+from metrolab.harness.scenario.sequential import Design
+from metrolab.harness.scenario.verdict import Settings, Verdict, evaluate, summarize
+from metrolab.workloads.registry import WORKLOADS, workload_metrics
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class Runner:
         self.links = swept_links(scn)
         self.testbed = testbed
         if testbed is not None:
-            from harness.lab.hosts import HostsLab
+            from metrolab.harness.lab.hosts import HostsLab
             self.lab: Any = HostsLab(testbed)
         else:
             self.lab = NetnsLab(scn.topology)
@@ -157,7 +157,7 @@ class Runner:
         if not spec_h.check and recorded is None:
             return
         cache: dict = {}
-        from harness.runner.zygote import Zygote, enabled
+        from metrolab.harness.runner.zygote import Zygote, enabled
         if enabled():  # its imports would take a CPU from the transfer being measured
             Zygote.get().wait_ready()
         for wspec in self.spec.workloads:
@@ -186,7 +186,7 @@ class Runner:
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> RunOutcome:
-        from harness.runner.zygote import prestart
+        from metrolab.harness.runner.zygote import prestart
         prestart()  # in the guest: the ranks' imports overlap with building the lab
         meta = self._meta()
         (self.run_dir / "scenario.json").write_text(json.dumps(
@@ -241,7 +241,7 @@ class Runner:
     def _soak(self, wspec, meta: dict, scale: float, plan: SoakPlan) -> None:
         """One point repeated for the plan's duration; after each repetition its step time and every
         rank's, the runner's and the lab's resources, appended to soak.jsonl as measured."""
-        from harness.runner import soak
+        from metrolab.harness.runner import soak
         wname = wspec.name or wspec.kind
         point = grid(self.spec.sweep, scale)[plan.index]
         group = RankGroup(self.cluster, self.lab, self.scn, wspec, self.run_dir, port=29700, scale=scale)
@@ -345,7 +345,7 @@ class _WorkloadRun:
         self.passes: list[float | None] = []  # each warm-up pass's median move from the one before
         self.combo: tuple | None = None    # the parameter combination the ranks hold
         self.notes: list[str] = []
-        from harness import capabilities
+        from metrolab.harness import capabilities
         self.delay_line = capabilities.probe().has("netem")
         self.bases = {lk.name: lk.impairment(runner.scn.topology.group_index) for lk in runner.scn.topology.links}
         if runner.rate_divisor != 1:

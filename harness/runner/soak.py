@@ -2,7 +2,7 @@
 tracked (the BMWG AI-fabric draft's stability test). A leak shows as a slope.
 
 After every repetition: its step time, every rank's resident memory, open descriptors and threads
-(each rank reports its own: harness.runner.rank_agent `stats`), the runner's, and the lab's
+(each rank reports its own: metrolab.harness.runner.rank_agent `stats`), the runner's, and the lab's
 objects (qdiscs, routes and rules over its namespaces) where the lab is this kernel's. At the
 end each series gets a least-squares slope per hour with its 95 % interval and a verdict against
 a tolerance over the run (from the series' median): `grows` (the whole interval above zero, the
@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from netem import tree
+from metrolab.netem import tree
 
 MIN_SAMPLES = 3
 

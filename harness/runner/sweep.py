@@ -15,7 +15,7 @@ import hashlib
 import random
 from dataclasses import dataclass, field
 
-from harness.scenario.points import Point
+from metrolab.harness.scenario.points import Point
 
 
 def new_seed() -> int:

@@ -7,7 +7,7 @@ rate changes mid-transfer (elastic bandwidth, white paper §4.2.2).
 The egress gets HTB with a class for the path's own traffic (DSCP `BACKGROUND_DSCP`, held to the
 history's rate slot by slot), one per committed task (its own DSCP: reserved rate and ceiling set
 when its window opens, returned to a trickle when its transfer is complete) and the default class. The senders are
-real TCP flows in the lab's namespaces (workloads.elephants, each waiting for its word once
+real TCP flows in the lab's namespaces (metrolab.workloads.elephants, each waiting for its word once
 connected, so a window's start is the word, not a process's start-up); each transfer is timed
 by its receiver from its first byte to its last. The link's bytes are sampled all along: the
 utilization of each slot beside what the schedule predicted for it.
@@ -28,13 +28,13 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from harness import sh
-from harness.errors import LabError
-from harness.policy import qos
-from harness.runner.linkseries import LinkSampler
-from harness.scenario.schedule import Commitment, History, Refusal, Request, finish_s, schedule, slot_s
-from netem.profile import Impairment
-from workloads import elephants
+from metrolab.harness import sh
+from metrolab.harness.errors import LabError
+from metrolab.harness.policy import qos
+from metrolab.harness.runner.linkseries import LinkSampler
+from metrolab.harness.scenario.schedule import Commitment, History, Refusal, Request, finish_s, schedule, slot_s
+from metrolab.netem.profile import Impairment
+from metrolab.workloads import elephants
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class Plan:
     requests: list[Request]
     time_scale: float = 1 / 60  # a minute slot plays in a second
     changes: list[RateChange] = field(default_factory=list)
-    guard_s: float = 0.0        # each window's start, not counted on (harness.scenario.schedule.commit)
+    guard_s: float = 0.0        # each window's start, not counted on (metrolab.harness.scenario.schedule.commit)
     lead_s: float = 1.0         # the timeline starts this long after the senders are ready
 
 
@@ -167,7 +167,7 @@ def _start_flows(lab, plan: Plan, commits: list[Commitment], dst: str, horizon: 
                  procs: list[subprocess.Popen]) -> tuple[list[subprocess.Popen], list[subprocess.Popen]]:
     """A receiver per flow on `dst`, a sender per flow on `src` waiting for its word: the path's own
     traffic (sends for the whole timeline) first, then each committed task (sends its bytes)."""
-    py = [sys.executable, "-m", "workloads.elephants"]
+    py = [sys.executable, "-m", "metrolab.workloads.elephants"]
     jobs = [(BACKGROUND_DSCP, ["--seconds", f"{horizon:.3f}"])]
     jobs += [(FIRST_TASK_DSCP + i, ["--bytes", str(c.request.bytes)]) for i, c in enumerate(commits)]
     timeout = str(max(60.0, horizon * 4))

@@ -29,7 +29,7 @@ class WanCounters:
             "wan_loss": drops / (drops + packets) if drops + packets else None,
             "ecn_marks": sum(after[lk][2] - before[lk][2] for lk in links)}
         if len(links) > 1:  # parallel paths: how evenly the traffic spread (max / min bytes)
-            from harness.policy.planner import imbalance
+            from metrolab.harness.policy.planner import imbalance
             m["path_imbalance"] = imbalance(sent)
             m["path_bytes"] = json.dumps(sent, sort_keys=True)  # per link, for the record (not a metric)
         return m

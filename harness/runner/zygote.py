@@ -32,11 +32,11 @@ import threading
 import time
 from pathlib import Path
 
-from harness import settings
+from metrolab.harness import settings
 
-PRELOAD = ("numpy", "torch", "torch.distributed", "pyverbs.device", "harness.runner.rank_agent",
-           "workloads.registry", "workloads.training_step", "workloads.pd_inference", "workloads.disaggregated",
-           "workloads.elephants", "workloads.collectives", "harness.dist.verbs_pg")
+PRELOAD = ("numpy", "torch", "torch.distributed", "pyverbs.device", "metrolab.harness.runner.rank_agent",
+           "metrolab.workloads.registry", "metrolab.workloads.training_step", "metrolab.workloads.pd_inference", "metrolab.workloads.disaggregated",
+           "metrolab.workloads.elephants", "metrolab.workloads.collectives", "metrolab.harness.dist.verbs_pg")
 SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 START_TIMEOUT_S = 300
 
@@ -125,7 +125,7 @@ def _child(req: dict, fds: list[int]) -> int:
     sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True)
     sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True)
     if req.get("netns"):
-        from harness.kernel.nsctx import _setns
+        from metrolab.harness.kernel.nsctx import _setns
         target = os.open(req["netns"], os.O_RDONLY | os.O_CLOEXEC)
         _setns(target)
         os.close(target)
@@ -173,7 +173,7 @@ class Zygote:
         self.dir = tempfile.mkdtemp(prefix="zygote-", dir=run)
         self.path = str(Path(self.dir) / "sock")
         env = os.environ | SINGLE_THREAD_ENV
-        self.proc = subprocess.Popen([sys.executable, "-m", "harness.runner.zygote", self.path], env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "metrolab.harness.runner.zygote", self.path], env=env,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
         self.ready = False
         atexit.register(self.close)
@@ -226,7 +226,7 @@ class ZygoteProcess:
     """What callers use of subprocess.Popen: pid, stdin/stdout/stderr, poll, wait, kill, communicate."""
 
     def __init__(self, z: Zygote, argv, netns, env, stdin, stdout, stderr, text, cwd):
-        from harness.kernel.nsctx import NETNS_RUN_DIR
+        from metrolab.harness.kernel.nsctx import NETNS_RUN_DIR
         self.args = argv
         self.returncode: int | None = None
         self.stdin = self.stdout = self.stderr = None
@@ -349,10 +349,10 @@ class ZygoteProcess:
 
 def python_popen(argv: list[str], *, netns: str | None, env: dict[str, str], **kw):
     """`python ARGV...` in namespace `netns`: forked from the zygote in the guest, a new interpreter
-    elsewhere (harness.sh)."""
+    elsewhere (metrolab.harness.sh)."""
     if enabled():
         return Zygote.get().popen(argv, netns=netns, env=env, **kw)
-    from harness import sh
+    from metrolab.harness import sh
     return sh.popen([sys.executable, *argv], netns=netns, env=env, **kw)
 
 

@@ -14,7 +14,7 @@ def workload_scenario(kind: str, *, params: dict[str, Any] | None = None, hosts:
                       convergence: Sequence[float] = (1.0,), repetitions: int = 3, warmups: int = 1,
                       scale: float = 1.0, source: str = "metrolab workload") -> dict:
     """The scenario's data (what a YAML file would hold); bad input raises SpecError naming `source`."""
-    from harness.scenario.spec import scenario_from_data
+    from metrolab.harness.scenario.spec import scenario_from_data
     w: dict[str, Any] = {"kind": kind, "params": dict(params or {})}
     if hosts:
         w["hosts"] = list(hosts)

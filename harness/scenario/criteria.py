@@ -60,7 +60,7 @@ class Criterion:
 
 
 def _number(text: str):
-    from netem.units import parse_rate, parse_time
+    from metrolab.netem.units import parse_rate, parse_time
     t = text.strip().strip(",")
     for parse in (float, parse_time, parse_rate):
         try:

@@ -8,7 +8,7 @@ network the efficiency is measured against.
 
 Which steps an event touched, and how long the job took to recover, come from the steps' own
 wall-clock times (each rank-0 step's start and end) against the times the runner applied and
-reverted each change: pure functions here, the runner's player in harness.runner.events.
+reverted each change: pure functions here, the runner's player in metrolab.harness.runner.events.
 
     events:
       - {kind: flap, link: wan-ab-1, at: 2s, period: 2s, count: 2}    # down 1 s, up 1 s, twice
@@ -24,8 +24,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from netem.models import DEFAULT_GROUP_INDEX, fiber_delay_s
-from netem.units import parse_probability, parse_rate, parse_time
+from metrolab.netem.models import DEFAULT_GROUP_INDEX, fiber_delay_s
+from metrolab.netem.units import parse_probability, parse_rate, parse_time
 
 
 def seconds(v: Any) -> float:

@@ -1,13 +1,13 @@
 """What a scenario needs of the kernel (feature -> why), from its topology, workloads, sweep and
-policies: the backend choice (harness.lab.select.choose) follows from it."""
+policies: the backend choice (metrolab.harness.lab.select.choose) follows from it."""
 
 from __future__ import annotations
 
 
 def scenario_needs(scn) -> dict[str, str]:
-    from harness.lab.select import needs
-    from harness.policy.apply import marks_ecn
-    from workloads.registry import WORKLOADS
+    from metrolab.harness.lab.select import needs
+    from metrolab.harness.policy.apply import marks_ecn
+    from metrolab.workloads.registry import WORKLOADS
     spec = scn.spec
     needed = needs(scn.topology)
     if any(WORKLOADS[w.kind].needs_rdma_for(w) for w in spec.workloads):

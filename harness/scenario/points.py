@@ -8,8 +8,8 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from netem.models import fiber_delay_s, netem_limit_packets
-from netem.profile import Impairment, LossModel
+from metrolab.netem.models import fiber_delay_s, netem_limit_packets
+from metrolab.netem.profile import Impairment, LossModel
 
 DEFAULT_RATE_BPS = 1e9
 # Every point of a sweep, the baseline included, sends the swept links' traffic through netem's

@@ -9,7 +9,7 @@ is the one that ends earliest before the deadline among those whose every slot h
 bytes need (at the same end, the one with the most rate free: off the peak); the rate reserved is what fills the window exactly, with a margin (the operator
 reserves what the task needs, not the whole free rate, so the next request still fits).
 
-Pure functions: harness.runner.tasks plays a schedule on a lab (a slice per window, reserved when
+Pure functions: metrolab.harness.runner.tasks plays a schedule on a lab (a slice per window, reserved when
 it opens and released when it ends, and rate changes mid-transfer).
 """
 

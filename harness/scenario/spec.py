@@ -21,14 +21,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from harness.errors import SpecError, SpecErrors
-from harness.policy.model import PolicySpec, check_against
-from harness.scenario.criteria import Criterion, parse_criterion
-from harness.scenario.events import EventSpec
-from harness.scenario.points import Point, param_combinations
-from harness.spec.loader import errors_from_pydantic, find_file, load_topology, read_yaml, topology_from_data
-from harness.spec.topology import NAME
-from netem.units import parse_rate, parse_time
+from metrolab.harness.errors import SpecError, SpecErrors
+from metrolab.harness.policy.model import PolicySpec, check_against
+from metrolab.harness.scenario.criteria import Criterion, parse_criterion
+from metrolab.harness.scenario.events import EventSpec
+from metrolab.harness.scenario.points import Point, param_combinations
+from metrolab.harness.spec.loader import errors_from_pydantic, find_file, load_topology, read_yaml, topology_from_data
+from metrolab.harness.spec.topology import NAME
+from metrolab.netem.units import parse_rate, parse_time
 
 POINT_NETWORK_FIELDS = ("distance_km", "loss", "rate_bps", "convergence", "jitter_s", "policy", "baseline",
                         "workload", "params", "label", "status", "error", "repetition")
@@ -40,7 +40,7 @@ class _Strict(BaseModel):
 
 # a field marked so says how results are judged or how the measurement is prepared, not what is
 # measured: it stays out of the scenario's hash, so a stored run resumes under another value
-# (harness.runner.results)
+# (metrolab.harness.runner.results)
 JUDGING: dict[str, Any] = {"judging": True}
 
 
@@ -144,7 +144,7 @@ class SweepSpec(_Strict):
 
 
 class StatisticsSpec(_Strict):
-    """How points are measured and judged (harness.scenario.stats, harness.scenario.sequential)."""
+    """How points are measured and judged (metrolab.harness.scenario.stats, metrolab.harness.scenario.sequential)."""
 
     confidence: float = Field(default=0.95, gt=0.5, lt=1, description="interval coverage")
     max_cv: float = Field(default=0.05, gt=0, description="a step time noisier than this is not judged at face value")
@@ -161,7 +161,7 @@ class StatisticsSpec(_Strict):
                                                  "Holm's correction before a point fails (or none, said so)")
     max_interference: float = Field(default=0.1, gt=0, le=1, description="CPU share of the machine taken outside "
                                     "the lab during a measurement above which its block is left out and replaced "
-                                    "(netns backend; harness.runner.interference)")
+                                    "(netns backend; metrolab.harness.runner.interference)")
     max_guest_wait: float = Field(default=0.15, gt=0, le=1, description="share of the time the guest's threads "
                                   "waited for a core above which a block is left out and replaced (vm backend)")
     max_interfered_blocks: int = Field(default=4, ge=0, description="blocks that may be replaced for interference "
@@ -170,7 +170,7 @@ class StatisticsSpec(_Strict):
 
 class WarmBlocksSpec(_Strict):
     """Discarded passes through every point before the first measured block: the guest's first
-    passes through each configuration's qdiscs and code paths are slow (harness.runner.run)."""
+    passes through each configuration's qdiscs and code paths are slow (metrolab.harness.runner.run)."""
 
     min: int = Field(default=1, ge=0, description="passes always made")
     max: int = Field(default=4, ge=0, description="passes at most, while the step times still move")
@@ -179,7 +179,7 @@ class WarmBlocksSpec(_Strict):
 
 
 class HeadroomSpec(_Strict):
-    """Whether the lab, not the host, sets the step time (harness.runner.headroom)."""
+    """Whether the lab, not the host, sets the step time (metrolab.harness.runner.headroom)."""
 
     check: bool = Field(default=True, description="measure the unshaped capacity before the sweep")
     max_capacity_ratio: float = Field(default=0.5, gt=0, le=1,
@@ -219,7 +219,7 @@ class ScenarioSpec(_Strict):
     acceptance: list[str] = Field(default_factory=list)
     faults: list[FaultSpec] = Field(default_factory=list)
     events: list[EventSpec] = Field(default_factory=list, description="network changes during each repetition "
-                                    "of the points they name (harness.scenario.events)")
+                                    "of the points they name (metrolab.harness.scenario.events)")
     policies: list[PolicySpec] = Field(default_factory=list)
     statistics: StatisticsSpec = Field(default_factory=StatisticsSpec, json_schema_extra=JUDGING)
     headroom: HeadroomSpec = Field(default_factory=HeadroomSpec)
@@ -286,7 +286,7 @@ def _apply_quick(data: dict) -> dict:
 
 
 def scenario_from_data(data: Any, file: str, quick: bool = False, base_dir: Path | None = None) -> Scenario:
-    from workloads.registry import WORKLOADS, workload_metrics
+    from metrolab.workloads.registry import WORKLOADS, workload_metrics
     if not isinstance(data, dict):
         raise SpecError(file, "", data, "a scenario is a mapping (name, topology, workloads, sweep, …)")
     try:
@@ -347,7 +347,7 @@ def scenario_from_data(data: Any, file: str, quick: bool = False, base_dir: Path
 
 
 def _check_events(spec: ScenarioSpec, topo, file: str) -> list[SpecError]:
-    from workloads.registry import WORKLOADS
+    from metrolab.workloads.registry import WORKLOADS
     errors: list[SpecError] = []
     links = {lk.name for lk in topo.links}
     switches = {n.name for n in topo.switches()}
@@ -372,7 +372,7 @@ def _check_events(spec: ScenarioSpec, topo, file: str) -> list[SpecError]:
 
 
 def builtin_scenarios() -> dict[str, Path]:
-    from harness.resources import scenarios_dir
+    from metrolab.harness.resources import scenarios_dir
     return {p.stem: p for p in sorted(scenarios_dir().glob("*.yaml"))}
 
 

@@ -7,7 +7,7 @@ over minutes moves both alike and the drift cancels.
 - Degradation is estimated from the paired log ratios r_b = ln(t_point_b / t_base_b): the
   geometric mean ratio R = exp(mean r) gives efficiency 1/R and degradation 1 - 1/R.
 - Intervals: one method at every look, mean +- c s / sqrt(n) over blocks, where c is the design's
-  (harness.scenario.sequential): Student's t for a fixed number of blocks, the repeated confidence
+  (metrolab.harness.scenario.sequential): Student's t for a fixed number of blocks, the repeated confidence
   interval's boundary for a run that looks after every block. 95 % by default.
 - Rates from counts (drops among packets) are judged on the summed counts with the exact
   Clopper-Pearson bound: no packet counted is "not measured", and zero drops among N packets bound
@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from harness.scenario.criteria import OPS
-from harness.scenario.sequential import Design
+from metrolab.harness.scenario.criteria import OPS
+from metrolab.harness.scenario.sequential import Design
 
 CONFIDENCE = 0.95
 MAX_CV = 0.05               # a step time noisier than this is not judged at face value

@@ -1,7 +1,7 @@
 """A task plan: transfer requests on one path of a topology, the path's bandwidth history, and the
 rate changes tenants ask for mid-transfer (white paper §4.2.1-4.2.2). `metrolab tasks PLAN`
-commits a window for each request (harness.scenario.schedule) and plays the plan on a lab
-(harness.runner.tasks).
+commits a window for each request (metrolab.harness.scenario.schedule) and plays the plan on a lab
+(metrolab.harness.runner.tasks).
 
     name: task-scheduling
     topology: metro-pair
@@ -24,10 +24,10 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from harness.errors import SpecError, SpecErrors
-from harness.scenario.events import seconds
-from harness.scenario.schedule import SLOT_S, History, Request, ServiceLevel
-from netem.units import parse_rate, parse_size
+from metrolab.harness.errors import SpecError, SpecErrors
+from metrolab.harness.scenario.events import seconds
+from metrolab.harness.scenario.schedule import SLOT_S, History, Request, ServiceLevel
+from metrolab.netem.units import parse_rate, parse_size
 
 
 def _rate(v: Any) -> float:
@@ -133,13 +133,13 @@ def check_plan(spec: TaskPlanSpec, topo, file: str) -> None:
 
 
 def builtin_plans() -> dict[str, Path]:
-    from harness.resources import scenarios_dir
+    from metrolab.harness.resources import scenarios_dir
     return {p.stem: p for p in sorted((scenarios_dir() / "tasks").glob("*.yaml"))}
 
 
 def load_plan(ref: str) -> tuple[TaskPlanSpec, str]:
     """A plan from a path or a built-in name; (the spec, its file)."""
-    from harness.spec.loader import find_file, read_yaml, validate_mapping
+    from metrolab.harness.spec.loader import find_file, read_yaml, validate_mapping
     path = find_file(ref, builtin_plans(), "task plan")
     return validate_mapping(TaskPlanSpec, read_yaml(path), str(path), "a task plan is a mapping with a path, "
                             "a history and requests"), str(path)

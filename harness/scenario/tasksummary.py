@@ -1,6 +1,6 @@
 """A task plan played several times, summarized (pure; unit-tested without a lab).
 
-Each repetition is one `harness.runner.tasks.play` of the same plan (the schedule is
+Each repetition is one `metrolab.harness.runner.tasks.play` of the same plan (the schedule is
 deterministic: the same windows, the same refusals). A commitment is a promise each transfer
 keeps, so it is judged play by play, not on a mean: it **fails** when any play missed its window
 or lost bytes (a broken promise is an observation, not an estimate); it **passes** when every play
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from harness.scenario import stats as st
+from metrolab.harness.scenario import stats as st
 
 
 def _iv(values) -> dict:

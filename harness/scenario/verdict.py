@@ -1,17 +1,17 @@
 """From measurement rows to a verdict (pure; unit-tested without a lab).
 
-Rows are randomized blocks (harness.runner.sweep): each carries its `block` and its `order` (the
+Rows are randomized blocks (metrolab.harness.runner.sweep): each carries its `block` and its `order` (the
 index of the measurement in the run). Per (workload, point): the step time (median, IQR), the
 efficiency and degradation paired with the baseline of the same block and the same swept workload
 parameters, with intervals, quality figures (CV, trend, rank test), the model's prediction beside
-it; per criterion and point a three-valued verdict with its reason (harness.scenario.stats).
+it; per criterion and point a three-valued verdict with its reason (metrolab.harness.scenario.stats).
 
 What a verdict rests on:
 - every repetition: a point whose repetitions failed fails its criteria with the error (unless the
   scenario allows that many failures, `statistics.allowed_failures`);
 - clean blocks: a block measured while other processes took the machine (the runner's block
   records, blocks.jsonl) and replaced is left out whole, for every point of that workload;
-- the design's intervals (harness.scenario.sequential), one method at every look;
+- the design's intervals (metrolab.harness.scenario.sequential), one method at every look;
 - counts for rates (drops among packets): Clopper-Pearson on the sums, never a mean of zeros;
 - what else can bound a performance metric (the host's capacity, the ranks' CPU, the offered load):
   a point bounded by one is inconclusive on every metric but the integrity checks;
@@ -27,10 +27,10 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
-from harness.scenario import stats as st
-from harness.scenario.criteria import Criterion
-from harness.scenario.sequential import Design, blocks_needed
-from workloads.registry import COUNT_RATES, INTEGRITY_METRICS
+from metrolab.harness.scenario import stats as st
+from metrolab.harness.scenario.criteria import Criterion
+from metrolab.harness.scenario.sequential import Design, blocks_needed
+from metrolab.workloads.registry import COUNT_RATES, INTEGRITY_METRICS
 
 POINT_COLS = ("distance_km", "loss", "rate_bps", "convergence", "jitter_s", "policy")
 STEP_METRICS = ("step_time_s", "efficiency", "efficiency_degradation")

@@ -8,9 +8,9 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from harness.errors import SpecError, SpecErrors
-from harness.spec.resolve import Topology, resolve
-from harness.spec.topology import TopologySpec
+from metrolab.harness.errors import SpecError, SpecErrors
+from metrolab.harness.spec.resolve import Topology, resolve
+from metrolab.harness.spec.topology import TopologySpec
 
 DEFAULT_TOPOLOGY = "default"
 
@@ -59,7 +59,7 @@ def read_yaml(path: str | Path) -> Any:
 
 
 def builtin_topology_path(name: str) -> Path:
-    from harness.resources import topologies_dir
+    from metrolab.harness.resources import topologies_dir
     return topologies_dir() / f"{name}.yaml"
 
 

@@ -9,10 +9,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Literal, cast
 
-from harness.errors import SpecError, SpecErrors
-from harness.spec.topology import LinkCommon, SiteSpec, SwitchSpec, TopologySpec
-from netem.models import fiber_delay_s, netem_limit_packets
-from netem.profile import Impairment, LossModel
+from metrolab.harness.errors import SpecError, SpecErrors
+from metrolab.harness.spec.topology import LinkCommon, SiteSpec, SwitchSpec, TopologySpec
+from metrolab.netem.models import fiber_delay_s, netem_limit_packets
+from metrolab.netem.profile import Impairment, LossModel
 
 DEFAULT_RATE_BPS = 10e9  # an unshaped veth; used only to size queues
 
@@ -93,7 +93,7 @@ class Topology:
 def _host_addresses(site: SiteSpec, idx: int, errors: list[SpecError], file: str):
     """Addresses for a site's hosts: explicit ones, the rest in order from the subnet."""
     path = f"sites[{idx}]"
-    from harness.spec.topology import HostSpec
+    from metrolab.harness.spec.topology import HostSpec
     # the model's validator turned every name into a HostSpec
     hosts = [HostSpec(name=f"{site.name}-h{i + 1}") for i in range(site.hosts)] if isinstance(site.hosts, int) \
         else cast(list[HostSpec], site.hosts)

@@ -2,7 +2,7 @@
 
 Field-level rules (types, ranges, unknown fields) live on the models; rules that relate
 fields (links to existing nodes, unique names, addresses that fit) live in
-`harness.spec.resolve`, which locates each error by field path.
+`metrolab.harness.spec.resolve`, which locates each error by field path.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from netem.units import parse_probability, parse_rate, parse_time
+from metrolab.netem.units import parse_probability, parse_rate, parse_time
 
 NAME = r"^[a-z0-9][a-z0-9-]{0,23}$"
 Name = Annotated[str, Field(pattern=NAME)]

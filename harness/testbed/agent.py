@@ -7,8 +7,8 @@ to the machine's own python3, which imports them from a memfd (`/proc/self/fd/N`
 nothing written to its disk, nothing left when the session ends or is killed). Each call is then
 one line each way on that connection: the function's name and pickled arguments, the pickled
 result or the exception it raised. A session lives as long as the lab's process holds it (EOF
-ends it there). The functions are the hosts backend's (`harness.lab.remote`,
-`harness.policy.node`), which import nothing compiled: `tests/harness/testbed/test_agent_unit.py`
+ends it there). The functions are the hosts backend's (`metrolab.harness.lab.remote`,
+`metrolab.harness.policy.node`), which import nothing compiled: `tests/harness/testbed/test_agent_unit.py`
 imports them from the bundle alone.
 """
 
@@ -27,17 +27,17 @@ import time
 import zipfile
 from collections.abc import Callable
 from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from harness import sh
-from harness.errors import LabError
-from harness.testbed.hostkeys import ssh_argv
-from harness.testbed.resolve import Testbed
-from harness.testbed.spec import Machine
+from metrolab.harness import sh
+from metrolab.harness.errors import LabError
+from metrolab.harness.testbed.hostkeys import ssh_argv
+from metrolab.harness.testbed.resolve import Testbed
+from metrolab.harness.testbed.spec import Machine
 
-ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("harness", "netem")
+PACKAGES = ("metrolab.harness", "metrolab.netem")
 # run on the machine by its python3: stdin's first line is the bundle, each next line a call
 # (base64 pickles); each answer a line on the original stdout. The functions' own prints go to
 # stderr and their children get /dev/null as stdin (an `nft -f -` must not read the next call)
@@ -71,8 +71,10 @@ def bundle() -> bytes:
     import pyroute2  # deferred: its files, not its code, are what this needs
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        trees = [(ROOT / p, p) for p in PACKAGES] + [(Path(pyroute2.__file__).parent, "pyroute2")]
-        for top, name in trees:
+        # metrolab's own __init__ is the API facade (pydantic, pandas): the machine gets an empty one
+        z.writestr("metrolab/__init__.py", "")
+        trees = [(Path(str(resources.files(p))), p.replace(".", "/")) for p in PACKAGES]
+        for top, name in [*trees, (Path(pyroute2.__file__).parent, "pyroute2")]:
             for f in sorted(top.rglob("*.py")):
                 z.write(f, f"{name}/{f.relative_to(top)}")
     return buf.getvalue()
@@ -182,7 +184,7 @@ class SshAgent:
 
 def ssh_agent(tb: Testbed) -> SshAgent:
     """The agent for the testbed's machines that run no Ray node (SONiC switches aside: their
-    management plane is theirs, harness.testbed.sonic_mgmt)."""
+    management plane is theirs, metrolab.harness.testbed.sonic_mgmt)."""
     ray = {m.name for m in tb.ray_machines()}
     return SshAgent({m.name: m for m in tb.spec.machines if m.name not in ray and "sonic-switch" not in m.roles},
                     tb.known_hosts, tb.name)

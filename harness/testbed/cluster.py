@@ -12,9 +12,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from harness.errors import CapabilityError, LabError
-from harness.runner.agents import RAY_ENV
-from harness.testbed.resolve import Testbed
+from metrolab.harness.errors import CapabilityError, LabError
+from metrolab.harness.runner.agents import RAY_ENV
+from metrolab.harness.testbed.resolve import Testbed
 
 CONNECT_ATTEMPTS = 3
 SERVER_DIED = ("Starting Ray client server failed", "ZombieProcess")
@@ -26,7 +26,7 @@ def _where() -> dict[str, Any]:
     import socket as _socket
     import time as _time
 
-    from harness.testbed.versions import collect
+    from metrolab.harness.testbed.versions import collect
     return {"time": _time.time(), "hostname": _socket.gethostname(), "netns": _os.stat("/proc/self/ns/net").st_ino,
             "pid": _os.getpid(), "versions": collect()}
 
@@ -39,7 +39,7 @@ class TestbedRay:
     def __init__(self, tb: Testbed, namespace: str | None = None):
         """`namespace`: the Ray namespace this connection's named actors live in (a lab's id: what
         `testbed clean` finds of a killed run's ranks)."""
-        from harness.testbed.ops import ray_token
+        from metrolab.harness.testbed.ops import ray_token
         # the cluster's token authentication: this process presents the token every node holds.
         # Ray reads the mode into its C++ config when it is imported: set it first, and refresh
         # that config where Ray was imported already (what Ray's own ray.init does on a mode change)

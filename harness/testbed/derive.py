@@ -9,9 +9,9 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from harness.errors import SpecError
-from harness.testbed.hostkeys import ssh_args
-from harness.testbed.resolve import Testbed
+from metrolab.harness.errors import SpecError
+from metrolab.harness.testbed.hostkeys import ssh_args
+from metrolab.harness.testbed.resolve import Testbed
 
 DEFAULT_ROOT = "/opt/metrolab"
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from harness import sh
-from harness.errors import LabError
-from harness.testbed.resolve import Testbed
-from harness.testbed.spec import Machine
+from metrolab.harness import sh
+from metrolab.harness.errors import LabError
+from metrolab.harness.testbed.resolve import Testbed
+from metrolab.harness.testbed.spec import Machine
 
 KEY_TYPES = "ed25519,ecdsa,rsa"
 

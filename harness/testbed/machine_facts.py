@@ -122,7 +122,7 @@ def versions(venv: str) -> dict | None:
     py = Path(venv) / "bin" / "python"
     if not py.exists():
         return None
-    res = subprocess.run([str(py), "-m", "harness.testbed.versions"], capture_output=True, text=True, check=False)
+    res = subprocess.run([str(py), "-m", "metrolab.harness.testbed.versions"], capture_output=True, text=True, check=False)
     return json.loads(res.stdout) if res.returncode == 0 else None
 
 

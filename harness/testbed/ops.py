@@ -20,12 +20,12 @@ from typing import Any
 
 import yaml
 
-from harness import settings, sh
-from harness.ansible_run import PlaybookRun, run_playbook
-from harness.errors import CapabilityError, LabError
-from harness.testbed import hostkeys, versions
-from harness.testbed.derive import inventory
-from harness.testbed.resolve import Testbed
+from metrolab.harness import settings, sh
+from metrolab.harness.ansible_run import PlaybookRun, run_playbook
+from metrolab.harness.errors import CapabilityError, LabError
+from metrolab.harness.testbed import hostkeys, versions
+from metrolab.harness.testbed.derive import inventory
+from metrolab.harness.testbed.resolve import Testbed
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None] | None

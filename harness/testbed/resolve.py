@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.errors import SpecError, SpecErrors
-from harness.spec.resolve import Topology
-from harness.testbed.spec import LinkMap, Machine, TestbedSpec
+from metrolab.harness.errors import SpecError, SpecErrors
+from metrolab.harness.spec.resolve import Topology
+from metrolab.harness.testbed.spec import LinkMap, Machine, TestbedSpec
 
 # the roles of the machines that carry the topology's hosts: their ranks run on a Ray node there
 RAY_ROLES = frozenset({"compute", "storage"})
@@ -26,7 +26,7 @@ class Testbed:
 
     @property
     def ray_token(self) -> Path:
-        """The file holding the cluster's Ray token (harness.testbed.ops.ray_token makes it)."""
+        """The file holding the cluster's Ray token (metrolab.harness.testbed.ops.ray_token makes it)."""
         base = Path(self.source).resolve().parent
         given = self.spec.ray.token_file
         if given:
@@ -35,7 +35,7 @@ class Testbed:
 
     @property
     def known_hosts(self) -> Path:
-        """Where the machines' ssh host keys are pinned (harness.testbed.hostkeys)."""
+        """Where the machines' ssh host keys are pinned (metrolab.harness.testbed.hostkeys)."""
         base = Path(self.source).resolve().parent
         given = self.spec.known_hosts
         if given:
@@ -61,7 +61,7 @@ class Testbed:
     def ray_machines(self) -> list[Machine]:
         """Machines that run a Ray node: the compute and storage machines, which carry the
         topology's hosts and their ranks. Switches and WAN emulators are reached over ssh only
-        (harness.testbed.agent): nothing of Ray or metrolab runs there."""
+        (metrolab.harness.testbed.agent): nothing of Ray or metrolab runs there."""
         return [m for m in self.spec.machines if RAY_ROLES & set(m.roles)]
 
 
@@ -158,7 +158,7 @@ def _check_ports(lm: LinkMap, at: str, file: str, machines: dict[str, Machine], 
 
 
 def testbed_from_data(data: Any, file: str) -> Testbed:
-    from harness.spec.loader import load_topology, validate_mapping
+    from metrolab.harness.spec.loader import load_topology, validate_mapping
     spec = validate_mapping(TestbedSpec, data, file, "a testbed is a mapping with name, machines and map")
     topo_ref = spec.topology
     if not Path(topo_ref).is_absolute() and (Path(file).parent / topo_ref).exists():
@@ -167,5 +167,5 @@ def testbed_from_data(data: Any, file: str) -> Testbed:
 
 
 def load_testbed(path: str | Path) -> Testbed:
-    from harness.spec.loader import read_yaml
+    from metrolab.harness.spec.loader import read_yaml
     return testbed_from_data(read_yaml(path), str(path))

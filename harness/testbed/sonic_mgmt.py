@@ -15,13 +15,13 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from harness import sh
-from harness.errors import LabError
-from harness.policy import sonic_db
-from harness.testbed.hostkeys import ssh_argv
-from harness.testbed.spec import Machine
+from metrolab.harness import sh
+from metrolab.harness.errors import LabError
+from metrolab.harness.policy import sonic_db
+from metrolab.harness.testbed.hostkeys import ssh_argv
+from metrolab.harness.testbed.spec import Machine
 
-# the tables metrolab's lossless class writes (harness.policy.sonic.render): a snapshot of these
+# the tables metrolab's lossless class writes (metrolab.harness.policy.sonic.render): a snapshot of these
 # before a run is what puts the switch back
 TABLES = ("DSCP_TO_TC_MAP", "TC_TO_QUEUE_MAP", "TC_TO_PRIORITY_GROUP_MAP", "PORT_QOS_MAP", "BUFFER_PROFILE",
           "BUFFER_PG", "WRED_PROFILE", "QUEUE", "SCHEDULER", "PFC_WD", "SWITCH_HASH")

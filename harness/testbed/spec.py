@@ -4,7 +4,7 @@ Like sonic-mgmt's testbed files, devices and links are tables: `machines` (manag
 Python, roles, data interfaces with addresses and RDMA device) and `map` (each topology node to a
 machine, each link to the ports it uses, each emulated WAN link to a wan-emulator's port pair).
 Field rules live on the models; rules across them (a mapped machine exists, a port is one of its
-interfaces, a WAN link has an emulator) in `harness.testbed.resolve`, located by field path.
+interfaces, a WAN link has an emulator) in `metrolab.harness.testbed.resolve`, located by field path.
 """
 
 from __future__ import annotations

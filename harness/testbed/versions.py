@@ -34,7 +34,7 @@ def collect() -> dict[str, str | None]:
     out: dict[str, str | None] = {"python": platform.python_version()}
     for name in PINNED:
         if name == "metrolab":  # a checkout's own commit, not the metadata of its last install
-            from harness.version import version
+            from metrolab.harness.version import version
             out[name] = version()
             continue
         try:

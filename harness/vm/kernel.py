@@ -19,8 +19,8 @@ import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness import settings, sh
-from harness.errors import CapabilityError
+from metrolab.harness import settings, sh
+from metrolab.harness.errors import CapabilityError
 
 SUITES = ("trixie-backports", "sid")
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"

@@ -35,11 +35,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import settings, sh
-from harness.errors import CapabilityError, LabError
-from harness.resources import guest_script
-from harness.runner.interference import HostSampler
-from harness.vm.kernel import GuestKernel, cache_root
+from metrolab.harness import settings, sh
+from metrolab.harness.errors import CapabilityError, LabError
+from metrolab.harness.resources import guest_script
+from metrolab.harness.runner.interference import HostSampler
+from metrolab.harness.vm.kernel import GuestKernel, cache_root
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def choose_accel() -> tuple[str, str]:
     forced = settings.get("METROLAB_VM_ACCEL")
     if forced in ("kvm", "tcg"):
         return forced, f"METROLAB_VM_ACCEL={forced}"
-    from harness.capabilities import _probe_kvm
+    from metrolab.harness.capabilities import _probe_kvm
     kvm = _probe_kvm()
     return ("kvm", kvm.detail) if kvm.present else ("tcg", kvm.detail)
 

@@ -9,8 +9,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from harness.vm.kernel import prepare_kernel
-from harness.vm.qemu import Guest
+from metrolab.harness.vm.kernel import prepare_kernel
+from metrolab.harness.vm.qemu import Guest
 
 
 def with_backend(argv: list[str], backend: str) -> list[str]:
@@ -53,7 +53,7 @@ def run_in_guest(argv: list[str], progress=None, timeout: float = 7200, shares: 
     # known size
     if not sys.stdout.isatty():
         env["METROLAB_PLAIN"] = "1"  # the guest's stdout is a tty; ours is a pipe or a file
-    res = guest.run([sys.executable, "-m", "harness.cli", *with_backend(argv, "netns")], cwd=Path.cwd(), env=env,
+    res = guest.run([sys.executable, "-m", "metrolab.harness.cli", *with_backend(argv, "netns")], cwd=Path.cwd(), env=env,
                     timeout=timeout, on_line=on_line or (lambda line: print(line, flush=True)), on_log=command_stderr,
                     shares=shares)
     progress(f"guest finished: exit {res.exit_code}, booted in {res.boot_s:.1f} s, {res.wall_s:.1f} s in all")

@@ -41,7 +41,7 @@ def git_rev(cwd: Path | None = None) -> tuple[str | None, bool]:
 def machine_facts() -> dict:
     """What the figures were measured on: processor, cores, memory, kernel, Python, and what the
     lab's backends have here (metrolab doctor's probe)."""
-    from harness import capabilities
+    from metrolab.harness import capabilities
     cpu = None
     try:
         cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.resources import ansible_dir
-from harness.testbed.ops import full_inventory
-from harness.testbed.resolve import load_testbed
+from metrolab.harness.resources import ansible_dir
+from metrolab.harness.testbed.ops import full_inventory
+from metrolab.harness.testbed.resolve import load_testbed
 
 pytestmark = pytest.mark.unit
 PROJECT = ansible_dir()

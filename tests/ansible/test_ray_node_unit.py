@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.resources import ansible_dir
+from metrolab.harness.resources import ansible_dir
 
 pytestmark = pytest.mark.unit
 ROLE = ansible_dir() / "roles" / "ray_node"

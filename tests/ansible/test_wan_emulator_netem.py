@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.ansible_run import outcomes
-from harness.kernel.nsctx import iproute
-from harness.lab.netns import remove_namespace
-from harness.lab.state import new_lab_id
-from harness.resources import ansible_dir
+from metrolab.harness.ansible_run import outcomes
+from metrolab.harness.kernel.nsctx import iproute
+from metrolab.harness.lab.netns import remove_namespace
+from metrolab.harness.lab.state import new_lab_id
+from metrolab.harness.resources import ansible_dir
 
 pytestmark = pytest.mark.requires("netem")
 PLAY = """- name: WAN emulator

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from harness import capabilities
+from metrolab.harness import capabilities
 
 
 def _kernel_accepts(kind: str, *args: str) -> bool:

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import version as v
-from harness.testbed import versions
+import metrolab.harness
+from metrolab.harness import version as v
+from metrolab.harness.testbed import versions
 
 pytestmark = pytest.mark.unit
 
@@ -48,5 +49,4 @@ def test_this_checkout_reports_its_own_commit():
         pytest.skip("installed from a wheel: the version is the wheel's (no checkout to read)")
     head = subprocess.run(["git", "-C", str(v.ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
                           check=True).stdout.strip()
-    import harness
-    assert harness.__version__ == v.version() == versions.collect()["metrolab"] == f"{v.RELEASE}+g{head[:12]}"
+    assert metrolab.harness.__version__ == metrolab.__version__ == v.version() == versions.collect()["metrolab"] == f"{v.RELEASE}+g{head[:12]}"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import metrolab
-from harness.errors import SpecError
+from metrolab.harness.errors import SpecError
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 

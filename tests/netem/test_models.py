@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from netem import models, units
-from netem.profile import LossModel
+from metrolab.netem import models, units
+from metrolab.netem.profile import LossModel
 
 pytestmark = pytest.mark.unit
 
@@ -94,7 +94,7 @@ def test_probability_out_of_range():
 def test_calibration_takes_the_median_of_its_estimates_not_the_minimum():
     """Five runs whose per-qdisc overhead estimates scatter around 60 us: the median is unbiased,
     the minimum of them (the old estimator) is biased low by about one standard deviation."""
-    from netem.calibrate import fit_from_runs
+    from metrolab.netem.calibrate import fit_from_runs
     runs = []
     for _k, extra in enumerate((0.0, -30e-6, 20e-6, 10e-6, -10e-6)):
         plain = [0.1 + 0.001 * i for i in range(100)]                                   # ms

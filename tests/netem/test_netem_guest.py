@@ -7,8 +7,8 @@ import statistics
 
 import pytest
 
-from netem.models import binomial_interval, fiber_delay_s
-from netem.probe import concurrent_rtts, measure_loss, measure_rate, rtt_floor
+from metrolab.netem.models import binomial_interval, fiber_delay_s
+from metrolab.netem.probe import concurrent_rtts, measure_loss, measure_rate, rtt_floor
 from tests.support.labs import two_hosts
 
 pytestmark = pytest.mark.requires("netem")
@@ -29,7 +29,7 @@ def test_delay_is_present_monotone_and_within_the_calibration_noise(lab_factory)
     every distance adds delay, more distance adds more, and the RTT floors land on the configured
     round trips within 4 standard deviations of the calibration's own estimates (each distance, and
     their mean: a calibration that is off by its offset, ~120 us per round trip, fails)."""
-    from netem.calibrate import _cache_file
+    from metrolab.netem.calibrate import _cache_file
     _cache_file().unlink(missing_ok=True)  # a fresh calibration for this lab
     lab = lab_factory(star())
     fit = lab.netem_fit

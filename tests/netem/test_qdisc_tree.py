@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import pytest
 
-from harness import capabilities
-from harness.policy import qos
-from harness.policy.apply import PolicyApplier
-from harness.policy.model import FlowControl, PolicySpec, Slice
-from harness.policy.planner import Flow
-from netem.profile import Impairment, LossModel
-from netem.tree import Qdisc, read_tree
+from metrolab.harness import capabilities
+from metrolab.harness.policy import qos
+from metrolab.harness.policy.apply import PolicyApplier
+from metrolab.harness.policy.model import FlowControl, PolicySpec, Slice
+from metrolab.harness.policy.planner import Flow
+from metrolab.netem.profile import Impairment, LossModel
+from metrolab.netem.tree import Qdisc, read_tree
 from tests.support.labs import two_hosts
 
 RATE = 100e6

@@ -8,12 +8,12 @@ import sys
 
 import pytest
 
-from harness import capabilities
-from harness.errors import CapabilityError
-from netem.models import binomial_interval
-from netem.probe import measure_loss, measure_rate
-from netem.profile import Impairment, LossModel
-from netem.shaper import nft_loss_drops
+from metrolab.harness import capabilities
+from metrolab.harness.errors import CapabilityError
+from metrolab.netem.models import binomial_interval
+from metrolab.netem.probe import measure_loss, measure_rate
+from metrolab.netem.profile import Impairment, LossModel
+from metrolab.netem.shaper import nft_loss_drops
 from tests.support.labs import build_lab, in_ns, two_hosts
 
 pytestmark = pytest.mark.lab
@@ -100,7 +100,7 @@ def _tc_netem_works() -> bool:
 
 
 def test_doctor_json_matches_the_kernel():
-    res = subprocess.run([sys.executable, "-m", "harness.cli", "doctor", "--json"], capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-m", "metrolab.harness.cli", "doctor", "--json"], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     caps = json.loads(res.stdout)["capabilities"]
     assert caps["netem"]["present"] == _tc_netem_works()

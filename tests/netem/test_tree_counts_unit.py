@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from netem.tree import Qdisc, counts
+from metrolab.netem.tree import Qdisc, counts
 
 pytestmark = pytest.mark.unit
 

@@ -8,8 +8,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from harness.scenario.tasksummary import summarize
-from reports.tasks import write_task_reports
+from metrolab.harness.scenario.tasksummary import summarize
+from metrolab.reports.tasks import write_task_reports
 from tests.harness.scenario.test_tasksummary_unit import play
 
 pytestmark = pytest.mark.unit

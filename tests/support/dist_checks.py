@@ -1,4 +1,4 @@
-"""One rank of the verbs-vs-gloo checks, started in a lab host by `harness.dist.launch.run_ranks`.
+"""One rank of the verbs-vs-gloo checks, started in a lab host by `metrolab.harness.dist.launch.run_ranks`.
 
     python -m tests.support.dist_checks collectives|ddp|dead [--timeout S]
 
@@ -18,7 +18,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-import harness.dist.verbs_pg  # noqa: F401  (registers "verbs")
+import metrolab.harness.dist.verbs_pg  # noqa: F401  (registers "verbs")
 
 DTYPES = [torch.float32, torch.bfloat16, torch.int64]
 SIZES = [1, 7, 1000, 40_003]  # odd, not divisible by 2 or 3; the largest spans several 64 KiB slots
@@ -209,7 +209,7 @@ def dead(verbs, timeout: float) -> dict:
 
 def hierarchical(backends: list[str], sites: list[str]) -> list:
     """Flat and hierarchical algorithms agree, per backend and per collective."""
-    from harness.dist import algorithms as alg
+    from metrolab.harness.dist import algorithms as alg
     rank, n = dist.get_rank(), dist.get_world_size()
     out = []
     for backend in backends:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from harness import settings
+from metrolab.harness import settings
 
 
 def pytest_runtest_logreport(report):
@@ -21,5 +21,5 @@ def pytest_runtest_logreport(report):
 
 def pytest_sessionstart(session):
     """Start the rank zygote's imports (torch: ~30 s under TCG) while the first tests build labs."""
-    from harness.runner.zygote import prestart
+    from metrolab.harness.runner.zygote import prestart
     prestart()

@@ -21,7 +21,7 @@ CRASH_REBOOTS = 2  # a guest kernel that crashes mid-tier (TCG, harness/vm/guest
 
 
 def in_guest() -> bool:
-    from harness import settings
+    from metrolab.harness import settings
     return settings.in_guest()
 
 
@@ -95,8 +95,8 @@ class GuestTier:
             print(line, file=sys.stderr)
 
     def _run_in_guest(self) -> None:
-        from harness.vm.kernel import prepare_kernel
-        from harness.vm.qemu import Guest, GuestCrash
+        from metrolab.harness.vm.kernel import prepare_kernel
+        from metrolab.harness.vm.qemu import Guest, GuestCrash
         self.results = {}
         todo = [i.nodeid for i in self.items]
         t0 = time.monotonic()

@@ -16,11 +16,15 @@ PACKAGES = ("harness", "netem", "workloads", "reports", "metrolab")
 
 def unit(module: str) -> str:
     parts = module.split(".")
+    if parts[0] == "metrolab" and len(parts) > 1 and parts[1] in PACKAGES:
+        parts = parts[1:]  # metrolab.harness.lab.x -> harness.lab, metrolab.netem.x -> netem
     return ".".join(parts[:2]) if parts[0] == "harness" and len(parts) > 1 else parts[0]
 
 
 def _module(path: Path) -> str:
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[0] != "metrolab":
+        parts.insert(0, "metrolab")  # harness/lab/x.py is metrolab.harness.lab.x
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -33,12 +37,12 @@ def _targets(node: ast.Import | ast.ImportFrom, package: str) -> list[str]:
     else:
         assert node.module is not None
         module = node.module
-    # `from harness import settings` imports the module harness.settings, not the package
+    # `from harness import settings` imports the module metrolab.harness.settings, not the package
     return [f"{module}.{a.name}" if _is_module(f"{module}.{a.name}") else module for a in node.names]
 
 
 def _is_module(name: str) -> bool:
-    p = ROOT.joinpath(*name.split("."))
+    p = ROOT.joinpath(*name.split("."))  # metrolab/harness is a link to harness/
     return p.with_suffix(".py").exists() or (p / "__init__.py").exists()
 
 
@@ -47,7 +51,7 @@ def graph() -> tuple[dict[str, set[str]], Counter]:
     edges: dict[str, set[str]] = defaultdict(set)
     deferred: Counter = Counter()
     for top in PACKAGES:
-        for f in sorted((ROOT / top).rglob("*.py")):
+        for f in sorted((ROOT / top).rglob("*.py")):  # rglob does not follow metrolab/'s links
             mod = _module(f)
             package = mod if f.name == "__init__.py" else mod.rsplit(".", 1)[0]
             tree = ast.parse(f.read_text(), str(f))
@@ -57,7 +61,7 @@ def graph() -> tuple[dict[str, set[str]], Counter]:
                 if isinstance(node, (ast.Import, ast.ImportFrom)):
                     deferred[unit(mod)] += id(node) in in_functions
                     for t in _targets(node, package):
-                        if t.split(".")[0] in PACKAGES:
+                        if t.split(".")[0] == "metrolab":
                             edges[unit(mod)].add(unit(t))
     return edges, deferred
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from harness.lab.netns import NetnsLab
-from harness.spec.loader import topology_from_data
+from metrolab.harness.lab.netns import NetnsLab
+from metrolab.harness.spec.loader import topology_from_data
 
 
 def two_hosts(rate: str | None = None, loss=None, **link) -> dict:

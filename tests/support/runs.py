@@ -34,5 +34,5 @@ def scenario(tmp_path: Path, **over) -> Path:
 
 
 def metrolab(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "metrolab.harness.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env=os.environ | {"METROLAB_PLAIN": "1"})

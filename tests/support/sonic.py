@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from harness.policy import sonic_db
+from metrolab.harness.policy import sonic_db
 
 
 @contextmanager

@@ -11,9 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from harness.kernel.nsctx import in_netns, pids_in_netns
-from harness.testbed.resolve import RAY_ROLES
-from harness.testbed.sandbox import Sandbox
+from metrolab.harness.kernel.nsctx import in_netns, pids_in_netns
+from metrolab.harness.testbed.resolve import RAY_ROLES
+from metrolab.harness.testbed.sandbox import Sandbox
 
 METROLAB = str(Path(sys.executable).parent / "metrolab")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import settings
+from metrolab.harness import settings
 
 # what the guest kernel (harness/vm) provides where the host lacks it
 GUEST_BRINGS = {"netem", "red", "fq", "fq_codel", "prio", "tbf", "htb", "nft", "rxe", "srv6"}
@@ -35,7 +35,7 @@ def _in_guest() -> bool:
 def _has(need: str) -> bool:
     if need == "sonic":
         return bool(settings.get("METROLAB_SONIC_INVENTORY"))
-    from harness.capabilities import probe
+    from metrolab.harness.capabilities import probe
     return probe().has(need)
 
 
@@ -83,7 +83,7 @@ def pytest_runtest_setup(item):
 
 
 def _namespaces() -> set[str]:
-    from harness.lab.clean import LAB_NS
+    from metrolab.harness.lab.clean import LAB_NS
     d = Path("/run/netns")
     return {p.name for p in d.iterdir() if LAB_NS.match(p.name) or "-cal-" in p.name} if d.exists() else set()
 
@@ -115,7 +115,7 @@ def pytest_sessionstart(session):
 def _ours(ns: str) -> bool:
     """A namespace this session left: its lab's owner is this process or gone (a lab another
     session is running right now on this machine is not ours)."""
-    from harness.lab.state import all_states, pid_alive
+    from metrolab.harness.lab.state import all_states, pid_alive
     for s in all_states():
         if ns in s.namespaces:
             return s.pid == os.getpid() or not pid_alive(s.pid)
@@ -123,8 +123,8 @@ def _ours(ns: str) -> bool:
 
 
 def _lab_leftovers() -> list[str]:
-    from harness.lab.clean import LAB_NS
-    from harness.lab.rxe import devices
+    from metrolab.harness.lab.clean import LAB_NS
+    from metrolab.harness.lab.rxe import devices
     left = [f"namespace {n}" for n in sorted(_namespaces() - _AT_START) if _ours(n)]
     try:
         left += [f"rxe device {x}" for x in devices() if LAB_NS.match(x)]

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.runner.run import run_scenario
-from harness.scenario.spec import scenario_from_data
+from metrolab.harness.runner.run import run_scenario
+from metrolab.harness.scenario.spec import scenario_from_data
 from tests.workloads.test_federated_lab import fl_sites
 
 pytestmark = pytest.mark.lab

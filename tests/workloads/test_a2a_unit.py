@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from harness.errors import SpecError
-from harness.scenario.points import Point
-from harness.scenario.predict import make_predictor
-from harness.scenario.spec import load_scenario, scenario_from_data
-from netem.models import fiber_delay_s
-from workloads import models as wm
-from workloads.a2a import A2AParams, chain_of
+from metrolab.harness.errors import SpecError
+from metrolab.harness.scenario.points import Point
+from metrolab.harness.scenario.predict import make_predictor
+from metrolab.harness.scenario.spec import load_scenario, scenario_from_data
+from metrolab.netem.models import fiber_delay_s
+from metrolab.workloads import models as wm
+from metrolab.workloads.a2a import A2AParams, chain_of
 
 pytestmark = pytest.mark.unit
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from workloads.busbw import algbw_gbs, busbw_factor, busbw_gbs, count_for, sizes
+from metrolab.workloads.busbw import algbw_gbs, busbw_factor, busbw_gbs, count_for, sizes
 
 pytestmark = pytest.mark.unit
 

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.lab
 
 
 def metrolab(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "metrolab.harness.cli", *args], capture_output=True, text=True, timeout=600)
 
 
 def test_gloo_benchmark_rows_have_nccl_tests_fields_and_no_wrong_elements(tmp_path):

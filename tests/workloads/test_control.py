@@ -1,4 +1,4 @@
-"""The control handshake (workloads.control) between two real ranks on loopback: a gloo group,
+"""The control handshake (metrolab.workloads.control) between two real ranks on loopback: a gloo group,
 the channel's sockets marked with the DSCP, every rank held until the last is ready."""
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def _join(dist, rank: int, port: int) -> None:
 def _rank(rank: int, port: int, out) -> None:
     import torch.distributed as dist
 
-    from workloads.control import ControlChannel
+    from metrolab.workloads.control import ControlChannel
     _join(dist, rank, port)
     ch = ControlChannel(dist, 46, "127.0.0.1", timeout_s=30)
     try:
@@ -78,7 +78,7 @@ def _training_rank(rank: int, port: int, out) -> None:
 
     import torch.distributed as dist
 
-    from workloads.training_step import TrainingStepRank
+    from metrolab.workloads.training_step import TrainingStepRank
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     _join(dist, rank, port)
     step = TrainingStepRank({"model": "gpt2-small", "control_dscp": 46, "iters": 2, "compute_scale": 0.1}, 1000, None)

@@ -7,12 +7,12 @@ import hashlib
 
 import pytest
 
-from harness.scenario.points import Point
-from harness.scenario.predict import make_predictor
-from harness.scenario.spec import load_scenario
-from netem.models import fiber_delay_s
-from workloads import models as wm
-from workloads.delivery import CHUNK, DeliveryParams, model_bytes
+from metrolab.harness.scenario.points import Point
+from metrolab.harness.scenario.predict import make_predictor
+from metrolab.harness.scenario.spec import load_scenario
+from metrolab.netem.models import fiber_delay_s
+from metrolab.workloads import models as wm
+from metrolab.workloads.delivery import CHUNK, DeliveryParams, model_bytes
 
 pytestmark = pytest.mark.unit
 

@@ -10,10 +10,10 @@ import textwrap
 
 import pytest
 
-from harness import sh
-from harness.rdma.capture import Capture
-from harness.runner.run import run_scenario
-from harness.scenario.spec import scenario_from_data
+from metrolab.harness import sh
+from metrolab.harness.rdma.capture import Capture
+from metrolab.harness.runner.run import run_scenario
+from metrolab.harness.scenario.spec import scenario_from_data
 from tests.support.labs import build_lab
 
 pytestmark = pytest.mark.lab
@@ -22,7 +22,7 @@ MARKER = b"metrolab-plaintext-parameters-0123456789"
 
 PEER = textwrap.dedent("""
     import socket, sys
-    from workloads.secure_link import SecureLink, self_signed, tls_client_context, tls_server_context
+    from metrolab.workloads.secure_link import SecureLink, self_signed, tls_client_context, tls_server_context
     role, enc, addr = sys.argv[1:4]
     if role == "server":
         srv = socket.create_server((addr, 47300))

@@ -8,11 +8,11 @@ import threading
 
 import pytest
 
-from harness.errors import SpecError
-from harness.scenario.spec import scenario_from_data
-from workloads import models as wm
-from workloads.federated import FederatedParams
-from workloads.secure_link import SecureLink, self_signed, tls_client_context, tls_server_context
+from metrolab.harness.errors import SpecError
+from metrolab.harness.scenario.spec import scenario_from_data
+from metrolab.workloads import models as wm
+from metrolab.workloads.federated import FederatedParams
+from metrolab.workloads.secure_link import SecureLink, self_signed, tls_client_context, tls_server_context
 
 pytestmark = pytest.mark.unit
 

@@ -8,12 +8,12 @@ import statistics
 
 import pytest
 
-from harness.errors import SpecError, SpecErrors
-from harness.scenario.points import Point, baselines, grid
-from harness.scenario.spec import SweepSpec, scenario_from_data
-from harness.scenario.verdict import summarize
-from workloads import profiles as pf
-from workloads.pd_inference import arrivals, percentile
+from metrolab.harness.errors import SpecError, SpecErrors
+from metrolab.harness.scenario.points import Point, baselines, grid
+from metrolab.harness.scenario.spec import SweepSpec, scenario_from_data
+from metrolab.harness.scenario.verdict import summarize
+from metrolab.workloads import profiles as pf
+from metrolab.workloads.pd_inference import arrivals, percentile
 
 pytestmark = pytest.mark.unit
 

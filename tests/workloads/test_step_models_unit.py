@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from harness.scenario.points import Point
-from harness.scenario.predict import make_predictor, path_links, point_path
-from harness.scenario.spec import load_scenario
-from netem.models import fiber_delay_s
-from workloads import models as wm
+from metrolab.harness.scenario.points import Point
+from metrolab.harness.scenario.predict import make_predictor, path_links, point_path
+from metrolab.harness.scenario.spec import load_scenario
+from metrolab.netem.models import fiber_delay_s
+from metrolab.workloads import models as wm
 
 pytestmark = pytest.mark.unit
 
@@ -132,9 +132,9 @@ def test_point_path_on_the_default_lab_and_a_prediction():
 def test_every_builtin_workload_has_a_model_that_obeys_physics(name):
     """Fitted on a made-up baseline, every point of every built-in scenario gets a finite prediction,
     and at equal other fields a longer distance never predicts a shorter step."""
-    from harness.runner.run import swept_links
-    from harness.scenario.points import baselines, grid
-    from workloads.registry import WORKLOADS
+    from metrolab.harness.runner.run import swept_links
+    from metrolab.harness.scenario.points import baselines, grid
+    from metrolab.workloads.registry import WORKLOADS
     scn = load_scenario(name)
     points = baselines(scn.spec.sweep) + grid(scn.spec.sweep, scn.spec.scale)
     for w in scn.spec.workloads:
@@ -156,7 +156,7 @@ def test_every_builtin_workload_has_a_model_that_obeys_physics(name):
 
 
 def test_rdma_elephants_start_at_line_rate_and_pay_rocev2_headers():
-    from workloads import models as wm
+    from metrolab.workloads import models as wm
     path = wm.Path(rate_bps=20e6, one_way_s=0.0005)
     total = 4 * 512 * 1024
     roce = wm.elephants_step_s(total, 40e6, 1.0, path, transport="roce")
@@ -173,8 +173,8 @@ def test_elephants_named_bottleneck_caps_the_paths_and_hides_their_spread():
     rate (its step ~1.9x) — the scenario's own numbers, measured: both ~0 % (docs: the sandbox)."""
     from pathlib import Path
 
-    from harness.runner.run import swept_links
-    from workloads.registry import WORKLOADS
+    from metrolab.harness.runner.run import swept_links
+    from metrolab.workloads.registry import WORKLOADS
     scn = load_scenario(str(Path(__file__).parents[1] / "harness" / "testbed" / "load-balancing-host.yaml"))
     w = scn.spec.workloads[0]
     hosts = WORKLOADS[w.kind].hosts(w, scn.topology)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch.distributed as dist
 
-from workloads.training_step import TrainingStepRank
+from metrolab.workloads.training_step import TrainingStepRank
 
 pytestmark = pytest.mark.unit
 

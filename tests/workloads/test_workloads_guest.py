@@ -10,9 +10,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from harness.runner.run import run_scenario
-from harness.scenario.spec import load_scenario
-from workloads.registry import WORKLOADS
+from metrolab.harness.runner.run import run_scenario
+from metrolab.harness.scenario.spec import load_scenario
+from metrolab.workloads.registry import WORKLOADS
 
 pytestmark = pytest.mark.requires("netem", "rxe")
 
@@ -74,7 +74,7 @@ def test_pd_inference_over_rdma_write_decodes_like_one_host(tmp_path):
 
 
 def test_cloud_edge_pipeline_pays_the_delay_at_each_crossing(tmp_path):
-    from netem.models import fiber_delay_s
+    from metrolab.netem.models import fiber_delay_s
     # 10 000 km: 49 ms each way, paid four times a step (the fill crosses the WAN twice forward and
     # twice back): a mechanism test, far past a MAN, because TCG's noise on this step is tens of ms
     # (gpt2-small's 4-micro-batch baseline read 0.189 s [0.145, 0.266] in a full run): at 2000 km

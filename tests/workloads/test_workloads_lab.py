@@ -9,9 +9,9 @@ import tempfile
 
 import pytest
 
-from harness.runner.run import run_scenario
-from harness.scenario.spec import scenario_from_data
-from workloads.diskguard import DiskWrites
+from metrolab.harness.runner.run import run_scenario
+from metrolab.harness.scenario.spec import scenario_from_data
+from metrolab.workloads.diskguard import DiskWrites
 
 pytestmark = pytest.mark.lab
 
@@ -93,7 +93,7 @@ def test_pd_inference_decodes_what_one_host_would(tmp_path):
 def test_a_pipeline_turns_link_bound_when_its_boundary_narrows(tmp_path):
     """GPipe across the WAN: with the link free the stages idle only in GPipe's bubble; narrowed
     200-fold, every micro-batch waits for its activations, and the model says by how much."""
-    from workloads import models as wm
+    from metrolab.workloads import models as wm
     topo = sites(a=("aidc", ["a1"]), b=("aidc", ["b1"]))
     out = run(tmp_path, [{"kind": "pipeline", "hosts": ["a1", "b1"],
                           "params": {"model": "gpt2-small", "micro_batches": 8, "compute_scale": 4, "iters": 2}}],
@@ -133,7 +133,7 @@ def test_workload_alone_runs_and_writes_its_scenario(tmp_path):
         {"name": "aidc-b", "kind": "aidc", "subnet": "10.2.0.0/24", "hosts": ["b1"],
          "switches": [{"name": "gw-b", "role": "gateway"}], "access": {"switch": "gw-b"}}],
         "links": [{"name": "wan", "a": "gw-a", "b": "gw-b", "rate": "200mbit"}]}))
-    out = subprocess.run([sys.executable, "-m", "harness.cli", "workload", "collective", "--topology", str(topo),
+    out = subprocess.run([sys.executable, "-m", "metrolab.harness.cli", "workload", "collective", "--topology", str(topo),
                           "--hosts", "a1,b1", "-p", "size=256k", "-p", "iters=2", "--convergence", "4",
                           "--repetitions", "1", "--warmups", "0", "--backend", "netns", "--out", str(tmp_path / "r"),
                           "--json"], capture_output=True, text=True, timeout=600)

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from harness.cli.common import print_verdict
-from harness.scenario.verdict import evaluate, summarize
-from reports.build import quality_lines
+from metrolab.harness.cli.common import print_verdict
+from metrolab.harness.scenario.verdict import evaluate, summarize
+from metrolab.reports.build import quality_lines
 
 pytestmark = pytest.mark.unit
 

@@ -11,15 +11,15 @@ import pytest
 @pytest.mark.lab
 def test_verbose_log_file_records_the_commands_metrolab_runs(tmp_path):
     log = tmp_path / "metrolab.log"
-    res = subprocess.run([sys.executable, "-m", "harness.cli", "doctor", "--json", "-vv", "--log-file", str(log)],
+    res = subprocess.run([sys.executable, "-m", "metrolab.harness.cli", "doctor", "--json", "-vv", "--log-file", str(log)],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     text = log.read_text()
-    assert "harness.sh DEBUG run in mlprobe" in text and "tc qdisc add dev d0 root handle 1: red" in text, text[:2000]
+    assert "metrolab.harness.sh DEBUG run in mlprobe" in text and "tc qdisc add dev d0 root handle 1: red" in text, text[:2000]
 
 
 @pytest.mark.unit
 def test_log_file_stays_on_the_host_when_a_command_moves_to_the_guest():
-    from harness.vm.reexec import with_backend
+    from metrolab.harness.vm.reexec import with_backend
     assert with_backend(["-v", "run", "x", "--log-file", "/tmp/l", "--backend=vm"], "netns") == \
         ["-v", "run", "x", "--backend", "netns"]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import build_parser
+from metrolab.harness.cli import build_parser
 
 pytestmark = pytest.mark.unit
 
@@ -59,7 +59,7 @@ def test_every_result_command_takes_json():
     (["no-such-kind"], "workloads[0].kind"),
 ])
 def test_workload_alone_rejects_bad_input_before_building_anything(argv, where, tmp_path):
-    out = subprocess.run([sys.executable, "-m", "harness.cli", "workload", *argv, "--out", str(tmp_path / "r")],
+    out = subprocess.run([sys.executable, "-m", "metrolab.harness.cli", "workload", *argv, "--out", str(tmp_path / "r")],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and where in out.stderr, out.stderr
     assert not (tmp_path / "r").exists()

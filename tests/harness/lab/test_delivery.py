@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import sh
-from harness.lab.delivery import all_cpus_mask
-from harness.lab.netns import NetnsLab
-from harness.spec.loader import topology_from_data
+from metrolab.harness import sh
+from metrolab.harness.lab.delivery import all_cpus_mask
+from metrolab.harness.lab.netns import NetnsLab
+from metrolab.harness.spec.loader import topology_from_data
 from tests.support.labs import two_hosts
 
 

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.bench import grid_topology
-from harness.kernel.nsctx import in_netns, iproute
-from harness.lab.netns import NetnsLab
-from harness.lab.plan import expected_path
-from harness.spec.loader import topology_from_data
+from metrolab.harness.bench import grid_topology
+from metrolab.harness.kernel.nsctx import in_netns, iproute
+from metrolab.harness.lab.netns import NetnsLab
+from metrolab.harness.lab.plan import expected_path
+from metrolab.harness.spec.loader import topology_from_data
 from tests.support.labs import lab_namespaces, three_sites
 
 pytestmark = pytest.mark.lab
@@ -150,7 +150,7 @@ def _spawn_up(tmp_path: Path, spec: dict, env_extra=None) -> tuple[subprocess.Po
     topo.write_text(yaml.safe_dump(spec))
     state = tmp_path / "state"
     env = os.environ | {"METROLAB_STATE_DIR": str(state)} | (env_extra or {})
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "lab", "up", str(topo)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "metrolab.harness.cli", "lab", "up", str(topo)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return proc, state
 
@@ -188,7 +188,7 @@ def test_clean_removes_a_killed_lab(tmp_path):
     left = lab_namespaces(lab_id)
     assert left, "the kill came too late to leave anything"
     env = os.environ | {"METROLAB_STATE_DIR": str(state)}
-    res = subprocess.run([sys.executable, "-m", "harness.cli", "lab", "clean", "--json"], env=env,
+    res = subprocess.run([sys.executable, "-m", "metrolab.harness.cli", "lab", "clean", "--json"], env=env,
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert set(left) <= set(json.loads(res.stdout)["removed"])
@@ -197,7 +197,7 @@ def test_clean_removes_a_killed_lab(tmp_path):
 
 def test_cli_up_status_down(tmp_path):
     env = os.environ | {"METROLAB_STATE_DIR": str(tmp_path)}
-    cli = [sys.executable, "-m", "harness.cli"]
+    cli = [sys.executable, "-m", "metrolab.harness.cli"]
     topo = tmp_path / "t.yaml"
     topo.write_text(yaml.safe_dump(three_sites(hosts=2)))
     up = subprocess.run(cli + ["lab", "up", str(topo), "--json"], env=env, capture_output=True, text=True)

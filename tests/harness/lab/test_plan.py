@@ -2,8 +2,8 @@
 
 import pytest
 
-from harness.lab.plan import build_plan, expected_path
-from harness.spec.loader import load_topology, topology_from_data
+from metrolab.harness.lab.plan import build_plan, expected_path
+from metrolab.harness.spec.loader import load_topology, topology_from_data
 from tests.support.labs import three_sites
 
 pytestmark = pytest.mark.unit

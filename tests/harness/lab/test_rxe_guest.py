@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.rdma import perftest
-from harness.scenario.points import DELAY_LINE_S
-from netem.models import fiber_delay_s
-from netem.profile import Impairment
+from metrolab.harness.rdma import perftest
+from metrolab.harness.scenario.points import DELAY_LINE_S
+from metrolab.netem.models import fiber_delay_s
+from metrolab.netem.profile import Impairment
 
 pytestmark = pytest.mark.requires("netem", "rxe")
 

@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from harness.policy.acl import agent_hosts, clear_script, script
-from harness.policy.model import Allow
+from metrolab.harness.policy.acl import agent_hosts, clear_script, script
+from metrolab.harness.policy.model import Allow
 
 pytestmark = pytest.mark.unit
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import sh
-from harness.policy.apply import PolicyApplier
-from harness.policy.model import Allow, PolicySpec
+from metrolab.harness import sh
+from metrolab.harness.policy.apply import PolicyApplier
+from metrolab.harness.policy.model import Allow, PolicySpec
 from tests.support.labs import in_ns, rdma_sites, two_paths
 
 pytestmark = pytest.mark.lab
@@ -68,13 +68,13 @@ def elephants(lab, flows: int = 8, size: str = "2m", port: int = 5201) -> dict[s
     """Run synchronized elephants a1 -> b1; bytes each WAN link carried from gw-a."""
     import json
 
-    from harness.rdma.counters import if_counters
+    from metrolab.harness.rdma.counters import if_counters
     ends = {lk: lab.plan.ends(lk)[0] for lk in ("wan-1", "wan-2")}
     before = {lk: if_counters(lab.handle("gw-a"), e.ifname)["tx_bytes"] for lk, e in ends.items()}
-    rx = sh.popen([sys.executable, "-m", "workloads.elephants", "recv", "--port", str(port), "--flows",
+    rx = sh.popen([sys.executable, "-m", "metrolab.workloads.elephants", "recv", "--port", str(port), "--flows",
                    str(flows)], netns=lab.ns("b1"), stdout=subprocess.PIPE, text=True)
     time.sleep(1.0)
-    tx = in_ns(lab, "a1", sys.executable, "-m", "workloads.elephants", "send", "--dst",
+    tx = in_ns(lab, "a1", sys.executable, "-m", "metrolab.workloads.elephants", "send", "--dst",
                str(lab.topology.nodes["b1"].address), "--port", str(port), "--flows", str(flows), "--bytes", size,
                timeout=120)
     assert tx.returncode == 0, tx.stderr
@@ -85,8 +85,8 @@ def elephants(lab, flows: int = 8, size: str = "2m", port: int = 5201) -> dict[s
 
 
 def test_l4_hash_spreads_elephants_better_than_l3_and_planned_paths_balance_them(lab_factory):
-    from harness.policy import ecmp
-    from harness.policy.planner import Flow, imbalance, plan
+    from metrolab.harness.policy import ecmp
+    from metrolab.harness.policy.planner import Flow, imbalance, plan
     lab = lab_factory(TWO_PATHS)
     ecmp.set_hash(lab, ["gw-a", "gw-b"], "l3")
     l3 = imbalance(elephants(lab, port=5201))
@@ -118,10 +118,10 @@ def flows_at_once(lab, senders: list[tuple[str, list[str]]], port: int) -> dict[
     """Start every sender (host, extra args) at once towards b1; returns each host's goodput (bit/s)."""
     import json
     total = sum(int(args[args.index("--flows") + 1]) for _, args in senders)
-    rx = sh.popen([sys.executable, "-m", "workloads.elephants", "recv", "--port", str(port), "--flows",
+    rx = sh.popen([sys.executable, "-m", "metrolab.workloads.elephants", "recv", "--port", str(port), "--flows",
                    str(total)], netns=lab.ns("b1"), stdout=subprocess.PIPE, text=True)
     time.sleep(1.0)
-    procs = {h: sh.popen([sys.executable, "-m", "workloads.elephants", "send", "--dst",
+    procs = {h: sh.popen([sys.executable, "-m", "metrolab.workloads.elephants", "send", "--dst",
                           str(lab.topology.nodes["b1"].address), "--port", str(port), *args],
                          netns=lab.ns(h), stdout=subprocess.PIPE, text=True) for h, args in senders}
     for p in procs.values():
@@ -137,7 +137,7 @@ def flows_at_once(lab, senders: list[tuple[str, list[str]]], port: int) -> dict[
 
 
 def test_a_tenant_slice_keeps_its_guaranteed_rate_while_another_floods(lab_factory):
-    from harness.policy.model import PolicySpec, Slice
+    from metrolab.harness.policy.model import PolicySpec, Slice
     lab = lab_factory(THREE_HOSTS)
     train = ["--flows", "1", "--seconds", "4", "--sport", "42000", "--tos", str(26 << 2)]
     flood = ["--flows", "6", "--seconds", "4", "--sport", "43000"]
@@ -160,9 +160,9 @@ def control_rtts_under_flood(lab, port: int) -> list[float]:
     """Round trips (s) of small DSCP 46 messages a1 -> b1 while a2 floods b1 with 6 TCP flows."""
     import json
     import re
-    rx = sh.popen([sys.executable, "-m", "workloads.elephants", "recv", "--port", str(port), "--flows", "6"],
+    rx = sh.popen([sys.executable, "-m", "metrolab.workloads.elephants", "recv", "--port", str(port), "--flows", "6"],
                   netns=lab.ns("b1"), stdout=subprocess.PIPE, text=True)
-    tx = sh.popen([sys.executable, "-m", "workloads.elephants", "send", "--dst", str(lab.topology.nodes["b1"].address),
+    tx = sh.popen([sys.executable, "-m", "metrolab.workloads.elephants", "send", "--dst", str(lab.topology.nodes["b1"].address),
                    "--port", str(port), "--flows", "6", "--seconds", "5", "--sport", "46000"],
                   netns=lab.ns("a2"), stdout=subprocess.PIPE, text=True)
     try:
@@ -184,7 +184,7 @@ def test_a_strict_slice_carries_control_messages_past_a_deep_buffers_backlog(lab
     depth; in a strict slice it does not."""
     import statistics
 
-    from harness.policy.model import FlowControl, PolicySpec, Slice
+    from metrolab.harness.policy.model import FlowControl, PolicySpec, Slice
     lab = lab_factory(THREE_HOSTS)
     applier = PolicyApplier(lab)
     deep = FlowControl(kind="deep-buffer")
@@ -205,8 +205,8 @@ def test_a_strict_slice_carries_control_messages_past_a_deep_buffers_backlog(lab
 
 
 def test_deep_buffer_removes_the_tail_drops_of_a_shallow_one_under_incast(lab_factory):
-    from harness.policy.model import FlowControl, PolicySpec
-    from netem.tree import counts, read_tree
+    from metrolab.harness.policy.model import FlowControl, PolicySpec
+    from metrolab.netem.tree import counts, read_tree
     lab = lab_factory(THREE_HOSTS)
     end = lab.plan.ends("wan")[0]  # gw-a's side: the incast towards b1 queues here
     applier = PolicyApplier(lab)
@@ -225,9 +225,9 @@ def test_deep_buffer_removes_the_tail_drops_of_a_shallow_one_under_incast(lab_fa
 def test_switching_policies_leaves_nothing_stale(lab_factory):
     """Slices + allow-list + planned paths, then a deep buffer, then none: after each switch only
     what the policy in force needs is there (qdiscs, classes, rules, tables, nft)."""
-    from harness.policy import ecmp
-    from harness.policy.model import FlowControl, LoadBalancing, PolicySpec, Slice
-    from harness.policy.planner import Flow
+    from metrolab.harness.policy import ecmp
+    from metrolab.harness.policy.model import FlowControl, LoadBalancing, PolicySpec, Slice
+    from metrolab.harness.policy.planner import Flow
     lab = lab_factory(TWO_PATHS)
     a1, b1 = str(lab.topology.nodes["a1"].address), str(lab.topology.nodes["b1"].address)
     flows = [Flow(a1, b1, 45000 + i, 5500, 6, 1 << 20) for i in range(4)]
@@ -265,9 +265,9 @@ def test_planned_paths_in_srv6_balance_elephants_and_carry_them_encapsulated(lab
     from scapy.all import IPv6, IPv6ExtHdrSegmentRouting, sniff
     from scapy.layers.inet import IP
 
-    from harness.kernel.nsctx import in_netns
-    from harness.policy import ecmp
-    from harness.policy.planner import Flow, imbalance, plan
+    from metrolab.harness.kernel.nsctx import in_netns
+    from metrolab.harness.policy import ecmp
+    from metrolab.harness.policy.planner import Flow, imbalance, plan
     spec = {**TWO_PATHS, "links": [dict(lk, mtu=1600) for lk in TWO_PATHS["links"]]}
     lab = lab_factory(spec)
     a1, b1 = str(lab.topology.nodes["a1"].address), str(lab.topology.nodes["b1"].address)
@@ -296,9 +296,9 @@ def test_planned_paths_in_srv6_balance_elephants_and_carry_them_encapsulated(lab
 
 
 def test_srv6_needs_room_for_its_header(lab_factory):
-    from harness.errors import LabError
-    from harness.policy import ecmp
-    from harness.policy.planner import Flow
+    from metrolab.harness.errors import LabError
+    from metrolab.harness.policy import ecmp
+    from metrolab.harness.policy.planner import Flow
     lab = lab_factory(TWO_PATHS)  # mtu 1500 on the WAN
     a1, b1 = str(lab.topology.nodes["a1"].address), str(lab.topology.nodes["b1"].address)
     with pytest.raises(LabError, match="mtu >= 1564"):
@@ -311,9 +311,9 @@ def test_srv6_needs_room_for_its_header(lab_factory):
 def test_per_flow_queues_and_srv6_paths_leave_nothing_stale(lab_factory):
     """Per-flow HTB classes (one per flow, plus the default) and SRv6 planned paths, then ECMP L3,
     then none: the plain tree, no rules, no SIDs, the L4 hash back."""
-    from harness.kernel.nsctx import in_netns
-    from harness.policy.model import FlowControl, LoadBalancing, PolicySpec
-    from harness.policy.planner import Flow
+    from metrolab.harness.kernel.nsctx import in_netns
+    from metrolab.harness.policy.model import FlowControl, LoadBalancing, PolicySpec
+    from metrolab.harness.policy.planner import Flow
     spec = {**TWO_PATHS, "links": [dict(lk, mtu=1600) for lk in TWO_PATHS["links"]]}
     lab = lab_factory(spec)
     a1, b1 = str(lab.topology.nodes["a1"].address), str(lab.topology.nodes["b1"].address)
@@ -370,7 +370,7 @@ for k in range(count):
 def udp_qps(lab, base: int, n: int = 8, count: int = 200) -> dict[str, int]:
     """n UDP flows a1 -> b1:4791 (what RoCEv2 QPs look like on the wire: one source port each);
     bytes each WAN link carried from gw-a."""
-    from harness.rdma.counters import if_counters
+    from metrolab.harness.rdma.counters import if_counters
     ends = {lk: lab.plan.ends(lk)[0] for lk in ("wan-1", "wan-2")}
     before = {lk: if_counters(lab.handle("gw-a"), e.ifname)["tx_bytes"] for lk, e in ends.items()}
     out = in_ns(lab, "a1", sys.executable, "-c", UDP_QPS, str(lab.topology.nodes["b1"].address), str(base),
@@ -382,8 +382,8 @@ def udp_qps(lab, base: int, n: int = 8, count: int = 200) -> dict[str, int]:
 def test_switches_learn_udp_and_tcp_flows_and_planned_paths_pin_the_udp_ones(lab_factory):
     """RoCEv2-like flows (UDP to 4791, a source port per QP) are learned where they are forwarded,
     like TCP ones; planned paths then pin them by 5-tuple, both links within 5 %."""
-    from harness.policy import ecmp, flows
-    from harness.policy.planner import imbalance, plan
+    from metrolab.harness.policy import ecmp, flows
+    from metrolab.harness.policy.planner import imbalance, plan
     lab = lab_factory(TWO_PATHS)
     ecmp.set_hash(lab, ["gw-a", "gw-b"], "l3")  # unplanned, every flow of the pair on one path
     a1, b1 = str(lab.topology.nodes["a1"].address), str(lab.topology.nodes["b1"].address)

@@ -14,12 +14,12 @@ import subprocess
 
 import pytest
 
-from harness.policy import sonic
-from harness.policy.backpressure import Backpressure
-from harness.policy.planner import Flow
-from netem.profile import Impairment
+from metrolab.harness.policy import sonic
+from metrolab.harness.policy.backpressure import Backpressure
+from metrolab.harness.policy.planner import Flow
+from metrolab.netem.profile import Impairment
+from metrolab.workloads import elephants
 from tests.support.labs import build_lab, rdma_sites
-from workloads import elephants
 
 pytestmark = pytest.mark.requires("netem")  # the guest kernel: sch_plug
 
@@ -52,13 +52,13 @@ def incast(lab, scope: str, headroom: int, port: int, seconds: float = 2.5, xoff
         before = bp.snapshot()
         bp.start()
         # forked from the guest's zygote (elephants imported): a fresh interpreter costs ~8 s under TCG
-        rx = [lab.spawn(h, ["-m", "workloads.elephants", "recv", "--port", str(p), "--flows", str(n)], env={},
+        rx = [lab.spawn(h, ["-m", "metrolab.workloads.elephants", "recv", "--port", str(p), "--flows", str(n)], env={},
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
               for h, p, n in (("b1", port, N_FLOWS), ("b2", port + 1, 1))]
         # the senders retry until the receivers listen (python starts slowly in the guest), then wait
         # for the word: started apart, the victim once ran mostly beside no incast at all (a CI run: the
         # port paused 1.7 s in all, and the victim kept 70 Mbit/s)
-        tx = [lab.spawn(h, ["-m", "workloads.elephants", "send", "--dst", d, "--port", str(p), "--flows", str(n),
+        tx = [lab.spawn(h, ["-m", "metrolab.workloads.elephants", "send", "--dst", d, "--port", str(p), "--flows", str(n),
                             "--sport", str(sp), "--seconds", str(seconds), "--wait-go"], env={},
                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
               for h, d, p, n, sp in (("a1", b1, port, N_FLOWS, 42000), ("a2", b2, port + 1, 1, 43000))]
@@ -119,7 +119,7 @@ def test_port_pause_blocks_the_victim_flow_backpressure_does_not(runs):
     assert flow["victim_mbps"] > 0.5 * (UP_BPS - DOWN_BPS) / 1e6, flow
     # head-of-line blocked: the bound was 0.6 of the flow-level figure until a CI run whose controller
     # stalled up to 0.51 s read 0.73 (fewer pauses, 1.6 s of them); the controller now runs ahead of
-    # the senders (harness.policy.backpressure), and 0.75 still separates blocked from not
+    # the senders (metrolab.harness.policy.backpressure), and 0.75 still separates blocked from not
     assert port["victim_mbps"] < 0.75 * flow["victim_mbps"], (port, flow)
     # the port stays busy: most of its rate while paused and resumed (a CI run at 4 MTU of xoff: 13.7
     # and 17.6 of 20; another 12.4 and 19.2: see XOFF)

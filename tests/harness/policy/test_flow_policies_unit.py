@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from harness.policy.apply import marks_ecn, needs_flows
-from harness.policy.model import FlowControl, LoadBalancing, PolicySpec, Slice
-from harness.policy.planner import Flow
-from harness.policy.qos import flow_keys
+from metrolab.harness.policy.apply import marks_ecn, needs_flows
+from metrolab.harness.policy.model import FlowControl, LoadBalancing, PolicySpec, Slice
+from metrolab.harness.policy.planner import Flow
+from metrolab.harness.policy.qos import flow_keys
 
 pytestmark = pytest.mark.unit
 
@@ -37,8 +37,8 @@ def test_slices_and_a_queue_replacing_policy_are_refused_together():
 
 
 def test_elephants_share_the_parallel_links_between_their_sites():
-    from harness.scenario.spec import load_scenario
-    from workloads.elephants import site_capacity
+    from metrolab.harness.scenario.spec import load_scenario
+    from metrolab.workloads.elephants import site_capacity
     topo = load_scenario("load-balancing").topology
     assert site_capacity(topo, ["a1"], "b1") == 200e6          # two 100 Mbit/s paths
     topo = load_scenario("flow-control").topology
@@ -48,8 +48,8 @@ def test_elephants_share_the_parallel_links_between_their_sites():
 def test_a_policy_buffer_binds_before_netems_packet_limit():
     """netem counts its child's packets against its own limit: a deep buffer under a delay line
     must raise that limit, or netem drops an incast the buffer would have held."""
-    from harness.policy.qos import DEEP_FLOOR, red_params, with_flow_control
-    from netem.profile import Impairment
+    from metrolab.harness.policy.qos import DEEP_FLOOR, red_params, with_flow_control
+    from metrolab.netem.profile import Impairment
     imp = Impairment(delay_s=0.0005, rate_bps=100e6, limit_packets=1040)
     deep = with_flow_control(imp, FlowControl(kind="deep-buffer"))
     assert deep.queue_bytes >= DEEP_FLOOR and deep.limit_packets >= 1040 + DEEP_FLOOR // 64
@@ -59,15 +59,15 @@ def test_a_policy_buffer_binds_before_netems_packet_limit():
     lo, hi, limit = red_params(FlowControl(kind="ecn", ecn_threshold="1ms"), imp)
     assert (lo, hi) == (12500, 37500) and ecn.limit_packets >= 1040 + limit // 64
     assert with_flow_control(imp, None) is imp
-    from harness.policy.qos import leaf_bytes
+    from metrolab.harness.policy.qos import leaf_bytes
     sliced = with_flow_control(imp, None, slices=2)  # two tenant classes and the default, a queue each
     assert sliced.limit_packets >= 1040 + 3 * leaf_bytes(imp) // 64
 
 
 def test_rdma_elephants_need_rdma_hosts_and_say_where():
-    from harness.errors import SpecError
-    from harness.scenario.spec import load_scenario
-    from workloads.elephants import ElephantFlows
+    from metrolab.harness.errors import SpecError
+    from metrolab.harness.scenario.spec import load_scenario
+    from metrolab.workloads.elephants import ElephantFlows
     scn = load_scenario("load-balancing-roce")
     w = scn.spec.workloads[0]
     assert ElephantFlows.needs_rdma_for(w)
@@ -79,9 +79,9 @@ def test_rdma_elephants_need_rdma_hosts_and_say_where():
 
 
 def test_the_incast_victim_and_its_capacity_come_from_the_topology():
-    from harness.errors import SpecError
-    from harness.scenario.spec import load_scenario
-    from workloads.elephants import ElephantFlows, ElephantParams
+    from metrolab.harness.errors import SpecError
+    from metrolab.harness.scenario.spec import load_scenario
+    from metrolab.workloads.elephants import ElephantFlows, ElephantParams
     scn = load_scenario("flow-control-roce")
     w = scn.spec.workloads[0]
     hosts = ElephantFlows.hosts(w, scn.topology)
@@ -97,7 +97,7 @@ def test_the_incast_victim_and_its_capacity_come_from_the_topology():
 
 
 def test_pause_metrics_per_repetition_are_differences_of_the_counters():
-    from harness.policy.apply import PolicyApplier
+    from metrolab.harness.policy.apply import PolicyApplier
     before = {"links": {"l": (0, 5, 0, 100)}, "pause": {"pauses": 3, "pause_s": 1.0, "drops": 2, "packets": 50,
                                                        "max_backlog": 9, "reaction_max_s": 0.1, "starved_s": 0.25}}
     after = {"links": {"l": (9, 5, 0, 300)}, "pause": {"pauses": 10, "pause_s": 2.5, "drops": 2, "packets": 250,
@@ -113,7 +113,7 @@ def test_pause_metrics_per_repetition_are_differences_of_the_counters():
 
 
 def test_rdma_counter_metrics_sum_the_hosts_devices():
-    from harness.runner.rdma_counts import RdmaCounters
+    from metrolab.harness.runner.rdma_counts import RdmaCounters
     c = RdmaCounters(None, ["a1", "b1"])
     before = {"a1": {"sent_pkts": 10, "rcvd_seq_err": 1}, "b1": {"out_of_seq_request": 0}}
     after = {"a1": {"sent_pkts": 110, "rcvd_seq_err": 4, "completer_retry_err": 3}, "b1": {"out_of_seq_request": 40}}
@@ -123,8 +123,8 @@ def test_rdma_counter_metrics_sum_the_hosts_devices():
 
 
 def test_slice_rates_follow_the_runners_auto_scale():
-    from harness.policy.apply import PolicyApplier
-    from harness.policy.model import Slice
+    from metrolab.harness.policy.apply import PolicyApplier
+    from metrolab.harness.policy.model import Slice
     applier = PolicyApplier(lab=None)
     slices = [Slice(name="t", dscp=26, guaranteed=8e6, ceiling=16e6), Slice(name="c", dscp=46, guaranteed=1e6)]
     assert applier._scaled(slices) is slices

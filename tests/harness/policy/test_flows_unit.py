@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.policy import flows
+from metrolab.harness.policy import flows
 
 pytestmark = pytest.mark.unit
 

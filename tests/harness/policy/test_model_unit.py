@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.errors import SpecError, SpecErrors
-from harness.scenario.spec import scenario_from_data
+from metrolab.harness.errors import SpecError, SpecErrors
+from metrolab.harness.scenario.spec import scenario_from_data
 
 pytestmark = pytest.mark.unit
 
@@ -94,6 +94,6 @@ def test_pause_policies_name_their_congested_link_and_upstream():
                              "p.yaml")
     pfc, bp = (p.flow_control for p in scn.spec.policies)
     assert pfc.pauses and bp.pauses and pfc.headroom == 64 << 10 and pfc.response == 0.5 and bp.response == 0.02
-    from harness.policy.model import congested_switch
+    from metrolab.harness.policy.model import congested_switch
     links = {lk.name: lk for lk in scn.topology.links}
     assert congested_switch(links["b1-gw-b"], links["wan-1"]) == "gw-b"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.policy.planner import Flow, imbalance, path_bytes, plan
+from metrolab.harness.policy.planner import Flow, imbalance, path_bytes, plan
 
 pytestmark = pytest.mark.unit
 
@@ -37,7 +37,7 @@ def test_bad_plans_are_refused():
 
 
 def test_hash_efficiency_of_synchronized_flows():
-    from harness.policy.planner import hash_efficiency
+    from metrolab.harness.policy.planner import hash_efficiency
     # 8 flows on 2 paths: 4/4 with p = 70/256 (efficiency 1), 5/3 112/256 (0.8), 6/2 56/256 (2/3),
     # 7/1 16/256 (4/7), 8/0 2/256 (1/2)
     expected = (70 * 1 + 112 * 0.8 + 56 * 2 / 3 + 16 * 4 / 7 + 2 * 0.5) / 256

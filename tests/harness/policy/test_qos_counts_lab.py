@@ -2,7 +2,7 @@
 too (TBF, HTB: `qdisc_qstats_drop(sch)` when the child's enqueue drops), so the root's count is
 the tree's and a sum over every qdisc counts each drop twice. Every reader of a link's drops
 (the runner's rows, the Go-Back-N sweep's) goes through the lab's `link_counters`, which reads
-the roots through the one qdisc read-back (netem.tree.counts)."""
+the roots through the one qdisc read-back (metrolab.netem.tree.counts)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import socket
 
 import pytest
 
-from harness import sh
-from harness.kernel.nsctx import in_netns
-from netem.tree import counts, read_tree
+from metrolab.harness import sh
+from metrolab.harness.kernel.nsctx import in_netns
+from metrolab.netem.tree import counts, read_tree
 from tests.support.labs import build_lab, two_hosts
 
 pytestmark = pytest.mark.lab

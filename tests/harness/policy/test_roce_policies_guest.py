@@ -9,9 +9,9 @@ import json
 import pandas as pd
 import pytest
 
-from harness.policy.backpressure import thresholds
-from harness.runner.run import run_scenario
-from harness.scenario.spec import load_scenario
+from metrolab.harness.policy.backpressure import thresholds
+from metrolab.harness.runner.run import run_scenario
+from metrolab.harness.scenario.spec import load_scenario
 
 pytestmark = pytest.mark.requires("netem", "rxe")
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from harness.runner.run import run_scenario
-from harness.scenario.spec import load_scenario
+from metrolab.harness.runner.run import run_scenario
+from metrolab.harness.scenario.spec import load_scenario
 
 pytestmark = pytest.mark.lab
 

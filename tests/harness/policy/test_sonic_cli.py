@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import settings
-from harness.cli import main
+from metrolab.harness import settings
+from metrolab.harness.cli import main
 
 pytestmark = pytest.mark.unit
 EXAMPLE = Path(__file__).resolve().parents[3] / "docs" / "examples" / "sonic-gw.yaml"
@@ -25,7 +25,7 @@ def test_render_writes_a_consistent_config_db(tmp_path, capsys):
     out = tmp_path / "cfg.json"
     assert main(["sonic", "render", str(EXAMPLE), "-o", str(out)]) == 0
     db = json.loads(out.read_text())
-    from harness.policy.sonic import validate
+    from metrolab.harness.policy.sonic import validate
     assert validate(db) == []
     sizes = {k: int(v["size"]) for k, v in db["BUFFER_PROFILE"].items()}
     # headroom grows with distance: 500 km > 100 km > the local 400G port's 300 m
@@ -93,7 +93,7 @@ def sonic_standins(tmp_path):
 
 def apply(tmp_path, bin_dir, *extra):
     env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
-    return subprocess.run([sys.executable, "-m", "harness.cli", "sonic", "apply", str(EXAMPLE), "-i", "localhost,",
+    return subprocess.run([sys.executable, "-m", "metrolab.harness.cli", "sonic", "apply", str(EXAMPLE), "-i", "localhost,",
                            "-e", "ansible_connection=local", "-e", f"ansible_python_interpreter={sys.executable}",
                            "--dest", str(tmp_path / "staged" / "metrolab.json"), "--json", *extra],
                           capture_output=True, text=True, env=env, timeout=300)
@@ -118,7 +118,7 @@ def test_apply_stages_the_fragment_and_runs_config_load(tmp_path, sonic_standins
     r = apply(tmp_path, bin_dir)
     assert r.returncode == 0, r.stderr
     staged = tmp_path / "staged" / "metrolab.json"
-    from harness.policy.sonic import validate
+    from metrolab.harness.policy.sonic import validate
     assert validate(json.loads(staged.read_text())) == []
     assert log.read_text().splitlines() == ["show runningconfiguration all", f"config load -y {staged}",
                                             "config save -y"]
@@ -127,14 +127,14 @@ def test_apply_stages_the_fragment_and_runs_config_load(tmp_path, sonic_standins
 @pytest.mark.requires("sonic")
 def test_apply_check_on_a_real_switch(tmp_path):
     inv = settings.get("METROLAB_SONIC_INVENTORY")
-    r = subprocess.run([sys.executable, "-m", "harness.cli", "sonic", "apply", str(EXAMPLE), "-i", inv, "--check",
+    r = subprocess.run([sys.executable, "-m", "metrolab.harness.cli", "sonic", "apply", str(EXAMPLE), "-i", inv, "--check",
                         "--json"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert all(h["diff"] is not None for h in json.loads(r.stdout)["hosts"])
 
 
 def test_ports_from_a_topology_switch_take_their_links_distances(tmp_path):
-    from harness.policy.sonic import headroom
+    from metrolab.harness.policy.sonic import headroom
     spec = tmp_path / "gw.yaml"
     spec.write_text("switch: gw-a\ntopology: default\nspeed: 100g\nport_names: {wan-ab-1: Ethernet0}\n")
     out = tmp_path / "cfg.json"

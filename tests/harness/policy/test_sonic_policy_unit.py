@@ -8,11 +8,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.policy import sonic_policy
-from harness.policy.model import PolicySpec
-from harness.policy.sonic import bytes_on_cable
-from harness.scenario.spec import load_scenario
-from netem.profile import Impairment
+from metrolab.harness.policy import sonic_policy
+from metrolab.harness.policy.model import PolicySpec
+from metrolab.harness.policy.sonic import bytes_on_cable
+from metrolab.harness.scenario.spec import load_scenario
+from metrolab.netem.profile import Impairment
 
 pytestmark = pytest.mark.unit
 SCENARIO = "tests/harness/testbed/sonic-host.yaml"

@@ -7,7 +7,7 @@ import copy
 
 import pytest
 
-from harness.policy.sonic import LosslessPolicy, PortSpec, bytes_on_cable, diff, headroom, render, validate
+from metrolab.harness.policy.sonic import LosslessPolicy, PortSpec, bytes_on_cable, diff, headroom, render, validate
 
 pytestmark = pytest.mark.unit
 

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from harness.rdma.capture import recoveries, timer_stalls
+from metrolab.harness.rdma.capture import recoveries, timer_stalls
 
 pytestmark = pytest.mark.unit
 
@@ -68,8 +68,8 @@ def test_headers_read_as_scapy_dissects_them_and_read_responses_are_not_requests
     from scapy.layers.inet6 import IPv6
     from scapy.layers.l2 import Dot1Q, Ether
 
-    from harness.rdma.capture import to_frame
-    from harness.rdma.packets import OPCODES, craft
+    from metrolab.harness.rdma.capture import to_frame
+    from metrolab.harness.rdma.packets import OPCODES, craft
 
     frames = []
     for i, op in enumerate(OPCODES):

@@ -2,8 +2,8 @@
 
 import pytest
 
-from harness.rdma.gbn import gbn_efficiency, gbn_throughput_bps, packets_in_flight
-from harness.rdma.packets import OPCODES, craft, decode, icrc, icrc_valid
+from metrolab.harness.rdma.gbn import gbn_efficiency, gbn_throughput_bps, packets_in_flight
+from metrolab.harness.rdma.packets import OPCODES, craft, decode, icrc, icrc_valid
 
 pytestmark = pytest.mark.unit
 
@@ -60,7 +60,7 @@ def test_icrc_ignores_fields_routers_may_change_and_catches_corruption():
 
 
 def test_model_without_timeouts_or_window_is_bertsekas_gallager():
-    from harness.rdma.gbn import GbnModel
+    from metrolab.harness.rdma.gbn import GbnModel
     m = GbnModel(rate_bps=10e9, rtt_s=1e-3, window=10 ** 9, timeout_s=0.0)
     # only the (loss * rtt) idle of a lost NAK or resend remains: negligible at small loss
     assert m.efficiency(1e-5, ack_loss=0.0) == pytest.approx(gbn_efficiency(1e-5, 10e9, 1e-3), rel=1e-3)
@@ -68,7 +68,7 @@ def test_model_without_timeouts_or_window_is_bertsekas_gallager():
 
 
 def test_rxe_window_binds_long_paths_before_any_loss():
-    from harness.rdma.gbn import RXE_MAX_UNACKED_PSNS, GbnModel
+    from metrolab.harness.rdma.gbn import RXE_MAX_UNACKED_PSNS, GbnModel
     short = GbnModel(rate_bps=200e6, rtt_s=1e-3)          # 100 km at the lab's rate: 25 packets in flight
     long = GbnModel(rate_bps=200e6, rtt_s=10e-3)          # 1000 km: 232 would be, 128 may
     assert not short.window_bound and short.in_flight == short.bdp_packets < RXE_MAX_UNACKED_PSNS
@@ -79,7 +79,7 @@ def test_rxe_window_binds_long_paths_before_any_loss():
 
 
 def test_timeouts_dominate_the_lab_where_few_packets_are_in_flight():
-    from harness.rdma.gbn import GbnModel, ib_timeout_s
+    from metrolab.harness.rdma.gbn import GbnModel, ib_timeout_s
     assert ib_timeout_s(14) == pytest.approx(0.0671, abs=1e-4)
     assert ib_timeout_s(14, hz=250) == pytest.approx(0.068)          # 17 ticks of 4 ms
     m = GbnModel(rate_bps=200e6, rtt_s=1e-3, timeout_s=ib_timeout_s(14, hz=250))
@@ -100,7 +100,7 @@ def test_timeouts_dominate_the_lab_where_few_packets_are_in_flight():
 
 
 def test_rxe_ignores_naks_during_a_retry_so_second_losses_wait_for_the_timer():
-    from harness.rdma.gbn import GbnModel, ib_timeout_s, rxe_ack_interval
+    from metrolab.harness.rdma.gbn import GbnModel, ib_timeout_s, rxe_ack_interval
     assert rxe_ack_interval(65536) == 64 and rxe_ack_interval(1 << 20) == 65 and rxe_ack_interval(100) == 1
     t = ib_timeout_s(14, hz=250)
     nic = GbnModel(rate_bps=119e6, rtt_s=0.4e-3, timeout_s=t)
@@ -123,7 +123,7 @@ def test_rxe_ignores_naks_during_a_retry_so_second_losses_wait_for_the_timer():
 
 
 def test_the_regime_where_a_tenth_of_a_percent_halves_go_back_n():
-    from harness.rdma.gbn import rtt_for_efficiency
+    from metrolab.harness.rdma.gbn import rtt_for_efficiency
     rtt = rtt_for_efficiency(1e-3, 100e9, mtu=4096)        # ~1000 packets of 4 KiB in flight
     assert gbn_efficiency(1e-3, 100e9, rtt, mtu=4096) == pytest.approx(0.5, abs=0.01)
     assert 0.3e-3 < rtt < 0.45e-3                          # 100 Gb/s: past ~35 km of fiber

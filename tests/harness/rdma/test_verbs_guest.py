@@ -9,12 +9,12 @@ import sys
 import numpy as np
 import pytest
 
-from harness import sh
-from harness.kernel.nsctx import in_netns
-from harness.rdma import perftest
-from harness.rdma.run import run_pair
-from harness.rdma.verbs import Connection, Device, RdmaError, connect_oob
-from netem.profile import Impairment, LossModel
+from metrolab.harness import sh
+from metrolab.harness.kernel.nsctx import in_netns
+from metrolab.harness.rdma import perftest
+from metrolab.harness.rdma.run import run_pair
+from metrolab.harness.rdma.verbs import Connection, Device, RdmaError, connect_oob
+from metrolab.netem.profile import Impairment, LossModel
 from tests.harness.lab.test_rxe_guest import wan_pair
 
 pytestmark = pytest.mark.requires("netem", "rxe")
@@ -112,7 +112,7 @@ def test_bad_input_is_a_clear_error_and_leaves_nothing(pair):
             connect_oob(str(pair.topology.nodes["b1"].address), 19999, timeout=2)
     assert _resources(dev) == before  # no QP or MR left behind
     # the tool itself: a clear message and a non-zero exit
-    res = sh.run([sys.executable, "-m", "harness.rdma.tool", "client", "--dev", "rxe-nowhere", "--peer",
+    res = sh.run([sys.executable, "-m", "metrolab.harness.rdma.tool", "client", "--dev", "rxe-nowhere", "--peer",
                   "10.2.0.1"], netns=pair.ns("a1"), check=False)
     assert res.rc == 5 and "no RDMA device 'rxe-nowhere'" in res.stderr
     assert json.loads(res.stdout)["error"].startswith("no RDMA device")
@@ -151,7 +151,7 @@ def test_rdma_cm_connects_two_qps_and_data_arrives_intact(pair, op):
 
 
 def test_rdma_cm_without_a_listener_is_a_clear_error_and_leaves_nothing(pair):
-    from harness.rdma.cm import cm_connect
+    from metrolab.harness.rdma.cm import cm_connect
     dev = pair.rxe_device("a1")
     before = _resources(dev)
     ips = {n: str(pair.topology.nodes[n].address) for n in ("a1", "b1")}
@@ -170,7 +170,7 @@ def test_testbed_check_reads_the_soft_roce_device_and_its_nics_lossless_state(pa
     (a veth has no DCB and no DCQCN sysfs: read as absent, not as off), judged as Soft-RoCE."""
     from pathlib import Path
 
-    from harness.testbed import check, machine_facts
+    from metrolab.harness.testbed import check, machine_facts
     iface = pair.plan.ifaces_of("a1")[0].ifname
     # `ip netns exec` mounts the namespace's own /sys, as a machine's sysfs is its own
     res = sh.run(["ip", "netns", "exec", pair.ns("a1"), "/usr/bin/python3", "-I", machine_facts.__file__, sys.prefix,

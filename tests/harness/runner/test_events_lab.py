@@ -1,6 +1,6 @@
 """Network events during a measurement, on the host's namespaces: links cut and restored under
 ECMP, everything put back whatever the steps did, and a training step's outage charged to the
-steps it overlapped (harness.runner.events, harness.scenario.events)."""
+steps it overlapped (metrolab.harness.runner.events, metrolab.harness.scenario.events)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import time
 import pandas as pd
 import pytest
 
-from harness.policy.apply import PolicyApplier
-from harness.policy.model import LoadBalancing, PolicySpec
-from harness.policy.planner import Flow
-from harness.runner.events import EventPlayer
-from harness.runner.run import run_scenario
-from harness.scenario.events import EventSpec
-from harness.scenario.spec import scenario_from_data
-from netem.profile import Impairment
+from metrolab.harness.policy.apply import PolicyApplier
+from metrolab.harness.policy.model import LoadBalancing, PolicySpec
+from metrolab.harness.policy.planner import Flow
+from metrolab.harness.runner.events import EventPlayer
+from metrolab.harness.runner.run import run_scenario
+from metrolab.harness.scenario.events import EventSpec
+from metrolab.harness.scenario.spec import scenario_from_data
+from metrolab.netem.profile import Impairment
 from tests.support.labs import build_lab, in_ns, two_paths
 
 pytestmark = pytest.mark.lab

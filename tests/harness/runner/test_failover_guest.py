@@ -11,8 +11,8 @@ import json
 import pandas as pd
 import pytest
 
-from harness.runner.run import run_scenario
-from harness.scenario.spec import load_scenario
+from metrolab.harness.runner.run import run_scenario
+from metrolab.harness.scenario.spec import load_scenario
 
 pytestmark = pytest.mark.requires("netem")
 

@@ -1,4 +1,4 @@
-"""The rank group's arithmetic (harness.runner.group), without ranks."""
+"""The rank group's arithmetic (metrolab.harness.runner.group), without ranks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ pytestmark = pytest.mark.unit
 
 
 def test_cpu_load_is_the_busiest_machines_share_of_its_own_cores():
-    from harness.runner.group import cpu_load
+    from metrolab.harness.runner.group import cpu_load
     # two ranks on one 2-core machine, each busy 0.8 of the wall time: 0.8 of the machine
     one = [{"cpu_s": 0.8, "wall_s": 1.0, "machine": "m", "cpus": 2}, {"cpu_s": 0.8, "wall_s": 1.0, "machine": "m", "cpus": 2}]
     assert cpu_load(one) == pytest.approx(0.8)

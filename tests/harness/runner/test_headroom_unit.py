@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.runner import headroom as hr
-from harness.scenario.spec import load_scenario
+from metrolab.harness.runner import headroom as hr
+from metrolab.harness.scenario.spec import load_scenario
 
 pytestmark = pytest.mark.unit
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from harness.runner.interference import between, interfered, take_mark
+from metrolab.harness.runner.interference import between, interfered, take_mark
 
 pytestmark = pytest.mark.unit
 

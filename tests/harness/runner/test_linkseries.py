@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from harness.runner.linkseries import utilization
+from metrolab.harness.runner.linkseries import utilization
 
 pytestmark = pytest.mark.unit
 

@@ -1,11 +1,11 @@
-"""A run's identity (harness.runner.results.run_metadata): what is measured, not how it is judged."""
+"""A run's identity (metrolab.harness.runner.results.run_metadata): what is measured, not how it is judged."""
 
 from __future__ import annotations
 
 import pytest
 
-from harness.runner.results import run_metadata
-from harness.scenario.spec import scenario_from_data
+from metrolab.harness.runner.results import run_metadata
+from metrolab.harness.scenario.spec import scenario_from_data
 from tests.support.runs import TOPO
 
 pytestmark = pytest.mark.unit

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from harness.runner.run import run_scenario
-from harness.scenario.spec import scenario_from_data
+from metrolab.harness.runner.run import run_scenario
+from metrolab.harness.scenario.spec import scenario_from_data
 from tests.support.runs import TOPO
 
 pytestmark = pytest.mark.requires("netem")

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from harness.runner.sweep import Sweep
-from harness.scenario.points import baselines, grid
-from harness.scenario.spec import load_scenario
+from metrolab.harness.runner.sweep import Sweep
+from metrolab.harness.scenario.points import baselines, grid
+from metrolab.harness.scenario.spec import load_scenario
 from tests.support.runs import TOPO, metrolab, scenario
 
 pytestmark = pytest.mark.lab
@@ -137,7 +137,7 @@ def test_kill_9_then_resume_measures_each_point_once(tmp_path):
     spec = load_scenario(str(path)).spec
     want = sorted(("collective", p.key, rep) for p in baselines(spec.sweep) + grid(spec.sweep, spec.scale)
                   for rep in range(2))  # every point of the sweep in each of the 2 blocks, once
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(path), "--out", str(run_dir)],
+    proc = subprocess.Popen([sys.executable, "-m", "metrolab.harness.cli", "run", str(path), "--out", str(run_dir)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     jsonl = run_dir / "results.jsonl"
     deadline = time.monotonic() + 300

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from harness.runner.soak import parse_duration, trend, trends
+from metrolab.harness.runner.soak import parse_duration, trend, trends
 
 pytestmark = pytest.mark.unit
 

@@ -10,8 +10,8 @@ import json
 import pytest
 import yaml
 
-from harness.runner.tasks import Plan, RateChange, play
-from harness.scenario.taskplan import load_plan
+from metrolab.harness.runner.tasks import Plan, RateChange, play
+from metrolab.harness.scenario.taskplan import load_plan
 from tests.support.labs import build_lab, rdma_sites
 from tests.support.runs import metrolab
 

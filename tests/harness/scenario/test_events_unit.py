@@ -1,4 +1,4 @@
-"""Events on a repetition's timeline (harness.scenario.events): the spec, the windows they make,
+"""Events on a repetition's timeline (metrolab.harness.scenario.events): the spec, the windows they make,
 and the attribution of steps to what was applied: pure, no lab."""
 
 from __future__ import annotations
@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from harness.errors import SpecError
-from harness.scenario.events import EventSpec, Window, impact, percentile99, timeline
-from harness.scenario.points import Point
-from harness.scenario.spec import scenario_from_data
+from metrolab.harness.errors import SpecError
+from metrolab.harness.scenario.events import EventSpec, Window, impact, percentile99, timeline
+from metrolab.harness.scenario.points import Point
+from metrolab.harness.scenario.spec import scenario_from_data
 
 pytestmark = pytest.mark.unit
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from harness.errors import SpecError, SpecErrors
-from harness.scenario.criteria import parse_criterion
-from harness.scenario.points import DELAY_LINE_S, Point, baseline, grid, point_impairment
-from harness.scenario.spec import builtin_scenarios, load_scenario, scenario_from_data
-from harness.scenario.verdict import efficiency, evaluate, iqr, summarize
-from netem.profile import Impairment
+from metrolab.harness.errors import SpecError, SpecErrors
+from metrolab.harness.scenario.criteria import parse_criterion
+from metrolab.harness.scenario.points import DELAY_LINE_S, Point, baseline, grid, point_impairment
+from metrolab.harness.scenario.spec import builtin_scenarios, load_scenario, scenario_from_data
+from metrolab.harness.scenario.verdict import efficiency, evaluate, iqr, summarize
+from metrolab.netem.profile import Impairment
 
 pytestmark = pytest.mark.unit
 
@@ -122,7 +122,7 @@ def test_builtin_scenarios_validate_full_and_quick():
 
 
 def test_faster_than_the_baseline_is_a_warning_without_a_policy_and_a_policys_effect_with_one():
-    from harness.scenario.verdict import PointSummary, warnings
+    from metrolab.harness.scenario.verdict import PointSummary, warnings
 
     def point(policy):
         return PointSummary("w", f"k-{policy}", f"100 km, {policy}", {"policy": policy, "distance_km": 100}, False, "ok",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.scenario.schedule import (
+from metrolab.harness.scenario.schedule import (
     Commitment,
     History,
     Refusal,

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from harness.scenario.criteria import parse_criterion
-from harness.scenario.sequential import Design, blocks_needed, z_boundaries
-from harness.scenario.verdict import Settings, evaluate, summarize
+from metrolab.harness.scenario.criteria import parse_criterion
+from metrolab.harness.scenario.sequential import Design, blocks_needed, z_boundaries
+from metrolab.harness.scenario.verdict import Settings, evaluate, summarize
 
 pytestmark = pytest.mark.unit
 
@@ -124,7 +124,7 @@ def test_the_guarantee_in_the_docs_is_the_commands_output():
     figures anywhere), not typed."""
     from pathlib import Path
 
-    from harness.scenario.sequential import markdown_table
+    from metrolab.harness.scenario.sequential import markdown_table
     doc = (Path(__file__).resolve().parents[3] / "docs" / "statistics.md").read_text()
     shown = doc.split("<!-- bench-sequential -->\n", 1)[1].split("<!-- /bench-sequential -->", 1)[0]
     assert shown == markdown_table(), "docs/statistics.md is stale: paste `metrolab bench sequential --markdown`"

@@ -12,12 +12,12 @@ import xml.etree.ElementTree as ET
 import pytest
 from scipy import stats as sst
 
-from harness.errors import EXIT_CAPABILITY, EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_INTERNAL, EXIT_LAB, EXIT_SPEC
-from harness.runner.sweep import Sweep
-from harness.scenario import stats as st
-from harness.scenario.criteria import parse_criterion
-from harness.scenario.points import Point
-from harness.scenario.verdict import evaluate, summarize
+from metrolab.harness.errors import EXIT_CAPABILITY, EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_INTERNAL, EXIT_LAB, EXIT_SPEC
+from metrolab.harness.runner.sweep import Sweep
+from metrolab.harness.scenario import stats as st
+from metrolab.harness.scenario.criteria import parse_criterion
+from metrolab.harness.scenario.points import Point
+from metrolab.harness.scenario.verdict import evaluate, summarize
 
 pytestmark = pytest.mark.unit
 
@@ -181,7 +181,7 @@ def test_a_cpu_bound_point_or_baseline_leaves_step_criteria_inconclusive():
     """The CPU, not the network, sets a step the ranks spend most of the machine's CPU on: a clear
     pass on step time is not a claim about the network then, at the point or at its baseline
     (a CPU-bound baseline hides what the link adds); criteria on other metrics are unaffected."""
-    from harness.scenario.verdict import Settings
+    from metrolab.harness.scenario.verdict import Settings
 
     def rows(base_load: float, point_load: float) -> list[dict]:
         out = []
@@ -210,7 +210,7 @@ def test_a_cpu_bound_point_or_baseline_leaves_step_criteria_inconclusive():
 
 
 def test_exit_codes_are_distinct():
-    from harness.cli.common import exit_code as _exit_code
+    from metrolab.harness.cli.common import exit_code as _exit_code
     codes = {EXIT_FAIL, EXIT_SPEC, EXIT_LAB, EXIT_CAPABILITY, EXIT_INCONCLUSIVE, EXIT_INTERNAL, 0, 130}
     assert len(codes) == 8
     assert _exit_code("pass", "exit") == 0 and _exit_code("fail", "exit") == EXIT_FAIL
@@ -219,7 +219,7 @@ def test_exit_codes_are_distinct():
 
 
 def test_junit_maps_inconclusive_to_skipped(tmp_path):
-    from reports.build import write_junit
+    from metrolab.reports.build import write_junit
     rows = []
     for b in range(3):
         for key, base, d, t in (("b", True, 0.0, 1.0), ("near", False, 100.0, 1.04 + 0.02 * b),

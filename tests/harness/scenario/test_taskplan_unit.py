@@ -10,10 +10,10 @@ import sys
 import pytest
 import yaml
 
-from harness.errors import SpecErrors
-from harness.scenario.schedule import Commitment, Refusal, schedule
-from harness.scenario.taskplan import check_plan, load_plan
-from harness.spec.loader import load_topology
+from metrolab.harness.errors import SpecErrors
+from metrolab.harness.scenario.schedule import Commitment, Refusal, schedule
+from metrolab.harness.scenario.taskplan import check_plan, load_plan
+from metrolab.harness.spec.loader import load_topology
 
 pytestmark = pytest.mark.unit
 
@@ -50,9 +50,9 @@ def test_the_command_refuses_a_bad_value_and_prints_the_plan_without_a_lab(tmp_p
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\npath: {link: wan-ab, egress: gw-a, src: a1, dst: b1, capacity: fast}\n"
                    "history: {interval: 1s, used: []}\nrequests: [{name: a, bytes: 1mb, deadline: 2s}]\n")
-    res = subprocess.run([sys.executable, "-m", "harness.cli", "tasks", str(bad)], capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-m", "metrolab.harness.cli", "tasks", str(bad)], capture_output=True, text=True)
     assert res.returncode != 0 and "path.capacity" in res.stderr and str(bad) in res.stderr, res.stderr
-    res = subprocess.run([sys.executable, "-m", "harness.cli", "tasks", "task-scheduling", "--plan-only", "--json"],
+    res = subprocess.run([sys.executable, "-m", "metrolab.harness.cli", "tasks", "task-scheduling", "--plan-only", "--json"],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     rows = {r["name"]: r for r in json.loads(res.stdout)["tasks"]}
@@ -60,7 +60,7 @@ def test_the_command_refuses_a_bad_value_and_prints_the_plan_without_a_lab(tmp_p
 
 
 def test_the_command_refuses_zero_plays_and_a_directory_that_is_not_a_run(tmp_path):
-    cli = [sys.executable, "-m", "harness.cli", "tasks", "task-scheduling"]
+    cli = [sys.executable, "-m", "metrolab.harness.cli", "tasks", "task-scheduling"]
     res = subprocess.run([*cli, "--repeat", "0"], capture_output=True, text=True)
     assert res.returncode == 2 and "--repeat" in res.stderr and "'0'" in res.stderr, res.stderr
     res = subprocess.run([*cli, "--resume", str(tmp_path)], capture_output=True, text=True)
@@ -74,7 +74,7 @@ def test_a_resumed_run_with_every_play_is_summarized_without_a_lab_and_a_cut_las
     (tmp_path / "plan.json").write_text(spec.model_dump_json())
     plays = [play(1.55, 7.8), play(1.56, 7.75), play(1.54, 7.79)]
     (tmp_path / "runs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in plays) + '{"tasks": [{"na')
-    res = subprocess.run([sys.executable, "-m", "harness.cli", "tasks", "task-scheduling", "--repeat", "3",
+    res = subprocess.run([sys.executable, "-m", "metrolab.harness.cli", "tasks", "task-scheduling", "--repeat", "3",
                           "--resume", str(tmp_path), "--json"], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr  # three plays recorded: summarized here, no lab, no guest
     out = json.loads(res.stdout)

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import pytest
 
-from harness.scenario.tasksummary import summarize, task_verdict
+from metrolab.harness.scenario.tasksummary import summarize, task_verdict
 
 pytestmark = pytest.mark.unit
 
 
 def play(sync_end: float, backup_end: float, received: int = 15_000_000, util: float = 0.6) -> dict:
-    """One play's result as harness.runner.tasks.play reports it."""
+    """One play's result as metrolab.harness.runner.tasks.play reports it."""
     return {"slot_s": 1.0, "capacity_bps": 50e6, "utilization": util,
             "tasks": [{"name": "sync", "committed": True, "reason": "", "window_s": [0.0, 2.0], "rate_bps": 15e6,
                        "bytes": 3_000_000, "received": 3_000_000, "start_s": 0.13, "end_s": sync_end,

@@ -8,9 +8,9 @@ import math
 
 import pytest
 
-from harness.scenario import stats as st
-from harness.scenario.criteria import parse_criterion
-from harness.scenario.verdict import Settings, evaluate, summarize
+from metrolab.harness.scenario import stats as st
+from metrolab.harness.scenario.criteria import parse_criterion
+from metrolab.harness.scenario.verdict import Settings, evaluate, summarize
 
 pytestmark = pytest.mark.unit
 
@@ -133,8 +133,8 @@ def test_an_inconclusive_interval_says_how_many_blocks_would_decide_it():
 def test_an_interval_past_exps_range_is_unbounded_not_an_error():
     """Two blocks that disagree by 2.3 in log ratio, at 99.9 % (t = 637): the lower bound is a log
     ratio of about -1000, which exp cannot take (a CLI run exited 70 with OverflowError)."""
-    from harness.scenario.sequential import Design
-    from harness.scenario.verdict import Sample
+    from metrolab.harness.scenario.sequential import Design
+    from metrolab.harness.scenario.verdict import Sample
     s = Sample("ratio", (-1.2, 1.1))
     iv = s.interval(Design("fixed", 0.999, 2, 2), 0.001, as_metric="efficiency_degradation")
     assert iv.low == -math.inf and 0 < iv.high <= 1

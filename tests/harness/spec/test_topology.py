@@ -7,8 +7,8 @@ import sys
 import pytest
 import yaml
 
-from harness.errors import SpecError, SpecErrors
-from harness.spec.loader import load_topology, topology_from_data
+from metrolab.harness.errors import SpecError, SpecErrors
+from metrolab.harness.spec.loader import load_topology, topology_from_data
 from tests.support.labs import three_sites
 
 pytestmark = pytest.mark.unit
@@ -76,7 +76,7 @@ def test_cli_exits_2_naming_file_field_and_value(tmp_path):
     data = three_sites()
     data["links"][2]["b"] = "gw-zz"
     bad.write_text(yaml.safe_dump(data))
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", "lab", "up", str(bad)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "metrolab.harness.cli", "lab", "up", str(bad)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert f"{bad}: links[2].b: link refers to a node that does not exist (value: 'gw-zz')" in proc.stderr
 
@@ -84,8 +84,8 @@ def test_cli_exits_2_naming_file_field_and_value(tmp_path):
 def test_cli_rejects_unreadable_and_non_yaml(tmp_path):
     p = tmp_path / "x.yaml"
     p.write_text("sites: [unclosed\n")
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", "topology", str(p)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "metrolab.harness.cli", "topology", str(p)], capture_output=True, text=True)
     assert proc.returncode == 2 and "not valid YAML" in proc.stderr and str(p) in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", "topology", str(tmp_path / "missing.yaml")],
+    proc = subprocess.run([sys.executable, "-m", "metrolab.harness.cli", "topology", str(tmp_path / "missing.yaml")],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "cannot read file" in proc.stderr

@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from harness.errors import LabError
-from harness.lab import remote
-from harness.policy import node
-from harness.testbed.agent import LOADER, Session, answer
+from metrolab.harness.errors import LabError
+from metrolab.harness.lab import remote
+from metrolab.harness.policy import node
+from metrolab.harness.testbed.agent import LOADER, Session, answer
 
 pytestmark = pytest.mark.unit
 BARE = (shutil.which("python3", path="/usr/bin"), "-S")
@@ -35,10 +35,10 @@ def test_the_operations_import_from_the_bundle_alone_on_a_bare_python(here):
     # a module that needs a compiled dependency fails there; where the machine happens to have it,
     # check names it (the lab plan's pydantic models: never among the operations)
     with pytest.raises(ModuleNotFoundError, match="pydantic"):
-        here.call(remote.imports, (("harness.lab.plan",),), {}, 60)
+        here.call(remote.imports, (("metrolab.harness.lab.plan",),), {}, 60)
     venv = Session([sys.executable, "-c", LOADER], "venv")
     try:
-        assert "pydantic" in venv.call(remote.imports, (("harness.lab.plan",),), {}, 60)["foreign"]
+        assert "pydantic" in venv.call(remote.imports, (("metrolab.harness.lab.plan",),), {}, 60)["foreign"]
     finally:
         venv.close()
 

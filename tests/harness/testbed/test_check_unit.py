@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.testbed import check, versions
-from harness.testbed.resolve import load_testbed
+from metrolab.harness.testbed import check, versions
+from metrolab.harness.testbed.resolve import load_testbed
 
 pytestmark = pytest.mark.unit
 EXAMPLE = Path(__file__).resolve().parents[3] / "ansible" / "examples" / "testbed.yaml"
@@ -124,10 +124,10 @@ def test_the_facts_script_runs_on_the_standard_library_and_compare_exits_3_on_a_
     assert facts["interfaces"]["lo"]["exists"] and not facts["interfaces"]["nosuch0"]["exists"]
     assert facts["versions"]["metrolab"] == versions.collect()["metrolab"]
     mine = versions.collect()
-    same = subprocess.run([sys.executable, "-m", "harness.testbed.versions", "--compare", json.dumps(mine)],
+    same = subprocess.run([sys.executable, "-m", "metrolab.harness.testbed.versions", "--compare", json.dumps(mine)],
                           capture_output=True, text=True, timeout=60)
     assert same.returncode == 0, same.stdout
-    other = subprocess.run([sys.executable, "-m", "harness.testbed.versions", "--compare",
+    other = subprocess.run([sys.executable, "-m", "metrolab.harness.testbed.versions", "--compare",
                             json.dumps(dict(mine, ray="1.0.0"))], capture_output=True, text=True, timeout=60)
     assert other.returncode == 3 and json.loads(other.stdout)["differences"] == {"ray": ["1.0.0", mine["ray"]]}
 
@@ -135,7 +135,7 @@ def test_the_facts_script_runs_on_the_standard_library_and_compare_exits_3_on_a_
 def test_a_sonic_switchs_management_plane_and_its_mapped_ports_are_checked():
     import yaml
 
-    from harness.testbed import resolve
+    from metrolab.harness.testbed import resolve
     data = yaml.safe_load(EXAMPLE.read_text())
     next(m for m in data["machines"] if m["name"] == "gw-b")["roles"] = ["sonic-switch"]
     tb = resolve.testbed_from_data(data, str(EXAMPLE))

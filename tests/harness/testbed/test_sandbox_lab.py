@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.kernel.nsctx import NETNS_RUN_DIR, netns_inode
-from harness.lab.state import all_states
-from harness.scenario.spec import load_scenario
-from harness.testbed.sandbox import Sandbox
+from metrolab.harness.kernel.nsctx import NETNS_RUN_DIR, netns_inode
+from metrolab.harness.lab.state import all_states
+from metrolab.harness.scenario.spec import load_scenario
+from metrolab.harness.testbed.sandbox import Sandbox
 from tests.support.testbed import METROLAB, changed, cli, lab_state, ray_machines, ray_pids, start_and_signal, sysctl
 
 pytestmark = pytest.mark.lab
@@ -45,7 +45,7 @@ def test_check_mode_reports_what_would_change_and_changes_nothing(sandbox):
     assert any("Create the bridge" in t for t in would["em-wan-ab"]), would
     assert any("Start the Ray node" in t for t in would["a1"]), would
     assert all(not pids for pids in ray_pids(sandbox).values())
-    from harness.kernel.nsctx import iproute
+    from metrolab.harness.kernel.nsctx import iproute
     h = iproute(sandbox.ns("em-wan-ab"))
     try:
         assert not h.link_lookup(ifname="br-metrolab")
@@ -56,7 +56,7 @@ def test_check_mode_reports_what_would_change_and_changes_nothing(sandbox):
 def test_provision_prepares_every_machine_and_a_second_run_changes_nothing(sandbox):
     rc, doc = cli(sandbox, "testbed", "provision", str(sandbox.testbed_file))
     assert rc == 0 and doc["ok"], doc
-    from harness.kernel.nsctx import iproute
+    from metrolab.harness.kernel.nsctx import iproute
     h = iproute(sandbox.ns("em-wan-ab"))
     try:  # the emulator bridges its two ports, which carry no address
         br = h.link_lookup(ifname="br-metrolab")
@@ -105,8 +105,8 @@ def test_check_finds_every_machine_fit_and_ray_tasks_land_on_their_machine(sandb
     assert [f["level"] for f in rep["findings"] if f["machine"] == "em-wan-ab" and f["check"] == "netem"] in (
         ["ok"], ["warn"])  # a kernel without netem still runs rate and loss points
     # a Ray task pinned to a machine runs inside that machine (its namespace), through Ray Client
-    code = ("import json, sys; from harness.testbed.resolve import load_testbed; "
-            "from harness.testbed.cluster import TestbedRay, _where; tb = load_testbed(sys.argv[1]); "
+    code = ("import json, sys; from metrolab.harness.testbed.resolve import load_testbed; "
+            "from metrolab.harness.testbed.cluster import TestbedRay, _where; tb = load_testbed(sys.argv[1]); "
             "c = TestbedRay(tb); print(json.dumps({m.name: c.on(m.name, _where)['netns'] for m in tb.ray_machines()})); "
             "c.close()")
     res = subprocess.run(sandbox.controller_argv([sys.executable, "-c", code, str(sandbox.testbed_file)]),
@@ -155,8 +155,8 @@ def test_a_machine_whose_host_key_changed_is_refused_by_name(sandbox):
         # ansible's connections carry the inventory's ssh arguments: with them, ssh itself refuses
         # a1 and only a1 (ansible reuses a connection it verified within the last minute,
         # ControlPersist, so a fresh ssh shows what its next connection does)
-        from harness.testbed.derive import inventory
-        from harness.testbed.resolve import load_testbed
+        from metrolab.harness.testbed.derive import inventory
+        from metrolab.harness.testbed.resolve import load_testbed
         hosts = inventory(load_testbed(sandbox.testbed_file))["all"]["hosts"]
         for m, refused in ((a1, True), (b1, False)):
             args = hosts[m.name]["ansible_ssh_common_args"].split()

@@ -20,15 +20,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.errors import EXIT_INCONCLUSIVE
-from harness.kernel.nsctx import NETNS_RUN_DIR
-from harness.lab.hosts import machine_plan
-from harness.lab.plan import build_plan
-from harness.lab.state import all_states
-from harness.policy import sonic_db
-from harness.scenario.spec import load_scenario
-from harness.testbed.resolve import load_testbed
-from harness.testbed.sandbox import Sandbox
+from metrolab.harness.errors import EXIT_INCONCLUSIVE
+from metrolab.harness.kernel.nsctx import NETNS_RUN_DIR
+from metrolab.harness.lab.hosts import machine_plan
+from metrolab.harness.lab.plan import build_plan
+from metrolab.harness.lab.state import all_states
+from metrolab.harness.policy import sonic_db
+from metrolab.harness.scenario.spec import load_scenario
+from metrolab.harness.testbed.resolve import load_testbed
+from metrolab.harness.testbed.sandbox import Sandbox
 from tests.support.sonic import config_db, hset, redis
 from tests.support.testbed import METROLAB, cli, lab_state, start_and_signal, sysctl
 

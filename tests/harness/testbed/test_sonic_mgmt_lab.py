@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import LabError
-from harness.kernel.nsctx import in_netns
-from harness.policy import sonic_db
-from harness.policy.sonic import render
-from harness.policy.sonic_spec import SonicSpec
-from harness.scenario.spec import load_scenario
-from harness.testbed import hostkeys
-from harness.testbed.resolve import load_testbed
-from harness.testbed.sandbox import Sandbox
-from harness.testbed.sonic_mgmt import SonicSwitch
+from metrolab.harness.errors import LabError
+from metrolab.harness.kernel.nsctx import in_netns
+from metrolab.harness.policy import sonic_db
+from metrolab.harness.policy.sonic import render
+from metrolab.harness.policy.sonic_spec import SonicSpec
+from metrolab.harness.scenario.spec import load_scenario
+from metrolab.harness.testbed import hostkeys
+from metrolab.harness.testbed.resolve import load_testbed
+from metrolab.harness.testbed.sandbox import Sandbox
+from metrolab.harness.testbed.sonic_mgmt import SonicSwitch
 from tests.support.sonic import config_db, hset, redis
 
 pytestmark = pytest.mark.lab

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.errors import SpecError, SpecErrors
-from harness.testbed import resolve
-from harness.testbed.derive import inventory
-from harness.testbed.resolve import load_testbed
+from metrolab.harness.errors import SpecError, SpecErrors
+from metrolab.harness.testbed import resolve
+from metrolab.harness.testbed.derive import inventory
+from metrolab.harness.testbed.resolve import load_testbed
 
 pytestmark = pytest.mark.unit
 EXAMPLE = Path(__file__).resolve().parents[3] / "ansible" / "examples" / "testbed.yaml"
@@ -97,14 +97,14 @@ def test_the_inventory_is_one_ansible_reads(tmp_path):
 
 def test_the_cli_writes_the_inventory_and_refuses_a_bad_file(tmp_path):
     out = tmp_path / "inv.yml"
-    res = subprocess.run([sys.executable, "-m", "harness.cli", "testbed", "inventory", str(EXAMPLE), "-o", str(out)],
+    res = subprocess.run([sys.executable, "-m", "metrolab.harness.cli", "testbed", "inventory", str(EXAMPLE), "-o", str(out)],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert yaml.safe_load(out.read_text())["all"]["vars"]["metrolab_testbed"] == "example-lab"
     bad = copy.deepcopy(example())
     bad["map"]["nodes"]["a1"] = "srv-zz"
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
-    res = subprocess.run([sys.executable, "-m", "harness.cli", "testbed", "show", str(tmp_path / "bad.yaml")],
+    res = subprocess.run([sys.executable, "-m", "metrolab.harness.cli", "testbed", "show", str(tmp_path / "bad.yaml")],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "map.nodes.a1: no such machine" in res.stderr and "'srv-zz'" in res.stderr
 
@@ -112,7 +112,7 @@ def test_the_cli_writes_the_inventory_and_refuses_a_bad_file(tmp_path):
 def test_the_ray_config_is_one_rays_launcher_accepts_and_never_stops_ray_by_name(tmp_path):
     from ray.autoscaler._private.util import validate_config
 
-    from harness.testbed.derive import ray_cluster_config
+    from metrolab.harness.testbed.derive import ray_cluster_config
     tb = load_testbed(EXAMPLE)
     cfg = ray_cluster_config(tb)
     validate_config(cfg)  # Ray's own schema
@@ -127,7 +127,7 @@ def test_the_ray_config_is_one_rays_launcher_accepts_and_never_stops_ray_by_name
     res = subprocess.run(["bash", "-c", 'printf "%s" ' + worker.split("--resources=", 1)[1].replace(
         "/opt/metrolab", str(tmp_path))], capture_output=True, text=True, check=True)
     assert json.loads(res.stdout) == {"host:srv-b1": 1}
-    out = subprocess.run([sys.executable, "-m", "harness.cli", "testbed", "ray-config", str(EXAMPLE), "-o",
+    out = subprocess.run([sys.executable, "-m", "metrolab.harness.cli", "testbed", "ray-config", str(EXAMPLE), "-o",
                           str(tmp_path / "cluster.yaml")], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and yaml.safe_load((tmp_path / "cluster.yaml").read_text()) == cfg
     data = copy.deepcopy(example())
@@ -154,10 +154,10 @@ def test_the_walkthroughs_testbed_file_is_valid():
 ], ids=["pause", "queues-on-an-emulated-link", "srv6"])
 def test_a_testbed_refuses_what_it_cannot_apply_of_a_policy_before_building_anything(policy, words):
     """The hosts backend's own refusals, decided from the testbed file alone (no machine is asked)."""
-    from harness.errors import CapabilityError
-    from harness.lab.hosts import HostsLab
-    from harness.policy.apply import PolicyApplier
-    from harness.policy.model import PolicySpec
+    from metrolab.harness.errors import CapabilityError
+    from metrolab.harness.lab.hosts import HostsLab
+    from metrolab.harness.policy.apply import PolicyApplier
+    from metrolab.harness.policy.model import PolicySpec
     applier = PolicyApplier(HostsLab(load_testbed(EXAMPLE)))
     with pytest.raises(CapabilityError) as err:
         applier.check(PolicySpec.model_validate(policy))
@@ -171,10 +171,10 @@ def test_a_testbed_refuses_what_it_cannot_apply_of_a_policy_before_building_anyt
 def test_a_sonic_switch_takes_pfc_ecn_and_the_hash_and_refuses_the_rest_before_anything_is_built():
     """gw-b on a SONiC switch: its port pause is the switch's PFC (no emulation refused), its
     ports' queues are the ASIC's (tail-drop refused with the reason); nothing of metrolab runs there."""
-    from harness.errors import CapabilityError
-    from harness.lab.hosts import HostsLab
-    from harness.policy.apply import PolicyApplier
-    from harness.policy.model import PolicySpec
+    from metrolab.harness.errors import CapabilityError
+    from metrolab.harness.lab.hosts import HostsLab
+    from metrolab.harness.policy.apply import PolicyApplier
+    from metrolab.harness.policy.model import PolicySpec
     data = example()
     _machine(data, "gw-b")["roles"] = ["sonic-switch"]
     lab = HostsLab(resolve.testbed_from_data(data, str(EXAMPLE)))
@@ -194,8 +194,8 @@ def test_a_sonic_switch_takes_pfc_ecn_and_the_hash_and_refuses_the_rest_before_a
 def test_the_sonic_example_puts_ray_on_the_servers_and_reaches_the_rest_by_ssh():
     """ansible/examples/testbed-sonic.yaml, the lab engineer's case: three RoCE servers, a SONiC
     switch, a Linux WAN emulator."""
-    from harness.lab.hosts import HostsLab
-    from harness.testbed.agent import ssh_agent
+    from metrolab.harness.lab.hosts import HostsLab
+    from metrolab.harness.testbed.agent import ssh_agent
     tb = load_testbed(EXAMPLE.with_name("testbed-sonic.yaml"))
     servers = {"srv-a1", "srv-a2", "srv-b1"}
     assert {m.name for m in tb.ray_machines()} == servers and tb.ray_head.name == "srv-a1"

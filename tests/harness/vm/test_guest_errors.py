@@ -9,7 +9,7 @@ import sys
 import pytest
 
 pytestmark = pytest.mark.lab
-CLI = [sys.executable, "-m", "harness.cli"]
+CLI = [sys.executable, "-m", "metrolab.harness.cli"]
 
 
 def _qemu_left() -> str:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from harness.vm.kernel import prepare_kernel
-from harness.vm.kvm import probe_kvm
-from harness.vm.qemu import Guest, choose_accel
+from metrolab.harness.vm.kernel import prepare_kernel
+from metrolab.harness.vm.kvm import probe_kvm
+from metrolab.harness.vm.qemu import Guest, choose_accel
 
 
 @pytest.mark.lab

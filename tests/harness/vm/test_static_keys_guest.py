@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from harness import settings
+from metrolab.harness import settings
 from tests.support.static_keys import kallsyms, keys_on, nf_hook_key
 
 pytestmark = pytest.mark.requires("netem")  # runs where the guest runs: the guest tier here

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 import metrolab
-from harness.errors import SpecError
-from harness.whitepaper import bundle
+from metrolab.harness.errors import SpecError
+from metrolab.harness.whitepaper import bundle
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[3]

@@ -2,14 +2,22 @@
 
 import pytest
 
-from harness.errors import SpecError
-from harness.whitepaper.claims import CLAIMS, ClaimRow, by_id, gbn_verdict, markdown, missing_values, verdict_of
+from metrolab.harness.errors import SpecError
+from metrolab.harness.whitepaper.claims import (
+    CLAIMS,
+    ClaimRow,
+    by_id,
+    gbn_verdict,
+    markdown,
+    missing_values,
+    verdict_of,
+)
 
 pytestmark = pytest.mark.unit
 
 
 def test_every_claim_names_a_builtin_scenario_and_criteria_it_has():
-    from harness.scenario.spec import load_scenario
+    from metrolab.harness.scenario.spec import load_scenario
     for c in CLAIMS:
         if c.scenario == "rdma-gbn":
             assert not c.criteria

@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from harness.whitepaper.scale import convergence_efficiency, convergence_full_scale, micro_batches_for
-from workloads import models as wm
+from metrolab.harness.whitepaper.scale import convergence_efficiency, convergence_full_scale, micro_batches_for
+from metrolab.workloads import models as wm
 
 pytestmark = pytest.mark.unit
 
@@ -35,7 +35,7 @@ def test_efficiency_falls_with_the_ratio_and_more_compute_restores_it():
 
 
 def test_the_claims_line_names_both_algorithms_and_the_compute_95_percent_needs():
-    from harness.scenario.spec import load_scenario
+    from metrolab.harness.scenario.spec import load_scenario
     line = convergence_full_scale(load_scenario("high-convergence"))
     assert "WAN 200 Gbit/s a link at 1:1, 100 km" in line and "flat" in line and "hierarchical" in line
     assert "at 64:1 needs" in line, line

@@ -1,0 +1,5 @@
+"""`python -m metrolab`: the console command."""
+
+from metrolab.harness.cli import main
+
+raise SystemExit(main())
