@@ -8,8 +8,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from metrolab.harness import sh
 from metrolab.harness.errors import LabError
+from metrolab.harness.kernel import sh
 from metrolab.harness.resources import playbook
 
 

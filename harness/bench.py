@@ -227,7 +227,7 @@ def bench_noise(scenario: str = "allreduce-distance", blocks: int = 8, progress=
     """The scenario's first workload, its baseline against an identical 0 km point in shuffled
     blocks: the interval of a degradation whose true value is 0 is the noise floor a criterion
     must clear (a 5 % criterion is decidable where the half-width is well under 5 %). Also what
-    the machine gave to other processes meanwhile (metrolab.harness.runner.interference)."""
+    the machine gave to other processes meanwhile (metrolab.harness.kernel.interference)."""
     import json
     import tempfile
     from pathlib import Path

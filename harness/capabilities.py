@@ -15,7 +15,8 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from metrolab.harness import settings, sh
+from metrolab.harness import settings
+from metrolab.harness.kernel import sh
 
 QDISCS = ("netem", "tbf", "htb", "fq", "fq_codel", "red", "prio")
 NETLINK_RDMA = 20

@@ -299,7 +299,7 @@ def whitepaper_docs(bundle: str | Path, page: str | Path, *, store: str | Path |
 def build_lab(topology: str | Path = "default", *, strict: bool = True) -> NetnsLab:
     """Build a lab (namespaces, links, routes, impairments) on this kernel; `lab.down()` removes it.
     `strict`: refuse what this kernel cannot apply (False: apply the rest, report it as skipped)."""
-    from metrolab.harness.lab import create_lab
+    from metrolab.harness.backends import create_lab
     from metrolab.harness.spec.loader import load_topology
     lab = create_lab(load_topology(str(topology)), "netns", strict=strict)
     lab.up()

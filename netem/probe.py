@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 
-from metrolab.harness import sh
+from metrolab.harness.kernel import sh
 from metrolab.harness.kernel.nsctx import in_netns
 from metrolab.netem import tree
 from metrolab.netem.models import binomial_interval

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from metrolab.harness import settings, sh
+from metrolab.harness import settings
 from metrolab.harness.errors import CapabilityError, LabError
+from metrolab.harness.kernel import sh
 from metrolab.netem.models import tbf_burst_bytes
 from metrolab.netem.profile import Impairment
 

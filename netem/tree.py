@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from metrolab.harness import sh
+from metrolab.harness.kernel import sh
 
 TC_H_ROOT = 0xFFFFFFFF
 

@@ -4,7 +4,8 @@ the same invocation."""
 from __future__ import annotations
 
 from metrolab.api import MAIN_SCENARIO
-from metrolab.harness.cli.common import RDMA_NEEDS, add_backend, add_json, on_backend, print_bench
+from metrolab.harness.cli.common import add_backend, add_json, on_backend, print_bench
+from metrolab.harness.lab.select import RDMA_NEEDS
 from metrolab.harness.output import err_console
 
 
@@ -67,7 +68,7 @@ def cmd_bench_rdma(args) -> int:
     code = on_backend(args, RDMA_NEEDS)
     if code is not None:
         return code
-    from metrolab.harness.rdma.commands import bench_rdma
+    from metrolab.harness.runner.rdma_commands import bench_rdma
     res = bench_rdma()
     print_bench("bench rdma (Soft-RoCE, same link)", res, args.json)
     return 0
@@ -113,7 +114,7 @@ def cmd_bench_collectives(args) -> int:
     code = on_backend(args, RDMA_NEEDS)
     if code is not None:
         return code
-    from metrolab.harness.dist.commands import bench_collectives
+    from metrolab.harness.runner.collective_commands import bench_collectives
     print_bench("bench collectives (2 hosts, one link; busbw in Gb/s)", bench_collectives(args.iters), args.json)
     return 0
 

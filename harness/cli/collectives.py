@@ -34,7 +34,7 @@ def register(sub) -> None:
 
 
 def cmd_collectives(args) -> int:
-    from metrolab.harness.dist.commands import CollectivesTest, collectives_needs, collectives_test
+    from metrolab.harness.runner.collective_commands import CollectivesTest, collectives_needs, collectives_test
     t = CollectivesTest(topology=args.topology, hosts=args.hosts, backend=args.backend_name, ops=args.ops,
                         begin=args.begin, end=args.end, factor=args.factor, warmup=args.warmup, iters=args.iters,
                         dtype=args.dtype, check=args.check, algo=args.algo, link=args.link,

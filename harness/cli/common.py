@@ -11,8 +11,6 @@ from typing import Any
 from metrolab.harness.errors import EXIT_FAIL, EXIT_INCONCLUSIVE, SpecError
 from metrolab.harness.output import console, err_console, fmt, print_json, show_progress, table
 
-RDMA_NEEDS = {"rxe": "Soft-RoCE between lab hosts"}
-
 
 def add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON only")

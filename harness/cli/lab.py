@@ -80,7 +80,7 @@ def cmd_topology(args) -> int:
 
 
 def _lab_up_testbed(args) -> int:
-    from metrolab.harness.lab import create_lab
+    from metrolab.harness.backends import create_lab
     from metrolab.harness.testbed.resolve import load_testbed
     tb = load_testbed(args.testbed)
     if args.topology:
@@ -101,7 +101,7 @@ def _lab_up_testbed(args) -> int:
 
 
 def cmd_lab_up(args) -> int:
-    from metrolab.harness.lab import create_lab
+    from metrolab.harness.backends import create_lab
     from metrolab.harness.lab.select import choose, needs
     from metrolab.harness.spec.loader import load_topology
     if args.testbed:
@@ -131,7 +131,7 @@ def cmd_lab_up(args) -> int:
 
 
 def cmd_lab_status(args) -> int:
-    from metrolab.harness.lab import attach, find_state
+    from metrolab.harness.backends import attach, find_state
     lab = attach(find_state(args.lab))
     st = lab.status()
     lab.close_handles()
@@ -181,7 +181,7 @@ def cmd_lab_list(args) -> int:
 
 
 def cmd_lab_down(args) -> int:
-    from metrolab.harness.lab import attach, find_state
+    from metrolab.harness.backends import attach, find_state
     state = find_state(args.lab)
     attach(state).down()
     console.print(f"lab {state.lab_id} removed")
@@ -189,7 +189,7 @@ def cmd_lab_down(args) -> int:
 
 
 def cmd_lab_clean(args) -> int:
-    from metrolab.harness.lab.clean import clean_all
+    from metrolab.harness.backends import clean_all
     removed = clean_all()
     if args.json:
         print_json({"removed": removed})
@@ -199,7 +199,7 @@ def cmd_lab_clean(args) -> int:
 
 
 def cmd_lab_probe(args) -> int:
-    from metrolab.harness.lab import attach, create_lab, find_state
+    from metrolab.harness.backends import attach, create_lab, find_state
     from metrolab.harness.spec.loader import load_topology
     from metrolab.netem.probe import probe_lab
     own = args.topology is not None or (args.lab is None and not _labs_up())

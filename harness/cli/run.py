@@ -154,7 +154,7 @@ def cmd_whitepaper(args) -> int:
     from pathlib import Path
 
     from metrolab.api import default_run_dir
-    from metrolab.harness.whitepaper.run import run_whitepaper
+    from metrolab.whitepaper import run_whitepaper
     out = Path(args.resume or args.out or default_run_dir("whitepaper")).resolve()
     res = run_whitepaper(out, quick=args.quick, claims=args.claims.split(",") if args.claims else None,
                          backend=args.backend, progress=lambda: RunProgress(args.json),

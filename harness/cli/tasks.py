@@ -66,7 +66,7 @@ def cmd_tasks(args) -> int:
         code = on_backend(args, needs(topo), writes=(str(out / RESULT_FILE),))
         if code is not None:
             return code
-    from metrolab.harness.lab import create_lab
+    from metrolab.harness.backends import create_lab
     from metrolab.harness.runner.tasks import Plan, RateChange, play
     from metrolab.harness.scenario.tasksummary import summarize
     plan = Plan(link=spec.path.link, egress=spec.path.egress, src=spec.path.src, dst=spec.path.dst,

@@ -190,7 +190,7 @@ def cmd_testbed_provision(args) -> int:
 
 
 def cmd_testbed_clean(args) -> int:
-    from metrolab.harness.lab.hosts import NOT_CLEANED, clean_journals
+    from metrolab.harness.testbed.hosts import NOT_CLEANED, clean_journals
     from metrolab.harness.testbed.ops import clean
     from metrolab.harness.testbed.resolve import load_testbed
     tb = load_testbed(args.testbed)

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 
 from metrolab.harness.kernel.nsctx import NETNS_RUN_DIR
-from metrolab.harness.lab.state import PREFIX_HEAD, all_states, pid_alive
+from metrolab.harness.lab.state import PREFIX_HEAD, LabState, all_states, pid_alive
 
 # namespaces are named <lab id>-<node>, lab id = 'ml' + 6 hex digits
 LAB_NS = re.compile(rf"^{PREFIX_HEAD}[0-9a-f]{{6}}-[a-z0-9][a-z0-9-]*$")
 
 
-def clean_all() -> list[str]:
+def clean_all(per_backend: Mapping[str, Callable[[LabState], list[str]]] | None = None) -> list[str]:
+    """Every lab journaled on this machine whose run is gone: its namespaces, rxe devices and Ray
+    processes, then `per_backend[its backend](journal)` for what a backend above this layer made
+    (a sandbox's machines); hosts labs live on a testbed's machines (metrolab.harness.backends)."""
     from metrolab.harness.lab.netns import remove_namespace
     removed: list[str] = []
     busy = set()
@@ -30,14 +34,10 @@ def clean_all() -> list[str]:
             if (NETNS_RUN_DIR / name).exists():
                 remove_namespace(name)
                 removed.append(name)
-        if st.backend == "sandbox":
-            from metrolab.harness.testbed.sandbox import cleanup_leftovers
-            removed += cleanup_leftovers(st)
+        if st.backend in (per_backend or {}):
+            removed += (per_backend or {})[st.backend](st)
         st.remove()
     removed += _orphan_guests()
-    if any(st.backend == "hosts" for st in all_states()):
-        from metrolab.harness.lab.hosts import clean_journals
-        removed += clean_journals()
     # a journal can be lost (its directory wiped): our naming pattern finds the rest
     for dev in rxe.devices():
         if LAB_NS.match(dev) and dev not in busy:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import shlex
 
-from metrolab.harness import sh
+from metrolab.harness.kernel import sh
 
 
 def all_cpus_mask(n: int | None = None) -> str:

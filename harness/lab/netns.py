@@ -19,6 +19,7 @@ from metrolab.harness import capabilities
 from metrolab.harness.errors import LabError
 from metrolab.harness.kernel.nsctx import NETNS_RUN_DIR, in_netns, iproute, pids_in_netns, write_sysctl
 from metrolab.harness.lab.base import Lab
+from metrolab.harness.lab.routes import route_request
 from metrolab.harness.lab.state import LabState, new_lab_id
 from metrolab.harness.spec.resolve import Topology
 from metrolab.netem import tree
@@ -30,7 +31,6 @@ log = logging.getLogger(__name__)
 IFA_F_NODAD = 0x02
 AF_INET, AF_INET6 = 2, 10
 NUD_PERMANENT = 0x80
-RTNH_F_ONLINK = 4
 
 
 class Interrupted(BaseException):
@@ -287,7 +287,6 @@ class NetnsLab(Lab):
         return rxe.device_name(self.lab_id, node)
 
     def _add_route(self, route) -> None:
-        from metrolab.harness.lab.routes import route_request
         h = self.handle(route.node)
         kw = route_request(h, route.dst, route.family, [(nh.gateway, nh.ifname) for nh in route.nexthops])
         try:
@@ -299,7 +298,7 @@ class NetnsLab(Lab):
     def spawn(self, node: str, argv: list[str], env: dict[str, str], timeout: float | None = None, **popen_kw):
         """`python ARGV` in the node's namespace (forked from the zygote in the guest); the caller
         keeps the time (`timeout` is for backends whose processes run elsewhere)."""
-        from metrolab.harness.runner.zygote import python_popen
+        from metrolab.harness.kernel.zygote import python_popen
         return python_popen(argv, netns=self.ns(node), env=dict(os.environ) | env, **popen_kw)
 
     def on(self, node: str, fn, *args, **kw):
@@ -308,7 +307,7 @@ class NetnsLab(Lab):
             return fn(*args, **kw)
 
     def link_counters(self, link: str, ecn: bool) -> tuple[int, int, int, int]:
-        from metrolab.harness.rdma.counters import if_counters
+        from metrolab.harness.kernel.counters import if_counters
         sent = dropped = marked = packets = 0
         for end in self.plan.ends(link):
             h = self.handle(end.node)
@@ -350,7 +349,6 @@ class NetnsLab(Lab):
         log.info("lab %s: link %s %s", self.lab_id, link, "back in the routes" if up else "out of the routes")
 
     def _reroute(self, link: str) -> None:
-        from metrolab.harness.lab.routes import route_request
         on_link = {(e.node, e.ifname) for e in self.plan.ends(link)}
         link_of = {(i.node, i.ifname): i.link for i in self.plan.ifaces.values()}
         for r in self.plan.routes:

@@ -17,7 +17,7 @@ def _ipr():
 
 # the modules whose functions the hosts backend runs on a machine: importable from the ssh agent's
 # bundle by the machine's own python3 (metrolab.harness.testbed.agent), nothing compiled among them
-OPERATIONS = ("metrolab.harness.lab.remote", "metrolab.harness.policy.node", "metrolab.harness.policy.qos", "metrolab.harness.rdma.counters",
+OPERATIONS = ("metrolab.harness.lab.remote", "metrolab.harness.policy.node", "metrolab.harness.policy.qos", "metrolab.harness.kernel.counters",
               "metrolab.netem.shaper", "metrolab.harness.capabilities", "metrolab.harness.kernel.nsctx", "metrolab.harness.lab.routes")
 
 
@@ -154,7 +154,7 @@ def unshape(ifnames: list[tuple[str, str | None]]) -> None:
 
 def counters(ifnames: list[str], ecn: bool) -> tuple[int, int, int, int]:
     """(bytes sent, packets dropped by the root qdisc, CE marks, packets sent) summed over ifnames."""
-    from metrolab.harness.rdma.counters import if_counters
+    from metrolab.harness.kernel.counters import if_counters
     from metrolab.netem import tree
     sent = dropped = marked = packets = 0
     with _ipr() as ipr:

@@ -1,6 +1,6 @@
 """Soft-RoCE (rxe) devices for lab hosts: add, find the RoCEv2 GID, remove.
 
-`rdma link add` has no netlink library in Python, so it goes through metrolab.harness.sh. In the
+`rdma link add` has no netlink library in Python, so it goes through metrolab.harness.kernel.sh. In the
 kernel's default "shared" RDMA namespace mode rxe devices are global (every namespace sees
 them), so their names carry the lab id; on kernels whose rxe is namespace-aware (7.x) each
 device's UDP socket lives in its netdev's namespace and RoCE traffic crosses the lab's links.
@@ -12,8 +12,8 @@ import ipaddress
 import time
 from pathlib import Path
 
-from metrolab.harness import sh
 from metrolab.harness.errors import LabError
+from metrolab.harness.kernel import sh
 
 IB_CLASS = Path("/sys/class/infiniband")
 

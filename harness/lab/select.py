@@ -7,6 +7,7 @@ from metrolab.harness import settings
 from metrolab.harness.errors import CapabilityError
 
 CHOICES = ("auto", "netns", "vm")
+RDMA_NEEDS = {"rxe": "Soft-RoCE between lab hosts"}  # what the RDMA commands need of a backend
 
 
 def in_guest() -> bool:

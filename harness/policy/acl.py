@@ -1,6 +1,6 @@
 """Access control between agent hosts (white paper §5.7): an nftables allow-list in each agent
 host's namespace that accepts the named pairs and ports and drops everything else addressed to
-it. Pure: renders the script; the lab loads it with `nft -f` inside the namespace (metrolab.harness.sh).
+it. Pure: renders the script; the lab loads it with `nft -f` inside the namespace (metrolab.harness.kernel.sh).
 
 Every host an `allow` entry names is an agent host and gets the table; replies to connections it
 opened itself pass (conntrack), as do loopback and IPv6 neighbour discovery (without them a host

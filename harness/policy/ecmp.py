@@ -66,7 +66,7 @@ def install_planned(lab, switch: str, flows, assignment: dict[tuple, str], encap
     routes and rules are made here and added where the switch lives, in one call per node."""
     from socket import AF_INET, AF_INET6
 
-    from metrolab.harness.lab.netns import RTNH_F_ONLINK
+    from metrolab.harness.lab.routes import RTNH_F_ONLINK
     out = Installed(switch)
     tables: dict[tuple[str, str], int] = {}
     for i, f in enumerate(sorted(flows, key=lambda f: f.key)):

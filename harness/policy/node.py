@@ -11,8 +11,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from metrolab.harness import sh
 from metrolab.harness.errors import LabError
+from metrolab.harness.kernel import sh
 
 HASH_SYSCTLS = ("net.ipv4.fib_multipath_hash_policy", "net.ipv6.fib_multipath_hash_policy")
 HASH_SEED = "net.ipv4.fib_multipath_hash_seed"

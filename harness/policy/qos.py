@@ -20,8 +20,8 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 
-from metrolab.harness import sh
 from metrolab.harness.errors import LabError
+from metrolab.harness.kernel import sh
 from metrolab.netem.profile import Impairment
 from metrolab.netem.tree import read_tree
 

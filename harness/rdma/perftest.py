@@ -7,8 +7,8 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from metrolab.harness import sh
 from metrolab.harness.errors import LabError
+from metrolab.harness.kernel import sh
 from metrolab.harness.lab.rxe import roce_v2_gid_index
 
 BW_FIELDS = ("bytes", "iterations", "bw_peak_gbps", "bw_avg_gbps", "msg_rate_mpps")

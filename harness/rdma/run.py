@@ -7,7 +7,7 @@ import subprocess
 from typing import Any
 
 from metrolab.harness.errors import LabError
-from metrolab.harness.rdma import counters
+from metrolab.harness.kernel import counters
 from metrolab.harness.rdma.verbs import RdmaError
 
 

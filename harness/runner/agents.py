@@ -19,8 +19,7 @@ import time
 import uuid
 
 from metrolab.harness.errors import CapabilityError, LabError
-
-RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
+from metrolab.harness.testbed.cluster import RAY_ENV
 
 
 class RankFailed(LabError):
@@ -31,7 +30,7 @@ class RankProcess:
     """The rank process and its line protocol (used inside the Ray actor)."""
 
     def __init__(self, rank: int, host: str, netns: str | None, env: dict[str, str], log_path: str):
-        from metrolab.harness.runner.zygote import python_popen
+        from metrolab.harness.kernel.zygote import python_popen
         self.rank, self.host, self.log_path = rank, host, log_path
         os.makedirs(os.path.dirname(log_path), exist_ok=True)
         self.log = open(log_path, "ab")  # noqa: SIM115 — the rank's stderr for its lifetime; closed in close()

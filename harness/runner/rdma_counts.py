@@ -4,7 +4,7 @@ before any qdisc, a retransmission timeout)."""
 
 from __future__ import annotations
 
-from metrolab.harness.rdma.counters import hw_counters
+from metrolab.harness.kernel.counters import hw_counters
 
 # metric -> the device counter summed over the hosts
 METRICS = {

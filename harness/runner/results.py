@@ -93,7 +93,7 @@ class ResultStore:
         return 1 + max((int(r["order"]) for r in self.rows() if r.get("order") is not None), default=-1)
 
     def append_block(self, record: dict) -> None:
-        """What a block ran beside (metrolab.harness.runner.interference), one line per block: blocks.jsonl."""
+        """What a block ran beside (metrolab.harness.kernel.interference), one line per block: blocks.jsonl."""
         with open(self.dir / "blocks.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()

@@ -7,7 +7,7 @@ it predicts every point -> warm-up passes through every point (discarded) until 
 time holds still from one pass to the next -> randomized blocks (metrolab.harness.runner.sweep): the
 baseline and every point in a shuffled order, each re-impairing the swept links and re-applying its
 policy, one row per measurement appended as it is taken, with the CPU that went to other processes
-meanwhile (metrolab.harness.runner.interference; a block under interference is replaced) -> with
+meanwhile (metrolab.harness.kernel.interference; a block under interference is replaced) -> with
 `until_conclusive`, the sequential design (metrolab.harness.scenario.sequential): a look after every block,
 stopping when every criterion is conclusive or the budget is spent -> Ray down, lab down (always)
 -> verdict.
@@ -30,6 +30,7 @@ from typing import Any
 
 from metrolab.harness import settings
 from metrolab.harness.errors import LabError, SpecError
+from metrolab.harness.kernel.interference import Monitor, between, interfered, interference_summary
 from metrolab.harness.lab.netns import NetnsLab
 from metrolab.harness.policy.apply import PolicyApplier, marks_ecn, needs_flows
 from metrolab.harness.policy.flows import policy_nodes
@@ -37,7 +38,6 @@ from metrolab.harness.runner import headroom as hr
 from metrolab.harness.runner.agents import LocalAgents, RankFailed, RayCluster
 from metrolab.harness.runner.events import EventPlayer, links_of
 from metrolab.harness.runner.group import RankGroup
-from metrolab.harness.runner.interference import Monitor, between, interfered, interference_summary
 from metrolab.harness.runner.linkseries import LinkSampler, utilization
 from metrolab.harness.runner.rdma_counts import RdmaCounters
 from metrolab.harness.runner.results import ResultStore, run_metadata
@@ -103,7 +103,7 @@ class Runner:
         self.links = swept_links(scn)
         self.testbed = testbed
         if testbed is not None:
-            from metrolab.harness.lab.hosts import HostsLab
+            from metrolab.harness.testbed.hosts import HostsLab
             self.lab: Any = HostsLab(testbed)
         else:
             self.lab = NetnsLab(scn.topology)
@@ -157,7 +157,7 @@ class Runner:
         if not spec_h.check and recorded is None:
             return
         cache: dict = {}
-        from metrolab.harness.runner.zygote import Zygote, enabled
+        from metrolab.harness.kernel.zygote import Zygote, enabled
         if enabled():  # its imports would take a CPU from the transfer being measured
             Zygote.get().wait_ready()
         for wspec in self.spec.workloads:
@@ -186,7 +186,7 @@ class Runner:
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> RunOutcome:
-        from metrolab.harness.runner.zygote import prestart
+        from metrolab.harness.kernel.zygote import prestart
         prestart()  # in the guest: the ranks' imports overlap with building the lab
         meta = self._meta()
         (self.run_dir / "scenario.json").write_text(json.dumps(

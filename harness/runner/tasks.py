@@ -28,8 +28,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from metrolab.harness import sh
 from metrolab.harness.errors import LabError
+from metrolab.harness.kernel import sh
 from metrolab.harness.policy import qos
 from metrolab.harness.runner.linkseries import LinkSampler
 from metrolab.harness.scenario.schedule import Commitment, History, Refusal, Request, finish_s, schedule, slot_s

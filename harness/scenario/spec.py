@@ -161,7 +161,7 @@ class StatisticsSpec(_Strict):
                                                  "Holm's correction before a point fails (or none, said so)")
     max_interference: float = Field(default=0.1, gt=0, le=1, description="CPU share of the machine taken outside "
                                     "the lab during a measurement above which its block is left out and replaced "
-                                    "(netns backend; metrolab.harness.runner.interference)")
+                                    "(netns backend; metrolab.harness.kernel.interference)")
     max_guest_wait: float = Field(default=0.15, gt=0, le=1, description="share of the time the guest's threads "
                                   "waited for a core above which a block is left out and replaced (vm backend)")
     max_interfered_blocks: int = Field(default=4, ge=0, description="blocks that may be replaced for interference "

@@ -31,8 +31,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from metrolab.harness import sh
 from metrolab.harness.errors import LabError
+from metrolab.harness.kernel import sh
 from metrolab.harness.testbed.hostkeys import ssh_argv
 from metrolab.harness.testbed.resolve import Testbed
 from metrolab.harness.testbed.spec import Machine

@@ -13,8 +13,10 @@ from collections.abc import Callable
 from typing import Any
 
 from metrolab.harness.errors import CapabilityError, LabError
-from metrolab.harness.runner.agents import RAY_ENV
 from metrolab.harness.testbed.resolve import Testbed
+
+# every Ray client metrolab starts: no usage reports; one auth mode on every node (a testbed: tokens)
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
 
 CONNECT_ATTEMPTS = 3
 SERVER_DIED = ("Starting Ray client server failed", "ZombieProcess")

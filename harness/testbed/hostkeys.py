@@ -9,8 +9,8 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from metrolab.harness import sh
 from metrolab.harness.errors import LabError
+from metrolab.harness.kernel import sh
 from metrolab.harness.testbed.resolve import Testbed
 from metrolab.harness.testbed.spec import Machine
 

@@ -20,9 +20,10 @@ from typing import Any
 
 import yaml
 
-from metrolab.harness import settings, sh
+from metrolab.harness import settings
 from metrolab.harness.ansible_run import PlaybookRun, run_playbook
 from metrolab.harness.errors import CapabilityError, LabError
+from metrolab.harness.kernel import sh
 from metrolab.harness.testbed import hostkeys, versions
 from metrolab.harness.testbed.derive import inventory
 from metrolab.harness.testbed.resolve import Testbed

@@ -33,8 +33,8 @@ from typing import Any
 
 import yaml
 
-from metrolab.harness import sh
 from metrolab.harness.errors import CapabilityError, LabError
+from metrolab.harness.kernel import sh
 from metrolab.harness.lab.plan import build_plan
 from metrolab.harness.lab.state import LabState, new_lab_id
 from metrolab.harness.spec.resolve import Topology
@@ -302,8 +302,8 @@ class Sandbox:
         with the switch's namespace."""
         from metrolab.harness.kernel.nsctx import in_netns, write_sysctl
         from metrolab.harness.lab import remote
-        from metrolab.harness.lab.hosts import HostsLab
         from metrolab.harness.policy import sonic_db
+        from metrolab.harness.testbed.hosts import HostsLab
         from metrolab.harness.testbed.resolve import load_testbed
         sonic = [m for m in self.machines if "sonic-switch" in m.roles]
         if not sonic:

@@ -15,8 +15,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from metrolab.harness import sh
 from metrolab.harness.errors import LabError
+from metrolab.harness.kernel import sh
 from metrolab.harness.policy import sonic_db
 from metrolab.harness.testbed.hostkeys import ssh_argv
 from metrolab.harness.testbed.spec import Machine

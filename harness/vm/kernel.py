@@ -19,8 +19,9 @@ import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from metrolab.harness import settings, sh
+from metrolab.harness import settings
 from metrolab.harness.errors import CapabilityError
+from metrolab.harness.kernel import sh
 
 SUITES = ("trixie-backports", "sid")
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"

@@ -17,7 +17,7 @@ thread is never stuck behind a busy vCPU (all of qemu at one priority made a qui
 sd 9.5 % against 1.6 %). Beside a busy process the step stayed at its quiet 0.18 s and the floor
 at +-0.3 % (docs/vm.md). Other processes keep the cores whenever the guest idles, and the kernel's
 real-time throttling leaves them at least 5 % of each core when it does not. The host samples its
-CPU counters into the results share for the guest's runner (harness/runner/interference.py).
+CPU counters into the results share for the guest's runner (harness/kernel/interference.py).
 """
 
 from __future__ import annotations
@@ -35,11 +35,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from metrolab.harness import settings, sh
+from metrolab.harness import settings
 from metrolab.harness.errors import CapabilityError, LabError
+from metrolab.harness.kernel import sh
+from metrolab.harness.kernel.interference import HostSampler
 from metrolab.harness.resources import guest_script
-from metrolab.harness.runner.interference import HostSampler
 from metrolab.harness.vm.kernel import GuestKernel, cache_root
+from metrolab.harness.vm.kvm import probe_kvm
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +77,8 @@ def choose_accel() -> tuple[str, str]:
     forced = settings.get("METROLAB_VM_ACCEL")
     if forced in ("kvm", "tcg"):
         return forced, f"METROLAB_VM_ACCEL={forced}"
-    from metrolab.harness.capabilities import _probe_kvm
-    kvm = _probe_kvm()
-    return ("kvm", kvm.detail) if kvm.present else ("tcg", kvm.detail)
+    kvm = probe_kvm()
+    return ("kvm", kvm.why) if kvm.usable else ("tcg", kvm.why)
 
 
 def guest_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -21,5 +21,5 @@ def pytest_runtest_logreport(report):
 
 def pytest_sessionstart(session):
     """Start the rank zygote's imports (torch: ~30 s under TCG) while the first tests build labs."""
-    from metrolab.harness.runner.zygote import prestart
+    from metrolab.harness.kernel.zygote import prestart
     prestart()

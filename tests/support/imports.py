@@ -15,6 +15,8 @@ PACKAGES = ("harness", "netem", "workloads", "reports", "metrolab")
 
 
 def unit(module: str) -> str:
+    if module == "metrolab.__main__":
+        return module  # the console entry, above the CLI (the facade, metrolab, is below it)
     parts = module.split(".")
     if parts[0] == "metrolab" and len(parts) > 1 and parts[1] in PACKAGES:
         parts = parts[1:]  # metrolab.harness.lab.x -> harness.lab, metrolab.netem.x -> netem

@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from metrolab.harness import sh
+from metrolab.harness.kernel import sh
 from metrolab.harness.rdma.capture import Capture
 from metrolab.harness.runner.run import run_scenario
 from metrolab.harness.scenario.spec import scenario_from_data

@@ -15,7 +15,7 @@ def test_verbose_log_file_records_the_commands_metrolab_runs(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     text = log.read_text()
-    assert "metrolab.harness.sh DEBUG run in mlprobe" in text and "tc qdisc add dev d0 root handle 1: red" in text, text[:2000]
+    assert "metrolab.harness.kernel.sh DEBUG run in mlprobe" in text and "tc qdisc add dev d0 root handle 1: red" in text, text[:2000]
 
 
 @pytest.mark.unit

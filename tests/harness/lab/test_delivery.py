@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from metrolab.harness import sh
+from metrolab.harness.kernel import sh
 from metrolab.harness.lab.delivery import all_cpus_mask
 from metrolab.harness.lab.netns import NetnsLab
 from metrolab.harness.spec.loader import topology_from_data

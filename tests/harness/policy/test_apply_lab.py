@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from metrolab.harness import sh
+from metrolab.harness.kernel import sh
 from metrolab.harness.policy.apply import PolicyApplier
 from metrolab.harness.policy.model import Allow, PolicySpec
 from tests.support.labs import in_ns, rdma_sites, two_paths
@@ -68,7 +68,7 @@ def elephants(lab, flows: int = 8, size: str = "2m", port: int = 5201) -> dict[s
     """Run synchronized elephants a1 -> b1; bytes each WAN link carried from gw-a."""
     import json
 
-    from metrolab.harness.rdma.counters import if_counters
+    from metrolab.harness.kernel.counters import if_counters
     ends = {lk: lab.plan.ends(lk)[0] for lk in ("wan-1", "wan-2")}
     before = {lk: if_counters(lab.handle("gw-a"), e.ifname)["tx_bytes"] for lk, e in ends.items()}
     rx = sh.popen([sys.executable, "-m", "metrolab.workloads.elephants", "recv", "--port", str(port), "--flows",
@@ -370,7 +370,7 @@ for k in range(count):
 def udp_qps(lab, base: int, n: int = 8, count: int = 200) -> dict[str, int]:
     """n UDP flows a1 -> b1:4791 (what RoCEv2 QPs look like on the wire: one source port each);
     bytes each WAN link carried from gw-a."""
-    from metrolab.harness.rdma.counters import if_counters
+    from metrolab.harness.kernel.counters import if_counters
     ends = {lk: lab.plan.ends(lk)[0] for lk in ("wan-1", "wan-2")}
     before = {lk: if_counters(lab.handle("gw-a"), e.ifname)["tx_bytes"] for lk, e in ends.items()}
     out = in_ns(lab, "a1", sys.executable, "-c", UDP_QPS, str(lab.topology.nodes["b1"].address), str(base),

@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from metrolab.harness import sh
+from metrolab.harness.kernel import sh
 from metrolab.harness.kernel.nsctx import in_netns
 from metrolab.netem.tree import counts, read_tree
 from tests.support.labs import build_lab, two_hosts

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from metrolab.harness import sh
+from metrolab.harness.kernel import sh
 from metrolab.harness.kernel.nsctx import in_netns
 from metrolab.harness.rdma import perftest
 from metrolab.harness.rdma.run import run_pair

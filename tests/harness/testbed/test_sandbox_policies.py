@@ -22,11 +22,11 @@ import pytest
 
 from metrolab.harness.errors import EXIT_INCONCLUSIVE
 from metrolab.harness.kernel.nsctx import NETNS_RUN_DIR
-from metrolab.harness.lab.hosts import machine_plan
 from metrolab.harness.lab.plan import build_plan
 from metrolab.harness.lab.state import all_states
 from metrolab.harness.policy import sonic_db
 from metrolab.harness.scenario.spec import load_scenario
+from metrolab.harness.testbed.hosts import machine_plan
 from metrolab.harness.testbed.resolve import load_testbed
 from metrolab.harness.testbed.sandbox import Sandbox
 from tests.support.sonic import config_db, hset, redis

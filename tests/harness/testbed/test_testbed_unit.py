@@ -155,9 +155,9 @@ def test_the_walkthroughs_testbed_file_is_valid():
 def test_a_testbed_refuses_what_it_cannot_apply_of_a_policy_before_building_anything(policy, words):
     """The hosts backend's own refusals, decided from the testbed file alone (no machine is asked)."""
     from metrolab.harness.errors import CapabilityError
-    from metrolab.harness.lab.hosts import HostsLab
     from metrolab.harness.policy.apply import PolicyApplier
     from metrolab.harness.policy.model import PolicySpec
+    from metrolab.harness.testbed.hosts import HostsLab
     applier = PolicyApplier(HostsLab(load_testbed(EXAMPLE)))
     with pytest.raises(CapabilityError) as err:
         applier.check(PolicySpec.model_validate(policy))
@@ -172,9 +172,9 @@ def test_a_sonic_switch_takes_pfc_ecn_and_the_hash_and_refuses_the_rest_before_a
     """gw-b on a SONiC switch: its port pause is the switch's PFC (no emulation refused), its
     ports' queues are the ASIC's (tail-drop refused with the reason); nothing of metrolab runs there."""
     from metrolab.harness.errors import CapabilityError
-    from metrolab.harness.lab.hosts import HostsLab
     from metrolab.harness.policy.apply import PolicyApplier
     from metrolab.harness.policy.model import PolicySpec
+    from metrolab.harness.testbed.hosts import HostsLab
     data = example()
     _machine(data, "gw-b")["roles"] = ["sonic-switch"]
     lab = HostsLab(resolve.testbed_from_data(data, str(EXAMPLE)))
@@ -194,8 +194,8 @@ def test_a_sonic_switch_takes_pfc_ecn_and_the_hash_and_refuses_the_rest_before_a
 def test_the_sonic_example_puts_ray_on_the_servers_and_reaches_the_rest_by_ssh():
     """ansible/examples/testbed-sonic.yaml, the lab engineer's case: three RoCE servers, a SONiC
     switch, a Linux WAN emulator."""
-    from metrolab.harness.lab.hosts import HostsLab
     from metrolab.harness.testbed.agent import ssh_agent
+    from metrolab.harness.testbed.hosts import HostsLab
     tb = load_testbed(EXAMPLE.with_name("testbed-sonic.yaml"))
     servers = {"srv-a1", "srv-a2", "srv-b1"}
     assert {m.name for m in tb.ray_machines()} == servers and tb.ray_head.name == "srv-a1"

@@ -8,7 +8,7 @@ from metrolab.harness.dist.launch import run_ranks
 from metrolab.harness.errors import SpecError
 from metrolab.harness.lab.netns import NetnsLab
 from metrolab.harness.rdma import perftest
-from metrolab.harness.rdma.commands import impaired_lab
+from metrolab.harness.runner.rdma_commands import impaired_lab
 from metrolab.harness.spec.loader import load_topology
 
 
@@ -78,7 +78,7 @@ def collectives_argv(t: CollectivesTest, hosts: list[str], topo) -> list[str]:
 
 
 def collectives_test(t: CollectivesTest, progress=lambda m: None) -> dict:
-    from metrolab.harness.rdma.commands import topology_and_testbed
+    from metrolab.harness.runner.rdma_commands import topology_and_testbed
     topo, tb = topology_and_testbed(t.topology, t.testbed)
     hosts = pick_rank_hosts(topo, t.hosts, t.backend)
     with impaired_lab(topo, t.link, t.distance_km, t.loss, tb) as (lab, _):

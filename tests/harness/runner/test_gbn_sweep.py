@@ -2,7 +2,7 @@
 
 import pytest
 
-from metrolab.harness.rdma.gbn_sweep import GbnPoint, block_order, full_scale_model, lab_model, summarize
+from metrolab.harness.runner.gbn_sweep import GbnPoint, block_order, full_scale_model, lab_model, summarize
 
 pytestmark = pytest.mark.unit
 POINTS = [GbnPoint(d, p) for d in (0.0, 100.0) for p in (0.0, 1e-3)]

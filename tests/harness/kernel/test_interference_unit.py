@@ -1,4 +1,4 @@
-"""Interference (harness/runner/interference.py): what the machine gave to other processes during a
+"""Interference (harness/kernel/interference.py): what the machine gave to other processes during a
 measurement, read from /proc here, and the rule that flags a block (the thresholds come from the
 main job's measurements: quiet, beside a busy process with and without the real-time guest)."""
 
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from metrolab.harness.runner.interference import between, interfered, take_mark
+from metrolab.harness.kernel.interference import between, interfered, take_mark
 
 pytestmark = pytest.mark.unit
 

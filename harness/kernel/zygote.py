@@ -173,7 +173,7 @@ class Zygote:
         self.dir = tempfile.mkdtemp(prefix="zygote-", dir=run)
         self.path = str(Path(self.dir) / "sock")
         env = os.environ | SINGLE_THREAD_ENV
-        self.proc = subprocess.Popen([sys.executable, "-m", "metrolab.harness.runner.zygote", self.path], env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "metrolab.harness.kernel.zygote", self.path], env=env,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
         self.ready = False
         atexit.register(self.close)
@@ -349,10 +349,10 @@ class ZygoteProcess:
 
 def python_popen(argv: list[str], *, netns: str | None, env: dict[str, str], **kw):
     """`python ARGV...` in namespace `netns`: forked from the zygote in the guest, a new interpreter
-    elsewhere (metrolab.harness.sh)."""
+    elsewhere (metrolab.harness.kernel.sh)."""
     if enabled():
         return Zygote.get().popen(argv, netns=netns, env=env, **kw)
-    from metrolab.harness import sh
+    from metrolab.harness.kernel import sh
     return sh.popen([sys.executable, *argv], netns=netns, env=env, **kw)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from pyroute2 import netns
 
-from metrolab.harness.runner.zygote import Zygote
+from metrolab.harness.kernel.zygote import Zygote
 from metrolab.harness.vm.kernel import prepare_kernel
 from metrolab.harness.vm.qemu import Guest
 
@@ -69,7 +69,7 @@ def test_the_zygote_starts_in_a_guest_whose_tmp_is_a_share(tmp_path):
     guest over 9p, where a Unix socket cannot be bound (ENXIO): the zygote's socket lives in the
     state directory (/run), so ranks still start there. Seen by hand: `rdma gbn` failed 'the rank
     zygote did not start' with its output in /tmp."""
-    code = "from metrolab.harness.runner.zygote import Zygote; Zygote.get().wait_ready(); print('zygote ready')"
+    code = "from metrolab.harness.kernel.zygote import Zygote; Zygote.get().wait_ready(); print('zygote ready')"
     lines: list[str] = []
     res = Guest(prepare_kernel(lambda m: None)).run([sys.executable, "-c", code], cwd=Path.cwd(), timeout=300,
                                                    on_line=lines.append, shares=(Path("/tmp"),),

@@ -2,7 +2,8 @@
 directory of a results bundle, then `claims.json`, `bundle.json` (commit, seeds, machine facts;
 metrolab.harness.whitepaper.bundle) and `whitepaper.md` beside them. A claim whose scenario fails to run is
 reported with its error, and the others still run; claims already recorded in the bundle are not
-run again (an interrupted run resumes)."""
+run again (an interrupted run resumes). An API-level driver: it runs each scenario as
+`metrolab.run` does (the claims and the bundle it writes are metrolab.harness.whitepaper's)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+from metrolab import api
 from metrolab.harness.whitepaper.claims import ClaimRow, by_id, gbn_verdict, markdown, missing_values, verdict_of
 
 log = logging.getLogger(__name__)
@@ -40,9 +42,8 @@ def _model(metric: str, point) -> float | None:
 
 
 def _scenario_claim(claim, run_dir: Path, quick: bool, backend: str, progress: ProgressFactory | None) -> ClaimRow:
-    import metrolab
     with progress() if progress else nullcontext() as update:  # each claim's run counts its own points
-        res = metrolab.run(claim.scenario, quick=quick, out=run_dir,
+        res = api.run(claim.scenario, quick=quick, out=run_dir,
                            resume=run_dir if (run_dir / "meta.json").exists() else None, backend=backend,
                            progress=update)
     if res.verdict is None:
@@ -87,8 +88,7 @@ def _judge_claim(claim, run_dir: Path, run_verdict) -> ClaimRow:
 
 
 def _gbn_claim(claim, run_dir: Path, quick: bool, backend: str) -> ClaimRow:
-    from metrolab.harness.cli.common import RDMA_NEEDS
-    from metrolab.harness.lab.select import choose, in_guest
+    from metrolab.harness.lab.select import RDMA_NEEDS, choose, in_guest
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = GBN_QUICK if quick else GBN_FULL
     rows, summary_file = run_dir / "rows.jsonl", run_dir / "summary.json"
@@ -105,7 +105,7 @@ def _gbn_claim(claim, run_dir: Path, quick: bool, backend: str) -> ClaimRow:
             raise GuestRunError("metrolab rdma gbn", code or 1)
         res = json.loads(summary_file.read_text())
     else:
-        from metrolab.harness.rdma.commands import gbn_experiment
+        from metrolab.harness.runner.rdma_commands import gbn_experiment
         res = gbn_experiment(losses=cfg.losses, distances=cfg.distances, blocks=cfg.blocks, iters=cfg.iters, seed=20,
                              out=str(rows))
         summary_file.write_text(json.dumps(res, default=str))

@@ -61,7 +61,7 @@ def impaired_lab(topo, link: str, distance_km: float | None, loss: float | None,
     impaired). Always taken down."""
     imp = wan_impairment(topo, link, distance_km, loss)  # bad --link fails before anything is built
     if testbed is not None:
-        from metrolab.harness.lab.hosts import HostsLab
+        from metrolab.harness.testbed.hosts import HostsLab
         lab: Any = HostsLab(testbed)
     else:
         lab = NetnsLab(topo)
@@ -174,7 +174,7 @@ def gbn_experiment(losses=(0.0, 1e-4, 1e-3, 1e-2), distances=(0, 100, 500), rate
     import random
     from pathlib import Path
 
-    from metrolab.harness.rdma.gbn_sweep import GbnPoint, run_sweep, summarize
+    from metrolab.harness.runner.gbn_sweep import GbnPoint, run_sweep, summarize
     from metrolab.netem.units import parse_rate
     if 0.0 not in losses:
         raise SpecError("--losses", "", ",".join(f"{p:g}" for p in losses),
