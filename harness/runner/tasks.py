@@ -121,9 +121,11 @@ def play(lab, plan: Plan, progress: Callable[[str], None] = lambda _m: None) -> 
     procs: list[subprocess.Popen] = []
     sampler = LinkSampler(lab, [plan.link], interval_s=min(0.1, slot / 4))
     t0 = 0.0
+    late = 0.0  # the latest a control action (a go, a slice raised or cut) took effect after its time
     try:
         lab.impair(plan.link, imp)
         major = qos.install_classes(shaper, end.ifname, imp, classes, netem=shaper.has_netem)
+        drops0 = lab.link_counters(plan.link, ecn=False)[1]  # the new tree's, and the far end's
         rx, tx = _start_flows(lab, plan, commits, dst, horizon, procs)
         progress(f"{len(commits)} window(s) committed, {len(got) - len(commits)} refused; playing {horizon:g} s")
         held = set(range(len(commits)))  # slices not yet released
@@ -145,12 +147,15 @@ def play(lab, plan: Plan, progress: Callable[[str], None] = lambda _m: None) -> 
                     elephants.go(tx[a.flow])
                 else:
                     qos.change_class(shaper, end.ifname, major, a.minor, a.rate_bps, plan.capacity_bps)
+                late = max(late, time.time() - (t0 + a.at_s))
             _sleep_until(time.time() + max(60.0, horizon * 4), release_done, until=lambda: not held)
             outs = [p.communicate(timeout=max(60.0, horizon * 4)) for p in rx + tx]
         bad = [err[-500:] for p, (_, err) in zip(rx + tx, outs) if p.returncode != 0]
         if bad:
             raise LabError(f"tasks: a transfer failed: {bad}")
         flows = [next(iter(json.loads(out)["flows"].values())) for out, _ in outs[:len(rx)]]
+        # a task that ends later than its rates say: was the controller late, or did the link drop?
+        seen = {"control_late_s": late, "wan_drops": lab.link_counters(plan.link, ecn=False)[1] - drops0}
     finally:
         for p in procs:
             if p.poll() is None:
@@ -160,7 +165,7 @@ def play(lab, plan: Plan, progress: Callable[[str], None] = lambda _m: None) -> 
             shaper.clear(end.ifname)
         lab.impair(plan.link, own)
     series = [(t - mono0, tx_[plan.link][side]) for t, tx_ in sampler.samples]
-    return _report(plan, got, commits, flows, t0, slot, horizon, series)
+    return _report(plan, got, commits, flows, t0, slot, horizon, series) | seen
 
 
 def _start_flows(lab, plan: Plan, commits: list[Commitment], dst: str, horizon: float,

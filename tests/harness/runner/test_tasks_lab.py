@@ -78,12 +78,17 @@ def test_the_command_plays_a_plan_repeatedly_judges_it_on_an_interval_and_resume
     # of two plays (t on 1 dof) is the verdict's to weigh, not a bound here
     ends = [next(t for t in r["tasks"] if t["name"] == "sync")["end_s"] for r in got["runs"]]
     assert sync["met"] == 2 and max(ends) < 2.0 and abs(sync["model_error_s"]["estimate"]) < 0.3, (ends, sync)
+    assert all(r["control_late_s"] >= 0 and r["wan_drops"] >= 0 for r in got["runs"]), got["runs"]  # recorded per play
     assert not bulk["committed"] and got["refused"] == 1
     assert "sync within [0, 2) s" in (out / "junit.xml").read_text() and "| sync |" in (out / "summary.md").read_text()
     # --resume keeps the two plays and measures only the third: three plays put the next one inside
     res = metrolab("tasks", str(plan), "--repeat", "3", "--resume", str(out), "--json")
-    assert res.returncode == 0, res.stderr[-3000:]
-    again = json.loads(res.stdout)
+    again = json.loads(res.stdout) if res.stdout else {}
+    # each play's sync end beside what would make it late: the controller, or drops on the link
+    # (a suite run once read an end near 1.8 s here: inconclusive, with nothing to tell why)
+    plays = [(next(t for t in r["tasks"] if t["name"] == "sync")["end_s"], r["control_late_s"], r["wan_drops"])
+             for r in again.get("runs", [])]
+    assert res.returncode == 0, (plays, res.stderr[-3000:])
     assert again["repetitions"] == 3 and again["runs"][:2] == got["runs"]
     assert again["status"] == "pass" and again["tasks"][0]["verdict"] == "pass", again["tasks"][0]
     assert again["tasks"][0]["end_s"]["high"] < 2.0, again["tasks"][0]
