@@ -127,7 +127,7 @@ def concurrent_rtts(targets: dict, count: int = 300, interval: float = 0.01) -> 
 
 def _overlimits(ipr, ifname: str) -> int:
     """How often a rate-limiting qdisc on ifname held packets back (0: nothing throttled)."""
-    return sum(q.overlimits for q in tree.read_tree(ipr, None, ifname) if q.kind == "tbf")
+    return sum(q.overlimits for q in tree.read_tree(ipr, None, ifname, netlink_only=True) if q.kind == "tbf")
 
 
 def measure_rate(lab, a, b, addr_a, addr_b, duration: float = 1.0,

@@ -60,8 +60,9 @@ def _rate(q) -> int | None:
     return None
 
 
-def read_tree(ipr, ns: str | None, ifname: str) -> list[Qdisc]:
-    """The qdiscs on `ifname` (pyroute2 `ipr` of namespace `ns`), parents before children."""
+def read_tree(ipr, ns: str | None, ifname: str, *, netlink_only: bool = False) -> list[Qdisc]:
+    """The qdiscs on `ifname` (pyroute2 `ipr` of namespace `ns`), parents before children.
+    `netlink_only`: no tc process (a counter read on a hot path): RED's limit and CE marks unread."""
     found = ipr.link_lookup(ifname=ifname)
     if not found:
         raise LookupError(f"interface {ifname} not found in namespace {ns}")
@@ -69,7 +70,7 @@ def read_tree(ipr, ns: str | None, ifname: str) -> list[Qdisc]:
     # pyroute2 decodes neither RED's options nor RED's and fq_codel's extended stats: tc reads
     # those (a process, so only where such a qdisc is)
     ext = {}
-    if any(q.get_attr("TCA_KIND") in ("red", "fq_codel") for q in qs):
+    if not netlink_only and any(q.get_attr("TCA_KIND") in ("red", "fq_codel") for q in qs):
         ext = {q["handle"]: q for q in json.loads(sh.tc(["-s", "-j", "qdisc", "show", "dev", ifname],
                                                          netns=ns).stdout or "[]")}
     red = {h: int(q["options"]["limit"]) for h, q in ext.items() if q.get("kind") == "red"}

@@ -312,7 +312,7 @@ class NetnsLab(Lab):
         for end in self.plan.ends(link):
             h = self.handle(end.node)
             c = if_counters(h, end.ifname)
-            _, d, m = tree.counts(tree.read_tree(h, self.ns(end.node), end.ifname))
+            _, d, m = tree.counts(tree.read_tree(h, self.ns(end.node), end.ifname, netlink_only=not ecn))
             sent, packets, dropped, marked = sent + c["tx_bytes"], packets + c["tx_packets"], dropped + d, marked + m
         return sent, dropped, marked if ecn else 0, packets
 

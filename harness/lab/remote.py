@@ -160,7 +160,7 @@ def counters(ifnames: list[str], ecn: bool) -> tuple[int, int, int, int]:
     with _ipr() as ipr:
         for i in ifnames:
             c = if_counters(ipr, i)
-            _, d, m = tree.counts(tree.read_tree(ipr, None, i))
+            _, d, m = tree.counts(tree.read_tree(ipr, None, i, netlink_only=not ecn))
             sent, packets, dropped, marked = sent + c["tx_bytes"], packets + c["tx_packets"], dropped + d, marked + m
     return sent, dropped, marked if ecn else 0, packets
 

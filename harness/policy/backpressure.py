@@ -144,7 +144,7 @@ class Backpressure:
     def congested_counts(self) -> tuple[int, int]:
         """(packets sent, dropped) by the congested egress since it was installed."""
         sent, dropped, _ = tree.counts(tree.read_tree(self.lab.handle(self.down.node), self.lab.ns(self.down.node),
-                                                      self.down.ifname))
+                                                      self.down.ifname, netlink_only=True))
         return sent, dropped
 
     def snapshot(self) -> dict:
