@@ -6,6 +6,6 @@ if __name__ != "metrolab.harness":  # a second copy under another name would spl
 
 def __getattr__(name: str) -> str:
     if name == "__version__":  # the release and the commit (metrolab.harness.version), read when asked
-        from metrolab.harness.version import version
+        from metrolab.harness.version import version  # deferred: a file read, when asked
         return version()
     raise AttributeError(name)

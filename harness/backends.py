@@ -9,6 +9,9 @@ from metrolab.harness.lab.clean import clean_all as clean_netns
 from metrolab.harness.lab.netns import NetnsLab
 from metrolab.harness.lab.netns import attach as attach_netns
 from metrolab.harness.lab.state import LabState, all_states
+from metrolab.harness.testbed.hosts import HostsLab, clean_journals
+from metrolab.harness.testbed.hosts import attach as attach_hosts
+from metrolab.harness.testbed.sandbox import cleanup_leftovers
 
 BACKENDS = ("netns", "hosts")
 
@@ -19,7 +22,6 @@ def create_lab(topology, backend: str = "netns", strict: bool = True, testbed=No
     if backend == "hosts":
         if testbed is None:
             raise LabError("the hosts backend runs on a testbed: pass one (--testbed)")
-        from metrolab.harness.testbed.hosts import HostsLab  # deferred: Ray and the testbed's models
         return HostsLab(testbed)
     raise LabError(f"unknown lab backend {backend!r} (have: {', '.join(BACKENDS)})")
 
@@ -43,15 +45,12 @@ def attach(state: LabState):
     if state.backend == "netns":
         return attach_netns(state)
     if state.backend == "hosts":
-        from metrolab.harness.testbed.hosts import attach as attach_hosts  # deferred: as create_lab
         return attach_hosts(state)
     raise LabError(f"lab {state.lab_id} has unknown backend {state.backend!r}")
 
 
 def clean_all() -> list[str]:
     """`metrolab lab clean`: every lab on this machine whose run is gone, of every backend."""
-    from metrolab.harness.testbed.hosts import clean_journals  # deferred: as create_lab
-    from metrolab.harness.testbed.sandbox import cleanup_leftovers
     hosts = any(st.backend == "hosts" for st in all_states())  # read before the journals go
     removed = clean_netns(per_backend={"sandbox": cleanup_leftovers})
     return removed + (clean_journals() if hosts else [])

@@ -3,12 +3,32 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import json
+import multiprocessing
+import shutil
+import signal
 import statistics
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
-from metrolab.harness import settings
+from metrolab.harness import capabilities, settings
+from metrolab.harness.dist.launch import run_ranks
+from metrolab.harness.lab.netns import NetnsLab
+from metrolab.harness.lab.select import needs
+from metrolab.harness.runner.results import ResultStore
+from metrolab.harness.runner.run import run_scenario
+from metrolab.harness.scenario.spec import load_scenario, scenario_from_data
+from metrolab.harness.scenario.stats import t_interval
 from metrolab.harness.spec.loader import topology_from_data
+from metrolab.harness.vm.kernel import prepare_kernel
+from metrolab.harness.vm.qemu import Guest
+from metrolab.netem.calibrate import _cache_file
+from metrolab.netem.models import fiber_delay_s
+from metrolab.netem.probe import concurrent_rtts, rtt_floor
 
 
 def grid_topology(sites: int = 4, hosts: int = 4, wan_rate: str = "1gbit") -> dict:
@@ -24,8 +44,6 @@ def grid_topology(sites: int = 4, hosts: int = 4, wan_rate: str = "1gbit") -> di
 
 
 def bench_lab(repeat: int = 5, sites: int = 4, hosts: int = 4) -> dict:
-    from metrolab.harness import capabilities
-    from metrolab.harness.lab.netns import NetnsLab
     capabilities.probe()  # probed once per process, not part of a build
     topo = topology_from_data(grid_topology(sites, hosts), "<bench>")
     builds, teardowns = [], []
@@ -54,10 +72,7 @@ def star_topology(distances=(0, 100, 250, 500)) -> dict:
 def rtt_window(distances=(0, 100, 250, 500), count: int = 500, fresh: bool = True) -> dict:
     """One window: a star lab built here (host or guest kernel) with a fresh netem calibration, every
     distance pinged at once; RTT floors (5th percentile) and medians in ms, the calibration's fit."""
-    from metrolab.harness.lab.netns import NetnsLab
-    from metrolab.netem.probe import concurrent_rtts, rtt_floor
     if fresh:
-        from metrolab.netem.calibrate import _cache_file
         _cache_file().unlink(missing_ok=True)
     lab = NetnsLab(topology_from_data(star_topology(distances), "<bench>"))
     lab.up()
@@ -79,8 +94,6 @@ def rtt_window(distances=(0, 100, 250, 500), count: int = 500, fresh: bool = Tru
 def fidelity(windows: list[dict], group_index: float = 1.468) -> dict:
     """RTT error per distance over windows (floor minus the 0 km floor against the configured round
     trip), the mean with its 95 % interval (Student's t over windows), and the jitter above the floor."""
-    from metrolab.harness.scenario.stats import t_interval
-    from metrolab.netem.models import fiber_delay_s
     out: dict = {"windows": len(windows)}
     distances = sorted(int(d) for d in windows[0]["floor_ms"] if int(d) > 0)
     for d in distances:
@@ -103,13 +116,6 @@ def fidelity(windows: list[dict], group_index: float = 1.468) -> dict:
 def bench_vm(windows: int = 5) -> dict:
     """Boot-to-command (cold, warm) and the guest's RTT fidelity over `windows` windows, each with a
     fresh calibration; one invocation."""
-    import json
-    import shutil
-    import sys
-
-    from metrolab.harness.vm.kernel import prepare_kernel
-    from metrolab.harness.vm.qemu import Guest
-
     guest = Guest(prepare_kernel())
     cold = guest.run(["true"], on_line=None)
     warm = guest.run(["true"], on_line=None)
@@ -150,14 +156,6 @@ def bench_harness(size: str = "2m", iters: int = 5, rounds: int = 3) -> dict:
     """The same AllReduce (gloo, a1 <-> b1 over a 200 Mbit/s WAN) timed by a bare torch.distributed
     script and through `metrolab run` (Ray, rank agents, results store), alternating, on one lab.
     overhead = median(run) / median(bare) - 1."""
-    import tempfile
-    from pathlib import Path
-
-    from metrolab.harness.dist.launch import run_ranks
-    from metrolab.harness.lab.netns import NetnsLab
-    from metrolab.harness.runner.run import run_scenario
-    from metrolab.harness.scenario.spec import scenario_from_data
-
     scn = scenario_from_data({"name": "bench-harness", "topology": HARNESS_TOPOLOGY,
                               "workloads": [{"kind": "collective", "hosts": ["a1", "b1"],
                                              "params": {"backend": "gloo", "size": size, "iters": iters}}],
@@ -188,8 +186,6 @@ def bench_harness(size: str = "2m", iters: int = 5, rounds: int = 3) -> dict:
 
 def noise_needs(scenario: str) -> dict[str, str]:
     """What the noise bench needs of the kernel: what the scenario's own run needs (the same backend)."""
-    from metrolab.harness.lab.select import needs
-    from metrolab.harness.scenario.spec import load_scenario
     scn = load_scenario(scenario)
     out = needs(scn.topology)
     if any(d > 0 for d in scn.spec.sweep.distance_km):
@@ -198,8 +194,6 @@ def noise_needs(scenario: str) -> dict[str, str]:
 
 
 def _spin(deadline: float) -> None:
-    import ctypes
-    import signal
     ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: ends with the bench
     while time.monotonic() < deadline:
         pass
@@ -212,7 +206,6 @@ def co_tenant(enabled: bool = True, max_s: float = 3600.0):
     if not enabled:
         yield None
         return
-    import multiprocessing
     proc = multiprocessing.get_context("fork").Process(target=_spin, args=(time.monotonic() + max_s,), daemon=True,
                                                        name="metrolab-co-tenant")
     proc.start()
@@ -228,13 +221,6 @@ def bench_noise(scenario: str = "allreduce-distance", blocks: int = 8, progress=
     blocks: the interval of a degradation whose true value is 0 is the noise floor a criterion
     must clear (a 5 % criterion is decidable where the half-width is well under 5 %). Also what
     the machine gave to other processes meanwhile (metrolab.harness.kernel.interference)."""
-    import json
-    import tempfile
-    from pathlib import Path
-
-    from metrolab.harness.runner.results import ResultStore
-    from metrolab.harness.runner.run import run_scenario
-    from metrolab.harness.scenario.spec import load_scenario, scenario_from_data
     src = load_scenario(scenario)
     data = src.spec.model_dump(mode="json", exclude={"quick", "acceptance", "faults"})
     data["workloads"] = data["workloads"][:1]

@@ -13,10 +13,19 @@ import platform
 import socket
 import sys
 from dataclasses import asdict, dataclass, field
+from importlib.metadata import version
 from pathlib import Path
+from socket import AF_INET
+
+from pyroute2 import netns
+from pyroute2.netlink.exceptions import NetlinkError
 
 from metrolab.harness import settings
 from metrolab.harness.kernel import sh
+from metrolab.harness.kernel.nsctx import iproute
+from metrolab.harness.vm.kernel import cached_kernel
+from metrolab.harness.vm.kvm import probe_kvm
+from metrolab.netem.shaper import nft_loss_script
 
 QDISCS = ("netem", "tbf", "htb", "fq", "fq_codel", "red", "prio")
 NETLINK_RDMA = 20
@@ -52,10 +61,6 @@ QDISC_ARGS = {"netem": ["delay", "1ms"], "tbf": ["rate", "1mbit", "burst", "1638
 
 
 def _probe_qdiscs() -> dict[str, Capability]:
-    from pyroute2 import netns
-
-    from metrolab.harness.kernel.nsctx import iproute
-
     name = f"mlprobe{os.getpid()}"
     out: dict[str, Capability] = {}
     netns.create(name)
@@ -75,7 +80,6 @@ def _probe_qdiscs() -> dict[str, Capability]:
                 out[kind] = Capability(f"qdisc:{kind}", False, "kernel lacks sch_" + kind if absent
                                        else f"rejected: {err}")
         try:
-            from metrolab.netem.shaper import nft_loss_script
             sh.nft(nft_loss_script("d1", 0.01), netns=name)
             out["nft"] = Capability("nft", True, "numgen random drop accepted")
         except Exception as exc:  # noqa: BLE001 — any failure means: no usable nft
@@ -89,11 +93,6 @@ def _probe_qdiscs() -> dict[str, Capability]:
 def _probe_srv6(ns: str) -> Capability:
     """SRv6 encapsulation (the seg6 lightweight tunnel, what planned paths with encap: srv6 install):
     an encap route on the probe's veth, asked of the kernel (some kernels build IPv6 without it)."""
-    from socket import AF_INET
-
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    from metrolab.harness.kernel.nsctx import iproute
     try:
         with iproute(ns) as h:
             h.route("add", dst="198.51.100.0/24", family=AF_INET, oif=h.link_lookup(ifname="d0")[0],
@@ -118,13 +117,11 @@ def _probe_rxe() -> Capability:
 
 
 def _probe_kvm() -> Capability:
-    from metrolab.harness.vm.kvm import probe_kvm
     kvm = probe_kvm()
     return Capability("kvm", kvm.usable, kvm.why)
 
 
 def _guest_kernel() -> Capability:
-    from metrolab.harness.vm.kernel import cached_kernel
     k = cached_kernel()
     if k is None:
         return Capability("guest-kernel", False, "not prepared: `metrolab vm prepare` (the install script does it)")
@@ -146,7 +143,6 @@ def _module(name: str, import_name: str | None = None) -> Capability:
     if spec is None:
         return Capability(name, False, "not importable")
     try:
-        from importlib.metadata import version
         return Capability(name, True, version(name))
     except Exception:  # noqa: BLE001 — metadata of a vendored module may be missing
         return Capability(name, True, spec.origin or "")

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from metrolab.harness import settings
@@ -34,7 +35,6 @@ def table(title: str, columns: Iterable[str], rows: Iterable[Iterable[Any]]) -> 
     t = Table(title=title, header_style="bold")
     for c in columns:
         t.add_column(c)
-    from rich.markup import escape
     for r in rows:  # values are text, not markup: an interval "[inf, inf]" would read as a style tag
         t.add_row(*("" if v is None else escape(str(v)) for v in r))
     return t

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from metrolab.harness.errors import SpecError
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -27,7 +29,6 @@ class Setting:
         try:
             return self.kind(raw)
         except ValueError:
-            from metrolab.harness.errors import SpecError
             raise SpecError("environment", self.name, raw, f"not a {self.kind.__name__}") from None
 
 

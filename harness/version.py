@@ -8,6 +8,7 @@ rank imports this under TCG too); installed from a wheel, the version baked into
 from __future__ import annotations
 
 from functools import cache
+from importlib import metadata
 from pathlib import Path
 
 RELEASE = "0.1.0"
@@ -57,7 +58,6 @@ def version() -> str:
     found = from_checkout()
     if found:
         return found
-    from importlib import metadata
     try:
         return metadata.version("metrolab")
     except metadata.PackageNotFoundError:

@@ -8,32 +8,38 @@ networks. The Python API (docs/api.md):
 
 One import package: the repository's harness/, netem/, workloads/ and reports/ folders are its
 subpackages (metrolab.harness, metrolab.netem, ...); nothing else lands at the top of
-site-packages. Importing a subpackage runs this file first, so it stays light: the API module
-imports only settings and errors at its top, and the version is read when asked.
+site-packages. Importing a subpackage runs this file first, so it stays light: the API and the
+version are read when first asked for.
 """
 
-from metrolab.api import (
-                          MAIN_SCENARIO,
-                          RunResult,
-                          build_lab,
-                          capabilities,
-                          lab,
-                          load_run,
-                          load_scenario,
-                          report,
-                          run,
-                          run_workload,
-                          scenarios,
-                          soak,
-                          whitepaper_docs,
-)
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what __getattr__ gives, typed
+    from metrolab.api import (
+        MAIN_SCENARIO,
+        RunResult,
+        build_lab,
+        capabilities,
+        lab,
+        load_run,
+        load_scenario,
+        report,
+        run,
+        run_workload,
+        scenarios,
+        soak,
+        whitepaper_docs,
+    )
 
 __all__ = ["MAIN_SCENARIO", "RunResult", "__version__", "build_lab", "capabilities", "lab", "load_run",
            "load_scenario", "report", "run", "run_workload", "scenarios", "soak", "whitepaper_docs"]
 
 
-def __getattr__(name: str) -> str:
-    if name == "__version__":  # the release and the commit (metrolab.harness.version): a git call, when asked
-        from metrolab.harness.version import version
+def __getattr__(name: str):
+    if name == "__version__":  # the release and the commit (metrolab.harness.version), read when asked
+        from metrolab.harness.version import version  # deferred: a file read, when asked
         return version()
+    if name in __all__:  # deferred on purpose: every subpackage import (a rank, the ssh agent) runs this file
+        import metrolab.api  # deferred: every subpackage import (a rank, the ssh agent) runs this file; the API stands on all of them
+        return getattr(metrolab.api, name)
     raise AttributeError(name)

@@ -12,14 +12,32 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
 from metrolab.harness import settings
+from metrolab.harness.backends import create_lab
+from metrolab.harness.capabilities import probe
 from metrolab.harness.errors import GuestRunError, SpecError
+from metrolab.harness.lab.select import choose, in_guest
+from metrolab.harness.runner.results import ResultStore
+from metrolab.harness.runner.run import run_scenario, soak_plan
+from metrolab.harness.scenario.adhoc import workload_scenario
+from metrolab.harness.scenario.needs import scenario_needs
+from metrolab.harness.scenario.spec import builtin_scenarios
+from metrolab.harness.scenario.spec import load_scenario as _load
+from metrolab.harness.spec.loader import load_topology
+from metrolab.harness.testbed.resolve import load_testbed
+from metrolab.harness.vm.qemu import GuestCrash
+from metrolab.harness.vm.reexec import run_in_guest
+from metrolab.harness.whitepaper import bundle as wb
+from metrolab.reports.build import build_report, load_verdict, points_frame
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -52,13 +70,11 @@ class RunResult:
     @property
     def rows(self) -> pd.DataFrame:
         """Every measured row (one per workload, point and block), as recorded."""
-        from metrolab.harness.runner.results import ResultStore
         return ResultStore(self.run_dir).frame()
 
     @property
     def points(self) -> pd.DataFrame:
         """One row per point: degradation with its interval, the model's prediction, the verdict."""
-        from metrolab.reports.build import points_frame
         if self.verdict is None:
             raise ValueError(f"{self.run_dir}: not judged here (the host judges a guest's run)")
         return points_frame(self.verdict)
@@ -66,19 +82,16 @@ class RunResult:
 
 def scenarios() -> dict[str, Path]:
     """The built-in scenarios: name -> file."""
-    from metrolab.harness.scenario.spec import builtin_scenarios
     return builtin_scenarios()
 
 
 def load_scenario(ref: str | Path, quick: bool = False) -> Scenario:
     """A scenario by built-in name or YAML path, validated (SpecError names file, field and value)."""
-    from metrolab.harness.scenario.spec import load_scenario as _load
     return _load(str(ref), quick=quick)
 
 
 def capabilities() -> Capabilities:
     """What this machine offers (qdiscs the kernel accepts, nft, rxe, KVM, pyverbs, torch, Ray, GPUs)."""
-    from metrolab.harness.capabilities import probe
     return probe()
 
 
@@ -100,8 +113,6 @@ def run(scenario: str | Path | None = None, *, quick: bool = False, out: str | P
     runs in the guest kernel only where this kernel lacks what the scenario needs. `report` draws
     HTML, Markdown, JUnit and CSV into the run directory. `on_backend(backend, why)` is told the choice.
     """
-    from metrolab.harness.lab.select import choose, in_guest
-    from metrolab.harness.scenario.needs import scenario_needs
     if scenario is None and resume is None:
         raise SpecError("metrolab run", "scenario", None, "name a scenario (see `metrolab scenarios`) or resume a "
                         "run directory")
@@ -133,7 +144,6 @@ def run(scenario: str | Path | None = None, *, quick: bool = False, out: str | P
         return _run_in_guest(ref, run_dir, quick=quick, resume=resume is not None, report=report,
                              flags={"until-conclusive": until_conclusive, "max-repetitions": max_repetitions,
                                     "max-minutes": max_minutes, "seed": seed})
-    from metrolab.harness.runner.run import run_scenario
     outcome = run_scenario(scn, run_dir, resume=resume is not None, ray_address=ray_address,
                            backend="vm" if in_guest() else "netns", progress=progress)
     summary = outcome.summary()
@@ -154,9 +164,6 @@ def soak(scenario: str | Path, duration_s: float, *, point: str | None = None, q
     per hour with its 95 % interval and a verdict (grows / stable / inconclusive). Returns the
     summary written to RUN_DIR/soak.json (status pass, fail or inconclusive); the samples are in
     soak.jsonl, the repetitions' rows in results.jsonl as in any run."""
-    from metrolab.harness.lab.select import choose, in_guest
-    from metrolab.harness.runner.run import run_scenario, soak_plan
-    from metrolab.harness.scenario.needs import scenario_needs
     ref = str(scenario)
     scn = load_scenario(ref, quick=quick)
     plan = soak_plan(scn, duration_s, point)  # a bad point or duration is refused before anything is built
@@ -165,7 +172,6 @@ def soak(scenario: str | Path, duration_s: float, *, point: str | None = None, q
     if on_backend is not None:
         on_backend(chosen, why)
     if chosen == "vm":
-        from metrolab.harness.vm.reexec import run_in_guest
         run_dir.mkdir(parents=True, exist_ok=True)
         argv = ["run", ref, "--soak", f"{duration_s:g}", "--out", str(run_dir)] + (["--quick"] if quick else []) + \
             (["--point", point] if point else [])
@@ -179,8 +185,6 @@ def soak(scenario: str | Path, duration_s: float, *, point: str | None = None, q
 
 def _run_on_testbed(scn, testbed: str | Path, run_dir: Path, *, resume: bool, report: bool, progress,
                     on_backend) -> RunResult:
-    from metrolab.harness.runner.run import run_scenario
-    from metrolab.harness.testbed.resolve import load_testbed
     tb = load_testbed(testbed)
     if tb.topology.digest != scn.topology.digest:
         raise SpecError(str(testbed), "topology", tb.spec.topology,
@@ -197,7 +201,6 @@ def _run_on_testbed(scn, testbed: str | Path, run_dir: Path, *, resume: bool, re
 
 
 def _judged(run_dir: Path, backend: str | None, summary: dict) -> RunResult:
-    from metrolab.reports.build import build_report
     rep = build_report(run_dir)
     meta = rep["meta"]
     return RunResult(run_dir, rep["status"], rep["verdict"], backend or meta.get("backend", "netns"),
@@ -207,8 +210,6 @@ def _judged(run_dir: Path, backend: str | None, summary: dict) -> RunResult:
 def _run_in_guest(ref: str, run_dir: Path, *, quick: bool, resume: bool, report: bool, flags: dict) -> RunResult:
     """The same run in the guest kernel: the guest measures into `run_dir` (a share), the host judges
     and draws the report (statistics and plots are quick here, slow under TCG)."""
-    from metrolab.harness.vm.qemu import GuestCrash
-    from metrolab.harness.vm.reexec import run_in_guest
     run_dir.mkdir(parents=True, exist_ok=True)
     argv = ["run", ref, "--out", str(run_dir)] + (["--quick"] if quick else []) + \
         (["--resume", str(run_dir)] if resume else [])
@@ -225,7 +226,6 @@ def _run_in_guest(ref: str, run_dir: Path, *, quick: bool, resume: bool, report:
             # what was measured is on the share: a fresh guest resumes the run and measures the rest
             if attempt == GUEST_CRASH_RESUMES or not (run_dir / "meta.json").exists():
                 raise
-            import sys
             print(f"metrolab: {exc}; resuming the run in a fresh guest ({attempt + 1} of {GUEST_CRASH_RESUMES})",
                   file=sys.stderr, flush=True)
             if "--resume" not in argv:
@@ -235,7 +235,6 @@ def _run_in_guest(ref: str, run_dir: Path, *, quick: bool, resume: bool, report:
         raise GuestRunError(f"metrolab run {ref}", code or 1)
     summary = json.loads(outcome.read_text())
     if not report:
-        from metrolab.reports.build import load_verdict
         verdict = load_verdict(run_dir)[2]
         return RunResult(run_dir, verdict.status, verdict, "vm", summary)
     return _judged(run_dir, "vm", summary)
@@ -247,9 +246,6 @@ def run_workload(kind: str, *, params: dict[str, Any] | None = None, hosts: list
                  warmups: int = 1, scale: float = 1.0, out: str | Path | None = None, **run_options) -> RunResult:
     """One workload alone: its baseline and the given network points, no scenario file (the one
     built is written into the run directory as workload-scenario.yaml)."""
-    import yaml
-
-    from metrolab.harness.scenario.adhoc import workload_scenario
     data = workload_scenario(kind, params=params, hosts=hosts, topology=topology, links=links,
                              distance_km=distance_km, loss=loss, convergence=convergence, repetitions=repetitions,
                              warmups=warmups, scale=scale)
@@ -262,7 +258,6 @@ def run_workload(kind: str, *, params: dict[str, Any] | None = None, hosts: list
 
 def load_run(run_dir: str | Path) -> RunResult:
     """A run directory judged again from its rows (nothing is measured or written)."""
-    from metrolab.reports.build import load_verdict
     run_dir = Path(run_dir)
     if not (run_dir / "meta.json").exists():
         raise SpecError(str(run_dir), "", str(run_dir), "not a run directory (no meta.json)")
@@ -284,7 +279,6 @@ def report(run_dir: str | Path) -> RunResult:
 def whitepaper_docs(bundle: str | Path, page: str | Path, *, store: str | Path | None = None) -> dict[str, str]:
     """Draw the white paper's docs page from a `metrolab run whitepaper` bundle into `page`; with
     `store`, keep the bundle's record in store/<bundle> first and name that copy on the page."""
-    from metrolab.harness.whitepaper import bundle as wb
     src = Path(bundle)
     if not (src / "bundle.json").exists() or not (src / "claims.json").exists():
         raise SpecError(str(src), "", str(src), "not a bundle of `metrolab run whitepaper` (bundle.json, claims.json)")
@@ -299,8 +293,6 @@ def whitepaper_docs(bundle: str | Path, page: str | Path, *, store: str | Path |
 def build_lab(topology: str | Path = "default", *, strict: bool = True) -> NetnsLab:
     """Build a lab (namespaces, links, routes, impairments) on this kernel; `lab.down()` removes it.
     `strict`: refuse what this kernel cannot apply (False: apply the rest, report it as skipped)."""
-    from metrolab.harness.backends import create_lab
-    from metrolab.harness.spec.loader import load_topology
     lab = create_lab(load_topology(str(topology)), "netns", strict=strict)
     lab.up()
     return lab

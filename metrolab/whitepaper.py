@@ -15,7 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from metrolab import api
+from metrolab.harness.errors import GuestRunError
+from metrolab.harness.lab.select import RDMA_NEEDS, choose, in_guest
+from metrolab.harness.runner.rdma_commands import gbn_experiment
+from metrolab.harness.runner.record import Record
+from metrolab.harness.scenario.criteria import parse_criterion
+from metrolab.harness.scenario.spec import load_scenario
+from metrolab.harness.scenario.verdict import Settings, family_results
+from metrolab.harness.vm.reexec import run_in_guest
+from metrolab.harness.whitepaper import bundle
 from metrolab.harness.whitepaper.claims import ClaimRow, by_id, gbn_verdict, markdown, missing_values, verdict_of
+from metrolab.harness.whitepaper.scale import convergence_full_scale
+from metrolab.reports.build import load_verdict
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +63,12 @@ def _scenario_claim(claim, run_dir: Path, quick: bool, backend: str, progress: P
 
 
 def _record(path: Path, quick: bool, rows: list[ClaimRow]) -> None:
-    path.write_text(json.dumps({"quick": quick, "claims": [r.as_dict() for r in rows]}, indent=1, default=str))
+    Record(path.parent).write_json(path.name, {"quick": quick, "claims": [r.as_dict() for r in rows]}, indent=1)
 
 
 def _judge_claim(claim, run_dir: Path, run_verdict) -> ClaimRow:
     """The claim from its scenario run's verdict and record (also what a resumed bundle re-judges
     with the code of the day: the record, not an earlier judgement, is the evidence)."""
-    from metrolab.harness.scenario.criteria import parse_criterion
-    from metrolab.harness.scenario.verdict import Settings, family_results
     scn = json.loads((run_dir / "scenario.json").read_text())
     meta = json.loads((run_dir / "meta.json").read_text())
     settings = Settings.from_dict(scn["spec"], meta)
@@ -81,21 +90,16 @@ def _judge_claim(claim, run_dir: Path, run_verdict) -> ClaimRow:
     verdict, why = verdict_of([{"verdict": r.verdict} for r in deciding], failed, missing)
     full = ""
     if claim.id == "convergence":  # the scenario as written (not --quick): the model at full scale
-        from metrolab.harness.scenario.spec import load_scenario
-        from metrolab.harness.whitepaper.scale import convergence_full_scale
         full = convergence_full_scale(load_scenario(claim.scenario))
     return ClaimRow(claim, verdict, why, measured, full_scale=full, run_dir=str(run_dir))
 
 
 def _gbn_claim(claim, run_dir: Path, quick: bool, backend: str) -> ClaimRow:
-    from metrolab.harness.lab.select import RDMA_NEEDS, choose, in_guest
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = GBN_QUICK if quick else GBN_FULL
     rows, summary_file = run_dir / "rows.jsonl", run_dir / "summary.json"
     chosen, _ = choose(backend, RDMA_NEEDS)
     if chosen == "vm" and not in_guest():
-        from metrolab.harness.errors import GuestRunError
-        from metrolab.harness.vm.reexec import run_in_guest
         argv = ["rdma", "gbn", "--json", "--out", str(rows), "--summary", str(summary_file), "--seed", "20",
                 "--distances", ",".join(f"{d:g}" for d in cfg.distances),
                 "--losses", ",".join(f"{p:g}" for p in cfg.losses), "--blocks", str(cfg.blocks), "--iters", str(cfg.iters)]
@@ -105,10 +109,9 @@ def _gbn_claim(claim, run_dir: Path, quick: bool, backend: str) -> ClaimRow:
             raise GuestRunError("metrolab rdma gbn", code or 1)
         res = json.loads(summary_file.read_text())
     else:
-        from metrolab.harness.runner.rdma_commands import gbn_experiment
         res = gbn_experiment(losses=cfg.losses, distances=cfg.distances, blocks=cfg.blocks, iters=cfg.iters, seed=20,
                              out=str(rows))
-        summary_file.write_text(json.dumps(res, default=str))
+        Record(run_dir).write_json(summary_file.name, res, indent=None)
     summary = res["summary"]
     verdict, why = gbn_verdict(summary)
     # every lossy point, measured: those at 0.1 % from 100 km decide, the rest are context; the lab
@@ -128,7 +131,6 @@ def run_whitepaper(out: Path, *, quick: bool = False, claims: list[str] | None =
                    progress: ProgressFactory | None = None, say: Callable[[str], None] = lambda m: None) -> dict:
     """`progress`: makes a fresh progress context per claim (its value is the scenario run's
     progress callback)."""
-    from metrolab.harness.whitepaper import bundle
     chosen = by_id(claims)  # a bad id is refused before anything is made
     out.mkdir(parents=True, exist_ok=True)
     bundle.start(out, quick, [c.id for c in chosen])
@@ -141,7 +143,6 @@ def run_whitepaper(out: Path, *, quick: bool = False, claims: list[str] | None =
             if claim.scenario == "rdma-gbn":
                 rows.append(ClaimRow(claim, d["verdict"], d["why"], d["measured"], d["full_scale"], d["run_dir"]))
             else:  # judged again from its record (the verdict only: the report files stay as drawn)
-                from metrolab.reports.build import load_verdict
                 rows.append(_judge_claim(claim, out / claim.id, load_verdict(out / claim.id)[2]))
             continue
         say(f"claim {claim.id} (§{claim.section}): {claim.scenario}{' --quick' if quick else ''}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import statistics
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -206,7 +207,6 @@ def quality_lines(meta: dict, verdict: Verdict) -> list[str]:
 
 
 def _median(values: list[float]) -> float:
-    import statistics
     return statistics.median(values)
 
 

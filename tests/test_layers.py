@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.imports import cycles, graph
+from tests.support.imports import cycles, deferred, graph
 
 pytestmark = pytest.mark.unit
 
@@ -30,3 +30,11 @@ def test_no_import_cycle_between_packages():
     (a function-level import is still a dependency: deferring it only hides the cycle)."""
     edges, _ = graph()
     assert cycles(edges) == []
+
+
+def test_imports_are_at_the_top_but_a_few_that_say_why():
+    """An import inside a function is a heavy or optional dependency deferred on purpose (torch on a
+    rank's side, scipy, pyverbs, scapy, Ray, matplotlib), with the reason on its line."""
+    found = deferred()
+    assert [f"{f}:{n}" for f, n, said in found if not said] == []
+    assert len(found) < 100

@@ -139,7 +139,7 @@ class Conn:
 
 class A2ARank:
     def __init__(self, params: dict[str, Any], scale: float, sites=None, hosts: list[str] | None = None, **_):
-        import torch.distributed as dist
+        import torch.distributed as dist  # deferred: torch (40 s under TCG) on the rank side only
         self.dist = dist
         self.p = p = A2AParams.model_validate(params)
         self.rank, self.n = dist.get_rank(), dist.get_world_size()

@@ -8,6 +8,8 @@ torch.distributed group already up: constructed once per sweep point with the po
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from typing import Annotated, Any
@@ -15,6 +17,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from metrolab.harness.errors import SpecError
+from metrolab.netem.units import parse_size
 
 
 class _Params(BaseModel):
@@ -78,7 +81,6 @@ def params_error(exc: ValidationError) -> SpecError:
 
 def size_field(v):
     """A byte size written as 8, "64k" or "25m" (pydantic `before` validator body)."""
-    from metrolab.netem.units import parse_size
     n = parse_size(v) if isinstance(v, str) else int(v)
     if n <= 0:
         raise ValueError("sizes must be > 0 bytes")
@@ -90,7 +92,7 @@ Size = Annotated[int, BeforeValidator(size_field)]  # a byte-size parameter: 8, 
 
 def slowest(values: dict[str, float], group=None) -> dict[str, float]:
     """The largest value of each metric over the group's ranks (a step ends when its slowest rank does)."""
-    import torch
+    import torch  # deferred: torch (40 s under TCG) on the rank side only
     import torch.distributed as dist
     keys = sorted(values)
     t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
@@ -110,7 +112,7 @@ def cached_group(key, make):
 
 
 def site_groups(sites: list[str], backend: str):
-    from metrolab.harness.dist.algorithms import SiteGroups
+    from metrolab.harness.dist.algorithms import SiteGroups  # deferred: imports torch, rank side only
     return cached_group(("sites", tuple(sites), backend), lambda: SiteGroups(list(sites), backend=backend))
 
 
@@ -136,8 +138,6 @@ def in_threads(fn: Callable[[Any], None], items: Iterable[Any]) -> None:
 def rank_address() -> str:
     """This rank's lab address: the source address of its route to the group's master (for the
     workloads that open connections of their own beside the process group)."""
-    import os
-    import socket
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         s.connect((os.environ["MASTER_ADDR"], 9))

@@ -64,7 +64,7 @@ class Coll:
 def _alg():
     """metrolab.harness.dist.algorithms, imported on first use (it imports torch), then from the cache: the
     collectives call this on every step."""
-    from metrolab.harness.dist import algorithms
+    from metrolab.harness.dist import algorithms  # deferred: imports torch, rank side only
     return algorithms
 
 

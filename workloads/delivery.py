@@ -77,7 +77,7 @@ class InferenceDelivery(Workload):
 # -- rank side -------------------------------------------------------------------------------
 class DeliveryRank:
     def __init__(self, params: dict[str, Any], scale: float, sites=None, hosts: list[str] | None = None, **_):
-        import torch.distributed as dist
+        import torch.distributed as dist  # deferred: torch (40 s under TCG) on the rank side only
 
         self.dist = dist
         self.p = p = DeliveryParams.model_validate(params)

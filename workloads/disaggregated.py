@@ -12,6 +12,7 @@ pull bandwidth, bad batches, disk writes (largest over every rank, the storage h
 from __future__ import annotations
 
 import json
+import sys
 import time
 import zlib
 from typing import Any, Literal
@@ -22,6 +23,7 @@ from metrolab.harness import settings
 from metrolab.harness.errors import SpecError
 from metrolab.workloads.base import Size, Workload, _Params, cached_group, params_error, slowest
 from metrolab.workloads.diskguard import DiskWrites
+from metrolab.workloads.training_step import TrainingParams, TrainingStepRank
 
 PORT_BASE = 29950
 
@@ -85,7 +87,6 @@ class Disaggregated(Workload):
     def validate(cls, spec, topo, scale: float) -> None:
         super().validate(spec, topo, scale)
         p = cls.params(spec, scale)
-        from metrolab.workloads.training_step import TrainingParams
         try:
             TrainingParams.model_validate(p.training())
         except ValidationError as exc:
@@ -105,10 +106,13 @@ _SETUPS = [0]
 
 class DisaggregatedRank:
     def __init__(self, params: dict[str, Any], scale: float, sites: list[str] | None, hosts=None, **_):
-        import torch.distributed as dist
+        import torch.distributed as dist  # deferred: torch (40 s under TCG) on the rank side only
 
-        from metrolab.workloads.sample_store import BatchPuller, StorageServer, make_pool
-        from metrolab.workloads.training_step import TrainingStepRank
+        from metrolab.workloads.sample_store import (  # deferred: imports torch, rank side only
+            BatchPuller,
+            StorageServer,
+            make_pool,
+        )
         self.dist = dist
         self.p = p = DisaggParams.model_validate(params)
         _SETUPS[0] += 1  # every rank sets up the same points in the same order: a shared key prefix
@@ -192,7 +196,6 @@ class DisaggregatedRank:
                 # the slowest puller has the lowest bandwidth: reduce its negative with MAX
                 "neg_pull_gbs": -(iters * self.B / wall / 1e9) if is_compute else -1e18}
         if files:
-            import sys
             print(f"files opened for writing while pulling: {files}", file=sys.stderr)
         m = slowest(mine)
         return {"step_time_s": m["step_time_s"], "stall_s": m["stall_s"], "compute_s": m["compute_s"],

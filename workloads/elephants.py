@@ -23,16 +23,22 @@ its share sets the step time.
 
 from __future__ import annotations
 
+import argparse
+import json
 import socket
 import statistics
+import sys
 import threading
 import time
+from dataclasses import asdict
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
 from metrolab.harness import settings
 from metrolab.harness.errors import SpecError
+from metrolab.harness.rdma.verbs import Connection, Device, PeerInfo, QPConfig
+from metrolab.netem.units import parse_rate, parse_size
 from metrolab.workloads.base import Size, Workload, _Params
 
 HEADERS = 14 + 20 + 20 + 12  # Ethernet, IPv4, TCP, TCP timestamps: per segment on the wire
@@ -60,7 +66,6 @@ class ElephantParams(_Params):
     @field_validator("capacity", "victim_capacity", mode="before")
     @classmethod
     def _rate(cls, v):
-        from metrolab.netem.units import parse_rate
         return None if v is None else parse_rate(v)
 
 
@@ -213,7 +218,7 @@ def connect_flows(dst: str, port: int, flows: int, sport: int | None = None, tos
 
 class ElephantRank:
     def __init__(self, params: dict[str, Any], scale: float, sites=None, hosts=None, **_):
-        import torch.distributed as dist
+        import torch.distributed as dist  # deferred: torch (40 s under TCG) on the rank side only
         self.p = ElephantParams.model_validate(params)
         self.dist = dist
         self.me, world = dist.get_rank(), dist.get_world_size()
@@ -234,7 +239,6 @@ class ElephantRank:
         self.socks: list[socket.socket] = []
         self.qps: _Qps | None = None
         if self.p.transport == "rdma":
-            from metrolab.harness.rdma.verbs import QPConfig
             self.qps = _Qps(store, key, self.me, self.dst, world, self.p.flows, self.nbytes,
                             QPConfig(traffic_class=self.p.tos, timeout=self.p.qp_timeout))
             self.mss = self.qps.payload
@@ -273,7 +277,7 @@ class ElephantRank:
 
     def _fcts(self, mine: list[float]) -> tuple[list[float], list[float]]:
         """Everyone's completion times to the receiver: (the incast's, the victim's)."""
-        import torch
+        import torch  # deferred: torch (40 s under TCG) on the rank side only
         t = torch.tensor(mine + [0.0] * (self.p.flows * max(1, self.senders) - len(mine)), dtype=torch.float64)
         parts = [torch.zeros_like(t) for _ in range(self.dist.get_world_size())]
         self.dist.all_gather(parts, t)
@@ -290,7 +294,7 @@ class ElephantRank:
             self._step()
 
     def measure(self, warmups: int, iters: int | None = None) -> dict:
-        import torch
+        import torch  # deferred: torch (40 s under TCG) on the rank side only
         self.warm(warmups)
         fcts: list[float] = []
         steps: list[float] = []
@@ -342,11 +346,7 @@ class _Qps:
     the same remote region: the traffic is what counts, not where it lands)."""
 
     def __init__(self, store, key: str, me: int, dst: dict[int, int], world: int, flows: int, nbytes: int, cfg):
-        import json
-        from dataclasses import asdict
-
-        from metrolab.harness.dist.mesh import pick_device
-        from metrolab.harness.rdma.verbs import Connection, Device, PeerInfo
+        from metrolab.harness.dist.mesh import pick_device  # deferred: imports torch, rank side only
         self.flows, self.nbytes = flows, nbytes
         self.buf = bytearray(nbytes)
         self.conns: list = []
@@ -397,7 +397,6 @@ class _Qps:
 def await_ready(senders: list) -> None:
     """Wait for each `send --wait-go` process (a Popen with text stdout) to say it is connected;
     one that ends first is an error carrying its stderr."""
-    import json
     for p in senders:
         line = p.stdout.readline()
         if not json.loads(line or "{}").get("ready"):
@@ -417,11 +416,6 @@ def main(argv: list[str] | None = None) -> int:
 
     The receiver prints {"flows": {source port: {"bytes", "fct_s", "start", "end"}}}: each flow timed
     from its first byte; start and end on the wall clock."""
-    import argparse
-    import json
-    import sys
-
-    from metrolab.netem.units import parse_size
     ap = argparse.ArgumentParser(prog="python -m metrolab.workloads.elephants")
     ap.add_argument("mode", choices=("send", "recv"))
     ap.add_argument("--dst")

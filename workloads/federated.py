@@ -90,7 +90,7 @@ class Federated(Workload):
 # -- rank side -------------------------------------------------------------------------------
 class FederatedRank:
     def __init__(self, params: dict[str, Any], scale: float, sites=None, hosts: list[str] | None = None, **_):
-        import torch
+        import torch  # deferred: torch (40 s under TCG) on the rank side only
         import torch.distributed as dist
         self.torch, self.dist = torch, dist
         self.p = p = FederatedParams.model_validate(params)

@@ -98,14 +98,14 @@ def arrivals(n: int, rate: float, seed: int) -> list[float]:
 # -- rank side -------------------------------------------------------------------------------
 class PDInferenceRank:
     def __init__(self, params: dict[str, Any], scale: float, sites=None, **_):
-        import torch
+        import torch  # deferred: torch (40 s under TCG) on the rank side only
         import torch.distributed as dist
         self.torch, self.dist = torch, dist
         self.p = p = PDParams.model_validate(params)
         self.rank = dist.get_rank()
         self.reps = 0
         if p.model == "tiny":
-            from metrolab.workloads.tiny_lm import TinyLM
+            from metrolab.workloads.tiny_lm import TinyLM  # deferred: imports torch, rank side only
             self.model: TinyLM | None = TinyLM(p.layers, p.d_model, p.heads, seed=p.seed)
             self.kv_shape: tuple[int, ...] = (p.layers, 2, p.heads, p.prompt_tokens, p.d_model // p.heads)
             self.kv_dtype = torch.float32

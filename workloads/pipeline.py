@@ -102,7 +102,7 @@ class PipelineRank:
     """Stage `rank` of the pipeline, in a rank process with the group up."""
 
     def __init__(self, params: dict[str, Any], scale: float, sites=None, **_):
-        import torch
+        import torch  # deferred: torch (40 s under TCG) on the rank side only
         import torch.distributed as dist
         self.torch, self.dist = torch, dist
         self.p = p = PipelineParams.model_validate(params)

@@ -8,13 +8,22 @@ once per repetition, returning metrics that include `step_time_s` (the slowest r
 
 from __future__ import annotations
 
+import importlib
 import time
 from typing import Any, Literal
 
 from pydantic import Field
 
+from metrolab.workloads.a2a import A2A
 from metrolab.workloads.base import Size, Workload, _Params, site_groups, slowest
 from metrolab.workloads.colls import COLLS, Ctx
+from metrolab.workloads.delivery import InferenceDelivery
+from metrolab.workloads.disaggregated import Disaggregated
+from metrolab.workloads.elephants import ElephantFlows
+from metrolab.workloads.federated import Federated
+from metrolab.workloads.pd_inference import PDInference
+from metrolab.workloads.pipeline import Pipeline
+from metrolab.workloads.training_step import TrainingStep
 
 
 class CollectiveParams(_Params):
@@ -35,14 +44,6 @@ class Collective(Workload):
 
 
 def _all() -> dict[str, type[Workload]]:
-    from metrolab.workloads.a2a import A2A
-    from metrolab.workloads.delivery import InferenceDelivery
-    from metrolab.workloads.disaggregated import Disaggregated
-    from metrolab.workloads.elephants import ElephantFlows
-    from metrolab.workloads.federated import Federated
-    from metrolab.workloads.pd_inference import PDInference
-    from metrolab.workloads.pipeline import Pipeline
-    from metrolab.workloads.training_step import TrainingStep
     return {w.kind: w for w in (Collective, TrainingStep, Disaggregated, PDInference, ElephantFlows, Pipeline,
                                           Federated, A2A, InferenceDelivery)}
 
@@ -92,7 +93,7 @@ class CollectiveRank:
     on the table's data (workloads/colls.py), as the benchmark runs it."""
 
     def __init__(self, params: dict[str, Any], scale: float, sites: list[str] | None, **_):
-        import torch
+        import torch  # deferred: torch (40 s under TCG) on the rank side only
         import torch.distributed as dist
         self.p = CollectiveParams.model_validate(params)
         self.torch, self.dist = torch, dist
@@ -141,6 +142,5 @@ def rank_workload(kind: str):
     """The rank-side class of a workload (imported when a rank needs it)."""
     if kind == "collective":
         return CollectiveRank
-    import importlib
     module, name = RANK_SIDE[kind]
     return getattr(importlib.import_module(module), name)

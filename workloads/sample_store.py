@@ -20,7 +20,8 @@ from typing import Any
 
 import torch
 
-from metrolab.harness.rdma.verbs import Connection, Device, PeerInfo, QPConfig, RdmaError
+from metrolab.harness.dist.mesh import pick_device
+from metrolab.harness.rdma.verbs import Connection, Device, PeerInfo, QPConfig, RdmaError, wc_status
 
 BYE = 0xFFFFFFFF
 
@@ -46,7 +47,6 @@ class StorageServer:
         self.error: BaseException | None = None
         try:
             if transport == "rdma":
-                from metrolab.harness.dist.mesh import pick_device
                 name, ip = pick_device()
                 self.dev = Device(name, ip=ip)
                 for c in clients:
@@ -129,7 +129,6 @@ class BatchPuller:
         self.error: BaseException | None = None
         try:
             if transport == "rdma":
-                from metrolab.harness.dist.mesh import pick_device
                 name, ip = pick_device()
                 self.dev = Device(name, ip=ip)
                 self.conn = Connection(self.dev, self.ring, QPConfig())
@@ -208,7 +207,6 @@ class BatchPuller:
         """One READ completion (RC completes them in posting order). Polls with short sleeps
         rather than spinning: a spinning poller takes a CPU from the training step's
         communication (and, with Soft-RoCE, from the kernel moving the READ's packets)."""
-        from metrolab.harness.rdma.verbs import wc_status
         cq, ok = self.dev.cq, self.dev.v["e"].IBV_WC_SUCCESS
         deadline = time.monotonic() + self.timeout_s
         nap = 20e-6

@@ -15,11 +15,23 @@ inside send and receive, where it cannot be told apart from the network's time.
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
+import os
 import socket
 import ssl
 import struct
+import tempfile
 import time
 from typing import Literal
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.x509.oid import NameOID
 
 Encryption = Literal["none", "aes-gcm", "tls"]
 LEN = struct.Struct(">Q")
@@ -56,9 +68,6 @@ def exchange_key(sock: socket.socket, initiator: bool) -> bytes:
     """An AES-256 key agreed over the connection itself: ephemeral X25519 (each end sends its
     32-byte public key), HKDF-SHA256 over the shared secret. A capture of the connection does not
     give the key; nothing authenticates the peer (the lab's addresses do that here)."""
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
     mine = X25519PrivateKey.generate()
     pub = mine.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     if initiator:
@@ -73,13 +82,6 @@ def exchange_key(sock: socket.socket, initiator: bool) -> bytes:
 
 def self_signed(host: str) -> tuple[bytes, bytes]:
     """(certificate PEM, key PEM) for `host` (an IP address), valid for a day."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "metrolab aggregator")])
     now = datetime.datetime.now(datetime.UTC)
@@ -104,7 +106,6 @@ class SecureLink:
         self.crypto_s = 0.0
         self.sent_bytes = 0  # on the connection, framing and tags included (TLS's own records not)
         if encryption == "aes-gcm":
-            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
             self.aead = AESGCM(exchange_key(sock, initiator))
             # each direction its own nonce space: the initiator's nonces start with 0, the other's with 1
             self.tx_prefix, self.rx_prefix = (b"\0\0\0\0", b"\0\0\0\1") if initiator else (b"\0\0\0\1", b"\0\0\0\0")
@@ -155,8 +156,6 @@ class SecureLink:
 
 
 def tls_server_context(cert_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
-    import os
-    import tempfile
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     # load_cert_chain reads files only; the key lives in a private temporary file for a moment

@@ -25,8 +25,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from metrolab.workloads import models as wm
 from metrolab.workloads import profiles as pf
 from metrolab.workloads.base import Size, Workload, _Params, site_groups, slowest
+from metrolab.workloads.control import ControlChannel
 
 if TYPE_CHECKING:
     from metrolab.workloads.models import Transport
@@ -94,7 +96,6 @@ def training_shape(tp: TrainingParams, scale: float, ranks: int, sites: int, tra
                    compute_s: float | None = None):
     """The step as the model sees it (metrolab.workloads.models.TrainingShape) at `scale`: the buckets the
     ranks fill, in backward order, and the compute (`compute_s` where measured, else modelled)."""
-    from metrolab.workloads import models as wm
     total = tp.gradient_bytes(scale)
     per_layer = pf.layer_bytes(total, tp.layer_count())
     plan = pf.bucket_plan(per_layer, max(tp.bytes_per_param, min(int(tp.bucket_size / scale), total)))
@@ -192,7 +193,7 @@ class TrainingStepRank:
                  world: int | None = None, sync: bool = True, **_):
         """`group`/`world`: reduce among a subgroup (e.g. the compute ranks of disaggregated
         training) instead of every rank; `sync=False` trains without synchronising gradients."""
-        import torch
+        import torch  # deferred: torch (40 s under TCG) on the rank side only
         import torch.distributed as dist
         self.torch, self.dist = torch, dist
         self.p = p = TrainingParams.model_validate(params)
@@ -203,7 +204,6 @@ class TrainingStepRank:
                                      p.bytes_per_param)
         self.control = None
         if p.control_dscp is not None:
-            from metrolab.workloads.control import ControlChannel
             if group is not None:
                 raise ValueError("control_dscp: the control handshake spans every rank, not a subgroup")
             self.control = ControlChannel(dist, p.control_dscp, os.environ["MASTER_ADDR"])
@@ -222,7 +222,7 @@ class TrainingStepRank:
             done.set()  # a failed handshake is raised by signals.wait(); the reduction must not hang
 
     def _reduce(self, item) -> None:
-        from metrolab.harness.dist import algorithms as alg
+        from metrolab.harness.dist import algorithms as alg  # deferred: imports torch, rank side only
         bucket = item
         if self.signals is not None:
             bucket, done = item

@@ -6,16 +6,22 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import traceback
 
+from rich.logging import RichHandler
+
+from metrolab.harness import __version__
 from metrolab.harness.cli import bench, collectives, lab, rdma, run, sonic, tasks, testbed, vm
 from metrolab.harness.errors import EXIT_INTERNAL, MetrolabError, SpecErrors
+from metrolab.harness.lab.netns import Interrupted
+from metrolab.harness.output import err_console
 
 GROUPS = (run, tasks, lab, testbed, vm, rdma, collectives, sonic, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from metrolab.harness import __version__
     ap = argparse.ArgumentParser(prog="metrolab", description="Distributed-training traffic emulator and "
                                  "RDMA test harness for metropolitan-area networks.")
     ap.add_argument("--version", action="version", version=f"metrolab {__version__}")
@@ -45,9 +51,6 @@ def _logging_flags_on_every_command(parser: argparse.ArgumentParser) -> None:
 
 def setup_logging(verbose: int, log_file: str | None) -> None:
     """Warnings always; -v info, -vv debug; --log-file gets debug whatever -v says."""
-    from rich.logging import RichHandler
-
-    from metrolab.harness.output import err_console
     root = logging.getLogger()
     for h in list(root.handlers):
         if getattr(h, "_metrolab", False):
@@ -73,8 +76,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args._argv = argv  # re-run in the guest with the same arguments (common.on_backend)
     setup_logging(args.verbose, args.log_file)
-    import signal
-
     owner = os.getpid()
 
     def on_term(signum, _frame):  # unwind (tearing labs down) like Ctrl-C
@@ -82,7 +83,6 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
-        from metrolab.harness.lab.netns import Interrupted
         raise Interrupted(f"interrupted by signal {signum}")
 
     # restored on return: main() called in-process (tests) must not leave its handler behind
@@ -104,13 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     except BaseException as exc:
-        from metrolab.harness.lab.netns import Interrupted
         if isinstance(exc, Interrupted):
             print(f"{exc}; the lab was taken down", file=sys.stderr)
             return 130
         if isinstance(exc, SystemExit):
             raise
-        import traceback
         traceback.print_exc()
         print(f"metrolab: internal error ({type(exc).__name__}); exit {EXIT_INTERNAL}", file=sys.stderr)
         return EXIT_INTERNAL

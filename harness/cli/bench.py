@@ -4,9 +4,14 @@ the same invocation."""
 from __future__ import annotations
 
 from metrolab.api import MAIN_SCENARIO
+from metrolab.harness import settings
+from metrolab.harness.bench import bench_harness, bench_lab, bench_noise, bench_vm, co_tenant, noise_needs
 from metrolab.harness.cli.common import add_backend, add_json, on_backend, print_bench
 from metrolab.harness.lab.select import RDMA_NEEDS
-from metrolab.harness.output import err_console
+from metrolab.harness.output import err_console, print_json
+from metrolab.harness.runner.collective_commands import bench_collectives
+from metrolab.harness.runner.rdma_commands import bench_rdma
+from metrolab.harness.scenario.sequential import markdown_table, simulate
 
 
 def register(sub) -> None:
@@ -51,14 +56,12 @@ def register(sub) -> None:
 
 
 def cmd_bench_lab(args) -> int:
-    from metrolab.harness.bench import bench_lab
     res = bench_lab(repeat=args.repeat)
     print_bench("bench lab (4 sites x 4 hosts)", res, args.json, ".3f")
     return 0
 
 
 def cmd_bench_vm(args) -> int:
-    from metrolab.harness.bench import bench_vm
     res = bench_vm(windows=args.windows)
     print_bench("bench vm", res, args.json)
     return 0
@@ -68,21 +71,17 @@ def cmd_bench_rdma(args) -> int:
     code = on_backend(args, RDMA_NEEDS)
     if code is not None:
         return code
-    from metrolab.harness.runner.rdma_commands import bench_rdma
     res = bench_rdma()
     print_bench("bench rdma (Soft-RoCE, same link)", res, args.json)
     return 0
 
 
 def cmd_bench_harness(args) -> int:
-    from metrolab.harness.bench import bench_harness
     print_bench("bench harness (gloo AllReduce, bare vs metrolab run)", bench_harness(rounds=args.rounds), args.json)
     return 0
 
 
 def cmd_bench_noise(args) -> int:
-    from metrolab.harness import settings
-    from metrolab.harness.bench import bench_noise, co_tenant, noise_needs
     with co_tenant(args.co_tenant and not settings.in_guest()):  # on the host, beside the guest
         code = on_backend(args, noise_needs(args.scenario or MAIN_SCENARIO))
         if code is not None:
@@ -96,13 +95,11 @@ def cmd_bench_noise(args) -> int:
 
 
 def cmd_bench_sequential(args) -> int:
-    from metrolab.harness.scenario.sequential import markdown_table, simulate
     if args.markdown:
         print(markdown_table(args.sims), end="")
         return 0
     rows = [simulate(k, args.sims) for k in (1, 2, 4, 8, 16)]
     if args.json:
-        from metrolab.harness.output import print_json
         print_json(rows)
     else:
         for r in rows:
@@ -114,7 +111,6 @@ def cmd_bench_collectives(args) -> int:
     code = on_backend(args, RDMA_NEEDS)
     if code is not None:
         return code
-    from metrolab.harness.runner.collective_commands import bench_collectives
     print_bench("bench collectives (2 hosts, one link; busbw in Gb/s)", bench_collectives(args.iters), args.json)
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from metrolab.harness.cli.common import add_backend, add_json, add_testbed, on_backend
 from metrolab.harness.output import console, err_console, fmt, print_json, table
+from metrolab.harness.runner.collective_commands import CollectivesTest, collectives_needs, collectives_test
 
 
 def register(sub) -> None:
@@ -34,7 +35,6 @@ def register(sub) -> None:
 
 
 def cmd_collectives(args) -> int:
-    from metrolab.harness.runner.collective_commands import CollectivesTest, collectives_needs, collectives_test
     t = CollectivesTest(topology=args.topology, hosts=args.hosts, backend=args.backend_name, ops=args.ops,
                         begin=args.begin, end=args.end, factor=args.factor, warmup=args.warmup, iters=args.iters,
                         dtype=args.dtype, check=args.check, algo=args.algo, link=args.link,

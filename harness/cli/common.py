@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
 from metrolab.harness.errors import EXIT_FAIL, EXIT_INCONCLUSIVE, SpecError
+from metrolab.harness.lab.select import choose
 from metrolab.harness.output import console, err_console, fmt, print_json, show_progress, table
+from metrolab.harness.vm.reexec import run_in_guest
+from metrolab.netem.units import format_rate
+from metrolab.reports.build import build_report, quality_lines
 
 
 def add_json(p: argparse.ArgumentParser) -> None:
@@ -52,14 +59,12 @@ def on_backend(args, needed: dict[str, str], writes: tuple[str, ...] = ()) -> in
     """Run this command in the guest when the backend says so (returns its exit code), else None.
     `needed`: kernel features -> why (metrolab.harness.lab.select.needs for a topology); `writes`: files the
     command writes, whose directories the guest gets writable (its view of the host is read-only)."""
-    from metrolab.harness.lab.select import choose
     backend, why = choose(args.backend, needed)
     if backend == "netns":
         if not args.json:
             err_console.print(f"backend: netns ({why})", highlight=False)
         return None
     err_console.print(f"backend: vm ({why})", highlight=False)
-    from metrolab.harness.vm.reexec import run_in_guest
     dirs = []
     for f in writes:
         d = Path(f).resolve().parent
@@ -70,7 +75,6 @@ def on_backend(args, needed: dict[str, str], writes: tuple[str, ...] = ()) -> in
 
 
 def fmt_rate(bps):
-    from metrolab.netem.units import format_rate
     return format_rate(bps) if bps else "unshaped"
 
 
@@ -98,7 +102,6 @@ class RunProgress:
         return self.update
 
     def _start(self) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TimeRemainingColumn(), console=err_console)
         self.bar.__enter__()
@@ -121,7 +124,6 @@ class RunProgress:
 
 
 def report_after_run(run_dir: Path, as_json: bool, quiet: bool = False) -> dict:
-    from metrolab.reports.build import build_report
     rep = build_report(run_dir)
     if not quiet and not as_json:
         err_console.print(f"report: {rep['files']['html']}", highlight=False)
@@ -133,7 +135,6 @@ def _pct(v, digits: int = 1) -> str:
 
 
 def print_verdict(verdict, run_dir: Path, as_json: bool, extra: dict | None = None) -> None:
-    from dataclasses import asdict
     if as_json:
         print_json({"status": verdict.status, "passed": verdict.passed, "run_dir": str(run_dir), **(extra or {}),
                     "warnings": verdict.warnings,
@@ -161,7 +162,6 @@ def print_verdict(verdict, run_dir: Path, as_json: bool, extra: dict | None = No
     if verdict.results:
         console.print(table("acceptance", ["criterion", "point", "verdict", "why"],
                             [[r.criterion, r.label, r.verdict.upper(), r.message] for r in verdict.results]))
-    from metrolab.reports.build import quality_lines  # the report's lines, from the run's own meta.json
     for line in quality_lines(json.loads((run_dir / "meta.json").read_text()), verdict):
         console.print(f"quality: {line}", highlight=False, markup=False)
     console.print(f"verdict: {verdict.status.upper()}   report: {run_dir / 'report.html'}", highlight=False)

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.progress import Progress
+
+from metrolab.harness.backends import attach, clean_all, create_lab, find_state
+from metrolab.harness.capabilities import probe
 from metrolab.harness.cli.common import add_backend, add_json, add_testbed, fmt_rate, on_backend
-from metrolab.harness.errors import CapabilityError
+from metrolab.harness.errors import CapabilityError, SpecError
+from metrolab.harness.lab.plan import build_plan
+from metrolab.harness.lab.select import choose, needs
+from metrolab.harness.lab.state import all_states, pid_alive
 from metrolab.harness.output import console, err_console, fmt, print_json, show_progress, table
+from metrolab.harness.spec.loader import load_topology
+from metrolab.harness.testbed.resolve import load_testbed
+from metrolab.netem.probe import probe_lab
 
 
 def register(sub) -> None:
@@ -55,8 +65,6 @@ def register(sub) -> None:
 
 
 def cmd_topology(args) -> int:
-    from metrolab.harness.lab.plan import build_plan
-    from metrolab.harness.spec.loader import load_topology
     topo = load_topology(args.topology)
     plan = build_plan(topo)
     data: dict[str, Any] = {"name": topo.name, "source": topo.source, "digest": topo.digest,
@@ -80,8 +88,6 @@ def cmd_topology(args) -> int:
 
 
 def _lab_up_testbed(args) -> int:
-    from metrolab.harness.backends import create_lab
-    from metrolab.harness.testbed.resolve import load_testbed
     tb = load_testbed(args.testbed)
     if args.topology:
         raise CapabilityError(f"a testbed builds the topology it maps ({tb.topology.name}): drop {args.topology!r}")
@@ -101,9 +107,6 @@ def _lab_up_testbed(args) -> int:
 
 
 def cmd_lab_up(args) -> int:
-    from metrolab.harness.backends import create_lab
-    from metrolab.harness.lab.select import choose, needs
-    from metrolab.harness.spec.loader import load_topology
     if args.testbed:
         return _lab_up_testbed(args)
     topo = load_topology(args.topology)
@@ -131,7 +134,6 @@ def cmd_lab_up(args) -> int:
 
 
 def cmd_lab_status(args) -> int:
-    from metrolab.harness.backends import attach, find_state
     lab = attach(find_state(args.lab))
     st = lab.status()
     lab.close_handles()
@@ -169,7 +171,6 @@ def _applied(end: dict) -> str:
 
 
 def cmd_lab_list(args) -> int:
-    from metrolab.harness.lab.state import all_states, pid_alive
     rows = [{"lab": s.lab_id, "backend": s.backend, "status": s.status, "topology": s.topology,
              "namespaces": len(s.namespaces), "pid": s.pid, "owner_alive": pid_alive(s.pid)} for s in all_states()]
     if args.json:
@@ -181,7 +182,6 @@ def cmd_lab_list(args) -> int:
 
 
 def cmd_lab_down(args) -> int:
-    from metrolab.harness.backends import attach, find_state
     state = find_state(args.lab)
     attach(state).down()
     console.print(f"lab {state.lab_id} removed")
@@ -189,7 +189,6 @@ def cmd_lab_down(args) -> int:
 
 
 def cmd_lab_clean(args) -> int:
-    from metrolab.harness.backends import clean_all
     removed = clean_all()
     if args.json:
         print_json({"removed": removed})
@@ -199,14 +198,10 @@ def cmd_lab_clean(args) -> int:
 
 
 def cmd_lab_probe(args) -> int:
-    from metrolab.harness.backends import attach, create_lab, find_state
-    from metrolab.harness.spec.loader import load_topology
-    from metrolab.netem.probe import probe_lab
     own = args.topology is not None or (args.lab is None and not _labs_up())
     if own:
         topo = load_topology(args.topology)
         if not args.best_effort:
-            from metrolab.harness.lab.select import needs
             code = on_backend(args, needs(topo))
             if code is not None:
                 return code
@@ -221,9 +216,7 @@ def cmd_lab_probe(args) -> int:
         known = {x.name for x in lab.topology.links}
         for name in links or []:
             if name not in known:
-                from metrolab.harness.errors import SpecError
                 raise SpecError("--links", "", name, f"no such link (have: {', '.join(sorted(known))})")
-        from rich.progress import Progress
         with Progress(console=err_console, transient=True, disable=not show_progress(args.json)) as progress:
             task = progress.add_task("probing links", total=len(links or known))
             results = probe_lab(lab, links, on_done=lambda m: progress.advance(task), duration=args.duration,
@@ -254,12 +247,10 @@ def cmd_lab_probe(args) -> int:
 
 
 def _labs_up() -> bool:
-    from metrolab.harness.lab.state import all_states
     return any(s.status == "up" for s in all_states())
 
 
 def cmd_doctor(args) -> int:
-    from metrolab.harness.capabilities import probe
     caps = probe()
     if args.json:
         print_json(caps.to_dict())

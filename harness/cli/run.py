@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import yaml
+
+import metrolab
+from metrolab.api import default_run_dir
+from metrolab.harness import settings
 from metrolab.harness.cli.common import (
     RunProgress,
     add_backend,
@@ -13,6 +20,9 @@ from metrolab.harness.cli.common import (
 )
 from metrolab.harness.errors import SpecError
 from metrolab.harness.output import console, err_console, print_json, table
+from metrolab.harness.runner.soak import parse_duration
+from metrolab.harness.scenario.spec import read_yaml
+from metrolab.whitepaper import run_whitepaper
 
 
 def register(sub) -> None:
@@ -92,8 +102,6 @@ def _teller(args):
 
 def _run(args, run) -> int:
     """Run through the API (`run(progress=…, on_backend=…)`), then print the verdict."""
-    import metrolab
-
     with RunProgress(args.json) as progress:
         res: metrolab.RunResult = run(progress=progress, on_backend=_teller(args))
     if res.verdict is None:  # the guest half of a vm run: the host judges and reports
@@ -106,7 +114,6 @@ def _run(args, run) -> int:
 
 
 def cmd_run(args) -> int:
-    import metrolab
     if args.scenario == "whitepaper":
         return cmd_whitepaper(args)
     if args.claims:
@@ -121,8 +128,6 @@ def cmd_run(args) -> int:
 
 
 def cmd_soak(args) -> int:
-    import metrolab
-    from metrolab.harness.runner.soak import parse_duration
     if args.resume:
         raise SpecError("metrolab run", "--resume", args.resume, "a soak is not resumed: start another")
     try:
@@ -133,7 +138,6 @@ def cmd_soak(args) -> int:
     with RunProgress(args.json) as progress:
         res = metrolab.soak(args.scenario, duration, point=args.point, quick=args.quick, out=args.out,
                             backend=args.backend, progress=progress, on_backend=_teller(args))
-    from metrolab.harness import settings
     if settings.get("METROLAB_HOST_JUDGES"):  # the guest half of a vm soak: the host prints the result
         err_console.print(f"soak: {res['samples']} repetitions in {res['wall_s']:.0f} s", highlight=False)
         return 0
@@ -151,10 +155,6 @@ def cmd_soak(args) -> int:
 
 def cmd_whitepaper(args) -> int:
     """Each white-paper claim on the scenario that tests it; one report (whitepaper.md, .json)."""
-    from pathlib import Path
-
-    from metrolab.api import default_run_dir
-    from metrolab.whitepaper import run_whitepaper
     out = Path(args.resume or args.out or default_run_dir("whitepaper")).resolve()
     res = run_whitepaper(out, quick=args.quick, claims=args.claims.split(",") if args.claims else None,
                          backend=args.backend, progress=lambda: RunProgress(args.json),
@@ -176,7 +176,6 @@ def cmd_whitepaper(args) -> int:
 def cmd_main(args) -> int:
     """The main job: the default scenario (AllReduce across the default lab's WAN over a distance
     sweep, efficiency against the 0 km baseline), on whichever backend this machine supports."""
-    import metrolab
     return _run(args, lambda **kw: metrolab.run(metrolab.MAIN_SCENARIO, quick=args.quick, out=args.out,
                                                 backend=args.backend, testbed=args.testbed, **_statistics(args),
                                                 **kw))
@@ -191,9 +190,6 @@ def _numbers(flag: str, text: str) -> list[float]:
 
 def cmd_workload(args) -> int:
     """A one-workload scenario from the command line, run like any other (`metrolab run`)."""
-    import yaml
-
-    import metrolab
     params = {}
     for item in args.param:
         key, eq, value = item.partition("=")
@@ -209,7 +205,6 @@ def cmd_workload(args) -> int:
 
 
 def cmd_report(args) -> int:
-    import metrolab
     if args.docs or args.store:
         return cmd_docs(args)
     res = metrolab.report(args.run_dir)
@@ -224,7 +219,6 @@ def cmd_report(args) -> int:
 
 def cmd_docs(args) -> int:
     """The white paper's docs page from a bundle (and the bundle's record kept beside the docs)."""
-    import metrolab
     if not args.docs:
         raise SpecError("metrolab report", "--store", args.store, "goes with --docs PAGE")
     res = metrolab.whitepaper_docs(args.run_dir, args.docs, store=args.store)
@@ -236,8 +230,6 @@ def cmd_docs(args) -> int:
 
 
 def cmd_scenarios(args) -> int:
-    import metrolab
-    from metrolab.harness.scenario.spec import read_yaml
     out = []
     for name, path in metrolab.scenarios().items():
         data = read_yaml(path) or {}

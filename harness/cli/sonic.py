@@ -8,6 +8,9 @@ from pathlib import Path
 from metrolab.harness.cli.common import add_json
 from metrolab.harness.errors import SpecError
 from metrolab.harness.output import console, print_json, table
+from metrolab.harness.policy import sonic_spec
+from metrolab.harness.policy.sonic import diff, headroom
+from metrolab.harness.policy.sonic_push import push, running_tables
 
 
 def register(sub) -> None:
@@ -36,8 +39,6 @@ def register(sub) -> None:
 
 
 def cmd_sonic(args) -> int:
-    from metrolab.harness.policy import sonic_spec
-    from metrolab.harness.policy.sonic import diff, headroom
     spec, db = sonic_spec.load(args.spec)
     if args.soniccmd == "render":
         text = json.dumps(db, indent=2, sort_keys=True)
@@ -55,7 +56,6 @@ def cmd_sonic(args) -> int:
         console.print(f"{sum(len(v) for v in db.values())} entries in {len(db)} tables, consistent; written to {args.out}")
         return 0
     if args.soniccmd == "diff":
-        from metrolab.harness.policy.sonic_push import running_tables
         try:
             running = running_tables(Path(args.running).read_text(), db)
         except (OSError, json.JSONDecodeError) as exc:
@@ -63,7 +63,6 @@ def cmd_sonic(args) -> int:
         changes = diff(running, db)
         _print_changes(changes, args.json)
         return 0
-    from metrolab.harness.policy.sonic_push import push
     extra = {}
     for kv in args.extra_var:
         k, sep, v = kv.partition("=")

@@ -5,12 +5,23 @@ judged play by play (metrolab.harness.scenario.tasksummary: pass, fail or inconc
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
+from metrolab.api import default_run_dir
+from metrolab.harness.backends import create_lab
 from metrolab.harness.cli.common import add_backend, add_json, add_verdict_flags, exit_code, fmt_rate, on_backend
 from metrolab.harness.errors import SpecError
+from metrolab.harness.lab.select import needs
 from metrolab.harness.output import console, err_console, fmt, print_json, table
+from metrolab.harness.runner.record import Record
+from metrolab.harness.runner.tasks import Plan, RateChange, play
+from metrolab.harness.scenario.schedule import Commitment, schedule
+from metrolab.harness.scenario.taskplan import check_plan, load_plan
+from metrolab.harness.scenario.tasksummary import summarize
+from metrolab.harness.spec.loader import load_topology
+from metrolab.reports.tasks import write_task_reports
 
 RUNS_FILE, PLAN_FILE, RESULT_FILE = "runs.jsonl", "plan.json", "tasks.json"
 
@@ -34,16 +45,12 @@ def register(sub) -> None:
 
 
 def _plays(text: str) -> int:
-    import argparse
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"plays of the plan: a whole number, 1 or more (got {text!r})")
     return int(text)
 
 
 def cmd_tasks(args) -> int:
-    from metrolab.harness.scenario.schedule import Commitment, schedule
-    from metrolab.harness.scenario.taskplan import check_plan, load_plan
-    from metrolab.harness.spec.loader import load_topology
     spec, file = load_plan(args.plan)
     topo = load_topology(spec.topology)
     check_plan(spec, topo, file)
@@ -62,13 +69,9 @@ def cmd_tasks(args) -> int:
     out, runs = _run_dir(args, spec)
     to_play = args.repeat - len(runs)  # a resumed run with every play recorded is only summarized
     if to_play > 0:
-        from metrolab.harness.lab.select import needs
         code = on_backend(args, needs(topo), writes=(str(out / RESULT_FILE),))
         if code is not None:
             return code
-    from metrolab.harness.backends import create_lab
-    from metrolab.harness.runner.tasks import Plan, RateChange, play
-    from metrolab.harness.scenario.tasksummary import summarize
     plan = Plan(link=spec.path.link, egress=spec.path.egress, src=spec.path.src, dst=spec.path.dst,
                 capacity_bps=spec.path.capacity, history=spec.history_model(), requests=spec.request_models(),
                 time_scale=spec.time_scale, changes=[RateChange(c.task, c.after, c.rate) for c in spec.changes],
@@ -85,14 +88,12 @@ def cmd_tasks(args) -> int:
             while len(runs) < args.repeat:
                 say(f"repetition {len(runs) + 1} of {args.repeat}")
                 runs.append(play(lab, plan, progress=say))
-                with (out / RUNS_FILE).open("a") as f:  # written as measured: --resume keeps it
-                    f.write(json.dumps(runs[-1]) + "\n")
+                Record(out).append(RUNS_FILE, runs[-1])  # written as measured: --resume keeps it
         finally:
             lab.down()
     res = {"plan": spec.name, "file": file, "run_dir": str(out)} | summarize(runs[:args.repeat]) | {"runs": runs}
-    from metrolab.reports.tasks import write_task_reports
     res["files"] = {k: str(v) for k, v in write_task_reports(out, res).items()}
-    (out / RESULT_FILE).write_text(json.dumps(res, indent=1))
+    Record(out).write_json(RESULT_FILE, res, indent=1)
     if args.json:
         print_json(res)
     else:
@@ -110,7 +111,6 @@ def cmd_tasks(args) -> int:
 def _run_dir(args, spec) -> tuple[Path, list[dict]]:
     """The run directory (made, and named to the guest's re-run of this command) and the repetitions
     it already holds (--resume: of this very plan, or an error naming what differs)."""
-    from metrolab.api import default_run_dir
     plan = json.loads(spec.model_dump_json())
     out = Path(args.resume or args.out or default_run_dir(f"tasks-{spec.name}")).resolve()
     runs: list[dict] = []
@@ -122,31 +122,16 @@ def _run_dir(args, spec) -> tuple[Path, list[dict]]:
             diff = sorted(k for k in set(was) | set(plan) if was.get(k) != plan.get(k))
             raise SpecError(str(out / PLAN_FILE), ", ".join(diff), args.plan,
                             "the run directory holds another plan: resume it with the plan it was started with")
-        if (out / RUNS_FILE).is_file():
-            runs = _read_runs(out / RUNS_FILE)
+        runs = Record(out).lines(RUNS_FILE)
     else:
         if (out / RUNS_FILE).is_file() and (out / RUNS_FILE).read_text().strip():
             raise SpecError(str(out), "", RUNS_FILE, "holds the plays of an earlier run: --resume it, or give "
                                                      "another --out")
         out.mkdir(parents=True, exist_ok=True)
-        (out / PLAN_FILE).write_text(json.dumps(plan, indent=1))
+        Record(out).write_json(PLAN_FILE, plan, indent=1)
     if not args.out and not args.resume:
         args._argv = [*args._argv, "--out", str(out)]  # the guest writes where the host looks
     return out, runs
-
-
-def _read_runs(path: Path) -> list[dict]:
-    """The plays recorded; a last line cut short (a run killed while writing it) is played again."""
-    runs = []
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    for i, line in enumerate(lines):
-        try:
-            runs.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i < len(lines) - 1:
-                raise SpecError(str(path), f"line {i + 1}", line[:80], "not a recorded play") from None
-            path.write_text("".join(json.dumps(r) + "\n" for r in runs))  # the next play starts a line
-    return runs
 
 
 def _pct_iv(iv: dict) -> str:

@@ -7,8 +7,19 @@ from typing import Any
 
 import yaml
 
-from metrolab.harness.cli.common import add_json
+from metrolab.harness.cli.common import RunProgress, add_json
+from metrolab.harness.errors import LabError
+from metrolab.harness.lab.state import all_states
 from metrolab.harness.output import console, print_json, table
+from metrolab.harness.scenario.needs import scenario_needs
+from metrolab.harness.scenario.spec import load_scenario
+from metrolab.harness.spec.loader import load_topology
+from metrolab.harness.testbed.check import run_check
+from metrolab.harness.testbed.derive import inventory, ray_cluster_config
+from metrolab.harness.testbed.hosts import NOT_CLEANED, clean_journals
+from metrolab.harness.testbed.ops import clean, provision
+from metrolab.harness.testbed.resolve import load_testbed
+from metrolab.harness.testbed.sandbox import Sandbox, remove
 
 
 def register(sub) -> None:
@@ -63,7 +74,6 @@ def register(sub) -> None:
 
 
 def cmd_testbed_show(args) -> int:
-    from metrolab.harness.testbed.resolve import load_testbed
     tb = load_testbed(args.testbed)
     rows: list[dict[str, Any]] = [
         {"machine": m.name, "mgmt": m.mgmt, "roles": list(m.roles),
@@ -86,8 +96,6 @@ def cmd_testbed_show(args) -> int:
 
 
 def cmd_testbed_inventory(args) -> int:
-    from metrolab.harness.testbed.derive import inventory
-    from metrolab.harness.testbed.resolve import load_testbed
     inv = inventory(load_testbed(args.testbed))
     if args.json:
         print_json(inv)
@@ -102,13 +110,7 @@ def cmd_testbed_inventory(args) -> int:
 
 
 def cmd_sandbox_up(args) -> int:
-    from metrolab.harness.testbed.sandbox import Sandbox
-    if args.scenario:
-        from metrolab.harness.scenario.spec import load_scenario
-        topo = load_scenario(args.scenario).topology
-    else:
-        from metrolab.harness.spec.loader import load_topology
-        topo = load_topology(args.topology)
+    topo = load_scenario(args.scenario).topology if args.scenario else load_topology(args.topology)
     sb = Sandbox(topo)
     sb.up()  # its sshd processes outlive this command; `sandbox down` removes them with the namespaces
     out = {"lab": sb.lab_id, "testbed": str(sb.testbed_file), "controller": sb.controller_ns,
@@ -124,11 +126,8 @@ def cmd_sandbox_up(args) -> int:
 
 
 def cmd_sandbox_down(args) -> int:
-    from metrolab.harness.lab.state import all_states
-    from metrolab.harness.testbed.sandbox import remove
     states = [s for s in all_states() if s.backend == "sandbox" and (args.lab is None or s.lab_id == args.lab)]
     if args.lab and not states:
-        from metrolab.harness.errors import LabError
         raise LabError(f"no sandbox {args.lab} on this machine")
     removed = [x for s in states for x in remove(s)]
     if args.json:
@@ -139,8 +138,6 @@ def cmd_sandbox_down(args) -> int:
 
 
 def cmd_testbed_ray_config(args) -> int:
-    from metrolab.harness.testbed.derive import ray_cluster_config
-    from metrolab.harness.testbed.resolve import load_testbed
     cfg = ray_cluster_config(load_testbed(args.testbed))
     if args.json:
         print_json(cfg)
@@ -154,7 +151,6 @@ def cmd_testbed_ray_config(args) -> int:
 
 
 def _progress(args):
-    from metrolab.harness.cli.common import RunProgress
     return RunProgress(args.json)
 
 
@@ -177,8 +173,6 @@ def _print_hosts(title: str, run, as_json: bool, check: bool = False, extra: dic
 
 
 def cmd_testbed_provision(args) -> int:
-    from metrolab.harness.testbed.ops import provision
-    from metrolab.harness.testbed.resolve import load_testbed
     tb = load_testbed(args.testbed)
     with _progress(args) as progress:
         run = provision(tb, check=args.check, progress=lambda task: progress(description=task))
@@ -190,9 +184,6 @@ def cmd_testbed_provision(args) -> int:
 
 
 def cmd_testbed_clean(args) -> int:
-    from metrolab.harness.testbed.hosts import NOT_CLEANED, clean_journals
-    from metrolab.harness.testbed.ops import clean
-    from metrolab.harness.testbed.resolve import load_testbed
     tb = load_testbed(args.testbed)
     with _progress(args) as progress:
         # a killed run's lab first (its addresses, routes, impairments), while its Ray nodes still run
@@ -206,13 +197,9 @@ def cmd_testbed_clean(args) -> int:
 
 
 def cmd_testbed_check(args) -> int:
-    from metrolab.harness.testbed.check import run_check
-    from metrolab.harness.testbed.resolve import load_testbed
     tb = load_testbed(args.testbed)
     needs_netem = False
     if args.scenario:
-        from metrolab.harness.scenario.needs import scenario_needs
-        from metrolab.harness.scenario.spec import load_scenario
         needs_netem = "netem" in scenario_needs(load_scenario(args.scenario))
     with _progress(args) as progress:
         rep = run_check(tb, needs_netem=needs_netem, progress=lambda what: progress(description=what))

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 
 from metrolab.harness.cli.common import add_json
 from metrolab.harness.errors import CapabilityError
 from metrolab.harness.output import console, err_console, print_json
+from metrolab.harness.vm.kernel import prepare_kernel
+from metrolab.harness.vm.qemu import Guest, choose_accel
+from metrolab.harness.vm.reexec import command_stderr
 
 
 def register(sub) -> None:
@@ -22,8 +26,6 @@ def register(sub) -> None:
 
 
 def cmd_vm_prepare(args) -> int:
-    from metrolab.harness.vm.kernel import prepare_kernel
-    from metrolab.harness.vm.qemu import choose_accel
     k = prepare_kernel(lambda m: err_console.print(m, highlight=False))
     accel, why = choose_accel()
     data = {"release": k.release, "suite": k.suite, "vmlinuz": k.vmlinuz, "initrd": k.initrd,
@@ -37,15 +39,11 @@ def cmd_vm_prepare(args) -> int:
 
 
 def cmd_vm_run(args) -> int:
-    from metrolab.harness.vm.kernel import prepare_kernel
-    from metrolab.harness.vm.qemu import Guest
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not argv:
         raise CapabilityError("give the command to run after --, e.g. metrolab vm run -- uname -r")
-    from metrolab.harness.vm.reexec import command_stderr
     res = Guest(prepare_kernel()).run(argv, timeout=args.timeout, on_line=lambda line: print(line, flush=True),
                                       on_log=command_stderr)
-    import shutil
     shutil.rmtree(res.results_dir, ignore_errors=True)
     return res.exit_code
 

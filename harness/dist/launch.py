@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 
 from metrolab.harness.errors import LabError
+import threading
 
 
 @dataclass
@@ -61,8 +62,6 @@ def run_ranks(lab, hosts: list[str], argv: list[str], *, port: int = 29500, time
         deadline = time.monotonic() + timeout
         outs: dict[int, tuple[str, str]] = {}
         # drain every rank concurrently: a blocked pipe would stall a rank that the others wait for
-        import threading
-
         def drain(i, p):
             outs[i] = p.communicate()
         threads = [threading.Thread(target=drain, args=(i, p), daemon=True) for i, p in enumerate(procs)]

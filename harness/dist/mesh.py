@@ -26,6 +26,7 @@ import torch
 
 from metrolab.harness.rdma.verbs import Connection, Device, PeerInfo, QPConfig, RdmaError, list_devices, roce_gid_index, \
     wc_status
+from pyroute2 import IPRoute
 
 SLOT = 1 << 20
 SLOTS = 2
@@ -35,7 +36,6 @@ RECV_DEPTH = 64
 
 def local_ipv4() -> list[str]:
     """IPv4 addresses of this network namespace's interfaces (not loopback)."""
-    from pyroute2 import IPRoute
     with IPRoute() as ipr:
         return [a.get_attr("IFA_LOCAL") or a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(family=2)
                 if not str(a.get_attr("IFA_ADDRESS")).startswith("127.")]

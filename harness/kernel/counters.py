@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from metrolab.harness.kernel.nsctx import iproute_here
+
 IB_CLASS = Path("/sys/class/infiniband")
 # the rxe counters a Go-Back-N analysis reads first (names as the kernel exports them)
 KEY_COUNTERS = ("sent_pkts", "rcvd_pkts", "duplicate_request", "out_of_seq_request", "rcvd_seq_err",
@@ -36,7 +38,6 @@ def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
 
 def node_counters(dev: str, ifnames: list[str]) -> dict:
     """Where the node lives (its namespace, or its machine): its RDMA device's and interfaces' counters."""
-    from metrolab.harness.kernel.nsctx import iproute_here
     with iproute_here() as ipr:
         return {"rdma": hw_counters(dev), "if": {i: if_counters(ipr, i) for i in ifnames}}
 

@@ -11,6 +11,9 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
+import pyroute2.config
+from pyroute2 import IPRoute
+
 NETNS_RUN_DIR = Path("/run/netns")
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -72,8 +75,6 @@ def iproute(name: str):
     pyroute2 opens it from a forked helper that it stops with SIGTERM; the helper must die by the
     default action, not run a handler it inherited (Ray's exits the interpreter, which in a fork of
     pytest or of a run unwinds the parent's stack in the child)."""
-    import pyroute2.config
-    from pyroute2 import IPRoute
     pyroute2.config.disable_mp_signal = True
     return IPRoute(netns=name)
 
@@ -81,7 +82,5 @@ def iproute(name: str):
 def iproute_here():
     """pyroute2's netlink handle in this thread's network namespace (inside `in_netns`, or on a
     testbed's machine), with the same signal setting as `iproute`."""
-    import pyroute2.config
-    from pyroute2 import IPRoute
     pyroute2.config.disable_mp_signal = True
     return IPRoute()

@@ -4,14 +4,18 @@ ansible-playbook. Everything else goes through libraries."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import shutil
 import subprocess
+import sys
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from metrolab.harness.errors import CapabilityError, LabError
-from metrolab.harness.kernel.nsctx import NETNS_RUN_DIR
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +39,8 @@ def _argv(args: list[str], netns: str | None) -> list[str]:
         raise CapabilityError(f"'{args[0]}' is not installed (run the README's install command)")
     full = [exe, *args[1:]]
     if netns is not None:
-        full = [which("nsenter") or "nsenter", f"--net={NETNS_RUN_DIR / netns}", "--", *full]
+        from metrolab.harness.kernel import nsctx  # deferred: pyroute2, 3 s under TCG (the verbs tool)
+        full = [which("nsenter") or "nsenter", f"--net={nsctx.NETNS_RUN_DIR / netns}", "--", *full]
     return full
 
 
@@ -80,11 +85,6 @@ def ansible_playbook(playbook: Path, inventory: str, extra_vars: dict, *, check:
     """Run a playbook of metrolab's ansible project (its ansible.cfg, roles and JSON callback: one
     JSON document on stdout); failures are the caller's to read from the result (a failed host is
     not an exception here). `progress(task_name)` is called as each task starts."""
-    import json
-    import os
-    import sys
-    import tempfile
-    import time
     venv = Path(sys.executable).parent / "ansible-playbook"  # the venv's, found without PATH
     exe = str(venv) if venv.exists() else which("ansible-playbook")
     if exe is None:

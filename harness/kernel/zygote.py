@@ -22,6 +22,8 @@ import atexit
 import io
 import json
 import os
+import runpy
+import select
 import selectors
 import signal
 import socket
@@ -30,9 +32,12 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from pathlib import Path
 
 from metrolab.harness import settings
+from metrolab.harness.kernel import sh
+from metrolab.harness.kernel.nsctx import NETNS_RUN_DIR, _setns
 
 PRELOAD = ("numpy", "torch", "torch.distributed", "pyverbs.device", "metrolab.harness.runner.rank_agent",
            "metrolab.workloads.registry", "metrolab.workloads.training_step", "metrolab.workloads.pd_inference", "metrolab.workloads.disaggregated",
@@ -114,8 +119,6 @@ def _spawn(conn: socket.socket, ours: list) -> int | None:
 
 
 def _child(req: dict, fds: list[int]) -> int:
-    import runpy
-    import traceback
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     for i, fd in enumerate(fds):
@@ -125,7 +128,6 @@ def _child(req: dict, fds: list[int]) -> int:
     sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True)
     sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True)
     if req.get("netns"):
-        from metrolab.harness.kernel.nsctx import _setns
         target = os.open(req["netns"], os.O_RDONLY | os.O_CLOEXEC)
         _setns(target)
         os.close(target)
@@ -226,7 +228,6 @@ class ZygoteProcess:
     """What callers use of subprocess.Popen: pid, stdin/stdout/stderr, poll, wait, kill, communicate."""
 
     def __init__(self, z: Zygote, argv, netns, env, stdin, stdout, stderr, text, cwd):
-        from metrolab.harness.kernel.nsctx import NETNS_RUN_DIR
         self.args = argv
         self.returncode: int | None = None
         self.stdin = self.stdout = self.stderr = None
@@ -274,7 +275,6 @@ class ZygoteProcess:
     def _exit_status(self, timeout: float | None) -> int | None:
         """The child's exit status once the zygote reports it; None if it has not within `timeout`.
         The socket stays blocking: readiness is waited for with select, outside the lock."""
-        import select
         end = None if timeout is None else time.monotonic() + timeout
         while True:
             with self._lock:
@@ -352,7 +352,6 @@ def python_popen(argv: list[str], *, netns: str | None, env: dict[str, str], **k
     elsewhere (metrolab.harness.kernel.sh)."""
     if enabled():
         return Zygote.get().popen(argv, netns=netns, env=env, **kw)
-    from metrolab.harness.kernel import sh
     return sh.popen([sys.executable, *argv], netns=netns, env=env, **kw)
 
 

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from metrolab.harness import capabilities
+from metrolab.harness.errors import CapabilityError
 from metrolab.harness.lab.plan import LabPlan, build_plan
 from metrolab.harness.spec.resolve import Topology
 from metrolab.netem.profile import Impairment
@@ -56,7 +58,6 @@ class Lab(abc.ABC):
 
     def node_caps(self, node: str) -> tuple[bool, bool]:
         """(sch_netem, nftables) where `node` lives: what its queues can be built of."""
-        from metrolab.harness import capabilities
         caps = capabilities.probe()
         return caps.has("netem"), caps.has("nft")
 
@@ -102,7 +103,6 @@ class Lab(abc.ABC):
         """Both routers take `link` out of their routes (up=False), as on a loss of signal, or put
         it back: ECMP carries on over the paths that remain. (Dropping what is on the link is the
         impairment's job: metrolab.harness.runner.events cuts a link with both.)"""
-        from metrolab.harness.errors import CapabilityError
         raise CapabilityError(f"the {self.backend} backend cannot reroute around link {link} (events: "
                               "link-down, flap, node-down)")
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from metrolab.harness.kernel.nsctx import NETNS_RUN_DIR
+from metrolab.harness.lab import rxe
+from metrolab.harness.lab.netns import remove_namespace
 from metrolab.harness.lab.state import PREFIX_HEAD, LabState, all_states, pid_alive
 
 # namespaces are named <lab id>-<node>, lab id = 'ml' + 6 hex digits
@@ -16,10 +21,8 @@ def clean_all(per_backend: Mapping[str, Callable[[LabState], list[str]]] | None 
     """Every lab journaled on this machine whose run is gone: its namespaces, rxe devices and Ray
     processes, then `per_backend[its backend](journal)` for what a backend above this layer made
     (a sandbox's machines); hosts labs live on a testbed's machines (metrolab.harness.backends)."""
-    from metrolab.harness.lab.netns import remove_namespace
     removed: list[str] = []
     busy = set()
-    from metrolab.harness.lab import rxe
     for st in all_states():
         if st.backend == "hosts":
             continue  # on a testbed's machines: below, through its Ray cluster
@@ -54,8 +57,6 @@ def clean_all(per_backend: Mapping[str, Callable[[LabState], list[str]]] | None 
 def _stop_ray(pids: list[int]) -> list[str]:
     """Ray processes a killed run started, by PID (never `ray stop`, which matches by name
     machine-wide); a PID now held by something else is left alone."""
-    import os
-    import signal
     out = []
     for pid in pids:
         try:
@@ -74,9 +75,6 @@ def _stop_ray(pids: list[int]) -> list[str]:
 
 def _orphan_guests() -> list[str]:
     """qemu guests of metrolab whose metrolab process is gone (qemu normally dies with it)."""
-    import os
-    import signal
-    from pathlib import Path
     out = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():

@@ -16,13 +16,19 @@ from pyroute2 import IPRoute, netns
 from pyroute2.netlink.exceptions import NetlinkError
 
 from metrolab.harness import capabilities
-from metrolab.harness.errors import LabError
+from metrolab.harness.errors import CapabilityError, LabError
+from metrolab.harness.kernel.counters import if_counters
 from metrolab.harness.kernel.nsctx import NETNS_RUN_DIR, in_netns, iproute, pids_in_netns, write_sysctl
+from metrolab.harness.kernel.zygote import python_popen
+from metrolab.harness.lab import rxe
 from metrolab.harness.lab.base import Lab
+from metrolab.harness.lab.delivery import steer
 from metrolab.harness.lab.routes import route_request
 from metrolab.harness.lab.state import LabState, new_lab_id
+from metrolab.harness.spec.loader import topology_from_data
 from metrolab.harness.spec.resolve import Topology
 from metrolab.netem import tree
+from metrolab.netem.calibrate import NetemFit, measure_fit
 from metrolab.netem.profile import Impairment
 from metrolab.netem.shaper import Applied, Shaper
 
@@ -114,7 +120,6 @@ class NetnsLab(Lab):
         self.links_down: set[str] = set()  # by set_link (events), so that a restore skips what is still down
         self.state = state
         # netem's own per-qdisc delivery fit, measured before the first delay is applied
-        from metrolab.netem.calibrate import NetemFit
         fit = state.extra.get("netem_fit") if state else None
         self.netem_fit: NetemFit | None = NetemFit(**fit) if fit else None
 
@@ -171,7 +176,6 @@ class NetnsLab(Lab):
             imp = link.impairment(self.topology.group_index)
             missing = shaper.check(imp, link.name)
             if missing:
-                from metrolab.harness.errors import CapabilityError
                 raise CapabilityError(
                     f"link {link.name}: this kernel ({caps.kernel}) lacks sch_netem, so it cannot apply "
                     f"{', '.join(missing)}; use the vm backend (--backend vm) or --best-effort to skip them")
@@ -179,14 +183,12 @@ class NetnsLab(Lab):
     def _check_rdma(self, caps) -> None:
         rdma_hosts = [h.name for h in self.topology.hosts() if h.rdma]
         if rdma_hosts and not caps.has("rxe"):
-            from metrolab.harness.errors import CapabilityError
             raise CapabilityError(f"hosts {', '.join(rdma_hosts)} need Soft-RoCE, which this kernel ({caps.kernel}) "
                                   f"lacks ({caps.items['rxe'].detail}); use the vm backend (--backend vm)")
 
     def _calibrate(self):
         """netem's delivery fit on this kernel, measured once per lab (see netem/calibrate.py)."""
         if self.netem_fit is None:
-            from metrolab.netem.calibrate import measure_fit
             with signals_deferred():
                 self.netem_fit = measure_fit(self.lab_id, self.state.record_namespace
                                              if self.state else (lambda name: None))
@@ -230,7 +232,6 @@ class NetnsLab(Lab):
     def _deliver_in_order(self) -> None:
         """Without this, packets leaving a shaped egress can swap on the next veth, which an RC QP
         takes for loss (harness/lab/delivery.py)."""
-        from metrolab.harness.lab.delivery import steer
         steer({self.ns(n): [e.ifname for e in self.plan.ifaces_of(n)] for n in self.topology.nodes})
 
     def _address_node(self, node: str) -> None:
@@ -274,7 +275,6 @@ class NetnsLab(Lab):
 
     def _add_rxe(self, node: str) -> None:
         """A Soft-RoCE device on the host's (first) lab interface."""
-        from metrolab.harness.lab import rxe
         iface = self.plan.ifaces_of(node)[0]
         name = rxe.device_name(self.lab_id, node)
         journal = self.journal()
@@ -283,7 +283,6 @@ class NetnsLab(Lab):
         rxe.add(self.ns(node), name, iface.ifname)
 
     def rxe_device(self, node: str) -> str:
-        from metrolab.harness.lab import rxe
         return rxe.device_name(self.lab_id, node)
 
     def _add_route(self, route) -> None:
@@ -298,7 +297,6 @@ class NetnsLab(Lab):
     def spawn(self, node: str, argv: list[str], env: dict[str, str], timeout: float | None = None, **popen_kw):
         """`python ARGV` in the node's namespace (forked from the zygote in the guest); the caller
         keeps the time (`timeout` is for backends whose processes run elsewhere)."""
-        from metrolab.harness.kernel.zygote import python_popen
         return python_popen(argv, netns=self.ns(node), env=dict(os.environ) | env, **popen_kw)
 
     def on(self, node: str, fn, *args, **kw):
@@ -307,7 +305,6 @@ class NetnsLab(Lab):
             return fn(*args, **kw)
 
     def link_counters(self, link: str, ecn: bool) -> tuple[int, int, int, int]:
-        from metrolab.harness.kernel.counters import if_counters
         sent = dropped = marked = packets = 0
         for end in self.plan.ends(link):
             h = self.handle(end.node)
@@ -380,7 +377,6 @@ class NetnsLab(Lab):
         names = list(self.state.namespaces) if self.state else [self.ns(n) for n in self.topology.nodes]
         errors = []
         with _ignore_signals():
-            from metrolab.harness.lab import rxe
             for dev in (self.state.extra.get("rxe", []) if self.state else []):
                 try:
                     rxe.delete(dev)
@@ -454,7 +450,6 @@ def _ignore_signals():
 
 def attach(state: LabState) -> NetnsLab:
     """A handle on a lab built by another process, from its journal."""
-    from metrolab.harness.spec.loader import topology_from_data
     topo = topology_from_data(state.extra["topology"], state.topology)
     lab = NetnsLab(topo, state=state, strict=state.extra.get("strict", True))
     lab.applied = state.extra.get("applied", {})

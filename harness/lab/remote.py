@@ -5,13 +5,30 @@ results are plain data; every function is safe to repeat, and `unconfigure` undo
 
 from __future__ import annotations
 
+import ctypes
+import importlib
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import asdict
 from typing import Any
+
+from pyroute2 import NetlinkError
+
+from metrolab.harness.capabilities import probe
+from metrolab.harness.kernel.counters import if_counters
+from metrolab.harness.kernel.nsctx import iproute_here
+from metrolab.harness.lab.routes import route_request
+from metrolab.netem import tree
+from metrolab.netem.shaper import Shaper
 
 AF_INET = 2
 
 
 def _ipr():
-    from metrolab.harness.kernel.nsctx import iproute_here
     return iproute_here()
 
 
@@ -25,9 +42,6 @@ def imports(modules: tuple[str, ...] = OPERATIONS) -> dict[str, Any]:
     """Import `modules` here: this Python's version and what they pulled in beyond the standard
     library and the agent's bundle (empty: the machine needs nothing installed). What the
     machine's own site loaded before (sitecustomize, .pth hooks) is not theirs."""
-    import importlib
-    import platform
-    import sys
     before = set(sys.modules)
     for name in modules:
         importlib.import_module(name)
@@ -38,7 +52,6 @@ def imports(modules: tuple[str, ...] = OPERATIONS) -> dict[str, Any]:
 
 
 def capabilities() -> dict[str, Any]:
-    from metrolab.harness.capabilities import probe
     caps = probe()
     return {"netem": caps.has("netem"), "nft": caps.has("nft"), "kernel": caps.kernel}
 
@@ -47,7 +60,6 @@ def configure(ports: list[dict], routes: list[dict], neighbours: list[dict]) -> 
     """Addresses on the machine's ports (`{ifname, local, peer, mtu}`: a /32 with the neighbour
     as its peer, as the lab plan addresses a node), permanent neighbour entries, then routes
     (`{dst, nexthops: [{gateway, ifname}]}`). Returns what it added, for `unconfigure`."""
-    from pyroute2 import NetlinkError
     added: dict[str, list] = {"addresses": [], "routes": [], "neighbours": [], "up": []}
     with _ipr() as ipr:
         try:
@@ -67,7 +79,6 @@ def configure(ports: list[dict], routes: list[dict], neighbours: list[dict]) -> 
                 ipr.neigh("replace", family=AF_INET, dst=n["dst"], lladdr=n["lladdr"],
                           ifindex=_index(ipr, n["ifname"]), state=0x80)  # NUD_PERMANENT
                 added["neighbours"].append(n)
-            from metrolab.harness.lab.routes import route_request
             for r in routes:
                 for h in r["nexthops"]:
                     _index(ipr, h["ifname"])  # a missing port named, not an IndexError
@@ -91,7 +102,6 @@ def unconfigure(added: dict[str, list]) -> None:
 
 
 def _undo(ipr, added: dict[str, list]) -> None:
-    from pyroute2 import NetlinkError
     for r in reversed(added.get("routes", [])):
         try:
             ipr.route("del", dst=r["dst"], family=AF_INET)
@@ -118,7 +128,6 @@ def _undo(ipr, added: dict[str, list]) -> None:
 def _index(ipr, ifname: str) -> int:
     found = ipr.link_lookup(ifname=ifname)
     if not found:
-        import socket
         raise LookupError(f"{socket.gethostname()}: no interface {ifname}")
     return found[0]
 
@@ -131,10 +140,6 @@ def macs(ifnames: list[str]) -> dict[str, str]:
 def shape(ifname: str, imp, strict: bool, where: str, peer_ifname: str | None) -> dict:
     """The impairment on the egress of `ifname` (loss without netem: nft on `peer_ifname`'s ingress,
     on this machine — a WAN emulator's other port)."""
-    from dataclasses import asdict
-
-    from metrolab.harness.capabilities import probe
-    from metrolab.netem.shaper import Shaper
     caps = probe()
     with _ipr() as ipr:
         shaper = Shaper(ipr, None, caps.has("netem"), caps.has("nft"))
@@ -143,8 +148,6 @@ def shape(ifname: str, imp, strict: bool, where: str, peer_ifname: str | None) -
 
 def unshape(ifnames: list[tuple[str, str | None]]) -> None:
     """Every (ifname, peer_ifname) back to no impairment."""
-    from metrolab.harness.capabilities import probe
-    from metrolab.netem.shaper import Shaper
     caps = probe()
     with _ipr() as ipr:
         shaper = Shaper(ipr, None, caps.has("netem"), caps.has("nft"))
@@ -154,8 +157,6 @@ def unshape(ifnames: list[tuple[str, str | None]]) -> None:
 
 def counters(ifnames: list[str], ecn: bool) -> tuple[int, int, int, int]:
     """(bytes sent, packets dropped by the root qdisc, CE marks, packets sent) summed over ifnames."""
-    from metrolab.harness.kernel.counters import if_counters
-    from metrolab.netem import tree
     sent = dropped = marked = packets = 0
     with _ipr() as ipr:
         for i in ifnames:
@@ -169,12 +170,6 @@ def run_python(argv: list[str], env: dict[str, str], timeout: float) -> tuple[in
     """`python ARGV` on this machine (this venv's Python, this machine's environment plus `env`), to
     completion or `timeout`; (exit code, stdout, stderr). The process dies with the task's worker
     (a cancelled task leaves nothing running)."""
-    import ctypes
-    import os
-    import signal
-    import subprocess
-    import sys
-
     def die_with_parent() -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 

@@ -4,7 +4,9 @@ vm (the same lab inside a guest kernel) where it does not; --backend overrides."
 from __future__ import annotations
 
 from metrolab.harness import settings
+from metrolab.harness.capabilities import probe
 from metrolab.harness.errors import CapabilityError
+from metrolab.netem.shaper import Shaper
 
 CHOICES = ("auto", "netns", "vm")
 RDMA_NEEDS = {"rxe": "Soft-RoCE between lab hosts"}  # what the RDMA commands need of a backend
@@ -17,7 +19,6 @@ def in_guest() -> bool:
 def needs(topology, rdma: bool = False) -> dict[str, str]:
     """Kernel features this topology needs -> why."""
     out: dict[str, str] = {}
-    from metrolab.netem.shaper import Shaper
     shaper = Shaper(None, "", has_netem=False, has_nft=True)
     for link in topology.links:
         missing = shaper.check(link.impairment(topology.group_index), link.name)
@@ -36,7 +37,6 @@ def choose(requested: str, needed: dict[str, str]) -> tuple[str, str]:
         return "netns", "inside the guest kernel"
     if requested != "auto":
         return requested, "requested with --backend"
-    from metrolab.harness.capabilities import probe
     caps = probe()
     missing = {k: v for k, v in needed.items() if not caps.has(k)}
     if not missing:

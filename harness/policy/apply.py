@@ -14,9 +14,10 @@ import time
 
 from metrolab.harness import capabilities
 from metrolab.harness.errors import CapabilityError, LabError
-from metrolab.harness.policy import acl, ecmp, node, qos, sonic_policy
+from metrolab.harness.policy import acl, ecmp, node, qos, sonic, sonic_policy
 from metrolab.harness.policy.backpressure import Backpressure
 from metrolab.harness.policy.model import congested_switch
+from metrolab.harness.policy.planner import plan
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,6 @@ class PolicyApplier:
 
     def _install_pause(self, policy, flows, caps) -> None:
         """The backpressure emulation on the policy's congested link, fed through `upstream`."""
-        from metrolab.harness.policy import sonic
         fc = policy.flow_control
         links = {lk.name: lk for lk in self.lab.topology.links}
         congested, upstream = links[policy.links[0]], links[fc.upstream]
@@ -276,7 +276,6 @@ class PolicyApplier:
         return took
 
     def _install_planned(self, switches: list[str], flows, encap: str = "route", exclude=frozenset()) -> None:
-        from metrolab.harness.policy.planner import plan
         if not flows:
             raise ValueError("planned paths need the workload's flows (none were learned)")
         self._planned_for = (switches, flows, encap)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from metrolab.harness.errors import LabError
+from metrolab.harness.kernel.nsctx import in_netns, iproute_here
 from metrolab.harness.policy import qos
 from metrolab.netem import tree
 from metrolab.netem.profile import Impairment
@@ -193,7 +194,6 @@ class Backpressure:
         return {0x10 + i: [names[i]] for i in range(len(self.flows))}
 
     def _run(self) -> None:
-        from metrolab.harness.kernel.nsctx import in_netns, iproute_here
         _control_plane_priority()
         try:  # sockets of its own, made in each namespace (a netlink socket stays in the one it was
             # made in): direct, where IPRoute(netns=) would relay every call through a helper process

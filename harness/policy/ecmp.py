@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from socket import AF_INET, AF_INET6
 from typing import Any
 
 from metrolab.harness.errors import LabError
+from metrolab.harness.lab.routes import RTNH_F_ONLINK
 from metrolab.harness.policy import node
 
 TABLE_BASE = 1000     # per-link routing tables of planned paths
@@ -64,9 +66,6 @@ def parallel_links(lab, switch: str, dst: str) -> dict[str, tuple[Any, Any]]:
 def install_planned(lab, switch: str, flows, assignment: dict[tuple, str], encap: str = "route") -> Installed:
     """Pin every flow to its planned link on `switch`: a table per link, a rule per 5-tuple. The
     routes and rules are made here and added where the switch lives, in one call per node."""
-    from socket import AF_INET, AF_INET6
-
-    from metrolab.harness.lab.routes import RTNH_F_ONLINK
     out = Installed(switch)
     tables: dict[tuple[str, str], int] = {}
     for i, f in enumerate(sorted(flows, key=lambda f: f.key)):
@@ -106,7 +105,6 @@ def install_planned(lab, switch: str, flows, assignment: dict[tuple, str], encap
 def _srv6_path(lab, out: Installed, switch: str, link: str, nh, prefix: str, dst: str, table: int) -> None:
     """Table `table` on `switch` encapsulates towards a SID routed only over `link`; the node at
     the link's far end decapsulates (End.DX4) and routes the inner packet to `dst`."""
-    from socket import AF_INET, AF_INET6
     lab.check_srv6()
     end = next(e for e in lab.plan.ends(link) if e.node == switch)
     mtu = next(x for x in lab.topology.links if x.name == link).props.mtu

@@ -13,6 +13,9 @@ from typing import Any
 
 from metrolab.harness.errors import LabError
 from metrolab.harness.kernel import sh
+from metrolab.harness.kernel.nsctx import iproute_here
+from metrolab.harness.policy import qos
+from metrolab.netem.shaper import Shaper
 
 HASH_SYSCTLS = ("net.ipv4.fib_multipath_hash_policy", "net.ipv6.fib_multipath_hash_policy")
 HASH_SEED = "net.ipv4.fib_multipath_hash_seed"
@@ -20,7 +23,6 @@ JOURNALED_SYSCTLS = (*HASH_SYSCTLS, HASH_SEED)  # what a policy may set on a mac
 
 
 def _ipr():
-    from metrolab.harness.kernel.nsctx import iproute_here
     return iproute_here()
 
 
@@ -28,8 +30,6 @@ def queues(ifname: str, imp, kind: str, spec: Any, netem: bool, nft: bool) -> An
     """A flow-control queue tree on `ifname` (already shaped with `imp`): `slices` (spec: the
     slices and the hosts' addresses), `per-flow` (spec: the flows) or `ecn` (spec: the policy's
     flow control)."""
-    from metrolab.harness.policy import qos
-    from metrolab.netem.shaper import Shaper
     with _ipr() as ipr:
         shaper = Shaper(ipr, None, netem, nft)
         if kind == "slices":

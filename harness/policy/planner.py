@@ -9,6 +9,7 @@ Also the figures a policy is judged by: the bytes per path and their imbalance (
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import factorial
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,6 @@ def hash_efficiency(flows: int, paths: int) -> float:
     """Expected flow transmission efficiency when a hash spreads `flows` equal, synchronized flows
     uniformly at random over `paths` equal paths: a step ends when the most loaded path has
     carried its flows, so one draw achieves (flows / paths) / max load. Exact (multinomial)."""
-    from math import factorial
     if flows < 1 or paths < 1:
         raise ValueError("flows and paths must be >= 1")
     total = 0.0

@@ -28,8 +28,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from metrolab.harness.errors import SpecError, SpecErrors
+from metrolab.harness.errors import MetrolabError, SpecError, SpecErrors
 from metrolab.harness.policy.sonic import LosslessPolicy, PortSpec, render, validate
+from metrolab.harness.spec.loader import load_topology, read_yaml
 from metrolab.netem.units import parse_size
 
 HASH_FIELDS = ("SRC_IP", "DST_IP", "IP_PROTOCOL", "L4_SRC_PORT", "L4_DST_PORT", "IN_PORT", "ETHERTYPE",
@@ -126,7 +127,6 @@ class SonicSpec(_Strict):
 
 def load(path: str | Path) -> tuple[SonicSpec, dict]:
     """The spec and its rendered, validated config_db; SpecErrors naming file and field otherwise."""
-    from metrolab.harness.spec.loader import read_yaml
     file = str(path)
     if not Path(path).is_file():
         raise SpecError(file, "", file, "no such file")
@@ -152,8 +152,6 @@ def load(path: str | Path) -> tuple[SonicSpec, dict]:
 
 def ports_from_topology(data: dict, file: str) -> dict:
     """`ports` for the spec: one per link of `switch` in `topology`, its distance from the link."""
-    from metrolab.harness.errors import MetrolabError
-    from metrolab.harness.spec.loader import load_topology
     data = dict(data)
     if "ports" in data:
         raise SpecError(file, "ports", None, "give either ports or topology (ports come from its links)")

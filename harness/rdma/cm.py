@@ -20,6 +20,7 @@ import struct
 import time
 from typing import Any, NoReturn
 
+from metrolab.harness.errors import CapabilityError
 from metrolab.harness.rdma.verbs import MTU_ENUM, Connection, Device, PeerInfo, QPConfig, RdmaError, list_devices
 
 # magic, buffer address, rkey, buffer length: fits the 56 bytes a REQ's private data allows
@@ -30,10 +31,9 @@ CM_DEV = "/dev/infiniband/rdma_cm"
 
 def _cm():
     try:
-        import pyverbs.cm_enums as ce
+        import pyverbs.cm_enums as ce  # deferred: pyverbs, only where RDMA runs
         from pyverbs.cmid import CMID, AddrInfo, CMEvent, CMEventChannel, ConnParam
     except ImportError as exc:
-        from metrolab.harness.errors import CapabilityError
         raise CapabilityError(f"pyverbs' rdma_cm bindings are not importable ({exc})") from None
     return {"ce": ce, "CMID": CMID, "AddrInfo": AddrInfo, "CMEvent": CMEvent, "CMEventChannel": CMEventChannel,
             "ConnParam": ConnParam}

@@ -22,7 +22,7 @@ OPCODE_NAMES = {v: k for k, v in OPCODES.items()}
 def craft(src: str, dst: str, *, opcode: str = "RC_SEND_ONLY", dqpn: int = 0x11, psn: int = 0, dscp: int = 26,
           ecn: int = 0, payload: bytes = b"", sport: int = 49152, ackreq: bool = False):
     """An Ether/IPv4/UDP/BTH packet with scapy computing the ICRC."""
-    from scapy.contrib.roce import BTH
+    from scapy.contrib.roce import BTH  # deferred: scapy (20 s under TCG), only to decode
     from scapy.layers.inet import IP, UDP
     from scapy.layers.l2 import Ether
     from scapy.packet import Raw

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from metrolab.harness.errors import CapabilityError, MetrolabError
+from metrolab.harness.errors import CapabilityError, LabError, MetrolabError
+from metrolab.harness.lab.rxe import roce_v2_gid_index
 
 IB_CLASS = Path("/sys/class/infiniband")
 
@@ -28,7 +29,7 @@ class RdmaError(MetrolabError):
 
 def _verbs():
     try:
-        import pyverbs.enums as e
+        import pyverbs.enums as e  # deferred: pyverbs, only where RDMA runs
         from pyverbs.addr import GID, AHAttr, GlobalRoute
         from pyverbs.cq import CQ
         from pyverbs.device import Context
@@ -84,8 +85,6 @@ class PeerInfo:
 
 def roce_gid_index(dev: str, port: int, ip: str | None) -> int:
     """The RoCEv2 GID index carrying `ip` (or the first RoCEv2 IPv4 GID when ip is None)."""
-    from metrolab.harness.errors import LabError
-    from metrolab.harness.lab.rxe import roce_v2_gid_index
     try:
         return roce_v2_gid_index(dev, ip, port, timeout=0.5)
     except LabError as exc:

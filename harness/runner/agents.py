@@ -17,8 +17,10 @@ import select
 import subprocess
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 from metrolab.harness.errors import CapabilityError, LabError
+from metrolab.harness.kernel.zygote import python_popen
 from metrolab.harness.testbed.cluster import RAY_ENV
 
 
@@ -30,7 +32,6 @@ class RankProcess:
     """The rank process and its line protocol (used inside the Ray actor)."""
 
     def __init__(self, rank: int, host: str, netns: str | None, env: dict[str, str], log_path: str):
-        from metrolab.harness.kernel.zygote import python_popen
         self.rank, self.host, self.log_path = rank, host, log_path
         os.makedirs(os.path.dirname(log_path), exist_ok=True)
         self.log = open(log_path, "ab")  # noqa: SIM115 — the rank's stderr for its lifetime; closed in close()
@@ -99,7 +100,7 @@ class RankProcess:
 
 def _ray():
     try:
-        import ray
+        import ray  # deferred: Ray, only where a cluster is used
     except ImportError as exc:
         raise CapabilityError(f"Ray is not importable ({exc}); run the README's install command") from None
     return ray
@@ -138,7 +139,7 @@ class RayCluster:
         by PID after a kill -9)."""
         if self.address:
             return []
-        import psutil
+        import psutil  # deferred: Ray's dependency, not ours; here only where a local Ray runs
         return [p.pid for p in psutil.Process().children(recursive=True)
                 if any("ray" in part for part in (p.cmdline() or [])[:3])]
 
@@ -197,7 +198,6 @@ class LocalAgents:
         return RankProcess(rank, host, netns, env, log_path)
 
     def call_all(self, actors: list, msgs: list[dict], timeout: float) -> list[dict]:
-        from concurrent.futures import ThreadPoolExecutor
         with ThreadPoolExecutor(len(actors)) as pool:
             futs = [pool.submit(a.call, m, timeout) for a, m in zip(actors, msgs)]
             errors, out = [], []

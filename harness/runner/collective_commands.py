@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from metrolab.harness.dist.launch import run_ranks
 from metrolab.harness.errors import SpecError
 from metrolab.harness.lab.netns import NetnsLab
+from metrolab.harness.lab.select import needs
 from metrolab.harness.rdma import perftest
-from metrolab.harness.runner.rdma_commands import impaired_lab
+from metrolab.harness.runner.rdma_commands import impaired_lab, topology_and_testbed
 from metrolab.harness.spec.loader import load_topology
 
 
@@ -61,7 +62,6 @@ class CollectivesTest:
 def collectives_needs(t: CollectivesTest) -> dict[str, str]:
     """Kernel features the benchmark needs (feature -> why): the topology's, Soft-RoCE for verbs,
     netem for a distance or loss on the WAN."""
-    from metrolab.harness.lab.select import needs
     out = needs(load_topology(t.topology or "rdma-pair"), rdma=t.backend == "verbs")
     if t.distance_km is not None or t.loss:
         out["netem"] = "delay and loss on the WAN"
@@ -78,7 +78,6 @@ def collectives_argv(t: CollectivesTest, hosts: list[str], topo) -> list[str]:
 
 
 def collectives_test(t: CollectivesTest, progress=lambda m: None) -> dict:
-    from metrolab.harness.runner.rdma_commands import topology_and_testbed
     topo, tb = topology_and_testbed(t.topology, t.testbed)
     hosts = pick_rank_hosts(topo, t.hosts, t.backend)
     with impaired_lab(topo, t.link, t.distance_km, t.loss, tb) as (lab, _):

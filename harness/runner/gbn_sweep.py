@@ -14,15 +14,19 @@ transfer length. Rows are written as they are measured (`out`), and a sweep resu
 
 from __future__ import annotations
 
-import json
 import random
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from metrolab.harness.rdma.gbn import ROCE_HEADERS, GbnModel, ib_timeout_s, packets_in_flight, rxe_ack_interval
+from metrolab.harness.rdma.run import run_pair
+from metrolab.harness.runner.record import Record
+from metrolab.harness.scenario import stats
 from metrolab.netem.models import fiber_delay_s
+from metrolab.netem.profile import Impairment, LossModel
 
 KERNEL_HZ = 250  # Debian's kernels (CONFIG_HZ_250): rxe's retransmission timer ticks
 
@@ -69,9 +73,6 @@ def summarize(rows: list[dict], link_rate_bps: float, base_rtt_s: float, *, mtu:
               message_bytes: int = 65536) -> list[dict]:
     """One row per (distance, loss): the measured efficiency with its interval (paired with the
     block's lossless run at that distance), the model's at lab scale and its error, full scale."""
-    import statistics
-
-    from metrolab.harness.scenario import stats
     ok = [r for r in rows if r.get("goodput_gbps")]
     out = []
     for d in sorted({r["distance_km"] for r in rows}):
@@ -118,11 +119,8 @@ def run_sweep(lab, points: list[GbnPoint], *, blocks: int, seed: int, rate_bps: 
               progress: Callable[[str], None] = lambda m: None) -> list[dict]:
     """Measure every point once per block, in each block's order; rows already in `out` are kept
     (a resumed sweep measures only what is missing)."""
-    from metrolab.harness.rdma.run import run_pair
-    from metrolab.netem.profile import Impairment, LossModel
-    rows: list[dict] = []
-    if out is not None and out.exists():
-        rows = [json.loads(x) for x in out.read_text().splitlines() if x.strip()]
+    record = Record(out.parent) if out is not None else None
+    rows: list[dict] = record.lines(out.name) if record is not None and out is not None else []
     done = {(r["block"], r["key"]) for r in rows}
     port = 18900 + len(rows)
     total = blocks * len(points)
@@ -150,9 +148,8 @@ def run_sweep(lab, points: list[GbnPoint], *, blocks: int, seed: int, rate_bps: 
                 row["error"] = str(exc)[:300]
             port += 1
             rows.append(row)
-            if out is not None:
-                with open(out, "a") as f:
-                    f.write(json.dumps(row) + "\n")
+            if record is not None and out is not None:
+                record.append(out.name, row)  # on disk before the next point: a killed sweep resumes
     return rows
 
 

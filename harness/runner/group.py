@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from metrolab.harness.dist.launch import rank_env
+from metrolab.harness.policy.flows import learning
 from metrolab.harness.scenario import stats as st
 from metrolab.workloads.registry import WORKLOADS
 
@@ -76,7 +78,6 @@ class RankGroup:
         return bool(self.actors)
 
     def start(self) -> float:
-        from metrolab.harness.dist.launch import rank_env
         self.generation += 1
         port = self.port + self.generation  # a fresh rendezvous after a restart
         (self.run_dir / "logs").mkdir(exist_ok=True)
@@ -152,7 +153,6 @@ class RankGroup:
         """A pass of the workload (its result discarded) while `nodes` (the policy's switches)
         count what they forward per 5-tuple: the flows between its hosts, as a controller learns
         them from the switches' telemetry, for any transport (metrolab.harness.policy.flows)."""
-        from metrolab.harness.policy.flows import learning
         with learning(self.lab, nodes, self.hosts) as flows:
             self.measure(warmups)
         return flows

@@ -14,13 +14,16 @@ per-packet loss events, which is why Go-Back-N is modeled at full scale beside t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from metrolab.harness.rdma.run import run_pair
 from metrolab.harness.scenario.predict import cross_site_pair, path_links
 from metrolab.netem.profile import Impairment
 
@@ -181,9 +184,6 @@ def tcp_capacity(lab, a: str, b: str, both_ways: bool, seconds: float = TCP_SECO
 
 
 def rdma_capacity(lab, a: str, b: str, both_ways: bool) -> float:
-    from concurrent.futures import ThreadPoolExecutor
-
-    from metrolab.harness.rdma.run import run_pair
     kw: dict[str, Any] = dict(mode="bw", op="write", size=65536, iters=400)
     if not both_ways:
         return run_pair(lab, b, a, port=18700, **kw)["client"]["bw_avg_gbps"] * 1e9
@@ -227,7 +227,6 @@ def measure(lab, wname: str, kind: str, params: dict, hosts: list[str], spec_hea
 
 
 def restore(lab, link, rate_divisor: float = 1.0) -> None:
-    import dataclasses
     imp = link.impairment(lab.topology.group_index)
     if rate_divisor != 1 and imp.rate_bps:
         imp = dataclasses.replace(imp, rate_bps=imp.rate_bps / rate_divisor)

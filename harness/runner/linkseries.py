@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from itertools import pairwise
 from typing import Any
 
+from metrolab.harness.kernel.nsctx import in_netns
+
 Sample = tuple[float, dict[str, tuple[int, ...]]]  # (monotonic s, link -> tx bytes of each end)
 
 
@@ -52,7 +54,6 @@ class LinkSampler:
             raise self._error
 
     def _run(self) -> None:
-        from metrolab.harness.kernel.nsctx import in_netns
         files: dict[str, Any] = {}
         try:
             ends: dict[str, list[tuple[str, str]]] = {}  # link -> (node, ifname) of each end

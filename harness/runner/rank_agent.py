@@ -19,6 +19,9 @@ import time
 import traceback
 from datetime import timedelta
 
+from metrolab.harness.runner.soak import own_stats
+from metrolab.workloads.registry import rank_workload
+
 
 def main() -> int:
     out = sys.stdout
@@ -40,14 +43,13 @@ def main() -> int:
 def handle(msg: dict, state: dict) -> dict:
     cmd = msg["cmd"]
     if cmd == "init":
-        import torch.distributed as dist
+        import torch.distributed as dist  # deferred: torch (40 s under TCG) on the rank side only
         if msg["backend"] == "verbs":
-            import metrolab.harness.dist.verbs_pg  # noqa: F401
+            pass  # deferred: imports torch, rank side only; noqa: F401
         t0 = time.monotonic()
         dist.init_process_group(msg["backend"], timeout=timedelta(seconds=msg.get("timeout", 600)))
         return {"ok": True, "rank": dist.get_rank(), "init_s": time.monotonic() - t0}
     if cmd == "setup":
-        from metrolab.workloads.registry import rank_workload
         state["fault"] = msg.get("fault")
         # the same workload with the same parameters keeps its buffers, connections and threads:
         # between points only the network changes (every rank decides alike: same message)
@@ -79,10 +81,9 @@ def handle(msg: dict, state: dict) -> dict:
             state["workload"].warm(msg["steps"])
         return {"ok": True}
     if cmd == "stats":  # a soak's sample: this rank's own resources
-        from metrolab.harness.runner.soak import own_stats
         return {"ok": True, **own_stats()}
     if cmd == "exit":
-        import torch.distributed as dist
+        import torch.distributed as dist  # deferred: torch (40 s under TCG) on the rank side only
         old = state.pop("workload", None)
         if hasattr(old, "close"):
             old.close(final=True)  # ranks are told to exit one after another: nothing collective

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import random
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from metrolab.harness.errors import SpecError
 from metrolab.harness.lab.netns import NetnsLab
 from metrolab.harness.rdma import perftest
 from metrolab.harness.rdma.run import run_pair
+from metrolab.harness.runner.gbn_sweep import GbnPoint, run_sweep, summarize
 from metrolab.harness.spec.loader import load_topology
+from metrolab.harness.testbed.hosts import HostsLab
+from metrolab.harness.testbed.resolve import load_testbed
 from metrolab.netem.models import fiber_delay_s
 from metrolab.netem.profile import Impairment, LossModel
-from metrolab.netem.units import parse_size
+from metrolab.netem.units import parse_rate, parse_size
 
 SWEEP = [2 ** i for i in range(1, 24)]  # 2 B .. 8 MiB, like perftest -a
 
@@ -61,7 +67,6 @@ def impaired_lab(topo, link: str, distance_km: float | None, loss: float | None,
     impaired). Always taken down."""
     imp = wan_impairment(topo, link, distance_km, loss)  # bad --link fails before anything is built
     if testbed is not None:
-        from metrolab.harness.testbed.hosts import HostsLab
         lab: Any = HostsLab(testbed)
     else:
         lab = NetnsLab(topo)
@@ -98,8 +103,6 @@ def topology_and_testbed(topology: str | None, testbed: str | None):
     """(topology, resolved testbed or None): a testbed brings its own topology."""
     if testbed is None:
         return load_topology(topology or "rdma-pair"), None
-    from metrolab.harness.errors import SpecError
-    from metrolab.harness.testbed.resolve import load_testbed
     tb = load_testbed(testbed)
     if topology is not None and load_topology(topology).digest != tb.topology.digest:
         raise SpecError(testbed, "topology", tb.spec.topology, f"testbed {tb.name} maps {tb.topology.name}, not "
@@ -120,7 +123,6 @@ def rdma_test(t: RdmaTest, mode: str, progress=lambda m: None) -> dict:
             kw: dict[str, Any] = dict(mode=mode, op=op, size=size, iters=t.iters, qps=t.qps,
                                       extra=["--cm"] if t.cm else None)
             if bidir:  # both directions at once, like perftest -b: two pairs on their own ports
-                from concurrent.futures import ThreadPoolExecutor
                 with ThreadPoolExecutor(2) as pool:
                     fwd = pool.submit(run_pair, lab, server, client, port=18600 + 2 * i, **kw)
                     rev = pool.submit(run_pair, lab, client, server, port=18601 + 2 * i, **kw)
@@ -171,11 +173,6 @@ def gbn_experiment(losses=(0.0, 1e-4, 1e-3, 1e-2), distances=(0, 100, 500), rate
     model at lab scale (its constants from the configuration and the lossless baseline) and at full
     scale (100 Gb/s, 4 KiB MTU). `in_order`: the lab's veths deliver in order (metrolab.harness.lab.delivery);
     without it, reordering on the veths reads as loss to the QPs."""
-    import random
-    from pathlib import Path
-
-    from metrolab.harness.runner.gbn_sweep import GbnPoint, run_sweep, summarize
-    from metrolab.netem.units import parse_rate
     if 0.0 not in losses:
         raise SpecError("--losses", "", ",".join(f"{p:g}" for p in losses),
                         "needs 0: each point is paired with its block's lossless run at its distance")

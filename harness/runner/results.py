@@ -9,27 +9,30 @@ the run goes on and once at its end (always whole; the report rebuilds them from
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
 import subprocess
+import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import pandas as pd
 
+from metrolab.harness import __version__
 from metrolab.harness.errors import SpecError
+from metrolab.harness.runner.record import Record
+from metrolab.harness.scenario.spec import judging_fields
 
 
 def run_metadata(scenario, backend: str) -> dict:
-    import hashlib
-    from importlib.metadata import PackageNotFoundError, version
     versions: dict[str, str | None] = {}
     for mod in ("torch", "ray", "pyroute2", "pandas"):  # from the installed metadata: importing torch
         try:                                               # takes 30 s in the TCG guest
             versions[mod] = version(mod)
         except PackageNotFoundError:
             versions[mod] = None
-    from metrolab.harness import __version__
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
                              cwd=Path(__file__).resolve().parent).stdout.strip() or None
@@ -37,7 +40,6 @@ def run_metadata(scenario, backend: str) -> dict:
         rev = None
     # what is measured, not how long or how strictly it is judged (fields marked JUDGING): a resumed
     # run may take more blocks, or be judged under another limit
-    from metrolab.harness.scenario.spec import judging_fields
     scen = json.dumps(scenario.spec.model_dump(mode="json", exclude=judging_fields(type(scenario.spec))),
                       sort_keys=True)
     return {"scenario": scenario.name, "scenario_hash": hashlib.sha256(scen.encode()).hexdigest()[:16],
@@ -51,41 +53,39 @@ TABLES_EVERY_S = 15.0
 
 
 class ResultStore:
+    """A scenario run's Record (metrolab.harness.runner.record): meta.json, results.jsonl (a row per
+    measurement), blocks.jsonl (what each block ran beside), and the tables rebuilt from them."""
+
     def __init__(self, run_dir: str | Path):
         self._tables_at = 0.0
-        self.dir = Path(run_dir)
-        self.jsonl = self.dir / "results.jsonl"
-        self.meta_path = self.dir / "meta.json"
+        self.record = Record(run_dir)
+        self.dir = self.record.dir
+        self.jsonl = self.record.path("results.jsonl")
+        self.meta_path = self.record.path("meta.json")
 
     def start(self, meta: dict, resume: bool) -> dict:
         """Create the run dir (or check, when resuming, that it holds this same scenario)."""
         if resume:
             if not self.meta_path.exists():
                 raise SpecError(str(self.dir), "", str(self.dir), "not a run directory (no meta.json); nothing to resume")
-            old = json.loads(self.meta_path.read_text())
+            old = self.record.read_json("meta.json")
             for key in ("scenario_hash", "topology_hash", "quick"):
                 if old.get(key) != meta.get(key):
                     raise SpecError(str(self.dir), key, meta.get(key),
                                     f"this run directory holds a different run ({key} {old.get(key)!r}); "
                                     "resume with the same scenario and flags, or start a new run")
             meta = old | {"resumed": old.get("resumed", 0) + 1}
-        else:
-            if self.jsonl.exists() and self.jsonl.stat().st_size:
-                raise SpecError(str(self.dir), "", str(self.dir),
-                                "already holds results; use --resume to continue it, or another directory")
-            self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.meta_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(meta, indent=2))
-        os.replace(tmp, self.meta_path)
+        elif self.jsonl.exists() and self.jsonl.stat().st_size:
+            raise SpecError(str(self.dir), "", str(self.dir),
+                            "already holds results; use --resume to continue it, or another directory")
+        self.record.write_json("meta.json", meta)
         self.meta = meta
         return meta
 
     def update_meta(self, **fields) -> dict:
         """Add what the run learns as it goes (the headroom, the extra scale, blocks and budget)."""
         self.meta = {**self.meta, **fields}
-        tmp = self.meta_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.meta, indent=2, default=str))
-        os.replace(tmp, self.meta_path)
+        self.record.write_json("meta.json", self.meta)
         return self.meta
 
     def next_order(self) -> int:
@@ -93,32 +93,14 @@ class ResultStore:
         return 1 + max((int(r["order"]) for r in self.rows() if r.get("order") is not None), default=-1)
 
     def append_block(self, record: dict) -> None:
-        """What a block ran beside (metrolab.harness.kernel.interference), one line per block: blocks.jsonl."""
-        with open(self.dir / "blocks.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        """What a block ran beside (metrolab.harness.kernel.interference), one line per block."""
+        self.record.append("blocks.jsonl", record)
 
     def blocks(self) -> list[dict]:
-        path = self.dir / "blocks.jsonl"
-        out = []
-        for line in path.read_text().splitlines() if path.exists() else []:
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # the torn last line of a killed run
-        return out
+        return self.record.lines("blocks.jsonl")
 
     def rows(self) -> list[dict]:
-        if not self.jsonl.exists():
-            return []
-        out = []
-        for line in self.jsonl.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # the torn last line of a killed run
-        return out
+        return self.record.lines("results.jsonl")
 
     def done(self) -> set[tuple[str, str, int]]:
         """(workload, point key, block) measured and recorded."""
@@ -133,27 +115,14 @@ class ResultStore:
         return out
 
     def append(self, row: dict) -> None:
-        line = json.dumps(row, default=str) + "\n"
-        with open(self.jsonl, "a") as f:
-            if f.tell() and not self._ends_with_newline():
-                f.write("\n")  # seal a torn line left by a kill
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
-        import time
+        self.record.append("results.jsonl", row)
         if time.monotonic() - self._tables_at >= TABLES_EVERY_S:
             self.write_tables()
-
-    def _ends_with_newline(self) -> bool:
-        with open(self.jsonl, "rb") as f:
-            f.seek(-1, os.SEEK_END)
-            return f.read(1) == b"\n"
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows())
 
     def write_tables(self) -> None:
-        import time
         self._tables_at = time.monotonic()
         df = self.frame()
         for name, write in (("results.parquet", lambda p: df.to_parquet(p, index=False)),

@@ -19,6 +19,7 @@ in the run directory is measured again.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -28,13 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from metrolab.harness import settings
+from metrolab.harness import capabilities, settings
 from metrolab.harness.errors import LabError, SpecError
 from metrolab.harness.kernel.interference import Monitor, between, interfered, interference_summary
+from metrolab.harness.kernel.zygote import Zygote, enabled, prestart
 from metrolab.harness.lab.netns import NetnsLab
 from metrolab.harness.policy.apply import PolicyApplier, marks_ecn, needs_flows
 from metrolab.harness.policy.flows import policy_nodes
 from metrolab.harness.runner import headroom as hr
+from metrolab.harness.runner import soak
 from metrolab.harness.runner.agents import LocalAgents, RankFailed, RayCluster
 from metrolab.harness.runner.events import EventPlayer, links_of
 from metrolab.harness.runner.group import RankGroup
@@ -48,6 +51,7 @@ from metrolab.harness.scenario.points import Point, baselines, grid, point_impai
 from metrolab.harness.scenario.predict import make_predictor
 from metrolab.harness.scenario.sequential import Design
 from metrolab.harness.scenario.verdict import Settings, Verdict, evaluate, summarize
+from metrolab.harness.testbed.hosts import HostsLab
 from metrolab.workloads.registry import WORKLOADS, workload_metrics
 
 log = logging.getLogger(__name__)
@@ -103,7 +107,6 @@ class Runner:
         self.links = swept_links(scn)
         self.testbed = testbed
         if testbed is not None:
-            from metrolab.harness.testbed.hosts import HostsLab
             self.lab: Any = HostsLab(testbed)
         else:
             self.lab = NetnsLab(scn.topology)
@@ -157,7 +160,6 @@ class Runner:
         if not spec_h.check and recorded is None:
             return
         cache: dict = {}
-        from metrolab.harness.kernel.zygote import Zygote, enabled
         if enabled():  # its imports would take a CPU from the transfer being measured
             Zygote.get().wait_ready()
         for wspec in self.spec.workloads:
@@ -186,12 +188,11 @@ class Runner:
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> RunOutcome:
-        from metrolab.harness.kernel.zygote import prestart
         prestart()  # in the guest: the ranks' imports overlap with building the lab
         meta = self._meta()
-        (self.run_dir / "scenario.json").write_text(json.dumps(
-            {"spec": self.spec.model_dump(mode="json"),
-             "metrics": list(workload_metrics([w.kind for w in self.spec.workloads]))}, indent=2))
+        self.store.record.write_json("scenario.json", {
+            "spec": self.spec.model_dump(mode="json"),
+            "metrics": list(workload_metrics([w.kind for w in self.spec.workloads]))})
         self.lab.up()
         try:
             self._check_headroom(meta)
@@ -241,7 +242,6 @@ class Runner:
     def _soak(self, wspec, meta: dict, scale: float, plan: SoakPlan) -> None:
         """One point repeated for the plan's duration; after each repetition its step time and every
         rank's, the runner's and the lab's resources, appended to soak.jsonl as measured."""
-        from metrolab.harness.runner import soak
         wname = wspec.name or wspec.kind
         point = grid(self.spec.sweep, scale)[plan.index]
         group = RankGroup(self.cluster, self.lab, self.scn, wspec, self.run_dir, port=29700, scale=scale)
@@ -251,20 +251,18 @@ class Runner:
         self.progress(total=1, description=f"{wname}: soak {point.label()} for {plan.duration_s:g} s")
         start = end = time.monotonic()
         try:
-            with open(self.run_dir / "soak.jsonl", "a") as out:
-                while not rows or time.monotonic() < end:
-                    row = ctx.measure(point, len(rows))
-                    if not rows:  # the clock starts after the first repetition (the ranks' start and warm-up)
-                        start = time.monotonic()
-                        end = start + plan.duration_s
-                    rows.append(soak.sample(group, self.lab, local) | {
-                        "repetition": len(rows), "step_time_s": (row or {}).get("step_time_s")})
-                    out.write(json.dumps(rows[-1]) + "\n")
-                    out.flush()
-                    left = max(0.0, end - time.monotonic())
-                    per = (time.monotonic() - start) / (len(rows) - 1) if len(rows) > 1 else 1.0
-                    self.progress(total=len(rows) + math.ceil(left / per),  # an estimate: the bar's ETA
-                                  description=f"{wname}: soak {point.label()}: {len(rows)} repetitions")
+            while not rows or time.monotonic() < end:
+                row = ctx.measure(point, len(rows))
+                if not rows:  # the clock starts after the first repetition (the ranks' start and warm-up)
+                    start = time.monotonic()
+                    end = start + plan.duration_s
+                rows.append(soak.sample(group, self.lab, local) | {
+                    "repetition": len(rows), "step_time_s": (row or {}).get("step_time_s")})
+                self.store.record.append("soak.jsonl", rows[-1])
+                left = max(0.0, end - time.monotonic())
+                per = (time.monotonic() - start) / (len(rows) - 1) if len(rows) > 1 else 1.0
+                self.progress(total=len(rows) + math.ceil(left / per),  # an estimate: the bar's ETA
+                              description=f"{wname}: soak {point.label()}: {len(rows)} repetitions")
         finally:
             group.stop()
             soak.write_summary(self.run_dir, point.label(), plan.duration_s, rows)
@@ -345,11 +343,9 @@ class _WorkloadRun:
         self.passes: list[float | None] = []  # each warm-up pass's median move from the one before
         self.combo: tuple | None = None    # the parameter combination the ranks hold
         self.notes: list[str] = []
-        from metrolab.harness import capabilities
         self.delay_line = capabilities.probe().has("netem")
         self.bases = {lk.name: lk.impairment(runner.scn.topology.group_index) for lk in runner.scn.topology.links}
         if runner.rate_divisor != 1:
-            import dataclasses
             self.bases = {k: dataclasses.replace(v, rate_bps=v.rate_bps / runner.rate_divisor) if v.rate_bps else v
                           for k, v in self.bases.items()}
 
@@ -385,8 +381,8 @@ class _WorkloadRun:
             moved = [abs(math.log(steps[key] / prev[key])) for key in steps if key in prev and prev[key] > 0
                      and steps[key] > 0]
             held = sorted(moved)[len(moved) // 2] if moved else None
-            with open(r.run_dir / "warmups.jsonl", "a") as f:
-                f.write(json.dumps({"workload": self.wname, "pass": k + 1, "steps": steps, "moved": held}) + "\n")
+            r.store.record.append("warmups.jsonl", {"workload": self.wname, "pass": k + 1, "steps": steps,
+                                                    "moved": held})
             self.passes.append(held)
             if k + 1 >= wb.min and held is not None and held <= wb.tolerance:
                 return
@@ -448,25 +444,20 @@ class _WorkloadRun:
             h.cpu_load = w.metrics.get("cpu_load")
             if "utilization" in w.metrics:
                 h.utilization = w.metrics["utilization"]
-        path = self.r.run_dir / "warmups.jsonl"
-        with open(path, "a") as f:
-            f.write(json.dumps({"workload": self.wname, "params": dict(base.params), "steps": w.steps,
-                                "stationary": w.stationary, "wall_s": w.wall_s,
-                                "cpu_load": w.metrics.get("cpu_load"),
-                                "predictions": {k: v for k, v in self.predictions.items()}}) + "\n")
+        self.r.store.record.append("warmups.jsonl", {
+            "workload": self.wname, "params": dict(base.params), "steps": w.steps, "stationary": w.stationary,
+            "wall_s": w.wall_s, "cpu_load": w.metrics.get("cpu_load"), "predictions": dict(self.predictions)})
         if h is not None:
             self.r.store.update_meta(headroom={k: v.to_dict() for k, v in self.r.headroom.items()})
 
     def _record_flows(self, point: Point, block: int, flows: list) -> None:
         """What the controller learned and where it put each flow (flows.jsonl in the run directory)."""
         plans = self.r.applier.plans
-        with open(self.r.run_dir / "flows.jsonl", "a") as f:
-            f.write(json.dumps({"workload": self.wname, "policy": point.policy, "params": dict(point.params),
-                                "block": block, "flows": [
-                                    {"src": fl.src, "dst": fl.dst, "sport": fl.sport, "dport": fl.dport,
-                                     "proto": fl.proto, "bytes": fl.bytes,
-                                     "links": {sw: a[fl.key] for sw, a in plans.items() if fl.key in a}}
-                                    for fl in flows]}) + "\n")
+        self.r.store.record.append("flows.jsonl", {
+            "workload": self.wname, "policy": point.policy, "params": dict(point.params), "block": block,
+            "flows": [{"src": fl.src, "dst": fl.dst, "sport": fl.sport, "dport": fl.dport, "proto": fl.proto,
+                       "bytes": fl.bytes, "links": {sw: a[fl.key] for sw, a in plans.items() if fl.key in a}}
+                      for fl in flows]})
 
     def _steps(self, point: Point, block: int, policy, record: bool = True) -> dict:
         """The repetition's steps, with the point's events played on the lab while they run: what
@@ -491,11 +482,10 @@ class _WorkloadRun:
                                    "event_late_s": max(late, default=None)}
         if not record:
             return metrics | ours
-        with open(r.run_dir / "events.jsonl", "a") as f:
-            f.write(json.dumps({"workload": self.wname, "point_key": point.key, "label": point.label(),
-                                "block": block, "events": [e.model_dump(mode="json") for e in events],
-                                "applied": [a.to_dict() for a in applied], "replans": player.replans,
-                                "steps": g.last_steps, "per_step": effect.per_step, **ours}) + "\n")
+        r.store.record.append("events.jsonl", {
+            "workload": self.wname, "point_key": point.key, "label": point.label(), "block": block,
+            "events": [e.model_dump(mode="json") for e in events], "applied": [a.to_dict() for a in applied],
+            "replans": player.replans, "steps": g.last_steps, "per_step": effect.per_step, **ours})
         return metrics | ours
 
     def measure(self, point: Point, block: int, record: bool = True) -> dict | None:

@@ -15,7 +15,6 @@ time drifts with the machine as well as with a leak: its `grows` says the job sl
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -24,6 +23,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from metrolab.harness.runner.record import Record
 from metrolab.netem import tree
 
 MIN_SAMPLES = 3
@@ -67,7 +67,7 @@ def tolerance(series: str, typical: float) -> float:
 
 def trend(series: str, t_s: list[float], values: list[float | None]) -> Trend | None:
     """The series' slope with its 95 % interval (scipy's linregress: t on n-2 degrees of freedom)."""
-    from scipy import stats
+    from scipy import stats  # deferred: scipy.stats, 20 s under TCG
     pts = [(t, v) for t, v in zip(t_s, values) if v is not None and math.isfinite(v)]
     if len(pts) < MIN_SAMPLES:
         return None
@@ -93,7 +93,7 @@ def trend(series: str, t_s: list[float], values: list[float | None]) -> Trend | 
 
 def _interval(fit, n: int) -> tuple[float, float]:
     """The slope's 95 % interval (t on n-2 degrees of freedom)."""
-    from scipy import stats
+    from scipy import stats  # deferred: scipy.stats, 20 s under TCG
     half = stats.t.ppf(0.975, n - 2) * fit.stderr
     return fit.slope - half, fit.slope + half
 
@@ -101,7 +101,7 @@ def _interval(fit, n: int) -> tuple[float, float]:
 def _rises(ts: list[float], vs: list[float], part: int) -> bool:
     """Whether the first (0) or the later (1) half of the run rises on its own: its slope's interval
     above zero."""
-    from scipy import stats
+    from scipy import stats  # deferred: scipy.stats, 20 s under TCG
     mid = min(ts) + (max(ts) - min(ts)) / 2
     pts = [(t, v) for t, v in zip(ts, vs) if (t < mid) == (part == 0)]
     if len(pts) < MIN_SAMPLES or len({v for _, v in pts}) == 1:
@@ -168,5 +168,5 @@ def write_summary(run_dir: Path, point: str, duration_s: float, rows: list[dict]
            else "inconclusive" if any(t.verdict == "inconclusive" for t in ts) or len(rows) < MIN_SAMPLES
            else "pass",
            "trends": [t.as_dict() for t in ts]}
-    (run_dir / "soak.json").write_text(json.dumps(out, indent=1))
+    Record(run_dir).write_json("soak.json", out, indent=1)
     return out

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+from metrolab.harness.policy.planner import imbalance
+
 Counts = dict[str, tuple[int, int, int, int]]  # link -> (bytes sent, dropped, CE-marked, packets sent)
 
 
@@ -29,7 +31,6 @@ class WanCounters:
             "wan_loss": drops / (drops + packets) if drops + packets else None,
             "ecn_marks": sum(after[lk][2] - before[lk][2] for lk in links)}
         if len(links) > 1:  # parallel paths: how evenly the traffic spread (max / min bytes)
-            from metrolab.harness.policy.planner import imbalance
             m["path_imbalance"] = imbalance(sent)
             m["path_bytes"] = json.dumps(sent, sort_keys=True)  # per link, for the record (not a metric)
         return m

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from metrolab.harness.scenario.spec import scenario_from_data
+
 
 def workload_scenario(kind: str, *, params: dict[str, Any] | None = None, hosts: list[str] | None = None,
                       topology: str = "default", links: list[str] | None = None,
@@ -14,7 +16,6 @@ def workload_scenario(kind: str, *, params: dict[str, Any] | None = None, hosts:
                       convergence: Sequence[float] = (1.0,), repetitions: int = 3, warmups: int = 1,
                       scale: float = 1.0, source: str = "metrolab workload") -> dict:
     """The scenario's data (what a YAML file would hold); bad input raises SpecError naming `source`."""
-    from metrolab.harness.scenario.spec import scenario_from_data
     w: dict[str, Any] = {"kind": kind, "params": dict(params or {})}
     if hosts:
         w["hosts"] = list(hosts)

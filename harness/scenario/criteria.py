@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from metrolab.netem.units import parse_rate, parse_time
+
 OPS = {"<=": operator.le, ">=": operator.ge, "==": operator.eq, "!=": operator.ne, "<": operator.lt,
        ">": operator.gt}
 POINT_FIELDS = ("distance_km", "loss", "rate_bps", "convergence", "jitter_s", "policy", "workload")
@@ -60,7 +62,6 @@ class Criterion:
 
 
 def _number(text: str):
-    from metrolab.netem.units import parse_rate, parse_time
     t = text.strip().strip(",")
     for parse in (float, parse_time, parse_rate):
         try:

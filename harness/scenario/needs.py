@@ -3,11 +3,12 @@ policies: the backend choice (metrolab.harness.lab.select.choose) follows from i
 
 from __future__ import annotations
 
+from metrolab.harness.lab.select import needs
+from metrolab.harness.policy.apply import marks_ecn
+from metrolab.workloads.registry import WORKLOADS
+
 
 def scenario_needs(scn) -> dict[str, str]:
-    from metrolab.harness.lab.select import needs
-    from metrolab.harness.policy.apply import marks_ecn
-    from metrolab.workloads.registry import WORKLOADS
     spec = scn.spec
     needed = needs(scn.topology)
     if any(WORKLOADS[w.kind].needs_rdma_for(w) for w in spec.workloads):

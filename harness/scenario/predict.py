@@ -13,8 +13,17 @@ from collections import deque
 from dataclasses import dataclass
 from itertools import pairwise
 
+from metrolab.harness.policy.planner import hash_efficiency
 from metrolab.netem.models import fiber_delay_s
 from metrolab.workloads import models as wm
+from metrolab.workloads.a2a import A2AParams, chain_of
+from metrolab.workloads.delivery import DeliveryParams
+from metrolab.workloads.disaggregated import DisaggParams
+from metrolab.workloads.elephants import ElephantParams
+from metrolab.workloads.federated import FederatedParams
+from metrolab.workloads.pipeline import PipelineParams
+from metrolab.workloads.registry import CollectiveParams
+from metrolab.workloads.training_step import TrainingParams, training_shape
 
 BASELINE_PATH_NOTE = "0 km, lossless, the links' own rates"
 
@@ -120,7 +129,6 @@ class Predictor:
         path, kind, p, tr = self.path(point), self.kind, self.params, self._transport()
         sites = len({self.topo.nodes[h].site for h in self.hosts})
         if kind == "collective":
-            from metrolab.workloads.registry import CollectiveParams
             cp = CollectiveParams.model_validate(p)
             nbytes = cp.size / self.scale
             return lambda o: wm.collective_s(cp.op, nbytes, path, ranks=len(self.hosts), sites=sites, algo=cp.algo,
@@ -129,7 +137,6 @@ class Predictor:
             shape = self._training_shape(p, len(self.hosts), sites, tr)
             return lambda o: wm.training_step_s(shape, path, o)
         if kind == "disaggregated-training":
-            from metrolab.workloads.disaggregated import DisaggParams
             dp = DisaggParams.model_validate(p)
             train = self.extra["train_s"]
             return lambda o: wm.disaggregated_step_s(train, dp.batch_size / self.scale, len(self.hosts) - 1,
@@ -168,7 +175,6 @@ class Predictor:
         return wm.fair_share_paths(flows)
 
     def _delivery(self, point):
-        from metrolab.workloads.delivery import DeliveryParams
         dp = DeliveryParams.model_validate(self.params)
         src, sites = self.hosts[0], self.hosts[1:]
         pairs = [(src, h) for h in sites] if dp.mode == "unicast" else list(pairwise(self.hosts))
@@ -177,7 +183,6 @@ class Predictor:
         return lambda o: wm.delivery_s(size, dp.mode, paths, o)
 
     def _a2a(self, point):
-        from metrolab.workloads.a2a import A2AParams, chain_of
         ap = A2AParams.model_validate(self.params)
         chain = chain_of(ap, self.hosts)
         hops = [point_path(self.topo, path_links(self.topo, a, b), point, self.swept, self.rate_divisor)
@@ -186,7 +191,6 @@ class Predictor:
         return lambda o: wm.a2a_task_s(hops, len(chain), ap.think_s, req, resp, ap.task_rate, o)
 
     def _federated(self, point):
-        from metrolab.workloads.federated import FederatedParams
         fp = FederatedParams.model_validate(self.params)
         agg, parts = self.hosts[0], self.hosts[1:]
         local = [fp.local_s * (fp.lag_slowdown if h in fp.lagging else 1.0) for h in parts]
@@ -195,7 +199,6 @@ class Predictor:
         return lambda o: wm.federated_round_s(nbytes, paths, local, o)
 
     def _pipeline(self, point, tr):
-        from metrolab.workloads.pipeline import PipelineParams
         pp = PipelineParams.model_validate(self.params)
         stages = pp.stage_compute_s(len(self.hosts))
         # each boundary its own path: within a site it is the LAN, across sites the WAN
@@ -205,13 +208,10 @@ class Predictor:
         return lambda o: wm.pipeline_step_s(stages, pp.micro_batches, nbytes, bounds, tr, o)
 
     def _training_shape(self, p: dict, ranks: int, sites: int, tr) -> wm.TrainingShape:
-        from metrolab.workloads.training_step import TrainingParams, training_shape
         return training_shape(TrainingParams.model_validate(p), self.scale, ranks, sites, tr,
                               compute_s=(self.extra or {}).get("compute_s"))
 
     def _elephants(self, point, path: wm.Path):
-        from metrolab.harness.policy.planner import hash_efficiency
-        from metrolab.workloads.elephants import ElephantParams
         ep = ElephantParams.model_validate(self.params)
         senders = len(self.hosts) - 1
         flows = ep.flows * senders

@@ -53,7 +53,7 @@ def obf_spent(t: float, alpha: float) -> float:
         return 0.0
     if t >= 1:
         return alpha
-    from scipy.stats import norm
+    from scipy.stats import norm  # deferred: scipy.stats, 20 s under TCG
     return float(2 - 2 * norm.cdf(norm.ppf(1 - alpha / 2) / math.sqrt(t)))
 
 
@@ -61,7 +61,7 @@ def obf_spent(t: float, alpha: float) -> float:
 def z_boundaries(looks: tuple[int, ...], n_max: int, alpha: float) -> tuple[float, ...]:
     """Two-sided z boundaries c_k for looks at `looks` blocks (increasing, the last <= n_max) under
     O'Brien-Fleming spending over n_max blocks (recursive numerical integration on a grid)."""
-    from scipy.stats import norm
+    from scipy.stats import norm  # deferred: scipy.stats, 20 s under TCG
     z = np.arange(-GRID_HALF, GRID_HALF + GRID_STEP / 2, GRID_STEP)
     density = None
     spent_before = 0.0
@@ -107,7 +107,7 @@ def z_boundaries(looks: tuple[int, ...], n_max: int, alpha: float) -> tuple[floa
 def t_boundaries(looks: tuple[int, ...], n_max: int, alpha: float) -> tuple[float, ...]:
     """Boundaries for |t| = |mean| / (s / sqrt(n)) at looks of `looks` blocks under O'Brien-Fleming
     spending over n_max blocks, calibrated on simulated Gaussian blocks (seeded: deterministic)."""
-    from scipy.stats import t as student
+    from scipy.stats import t as student  # deferred: scipy.stats, 20 s under TCG
     zb = z_boundaries(looks, n_max, alpha)
     rng = np.random.default_rng(MC_SEED)
     s1 = np.zeros(MC_SIMS)
@@ -169,7 +169,7 @@ class Design:
         a = self.alpha if alpha is None else alpha
         if n < 2:
             return math.inf
-        from scipy.stats import t as student
+        from scipy.stats import t as student  # deferred: scipy.stats, 20 s under TCG
         if not self.sequential:
             return float(student.ppf(1 - a / 2, n - 1))
         looks = self.looks()
@@ -215,7 +215,7 @@ def blocks_needed(sd: float, margin: float, design: Design, cap: int = 10_000) -
         return None
     if sd == 0:
         return max(design.n_min, 2)
-    from scipy.stats import t as student
+    from scipy.stats import t as student  # deferred: scipy.stats, 20 s under TCG
     a = design.alpha
     widen = 1.0
     if design.sequential:
@@ -244,7 +244,7 @@ def simulate(looks: int, sims: int = 20_000, seed: int = 20261204, n_min: int = 
     conclusive verdict on `mean <= threshold`, with Gaussian blocks: the sequential design against
     re-reading a fixed interval at every look (what --until-conclusive did before). `at_threshold`:
     the truth on the threshold, where any verdict is wrong; `null_fail`: no effect, a fail is wrong."""
-    from scipy.stats import t as student
+    from scipy.stats import t as student  # deferred: scipy.stats, 20 s under TCG
     n_max = n_min + looks - 1
     rng = np.random.default_rng(seed + looks)
     designs = {"sequential": Design("sequential", 1 - alpha, n_min, n_max).critical,

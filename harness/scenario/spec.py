@@ -23,12 +23,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from metrolab.harness.errors import SpecError, SpecErrors
 from metrolab.harness.policy.model import PolicySpec, check_against
+from metrolab.harness.resources import scenarios_dir
 from metrolab.harness.scenario.criteria import Criterion, parse_criterion
 from metrolab.harness.scenario.events import EventSpec
 from metrolab.harness.scenario.points import Point, param_combinations
 from metrolab.harness.spec.loader import errors_from_pydantic, find_file, load_topology, read_yaml, topology_from_data
 from metrolab.harness.spec.topology import NAME
 from metrolab.netem.units import parse_rate, parse_time
+from metrolab.workloads.registry import WORKLOADS, workload_metrics
 
 POINT_NETWORK_FIELDS = ("distance_km", "loss", "rate_bps", "convergence", "jitter_s", "policy", "baseline",
                         "workload", "params", "label", "status", "error", "repetition")
@@ -286,7 +288,6 @@ def _apply_quick(data: dict) -> dict:
 
 
 def scenario_from_data(data: Any, file: str, quick: bool = False, base_dir: Path | None = None) -> Scenario:
-    from metrolab.workloads.registry import WORKLOADS, workload_metrics
     if not isinstance(data, dict):
         raise SpecError(file, "", data, "a scenario is a mapping (name, topology, workloads, sweep, …)")
     try:
@@ -347,7 +348,6 @@ def scenario_from_data(data: Any, file: str, quick: bool = False, base_dir: Path
 
 
 def _check_events(spec: ScenarioSpec, topo, file: str) -> list[SpecError]:
-    from metrolab.workloads.registry import WORKLOADS
     errors: list[SpecError] = []
     links = {lk.name for lk in topo.links}
     switches = {n.name for n in topo.switches()}
@@ -372,7 +372,6 @@ def _check_events(spec: ScenarioSpec, topo, file: str) -> list[SpecError]:
 
 
 def builtin_scenarios() -> dict[str, Path]:
-    from metrolab.harness.resources import scenarios_dir
     return {p.stem: p for p in sorted(scenarios_dir().glob("*.yaml"))}
 
 

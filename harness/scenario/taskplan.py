@@ -25,8 +25,10 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from metrolab.harness.errors import SpecError, SpecErrors
+from metrolab.harness.resources import scenarios_dir
 from metrolab.harness.scenario.events import seconds
 from metrolab.harness.scenario.schedule import SLOT_S, History, Request, ServiceLevel
+from metrolab.harness.spec.loader import find_file, read_yaml, validate_mapping
 from metrolab.netem.units import parse_rate, parse_size
 
 
@@ -133,13 +135,11 @@ def check_plan(spec: TaskPlanSpec, topo, file: str) -> None:
 
 
 def builtin_plans() -> dict[str, Path]:
-    from metrolab.harness.resources import scenarios_dir
     return {p.stem: p for p in sorted((scenarios_dir() / "tasks").glob("*.yaml"))}
 
 
 def load_plan(ref: str) -> tuple[TaskPlanSpec, str]:
     """A plan from a path or a built-in name; (the spec, its file)."""
-    from metrolab.harness.spec.loader import find_file, read_yaml, validate_mapping
     path = find_file(ref, builtin_plans(), "task plan")
     return validate_mapping(TaskPlanSpec, read_yaml(path), str(path), "a task plan is a mapping with a path, "
                             "a history and requests"), str(path)

@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from metrolab.harness.errors import SpecError, SpecErrors
+from metrolab.harness.resources import topologies_dir
 from metrolab.harness.spec.resolve import Topology, resolve
 from metrolab.harness.spec.topology import TopologySpec
 
@@ -59,7 +60,6 @@ def read_yaml(path: str | Path) -> Any:
 
 
 def builtin_topology_path(name: str) -> Path:
-    from metrolab.harness.resources import topologies_dir
     return topologies_dir() / f"{name}.yaml"
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal, cast
 
 from metrolab.harness.errors import SpecError, SpecErrors
-from metrolab.harness.spec.topology import LinkCommon, SiteSpec, SwitchSpec, TopologySpec
+from metrolab.harness.spec.topology import HostSpec, LinkCommon, SiteSpec, SwitchSpec, TopologySpec
 from metrolab.netem.models import fiber_delay_s, netem_limit_packets
 from metrolab.netem.profile import Impairment, LossModel
 
@@ -93,7 +93,6 @@ class Topology:
 def _host_addresses(site: SiteSpec, idx: int, errors: list[SpecError], file: str):
     """Addresses for a site's hosts: explicit ones, the rest in order from the subnet."""
     path = f"sites[{idx}]"
-    from metrolab.harness.spec.topology import HostSpec
     # the model's validator turned every name into a HostSpec
     hosts = [HostSpec(name=f"{site.name}-h{i + 1}") for i in range(site.hosts)] if isinstance(site.hosts, int) \
         else cast(list[HostSpec], site.hosts)

@@ -31,6 +31,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import pyroute2
+
 from metrolab.harness.errors import LabError
 from metrolab.harness.kernel import sh
 from metrolab.harness.testbed.hostkeys import ssh_argv
@@ -68,7 +70,6 @@ for line in inp:
 @cache
 def bundle() -> bytes:
     """metrolab's packages and pyroute2, their .py files zipped (built once per process)."""
-    import pyroute2  # deferred: its files, not its code, are what this needs
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         # metrolab's own __init__ is the API facade (pydantic, pandas): the machine gets an empty one

@@ -5,11 +5,19 @@ controller's); `judge` turns them into findings. Pure apart from `run_check`."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from metrolab.harness.errors import LabError
+from metrolab.harness.lab import remote
+from metrolab.harness.testbed import ops
+from metrolab.harness.testbed.agent import ssh_agent
+from metrolab.harness.testbed.cluster import TestbedRay
+from metrolab.harness.testbed.hostkeys import verify
 from metrolab.harness.testbed.resolve import Testbed
-from metrolab.harness.testbed.versions import differences
+from metrolab.harness.testbed.sonic_mgmt import SonicSwitch
+from metrolab.harness.testbed.versions import collect, differences
 
 # a clock further off than this spoils one-way delays measured across machines (500 km is 2.5 ms)
 CLOCK_WARN_S = 0.001
@@ -228,11 +236,6 @@ def _paths(tb: Testbed, facts: dict[str, dict | None]) -> list[Finding]:
 
 def run_check(tb: Testbed, *, needs_netem: bool = False, progress=None) -> CheckReport:
     """Read the facts (ansible, then Ray) and judge them."""
-    import json
-
-    from metrolab.harness.errors import LabError
-    from metrolab.harness.testbed import ops
-    from metrolab.harness.testbed.versions import collect
     run = ops.facts(tb, progress=progress)
     results = run.results("Read the machine's facts")
     facts: dict[str, dict | None] = {}
@@ -249,7 +252,6 @@ def run_check(tb: Testbed, *, needs_netem: bool = False, progress=None) -> Check
     clocks: dict[str, dict] = {}
     findings: list[Finding] = []
     try:
-        from metrolab.harness.testbed.cluster import TestbedRay
         if progress:
             progress("connecting to the testbed's Ray cluster")
         with TestbedRay(tb) as cluster:
@@ -261,12 +263,10 @@ def run_check(tb: Testbed, *, needs_netem: bool = False, progress=None) -> Check
                     clocks[m.name] = cluster.clock(m.name)
     except LabError as exc:
         findings.append(Finding(tb.ray_head.name, "ray", "fail", str(exc)))
-    from metrolab.harness.testbed.hostkeys import verify
     if progress:
         progress("the machines' ssh host keys against the pinned ones")
     findings += [Finding(m, "host key", level, why) for m, (level, why) in verify(tb).items()]
     findings += judge(tb, facts, unreachable, collect(), ray_nodes, clocks, needs_netem)
-    from metrolab.harness.testbed.sonic_mgmt import SonicSwitch
     tables: dict[str, dict | str] = {}
     for m in tb.by_role("sonic-switch"):
         if progress:
@@ -276,8 +276,6 @@ def run_check(tb: Testbed, *, needs_netem: bool = False, progress=None) -> Check
         except LabError as exc:
             tables[m.name] = str(exc)
     findings += sonic_findings(tb, tables)
-    from metrolab.harness.lab import remote
-    from metrolab.harness.testbed.agent import ssh_agent
     agent, answers = ssh_agent(tb), {}
     try:
         for name in agent.machines:

@@ -8,12 +8,17 @@ meant for a machine runs as a Ray task pinned to that resource.
 from __future__ import annotations
 
 import os
+import os as _os
+import socket as _socket
 import time
+import time as _time
 from collections.abc import Callable
 from typing import Any
 
 from metrolab.harness.errors import CapabilityError, LabError
+from metrolab.harness.testbed.ops import ray_token
 from metrolab.harness.testbed.resolve import Testbed
+from metrolab.harness.testbed.versions import collect
 
 # every Ray client metrolab starts: no usage reports; one auth mode on every node (a testbed: tokens)
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
@@ -24,11 +29,6 @@ SERVER_DIED = ("Starting Ray client server failed", "ZombieProcess")
 
 def _where() -> dict[str, Any]:
     """Run on a machine: its clock and what it is (hostname, network namespace inode, versions)."""
-    import os as _os
-    import socket as _socket
-    import time as _time
-
-    from metrolab.harness.testbed.versions import collect
     return {"time": _time.time(), "hostname": _socket.gethostname(), "netns": _os.stat("/proc/self/ns/net").st_ino,
             "pid": _os.getpid(), "versions": collect()}
 
@@ -41,13 +41,12 @@ class TestbedRay:
     def __init__(self, tb: Testbed, namespace: str | None = None):
         """`namespace`: the Ray namespace this connection's named actors live in (a lab's id: what
         `testbed clean` finds of a killed run's ranks)."""
-        from metrolab.harness.testbed.ops import ray_token
         # the cluster's token authentication: this process presents the token every node holds.
         # Ray reads the mode into its C++ config when it is imported: set it first, and refresh
         # that config where Ray was imported already (what Ray's own ray.init does on a mode change)
         os.environ.update(RAY_ENV | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(ray_token(tb, create=False))})
         try:
-            import ray
+            import ray  # deferred: Ray, only where a cluster is used
             from ray._raylet import Config  # type: ignore[attr-defined]  # Ray's cached C++ config
         except ImportError as exc:
             raise CapabilityError(f"Ray is not importable ({exc})") from None

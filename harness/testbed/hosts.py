@@ -43,10 +43,13 @@ from metrolab.harness.lab import remote
 from metrolab.harness.lab.base import Lab
 from metrolab.harness.lab.plan import Iface, LabPlan
 from metrolab.harness.lab.state import LabState, all_states, new_lab_id, pid_alive
+from metrolab.harness.policy import node as policy_node
 from metrolab.harness.testbed.agent import SshAgent, ssh_agent
-from metrolab.harness.testbed.resolve import Testbed
+from metrolab.harness.testbed.cluster import TestbedRay
+from metrolab.harness.testbed.resolve import Testbed, load_testbed
 from metrolab.harness.testbed.sonic_mgmt import TABLES, SonicSwitch
 from metrolab.netem.profile import Impairment
+from metrolab.netem.shaper import Shaper
 
 log = logging.getLogger(__name__)
 NOT_CLEANED = "not cleaned: "  # how clean_journals names a lab it could not undo
@@ -155,7 +158,6 @@ class HostsLab(Lab):
     def policy_touch(self, node: str, nft=(), netlink=()) -> None:
         """Journal what a policy is about to change on `node`'s machine before it changes it: the
         first time, the sysctls a policy may set, as they are; then its nft tables, routes and rules."""
-        from metrolab.harness.policy import node as policy_node
         state, machine = self.journal(), self.machine(node)
         touched = state.extra.setdefault("policy", {})
         if machine not in touched:
@@ -250,7 +252,6 @@ class HostsLab(Lab):
                 and st.lab_id != self.lab_id and not pid_alive(st.pid)]
 
     def up(self) -> None:
-        from metrolab.harness.testbed.cluster import TestbedRay
         left = self.leftovers()
         if left:
             raise LabError(f"testbed {self.tb.name}: lab {', '.join(left)} is still on the machines (left up, or by "
@@ -298,7 +299,6 @@ class HostsLab(Lab):
 
     def _check_impairments(self) -> None:
         """Refuse before changing anything what a machine's kernel cannot apply (the shaper's own check)."""
-        from metrolab.netem.shaper import Shaper
         for lk in self.topology.links:
             imp = lk.impairment(self.topology.group_index)
             ends = {lk.a, lk.b} & self._sonic
@@ -351,7 +351,6 @@ class HostsLab(Lab):
         if self.state is None:
             return
         if self.ray is None and (self.state.extra.get("configured") or self.state.extra.get("shaped")):
-            from metrolab.harness.testbed.cluster import TestbedRay
             self.ray = TestbedRay(self.tb)
         errors = undo(self.state, self.ray, self.tb, self.agent)
         self.agent.close()
@@ -412,7 +411,6 @@ class RemoteProcess:
 
 def attach(state: LabState) -> HostsLab:
     """A hosts lab left up by `metrolab lab up --testbed` (its journal names the testbed file)."""
-    from metrolab.harness.testbed.resolve import load_testbed
     lab = HostsLab(load_testbed(state.extra["testbed"]), lab_id=state.lab_id)
     lab.state = state
     lab.applied = state.extra.get("applied", {})
@@ -437,7 +435,6 @@ def undo(state: LabState, ray, tb: Testbed, agent: SshAgent | None = None) -> li
 
 
 def _undo(state: LabState, ray, tb: Testbed, agent: SshAgent) -> list[str]:
-    from metrolab.harness.policy import node as policy_node
     errors = []
 
     def call(machine: str, fn, *args):
@@ -476,8 +473,6 @@ __all__ = ["NOT_CLEANED", "HostsLab", "Iface", "attach", "clean_journals", "mach
 def clean_journals(tb: Testbed | None = None) -> list[str]:
     """Undo every hosts lab journaled on this controller (of testbed `tb`, or of any testbed whose
     file is still there) whose run is gone; what was removed, and what not (NOT_CLEANED first)."""
-    from metrolab.harness.testbed.cluster import TestbedRay
-    from metrolab.harness.testbed.resolve import load_testbed
     out = []
     for st in all_states():
         if st.backend != "hosts" or (st.pid != os.getpid() and pid_alive(st.pid)):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -56,7 +57,6 @@ def rdma_devices() -> list[dict]:
 def _dcb(obj: str, ifname: str) -> dict | None:
     """`dcb -j OBJ show dev IFNAME` (iproute2), None where the driver has no DCB (veth, rxe's netdev
     on a plain NIC) or the tool is missing."""
-    import shutil
     exe = shutil.which("dcb") or ("/usr/sbin/dcb" if Path("/usr/sbin/dcb").exists() else None)
     if exe is None:
         return None

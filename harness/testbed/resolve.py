@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from metrolab.harness.errors import SpecError, SpecErrors
+from metrolab.harness.spec.loader import load_topology, read_yaml, validate_mapping
 from metrolab.harness.spec.resolve import Topology
 from metrolab.harness.testbed.spec import LinkMap, Machine, TestbedSpec
 
@@ -158,7 +159,6 @@ def _check_ports(lm: LinkMap, at: str, file: str, machines: dict[str, Machine], 
 
 
 def testbed_from_data(data: Any, file: str) -> Testbed:
-    from metrolab.harness.spec.loader import load_topology, validate_mapping
     spec = validate_mapping(TestbedSpec, data, file, "a testbed is a mapping with name, machines and map")
     topo_ref = spec.topology
     if not Path(topo_ref).is_absolute() and (Path(file).parent / topo_ref).exists():
@@ -167,5 +167,4 @@ def testbed_from_data(data: Any, file: str) -> Testbed:
 
 
 def load_testbed(path: str | Path) -> Testbed:
-    from metrolab.harness.spec.loader import read_yaml
     return testbed_from_data(read_yaml(path), str(path))

@@ -32,12 +32,20 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pyroute2 import netns
 
+from metrolab.harness.capabilities import probe
 from metrolab.harness.errors import CapabilityError, LabError
 from metrolab.harness.kernel import sh
+from metrolab.harness.kernel.nsctx import NETNS_RUN_DIR, in_netns, iproute, write_sysctl
+from metrolab.harness.lab import remote
+from metrolab.harness.lab.netns import remove_namespace
 from metrolab.harness.lab.plan import build_plan
 from metrolab.harness.lab.state import LabState, new_lab_id
+from metrolab.harness.policy import sonic_db
 from metrolab.harness.spec.resolve import Topology
+from metrolab.harness.testbed.hosts import HostsLab
+from metrolab.harness.testbed.resolve import load_testbed, needs_emulation
 
 log = logging.getLogger(__name__)
 MGMT = ipaddress.ip_network("10.99.0.0/24")
@@ -80,7 +88,6 @@ def plan_machines(topo: Topology, emulate: set[str] | None = None, sonic: Abstra
     every link with distance, delay or loss, and those named in `emulate` (default: the links whose
     name starts with "wan", as a lab puts every WAN span across its emulator). Switches named in
     `sonic` play SONiC switches: their management plane, a Redis server with SONiC's databases."""
-    from metrolab.harness.testbed.resolve import needs_emulation
     plan = build_plan(topo)
     hosts = MGMT.hosts()
     next(hosts)  # .1 is the controller
@@ -128,7 +135,6 @@ class Sandbox:
         self.procs: dict[str, subprocess.Popen] = {}
         self._made_privsep = False
         if netem is None:
-            from metrolab.harness.capabilities import probe
             netem = probe().has("netem")
         self.netem = netem
 
@@ -192,7 +198,6 @@ class Sandbox:
             raise
 
     def _up(self) -> None:
-        from pyroute2 import netns
         exe = sshd()
         self.state.status = "building"
         self.state.extra["dir"] = str(self.dir)
@@ -207,7 +212,6 @@ class Sandbox:
         for name in [mgmt_ns, self.controller_ns, *(self.ns(m.name) for m in self.machines)]:
             self.state.record_namespace(name)
             netns.create(name)
-        from metrolab.harness.kernel.nsctx import iproute
         hm = iproute(mgmt_ns)
         try:
             hm.link("add", ifname="br0", kind="bridge")
@@ -236,7 +240,6 @@ class Sandbox:
         self.state.save()
 
     def _mgmt_port(self, hm, br: int, side: str, ns: str, address: str) -> None:
-        from metrolab.harness.kernel.nsctx import iproute
         hm.link("add", ifname=side, kind="veth", peer={"ifname": "mgmt0", "net_ns_fd": ns})
         idx = hm.link_lookup(ifname=side)[0]
         hm.link("set", index=idx, master=br, state="up")
@@ -257,7 +260,6 @@ class Sandbox:
             em = lm["emulator"]
             pairs = [((ma, ia), (em, "eth1")), ((em, "eth2"), (mb, ib))]
         mtu = next(lk for lk in self.topology.links if lk.name == lm["link"]).props.mtu
-        from metrolab.harness.kernel.nsctx import iproute
         for (m1, i1), (m2, i2) in pairs:
             h = iproute(self.ns(m1))
             try:
@@ -300,11 +302,6 @@ class Sandbox:
         such a switch): its ports listed in CONFIG_DB's PORT table as SONiC lists them, the lab
         plan's addresses and routes on them, forwarding on. The sandbox plays that owner; it goes
         with the switch's namespace."""
-        from metrolab.harness.kernel.nsctx import in_netns, write_sysctl
-        from metrolab.harness.lab import remote
-        from metrolab.harness.policy import sonic_db
-        from metrolab.harness.testbed.hosts import HostsLab
-        from metrolab.harness.testbed.resolve import load_testbed
         sonic = [m for m in self.machines if "sonic-switch" in m.roles]
         if not sonic:
             return
@@ -341,7 +338,6 @@ class Sandbox:
 
     # -- tear down -----------------------------------------------------------------------
     def down(self) -> None:
-        from metrolab.harness.lab.netns import remove_namespace
         for p in self.procs.values():
             if p.poll() is None:
                 p.terminate()
@@ -371,8 +367,6 @@ class Sandbox:
 def remove(state: LabState) -> list[str]:
     """Take a sandbox down from its journal (another process built it): its namespaces with every
     process inside them (sshd, Ray nodes), its directory."""
-    from metrolab.harness.kernel.nsctx import NETNS_RUN_DIR
-    from metrolab.harness.lab.netns import remove_namespace
     out = []
     for name in reversed(state.namespaces):
         if (NETNS_RUN_DIR / name).exists():

@@ -5,11 +5,14 @@ agree between ranks). Read from package metadata, nothing imported; `python -m` 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import platform
 import shutil
 import subprocess
 from importlib import metadata
+
+from metrolab.harness.version import version
 
 PINNED = ("metrolab", "torch", "ray", "pyroute2", "pydantic", "ansible-core")
 
@@ -17,7 +20,6 @@ PINNED = ("metrolab", "torch", "ray", "pyroute2", "pydantic", "ansible-core")
 def pyverbs_version() -> str | None:
     """Debian's python3-pyverbs (the one matching its rdma-core), by its package version."""
     try:
-        import importlib.util
         if importlib.util.find_spec("pyverbs") is None:
             return None
     except (ImportError, ValueError):
@@ -34,7 +36,6 @@ def collect() -> dict[str, str | None]:
     out: dict[str, str | None] = {"python": platform.python_version()}
     for name in PINNED:
         if name == "metrolab":  # a checkout's own commit, not the metadata of its last install
-            from metrolab.harness.version import version
             out[name] = version()
             continue
         try:

@@ -22,6 +22,7 @@ CPU counters into the results share for the guest's runner (harness/kernel/inter
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
@@ -243,7 +244,6 @@ def _qemu_child_setup() -> None:
     """In the qemu child, before exec: die with metrolab (even a SIGKILLed one leaves no guest),
     and 1 us timer slack instead of 50 us (the guest's timers are qemu's, and netem's delay line
     fires on them: the default slack shows up as late, noisy delays)."""
-    import ctypes
     libc = ctypes.CDLL(None)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     libc.prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0)

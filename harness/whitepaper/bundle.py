@@ -19,6 +19,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from metrolab.harness import capabilities
+
 # what a run directory records (the rest is drawn from it: reports, tables, logs)
 RECORD = ("meta.json", "scenario.json", "results.jsonl", "warmups.jsonl", "events.jsonl", "flows.jsonl",
           "rows.jsonl", "summary.json", "tasks.json", "runs.jsonl", "soak.jsonl", "soak.json")
@@ -41,7 +43,6 @@ def git_rev(cwd: Path | None = None) -> tuple[str | None, bool]:
 def machine_facts() -> dict:
     """What the figures were measured on: processor, cores, memory, kernel, Python, and what the
     lab's backends have here (metrolab doctor's probe)."""
-    from metrolab.harness import capabilities
     cpu = None
     try:
         cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()

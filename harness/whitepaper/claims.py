@@ -17,6 +17,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from metrolab.harness.errors import SpecError
+from metrolab.harness.scenario import stats as st
+
 VERDICTS = ("holds", "does not hold", "inconclusive")
 
 
@@ -85,7 +88,6 @@ CLAIMS: tuple[Claim, ...] = (
 
 
 def by_id(ids: list[str] | None) -> list[Claim]:
-    from metrolab.harness.errors import SpecError
     if not ids:
         return list(CLAIMS)
     known = {c.id: c for c in CLAIMS}
@@ -131,7 +133,6 @@ def gbn_verdict(summary: list[dict], loss: float = 1e-3, alpha: float = 0.05) ->
     holds where a point's efficiency interval lies at or under 0.5 (at alpha / points: the claim
     needs one such point, a union over them), does not hold where every point's lies above, and is
     inconclusive otherwise. Failed repetitions there fail it. The full-scale model is not evidence."""
-    from metrolab.harness.scenario import stats as st
     at = [r for r in summary if r["loss"] == loss and r["distance_km"] >= 100]
     if not at:
         return "inconclusive", f"no point at {loss:g} loss and 100 km or more"

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from metrolab.harness.scenario.points import Point
+from metrolab.harness.scenario.predict import cross_site_pair, path_links, point_path
 from metrolab.workloads import models as wm
+from metrolab.workloads.training_step import TrainingParams, training_shape
 
 
 def convergence_efficiency(shape: wm.TrainingShape, base: wm.Path, path: wm.Path) -> float:
@@ -36,9 +39,6 @@ def convergence_full_scale(scn, ratios: tuple[float, ...] = (32.0, 64.0)) -> str
     """One line for the report: the model's efficiency at each ratio at full scale (the lab's
     rates x the scenario's scale, the full gradient), per algorithm, and the compute a step needs
     for 95 % at the last ratio."""
-    from metrolab.harness.scenario.points import Point
-    from metrolab.harness.scenario.predict import cross_site_pair, path_links, point_path
-    from metrolab.workloads.training_step import TrainingParams, training_shape
     w = next(w for w in scn.spec.workloads if w.kind == "training-step")
     topo, sweep, k = scn.topology, scn.spec.sweep, scn.spec.scale
     hosts = list(w.hosts or [h.name for h in topo.hosts()])

@@ -68,6 +68,29 @@ def graph() -> tuple[dict[str, set[str]], Counter]:
     return edges, deferred
 
 
+def deferred() -> list[tuple[str, int, bool]]:
+    """Every import inside a function: (file, line, whether it says why). The reason is a `# deferred:`
+    comment on its line, or on the first line of the run of imports it belongs to."""
+    out = []
+    for top in PACKAGES:
+        for f in sorted((ROOT / top).rglob("*.py")):
+            text = f.read_text()
+            lines = text.splitlines()
+            tree = ast.parse(text, str(f))
+            nodes = sorted({(n.lineno, n.end_lineno) for fn in ast.walk(tree)
+                            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
+                            for n in ast.walk(fn) if isinstance(n, (ast.Import, ast.ImportFrom))})
+            ends = {end for _, end in nodes}
+            said: dict[int, bool] = {}
+            for start, _ in nodes:
+                run_head = said.get(start - 1) if (start - 1) in ends else None
+                said[start] = "# deferred:" in lines[start - 1] or bool(run_head)
+                for k in range(start, dict(nodes)[start] + 1):
+                    said[k] = said[start]
+                out.append((str(f.relative_to(ROOT)), start, said[start]))
+    return out
+
+
 def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
     """The strongly connected components with more than one unit (Tarjan)."""
     index: dict[str, int] = {}
@@ -101,6 +124,8 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 if __name__ == "__main__":
     e, d = graph()
+    unsaid = [f"{f}:{n}" for f, n, ok in deferred() if not ok]
+    print(f"without a reason: {', '.join(unsaid) or 'none'}")
     print(f"function-level imports: {sum(d.values())} ({', '.join(f'{u} {n}' for u, n in d.most_common(8))}, ...)")
     for c in cycles(e):
         print(f"cycle of {len(c)}: {' '.join(c)}")

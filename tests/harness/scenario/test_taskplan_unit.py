@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from metrolab.harness.errors import SpecErrors
+from metrolab.harness.runner.record import Record
 from metrolab.harness.scenario.schedule import Commitment, Refusal, schedule
 from metrolab.harness.scenario.taskplan import check_plan, load_plan
 from metrolab.harness.spec.loader import load_topology
@@ -80,5 +81,7 @@ def test_a_resumed_run_with_every_play_is_summarized_without_a_lab_and_a_cut_las
     out = json.loads(res.stdout)
     assert out["repetitions"] == 3 and out["status"] == "pass" and len(out["runs"]) == 3
     assert (tmp_path / "junit.xml").is_file() and (tmp_path / "summary.md").is_file()
-    lines = (tmp_path / "runs.jsonl").read_text().splitlines()  # the cut line is gone: a next play appends cleanly
-    assert len(lines) == 3 and all(json.loads(line)["tasks"] for line in lines)
+    # the next play appends cleanly: the cut line is sealed apart, never merged with it
+    Record(tmp_path).append("runs.jsonl", plays[0])
+    assert len(Record(tmp_path).lines("runs.jsonl")) == 4
+    assert (tmp_path / "runs.jsonl").read_text().splitlines()[3] == '{"tasks": [{"na'
