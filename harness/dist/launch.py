@@ -9,13 +9,12 @@ timeout ends the run: the others are killed, and the error names the rank, its h
 from __future__ import annotations
 
 import json
-import os
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 
 from metrolab.harness.errors import LabError
-import threading
 
 
 @dataclass

@@ -15,18 +15,25 @@ Queue-pair and memory information travels through the c10d store.
 
 from __future__ import annotations
 
-from metrolab.harness import settings
 import json
-import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import Callable
 
 import torch
-
-from metrolab.harness.rdma.verbs import Connection, Device, PeerInfo, QPConfig, RdmaError, list_devices, roce_gid_index, \
-    wc_status
 from pyroute2 import IPRoute
+
+from metrolab.harness import settings
+from metrolab.harness.rdma.verbs import (
+    Connection,
+    Device,
+    PeerInfo,
+    QPConfig,
+    RdmaError,
+    list_devices,
+    roce_gid_index,
+    wc_status,
+)
 
 SLOT = 1 << 20
 SLOTS = 2

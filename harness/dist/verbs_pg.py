@@ -18,16 +18,14 @@ would fail loudly instead of silently doing nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from typing import Any
-
 import atexit
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -77,7 +75,7 @@ def _segments(numel: int, n: int, esize: int) -> list[tuple[int, int]]:
 class _P2P:
     ops: list
     after: Callable[[], None] | None
-    work: "VerbsWork"
+    work: VerbsWork
     what: str
     deadline: float
 
