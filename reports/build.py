@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import statistics
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass
@@ -119,20 +120,74 @@ def _cell(v) -> str:
     return str(v).replace("|", "\\|").replace("\n", " ")
 
 
-VERDICT_COLS = ["workload", "point", "status", "repetitions", "step_time_s", "efficiency_degradation", "ci_low",
-                "ci_high", "predicted_degradation", "verdict", "reason"]
-QUALITY_COLS = ["workload", "point", "repetitions", "cv", "paired_cv", "trend_tau", "trend_p", "rank_p", "ci_method",
-                "predicted_step_s", "prediction_error", "quality"]
+def _num(v) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def _pct(v, digits: int = 2) -> str:
+    v = _num(v)
+    return "" if v is None else f"{v * 100:+.{digits}f}"
+
+
+def _pct_iv(estimate, low, high) -> str:
+    """A fraction as a percentage with its interval in one cell: "+0.46 [-0.52, +1.43]"."""
+    if _num(estimate) is None:
+        return ""
+    return _pct(estimate) if _num(low) is None else f"{_pct(estimate)} [{_pct(low)}, {_pct(high)}]"
+
+
+def _g(v, spec: str = ".4g", scale: float = 1.0) -> str:
+    v = _num(v)
+    return "" if v is None else format(v * scale, spec)
 
 
 def verdict_table(points: pd.DataFrame) -> pd.DataFrame:
-    cols = [c for c in VERDICT_COLS[:-2] + ["busbw_gbs"] + VERDICT_COLS[-2:] if c in points]
-    return points[cols] if not points.empty else points
+    """The points as a person reads them: units in the headers, the degradation with its interval."""
+    if points.empty:
+        return points
+    out = pd.DataFrame({
+        "workload": points["workload"], "point": points["point"],
+        "status": [s if s == "ok" else f"failed: {(e or '')[:80]}" for s, e in zip(points["status"], points["error"])],
+        "blocks": points["repetitions"],
+        "step time (ms)": [_g(v, ".1f", 1e3) for v in points["step_time_s"]],
+        "degradation (%) [95 % CI]": [_pct_iv(*v) for v in zip(points["efficiency_degradation"], points["ci_low"],
+                                                               points["ci_high"])],
+        "model (%)": [_pct(v) for v in points["predicted_degradation"]]})
+    if "busbw_gbs" in points:
+        out["busbw (GB/s)"] = [_g(v, ".3g") for v in points["busbw_gbs"]]
+    out["verdict"] = points["verdict"].fillna("")
+    out["why"] = points["reason"].fillna("")
+    return out
+
+
+def criteria_table(crit: pd.DataFrame) -> pd.DataFrame:
+    if crit.empty:
+        return crit
+    def measured(criterion: str, v, lo, hi) -> str:
+        f = st.value_format(criterion.split()[0] if criterion else None)
+        if _num(v) is None:
+            return ""
+        return f"{f(v)} [{f(lo)}, {f(hi)}]" if _num(lo) is not None and _num(hi) is not None else f(v)
+    shown = [measured(*r) for r in zip(crit["criterion"], crit["value"], crit["low"], crit["high"])]
+    return pd.DataFrame({"criterion": crit["criterion"], "workload": crit["workload"], "point": crit["point"],
+                         "measured [95 % CI]": shown, "verdict": crit["verdict"], "why": crit["reason"]})
 
 
 def quality_table(points: pd.DataFrame) -> pd.DataFrame:
-    cols = [c for c in QUALITY_COLS if c in points]
-    return points[cols] if not points.empty else points
+    """Each point's measurement quality: spread, drift, the interval's method, the model's error."""
+    if points.empty:
+        return points
+    return pd.DataFrame({
+        "workload": points["workload"], "point": points["point"], "blocks": points["repetitions"],
+        "CV (%)": [_g(v, ".1f", 100) for v in points["cv"]],
+        "paired CV (%)": [_g(v, ".1f", 100) for v in points["paired_cv"]],
+        "trend tau (p)": [f"{_g(t, '+.2f')} ({_g(q, '.2g')})" if _num(t) is not None else ""
+                          for t, q in zip(points["trend_tau"], points["trend_p"])],
+        "signed-rank p": [_g(v, ".2g") for v in points["rank_p"]],
+        "interval": points["ci_method"].fillna(""),
+        "model step (ms)": [_g(v, ".1f", 1e3) for v in points["predicted_step_s"]],
+        "measured - model (pp)": [_pct(v) for v in points["prediction_error"]],
+        "notes": points["quality"].fillna("")})
 
 
 def quality_lines(meta: dict, verdict: Verdict) -> list[str]:
@@ -215,10 +270,29 @@ def write_markdown(path: Path, meta: dict, verdict: Verdict, points: pd.DataFram
     text = [f"# metrolab {meta['scenario']}: {status}\n",
             f"backend {meta['backend']}, kernel {meta['kernel']}, scale k = {meta['scale']:g}, "
             f"topology {meta['topology']}, git {str(meta.get('git_rev'))[:10]}\n",
-            "## Points\n", md_table(verdict_table(points)), "\n## Criteria\n", md_table(crit),
+            "## Points\n", md_table(verdict_table(points)), "\n## Criteria\n", md_table(criteria_table(crit)),
             "\n## Measurement quality\n", "\n".join(f"- {x}" for x in quality_lines(meta, verdict)) + "\n",
             md_table(quality_table(points))]
     path.write_text("\n".join(text))
+
+
+def html_table(df: pd.DataFrame) -> str:
+    """A table that wraps to the page: figures right-aligned on one line, text wrapping."""
+    if df.empty:
+        return "<p>none</p>"
+
+    def numeric(v) -> bool:
+        text = str(v).strip()
+        return bool(text) and (text[0].isdigit() or text[0] in "+-[") and not any(c.isalpha() for c in text)
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    body = "".join("<tr>" + "".join(f'<td{" class=n" if numeric(v) else ""}>{html.escape(_text(v))}</td>'
+                                    for v in row) + "</tr>" for row in df.itertuples(index=False))
+    return f'<table class="t"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _text(v) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}" if isinstance(v, float) \
+        else str(v)
 
 
 def write_html(path: Path, meta: dict, verdict: Verdict, points: pd.DataFrame, crit: pd.DataFrame,
@@ -235,27 +309,27 @@ def write_html(path: Path, meta: dict, verdict: Verdict, points: pd.DataFrame, c
     color = {"PASS": "#17803d", "FAIL": "#b3261e"}.get(status, "#9a6700")
     meta_rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
                         for k, v in meta.items() if not isinstance(v, (dict, list)))
-    table_html = lambda df: df.to_html(index=False, na_rep="", float_format=lambda x: f"{x:.4g}", border=0,
-                                       classes="t") if not df.empty else "<p>none</p>"
     doc = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>metrolab {html.escape(meta['scenario'])}: {status}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
 .verdict {{ font-size: 1.4em; font-weight: bold; color: {color}; }}
-table.t {{ border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1.5em; }}
-table.t th, table.t td {{ border-bottom: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; }}
+table.t {{ border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1.5em; max-width: 100%; }}
+table.t th, table.t td {{ border-bottom: 1px solid #ddd; padding: 0.25em 0.6em; vertical-align: top;
+  text-align: left; overflow-wrap: break-word; }}
+table.t td.n {{ text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }}
 table.t th {{ background: #f4f4f4; }}
-figure {{ display: inline-block; margin: 0.5em; }}
+figure {{ display: inline-block; margin: 0.5em; max-width: 100%; }}
 figure img {{ max-width: 100%; }}
 </style></head><body>
 <h1>metrolab: {html.escape(meta['scenario'])}</h1>
 <p class="verdict" id="verdict">{status}</p>
 <p>{len(verdict.points)} points, {len(verdict.results)} criterion checks, {len(verdict.failed_points)} failed points;
 scale factor k = {meta['scale']:g} (rates and message sizes divided by k, delays and loss unchanged).</p>
-<h2>Points</h2>{table_html(verdict_table(points))}
-<h2>Criteria</h2>{table_html(crit)}
+<h2>Points</h2>{html_table(verdict_table(points))}
+<h2>Criteria</h2>{html_table(criteria_table(crit))}
 <h2>Measurement quality</h2><ul>{''.join(f"<li>{html.escape(x)}</li>" for x in quality_lines(meta, verdict))}</ul>
-{table_html(quality_table(points))}
+{html_table(quality_table(points))}
 <h2>Plots</h2>{''.join(figs) or '<p>no plots</p>'}
 <h2>Run</h2><table class="t">{meta_rows}</table>
 </body></html>

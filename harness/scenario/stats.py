@@ -319,8 +319,19 @@ def _side(iv: Interval, op: str, threshold: float) -> str:
     return INCONCLUSIVE
 
 
+def value_format(metric: str | None):
+    """How a person reads a metric's values: fractions of the ideal (efficiency and its degradation,
+    utilization) as percentages, the rest with four significant digits."""
+    name = metric or ""
+    if name in ("efficiency_degradation", "degradation") or name.endswith("_degradation"):
+        return lambda v: f"{v * 100:+.2f} %"
+    if name == "efficiency" or name.endswith(("_efficiency", "_utilization", "_util", "_fraction")):
+        return lambda v: f"{v * 100:.2f} %"
+    return lambda v: f"{v:.4g}"
+
+
 def judge(iv: Interval, op: str, threshold: float, quality: Quality | None = None,
-          wide: Interval | None = None) -> tuple[str, str]:
+          wide: Interval | None = None, metric: str | None = None) -> tuple[str, str]:
     """(verdict, reason) of `METRIC op threshold` on the interval of the metric; `wide`: the same
     interval widened on the scale it is taken on, for noisy data (default: widened as it stands)."""
     conf = f"{CONFIDENCE:.0%} interval"
@@ -328,18 +339,19 @@ def judge(iv: Interval, op: str, threshold: float, quality: Quality | None = Non
         return INCONCLUSIVE, "not measured"
     if iv.n == 1 and iv.method == "none":
         return INCONCLUSIVE, "one block: no interval (run more repetitions)"
-    text = f"[{iv.low:.4g}, {iv.high:.4g}]"
+    f = value_format(metric)
+    text, bar = f"[{f(iv.low)}, {f(iv.high)}]", f"{op} {f(threshold)}"
     v = _side(iv, op, threshold)
     if v == INCONCLUSIVE:
-        return v, f"{conf} {text} straddles {op} {threshold:g}"
+        return v, f"{conf} {text} straddles {bar}"
     if quality is not None and not quality.ok:
         wide = wide or iv.widened(QUALITY_WIDEN)
         if _side(wide, op, threshold) != v:
             return INCONCLUSIVE, (f"{'; '.join(quality.reasons)}: the interval taken {QUALITY_WIDEN:g}x wider "
-                                  f"[{wide.low:.4g}, {wide.high:.4g}] straddles {op} {threshold:g}")
+                                  f"[{f(wide.low)}, {f(wide.high)}] straddles {bar}")
     word = "meets" if v == PASS else "violates"
-    return v, f"{conf} {text} {word} {op} {threshold:g}" + (f" (despite {'; '.join(quality.reasons)})"
-                                                               if quality is not None and not quality.ok else "")
+    return v, f"{conf} {text} {word} {bar}" + (f" (despite {'; '.join(quality.reasons)})"
+                                               if quality is not None and not quality.ok else "")
 
 
 def all_values_judge(values, op: str, threshold: float) -> tuple[str, str]:

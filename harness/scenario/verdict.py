@@ -577,8 +577,9 @@ def _judge(c: Criterion, p: PointSummary, value, settings: Settings) -> Criterio
     if sample.kind == "counts":
         return result(*_judge_counts(c, sample, iv, p, settings), iv.low, iv.high, interval=True)
     quality = _metric_quality(c, p, settings)
-    verdict, msg = st.judge(iv, c.op, c.threshold, quality, _interval(c, p, settings, settings.alpha, st.QUALITY_WIDEN))
-    res = result(verdict, f"{c.metric} = {value:.4g}: {msg}", iv.low, iv.high, interval=True)
+    verdict, msg = st.judge(iv, c.op, c.threshold, quality, _interval(c, p, settings, settings.alpha, st.QUALITY_WIDEN),
+                            metric=c.metric)
+    res = result(verdict, f"{c.metric} = {st.value_format(c.metric)(value)}: {msg}", iv.low, iv.high, interval=True)
     if verdict == st.INCONCLUSIVE and sample.spread() is not None:
         margin = sample.margin(value, c.threshold, c.metric)
         res.blocks_needed = blocks_needed(sample.spread() or 0.0, margin, settings.the_design) if margin else None
