@@ -60,13 +60,14 @@ def test_the_wheel_carries_its_data_and_not_the_checkout(installed):
 @pytest.mark.unit
 def test_the_wheel_installs_one_import_package(installed):
     """Only `metrolab` at the top of site-packages: harness/, netem/, workloads/ and reports/ are
-    its subpackages (generic names like `harness` and `reports` belong to other distributions)."""
+    its subpackages (generic names like `harness` and `reports` belong to other distributions);
+    py.typed: type checkers read its annotations (PEP 561)."""
     exe, _ = installed
     record = next(exe.parent.parent.glob("lib/python*/site-packages/metrolab-*.dist-info/RECORD"))
     tops = {line.split(",")[0].split("/")[0] for line in record.read_text().splitlines()}
     assert {t for t in tops if not t.endswith(".dist-info") and t != ".."} == {"metrolab"}, sorted(tops)
     assert {"metrolab/harness/cli/__init__.py", "metrolab/netem/tree.py", "metrolab/workloads/registry.py",
-            "metrolab/reports/build.py", "metrolab/__main__.py"} <= {line.split(",")[0] for line in
+            "metrolab/reports/build.py", "metrolab/__main__.py", "metrolab/py.typed"} <= {line.split(",")[0] for line in
                                                                   record.read_text().splitlines()}
 
 
