@@ -141,8 +141,21 @@ def _g(v, spec: str = ".4g", scale: float = 1.0) -> str:
     return "" if v is None else format(v * scale, spec)
 
 
-def verdict_table(points: pd.DataFrame) -> pd.DataFrame:
-    """The points as a person reads them: units in the headers, the degradation with its interval."""
+METRIC_HEADERS = {"busbw_gbs": "busbw (GB/s)", "algbw_gbs": "algbw (GB/s)"}
+BOOKKEEPING = ("bytes", "gradient_bytes", "buckets", "cpu_load", "wan_bytes", "wan_drops")
+
+
+def shown_metrics(verdict: Verdict, most: int = 2) -> list[str]:
+    """The first workload metrics the points carry (busbw, exposed communication, TTFT, ...)."""
+    shown: list[str] = []
+    for p in verdict.points:
+        shown += [m for m in p.metrics if m not in shown and m not in BOOKKEEPING]
+    return shown[:most]
+
+
+def verdict_table(points: pd.DataFrame, shown: list[str] | None = None) -> pd.DataFrame:
+    """The points as a person reads them: units in the headers, the degradation with its interval,
+    and the workload metrics `shown` (default: busbw where there is one)."""
     if points.empty:
         return points
     out = pd.DataFrame({
@@ -153,8 +166,9 @@ def verdict_table(points: pd.DataFrame) -> pd.DataFrame:
         "degradation (%) [95 % CI]": [_pct_iv(*v) for v in zip(points["efficiency_degradation"], points["ci_low"],
                                                                points["ci_high"])],
         "model (%)": [_pct(v) for v in points["predicted_degradation"]]})
-    if "busbw_gbs" in points:
-        out["busbw (GB/s)"] = [_g(v, ".3g") for v in points["busbw_gbs"]]
+    for m in shown if shown is not None else [m for m in ("busbw_gbs",) if m in points]:
+        if m in points:
+            out[METRIC_HEADERS.get(m, m.replace("_", " "))] = [st.value_format(m)(v) if _num(v) is not None else "" for v in points[m]]
     out["verdict"] = points["verdict"].fillna("")
     out["why"] = points["reason"].fillna("")
     return out
@@ -270,7 +284,7 @@ def write_markdown(path: Path, meta: dict, verdict: Verdict, points: pd.DataFram
     text = [f"# metrolab {meta['scenario']}: {status}\n",
             f"backend {meta['backend']}, kernel {meta['kernel']}, scale k = {meta['scale']:g}, "
             f"topology {meta['topology']}, git {str(meta.get('git_rev'))[:10]}\n",
-            "## Points\n", md_table(verdict_table(points)), "\n## Criteria\n", md_table(criteria_table(crit)),
+            "## Points\n", md_table(verdict_table(points, shown_metrics(verdict))), "\n## Criteria\n", md_table(criteria_table(crit)),
             "\n## Measurement quality\n", "\n".join(f"- {x}" for x in quality_lines(meta, verdict)) + "\n",
             md_table(quality_table(points))]
     path.write_text("\n".join(text))
@@ -285,8 +299,10 @@ def html_table(df: pd.DataFrame) -> str:
         text = str(v).strip()
         return bool(text) and (text[0].isdigit() or text[0] in "+-[") and not any(c.isalpha() for c in text)
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-    body = "".join("<tr>" + "".join(f'<td{" class=n" if numeric(v) else ""}>{html.escape(_text(v))}</td>'
-                                    for v in row) + "</tr>" for row in df.itertuples(index=False))
+    def cls(v) -> str:  # figures on one line; a long text (a reason) wraps anywhere but keeps some width
+        return " class=n" if numeric(v) else " class=w" if len(_text(v)) > 40 else ""
+    body = "".join("<tr>" + "".join(f"<td{cls(v)}>{html.escape(_text(v))}</td>" for v in row) + "</tr>"
+                   for row in df.itertuples(index=False))
     return f'<table class="t"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
@@ -316,8 +332,10 @@ body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
 .verdict {{ font-size: 1.4em; font-weight: bold; color: {color}; }}
 table.t {{ border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1.5em; max-width: 100%; }}
 table.t th, table.t td {{ border-bottom: 1px solid #ddd; padding: 0.25em 0.6em; vertical-align: top;
-  text-align: left; overflow-wrap: break-word; }}
-table.t td.n {{ text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }}
+  text-align: left; }}
+table.t td {{ overflow-wrap: break-word; }}
+table.t td.w {{ overflow-wrap: anywhere; min-width: 10em; }}
+table.t td.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
 table.t th {{ background: #f4f4f4; }}
 figure {{ display: inline-block; margin: 0.5em; max-width: 100%; }}
 figure img {{ max-width: 100%; }}
@@ -326,7 +344,7 @@ figure img {{ max-width: 100%; }}
 <p class="verdict" id="verdict">{status}</p>
 <p>{len(verdict.points)} points, {len(verdict.results)} criterion checks, {len(verdict.failed_points)} failed points;
 scale factor k = {meta['scale']:g} (rates and message sizes divided by k, delays and loss unchanged).</p>
-<h2>Points</h2>{html_table(verdict_table(points))}
+<h2>Points</h2>{html_table(verdict_table(points, shown_metrics(verdict)))}
 <h2>Criteria</h2>{html_table(criteria_table(crit))}
 <h2>Measurement quality</h2><ul>{''.join(f"<li>{html.escape(x)}</li>" for x in quality_lines(meta, verdict))}</ul>
 {html_table(quality_table(points))}

@@ -16,7 +16,7 @@ from metrolab.harness.lab.select import choose
 from metrolab.harness.output import console, err_console, fmt, print_json, show_progress, table
 from metrolab.harness.vm.reexec import run_in_guest
 from metrolab.netem.units import format_rate
-from metrolab.reports.build import build_report, quality_lines
+from metrolab.reports.build import build_report, points_frame, quality_lines, shown_metrics, verdict_table
 
 
 def add_json(p: argparse.ArgumentParser) -> None:
@@ -130,10 +130,6 @@ def report_after_run(run_dir: Path, as_json: bool, quiet: bool = False) -> dict:
     return rep
 
 
-def _pct(v, digits: int = 1) -> str:
-    return "" if v is None else f"{v * 100:+.{digits}f}"
-
-
 def print_verdict(verdict, run_dir: Path, as_json: bool, extra: dict | None = None) -> None:
     if as_json:
         print_json({"status": verdict.status, "passed": verdict.passed, "run_dir": str(run_dir), **(extra or {}),
@@ -142,23 +138,8 @@ def print_verdict(verdict, run_dir: Path, as_json: bool, extra: dict | None = No
                                for p in verdict.points],
                     "criteria": [asdict(r) for r in verdict.results]})
         return
-    # the first few workload metrics the points carry (busbw, exposed communication, TTFT, ...)
-    shown: list[str] = []
-    for p in verdict.points:
-        shown += [m for m in p.metrics if m not in shown and m not in ("bytes", "gradient_bytes", "buckets",
-                                                                      "cpu_load", "wan_bytes", "wan_drops")]
-    shown = shown[:2]
-    rows = []
-    for p in verdict.points:
-        deg = "" if p.efficiency_degradation is None else \
-            f"{_pct(p.efficiency_degradation)} [{_pct(p.ci_low)}, {_pct(p.ci_high)}]"
-        rows.append([p.workload, p.label, p.status if p.status == "ok" else f"FAILED: {(p.error or '')[:50]}",
-                     p.repetitions, fmt(p.step_time_s * 1e3 if p.step_time_s else None, ".1f"),
-                     fmt(p.cv * 100 if p.cv is not None else None, ".1f"), deg, _pct(p.predicted_degradation),
-                     *[fmt(p.metrics.get(m), ".4g") for m in shown], (p.verdict or "").upper()])
-    console.print(table("points (degradation % with its interval, paired by block)",
-                        ["workload", "point", "status", "blocks", "step ms", "CV %", "degradation %", "model %",
-                         *shown, "verdict"], rows))
+    vt = verdict_table(points_frame(verdict), shown_metrics(verdict)).drop(columns="why", errors="ignore")  # below
+    console.print(table("points (paired by block)", list(vt.columns), vt.astype(str).values.tolist()))
     if verdict.results:
         console.print(table("acceptance", ["criterion", "point", "verdict", "why"],
                             [[r.criterion, r.label, r.verdict.upper(), r.message] for r in verdict.results]))

@@ -37,5 +37,5 @@ def test_the_report_fits_the_window_and_reads_in_units(tmp_path, claim):
             browser.close()
     assert not {"efficiency_degradation", "ci_low", "ci_high", "step_time_s"} & set(headers), headers
     assert "degradation (%) [95 % CI]" in headers and "step time (ms)" in headers, headers
-    assert not re.findall(r"\b\d\.\d{5,}", text)  # no fractions with six digits (0.004613)
+    assert not re.findall(r"\b\d\.\d{6,}", text)  # no fractions with six digits (0.004613)
     assert re.search(r"[+-]\d+\.\d\d \[[+-]\d+\.\d\d, [+-]\d+\.\d\d\]", text)  # "+0.46 [-0.52, +1.43]"
