@@ -4,6 +4,7 @@ One module per command group registers its parsers with `set_defaults(func=…)`
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import signal
@@ -13,15 +14,32 @@ import traceback
 from rich.logging import RichHandler
 
 from metrolab.harness import __version__
-from metrolab.harness.cli import bench, collectives, lab, rdma, run, sonic, tasks, testbed, vm
 from metrolab.harness.errors import EXIT_INTERNAL, MetrolabError, SpecErrors
 from metrolab.harness.lab.netns import Interrupted
 from metrolab.harness.output import err_console
 
-GROUPS = (run, tasks, lab, testbed, vm, rdma, collectives, sonic, bench)
+# each command's module (one per command group, with what it stands on): only the one a command line
+# names is imported, so `metrolab doctor` or `rdma gbn` does not load the runner, pandas and the
+# reports (17 s under TCG, where the vm backend runs the command again); --help loads them all
+COMMANDS = {"main": "run", "run": "run", "workload": "run", "report": "run", "scenarios": "run", "tasks": "tasks",
+            "lab": "lab", "topology": "lab", "doctor": "lab", "testbed": "testbed", "vm": "vm", "rdma": "rdma",
+            "collectives": "collectives", "sonic": "sonic", "bench": "bench"}
+GROUPS = tuple(dict.fromkeys(COMMANDS.values()))  # the order `metrolab --help` lists them in
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_of(argv: list[str]) -> str | None:
+    """The command a command line names: its first word that is not a global option."""
+    rest = iter(argv)
+    for word in rest:
+        if word == "--log-file":
+            next(rest, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for `argv`: its command's group only where it names a known command, else all."""
     ap = argparse.ArgumentParser(prog="metrolab", description="Distributed-training traffic emulator and "
                                  "RDMA test harness for metropolitan-area networks.")
     ap.add_argument("--version", action="version", version=f"metrolab {__version__}")
@@ -29,8 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="log what metrolab does to stderr (-v: steps, -vv: every command and netlink change)")
     ap.add_argument("--log-file", metavar="PATH", help="also log everything (debug level) to this file")
     sub = ap.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
-    for group in GROUPS:
-        group.register(sub)
+    cmd = command_of(argv) if argv is not None else None
+    for group in [COMMANDS[cmd]] if cmd in COMMANDS else GROUPS:
+        importlib.import_module(f"metrolab.harness.cli.{group}").register(sub)
     _logging_flags_on_every_command(ap)
     return ap
 
@@ -73,7 +92,7 @@ def setup_logging(verbose: int, log_file: str | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     args._argv = argv  # re-run in the guest with the same arguments (common.on_backend)
     setup_logging(args.verbose, args.log_file)
     owner = os.getpid()

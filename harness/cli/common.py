@@ -4,8 +4,6 @@ in the guest, progress, and printing verdicts and benchmark figures."""
 from __future__ import annotations
 
 import argparse
-import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,6 @@ from metrolab.harness.lab.select import choose
 from metrolab.harness.output import console, err_console, fmt, print_json, show_progress, table
 from metrolab.harness.vm.reexec import run_in_guest
 from metrolab.netem.units import format_rate
-from metrolab.reports.build import build_report, points_frame, quality_lines, shown_metrics, verdict_table
 
 
 def add_json(p: argparse.ArgumentParser) -> None:
@@ -121,29 +118,3 @@ class RunProgress:
     def __exit__(self, *exc):
         if self.bar is not None:
             self.bar.__exit__(*exc)
-
-
-def report_after_run(run_dir: Path, as_json: bool, quiet: bool = False) -> dict:
-    rep = build_report(run_dir)
-    if not quiet and not as_json:
-        err_console.print(f"report: {rep['files']['html']}", highlight=False)
-    return rep
-
-
-def print_verdict(verdict, run_dir: Path, as_json: bool, extra: dict | None = None) -> None:
-    if as_json:
-        print_json({"status": verdict.status, "passed": verdict.passed, "run_dir": str(run_dir), **(extra or {}),
-                    "warnings": verdict.warnings,
-                    "points": [{k: v for k, v in asdict(p).items() if k not in ("samples", "paired")}
-                               for p in verdict.points],
-                    "criteria": [asdict(r) for r in verdict.results]})
-        return
-    vt = verdict_table(points_frame(verdict), shown_metrics(verdict)).drop(columns="why", errors="ignore")  # below
-    console.print(table("points (paired by block)", list(vt.columns), vt.astype(str).values.tolist()))
-    if verdict.results:
-        console.print(table("acceptance", ["criterion", "point", "verdict", "why"],
-                            [[r.criterion, r.label, r.verdict.upper(), r.message] for r in verdict.results]))
-    for line in quality_lines(json.loads((run_dir / "meta.json").read_text()), verdict):
-        console.print(f"quality: {line}", highlight=False, markup=False)
-    console.print(f"verdict: {verdict.status.upper()}   report: {run_dir / 'report.html'}", highlight=False)
-

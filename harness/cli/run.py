@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from pathlib import Path
 
 import yaml
@@ -16,12 +18,12 @@ from metrolab.harness.cli.common import (
     add_testbed,
     add_verdict_flags,
     exit_code,
-    print_verdict,
 )
 from metrolab.harness.errors import SpecError
 from metrolab.harness.output import console, err_console, print_json, table
 from metrolab.harness.runner.soak import parse_duration
 from metrolab.harness.scenario.spec import read_yaml
+from metrolab.reports.build import points_frame, quality_lines, shown_metrics, verdict_table
 from metrolab.whitepaper import run_whitepaper
 
 
@@ -242,3 +244,20 @@ def cmd_scenarios(args) -> int:
                             [[s["name"], ", ".join(s["workloads"]), s["description"]] for s in out]))
     return 0
 
+
+def print_verdict(verdict, run_dir: Path, as_json: bool, extra: dict | None = None) -> None:
+    if as_json:
+        print_json({"status": verdict.status, "passed": verdict.passed, "run_dir": str(run_dir), **(extra or {}),
+                    "warnings": verdict.warnings,
+                    "points": [{k: v for k, v in asdict(p).items() if k not in ("samples", "paired")}
+                               for p in verdict.points],
+                    "criteria": [asdict(r) for r in verdict.results]})
+        return
+    vt = verdict_table(points_frame(verdict), shown_metrics(verdict)).drop(columns="why", errors="ignore")  # below
+    console.print(table("points (paired by block)", list(vt.columns), vt.astype(str).values.tolist()))
+    if verdict.results:
+        console.print(table("acceptance", ["criterion", "point", "verdict", "why"],
+                            [[r.criterion, r.label, r.verdict.upper(), r.message] for r in verdict.results]))
+    for line in quality_lines(json.loads((run_dir / "meta.json").read_text()), verdict):
+        console.print(f"quality: {line}", highlight=False, markup=False)
+    console.print(f"verdict: {verdict.status.upper()}   report: {run_dir / 'report.html'}", highlight=False)

@@ -65,3 +65,22 @@ def test_workload_alone_rejects_bad_input_before_building_anything(argv, where, 
     assert not (tmp_path / "r").exists()
 
 
+
+
+def test_a_command_line_loads_only_its_commands_module():
+    """COMMANDS names each group's commands exactly; `metrolab doctor` builds the lab group's parser
+    and imports nothing of the runner, the reports or pandas (17 s under TCG with them)."""
+    import argparse
+    import importlib
+
+    from metrolab.harness.cli import COMMANDS, GROUPS
+    for group in GROUPS:
+        sub = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(f"metrolab.harness.cli.{group}").register(sub)
+        assert set(sub.choices) == {c for c, g in COMMANDS.items() if g == group}, group
+    code = ("import sys; from metrolab.harness.cli import build_parser; "
+            "build_parser(['-v', '--log-file', 'x.log', 'doctor', '--json']); "
+            "print(sorted(m for m in ('pandas', 'metrolab.harness.runner.run', 'metrolab.reports.build', "
+            "'metrolab.harness.cli.run') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == "[]", res.stdout

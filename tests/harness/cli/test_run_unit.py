@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from metrolab.harness.cli.common import print_verdict
+from metrolab.harness.cli.run import print_verdict
 from metrolab.harness.scenario.verdict import evaluate, summarize
 from metrolab.reports.build import quality_lines
 
