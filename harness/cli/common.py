@@ -1,5 +1,5 @@
 """What the command groups share: common flags, the exit code of a verdict, re-running a command
-in the guest, progress, and printing verdicts and benchmark figures."""
+in the guest, progress, and printing benchmark figures (a run's verdict: cli/run.py)."""
 
 from __future__ import annotations
 
