@@ -119,8 +119,8 @@ def run_sweep(lab, points: list[GbnPoint], *, blocks: int, seed: int, rate_bps: 
               progress: Callable[[str], None] = lambda m: None) -> list[dict]:
     """Measure every point once per block, in each block's order; rows already in `out` are kept
     (a resumed sweep measures only what is missing)."""
-    record = Record(out.parent) if out is not None else None
-    rows: list[dict] = record.lines(out.name) if record is not None and out is not None else []
+    record, name = (Record(out.parent), out.name) if out is not None else (None, "")
+    rows: list[dict] = record.lines(name) if record is not None else []
     done = {(r["block"], r["key"]) for r in rows}
     port = 18900 + len(rows)
     total = blocks * len(points)
@@ -148,8 +148,8 @@ def run_sweep(lab, points: list[GbnPoint], *, blocks: int, seed: int, rate_bps: 
                 row["error"] = str(exc)[:300]
             port += 1
             rows.append(row)
-            if record is not None and out is not None:
-                record.append(out.name, row)  # on disk before the next point: a killed sweep resumes
+            if record is not None:
+                record.append(name, row)  # on disk before the next point: a killed sweep resumes
     return rows
 
 
