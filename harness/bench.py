@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import multiprocessing
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -17,6 +15,7 @@ from typing import Any
 
 from metrolab.harness import capabilities, settings
 from metrolab.harness.dist.launch import run_ranks
+from metrolab.harness.kernel.sh import die_with_parent
 from metrolab.harness.lab.netns import NetnsLab
 from metrolab.harness.lab.select import needs
 from metrolab.harness.runner.results import ResultStore
@@ -194,7 +193,7 @@ def noise_needs(scenario: str) -> dict[str, str]:
 
 
 def _spin(deadline: float) -> None:
-    ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: ends with the bench
+    die_with_parent()  # ends with the bench
     while time.monotonic() < deadline:
         pass
 

@@ -17,6 +17,7 @@ from pydantic import Field
 from metrolab.workloads.a2a import A2A
 from metrolab.workloads.base import Size, Workload, _Params, site_groups, slowest
 from metrolab.workloads.colls import COLLS, Ctx
+from metrolab.workloads.command import Command
 from metrolab.workloads.delivery import InferenceDelivery
 from metrolab.workloads.disaggregated import Disaggregated
 from metrolab.workloads.elephants import ElephantFlows
@@ -45,7 +46,7 @@ class Collective(Workload):
 
 def _all() -> dict[str, type[Workload]]:
     return {w.kind: w for w in (Collective, TrainingStep, Disaggregated, PDInference, ElephantFlows, Pipeline,
-                                          Federated, A2A, InferenceDelivery)}
+                                          Federated, A2A, InferenceDelivery, Command)}
 
 
 WORKLOADS: dict[str, type[Workload]] = _all()
@@ -77,7 +78,7 @@ INTEGRITY_METRICS = frozenset({"bad_batches", "disk_write_bytes", "token_mismatc
                                "aggregate_wrong", "integrity_failures", "intruder_reached", "intruder_attempts",
                                "reconnects", "bytes", "batch_bytes", "model_bytes", "gradient_bytes", "buckets",
                                "boundary_bytes", "stages", "round_bytes", "kv_bytes_per_request", "sites",
-                               "ideal_bubble_fraction"})
+                               "ideal_bubble_fraction", "reported_steps"})
 
 
 def workload_metrics(kinds: list[str]) -> tuple[str, ...]:
@@ -135,7 +136,8 @@ RANK_SIDE = {"training-step": ("metrolab.workloads.training_step", "TrainingStep
              "pipeline": ("metrolab.workloads.pipeline", "PipelineRank"),
              "federated": ("metrolab.workloads.federated", "FederatedRank"),
              "a2a": ("metrolab.workloads.a2a", "A2ARank"),
-             "inference-delivery": ("metrolab.workloads.delivery", "DeliveryRank")}
+             "inference-delivery": ("metrolab.workloads.delivery", "DeliveryRank"),
+             "command": ("metrolab.workloads.command", "CommandRank")}
 
 
 def rank_workload(kind: str):

@@ -4,10 +4,12 @@ ansible-playbook. Everything else goes through libraries."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -61,10 +63,26 @@ def run(args: list[str], *, netns: str | None = None, input: str | None = None, 
     return res
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """A Popen preexec_fn: the child gets `sig` when the process that started it dies, even by
+    SIGKILL, so a killed metrolab (or rank) leaves nothing of its own running."""
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+
 def popen(args: list[str], *, netns: str | None = None, **kw) -> subprocess.Popen:
     """Start `args` (inside namespace `netns`) in the background; the caller owns the process."""
     log.debug("start%s: %s", f" in {netns}" if netns else "", " ".join(args))
     return subprocess.Popen(_argv(args, netns), **kw)
+
+
+def start_program(argv: list[str], **kw) -> subprocess.Popen:
+    """Start a program a user named (a scenario's `kind: command`), as written: no lookup here, its
+    path may be relative to its own working directory; the caller owns the process."""
+    log.debug("start: %s", " ".join(argv))
+    return subprocess.Popen(argv, **kw)
 
 
 def nft(script: str, netns: str | None = None, check: bool = True) -> Result:

@@ -5,11 +5,9 @@ results are plain data; every function is safe to repeat, and `unconfigure` undo
 
 from __future__ import annotations
 
-import ctypes
 import importlib
 import os
 import platform
-import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +19,7 @@ from pyroute2 import NetlinkError
 from metrolab.harness.capabilities import probe
 from metrolab.harness.kernel.counters import if_counters
 from metrolab.harness.kernel.nsctx import iproute_here
+from metrolab.harness.kernel.sh import die_with_parent
 from metrolab.harness.lab.routes import route_request
 from metrolab.netem import tree
 from metrolab.netem.shaper import Shaper
@@ -170,9 +169,6 @@ def run_python(argv: list[str], env: dict[str, str], timeout: float) -> tuple[in
     """`python ARGV` on this machine (this venv's Python, this machine's environment plus `env`), to
     completion or `timeout`; (exit code, stdout, stderr). The process dies with the task's worker
     (a cancelled task leaves nothing running)."""
-    def die_with_parent() -> None:
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
     proc = subprocess.Popen([sys.executable, *argv], env=os.environ | env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, preexec_fn=die_with_parent)
     try:

@@ -104,7 +104,7 @@ class RankGroup:
         sites = [self.scn.topology.nodes[h].site for h in self.hosts]
         params = self.params(point)
         msgs = [{"cmd": "setup", "workload": self.wspec.kind, "params": params, "scale": self.scale,
-                 "sites": sites, "hosts": self.hosts,
+                 "sites": sites, "hosts": self.hosts, "base_dir": str(Path(self.scn.source).resolve().parent),
                  "fault": fault.model_dump() if fault is not None and fault.rank == r else None}
                 for r in range(len(self.hosts))]
         replies = self._call_all(msgs[0], per_rank=msgs)
