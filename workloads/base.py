@@ -30,6 +30,7 @@ class Workload:
     metrics: tuple[str, ...] = ()
     needs_rdma = False
     logs_steps = False  # measure() returns each step's wall-clock (start, end) as `_steps` (events need it)
+    path_params: tuple[str, ...] = ()  # parameters naming a file, relative to the scenario's folder
 
     @classmethod
     def params(cls, spec, scale: float = 1.0) -> Any:  # an instance of the workload's params_model

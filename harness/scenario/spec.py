@@ -304,6 +304,10 @@ def scenario_from_data(data: Any, file: str, quick: bool = False, base_dir: Path
         topo = load_topology(ref)
     errors: list[SpecError] = []
     links = {lk.name for lk in topo.links}
+    for w in spec.workloads:  # a file a workload names is relative to the scenario's own folder
+        for name in getattr(WORKLOADS.get(w.kind), "path_params", ()):
+            if isinstance(w.params.get(name), str):
+                w.params[name] = str(((base_dir or Path.cwd()) / w.params[name]).resolve())
     for i, w in enumerate(spec.workloads):
         if w.kind not in WORKLOADS:
             errors.append(SpecError(file, f"workloads[{i}].kind", w.kind,

@@ -13,6 +13,7 @@ import pytest
 from metrolab.harness.runner.run import run_scenario
 from metrolab.harness.scenario.spec import load_scenario
 from metrolab.workloads.registry import WORKLOADS
+from metrolab.workloads.request_trace import read_trace
 
 pytestmark = pytest.mark.requires("netem", "rxe")
 
@@ -63,13 +64,17 @@ def test_multi_aidc_hierarchical_crosses_the_wan_less(tmp_path):
         assert wan[(conv, "hierarchical")] < 0.85 * wan[(conv, "flat")], wan
 
 
-def test_pd_inference_over_rdma_write_decodes_like_one_host(tmp_path):
-    # RDMA WRITE needs Soft-RoCE; the same scenario over TCP: test_workloads_lab.py on the host
-    _out, rows = run_quick("pd-inference", tmp_path, workloads=["pd-rdma", "pd-llama7b-rdma"])
-    assert set(rows["workload"]) == {"pd-rdma", "pd-llama7b-rdma"}
-    assert (rows["token_mismatches"] == 0).all()
-    llama = rows[rows["workload"] == "pd-llama7b-rdma"]
-    assert (llama["kv_bytes_per_request"] == int(512 * 1024 * 1024 / llama["scale"].iloc[0])).all()
+def test_pd_inference_over_rdma_write_replays_a_request_trace(tmp_path):
+    # RDMA WRITE needs Soft-RoCE; over TCP, fixed lengths and a trace: test_workloads_lab.py on the host
+    _out, rows = run_quick("pd-inference-trace", tmp_path, workloads=["trace-rdma", "trace-llama7b-rdma"])
+    assert set(rows["workload"]) == {"trace-rdma", "trace-llama7b-rdma"}
+    assert (rows["token_mismatches"] == 0).all()  # each request's own prompt and output length
+    prompts = [r.prompt_tokens for r in read_trace(load_scenario("pd-inference-trace").spec.workloads[0]
+                                                    .params["request_trace"], 0, 3)]
+    llama = rows[rows["workload"] == "trace-llama7b-rdma"]
+    k = llama["scale"].iloc[0]
+    want = sum(int(512 * 1024 * n / k) for n in prompts) / len(prompts)  # 512 KiB a token, / k
+    assert (llama["kv_bytes_per_request"] == want).all(), (llama["kv_bytes_per_request"], want)
     assert (rows["kv_transfer_p50_s"] > 0).all() and (rows["ttft_p50_s"] >= rows["kv_transfer_p50_s"]).all()
 
 
