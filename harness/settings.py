@@ -54,6 +54,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("METROLAB_RDMA_DEV", str, None, "the RDMA device a rank uses (default: the one holding its address)"),
     Setting("METROLAB_RDMA_IP", str, None, "the address a rank binds its RDMA and flows to", internal=True),
     Setting("METROLAB_HOST", str, None, "the lab host a rank runs on", internal=True),
+    Setting("METROLAB_METRICS", str, None, "where a `kind: command` program may append its steps (JSON lines "
+            "with step_time_s; docs/workloads.md)", internal=True),
     Setting("METROLAB_PLAIN", bool, False, "plain output: no colour, no live progress (a guest's tty into a "
                                            "host's pipe)"),
     Setting("METROLAB_NO_PROGRESS", bool, False, "no live progress bar"),

@@ -153,7 +153,7 @@ class CommandRank:
         self.p = CommandParams.model_validate(params)
         self.torch, self.dist = torch, dist
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
-        self.host = os.environ.get("METROLAB_HOST") or (hosts[self.rank] if hosts else socket.gethostname())
+        self.host = hosts[self.rank] if hosts else socket.gethostname()
         self.argv = expand(argv_of(self.p.host_commands.get(self.host, self.p.command)), base_dir)
         cwd = self.p.cwd or base_dir
         self.cwd = cwd if cwd and Path(cwd).is_dir() else None

@@ -22,7 +22,7 @@ def register(sub) -> None:
     add_json(bl)
     bl.set_defaults(func=cmd_bench_lab)
     bv = bsub.add_parser("vm", help="guest boot-to-command (cold, warm) and RTT fidelity at 100/250/500 km "
-                                    "with 95 % intervals over windows")
+                                    "with 95 %% intervals over windows")
     bv.add_argument("--windows", type=int, default=5, help="measurement windows, each with a fresh calibration")
     add_json(bv)
     bv.set_defaults(func=cmd_bench_vm)

@@ -46,6 +46,7 @@ from metrolab.harness.runner.rdma_counts import RdmaCounters
 from metrolab.harness.runner.results import ResultStore, run_metadata
 from metrolab.harness.runner.sweep import Sweep, new_seed
 from metrolab.harness.runner.wan import WanCounters, backlog_drops
+from metrolab.harness.scenario import kpis
 from metrolab.harness.scenario.events import impact
 from metrolab.harness.scenario.points import Point, baselines, grid, point_impairment
 from metrolab.harness.scenario.predict import make_predictor
@@ -339,6 +340,7 @@ class _WorkloadRun:
         self.r, self.group, self.wname, self.meta, self.scale = runner, group, wname, meta, scale
         self.flows: dict = {}              # (policy, params) -> learned flows, reused in later blocks
         self.predictions: dict[str, float] = {}
+        self.paths: dict[str, float | None] = {}  # point key -> the model's bottleneck rate on its path
         self.steady: dict[str, float] = {}  # baseline key -> its step time at the end of the warm-up
         self.passes: list[float | None] = []  # each warm-up pass's median move from the one before
         self.combo: tuple | None = None    # the parameter combination the ranks hold
@@ -435,6 +437,7 @@ class _WorkloadRun:
             for p in self.r.sweep.points:
                 if p.params == base.params:
                     self.predictions[p.key] = pred.predict(p)
+                    self.paths[p.key] = pred.path(p).rate_bps
         except (ValueError, KeyError, ZeroDivisionError) as exc:
             self.note(f"no prediction: {exc}")
 
@@ -560,7 +563,9 @@ class _WorkloadRun:
             g.stop(kill=True)
             return None
         row = base_row | {"repetition": block, "order": sweep.order, "status": "ok", "error": None,
-                          "measured_at": time.time(), "predicted_step_s": self.predictions.get(point.key), **metrics}
+                          "measured_at": time.time(), "predicted_step_s": self.predictions.get(point.key),
+                          "line_rate_bps": self.paths.get(point.key), **metrics}
+        row |= kpis.derive(row)
         if h is not None:
             row |= {"capacity_ratio": h.capacity_ratio, "host_bound": h.host_bound}
         if not record:

@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 
 from metrolab.harness.policy.planner import imbalance
+from metrolab.harness.scenario.kpis import jain, max_mean
 
 Counts = dict[str, tuple[int, int, int, int]]  # link -> (bytes sent, dropped, CE-marked, packets sent)
 
@@ -30,8 +31,9 @@ class WanCounters:
             "wan_bytes": sum(sent.values()), "wan_drops": drops, "wan_packets": packets,
             "wan_loss": drops / (drops + packets) if drops + packets else None,
             "ecn_marks": sum(after[lk][2] - before[lk][2] for lk in links)}
-        if len(links) > 1:  # parallel paths: how evenly the traffic spread (max / min bytes)
+        if len(links) > 1:  # parallel paths: how evenly the traffic spread (max / min bytes; the drafts' MMR, JFI)
             m["path_imbalance"] = imbalance(sent)
+            m["ecmp_max_mean"], m["jain_index"] = max_mean(list(sent.values())), jain(list(sent.values()))
             m["path_bytes"] = json.dumps(sent, sort_keys=True)  # per link, for the record (not a metric)
         return m
 

@@ -27,6 +27,7 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
+from metrolab.harness.scenario import kpis
 from metrolab.harness.scenario import stats as st
 from metrolab.harness.scenario.criteria import Criterion
 from metrolab.harness.scenario.sequential import Design, blocks_needed
@@ -176,6 +177,9 @@ class PointSummary:
     ci_high: float | None = None
     efficiency_ci_low: float | None = None
     efficiency_ci_high: float | None = None
+    jct_ratio: float | None = None  # the BMWG drafts' JCT ratio: the point's step over the ideal network's (1 / efficiency)
+    jct_ratio_ci_low: float | None = None
+    jct_ratio_ci_high: float | None = None
     ci_method: str | None = None
     cv: float | None = None         # of the step time across blocks
     paired_cv: float | None = None  # of the step time relative to its block's baseline
@@ -389,6 +393,7 @@ def summarize(rows: list[dict], metric_names: tuple[str, ...] = (), settings: Se
         s.efficiency, s.efficiency_degradation = eff.estimate, deg.estimate
         s.ci_low, s.ci_high, s.ci_method = deg.low, deg.high, deg.method
         s.efficiency_ci_low, s.efficiency_ci_high = eff.low, eff.high
+        s.jct_ratio, s.jct_ratio_ci_low, s.jct_ratio_ci_high = kpis.jct_ratio(eff.estimate, eff.low, eff.high)
         s.paired_cv = st.paired_cv(list(pairs.values()))
         if not s.baseline:
             by_order = [pairs[block_of(r)] for r in rows_s if block_of(r) in pairs]

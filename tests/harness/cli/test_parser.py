@@ -26,6 +26,17 @@ def test_every_subcommand_has_a_one_line_help():
             assert {a.dest for a in action._choices_actions} == set(action.choices), name
 
 
+def test_every_commands_help_renders():
+    """argparse %-formats help strings: a bare "95 % intervals" broke `metrolab bench --help`."""
+    def walk(parser, path):
+        assert parser.format_help(), path
+        for action in parser._actions:
+            if action.__class__.__name__ == "_SubParsersAction":
+                for name, sub in action.choices.items():
+                    walk(sub, f"{path} {name}")
+    walk(build_parser(["--help"]), "metrolab")
+
+
 def test_console_script_is_installed_and_lists_commands():
     exe = shutil.which("metrolab") or str(Path(sys.executable).parent / "metrolab")
     out = subprocess.run([exe, "--help"], capture_output=True, text=True)

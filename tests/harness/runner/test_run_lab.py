@@ -207,3 +207,8 @@ def test_a_cpu_bound_run_leaves_performance_criteria_inconclusive_and_says_why(t
     assert crit["bytes"]["verdict"] == "pass", crit
     h = json.loads((run_dir / "meta.json").read_text())["headroom"]["collective"]
     assert h["cpu_bound"] and h["max_cpu_load"] == 0.001, h
+    # the BMWG drafts' KPIs in --json (docs/kpis.md): the JCT ratio beside efficiency, busbw against line rate
+    p = next(p for p in out["points"] if not p["baseline"])
+    assert p["jct_ratio"] == pytest.approx(1 / p["efficiency"]), p
+    assert p["jct_ratio_ci_low"] <= p["jct_ratio"] <= p["jct_ratio_ci_high"], p
+    assert p["metrics"]["busbw_line_ratio"] > 0 and p["metrics"]["line_rate_bps"] > 0, p["metrics"]
