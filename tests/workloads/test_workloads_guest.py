@@ -69,8 +69,8 @@ def test_pd_inference_over_rdma_write_replays_a_request_trace(tmp_path):
     _out, rows = run_quick("pd-inference-trace", tmp_path, workloads=["trace-rdma", "trace-llama7b-rdma"])
     assert set(rows["workload"]) == {"trace-rdma", "trace-llama7b-rdma"}
     assert (rows["token_mismatches"] == 0).all()  # each request's own prompt and output length
-    prompts = [r.prompt_tokens for r in read_trace(load_scenario("pd-inference-trace").spec.workloads[0]
-                                                    .params["request_trace"], 0, 3)]
+    quick = load_scenario("pd-inference-trace", quick=True).spec.workloads[0].params
+    prompts = [r.prompt_tokens for r in read_trace(quick["request_trace"], 0, quick["requests"])]
     llama = rows[rows["workload"] == "trace-llama7b-rdma"]
     k = llama["scale"].iloc[0]
     want = sum(int(512 * 1024 * n / k) for n in prompts) / len(prompts)  # 512 KiB a token, / k
