@@ -18,6 +18,7 @@ import pandas as pd
 
 from metrolab.harness.errors import SpecError
 from metrolab.harness.runner.results import ResultStore
+from metrolab.harness.scenario import kpis
 from metrolab.harness.scenario import stats as st
 from metrolab.harness.scenario.criteria import parse_criterion
 from metrolab.harness.scenario.verdict import Settings, Verdict, evaluate, summarize
@@ -49,6 +50,8 @@ def points_frame(verdict: Verdict) -> pd.DataFrame:
                      "paired_cv": p.paired_cv, "efficiency": p.efficiency,
                      "efficiency_degradation": p.efficiency_degradation, "ci_low": p.ci_low, "ci_high": p.ci_high,
                      "ci_method": p.ci_method, "trend_tau": p.trend_tau, "trend_p": p.trend_p, "rank_p": p.rank_p,
+                     "jct_ratio": p.jct_ratio, "jct_ratio_ci_low": p.jct_ratio_ci_low,
+                     "jct_ratio_ci_high": p.jct_ratio_ci_high,
                      "predicted_step_s": p.predicted_step_s, "predicted_degradation": p.predicted_degradation,
                      "prediction_error": p.prediction_error, "cpu_load": p.cpu_load, "verdict": p.verdict,
                      "reason": p.reason,
@@ -174,6 +177,35 @@ def verdict_table(points: pd.DataFrame, shown: list[str] | None = None) -> pd.Da
     return out
 
 
+RATIO_KPIS = ("wan_loss", "ecn_marked_ratio", "rdma_retx_ratio", "busbw_line_ratio", "ttft_fabric_share", "link_util")
+
+
+def kpi_table(points: pd.DataFrame) -> pd.DataFrame:
+    """The BMWG drafts' KPIs the run measured, in the drafts' order (docs/kpis.md): the job's JCT
+    ratio with its interval, collectives against line rate, what the network dropped, marked,
+    paused and retransmitted, how evenly parallel links shared the load, and the inference
+    latencies and rates; a column only where some point has a value."""
+    if points.empty:
+        return points
+    out = pd.DataFrame({"workload": points["workload"], "point": points["point"]})
+    if points["jct_ratio"].notna().any():
+        out["JCT ratio [95 % CI]"] = [
+            "" if _num(v) is None else f"{v:.3f}" if _num(lo) is None else f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
+            for v, lo, hi in zip(points["jct_ratio"], points["jct_ratio_ci_low"], points["jct_ratio_ci_high"])]
+    for k in kpis.KPIS:
+        m = k.metric
+        if m in ("", "step_time_s", "jct_ratio") or m not in points or not points[m].notna().any():
+            continue
+        if m in RATIO_KPIS:
+            head, cells = f"{k.kpi} (%)", [_g(v, ".3g", 100) for v in points[m]]
+        elif k.unit == "s":
+            head, cells = f"{k.kpi} (ms)", [_g(v, ".4g", 1e3) for v in points[m]]
+        else:
+            head, cells = f"{k.kpi} ({k.unit})", [_g(v, ".4g") for v in points[m]]
+        out[head] = cells
+    return out if len(out.columns) > 2 else pd.DataFrame()
+
+
 def criteria_table(crit: pd.DataFrame) -> pd.DataFrame:
     if crit.empty:
         return crit
@@ -285,6 +317,7 @@ def write_markdown(path: Path, meta: dict, verdict: Verdict, points: pd.DataFram
             f"backend {meta['backend']}, kernel {meta['kernel']}, scale k = {meta['scale']:g}, "
             f"topology {meta['topology']}, git {str(meta.get('git_rev'))[:10]}\n",
             "## Points\n", md_table(verdict_table(points, shown_metrics(verdict))), "\n## Criteria\n", md_table(criteria_table(crit)),
+            "\n## KPIs (IETF BMWG AI-fabric drafts, docs/kpis.md)\n", md_table(kpi_table(points)),
             "\n## Measurement quality\n", "\n".join(f"- {x}" for x in quality_lines(meta, verdict)) + "\n",
             md_table(quality_table(points))]
     path.write_text("\n".join(text))
@@ -346,6 +379,7 @@ figure img {{ max-width: 100%; }}
 scale factor k = {meta['scale']:g} (rates and message sizes divided by k, delays and loss unchanged).</p>
 <h2>Points</h2>{html_table(verdict_table(points, shown_metrics(verdict)))}
 <h2>Criteria</h2>{html_table(criteria_table(crit))}
+<h2>KPIs <small>(IETF BMWG AI-fabric drafts: docs/kpis.md)</small></h2>{html_table(kpi_table(points))}
 <h2>Measurement quality</h2><ul>{''.join(f"<li>{html.escape(x)}</li>" for x in quality_lines(meta, verdict))}</ul>
 {html_table(quality_table(points))}
 <h2>Plots</h2>{''.join(figs) or '<p>no plots</p>'}

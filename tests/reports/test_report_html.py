@@ -1,6 +1,6 @@
 """The HTML report as a person reads it, in a real headless Chromium: a run of the white paper's
 bundle (docs/results) rebuilt, laid out within the window, no raw field names, fractions as
-percentages with their interval in one cell."""
+percentages with their interval in one cell, the BMWG KPIs in a table of their own."""
 
 from __future__ import annotations
 
@@ -39,3 +39,7 @@ def test_the_report_fits_the_window_and_reads_in_units(tmp_path, claim):
     assert "degradation (%) [95 % CI]" in headers and "step time (ms)" in headers, headers
     assert not re.findall(r"\b\d\.\d{6,}", text)  # no fractions with six digits (0.004613)
     assert re.search(r"[+-]\d+\.\d\d \[[+-]\d+\.\d\d, [+-]\d+\.\d\d\]", text)  # "+0.46 [-0.52, +1.43]"
+    # the BMWG KPIs grouped in their own table, the JCT ratio with its interval (docs/kpis.md)
+    assert "JCT ratio [95 % CI]" in headers and re.search(r"\b1\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]", text), headers
+    if claim == "load-balancing":  # the KPIs its rows counted (the bundle predates the Jain column)
+        assert "Packet Drop Rate (%)" in headers, headers

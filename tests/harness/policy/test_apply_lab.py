@@ -12,6 +12,7 @@ import pytest
 from metrolab.harness.kernel import sh
 from metrolab.harness.policy.apply import PolicyApplier
 from metrolab.harness.policy.model import Allow, PolicySpec
+from metrolab.workloads.elephants import await_ready, go
 from tests.support.labs import in_ns, rdma_sites, two_paths
 
 pytestmark = pytest.mark.lab
@@ -121,9 +122,16 @@ def flows_at_once(lab, senders: list[tuple[str, list[str]]], port: int) -> dict[
     rx = sh.popen([sys.executable, "-m", "metrolab.workloads.elephants", "recv", "--port", str(port), "--flows",
                    str(total)], netns=lab.ns("b1"), stdout=subprocess.PIPE, text=True)
     time.sleep(1.0)
+    # each sender connects, then waits for its word: they start sending together, however long each
+    # took to start (a sender that started alone had the link to itself meanwhile: a suite run read
+    # the single flow at 40 Mbit/s against six, a seventh of 100 being 14)
     procs = {h: sh.popen([sys.executable, "-m", "metrolab.workloads.elephants", "send", "--dst",
-                          str(lab.topology.nodes["b1"].address), "--port", str(port), *args],
-                         netns=lab.ns(h), stdout=subprocess.PIPE, text=True) for h, args in senders}
+                          str(lab.topology.nodes["b1"].address), "--port", str(port), *args, "--wait-go"],
+                         netns=lab.ns(h), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True) for h, args in senders}
+    await_ready(list(procs.values()))
+    for p in procs.values():
+        go(p)
     for p in procs.values():
         p.communicate(timeout=120)
     out, _ = rx.communicate(timeout=120)
