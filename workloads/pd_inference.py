@@ -29,7 +29,7 @@ from pydantic import Field
 from metrolab.harness.errors import SpecError
 from metrolab.workloads import profiles as pf
 from metrolab.workloads.base import Workload, _Params
-from metrolab.workloads.request_trace import Request, read_trace
+from metrolab.workloads.request_trace import Request, arrival_rate, read_trace
 
 
 class PDParams(_Params):
@@ -106,11 +106,12 @@ def percentile(values: list[float], q: float) -> float:
     return s[k]
 
 
-def requests_of(p: PDParams, first_id: int, n: int) -> list[Request]:
+def requests_of(p: PDParams, first_id: int, n: int, window: list[Request] | None = None) -> list[Request]:
     """A repetition's n requests: the trace's window (the same every repetition: every point replays
-    the same work), or Poisson arrivals at request_rate with the fixed lengths."""
+    the same work; `window`, where the caller read it once), or Poisson arrivals at request_rate with
+    the fixed lengths."""
     if p.request_trace is not None:
-        return read_trace(p.request_trace, p.trace_start, p.requests, p.trace_speed)[:n]
+        return (window or read_trace(p.request_trace, p.trace_start, p.requests, p.trace_speed))[:n]
     return [Request(t, p.prompt_tokens, p.output_tokens)
             for t in arrivals(n, p.request_rate, p.seed * 7919 + first_id)]
 
@@ -137,6 +138,9 @@ class PDInferenceRank:
         self.rank = dist.get_rank()
         self.reps = 0
         self.scale = scale
+        # the trace's window, read once: every repetition replays it
+        self.window = read_trace(p.request_trace, p.trace_start, p.requests, p.trace_speed) \
+            if p.request_trace is not None else None
         if p.model == "tiny":
             from metrolab.workloads.tiny_lm import TinyLM  # deferred: imports torch, rank side only
             self.model: TinyLM | None = TinyLM(p.layers, p.d_model, p.heads, seed=p.seed)
@@ -220,7 +224,7 @@ class PDInferenceRank:
 
     def _run(self, n: int, first_id: int) -> list[dict]:
         """n requests; every rank returns the joined per-request records."""
-        reqs = requests_of(self.p, first_id, n)
+        reqs = requests_of(self.p, first_id, n, self.window)
         self.dist.barrier()
         t0 = time.perf_counter()
         mine = self._prefill_all(t0, reqs, first_id) if self.rank == 0 else self._decode_all(reqs)
@@ -257,8 +261,7 @@ class PDInferenceRank:
             decode.append(r["done"] - max(r["landed"], free))
             free = r["done"]
         service = max(sum(prefill) / len(prefill), sum(decode) / len(decode))
-        spread = max(r["arrival"] for r in recs) - min(r["arrival"] for r in recs)
-        offered = (len(recs) - 1) / spread if p.request_trace and spread > 0 else p.request_rate
+        offered = arrival_rate(self.window[:len(recs)]) if self.window is not None else p.request_rate
         mismatches = 0
         if p.check and self.rank == 0:
             for r in recs:

@@ -87,6 +87,13 @@ def read_trace(path: str | Path, start: int = 0, count: int | None = None, speed
     return reqs
 
 
+def arrival_rate(reqs: list[Request]) -> float:
+    """A window's mean arrival rate (requests a second): its gaps over its span; 0 for one request
+    or all at once."""
+    span = reqs[-1].arrival_s - reqs[0].arrival_s if reqs else 0.0
+    return (len(reqs) - 1) / span if span > 0 else 0.0
+
+
 def synthetic(n: int = 64, seed: int = 7, rate: float = 2.0) -> str:
     """The trace shipped for the tests and the built-in scenario (scenarios/traces/azure-llm-synthetic.csv):
     Poisson arrivals at `rate` a second, log-normal prompt and output lengths (medians 180 and 16

@@ -23,7 +23,7 @@ from metrolab.workloads.elephants import ElephantParams
 from metrolab.workloads.federated import FederatedParams
 from metrolab.workloads.pipeline import PipelineParams
 from metrolab.workloads.registry import CollectiveParams
-from metrolab.workloads.request_trace import read_trace
+from metrolab.workloads.request_trace import arrival_rate, read_trace
 from metrolab.workloads.training_step import TrainingParams, training_shape
 
 BASELINE_PATH_NOTE = "0 km, lossless, the links' own rates"
@@ -146,9 +146,8 @@ class Predictor:
             kv = self.extra["kv_bytes"]  # a trace's: the mean over its window (transfer time is ~linear in it)
             rate = float(p.get("request_rate", 0.0))
             if p.get("request_trace"):
-                reqs = read_trace(p["request_trace"], p.get("trace_start", 0), p.get("requests", 8),
-                                  p.get("trace_speed", 1.0))
-                rate = (len(reqs) - 1) / reqs[-1].arrival_s if reqs[-1].arrival_s > 0 else 0.0
+                rate = arrival_rate(read_trace(p["request_trace"], p.get("trace_start", 0), p.get("requests", 8),
+                                               p.get("trace_speed", 1.0)))
             return lambda o: wm.pd_request_s(kv, path, tr, rate, o)
         if kind == "elephant-flows":
             return self._elephants(point, path)
