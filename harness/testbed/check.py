@@ -234,6 +234,16 @@ def _paths(tb: Testbed, facts: dict[str, dict | None]) -> list[Finding]:
     return out
 
 
+def facts_json(stdout: str) -> dict:
+    """The facts script's JSON: its last line that is one. The script module runs it under a tty,
+    so what the machine's login shell printed comes first (a sandbox run read pyenv's `cannot
+    rehash: /root/.pyenv/shims isn't writable` from ~/.bashrc, the machines rehashing at once)."""
+    for line in reversed(stdout.splitlines()):
+        if line.strip().startswith("{"):
+            return json.loads(line)
+    raise json.JSONDecodeError("no JSON line", stdout, 0)
+
+
 def run_check(tb: Testbed, *, needs_netem: bool = False, progress=None) -> CheckReport:
     """Read the facts (ansible, then Ray) and judge them."""
     run = ops.facts(tb, progress=progress)
@@ -245,9 +255,11 @@ def run_check(tb: Testbed, *, needs_netem: bool = False, progress=None) -> Check
             unreachable[name] = o.failed or ("unreachable" if o.unreachable else "failed")
     for name, r in results.items():
         try:
-            facts[name] = json.loads(r.get("stdout") or "")
+            facts[name] = facts_json(r.get("stdout") or "")
         except json.JSONDecodeError:
             facts[name] = None
+            said = " ".join(((r.get("stdout") or "") + " " + (r.get("stderr") or "")).split())
+            unreachable[name] = f"its facts script printed no JSON (rc {r.get('rc')}): {said[-600:] or 'nothing'}"
     ray_nodes: dict[str, Any] | None = None
     clocks: dict[str, dict] = {}
     findings: list[Finding] = []

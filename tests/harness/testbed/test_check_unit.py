@@ -162,3 +162,13 @@ def test_a_machine_reached_over_ssh_only_runs_the_operations_from_the_bundle():
     assert got["old"].level == "fail" and "3.10.12" in got["old"].detail and "3.11" in got["old"].detail
     assert got["odd"].level == "fail" and "pydantic_core" in got["odd"].detail
     assert got["gone"].level == "fail" and "Connection refused" in got["gone"].detail
+
+
+def test_facts_are_read_past_what_the_login_shell_printed():
+    # a sandbox run's b1, verbatim but shortened: ~/.bashrc's pyenv complained before the script
+    # printed (the script module runs under a tty: one stream); no JSON at all is not facts
+    said = ("cannot rehash: /root/.pyenv/shims isn't writable\r\n"
+            '{"kernel": "6.18.44", "uid": 0, "interfaces": {"eth0": {"mtu": 1500}}}\r\n')
+    assert check.facts_json(said) == {"kernel": "6.18.44", "uid": 0, "interfaces": {"eth0": {"mtu": 1500}}}
+    with pytest.raises(json.JSONDecodeError):
+        check.facts_json("cannot rehash: /root/.pyenv/shims isn't writable\r\n")
