@@ -170,8 +170,12 @@ def verdict_table(points: pd.DataFrame, shown: list[str] | None = None) -> pd.Da
                                                                points["ci_high"])],
         "model (%)": [_pct(v) for v in points["predicted_degradation"]]})
     for m in shown if shown is not None else [m for m in ("busbw_gbs",) if m in points]:
-        if m in points:
+        if m not in points:
+            continue
+        if m in METRIC_HEADERS or not m.endswith("_s"):
             out[METRIC_HEADERS.get(m, m.replace("_", " "))] = [st.value_format(m)(v) if _num(v) is not None else "" for v in points[m]]
+        else:  # seconds, read in milliseconds like the step time
+            out[f"{m.removesuffix('_s').replace('_', ' ')} (ms)"] = [_g(v, ".4g", 1e3) for v in points[m]]
     out["verdict"] = points["verdict"].fillna("")
     out["why"] = points["reason"].fillna("")
     return out

@@ -31,6 +31,7 @@ class Workload:
     needs_rdma = False
     logs_steps = False  # measure() returns each step's wall-clock (start, end) as `_steps` (events need it)
     path_params: tuple[str, ...] = ()  # parameters naming a file, relative to the scenario's folder
+    warmup_window: int | None = None  # repetitions without a trend that end the warm-up (None: the runner's)
 
     @classmethod
     def params(cls, spec, scale: float = 1.0) -> Any:  # an instance of the workload's params_model

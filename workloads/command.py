@@ -79,6 +79,10 @@ class Command(Workload):
     kind = "command"
     params_model = CommandParams
     metrics = ("command_wall_s", "reported_steps")
+    # each repetition is the program afresh, leaving its own first steps out (warmup_steps): there is
+    # no trend across runs to wait out, and a run costs seconds of start-up. The warm-up is the
+    # scenario's `warmups` runs (at least one)
+    warmup_window = 1
 
     @classmethod
     def validate(cls, spec, topo, scale: float) -> None:

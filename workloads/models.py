@@ -104,6 +104,10 @@ def ring_steps(op: str, ranks: int) -> tuple[int, float]:
         return n - 1, 1 / n
     if op == "broadcast":
         return 1, 1.0
+    if op == "all_to_all":  # pairwise: each rank sends a 1/n share to each of the others in turn
+        return n - 1, 1 / n
+    if op == "barrier":  # gloo's: a one-element all_reduce, its time all latency
+        return 2 * (n - 1), 0.0
     raise ValueError(f"no model for collective {op!r}")
 
 
@@ -113,6 +117,8 @@ def collective_s(op: str, nbytes: float, wan: Path, *, ranks: int, sites: int = 
     share of the bytes at the flow's goodput. Hierarchical: only the site leaders' ring crosses the
     WAN (the in-site phases run on access links and sit in the overhead)."""
     crossing = sites if algo == "hierarchical" and sites > 1 else ranks
+    if op == "reduce_scatter" and transport == "tcp":
+        op = "all_reduce"  # gloo (the TCP backend) reduce-scatters by all-reducing the whole input
     steps, share = ring_steps(op, crossing)
     if sites <= 1:  # nothing crosses the WAN: the overhead is the whole time
         return overhead_s
@@ -154,6 +160,48 @@ def training_step_s(shape: TrainingShape, wan: Path, overhead_s: float = 0.0) ->
                                                  algo=shape.algo, transport=shape.transport, overhead_s=overhead_s)
         t = max(per_mb, done)
     return before + t
+
+
+# -- a recorded step, replayed (metrolab.workloads.exec_trace) ----------------------------------
+def trace_step_s(actions: list[tuple[tuple, ...]], colls: tuple[tuple[str, float], ...], wan: Path, *, sites: int,
+                 transport: Transport = "tcp", compute_scale: float = 1.0, overhead_s: float = 0.0) -> float:
+    """One recorded step replayed on every rank at once: each rank runs its own actions
+    (("compute", s), ("issue", j), ("wait", j)); collective j (op, bytes) starts once every rank has
+    issued it and the one before it has ended (a backend runs a group's collectives one at a time,
+    in issue order), and lasts collective_s; a wait holds its rank until j has ended. The step
+    ends with its slowest rank. `overhead_s` is per collective."""
+    ranks, n = len(actions), len(colls)
+    issued: list[list[float | None]] = [[None] * n for _ in actions]
+    end: list[float | None] = [None] * n
+    pos, t = [0] * ranks, [0.0] * ranks
+    moved = True
+    while moved:
+        moved = False
+        for r, acts in enumerate(actions):
+            while pos[r] < len(acts):
+                kind, v = acts[pos[r]]
+                if kind == "compute":
+                    t[r] += v * compute_scale
+                elif kind == "issue":
+                    issued[r][v] = t[r]
+                else:
+                    done = end[v]
+                    if done is None:
+                        break
+                    t[r] = max(t[r], done)
+                pos[r] += 1
+                moved = True
+        for j in range(n):
+            ready = [issued[r][j] for r in range(ranks)]
+            if end[j] is None and None not in ready and (j == 0 or end[j - 1] is not None):
+                op, nbytes = colls[j]
+                start = max([x for x in ready if x is not None] + [end[j - 1] or 0.0 if j else 0.0])
+                end[j] = start + collective_s(op, nbytes, wan, ranks=ranks, sites=sites, transport=transport,
+                                              overhead_s=overhead_s)
+                moved = True
+    if any(p < len(a) for p, a in zip(pos, actions)):
+        raise ValueError("the ranks' steps do not match: a rank waits for a collective another never issues")
+    return max(t)
 
 
 # -- disaggregated training -------------------------------------------------------------------

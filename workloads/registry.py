@@ -24,6 +24,7 @@ from metrolab.workloads.elephants import ElephantFlows
 from metrolab.workloads.federated import Federated
 from metrolab.workloads.pd_inference import PDInference
 from metrolab.workloads.pipeline import Pipeline
+from metrolab.workloads.trace import TraceReplay
 from metrolab.workloads.training_step import TrainingStep
 
 
@@ -46,7 +47,7 @@ class Collective(Workload):
 
 def _all() -> dict[str, type[Workload]]:
     return {w.kind: w for w in (Collective, TrainingStep, Disaggregated, PDInference, ElephantFlows, Pipeline,
-                                          Federated, A2A, InferenceDelivery, Command)}
+                                          Federated, A2A, InferenceDelivery, Command, TraceReplay)}
 
 
 WORKLOADS: dict[str, type[Workload]] = _all()
@@ -81,7 +82,8 @@ INTEGRITY_METRICS = frozenset({"bad_batches", "disk_write_bytes", "token_mismatc
                                "aggregate_wrong", "integrity_failures", "intruder_reached", "intruder_attempts",
                                "reconnects", "bytes", "batch_bytes", "model_bytes", "gradient_bytes", "buckets",
                                "boundary_bytes", "stages", "round_bytes", "kv_bytes_per_request", "sites",
-                               "ideal_bubble_fraction", "reported_steps", "line_rate_bps"})
+                               "ideal_bubble_fraction", "reported_steps", "line_rate_bps",
+                               "recorded_step_s", "comm_bytes", "collectives"})
 
 
 def workload_metrics(kinds: list[str]) -> tuple[str, ...]:
@@ -140,7 +142,8 @@ RANK_SIDE = {"training-step": ("metrolab.workloads.training_step", "TrainingStep
              "federated": ("metrolab.workloads.federated", "FederatedRank"),
              "a2a": ("metrolab.workloads.a2a", "A2ARank"),
              "inference-delivery": ("metrolab.workloads.delivery", "DeliveryRank"),
-             "command": ("metrolab.workloads.command", "CommandRank")}
+             "command": ("metrolab.workloads.command", "CommandRank"),
+             "trace": ("metrolab.workloads.trace", "TraceRank")}
 
 
 def rank_workload(kind: str):

@@ -133,15 +133,16 @@ class RankGroup:
             self._call_all({"cmd": "warm", "steps": steps})
 
     def warm_up(self, minimum: int, max_s: float) -> Warmup:
-        """Steps until the step time is stationary (no trend over the last WARMUP_WINDOW steps), at
-        least `minimum`, at most WARMUP_MAX_STEPS or `max_s` seconds."""
+        """Steps until the step time is stationary (no trend over the last WARMUP_WINDOW steps, or
+        the workload's own window), at least `minimum`, at most WARMUP_MAX_STEPS or `max_s` seconds."""
         w = Warmup()
         t0 = time.monotonic()
-        need = max(minimum, WARMUP_WINDOW)
+        window = self.kind.warmup_window or WARMUP_WINDOW
+        need = max(minimum, window)
         while True:
             w.metrics = self.measure(0, 1)
             w.steps.append(w.metrics["step_time_s"])
-            if len(w.steps) >= need and st.is_stationary(w.steps, WARMUP_WINDOW, WARMUP_MAX_DRIFT):
+            if len(w.steps) >= need and st.is_stationary(w.steps, window, WARMUP_MAX_DRIFT):
                 w.stationary = True
                 break
             if len(w.steps) >= max(need, WARMUP_MAX_STEPS) or time.monotonic() - t0 > max_s:

@@ -102,8 +102,9 @@ TRAINING_CASES: tuple[DraftCase, ...] = (
     DraftCase(TRAIN, "4 Collectives: bus bandwidth summary", "metrolab collectives (size sweep)", "busbw_gbs"),
     DraftCase(TRAIN, "5 JCT: synthetic JCT under controlled conditions", "training-step, multi-aidc-training",
              "step_time_s, jct_ratio, predicted_step_s"),
-    DraftCase(TRAIN, "5 JCT: MLPerf-aligned JCT", "kind command (docs/examples/command-train.yaml)",
-             "step_time_s, jct_ratio", "the user's own training program; no MLPerf harness ships"),
+    DraftCase(TRAIN, "5 JCT: MLPerf-aligned JCT", "kind command (docs/examples/command-train.yaml), trace-replay",
+             "step_time_s, jct_ratio, replay_ratio", "the user's own training program, or its recorded Execution "
+             "Trace replayed; no MLPerf harness ships"),
     DraftCase(TRAIN, "5 JCT: multi-tenant interference", "", "", "not covered: one workload runs at a time"),
     DraftCase(TRAIN, "6 Scale: fabric scale limits", "", "", "not covered: a few ranks on one machine"),
     DraftCase(TRAIN, "6 Scale: link failure convergence", "failover", "recovery_s, recovery_steps, event_step_max_s"),

@@ -24,6 +24,7 @@ from metrolab.workloads.federated import FederatedParams
 from metrolab.workloads.pipeline import PipelineParams
 from metrolab.workloads.registry import CollectiveParams
 from metrolab.workloads.request_trace import arrival_rate, read_trace
+from metrolab.workloads.trace import TraceParams, load, replayed
 from metrolab.workloads.training_step import TrainingParams, training_shape
 
 BASELINE_PATH_NOTE = "0 km, lossless, the links' own rates"
@@ -159,7 +160,19 @@ class Predictor:
             return self._a2a(point)
         if kind == "inference-delivery":
             return self._delivery(point)
+        if kind == "trace":
+            return self._trace(path, sites, tr)
         raise KeyError(kind)
+
+    def _trace(self, path: wm.Path, sites: int, tr):
+        """The recorded steps a repetition replays, every rank's own actions, the mean step."""
+        tp = TraceParams.model_validate(self.params)
+        traces = load(tp.trace)
+        steps = [([t.steps[k].actions for t in traces], tuple((c.op, c.nbytes / self.scale) for c in traces[0].steps[k].colls))
+                 for k in replayed(traces, tp.steps)]
+        return lambda o: sum(wm.trace_step_s(acts, colls, path, sites=sites, transport=tr,
+                                             compute_scale=tp.compute_scale, overhead_s=o)
+                             for acts, colls in steps) / len(steps)
 
     def _shared(self, pairs: list[tuple[str, str]], point) -> list[wm.Path]:
         """Flows between host pairs at once, each at its fair share of the links it shares with
@@ -274,7 +287,7 @@ def make_predictor(scn, wspec, hosts: list[str], params: dict, swept: list[str],
     """The predictor of a workload at one combination of its swept parameters (None if its kind
     has no model)."""
     if wspec.kind not in ("collective", "training-step", "disaggregated-training", "pd-inference",
-                          "elephant-flows", "pipeline", "federated", "a2a", "inference-delivery"):
+                          "elephant-flows", "pipeline", "federated", "a2a", "inference-delivery", "trace"):
         return None
     return Predictor(wspec.kind, params, hosts, scn.topology, set(swept), scale, rate_divisor,
                      {p.name: p for p in scn.spec.policies},
