@@ -55,7 +55,10 @@ def points_frame(verdict: Verdict) -> pd.DataFrame:
                      "predicted_step_s": p.predicted_step_s, "predicted_degradation": p.predicted_degradation,
                      "prediction_error": p.prediction_error, "cpu_load": p.cpu_load, "verdict": p.verdict,
                      "reason": p.reason,
-                     "quality": "; ".join(p.quality), **d["metrics"]})
+                     "quality": "; ".join(p.quality), **d["metrics"],
+                     # each metric's interval beside it (replay_ratio's is a trace replay's fidelity)
+                     **{f"{m}_{end}": v for m, iv in p.intervals.items()
+                        for end, v in (("ci_low", iv[0]), ("ci_high", iv[1])) if m in p.metrics}})
     return pd.DataFrame(rows)
 
 

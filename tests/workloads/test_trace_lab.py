@@ -46,7 +46,7 @@ def test_recorded_ddp_and_fsdp_jobs_replay_at_their_own_pace_and_through_the_nar
             ("reduce_scatter", w2), ("reduce_scatter", w1)]] * 5, t.steps[0].colls
     out = run(tmp_path, [{"kind": "trace", "name": n, "hosts": ["a1", "b1"], "params": {"trace": str(tmp_path / n)}}
                          for n in ("ddp", "fsdp")],
-              {"links": ["wan-a-b"], "convergence": [16]}, topology=topo, repetitions=3, scale=1)
+              {"links": ["wan-a-b"], "convergence": [16]}, topology=topo, repetitions=2, scale=1)
     assert out.verdict.passed, [p.error for p in out.verdict.failed_points]
     pts = {(p.workload, p.baseline): p for p in out.verdict.points}
     # what a rank sends the other a step: all of an all-reduced buffer (two ring steps of half),
