@@ -209,14 +209,17 @@ def test_a_cut_holds_the_requests_in_flight_and_decodes_them_right(tmp_path):
     """PD inference through the same cut: the requests whose KV cache had to cross it are the slow
     ones, and every request still decodes the tokens one host would.
 
-    8 requests a second (Poisson, seeded) for 6 s: at 4 a CI run found no arrival in the cut's first
-    0.9 s (e^-3.6, 3 %) and its slowest request waited 0.29 s of the 1 s outage; 48 of them leave
-    requests after the backlog to recover on."""
+    A request every 0.125 s for 6 s, from a request trace: Poisson arrivals (8 a second) once left
+    the cut's first 0.82 s empty (e^-4 = 1.8 % of runs leave its first half empty) and the slowest
+    request waited 0.28 s of the 1 s outage. Evenly spaced, some request arrives within 0.125 s of
+    the cut's start; 48 of them leave requests after the backlog to recover on."""
     outage = 1.0
+    trace = tmp_path / "every-125ms.csv"
+    trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" + "".join(f"{i * 0.125},64,16\n" for i in range(48)))
     data = {"name": "pd-cut", "topology": TOPO,
             "workloads": [{"kind": "pd-inference", "hosts": ["a1", "b1"],
-                           "params": {"backend": "gloo", "model": "tiny", "prompt_tokens": 64, "output_tokens": 16,
-                                      "requests": 48, "request_rate": 8}}],
+                           "params": {"backend": "gloo", "model": "tiny", "request_trace": str(trace),
+                                      "requests": 48}}],
             "sweep": {"links": ["wan-1", "wan-2"], "convergence": [1]}, "repetitions": 1, "warmups": 1,
             "events": [{"kind": "link-down", "link": "wan-1", "at": "1500ms", "duration": f"{outage}s"},
                        {"kind": "link-down", "link": "wan-2", "at": "1500ms", "duration": f"{outage}s"}]}
@@ -231,5 +234,10 @@ def test_a_cut_holds_the_requests_in_flight_and_decodes_them_right(tmp_path):
     # back within the repetition (requests queued behind the held ones are its recovery)
     assert rec["event_step_max_s"] >= 0.5 * outage, e2e
     start = min(a["start"] for a in rec["applied"])
+    # and none that arrived while both paths were down came back before one of them was up again
+    # (its KV cache has to cross): the cut ends when its undo begins, at the latest
+    down, up = max(a["start"] + a["apply_s"] for a in rec["applied"]), min(a["end"] - a["undo_s"] for a in rec["applied"])
+    held = [(a, b) for a, b in rec["steps"] if down <= a < up]
+    assert held and all(b >= up for a, b in held), (down, up, held)
     assert all(b - a < 0.5 * outage for a, b in rec["steps"] if b <= start), e2e
     assert rec["recovery_steps"] is not None, rec
