@@ -199,9 +199,10 @@ def degradation(point: dict[int, float], base: dict[int, float], confidence: flo
 
 
 def cv(values) -> float | None:
-    """Coefficient of variation (sample sd / mean); None with fewer than two values."""
+    """Coefficient of variation (sample sd / mean); None with fewer than two values or an infinite
+    one (path_imbalance with an idle path: no spread to speak of)."""
     x = _finite(values)
-    if len(x) < 2 or x.mean() == 0:
+    if len(x) < 2 or not np.isfinite(x).all() or x.mean() == 0:
         return None
     return float(x.std(ddof=1) / abs(x.mean()))
 
@@ -259,8 +260,10 @@ def is_stationary(steps, window: int = 5, max_drift: float = 0.02) -> bool:
     the window moves the step time by less than `max_drift` of its median, or by less than half
     their spread (noisy steps, a batch of a few Poisson requests: no trend stands out of them)."""
     x = _finite(steps)
-    if len(x) < window:
+    if len(x) < max(window, 1):
         return False
+    if window < 2:  # a window of one step has no trend (a slope over one point is no number)
+        return True
     w = x[-window:]
     med = float(np.median(w))
     if med <= 0:

@@ -147,10 +147,14 @@ def test_exact_criteria_need_every_block():
 
 def test_quality_figures():
     assert st.cv([1.0, 1.0]) == 0.0 and st.cv([1.0]) is None
+    assert st.cv([float("inf")] * 3) is None  # a path idle in every block: inf - inf was a numpy warning
     assert st.trend([5, 4, 3, 2, 1, 0]).detected() and not st.trend([1, 3, 2, 3, 1, 2]).detected()
     assert st.rank_test({0: 1.1, 1: 1.2, 2: 1.1, 3: 1.3, 4: 1.2, 5: 1.15}, {b: 1.0 for b in range(6)}) < 0.05
     assert st.is_stationary([1.5, 1.2, 1.0, 1.0, 1.01, 0.99, 1.0]) and not st.is_stationary([1.5, 1.4, 1.3, 1.2, 1.1])
     assert st.is_stationary([0.53, 0.63, 0.41, 0.70, 0.45], window=5)  # noise without a trend
+    # a window of one (kind: command's warm-up: whole runs, no trend across them) is over after a
+    # step; it once read "no number" and warmed a command 20 times
+    assert st.is_stationary([2.0], window=1) and not st.is_stationary([], window=1)
 
 
 def test_verdict_status_and_per_point_reason():
