@@ -171,6 +171,7 @@ class FederatedRank:
         def serve(peer: int) -> None:
             link = self.links[peer]
             link.send(out)
+            link.drained()  # the model is down when the peer has it, not when the buffer took it
             down[peer] = time.perf_counter() - t0
             upd = self._parse(link.recv(), UPDATE, rnd, peer)
             with lock:

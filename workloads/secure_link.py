@@ -16,12 +16,14 @@ inside send and receive, where it cannot be told apart from the network's time.
 from __future__ import annotations
 
 import datetime
+import fcntl
 import ipaddress
 import os
 import socket
 import ssl
 import struct
 import tempfile
+import termios
 import time
 from typing import Literal
 
@@ -130,6 +132,16 @@ class SecureLink:
             self.tx_seq += 1
             self.sock.sendall(sealed)
             self.sent_bytes += len(sealed)
+
+    def drained(self, timeout_s: float = 60.0, poll_s: float = 0.0005) -> None:
+        """Until the peer's TCP has acknowledged every byte sent: `send` returns once the kernel's
+        send buffer took the last byte (megabytes ahead of the wire), not when it arrived."""
+        end = time.monotonic() + timeout_s
+        # TIOCOUTQ (SIOCOUTQ): bytes in the socket's send queue, not yet acknowledged
+        while int.from_bytes(fcntl.ioctl(self.sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"), "little") > 0:
+            if time.monotonic() > end:
+                raise TimeoutError(f"{self.sock.getpeername()}: the send queue did not drain in {timeout_s} s")
+            time.sleep(poll_s)
 
     def recv(self) -> bytearray:
         if self.encryption != "aes-gcm":
