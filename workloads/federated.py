@@ -17,8 +17,9 @@ as they are.
 
 Per repetition (`rounds` rounds, means per round): round time (`step_time_s`), the slowest
 download of the global model (and the lagging participants' slowest: from the round's start to
-the participant's TCP acknowledging its last byte, as the aggregator reads its send queue), when the last update arrived (from the round's start), the lag
-(last update in minus first update in), the time the busiest rank spent sealing and opening
+the participant's TCP acknowledging its last byte, as the aggregator reads its send queue), when
+the last update arrived (from the round's start), the lag (last update in minus first update in),
+the time the busiest rank spent sealing and opening
 records (`crypto_s`, aes-gcm; unset for tls, whose cipher runs inside send and receive), the bytes
 one round puts on the connections (framing and tags included, TLS's records not), and the checks.
 """
