@@ -204,6 +204,26 @@ def trace_step_s(actions: list[tuple[tuple, ...]], colls: tuple[tuple[str, float
     return max(t)
 
 
+
+def trace_steps_s(steps: list[tuple[list[tuple[tuple, ...]], tuple[tuple[str, float], ...]]], wan: Path, *,
+                  sites: int, transport: Transport = "tcp", compute_scale: float = 1.0,
+                  overhead_s: float = 0.0) -> float:
+    """The mean step of recorded steps ((every rank's actions, the step's collectives), in order)
+    replayed back to back: a rank starts its next step when its own last one ends, not when the
+    slowest rank's does (no barrier between steps), so a rank's short tail lends its next step a
+    head start that a step-by-step sum of slowest ranks would not give it."""
+    ranks = len(steps[0][0])
+    actions: list[list[tuple]] = [[] for _ in range(ranks)]
+    colls: list[tuple[str, float]] = []
+    for acts, cs in steps:
+        if len(acts) != ranks:
+            raise ValueError("the ranks' steps do not match: a step has another number of ranks")
+        for r, a in enumerate(acts):
+            actions[r] += [(k, v if k == "compute" else v + len(colls)) for k, v in a]
+        colls += cs
+    return trace_step_s([tuple(a) for a in actions], tuple(colls), wan, sites=sites, transport=transport,
+                        compute_scale=compute_scale, overhead_s=overhead_s) / len(steps)
+
 # -- disaggregated training -------------------------------------------------------------------
 def disaggregated_step_s(train_s: float, batch_bytes: float, pullers: int, prefetch: int, path: Path,
                          transport: Transport, overhead_s: float = 0.0) -> float:

@@ -170,9 +170,8 @@ class Predictor:
         traces = load(tp.trace)
         steps = [([t.steps[k].actions for t in traces], tuple((c.op, c.nbytes / self.scale) for c in traces[0].steps[k].colls))
                  for k in replayed(traces, tp.steps)]
-        return lambda o: sum(wm.trace_step_s(acts, colls, path, sites=sites, transport=tr,
-                                             compute_scale=tp.compute_scale, overhead_s=o)
-                             for acts, colls in steps) / len(steps)
+        return lambda o: wm.trace_steps_s(steps, path, sites=sites, transport=tr, compute_scale=tp.compute_scale,
+                                          overhead_s=o)
 
     def _shared(self, pairs: list[tuple[str, str]], point) -> list[wm.Path]:
         """Flows between host pairs at once, each at its fair share of the links it shares with

@@ -41,7 +41,7 @@ from metrolab.harness.kernel.nsctx import NETNS_RUN_DIR, in_netns, iproute, writ
 from metrolab.harness.lab import remote
 from metrolab.harness.lab.netns import remove_namespace
 from metrolab.harness.lab.plan import build_plan
-from metrolab.harness.lab.state import LabState, new_lab_id
+from metrolab.harness.lab.state import LabState, all_states, new_lab_id
 from metrolab.harness.policy import sonic_db
 from metrolab.harness.spec.resolve import Topology
 from metrolab.harness.testbed.hosts import HostsLab
@@ -353,6 +353,7 @@ class Sandbox:
         if self._made_privsep:
             shutil.rmtree("/run/sshd", ignore_errors=True)
             self._made_privsep = False
+        drop_journals(self.dir)
         shutil.rmtree(self.dir, ignore_errors=True)
         self.state.remove()
 
@@ -381,12 +382,27 @@ def cleanup_leftovers(state: LabState) -> list[str]:
     """What `metrolab lab clean` removes of a killed sandbox beyond its namespaces."""
     out = []
     d = state.extra.get("dir")
-    if d and Path(d).exists() and Path(d).name.startswith("mlsb-"):
-        shutil.rmtree(d, ignore_errors=True)
-        out.append(d)
+    if d and Path(d).name.startswith("mlsb-"):
+        out += drop_journals(Path(d))
+        if Path(d).exists():
+            shutil.rmtree(d, ignore_errors=True)
+            out.append(d)
     if state.extra.get("made_run_sshd") and Path("/run/sshd").exists() and not _sshd_running():
         shutil.rmtree("/run/sshd", ignore_errors=True)
         out.append("/run/sshd")
+    return out
+
+
+def drop_journals(sandbox_dir: Path) -> list[str]:
+    """The journals of labs built on this sandbox's machines (a run killed, or a test that failed
+    before its `testbed clean`): with the machines gone there is nothing left to undo, and a journal
+    kept would read as a lab still up to whoever lists this machine's labs."""
+    testbed = str((sandbox_dir / "testbed.yaml").resolve())
+    out = []
+    for st in all_states():
+        if st.backend == "hosts" and st.extra.get("testbed") == testbed:
+            st.remove()
+            out.append(f"journal of lab {st.lab_id}")
     return out
 
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from metrolab.harness.kernel.nsctx import in_netns, pids_in_netns
+from metrolab.harness.lab.state import LabState, all_states
 from metrolab.harness.testbed.resolve import RAY_ROLES
 from metrolab.harness.testbed.sandbox import Sandbox
 
@@ -30,6 +31,24 @@ def cli(sb: Sandbox, *args: str, timeout: float = 600) -> tuple[int, dict]:
 
 def changed(doc: dict) -> dict[str, list[str]]:
     return {h["host"]: h["changed"] for h in doc["hosts"]}
+
+
+def frozen_holds(proc: subprocess.Popen, ready, settle_s: float = 1.0) -> bool:
+    """`ready()` with `proc` stopped and `settle_s` passed for what it had in flight (left stopped
+    where it holds, to be signalled; running again where not)."""
+    proc.send_signal(signal.SIGSTOP)
+    time.sleep(settle_s)
+    if ready():
+        return True
+    proc.send_signal(signal.SIGCONT)
+    return False
+
+
+def journals(sb: Sandbox) -> list[LabState]:
+    """The journals of labs on this sandbox's machines (not another testbed's, nor a lab someone
+    else runs on this machine)."""
+    mine = str(sb.testbed_file.resolve())
+    return [s for s in all_states() if s.backend == "hosts" and s.extra.get("testbed") == mine]
 
 
 def ray_machines(sb: Sandbox) -> set[str]:
@@ -96,7 +115,9 @@ def lab_state(sb: Sandbox) -> dict:
 
 def start_and_signal(sb: Sandbox, scenario: Path, run_dir: Path, sig: int, ready=None) -> tuple[int, str]:
     """A testbed run of `scenario`, sent `sig` once it measures (its lab is up) and `ready()` holds;
-    its exit code and what it printed."""
+    its exit code and what it printed. `ready()` is asked of the run frozen (SIGSTOP), once what it
+    had already sent has landed: a run killed the moment a point ended would otherwise have the
+    point's restore in flight (an ssh the kill does not stop) and undo what the kill was to leave."""
     log = run_dir.with_suffix(".log")
     with open(log, "w") as f:
         proc = subprocess.Popen(sb.controller_argv([METROLAB, "run", str(scenario), "--testbed", str(sb.testbed_file),
@@ -106,9 +127,12 @@ def start_and_signal(sb: Sandbox, scenario: Path, run_dir: Path, sig: int, ready
                                 # hands its children SIGINT ignored, and Python then keeps ignoring it
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + 240
-        while not (run_dir / "results.jsonl").exists() or (ready is not None and not ready()):
+        while True:
             assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it measured"
+            if (run_dir / "results.jsonl").exists() and (ready is None or (ready() and frozen_holds(proc, ready))):
+                break
             time.sleep(0.5)
         proc.send_signal(sig)
+        proc.send_signal(signal.SIGCONT)  # a frozen run takes its SIGINT once it runs again
         rc = proc.wait(timeout=300)
     return rc, log.read_text()

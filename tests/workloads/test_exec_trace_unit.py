@@ -125,3 +125,21 @@ def test_the_model_replays_every_rank_and_waits_for_the_slowest():
                            compute_scale=0.5) == pytest.approx(max(1.0, 0.5 + d) + 0.5)
     with pytest.raises(ValueError, match="do not match"):
         wm.trace_step_s([fast, (("compute", 1.0), ("wait", 0))], (("all_reduce", 1e5),), path, sites=2)
+
+
+def test_steps_replayed_back_to_back_let_a_ranks_short_tail_start_its_next_step():
+    path = wm.Path(8e6, 0.005, 0.0, 1, 1500)
+    d = wm.collective_s("all_reduce", 1e5, path, ranks=2, sites=2)
+
+    def step(head: float, tail: float) -> tuple:
+        return (("compute", head), ("issue", 0), ("wait", 0), ("compute", tail))
+    # step 1: rank 0's tail is 3 s; step 2: rank 1's head is 3 s. Each alone takes 4 s + d; back to
+    # back rank 1 runs its long head while rank 0 finishes its long tail: 6 s + 2d for both
+    steps = [([step(1, 3), step(1, 1)], (("all_reduce", 1e5),)), ([step(1, 1), step(3, 1)], (("all_reduce", 1e5),))]
+    alone = [wm.trace_step_s(acts, colls, path, sites=2) for acts, colls in steps]
+    assert alone == pytest.approx([4.0 + d, 4.0 + d])
+    assert wm.trace_steps_s(steps, path, sites=2) == pytest.approx((6.0 + 2 * d) / 2)
+    # the second step's collective is its own (numbered after the first's), not the first's again
+    assert wm.trace_steps_s([steps[0], steps[0]], path, sites=2) == pytest.approx(4.0 + d)
+    with pytest.raises(ValueError, match="do not match"):
+        wm.trace_steps_s([steps[0], ([step(1, 1)], (("all_reduce", 1e5),))], path, sites=2)

@@ -17,10 +17,19 @@ from pathlib import Path
 import pytest
 
 from metrolab.harness.kernel.nsctx import NETNS_RUN_DIR, netns_inode
-from metrolab.harness.lab.state import all_states
 from metrolab.harness.scenario.spec import load_scenario
 from metrolab.harness.testbed.sandbox import Sandbox
-from tests.support.testbed import METROLAB, changed, cli, lab_state, ray_machines, ray_pids, start_and_signal, sysctl
+from tests.support.testbed import (
+    METROLAB,
+    changed,
+    cli,
+    journals,
+    lab_state,
+    ray_machines,
+    ray_pids,
+    start_and_signal,
+    sysctl,
+)
 
 pytestmark = pytest.mark.lab
 SCENARIO = Path(__file__).with_name("main-host-kernel.yaml")
@@ -246,7 +255,7 @@ def test_ctrl_c_during_a_testbed_run_leaves_the_machines_as_they_were(sandbox, t
     rc, out = start_and_signal(sandbox, SCENARIO, tmp_path / "run", signal.SIGINT)
     assert rc == 130 and "interrupted" in out, out[-3000:]
     assert lab_state(sandbox) == before
-    assert not any(s.backend == "hosts" for s in all_states())
+    assert not journals(sandbox)
 
 
 def test_a_killed_run_is_undone_by_testbed_clean(sandbox, tmp_path):
@@ -254,12 +263,12 @@ def test_a_killed_run_is_undone_by_testbed_clean(sandbox, tmp_path):
     rc, _ = start_and_signal(sandbox, SCENARIO, tmp_path / "run", signal.SIGKILL)
     assert rc == -signal.SIGKILL
     assert lab_state(sandbox) != before  # left behind
-    assert any(s.backend == "hosts" for s in all_states())
+    assert journals(sandbox)
     assert {m for m, p in ray_pids(sandbox).items() if p} == ray_machines(sandbox)
     rc, doc = cli(sandbox, "testbed", "clean", str(sandbox.testbed_file))
     assert rc == 0 and doc["ok"] and len(doc["labs"]) == 1, doc
     assert lab_state(sandbox) == before
-    assert not any(s.backend == "hosts" for s in all_states())
+    assert not journals(sandbox)
     # and what provisioning started: the Ray nodes, stopped by their PID files
     assert {m for m, c in changed(doc).items() if any("Stop the Ray node" in t for t in c)} == ray_machines(sandbox), doc
     assert ray_pids(sandbox) == {m.name: [] for m in sandbox.machines}

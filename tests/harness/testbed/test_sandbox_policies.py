@@ -14,7 +14,6 @@ import json
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -23,14 +22,13 @@ import pytest
 from metrolab.harness.errors import EXIT_INCONCLUSIVE
 from metrolab.harness.kernel.nsctx import NETNS_RUN_DIR
 from metrolab.harness.lab.plan import build_plan
-from metrolab.harness.lab.state import all_states
 from metrolab.harness.policy import sonic_db
 from metrolab.harness.scenario.spec import load_scenario
 from metrolab.harness.testbed.hosts import machine_plan
 from metrolab.harness.testbed.resolve import load_testbed
 from metrolab.harness.testbed.sandbox import Sandbox
 from tests.support.sonic import config_db, hset, redis
-from tests.support.testbed import METROLAB, cli, lab_state, start_and_signal, sysctl
+from tests.support.testbed import METROLAB, cli, journals, lab_state, start_and_signal, sysctl
 
 pytestmark = pytest.mark.lab
 HERE = Path(__file__).parent
@@ -179,23 +177,11 @@ def test_a_sonic_switch_in_the_run_gets_each_points_config_and_a_killed_run_is_u
         return (sysctl(sandbox.ns("gw-a"), "net.ipv4.fib_multipath_hash_policy") == "0"
                 and sw.state()[1] == "SRC_IP,DST_IP")
 
-    def in_force() -> bool:
-        """ecmp-l3 in force, and its point still measuring: no row written across 0.3 s. A point
-        that just ended has its switch's restore in flight (an ssh the kill does not stop)."""
-        def written() -> int:
-            return len((tmp_path / "run" / "results.jsonl").read_text().splitlines())
-        n = written()
-        if not hashing():
-            return False
-        time.sleep(0.3)
-        return hashing() and written() == n
-
     with sw:
-        rc, _ = start_and_signal(sandbox, SONIC, tmp_path / "run", signal.SIGKILL, ready=in_force)
+        rc, _ = start_and_signal(sandbox, SONIC, tmp_path / "run", signal.SIGKILL, ready=hashing)
         assert rc == -signal.SIGKILL
         assert lab_state(sandbox) != before and sw.config_db() != own
-        journal = next(s for s in all_states()
-                       if s.backend == "hosts" and s.extra["testbed"] == str(sandbox.testbed_file.resolve()))
+        (journal,) = journals(sandbox)
         assert "gw-a" in journal.extra["policy"] and "gw-c" in journal.extra["sonic"], journal.extra
         # a new run would take the killed one's hash for the switch's own: refused until it is undone
         res = subprocess.run(sandbox.controller_argv([METROLAB, "run", "--resume", str(tmp_path / "run"), "--testbed",
@@ -206,7 +192,7 @@ def test_a_sonic_switch_in_the_run_gets_each_points_config_and_a_killed_run_is_u
         assert rc == 0 and doc["ok"] and len(doc["labs"]) == 1, doc
         assert lab_state(sandbox) == before  # the hash policy back to the role's, the lab gone
         assert sw.config_db() == own  # every key of CONFIG_DB, every field, as the switch had it
-        assert journal.lab_id not in {s.lab_id for s in all_states()}
+        assert not journals(sandbox)
         # the killed run's ranks were stopped too: the resumed one's rendezvous ports are free
         rc, doc = cli(sandbox, "run", "--resume", str(tmp_path / "run"), "--testbed", str(sandbox.testbed_file))
     assert rc in (0, EXIT_INCONCLUSIVE), doc  # no acceptance criteria: the rows are the subject
