@@ -90,6 +90,7 @@ def _namespaces() -> set[str]:
 
 _AT_START: set[str] = set()
 _GUESTS_AT_START: set[int] = set()
+_JOURNALS_AT_START: dict[str, int] = {}
 
 
 def _guests() -> dict[int, str]:
@@ -107,8 +108,15 @@ def _guests() -> dict[int, str]:
     return out
 
 
+def _journals() -> dict[str, int]:
+    """Lab journals on this machine: lab id -> the process that owns the lab."""
+    from metrolab.harness.lab.state import all_states
+    return {s.lab_id: s.pid for s in all_states()}
+
+
 def pytest_sessionstart(session):
     _AT_START.update(_namespaces())
+    _JOURNALS_AT_START.update(_journals())
     _GUESTS_AT_START.update(_guests())
 
 
@@ -125,7 +133,12 @@ def _ours(ns: str) -> bool:
 def _lab_leftovers() -> list[str]:
     from metrolab.harness.lab.clean import LAB_NS
     from metrolab.harness.lab.rxe import devices
+    from metrolab.harness.lab.state import pid_alive
     left = [f"namespace {n}" for n in sorted(_namespaces() - _AT_START) if _ours(n)]
+    # a journal left (a test that failed before its clean) reads as a lab still up to the next run
+    # on this machine: a CI run once failed on one a local suite had left
+    left += [f"lab journal {i}" for i, pid in _journals().items()
+             if i not in _JOURNALS_AT_START and (pid == os.getpid() or not pid_alive(pid))]
     try:
         left += [f"rxe device {x}" for x in devices() if LAB_NS.match(x)]
     except Exception:  # noqa: BLE001 — no RDMA netlink on this kernel: no rxe device to leave
