@@ -60,8 +60,6 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
                                            "host's pipe)"),
     Setting("METROLAB_NO_PROGRESS", bool, False, "no live progress bar"),
     Setting("METROLAB_IN_GUEST", bool, False, "this process runs inside the guest kernel", internal=True),
-    Setting("METROLAB_HOST_JUDGES", bool, False, "the guest only measures; the host judges and reports",
-            internal=True),
     Setting("METROLAB_RESULTS", str, None, "the guest's results share", internal=True),
     Setting("METROLAB_HOST_CPU", str, None, "the file on the guest's share where the host writes its CPU counters "
                                             "(interference)", internal=True),

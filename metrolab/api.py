@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from metrolab.harness import settings
 from metrolab.harness.backends import create_lab
 from metrolab.harness.capabilities import probe
 from metrolab.harness.errors import GuestRunError, SpecError
 from metrolab.harness.lab.select import choose, in_guest
+from metrolab.harness.runner.measure import MeasureRequest, Overrides
 from metrolab.harness.runner.results import ResultStore
 from metrolab.harness.runner.run import run_scenario, soak_plan
 from metrolab.harness.scenario.adhoc import workload_scenario
@@ -57,8 +57,8 @@ class RunResult:
     """A run directory, judged: its verdict, its rows and the report files (where drawn)."""
 
     run_dir: Path
-    status: str                                   # pass | fail | inconclusive | measured (guest half)
-    verdict: Verdict | None = None
+    status: str                                   # pass | fail | inconclusive
+    verdict: Verdict
     backend: str = "netns"
     summary: dict[str, Any] = field(default_factory=dict)   # measured, skipped, wall_s, seed, headroom, …
     files: dict[str, str] = field(default_factory=dict)     # report files: html, markdown, junit, csv, parquet
@@ -75,8 +75,6 @@ class RunResult:
     @property
     def points(self) -> pd.DataFrame:
         """One row per point: degradation with its interval, the model's prediction, the verdict."""
-        if self.verdict is None:
-            raise ValueError(f"{self.run_dir}: not judged here (the host judges a guest's run)")
         return points_frame(self.verdict)
 
 
@@ -125,14 +123,9 @@ def run(scenario: str | Path | None = None, *, quick: bool = False, out: str | P
         meta = json.loads(meta_file.read_text())
         ref = meta["scenario_source"]
         quick = quick or meta.get("quick", False)
-    scn = load_scenario(ref, quick=quick)
-    stats = scn.spec.statistics
-    for name, value in (("until_conclusive", until_conclusive), ("max_repetitions", max_repetitions),
-                        ("max_minutes", max_minutes), ("seed", seed)):
-        if value not in (None, False):
-            setattr(stats, name, value)
-    if stats.until_conclusive and stats.max_repetitions < scn.spec.repetitions:
-        stats.max_repetitions = scn.spec.repetitions
+    overrides = Overrides(until_conclusive=until_conclusive, max_repetitions=max_repetitions,
+                          max_minutes=max_minutes, seed=seed)
+    scn = overrides.apply(load_scenario(ref, quick=quick))
     run_dir = Path(resume or out or default_run_dir(scn.name)).resolve()
     if testbed is not None:
         return _run_on_testbed(scn, testbed, run_dir, resume=resume is not None, report=report, progress=progress,
@@ -141,19 +134,12 @@ def run(scenario: str | Path | None = None, *, quick: bool = False, out: str | P
     if on_backend is not None:
         on_backend(chosen, why)
     if chosen == "vm":
-        return _run_in_guest(ref, run_dir, quick=quick, resume=resume is not None, report=report,
-                             flags={"until-conclusive": until_conclusive, "max-repetitions": max_repetitions,
-                                    "max-minutes": max_minutes, "seed": seed})
-    outcome = run_scenario(scn, run_dir, resume=resume is not None, ray_address=ray_address,
-                           backend="vm" if in_guest() else "netns", progress=progress)
-    summary = outcome.summary()
-    if settings.get("METROLAB_HOST_JUDGES"):  # the guest half of a vm run: the host judges and reports
-        (run_dir / "outcome.json").write_text(json.dumps(summary, default=str))
-        return RunResult(run_dir, "measured", None, "vm", summary)
-    if in_guest() or not report:
-        verdict = outcome.verdict
-        return RunResult(run_dir, verdict.status, verdict, "vm" if in_guest() else "netns", summary)
-    return _judged(run_dir, "netns", summary)
+        _measure_in_guest(MeasureRequest(scenario=ref, quick=quick, resume=resume is not None, overrides=overrides),
+                          run_dir)
+        return _judged(run_dir, "vm", report)
+    here = "vm" if in_guest() else "netns"
+    run_scenario(scn, run_dir, resume=resume is not None, ray_address=ray_address, backend=here, progress=progress)
+    return _judged(run_dir, here, report and not in_guest())  # no plots drawn under TCG
 
 
 def soak(scenario: str | Path, duration_s: float, *, point: str | None = None, quick: bool = False,
@@ -172,12 +158,10 @@ def soak(scenario: str | Path, duration_s: float, *, point: str | None = None, q
     if on_backend is not None:
         on_backend(chosen, why)
     if chosen == "vm":
-        run_dir.mkdir(parents=True, exist_ok=True)
-        argv = ["run", ref, "--soak", f"{duration_s:g}", "--out", str(run_dir)] + (["--quick"] if quick else []) + \
-            (["--point", point] if point else [])
-        code = run_in_guest(argv, shares=(run_dir,), env={"METROLAB_HOST_JUDGES": "1"})  # the host prints it
+        _measure_in_guest(MeasureRequest(scenario=ref, quick=quick, soak_s=duration_s, point=point), run_dir,
+                          resumes=0)  # a soak's clock is not resumed
         if not (run_dir / "soak.json").exists():
-            raise GuestRunError(f"metrolab run {ref} --soak", code or 1)
+            raise GuestRunError(f"metrolab run {ref} --soak", 1)
     else:
         run_scenario(scn, run_dir, backend="vm" if in_guest() else "netns", progress=progress, soak=plan)
     return json.loads((run_dir / "soak.json").read_text()) | {"run_dir": str(run_dir)}
@@ -192,52 +176,42 @@ def _run_on_testbed(scn, testbed: str | Path, run_dir: Path, *, resume: bool, re
                         f"{scn.topology.name}: a testbed runs the scenarios of the topology it maps")
     if on_backend is not None:
         on_backend("hosts", f"testbed {tb.name} ({len(tb.spec.machines)} machines)")
-    outcome = run_scenario(scn, run_dir, resume=resume, backend="hosts", progress=progress, testbed=tb)
-    summary = outcome.summary() | {"testbed": tb.name}
+    run_scenario(scn, run_dir, resume=resume, backend="hosts", progress=progress, testbed=tb)
+    return _judged(run_dir, "hosts", report, testbed=tb.name)
+
+
+def _judged(run_dir: Path, backend: str | None, report: bool, **extra: Any) -> RunResult:
+    """The Judge's verdict on the run directory's Record (the rows whichever kernel measured them),
+    with what the run that wrote it did; the report drawn from it unless `report` is off."""
     if not report:
-        verdict = outcome.verdict
-        return RunResult(run_dir, verdict.status, verdict, "hosts", summary)
-    return _judged(run_dir, "hosts", summary)
-
-
-def _judged(run_dir: Path, backend: str | None, summary: dict) -> RunResult:
+        meta, _spec, verdict, _store = load_verdict(run_dir)
+        return RunResult(run_dir, verdict.status, verdict, backend or meta.get("backend", "netns"),
+                         (meta.get("outcome") or {}) | extra)
     rep = build_report(run_dir)
     meta = rep["meta"]
     return RunResult(run_dir, rep["status"], rep["verdict"], backend or meta.get("backend", "netns"),
-                     {"headroom": meta.get("headroom")} | summary | {"report": rep["files"]["html"]}, rep["files"])
+                     {"headroom": meta.get("headroom")} | (meta.get("outcome") or {}) | extra
+                     | {"report": rep["files"]["html"]}, rep["files"])
 
 
-def _run_in_guest(ref: str, run_dir: Path, *, quick: bool, resume: bool, report: bool, flags: dict) -> RunResult:
-    """The same run in the guest kernel: the guest measures into `run_dir` (a share), the host judges
-    and draws the report (statistics and plots are quick here, slow under TCG)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    argv = ["run", ref, "--out", str(run_dir)] + (["--quick"] if quick else []) + \
-        (["--resume", str(run_dir)] if resume else [])
-    for flag, value in flags.items():
-        if value is True:
-            argv.append(f"--{flag}")
-        elif value not in (None, False):
-            argv += [f"--{flag}", str(value)]
-    for attempt in range(GUEST_CRASH_RESUMES + 1):
+def _measure_in_guest(request: MeasureRequest, run_dir: Path, resumes: int = GUEST_CRASH_RESUMES) -> None:
+    """The request measured in the guest kernel into `run_dir` (a share): the host judges the Record
+    and draws the report (statistics and plots are quick here, slow under TCG). A guest that
+    crashes mid-run leaves what it measured on the share: a fresh one resumes the run."""
+    for attempt in range(resumes + 1):
+        request.write(run_dir)
         try:
-            code = run_in_guest(argv, shares=(run_dir,), env={"METROLAB_HOST_JUDGES": "1"})
-            break
+            code = run_in_guest(["measure", str(run_dir)], shares=(run_dir,), backend=None)
         except GuestCrash as exc:
-            # what was measured is on the share: a fresh guest resumes the run and measures the rest
-            if attempt == GUEST_CRASH_RESUMES or not (run_dir / "meta.json").exists():
+            if attempt == resumes or not (run_dir / "meta.json").exists():
                 raise
-            print(f"metrolab: {exc}; resuming the run in a fresh guest ({attempt + 1} of {GUEST_CRASH_RESUMES})",
+            print(f"metrolab: {exc}; resuming the run in a fresh guest ({attempt + 1} of {resumes})",
                   file=sys.stderr, flush=True)
-            if "--resume" not in argv:
-                argv += ["--resume", str(run_dir)]
-    outcome = run_dir / "outcome.json"
-    if code != 0 or not outcome.exists():
-        raise GuestRunError(f"metrolab run {ref}", code or 1)
-    summary = json.loads(outcome.read_text())
-    if not report:
-        verdict = load_verdict(run_dir)[2]
-        return RunResult(run_dir, verdict.status, verdict, "vm", summary)
-    return _judged(run_dir, "vm", summary)
+            request = request.model_copy(update={"resume": True})
+            continue
+        if code != 0:
+            raise GuestRunError(f"metrolab run {request.scenario}", code)
+        return
 
 
 def run_workload(kind: str, *, params: dict[str, Any] | None = None, hosts: list[str] | None = None,
@@ -273,7 +247,7 @@ def report(run_dir: str | Path) -> RunResult:
     run_dir = Path(run_dir)
     if not (run_dir / "meta.json").exists():
         raise SpecError(str(run_dir), "", str(run_dir), "not a run directory (no meta.json)")
-    return _judged(run_dir, None, {})
+    return _judged(run_dir, None, True)
 
 
 def whitepaper_docs(bundle: str | Path, page: str | Path, *, store: str | Path | None = None) -> dict[str, str]:

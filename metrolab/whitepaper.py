@@ -55,10 +55,8 @@ def _model(metric: str, point) -> float | None:
 def _scenario_claim(claim, run_dir: Path, quick: bool, backend: str, progress: ProgressFactory | None) -> ClaimRow:
     with progress() if progress else nullcontext() as update:  # each claim's run counts its own points
         res = api.run(claim.scenario, quick=quick, out=run_dir,
-                           resume=run_dir if (run_dir / "meta.json").exists() else None, backend=backend,
-                           progress=update)
-    if res.verdict is None:
-        raise RuntimeError(f"{claim.scenario}: the run was not judged")
+                      resume=run_dir if (run_dir / "meta.json").exists() else None, backend=backend,
+                      progress=update)
     return _judge_claim(claim, run_dir, res.verdict)
 
 

@@ -21,8 +21,8 @@ from metrolab.harness.output import err_console
 # each command's module (one per command group, with what it stands on): only the one a command line
 # names is imported, so `metrolab doctor` or `rdma gbn` does not load the runner, pandas and the
 # reports (17 s under TCG, where the vm backend runs the command again); --help loads them all
-COMMANDS = {"main": "run", "run": "run", "workload": "run", "report": "run", "scenarios": "run", "tasks": "tasks",
-            "lab": "lab", "topology": "lab", "doctor": "lab", "testbed": "testbed", "vm": "vm", "rdma": "rdma",
+COMMANDS = {"main": "run", "run": "run", "measure": "run", "workload": "run", "report": "run", "scenarios": "run",
+            "tasks": "tasks", "lab": "lab", "topology": "lab", "doctor": "lab", "testbed": "testbed", "vm": "vm", "rdma": "rdma",
             "collectives": "collectives", "sonic": "sonic", "bench": "bench"}
 GROUPS = tuple(dict.fromkeys(COMMANDS.values()))  # the order `metrolab --help` lists them in
 

@@ -10,7 +10,6 @@ import yaml
 
 import metrolab
 from metrolab.api import default_run_dir
-from metrolab.harness import settings
 from metrolab.harness.cli.common import (
     RunProgress,
     add_backend,
@@ -21,6 +20,7 @@ from metrolab.harness.cli.common import (
 )
 from metrolab.harness.errors import SpecError
 from metrolab.harness.output import console, err_console, print_json, table
+from metrolab.harness.runner.measure import measure
 from metrolab.harness.runner.soak import parse_duration
 from metrolab.harness.scenario.spec import read_yaml
 from metrolab.reports.build import points_frame, quality_lines, shown_metrics, verdict_table
@@ -54,6 +54,10 @@ def register(sub) -> None:
     add_testbed(rn)
     add_json(rn)
     rn.set_defaults(func=cmd_run)
+    me = sub.add_parser("measure", help="measure the request a run directory holds and judge nothing (what a vm "
+                        "run starts in the guest kernel: the host judges the run directory)")
+    me.add_argument("run_dir", metavar="RUN_DIR")
+    me.set_defaults(func=cmd_measure)
     wk = sub.add_parser("workload", help="one workload alone: the baseline and the given network points, no "
                                          "scenario file (it is written into the run directory)")
     wk.add_argument("kind", help="collective, training-step, disaggregated-training, pd-inference")
@@ -106,10 +110,6 @@ def _run(args, run) -> int:
     """Run through the API (`run(progress=…, on_backend=…)`), then print the verdict."""
     with RunProgress(args.json) as progress:
         res: metrolab.RunResult = run(progress=progress, on_backend=_teller(args))
-    if res.verdict is None:  # the guest half of a vm run: the host judges and reports
-        err_console.print(f"measured {res.summary['measured']}, skipped {res.summary['skipped']} in "
-                          f"{res.summary['wall_s']:.0f} s", highlight=False)
-        return 0
     report = res.files.get("html") or str(res.run_dir / "report.html")
     print_verdict(res.verdict, res.run_dir, args.json, extra=res.summary | {"report": report})
     return exit_code(res.status, args.inconclusive)
@@ -129,6 +129,12 @@ def cmd_run(args) -> int:
                                                 testbed=args.testbed, **_statistics(args), **kw))
 
 
+def cmd_measure(args) -> int:
+    out = measure(args.run_dir)
+    err_console.print(f"measured {out.measured}, skipped {out.skipped} in {out.wall_s:.0f} s", highlight=False)
+    return 0
+
+
 def cmd_soak(args) -> int:
     if args.resume:
         raise SpecError("metrolab run", "--resume", args.resume, "a soak is not resumed: start another")
@@ -140,9 +146,6 @@ def cmd_soak(args) -> int:
     with RunProgress(args.json) as progress:
         res = metrolab.soak(args.scenario, duration, point=args.point, quick=args.quick, out=args.out,
                             backend=args.backend, progress=progress, on_backend=_teller(args))
-    if settings.get("METROLAB_HOST_JUDGES"):  # the guest half of a vm soak: the host prints the result
-        err_console.print(f"soak: {res['samples']} repetitions in {res['wall_s']:.0f} s", highlight=False)
-        return 0
     if args.json:
         print_json(res)
     else:

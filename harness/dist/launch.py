@@ -1,4 +1,5 @@
-"""Start one torch.distributed rank per lab host, each inside its host's namespace.
+"""Start a group of processes on lab hosts, one per host, each inside its host's namespace: the
+torch.distributed ranks of a job (run_ranks), the verbs tool's server and client (run_pair).
 
 Every rank gets the torch.distributed environment (RANK, WORLD_SIZE, MASTER_ADDR/PORT on rank 0's
 lab address), GLOO_SOCKET_IFNAME (gloo must use the lab interface), and its Soft-RoCE device
@@ -15,6 +16,8 @@ import time
 from dataclasses import dataclass
 
 from metrolab.harness.errors import LabError
+from metrolab.harness.kernel import counters
+from metrolab.harness.rdma.verbs import RdmaError
 
 
 @dataclass
@@ -46,17 +49,19 @@ def rank_env(lab, hosts: list[str], rank: int, port: int) -> dict[str, str]:
     return env
 
 
-def run_ranks(lab, hosts: list[str], argv: list[str], *, port: int = 29500, timeout: float = 600,
+def run_ranks(lab, hosts: list[str], argv: list[str] | list[list[str]], *, port: int = 29500, timeout: float = 600,
               env: dict[str, str] | None = None, check: bool = True) -> list[RankResult]:
-    """Run `argv` (a Python command line, e.g. ["-m", "metrolab.workloads.collectives", ...]) as one rank per
-    host; returns every rank's result. With check, a non-zero exit raises LabError."""
+    """Run `argv` (a Python command line, e.g. ["-m", "metrolab.workloads.collectives", ...], or one
+    per rank: a server and its client) as one rank per host; returns every rank's result. With
+    check, a non-zero exit raises LabError."""
     for h in hosts:
         if h not in lab.topology.nodes or lab.topology.nodes[h].is_switch:
             raise LabError(f"rank host {h!r} is not a host of lab {lab.topology.name}")
+    argvs = [list(a) for a in argv] if argv and isinstance(argv[0], list) else [list(argv)] * len(hosts)
     procs = []
     try:
         for rank, host in enumerate(hosts):
-            procs.append(lab.spawn(host, list(argv), env=rank_env(lab, hosts, rank, port) | (env or {}),
+            procs.append(lab.spawn(host, argvs[rank], env=rank_env(lab, hosts, rank, port) | (env or {}),
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout))
         deadline = time.monotonic() + timeout
         outs: dict[int, tuple[str, str]] = {}
@@ -89,4 +94,32 @@ def run_ranks(lab, hosts: list[str], argv: list[str], *, port: int = 29500, time
         if bad:
             first = min(bad, key=lambda r: (r.rc < 0, r.rank))  # a rank's own error before a killed one
             raise LabError(f"rank {first.rank} on {first.host} exited {first.rc}:\n{first.stderr.strip()[-2000:]}")
+    return results
+
+
+def run_pair(lab, server: str, client: str, *, mode: str = "bw", op: str = "write", size: int = 65536,
+             iters: int = 1000, qps: int = 1, port: int = 18600, extra: list[str] | None = None,
+             timeout: float = 600) -> dict:
+    """One measurement: both sides' JSON plus the counter deltas of both hosts."""
+    topo = lab.topology
+    common = ["--mode", mode, "--op", op, "--size", str(size), "--iters", str(iters), "--qps", str(qps),
+              "--port", str(port), *(extra or [])]
+    tool = ["-m", "metrolab.harness.rdma.tool"]
+    sides = {
+        "server": tool + ["server", "--dev", lab.rxe_device(server), "--ip", str(topo.nodes[server].address), *common],
+        "client": tool + ["client", "--dev", lab.rxe_device(client), "--ip", str(topo.nodes[client].address),
+                          "--peer", str(topo.nodes[server].address), *common]}
+    before = counters.snapshot(lab, [server, client])
+    # a side that fails ends the other (a client left dialling a dead server would sit out its timeout)
+    ranks = run_ranks(lab, [server, client], list(sides.values()), timeout=timeout, check=False)
+    results = {}
+    for side, r in zip(sides, ranks):
+        try:
+            results[side] = json.loads(r.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise LabError(f"verbs tool {side} on {r.host} failed ({r.rc}): "
+                           f"{(r.stderr or r.stdout).strip()[-1500:]}") from None
+        if "error" in results[side]:
+            raise RdmaError(f"{side}: {results[side]['error']}")
+    results["counters"] = counters.snapshot_delta(before, counters.snapshot(lab, [server, client]))
     return results

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from metrolab.harness.dist.launch import run_pair
 from metrolab.harness.rdma.gbn import ROCE_HEADERS, GbnModel, ib_timeout_s, packets_in_flight, rxe_ack_interval
-from metrolab.harness.rdma.run import run_pair
 from metrolab.harness.runner.record import Record
 from metrolab.harness.scenario import stats
 from metrolab.netem.models import fiber_delay_s

@@ -227,10 +227,12 @@ class Runner:
                 self.cluster.close()
             self.lab.down()  # policies go with the namespaces
         self.store.write_tables()
-        return RunOutcome(self.run_dir, self.verdict, self.sweep.measured, self.sweep.skipped,
-                          self.cluster.start_s if self.cluster is not None else 0.0, time.monotonic() - self.t0,
-                          self.cluster.kind if self.cluster is not None else "none", dict(self.blocks),
-                          {w: h.to_dict() for w, h in self.headroom.items()}, int(meta["seed"]), scale)
+        out = RunOutcome(self.run_dir, self.verdict, self.sweep.measured, self.sweep.skipped,
+                         self.cluster.start_s if self.cluster is not None else 0.0, time.monotonic() - self.t0,
+                         self.cluster.kind if self.cluster is not None else "none", dict(self.blocks),
+                         {w: h.to_dict() for w, h in self.headroom.items()}, int(meta["seed"]), scale)
+        self.store.update_meta(outcome=out.summary())  # what this invocation did, for whoever judges the Record
+        return out
 
     def verdict(self, workload: str | None = None) -> Verdict:
         rows = self.store.rows()

@@ -41,9 +41,10 @@ def command_stderr(line: str) -> None:
 
 def run_in_guest(argv: list[str], progress=None, timeout: float = 7200, shares: tuple[Path, ...] = (),
                  env: dict[str, str] | None = None,
-                 on_line: Callable[[str], None] | None = None) -> int:
-    """Run `metrolab ARGV` in the guest; its stdout lines go to ours (or to `on_line`: a caller that
-    reads the command's result from a file keeps its own stdout for its own result)."""
+                 on_line: Callable[[str], None] | None = None, backend: str | None = "netns") -> int:
+    """Run `metrolab ARGV` in the guest (on `backend` there, for a command that takes one); its stdout
+    lines go to ours (or to `on_line`: a caller that reads the command's result from a file keeps
+    its own stdout for its own result)."""
     progress = progress or (lambda m: print(m, file=sys.stderr))
     kernel = prepare_kernel(progress)
     guest = Guest(kernel)
@@ -53,7 +54,8 @@ def run_in_guest(argv: list[str], progress=None, timeout: float = 7200, shares: 
     # known size
     if not sys.stdout.isatty():
         env["METROLAB_PLAIN"] = "1"  # the guest's stdout is a tty; ours is a pipe or a file
-    res = guest.run([sys.executable, "-m", "metrolab.harness.cli", *with_backend(argv, "netns")], cwd=Path.cwd(), env=env,
+    argv = with_backend(argv, backend) if backend is not None else argv
+    res = guest.run([sys.executable, "-m", "metrolab.harness.cli", *argv], cwd=Path.cwd(), env=env,
                     timeout=timeout, on_line=on_line or (lambda line: print(line, flush=True)), on_log=command_stderr,
                     shares=shares)
     progress(f"guest finished: exit {res.exit_code}, booted in {res.boot_s:.1f} s, {res.wall_s:.1f} s in all")

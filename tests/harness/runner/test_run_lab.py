@@ -212,3 +212,31 @@ def test_a_cpu_bound_run_leaves_performance_criteria_inconclusive_and_says_why(t
     assert p["jct_ratio"] == pytest.approx(1 / p["efficiency"]), p
     assert p["jct_ratio_ci_low"] <= p["jct_ratio"] <= p["jct_ratio_ci_high"], p
     assert p["metrics"]["busbw_line_ratio"] > 0 and p["metrics"]["line_rate_bps"] > 0, p["metrics"]
+
+
+def test_a_request_is_measured_into_its_run_directory_and_the_judge_reads_it_there(tmp_path):
+    # what a vm run does across the guest's share, here on the host kernel: the request written
+    # into the run directory, `metrolab measure` measuring it, the Judge reading the Record
+    from metrolab.api import report
+    from metrolab.harness.runner.measure import MeasureRequest, Overrides
+    run_dir = tmp_path / "run"
+    path = scenario(tmp_path, name="measured", sweep={"convergence": [1, 2]}, repetitions=2,
+                    acceptance=["busbw_gbs > 0"])  # decided in 2 blocks (tests/scripts/test_ci.py)
+    MeasureRequest(scenario=str(path), overrides=Overrides(seed=7)).write(run_dir)
+    res = metrolab("measure", str(run_dir))
+    # the baseline and the 1:1 and 2:1 points, two blocks
+    assert res.returncode == 0 and "measured 6, skipped 0" in res.stderr, res.stderr[-3000:]
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert meta["seed"] == 7 and meta["outcome"]["measured"] == 6 and meta["outcome"]["blocks"] == {"collective": 2}
+    # nothing judged or drawn where it was measured
+    assert not any((run_dir / f).exists() for f in ("report.html", "summary.md", "junit.xml", "outcome.json"))
+    judged = report(run_dir)
+    assert judged.status == "pass" and judged.summary["measured"] == 6 and (run_dir / "report.html").exists()
+    assert len(judged.rows) == 6 and set(judged.rows["status"]) == {"ok"}
+    # a directory without a request: refused, naming the file
+    res = metrolab("measure", str(tmp_path))
+    assert res.returncode == 2 and "request.json" in res.stderr and not (tmp_path / "meta.json").exists()
+    (tmp_path / "request.json").write_text(json.dumps({"scenario": str(path), "overrides": {"sead": 7}}))
+    res = metrolab("measure", str(tmp_path))
+    assert res.returncode == 2 and "overrides.sead" in res.stderr and "unknown field" in res.stderr, res.stderr
+    assert not (tmp_path / "meta.json").exists()
