@@ -62,6 +62,7 @@ class RunResult:
     backend: str = "netns"
     summary: dict[str, Any] = field(default_factory=dict)   # measured, skipped, wall_s, seed, headroom, …
     files: dict[str, str] = field(default_factory=dict)     # report files: html, markdown, junit, csv, parquet
+    meta: dict[str, Any] = field(default_factory=dict)      # the run directory's meta.json, as judged
 
     @property
     def passed(self) -> bool:
@@ -186,12 +187,12 @@ def _judged(run_dir: Path, backend: str | None, report: bool, **extra: Any) -> R
     if not report:
         meta, _spec, verdict, _store = load_verdict(run_dir)
         return RunResult(run_dir, verdict.status, verdict, backend or meta.get("backend", "netns"),
-                         (meta.get("outcome") or {}) | extra)
+                         (meta.get("outcome") or {}) | extra, meta=meta)
     rep = build_report(run_dir)
     meta = rep["meta"]
     return RunResult(run_dir, rep["status"], rep["verdict"], backend or meta.get("backend", "netns"),
                      {"headroom": meta.get("headroom")} | (meta.get("outcome") or {}) | extra
-                     | {"report": rep["files"]["html"]}, rep["files"])
+                     | {"report": rep["files"]["html"]}, rep["files"], meta)
 
 
 def _measure_in_guest(request: MeasureRequest, run_dir: Path, resumes: int = GUEST_CRASH_RESUMES) -> None:
@@ -239,7 +240,7 @@ def load_run(run_dir: str | Path) -> RunResult:
     files = {k: str(run_dir / f) for k, f in (("html", "report.html"), ("markdown", "summary.md"),
                                               ("junit", "junit.xml")) if (run_dir / f).exists()}
     return RunResult(run_dir, verdict.status, verdict, meta.get("backend", "netns"),
-                     {"headroom": meta.get("headroom")}, files)
+                     {"headroom": meta.get("headroom")}, files, meta)
 
 
 def report(run_dir: str | Path) -> RunResult:

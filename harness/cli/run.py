@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -111,7 +110,7 @@ def _run(args, run) -> int:
     with RunProgress(args.json) as progress:
         res: metrolab.RunResult = run(progress=progress, on_backend=_teller(args))
     report = res.files.get("html") or str(res.run_dir / "report.html")
-    print_verdict(res.verdict, res.run_dir, args.json, extra=res.summary | {"report": report})
+    print_verdict(res, args.json, extra=res.summary | {"report": report})
     return exit_code(res.status, args.inconclusive)
 
 
@@ -216,7 +215,7 @@ def cmd_report(args) -> int:
     if args.json:
         print_json({"status": res.status, "passed": res.passed, "files": res.files})
     else:
-        print_verdict(res.verdict, res.run_dir, False)
+        print_verdict(res, False)
         for k, v in res.files.items():
             console.print(f"{k}: {v}", highlight=False)
     return exit_code(res.status, args.inconclusive)
@@ -248,7 +247,8 @@ def cmd_scenarios(args) -> int:
     return 0
 
 
-def print_verdict(verdict, run_dir: Path, as_json: bool, extra: dict | None = None) -> None:
+def print_verdict(res: metrolab.RunResult, as_json: bool, extra: dict | None = None) -> None:
+    verdict, run_dir = res.verdict, res.run_dir
     if as_json:
         print_json({"status": verdict.status, "passed": verdict.passed, "run_dir": str(run_dir), **(extra or {}),
                     "warnings": verdict.warnings,
@@ -261,6 +261,6 @@ def print_verdict(verdict, run_dir: Path, as_json: bool, extra: dict | None = No
     if verdict.results:
         console.print(table("acceptance", ["criterion", "point", "verdict", "why"],
                             [[r.criterion, r.label, r.verdict.upper(), r.message] for r in verdict.results]))
-    for line in quality_lines(json.loads((run_dir / "meta.json").read_text()), verdict):
+    for line in quality_lines(res.meta, verdict):
         console.print(f"quality: {line}", highlight=False, markup=False)
     console.print(f"verdict: {verdict.status.upper()}   report: {run_dir / 'report.html'}", highlight=False)

@@ -1,11 +1,10 @@
-"""The console's verdict: its quality lines are the report's, read from the run's own meta.json."""
+"""The console's verdict: its quality lines are the report's, from the run's own meta.json."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
+from metrolab.api import RunResult
 from metrolab.harness.cli.run import print_verdict
 from metrolab.harness.scenario.verdict import evaluate, summarize
 from metrolab.reports.build import quality_lines
@@ -25,9 +24,8 @@ def _verdict():
 def test_the_console_says_the_reports_quality_lines(tmp_path, capsys):
     meta = {"seed": 7, "headroom": {"w": {"cpu_load": 0.93, "max_cpu_load": 0.8, "cpu_bound": True,
                                           "utilization": 1.3, "overloaded": True}}}
-    (tmp_path / "meta.json").write_text(json.dumps(meta))
     verdict = _verdict()
-    print_verdict(verdict, tmp_path, as_json=False)
+    print_verdict(RunResult(tmp_path, verdict.status, verdict, meta=meta), as_json=False)
     out = capsys.readouterr().out
     lines = quality_lines(meta, verdict)
     assert any("CPU-BOUND" in x for x in lines) and any("OVERLOADED" in x for x in lines), lines
