@@ -14,7 +14,6 @@ transfer length. Rows are written as they are measured (`out`), and a sweep resu
 
 from __future__ import annotations
 
-import random
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Any
 from metrolab.harness.dist.launch import run_pair
 from metrolab.harness.rdma.gbn import ROCE_HEADERS, GbnModel, ib_timeout_s, packets_in_flight, rxe_ack_interval
 from metrolab.harness.runner.record import Record
+from metrolab.harness.runner.sweep import block_rng
 from metrolab.harness.scenario import stats
 from metrolab.netem.models import fiber_delay_s
 from metrolab.netem.profile import Impairment, LossModel
@@ -44,7 +44,7 @@ class GbnPoint:
 def block_order(points: list[GbnPoint], block: int, seed: int) -> list[GbnPoint]:
     """This block's order: a shuffle drawn from (seed, block), the same on a resumed run."""
     order = list(points)
-    random.Random(f"{seed}:{block}").shuffle(order)
+    block_rng(seed, "gbn", block).shuffle(order)
     return order
 
 

@@ -22,6 +22,13 @@ def new_seed() -> int:
     return random.SystemRandom().randrange(1, 2 ** 31)
 
 
+def block_rng(seed: int, *key: object) -> random.Random:
+    """The shuffle of one block of an experiment (key: what it orders, and the block): drawn from
+    the run's recorded seed, so a resumed run draws the same order."""
+    digest = hashlib.sha256(":".join(map(str, (seed, *key))).encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
 @dataclass
 class Sweep:
     points: list[Point]               # baselines and grid points (every combination)
@@ -33,10 +40,6 @@ class Sweep:
     skipped: int = 0
     order: int = 0                    # index of the next measurement in the run
 
-    def _rng(self, workload: str, block: int) -> random.Random:
-        digest = hashlib.sha256(f"{self.seed}:{workload}:{block}".encode()).digest()
-        return random.Random(int.from_bytes(digest[:8], "big"))
-
     def combos(self) -> list[tuple]:
         out: list[tuple] = []
         for p in self.points:
@@ -46,7 +49,7 @@ class Sweep:
 
     def block(self, workload: str, block: int) -> list[Point]:
         """Every point of the workload in this block's order."""
-        rng = self._rng(workload, block)
+        rng = block_rng(self.seed, workload, block)
         combos = self.combos()
         rng.shuffle(combos)
         out = []
