@@ -28,11 +28,15 @@ if TYPE_CHECKING:  # what __getattr__ gives, typed
         run_workload,
         scenarios,
         soak,
+        task_run_dir,
+        task_windows,
+        tasks,
         whitepaper_docs,
     )
 
 __all__ = ["MAIN_SCENARIO", "RunResult", "__version__", "build_lab", "capabilities", "lab", "load_run",
-           "load_scenario", "report", "run", "run_workload", "scenarios", "soak", "whitepaper_docs"]
+           "load_scenario", "report", "run", "run_workload", "scenarios", "soak", "task_run_dir", "task_windows",
+           "tasks", "whitepaper_docs"]
 
 
 def __getattr__(name: str):

@@ -26,18 +26,25 @@ from metrolab.harness.capabilities import probe
 from metrolab.harness.errors import GuestRunError, SpecError
 from metrolab.harness.lab.select import choose, in_guest
 from metrolab.harness.runner.measure import MeasureRequest, Overrides
+from metrolab.harness.runner.record import Record
 from metrolab.harness.runner.results import ResultStore
 from metrolab.harness.runner.run import run_scenario, soak_plan
+from metrolab.harness.runner.tasks import Plan as TaskPlan
+from metrolab.harness.runner.tasks import RateChange, play
 from metrolab.harness.scenario.adhoc import workload_scenario
 from metrolab.harness.scenario.needs import scenario_needs
+from metrolab.harness.scenario.schedule import Commitment, schedule
 from metrolab.harness.scenario.spec import builtin_scenarios
 from metrolab.harness.scenario.spec import load_scenario as _load
+from metrolab.harness.scenario.taskplan import check_plan, load_plan
+from metrolab.harness.scenario.tasksummary import summarize as summarize_tasks
 from metrolab.harness.spec.loader import load_topology
 from metrolab.harness.testbed.resolve import load_testbed
 from metrolab.harness.vm.qemu import GuestCrash
 from metrolab.harness.vm.reexec import run_in_guest
 from metrolab.harness.whitepaper import bundle as wb
 from metrolab.reports.build import build_report, load_verdict, points_frame
+from metrolab.reports.tasks import write_task_reports
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -48,6 +55,7 @@ if TYPE_CHECKING:
     from metrolab.harness.scenario.verdict import Verdict
 
 MAIN_SCENARIO = "allreduce-distance"  # the main job: AllReduce across the default lab's WAN, 0-500 km
+TASK_RUNS, TASK_PLAN, TASK_RESULT = "runs.jsonl", "plan.json", "tasks.json"  # a tasks run directory
 GUEST_CRASH_RESUMES = 2  # a guest kernel that crashes mid-run (metrolab.harness.vm.qemu.GuestCrash): resume that often
 Progress = Callable[..., None]  # progress(advance=0, total=None, description=None)
 
@@ -213,6 +221,82 @@ def _measure_in_guest(request: MeasureRequest, run_dir: Path, resumes: int = GUE
         if code != 0:
             raise GuestRunError(f"metrolab run {request.scenario}", code)
         return
+
+
+def task_windows(plan: str | Path) -> dict[str, Any]:
+    """A task plan's windows, committed from its path's bandwidth history and the reservations
+    before each (or refused, with the reason); no lab is built."""
+    spec, file = load_plan(str(plan))
+    check_plan(spec, load_topology(spec.topology), file)
+    got = schedule(spec.request_models(), spec.path.capacity, spec.history_model(), time_scale=spec.time_scale,
+                   guard_s=spec.guard)
+    return {"plan": spec.name, "tasks": [
+        {"name": g.request.name, "committed": isinstance(g, Commitment),
+         "window_s": (g.start_s, g.end_s) if isinstance(g, Commitment) else None,
+         "rate_bps": g.rate_bps if isinstance(g, Commitment) else None,
+         "reason": "" if isinstance(g, Commitment) else g.reason} for g in got]}
+
+
+def tasks(plan: str | Path, *, repeat: int = 3, out: str | Path | None = None, resume: str | Path | None = None,
+          say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Task-based scheduling and elastic bandwidth (white paper §4.2.1-4.2.2) on a lab of this
+    kernel: the plan's windows committed, then played `repeat` times (slices reserved as windows
+    open and released as transfers end, rates changed mid-transfer), each play written to the run
+    directory as it ends (runs.jsonl: `resume` keeps them); each commitment judged play by play.
+    Returns the summary written to tasks.json (status pass, fail or inconclusive)."""
+    if repeat < 1:
+        raise SpecError("metrolab tasks", "repeat", repeat, "plays of the plan: 1 or more")
+    say = say or (lambda msg: None)
+    spec, file = load_plan(str(plan))
+    topo = load_topology(spec.topology)
+    check_plan(spec, topo, file)
+    run_dir, runs = _task_run_dir(spec, str(plan), out, resume)
+    if len(runs) < repeat:  # a resumed run with every play recorded is only summarized
+        player = TaskPlan(link=spec.path.link, egress=spec.path.egress, src=spec.path.src, dst=spec.path.dst,
+                          capacity_bps=spec.path.capacity, history=spec.history_model(),
+                          requests=spec.request_models(), time_scale=spec.time_scale,
+                          changes=[RateChange(c.task, c.after, c.rate) for c in spec.changes], guard_s=spec.guard)
+        lab = create_lab(topo, "netns")
+        say(f"building lab {lab.lab_id} ({topo.name}) for plan {spec.name} ...")
+        lab.up()
+        try:
+            while len(runs) < repeat:
+                say(f"repetition {len(runs) + 1} of {repeat}")
+                runs.append(play(lab, player, progress=say))
+                Record(run_dir).append(TASK_RUNS, runs[-1])  # written as measured: resume keeps it
+        finally:
+            lab.down()
+    res = {"plan": spec.name, "file": file, "run_dir": str(run_dir)} | summarize_tasks(runs[:repeat]) | {"runs": runs}
+    res["files"] = {k: str(v) for k, v in write_task_reports(run_dir, res).items()}
+    Record(run_dir).write_json(TASK_RESULT, res, indent=1)
+    return res
+
+
+def task_run_dir(plan: str | Path, out: str | Path | None = None, resume: str | Path | None = None) -> Path:
+    """Where `tasks` writes: `resume`, `out`, or a new directory named for the plan."""
+    spec, _file = load_plan(str(plan))
+    return Path(resume or out or default_run_dir(f"tasks-{spec.name}")).resolve()
+
+
+def _task_run_dir(spec, ref: str, out, resume) -> tuple[Path, list[dict]]:
+    """The run directory and the plays it already holds (resume: of this very plan, or an error
+    naming what differs)."""
+    plan = json.loads(spec.model_dump_json())
+    run_dir = Path(resume or out or default_run_dir(f"tasks-{spec.name}")).resolve()
+    if resume:
+        if not (run_dir / TASK_PLAN).is_file():
+            raise SpecError(str(run_dir), "", TASK_PLAN, "not a tasks run directory (no plan.json)")
+        was = json.loads((run_dir / TASK_PLAN).read_text())
+        if was != plan:
+            diff = sorted(k for k in set(was) | set(plan) if was.get(k) != plan.get(k))
+            raise SpecError(str(run_dir / TASK_PLAN), ", ".join(diff), ref,
+                            "the run directory holds another plan: resume it with the plan it was started with")
+        return run_dir, Record(run_dir).lines(TASK_RUNS)
+    if (run_dir / TASK_RUNS).is_file() and (run_dir / TASK_RUNS).read_text().strip():
+        raise SpecError(str(run_dir), "", TASK_RUNS, "holds the plays of an earlier run: resume it (--resume), or "
+                                                     "write another directory (--out)")
+    Record(run_dir).write_json(TASK_PLAN, plan, indent=1)
+    return run_dir, []
 
 
 def run_workload(kind: str, *, params: dict[str, Any] | None = None, hosts: list[str] | None = None,

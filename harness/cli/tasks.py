@@ -6,24 +6,15 @@ judged play by play (metrolab.harness.scenario.tasksummary: pass, fail or inconc
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
-from metrolab.api import default_run_dir
-from metrolab.harness.backends import create_lab
+import metrolab
+from metrolab.api import TASK_RESULT, TASK_RUNS
 from metrolab.harness.cli.common import add_backend, add_json, add_verdict_flags, exit_code, fmt_rate, on_backend
-from metrolab.harness.errors import SpecError
 from metrolab.harness.lab.select import needs
 from metrolab.harness.output import console, err_console, fmt, print_json, table
 from metrolab.harness.runner.record import Record
-from metrolab.harness.runner.tasks import Plan, RateChange, play
-from metrolab.harness.scenario.schedule import Commitment, schedule
 from metrolab.harness.scenario.taskplan import check_plan, load_plan
-from metrolab.harness.scenario.tasksummary import summarize
 from metrolab.harness.spec.loader import load_topology
-from metrolab.reports.tasks import write_task_reports
-
-RUNS_FILE, PLAN_FILE, RESULT_FILE = "runs.jsonl", "plan.json", "tasks.json"
 
 
 def register(sub) -> None:
@@ -51,49 +42,30 @@ def _plays(text: str) -> int:
 
 
 def cmd_tasks(args) -> int:
-    spec, file = load_plan(args.plan)
-    topo = load_topology(spec.topology)
-    check_plan(spec, topo, file)
     if args.plan_only:
-        got = schedule(spec.request_models(), spec.path.capacity, spec.history_model(), time_scale=spec.time_scale,
-                       guard_s=spec.guard)
-        rows = [{"name": g.request.name, "committed": isinstance(g, Commitment),
-                 "window_s": (g.start_s, g.end_s) if isinstance(g, Commitment) else None,
-                 "rate_bps": g.rate_bps if isinstance(g, Commitment) else None,
-                 "reason": "" if isinstance(g, Commitment) else g.reason} for g in got]
+        res = metrolab.task_windows(args.plan)
         if args.json:
-            print_json({"plan": spec.name, "tasks": rows})
+            print_json(res)
         else:
-            _print_tasks(rows)
+            _print_tasks(res["tasks"])
         return 0
-    out, runs = _run_dir(args, spec)
-    to_play = args.repeat - len(runs)  # a resumed run with every play recorded is only summarized
-    if to_play > 0:
-        code = on_backend(args, needs(topo), writes=(str(out / RESULT_FILE),))
+    spec, _file = load_plan(args.plan)  # refused here, before a guest is booted for it
+    check_plan(spec, topo := load_topology(spec.topology), _file)
+    out = metrolab.task_run_dir(args.plan, args.out, args.resume)
+    done = len(Record(out).lines(TASK_RUNS)) if args.resume else 0
+    if done < args.repeat:
+        out.mkdir(parents=True, exist_ok=True)
+        if not args.out and not args.resume:
+            args._argv = [*args._argv, "--out", str(out)]  # the guest writes where the host looks
+        code = on_backend(args, needs(topo), writes=(str(out / TASK_RESULT),))
         if code is not None:
             return code
-    plan = Plan(link=spec.path.link, egress=spec.path.egress, src=spec.path.src, dst=spec.path.dst,
-                capacity_bps=spec.path.capacity, history=spec.history_model(), requests=spec.request_models(),
-                time_scale=spec.time_scale, changes=[RateChange(c.task, c.after, c.rate) for c in spec.changes],
-                guard_s=spec.guard)
 
     def say(msg: str) -> None:
         if not args.json:
             err_console.print(msg, highlight=False)
-    if to_play > 0:
-        lab = create_lab(topo, "netns")
-        say(f"building lab {lab.lab_id} ({topo.name}) for plan {spec.name} ...")
-        lab.up()
-        try:
-            while len(runs) < args.repeat:
-                say(f"repetition {len(runs) + 1} of {args.repeat}")
-                runs.append(play(lab, plan, progress=say))
-                Record(out).append(RUNS_FILE, runs[-1])  # written as measured: --resume keeps it
-        finally:
-            lab.down()
-    res = {"plan": spec.name, "file": file, "run_dir": str(out)} | summarize(runs[:args.repeat]) | {"runs": runs}
-    res["files"] = {k: str(v) for k, v in write_task_reports(out, res).items()}
-    Record(out).write_json(RESULT_FILE, res, indent=1)
+    res = metrolab.tasks(args.plan, repeat=args.repeat, out=out if not args.resume else None,
+                         resume=out if args.resume else None, say=say)
     if args.json:
         print_json(res)
     else:
@@ -104,34 +76,8 @@ def cmd_tasks(args) -> int:
                               fmt(s["error"], "+.0%")] for s in res["slots"]]))
         console.print(f"{res['status']}: {res['committed']} committed task(s), {res['refused']} refused; mean "
                       f"utilization {_pct_iv(res['utilization'])} of {fmt_rate(res['capacity_bps'])}; "
-                      f"{out / RESULT_FILE}", highlight=False)
+                      f"{out / TASK_RESULT}", highlight=False)
     return exit_code(res["status"], args.inconclusive)
-
-
-def _run_dir(args, spec) -> tuple[Path, list[dict]]:
-    """The run directory (made, and named to the guest's re-run of this command) and the repetitions
-    it already holds (--resume: of this very plan, or an error naming what differs)."""
-    plan = json.loads(spec.model_dump_json())
-    out = Path(args.resume or args.out or default_run_dir(f"tasks-{spec.name}")).resolve()
-    runs: list[dict] = []
-    if args.resume:
-        if not (out / PLAN_FILE).is_file():
-            raise SpecError(str(out), "", PLAN_FILE, "not a tasks run directory (no plan.json)")
-        was = json.loads((out / PLAN_FILE).read_text())
-        if was != plan:
-            diff = sorted(k for k in set(was) | set(plan) if was.get(k) != plan.get(k))
-            raise SpecError(str(out / PLAN_FILE), ", ".join(diff), args.plan,
-                            "the run directory holds another plan: resume it with the plan it was started with")
-        runs = Record(out).lines(RUNS_FILE)
-    else:
-        if (out / RUNS_FILE).is_file() and (out / RUNS_FILE).read_text().strip():
-            raise SpecError(str(out), "", RUNS_FILE, "holds the plays of an earlier run: --resume it, or give "
-                                                     "another --out")
-        out.mkdir(parents=True, exist_ok=True)
-        Record(out).write_json(PLAN_FILE, plan, indent=1)
-    if not args.out and not args.resume:
-        args._argv = [*args._argv, "--out", str(out)]  # the guest writes where the host looks
-    return out, runs
 
 
 def _pct_iv(iv: dict) -> str:

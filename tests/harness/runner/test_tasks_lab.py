@@ -100,5 +100,5 @@ def test_the_command_plays_a_plan_repeatedly_judges_it_on_an_interval_and_resume
     assert len((out / "runs.jsonl").read_text().splitlines()) == 3
     # and a new run into it would lose them: refused
     res = metrolab("tasks", str(plan), "--out", str(out), "--json")
-    assert res.returncode != 0 and "--resume it" in res.stderr, res.stderr[-2000:]
+    assert res.returncode != 0 and "resume it (--resume)" in res.stderr, res.stderr[-2000:]
     assert len((out / "runs.jsonl").read_text().splitlines()) == 3
