@@ -17,12 +17,16 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # what __getattr__ gives, typed
     from metrolab.api import (
         MAIN_SCENARIO,
+        RdmaTest,
         RunResult,
+        bench_noise,
         build_lab,
         capabilities,
+        gbn_experiment,
         lab,
         load_run,
         load_scenario,
+        rdma_test,
         report,
         run,
         run_workload,
@@ -34,9 +38,9 @@ if TYPE_CHECKING:  # what __getattr__ gives, typed
         whitepaper_docs,
     )
 
-__all__ = ["MAIN_SCENARIO", "RunResult", "__version__", "build_lab", "capabilities", "lab", "load_run",
-           "load_scenario", "report", "run", "run_workload", "scenarios", "soak", "task_run_dir", "task_windows",
-           "tasks", "whitepaper_docs"]
+__all__ = ["MAIN_SCENARIO", "RdmaTest", "RunResult", "__version__", "bench_noise", "build_lab", "capabilities",
+           "gbn_experiment", "lab", "load_run", "load_scenario", "rdma_test", "report", "run", "run_workload",
+           "scenarios", "soak", "task_run_dir", "task_windows", "tasks", "whitepaper_docs"]
 
 
 def __getattr__(name: str):

@@ -22,10 +22,14 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from metrolab.harness.backends import create_lab
+from metrolab.harness.bench import bench_noise as bench_noise  # re-exported: the API's, as the library has it
 from metrolab.harness.capabilities import probe
 from metrolab.harness.errors import GuestRunError, SpecError
 from metrolab.harness.lab.select import choose, in_guest
 from metrolab.harness.runner.measure import MeasureRequest, Overrides
+from metrolab.harness.runner.rdma_commands import RdmaTest as RdmaTest  # re-exported, as bench_noise
+from metrolab.harness.runner.rdma_commands import gbn_experiment as gbn_experiment
+from metrolab.harness.runner.rdma_commands import rdma_test as rdma_test
 from metrolab.harness.runner.record import Record
 from metrolab.harness.runner.results import ResultStore
 from metrolab.harness.runner.run import run_scenario, soak_plan

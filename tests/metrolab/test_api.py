@@ -48,3 +48,16 @@ def test_scenarios_are_the_built_in_files():
     found = metrolab.scenarios()
     assert metrolab.MAIN_SCENARIO in found and all(p.is_file() for p in found.values())
     assert metrolab.load_scenario("load-balancing", quick=True).name == "load-balancing"
+
+
+@pytest.mark.unit
+def test_every_name_the_package_offers_is_there_and_documented():
+    table = DOC.read_text()
+    for name in metrolab.__all__:
+        assert getattr(metrolab, name) is not None, name
+        if name not in ("__version__", "MAIN_SCENARIO", "RunResult", "task_run_dir", "build_lab", "lab"):
+            assert f"metrolab.{name}(" in table, f"docs/api.md does not show metrolab.{name}"
+    # a plan-only schedule needs no lab: the API's, as `metrolab tasks --plan-only` prints it
+    got = metrolab.task_windows("task-scheduling")
+    assert got["plan"] == "task-scheduling" and any(t["committed"] for t in got["tasks"]), got
+    assert any(not t["committed"] and t["reason"] for t in got["tasks"]), got
