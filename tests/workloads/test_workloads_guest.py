@@ -18,13 +18,14 @@ from metrolab.workloads.request_trace import read_trace
 pytestmark = pytest.mark.requires("netem", "rxe")
 
 
-def run_quick(name: str, tmp_path, workloads: list[str] | None = None, **sweep) -> tuple[object, pd.DataFrame]:
+def run_quick(name: str, tmp_path, workloads: list[str] | None = None, repetitions: int = 1,
+              **sweep) -> tuple[object, pd.DataFrame]:
     """The scenario's --quick variant in one block (what is asserted here holds in each block; the
     intervals that need two are the runner's tests'), its sweep narrowed by `sweep`, only the named
     `workloads` (those that need the guest: the others' host tests cover them)."""
     scn = load_scenario(name, quick=True)
     mine = [w for w in scn.spec.workloads if workloads is None or (w.name or w.kind) in workloads]
-    scn.spec = scn.spec.model_copy(update={"repetitions": 1, "workloads": mine,
+    scn.spec = scn.spec.model_copy(update={"repetitions": repetitions, "workloads": mine,
                                            "sweep": scn.spec.sweep.model_copy(update=sweep)})
     out = run_scenario(scn, tmp_path / "run", backend="vm")
     assert not out.verdict.failed_points, [(p.label, p.error) for p in out.verdict.failed_points]
@@ -103,12 +104,16 @@ def test_a_recorded_job_replayed_over_roce_pays_its_all_reduces_round_trips(tmp_
     # host). Its all-reduce between two ranks is a two-step ring: each step one WAN crossing, so a
     # step pays two one-way delays. 2000 km (9.8 ms each way) stands well clear of TCG's few ms of
     # noise on this ~15 ms step; at 100 km (1 ms added) a quick run read -4 % [-72, +37]
+    # Two blocks, each point's fastest repetition compared: every repetition pays the delay, but one
+    # can stall besides (a suite run read one baseline at 59 ms and its 2000 km point at 66 ms, where
+    # 14-18 ms and 34-36 ms are usual here; a stall that long overlaps the crossings it would add to)
     km = 2000
-    out, rows = run_quick("trace-replay", tmp_path, workloads=["ddp-mlp-roce"], distance_km=[km])
+    out, rows = run_quick("trace-replay", tmp_path, workloads=["ddp-mlp-roce"], repetitions=2, distance_km=[km])
     k = rows["scale"].iloc[0]
     grads = 4 * (256 * 128 + 128 + 128 * 256 + 256)  # the recorded job's one bucket, fp32
     assert (rows["collectives"] == 1).all() and rows["comm_bytes"].between(grads / k - 8, grads / k).all(), rows
     by = {p.baseline: p for p in out.verdict.points}
-    added, wan = by[False].step_time_s - by[True].step_time_s, 2 * fiber_delay_s(km)
-    assert added > 0.5 * wan, (by[True].step_time_s, by[False].step_time_s)
+    fastest = rows.groupby("baseline")["step_time_s"].min()
+    added, wan = fastest[False] - fastest[True], 2 * fiber_delay_s(km)
+    assert added > 0.5 * wan, rows[[c for c in ("baseline", "block", "step_time_s", "rdma_retries") if c in rows]]
     assert by[False].predicted_step_s - by[True].predicted_step_s == pytest.approx(wan, rel=0.05)
