@@ -279,14 +279,18 @@ def tasks(plan: str | Path, *, repeat: int = 3, out: str | Path | None = None, r
 def task_run_dir(plan: str | Path, out: str | Path | None = None, resume: str | Path | None = None) -> Path:
     """Where `tasks` writes: `resume`, `out`, or a new directory named for the plan."""
     spec, _file = load_plan(str(plan))
-    return Path(resume or out or default_run_dir(f"tasks-{spec.name}")).resolve()
+    return _task_dir(spec.name, out, resume)
+
+
+def _task_dir(name: str, out, resume) -> Path:
+    return Path(resume or out or default_run_dir(f"tasks-{name}")).resolve()
 
 
 def _task_run_dir(spec, ref: str, out, resume) -> tuple[Path, list[dict]]:
     """The run directory and the plays it already holds (resume: of this very plan, or an error
     naming what differs)."""
     plan = json.loads(spec.model_dump_json())
-    run_dir = Path(resume or out or default_run_dir(f"tasks-{spec.name}")).resolve()
+    run_dir = _task_dir(spec.name, out, resume)
     if resume:
         if not (run_dir / TASK_PLAN).is_file():
             raise SpecError(str(run_dir), "", TASK_PLAN, "not a tasks run directory (no plan.json)")
