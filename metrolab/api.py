@@ -26,6 +26,7 @@ from metrolab.harness.bench import bench_noise as bench_noise  # re-exported: th
 from metrolab.harness.capabilities import probe
 from metrolab.harness.errors import GuestRunError, SpecError
 from metrolab.harness.lab.select import choose, in_guest
+from metrolab.harness.runner.engine import Budget, Engine
 from metrolab.harness.runner.measure import MeasureRequest, Overrides
 from metrolab.harness.runner.rdma_commands import RdmaTest as RdmaTest  # re-exported, as bench_noise
 from metrolab.harness.runner.rdma_commands import gbn_experiment as gbn_experiment
@@ -34,7 +35,7 @@ from metrolab.harness.runner.record import Record
 from metrolab.harness.runner.results import ResultStore
 from metrolab.harness.runner.run import run_scenario, soak_plan
 from metrolab.harness.runner.tasks import Plan as TaskPlan
-from metrolab.harness.runner.tasks import RateChange, play
+from metrolab.harness.runner.tasks import Plays, RateChange
 from metrolab.harness.scenario.adhoc import workload_scenario
 from metrolab.harness.scenario.needs import scenario_needs
 from metrolab.harness.scenario.schedule import Commitment, schedule
@@ -261,13 +262,12 @@ def tasks(plan: str | Path, *, repeat: int = 3, out: str | Path | None = None, r
                           requests=spec.request_models(), time_scale=spec.time_scale,
                           changes=[RateChange(c.task, c.after, c.rate) for c in spec.changes], guard_s=spec.guard)
         lab = create_lab(topo, "netns")
-        say(f"building lab {lab.lab_id} ({topo.name}) for plan {spec.name} ...")
+        say(f"building lab {lab.lab_id} ({topo.name}) for plan {spec.name}: {repeat} plays ...")
         lab.up()
         try:
-            while len(runs) < repeat:
-                say(f"repetition {len(runs) + 1} of {repeat}")
-                runs.append(play(lab, player, progress=say))
-                Record(run_dir).append(TASK_RUNS, runs[-1])  # written as measured: resume keeps it
+            plays = Plays(lab, player, Record(run_dir), TASK_RUNS, say)
+            Engine(plays.record, 0).run(plays, Budget(repeat))  # one point: the seed orders nothing
+            runs = plays.rows()
         finally:
             lab.down()
     res = {"plan": spec.name, "file": file, "run_dir": str(run_dir)} | summarize_tasks(runs[:repeat]) | {"runs": runs}

@@ -1,14 +1,16 @@
 """Run the white paper's claims: each claim's scenario (or `metrolab rdma gbn`) into its own
 directory of a results bundle, then `claims.json`, `bundle.json` (commit, seeds, machine facts;
-metrolab.harness.whitepaper.bundle) and `whitepaper.md` beside them. A claim whose scenario fails to run is
-reported with its error, and the others still run; claims already recorded in the bundle are not
-run again (an interrupted run resumes). An API-level driver: it runs each scenario as
-`metrolab.run` does (the claims and the bundle it writes are metrolab.harness.whitepaper's)."""
+metrolab.harness.whitepaper.bundle) and `whitepaper.md` beside them. The claims are an Experiment on
+the one Engine (a claim a point, one block): claims.jsonl says which ran and why one could not
+(the others still run); a resumed bundle runs only the claims that did not. Every claim is then
+judged from its directory's record, never from an earlier judgement. An API-level driver: it runs
+each scenario as `metrolab.run` does (the claims and the bundle are metrolab.harness.whitepaper's)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from pathlib import Path
 from metrolab import api
 from metrolab.harness.errors import GuestRunError
 from metrolab.harness.lab.select import RDMA_NEEDS, choose, in_guest
+from metrolab.harness.runner.engine import Budget, Engine
 from metrolab.harness.runner.rdma_commands import gbn_experiment
 from metrolab.harness.runner.record import Record
 from metrolab.harness.scenario.criteria import parse_criterion
@@ -24,7 +27,7 @@ from metrolab.harness.scenario.spec import load_scenario
 from metrolab.harness.scenario.verdict import Settings, family_results
 from metrolab.harness.vm.reexec import run_in_guest
 from metrolab.harness.whitepaper import bundle
-from metrolab.harness.whitepaper.claims import ClaimRow, by_id, gbn_verdict, markdown, missing_values, verdict_of
+from metrolab.harness.whitepaper.claims import Claim, ClaimRow, by_id, gbn_verdict, markdown, missing_values, verdict_of
 from metrolab.harness.whitepaper.scale import convergence_full_scale
 from metrolab.reports.build import load_verdict
 
@@ -41,6 +44,7 @@ class GbnPlan:
     iters: int
 
 
+GBN_SUMMARY, CLAIM_RUNS = "summary.json", "claims.jsonl"
 GBN_QUICK = GbnPlan((0.0, 100.0), (0.0, 1e-3, 1e-2), blocks=3, iters=100)
 GBN_FULL = GbnPlan((0.0, 100.0, 500.0), (0.0, 1e-3, 1e-2), blocks=8, iters=200)
 
@@ -52,21 +56,20 @@ def _model(metric: str, point) -> float | None:
     return {"efficiency_degradation": d, "efficiency": 1 - d}.get(metric)
 
 
-def _scenario_claim(claim, run_dir: Path, quick: bool, backend: str, progress: ProgressFactory | None) -> ClaimRow:
+def _scenario_claim(claim, run_dir: Path, quick: bool, backend: str, progress: ProgressFactory | None) -> None:
     with progress() if progress else nullcontext() as update:  # each claim's run counts its own points
-        res = api.run(claim.scenario, quick=quick, out=run_dir,
-                      resume=run_dir if (run_dir / "meta.json").exists() else None, backend=backend,
-                      progress=update)
-    return _judge_claim(claim, run_dir, res.verdict)
+        api.run(claim.scenario, quick=quick, out=run_dir, resume=run_dir if (run_dir / "meta.json").exists() else None,
+                backend=backend, progress=update)
 
 
 def _record(path: Path, quick: bool, rows: list[ClaimRow]) -> None:
     Record(path.parent).write_json(path.name, {"quick": quick, "claims": [r.as_dict() for r in rows]}, indent=1)
 
 
-def _judge_claim(claim, run_dir: Path, run_verdict) -> ClaimRow:
-    """The claim from its scenario run's verdict and record (also what a resumed bundle re-judges
-    with the code of the day: the record, not an earlier judgement, is the evidence)."""
+def _judge_claim(claim, run_dir: Path) -> ClaimRow:
+    """The claim from its scenario run's record (judged with the code of the day: the record, not
+    an earlier judgement, is the evidence)."""
+    run_verdict = load_verdict(run_dir)[2]
     scn = json.loads((run_dir / "scenario.json").read_text())
     meta = json.loads((run_dir / "meta.json").read_text())
     settings = Settings.from_dict(scn["spec"], meta)
@@ -92,10 +95,10 @@ def _judge_claim(claim, run_dir: Path, run_verdict) -> ClaimRow:
     return ClaimRow(claim, verdict, why, measured, full_scale=full, run_dir=str(run_dir))
 
 
-def _gbn_claim(claim, run_dir: Path, quick: bool, backend: str) -> ClaimRow:
+def _gbn_claim(claim, run_dir: Path, quick: bool, backend: str) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = GBN_QUICK if quick else GBN_FULL
-    rows, summary_file = run_dir / "rows.jsonl", run_dir / "summary.json"
+    rows, summary_file = run_dir / "rows.jsonl", run_dir / GBN_SUMMARY
     chosen, _ = choose(backend, RDMA_NEEDS)
     if chosen == "vm" and not in_guest():
         argv = ["rdma", "gbn", "--json", "--out", str(rows), "--summary", str(summary_file), "--seed", "20",
@@ -105,11 +108,14 @@ def _gbn_claim(claim, run_dir: Path, quick: bool, backend: str) -> ClaimRow:
         code = run_in_guest(argv, shares=(run_dir,), on_line=lambda line: log.debug("gbn: %s", line))
         if code != 0 or not summary_file.exists():
             raise GuestRunError("metrolab rdma gbn", code or 1)
-        res = json.loads(summary_file.read_text())
     else:
         res = gbn_experiment(losses=cfg.losses, distances=cfg.distances, blocks=cfg.blocks, iters=cfg.iters, seed=20,
                              out=str(rows))
         Record(run_dir).write_json(summary_file.name, res, indent=None)
+
+
+def _judge_gbn(claim, run_dir: Path) -> ClaimRow:
+    res = json.loads((run_dir / GBN_SUMMARY).read_text())
     summary = res["summary"]
     verdict, why = gbn_verdict(summary)
     # every lossy point, measured: those at 0.1 % from 100 km decide, the rest are context; the lab
@@ -125,6 +131,45 @@ def _gbn_claim(claim, run_dir: Path, quick: bool, backend: str) -> ClaimRow:
     return ClaimRow(claim, verdict, why, measured, full_scale=f"0.1 %: {full}" if full else "", run_dir=str(run_dir))
 
 
+@dataclass
+class _Claims:
+    """The claims as an Experiment: a claim's measurement is its run into its own directory."""
+
+    out: Path
+    chosen: list[Claim]
+    quick: bool
+    backend: str
+    progress: ProgressFactory | None
+    say: Callable[[str], None]
+    name: str = "claims"
+
+    def points(self) -> list[Claim]:
+        return self.chosen
+
+    def rows(self) -> list[dict]:
+        return Record(self.out).lines(CLAIM_RUNS)
+
+    def recorded(self, row: dict) -> tuple[str, int, bool]:
+        return row["key"], 0, row["error"] is None
+
+    def prepare(self, engine) -> None:
+        pass
+
+    def measure(self, claim: Claim, block: int) -> dict:
+        self.say(f"claim {claim.id} (§{claim.section}): {claim.scenario}{' --quick' if self.quick else ''}")
+        error = None
+        try:
+            if claim.scenario == "rdma-gbn":
+                _gbn_claim(claim, self.out / claim.id, self.quick, self.backend)
+            else:
+                _scenario_claim(claim, self.out / claim.id, self.quick, self.backend, self.progress)
+        except Exception as exc:  # noqa: BLE001 — one claim that cannot run is reported; the rest still run
+            error = f"{type(exc).__name__}: {exc}"[:400]
+        row = {"key": claim.key, "block": block, "error": error}
+        Record(self.out).append(CLAIM_RUNS, row)
+        return row
+
+
 def run_whitepaper(out: Path, *, quick: bool = False, claims: list[str] | None = None, backend: str = "auto",
                    progress: ProgressFactory | None = None, say: Callable[[str], None] = lambda m: None) -> dict:
     """`progress`: makes a fresh progress context per claim (its value is the scenario run's
@@ -132,27 +177,15 @@ def run_whitepaper(out: Path, *, quick: bool = False, claims: list[str] | None =
     chosen = by_id(claims)  # a bad id is refused before anything is made
     out.mkdir(parents=True, exist_ok=True)
     bundle.start(out, quick, [c.id for c in chosen])
-    record = out / "claims.json"
-    done = {r["id"]: r for r in json.loads(record.read_text())["claims"]} if record.exists() else {}
-    rows: list[ClaimRow] = []
-    for claim in chosen:
-        if claim.id in done and done[claim.id]["error"] is None:
-            d = done[claim.id]
-            if claim.scenario == "rdma-gbn":
-                rows.append(ClaimRow(claim, d["verdict"], d["why"], d["measured"], d["full_scale"], d["run_dir"]))
-            else:  # judged again from its record (the verdict only: the report files stay as drawn)
-                rows.append(_judge_claim(claim, out / claim.id, load_verdict(out / claim.id)[2]))
-            continue
-        say(f"claim {claim.id} (§{claim.section}): {claim.scenario}{' --quick' if quick else ''}")
-        try:
-            row = _gbn_claim(claim, out / claim.id, quick, backend) if claim.scenario == "rdma-gbn" else \
-                _scenario_claim(claim, out / claim.id, quick, backend, progress)
-        except Exception as exc:  # noqa: BLE001 — one claim that cannot run is reported; the rest still run
-            row = ClaimRow(claim, "inconclusive", "its scenario did not run", error=f"{type(exc).__name__}: {exc}"[:400])
-        rows.append(row)
-        _record(record, quick, rows)
-    # again at the end: claims judged again from their records (a resume) are written too
-    _record(record, quick, rows)
+    exp = _Claims(out, chosen, quick, backend, progress, say)
+    # a claim a point (their order, drawn from seed 0, matters to none: each is its own run); one
+    # that could not run is run again by a resumed bundle
+    Engine(Record(out), 0).run(exp, Budget(1, allowed_failures=sys.maxsize))
+    errors = {r["key"]: r["error"] for r in exp.rows()}  # each claim's latest run
+    rows = [ClaimRow(c, "inconclusive", "its scenario did not run", error=errors[c.id]) if errors.get(c.id)
+            else _judge_gbn(c, out / c.id) if c.scenario == "rdma-gbn" else _judge_claim(c, out / c.id)
+            for c in chosen]
+    _record(out / "claims.json", quick, rows)
     (out / "whitepaper.md").write_text(markdown(rows, quick))
     meta = bundle.finish(out, [r.as_dict() for r in rows])
     return {"quick": quick, "run_dir": str(out), "bundle": meta, "claims": [r.as_dict() for r in rows],

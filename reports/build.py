@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import math
 import statistics
 import xml.etree.ElementTree as ET
@@ -16,28 +15,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from metrolab.harness.errors import SpecError
 from metrolab.harness.runner.results import ResultStore
 from metrolab.harness.scenario import kpis
 from metrolab.harness.scenario import stats as st
-from metrolab.harness.scenario.criteria import parse_criterion
-from metrolab.harness.scenario.verdict import Settings, Verdict, evaluate, summarize
+from metrolab.harness.scenario.verdict import Verdict
 from metrolab.reports import plots
 
 
 def load_verdict(run_dir: Path) -> tuple[dict, dict, Verdict, ResultStore]:
     store = ResultStore(run_dir)
-    meta_path, scen_path = run_dir / "meta.json", run_dir / "scenario.json"
-    if not meta_path.exists() or not scen_path.exists():
-        raise SpecError(str(run_dir), "", str(run_dir), "not a metrolab run directory (meta.json, scenario.json)")
-    meta = json.loads(meta_path.read_text())
-    scen = json.loads(scen_path.read_text())
-    swept = tuple((scen["spec"].get("sweep") or {}).get("params") or {})
-    criteria = [parse_criterion(t, scen.get("metrics", []), swept) for t in scen["spec"].get("acceptance", [])]
-    settings = Settings.from_dict(scen["spec"], meta)
-    verdict = evaluate(summarize(store.rows(), tuple(scen.get("metrics", [])), settings, store.blocks()), criteria,
-                       settings)
-    return meta, scen, verdict, store
+    verdict = store.judge()
+    return store.record.read_json("meta.json"), store.record.read_json("scenario.json"), verdict, store
 
 
 def points_frame(verdict: Verdict) -> pd.DataFrame:

@@ -9,21 +9,21 @@ the line rate the requester reaches (the link's, or the CPU's: the lossless good
 round trip (2 x fiber delay + the hosts' own turnaround, from a 0 km latency run), rxe's window
 (128 unacknowledged packets), the QP timeout (4.096 us x 2^t, in the kernel's 4 ms ticks), rxe's one retry at a time
 (NAKs ignored until the next ACK; its interval from the message size) and the
-transfer length. Rows are written as they are measured (`out`), and a sweep resumes from them.
+transfer length. The sweep is an Experiment on the one Engine (metrolab.harness.runner.engine): rows
+are written to the Record as they are measured, and a sweep resumes from them.
 """
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 from metrolab.harness.dist.launch import run_pair
 from metrolab.harness.rdma.gbn import ROCE_HEADERS, GbnModel, ib_timeout_s, packets_in_flight, rxe_ack_interval
+from metrolab.harness.runner.engine import Budget, Engine
 from metrolab.harness.runner.record import Record
-from metrolab.harness.runner.sweep import block_rng
 from metrolab.harness.scenario import stats
 from metrolab.netem.models import fiber_delay_s
 from metrolab.netem.profile import Impairment, LossModel
@@ -39,13 +39,6 @@ class GbnPoint:
     @property
     def key(self) -> str:
         return f"{self.distance_km:g}km/{self.loss:g}"
-
-
-def block_order(points: list[GbnPoint], block: int, seed: int) -> list[GbnPoint]:
-    """This block's order: a shuffle drawn from (seed, block), the same on a resumed run."""
-    order = list(points)
-    block_rng(seed, "gbn", block).shuffle(order)
-    return order
 
 
 def lab_model(baseline_gbps: float, link_rate_bps: float, distance_km: float, base_rtt_s: float, *,
@@ -114,43 +107,72 @@ def summarize(rows: list[dict], link_rate_bps: float, base_rtt_s: float, *, mtu:
     return out
 
 
-def run_sweep(lab, points: list[GbnPoint], *, blocks: int, seed: int, rate_bps: float, size: int, iters: int,
-              link: str = "wan", server: str = "b1", client: str = "a1", out: Path | None = None,
-              progress: Callable[[str], None] = lambda m: None) -> list[dict]:
-    """Measure every point once per block, in each block's order; rows already in `out` are kept
-    (a resumed sweep measures only what is missing)."""
-    record, name = (Record(out.parent), out.name) if out is not None else (None, "")
-    rows: list[dict] = record.lines(name) if record is not None else []
-    done = {(r["block"], r["key"]) for r in rows}
-    port = 18900 + len(rows)
-    total = blocks * len(points)
-    for b in range(blocks):
-        for pt in block_order(points, b, seed):
-            if (b, pt.key) in done:
-                continue
-            progress(f"block {b + 1}/{blocks}: {pt.distance_km:g} km, loss {pt.loss:g} ({len(rows) + 1}/{total})")
-            lab.impair(link, Impairment(delay_s=fiber_delay_s(pt.distance_km),
-                                        loss=LossModel(p=pt.loss) if pt.loss else None,
-                                        rate_bps=rate_bps, limit_packets=10000))
-            drops0 = _link_drops(lab, link)
-            row: dict[str, Any] = {"block": b, "key": pt.key, "distance_km": pt.distance_km, "loss": pt.loss}
-            try:
-                res = run_pair(lab, server, client, mode="bw", size=size, iters=iters, port=port,
-                               extra=["--op-timeout", "120"])
-                c = res["counters"]["rdma"]
-                row |= {"goodput_gbps": res["client"]["bw_avg_gbps"],
-                        "seq_naks": c[client].get("rcvd_seq_err", 0),
-                        "retries": c[client].get("completer_retry_err", 0),
-                        "out_of_seq": c[server].get("out_of_seq_request", 0),
-                        "duplicates": c[server].get("duplicate_request", 0),
-                        "qdisc_drops": _link_drops(lab, link) - drops0}
-            except Exception as exc:  # noqa: BLE001 — a point that fails is a row with the reason; the sweep goes on
-                row["error"] = str(exc)[:300]
-            port += 1
-            rows.append(row)
-            if record is not None:
-                record.append(name, row)  # on disk before the next point: a killed sweep resumes
-    return rows
+@dataclass
+class GbnSweep:
+    """The sweep as an Experiment: a point's row is its WRITE goodput and the QPs' and the link's
+    counters, or the reason it failed (a failed point is not measured again in its block)."""
+
+    lab: Any
+    pts: list[GbnPoint]
+    record: Record
+    rate_bps: float
+    size: int
+    iters: int
+    stream: str = "gbn.jsonl"
+    link: str = "wan"
+    server: str = "b1"
+    client: str = "a1"
+    say: Callable[[str], None] = lambda m: None
+    name: str = "gbn"
+    blocks: int = 1
+    port: int = field(default=18900, init=False)
+    measured: int = field(default=0, init=False)  # rows in the Record, this invocation's included
+
+    def points(self) -> list[GbnPoint]:
+        return self.pts
+
+    def rows(self) -> list[dict]:
+        return self.record.lines(self.stream)
+
+    def recorded(self, row: dict) -> tuple[str, int, bool]:
+        return row["key"], row["block"], True
+
+    def prepare(self, engine: Engine) -> None:
+        self.measured = len(self.rows())
+        self.port += self.measured  # a resumed sweep's QPs do not meet the old ones' ports
+
+    def measure(self, pt: GbnPoint, b: int) -> dict:
+        self.measured += 1
+        self.say(f"block {b + 1}/{self.blocks}: {pt.distance_km:g} km, loss {pt.loss:g} "
+                 f"({self.measured}/{self.blocks * len(self.pts)})")
+        self.lab.impair(self.link, Impairment(delay_s=fiber_delay_s(pt.distance_km),
+                                              loss=LossModel(p=pt.loss) if pt.loss else None,
+                                              rate_bps=self.rate_bps, limit_packets=10000))
+        drops0 = _link_drops(self.lab, self.link)
+        row: dict[str, Any] = {"block": b, "key": pt.key, "distance_km": pt.distance_km, "loss": pt.loss}
+        try:
+            res = run_pair(self.lab, self.server, self.client, mode="bw", size=self.size, iters=self.iters,
+                           port=self.port, extra=["--op-timeout", "120"])
+            c = res["counters"]["rdma"]
+            row |= {"goodput_gbps": res["client"]["bw_avg_gbps"],
+                    "seq_naks": c[self.client].get("rcvd_seq_err", 0),
+                    "retries": c[self.client].get("completer_retry_err", 0),
+                    "out_of_seq": c[self.server].get("out_of_seq_request", 0),
+                    "duplicates": c[self.server].get("duplicate_request", 0),
+                    "qdisc_drops": _link_drops(self.lab, self.link) - drops0}
+        except Exception as exc:  # noqa: BLE001 — a point that fails is a row with the reason; the sweep goes on
+            row["error"] = str(exc)[:300]
+        self.port += 1
+        self.record.append(self.stream, row)  # on disk before the next point: a killed sweep resumes
+        return row
+
+
+def run_sweep(sweep: GbnSweep, *, blocks: int, seed: int) -> list[dict]:
+    """Every point once per block, in each block's order, on the Engine; rows the Record already
+    holds are kept (a resumed sweep measures only what is missing)."""
+    sweep.blocks = blocks
+    Engine(sweep.record, seed).run(sweep, Budget(blocks))
+    return sweep.rows()
 
 
 def _link_drops(lab, link: str) -> int:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import random
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,9 @@ from metrolab.harness.dist.launch import run_pair
 from metrolab.harness.errors import SpecError
 from metrolab.harness.lab.netns import NetnsLab
 from metrolab.harness.rdma import perftest
-from metrolab.harness.runner.gbn_sweep import GbnPoint, run_sweep, summarize
+from metrolab.harness.runner.engine import new_seed
+from metrolab.harness.runner.gbn_sweep import GbnPoint, GbnSweep, run_sweep, summarize
+from metrolab.harness.runner.record import Record
 from metrolab.harness.spec.loader import load_topology
 from metrolab.harness.testbed.hosts import HostsLab
 from metrolab.harness.testbed.resolve import load_testbed
@@ -178,7 +180,7 @@ def gbn_experiment(losses=(0.0, 1e-4, 1e-3, 1e-2), distances=(0, 100, 500), rate
                         "needs 0: each point is paired with its block's lossless run at its distance")
     topo = load_topology("rdma-pair")
     rate_bps = parse_rate(rate)
-    seed = seed if seed is not None else random.SystemRandom().randrange(1, 2 ** 31)
+    seed = seed if seed is not None else new_seed()
     points = [GbnPoint(float(d), float(p)) for d in distances for p in losses]
     lab = NetnsLab(topo, in_order=in_order)
     lab.up()
@@ -187,8 +189,10 @@ def gbn_experiment(losses=(0.0, 1e-4, 1e-3, 1e-2), distances=(0, 100, 500), rate
         lab.impair("wan", Impairment(rate_bps=rate_bps, limit_packets=10000))
         lat = run_pair(lab, "b1", "a1", mode="lat", size=64, iters=200, port=18890)
         base_rtt_s = 2 * lat["client"]["t_min_us"] * 1e-6
-        rows = run_sweep(lab, points, blocks=blocks, seed=seed, rate_bps=rate_bps, size=size, iters=iters,
-                         out=Path(out) if out else None, progress=progress)
+        with ExitStack() as stack:  # no `out`: the Record lives as long as the sweep
+            rows_at = Path(out) if out else Path(stack.enter_context(tempfile.TemporaryDirectory())) / "gbn.jsonl"
+            rows = run_sweep(GbnSweep(lab, points, Record(rows_at.parent), rate_bps, size, iters, stream=rows_at.name,
+                                      say=progress), blocks=blocks, seed=seed)
         mtu = 1024
         summary = summarize(rows, rate_bps, base_rtt_s, mtu=mtu, full_rate_bps=full_rate_bps,
                             transfer_packets=None, message_bytes=size)  # tx depth 128 keeps the requester busy: no tails but the last

@@ -23,7 +23,9 @@ import pandas as pd
 from metrolab.harness import __version__
 from metrolab.harness.errors import SpecError
 from metrolab.harness.runner.record import Record
+from metrolab.harness.scenario.criteria import parse_criterion
 from metrolab.harness.scenario.spec import judging_fields
+from metrolab.harness.scenario.verdict import Settings, Verdict, evaluate, summarize
 
 
 def run_metadata(scenario, backend: str) -> dict:
@@ -92,11 +94,8 @@ class ResultStore:
         """The measurement-order index the next row takes (a resumed run continues the count)."""
         return 1 + max((int(r["order"]) for r in self.rows() if r.get("order") is not None), default=-1)
 
-    def append_block(self, record: dict) -> None:
-        """What a block ran beside (metrolab.harness.kernel.interference), one line per block."""
-        self.record.append("blocks.jsonl", record)
-
     def blocks(self) -> list[dict]:
+        """What each block ran beside (the Engine's blocks.jsonl)."""
         return self.record.lines("blocks.jsonl")
 
     def rows(self) -> list[dict]:
@@ -113,6 +112,18 @@ class ResultStore:
             if r.get("status") != "ok":
                 out[(r["workload"], r["point_key"])] = out.get((r["workload"], r["point_key"]), 0) + 1
         return out
+
+    def judge(self, workload: str | None = None) -> Verdict:
+        """The Judge: the verdict from the Record alone (meta.json, scenario.json, the rows, the
+        blocks), whichever kernel measured them; `workload`: its rows only (a look mid-run)."""
+        meta, scen = self.record.read_json("meta.json"), self.record.read_json("scenario.json")
+        if meta is None or scen is None:
+            raise SpecError(str(self.dir), "", str(self.dir), "not a metrolab run directory (meta.json, scenario.json)")
+        swept = tuple((scen["spec"].get("sweep") or {}).get("params") or {})
+        criteria = [parse_criterion(t, scen.get("metrics", []), swept) for t in scen["spec"].get("acceptance", [])]
+        settings = Settings.from_dict(scen["spec"], meta)
+        rows = [r for r in self.rows() if workload is None or r["workload"] == workload]
+        return evaluate(summarize(rows, tuple(scen.get("metrics", [])), settings, self.blocks()), criteria, settings)
 
     def append(self, row: dict) -> None:
         self.record.append("results.jsonl", row)

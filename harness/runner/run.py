@@ -4,7 +4,7 @@ lab up -> headroom (the unshaped capacity between each workload's hosts; auto sc
 per workload: one rank per host (a Ray actor starts it in the host's namespace, the process group
 comes up once) -> warm-up at the baseline until the step time is stationary, the model fitted on
 it predicts every point -> warm-up passes through every point (discarded) until each point's step
-time holds still from one pass to the next -> randomized blocks (metrolab.harness.runner.sweep): the
+time holds still from one pass to the next -> randomized blocks (metrolab.harness.runner.engine): the
 baseline and every point in a shuffled order, each re-impairing the swept links and re-applying its
 policy, one row per measurement appended as it is taken, with the CPU that went to other processes
 meanwhile (metrolab.harness.kernel.interference; a block under interference is replaced) -> with
@@ -23,15 +23,15 @@ import dataclasses
 import json
 import logging
 import math
+import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from metrolab.harness import capabilities, settings
 from metrolab.harness.errors import LabError, SpecError
-from metrolab.harness.kernel.interference import Monitor, between, interfered, interference_summary
+from metrolab.harness.kernel.interference import Monitor, interference_summary
 from metrolab.harness.kernel.zygote import Zygote, enabled, prestart
 from metrolab.harness.lab.netns import NetnsLab
 from metrolab.harness.policy.apply import PolicyApplier, marks_ecn, needs_flows
@@ -39,19 +39,19 @@ from metrolab.harness.policy.flows import policy_nodes
 from metrolab.harness.runner import headroom as hr
 from metrolab.harness.runner import soak
 from metrolab.harness.runner.agents import LocalAgents, RankFailed, RayCluster
+from metrolab.harness.runner.engine import Budget, Engine, new_seed
 from metrolab.harness.runner.events import EventPlayer, links_of
 from metrolab.harness.runner.group import RankGroup
 from metrolab.harness.runner.linkseries import LinkSampler, utilization
 from metrolab.harness.runner.rdma_counts import RdmaCounters
 from metrolab.harness.runner.results import ResultStore, run_metadata
-from metrolab.harness.runner.sweep import Sweep, new_seed
 from metrolab.harness.runner.wan import WanCounters, backlog_drops
 from metrolab.harness.scenario import kpis
 from metrolab.harness.scenario.events import impact
 from metrolab.harness.scenario.points import Point, baselines, grid, point_impairment
 from metrolab.harness.scenario.predict import make_predictor
 from metrolab.harness.scenario.sequential import Design
-from metrolab.harness.scenario.verdict import Settings, Verdict, evaluate, summarize
+from metrolab.harness.scenario.verdict import Settings, Verdict
 from metrolab.harness.testbed.hosts import HostsLab
 from metrolab.workloads.registry import WORKLOADS, workload_metrics
 
@@ -62,8 +62,9 @@ WARMUP_SHARE_S = 0.1  # of a point's timeout: the longest a warm-up may take
 
 @dataclass
 class RunOutcome:
+    """What one invocation did (meta.json's "outcome"); the verdict is the Judge's, from the Record."""
+
     run_dir: Path
-    judge: Callable[[], Verdict] = field(repr=False)
     measured: int          # rows written by this invocation
     skipped: int           # (workload, point, block) already in the run directory
     ray_start_s: float
@@ -73,15 +74,10 @@ class RunOutcome:
     headroom: dict = field(default_factory=dict)     # workload -> Headroom.to_dict()
     seed: int | None = None
     scale: float = 1.0
-    _verdict: Verdict | None = field(default=None, repr=False)
 
     @property
     def verdict(self) -> Verdict:
-        """Judged when first asked (the statistics import scipy, ~20 s in the TCG guest, where the
-        CLI leaves judging to the host)."""
-        if self._verdict is None:
-            self._verdict = self.judge()
-        return self._verdict
+        return ResultStore(self.run_dir).judge()
 
     def summary(self) -> dict:
         return {"measured": self.measured, "skipped": self.skipped, "ray_start_s": self.ray_start_s,
@@ -122,6 +118,8 @@ class Runner:
         self.headroom: dict[str, hr.Headroom] = {}
         self.blocks: dict[str, int] = {}
         self.rate_divisor = 1.0
+        self.measured = self.skipped = 0  # by this invocation, every workload
+        self.order = 0                    # the next row's index in the run's measurement order
 
     # -- set-up ----------------------------------------------------------------------------
     def design(self) -> Design:
@@ -199,12 +197,12 @@ class Runner:
             self._check_headroom(meta)
             meta = {k: v for k, v in self.store.meta.items() if not isinstance(v, (dict, list))}  # flat, per row
             scale = self.spec.scale * self.rate_divisor
-            points = baselines(self.spec.sweep) + grid(self.spec.sweep, scale)
-            sweep = Sweep(points, int(meta["seed"]), self.store.done(), self.store.failures(),
-                          self.spec.statistics.allowed_failures)
-            sweep.order = self.store.next_order()
-            self.sweep = sweep
-            self.total = len(self.spec.workloads) * len(points) * self.spec.repetitions
+            self.points = baselines(self.spec.sweep) + grid(self.spec.sweep, scale)
+            self.order = self.store.next_order()
+            stats = self.spec.statistics
+            self.engine = Engine(self.store.record, int(meta["seed"]), progress=self._progress, monitor=self.monitor,
+                                 limits=(stats.max_interference, stats.max_guest_wait))
+            self.total = len(self.spec.workloads) * len(self.points) * self.spec.repetitions
             self.progress(advance=0, total=self.total)
             # Ray places and supervises the ranks on the host kernel and on clusters; in the guest
             # (TCG) Ray does not start, so the runner drives the same rank agents itself
@@ -227,7 +225,7 @@ class Runner:
                 self.cluster.close()
             self.lab.down()  # policies go with the namespaces
         self.store.write_tables()
-        out = RunOutcome(self.run_dir, self.verdict, self.sweep.measured, self.sweep.skipped,
+        out = RunOutcome(self.run_dir, self.measured, self.skipped,
                          self.cluster.start_s if self.cluster is not None else 0.0, time.monotonic() - self.t0,
                          self.cluster.kind if self.cluster is not None else "none", dict(self.blocks),
                          {w: h.to_dict() for w, h in self.headroom.items()}, int(meta["seed"]), scale)
@@ -235,99 +233,66 @@ class Runner:
         return out
 
     def verdict(self, workload: str | None = None) -> Verdict:
-        rows = self.store.rows()
-        if workload is not None:
-            rows = [r for r in rows if r["workload"] == workload]
-        metrics = workload_metrics([w.kind for w in self.spec.workloads])
-        return evaluate(summarize(rows, metrics, self.settings, self.store.blocks()), self.scn.criteria,
-                        self.settings)
+        return self.store.judge(workload)
+
+    def _progress(self, advance: int = 0, grow: int = 0) -> None:
+        """The Engine's progress on the run's one bar (every workload's points)."""
+        if grow:
+            self.total += grow
+            self.progress(total=self.total)
+        if advance:
+            self.progress(advance=advance)
 
     def _soak(self, wspec, meta: dict, scale: float, plan: SoakPlan) -> None:
-        """One point repeated for the plan's duration; after each repetition its step time and every
-        rank's, the runner's and the lab's resources, appended to soak.jsonl as measured."""
-        wname = wspec.name or wspec.kind
-        point = grid(self.spec.sweep, scale)[plan.index]
+        """One point repeated for the plan's duration (a block each; the clock starts after the first,
+        which starts and warms the ranks); after each repetition its step time and every rank's, the
+        runner's and the lab's resources, appended to soak.jsonl as measured."""
         group = RankGroup(self.cluster, self.lab, self.scn, wspec, self.run_dir, port=29700, scale=scale)
-        ctx = _WorkloadRun(self, group, wname, meta, scale)
-        local = self.lab.backend != "hosts"  # lab objects are counted where the lab is this kernel's
-        rows: list[dict] = []
-        self.progress(total=1, description=f"{wname}: soak {point.label()} for {plan.duration_s:g} s")
-        start = end = time.monotonic()
+        exp = _Soak(self, group, wspec.name or wspec.kind, meta, scale, plan, grid(self.spec.sweep, scale)[plan.index])
+        self.engine.progress = lambda **kw: None  # the soak's bar counts repetitions against the clock
         try:
-            while not rows or time.monotonic() < end:
-                row = ctx.measure(point, len(rows))
-                if not rows:  # the clock starts after the first repetition (the ranks' start and warm-up)
-                    start = time.monotonic()
-                    end = start + plan.duration_s
-                rows.append(soak.sample(group, self.lab, local) | {
-                    "repetition": len(rows), "step_time_s": (row or {}).get("step_time_s")})
-                self.store.record.append("soak.jsonl", rows[-1])
-                left = max(0.0, end - time.monotonic())
-                per = (time.monotonic() - start) / (len(rows) - 1) if len(rows) > 1 else 1.0
-                self.progress(total=len(rows) + math.ceil(left / per),  # an estimate: the bar's ETA
-                              description=f"{wname}: soak {point.label()}: {len(rows)} repetitions")
+            # a failed repetition is a sample too (its step time missing): the soak measures on
+            self._count(self.engine.run(exp, Budget(1, seconds=plan.duration_s, clock_after_planned=True,
+                                                    allowed_failures=sys.maxsize)))
         finally:
             group.stop()
-            soak.write_summary(self.run_dir, point.label(), plan.duration_s, rows)
+            soak.write_summary(self.run_dir, exp.point.label(), plan.duration_s, exp.samples)
+
+    def _count(self, out) -> None:
+        self.measured += out.measured
+        self.skipped += out.skipped
 
     def _workload(self, wi: int, wspec, meta: dict, scale: float, workloads_left: int) -> None:
-        spec, sweep = self.spec, self.sweep
+        spec, stats = self.spec, self.spec.statistics
         wname = wspec.name or wspec.kind
         group = RankGroup(self.cluster, self.lab, self.scn, wspec, self.run_dir, port=29700 + 50 * wi, scale=scale)
-        stats = spec.statistics
-        deadline = self.t0 + stats.max_minutes * 60
-        share = max(0.0, deadline - time.monotonic()) / max(1, workloads_left)
-        my_deadline = time.monotonic() + share
+        share = max(0.0, self.t0 + stats.max_minutes * 60 - time.monotonic()) / max(1, workloads_left)
         ctx = _WorkloadRun(self, group, wname, meta, scale)
         sequential = self.settings.the_design.sequential
+        budget = Budget(spec.repetitions, max_blocks=stats.max_repetitions if sequential else None,
+                        seconds=share if sequential else None, max_replaced=stats.max_interfered_blocks,
+                        allowed_failures=stats.allowed_failures)
+        out = None
         try:
-            block = clean = replaced = 0
-            warmed = False
-            while True:
-                if clean >= spec.repetitions:  # the planned blocks are in: a look, or the end
-                    if not sequential or clean >= stats.max_repetitions:
-                        if sequential:
-                            ctx.undecided(self.verdict(wname), f"the block budget ({stats.max_repetitions}) is spent")
-                        break
-                    if time.monotonic() > my_deadline:
-                        ctx.undecided(self.verdict(wname), f"the time budget is spent after {clean} blocks")
-                        break
-                    if not self.verdict(wname).inconclusive:
-                        ctx.note(f"every criterion decided after {clean} blocks")
-                        break
-                    self.total += len(sweep.points)
-                    self.progress(total=self.total)
-                todo = sweep.todo(wname, block)
-                sweep.skipped += len(sweep.points) - len(todo)
-                self.progress(advance=len(sweep.points) - len(todo))
-                if todo and not warmed:
-                    ctx.warm_passes()
-                    warmed = True
-                mark = self.monitor.mark()
-                for point in todo:
-                    ctx.measure(point, block)
-                beside = between(mark, self.monitor.mark()) if todo else {}
-                hit = bool(beside) and interfered(beside, stats.max_interference, stats.max_guest_wait)
-                replace = hit and replaced < stats.max_interfered_blocks
-                if beside:
-                    self.store.append_block({"workload": wname, "block": block, **beside, "interfered": hit,
-                                             "replaced": replace})
-                if replace:
-                    replaced += 1  # left out by the judge: measured again
-                    ctx.note(f"block {block + 1} ran under interference: replaced")
-                    self.total += len(sweep.points)
-                    self.progress(total=self.total)
-                else:
-                    clean += 1
-                block += 1
-                self.blocks[wname] = block
+            out = self.engine.run(ctx, budget, look=lambda: bool(self.verdict(wname).inconclusive))
+            self._count(out)
+            if out.stopped == "blocks":
+                ctx.undecided(self.verdict(wname), f"the block budget ({stats.max_repetitions}) is spent")
+            elif out.stopped == "time":
+                ctx.undecided(self.verdict(wname), f"the time budget is spent after {out.clean} blocks")
+            elif out.stopped == "decided":
+                ctx.note(f"every criterion decided after {out.clean} blocks")
+            if out.replaced:
+                ctx.note(f"{out.replaced} block(s) ran under interference: replaced")
         finally:
             group.stop()
+            self.blocks[wname] = out.blocks if out is not None else 0
             mine = [b for b in self.store.blocks() if b["workload"] == wname]
-            self.store.update_meta(**{f"blocks_{wname}": self.blocks.get(wname, 0)},
+            self.store.update_meta(**{f"blocks_{wname}": self.blocks[wname]},
                                    budget={**(self.store.meta.get("budget") or {}),
-                                           wname: {"blocks": self.blocks.get(wname, 0), "clean_blocks": clean,
-                                                   "replaced": replaced,
+                                           wname: {"blocks": self.blocks[wname],
+                                                   "clean_blocks": out.clean if out is not None else 0,
+                                                   "replaced": out.replaced if out is not None else 0,
                                                    "minutes": round((time.monotonic() - self.t0) / 60, 2),
                                                    "notes": ctx.notes}},
                                    warm_passes={**(self.store.meta.get("warm_passes") or {}), wname: ctx.passes},
@@ -336,10 +301,11 @@ class Runner:
 
 
 class _WorkloadRun:
-    """The measurements of one workload: its rank group, warm-ups, predictions, learned flows."""
+    """One workload's sweep, an Experiment: its rank group, warm-ups, predictions, learned flows."""
 
     def __init__(self, runner: Runner, group: RankGroup, wname: str, meta: dict, scale: float):
         self.r, self.group, self.wname, self.meta, self.scale = runner, group, wname, meta, scale
+        self.name = wname
         self.flows: dict = {}              # (policy, params) -> learned flows, reused in later blocks
         self.predictions: dict[str, float] = {}
         self.paths: dict[str, float | None] = {}  # point key -> the model's bottleneck rate on its path
@@ -367,7 +333,22 @@ class _WorkloadRun:
         self.note(f"{why} with {len(open_)} criterion result(s) undecided"
                   + (f" ({'; '.join(needs)} at the spread observed)" if needs else ""))
 
-    def warm_passes(self) -> None:
+    # -- the Experiment (metrolab.harness.runner.engine) -----------------------------------------
+    def points(self) -> list[Point]:
+        return self.r.points
+
+    def rows(self) -> list[dict]:
+        return self.r.store.rows()
+
+    def recorded(self, row: dict) -> tuple[str, int, bool] | None:
+        if row.get("workload") != self.name:
+            return None
+        return row["point_key"], row["repetition"], row.get("status") == "ok"
+
+    def prepare(self, engine: Engine) -> None:
+        self.warm_passes(engine)
+
+    def warm_passes(self, engine: Engine) -> None:
         """Discarded passes through every point, each in a shuffled order, until each point's step
         time holds still: at least `warm_blocks.min`, at most `warm_blocks.max`; the first pass is
         compared with the baseline's steady step from the warm-up. Each pass goes to warmups.jsonl."""
@@ -376,11 +357,12 @@ class _WorkloadRun:
         for k in range(wb.max):
             r.progress(description=f"{self.wname}: warming up every point (pass {k + 1})")
             steps: dict[str, float] = {}
-            for point in r.sweep.block(self.wname, -(k + 1)):
-                if r.sweep.is_done(self.wname, point, 0) and r.sweep.failed(self.wname, point):
+            for point in engine.block(self, -(k + 1)):
+                if engine.failed(self, point, r.spec.statistics.allowed_failures):
                     continue
                 row = self.measure(point, 0, record=False)
-                if row is not None:
+                engine.account(self, row)
+                if row["status"] == "ok":
                     steps[point.key] = row["step_time_s"]
             moved = [abs(math.log(steps[key] / prev[key])) for key in steps if key in prev and prev[key] > 0
                      and steps[key] > 0]
@@ -409,7 +391,7 @@ class _WorkloadRun:
             self.combo, self.flows = None, {}
         if self.combo == point.params:
             return
-        base = next(p for p in self.r.sweep.points if p.baseline and p.params == point.params)
+        base = next(p for p in self.r.points if p.baseline and p.params == point.params)
         self.r.applier.apply(None)  # first: a running pause emulation holds the links' qdiscs
         self._impair(base)
         self._setup(base)
@@ -436,7 +418,7 @@ class _WorkloadRun:
             return
         try:
             pred.fit(base, w.baseline_step_s, w.metrics)
-            for p in self.r.sweep.points:
+            for p in self.r.points:
                 if p.params == base.params:
                     self.predictions[p.key] = pred.predict(p)
                     self.paths[p.key] = pred.path(p).rate_bps
@@ -493,23 +475,22 @@ class _WorkloadRun:
             "replans": player.replans, "steps": g.last_steps, "per_step": effect.per_step, **ours})
         return metrics | ours
 
-    def measure(self, point: Point, block: int, record: bool = True) -> dict | None:
-        """One repetition of `point`, recorded (not with `record` off: a warm-up pass); its row, or
-        None where it failed (recorded as such, a warm-up pass's failure too: the point failed)."""
+    def measure(self, point: Point, block: int, record: bool = True) -> dict:
+        """One repetition of `point`, recorded (not with `record` off: a warm-up pass); its row, with
+        status "failed" where it failed (recorded, a warm-up pass's failure too: the point failed)."""
         log.info("%s: block %d: %s%s", self.wname, block + 1, point.label(), "" if record else " (warm-up)")
-        r, sweep, spec, g = self.r, self.r.sweep, self.r.spec, self.group
+        r, spec, g = self.r, self.r.spec, self.group
         wspec = g.wspec
         h = r.headroom.get(self.wname)
         base_row = {"workload": self.wname, "kind": wspec.kind, "point_key": point.key, "label": point.label(),
                     **point.fields(), "links": ",".join(r.links), **self.meta, "block": block}
 
-        def failed(error: str) -> None:
-            r.store.append(base_row | {"repetition": -1, "order": sweep.order, "status": "failed", "error": error,
-                                       "measured_at": time.time(), "warm_up": not record})
-            sweep.order += 1
-            sweep.measured += 1
-            sweep.fail(self.wname, point, block)
-            r.progress(advance=1)
+        def failed(error: str) -> dict:
+            row = base_row | {"repetition": -1, "order": r.order, "status": "failed", "error": error,
+                              "measured_at": time.time(), "warm_up": not record}
+            r.store.append(row)
+            r.order += 1
+            return row
 
         policy = None if point.baseline or point.policy == "none" else r.policies[point.policy]
         try:
@@ -521,8 +502,7 @@ class _WorkloadRun:
             try:
                 r.applier.apply(policy, flows=learned, learning=needs_flows(policy) and learned is None)
             except (LabError, ValueError) as exc:
-                failed(f"policy {point.policy}: {exc}")
-                return None
+                return failed(f"policy {point.policy}: {exc}")
             if self._setup(point):  # rebuilt (this point's fault): learn from the new connections
                 learned = None
             if needs_flows(policy) and learned is None:
@@ -532,8 +512,7 @@ class _WorkloadRun:
                     r.applier.apply(policy, flows=learned)
                     self._record_flows(point, block, learned)
                 except (LabError, ValueError) as exc:
-                    failed(f"policy {point.policy}: {exc}")
-                    return None
+                    return failed(f"policy {point.policy}: {exc}")
             g.warm(spec.warmups)  # the network just changed under the ranks
             rdma = RdmaCounters(r.lab, g.hosts if g.kind.needs_rdma_for(wspec) else [])
             local = r.lab.backend != "hosts"  # the lab's hops are this kernel's
@@ -555,16 +534,15 @@ class _WorkloadRun:
             except RankFailed:
                 raise  # a RankFailed is a LabError too: the ranks must be stopped (below), not kept
             except LabError as exc:  # e.g. the policy's own machinery (a pause controller) stopped
-                failed(str(exc))
-                return None
+                return failed(str(exc))
             if local:
                 metrics["backlog_drops"] = backlog_drops() - backlog
             metrics |= rdma.metrics(dev, rdma.read())
         except RankFailed as exc:
-            failed(str(exc))
+            row = failed(str(exc))
             g.stop(kill=True)
-            return None
-        row = base_row | {"repetition": block, "order": sweep.order, "status": "ok", "error": None,
+            return row
+        row = base_row | {"repetition": block, "order": r.order, "status": "ok", "error": None,
                           "measured_at": time.time(), "predicted_step_s": self.predictions.get(point.key),
                           "line_rate_bps": self.paths.get(point.key), **metrics}
         row |= kpis.derive(row)
@@ -573,12 +551,41 @@ class _WorkloadRun:
         if not record:
             return row
         r.store.append(row)
-        sweep.order += 1
-        sweep.measured += 1
-        sweep.done.add((self.wname, point.key, block))
-        r.progress(advance=1)
+        r.order += 1
         return row
 
+
+
+class _Soak(_WorkloadRun):
+    """A soak, an Experiment: one point, a repetition a block, each followed by the resources of
+    everything involved (metrolab.harness.runner.soak)."""
+
+    def __init__(self, runner: Runner, group: RankGroup, wname: str, meta: dict, scale: float, plan: SoakPlan,
+                 point: Point):
+        super().__init__(runner, group, wname, meta, scale)
+        self.plan, self.point = plan, point
+        self.samples: list[dict] = []
+        self.local = runner.lab.backend != "hosts"  # lab objects are counted where the lab is this kernel's
+        self.start = 0.0
+
+    def points(self) -> list[Point]:
+        return [self.point]
+
+    def prepare(self, engine: Engine) -> None:
+        self.r.progress(total=1, description=f"{self.wname}: soak {self.point.label()} for {self.plan.duration_s:g} s")
+
+    def measure(self, point: Point, block: int, record: bool = True) -> dict:
+        row = super().measure(point, block, record)
+        if not self.samples:  # the clock starts after the first repetition (the ranks' start and warm-up)
+            self.start = time.monotonic()
+        self.samples.append(soak.sample(self.group, self.r.lab, self.local) | {
+            "repetition": len(self.samples), "step_time_s": row.get("step_time_s")})
+        self.r.store.record.append("soak.jsonl", self.samples[-1])
+        left = max(0.0, self.start + self.plan.duration_s - time.monotonic())
+        per = (time.monotonic() - self.start) / (len(self.samples) - 1) if len(self.samples) > 1 else 1.0
+        self.r.progress(total=len(self.samples) + math.ceil(left / per),  # an estimate: the bar's ETA
+                        description=f"{self.wname}: soak {point.label()}: {len(self.samples)} repetitions")
+        return row
 
 
 @dataclass(frozen=True)

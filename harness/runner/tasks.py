@@ -13,7 +13,8 @@ by its receiver from its first byte to its last. The link's bytes are sampled al
 utilization of each slot beside what the schedule predicted for it.
 
 Every class and process is gone when `play` returns, on success, error and Ctrl-C: the link gets
-its own queue back.
+its own queue back. Repeated plays are an Experiment (`Plays`) on the one Engine: a play a block,
+each written to the Record as it ends, a resumed run playing only what is missing.
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from metrolab.harness.errors import LabError
 from metrolab.harness.kernel import sh
 from metrolab.harness.policy import qos
 from metrolab.harness.runner.linkseries import LinkSampler
+from metrolab.harness.runner.record import Record
 from metrolab.harness.scenario.schedule import Commitment, History, Refusal, Request, finish_s, schedule, slot_s
 from metrolab.netem.profile import Impairment
 from metrolab.workloads import elephants
@@ -97,6 +100,41 @@ class Action:
     flow: int = -1              # "go": the sender to start (0: the path's own traffic, 1 + i: task i)
     minor: int = 0              # "rate": the class
     rate_bps: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Play:
+    key: str = "play"
+
+
+@dataclass
+class Plays:
+    """The plan played once a block (metrolab.harness.runner.engine), each play a row of `stream`."""
+
+    lab: Any
+    plan: Plan
+    record: Record
+    stream: str
+    say: Callable[[str], None] = lambda _m: None
+    name: str = "tasks"
+
+    def points(self) -> list[_Play]:
+        return [_Play()]
+
+    def rows(self) -> list[dict]:  # a play recorded before plays carried their block: its place
+        return [{"block": i} | r for i, r in enumerate(self.record.lines(self.stream))]
+
+    def recorded(self, row: dict) -> tuple[str, int, bool]:
+        return "play", row["block"], True
+
+    def prepare(self, engine) -> None:
+        pass
+
+    def measure(self, point: _Play, block: int) -> dict:
+        self.say(f"repetition {block + 1}")
+        row = {"block": block} | play(self.lab, self.plan, progress=self.say)
+        self.record.append(self.stream, row)  # written as measured: resume keeps it
+        return row
 
 
 def play(lab, plan: Plan, progress: Callable[[str], None] = lambda _m: None) -> dict:

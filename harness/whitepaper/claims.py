@@ -40,6 +40,10 @@ class Claim:
     # not hold from 100 km alone (the main job's --quick sweep)
     needs: tuple[tuple[str, tuple[Any, ...]], ...] = ()
 
+    @property
+    def key(self) -> str:  # a point of the claims' Experiment (metrolab.whitepaper)
+        return self.id
+
     def decides(self, fields: dict) -> bool:
         """Is a point with these fields one the claim is about (not context)?"""
         return all(fields.get(k) in v for k, v in self.at)

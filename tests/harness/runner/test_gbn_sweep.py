@@ -2,17 +2,18 @@
 
 import pytest
 
-from metrolab.harness.runner.gbn_sweep import GbnPoint, block_order, full_scale_model, lab_model, summarize
+from metrolab.harness.runner.engine import block_order
+from metrolab.harness.runner.gbn_sweep import GbnPoint, full_scale_model, lab_model, summarize
 
 pytestmark = pytest.mark.unit
 POINTS = [GbnPoint(d, p) for d in (0.0, 100.0) for p in (0.0, 1e-3)]
 
 
 def test_each_block_has_its_own_order_and_a_resumed_run_the_same():
-    orders = [block_order(POINTS, b, seed=7) for b in range(6)]
+    orders = [block_order(POINTS, 7, "gbn", b) for b in range(6)]
     assert all(sorted(o, key=lambda x: x.key) == sorted(POINTS, key=lambda x: x.key) for o in orders)
     assert len({tuple(p.key for p in o) for o in orders}) > 1
-    assert block_order(POINTS, 3, seed=7) == orders[3]
+    assert block_order(POINTS, 7, "gbn", 3) == orders[3]
 
 
 def test_the_model_takes_the_lower_of_link_and_cpu_and_adds_fiber_to_the_base_rtt():

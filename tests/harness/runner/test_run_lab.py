@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from metrolab.harness.runner.sweep import Sweep
+from metrolab.harness.runner.engine import block_order
 from metrolab.harness.scenario.points import baselines, grid
 from metrolab.harness.scenario.spec import load_scenario
 from tests.support.runs import TOPO, metrolab, scenario
@@ -163,7 +163,7 @@ def test_a_crashing_rank_fails_its_point_and_the_sweep_completes(tmp_path):
     spec = load_scenario(str(path)).spec
     points = baselines(spec.sweep) + grid(spec.sweep, spec.scale)
     seed = next(s for s in range(1, 1000)
-                if [p.label() for p in Sweep(points, s).block("collective", 0)][:-1].count("0 km, 2:1"))
+                if [p.label() for p in block_order(points, s, "collective", 0)][:-1].count("0 km, 2:1"))
     res = metrolab("run", str(path), "--out", str(run_dir), "--json", "--seed", str(seed))
     assert res.returncode == 1, res.stderr[-2000:]
     out = json.loads(res.stdout)

@@ -13,7 +13,7 @@ import pytest
 from scipy import stats as sst
 
 from metrolab.harness.errors import EXIT_CAPABILITY, EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_INTERNAL, EXIT_LAB, EXIT_SPEC
-from metrolab.harness.runner.sweep import Sweep
+from metrolab.harness.runner.engine import block_order
 from metrolab.harness.scenario import stats as st
 from metrolab.harness.scenario.criteria import parse_criterion
 from metrolab.harness.scenario.points import Point
@@ -43,8 +43,7 @@ def _rows(order: list[tuple[int, Point]], drift_per_measurement: float, noise: f
 
 
 def _shuffled(blocks: int, seed: int) -> list[tuple[int, Point]]:
-    sweep = Sweep(_points(), seed)
-    return [(b, p) for b in range(blocks) for p in sweep.block("w", b)]
+    return [(b, p) for b in range(blocks) for p in block_order(_points(), seed, "w", b)]
 
 
 def _sweep_order(blocks: int) -> list[tuple[int, Point]]:
@@ -243,11 +242,10 @@ def test_junit_maps_inconclusive_to_skipped(tmp_path):
 def test_block_orders_are_shuffled_reproducible_and_grouped_by_parameters():
     pts = [Point(baseline=True, params=(("algo", a),)) for a in ("flat", "hier")] + \
         [Point(distance_km=float(d), params=(("algo", a),)) for d in (100, 500) for a in ("flat", "hier")]
-    s = Sweep(pts, seed=42)
-    orders = [s.block("w", b) for b in range(6)]
+    orders = [block_order(pts, 42, "w", b) for b in range(6)]
     assert all(sorted(p.key for p in o) == sorted(p.key for p in pts) for o in orders)
     assert len({tuple(p.key for p in o) for o in orders}) > 1          # fresh per block
-    assert [p.key for p in Sweep(pts, seed=42).block("w", 3)] == [p.key for p in orders[3]]  # same seed, same plan
+    assert [p.key for p in block_order(pts, 42, "w", 3)] == [p.key for p in orders[3]]  # same seed, same plan
     for o in orders:  # a combination's points are measured together: one set-up per combination per block
         combos = [p.params for p in o]
         assert combos == sorted(combos, key=combos.index) and len({c for c in combos}) == 2
