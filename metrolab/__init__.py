@@ -17,30 +17,37 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # what __getattr__ gives, typed
     from metrolab.api import (
         MAIN_SCENARIO,
+        CollectivesTest,
         RdmaTest,
         RunResult,
+        bench_collectives,
         bench_noise,
+        bench_rdma,
         build_lab,
         capabilities,
+        collectives_test,
         gbn_experiment,
         lab,
         load_run,
         load_scenario,
+        measure,
+        probe_links,
+        probed,
         rdma_test,
         report,
         run,
         run_workload,
         scenarios,
         soak,
-        task_run_dir,
         task_windows,
         tasks,
         whitepaper_docs,
     )
 
-__all__ = ["MAIN_SCENARIO", "RdmaTest", "RunResult", "__version__", "bench_noise", "build_lab", "capabilities",
-           "gbn_experiment", "lab", "load_run", "load_scenario", "rdma_test", "report", "run", "run_workload",
-           "scenarios", "soak", "task_run_dir", "task_windows", "tasks", "whitepaper_docs"]
+__all__ = ["MAIN_SCENARIO", "CollectivesTest", "RdmaTest", "RunResult", "__version__", "bench_collectives",
+           "bench_noise", "bench_rdma", "build_lab", "capabilities", "collectives_test", "gbn_experiment", "lab",
+           "load_run", "load_scenario", "measure", "probe_links", "probed", "rdma_test", "report", "run",
+           "run_workload", "scenarios", "soak", "task_windows", "tasks", "whitepaper_docs"]
 
 
 def __getattr__(name: str):

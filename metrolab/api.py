@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -20,17 +21,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+from pydantic import ValidationError, validate_call
+from pydantic_core import to_jsonable_python
 
+from metrolab.harness import bench
 from metrolab.harness.backends import create_lab
-from metrolab.harness.bench import bench_noise as bench_noise  # re-exported: the API's, as the library has it
 from metrolab.harness.capabilities import probe
 from metrolab.harness.errors import GuestRunError, SpecError
-from metrolab.harness.lab.select import choose, in_guest
+from metrolab.harness.lab.select import RDMA_NEEDS, choose, in_guest, needs
+from metrolab.harness.runner import collective_commands, rdma_commands
+from metrolab.harness.runner.collective_commands import CollectivesTest as CollectivesTest  # re-exported: the API's
 from metrolab.harness.runner.engine import Budget, Engine
-from metrolab.harness.runner.measure import MeasureRequest, Overrides
-from metrolab.harness.runner.rdma_commands import RdmaTest as RdmaTest  # re-exported, as bench_noise
-from metrolab.harness.runner.rdma_commands import gbn_experiment as gbn_experiment
-from metrolab.harness.runner.rdma_commands import rdma_test as rdma_test
+from metrolab.harness.runner.measure import REQUEST, MeasureRequest, Overrides
+from metrolab.harness.runner.measure import measure as measure_run
+from metrolab.harness.runner.rdma_commands import RdmaTest as RdmaTest  # re-exported: the API's
 from metrolab.harness.runner.record import Record
 from metrolab.harness.runner.results import ResultStore
 from metrolab.harness.runner.run import run_scenario, soak_plan
@@ -43,11 +47,12 @@ from metrolab.harness.scenario.spec import builtin_scenarios
 from metrolab.harness.scenario.spec import load_scenario as _load
 from metrolab.harness.scenario.taskplan import check_plan, load_plan
 from metrolab.harness.scenario.tasksummary import summarize as summarize_tasks
-from metrolab.harness.spec.loader import load_topology
+from metrolab.harness.spec.loader import errors_from_pydantic, load_topology
 from metrolab.harness.testbed.resolve import load_testbed
 from metrolab.harness.vm.qemu import GuestCrash
 from metrolab.harness.vm.reexec import run_in_guest
 from metrolab.harness.whitepaper import bundle as wb
+from metrolab.netem.probe import probe_lab
 from metrolab.reports.build import build_report, load_verdict, points_frame
 from metrolab.reports.tasks import write_task_reports
 
@@ -62,7 +67,10 @@ if TYPE_CHECKING:
 MAIN_SCENARIO = "allreduce-distance"  # the main job: AllReduce across the default lab's WAN, 0-500 km
 TASK_RUNS, TASK_PLAN, TASK_RESULT = "runs.jsonl", "plan.json", "tasks.json"  # a tasks run directory
 GUEST_CRASH_RESUMES = 2  # a guest kernel that crashes mid-run (metrolab.harness.vm.qemu.GuestCrash): resume that often
+CALL_RESULT = "result.json"  # beside a call's request.json: what the guest made of it
 Progress = Callable[..., None]  # progress(advance=0, total=None, description=None)
+Teller = Callable[[str, str], None]  # on_backend(backend, why): told which kernel runs it
+Say = Callable[[str], None]
 
 
 @dataclass
@@ -215,7 +223,7 @@ def _measure_in_guest(request: MeasureRequest, run_dir: Path, resumes: int = GUE
     for attempt in range(resumes + 1):
         request.write(run_dir)
         try:
-            code = run_in_guest(["measure", str(run_dir)], shares=(run_dir,), backend=None)
+            code = run_in_guest(["measure", str(run_dir)], shares=(run_dir,))
         except GuestCrash as exc:
             if attempt == resumes or not (run_dir / "meta.json").exists():
                 raise
@@ -226,6 +234,107 @@ def _measure_in_guest(request: MeasureRequest, run_dir: Path, resumes: int = GUE
         if code != 0:
             raise GuestRunError(f"metrolab run {request.scenario}", code)
         return
+
+
+def _placed(needed: dict[str, str] | None, backend: str, on_backend: Teller | None) -> bool:
+    """Whether a call goes to the guest kernel: `backend` says (auto: only where this kernel lacks
+    what it needs; `needed` None: a testbed's machines run it), and `on_backend` is told."""
+    if needed is None:
+        return False
+    chosen, why = choose(backend, needed)
+    if on_backend is not None:
+        on_backend(chosen, why)
+    return chosen == "vm" and not in_guest()
+
+
+def _call_in_guest(name: str, shares: tuple[Path, ...] = (), **kwargs: Any) -> Any:
+    """CALLS[name](**kwargs) in the guest kernel: the call and its typed arguments go into a
+    directory both kernels see, the guest's `metrolab measure` makes it and writes its result
+    beside it (`measure`); `shares`: where the call writes, made writable in the guest."""
+    with tempfile.TemporaryDirectory(prefix="metrolab-call-") as d:
+        Record(d).write_json(REQUEST, {"call": name, "kwargs": to_jsonable_python(kwargs)})
+        code = run_in_guest(["measure", d], shares=(Path(d), *shares))
+        result = Record(d).read_json(CALL_RESULT)
+    if code != 0 or result is None:
+        raise GuestRunError(f"metrolab {name}", code or 1)
+    return result
+
+
+def rdma_test(t: RdmaTest, mode: str, *, backend: str = "auto", on_backend: Teller | None = None,
+              progress: Say | None = None) -> dict[str, Any]:
+    """`mode` (bw, lat, send_bw, ..., as perftest names them) between two lab hosts over RoCEv2,
+    on a lab of the kernel `backend` picks, or on a testbed's machines (`t.testbed`)."""
+    if _placed(None if t.testbed else RDMA_NEEDS, backend, on_backend):
+        return _call_in_guest("rdma_test", t=t, mode=mode)
+    return rdma_commands.rdma_test(t, mode, progress=progress or (lambda m: None))
+
+
+def gbn_experiment(*, backend: str = "auto", on_backend: Teller | None = None, progress: Say | None = None,
+                   **sweep: Any) -> dict[str, Any]:
+    """RDMA WRITE goodput over distance x loss in shuffled blocks beside the Go-Back-N model
+    (`sweep`: metrolab.harness.runner.rdma_commands.gbn_experiment's arguments), on the kernel
+    `backend` picks; `out` (a JSON-lines file) keeps its rows and resumes."""
+    if _placed(RDMA_NEEDS, backend, on_backend):
+        shares = (Path(sweep["out"]).resolve().parent,) if sweep.get("out") else ()
+        return _call_in_guest("gbn_experiment", shares=shares, **sweep)
+    return rdma_commands.gbn_experiment(**sweep, progress=progress or (lambda m: None))
+
+
+def collectives_test(t: CollectivesTest, *, backend: str = "auto", on_backend: Teller | None = None,
+                     progress: Say | None = None) -> dict[str, Any]:
+    """nccl-tests' collectives over torch.distributed between lab hosts (busbw, algbw, #wrong) on
+    the kernel `backend` picks, or on a testbed's machines (`t.testbed`)."""
+    if _placed(None if t.testbed else collective_commands.collectives_needs(t), backend, on_backend):
+        return _call_in_guest("collectives_test", t=t)
+    return collective_commands.collectives_test(t, progress=progress or (lambda m: None))
+
+
+def bench_rdma(*, backend: str = "auto", on_backend: Teller | None = None) -> dict[str, Any]:
+    """Our verbs tool against perftest on one link: bandwidth and latency ratios."""
+    if _placed(RDMA_NEEDS, backend, on_backend):
+        return _call_in_guest("bench_rdma")
+    return rdma_commands.bench_rdma()
+
+
+def bench_collectives(iters: int = 5, *, backend: str = "auto", on_backend: Teller | None = None) -> dict[str, Any]:
+    """verbs and gloo AllReduce busbw against ib_write_bw on one two-host link."""
+    if _placed(RDMA_NEEDS, backend, on_backend):
+        return _call_in_guest("bench_collectives", iters=iters)
+    return collective_commands.bench_collectives(iters)
+
+
+def bench_noise(scenario: str = MAIN_SCENARIO, blocks: int = 8, *, backend: str = "auto",
+                on_backend: Teller | None = None, progress: Say | None = None) -> dict[str, Any]:
+    """The noise floor: the scenario's baseline against an identical 0 km point in shuffled blocks."""
+    if _placed(bench.noise_needs(scenario), backend, on_backend):
+        return _call_in_guest("bench_noise", scenario=scenario, blocks=blocks)
+    return bench.bench_noise(scenario, blocks=blocks, progress=progress)
+
+
+def probe_links(topology: str | Path = "default", *, links: list[str] | None = None, duration: float = 1.0,
+                loss_packets: int = 2000, strict: bool = True, backend: str = "auto",
+                on_backend: Teller | None = None, on_done: Callable[[dict], None] | None = None) -> dict[str, Any]:
+    """A lab of `topology` built, each link's (or `links`') RTT, rate and loss measured against
+    its configuration, the lab removed; `strict` off: on this kernel, what it cannot apply skipped."""
+    topo = load_topology(str(topology))
+    if strict and _placed(needs(topo), backend, on_backend):
+        return _call_in_guest("probe_links", topology=str(topology), links=links, duration=duration,
+                              loss_packets=loss_packets)
+    with lab(topology, strict=strict) as built:
+        return probed(built, links, duration=duration, loss_packets=loss_packets, on_done=on_done)
+
+
+def probed(built: Any, links: list[str] | None = None, *, duration: float = 1.0, loss_packets: int = 2000,
+           on_done: Callable[[dict], None] | None = None) -> dict[str, Any]:
+    """A built (or attached) lab's links measured: configured vs measured, a row each."""
+    known = {x.name for x in built.topology.links}
+    for name in links or []:
+        if name not in known:
+            raise SpecError("--links", "", name, f"no such link (have: {', '.join(sorted(known))})")
+    rows = [m.to_dict() | {"rate_error": m.rate_error, "loss_ok": m.loss_ok, "rtt_excess_ms": m.rtt_excess_ms}
+            for m in probe_lab(built, links, duration=duration, loss_packets=loss_packets,
+                               on_done=(lambda m: on_done(m.to_dict())) if on_done else None)]
+    return {"lab": built.lab_id, "netem_offset_us": (built.netem_offset_s or 0) * 1e6, "links": rows}
 
 
 def task_windows(plan: str | Path) -> dict[str, Any]:
@@ -243,12 +352,12 @@ def task_windows(plan: str | Path) -> dict[str, Any]:
 
 
 def tasks(plan: str | Path, *, repeat: int = 3, out: str | Path | None = None, resume: str | Path | None = None,
-          say: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Task-based scheduling and elastic bandwidth (white paper §4.2.1-4.2.2) on a lab of this
-    kernel: the plan's windows committed, then played `repeat` times (slices reserved as windows
-    open and released as transfers end, rates changed mid-transfer), each play written to the run
-    directory as it ends (runs.jsonl: `resume` keeps them); each commitment judged play by play.
-    Returns the summary written to tasks.json (status pass, fail or inconclusive)."""
+          say: Say | None = None, backend: str = "auto", on_backend: Teller | None = None) -> dict[str, Any]:
+    """Task-based scheduling and elastic bandwidth (white paper §4.2.1-4.2.2) on a lab of the
+    kernel `backend` picks: the plan's windows committed, then played `repeat` times (slices
+    reserved as windows open and released as transfers end, rates changed mid-transfer), each play
+    written to the run directory as it ends (runs.jsonl: `resume` keeps them); each commitment
+    judged play by play. Returns the summary written to tasks.json (status pass, fail or inconclusive)."""
     if repeat < 1:
         raise SpecError("metrolab tasks", "repeat", repeat, "plays of the plan: 1 or more")
     say = say or (lambda msg: None)
@@ -256,6 +365,8 @@ def tasks(plan: str | Path, *, repeat: int = 3, out: str | Path | None = None, r
     topo = load_topology(spec.topology)
     check_plan(spec, topo, file)
     run_dir, runs = _task_run_dir(spec, str(plan), out, resume)
+    if len(runs) < repeat and _placed(needs(topo), backend, on_backend):
+        return _call_in_guest("tasks", shares=(run_dir,), plan=str(plan), repeat=repeat, resume=run_dir)
     if len(runs) < repeat:  # a resumed run with every play recorded is only summarized
         player = TaskPlan(link=spec.path.link, egress=spec.path.egress, src=spec.path.src, dst=spec.path.dst,
                           capacity_bps=spec.path.capacity, history=spec.history_model(),
@@ -274,12 +385,6 @@ def tasks(plan: str | Path, *, repeat: int = 3, out: str | Path | None = None, r
     res["files"] = {k: str(v) for k, v in write_task_reports(run_dir, res).items()}
     Record(run_dir).write_json(TASK_RESULT, res, indent=1)
     return res
-
-
-def task_run_dir(plan: str | Path, out: str | Path | None = None, resume: str | Path | None = None) -> Path:
-    """Where `tasks` writes: `resume`, `out`, or a new directory named for the plan."""
-    spec, _file = load_plan(str(plan))
-    return _task_dir(spec.name, out, resume)
 
 
 def _task_dir(name: str, out, resume) -> Path:
@@ -373,3 +478,33 @@ def lab(topology: str | Path = "default", *, strict: bool = True) -> Iterator[Ne
         yield built
     finally:
         built.down()
+
+
+# what the guest's `metrolab measure` makes of a call (the name _call_in_guest wrote), and the
+# argument its progress lines go to (the guest's stderr, which the host shows)
+CALLS: dict[str, tuple[Callable[..., Any], str | None]] = {
+    "rdma_test": (rdma_commands.rdma_test, "progress"), "gbn_experiment": (rdma_commands.gbn_experiment, "progress"),
+    "collectives_test": (collective_commands.collectives_test, "progress"),
+    "bench_rdma": (rdma_commands.bench_rdma, None), "bench_collectives": (collective_commands.bench_collectives, None),
+    "bench_noise": (bench.bench_noise, "progress"), "tasks": (tasks, "say"), "probe_links": (probe_links, None)}
+
+
+def measure(run_dir: str | Path) -> dict[str, Any]:
+    """The guest's half of the vm backend: what the host asked in `run_dir` (its request.json), made
+    on this kernel. A scenario run is measured into the directory's Record (the host's Judge
+    judges it); a call of CALLS writes its result beside the request."""
+    doc: Any = Record(run_dir).read_json(REQUEST)
+    if not (isinstance(doc, dict) and "call" in doc):
+        return measure_run(run_dir).summary()
+    if doc["call"] not in CALLS:
+        raise SpecError(str(Path(run_dir) / REQUEST), "call", doc["call"], f"not a call of {', '.join(CALLS)}")
+    fn, say = CALLS[doc["call"]]
+    said = {say: lambda m: print(m, file=sys.stderr, flush=True)} if say else {}
+    try:
+        made = validate_call(fn)(**doc.get("kwargs", {}), **said)
+    except ValidationError as exc:  # the call's arguments, not what it measured (its own errors are typed)
+        if exc.title != fn.__name__:
+            raise
+        raise errors_from_pydantic(exc, f"{Path(run_dir) / REQUEST}: kwargs") from None
+    Record(run_dir).write_json(CALL_RESULT, made)
+    return {"call": doc["call"]}

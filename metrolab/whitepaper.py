@@ -9,7 +9,6 @@ each scenario as `metrolab.run` does (the claims and the bundle are metrolab.har
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -17,21 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from metrolab import api
-from metrolab.harness.errors import GuestRunError
-from metrolab.harness.lab.select import RDMA_NEEDS, choose, in_guest
 from metrolab.harness.runner.engine import Budget, Engine
-from metrolab.harness.runner.rdma_commands import gbn_experiment
 from metrolab.harness.runner.record import Record
 from metrolab.harness.scenario.criteria import parse_criterion
 from metrolab.harness.scenario.spec import load_scenario
 from metrolab.harness.scenario.verdict import Settings, family_results
-from metrolab.harness.vm.reexec import run_in_guest
 from metrolab.harness.whitepaper import bundle
 from metrolab.harness.whitepaper.claims import Claim, ClaimRow, by_id, gbn_verdict, markdown, missing_values, verdict_of
 from metrolab.harness.whitepaper.scale import convergence_full_scale
 from metrolab.reports.build import load_verdict
-
-log = logging.getLogger(__name__)
 
 ProgressFactory = Callable[[], AbstractContextManager]
 
@@ -98,20 +91,9 @@ def _judge_claim(claim, run_dir: Path) -> ClaimRow:
 def _gbn_claim(claim, run_dir: Path, quick: bool, backend: str) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = GBN_QUICK if quick else GBN_FULL
-    rows, summary_file = run_dir / "rows.jsonl", run_dir / GBN_SUMMARY
-    chosen, _ = choose(backend, RDMA_NEEDS)
-    if chosen == "vm" and not in_guest():
-        argv = ["rdma", "gbn", "--json", "--out", str(rows), "--summary", str(summary_file), "--seed", "20",
-                "--distances", ",".join(f"{d:g}" for d in cfg.distances),
-                "--losses", ",".join(f"{p:g}" for p in cfg.losses), "--blocks", str(cfg.blocks), "--iters", str(cfg.iters)]
-        # its JSON is read from summary.json: on our stdout it would be a second document
-        code = run_in_guest(argv, shares=(run_dir,), on_line=lambda line: log.debug("gbn: %s", line))
-        if code != 0 or not summary_file.exists():
-            raise GuestRunError("metrolab rdma gbn", code or 1)
-    else:
-        res = gbn_experiment(losses=cfg.losses, distances=cfg.distances, blocks=cfg.blocks, iters=cfg.iters, seed=20,
-                             out=str(rows))
-        Record(run_dir).write_json(summary_file.name, res, indent=None)
+    res = api.gbn_experiment(losses=cfg.losses, distances=cfg.distances, blocks=cfg.blocks, iters=cfg.iters, seed=20,
+                             out=str(run_dir / "rows.jsonl"), backend=backend)
+    Record(run_dir).write_json(GBN_SUMMARY, res, indent=None)
 
 
 def _judge_gbn(claim, run_dir: Path) -> ClaimRow:

@@ -93,7 +93,6 @@ def setup_logging(verbose: int, log_file: str | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
-    args._argv = argv  # re-run in the guest with the same arguments (common.on_backend)
     setup_logging(args.verbose, args.log_file)
     owner = os.getpid()
 

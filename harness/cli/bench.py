@@ -3,14 +3,12 @@ the same invocation."""
 
 from __future__ import annotations
 
+import metrolab
 from metrolab.api import MAIN_SCENARIO
 from metrolab.harness import settings
-from metrolab.harness.bench import bench_harness, bench_lab, bench_noise, bench_vm, co_tenant, noise_needs
-from metrolab.harness.cli.common import add_backend, add_json, on_backend, print_bench
-from metrolab.harness.lab.select import RDMA_NEEDS
+from metrolab.harness.bench import bench_harness, bench_lab, bench_vm, co_tenant
+from metrolab.harness.cli.common import add_backend, add_json, print_bench, teller
 from metrolab.harness.output import err_console, print_json
-from metrolab.harness.runner.collective_commands import bench_collectives
-from metrolab.harness.runner.rdma_commands import bench_rdma
 from metrolab.harness.scenario.sequential import markdown_table, simulate
 
 
@@ -68,10 +66,7 @@ def cmd_bench_vm(args) -> int:
 
 
 def cmd_bench_rdma(args) -> int:
-    code = on_backend(args, RDMA_NEEDS)
-    if code is not None:
-        return code
-    res = bench_rdma()
+    res = metrolab.bench_rdma(backend=args.backend, on_backend=teller(args))
     print_bench("bench rdma (Soft-RoCE, same link)", res, args.json)
     return 0
 
@@ -83,11 +78,9 @@ def cmd_bench_harness(args) -> int:
 
 def cmd_bench_noise(args) -> int:
     with co_tenant(args.co_tenant and not settings.in_guest()):  # on the host, beside the guest
-        code = on_backend(args, noise_needs(args.scenario or MAIN_SCENARIO))
-        if code is not None:
-            return code
-        res = bench_noise(args.scenario or MAIN_SCENARIO, blocks=args.blocks,
-                          progress=None if args.json else lambda m: err_console.print(m, highlight=False))
+        res = metrolab.bench_noise(args.scenario or MAIN_SCENARIO, blocks=args.blocks, backend=args.backend,
+                                   on_backend=teller(args),
+                                   progress=None if args.json else lambda m: err_console.print(m, highlight=False))
     res["co_tenant"] = bool(args.co_tenant)
     print_bench(f"bench noise ({res['scenario']}: the 0 km point against the baseline, {res['blocks']} blocks)",
                  res, args.json)
@@ -108,9 +101,7 @@ def cmd_bench_sequential(args) -> int:
 
 
 def cmd_bench_collectives(args) -> int:
-    code = on_backend(args, RDMA_NEEDS)
-    if code is not None:
-        return code
-    print_bench("bench collectives (2 hosts, one link; busbw in Gb/s)", bench_collectives(args.iters), args.json)
+    print_bench("bench collectives (2 hosts, one link; busbw in Gb/s)",
+                metrolab.bench_collectives(args.iters, backend=args.backend, on_backend=teller(args)), args.json)
     return 0
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from metrolab.harness.cli.common import add_backend, add_json, add_testbed, on_backend
+import metrolab
+from metrolab.harness.cli.common import add_backend, add_json, add_testbed, teller
 from metrolab.harness.output import console, err_console, fmt, print_json, table
-from metrolab.harness.runner.collective_commands import CollectivesTest, collectives_needs, collectives_test
+from metrolab.harness.runner.collective_commands import CollectivesTest
 
 
 def register(sub) -> None:
@@ -39,10 +40,8 @@ def cmd_collectives(args) -> int:
                         begin=args.begin, end=args.end, factor=args.factor, warmup=args.warmup, iters=args.iters,
                         dtype=args.dtype, check=args.check, algo=args.algo, link=args.link,
                         distance_km=args.distance_km, loss=args.loss, timeout=args.timeout, testbed=args.testbed)
-    code = None if args.testbed else on_backend(args, collectives_needs(t))
-    if code is not None:
-        return code
-    res = collectives_test(t, progress=lambda m: None if args.json else err_console.print(m))
+    res = metrolab.collectives_test(t, backend=args.backend, on_backend=teller(args),
+                                    progress=lambda m: None if args.json else err_console.print(m))
     if args.json:
         print_json(res)
         return 0

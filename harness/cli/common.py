@@ -1,18 +1,15 @@
-"""What the command groups share: common flags, the exit code of a verdict, re-running a command
-in the guest, progress, and printing benchmark figures (a run's verdict: cli/run.py)."""
+"""What the command groups share: common flags, the exit code of a verdict, saying which kernel
+runs a command, progress, and printing benchmark figures (a run's verdict: cli/run.py)."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from metrolab.harness.errors import EXIT_FAIL, EXIT_INCONCLUSIVE, SpecError
-from metrolab.harness.lab.select import choose
+from metrolab.harness.errors import EXIT_FAIL, EXIT_INCONCLUSIVE
 from metrolab.harness.output import console, err_console, fmt, print_json, show_progress, table
-from metrolab.harness.vm.reexec import run_in_guest
 from metrolab.netem.units import format_rate
 
 
@@ -52,23 +49,12 @@ def add_testbed(p: argparse.ArgumentParser) -> None:
                    "the scenario's topology; see `metrolab testbed`)")
 
 
-def on_backend(args, needed: dict[str, str], writes: tuple[str, ...] = ()) -> int | None:
-    """Run this command in the guest when the backend says so (returns its exit code), else None.
-    `needed`: kernel features -> why (metrolab.harness.lab.select.needs for a topology); `writes`: files the
-    command writes, whose directories the guest gets writable (its view of the host is read-only)."""
-    backend, why = choose(args.backend, needed)
-    if backend == "netns":
-        if not args.json:
-            err_console.print(f"backend: netns ({why})", highlight=False)
-        return None
-    err_console.print(f"backend: vm ({why})", highlight=False)
-    dirs = []
-    for f in writes:
-        d = Path(f).resolve().parent
-        if not d.is_dir():
-            raise SpecError(f, "", str(d), "this directory does not exist (the guest writes the file there)")
-        dirs.append(d)
-    return run_in_guest(args._argv, shares=tuple(dict.fromkeys(dirs)))
+def teller(args):
+    """on_backend for the API: says which backend runs it (always for the guest; otherwise not under --json)."""
+    def told(backend: str, why: str) -> None:
+        if backend == "vm" or not args.json:
+            err_console.print(f"backend: {backend} ({why})", highlight=False)
+    return told
 
 
 def fmt_rate(bps):

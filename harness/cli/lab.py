@@ -6,17 +6,17 @@ from typing import Any
 
 from rich.progress import Progress
 
+import metrolab
 from metrolab.harness.backends import attach, clean_all, create_lab, find_state
 from metrolab.harness.capabilities import probe
-from metrolab.harness.cli.common import add_backend, add_json, add_testbed, fmt_rate, on_backend
-from metrolab.harness.errors import CapabilityError, SpecError
+from metrolab.harness.cli.common import add_backend, add_json, add_testbed, fmt_rate, teller
+from metrolab.harness.errors import CapabilityError
 from metrolab.harness.lab.plan import build_plan
 from metrolab.harness.lab.select import choose, needs
 from metrolab.harness.lab.state import all_states, pid_alive
 from metrolab.harness.output import console, err_console, fmt, print_json, show_progress, table
 from metrolab.harness.spec.loader import load_topology
 from metrolab.harness.testbed.resolve import load_testbed
-from metrolab.netem.probe import probe_lab
 
 
 def register(sub) -> None:
@@ -198,49 +198,33 @@ def cmd_lab_clean(args) -> int:
 
 
 def cmd_lab_probe(args) -> int:
-    own = args.topology is not None or (args.lab is None and not _labs_up())
-    if own:
-        topo = load_topology(args.topology)
-        if not args.best_effort:
-            code = on_backend(args, needs(topo))
-            if code is not None:
-                return code
-        lab = create_lab(topo, "netns", strict=not args.best_effort)
-        if not args.json:
-            err_console.print(f"building lab {lab.lab_id} for the probe ...")
-        lab.up()
-    else:
-        lab = attach(find_state(args.lab))
-    try:
-        links = args.links.split(",") if args.links else None
-        known = {x.name for x in lab.topology.links}
-        for name in links or []:
-            if name not in known:
-                raise SpecError("--links", "", name, f"no such link (have: {', '.join(sorted(known))})")
-        with Progress(console=err_console, transient=True, disable=not show_progress(args.json)) as progress:
-            task = progress.add_task("probing links", total=len(links or known))
-            results = probe_lab(lab, links, on_done=lambda m: progress.advance(task), duration=args.duration,
-                                loss_packets=args.loss_packets)
-    finally:
-        if own:
-            lab.down()
+    links = args.links.split(",") if args.links else None
+    with Progress(console=err_console, transient=True, disable=not show_progress(args.json)) as progress:
+        task = progress.add_task("probing links", total=len(links) if links else None)
+        kw: dict[str, Any] = {"links": links, "duration": args.duration, "loss_packets": args.loss_packets,
+                              "on_done": lambda m: progress.advance(task)}
+        if args.topology is not None or (args.lab is None and not _labs_up()):  # its own lab, removed after
+            res = metrolab.probe_links(args.topology or "default", strict=not args.best_effort, backend=args.backend,
+                                       on_backend=teller(args), **kw)
         else:
-            lab.close_handles()
+            lab = attach(find_state(args.lab))
+            try:
+                res = metrolab.probed(lab, **kw)
+            finally:
+                lab.close_handles()
     if args.json:
-        print_json({"lab": lab.lab_id, "netem_offset_us": (lab.netem_offset_s or 0) * 1e6,
-                    "links": [m.to_dict() | {"rate_error": m.rate_error, "loss_ok": m.loss_ok,
-                                             "rtt_excess_ms": m.rtt_excess_ms} for m in results]})
+        print_json(res)
         return 0
-    rows = [[m.link, f"{m.src}->{m.dst}", fmt(m.rtt_configured_ms, ".3f"), fmt(m.rtt_ms, ".3f"),
-             fmt(m.rtt_excess_ms, ".3f"),
-             fmt_rate(m.rate_configured_bps), fmt_rate(m.rate_bps), fmt(m.rate_error, "+.1%") if m.rate_error is not None else "-",
-             fmt(m.loss_configured, ".2g"), f"{m.loss:.2g} ({m.loss_sent - m.loss_received}/{m.loss_sent})",
-             "; ".join(m.notes)] for m in results]
-    console.print(table(f"lab {lab.lab_id}: configured vs measured",
+    rows = [[m["link"], f"{m['src']}->{m['dst']}", fmt(m["rtt_configured_ms"], ".3f"), fmt(m["rtt_ms"], ".3f"),
+             fmt(m["rtt_excess_ms"], ".3f"), fmt_rate(m["rate_configured_bps"]), fmt_rate(m["rate_bps"]),
+             fmt(m["rate_error"], "+.1%") if m["rate_error"] is not None else "-", fmt(m["loss_configured"], ".2g"),
+             f"{m['loss']:.2g} ({m['loss_sent'] - m['loss_received']}/{m['loss_sent']})", "; ".join(m["notes"])]
+            for m in res["links"]]
+    console.print(table(f"lab {res['lab']}: configured vs measured",
                         ["link", "dir", "RTT cfg ms", "RTT ms", "RTT-0km ms", "rate cfg", "rate (wire)",
                          "rate err", "loss cfg", "loss", "notes"], rows))
-    if lab.netem_offset_s:
-        console.print(f"netem overhead calibrated at {lab.netem_offset_s * 1e6:.0f} us per qdisc and taken off "
+    if res["netem_offset_us"]:
+        console.print(f"netem overhead calibrated at {res['netem_offset_us']:.0f} us per qdisc and taken off "
                       "every configured delay; RTT-0km = this link's RTT floor (min of 100) minus that of the "
                       "undelayed links")
     return 0

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from metrolab.harness.cli.common import add_backend, add_json, add_testbed, on_backend
-from metrolab.harness.lab.select import RDMA_NEEDS
+import metrolab
+from metrolab.harness.cli.common import add_backend, add_json, add_testbed, teller
 from metrolab.harness.output import console, err_console, fmt, print_json, table
-from metrolab.harness.runner.rdma_commands import RdmaTest, gbn_experiment, parse_sizes, rdma_test
+from metrolab.harness.runner.rdma_commands import RdmaTest, parse_sizes
 
 
 def register(sub) -> None:
@@ -53,14 +53,12 @@ def register(sub) -> None:
 
 
 def cmd_rdma(args) -> int:
-    code = None if args.testbed else on_backend(args, RDMA_NEEDS)
-    if code is not None:
-        return code
     t = RdmaTest(topology=args.topology, server=args.server, client=args.client, op=getattr(args, "op", "write"),
                  bidirectional=getattr(args, "bidirectional", False), size=args.size, sweep=args.sweep,
                  iters=args.iters, qps=args.qps, cm=args.cm, link=args.link, distance_km=args.distance_km,
                  loss=args.loss, testbed=args.testbed)
-    res = rdma_test(t, args.rdmacmd, progress=lambda m: None if args.json else err_console.print(m))
+    res = metrolab.rdma_test(t, args.rdmacmd, backend=args.backend, on_backend=teller(args),
+                             progress=lambda m: None if args.json else err_console.print(m))
     if args.json:
         print_json(res)
         return 0
@@ -81,14 +79,11 @@ def cmd_rdma(args) -> int:
 
 
 def cmd_rdma_gbn(args) -> int:
-    code = on_backend(args, RDMA_NEEDS, writes=tuple(f for f in (args.out, args.summary) if f))
-    if code is not None:
-        return code
-    res = gbn_experiment(losses=tuple(float(x) for x in args.losses.split(",")),
-                         distances=tuple(float(x) for x in args.distances.split(",")), rate=args.rate,
-                         size=parse_sizes(args.size, False)[0], iters=args.iters, blocks=args.blocks, seed=args.seed,
-                         in_order=not args.reordering, out=args.out,
-                         progress=lambda m: None if args.json else err_console.print(m))
+    res = metrolab.gbn_experiment(losses=tuple(float(x) for x in args.losses.split(",")),
+                                  distances=tuple(float(x) for x in args.distances.split(",")), rate=args.rate,
+                                  size=parse_sizes(args.size, False)[0], iters=args.iters, blocks=args.blocks,
+                                  seed=args.seed, in_order=not args.reordering, out=args.out, backend=args.backend,
+                                  on_backend=teller(args), progress=lambda m: None if args.json else err_console.print(m))
     if args.summary:
         Path(args.summary).write_text(json.dumps(res, default=str))
     if args.json:

@@ -16,10 +16,10 @@ from metrolab.harness.cli.common import (
     add_testbed,
     add_verdict_flags,
     exit_code,
+    teller,
 )
 from metrolab.harness.errors import SpecError
 from metrolab.harness.output import console, err_console, print_json, table
-from metrolab.harness.runner.measure import measure
 from metrolab.harness.runner.soak import parse_duration
 from metrolab.harness.scenario.spec import read_yaml
 from metrolab.reports.build import points_frame, quality_lines, shown_metrics, verdict_table
@@ -97,18 +97,10 @@ def _statistics(args) -> dict:
             "max_minutes": getattr(args, "max_minutes", None), "seed": getattr(args, "seed", None)}
 
 
-def _teller(args):
-    """on_backend: says which backend runs it (always for the guest; otherwise not under --json)."""
-    def told(backend: str, why: str) -> None:
-        if backend == "vm" or not args.json:
-            err_console.print(f"backend: {backend} ({why})", highlight=False)
-    return told
-
-
 def _run(args, run) -> int:
     """Run through the API (`run(progress=…, on_backend=…)`), then print the verdict."""
     with RunProgress(args.json) as progress:
-        res: metrolab.RunResult = run(progress=progress, on_backend=_teller(args))
+        res: metrolab.RunResult = run(progress=progress, on_backend=teller(args))
     report = res.files.get("html") or str(res.run_dir / "report.html")
     print_verdict(res, args.json, extra=res.summary | {"report": report})
     return exit_code(res.status, args.inconclusive)
@@ -129,8 +121,10 @@ def cmd_run(args) -> int:
 
 
 def cmd_measure(args) -> int:
-    out = measure(args.run_dir)
-    err_console.print(f"measured {out.measured}, skipped {out.skipped} in {out.wall_s:.0f} s", highlight=False)
+    out = metrolab.measure(args.run_dir)
+    if "call" not in out:
+        err_console.print(f"measured {out['measured']}, skipped {out['skipped']} in {out['wall_s']:.0f} s",
+                          highlight=False)
     return 0
 
 
@@ -144,7 +138,7 @@ def cmd_soak(args) -> int:
 
     with RunProgress(args.json) as progress:
         res = metrolab.soak(args.scenario, duration, point=args.point, quick=args.quick, out=args.out,
-                            backend=args.backend, progress=progress, on_backend=_teller(args))
+                            backend=args.backend, progress=progress, on_backend=teller(args))
     if args.json:
         print_json(res)
     else:

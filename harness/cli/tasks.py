@@ -6,15 +6,12 @@ judged play by play (metrolab.harness.scenario.tasksummary: pass, fail or inconc
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import metrolab
-from metrolab.api import TASK_RESULT, TASK_RUNS
-from metrolab.harness.cli.common import add_backend, add_json, add_verdict_flags, exit_code, fmt_rate, on_backend
-from metrolab.harness.lab.select import needs
+from metrolab.api import TASK_RESULT
+from metrolab.harness.cli.common import add_backend, add_json, add_verdict_flags, exit_code, fmt_rate, teller
 from metrolab.harness.output import console, err_console, fmt, print_json, table
-from metrolab.harness.runner.record import Record
-from metrolab.harness.scenario.taskplan import check_plan, load_plan
-from metrolab.harness.spec.loader import load_topology
 
 
 def register(sub) -> None:
@@ -49,23 +46,12 @@ def cmd_tasks(args) -> int:
         else:
             _print_tasks(res["tasks"])
         return 0
-    spec, _file = load_plan(args.plan)  # refused here, before a guest is booted for it
-    check_plan(spec, topo := load_topology(spec.topology), _file)
-    out = metrolab.task_run_dir(args.plan, args.out, args.resume)
-    done = len(Record(out).lines(TASK_RUNS)) if args.resume else 0
-    if done < args.repeat:
-        out.mkdir(parents=True, exist_ok=True)
-        if not args.out and not args.resume:
-            args._argv = [*args._argv, "--out", str(out)]  # the guest writes where the host looks
-        code = on_backend(args, needs(topo), writes=(str(out / TASK_RESULT),))
-        if code is not None:
-            return code
-
     def say(msg: str) -> None:
         if not args.json:
             err_console.print(msg, highlight=False)
-    res = metrolab.tasks(args.plan, repeat=args.repeat, out=out if not args.resume else None,
-                         resume=out if args.resume else None, say=say)
+    res = metrolab.tasks(args.plan, repeat=args.repeat, out=args.out, resume=args.resume, say=say,
+                         backend=args.backend, on_backend=teller(args))
+    out = Path(res["run_dir"])
     if args.json:
         print_json(res)
     else:

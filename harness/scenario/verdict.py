@@ -1,6 +1,6 @@
 """From measurement rows to a verdict (pure; unit-tested without a lab).
 
-Rows are randomized blocks (metrolab.harness.runner.sweep): each carries its `block` and its `order` (the
+Rows are randomized blocks (metrolab.harness.runner.engine): each carries its `block` and its `order` (the
 index of the measurement in the run). Per (workload, point): the step time (median, IQR), the
 efficiency and degradation paired with the baseline of the same block and the same swept workload
 parameters, with intervals, quality figures (CV, trend, rank test), the model's prediction beside

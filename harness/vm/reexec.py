@@ -1,5 +1,5 @@
-"""Run a metrolab command's lab side inside the guest: same arguments, --backend netns,
-output streamed back, exit code returned."""
+"""Run a metrolab command inside the guest (the vm backend: `metrolab measure DIR` makes there what
+the host wrote into DIR), output streamed back, exit code returned."""
 
 from __future__ import annotations
 
@@ -12,24 +12,6 @@ from pathlib import Path
 from metrolab.harness.vm.kernel import prepare_kernel
 from metrolab.harness.vm.qemu import Guest
 
-
-def with_backend(argv: list[str], backend: str) -> list[str]:
-    """The same command for the guest, on `backend`; --log-file stays with the host (the guest's
-    view of the host's files is read-only)."""
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-            continue
-        if a in ("--backend", "--log-file"):
-            skip = True
-            continue
-        if a.startswith(("--backend=", "--log-file=")):
-            continue
-        out.append(a)
-    return out + ["--backend", backend]
-
-
 KERNEL_LINE = re.compile(r"^\[\s*\d+\.\d+\] ")
 
 
@@ -41,10 +23,8 @@ def command_stderr(line: str) -> None:
 
 def run_in_guest(argv: list[str], progress=None, timeout: float = 7200, shares: tuple[Path, ...] = (),
                  env: dict[str, str] | None = None,
-                 on_line: Callable[[str], None] | None = None, backend: str | None = "netns") -> int:
-    """Run `metrolab ARGV` in the guest (on `backend` there, for a command that takes one); its stdout
-    lines go to ours (or to `on_line`: a caller that reads the command's result from a file keeps
-    its own stdout for its own result)."""
+                 on_line: Callable[[str], None] | None = None) -> int:
+    """Run `metrolab ARGV` in the guest; its stdout lines go to ours (or to `on_line`)."""
     progress = progress or (lambda m: print(m, file=sys.stderr))
     kernel = prepare_kernel(progress)
     guest = Guest(kernel)
@@ -54,7 +34,6 @@ def run_in_guest(argv: list[str], progress=None, timeout: float = 7200, shares: 
     # known size
     if not sys.stdout.isatty():
         env["METROLAB_PLAIN"] = "1"  # the guest's stdout is a tty; ours is a pipe or a file
-    argv = with_backend(argv, backend) if backend is not None else argv
     res = guest.run([sys.executable, "-m", "metrolab.harness.cli", *argv], cwd=Path.cwd(), env=env,
                     timeout=timeout, on_line=on_line or (lambda line: print(line, flush=True)), on_log=command_stderr,
                     shares=shares)

@@ -16,10 +16,3 @@ def test_verbose_log_file_records_the_commands_metrolab_runs(tmp_path):
     assert res.returncode == 0, res.stderr
     text = log.read_text()
     assert "metrolab.harness.kernel.sh DEBUG run in mlprobe" in text and "tc qdisc add dev d0 root handle 1: red" in text, text[:2000]
-
-
-@pytest.mark.unit
-def test_log_file_stays_on_the_host_when_a_command_moves_to_the_guest():
-    from metrolab.harness.vm.reexec import with_backend
-    assert with_backend(["-v", "run", "x", "--log-file", "/tmp/l", "--backend=vm"], "netns") == \
-        ["-v", "run", "x", "--backend", "netns"]
