@@ -62,6 +62,7 @@ def chain_of(p: A2AParams, hosts: list[str]) -> list[str]:
 class A2A(Workload):
     """Task delegation chains between agents at several sites, and intruders the allow-list stops."""
 
+    rank_side = "A2ARank"
     kind = "a2a"
     params_model = A2AParams
     metrics = ("task_p50_s", "task_p99_s", "tasks_done", "reconnects", "intruder_reached", "intruder_attempts")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Annotated, Any
 
@@ -32,6 +33,7 @@ class Workload:
     logs_steps = False  # measure() returns each step's wall-clock (start, end) as `_steps` (events need it)
     path_params: tuple[str, ...] = ()  # parameters naming a file, relative to the scenario's folder
     warmup_window: int | None = None  # repetitions without a trend that end the warm-up (None: the runner's)
+    rank_side = ""  # the class in the workload's module a rank process runs (metrolab.workloads.registry)
 
     @classmethod
     def params(cls, spec, scale: float = 1.0) -> Any:  # an instance of the workload's params_model
@@ -71,6 +73,32 @@ class Workload:
             raise SpecError("", "hosts", hosts, "needs at least two rank hosts")
         if len(set(hosts)) != len(hosts):
             raise SpecError("", "hosts", hosts, "a host appears twice")
+
+
+class StepRank:
+    """A rank side whose repetition is steps back to back: `step()` runs one and returns what the
+    workload adds up (its compute time, a round's record); `timed` is the loop they share."""
+
+    dist: Any  # torch.distributed, the group up
+
+    def step(self) -> Any:
+        raise NotImplementedError
+
+    def warm(self, steps: int) -> None:
+        for _ in range(steps):
+            self.step()
+
+    def timed(self, iters: int) -> tuple[float, list[Any], list[tuple[float, float]]]:
+        """Every rank starts together (a barrier), then `iters` steps: the wall time they took, each
+        one's result and its wall-clock span (the runner's events are on that clock)."""
+        self.dist.barrier()
+        results, spans = [], []
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            start = time.time()
+            results.append(self.step())
+            spans.append((start, time.time()))
+        return time.perf_counter() - t0, results, spans
 
 
 def params_error(exc: ValidationError) -> SpecError:

@@ -76,6 +76,7 @@ def expand(argv: list[str], base_dir: str | None) -> list[str]:
 class Command(Workload):
     """The user's program on every rank host; its step times or wall time."""
 
+    rank_side = "CommandRank"
     kind = "command"
     params_model = CommandParams
     metrics = ("command_wall_s", "reported_steps")

@@ -68,6 +68,7 @@ def model_bytes(n: int, seed: int) -> bytes:
 class InferenceDelivery(Workload):
     """A model to every inference site (unicast or chain), requests served meanwhile."""
 
+    rank_side = "DeliveryRank"
     kind = "inference-delivery"
     params_model = DeliveryParams
     metrics = ("delivery_gbs", "integrity_failures", "request_p50_s", "request_p99_s", "requests_done",

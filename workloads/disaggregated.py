@@ -70,6 +70,7 @@ def storage_host(p: DisaggParams, hosts: list[str], topo) -> str:
 class Disaggregated(Workload):
     """Compute ranks pull sample batches from a storage host's memory while they train."""
 
+    rank_side = "DisaggregatedRank"
     kind = "disaggregated-training"
     params_model = DisaggParams
     metrics = ("stall_s", "compute_s", "pull_gbs", "bad_batches", "disk_write_bytes", "batch_bytes")

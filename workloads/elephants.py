@@ -84,6 +84,7 @@ def site_capacity(topo, senders: list[str], receiver: str) -> float | None:
 
 
 class ElephantFlows(Workload):
+    rank_side = "ElephantRank"
     kind = "elephant-flows"
     params_model = ElephantParams
     metrics = ("flow_efficiency", "goodput_mbps", "fct_p50_s", "fct_max_s", "fct_spread",

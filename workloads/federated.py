@@ -37,7 +37,7 @@ from pydantic import Field, field_validator
 
 from metrolab.harness.errors import SpecError
 from metrolab.workloads import profiles as pf
-from metrolab.workloads.base import Size, Workload, _Params, in_threads
+from metrolab.workloads.base import Size, StepRank, Workload, _Params, in_threads
 from metrolab.workloads.secure_link import SecureLink, recv_exact, self_signed, tls_client_context, tls_server_context
 
 MAGIC = b"MLFL"
@@ -72,6 +72,7 @@ class FederatedParams(_Params):
 class Federated(Workload):
     """Rounds of encrypted parameter exchange between an aggregator and participants."""
 
+    rank_side = "FederatedRank"
     kind = "federated"
     params_model = FederatedParams
     metrics = ("download_s", "lagging_download_s", "last_update_s", "lag_s", "crypto_s", "round_bytes", "model_bytes", "aggregate_wrong")
@@ -89,7 +90,7 @@ class Federated(Workload):
 
 
 # -- rank side -------------------------------------------------------------------------------
-class FederatedRank:
+class FederatedRank(StepRank):
     def __init__(self, params: dict[str, Any], scale: float, sites=None, hosts: list[str] | None = None, **_):
         import torch  # deferred: torch (40 s under TCG) on the rank side only
         import torch.distributed as dist
@@ -209,21 +210,12 @@ class FederatedRank:
         self.round += 1
         return self._aggregate(rnd) if self.rank == 0 else self._participate(rnd)
 
-    def warm(self, steps: int) -> None:
-        for _ in range(steps):
-            self.step()
-
     def measure(self, warmups: int, iters: int | None = None) -> dict:
         iters = iters or self.p.rounds
         self.warm(warmups)
         crypto0 = sum(link.crypto_s for link in self.links.values())
         sent0 = sum(link.sent_bytes for link in self.links.values())
-        self.dist.barrier()
-        rounds, steps = [], []
-        for _ in range(iters):
-            start = time.time()  # wall clock: the runner's events are on it
-            rounds.append(self.step())
-            steps.append((start, time.time()))
+        _wall, rounds, steps = self.timed(iters)
         crypto = sum(link.crypto_s for link in self.links.values()) - crypto0
         sent = sum(link.sent_bytes for link in self.links.values()) - sent0
         everyone: list = [None] * self.n

@@ -57,6 +57,7 @@ class PDParams(_Params):
 class PDInference(Workload):
     """Prefill on the first host, decode on the second, KV cache across the network."""
 
+    rank_side = "PDInferenceRank"
     kind = "pd-inference"
     params_model = PDParams
     metrics = ("ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s", "kv_transfer_p50_s", "kv_transfer_p99_s",

@@ -26,7 +26,7 @@ from pydantic import Field, field_validator
 
 from metrolab.harness.errors import SpecError
 from metrolab.workloads import profiles as pf
-from metrolab.workloads.base import Size, Workload, _Params, slowest
+from metrolab.workloads.base import Size, StepRank, Workload, _Params, slowest
 from metrolab.workloads.models import ideal_bubble
 
 HEADER = 16  # bytes at the start of each message: micro-batch, stage, direction, step
@@ -81,6 +81,7 @@ class PipelineParams(_Params):
 class Pipeline(Workload):
     """Pipeline-parallel stages across sites (GPipe), activations and gradients per micro-batch."""
 
+    rank_side = "PipelineRank"
     kind = "pipeline"
     params_model = PipelineParams
     metrics = ("compute_s", "bubble_fraction", "ideal_bubble_fraction", "boundary_bytes", "stages",
@@ -98,7 +99,7 @@ class Pipeline(Workload):
 
 
 # -- rank side -------------------------------------------------------------------------------
-class PipelineRank:
+class PipelineRank(StepRank):
     """Stage `rank` of the pipeline, in a rank process with the group up."""
 
     def __init__(self, params: dict[str, Any], scale: float, sites=None, **_):
@@ -168,23 +169,12 @@ class PipelineRank:
         self.steps += 1
         return compute
 
-    def warm(self, steps: int) -> None:
-        for _ in range(steps):
-            self.step()
-
     def measure(self, warmups: int, iters: int | None = None) -> dict:
         iters = iters or self.p.iters
         self.warm(warmups)
-        self.wrong = 0
-        self.dist.barrier()
-        t0 = time.perf_counter()
-        compute, steps = 0.0, []
-        for _ in range(iters):
-            start = time.time()  # wall clock: the runner's events are on it
-            compute += self.step()
-            steps.append((start, time.time()))
-        m = slowest({"step_time_s": (time.perf_counter() - t0) / iters, "compute_s": compute / iters,
-                     "wrong": float(self.wrong)})
+        self.wrong = 0  # the measured steps' own
+        wall, compute, steps = self.timed(iters)
+        m = slowest({"step_time_s": wall / iters, "compute_s": sum(compute) / iters, "wrong": float(self.wrong)})
         p, mb = self.n, self.p.micro_batches
         return {"step_time_s": m["step_time_s"], "compute_s": m["compute_s"],
                 "bubble_fraction": max(0.0, 1 - m["compute_s"] / m["step_time_s"]),

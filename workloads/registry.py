@@ -9,13 +9,12 @@ once per repetition, returning metrics that include `step_time_s` (the slowest r
 from __future__ import annotations
 
 import importlib
-import time
 from typing import Any, Literal
 
 from pydantic import Field
 
 from metrolab.workloads.a2a import A2A
-from metrolab.workloads.base import Size, Workload, _Params, site_groups, slowest
+from metrolab.workloads.base import Size, StepRank, Workload, _Params, site_groups, slowest
 from metrolab.workloads.colls import COLLS, Ctx
 from metrolab.workloads.command import Command
 from metrolab.workloads.delivery import InferenceDelivery
@@ -38,6 +37,7 @@ class CollectiveParams(_Params):
 
 
 class Collective(Workload):
+    rank_side = "CollectiveRank"
     """One collective per step (nccl-tests semantics: busbw with nccl-tests' factors)."""
 
     kind = "collective"
@@ -94,7 +94,7 @@ def workload_metrics(kinds: list[str]) -> tuple[str, ...]:
 
 
 # -- rank side -------------------------------------------------------------------------------
-class CollectiveRank:
+class CollectiveRank(StepRank):
     """Runs inside a rank process with the group up: the collectives table's operation, in place,
     on the table's data (workloads/colls.py), as the benchmark runs it."""
 
@@ -113,42 +113,19 @@ class CollectiveRank:
         self.nbytes = count * esize
         self.state = self.coll.init(self.ctx, count, True)
 
-    def _once(self) -> None:
+    def step(self) -> None:
         self.coll.run(self.ctx, self.state)
-
-    def warm(self, steps: int) -> None:
-        for _ in range(steps):
-            self._once()
 
     def measure(self, warmups: int, iters: int | None = None) -> dict:
         iters = iters or self.p.iters
         self.warm(warmups)
-        self.dist.barrier()
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            self._once()
-        step = slowest({"step": (time.perf_counter() - t0) / iters})["step"]
+        step = slowest({"step": self.timed(iters)[0] / iters})["step"]
         algbw = self.nbytes / step / 1e9
         return {"step_time_s": step, "algbw_gbs": algbw,
                 "busbw_gbs": algbw * self.coll.factor(self.ctx.n), "bytes": self.nbytes}
 
 
-# kind -> the module and class of its rank side (imported when a rank needs it)
-RANK_SIDE = {"training-step": ("metrolab.workloads.training_step", "TrainingStepRank"),
-             "disaggregated-training": ("metrolab.workloads.disaggregated", "DisaggregatedRank"),
-             "pd-inference": ("metrolab.workloads.pd_inference", "PDInferenceRank"),
-             "elephant-flows": ("metrolab.workloads.elephants", "ElephantRank"),
-             "pipeline": ("metrolab.workloads.pipeline", "PipelineRank"),
-             "federated": ("metrolab.workloads.federated", "FederatedRank"),
-             "a2a": ("metrolab.workloads.a2a", "A2ARank"),
-             "inference-delivery": ("metrolab.workloads.delivery", "DeliveryRank"),
-             "command": ("metrolab.workloads.command", "CommandRank"),
-             "trace": ("metrolab.workloads.trace", "TraceRank")}
-
-
 def rank_workload(kind: str):
     """The rank-side class of a workload (imported when a rank needs it)."""
-    if kind == "collective":
-        return CollectiveRank
-    module, name = RANK_SIDE[kind]
-    return getattr(importlib.import_module(module), name)
+    cls = WORKLOADS[kind]
+    return getattr(importlib.import_module(cls.__module__), cls.rank_side)

@@ -68,6 +68,7 @@ def replayed(traces: list[RankTrace], steps: int | None) -> list[int]:
 class TraceReplay(Workload):
     """A recorded job's steps, replayed on the lab's ranks."""
 
+    rank_side = "TraceRank"
     kind = "trace"
     params_model = TraceParams
     metrics = ("recorded_step_s", "replay_ratio", "compute_s", "exposed_comm_s", "comm_bytes", "collectives")

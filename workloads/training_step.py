@@ -27,7 +27,7 @@ from pydantic import Field, field_validator, model_validator
 
 from metrolab.workloads import models as wm
 from metrolab.workloads import profiles as pf
-from metrolab.workloads.base import Size, Workload, _Params, site_groups, slowest
+from metrolab.workloads.base import Size, StepRank, Workload, _Params, site_groups, slowest
 from metrolab.workloads.control import ControlChannel
 
 if TYPE_CHECKING:
@@ -109,6 +109,7 @@ def training_shape(tp: TrainingParams, scale: float, ranks: int, sites: int, tra
 class TrainingStep(Workload):
     """Data-parallel training steps with DDP-style overlapped gradient buckets."""
 
+    rank_side = "TrainingStepRank"
     kind = "training-step"
     params_model = TrainingParams
     metrics = ("compute_s", "exposed_comm_s", "overlap_efficiency", "gradient_bytes", "buckets")
@@ -186,7 +187,7 @@ class GradientBuckets:
         return self.buckets[b] if self.remaining[b] == 0 else None
 
 
-class TrainingStepRank:
+class TrainingStepRank(StepRank):
     """Runs inside a rank process with the group up."""
 
     def __init__(self, params: dict[str, Any], scale: float, sites: list[str] | None, group=None,
@@ -286,22 +287,11 @@ class TrainingStepRank:
             compute += time.perf_counter() - t0
         return compute
 
-    def warm(self, steps: int) -> None:
-        for _ in range(steps):
-            self.step()
-
     def measure(self, warmups: int, iters: int | None = None) -> dict:
         iters = iters or self.p.iters
         self.warm(warmups)
-        self.dist.barrier()
-        t0 = time.perf_counter()
-        compute, steps = 0.0, []
-        for _ in range(iters):
-            start = time.time()  # wall clock: the runner's events are on it (metrolab.harness.scenario.events)
-            compute += self.step()
-            steps.append((start, time.time()))
-        step_s = (time.perf_counter() - t0) / iters
-        m = slowest({"step_time_s": step_s, "compute_s": compute / iters})
+        wall, compute, steps = self.timed(iters)
+        m = slowest({"step_time_s": wall / iters, "compute_s": sum(compute) / iters})
         return {**m, "exposed_comm_s": pf.exposed_comm(m["step_time_s"], m["compute_s"]),
                 "overlap_efficiency": min(1.0, m["compute_s"] / m["step_time_s"]),
                 "gradient_bytes": self.grads.flat.numel() * self.grads.flat.element_size(),
