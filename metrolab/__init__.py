@@ -39,15 +39,26 @@ if TYPE_CHECKING:  # what __getattr__ gives, typed
         run_workload,
         scenarios,
         soak,
+        sonic_apply,
+        sonic_config,
+        sonic_diff,
         task_windows,
         tasks,
+        testbed,
+        testbed_check,
+        testbed_clean,
+        testbed_inventory,
+        testbed_provision,
+        testbed_ray_config,
         whitepaper_docs,
     )
 
 __all__ = ["MAIN_SCENARIO", "CollectivesTest", "RdmaTest", "RunResult", "__version__", "bench_collectives",
            "bench_noise", "bench_rdma", "build_lab", "capabilities", "collectives_test", "gbn_experiment", "lab",
            "load_run", "load_scenario", "measure", "probe_links", "probed", "rdma_test", "report", "run",
-           "run_workload", "scenarios", "soak", "task_windows", "tasks", "whitepaper_docs"]
+           "run_workload", "scenarios", "soak", "sonic_apply", "sonic_config", "sonic_diff", "task_windows", "tasks",
+           "testbed", "testbed_check", "testbed_clean", "testbed_inventory", "testbed_provision", "testbed_ray_config",
+           "whitepaper_docs"]
 
 
 def __getattr__(name: str):

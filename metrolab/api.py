@@ -29,6 +29,10 @@ from metrolab.harness.backends import create_lab
 from metrolab.harness.capabilities import probe
 from metrolab.harness.errors import GuestRunError, SpecError
 from metrolab.harness.lab.select import RDMA_NEEDS, choose, in_guest, needs
+from metrolab.harness.policy import sonic_spec
+from metrolab.harness.policy.sonic import diff
+from metrolab.harness.policy.sonic_push import HostOutcome, push, running_tables
+from metrolab.harness.policy.sonic_spec import SonicSpec
 from metrolab.harness.runner import collective_commands, rdma_commands
 from metrolab.harness.runner.collective_commands import CollectivesTest as CollectivesTest  # re-exported: the API's
 from metrolab.harness.runner.engine import Budget, Engine
@@ -48,7 +52,11 @@ from metrolab.harness.scenario.spec import load_scenario as _load
 from metrolab.harness.scenario.taskplan import check_plan, load_plan
 from metrolab.harness.scenario.tasksummary import summarize as summarize_tasks
 from metrolab.harness.spec.loader import errors_from_pydantic, load_topology
-from metrolab.harness.testbed.resolve import load_testbed
+from metrolab.harness.testbed.check import CheckReport, run_check
+from metrolab.harness.testbed.derive import inventory, ray_cluster_config
+from metrolab.harness.testbed.hosts import clean_journals
+from metrolab.harness.testbed.ops import PlaybookRun, clean, provision
+from metrolab.harness.testbed.resolve import Testbed, load_testbed
 from metrolab.harness.vm.qemu import GuestCrash
 from metrolab.harness.vm.reexec import run_in_guest
 from metrolab.harness.whitepaper import bundle as wb
@@ -335,6 +343,75 @@ def probed(built: Any, links: list[str] | None = None, *, duration: float = 1.0,
             for m in probe_lab(built, links, duration=duration, loss_packets=loss_packets,
                                on_done=(lambda m: on_done(m.to_dict())) if on_done else None)]
     return {"lab": built.lab_id, "netem_offset_us": (built.netem_offset_s or 0) * 1e6, "links": rows}
+
+
+def testbed(path: str | Path) -> Testbed:
+    """A testbed file validated against its topology: its machines, and the machine or ports each
+    topology node and link maps onto (SpecError naming file, field and value otherwise)."""
+    return load_testbed(str(path))
+
+
+def testbed_inventory(path: str | Path) -> dict[str, Any]:
+    """The testbed's ansible inventory: its machines grouped by role."""
+    return inventory(load_testbed(str(path)))
+
+
+def testbed_ray_config(path: str | Path) -> dict[str, Any]:
+    """A Ray cluster launcher config (provider local) for the testbed's machines."""
+    return ray_cluster_config(load_testbed(str(path)))
+
+
+def testbed_provision(path: str | Path, *, check: bool = False, progress: Say | None = None) -> PlaybookRun:
+    """ansible/site.yml on every machine (RDMA, metrolab, Ray nodes, ...), each machine's ssh host key
+    pinned first; `check`: what would change, nothing changed."""
+    return provision(load_testbed(str(path)), check=check, progress=progress)
+
+
+def testbed_check(path: str | Path, *, scenario: str | Path | None = None, progress: Say | None = None) -> CheckReport:
+    """Is every machine fit for a run (reachable, kernel, netem where `scenario` needs it, RDMA and
+    RoCEv2, Ray): findings and a verdict (ok, warn or fail)."""
+    needs_netem = scenario is not None and "netem" in scenario_needs(load_scenario(scenario))
+    return run_check(load_testbed(str(path)), needs_netem=needs_netem, progress=progress)
+
+
+def testbed_clean(path: str | Path, *, keep_nodes: bool = False,
+                  progress: Say | None = None) -> tuple[list[str], PlaybookRun | None]:
+    """What killed runs left on the machines: their labs undone first (this controller's journals,
+    while their Ray nodes still run; what could not be, first and marked), then Ray nodes and
+    impairments (ansible/clean.yml; not with `keep_nodes`)."""
+    tb = load_testbed(str(path))
+    if progress is not None:
+        progress("undoing labs that killed runs left on the machines")
+    undone = clean_journals(tb)
+    return undone, None if keep_nodes else clean(tb, progress=progress)
+
+
+def sonic_config(spec: str | Path) -> tuple[SonicSpec, dict[str, Any]]:
+    """A SONiC port spec and the config_db it renders (a lossless RoCE class: PFC, ECN, buffer
+    headroom from each port's distance and speed), checked for consistency."""
+    return sonic_spec.load(spec)
+
+
+def sonic_diff(spec: str | Path, running: str | Path) -> list[tuple]:
+    """What applying the spec would add, remove or change in a running config_db (a JSON file):
+    (op, table, key, running, desired) each."""
+    db = sonic_spec.load(spec)[1]
+    try:
+        return diff(running_tables(Path(running).read_text(), db), db)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SpecError(str(running), "", str(running), f"not a readable config_db JSON ({exc})") from None
+
+
+def sonic_apply(spec: str | Path, inventory_file: str, *, check: bool = False, reload: bool = False,
+                limit: str | None = None, dest: str | None = None,
+                extra: dict[str, str] | None = None) -> list[HostOutcome]:
+    """The spec's config_db pushed to the inventory's SONiC hosts through ansible (config load, or
+    `reload`; `check`: a dry run), each host's outcome with its diff against what ran there."""
+    hosts = push(sonic_spec.load(spec)[1], inventory_file, check=check, reload=reload, limit=limit, dest=dest,
+                 extra=extra)
+    if not hosts:
+        raise SpecError(inventory_file, "", inventory_file, "the inventory names no host (or --limit matched none)")
+    return hosts
 
 
 def task_windows(plan: str | Path) -> dict[str, Any]:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import metrolab
 from metrolab.harness.cli.common import add_json
 from metrolab.harness.errors import SpecError
 from metrolab.harness.output import console, print_json, table
-from metrolab.harness.policy import sonic_spec
-from metrolab.harness.policy.sonic import diff, headroom
-from metrolab.harness.policy.sonic_push import push, running_tables
+from metrolab.harness.policy.sonic import headroom
 
 
 def register(sub) -> None:
@@ -39,8 +38,8 @@ def register(sub) -> None:
 
 
 def cmd_sonic(args) -> int:
-    spec, db = sonic_spec.load(args.spec)
     if args.soniccmd == "render":
+        spec, db = metrolab.sonic_config(args.spec)
         text = json.dumps(db, indent=2, sort_keys=True)
         if args.out:
             Path(args.out).write_text(text + "\n")
@@ -56,12 +55,7 @@ def cmd_sonic(args) -> int:
         console.print(f"{sum(len(v) for v in db.values())} entries in {len(db)} tables, consistent; written to {args.out}")
         return 0
     if args.soniccmd == "diff":
-        try:
-            running = running_tables(Path(args.running).read_text(), db)
-        except (OSError, json.JSONDecodeError) as exc:
-            raise SpecError(args.running, "", args.running, f"not a readable config_db JSON ({exc})") from None
-        changes = diff(running, db)
-        _print_changes(changes, args.json)
+        _print_changes(metrolab.sonic_diff(args.spec, args.running), args.json)
         return 0
     extra = {}
     for kv in args.extra_var:
@@ -69,10 +63,8 @@ def cmd_sonic(args) -> int:
         if not sep or not k:
             raise SpecError("metrolab sonic apply", "--extra-var", kv, "expected KEY=VALUE")
         extra[k] = v
-    hosts = push(db, args.inventory, check=args.check, reload=args.reload, limit=args.limit, dest=args.dest,
-                 extra=extra)
-    if not hosts:
-        raise SpecError(args.inventory, "", args.inventory, "the inventory names no host (or --limit matched none)")
+    hosts = metrolab.sonic_apply(args.spec, args.inventory, check=args.check, reload=args.reload, limit=args.limit,
+                                 dest=args.dest, extra=extra)
     if args.json:
         print_json({"check": args.check, "hosts": [h.__dict__ for h in hosts]})
     else:

@@ -7,18 +7,14 @@ from typing import Any
 
 import yaml
 
+import metrolab
 from metrolab.harness.cli.common import RunProgress, add_json
 from metrolab.harness.errors import LabError
 from metrolab.harness.lab.state import all_states
 from metrolab.harness.output import console, print_json, table
-from metrolab.harness.scenario.needs import scenario_needs
 from metrolab.harness.scenario.spec import load_scenario
 from metrolab.harness.spec.loader import load_topology
-from metrolab.harness.testbed.check import run_check
-from metrolab.harness.testbed.derive import inventory, ray_cluster_config
-from metrolab.harness.testbed.hosts import NOT_CLEANED, clean_journals
-from metrolab.harness.testbed.ops import clean, provision
-from metrolab.harness.testbed.resolve import load_testbed
+from metrolab.harness.testbed.hosts import NOT_CLEANED
 from metrolab.harness.testbed.sandbox import Sandbox, remove
 
 
@@ -74,7 +70,7 @@ def register(sub) -> None:
 
 
 def cmd_testbed_show(args) -> int:
-    tb = load_testbed(args.testbed)
+    tb = metrolab.testbed(args.testbed)
     rows: list[dict[str, Any]] = [
         {"machine": m.name, "mgmt": m.mgmt, "roles": list(m.roles),
          "nodes": sorted(n for n, mm in tb.spec.map.nodes.items() if mm == m.name),
@@ -96,7 +92,7 @@ def cmd_testbed_show(args) -> int:
 
 
 def cmd_testbed_inventory(args) -> int:
-    inv = inventory(load_testbed(args.testbed))
+    inv = metrolab.testbed_inventory(args.testbed)
     if args.json:
         print_json(inv)
     else:
@@ -138,7 +134,7 @@ def cmd_sandbox_down(args) -> int:
 
 
 def cmd_testbed_ray_config(args) -> int:
-    cfg = ray_cluster_config(load_testbed(args.testbed))
+    cfg = metrolab.testbed_ray_config(args.testbed)
     if args.json:
         print_json(cfg)
     elif args.out:
@@ -173,41 +169,36 @@ def _print_hosts(title: str, run, as_json: bool, check: bool = False, extra: dic
 
 
 def cmd_testbed_provision(args) -> int:
-    tb = load_testbed(args.testbed)
+    name = metrolab.testbed(args.testbed).name  # a bad file refused before anything starts
     with _progress(args) as progress:
-        run = provision(tb, check=args.check, progress=lambda task: progress(description=task))
+        run = metrolab.testbed_provision(args.testbed, check=args.check, progress=lambda task: progress(description=task))
     if not args.json:
         console.print(table("ssh host keys", ["machine", "host", "key", "fingerprint"],
                             [[k["machine"], k["host"], k["state"], ", ".join(k["fingerprints"])] for k in run.host_keys]))
-    return _print_hosts(f"provision {tb.name}" + (" (--check)" if args.check else ""), run, args.json, args.check,
+    return _print_hosts(f"provision {name}" + (" (--check)" if args.check else ""), run, args.json, args.check,
                         extra={"host_keys": run.host_keys})
 
 
 def cmd_testbed_clean(args) -> int:
-    tb = load_testbed(args.testbed)
+    name = metrolab.testbed(args.testbed).name
     with _progress(args) as progress:
-        # a killed run's lab first (its addresses, routes, impairments), while its Ray nodes still run
-        progress(description="undoing labs that killed runs left on the machines")
-        undone = clean_journals(tb)
-        run = None if args.keep_nodes else clean(tb, progress=lambda task: progress(description=task))
+        undone, run = metrolab.testbed_clean(args.testbed, keep_nodes=args.keep_nodes,
+                                             progress=lambda task: progress(description=task))
     left = [u for u in undone if u.startswith(NOT_CLEANED)]
     if undone and not args.json:
         console.print("labs undone: " + ", ".join(undone), highlight=False)
-    return _print_hosts(f"clean {tb.name}", run, args.json, extra={"labs": undone}, ok=not left)
+    return _print_hosts(f"clean {name}", run, args.json, extra={"labs": undone}, ok=not left)
 
 
 def cmd_testbed_check(args) -> int:
-    tb = load_testbed(args.testbed)
-    needs_netem = False
-    if args.scenario:
-        needs_netem = "netem" in scenario_needs(load_scenario(args.scenario))
     with _progress(args) as progress:
-        rep = run_check(tb, needs_netem=needs_netem, progress=lambda what: progress(description=what))
+        rep = metrolab.testbed_check(args.testbed, scenario=args.scenario,
+                                     progress=lambda what: progress(description=what))
     if args.json:
         print_json(rep.to_dict())
     else:
         style = {"ok": "green", "warn": "yellow", "fail": "bold red"}
-        console.print(table(f"check {tb.name}", ["machine / link", "check", "result", "detail"],
+        console.print(table(f"check {rep.testbed}", ["machine / link", "check", "result", "detail"],
                             [[f.machine, f.check, f.level, f.detail] for f in rep.findings]))
         console.print(f"verdict: [{style[rep.verdict]}]{rep.verdict}[/]")
     return 1 if rep.verdict == "fail" else 0
