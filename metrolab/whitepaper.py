@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from metrolab import api
-from metrolab.harness.runner.engine import Budget, Engine
+from metrolab.harness.runner.engine import Budget, Engine, Experiment
 from metrolab.harness.runner.record import Record
 from metrolab.harness.scenario.criteria import parse_criterion
 from metrolab.harness.scenario.spec import load_scenario
@@ -114,7 +114,7 @@ def _judge_gbn(claim, run_dir: Path) -> ClaimRow:
 
 
 @dataclass
-class _Claims:
+class _Claims(Experiment):
     """The claims as an Experiment: a claim's measurement is its run into its own directory."""
 
     out: Path
@@ -124,18 +124,16 @@ class _Claims:
     progress: ProgressFactory | None
     say: Callable[[str], None]
     name: str = "claims"
+    stream: str = CLAIM_RUNS
+
+    def __post_init__(self) -> None:
+        self.record = Record(self.out)
 
     def points(self) -> list[Claim]:
         return self.chosen
 
-    def rows(self) -> list[dict]:
-        return Record(self.out).lines(CLAIM_RUNS)
-
     def recorded(self, row: dict) -> tuple[str, int, bool]:
-        return row["key"], 0, row["error"] is None
-
-    def prepare(self, engine) -> None:
-        pass
+        return row["key"], row["block"], row["error"] is None
 
     def measure(self, claim: Claim, block: int) -> dict:
         self.say(f"claim {claim.id} (§{claim.section}): {claim.scenario}{' --quick' if self.quick else ''}")
@@ -148,7 +146,7 @@ class _Claims:
         except Exception as exc:  # noqa: BLE001 — one claim that cannot run is reported; the rest still run
             error = f"{type(exc).__name__}: {exc}"[:400]
         row = {"key": claim.key, "block": block, "error": error}
-        Record(self.out).append(CLAIM_RUNS, row)
+        self.record.append(self.stream, row)
         return row
 
 
@@ -162,7 +160,7 @@ def run_whitepaper(out: Path, *, quick: bool = False, claims: list[str] | None =
     exp = _Claims(out, chosen, quick, backend, progress, say)
     # a claim a point (their order, drawn from seed 0, matters to none: each is its own run); one
     # that could not run is run again by a resumed bundle
-    Engine(Record(out), 0).run(exp, Budget(1, allowed_failures=sys.maxsize))
+    Engine(exp.record, 0).run(exp, Budget(1, allowed_failures=sys.maxsize))
     errors = {r["key"]: r["error"] for r in exp.rows()}  # each claim's latest run
     rows = [ClaimRow(c, "inconclusive", "its scenario did not run", error=errors[c.id]) if errors.get(c.id)
             else _judge_gbn(c, out / c.id) if c.scenario == "rdma-gbn" else _judge_claim(c, out / c.id)

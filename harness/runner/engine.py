@@ -21,7 +21,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from metrolab.harness.kernel.interference import Monitor, between, interfered
 from metrolab.harness.runner.record import Record
@@ -57,18 +57,28 @@ def block_order(points: Sequence[Any], seed: int, name: str, block: int) -> list
     return out
 
 
-class Experiment(Protocol):
-    name: str  # its block orders are drawn under this name; its blocks' records carry it
+class Experiment:
+    """What an experiment tells the Engine. By default its rows are the Record's `stream`, each
+    naming its point (`key`) and `block`, and a recorded row is done (a failure is a row too)."""
 
-    def points(self) -> Sequence[Any]: ...  # each with a stable `key` (and `params`, if any)
+    name: str      # its block orders are drawn under this name; its blocks' records carry it
+    record: Record
+    stream: str
 
-    def recorded(self, row: dict) -> tuple[str, int, bool] | None: ...  # key, block, done; None: not its row
+    def points(self) -> Sequence[Any]:  # each with a stable `key` (and `params`, if any)
+        raise NotImplementedError
 
-    def rows(self) -> list[dict]: ...  # its stream in the Record
+    def measure(self, point: Any, block: int) -> dict:  # the row, in the Record when it returns
+        raise NotImplementedError
 
-    def prepare(self, engine: Engine) -> None: ...  # before its first measurement in this invocation
+    def rows(self) -> list[dict]:
+        return self.record.lines(self.stream)
 
-    def measure(self, point: Any, block: int) -> dict: ...  # the row, in the Record when it returns
+    def recorded(self, row: dict) -> tuple[str, int, bool] | None:  # key, block, done; None: not its row
+        return row["key"], row["block"], True
+
+    def prepare(self, engine: Engine) -> None:  # before its first measurement in this invocation
+        pass
 
 
 @dataclass(frozen=True)

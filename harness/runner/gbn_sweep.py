@@ -22,7 +22,7 @@ from typing import Any
 
 from metrolab.harness.dist.launch import run_pair
 from metrolab.harness.rdma.gbn import ROCE_HEADERS, GbnModel, ib_timeout_s, packets_in_flight, rxe_ack_interval
-from metrolab.harness.runner.engine import Budget, Engine
+from metrolab.harness.runner.engine import Budget, Engine, Experiment
 from metrolab.harness.runner.record import Record
 from metrolab.harness.scenario import stats
 from metrolab.netem.models import fiber_delay_s
@@ -108,7 +108,7 @@ def summarize(rows: list[dict], link_rate_bps: float, base_rtt_s: float, *, mtu:
 
 
 @dataclass
-class GbnSweep:
+class GbnSweep(Experiment):
     """The sweep as an Experiment: a point's row is its WRITE goodput and the QPs' and the link's
     counters, or the reason it failed (a failed point is not measured again in its block)."""
 
@@ -130,12 +130,6 @@ class GbnSweep:
 
     def points(self) -> list[GbnPoint]:
         return self.pts
-
-    def rows(self) -> list[dict]:
-        return self.record.lines(self.stream)
-
-    def recorded(self, row: dict) -> tuple[str, int, bool]:
-        return row["key"], row["block"], True
 
     def prepare(self, engine: Engine) -> None:
         self.measured = len(self.rows())

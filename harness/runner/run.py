@@ -39,7 +39,7 @@ from metrolab.harness.policy.flows import policy_nodes
 from metrolab.harness.runner import headroom as hr
 from metrolab.harness.runner import soak
 from metrolab.harness.runner.agents import LocalAgents, RankFailed, RayCluster
-from metrolab.harness.runner.engine import Budget, Engine, new_seed
+from metrolab.harness.runner.engine import Budget, Engine, Experiment, new_seed
 from metrolab.harness.runner.events import EventPlayer, links_of
 from metrolab.harness.runner.group import RankGroup
 from metrolab.harness.runner.linkseries import LinkSampler, utilization
@@ -300,12 +300,12 @@ class Runner:
                                                  wname: interference_summary(mine)})
 
 
-class _WorkloadRun:
+class _WorkloadRun(Experiment):
     """One workload's sweep, an Experiment: its rank group, warm-ups, predictions, learned flows."""
 
     def __init__(self, runner: Runner, group: RankGroup, wname: str, meta: dict, scale: float):
         self.r, self.group, self.wname, self.meta, self.scale = runner, group, wname, meta, scale
-        self.name = wname
+        self.name, self.record, self.stream = wname, runner.store.record, "results.jsonl"
         self.flows: dict = {}              # (policy, params) -> learned flows, reused in later blocks
         self.predictions: dict[str, float] = {}
         self.paths: dict[str, float | None] = {}  # point key -> the model's bottleneck rate on its path
@@ -336,9 +336,6 @@ class _WorkloadRun:
     # -- the Experiment (metrolab.harness.runner.engine) -----------------------------------------
     def points(self) -> list[Point]:
         return self.r.points
-
-    def rows(self) -> list[dict]:
-        return self.r.store.rows()
 
     def recorded(self, row: dict) -> tuple[str, int, bool] | None:
         if row.get("workload") != self.name:

@@ -33,6 +33,7 @@ from typing import Any
 from metrolab.harness.errors import LabError
 from metrolab.harness.kernel import sh
 from metrolab.harness.policy import qos
+from metrolab.harness.runner.engine import Experiment
 from metrolab.harness.runner.linkseries import LinkSampler
 from metrolab.harness.runner.record import Record
 from metrolab.harness.scenario.schedule import Commitment, History, Refusal, Request, finish_s, schedule, slot_s
@@ -108,7 +109,7 @@ class _Play:
 
 
 @dataclass
-class Plays:
+class Plays(Experiment):
     """The plan played once a block (metrolab.harness.runner.engine), each play a row of `stream`."""
 
     lab: Any
@@ -122,17 +123,11 @@ class Plays:
         return [_Play()]
 
     def rows(self) -> list[dict]:  # a play recorded before plays carried their block: its place
-        return [{"block": i} | r for i, r in enumerate(self.record.lines(self.stream))]
-
-    def recorded(self, row: dict) -> tuple[str, int, bool]:
-        return "play", row["block"], True
-
-    def prepare(self, engine) -> None:
-        pass
+        return [{"key": "play", "block": i} | r for i, r in enumerate(self.record.lines(self.stream))]
 
     def measure(self, point: _Play, block: int) -> dict:
         self.say(f"repetition {block + 1}")
-        row = {"block": block} | play(self.lab, self.plan, progress=self.say)
+        row = {"key": point.key, "block": block} | play(self.lab, self.plan, progress=self.say)
         self.record.append(self.stream, row)  # written as measured: resume keeps it
         return row
 
