@@ -10,8 +10,9 @@ what the Record does not hold; never retries a point whose failures exceed the a
 the planned blocks, measures more while `look` finds something undecided and the block or time
 budget lasts; and replaces a block another process took CPU from (the Monitor), up to a limit.
 
-Scenario sweeps and soaks (metrolab.harness.runner.run), the Go-Back-N sweep (gbn_sweep) and task
-plays (metrolab.api.tasks) are Experiments; white-paper claims and the noise bench run them.
+Experiments: a scenario workload's sweep and a soak (metrolab.harness.runner.run), the Go-Back-N
+sweep (gbn_sweep.GbnSweep), task plays (tasks.Plays) and the white paper's claims
+(metrolab.whitepaper); the noise bench runs a scenario.
 """
 
 from __future__ import annotations
