@@ -62,9 +62,7 @@ def _record(path: Path, quick: bool, rows: list[ClaimRow]) -> None:
 def _judge_claim(claim, run_dir: Path) -> ClaimRow:
     """The claim from its scenario run's record (judged with the code of the day: the record, not
     an earlier judgement, is the evidence)."""
-    run_verdict = load_verdict(run_dir)[2]
-    scn = json.loads((run_dir / "scenario.json").read_text())
-    meta = json.loads((run_dir / "meta.json").read_text())
+    meta, scn, run_verdict, _store = load_verdict(run_dir)  # the record read once
     settings = Settings.from_dict(scn["spec"], meta)
     swept = tuple((scn["spec"].get("sweep") or {}).get("params") or {})
     criteria = [parse_criterion(t, scn.get("metrics", []), swept) for t in claim.criteria]

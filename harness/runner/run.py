@@ -20,6 +20,7 @@ in the run directory is measured again.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -75,8 +76,8 @@ class RunOutcome:
     seed: int | None = None
     scale: float = 1.0
 
-    @property
-    def verdict(self) -> Verdict:
+    @functools.cached_property
+    def verdict(self) -> Verdict:  # the Judge's, from the Record; judged once, when first asked
         return ResultStore(self.run_dir).judge()
 
     def summary(self) -> dict:
