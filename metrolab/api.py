@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -25,10 +26,12 @@ from pydantic import ValidationError, validate_call
 from pydantic_core import to_jsonable_python
 
 from metrolab.harness import bench
-from metrolab.harness.backends import create_lab
+from metrolab.harness.backends import attach, clean_all, create_lab, find_state
 from metrolab.harness.capabilities import probe
-from metrolab.harness.errors import GuestRunError, SpecError
+from metrolab.harness.errors import CapabilityError, GuestRunError, LabError, SpecError
+from metrolab.harness.lab.plan import build_plan
 from metrolab.harness.lab.select import RDMA_NEEDS, choose, in_guest, needs
+from metrolab.harness.lab.state import all_states, pid_alive
 from metrolab.harness.policy import sonic_spec
 from metrolab.harness.policy.sonic import diff
 from metrolab.harness.policy.sonic_push import HostOutcome, push, running_tables
@@ -47,6 +50,7 @@ from metrolab.harness.runner.tasks import Plays, RateChange
 from metrolab.harness.scenario.adhoc import workload_scenario
 from metrolab.harness.scenario.needs import scenario_needs
 from metrolab.harness.scenario.schedule import Commitment, schedule
+from metrolab.harness.scenario.sequential import rates as sequential_rates
 from metrolab.harness.scenario.spec import builtin_scenarios
 from metrolab.harness.scenario.spec import load_scenario as _load
 from metrolab.harness.scenario.taskplan import check_plan, load_plan
@@ -57,8 +61,11 @@ from metrolab.harness.testbed.derive import inventory, ray_cluster_config
 from metrolab.harness.testbed.hosts import clean_journals
 from metrolab.harness.testbed.ops import PlaybookRun, clean, provision
 from metrolab.harness.testbed.resolve import Testbed, load_testbed
-from metrolab.harness.vm.qemu import GuestCrash
-from metrolab.harness.vm.reexec import run_in_guest
+from metrolab.harness.testbed.sandbox import Sandbox
+from metrolab.harness.testbed.sandbox import remove as remove_sandbox
+from metrolab.harness.vm.kernel import prepare_kernel
+from metrolab.harness.vm.qemu import Guest, GuestCrash, choose_accel
+from metrolab.harness.vm.reexec import command_stderr, run_in_guest
 from metrolab.harness.whitepaper import bundle as wb
 from metrolab.netem.probe import probe_lab
 from metrolab.reports.build import build_report, load_verdict, points_frame
@@ -311,12 +318,38 @@ def bench_collectives(iters: int = 5, *, backend: str = "auto", on_backend: Tell
     return collective_commands.bench_collectives(iters)
 
 
-def bench_noise(scenario: str = MAIN_SCENARIO, blocks: int = 8, *, backend: str = "auto",
+def bench_noise(scenario: str = MAIN_SCENARIO, blocks: int = 8, *, co_tenant: bool = False, backend: str = "auto",
                 on_backend: Teller | None = None, progress: Say | None = None) -> dict[str, Any]:
-    """The noise floor: the scenario's baseline against an identical 0 km point in shuffled blocks."""
-    if _placed(bench.noise_needs(scenario), backend, on_backend):
-        return _call_in_guest("bench_noise", scenario=scenario, blocks=blocks)
-    return bench.bench_noise(scenario, blocks=blocks, progress=progress)
+    """The noise floor: the scenario's baseline against an identical 0 km point in shuffled blocks;
+    `co_tenant`: beside one busy process on this machine (a user's other job), and what the tool saw of it."""
+    with bench.co_tenant(co_tenant and not in_guest()):  # on the host, beside the guest where it runs there
+        if _placed(bench.noise_needs(scenario), backend, on_backend):
+            res = _call_in_guest("bench_noise", scenario=scenario, blocks=blocks)
+        else:
+            res = bench.bench_noise(scenario, blocks=blocks, progress=progress)
+    return res | {"co_tenant": co_tenant}
+
+
+def bench_lab(repeat: int = 5) -> dict[str, Any]:
+    """Build and tear down a 4-site x 4-host lab `repeat` times: the medians."""
+    return bench.bench_lab(repeat=repeat)
+
+
+def bench_vm(windows: int = 5) -> dict[str, Any]:
+    """The guest's boot-to-command (cold, warm) and its RTT fidelity at 100/250/500 km, with 95 %
+    intervals over `windows` windows, each with a fresh calibration."""
+    return bench.bench_vm(windows=windows)
+
+
+def bench_harness(rounds: int = 3) -> dict[str, Any]:
+    """One collective timed bare and through `metrolab run`, alternating: the harness's overhead ratio."""
+    return bench.bench_harness(rounds=rounds)
+
+
+def bench_sequential(sims: int = 20_000) -> list[dict[str, Any]]:
+    """Wrong-verdict rates of the sequential design against a fixed interval re-read at every look,
+    for 1 to 16 looks (seeded Monte Carlo of `sims` runs each: docs/statistics.md's table)."""
+    return sequential_rates(sims)
 
 
 def probe_links(topology: str | Path = "default", *, links: list[str] | None = None, duration: float = 1.0,
@@ -555,6 +588,113 @@ def lab(topology: str | Path = "default", *, strict: bool = True) -> Iterator[Ne
         yield built
     finally:
         built.down()
+
+
+def topology_plan(topology: str | Path = "default") -> dict[str, Any]:
+    """A topology validated and planned: its nodes and their addresses, its links (rate, one-way
+    delay, distance) and how many routes the lab installs."""
+    topo = load_topology(str(topology))
+    return {"name": topo.name, "source": topo.source, "digest": topo.digest,
+            "nodes": [{"name": n.name, "kind": n.kind, "site": n.site, "role": n.role, "address": str(n.address),
+                       "address6": str(n.address6) if n.address6 else None} for n in topo.nodes.values()],
+            "links": [{"name": lk.name, "a": lk.a, "b": lk.b, "rate_bps": lk.rate_bps,
+                       "delay_ms": lk.one_way_delay_s(topo.group_index) * 1e3, "distance_km": lk.props.distance_km}
+                      for lk in topo.links],
+            "hosts": len(topo.hosts()), "switches": len(topo.switches()), "routes": len(build_plan(topo).routes)}
+
+
+def lab_up(topology: str | Path | None = None, *, testbed: str | Path | None = None, strict: bool = True,
+           backend: str = "auto", say: Say | None = None) -> dict[str, Any]:
+    """A lab built and left up after this process (`lab_down` removes it): namespaces on this kernel,
+    or `testbed`'s machines (the topology it maps). The guest cannot hold a lab beyond its command:
+    where this kernel lacks what the topology needs, refused (`strict` off: built without it)."""
+    if testbed is not None:
+        tb = load_testbed(str(testbed))
+        if topology is not None:
+            raise CapabilityError(f"a testbed builds the topology it maps ({tb.topology.name}): drop {topology!r}")
+        built = create_lab(tb.topology, "hosts", testbed=tb)
+    else:
+        topo = load_topology(str(topology or "default"))
+        chosen, why = choose(backend, needs(topo))
+        if chosen == "vm" and strict:
+            raise CapabilityError(f"`lab up` leaves a lab running, which the vm backend does not do ({why}); run "
+                                  "the whole job in the guest instead: `metrolab lab probe --backend vm`, "
+                                  "`metrolab vm run -- metrolab …`, or pass --best-effort to build it here without them")
+        built = create_lab(topo, "netns", strict=strict)
+    if say is not None:
+        say(f"building lab {built.lab_id} ({built.topology.name}, backend {built.backend}) ...")
+    built.up()
+    built.close_handles()
+    if testbed is not None:
+        return {"lab": built.lab_id, "backend": "hosts", "topology": built.topology.name, "testbed": tb.name,
+                "machines": sorted(built.journal().extra["configured"])}
+    skipped = {k: sorted({s for e in v for s in e["skipped"]}) for k, v in built.applied.items()}
+    return {"lab": built.lab_id, "backend": built.backend, "topology": built.topology.name,
+            "namespaces": built.state.namespaces, "skipped": {k: v for k, v in skipped.items() if v}}
+
+
+def labs() -> list[dict[str, Any]]:
+    """The labs on this machine (whatever their backend), with whether the process that built them lives."""
+    return [{"lab": s.lab_id, "backend": s.backend, "status": s.status, "topology": s.topology,
+             "namespaces": len(s.namespaces), "pid": s.pid, "owner_alive": pid_alive(s.pid)} for s in all_states()]
+
+
+def lab_status(lab_id: str | None = None) -> dict[str, Any]:
+    """A running lab (default: the only one up): its nodes, interfaces, addresses, qdiscs and links."""
+    built = attach(find_state(lab_id))
+    try:
+        return built.status()
+    finally:
+        built.close_handles()
+
+
+def lab_down(lab_id: str | None = None) -> str:
+    """Tear a running lab down (default: the only one up); its id."""
+    state = find_state(lab_id)
+    attach(state).down()
+    return state.lab_id
+
+
+def lab_clean() -> list[str]:
+    """Every lab on this machine and what killed runs left of theirs, removed: the namespaces."""
+    return clean_all()
+
+
+def sandbox_up(topology: str | Path = "metro-pair", *, scenario: str | Path | None = None) -> dict[str, Any]:
+    """A testbed of namespaces on this machine for `topology` (or `scenario`'s), each machine with its
+    own sshd, left up (`sandbox_down` removes it): its testbed file, controller namespace, machines."""
+    topo = load_scenario(scenario).topology if scenario is not None else load_topology(str(topology))
+    sb = Sandbox(topo)
+    sb.up()  # its sshd processes outlive this process; sandbox_down removes them with the namespaces
+    return {"lab": sb.lab_id, "testbed": str(sb.testbed_file), "controller": sb.controller_ns,
+            "machines": {m.name: m.mgmt for m in sb.machines}}
+
+
+def sandbox_down(lab_id: str | None = None) -> list[str]:
+    """Remove a sandbox (default: every one): what was removed."""
+    states = [s for s in all_states() if s.backend == "sandbox" and (lab_id is None or s.lab_id == lab_id)]
+    if lab_id and not states:
+        raise LabError(f"no sandbox {lab_id} on this machine")
+    return [x for s in states for x in remove_sandbox(s)]
+
+
+def vm_prepare(say: Say | None = None) -> dict[str, Any]:
+    """The guest kernel fetched and its initramfs built (cached), and the accelerator that will run it."""
+    k = prepare_kernel(say or (lambda m: None))
+    accel, why = choose_accel()
+    return {"release": k.release, "suite": k.suite, "vmlinuz": k.vmlinuz, "initrd": k.initrd,
+            "rxe_netns": k.rxe_netns, "accel": accel, "accel_why": why}
+
+
+def vm_run(argv: list[str], *, timeout: float = 3600, on_line: Say | None = None) -> int:
+    """`argv` run in the guest kernel (this tree mounted, read-only): its exit status; each line it
+    prints goes to `on_line`, its stderr to ours."""
+    if not argv:
+        raise CapabilityError("give the command to run after --, e.g. metrolab vm run -- uname -r")
+    res = Guest(prepare_kernel()).run(argv, timeout=timeout, on_line=on_line or (lambda line: None),
+                                      on_log=command_stderr)
+    shutil.rmtree(res.results_dir, ignore_errors=True)
+    return res.exit_code
 
 
 # what the guest's `metrolab measure` makes of a call (the name _call_in_guest wrote), and the

@@ -60,11 +60,6 @@ def convergence_rate_bps(access_rate_bps: float, access_links: int, ratio: float
     return access_rate_bps * access_links / ratio
 
 
-def serialization_s(size_bytes: float, rate_bps: float) -> float:
-    """Time to put `size_bytes` on a wire of `rate_bps`."""
-    if rate_bps <= 0:
-        raise ValueError("rate must be > 0")
-    return size_bytes * 8 / rate_bps
 
 
 def tbf_burst_bytes(rate_bps: float, burst_s: float = 1e-3, mtu: int = DEFAULT_MTU) -> int:

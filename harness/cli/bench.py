@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import metrolab
 from metrolab.api import MAIN_SCENARIO
-from metrolab.harness import settings
-from metrolab.harness.bench import bench_harness, bench_lab, bench_vm, co_tenant
 from metrolab.harness.cli.common import add_backend, add_json, print_bench, teller
 from metrolab.harness.output import err_console, print_json
-from metrolab.harness.scenario.sequential import markdown_table, simulate
+from metrolab.harness.scenario.sequential import markdown_table
 
 
 def register(sub) -> None:
@@ -54,13 +52,13 @@ def register(sub) -> None:
 
 
 def cmd_bench_lab(args) -> int:
-    res = bench_lab(repeat=args.repeat)
+    res = metrolab.bench_lab(repeat=args.repeat)
     print_bench("bench lab (4 sites x 4 hosts)", res, args.json, ".3f")
     return 0
 
 
 def cmd_bench_vm(args) -> int:
-    res = bench_vm(windows=args.windows)
+    res = metrolab.bench_vm(windows=args.windows)
     print_bench("bench vm", res, args.json)
     return 0
 
@@ -72,27 +70,25 @@ def cmd_bench_rdma(args) -> int:
 
 
 def cmd_bench_harness(args) -> int:
-    print_bench("bench harness (gloo AllReduce, bare vs metrolab run)", bench_harness(rounds=args.rounds), args.json)
+    print_bench("bench harness (gloo AllReduce, bare vs metrolab run)", metrolab.bench_harness(rounds=args.rounds),
+                args.json)
     return 0
 
 
 def cmd_bench_noise(args) -> int:
-    with co_tenant(args.co_tenant and not settings.in_guest()):  # on the host, beside the guest
-        res = metrolab.bench_noise(args.scenario or MAIN_SCENARIO, blocks=args.blocks, backend=args.backend,
-                                   on_backend=teller(args),
-                                   progress=None if args.json else lambda m: err_console.print(m, highlight=False))
-    res["co_tenant"] = bool(args.co_tenant)
+    res = metrolab.bench_noise(args.scenario or MAIN_SCENARIO, blocks=args.blocks, co_tenant=args.co_tenant,
+                               backend=args.backend, on_backend=teller(args),
+                               progress=None if args.json else lambda m: err_console.print(m, highlight=False))
     print_bench(f"bench noise ({res['scenario']}: the 0 km point against the baseline, {res['blocks']} blocks)",
                  res, args.json)
     return 0
 
 
 def cmd_bench_sequential(args) -> int:
+    rows = metrolab.bench_sequential(args.sims)
     if args.markdown:
-        print(markdown_table(args.sims), end="")
-        return 0
-    rows = [simulate(k, args.sims) for k in (1, 2, 4, 8, 16)]
-    if args.json:
+        print(markdown_table(rows), end="")
+    elif args.json:
         print_json(rows)
     else:
         for r in rows:

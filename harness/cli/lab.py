@@ -7,16 +7,9 @@ from typing import Any
 from rich.progress import Progress
 
 import metrolab
-from metrolab.harness.backends import attach, clean_all, create_lab, find_state
-from metrolab.harness.capabilities import probe
+from metrolab.harness.backends import attach, find_state
 from metrolab.harness.cli.common import add_backend, add_json, add_testbed, fmt_rate, teller
-from metrolab.harness.errors import CapabilityError
-from metrolab.harness.lab.plan import build_plan
-from metrolab.harness.lab.select import choose, needs
-from metrolab.harness.lab.state import all_states, pid_alive
 from metrolab.harness.output import console, err_console, fmt, print_json, show_progress, table
-from metrolab.harness.spec.loader import load_topology
-from metrolab.harness.testbed.resolve import load_testbed
 
 
 def register(sub) -> None:
@@ -65,20 +58,12 @@ def register(sub) -> None:
 
 
 def cmd_topology(args) -> int:
-    topo = load_topology(args.topology)
-    plan = build_plan(topo)
-    data: dict[str, Any] = {"name": topo.name, "source": topo.source, "digest": topo.digest,
-            "nodes": [{"name": n.name, "kind": n.kind, "site": n.site, "role": n.role, "address": str(n.address),
-                       "address6": str(n.address6) if n.address6 else None} for n in topo.nodes.values()],
-            "links": [{"name": lk.name, "a": lk.a, "b": lk.b, "rate_bps": lk.rate_bps,
-                       "delay_ms": lk.one_way_delay_s(topo.group_index) * 1e3, "distance_km": lk.props.distance_km}
-                      for lk in topo.links],
-            "routes": len(plan.routes)}
+    data = metrolab.topology_plan(args.topology or "default")
     if args.json:
         print_json(data)
         return 0
-    console.print(f"[bold]{topo.name}[/] from {topo.source}: {len(topo.hosts())} hosts, "
-                  f"{len(topo.switches())} switches, {len(topo.links)} links, {len(plan.routes)} routes")
+    console.print(f"[bold]{data['name']}[/] from {data['source']}: {data['hosts']} hosts, "
+                  f"{data['switches']} switches, {len(data['links'])} links, {data['routes']} routes")
     console.print(table("nodes", ["node", "kind", "site", "role", "IPv4", "IPv6"],
                         [[n["name"], n["kind"], n["site"], n["role"], n["address"], n["address6"]] for n in data["nodes"]]))
     console.print(table("links", ["link", "a", "b", "rate", "one-way delay", "km"],
@@ -87,56 +72,24 @@ def cmd_topology(args) -> int:
     return 0
 
 
-def _lab_up_testbed(args) -> int:
-    tb = load_testbed(args.testbed)
-    if args.topology:
-        raise CapabilityError(f"a testbed builds the topology it maps ({tb.topology.name}): drop {args.topology!r}")
-    lab = create_lab(tb.topology, "hosts", testbed=tb)
-    if not args.json:
-        err_console.print(f"building lab [bold]{lab.lab_id}[/] ({tb.topology.name} on testbed {tb.name}) ...")
-    lab.up()
-    lab.close_handles()
-    if args.json:
-        print_json({"lab": lab.lab_id, "backend": lab.backend, "topology": tb.topology.name, "testbed": tb.name,
-                    "machines": sorted(lab.journal().extra["configured"])})
-    else:
-        console.print(f"lab [bold]{lab.lab_id}[/] is up on testbed {tb.name} "
-                      f"({len(lab.journal().extra['configured'])} machines configured); "
-                      "`metrolab lab down` undoes it")
-    return 0
-
-
 def cmd_lab_up(args) -> int:
-    if args.testbed:
-        return _lab_up_testbed(args)
-    topo = load_topology(args.topology)
-    backend, why = choose(args.backend, needs(topo))
-    if backend == "vm":
-        raise CapabilityError(f"`lab up` leaves a lab running, which the vm backend does not do ({why}); run "
-                              "the whole job in the guest instead: `metrolab lab probe --backend vm`, "
-                              "`metrolab vm run -- metrolab …`, or pass --best-effort to build it here without them")
-    lab = create_lab(topo, "netns", strict=not args.best_effort)
-    if not args.json:
-        err_console.print(f"building lab [bold]{lab.lab_id}[/] ({topo.name}, backend {lab.backend}) ...")
-    lab.up()
-    lab.close_handles()
-    skipped = {k: sorted({s for e in v for s in e["skipped"]}) for k, v in lab.applied.items()}
-    skipped = {k: v for k, v in skipped.items() if v}
+    res = metrolab.lab_up(args.topology, testbed=args.testbed, strict=not args.best_effort, backend=args.backend,
+                          say=None if args.json else lambda m: err_console.print(m, highlight=False))
     if args.json:
-        print_json({"lab": lab.lab_id, "backend": lab.backend, "topology": topo.name,
-                    "namespaces": lab.state.namespaces, "skipped": skipped})
+        print_json(res)
+    elif "testbed" in res:
+        console.print(f"lab [bold]{res['lab']}[/] is up on testbed {res['testbed']} ({len(res['machines'])} "
+                      "machines configured); `metrolab lab down` undoes it")
     else:
-        console.print(f"lab [bold]{lab.lab_id}[/] is up: {len(lab.state.namespaces)} namespaces "
-                      f"(prefix {lab.lab_id}-); `metrolab lab status` shows it, `metrolab lab down` removes it")
-        for link, what in skipped.items():
+        console.print(f"lab [bold]{res['lab']}[/] is up: {len(res['namespaces'])} namespaces "
+                      f"(prefix {res['lab']}-); `metrolab lab status` shows it, `metrolab lab down` removes it")
+        for link, what in res["skipped"].items():
             console.print(f"[yellow]not applied on {link}: {', '.join(what)}[/]")
     return 0
 
 
 def cmd_lab_status(args) -> int:
-    lab = attach(find_state(args.lab))
-    st = lab.status()
-    lab.close_handles()
+    st = metrolab.lab_status(args.lab)
     if args.json:
         print_json(st)
         return 0
@@ -171,8 +124,7 @@ def _applied(end: dict) -> str:
 
 
 def cmd_lab_list(args) -> int:
-    rows = [{"lab": s.lab_id, "backend": s.backend, "status": s.status, "topology": s.topology,
-             "namespaces": len(s.namespaces), "pid": s.pid, "owner_alive": pid_alive(s.pid)} for s in all_states()]
+    rows = metrolab.labs()
     if args.json:
         print_json(rows)
     else:
@@ -182,14 +134,12 @@ def cmd_lab_list(args) -> int:
 
 
 def cmd_lab_down(args) -> int:
-    state = find_state(args.lab)
-    attach(state).down()
-    console.print(f"lab {state.lab_id} removed")
+    console.print(f"lab {metrolab.lab_down(args.lab)} removed")
     return 0
 
 
 def cmd_lab_clean(args) -> int:
-    removed = clean_all()
+    removed = metrolab.lab_clean()
     if args.json:
         print_json({"removed": removed})
     else:
@@ -231,11 +181,11 @@ def cmd_lab_probe(args) -> int:
 
 
 def _labs_up() -> bool:
-    return any(s.status == "up" for s in all_states())
+    return any(s["status"] == "up" for s in metrolab.labs())
 
 
 def cmd_doctor(args) -> int:
-    caps = probe()
+    caps = metrolab.capabilities()
     if args.json:
         print_json(caps.to_dict())
         return 0

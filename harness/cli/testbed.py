@@ -9,13 +9,8 @@ import yaml
 
 import metrolab
 from metrolab.harness.cli.common import RunProgress, add_json
-from metrolab.harness.errors import LabError
-from metrolab.harness.lab.state import all_states
 from metrolab.harness.output import console, print_json, table
-from metrolab.harness.scenario.spec import load_scenario
-from metrolab.harness.spec.loader import load_topology
 from metrolab.harness.testbed.hosts import NOT_CLEANED
-from metrolab.harness.testbed.sandbox import Sandbox, remove
 
 
 def register(sub) -> None:
@@ -106,30 +101,23 @@ def cmd_testbed_inventory(args) -> int:
 
 
 def cmd_sandbox_up(args) -> int:
-    topo = load_scenario(args.scenario).topology if args.scenario else load_topology(args.topology)
-    sb = Sandbox(topo)
-    sb.up()  # its sshd processes outlive this command; `sandbox down` removes them with the namespaces
-    out = {"lab": sb.lab_id, "testbed": str(sb.testbed_file), "controller": sb.controller_ns,
-           "machines": {m.name: m.mgmt for m in sb.machines}}
+    out = metrolab.sandbox_up(args.topology, scenario=args.scenario)
     if args.json:
         print_json(out)
     else:
-        console.print(f"sandbox [bold]{sb.lab_id}[/]: {len(sb.machines)} machines, testbed {sb.testbed_file}\n"
+        console.print(f"sandbox [bold]{out['lab']}[/]: {len(out['machines'])} machines, testbed {out['testbed']}\n"
                       f"run the testbed commands on its controller:\n"
-                      f"  ip netns exec {sb.controller_ns} metrolab testbed provision {sb.testbed_file}\n"
-                      f"remove it with `metrolab testbed sandbox down --lab {sb.lab_id}`", highlight=False)
+                      f"  ip netns exec {out['controller']} metrolab testbed provision {out['testbed']}\n"
+                      f"remove it with `metrolab testbed sandbox down --lab {out['lab']}`", highlight=False)
     return 0
 
 
 def cmd_sandbox_down(args) -> int:
-    states = [s for s in all_states() if s.backend == "sandbox" and (args.lab is None or s.lab_id == args.lab)]
-    if args.lab and not states:
-        raise LabError(f"no sandbox {args.lab} on this machine")
-    removed = [x for s in states for x in remove(s)]
+    removed = metrolab.sandbox_down(args.lab)
     if args.json:
         print_json({"removed": removed})
     else:
-        console.print(f"removed {len(states)} sandbox(es): {' '.join(removed) or 'nothing'}", highlight=False)
+        console.print(f"removed: {' '.join(removed) or 'nothing'}", highlight=False)
     return 0
 
 

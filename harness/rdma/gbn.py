@@ -93,11 +93,6 @@ class GbnModel:
             raise ValueError(f"bad Go-Back-N model parameters: {self}")
 
     @property
-    def packet_s(self) -> float:
-        """Serialization time of one full packet at the line rate."""
-        return 8 * (self.mtu + ROCE_HEADERS) / self.rate_bps
-
-    @property
     def bdp_packets(self) -> int:
         return packets_in_flight(self.rate_bps, self.rtt_s, self.mtu)
 

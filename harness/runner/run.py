@@ -201,8 +201,10 @@ class Runner:
             self.points = baselines(self.spec.sweep) + grid(self.spec.sweep, scale)
             self.order = self.store.next_order()
             stats = self.spec.statistics
-            self.engine = Engine(self.store.record, int(meta["seed"]), progress=self._progress, monitor=self.monitor,
-                                 limits=(stats.max_interference, stats.max_guest_wait))
+            self.engine = Engine(self.store.record, int(meta["seed"]), monitor=self.monitor,
+                                 limits=(stats.max_interference, stats.max_guest_wait),
+                                 # a soak's bar counts repetitions against the clock (_Soak), not points
+                                 progress=self._progress if self.soak is None else lambda **kw: None)
             self.total = len(self.spec.workloads) * len(self.points) * self.spec.repetitions
             self.progress(advance=0, total=self.total)
             # Ray places and supervises the ranks on the host kernel and on clusters; in the guest
@@ -250,7 +252,6 @@ class Runner:
         runner's and the lab's resources, appended to soak.jsonl as measured."""
         group = RankGroup(self.cluster, self.lab, self.scn, wspec, self.run_dir, port=29700, scale=scale)
         exp = _Soak(self, group, wspec.name or wspec.kind, meta, scale, plan, grid(self.spec.sweep, scale)[plan.index])
-        self.engine.progress = lambda **kw: None  # the soak's bar counts repetitions against the clock
         try:
             # a failed repetition is a sample too (its step time missing): the soak measures on
             self._count(self.engine.run(exp, Budget(1, seconds=plan.duration_s, clock_after_planned=True,

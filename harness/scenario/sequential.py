@@ -43,10 +43,6 @@ MC_SEED = 20261204   # fixed: every run, here or anywhere, gets the same design
 MC_MIN_TAIL = 20     # crossings a look's boundary is read from (fewer: the converted z boundary)
 
 
-def phi(z: float) -> float:
-    return 0.5 * math.erfc(-z / math.sqrt(2))
-
-
 def obf_spent(t: float, alpha: float) -> float:
     """Lan-DeMets O'Brien-Fleming alpha spending: the error spent by information fraction t."""
     if t <= 0:
@@ -267,12 +263,16 @@ def simulate(looks: int, sims: int = 20_000, seed: int = 20261204, n_min: int = 
     return out
 
 
-def markdown_table(sims: int = 20_000, seed: int = 20261204) -> str:
-    """The guarantee, measured: docs/statistics.md's table (a test keeps the two equal)."""
-    rows = [simulate(k, sims, seed) for k in (1, 2, 4, 8, 16)]
+def rates(sims: int = 20_000, seed: int = 20261204) -> list[dict]:
+    """The guarantee, measured for 1 to 16 looks (`metrolab bench sequential`)."""
+    return [simulate(k, sims, seed) for k in (1, 2, 4, 8, 16)]
+
+
+def markdown_table(rows: list[dict] | None = None) -> str:
+    """`rates` as docs/statistics.md shows them (a test keeps the two equal)."""
     lines = ["| looks (blocks) | sequential: any verdict, truth on the threshold | sequential: fail, no effect | "
              "fixed interval re-read: any verdict, truth on the threshold |", "|---|---|---|---|"]
-    for r in rows:
+    for r in rows if rows is not None else rates():
         lines.append(f"| {r['looks']} ({r['n_min']}-{r['n_max']}) | {r['sequential: at_threshold']:.3f} | "
                      f"{r['sequential: null_fail']:.4f} | {r['fixed, re-read: at_threshold']:.3f} |")
     return "\n".join(lines) + "\n"

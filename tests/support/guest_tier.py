@@ -151,7 +151,7 @@ class GuestTier:
 
     def _boot(self, guest, nodeids: list[str], report: Path, timeout: float, boot: int):
         argv = [sys.executable, "-m", "pytest", "-p", "tests.support.guest_report", "-p", "no:cacheprovider",
-                "-v" if self.config.option.verbose > 0 else "-q", "-rfEs",
+                "-v" if self.config.option.verbose > 0 else "-q", "-rfEs", "--durations=15",  # the suite's time
                 f"--color={'yes' if self.config.get_terminal_writer().hasmarkup else 'no'}", *nodeids]
         # netem's calibration (~17 s under TCG) reused for the boot, not remeasured per lab after a
         # minute: the tests that judge a calibrated delay remove it and measure their own
