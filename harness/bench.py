@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from metrolab.harness import capabilities, settings
-from metrolab.harness.dist.launch import run_ranks
+from metrolab.harness.kernel.launch import run_ranks
 from metrolab.harness.kernel.sh import die_with_parent
 from metrolab.harness.lab.netns import NetnsLab
 from metrolab.harness.lab.select import needs

@@ -1,14 +1,16 @@
-"""Run perftest (ib_write_bw, ib_write_lat, …) between two lab hosts and parse what it prints."""
+"""Run perftest (ib_write_bw, ib_write_lat, …) between two lab hosts, as a rank pair of the one
+launcher, and parse what it prints."""
 
 from __future__ import annotations
 
 import re
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 
 from metrolab.harness.errors import LabError
-from metrolab.harness.kernel import sh
+from metrolab.harness.kernel.launch import run_ranks
 from metrolab.harness.lab.rxe import roce_v2_gid_index
 
 BW_FIELDS = ("bytes", "iterations", "bw_peak_gbps", "bw_avg_gbps", "msg_rate_mpps")
@@ -55,30 +57,37 @@ def run(lab, server: str, client: str, tool: str = "ib_write_bw", size: int = 65
 def _run_once(lab, server: str, client: str, tool: str, size: int, iters: int, port: int, extra: list[str] | None,
               timeout: float) -> PerftestResult:
     topo = lab.topology
-    args = {}
-    for node in (server, client):
+
+    def argv(node: str, *peer: str) -> list[str]:
         dev = lab.rxe_device(node)
-        args[node] = [tool, "-d", dev, "-x", str(roce_v2_gid_index(dev, str(topo.nodes[node].address))),
-                      "-s", str(size), "-n", str(iters), "-p", str(port), "-F", *(extra or [])]
-        if tool.endswith("_bw"):
-            args[node].append("--report_gbits")
-    srv = sh.popen(args[server], netns=lab.ns(server), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        out = ""
-        for _attempt in range(20):  # the server needs a moment to listen (seconds under TCG)
-            time.sleep(0.5)
-            cli = sh.run(args[client] + [str(topo.nodes[server].address)], netns=lab.ns(client), check=False,
-                         timeout=timeout)
-            out = cli.stdout + cli.stderr
-            if cli.rc == 0:
-                break
-            if "Couldn't connect" not in out and "Unable to" not in out:
-                raise LabError(f"{tool} client on {client} failed ({cli.rc}):\n{out[-2000:]}")
-        else:
-            raise LabError(f"{tool} client on {client} never reached the server on {server}:\n{out[-2000:]}")
-        srv_out, _ = srv.communicate(timeout=timeout)
-    finally:
-        if srv.poll() is None:
-            srv.kill()
-            srv.wait()
-    return PerftestResult(tool, parse(tool, out), out, srv_out)
+        gid = roce_v2_gid_index(dev, str(topo.nodes[node].address))
+        return ["-m", "metrolab.harness.rdma.perftest", tool, "-d", dev, "-x", str(gid), "-s", str(size),
+                "-n", str(iters), "-p", str(port), "-F", *(extra or []),
+                *(["--report_gbits"] if tool.endswith("_bw") else []), *peer]
+
+    # the one launcher (metrolab.harness.kernel.launch): a side that fails ends the other
+    srv, cli = run_ranks(lab, [server, client], [argv(server), argv(client, str(topo.nodes[server].address))],
+                         timeout=timeout, check=False)
+    if cli.rc != 0:
+        raise LabError(f"{tool} client on {client} failed ({cli.rc}):\n{(cli.stdout + cli.stderr)[-2000:]}")
+    return PerftestResult(tool, parse(tool, cli.stdout), cli.stdout, srv.stdout + srv.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m metrolab.harness.rdma.perftest TOOL ARGS... [SERVER]` on a rank's host: the tool,
+    its output on our stdout; a client dials again until its server listens (seconds under TCG)."""
+    argv = sys.argv[1:] if argv is None else argv
+    for _attempt in range(40):
+        res = subprocess.run(argv, capture_output=True, text=True, check=False)
+        out = res.stdout + res.stderr
+        if res.returncode == 0 or ("Couldn't connect" not in out and "Unable to" not in out):
+            break
+        time.sleep(0.5)
+    else:
+        out += f"\n{argv[0]} never reached its server"
+    print(out, flush=True)
+    return res.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from metrolab.harness.dist.launch import run_ranks
 from metrolab.harness.errors import SpecError
+from metrolab.harness.kernel.launch import run_ranks
 from metrolab.harness.lab.netns import NetnsLab
 from metrolab.harness.lab.select import needs
 from metrolab.harness.rdma import perftest

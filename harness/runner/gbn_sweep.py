@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from metrolab.harness.dist.launch import run_pair
 from metrolab.harness.rdma.gbn import ROCE_HEADERS, GbnModel, ib_timeout_s, packets_in_flight, rxe_ack_interval
+from metrolab.harness.rdma.pair import run_pair
 from metrolab.harness.runner.engine import Budget, Engine, Experiment
 from metrolab.harness.runner.record import Record
 from metrolab.harness.scenario import stats

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from metrolab.harness.dist.launch import rank_env
+from metrolab.harness.kernel.launch import rank_env
 from metrolab.harness.policy.flows import learning
 from metrolab.harness.scenario import stats as st
 from metrolab.workloads.registry import WORKLOADS

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from metrolab.harness.dist.launch import run_pair
+from metrolab.harness.rdma.pair import run_pair
 from metrolab.harness.scenario.predict import cross_site_pair, path_links
 from metrolab.netem.profile import Impairment
 

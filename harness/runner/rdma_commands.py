@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from metrolab.harness.dist.launch import run_pair
 from metrolab.harness.errors import SpecError
 from metrolab.harness.lab.netns import NetnsLab
 from metrolab.harness.rdma import perftest
+from metrolab.harness.rdma.pair import run_pair
 from metrolab.harness.runner.engine import new_seed
 from metrolab.harness.runner.gbn_sweep import GbnPoint, GbnSweep, run_sweep, summarize
 from metrolab.harness.runner.record import Record

@@ -3,6 +3,7 @@ the host wrote into DIR), output streamed back, exit code returned."""
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import sys
@@ -34,7 +35,11 @@ def run_in_guest(argv: list[str], progress=None, timeout: float = 7200, shares: 
     # known size
     if not sys.stdout.isatty():
         env["METROLAB_PLAIN"] = "1"  # the guest's stdout is a tty; ours is a pipe or a file
-    res = guest.run([sys.executable, "-m", "metrolab.harness.cli", *argv], cwd=Path.cwd(), env=env,
+    # the guest logs as much as the host's console shows (metrolab -v / -vv)
+    shown = min((h.level for h in logging.getLogger().handlers if getattr(h, "_metrolab", False)
+                 and not isinstance(h, logging.FileHandler)), default=logging.WARNING)
+    verbose = ["-vv"] if shown <= logging.DEBUG else ["-v"] if shown <= logging.INFO else []
+    res = guest.run([sys.executable, "-m", "metrolab.harness.cli", *verbose, *argv], cwd=Path.cwd(), env=env,
                     timeout=timeout, on_line=on_line or (lambda line: print(line, flush=True)), on_log=command_stderr,
                     shares=shares)
     progress(f"guest finished: exit {res.exit_code}, booted in {res.boot_s:.1f} s, {res.wall_s:.1f} s in all")

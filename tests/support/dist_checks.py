@@ -1,4 +1,4 @@
-"""One rank of the verbs-vs-gloo checks, started in a lab host by `metrolab.harness.dist.launch.run_ranks`.
+"""One rank of the verbs-vs-gloo checks, started in a lab host by `metrolab.harness.kernel.launch.run_ranks`.
 
     python -m tests.support.dist_checks collectives|ddp|dead [--timeout S]
 

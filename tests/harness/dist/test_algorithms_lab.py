@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from metrolab.harness.dist.launch import run_ranks
 from metrolab.harness.errors import LabError
+from metrolab.harness.kernel.launch import run_ranks
 from tests.support.labs import rdma_sites
 
 pytestmark = pytest.mark.lab
@@ -22,7 +22,7 @@ def test_hierarchical_equals_flat_on_gloo(lab_factory):
 
 
 def test_a_group_of_different_programs_runs_each_on_its_host_and_a_failing_one_is_named(lab_factory):
-    # the verbs tool's server and client are such a group (launch.run_pair)
+    # the verbs tool's server and client are such a group (metrolab.harness.rdma.pair)
     lab = lab_factory(rdma_sites((1, 1), rdma=False))
     def prog(who: str, host: str) -> list[str]:  # binds its host's lab address: only there does it exist
         addr = str(lab.topology.nodes[host].address)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from metrolab.harness.dist.launch import run_ranks
+from metrolab.harness.kernel.launch import run_ranks
 from tests.support.labs import build_lab, rdma_sites
 
 pytestmark = pytest.mark.requires("netem", "rxe")

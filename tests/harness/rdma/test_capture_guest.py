@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from metrolab.harness.dist.launch import run_pair
 from metrolab.harness.rdma.capture import Capture, summarize, timer_stalls, to_frame
 from metrolab.harness.rdma.gbn import GbnModel, ib_timeout_s, rxe_ack_interval
 from metrolab.harness.rdma.packets import decode
+from metrolab.harness.rdma.pair import run_pair
 from metrolab.netem.profile import Impairment, LossModel
 from tests.harness.lab.test_rxe_guest import wan_pair
 from tests.support.labs import build_lab

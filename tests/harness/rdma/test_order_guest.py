@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from metrolab.harness.dist.launch import run_pair
 from metrolab.harness.rdma.capture import Capture, summarize, to_frame
+from metrolab.harness.rdma.pair import run_pair
 from tests.support.labs import build_lab
 
 pytestmark = pytest.mark.requires("netem", "rxe")

@@ -9,10 +9,10 @@ import sys
 import numpy as np
 import pytest
 
-from metrolab.harness.dist.launch import run_pair
 from metrolab.harness.kernel import sh
 from metrolab.harness.kernel.nsctx import in_netns
 from metrolab.harness.rdma import perftest
+from metrolab.harness.rdma.pair import run_pair
 from metrolab.harness.rdma.verbs import Connection, Device, RdmaError, connect_oob
 from metrolab.netem.profile import Impairment, LossModel
 from tests.harness.lab.test_rxe_guest import wan_pair

@@ -1,5 +1,6 @@
-"""Start a group of processes on lab hosts, one per host, each inside its host's namespace: the
-torch.distributed ranks of a job (run_ranks), the verbs tool's server and client (run_pair).
+"""The one launcher: a group of processes on lab hosts, one per host, each inside its host's
+namespace (or on its testbed machine): the torch.distributed ranks of a job, the verbs tool's server
+and client (metrolab.harness.rdma.pair), perftest's (metrolab.harness.rdma.perftest).
 
 Every rank gets the torch.distributed environment (RANK, WORLD_SIZE, MASTER_ADDR/PORT on rank 0's
 lab address), GLOO_SOCKET_IFNAME (gloo must use the lab interface), and its Soft-RoCE device
@@ -16,8 +17,6 @@ import time
 from dataclasses import dataclass
 
 from metrolab.harness.errors import LabError
-from metrolab.harness.kernel import counters
-from metrolab.harness.rdma.verbs import RdmaError
 
 
 @dataclass
@@ -94,32 +93,4 @@ def run_ranks(lab, hosts: list[str], argv: list[str] | list[list[str]], *, port:
         if bad:
             first = min(bad, key=lambda r: (r.rc < 0, r.rank))  # a rank's own error before a killed one
             raise LabError(f"rank {first.rank} on {first.host} exited {first.rc}:\n{first.stderr.strip()[-2000:]}")
-    return results
-
-
-def run_pair(lab, server: str, client: str, *, mode: str = "bw", op: str = "write", size: int = 65536,
-             iters: int = 1000, qps: int = 1, port: int = 18600, extra: list[str] | None = None,
-             timeout: float = 600) -> dict:
-    """One measurement: both sides' JSON plus the counter deltas of both hosts."""
-    topo = lab.topology
-    common = ["--mode", mode, "--op", op, "--size", str(size), "--iters", str(iters), "--qps", str(qps),
-              "--port", str(port), *(extra or [])]
-    tool = ["-m", "metrolab.harness.rdma.tool"]
-    sides = {
-        "server": tool + ["server", "--dev", lab.rxe_device(server), "--ip", str(topo.nodes[server].address), *common],
-        "client": tool + ["client", "--dev", lab.rxe_device(client), "--ip", str(topo.nodes[client].address),
-                          "--peer", str(topo.nodes[server].address), *common]}
-    before = counters.snapshot(lab, [server, client])
-    # a side that fails ends the other (a client left dialling a dead server would sit out its timeout)
-    ranks = run_ranks(lab, [server, client], list(sides.values()), timeout=timeout, check=False)
-    results = {}
-    for side, r in zip(sides, ranks):
-        try:
-            results[side] = json.loads(r.stdout.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            raise LabError(f"verbs tool {side} on {r.host} failed ({r.rc}): "
-                           f"{(r.stderr or r.stdout).strip()[-1500:]}") from None
-        if "error" in results[side]:
-            raise RdmaError(f"{side}: {results[side]['error']}")
-    results["counters"] = counters.snapshot_delta(before, counters.snapshot(lab, [server, client]))
     return results
