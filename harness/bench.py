@@ -16,6 +16,7 @@ from typing import Any
 from metrolab.harness import capabilities, settings
 from metrolab.harness.kernel.launch import run_ranks
 from metrolab.harness.kernel.sh import die_with_parent
+from metrolab.harness.kernel.zygote import prestart
 from metrolab.harness.lab.netns import NetnsLab
 from metrolab.harness.lab.select import needs
 from metrolab.harness.runner.results import ResultStore
@@ -161,6 +162,7 @@ def bench_harness(size: str = "2m", iters: int = 5, rounds: int = 3) -> dict:
                               "sweep": {"links": ["wan"], "distance_km": [0]}, "repetitions": 3, "warmups": 1},
                              "<bench harness>")
     bare, run = [], []
+    prestart()  # torch ranks: the zygote's imports overlap the lab's build
     lab = NetnsLab(scn.topology)
     lab.up()
     try:

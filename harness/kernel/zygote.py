@@ -181,6 +181,10 @@ class Zygote:
         atexit.register(self.close)
 
     @classmethod
+    def started(cls) -> bool:
+        return cls._instance is not None and cls._instance.proc.poll() is None
+
+    @classmethod
     def get(cls) -> Zygote:
         """The process's zygote, started on first use (prestart it early: the imports take a while)."""
         with cls._lock:
@@ -219,7 +223,9 @@ class Zygote:
 
 
 def prestart() -> None:
-    """Start the zygote's imports now, so they overlap with building the lab."""
+    """Start the zygote's imports now, so they overlap with building the lab: where many processes
+    or torch ranks follow (a run, a sweep); a command that starts a pair or two starts them afresh
+    sooner than torch's import (~30 s under TCG) would be done."""
     if enabled():
         Zygote.get()
 
@@ -348,9 +354,9 @@ class ZygoteProcess:
 
 
 def python_popen(argv: list[str], *, netns: str | None, env: dict[str, str], **kw):
-    """`python ARGV...` in namespace `netns`: forked from the zygote in the guest, a new interpreter
-    elsewhere (metrolab.harness.kernel.sh)."""
-    if enabled():
+    """`python ARGV...` in namespace `netns`: forked from the zygote in the guest once prestarted, a
+    new interpreter otherwise (metrolab.harness.kernel.sh)."""
+    if enabled() and Zygote.started():
         return Zygote.get().popen(argv, netns=netns, env=env, **kw)
     return sh.popen([sys.executable, *argv], netns=netns, env=env, **kw)
 

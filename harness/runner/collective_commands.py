@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from metrolab.harness.errors import SpecError
 from metrolab.harness.kernel.launch import run_ranks
+from metrolab.harness.kernel.zygote import prestart
 from metrolab.harness.lab.netns import NetnsLab
 from metrolab.harness.lab.select import needs
 from metrolab.harness.rdma import perftest
@@ -80,6 +81,7 @@ def collectives_argv(t: CollectivesTest, hosts: list[str], topo) -> list[str]:
 def collectives_test(t: CollectivesTest, progress=lambda m: None) -> dict:
     topo, tb = topology_and_testbed(t.topology, t.testbed)
     hosts = pick_rank_hosts(topo, t.hosts, t.backend)
+    prestart()  # torch ranks: the zygote's imports overlap the lab's build
     with impaired_lab(topo, t.link, t.distance_km, t.loss, tb) as (lab, _):
         progress(f"{t.backend} {t.ops} on {', '.join(hosts)} ({t.algo})")
         res = run_ranks(lab, hosts, collectives_argv(t, hosts, topo), timeout=t.timeout)[0].json()
@@ -92,6 +94,7 @@ def bench_collectives(iters: int = 5) -> dict:
     cost from the link's: ib_write_bw -b (a two-rank ring sends both ways at once, as -b does; its
     per-direction share is the fair bound) and verbs Broadcast (one direction, like ib_write_bw)."""
     topo = load_topology("rdma-pair")
+    prestart()  # torch ranks: the zygote's imports overlap the lab's build
     lab = NetnsLab(topo)
     lab.up()
     out: dict = {}

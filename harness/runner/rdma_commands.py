@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from metrolab.harness.errors import SpecError
+from metrolab.harness.kernel.zygote import prestart
 from metrolab.harness.lab.netns import NetnsLab
 from metrolab.harness.rdma import perftest
 from metrolab.harness.rdma.pair import run_pair
@@ -116,6 +117,8 @@ def rdma_test(t: RdmaTest, mode: str, progress=lambda m: None) -> dict:
     topo, tb = topology_and_testbed(t.topology, t.testbed)
     server, client = pick_hosts(topo, t.server, t.client)
     sizes = parse_sizes(t.size, t.sweep)
+    if len(sizes) > 3:  # a sweep: the pairs fork from the zygote (metrolab.harness.kernel.zygote)
+        prestart()
     with impaired_lab(topo, t.link, t.distance_km, t.loss, tb) as (lab, imp):
         rows = []
         bidir = mode == "bw" and t.bidirectional
@@ -182,6 +185,7 @@ def gbn_experiment(losses=(0.0, 1e-4, 1e-3, 1e-2), distances=(0, 100, 500), rate
     rate_bps = parse_rate(rate)
     seed = seed if seed is not None else new_seed()
     points = [GbnPoint(float(d), float(p)) for d in distances for p in losses]
+    prestart()  # a pair per point and block: forked from the zygote, whose imports overlap the lab's build
     lab = NetnsLab(topo, in_order=in_order)
     lab.up()
     try:
