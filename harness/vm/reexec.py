@@ -22,6 +22,14 @@ def command_stderr(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
 
+def verbosity() -> list[str]:
+    """The flags that make the guest's command log as much as this process's console shows
+    (metrolab -v / -vv; a --log-file's handler takes everything and says nothing of the console)."""
+    shown = min((h.level for h in logging.getLogger().handlers if getattr(h, "_metrolab", False)
+                 and not isinstance(h, logging.FileHandler)), default=logging.WARNING)
+    return ["-vv"] if shown <= logging.DEBUG else ["-v"] if shown <= logging.INFO else []
+
+
 def run_in_guest(argv: list[str], progress=None, timeout: float = 7200, shares: tuple[Path, ...] = (),
                  env: dict[str, str] | None = None,
                  on_line: Callable[[str], None] | None = None) -> int:
@@ -35,11 +43,7 @@ def run_in_guest(argv: list[str], progress=None, timeout: float = 7200, shares: 
     # known size
     if not sys.stdout.isatty():
         env["METROLAB_PLAIN"] = "1"  # the guest's stdout is a tty; ours is a pipe or a file
-    # the guest logs as much as the host's console shows (metrolab -v / -vv)
-    shown = min((h.level for h in logging.getLogger().handlers if getattr(h, "_metrolab", False)
-                 and not isinstance(h, logging.FileHandler)), default=logging.WARNING)
-    verbose = ["-vv"] if shown <= logging.DEBUG else ["-v"] if shown <= logging.INFO else []
-    res = guest.run([sys.executable, "-m", "metrolab.harness.cli", *verbose, *argv], cwd=Path.cwd(), env=env,
+    res = guest.run([sys.executable, "-m", "metrolab.harness.cli", *verbosity(), *argv], cwd=Path.cwd(), env=env,
                     timeout=timeout, on_line=on_line or (lambda line: print(line, flush=True)), on_log=command_stderr,
                     shares=shares)
     progress(f"guest finished: exit {res.exit_code}, booted in {res.boot_s:.1f} s, {res.wall_s:.1f} s in all")
