@@ -29,6 +29,7 @@ from metrolab.harness.vm.qemu import Guest
 from metrolab.netem.calibrate import _cache_file
 from metrolab.netem.models import fiber_delay_s
 from metrolab.netem.probe import concurrent_rtts, rtt_floor
+from metrolab.workloads.collectives import Sweep
 
 
 def grid_topology(sites: int = 4, hosts: int = 4, wan_rate: str = "1gbit") -> dict:
@@ -167,9 +168,8 @@ def bench_harness(size: str = "2m", iters: int = 5, rounds: int = 3) -> dict:
     lab.up()
     try:
         for i in range(rounds):
-            res = run_ranks(lab, ["a1", "b1"], ["-m", "metrolab.workloads.collectives", "--backend", "gloo", "--ops",
-                                                "all_reduce", "-b", size, "-e", size, "-w", "1", "-n", str(iters),
-                                                "-c", "0"], port=29900 + i, timeout=600)[0].json()
+            res = run_ranks(lab, ["a1", "b1"], Sweep.of(begin=size, end=size, warmup=1, iters=iters, check=False).argv(),
+                            port=29900 + i, timeout=600)[0].json()
             bare.append(res["rows"][0]["ip_time_us"] / 1e6)
     finally:
         lab.down()

@@ -1,4 +1,4 @@
-"""What this machine offers: qdiscs, nftables, Soft-RoCE, KVM, pyverbs, torch, Ray, GPUs.
+"""What this machine offers: network namespaces, qdiscs, nftables, Soft-RoCE, KVM, pyverbs, torch, Ray, GPUs.
 
 Kernel features are probed for real inside a throwaway namespace (never on the machine's
 own interfaces): a qdisc counts as present only if the kernel accepted it.
@@ -61,9 +61,16 @@ QDISC_ARGS = {"netem": ["delay", "1ms"], "tbf": ["rate", "1mbit", "burst", "1638
 
 
 def _probe_qdiscs() -> dict[str, Capability]:
+    """What a throwaway namespace's kernel accepts; `netns` says whether one could be made (root)."""
     name = f"mlprobe{os.getpid()}"
     out: dict[str, Capability] = {}
-    netns.create(name)
+    try:
+        netns.create(name)
+    except (OSError, NetlinkError) as exc:  # every lab is namespaces: without them nothing below can be asked
+        why = f"cannot create a network namespace ({getattr(exc, 'strerror', None) or exc}): labs need root"
+        return {"netns": Capability("netns", False, why), "nft": Capability("nft", False, why),
+                "srv6": Capability("srv6", False, why)} | {k: Capability(f"qdisc:{k}", False, why) for k in QDISCS}
+    out["netns"] = Capability("netns", True, "network namespaces (root)")
     try:
         with iproute(name) as ns:
             ns.link("add", ifname="d0", kind="veth", peer={"ifname": "d1"})  # dummy may be absent

@@ -40,6 +40,9 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("METROLAB_VM_ACCEL", str, None, "force the guest's accelerator: kvm or tcg (default: probed)"),
     Setting("METROLAB_VM_MEMORY", str, "4G", "guest memory"),
     Setting("METROLAB_VM_CPUS", int, 2, "guest CPUs"),
+    Setting("METROLAB_VM_CPU", str, "max,-avx2", "the guest's CPU model under TCG (qemu's -cpu; KVM uses the "
+                                                 "host's): AVX2 off, since qemu 7.2's AVX2 gathers load "
+                                                 "wrong elements (numpy's argsort sorted wrongly)"),
     Setting("METROLAB_VM_BOOT_TIMEOUT", float, 240.0, "seconds the guest may take to boot"),
     Setting("METROLAB_VM_REALTIME", bool, True, "run the guest's qemu in the real-time class (I/O threads above "
                                                 "vCPUs) so other processes on the host cannot delay it"),

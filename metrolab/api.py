@@ -56,6 +56,7 @@ from metrolab.harness.scenario.spec import load_scenario as _load
 from metrolab.harness.scenario.taskplan import check_plan, load_plan
 from metrolab.harness.scenario.tasksummary import summarize as summarize_tasks
 from metrolab.harness.spec.loader import errors_from_pydantic, load_topology
+from metrolab.harness.spec.resolve import Topology
 from metrolab.harness.testbed.check import CheckReport, run_check
 from metrolab.harness.testbed.derive import inventory, ray_cluster_config
 from metrolab.harness.testbed.hosts import clean_journals
@@ -298,7 +299,9 @@ def gbn_experiment(*, backend: str = "auto", on_backend: Teller | None = None, p
 def collectives_test(t: CollectivesTest, *, backend: str = "auto", on_backend: Teller | None = None,
                      progress: Say | None = None) -> dict[str, Any]:
     """nccl-tests' collectives over torch.distributed between lab hosts (busbw, algbw, #wrong) on
-    the kernel `backend` picks, or on a testbed's machines (`t.testbed`)."""
+    the kernel `backend` picks, or on a testbed's machines (`t.testbed`). A wrong option is refused
+    here, naming it, before a lab is built or a guest booted."""
+    collective_commands.planned(t)
     if _placed(None if t.testbed else collective_commands.collectives_needs(t), backend, on_backend):
         return _call_in_guest("collectives_test", t=t)
     return collective_commands.collectives_test(t, progress=progress or (lambda m: None))
@@ -361,7 +364,7 @@ def probe_links(topology: str | Path = "default", *, links: list[str] | None = N
     if strict and _placed(needs(topo), backend, on_backend):
         return _call_in_guest("probe_links", topology=str(topology), links=links, duration=duration,
                               loss_packets=loss_packets)
-    with lab(topology, strict=strict) as built:
+    with lab(topo, strict=strict) as built:
         return probed(built, links, duration=duration, loss_packets=loss_packets, on_done=on_done)
 
 
@@ -572,16 +575,18 @@ def whitepaper_docs(bundle: str | Path, page: str | Path, *, store: str | Path |
     return {"page": str(page), "bundle": str(src)}
 
 
-def build_lab(topology: str | Path = "default", *, strict: bool = True) -> NetnsLab:
-    """Build a lab (namespaces, links, routes, impairments) on this kernel; `lab.down()` removes it.
-    `strict`: refuse what this kernel cannot apply (False: apply the rest, report it as skipped)."""
-    lab = create_lab(load_topology(str(topology)), "netns", strict=strict)
+def build_lab(topology: str | Path | Topology = "default", *, strict: bool = True) -> NetnsLab:
+    """Build a lab (namespaces, links, routes, impairments) on this kernel of a topology (a built-in's
+    name, a file, or one already loaded); `lab.down()` removes it. `strict`: refuse what this kernel
+    cannot apply (False: apply the rest, report it as skipped)."""
+    topo = topology if isinstance(topology, Topology) else load_topology(str(topology))
+    lab = create_lab(topo, "netns", strict=strict)
     lab.up()
     return lab
 
 
 @contextlib.contextmanager
-def lab(topology: str | Path = "default", *, strict: bool = True) -> Iterator[NetnsLab]:
+def lab(topology: str | Path | Topology = "default", *, strict: bool = True) -> Iterator[NetnsLab]:
     """`with metrolab.lab("default") as lab:` — the lab is removed on exit, error and Ctrl-C."""
     built = build_lab(topology, strict=strict)
     try:
@@ -686,12 +691,12 @@ def vm_prepare(say: Say | None = None) -> dict[str, Any]:
             "rxe_netns": k.rxe_netns, "accel": accel, "accel_why": why}
 
 
-def vm_run(argv: list[str], *, timeout: float = 3600, on_line: Say | None = None) -> int:
+def vm_run(argv: list[str], *, timeout: float = 3600, on_line: Say | None = None, say: Say | None = None) -> int:
     """`argv` run in the guest kernel (this tree mounted, read-only): its exit status; each line it
-    prints goes to `on_line`, its stderr to ours."""
+    prints goes to `on_line`, its stderr to ours, the kernel's first fetch (if any) to `say`."""
     if not argv:
         raise CapabilityError("give the command to run after --, e.g. metrolab vm run -- uname -r")
-    res = Guest(prepare_kernel()).run(argv, timeout=timeout, on_line=on_line or (lambda line: None),
+    res = Guest(prepare_kernel(say or (lambda m: None))).run(argv, timeout=timeout, on_line=on_line or (lambda line: None),
                                       on_log=command_stderr)
     shutil.rmtree(res.results_dir, ignore_errors=True)
     return res.exit_code

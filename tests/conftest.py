@@ -1,29 +1,35 @@
-"""Shared fixtures: labs built from small specs, removed after each test."""
+"""Shared fixtures: labs built from small specs or built-in topologies, removed after their test or
+module; one local Ray for the session."""
 
 from __future__ import annotations
+
+from contextlib import ExitStack
 
 import pytest
 
 from metrolab.harness import settings
-from tests.support.labs import build_lab
+from tests.support.labs import lab_up
 
 pytest_plugins = ["tests.support.tiers", "tests.support.guest_tier"]
 
 
+def _labs():
+    """Labs of spec dicts or built-in topology names (tests/support/labs.py): each torn down when
+    the fixture's scope ends, also on failure (a lab the test took down itself: nothing is left to remove)."""
+    with ExitStack() as stack:
+        yield lambda spec, strict=True: stack.enter_context(lab_up(spec, strict=strict))
+
+
 @pytest.fixture
 def lab_factory():
-    """Build labs from spec dicts; every lab is torn down after the test, also on failure."""
-    labs = []
+    """The labs of one test."""
+    yield from _labs()
 
-    def make(spec: dict, strict: bool = True):
-        lab = build_lab(spec, strict=strict)
-        labs.append(lab)
-        return lab
 
-    yield make
-    for lab in labs:
-        if lab.state is not None and lab.state.path.exists():  # not taken down by the test itself
-            lab.down()
+@pytest.fixture(scope="module")
+def module_labs():
+    """Labs the tests of one module share (a lab a test must not change under the others)."""
+    yield from _labs()
 
 
 @pytest.fixture(scope="session")

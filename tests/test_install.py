@@ -86,7 +86,7 @@ def test_installed_metrolab_lists_scenarios_and_plans_the_default_topology(insta
     assert [t["committed"] for t in json.loads(res.stdout)["tasks"]] == [True, True, False], res.stdout
 
 
-@pytest.mark.lab
+@pytest.mark.requires("netns")
 def test_installed_metrolab_runs_a_scenario_from_another_directory(installed):
     # the cheapest built-in on the host kernel (a gloo AllReduce under TBF caps): what is tested here
     # is that the installed tool finds its scenario, topology and workload code, not the scenario

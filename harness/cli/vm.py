@@ -33,4 +33,5 @@ def cmd_vm_prepare(args) -> int:
 
 def cmd_vm_run(args) -> int:
     return metrolab.vm_run(args.argv[1:] if args.argv[:1] == ["--"] else args.argv, timeout=args.timeout,
-                           on_line=lambda line: print(line, flush=True))
+                           on_line=lambda line: print(line, flush=True),
+                           say=lambda m: err_console.print(m, highlight=False))  # stdout is the command's

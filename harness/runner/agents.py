@@ -146,7 +146,14 @@ class RayCluster:
     def actor(self, rank: int, host: str, netns: str | None, env: dict[str, str], log_path: str):
         opts: dict = {}
         if self.address:  # real hosts: the node that says it is the host's machine
-            opts["resources"] = {f"host:{self.placement.get(host, host)}": 0.001}
+            need = f"host:{self.placement.get(host, host)}"
+            if need not in _ray().cluster_resources():  # else Ray keeps the actor pending, and the run waits
+                raise CapabilityError(
+                    f"no live node of the Ray cluster at {self.address} offers {need}, where rank {rank} (lab host "
+                    f"{host}) must run: a testbed machine whose Ray node is down (`metrolab testbed check` names "
+                    f"it), or a cluster whose nodes do not say which machine they are (`ray start --resources "
+                    f"'{{\"{need}\": 1}}'` on it)")
+            opts["resources"] = {need: 0.001}
             # named: a clean after a kill finds them in the lab's namespace (TestbedRay.kill_actors)
             opts["name"] = f"rank{rank}-{uuid.uuid4().hex[:12]}"
         return self._actor_cls.options(**opts).remote(rank, host, netns, env, log_path)

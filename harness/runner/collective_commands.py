@@ -12,6 +12,9 @@ from metrolab.harness.lab.select import needs
 from metrolab.harness.rdma import perftest
 from metrolab.harness.runner.rdma_commands import impaired_lab, topology_and_testbed
 from metrolab.harness.spec.loader import load_topology
+from metrolab.harness.spec.resolve import Topology
+from metrolab.harness.testbed.resolve import Testbed
+from metrolab.workloads.collectives import Sweep
 
 
 def pick_rank_hosts(topo, hosts: str | None, backend: str) -> list[str]:
@@ -69,22 +72,23 @@ def collectives_needs(t: CollectivesTest) -> dict[str, str]:
     return out
 
 
-def collectives_argv(t: CollectivesTest, hosts: list[str], topo) -> list[str]:
-    argv = ["-m", "metrolab.workloads.collectives", "--backend", t.backend, "--ops", t.ops, "-b", t.begin,
-            "-e", t.end, "-f", str(t.factor), "-w", str(t.warmup), "-n", str(t.iters),
-            "-d", t.dtype, "--algo", t.algo, "-c", str(t.check)]
-    if t.algo == "hierarchical":
-        argv += ["--sites", ",".join(site_of(topo, h) for h in hosts)]
-    return argv
+def planned(t: CollectivesTest) -> tuple[Topology, Testbed | None, list[str], Sweep]:
+    """The test's topology, testbed, rank hosts and what the ranks run, each checked (SpecError
+    naming the option or file) before anything is built or a guest booted."""
+    topo, tb = topology_and_testbed(t.topology, t.testbed)
+    hosts = pick_rank_hosts(topo, t.hosts, t.backend)
+    sites = tuple(site_of(topo, h) for h in hosts) if t.algo == "hierarchical" else ()
+    sweep = Sweep.of(t.ops, t.begin, t.end, t.factor, backend=t.backend, warmup=t.warmup, iters=t.iters,
+                     dtype=t.dtype, algo=t.algo, sites=sites, check=bool(t.check))
+    return topo, tb, hosts, sweep
 
 
 def collectives_test(t: CollectivesTest, progress=lambda m: None) -> dict:
-    topo, tb = topology_and_testbed(t.topology, t.testbed)
-    hosts = pick_rank_hosts(topo, t.hosts, t.backend)
+    topo, tb, hosts, sweep = planned(t)
     prestart()  # torch ranks: the zygote's imports overlap the lab's build
     with impaired_lab(topo, t.link, t.distance_km, t.loss, tb) as (lab, _):
         progress(f"{t.backend} {t.ops} on {', '.join(hosts)} ({t.algo})")
-        res = run_ranks(lab, hosts, collectives_argv(t, hosts, topo), timeout=t.timeout)[0].json()
+        res = run_ranks(lab, hosts, sweep.argv(), timeout=t.timeout)[0].json()
         return res | {"hosts": hosts, "lab": lab.lab_id, "topology": topo.name}
 
 
@@ -100,10 +104,10 @@ def bench_collectives(iters: int = 5) -> dict:
     out: dict = {}
     try:
         hosts = ["a1", "b1"]
-        base = ["-m", "metrolab.workloads.collectives", "-w", "1", "-n", str(iters), "-c", "0"]
-        verbs = run_ranks(lab, hosts, base + ["--backend", "verbs", "--ops", "all_reduce,broadcast", "-b", "4m",
-                                              "-e", "16m", "-f", "4"], port=29600, timeout=900)[0].json()["rows"]
-        gloo = run_ranks(lab, hosts, base + ["--backend", "gloo", "--ops", "all_reduce", "-b", "4m", "-e", "4m"],
+        verbs = run_ranks(lab, hosts, Sweep(backend="verbs", ops=("all_reduce", "broadcast"), sizes=(4 << 20, 16 << 20),
+                                            warmup=1, iters=iters, check=False).argv(),
+                          port=29600, timeout=900)[0].json()["rows"]
+        gloo = run_ranks(lab, hosts, Sweep(sizes=(4 << 20,), warmup=1, iters=iters, check=False).argv(),
                          port=29601, timeout=900)[0].json()["rows"]
 
         def busbw(op: str, size: int) -> float:  # GB/s -> Gb/s, perftest's unit

@@ -19,6 +19,7 @@ import time
 import traceback
 from datetime import timedelta
 
+from metrolab.harness.dist import backends
 from metrolab.harness.runner.soak import own_stats
 from metrolab.workloads.registry import rank_workload
 
@@ -44,8 +45,7 @@ def handle(msg: dict, state: dict) -> dict:
     cmd = msg["cmd"]
     if cmd == "init":
         import torch.distributed as dist  # deferred: torch (40 s under TCG) on the rank side only
-        if msg["backend"] == "verbs":
-            pass  # deferred: imports torch, rank side only; noqa: F401
+        backends.register(msg["backend"])
         t0 = time.monotonic()
         dist.init_process_group(msg["backend"], timeout=timedelta(seconds=msg.get("timeout", 600)))
         return {"ok": True, "rank": dist.get_rank(), "init_s": time.monotonic() - t0}

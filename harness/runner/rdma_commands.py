@@ -117,8 +117,7 @@ def rdma_test(t: RdmaTest, mode: str, progress=lambda m: None) -> dict:
     topo, tb = topology_and_testbed(t.topology, t.testbed)
     server, client = pick_hosts(topo, t.server, t.client)
     sizes = parse_sizes(t.size, t.sweep)
-    if len(sizes) > 3:  # a sweep: the pairs fork from the zygote (metrolab.harness.kernel.zygote)
-        prestart()
+    prestart(2 * len(sizes) * (2 if mode == "bw" and t.bidirectional else 1))  # a pair a size (two both ways)
     with impaired_lab(topo, t.link, t.distance_km, t.loss, tb) as (lab, imp):
         rows = []
         bidir = mode == "bw" and t.bidirectional

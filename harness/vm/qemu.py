@@ -102,8 +102,9 @@ class Guest:
         if exe is None or not Path(exe).exists():
             raise CapabilityError(f"qemu-system-x86_64 is not installed{f' at {exe}' if exe else ''} "
                                   "(run scripts/install.sh)")
+        # under TCG, the CPU qemu emulates less what it emulates wrongly (AVX2 gathers: docs/vm.md)
         accel = ["-accel", "kvm", "-cpu", "host"] if self.accel == "kvm" else \
-            ["-accel", "tcg,thread=multi", "-cpu", "max"]
+            ["-accel", "tcg,thread=multi", "-cpu", settings.get("METROLAB_VM_CPU")]
         append = (f"console=ttyS1 quiet loglevel=4 panic=-1 tsc=reliable metrolab.init={GUEST_INIT} "
                   f"metrolab.results={results} metrolab.modbase={Path(self.kernel.modules_dir).parent.parent}"
                   + (f" metrolab.rw={','.join(str(p) for p in shares)}" if shares else ""))

@@ -8,7 +8,7 @@ import pytest
 
 from tests.support.runs import metrolab, scenario
 
-pytestmark = pytest.mark.lab
+pytestmark = pytest.mark.requires("netns")
 
 
 def test_bench_noise_reports_the_null_interval(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -27,7 +28,7 @@ RED = ("limit", "400000", "min", "30000", "max", "90000", "avpkt", "1000", "burs
        "probability", "1", "ecn")
 
 
-@pytest.mark.lab
+@pytest.mark.requires("netns")
 def test_red_reported_as_the_host_kernel_accepts_it():
     assert capabilities.probe().has("red") == _kernel_accepts("red", *RED)
 
@@ -39,7 +40,20 @@ def test_red_present_where_the_kernel_has_it():
     assert cap.present, cap.detail
 
 
-@pytest.mark.lab
+@pytest.mark.requires("netns")
 @pytest.mark.parametrize("kind", capabilities.QDISCS)
 def test_every_qdisc_reported_as_the_kernel_accepts_it(kind):
     assert capabilities.probe().has(kind) == _kernel_accepts(kind, *capabilities.QDISC_ARGS[kind])
+
+
+@pytest.mark.requires("netns")
+def test_without_the_right_to_make_namespaces_the_probe_says_so_and_offers_no_qdisc():
+    """A process that may not make a namespace (CAP_SYS_ADMIN and CAP_NET_ADMIN dropped, as for a
+    user without root) gets netns absent with the reason, and no qdisc, nft or SRv6: a lab test
+    that requires("netns") then fails saying so, where the probe itself raised."""
+    code = ("from metrolab.harness import capabilities as c; p = c.probe(); "
+            "print([k for k in ('netns', 'nft', 'srv6', *c.QDISCS) if p.has(k)], p.items['netns'].detail)")
+    res = subprocess.run(["setpriv", "--bounding-set=-sys_admin,-net_admin", sys.executable, "-c", code],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.startswith("[] cannot create a network namespace") and "root" in res.stdout, res.stdout

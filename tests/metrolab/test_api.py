@@ -20,7 +20,7 @@ def example() -> str:
     return max(blocks, key=len)  # the example (the first block is the one-line import)
 
 
-@pytest.mark.lab
+@pytest.mark.requires("netns")
 def test_the_documented_example_runs_and_returns_a_dataframe_and_a_verdict(tmp_path):
     script = example() + '''
 import pandas as pd

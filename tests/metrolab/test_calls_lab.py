@@ -15,7 +15,7 @@ from metrolab.harness.capabilities import probe
 from tests.support.runs import TOPO
 from tests.support.runs import metrolab as cli
 
-pytestmark = pytest.mark.lab
+pytestmark = pytest.mark.requires("netns")
 
 
 def test_a_call_is_made_where_measure_runs_and_its_result_written_beside_it(tmp_path):

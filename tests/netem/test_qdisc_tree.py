@@ -53,7 +53,7 @@ def cases():
     for iname, pname in dict.fromkeys(pairs):
         needs = tuple(dict.fromkeys(IMPAIRMENTS[iname][1] + POLICIES[pname][1]))
         yield pytest.param(iname, pname, id=f"{iname}-{pname}",
-                           marks=[pytest.mark.requires(*needs)] if needs else [pytest.mark.lab])
+                           marks=[pytest.mark.requires(*(needs or ("netns",)))])
 
 
 def expected(imp: Impairment, pname: str, netem: bool) -> list[Qdisc]:
@@ -79,11 +79,8 @@ def expected(imp: Impairment, pname: str, netem: bool) -> list[Qdisc]:
 
 
 @pytest.fixture(scope="module")
-def pair():
-    from tests.support.labs import build_lab
-    lab = build_lab(two_hosts(rate="100mbit"))
-    yield lab
-    lab.down()
+def pair(module_labs):
+    return module_labs(two_hosts(rate="100mbit"))
 
 
 @pytest.mark.parametrize("iname,pname", list(cases()))

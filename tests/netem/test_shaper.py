@@ -14,9 +14,9 @@ from metrolab.netem.models import binomial_interval
 from metrolab.netem.probe import measure_loss, measure_rate
 from metrolab.netem.profile import Impairment, LossModel
 from metrolab.netem.shaper import nft_loss_drops
-from tests.support.labs import build_lab, in_ns, two_hosts
+from tests.support.labs import in_ns, lab_up, two_hosts
 
-pytestmark = pytest.mark.lab
+pytestmark = pytest.mark.requires("netns")
 
 
 def qdisc_kinds(lab, node, ifname) -> list[str]:
@@ -72,8 +72,9 @@ def test_new_profile_replaces_the_old_one(lab_factory):
 def test_delay_without_netem_is_refused_before_anything_is_built():
     if capabilities.probe().has("netem"):
         pytest.skip("this kernel has netem: delay is applied (guest tier covers it)")
-    with pytest.raises(CapabilityError, match=r"link h1-sw: .*lacks sch_netem.*delay 0\.48"):
-        build_lab(two_hosts(distance_km=100))
+    with pytest.raises(CapabilityError, match=r"link h1-sw: .*lacks sch_netem.*delay 0\.48"), \
+            lab_up(two_hosts(distance_km=100)):
+        pass
     assert not any(p for p in subprocess.run(["ip", "netns"], capture_output=True, text=True).stdout.split()
                    if p.startswith("ml") and "-h1" in p)
 

@@ -112,7 +112,7 @@ def test_run_scenario_hands_the_testbed_to_metrolab_which_refuses_a_missing_file
     assert res.returncode == 2 and "lab.yaml" in res.stderr + res.stdout and not (tmp_path / "r").exists()
 
 
-@pytest.mark.lab
+@pytest.mark.requires("netns")
 def test_run_scenario_gates_and_writes_the_outputs_and_summary(tmp_path):
     from tests.support.runs import scenario
     out, summary = tmp_path / "gh-output", tmp_path / "gh-summary"
@@ -134,7 +134,7 @@ def test_run_scenario_gates_and_writes_the_outputs_and_summary(tmp_path):
     assert res.returncode == 1 and out.read_text().splitlines()[-2] == "verdict=fail", res.stdout
 
 
-@pytest.mark.lab
+@pytest.mark.requires("netns")
 def test_dump_diagnostics_says_what_it_found_and_never_fails():
     res = _sh("scripts/ci/dump-diagnostics.sh", env={"METROLAB": str(Path(sys.executable).parent / "metrolab")},
               timeout=120)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import subprocess
+from contextlib import AbstractContextManager
 from pathlib import Path
 
+import metrolab
 from metrolab.harness.lab.netns import NetnsLab
 from metrolab.harness.spec.loader import topology_from_data
 
@@ -17,15 +19,42 @@ def two_hosts(rate: str | None = None, loss=None, **link) -> dict:
         "links": [{"a": "h1", "b": "sw", **props}, {"a": "h2", "b": "sw"}]}
 
 
+def site(name: str, *hosts: str, kind: str = "aidc", gw: str | None = None, rdma: bool = False, **access) -> dict:
+    """A site whose hosts reach the WAN through one gateway (gw-<its name's last letter>, or `gw`);
+    `access`: each host's link to it (rate, queue_packets)."""
+    gw = gw or f"gw-{name[-1]}"
+    return {"name": name, "kind": kind, "hosts": [{"name": h, "rdma": True} if rdma else h for h in hosts],
+            "switches": [{"name": gw, "role": "gateway"}], "access": {"switch": gw, **access}}
+
+
+def metro(*sites: dict, wan: dict[str, tuple[str, str]] | None = None, name: str = "metro", **props) -> dict:
+    """`sites` on 10.1.0.0/24, 10.2.0.0/24, … in order, their gateways joined by WAN links of
+    `props` (rate, distance_km, queue_packets): those `wan` names (link: its two gateways), else one
+    between every two sites, wan-<x><y> for gw-x and gw-y."""
+    gws = [s["access"]["switch"] for s in sites]
+    if wan is None:
+        wan = {f"wan-{a[3:]}{b[3:]}": (a, b) for i, a in enumerate(gws) for b in gws[i + 1:]}
+    return {"name": name, "sites": [{**s, "subnet": f"10.{i + 1}.0.0/24"} for i, s in enumerate(sites)],
+            "links": [{"name": n, "a": a, "b": b, **props} for n, (a, b) in wan.items()]}
+
+
+def wan_pair(name: str = "pair", kind_b: str = "aidc", **props) -> dict:
+    """a1 (aidc-a) -- gw-a == wan == gw-b -- b1 (aidc-b): the smallest lab with a WAN link (`props`)."""
+    return metro(site("aidc-a", "a1"), site("aidc-b", "b1", kind=kind_b), wan={"wan": ("gw-a", "gw-b")}, name=name,
+                 **props)
+
+
+def fl_sites() -> dict:
+    """a1 aggregates; a2 beside it, b1 and c1 at two other sites, each reached by its own 400 Mbit/s
+    WAN link; the downloads share a1's 100 Mbit/s access link."""
+    return metro(site("a", "a1", "a2", rate="100mbit"), site("b", "b1"), site("c", "c1"),
+                 wan={"wan-ab": ("gw-a", "gw-b"), "wan-ac": ("gw-a", "gw-c")}, name="fl", rate="400mbit")
+
+
 def two_paths(rate: str = "100mbit") -> dict:
     """a1 -- gw-a == two parallel WAN links (wan-1, wan-2: ECMP) == gw-b -- b1."""
-    return {"name": "two-paths", "sites": [
-        {"name": "aidc-a", "kind": "aidc", "subnet": "10.1.0.0/24", "hosts": ["a1"],
-         "switches": [{"name": "gw-a", "role": "gateway"}], "access": {"switch": "gw-a"}},
-        {"name": "aidc-b", "kind": "aidc", "subnet": "10.2.0.0/24", "hosts": ["b1"],
-         "switches": [{"name": "gw-b", "role": "gateway"}], "access": {"switch": "gw-b"}}],
-        "links": [{"name": "wan-1", "a": "gw-a", "b": "gw-b", "rate": rate},
-                  {"name": "wan-2", "a": "gw-a", "b": "gw-b", "rate": rate}]}
+    return metro(site("aidc-a", "a1"), site("aidc-b", "b1"), wan={"wan-1": ("gw-a", "gw-b"), "wan-2": ("gw-a", "gw-b")},
+                 name="two-paths", rate=rate)
 
 
 def three_sites(hosts: int = 2) -> dict:
@@ -42,10 +71,10 @@ def three_sites(hosts: int = 2) -> dict:
     return {"name": "three", "sites": sites, "links": links}
 
 
-def build_lab(spec: dict, strict: bool = True) -> NetnsLab:
-    lab = NetnsLab(topology_from_data(spec, "<test>"), strict=strict)
-    lab.up()
-    return lab
+def lab_up(spec: dict | str, strict: bool = True) -> AbstractContextManager[NetnsLab]:
+    """`metrolab.lab` of a topology's data or of the name of one in harness/topologies/: what the lab
+    fixtures (tests/conftest.py) hand out."""
+    return metrolab.lab(spec if isinstance(spec, str) else topology_from_data(spec, "<test>"), strict=strict)
 
 
 def lab_namespaces(lab_id: str) -> list[str]:
@@ -61,11 +90,5 @@ def in_ns(lab, node: str, *cmd: str, timeout: float = 20) -> subprocess.Complete
 
 def rdma_sites(per_site: tuple[int, ...] = (2, 1), rdma: bool = True) -> dict:
     """AIDC sites of (Soft-RoCE) hosts (a1, a2, b1, …), one gateway each, gateways joined by WAN links."""
-    names = "abcd"
-    sites = [{"name": f"site-{names[i]}", "kind": "aidc", "subnet": f"10.{i + 1}.0.0/24",
-              "hosts": [{"name": f"{names[i]}{j + 1}", "rdma": rdma} for j in range(n)],
-              "switches": [{"name": f"gw-{names[i]}", "role": "gateway"}], "access": {"switch": f"gw-{names[i]}"}}
-             for i, n in enumerate(per_site)]
-    links = [{"name": f"wan-{names[i]}{names[j]}", "a": f"gw-{names[i]}", "b": f"gw-{names[j]}"}
-             for i in range(len(per_site)) for j in range(i + 1, len(per_site))]
-    return {"name": "rdma-sites", "sites": sites, "links": links}
+    return metro(*(site(f"site-{x}", *(f"{x}{j + 1}" for j in range(n)), rdma=rdma) for x, n in zip("abcd", per_site)),
+                 name="rdma-sites")

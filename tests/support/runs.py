@@ -9,12 +9,9 @@ from pathlib import Path
 
 import yaml
 
-TOPO = {"name": "rl", "sites": [
-    {"name": "aidc-a", "kind": "aidc", "subnet": "10.1.0.0/24", "hosts": ["a1"],
-     "switches": [{"name": "gw-a", "role": "gateway"}], "access": {"switch": "gw-a"}},
-    {"name": "aidc-b", "kind": "aidc", "subnet": "10.2.0.0/24", "hosts": ["b1"],
-     "switches": [{"name": "gw-b", "role": "gateway"}], "access": {"switch": "gw-b"}}],
-    "links": [{"name": "wan", "a": "gw-a", "b": "gw-b", "rate": "200mbit"}]}
+from tests.support.labs import wan_pair
+
+TOPO = wan_pair(name="rl", rate="200mbit")
 
 
 def scenario(tmp_path: Path, **over) -> Path:

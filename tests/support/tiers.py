@@ -7,8 +7,9 @@
 - failed with the reason otherwise: a capability CI should have and does not fails loudly.
 
 The tier markers (`lab`, `guest`, `rdma`, `gpu`, `sonic`) follow from the needs, so `-m` keeps
-selecting by tier. Also: the leftover check, after the whole session, that nothing of a lab or a
-guest was left on the host.
+selecting by tier; they are never set by hand (a test is `unit` or declares its needs: a host-kernel
+lab test `requires("netns")`), and a test placed otherwise stops the session at collection. Also:
+the leftover check, after the whole session, that nothing of a lab or a guest was left on the host.
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ def placement(needs: tuple[str, ...]) -> tuple[str, str]:
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects and before the guest tier picks its tests
 def pytest_collection_modifyitems(config, items):
+    misplaced = [f"{item.nodeid}: {why}" for item in items if (why := unplaced(item))]
+    if misplaced:
+        raise pytest.UsageError("a test's tier is `unit` or follows from requires(...) (tests/support/tiers.py):\n"
+                                + "\n".join(misplaced))
     decided: dict[tuple[str, ...], tuple[str, str]] = {}
     for item in items:
         m = item.get_closest_marker("requires")
@@ -74,6 +79,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=why))
         elif where == "fail":
             item.user_properties.append(("requires_failure", why))
+
+
+def unplaced(item) -> str | None:
+    """Why `item` is not placed the one way (None when it is): `unit`, or the needs it declares."""
+    given = sorted({m.name for m in item.iter_markers()} & (set(TIER.values()) | {"lab", "guest"}))
+    if given:
+        return f"marked {', '.join(given)} by hand; declare what it needs: requires(...)"
+    if item.get_closest_marker("unit") is None and item.get_closest_marker("requires") is None:
+        return "neither unit nor requires(...)"
+    return None
 
 
 def pytest_runtest_setup(item):

@@ -11,7 +11,7 @@ import yaml
 
 from tests.support.labs import rdma_sites
 
-pytestmark = pytest.mark.lab
+pytestmark = pytest.mark.requires("netns")
 
 
 def metrolab(*args: str) -> subprocess.CompletedProcess:

@@ -13,7 +13,7 @@ import pytest
 
 from tests.workloads.test_workloads_lab import run, sites
 
-pytestmark = pytest.mark.lab
+pytestmark = pytest.mark.requires("netns")
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "train_ddp.py"
 HIDDEN = 128
@@ -26,7 +26,7 @@ def test_a_users_ddp_script_runs_across_the_lab_and_waits_for_the_narrowed_link(
     out = run(tmp_path, [{"kind": "command", "name": "ddp", "hosts": ["a1", "b1"],
                           "params": {"command": f"{{python}} {EXAMPLE} --steps 6 --hidden {HIDDEN}",
                                      "timeout_s": 120}}],
-              {"links": ["wan-a-b"], "convergence": [16]}, topology=topo)  # and the baseline, 1:1
+              {"links": ["wan-ab"], "convergence": [16]}, topology=topo)  # and the baseline, 1:1
     assert out.verdict.passed, [p.error for p in out.verdict.failed_points]
     pts = {p.fields["convergence"]: p.metrics | {"step_time_s": p.step_time_s} for p in out.verdict.points}
     for m in pts.values():
@@ -63,7 +63,7 @@ def test_a_failing_or_hung_command_fails_the_repetition_and_leaves_nothing_runni
                           "params": {"command": "sleep 61.9", "timeout_s": 1.5}},
                          {"kind": "command", "name": "missing", "hosts": ["a1", "b1"],
                           "params": {"command": "sleep 61.8", "host_commands": {"b1": "/nonexistent/train"}}}],
-              {"links": ["wan-a-b"]}, topology=topo, repetitions=1)
+              {"links": ["wan-ab"]}, topology=topo, repetitions=1)
     took = time.monotonic() - t0
     errors = {p.workload: p.error or "" for p in out.verdict.failed_points}
     assert set(errors) == {"exits", "hangs", "missing"}, errors

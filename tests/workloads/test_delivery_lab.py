@@ -8,9 +8,9 @@ import pytest
 
 from metrolab.harness.runner.run import run_scenario
 from metrolab.harness.scenario.spec import scenario_from_data
-from tests.workloads.test_federated_lab import fl_sites
+from tests.support.labs import fl_sites
 
-pytestmark = pytest.mark.lab
+pytestmark = pytest.mark.requires("netns")
 
 
 def test_a_chain_delivers_sooner_and_a_slice_keeps_requests_out_of_its_queue(tmp_path):

@@ -14,9 +14,9 @@ from metrolab.harness.kernel import sh
 from metrolab.harness.rdma.capture import Capture
 from metrolab.harness.runner.run import run_scenario
 from metrolab.harness.scenario.spec import scenario_from_data
-from tests.support.labs import build_lab
+from tests.support.labs import fl_sites, wan_pair
 
-pytestmark = pytest.mark.lab
+pytestmark = pytest.mark.requires("netns")
 
 MARKER = b"metrolab-plaintext-parameters-0123456789"
 
@@ -59,49 +59,25 @@ PEER = textwrap.dedent("""
 """)
 
 
-def two_hosts() -> dict:
-    return {"name": "pair", "sites": [
-        {"name": "a", "kind": "aidc", "subnet": "10.1.0.0/24", "hosts": ["a1"],
-         "switches": [{"name": "gw-a", "role": "gateway"}], "access": {"switch": "gw-a"}},
-        {"name": "b", "kind": "edge", "subnet": "10.2.0.0/24", "hosts": ["b1"],
-         "switches": [{"name": "gw-b", "role": "gateway"}], "access": {"switch": "gw-b"}}],
-        "links": [{"name": "wan", "a": "gw-a", "b": "gw-b", "rate": "200mbit"}]}
-
-
 @pytest.mark.parametrize("enc", ["none", "aes-gcm", "tls"])
-def test_encryption_hides_the_parameters_on_the_wire(enc, tmp_path):
-    lab = build_lab(two_hosts())
-    try:
-        a1 = str(lab.topology.nodes["a1"].address)
-        cert = tmp_path / "cert.pem"
-        cert.touch()
-        args = [enc, a1, str(cert), MARKER.decode()]
-        with Capture(lab.ns("b1"), lab.plan.ifaces_of("b1")[0].ifname) as cap:
-            srv = sh.popen([sys.executable, "-c", PEER, "server", *args], netns=lab.ns("a1"),
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            cli = sh.popen([sys.executable, "-c", PEER, "client", *args], netns=lab.ns("b1"),
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            out, err = cli.communicate(timeout=120)
-            _, serr = srv.communicate(timeout=60)
-        assert cli.returncode == 0 and srv.returncode == 0 and out.strip() == "ok", (err[-1500:], serr[-1500:])
-        wire = b"".join(frame for _, _, frame in cap.frames)
-        assert len(wire) > 2 * (256 * 64 + 50 * len(MARKER))  # the message went and came back
-        # without encryption the parameters and the marker cross as they are; sealed, neither does
-        assert (MARKER in wire) == (enc == "none") and (bytes(range(64, 128)) in wire) == (enc == "none")
-    finally:
-        lab.down()
-
-
-def fl_sites() -> dict:
-    """a1 aggregates; a2 beside it, b1 and c1 at two other sites; the downloads share a1's
-    100 Mbit/s access link."""
-    def site(i, name, hosts, access=None):
-        return {"name": name, "kind": "aidc", "subnet": f"10.{i}.0.0/24", "hosts": hosts,
-                "switches": [{"name": f"gw-{name}", "role": "gateway"}],
-                "access": {"switch": f"gw-{name}", **({"rate": access} if access else {})}}
-    return {"name": "fl", "sites": [site(1, "a", ["a1", "a2"], "100mbit"), site(2, "b", ["b1"]), site(3, "c", ["c1"])],
-            "links": [{"name": "wan-ab", "a": "gw-a", "b": "gw-b", "rate": "400mbit"},
-                      {"name": "wan-ac", "a": "gw-a", "b": "gw-c", "rate": "400mbit"}]}
+def test_encryption_hides_the_parameters_on_the_wire(enc, tmp_path, lab_factory):
+    lab = lab_factory(wan_pair(kind_b="edge", rate="200mbit"))
+    a1 = str(lab.topology.nodes["a1"].address)
+    cert = tmp_path / "cert.pem"
+    cert.touch()
+    args = [enc, a1, str(cert), MARKER.decode()]
+    with Capture(lab.ns("b1"), lab.plan.ifaces_of("b1")[0].ifname) as cap:
+        srv = sh.popen([sys.executable, "-c", PEER, "server", *args], netns=lab.ns("a1"),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cli = sh.popen([sys.executable, "-c", PEER, "client", *args], netns=lab.ns("b1"),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out, err = cli.communicate(timeout=120)
+        _, serr = srv.communicate(timeout=60)
+    assert cli.returncode == 0 and srv.returncode == 0 and out.strip() == "ok", (err[-1500:], serr[-1500:])
+    wire = b"".join(frame for _, _, frame in cap.frames)
+    assert len(wire) > 2 * (256 * 64 + 50 * len(MARKER))  # the message went and came back
+    # without encryption the parameters and the marker cross as they are; sealed, neither does
+    assert (MARKER in wire) == (enc == "none") and (bytes(range(64, 128)) in wire) == (enc == "none")
 
 
 def test_rounds_aggregate_and_a_strict_slice_hands_the_laggard_the_model_first(tmp_path):

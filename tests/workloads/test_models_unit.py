@@ -14,15 +14,12 @@ from metrolab.harness.scenario.spec import SweepSpec, scenario_from_data
 from metrolab.harness.scenario.verdict import summarize
 from metrolab.workloads import profiles as pf
 from metrolab.workloads.pd_inference import arrivals, percentile
+from tests.support.labs import metro, site
 
 pytestmark = pytest.mark.unit
 
-TOPO = {"name": "t", "sites": [
-    {"name": "aidc-a", "kind": "aidc", "subnet": "10.1.0.0/24", "hosts": ["a1", "a2"],
-     "switches": [{"name": "gw-a", "role": "gateway"}], "access": {"switch": "gw-a"}},
-    {"name": "store", "kind": "storage", "subnet": "10.3.0.0/24", "hosts": ["s1"],
-     "switches": [{"name": "gw-s", "role": "gateway"}], "access": {"switch": "gw-s"}}],
-    "links": [{"name": "wan", "a": "gw-a", "b": "gw-s", "rate": "100mbit"}]}
+TOPO = metro(site("aidc-a", "a1", "a2"), site("store", "s1", kind="storage", gw="gw-s"), wan={"wan": ("gw-a", "gw-s")},
+             name="t", rate="100mbit")
 
 
 def scenario(kind: str, params: dict, hosts=None, **over):

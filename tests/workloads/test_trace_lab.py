@@ -22,7 +22,7 @@ from metrolab.workloads.trace import load
 from tests.workloads.test_command_lab import EXAMPLE, GRAD_BYTES, HIDDEN
 from tests.workloads.test_workloads_lab import run, sites
 
-pytestmark = pytest.mark.lab
+pytestmark = pytest.mark.requires("netns")
 SHIPPED = Path(__file__).resolve().parents[2] / "scenarios" / "traces" / "ddp-mlp"
 
 
@@ -35,7 +35,7 @@ def record(name: str, trace: Path, *flags: str) -> dict:
 def test_recorded_ddp_and_fsdp_jobs_replay_at_their_own_pace_and_through_the_narrowed_link(tmp_path):
     topo = sites(a=("aidc", ["a1"]), b=("aidc", ["b1"]))
     ddp, fsdp = tmp_path / "ddp", tmp_path / "fsdp"
-    rec = run(tmp_path / "rec", [record("ddp", ddp), record("fsdp", fsdp, "--fsdp")], {"links": ["wan-a-b"]},
+    rec = run(tmp_path / "rec", [record("ddp", ddp), record("fsdp", fsdp, "--fsdp")], {"links": ["wan-ab"]},
               topology=topo, repetitions=1, scale=1)
     assert rec.verdict.passed, [p.error for p in rec.verdict.failed_points]
     for r in (0, 1):  # the jobs' own operations
@@ -50,7 +50,7 @@ def test_recorded_ddp_and_fsdp_jobs_replay_at_their_own_pace_and_through_the_nar
             ("reduce_scatter", w2), ("reduce_scatter", w1)]] * 5, t.steps[0].colls
     out = run(tmp_path, [{"kind": "trace", "name": n, "hosts": ["a1", "b1"], "params": {"trace": str(tmp_path / n)}}
                          for n in ("ddp", "fsdp")],
-              {"links": ["wan-a-b"], "convergence": [16]}, topology=topo, repetitions=2, scale=1)
+              {"links": ["wan-ab"], "convergence": [16]}, topology=topo, repetitions=2, scale=1)
     assert out.verdict.passed, [p.error for p in out.verdict.failed_points]
     pts = {(p.workload, p.baseline): p for p in out.verdict.points}
     # what a rank sends the other a step: all of an all-reduced buffer (two ring steps of half),

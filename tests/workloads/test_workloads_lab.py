@@ -14,22 +14,14 @@ from metrolab.harness.runner.run import run_scenario
 from metrolab.harness.scenario.spec import scenario_from_data
 from metrolab.workloads.diskguard import DiskWrites
 from metrolab.workloads.request_trace import read_trace
+from tests.support.labs import metro, site, wan_pair
 
-pytestmark = pytest.mark.lab
+pytestmark = pytest.mark.requires("netns")
 
 
 def sites(**kinds) -> dict:
     """Sites of (kind, hosts), a gateway each, every pair of gateways joined by a 400 Mbit/s WAN link."""
-    out, links = [], []
-    for i, (name, (kind, hosts)) in enumerate(kinds.items()):
-        out.append({"name": name, "kind": kind, "subnet": f"10.{i + 1}.0.0/24", "hosts": hosts,
-                    "switches": [{"name": f"gw-{name}", "role": "gateway"}], "access": {"switch": f"gw-{name}"}})
-    names = list(kinds)
-    for i in range(len(names)):
-        for j in range(i + 1, len(names)):
-            links.append({"name": f"wan-{names[i]}-{names[j]}", "a": f"gw-{names[i]}", "b": f"gw-{names[j]}",
-                          "rate": "400mbit"})
-    return {"name": "wl", "sites": out, "links": links}
+    return metro(*(site(name, *hosts, kind=kind) for name, (kind, hosts) in kinds.items()), name="wl", rate="400mbit")
 
 
 def run(tmp_path, workloads, sweep, **over):
@@ -42,7 +34,7 @@ def test_hierarchical_allreduce_moves_fewer_bytes_across_the_wan(tmp_path):
     topo = sites(a=("aidc", ["a1", "a2"]), b=("aidc", ["b1", "b2"]))
     out = run(tmp_path, [{"kind": "training-step", "hosts": ["a1", "a2", "b1", "b2"],
                           "params": {"model": "gpt2-small", "iters": 2}}],
-              {"links": ["wan-a-b"], "params": {"algo": ["flat", "hierarchical"]}}, topology=topo)
+              {"links": ["wan-ab"], "params": {"algo": ["flat", "hierarchical"]}}, topology=topo)
     assert out.verdict.passed, [p.error for p in out.verdict.failed_points]
     wan = {p.fields["algo"]: p.metrics["wan_bytes"] for p in out.verdict.points if not p.baseline}
     grads = out.verdict.points[0].metrics["gradient_bytes"]
@@ -53,10 +45,10 @@ def test_hierarchical_allreduce_moves_fewer_bytes_across_the_wan(tmp_path):
 
 
 def test_disaggregated_pulls_are_intact_and_stay_in_memory(tmp_path):
-    topo = sites(a=("aidc", ["a1", "a2"]), st=("storage", ["s1"]))
+    topo = sites(a=("aidc", ["a1", "a2"]), s=("storage", ["s1"]))
     out = run(tmp_path, [{"kind": "disaggregated-training", "hosts": ["a1", "a2", "s1"],
                           "params": {"transport": "tcp", "batch_size": "256m", "pool": 5, "iters": 6}}],
-              {"links": ["wan-a-st"], "convergence": [1, 16], "params": {"prefetch": [1, 3]}},
+              {"links": ["wan-as"], "convergence": [1, 16], "params": {"prefetch": [1, 3]}},
               topology=topo, acceptance=["bad_batches == 0", "disk_write_bytes == 0"])
     assert out.verdict.passed, [(r.label, r.message) for r in out.verdict.results if not r.passed]
     by = {(p.fields["convergence"], p.fields["prefetch"]): p for p in out.verdict.points if not p.baseline}
@@ -87,7 +79,7 @@ def test_the_disk_write_witness_sees_a_write():
 def test_pd_inference_decodes_what_one_host_would(tmp_path):
     topo = sites(a=("aidc", ["a1"]), b=("aidc", ["b1"]))
     out = run(tmp_path, [{"kind": "pd-inference", "hosts": ["a1", "b1"], "params": {"requests": 5}}],
-              {"links": ["wan-a-b"], "convergence": [1, 64], "params": {"request_rate": [0, 40]}},
+              {"links": ["wan-ab"], "convergence": [1, 64], "params": {"request_rate": [0, 40]}},
               topology=topo, scale=1, acceptance=["token_mismatches == 0"])
     assert out.verdict.passed, [(r.label, r.message) for r in out.verdict.results if not r.passed]
     pts = {(p.fields["convergence"], p.fields["request_rate"]): p.metrics for p in out.verdict.points
@@ -107,7 +99,7 @@ def test_pd_inference_replays_a_request_trace_open_loop(tmp_path):
     topo = sites(a=("aidc", ["a1"]), b=("aidc", ["b1"]))
     out = run(tmp_path, [{"kind": "pd-inference", "hosts": ["a1", "b1"],
                           "params": {"requests": 4, "request_trace": str(trace)}}],
-              {"links": ["wan-a-b"], "convergence": [64]}, topology=topo, scale=1,
+              {"links": ["wan-ab"], "convergence": [64]}, topology=topo, scale=1,
               acceptance=["token_mismatches == 0"])
     assert out.verdict.passed, [(r.label, r.message) for r in out.verdict.results if not r.passed]
     kv = [2 * 2 * 4 * r.prompt_tokens * 16 * 4 for r in reqs]  # layers, K/V, heads, tokens, dims, fp32
@@ -130,7 +122,7 @@ def test_a_pipeline_turns_link_bound_when_its_boundary_narrows(tmp_path):
     topo = sites(a=("aidc", ["a1"]), b=("aidc", ["b1"]))
     out = run(tmp_path, [{"kind": "pipeline", "hosts": ["a1", "b1"],
                           "params": {"model": "gpt2-small", "micro_batches": 8, "compute_scale": 4, "iters": 2}}],
-              {"links": ["wan-a-b"], "convergence": [1, 200]}, topology=topo,
+              {"links": ["wan-ab"], "convergence": [1, 200]}, topology=topo,
               acceptance=["activations_wrong == 0"])
     assert out.verdict.passed, [(r.label, r.message) for r in out.verdict.results if not r.passed]
     pts = {p.fields["convergence"]: p for p in out.verdict.points if not p.baseline}
@@ -160,12 +152,7 @@ def test_workload_alone_runs_and_writes_its_scenario(tmp_path):
 
     import yaml
     topo = tmp_path / "pair.yaml"
-    topo.write_text(yaml.safe_dump({"name": "pair", "sites": [
-        {"name": "aidc-a", "kind": "aidc", "subnet": "10.1.0.0/24", "hosts": ["a1"],
-         "switches": [{"name": "gw-a", "role": "gateway"}], "access": {"switch": "gw-a"}},
-        {"name": "aidc-b", "kind": "aidc", "subnet": "10.2.0.0/24", "hosts": ["b1"],
-         "switches": [{"name": "gw-b", "role": "gateway"}], "access": {"switch": "gw-b"}}],
-        "links": [{"name": "wan", "a": "gw-a", "b": "gw-b", "rate": "200mbit"}]}))
+    topo.write_text(yaml.safe_dump(wan_pair(rate="200mbit")))
     out = subprocess.run([sys.executable, "-m", "metrolab.harness.cli", "workload", "collective", "--topology", str(topo),
                           "--hosts", "a1,b1", "-p", "size=256k", "-p", "iters=2", "--convergence", "4",
                           "--repetitions", "1", "--warmups", "0", "--backend", "netns", "--out", str(tmp_path / "r"),

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 
-@pytest.mark.lab
+@pytest.mark.requires("netns")
 def test_verbose_log_file_records_the_commands_metrolab_runs(tmp_path):
     log = tmp_path / "metrolab.log"
     res = subprocess.run([sys.executable, "-m", "metrolab.harness.cli", "doctor", "--json", "-vv", "--log-file", str(log)],

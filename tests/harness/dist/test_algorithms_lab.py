@@ -8,7 +8,7 @@ from metrolab.harness.errors import LabError
 from metrolab.harness.kernel.launch import run_ranks
 from tests.support.labs import rdma_sites
 
-pytestmark = pytest.mark.lab
+pytestmark = pytest.mark.requires("netns")
 
 
 def test_hierarchical_equals_flat_on_gloo(lab_factory):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from metrolab.harness.kernel.launch import run_ranks
-from tests.support.labs import build_lab, rdma_sites
+from tests.support.labs import rdma_sites
 
 pytestmark = pytest.mark.requires("netem", "rxe")
 CHECKS = ["-m", "tests.support.dist_checks"]
@@ -13,10 +13,8 @@ SMALL_SLOTS = {"METROLAB_VERBS_SLOT": "65536"}  # multi-chunk transfers at test 
 
 
 @pytest.fixture(scope="module")
-def sites():
-    lab = build_lab(rdma_sites((2, 1)))
-    yield lab
-    lab.down()
+def sites(module_labs):
+    return module_labs(rdma_sites((2, 1)))
 
 
 @pytest.mark.parametrize("hosts", [["a1", "b1"], ["a1", "a2", "b1"]], ids=["world2", "world3"])

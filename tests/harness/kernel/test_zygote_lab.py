@@ -11,9 +11,10 @@ import uuid
 import pytest
 from pyroute2 import netns
 
+from metrolab.harness.kernel import zygote as zyg
 from metrolab.harness.kernel.zygote import Zygote
 
-pytestmark = pytest.mark.lab
+pytestmark = pytest.mark.requires("netns")
 
 CODE = """
 import os, socket, sys
@@ -59,3 +60,18 @@ def test_a_killed_child_reports_the_signal_and_a_module_runs_as_main(zygote):
     out, _ = q.communicate('{"a": 1}', timeout=60)
     assert q.returncode == 0 and '"a": 1' in out
 
+
+
+def test_prestart_starts_it_only_where_enough_processes_follow(monkeypatch):
+    """Where the zygote serves (the guest): a command that starts fewer processes than its own start
+    pays for starts them afresh; a sweep of more, or torch ranks (no count given), fork from it."""
+    monkeypatch.setattr(zyg, "enabled", lambda: True)
+    try:
+        zyg.prestart(zyg.PAYS_OFF - 1)  # e.g. rdma lat of three sizes: three pairs
+        assert not Zygote.started()
+        zyg.prestart(zyg.PAYS_OFF)
+        assert Zygote.started()
+    finally:
+        if Zygote._instance is not None:
+            Zygote._instance.close()
+            Zygote._instance = None

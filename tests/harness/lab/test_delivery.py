@@ -27,7 +27,7 @@ def _host_masks() -> dict[str, str]:
     return {str(q): (q / "rps_cpus").read_text() for q in Path("/sys/class/net").glob("*/queues/rx-*")}
 
 
-@pytest.mark.lab
+@pytest.mark.requires("netns")
 def test_every_lab_veth_is_steered_to_the_machines_cpus_by_default():
     topo = topology_from_data(two_hosts(rate="100mbit"), "<test>")
     host = _host_masks()

@@ -23,7 +23,7 @@ from metrolab.harness.lab.plan import expected_path
 from metrolab.harness.spec.loader import topology_from_data
 from tests.support.labs import lab_namespaces, three_sites
 
-pytestmark = pytest.mark.lab
+pytestmark = pytest.mark.requires("netns")
 AF_INET6 = 10
 
 

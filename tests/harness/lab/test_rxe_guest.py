@@ -13,13 +13,6 @@ from metrolab.netem.profile import Impairment
 pytestmark = pytest.mark.requires("netem", "rxe")
 
 
-def wan_pair() -> dict:
-    sites = [{"name": f"site-{n}", "kind": "aidc", "subnet": f"10.{i + 1}.0.0/24",
-              "hosts": [{"name": f"{n}1", "rdma": True}], "switches": [{"name": f"gw-{n}", "role": "gateway"}],
-              "access": {"switch": f"gw-{n}"}} for i, n in enumerate("ab")]
-    return {"name": "wan-pair", "sites": sites, "links": [{"name": "wan", "a": "gw-a", "b": "gw-b"}]}
-
-
 def wan_bytes(lab) -> int:
     """Bytes gw-a sent into the WAN link (the direction a1 -> b1)."""
     h = lab.handle("gw-a")
@@ -28,7 +21,7 @@ def wan_bytes(lab) -> int:
 
 
 def test_perftest_crosses_the_wan_and_feels_its_delay(lab_factory):
-    lab = lab_factory(wan_pair())
+    lab = lab_factory("rdma-pair")  # harness/topologies/: a1 -- gw-a == wan == gw-b -- b1
     size, iters = 65536, 300
     before = wan_bytes(lab)
     bw = perftest.run(lab, "b1", "a1", "ib_write_bw", size=size, iters=iters)

@@ -13,9 +13,9 @@ from metrolab.harness.kernel import sh
 from metrolab.harness.policy.apply import PolicyApplier
 from metrolab.harness.policy.model import Allow, PolicySpec
 from metrolab.workloads.elephants import await_ready, go
-from tests.support.labs import in_ns, rdma_sites, two_paths
+from tests.support.labs import in_ns, metro, rdma_sites, site, two_paths
 
-pytestmark = pytest.mark.lab
+pytestmark = pytest.mark.requires("netns")
 
 SERVER = """
 import socket, sys
@@ -107,12 +107,8 @@ def test_l4_hash_spreads_elephants_better_than_l3_and_planned_paths_balance_them
     assert not lab.handle("gw-a").get_rules(priority=ecmp.RULE_PRIORITY)  # nothing left behind
 
 
-THREE_HOSTS = {"name": "slices", "sites": [
-    {"name": "aidc-a", "kind": "aidc", "subnet": "10.1.0.0/24", "hosts": ["a1", "a2", "a3"],
-     "switches": [{"name": "gw-a", "role": "gateway"}], "access": {"switch": "gw-a"}},
-    {"name": "aidc-b", "kind": "aidc", "subnet": "10.2.0.0/24", "hosts": ["b1"],
-     "switches": [{"name": "gw-b", "role": "gateway"}], "access": {"switch": "gw-b"}}],
-    "links": [{"name": "wan", "a": "gw-a", "b": "gw-b", "rate": "100mbit"}]}
+THREE_HOSTS = metro(site("aidc-a", "a1", "a2", "a3"), site("aidc-b", "b1"), wan={"wan": ("gw-a", "gw-b")}, name="slices",
+                    rate="100mbit")
 
 
 def flows_at_once(lab, senders: list[tuple[str, list[str]]], port: int) -> dict[str, float]:

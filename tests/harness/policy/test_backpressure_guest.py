@@ -19,7 +19,7 @@ from metrolab.harness.policy.backpressure import Backpressure
 from metrolab.harness.policy.planner import Flow
 from metrolab.netem.profile import Impairment
 from metrolab.workloads import elephants
-from tests.support.labs import build_lab, rdma_sites
+from tests.support.labs import rdma_sites
 
 pytestmark = pytest.mark.requires("netem")  # the guest kernel: sch_plug
 
@@ -86,23 +86,20 @@ def incast(lab, scope: str, headroom: int, port: int, seconds: float = 2.5, xoff
 
 
 @pytest.fixture(scope="module")
-def runs():
-    lab = build_lab(rdma_sites((2, 2), rdma=False))
-    try:
-        qdiscs = {n: qdisc_kinds(lab, n, lk) for n, lk in (("gw-b", "b1-gw-b"), ("gw-a", "wan-ab"))}
-        emulated = sonic.headroom(KM, UP_BPS / 1e9, mtu=1500, response_s=RESPONSE_S)["xoff"]
-        asic = sonic.headroom(KM, UP_BPS / 1e9, mtu=1500)["xoff"]  # a few pause quanta of response
-        # the ASIC's figure at the stock 4 MTU of xoff: too little headroom, and an xon the controller's
-        # resume cannot beat (the flows' queues empty while their upstream is still paused)
-        out = {"port": incast(lab, "port", emulated, 5700), "flow": incast(lab, "flow", emulated, 5710),
-               "asic": incast(lab, "flow", asic, 5720, xoff=4 * 1500),
-               "emulated_headroom": emulated, "asic_headroom": asic}
-        out["left"] = {n: qdisc_kinds(lab, n, lk) for n, lk in (("gw-b", "b1-gw-b"), ("gw-a", "wan-ab"))}
-        out["before"] = qdiscs
-        print(json.dumps(out, indent=1))
-        yield out
-    finally:
-        lab.down()
+def runs(module_labs):
+    lab = module_labs(rdma_sites((2, 2), rdma=False))
+    qdiscs = {n: qdisc_kinds(lab, n, lk) for n, lk in (("gw-b", "b1-gw-b"), ("gw-a", "wan-ab"))}
+    emulated = sonic.headroom(KM, UP_BPS / 1e9, mtu=1500, response_s=RESPONSE_S)["xoff"]
+    asic = sonic.headroom(KM, UP_BPS / 1e9, mtu=1500)["xoff"]  # a few pause quanta of response
+    # the ASIC's figure at the stock 4 MTU of xoff: too little headroom, and an xon the controller's
+    # resume cannot beat (the flows' queues empty while their upstream is still paused)
+    out = {"port": incast(lab, "port", emulated, 5700), "flow": incast(lab, "flow", emulated, 5710),
+           "asic": incast(lab, "flow", asic, 5720, xoff=4 * 1500),
+           "emulated_headroom": emulated, "asic_headroom": asic}
+    out["left"] = {n: qdisc_kinds(lab, n, lk) for n, lk in (("gw-b", "b1-gw-b"), ("gw-a", "wan-ab"))}
+    out["before"] = qdiscs
+    print(json.dumps(out, indent=1))
+    return out
 
 
 def qdisc_kinds(lab, node: str, link: str) -> list[str]:

@@ -6,16 +6,12 @@ import pytest
 
 from metrolab.harness.errors import SpecError, SpecErrors
 from metrolab.harness.scenario.spec import scenario_from_data
+from tests.support.labs import metro, site
 
 pytestmark = pytest.mark.unit
 
-TOPO = {"name": "t", "sites": [
-    {"name": "aidc-a", "kind": "aidc", "subnet": "10.1.0.0/24", "hosts": ["a1", "a2"],
-     "switches": [{"name": "gw-a", "role": "gateway"}], "access": {"switch": "gw-a"}},
-    {"name": "aidc-b", "kind": "aidc", "subnet": "10.2.0.0/24", "hosts": ["b1"],
-     "switches": [{"name": "gw-b", "role": "gateway"}], "access": {"switch": "gw-b"}}],
-    "links": [{"name": "wan-1", "a": "gw-a", "b": "gw-b", "rate": "200mbit"},
-              {"name": "wan-2", "a": "gw-a", "b": "gw-b", "rate": "200mbit"}]}
+TOPO = metro(site("aidc-a", "a1", "a2"), site("aidc-b", "b1"), wan={"wan-1": ("gw-a", "gw-b"), "wan-2": ("gw-a", "gw-b")},
+             name="t", rate="200mbit")
 
 GOOD = [
     {"name": "deep", "links": ["wan-1", "wan-2"], "flow_control": {"kind": "deep-buffer"}},

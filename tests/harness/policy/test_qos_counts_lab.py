@@ -13,36 +13,33 @@ import pytest
 from metrolab.harness.kernel import sh
 from metrolab.harness.kernel.nsctx import in_netns
 from metrolab.netem.tree import counts, read_tree
-from tests.support.labs import build_lab, two_hosts
+from tests.support.labs import two_hosts
 
-pytestmark = pytest.mark.lab
+pytestmark = pytest.mark.requires("netns")
 
 
-def test_a_childs_drops_are_counted_once_by_the_root_and_twice_by_a_sum():
-    lab = build_lab(two_hosts())
+def test_a_childs_drops_are_counted_once_by_the_root_and_twice_by_a_sum(lab_factory):
+    lab = lab_factory(two_hosts())
+    end = next(e for e in lab.plan.ends("h1-sw") if e.node == "h1")
+    ns, dev = lab.ns("h1"), end.ifname
+    # a 1 Mbit/s TBF whose child queue holds three 1000-byte datagrams
+    sh.tc(["qdisc", "replace", "dev", dev, "root", "handle", "1:", "tbf", "rate", "1mbit", "burst", "5k",
+           "limit", "100k"], netns=ns)
+    sh.tc(["qdisc", "add", "dev", dev, "parent", "1:1", "handle", "10:", "bfifo", "limit", "3000"], netns=ns)
+    with in_netns(ns):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        end = next(e for e in lab.plan.ends("h1-sw") if e.node == "h1")
-        ns, dev = lab.ns("h1"), end.ifname
-        # a 1 Mbit/s TBF whose child queue holds three 1000-byte datagrams
-        sh.tc(["qdisc", "replace", "dev", dev, "root", "handle", "1:", "tbf", "rate", "1mbit", "burst", "5k",
-               "limit", "100k"], netns=ns)
-        sh.tc(["qdisc", "add", "dev", dev, "parent", "1:1", "handle", "10:", "bfifo", "limit", "3000"], netns=ns)
-        with in_netns(ns):
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            for _ in range(300):  # far more at once than 5 KB of burst and 3 KB of queue pass
-                s.sendto(b"x" * 1000, (str(lab.topology.nodes["h2"].address), 9))
-        finally:
-            s.close()
-        h = lab.handle("h1")
-        idx = h.link_lookup(ifname=dev)[0]
-        drops = {q.get_attr("TCA_KIND"): q.get_attr("TCA_STATS")["drop"] for q in h.get_qdiscs(index=idx)
-                 if q.get_attr("TCA_STATS") and q["handle"]}
-        child = drops["bfifo"]
-        assert child > 200, drops  # the datagrams the queue could not hold
-        assert drops["tbf"] == child and sum(drops.values()) == 2 * child, drops
-        tree = read_tree(h, ns, dev)
-        assert {q.kind: q.drops for q in tree} == drops and counts(tree)[1] == child
-        assert lab.link_counters("h1-sw", ecn=False)[1] == child  # the far end (sw) dropped nothing
+        for _ in range(300):  # far more at once than 5 KB of burst and 3 KB of queue pass
+            s.sendto(b"x" * 1000, (str(lab.topology.nodes["h2"].address), 9))
     finally:
-        lab.down()
+        s.close()
+    h = lab.handle("h1")
+    idx = h.link_lookup(ifname=dev)[0]
+    drops = {q.get_attr("TCA_KIND"): q.get_attr("TCA_STATS")["drop"] for q in h.get_qdiscs(index=idx)
+             if q.get_attr("TCA_STATS") and q["handle"]}
+    child = drops["bfifo"]
+    assert child > 200, drops  # the datagrams the queue could not hold
+    assert drops["tbf"] == child and sum(drops.values()) == 2 * child, drops
+    tree = read_tree(h, ns, dev)
+    assert {q.kind: q.drops for q in tree} == drops and counts(tree)[1] == child
+    assert lab.link_counters("h1-sw", ecn=False)[1] == child  # the far end (sw) dropped nothing

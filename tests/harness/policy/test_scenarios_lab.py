@@ -11,7 +11,7 @@ from metrolab.harness.runner.run import run_scenario
 from metrolab.harness.scenario import kpis
 from metrolab.harness.scenario.spec import load_scenario
 
-pytestmark = pytest.mark.lab
+pytestmark = pytest.mark.requires("netns")
 
 
 def test_planned_paths_balance_synchronized_elephants_that_hashing_cannot(tmp_path):

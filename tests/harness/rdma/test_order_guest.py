@@ -12,7 +12,7 @@ import pytest
 
 from metrolab.harness.rdma.capture import Capture, summarize, to_frame
 from metrolab.harness.rdma.pair import run_pair
-from tests.support.labs import build_lab
+from tests.support.labs import metro, site
 
 pytestmark = pytest.mark.requires("netem", "rxe")
 
@@ -22,37 +22,29 @@ PSN_SPACE = 1 << 24
 
 def two_stages() -> dict:
     """a1 -- gw-a ==100 Mbit/s WAN== gw-b --20 Mbit/s-- b1, every queue deep enough to drop nothing."""
-    return {"name": "two-stages", "sites": [
-        {"name": "aidc-a", "kind": "aidc", "subnet": "10.1.0.0/24", "hosts": [{"name": "a1", "rdma": True}],
-         "switches": [{"name": "gw-a", "role": "gateway"}], "access": {"switch": "gw-a"}},
-        {"name": "aidc-b", "kind": "aidc", "subnet": "10.2.0.0/24", "hosts": [{"name": "b1", "rdma": True}],
-         "switches": [{"name": "gw-b", "role": "gateway"}],
-         "access": {"switch": "gw-b", "rate": "20mbit", "queue_packets": 3000}}],
-        "links": [{"name": "wan", "a": "gw-a", "b": "gw-b", "rate": "100mbit", "queue_packets": 4000}]}
+    return metro(site("aidc-a", "a1", rdma=True), site("aidc-b", "b1", rdma=True, rate="20mbit", queue_packets=3000),
+                 wan={"wan": ("gw-a", "gw-b")}, name="two-stages", rate="100mbit", queue_packets=4000)
 
 
-def test_four_qps_through_two_shaped_stages_arrive_in_sequence():
-    lab = build_lab(two_stages())
+def test_four_qps_through_two_shaped_stages_arrive_in_sequence(lab_factory):
+    lab = lab_factory(two_stages())
     assert lab.in_order
-    try:
-        b1_if = lab.plan.ifaces_of("b1")[0].ifname
-        with Capture(lab.ns("b1"), b1_if) as cap:  # after both stages: what b1's rxe receives, in order
-            # a QP timer of 4.096 us x 2^19 (2 s): four QPs' windows queue ~200 ms behind the 20 Mbit/s
-            # port, which the default 67 ms would take for a lost ACK
-            res = run_pair(lab, "b1", "a1", size=SIZE, iters=ITERS, qps=QPS, port=19400,
-                           extra=["--timeout", "19", "--op-timeout", "120", "--mtu", str(MTU)])
-        assert cap.drops == 0, f"the capture fell behind: {cap.drops} frames dropped by the kernel"
-        df = to_frame(cap.frames)
-        incoming = df[~df["outgoing"] & (df["kind"] == "request")]
-        packets = SIZE // MTU * ITERS  # 3,072: the tool spreads its ITERS messages over the QPs
-        assert incoming["dqpn"].nunique() == QPS and len(incoming) >= packets, (len(incoming), packets)
-        for qpn, g in incoming.groupby("dqpn"):
-            steps = (g["psn"].diff().dropna() % PSN_SPACE).astype(int)
-            assert (steps == 1).all(), f"QP {qpn}: PSN steps {steps.value_counts().to_dict()} (a gap or a repeat)"
-        summary = summarize(df)
-        assert summary["retransmitted"] == 0 and summary["naks"] == 0, summary
-        rxe = res["counters"]["rdma"]
-        assert rxe["b1"].get("out_of_seq_request", 0) == 0 and rxe["b1"].get("duplicate_request", 0) == 0, rxe["b1"]
-        assert rxe["a1"].get("rcvd_seq_err", 0) == 0 and rxe["a1"].get("completer_retry_err", 0) == 0, rxe["a1"]
-    finally:
-        lab.down()
+    b1_if = lab.plan.ifaces_of("b1")[0].ifname
+    with Capture(lab.ns("b1"), b1_if) as cap:  # after both stages: what b1's rxe receives, in order
+        # a QP timer of 4.096 us x 2^19 (2 s): four QPs' windows queue ~200 ms behind the 20 Mbit/s
+        # port, which the default 67 ms would take for a lost ACK
+        res = run_pair(lab, "b1", "a1", size=SIZE, iters=ITERS, qps=QPS, port=19400,
+                       extra=["--timeout", "19", "--op-timeout", "120", "--mtu", str(MTU)])
+    assert cap.drops == 0, f"the capture fell behind: {cap.drops} frames dropped by the kernel"
+    df = to_frame(cap.frames)
+    incoming = df[~df["outgoing"] & (df["kind"] == "request")]
+    packets = SIZE // MTU * ITERS  # 3,072: the tool spreads its ITERS messages over the QPs
+    assert incoming["dqpn"].nunique() == QPS and len(incoming) >= packets, (len(incoming), packets)
+    for qpn, g in incoming.groupby("dqpn"):
+        steps = (g["psn"].diff().dropna() % PSN_SPACE).astype(int)
+        assert (steps == 1).all(), f"QP {qpn}: PSN steps {steps.value_counts().to_dict()} (a gap or a repeat)"
+    summary = summarize(df)
+    assert summary["retransmitted"] == 0 and summary["naks"] == 0, summary
+    rxe = res["counters"]["rdma"]
+    assert rxe["b1"].get("out_of_seq_request", 0) == 0 and rxe["b1"].get("duplicate_request", 0) == 0, rxe["b1"]
+    assert rxe["a1"].get("rcvd_seq_err", 0) == 0 and rxe["a1"].get("completer_retry_err", 0) == 0, rxe["a1"]

@@ -15,7 +15,6 @@ from metrolab.harness.rdma import perftest
 from metrolab.harness.rdma.pair import run_pair
 from metrolab.harness.rdma.verbs import Connection, Device, RdmaError, connect_oob
 from metrolab.netem.profile import Impairment, LossModel
-from tests.harness.lab.test_rxe_guest import wan_pair
 
 pytestmark = pytest.mark.requires("netem", "rxe")
 # one byte (inline), an odd size across MTU-sized packets, a message of thousands of packets
@@ -24,11 +23,8 @@ SIZES = [(1, 20), (4099, 20), (8 << 20, 2)]
 
 
 @pytest.fixture(scope="module")
-def pair():
-    from tests.support.labs import build_lab
-    lab = build_lab(wan_pair())
-    yield lab
-    lab.down()
+def pair(module_labs):
+    return module_labs("rdma-pair")
 
 
 @pytest.mark.parametrize("loss", [0.0, 1e-3])

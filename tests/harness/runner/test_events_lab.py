@@ -18,9 +18,9 @@ from metrolab.harness.runner.run import run_scenario
 from metrolab.harness.scenario.events import EventSpec
 from metrolab.harness.scenario.spec import scenario_from_data
 from metrolab.netem.profile import Impairment
-from tests.support.labs import build_lab, in_ns, two_paths
+from tests.support.labs import in_ns, two_paths
 
-pytestmark = pytest.mark.lab
+pytestmark = pytest.mark.requires("netns")
 
 TOPO = two_paths()  # a1 -- gw-a == two 100 Mbit/s paths (ECMP) == gw-b -- b1
 
@@ -54,10 +54,8 @@ def ping(lab, src: str, dst: str, count: int = 1) -> bool:
 
 
 @pytest.fixture(scope="module")
-def lab():
-    lab = build_lab(TOPO)
-    yield lab
-    lab.down()
+def lab(module_labs):
+    return module_labs(TOPO)
 
 
 def bases(lab) -> dict[str, Impairment]:

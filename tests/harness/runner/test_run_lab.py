@@ -14,12 +14,13 @@ import pandas as pd
 import pytest
 import yaml
 
+from metrolab.harness.kernel.nsctx import NETNS_RUN_DIR
 from metrolab.harness.runner.engine import block_order
 from metrolab.harness.scenario.points import baselines, grid
 from metrolab.harness.scenario.spec import load_scenario
 from tests.support.runs import TOPO, metrolab, scenario
 
-pytestmark = pytest.mark.lab
+pytestmark = pytest.mark.requires("netns")
 SUPPORT = Path(__file__).resolve().parents[2] / "support"
 def keys(run_dir: Path) -> list[tuple]:
     rows = [json.loads(x) for x in (run_dir / "results.jsonl").read_text().splitlines() if x.strip()]
@@ -186,6 +187,20 @@ def test_bad_scenarios_exit_2_naming_file_field_and_value(tmp_path):
     res = metrolab("run", str(bad))
     assert res.returncode == 2 and "workloads[0].kind: unknown workload" in res.stderr
     assert metrolab("run", "no-such-scenario").returncode == 2
+
+
+def test_a_ray_cluster_without_the_ranks_machines_is_refused_by_name(tmp_path, local_ray):
+    """`--ray-address` of a cluster where no node offers `host:<the rank's machine>` (this session's
+    own Ray: a plain local one): Ray would hold the rank's actor pending for good, and the run wait
+    on it (a by-hand run still waited 10 minutes in); refused at once, the lab undone."""
+    import ray  # deferred: Ray is this test's subject, imported where local_ray has started it
+    path = scenario(tmp_path, name="nowhere", sweep={"convergence": [1]})
+    labs = set(NETNS_RUN_DIR.glob("*"))
+    res = metrolab("run", str(path), "--out", str(tmp_path / "run"), "--ray-address",
+                   ray.get_runtime_context().gcs_address, timeout=180)
+    assert res.returncode == 4, res.stderr[-2000:]
+    assert "offers host:a1, where rank 0 (lab host a1) must run" in res.stderr, res.stderr[-2000:]
+    assert set(NETNS_RUN_DIR.glob("*")) == labs  # its lab undone
 
 
 def test_a_cpu_bound_run_leaves_performance_criteria_inconclusive_and_says_why(tmp_path):

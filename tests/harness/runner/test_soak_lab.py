@@ -9,7 +9,7 @@ import pytest
 
 from tests.support.runs import metrolab, scenario
 
-pytestmark = pytest.mark.lab
+pytestmark = pytest.mark.requires("netns")
 
 
 def test_a_soak_tracks_every_rank_the_runner_and_the_lab_and_finds_no_leak(tmp_path):

@@ -12,10 +12,10 @@ import yaml
 
 from metrolab.harness.runner.tasks import Plan, RateChange, play
 from metrolab.harness.scenario.taskplan import load_plan
-from tests.support.labs import build_lab, rdma_sites
+from tests.support.labs import rdma_sites
 from tests.support.runs import metrolab
 
-pytestmark = pytest.mark.lab
+pytestmark = pytest.mark.requires("netns")
 
 
 def qdiscs(lab) -> list[str]:
@@ -24,18 +24,15 @@ def qdiscs(lab) -> list[str]:
     return sorted(q.get_attr("TCA_KIND") for q in ipr.get_qdiscs(ipr.link_lookup(ifname=end.ifname)[0]))
 
 
-def test_windows_are_kept_a_raised_slice_ends_sooner_and_a_cut_one_misses():
+def test_windows_are_kept_a_raised_slice_ends_sooner_and_a_cut_one_misses(lab_factory):
     spec, _ = load_plan("task-scheduling")  # its history and requests, on a lab without netem
-    lab = build_lab(rdma_sites((1, 1), rdma=False))
-    try:
-        before = qdiscs(lab)
-        plan = Plan(link="wan-ab", egress="gw-a", src="a1", dst="b1", capacity_bps=spec.path.capacity,
-                    history=spec.history_model(), requests=spec.request_models(), time_scale=spec.time_scale,
-                    changes=[RateChange("sync", 0.5, 20e6), RateChange("backup", 1.0, 20e6)], guard_s=spec.guard)
-        res = play(lab, plan)
-        after = qdiscs(lab)
-    finally:
-        lab.down()
+    lab = lab_factory(rdma_sites((1, 1), rdma=False))
+    before = qdiscs(lab)
+    plan = Plan(link="wan-ab", egress="gw-a", src="a1", dst="b1", capacity_bps=spec.path.capacity,
+                history=spec.history_model(), requests=spec.request_models(), time_scale=spec.time_scale,
+                changes=[RateChange("sync", 0.5, 20e6), RateChange("backup", 1.0, 20e6)], guard_s=spec.guard)
+    res = play(lab, plan)
+    after = qdiscs(lab)
     print(json.dumps(res, indent=1))
     assert after == before, (before, after)
     by = {t["name"]: t for t in res["tasks"]}

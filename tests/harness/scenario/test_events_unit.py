@@ -97,12 +97,7 @@ def test_what_cannot_be_judged_is_none_not_a_verdict():
     assert none.event_steps == 0 and none.slow_steps == 0 and none.zero_impact is True
 
 
-TOPO = {"name": "t", "sites": [
-    {"name": "a", "kind": "aidc", "subnet": "10.1.0.0/24", "hosts": ["a1"], "switches": [{"name": "gw-a"}],
-     "access": {"switch": "gw-a"}},
-    {"name": "b", "kind": "aidc", "subnet": "10.2.0.0/24", "hosts": ["b1"], "switches": [{"name": "gw-b"}],
-     "access": {"switch": "gw-b"}}],
-    "links": [{"name": "wan", "a": "gw-a", "b": "gw-b", "distance_km": 10}]}
+TOPO = "rdma-pair"  # harness/topologies/: a1 -- gw-a == wan == gw-b -- b1
 
 
 def scenario(events: list[dict], kind: str = "training-step") -> dict:

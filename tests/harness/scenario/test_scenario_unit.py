@@ -13,11 +13,7 @@ from metrolab.netem.profile import Impairment
 
 pytestmark = pytest.mark.unit
 
-TOPO = {"name": "t", "sites": [
-    {"name": "aidc-a", "kind": "aidc", "subnet": "10.1.0.0/24", "hosts": ["a1"], "switches": [{"name": "gw-a", "role": "gateway"}],
-     "access": {"switch": "gw-a"}},
-    {"name": "aidc-b", "kind": "aidc", "subnet": "10.2.0.0/24", "hosts": ["b1"], "switches": [{"name": "gw-b", "role": "gateway"}],
-     "access": {"switch": "gw-b"}}], "links": [{"name": "wan", "a": "gw-a", "b": "gw-b", "rate": "100mbit"}]}
+TOPO = "metro-pair"  # harness/topologies/: a1 -- gw-a == wan-ab == gw-b -- b1
 
 
 def scenario(**over):

@@ -31,7 +31,7 @@ from tests.support.testbed import (
     sysctl,
 )
 
-pytestmark = pytest.mark.lab
+pytestmark = pytest.mark.requires("netns")
 SCENARIO = Path(__file__).with_name("main-host-kernel.yaml")
 
 

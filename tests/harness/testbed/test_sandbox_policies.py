@@ -30,7 +30,7 @@ from metrolab.harness.testbed.sandbox import Sandbox
 from tests.support.sonic import config_db, hset, redis
 from tests.support.testbed import METROLAB, cli, journals, lab_state, start_and_signal, sysctl
 
-pytestmark = pytest.mark.lab
+pytestmark = pytest.mark.requires("netns")
 HERE = Path(__file__).parent
 FLOW_CONTROL = HERE / "flow-control-host.yaml"
 LOAD_BALANCING = HERE / "load-balancing-host.yaml"

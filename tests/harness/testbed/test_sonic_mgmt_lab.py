@@ -24,7 +24,7 @@ from metrolab.harness.testbed.sandbox import Sandbox
 from metrolab.harness.testbed.sonic_mgmt import SonicSwitch
 from tests.support.sonic import config_db, hset, redis
 
-pytestmark = pytest.mark.lab
+pytestmark = pytest.mark.requires("netns")
 TOPOLOGY = Path(__file__).with_name("main-host-kernel.yaml")
 PORT_OID = {"Ethernet0": "oid:0x1000000000002", "Ethernet4": "oid:0x1000000000003"}
 QUEUE_OID = {f"{p}:{q}": f"oid:0x150000000000{i}{q}" for i, p in enumerate(PORT_OID) for q in (3, 4)}

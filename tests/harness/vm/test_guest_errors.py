@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.lab
+pytestmark = pytest.mark.requires("netns")
 CLI = [sys.executable, "-m", "metrolab.harness.cli"]
 
 

@@ -10,7 +10,7 @@ from metrolab.harness.vm.kvm import probe_kvm
 from metrolab.harness.vm.qemu import Guest, choose_accel
 
 
-@pytest.mark.lab
+@pytest.mark.requires("qemu", "guest-kernel")  # boots the guest: no namespace
 def test_the_chosen_accelerator_boots_the_guest_kernel(monkeypatch, tmp_path):
     """The probe's choice checked against its consequence, not against the facts it reads: a guest
     booted with the accelerator it chose runs a command (a wrong KVM on a paravirtual /dev/kvm fails
