@@ -106,9 +106,10 @@ AETH_OPCODES = (0x11, 0x0D, 0x0F, 0x10)  # RC ACK and the READ responses that ca
 READ_RESPONSES = (0x0D, 0x0E, 0x0F, 0x10)
 
 
-def roce_header(raw: bytes) -> tuple[str, str, int, int, int, int, int | None] | None:
-    """(src, dst, IP TOS, BTH opcode, destination QP, PSN, AETH syndrome or None) of an Ethernet
-    (802.1Q or not) / IPv4 / UDP frame to the RoCEv2 port with a whole BTH; None for any other."""
+def roce_header(raw: bytes) -> tuple[str, str, int, int, int, int, bool, int | None] | None:
+    """(src, dst, IP TOS, BTH opcode, destination QP, PSN, BTH AckReq bit, AETH syndrome or None) of
+    an Ethernet (802.1Q or not) / IPv4 / UDP frame to the RoCEv2 port with a whole BTH; None for any
+    other."""
     off, kind = 14, raw[12:14]
     if kind == ETH_VLAN:
         off, kind = 18, raw[16:18]
@@ -121,7 +122,8 @@ def roce_header(raw: bytes) -> tuple[str, str, int, int, int, int, int | None] |
     op = raw[bth]
     syndrome = raw[bth + 12] if op in AETH_OPCODES and len(raw) >= bth + 16 else None
     return (socket.inet_ntoa(raw[off + 12:off + 16]), socket.inet_ntoa(raw[off + 16:off + 20]), raw[off + 1], op,
-            int.from_bytes(raw[bth + 5:bth + 8], "big"), int.from_bytes(raw[bth + 9:bth + 12], "big"), syndrome)
+            int.from_bytes(raw[bth + 5:bth + 8], "big"), int.from_bytes(raw[bth + 9:bth + 12], "big"),
+            bool(raw[bth + 8] & 0x80), syndrome)
 
 
 def to_frame(frames: list[tuple[float, bool, bytes]]) -> pd.DataFrame:
@@ -133,9 +135,10 @@ def to_frame(frames: list[tuple[float, bool, bytes]]) -> pd.DataFrame:
         h = roce_header(raw)
         if h is None:
             continue
-        src, dst, tos, op, dqpn, psn, syn = h
+        src, dst, tos, op, dqpn, psn, ack_req, syn = h
         row = {"t": t - t0, "outgoing": outgoing, "src": src, "dst": dst, "bytes": len(raw), "opcode": op,
-               "dqpn": dqpn, "psn": psn, "ecn_ce": (tos & 3) == 3, "syndrome": syn, "kind": "request"}
+               "dqpn": dqpn, "psn": psn, "ack_req": ack_req, "ecn_ce": (tos & 3) == 3, "syndrome": syn,
+               "kind": "request"}
         if op == 0x81:
             row["kind"] = "cnp"
         elif op == 0x11 and syn is not None:
@@ -143,8 +146,8 @@ def to_frame(frames: list[tuple[float, bool, bytes]]) -> pd.DataFrame:
         elif op in READ_RESPONSES:  # a responder's data, never a request (middle ones carry no AETH)
             row["kind"] = "read_response"
         rows.append(row)
-    df = pd.DataFrame(rows, columns=["t", "outgoing", "src", "dst", "bytes", "opcode", "dqpn", "psn", "ecn_ce",
-                                     "syndrome", "kind"])
+    df = pd.DataFrame(rows, columns=["t", "outgoing", "src", "dst", "bytes", "opcode", "dqpn", "psn", "ack_req",
+                                     "ecn_ce", "syndrome", "kind"])
     if not df.empty:
         req = df["kind"] == "request"
         df["retransmit"] = False
@@ -208,6 +211,34 @@ def recoveries(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
+def _go_backs(g: pd.DataFrame):
+    """Row positions in one request stream (in send order) where a go-back starts: a retransmission
+    after a new packet, or one below the resend before it."""
+    rt, psns = g["retransmit"].to_numpy(), g["psn"].to_numpy()
+    for i in range(1, len(g)):
+        if rt[i] and not (rt[i - 1] and psns[i] > psns[i - 1]):
+            yield i
+
+
+def retry_stretches(df: pd.DataFrame) -> pd.DataFrame:
+    """Every go-back on the requester's link and its `stretch`: the packets it sends up to and
+    including the first that asks for an ACK (the BTH AckReq bit). rxe starts one retry at a time:
+    until that ACK returns, a NAK for a loss among them is ignored and only the timer recovers it.
+    rxe asks at a message's last packet and once 65 or so have gone without asking, counted in
+    send order across the go-back (66 at most in a capture at 1 % loss), so a stretch often ends
+    before its message does. `stretch` is None where the capture ends first."""
+    cols = ["dqpn", "t", "psn", "stretch"]
+    out_req = df[df["outgoing"] & (df["kind"] == "request")]
+    rows = []
+    for qp, g in out_req.groupby("dqpn"):
+        t, psns, asks = g["t"].to_numpy(), g["psn"].to_numpy(), g["ack_req"].to_numpy()
+        for i in _go_backs(g):
+            ask = next((j for j in range(i, len(g)) if asks[j]), None)
+            rows.append({"dqpn": int(qp), "t": float(t[i]), "psn": int(psns[i]),
+                         "stretch": None if ask is None else ask - i + 1})
+    return pd.DataFrame(rows, columns=cols)
+
+
 def timer_stalls(df: pd.DataFrame, timeout_s: float, share: float = 0.75) -> pd.DataFrame:
     """Recoveries only the QP's timer made (a capture on the requester's link): per request stream,
     a go-back (a retransmission after a new packet) that comes at least `share` of the timeout
@@ -222,10 +253,8 @@ def timer_stalls(df: pd.DataFrame, timeout_s: float, share: float = 0.75) -> pd.
     naks = incoming[incoming["kind"] == "nak"][["t", "psn"]]
     rows = []
     for qp, g in out_req.groupby("dqpn"):
-        t, rt, psns = g["t"].to_numpy(), g["retransmit"].to_numpy(), g["psn"].to_numpy()
-        for i in range(1, len(g)):
-            if not rt[i] or (rt[i - 1] and psns[i] > psns[i - 1]):
-                continue  # not the start of a go-back
+        t, psns = g["t"].to_numpy(), g["psn"].to_numpy()
+        for i in _go_backs(g):
             before = acks[acks < t[i]]
             if len(before) and t[i] - before[-1] < share * timeout_s:
                 continue

@@ -30,6 +30,7 @@ configuration or the lossless baseline, nothing is fitted per point):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 ROCE_HEADERS = 14 + 20 + 8 + 12 + 4  # Ethernet, IPv4, UDP, BTH, ICRC
@@ -56,6 +57,20 @@ def gbn_throughput_bps(loss: float, rate_bps: float, rtt_s: float, mtu: int = 10
     """Expected RDMA WRITE goodput (payload bit/s) on a link of `rate_bps`."""
     payload_share = mtu / (mtu + ROCE_HEADERS)
     return rate_bps * payload_share * gbn_efficiency(loss, rate_bps, rtt_s, mtu)
+
+
+def timer_share(stretches: Sequence[int], loss: float, ack_loss: float | None = None) -> float:
+    """The share of retries that only the timer ends, given each retry's vulnerable stretch (the
+    packets resent up to the first ACK request, `capture.retry_stretches`): a loss among them, or
+    of that ACK, has its NAK ignored. `GbnModel.timeout_probability` assumes each stretch runs to
+    its message's end (uniform from 1 to `ack_interval`); under rxe they are shorter, because the
+    ACK requests are counted across a go-back."""
+    if not stretches:
+        raise ValueError("no retry stretch to predict from")
+    if any(s < 1 for s in stretches) or not 0 <= loss < 1:
+        raise ValueError(f"stretches must be >= 1 and loss in [0, 1), got {min(stretches)}, {loss}")
+    ack = loss if ack_loss is None else ack_loss
+    return sum(1 - (1 - loss) ** s * (1 - ack) for s in stretches) / len(stretches)
 
 
 def ib_timeout_s(exponent: int, hz: int | None = None) -> float:

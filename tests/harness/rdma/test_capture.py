@@ -3,13 +3,15 @@
 import pandas as pd
 import pytest
 
-from metrolab.harness.rdma.capture import recoveries, timer_stalls
+from metrolab.harness.rdma.capture import recoveries, retry_stretches, timer_stalls
 
 pytestmark = pytest.mark.unit
 
 
-def _frame(rows):
+def _frame(rows, asks=()):
+    """Frames of (t, outgoing, kind, dqpn, psn); the requests at row positions `asks` ask for an ACK."""
     df = pd.DataFrame(rows, columns=["t", "outgoing", "kind", "dqpn", "psn"])
+    df["ack_req"] = [i in asks for i in range(len(df))]
     req = df["kind"] == "request"
     df["retransmit"] = False
     df.loc[req, "retransmit"] = df[req].duplicated(subset=["dqpn", "psn"], keep="first")
@@ -59,9 +61,22 @@ def test_a_timer_stall_is_a_silence_ended_by_a_resend_without_its_nak():
     assert timer_stalls(_frame(quiet), timeout_s=0.068).empty
 
 
+def test_a_retrys_stretch_runs_to_the_first_ack_request_it_sends():
+    # PSN 0..9 (9 asks), then a go-back to 3 that asks again at PSN 5 (rxe's count of packets
+    # without a request runs across the go-back), then a go-back to 7 that the capture cuts off
+    rows = [(i * 1e-3, True, "request", 0x11, i) for i in range(10)]
+    rows += [(20e-3 + k * 1e-3, True, "request", 0x11, 3 + k) for k in range(4)]   # rows 10..13: PSN 3..6
+    rows += [(40e-3 + k * 1e-3, True, "request", 0x11, 5 + k) for k in range(2)]   # rows 14..15: PSN 5..6
+    st = retry_stretches(_frame(rows, asks={9, 12}))
+    assert st["psn"].tolist() == [3, 5]
+    assert st["stretch"].iloc[0] == 3                  # PSN 3, 4 and 5, which asks
+    assert pd.isna(st["stretch"].iloc[1])              # no request asked before the capture ended
+    assert retry_stretches(_frame(rows[:10], asks={9})).empty
+
+
 def test_headers_read_as_scapy_dissects_them_and_read_responses_are_not_requests():
     """to_frame reads the headers at fixed offsets (scapy cost ~20 ms a frame under TCG); scapy's
-    dissection of the same frames is the reference: addresses, TOS, opcode, QPN, PSN and the ACK's
+    dissection of the same frames is the reference: addresses, TOS, opcode, QPN, PSN, AckReq and the ACK's
     AETH syndrome. Frames that are not RoCEv2 (another UDP port, TCP, IPv6, a cut BTH) are left out."""
     from scapy.contrib.roce import AETH, BTH
     from scapy.layers.inet import IP, TCP, UDP
@@ -75,7 +90,8 @@ def test_headers_read_as_scapy_dissects_them_and_read_responses_are_not_requests
     for i, op in enumerate(OPCODES):
         aeth = bytes([(i * 37) & 0xFF, 0, 1, i])  # syndromes of every kind across the opcodes
         frames.append(bytes(craft(f"10.1.0.{i + 1}", "10.2.0.9", opcode=op, dqpn=0x10000 + i * 4099,
-                                  psn=(i * 1000003) & 0xFFFFFF, dscp=i % 64, ecn=i % 4, payload=aeth + b"d" * 32)))
+                                  psn=(i * 1000003) & 0xFFFFFF, dscp=i % 64, ecn=i % 4, ackreq=i % 3 == 0,
+                                  payload=aeth + b"d" * 32)))
     tagged = Ether(frames[0])
     frames.append(bytes(Ether(dst=tagged.dst, src=tagged.src) / Dot1Q(vlan=7) / tagged[IP]))
     others = [Ether() / IP(src="10.1.0.1", dst="10.2.0.1") / UDP(sport=1, dport=4792) / (b"\x11" * 40),
@@ -86,8 +102,9 @@ def test_headers_read_as_scapy_dissects_them_and_read_responses_are_not_requests
     assert len(df) == len(frames)
     for (_, row), raw in zip(df.iterrows(), frames):
         pkt = Ether(raw)
-        want = (pkt[IP].src, pkt[IP].dst, (pkt[IP].tos & 3) == 3, pkt[BTH].opcode, pkt[BTH].dqpn, pkt[BTH].psn)
-        assert (row["src"], row["dst"], row["ecn_ce"], row["opcode"], row["dqpn"], row["psn"]) == want
+        want = (pkt[IP].src, pkt[IP].dst, (pkt[IP].tos & 3) == 3, pkt[BTH].opcode, pkt[BTH].dqpn, pkt[BTH].psn,
+                bool(pkt[BTH].ackreq))
+        assert (row["src"], row["dst"], row["ecn_ce"], row["opcode"], row["dqpn"], row["psn"], row["ack_req"]) == want
         if AETH in pkt:  # scapy binds AETH to the RC ACK only
             assert row["syndrome"] == pkt[AETH].syndrome
             assert row["kind"] == {0: "ack", 1: "rnr_nak", 3: "nak"}.get(pkt[AETH].syndrome >> 5, "ack")

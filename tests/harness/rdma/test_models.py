@@ -122,6 +122,22 @@ def test_rxe_ignores_naks_during_a_retry_so_second_losses_wait_for_the_timer():
         GbnModel(rate_bps=1e6, rtt_s=0.0, ack_interval=0)
 
 
+def test_the_timers_share_follows_each_retrys_own_stretch():
+    from metrolab.harness.rdma.gbn import GbnModel, timer_share
+    # a stretch of s resent packets and one ACK: any of the s + 1 lost leaves it to the timer
+    assert timer_share([1], 0.01) == pytest.approx(1 - 0.99 ** 2)
+    assert timer_share([10, 30], 0.01) == pytest.approx(1 - (0.99 ** 11 + 0.99 ** 31) / 2)
+    assert timer_share([10], 0.01, ack_loss=0.0) == pytest.approx(1 - 0.99 ** 10)
+    assert timer_share([5], 0.0) == 0.0
+    # stretches from 1 to 64, each to its message's end, and the NAK lost too: GbnModel's rxe case
+    m = GbnModel(rate_bps=1e8, rtt_s=1e-3, ack_interval=64)
+    whole = [1 - (1 - timer_share([s], 0.01)) * 0.99 for s in range(1, 65)]
+    assert sum(whole) / 64 == pytest.approx(m.timeout_probability(0.01))
+    for bad in ([], [0]):
+        with pytest.raises(ValueError):
+            timer_share(bad, 0.01)
+
+
 def test_the_regime_where_a_tenth_of_a_percent_halves_go_back_n():
     from metrolab.harness.rdma.gbn import rtt_for_efficiency
     rtt = rtt_for_efficiency(1e-3, 100e9, mtu=4096)        # ~1000 packets of 4 KiB in flight
