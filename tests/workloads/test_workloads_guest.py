@@ -101,23 +101,24 @@ def test_cloud_edge_pipeline_pays_the_delay_at_each_crossing(tmp_path):
 def test_a_recorded_job_replayed_over_roce_pays_its_all_reduces_round_trips(tmp_path):
     from metrolab.netem.models import fiber_delay_s
     # the shipped DDP trace over the verbs backend (gloo: tests/workloads/test_trace_lab.py on the
-    # host). Its all-reduce between two ranks is a two-step ring: each step one WAN crossing, so a
-    # step pays two one-way delays; the rest of the step is the ranks' Python under TCG (~10 ms
-    # here, ~30 ms in a CI run), at 100 km (1 ms added) a quick run read -4 % [-72, +37].
-    # What the delay adds is measured against that CPU, which a slow guest inflates more at 0 km,
-    # where both ranks and the kernel's rxe want the 2 vCPUs at once, than far away, where they
-    # take turns across the crossings: a CI run read 0 km at 35-39 ms and 2000 km at 42-56 ms (+7
-    # and +17 ms of 19.6), and a busy guest here (a spinning process beside the ranks) put two of
-    # 12 blocks at +4 and +5 ms, the others at +15..+42. So: 3000 km (29 ms a step, RTT well
-    # inside the QPs' 67 ms ack timeout), six blocks, and the median of each block's 3000 km step
-    # minus its own 0 km one (one stalled block, as a suite run read a 0 km step at 59 ms, is outvoted)
-    km = 3000
+    # host). Its all-reduce between two ranks is a two-step ring, each step one WAN crossing, and a
+    # rank's second step needs what its first sent: no step ends sooner than two one-way delays
+    # after its all-reduce began. That floor holds however slow the guest is. The step's other part
+    # is the ranks' Python under TCG: ~10 ms on a quiet guest here, 35-39 ms in a CI run, 64-159 ms
+    # late in a slow suite here (2026-12-06). A slow guest hides the delay from a comparison with
+    # the 0 km step: at 0 km both ranks and rxe want the 2 vCPUs at once, far away they take turns
+    # across the crossings, so the far step gains less than the delay (that suite: a median of
+    # +1.5 ms of 29.4 over six paired blocks; CI at 2000 km: +7.1 of 19.6). Hence the floor, at
+    # 5000 km: 49 ms a step, the round trip still inside the QPs' 67 ms ack timeout, and far enough
+    # that a delay cut to 0.3 breaks the floor on a guest whose 0 km step is under ~30 ms. netem's
+    # delay line delivers at least what it is set to; the 5 % is slack, not physics
+    km = 5000
     out, rows = run_quick("trace-replay", tmp_path, workloads=["ddp-mlp-roce"], repetitions=6, distance_km=[km])
     k = rows["scale"].iloc[0]
     grads = 4 * (256 * 128 + 128 + 128 * 256 + 256)  # the recorded job's one bucket, fp32
     assert (rows["collectives"] == 1).all() and rows["comm_bytes"].between(grads / k - 8, grads / k).all(), rows
     by = {p.baseline: p for p in out.verdict.points}
-    step = rows.pivot(index="block", columns="baseline", values="step_time_s")
-    added, wan = (step[False] - step[True]).median(), 2 * fiber_delay_s(km)
-    assert added > 0.5 * wan, rows[[c for c in ("baseline", "block", "step_time_s", "rdma_retries") if c in rows]]
+    wan = 2 * fiber_delay_s(km)
+    shown = rows[[c for c in ("baseline", "block", "step_time_s", "compute_s", "rdma_retries") if c in rows]]
+    assert (rows[~rows["baseline"]]["step_time_s"] >= 0.95 * wan).all(), shown
     assert by[False].predicted_step_s - by[True].predicted_step_s == pytest.approx(wan, rel=0.05)
