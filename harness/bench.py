@@ -63,11 +63,12 @@ def bench_lab(repeat: int = 5, sites: int = 4, hosts: int = 4) -> dict:
             "build_ok": statistics.median(builds) < 3.0, "teardown_ok": statistics.median(teardowns) < 2.0}
 
 
-def star_topology(distances=(0, 100, 250, 500)) -> dict:
-    """One switch, one host per distance (h<km> -- sw, netem on both ends)."""
+def star_topology(distances=(0, 100, 250, 500), **link) -> dict:
+    """One switch, one host per distance (h<km> -- sw, netem on both ends); `link`: every link's
+    other properties (rate, loss, queue_packets)."""
     return {"name": "bench-star", "sites": [{"name": "s", "kind": "aidc", "subnet": "10.9.0.0/24",
                                              "hosts": [f"h{d}" for d in distances], "switches": ["sw"]}],
-            "links": [{"a": f"h{d}", "b": "sw", "distance_km": d} for d in distances]}
+            "links": [{"a": f"h{d}", "b": "sw", "distance_km": d, **link} for d in distances]}
 
 
 def rtt_window(distances=(0, 100, 250, 500), count: int = 500, fresh: bool = True) -> dict:
@@ -75,21 +76,17 @@ def rtt_window(distances=(0, 100, 250, 500), count: int = 500, fresh: bool = Tru
     distance pinged at once; RTT floors (5th percentile) and medians in ms, the calibration's fit."""
     if fresh:
         _cache_file().unlink(missing_ok=True)
-    lab = NetnsLab(topology_from_data(star_topology(distances), "<bench>"))
-    lab.up()
-    try:
+    with NetnsLab(topology_from_data(star_topology(distances), "<bench>")) as lab:
         targets = {}
         for d in distances:
             a, _ = lab.plan.ends(f"h{d}-sw")
             targets[d] = (lab.ns(f"h{d}"), a.ifname, a.peer_ll6)
         samples = concurrent_rtts(targets, count=count)
         fit = lab.netem_fit
-        return {"floor_ms": {d: rtt_floor(s) for d, s in samples.items()},
-                "median_ms": {d: statistics.median(s) for d, s in samples.items()},
-                "netem_offset_us": (fit.offset_s if fit else 0.0) * 1e6,
-                "netem_noise_us": (fit.noise_s if fit else 0.0) * 1e6, "netem_estimates": fit.n if fit else 0}
-    finally:
-        lab.down()
+    return {"floor_ms": {d: rtt_floor(s) for d, s in samples.items()},
+            "median_ms": {d: statistics.median(s) for d, s in samples.items()},
+            "netem_offset_us": (fit.offset_s if fit else 0.0) * 1e6,
+            "netem_noise_us": (fit.noise_s if fit else 0.0) * 1e6, "netem_estimates": fit.n if fit else 0}
 
 
 def fidelity(windows: list[dict], group_index: float = 1.468) -> dict:
@@ -145,6 +142,7 @@ if __name__ == "__main__":  # inside the guest: `python -m metrolab.harness.benc
         (share / "rtt.json").write_text(json.dumps(res))
 
 
+# metro-pair's shape without its 100 km: it builds on a kernel without netem, as the run's 0 km point does
 HARNESS_TOPOLOGY = {"name": "bench-harness", "sites": [
     {"name": "aidc-a", "kind": "aidc", "subnet": "10.1.0.0/24", "hosts": ["a1"],
      "switches": [{"name": "gw-a", "role": "gateway"}], "access": {"switch": "gw-a"}},
@@ -164,15 +162,11 @@ def bench_harness(size: str = "2m", iters: int = 5, rounds: int = 3) -> dict:
                              "<bench harness>")
     bare, run = [], []
     prestart()  # torch ranks: the zygote's imports overlap the lab's build
-    lab = NetnsLab(scn.topology)
-    lab.up()
-    try:
+    with NetnsLab(scn.topology) as lab:
         for i in range(rounds):
             res = run_ranks(lab, ["a1", "b1"], Sweep.of(begin=size, end=size, warmup=1, iters=iters, check=False).argv(),
                             port=29900 + i, timeout=600)[0].json()
             bare.append(res["rows"][0]["ip_time_us"] / 1e6)
-    finally:
-        lab.down()
     ray_start = []
     for _ in range(rounds):
         with tempfile.TemporaryDirectory() as d:

@@ -301,10 +301,10 @@ def collectives_test(t: CollectivesTest, *, backend: str = "auto", on_backend: T
     """nccl-tests' collectives over torch.distributed between lab hosts (busbw, algbw, #wrong) on
     the kernel `backend` picks, or on a testbed's machines (`t.testbed`). A wrong option is refused
     here, naming it, before a lab is built or a guest booted."""
-    collective_commands.planned(t)
+    plan = collective_commands.planned(t)
     if _placed(None if t.testbed else collective_commands.collectives_needs(t), backend, on_backend):
         return _call_in_guest("collectives_test", t=t)
-    return collective_commands.collectives_test(t, progress=progress or (lambda m: None))
+    return collective_commands.collectives_test(t, plan, progress=progress or (lambda m: None))
 
 
 def bench_rdma(*, backend: str = "auto", on_backend: Teller | None = None) -> dict[str, Any]:
@@ -487,13 +487,10 @@ def tasks(plan: str | Path, *, repeat: int = 3, out: str | Path | None = None, r
                           changes=[RateChange(c.task, c.after, c.rate) for c in spec.changes], guard_s=spec.guard)
         lab = create_lab(topo, "netns")
         say(f"building lab {lab.lab_id} ({topo.name}) for plan {spec.name}: {repeat} plays ...")
-        lab.up()
-        try:
+        with lab:
             plays = Plays(lab, player, Record(run_dir), TASK_RUNS, say)
             Engine(plays.record, 0).run(plays, Budget(repeat))  # one point: the seed orders nothing
             runs = plays.rows()
-        finally:
-            lab.down()
     res = {"plan": spec.name, "file": file, "run_dir": str(run_dir)} | summarize_tasks(runs[:repeat]) | {"runs": runs}
     res["files"] = {k: str(v) for k, v in write_task_reports(run_dir, res).items()}
     Record(run_dir).write_json(TASK_RESULT, res, indent=1)

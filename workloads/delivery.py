@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from metrolab.workloads.base import Size, Workload, _Params, in_threads, rank_address
+from metrolab.workloads.base import Size, StepRank, Workload, _Params, in_threads, rank_address
 from metrolab.workloads.pd_inference import percentile
 from metrolab.workloads.secure_link import close_all, recv_exact
 
@@ -76,7 +76,7 @@ class InferenceDelivery(Workload):
 
 
 # -- rank side -------------------------------------------------------------------------------
-class DeliveryRank:
+class DeliveryRank(StepRank):
     def __init__(self, params: dict[str, Any], scale: float, sites=None, hosts: list[str] | None = None, **_):
         import torch.distributed as dist  # deferred: torch (40 s under TCG) on the rank side only
 
@@ -194,7 +194,7 @@ class DeliveryRank:
         except BaseException as exc:  # noqa: BLE001 — raised by the round
             box.append(exc)
 
-    def _round(self) -> dict:
+    def step(self) -> dict:
         self.reps += 1
         self.dist.barrier()
         t0 = time.time()
@@ -228,13 +228,9 @@ class DeliveryRank:
         return {"delivery_s": end - t0, "failures": sum(not e["ok"] for e in sites), "latencies": lat,
                 "steps": [(t0, end)]}
 
-    def warm(self, steps: int) -> None:
-        for _ in range(steps):
-            self._round()
-
     def measure(self, warmups: int, iters: int | None = None) -> dict:
         self.warm(warmups)
-        rounds = [self._round() for _ in range(iters or self.p.rounds)]
+        rounds = self.timed(iters or self.p.rounds)[1]
         lat = [x for r in rounds for x in r["latencies"]]
         d = sum(r["delivery_s"] for r in rounds) / len(rounds)
         return {"step_time_s": d, "delivery_gbs": self.size * (self.n - 1) / d / 1e9,

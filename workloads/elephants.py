@@ -39,7 +39,7 @@ from metrolab.harness import settings
 from metrolab.harness.errors import SpecError
 from metrolab.harness.rdma.verbs import Connection, Device, PeerInfo, QPConfig
 from metrolab.netem.units import parse_rate, parse_size
-from metrolab.workloads.base import Size, Workload, _Params
+from metrolab.workloads.base import Size, StepRank, Workload, _Params
 
 HEADERS = 14 + 20 + 20 + 12  # Ethernet, IPv4, TCP, TCP timestamps: per segment on the wire
 ROCE_HEADERS = 14 + 20 + 8 + 12 + 4  # Ethernet, IPv4, UDP, BTH, ICRC: per RoCEv2 packet (RETH once per WRITE)
@@ -217,7 +217,7 @@ def connect_flows(dst: str, port: int, flows: int, sport: int | None = None, tos
     return socks
 
 
-class ElephantRank:
+class ElephantRank(StepRank):
     def __init__(self, params: dict[str, Any], scale: float, sites=None, hosts=None, **_):
         import torch.distributed as dist  # deferred: torch (40 s under TCG) on the rank side only
         self.p = ElephantParams.model_validate(params)
@@ -261,7 +261,7 @@ class ElephantRank:
             self.mss = self.socks[0].getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)
         dist.barrier()
 
-    def _step(self) -> tuple[list[float], list[float]]:
+    def step(self) -> tuple[list[float], list[float]]:
         """One synchronized step: every flow sends its bytes; on the receiver, the incast's and
         the victim's per-flow completion times (TCP: timed by the receivers, RDMA: by the senders)."""
         self.dist.barrier()
@@ -290,18 +290,13 @@ class ElephantRank:
             return [x for r in self.incast for x in parts[r].tolist()[:self.p.flows]], victim
         return parts[self.receiver].tolist()[:self.p.flows * self.senders], victim
 
-    def warm(self, steps: int) -> None:
-        for _ in range(steps):
-            self._step()
-
     def measure(self, warmups: int, iters: int | None = None) -> dict:
         import torch  # deferred: torch (40 s under TCG) on the rank side only
         self.warm(warmups)
         fcts: list[float] = []
         steps: list[float] = []
         victim: list[float] = []  # the victim's step times (its last flow's completion)
-        for _ in range(iters or self.p.iters):
-            f, v = self._step()
+        for f, v in self.timed(iters or self.p.iters)[1]:
             if self.me == self.receiver:
                 fcts += f
                 steps.append(max(f))

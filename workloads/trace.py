@@ -25,7 +25,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from metrolab.harness.errors import SpecError
-from metrolab.workloads.base import Workload, _Params, slowest
+from metrolab.workloads.base import StepRank, Workload, _Params, slowest
 from metrolab.workloads.exec_trace import RankTrace, read_trace, trace_world
 
 
@@ -92,7 +92,7 @@ class TraceReplay(Workload):
 
 
 # -- rank side -------------------------------------------------------------------------------
-class TraceRank:
+class TraceRank(StepRank):
     """One rank: its own steps of the trace, replayed."""
 
     def __init__(self, params: dict[str, Any], scale: float, sites=None, **_):
@@ -106,6 +106,7 @@ class TraceRank:
             raise RuntimeError(f"the trace was recorded by {self.trace.world} ranks, this group has {self.n}")
         self.scale = scale
         self.order = replayed([self.trace], self.p.steps)
+        self.next = 0  # the next step() replays order[next % len(order)]
         self.buffers: dict[tuple, dict] = {}
 
     def _buffers(self, op: str, nbytes: int, dtype_name: str) -> dict:
@@ -161,21 +162,21 @@ class TraceRank:
             w.wait()
         return time.perf_counter() - t0, compute
 
-    def warm(self, steps: int) -> None:
-        for i in range(steps):
-            self._step(self.order[i % len(self.order)])
+    def step(self) -> tuple[int, float, float]:
+        """The next recorded step: (its key, its wall time, its compute time)."""
+        k = self.order[self.next % len(self.order)]
+        self.next += 1
+        return (k, *self._step(k))
 
     def measure(self, warmups: int, iters: int | None = None) -> dict:
-        order = self.order if not iters else [self.order[i % len(self.order)] for i in range(iters)]
+        """A repetition replays the recorded steps from the first (`iters` of them, cycling, where given)."""
+        n = iters or len(self.order)
         self.warm(warmups)
-        self.dist.barrier()
-        wall, compute, recorded, spans = 0.0, 0.0, 0.0, []
-        for k in order:
-            start = time.time()  # wall clock: the runner's events are on it (metrolab.harness.scenario.events)
-            dt, c = self._step(k)
-            spans.append((start, time.time()))
-            wall, compute, recorded = wall + dt, compute + c, recorded + self.trace.steps[k].recorded_s
-        n = len(order)
+        self.next = 0
+        _, done, spans = self.timed(n)
+        order = [k for k, _, _ in done]
+        wall, compute = sum(dt for _, dt, _ in done), sum(c for _, _, c in done)
+        recorded = sum(self.trace.steps[k].recorded_s for k in order)
         m = slowest({"step_time_s": wall / n, "compute_s": compute / n, "recorded_step_s": recorded / n})
         steps = [self.trace.steps[k] for k in order]
         nbytes = sum(self._bytes(c) for st in steps for c in st.colls) / n

@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from metrolab.harness import capabilities
 from metrolab.harness.errors import CapabilityError
@@ -110,7 +110,7 @@ class Lab(abc.ABC):
         """Where a rank on `node` writes its log."""
         return str(Path(run_dir) / "logs")
 
-    def __enter__(self) -> Lab:
+    def __enter__(self) -> Self:
         self.up()
         return self
 

@@ -72,7 +72,10 @@ def collectives_needs(t: CollectivesTest) -> dict[str, str]:
     return out
 
 
-def planned(t: CollectivesTest) -> tuple[Topology, Testbed | None, list[str], Sweep]:
+Plan = tuple[Topology, Testbed | None, list[str], Sweep]  # topology, testbed, rank hosts, what the ranks run
+
+
+def planned(t: CollectivesTest) -> Plan:
     """The test's topology, testbed, rank hosts and what the ranks run, each checked (SpecError
     naming the option or file) before anything is built or a guest booted."""
     topo, tb = topology_and_testbed(t.topology, t.testbed)
@@ -83,8 +86,9 @@ def planned(t: CollectivesTest) -> tuple[Topology, Testbed | None, list[str], Sw
     return topo, tb, hosts, sweep
 
 
-def collectives_test(t: CollectivesTest, progress=lambda m: None) -> dict:
-    topo, tb, hosts, sweep = planned(t)
+def collectives_test(t: CollectivesTest, plan: Plan | None = None, progress=lambda m: None) -> dict:
+    """`plan`: what `planned(t)` returned, where the caller checked the test with it already."""
+    topo, tb, hosts, sweep = plan or planned(t)
     prestart()  # torch ranks: the zygote's imports overlap the lab's build
     with impaired_lab(topo, t.link, t.distance_km, t.loss, tb) as (lab, _):
         progress(f"{t.backend} {t.ops} on {', '.join(hosts)} ({t.algo})")
@@ -99,10 +103,8 @@ def bench_collectives(iters: int = 5) -> dict:
     per-direction share is the fair bound) and verbs Broadcast (one direction, like ib_write_bw)."""
     topo = load_topology("rdma-pair")
     prestart()  # torch ranks: the zygote's imports overlap the lab's build
-    lab = NetnsLab(topo)
-    lab.up()
     out: dict = {}
-    try:
+    with NetnsLab(topo) as lab:
         hosts = ["a1", "b1"]
         verbs = run_ranks(lab, hosts, Sweep(backend="verbs", ops=("all_reduce", "broadcast"), sizes=(4 << 20, 16 << 20),
                                             warmup=1, iters=iters, check=False).argv(),
@@ -127,8 +129,5 @@ def bench_collectives(iters: int = 5) -> dict:
         out["verbs_over_perftest_bidir_4m"] = out["verbs_busbw_4m_gbps"] / (bidir / 2)
         out["verbs_broadcast_4m_gbps"] = busbw("broadcast", 4 << 20)
         out["verbs_broadcast_over_perftest_4m"] = out["verbs_broadcast_4m_gbps"] / out["ib_write_bw_4m_gbps"]
-        out["target"] = "verbs_over_perftest >= 0.7"
-        out["ok"] = min(out["verbs_over_perftest_4m"], out["verbs_over_perftest_16m"]) >= 0.7
-        return out
-    finally:
-        lab.down()
+    return out | {"target": "verbs_over_perftest >= 0.7",
+                  "ok": min(out["verbs_over_perftest_4m"], out["verbs_over_perftest_16m"]) >= 0.7}

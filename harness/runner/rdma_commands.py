@@ -69,17 +69,10 @@ def impaired_lab(topo, link: str, distance_km: float | None, loss: float | None,
     for the with-block, with `link` at the given distance and loss; yields (lab, whether the link was
     impaired). Always taken down."""
     imp = wan_impairment(topo, link, distance_km, loss)  # bad --link fails before anything is built
-    if testbed is not None:
-        lab: Any = HostsLab(testbed)
-    else:
-        lab = NetnsLab(topo)
-    lab.up()
-    try:
+    with HostsLab(testbed) if testbed is not None else NetnsLab(topo) as lab:
         if imp is not None:
             lab.impair(link, imp)
         yield lab, imp is not None
-    finally:
-        lab.down()
 
 
 @dataclass
@@ -146,10 +139,8 @@ def rdma_test(t: RdmaTest, mode: str, progress=lambda m: None) -> dict:
 def bench_rdma() -> dict:
     """Ours vs perftest on the same link, in one lab: WRITE bw at 64 KiB and 1 MiB, WRITE lat at 2 B."""
     topo = load_topology("rdma-pair")
-    lab = NetnsLab(topo)
-    lab.up()
     out = {}
-    try:
+    with NetnsLab(topo) as lab:
         port = 18800
         for label, size, iters in (("64k", 65536, 1000), ("1m", 1 << 20, 100)):
             ours = run_pair(lab, "b1", "a1", mode="bw", size=size, iters=iters, port=port)["client"]
@@ -162,11 +153,8 @@ def bench_rdma() -> dict:
         out["lat_ours_us"], out["lat_perftest_us"] = ours["t_typical_us"], ref["t_typical_us"]
         out["lat_ratio"] = ours["t_typical_us"] / ref["t_typical_us"]
         out["lat_ratio_min"] = ours["t_min_us"] / ref["t_min_us"]  # steadier under TCG: the code path's floor
-        out |= {"bw_target": ">= 0.8", "lat_target": "<= 1.5",
-                "bw_ok": min(out["bw_ratio_64k"], out["bw_ratio_1m"]) >= 0.8, "lat_ok": out["lat_ratio"] <= 1.5}
-        return out
-    finally:
-        lab.down()
+    return out | {"bw_target": ">= 0.8", "lat_target": "<= 1.5",
+                  "bw_ok": min(out["bw_ratio_64k"], out["bw_ratio_1m"]) >= 0.8, "lat_ok": out["lat_ratio"] <= 1.5}
 
 
 def gbn_experiment(losses=(0.0, 1e-4, 1e-3, 1e-2), distances=(0, 100, 500), rate: str = "200mbit",
@@ -185,9 +173,7 @@ def gbn_experiment(losses=(0.0, 1e-4, 1e-3, 1e-2), distances=(0, 100, 500), rate
     seed = seed if seed is not None else new_seed()
     points = [GbnPoint(float(d), float(p)) for d in distances for p in losses]
     prestart()  # a pair per point and block: forked from the zygote, whose imports overlap the lab's build
-    lab = NetnsLab(topo, in_order=in_order)
-    lab.up()
-    try:
+    with NetnsLab(topo, in_order=in_order) as lab:
         # the hosts' own turnaround (RTT at 0 km, lossless): twice the smallest one-way WRITE latency
         lab.impair("wan", Impairment(rate_bps=rate_bps, limit_packets=10000))
         lat = run_pair(lab, "b1", "a1", mode="lat", size=64, iters=200, port=18890)
@@ -196,10 +182,7 @@ def gbn_experiment(losses=(0.0, 1e-4, 1e-3, 1e-2), distances=(0, 100, 500), rate
             rows_at = Path(out) if out else Path(stack.enter_context(tempfile.TemporaryDirectory())) / "gbn.jsonl"
             rows = run_sweep(GbnSweep(lab, points, Record(rows_at.parent), rate_bps, size, iters, stream=rows_at.name,
                                       say=progress), blocks=blocks, seed=seed)
-        mtu = 1024
-        summary = summarize(rows, rate_bps, base_rtt_s, mtu=mtu, full_rate_bps=full_rate_bps,
-                            transfer_packets=None, message_bytes=size)  # tx depth 128 keeps the requester busy: no tails but the last
-        return {"seed": seed, "blocks": blocks, "rate_bps": rate_bps, "size": size, "iters": iters,
-                "in_order": in_order, "base_rtt_s": base_rtt_s, "rows": rows, "summary": summary}
-    finally:
-        lab.down()
+    summary = summarize(rows, rate_bps, base_rtt_s, mtu=1024, full_rate_bps=full_rate_bps,
+                        transfer_packets=None, message_bytes=size)  # tx depth 128 keeps the requester busy: no tails but the last
+    return {"seed": seed, "blocks": blocks, "rate_bps": rate_bps, "size": size, "iters": iters,
+            "in_order": in_order, "base_rtt_s": base_rtt_s, "rows": rows, "summary": summary}

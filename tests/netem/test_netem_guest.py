@@ -7,19 +7,13 @@ import statistics
 
 import pytest
 
+from metrolab.harness.bench import star_topology as star
 from metrolab.netem.models import binomial_interval, fiber_delay_s
 from metrolab.netem.probe import concurrent_rtts, measure_loss, measure_rate, rtt_floor
 from tests.support.labs import two_hosts
 
 pytestmark = pytest.mark.requires("netem")
 DISTANCES = (0, 100, 250, 500)
-
-
-def star(distances=DISTANCES, **link) -> dict:
-    """One switch, one host per distance: h<km> -- sw."""
-    return {"name": "star", "sites": [{"name": "s", "kind": "aidc", "subnet": "10.9.0.0/24",
-                                       "hosts": [f"h{d}" for d in distances], "switches": ["sw"]}],
-            "links": [{"a": f"h{d}", "b": "sw", "distance_km": d, **link} for d in distances]}
 
 
 def test_delay_is_present_monotone_and_within_the_calibration_noise(lab_factory):
