@@ -5,23 +5,31 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import time
+import subprocess
+import sys
 from pathlib import Path
 
 from metrolab.harness import settings
+from tests.support.canary import canary_ms
 
 CANARY: list[float] = []  # the guest's speed after each test: a fixed loop's best of three, in ms
+AT_START: dict[str, str] = {}
 
 
-def canary_ms() -> float:
-    """A fixed pure-Python loop, timed best of three (~40 ms under TCG): the guest's own speed, which
-    the tests' timings share and which nothing in a test's result says."""
-    best = float("inf")
-    for _ in range(3):
-        t0 = time.perf_counter()
-        sum(i * i for i in range(20_000))
-        best = min(best, time.perf_counter() - t0)
-    return best * 1e3
+def fresh_canary() -> str:
+    """The canary in a new interpreter, in ms (a slower session process alone would not slow it)."""
+    res = subprocess.run([sys.executable, "-m", "tests.support.canary"], capture_output=True, text=True, timeout=120)
+    return res.stdout.strip() or "?"
+
+
+def netns_objects() -> str:
+    """The kernel's network namespaces, dying ones included (their teardown is deferred kernel work):
+    the net_namespace slab's object count, or '?' where the slab is not listed (merged or unreadable)."""
+    try:
+        lines = Path("/proc/slabinfo").read_text().splitlines()
+    except OSError:
+        return "?"
+    return next((line.split()[1] for line in lines if line.startswith("net_namespace ")), "?")
 
 
 def pytest_runtest_logreport(report):
@@ -41,12 +49,14 @@ def pytest_runtest_logreport(report):
 def pytest_sessionstart(session):
     """Start the rank zygote's imports (torch: ~30 s under TCG) while the first tests build labs."""
     from metrolab.harness.kernel.zygote import prestart
+    AT_START.update(netns=netns_objects(), fresh=fresh_canary())  # before the zygote's import competes
     prestart()
 
 
 def pytest_terminal_summary(terminalreporter):
     """Whether the guest slowed over the session (the late guest tests have read 1.3-1.7x slower
-    than alone), beside what could slow it: /tmp (a tmpfs: the guest's memory) and memory left."""
+    than alone), beside what could slow it: /tmp (a tmpfs: the guest's memory), memory left, the
+    network namespaces the kernel still holds, the load, and the loop in a new interpreter."""
     if len(CANARY) < 2:
         return
     k = max(1, len(CANARY) // 10)
@@ -57,4 +67,8 @@ def pytest_terminal_summary(terminalreporter):
         f"guest speed: a fixed loop took {first:.1f} ms after the first {k} tests and {last:.1f} ms after the "
         f"last {k} ({last / first:.2f}x; {min(CANARY):.1f}-{max(CANARY):.1f} ms over {len(CANARY)}); "
         f"/tmp {(tmp.f_blocks - tmp.f_bfree) * tmp.f_frsize / 2**20:.0f} MiB used, "
-        f"memory available {int(mem['MemAvailable'].split()[0]) / 2**10:.0f} MiB")
+        f"memory available {int(mem['MemAvailable'].split()[0]) / 2**10:.0f} MiB, network namespaces "
+        f"{AT_START.get('netns', '?')} at the start and {netns_objects()} now, load (1 min, runnable/all) "
+        f"{' '.join(Path('/proc/loadavg').read_text().split()[0:4:3])}; in a new interpreter the loop took "
+        f"{AT_START.get('fresh', '?')} ms at the start and {fresh_canary()} ms now")
+    terminalreporter.write_line("guest speed after each test, ms: " + " ".join(f"{c:.0f}" for c in CANARY))
