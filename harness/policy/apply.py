@@ -300,6 +300,14 @@ class PolicyApplier:
             self._planned.append(ecmp.install_planned(self.lab, s, [f for m in by_paths.values() for f in m],
                                                       assignment, encap))
 
+    def close(self) -> None:
+        """Stop a running pause emulation, and nothing else (the rest goes with the lab's namespaces):
+        its thread polls the lab, and its netlink sockets hold two of the namespaces, which would
+        otherwise outlive the lab's removal, devices and all, as long as the process does."""
+        if self.pause is not None:
+            bp, self.pause = self.pause, None
+            bp.stop()
+
     def clear(self) -> None:
         if self.pause is not None:
             bp, self.pause = self.pause, None

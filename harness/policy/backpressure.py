@@ -174,6 +174,8 @@ class Backpressure:
         if self._thread is not None:
             self._stop.set()
             self._thread.join(timeout=10)
+            if self._thread.is_alive():  # said, not left polling: its sockets hold the lab's namespaces
+                raise LabError("backpressure controller did not stop within 10 s")
             self._thread = None
         if self._error is not None:
             err, self._error = self._error, None

@@ -226,7 +226,10 @@ class Runner:
         finally:
             if self.cluster is not None:
                 self.cluster.close()
-            self.lab.down()  # policies go with the namespaces
+            try:
+                self.applier.close()  # a pause emulation's thread: it would hold the namespaces past down()
+            finally:
+                self.lab.down()  # policies go with the namespaces
         self.store.write_tables()
         out = RunOutcome(self.run_dir, self.measured, self.skipped,
                          self.cluster.start_s if self.cluster is not None else 0.0, time.monotonic() - self.t0,
