@@ -54,9 +54,10 @@ def pytest_sessionstart(session):
 
 
 def pytest_terminal_summary(terminalreporter):
-    """Whether the guest slowed over the session (the late guest tests have read 1.3-1.7x slower
-    than alone), beside what could slow it: /tmp (a tmpfs: the guest's memory), memory left, the
-    network namespaces the kernel still holds, the load, and the loop in a new interpreter."""
+    """Whether the session slowed (a backpressure thread left polling once made every later test
+    1.38x slower in this process), beside what could slow it: /tmp (a tmpfs: the guest's memory),
+    memory left, the network namespaces the kernel still holds, the load, and the loop in a new
+    interpreter (a slower session with a steady fresh loop points at this process, not the guest)."""
     if len(CANARY) < 2:
         return
     k = max(1, len(CANARY) // 10)
