@@ -10,11 +10,14 @@ need (its response is a few pause quanta); the queues are gone afterwards."""
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
+import threading
 
 import pytest
 
 from metrolab.harness.policy import sonic
+from metrolab.harness.policy.apply import PolicyApplier
 from metrolab.harness.policy.backpressure import Backpressure
 from metrolab.harness.policy.planner import Flow
 from metrolab.netem.profile import Impairment
@@ -86,8 +89,12 @@ def incast(lab, scope: str, headroom: int, port: int, seconds: float = 2.5, xoff
 
 
 @pytest.fixture(scope="module")
-def runs(module_labs):
-    lab = module_labs(rdma_sites((2, 2), rdma=False))
+def lab(module_labs):
+    return module_labs(rdma_sites((2, 2), rdma=False))
+
+
+@pytest.fixture(scope="module")
+def runs(lab):
     qdiscs = {n: qdisc_kinds(lab, n, lk) for n, lk in (("gw-b", "b1-gw-b"), ("gw-a", "wan-ab"))}
     emulated = sonic.headroom(KM, UP_BPS / 1e9, mtu=1500, response_s=RESPONSE_S)["xoff"]
     asic = sonic.headroom(KM, UP_BPS / 1e9, mtu=1500)["xoff"]  # a few pause quanta of response
@@ -142,3 +149,28 @@ def test_a_resume_too_late_for_xon_is_counted_as_starved_time(runs):
 
 def test_nothing_is_left_after_the_emulation(runs):
     assert runs["left"] == runs["before"]
+
+
+def test_a_controller_that_failed_is_said_when_the_run_closes_and_its_thread_is_gone(lab, runs, caplog):
+    """The runner's last step before the lab goes (PolicyApplier.close): a controller that failed is
+    a warning there, not an error (its points failed on it as they ended), and stops all the same.
+    Its failure here: the upstream's plug queues taken out under it, so its last release fails."""
+    a1, b1 = (str(lab.topology.nodes[h].address) for h in ("a1", "b1"))
+    bp = Backpressure(lab, scope="port", congested=("gw-b", "b1-gw-b"), upstream=("gw-a", "wan-ab"),
+                      flows=[Flow(a1, b1, 42000, 5730, 6)], congested_imp=Impairment(rate_bps=DOWN_BPS),
+                      upstream_imp=Impairment(rate_bps=UP_BPS), headroom=runs["emulated_headroom"],
+                      xoff=XOFF["port"], delay_s=SIGNAL_S)
+    bp.install()
+    try:
+        applier = PolicyApplier(lab)
+        applier.pause = bp
+        bp.start()
+        lab.shaper("gw-a").clear(bp.up.ifname)
+        with caplog.at_level(logging.WARNING, logger="metrolab"):
+            applier.close()
+        assert applier.pause is None
+        assert "backpressure controller failed" in caplog.text, caplog.text
+        assert not [t for t in threading.enumerate() if t.name == "metrolab-backpressure"]
+    finally:
+        bp.remove()
+    assert qdisc_kinds(lab, "gw-a", "wan-ab") == runs["before"]["gw-a"]
