@@ -26,6 +26,30 @@ table netdev metrolab_pin {
   chain c_out { type filter hook egress device "mlpin0" priority 0; policy accept; }
 }
 NFT
+# once keys: the secrets TCP and UDP draw on first use (net_secret, ts_secret, inet/udp ehash and the
+# IPv6 ones: net_get_random_once) switch their DO_ONCE key off in deferred work, patching code the
+# other vCPU may be running: a main job's guest died so at secure_ipv4_port_ephemeral+0x28 on its
+# first TCP connect. A TCP connection and a datagram on each family's loopback use them up here first
+python3 -S -I -c '
+import socket
+for fam, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+    try:
+        srv = socket.socket(fam)
+        srv.bind((addr, 0))
+        srv.listen(1)
+        c = socket.create_connection(srv.getsockname()[:2], timeout=5)
+        a = srv.accept()[0]
+        u, v = socket.socket(fam, socket.SOCK_DGRAM), socket.socket(fam, socket.SOCK_DGRAM)
+        u.bind((addr, 0))
+        u.settimeout(5)
+        v.sendto(b"x", u.getsockname())
+        u.recv(1)
+        for s in (c, a, srv, u, v):
+            s.close()
+    except OSError as e:
+        print("metrolab-guest: pin: no loopback", addr, e)
+'
+sleep 1  # the deferred work that switches the once keys off, done before the first test
 # sockets: SO_TIMESTAMPNS (netstamp_needed_key); UDP_ENCAP (100) as L2TP (3), which sets no receive
 # hook, on IPv4 and IPv6 (udp_encap_needed_key, udpv6_encap_needed_key: rxe's tunnel flips them)
 exec python3 -S -I -c '
