@@ -40,6 +40,7 @@ from metrolab.netem.profile import Impairment
 log = logging.getLogger(__name__)
 
 Scope = Literal["flow", "port"]
+THREAD = "metrolab-backpressure"  # the controller's thread: a run must not leave it behind
 
 
 @dataclass
@@ -167,7 +168,7 @@ class Backpressure:
     # -- the controller --------------------------------------------------------------------------
     def start(self) -> None:
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="metrolab-backpressure", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=THREAD, daemon=True)
         self._thread.start()
 
     def stop(self) -> Stats:

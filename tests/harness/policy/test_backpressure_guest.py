@@ -18,7 +18,7 @@ import pytest
 
 from metrolab.harness.policy import sonic
 from metrolab.harness.policy.apply import PolicyApplier
-from metrolab.harness.policy.backpressure import Backpressure
+from metrolab.harness.policy.backpressure import THREAD, Backpressure
 from metrolab.harness.policy.planner import Flow
 from metrolab.netem.profile import Impairment
 from metrolab.workloads import elephants
@@ -42,13 +42,18 @@ REACTION_S, N_FLOWS = 0.05, 3
 XOFF = {"port": int(DOWN_BPS / 8 * REACTION_S), "flow": int(DOWN_BPS / N_FLOWS / 8 * REACTION_S)}
 
 
+def controller(lab, scope: str, flows: list[Flow], headroom: int, xoff: int) -> Backpressure:
+    """The emulation between gw-b's congested port toward b1 and gw-a's WAN egress."""
+    return Backpressure(lab, scope=scope, congested=("gw-b", "b1-gw-b"), upstream=("gw-a", "wan-ab"), flows=flows,
+                        congested_imp=Impairment(rate_bps=DOWN_BPS),
+                        upstream_imp=Impairment(rate_bps=UP_BPS, queue_bytes=8 << 20),
+                        headroom=headroom, xoff=xoff, delay_s=SIGNAL_S)
+
+
 def incast(lab, scope: str, headroom: int, port: int, seconds: float = 2.5, xoff: int | None = None) -> dict:
     a1, b1, b2 = (str(lab.topology.nodes[h].address) for h in ("a1", "b1", "b2"))
     flows = [Flow(a1, b1, 42000 + i, port, 6) for i in range(N_FLOWS)]
-    bp = Backpressure(lab, scope=scope, congested=("gw-b", "b1-gw-b"), upstream=("gw-a", "wan-ab"), flows=flows,
-                      congested_imp=Impairment(rate_bps=DOWN_BPS),
-                      upstream_imp=Impairment(rate_bps=UP_BPS, queue_bytes=8 << 20),
-                      headroom=headroom, xoff=xoff or XOFF[scope], delay_s=SIGNAL_S)
+    bp = controller(lab, scope, flows, headroom, xoff or XOFF[scope])
     bp.install()
     procs: list[subprocess.Popen] = []
     try:
@@ -156,21 +161,18 @@ def test_a_controller_that_failed_is_said_when_the_run_closes_and_its_thread_is_
     a warning there, not an error (its points failed on it as they ended), and stops all the same.
     Its failure here: the upstream's plug queues taken out under it, so its last release fails."""
     a1, b1 = (str(lab.topology.nodes[h].address) for h in ("a1", "b1"))
-    bp = Backpressure(lab, scope="port", congested=("gw-b", "b1-gw-b"), upstream=("gw-a", "wan-ab"),
-                      flows=[Flow(a1, b1, 42000, 5730, 6)], congested_imp=Impairment(rate_bps=DOWN_BPS),
-                      upstream_imp=Impairment(rate_bps=UP_BPS), headroom=runs["emulated_headroom"],
-                      xoff=XOFF["port"], delay_s=SIGNAL_S)
+    bp = controller(lab, "port", [Flow(a1, b1, 42000, 5730, 6)], runs["emulated_headroom"], XOFF["port"])
     bp.install()
     try:
         applier = PolicyApplier(lab)
         applier.pause = bp
         bp.start()
-        lab.shaper("gw-a").clear(bp.up.ifname)
+        lab.shaper(bp.up.node).clear(bp.up.ifname)
         with caplog.at_level(logging.WARNING, logger="metrolab"):
             applier.close()
         assert applier.pause is None
         assert "backpressure controller failed" in caplog.text, caplog.text
-        assert not [t for t in threading.enumerate() if t.name == "metrolab-backpressure"]
+        assert not [t for t in threading.enumerate() if t.name == THREAD]
     finally:
         bp.remove()
     assert qdisc_kinds(lab, "gw-a", "wan-ab") == runs["before"]["gw-a"]

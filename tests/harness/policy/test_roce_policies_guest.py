@@ -10,7 +10,7 @@ import threading
 import pandas as pd
 import pytest
 
-from metrolab.harness.policy.backpressure import thresholds
+from metrolab.harness.policy.backpressure import THREAD, thresholds
 from metrolab.harness.runner.run import run_scenario
 from metrolab.harness.scenario.spec import load_scenario
 
@@ -51,7 +51,7 @@ def test_rdma_incast_under_port_pause_and_flow_backpressure(tmp_path):
     assert not out.verdict.failed_points, [(p.label, p.error) for p in out.verdict.failed_points]
     # the last point's emulation stopped with the run: left polling, its sockets kept the removed lab's
     # namespaces alive and its thread slowed this process by a third for the rest of the guest tier
-    assert not [t for t in threading.enumerate() if t.name == "metrolab-backpressure"]
+    assert not [t for t in threading.enumerate() if t.name == THREAD]
     rows = pd.read_parquet(tmp_path / "run" / "results.parquet")
     rows = rows[rows["status"] == "ok"]
     paused = rows[rows["policy"].isin(["pause", "backpressure"])]
