@@ -45,25 +45,35 @@ def test_data_arrives_intact(pair, op, loss):
 # rxe's own window lets through (128 unacknowledged packets of 1 KiB a round trip: 0.21 Gbit/s at
 # 5 ms). At 64 KiB a message is half that window, and one in flight read 0.53 of perftest here
 BW_DELAY_S, BW_SIZE, BW_ITERS = 0.0025, 16384, 1600
+LAT_ITERS, LAT_MAX_ROUNDS = 2000, 6
 
 
 def test_tool_and_perftest_agree_on_the_same_link(pair):
-    # the typical round trip (median), best of interleaved rounds. Under TCG a Python waiter's median
-    # swings 1.0-2.0x perftest's run to run; a waiter that blocks ~1 ms per message is what this
-    # catches at 3x (its medians read 626 and 624 us against perftest's 124: shown by sabotage). One
-    # that sleeps only while the reply is not there yet mostly escapes it: the reply usually lands
-    # while Python is still posting (such a waiter's medians read 622 and 187 us), and its minimum
-    # does (94 us: the minimum, this check's old statistic, cannot see it). Interleaved: a burst of
-    # host load during one run (ours once read a 409 us minimum against perftest's 94, measured one
-    # after the other) must hit every round of one tool to decide it
+    # each tool's floor: its fastest round trip of LAT_ITERS, best of interleaved rounds. A waiter
+    # that blocks adds its block to every message, so its floor rises by it: one sleeping 1 ms per
+    # message read 588-640 us against perftest's 151-203 (half the round trip; this tool's own:
+    # 164-284). Noise only adds, and a burst of host load must hit every round of one tool to move
+    # its best. Twice perftest's floor leaves the tool's Python its room and fails that waiter while
+    # perftest's floor is under ~500 us (94 us quiet, 151-205 under a slower host). Not the median
+    # (this check's until CI read ours 728 us against perftest's 212): medians swing 2-4x run to run
+    # (ours 695-1794 us, perftest's 310-1586; both spin on both vCPUs, where rxe's kernel work must
+    # find one), and the blocking waiter's best median, 653, passed 3x perftest's 230. What this
+    # misses: a waiter that sleeps only while the reply is not there yet (its floor is perftest's).
+    # A failing check measures more rounds, up to LAT_MAX_ROUNDS: a best only falls toward the
+    # tool's floor as rounds are added, and the blocking waiter's floor is its block
     floor: dict[str, list[float]] = {"ours": [], "perftest": []}
-    for i in range(2):
-        floor["ours"].append(run_pair(pair, "b1", "a1", mode="lat", size=2, iters=500,
-                                      port=19102 + 2 * i)["client"]["t_typical_us"])
-        floor["perftest"].append(perftest.run(pair, "b1", "a1", "ib_write_lat", size=2, iters=500,
-                                              port=19103 + 2 * i).values["t_typical_us"])
-    print(json.dumps({"t_typical_us": floor}))
-    assert min(floor["ours"]) <= 3 * min(floor["perftest"]), floor
+    typical: dict[str, list[float]] = {"ours": [], "perftest": []}
+    for i in range(LAT_MAX_ROUNDS):
+        if i >= 2 and min(floor["ours"]) <= 2 * min(floor["perftest"]):
+            break
+        ours = run_pair(pair, "b1", "a1", mode="lat", size=2, iters=LAT_ITERS, port=19130 + 2 * i)["client"]
+        ref = perftest.run(pair, "b1", "a1", "ib_write_lat", size=2, iters=LAT_ITERS,
+                           port=19131 + 2 * i).values
+        for name, res in (("ours", ours), ("perftest", ref)):
+            floor[name].append(res["t_min_us"])
+            typical[name].append(res["t_typical_us"])
+    print(json.dumps({"t_min_us": floor, "t_typical_us": typical}))
+    assert min(floor["ours"]) <= 2 * min(floor["perftest"]), floor
 
     # interleaved rounds, best of each: one run of either swings 2x under TCG with the emulator's
     # scheduling (best-of ratios 0.70-1.1 seen, one perftest round of three at 1.45x its others).
