@@ -459,6 +459,7 @@ def evaluate(points: list[PointSummary], criteria: list[Criterion], settings: Se
         if settings.family == "holm":
             _holm(judged, settings)
         results += [r for _, _, r in judged]
+    _unjudged_where_contradicted(results, points)
     by_point: dict[tuple[str, str], list[CriterionResult]] = {}
     for r in results:
         by_point.setdefault((r.workload, r.point_key), []).append(r)
@@ -474,9 +475,12 @@ def family_results(points: list[PointSummary], criteria: list[Criterion], settin
                    where=lambda p: True) -> list[CriterionResult]:
     """Several criteria at the points `where` selects, as one family: a point fails only where
     Holm's step-down over all of them still rejects it (a claim over several criteria and points)."""
-    judged = [t for c in criteria for t in _judged(c, [p for p in points if where(p)], settings)]
+    chosen = [p for p in points if where(p)]
+    judged = [t for c in criteria for t in _judged(c, chosen, settings)]
     _holm(judged, settings)
-    return [r for _, _, r in judged]
+    results = [r for _, _, r in judged]
+    _unjudged_where_contradicted(results, chosen)
+    return results
 
 
 def _interval(c: Criterion, p: PointSummary, settings: Settings, alpha: float, widen: float = 1.0
@@ -631,19 +635,19 @@ def outlier_blocks(points: list[PointSummary], rows_by_point: dict[tuple[str, st
     return out
 
 
-def warnings(points: list[PointSummary]) -> list[str]:
-    """Results that contradict physics or the noise floor: a point measured faster than the ideal
-    network beyond its interval, a longer link measured faster than a shorter one beyond both
-    intervals (same workload, parameters and every other field). A point under a policy may beat the
-    baseline (the network without one: planned paths against its hash, a deep buffer against its
-    queue): that is the policy's effect, not a contradiction."""
+def contradictions(points: list[PointSummary]) -> list[tuple[str, list[PointSummary]]]:
+    """Results that contradict physics, each with the points it puts in doubt: a point measured
+    faster than the ideal network beyond its interval, a longer link measured faster than a shorter
+    one beyond both intervals (same workload, parameters and every other field). A point under a
+    policy may beat the baseline (the network without one: planned paths against its hash, a deep
+    buffer against its queue): that is the policy's effect, not a contradiction."""
     out = []
     for p in points:
         if p.fields.get("policy") not in (None, "none"):
             continue
         if not p.baseline and p.ci_high is not None and p.ci_high < 0 and not p.is_null:
-            out.append(f"{p.workload} {p.label}: faster than the ideal network beyond its interval "
-                       f"(degradation [{p.ci_low:.2%}, {p.ci_high:.2%}]): drift or a bug, not physics")
+            out.append((f"{p.workload} {p.label}: faster than the ideal network beyond its interval "
+                        f"(degradation [{p.ci_low:.2%}, {p.ci_high:.2%}]): drift or a bug, not physics", [p]))
     series: dict[tuple, list[PointSummary]] = {}
     for p in points:
         if p.baseline or p.ci_low is None or p.fields.get("loss"):
@@ -658,6 +662,24 @@ def warnings(points: list[PointSummary]) -> list[str]:
                 if b.ci_high is None or a.ci_low is None:
                     continue
                 if (b.fields.get("distance_km") or 0) > (a.fields.get("distance_km") or 0) and b.ci_high < a.ci_low:
-                    out.append(f"{a.workload}: {b.label} degrades less than {a.label} beyond both intervals "
-                               f"([{b.ci_low:.2%}, {b.ci_high:.2%}] vs [{a.ci_low:.2%}, {a.ci_high:.2%}])")
+                    out.append((f"{a.workload}: {b.label} degrades less than {a.label} beyond both intervals "
+                                f"([{b.ci_low:.2%}, {b.ci_high:.2%}] vs [{a.ci_low:.2%}, {a.ci_high:.2%}])", [a, b]))
     return out
+
+
+def warnings(points: list[PointSummary]) -> list[str]:
+    return [msg for msg, _ in contradictions(points)]
+
+
+def _unjudged_where_contradicted(results: list[CriterionResult], points: list[PointSummary]) -> None:
+    """A step-time verdict at a point whose measurement contradicts physics is not one the data
+    support, whichever side it fell on: it becomes inconclusive, saying why."""
+    doubt: dict[tuple[str, str], str] = {}
+    for msg, pts in contradictions(points):
+        for p in pts:
+            doubt.setdefault((p.workload, p.point_key), msg)
+    for r in results:
+        why = doubt.get((r.workload, r.point_key))
+        if why is not None and r.metric in STEP_METRICS and r.verdict != st.INCONCLUSIVE:
+            r.verdict = st.INCONCLUSIVE
+            r.message += f"; not judged: the measurement contradicts physics ({why})"

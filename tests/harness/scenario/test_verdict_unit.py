@@ -140,3 +140,29 @@ def test_an_interval_past_exps_range_is_unbounded_not_an_error():
     assert iv.low == -math.inf and 0 < iv.high <= 1
     eff = s.interval(Design("fixed", 0.999, 2, 2), 0.001, as_metric="efficiency")
     assert eff.high == math.inf and eff.low >= 0
+
+
+def test_a_step_verdict_at_a_point_that_contradicts_physics_is_inconclusive():
+    """A point faster than the ideal network, or a longer link degrading less than a shorter one,
+    beyond their intervals: drift or a bug. Its step-time verdict, pass or fail, is not one the data
+    support; a sound series keeps its verdicts."""
+    def rows(steps: dict[str, tuple[float, float]]) -> list[dict]:
+        out = []
+        for b in range(5):
+            wiggle = 0.002 * (b % 3)
+            out.append(_row("b", b, baseline=True, step=1.0 + wiggle))
+            out += [_row(k, b, distance=d, step=s + wiggle) for k, (d, s) in steps.items()]
+        return out
+    crit = "efficiency_degradation <= 0.05 where distance_km in [100, 500]"
+    v, res = _judge(rows({"fast": (100.0, 0.9)}), crit)
+    r = res[("fast", "efficiency_degradation")]
+    assert r.verdict == "inconclusive" and "contradicts physics" in r.message and "faster than the ideal" in r.message
+    assert v.status == "inconclusive" and len(v.warnings) == 1
+    # 500 km degrading 2 % where 100 km degrades 10 %: neither the pass nor the fail stands
+    v, res = _judge(rows({"near": (100.0, 1.10), "far": (500.0, 1.02)}), crit)
+    assert [res[(k, "efficiency_degradation")].verdict for k in ("near", "far")] == ["inconclusive"] * 2
+    assert all("degrades less than" in res[(k, "efficiency_degradation")].message for k in ("near", "far"))
+    # the same figures the right way round are judged: 100 km passes, 500 km fails
+    v, res = _judge(rows({"near": (100.0, 1.02), "far": (500.0, 1.10)}), crit)
+    assert [res[(k, "efficiency_degradation")].verdict for k in ("near", "far")] == ["pass", "fail"]
+    assert v.warnings == []
