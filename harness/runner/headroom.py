@@ -95,6 +95,20 @@ def extra_scale(ratio: float, limit: float) -> float:
     return float(math.ceil(ratio / limit))
 
 
+def run_scale(ratios: list[float], limit: float, auto_scale: bool, recorded: float | None,
+              rows_recorded: bool) -> tuple[float, str | None]:
+    """The run's extra scale factor and, on a resume, why it is what it is. A resumed run keeps the
+    factor its rows were measured at; one resumed before any row (a guest lost during the warm
+    passes) has nothing to keep it for and decides again on this attempt's headroom, which its
+    rows will carry."""
+    if recorded is not None and rows_recorded:
+        return float(recorded), f"resumed: the recorded extra scale {float(recorded):g} kept (rows were measured at it)"
+    extra = extra_scale(max(ratios), limit) if auto_scale and ratios else 1.0
+    if recorded is not None:
+        return extra, f"resumed before any row: extra scale {extra:g} decided again (was {float(recorded):g})"
+    return extra, None
+
+
 # -- measuring -----------------------------------------------------------------------------------
 def tcp_receive(addr: str, port: int, ready_timeout: float = 30) -> float | None:
     """Accept one TCP stream on addr:port and count it past slow start; its payload bit/s."""

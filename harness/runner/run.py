@@ -154,7 +154,7 @@ class Runner:
 
     def _check_headroom(self, meta: dict) -> None:
         """Capacity between each workload's hosts; with auto_scale the extra factor k' that keeps
-        the emulated line rate under the limit (recorded: a resumed run keeps the same one)."""
+        the emulated line rate under the limit (a resumed run keeps the one its rows were measured at)."""
         spec_h = self.spec.headroom
         recorded = meta.get("extra_scale")
         if not spec_h.check and recorded is None:
@@ -169,12 +169,9 @@ class Runner:
             wname = wspec.name or wspec.kind
             self.progress(description=f"{wname}: measuring the unshaped capacity between its hosts")
             self.headroom[wname] = hr.measure(self.lab, wname, wspec.kind, params, hosts, spec_h, cache=cache)
-        extra = 1.0
-        if recorded is not None:
-            extra = float(recorded)
-        elif spec_h.auto_scale:
-            ratios = [h.capacity_ratio for h in self.headroom.values() if h.capacity_ratio]
-            extra = hr.extra_scale(max(ratios), spec_h.max_capacity_ratio) if ratios else 1.0
+        ratios = [h.capacity_ratio for h in self.headroom.values() if h.capacity_ratio]
+        extra, why = hr.run_scale(ratios, spec_h.max_capacity_ratio, spec_h.auto_scale, recorded,
+                                  rows_recorded=bool(self.store.rows()))
         self.rate_divisor = self.applier.rate_divisor = extra
         for h in self.headroom.values():
             if h.capacity_ratio is not None:
@@ -182,9 +179,13 @@ class Runner:
                 h.line_rate_bps = h.line_rate_bps / extra if h.line_rate_bps else None
             if extra != 1:
                 h.notes.append(f"auto scale: rates and bytes divided by a further {extra:g}")
+            if why:
+                h.notes.append(why)
         self._rates()
-        self.store.update_meta(extra_scale=extra, scale=self.spec.scale * extra,
-                               headroom={w: h.to_dict() for w, h in self.headroom.items()})
+        now = {w: h.to_dict() for w, h in self.headroom.items()}
+        # each attempt's own: a resumed run's rows carry the headroom of the guest that measured them
+        self.store.update_meta(extra_scale=extra, scale=self.spec.scale * extra, headroom=now,
+                               headroom_attempts=[*(meta.get("headroom_attempts") or []), now])
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> RunOutcome:

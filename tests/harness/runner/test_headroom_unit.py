@@ -19,6 +19,17 @@ def test_extra_scale_is_the_smallest_1_2_5_factor_under_the_limit():
     assert hr.extra_scale(1e6, 0.5) == 2e6          # beyond the table: the exact factor
 
 
+def test_a_resumed_run_keeps_its_scale_only_where_rows_were_measured_at_it():
+    assert hr.run_scale([0.6], 0.5, True, None, rows_recorded=False) == (2.0, None)
+    assert hr.run_scale([0.6], 0.5, False, None, rows_recorded=False) == (1.0, None)
+    # rows at 1.0 in the record: a resumed guest that reads 0.60 keeps 1.0, and its rows say host-bound
+    extra, why = hr.run_scale([0.6], 0.5, True, 1.0, rows_recorded=True)
+    assert extra == 1.0 and "kept" in why
+    # lost before any row (the stop-48 main job: a guest crash in the warm passes): decided again
+    extra, why = hr.run_scale([0.6], 0.5, True, 1.0, rows_recorded=False)
+    assert extra == 2.0 and "decided again (was 1)" in why
+
+
 def test_pairs_transports_and_line_rates_of_the_builtin_workloads():
     scn = load_scenario("disaggregated-training")
     w = scn.spec.workloads[0]

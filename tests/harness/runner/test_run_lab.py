@@ -23,7 +23,8 @@ from tests.support.runs import TOPO, metrolab, scenario
 pytestmark = pytest.mark.requires("netns")
 SUPPORT = Path(__file__).resolve().parents[2] / "support"
 def keys(run_dir: Path) -> list[tuple]:
-    rows = [json.loads(x) for x in (run_dir / "results.jsonl").read_text().splitlines() if x.strip()]
+    jsonl = run_dir / "results.jsonl"
+    rows = [json.loads(x) for x in jsonl.read_text().splitlines() if x.strip()] if jsonl.exists() else []
     return sorted((r["workload"], r["point_key"], r["repetition"]) for r in rows)
 
 
@@ -132,28 +133,41 @@ def test_inconclusive_adds_blocks_within_the_budget_and_exits_5(tmp_path):
 
 
 def test_kill_9_then_resume_measures_each_point_once(tmp_path):
+    """Killed twice: before its first row (it decides its scale again on resuming: nothing was
+    measured at the first one) and after three (it keeps the scale its rows were measured at)."""
     path = scenario(tmp_path, name="resume", sweep={"convergence": [1, 2, 3, 4]}, repetitions=2,
                     acceptance=["busbw_gbs > 0"])
     run_dir = tmp_path / "run"
     spec = load_scenario(str(path)).spec
     want = sorted(("collective", p.key, rep) for p in baselines(spec.sweep) + grid(spec.sweep, spec.scale)
                   for rep in range(2))  # every point of the sweep in each of the 2 blocks, once
-    proc = subprocess.Popen([sys.executable, "-m", "metrolab.harness.cli", "run", str(path), "--out", str(run_dir)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    jsonl = run_dir / "results.jsonl"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and (not jsonl.exists() or len(jsonl.read_text().splitlines()) < 3):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    jsonl, meta_json = run_dir / "results.jsonl", run_dir / "meta.json"
+
+    def run_until(done, *args: str) -> None:
+        proc = subprocess.Popen([sys.executable, "-m", "metrolab.harness.cli", "run", *args],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None and not done():
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        metrolab("lab", "clean")  # the killed run's namespaces and Ray processes
+
+    # the headroom is in meta.json and the warm passes run: no row yet
+    run_until(lambda: meta_json.exists() and "extra_scale" in meta_json.read_text(), str(path), "--out", str(run_dir))
+    assert "extra_scale" in meta_json.read_text() and not keys(run_dir), "killed too late to test it"
+    run_until(lambda: jsonl.exists() and len(jsonl.read_text().splitlines()) >= 3, "--resume", str(run_dir))
     partial = keys(run_dir)
     assert 3 <= len(partial) < len(want), "killed too late to test resuming"
-    metrolab("lab", "clean")  # the killed run's namespaces and Ray processes
     res = metrolab("run", "--resume", str(run_dir), "--json")
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout)
     assert out["skipped"] >= len(partial) and out["measured"] == len(want) - len(partial)
     assert keys(run_dir) == want  # the same rows, none twice
+    attempts = json.loads(meta_json.read_text())["headroom_attempts"]
+    notes = [" ".join(n for h in a.values() for n in h["notes"]) for a in attempts]
+    assert len(attempts) == 3 and "resumed" not in notes[0], notes
+    assert "decided again" in notes[1] and "kept" in notes[2], notes
 
 
 def test_a_crashing_rank_fails_its_point_and_the_sweep_completes(tmp_path):
