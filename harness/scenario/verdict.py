@@ -668,6 +668,7 @@ def contradictions(points: list[PointSummary]) -> list[tuple[str, list[PointSumm
 
 
 def warnings(points: list[PointSummary]) -> list[str]:
+    """The contradictions' messages: the verdict's warnings."""
     return [msg for msg, _ in contradictions(points)]
 
 
