@@ -77,7 +77,7 @@ class ResultStore:
                                     f"this run directory holds a different run ({key} {old.get(key)!r}); "
                                     "resume with the same scenario and flags, or start a new run")
             meta = old | {"resumed": old.get("resumed", 0) + 1}
-        elif self.jsonl.exists() and self.jsonl.stat().st_size:
+        elif self.has_rows():
             raise SpecError(str(self.dir), "", str(self.dir),
                             "already holds results; use --resume to continue it, or another directory")
         self.record.write_json("meta.json", meta)
@@ -97,6 +97,10 @@ class ResultStore:
     def blocks(self) -> list[dict]:
         """What each block ran beside (the Engine's blocks.jsonl)."""
         return self.record.lines("blocks.jsonl")
+
+    def has_rows(self) -> bool:
+        """Whether anything was measured into the record yet (without reading it)."""
+        return self.jsonl.exists() and self.jsonl.stat().st_size > 0
 
     def rows(self) -> list[dict]:
         return self.record.lines("results.jsonl")

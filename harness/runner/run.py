@@ -171,7 +171,7 @@ class Runner:
             self.headroom[wname] = hr.measure(self.lab, wname, wspec.kind, params, hosts, spec_h, cache=cache)
         ratios = [h.capacity_ratio for h in self.headroom.values() if h.capacity_ratio]
         extra, why = hr.run_scale(ratios, spec_h.max_capacity_ratio, spec_h.auto_scale, recorded,
-                                  rows_recorded=bool(self.store.rows()))
+                                  rows_recorded=self.store.has_rows())
         self.rate_divisor = self.applier.rate_divisor = extra
         for h in self.headroom.values():
             if h.capacity_ratio is not None:

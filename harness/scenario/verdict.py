@@ -459,7 +459,8 @@ def evaluate(points: list[PointSummary], criteria: list[Criterion], settings: Se
         if settings.family == "holm":
             _holm(judged, settings)
         results += [r for _, _, r in judged]
-    _unjudged_where_contradicted(results, points)
+    found = contradictions(points)
+    _unjudged_where_contradicted(results, found)
     by_point: dict[tuple[str, str], list[CriterionResult]] = {}
     for r in results:
         by_point.setdefault((r.workload, r.point_key), []).append(r)
@@ -467,7 +468,7 @@ def evaluate(points: list[PointSummary], criteria: list[Criterion], settings: Se
         for r in by_point.get((p.workload, p.point_key), []):
             if p.verdict is None or rank[r.verdict] > rank[p.verdict]:
                 p.verdict, p.reason = r.verdict, r.message
-    return Verdict(points, results, warnings(points),
+    return Verdict(points, results, [msg for msg, _ in found],
                    outlier_blocks(points, {(p.workload, p.point_key): p.paired for p in points}), settings.family)
 
 
@@ -479,7 +480,7 @@ def family_results(points: list[PointSummary], criteria: list[Criterion], settin
     judged = [t for c in criteria for t in _judged(c, chosen, settings)]
     _holm(judged, settings)
     results = [r for _, _, r in judged]
-    _unjudged_where_contradicted(results, chosen)
+    _unjudged_where_contradicted(results, contradictions(chosen))
     return results
 
 
@@ -672,11 +673,12 @@ def warnings(points: list[PointSummary]) -> list[str]:
     return [msg for msg, _ in contradictions(points)]
 
 
-def _unjudged_where_contradicted(results: list[CriterionResult], points: list[PointSummary]) -> None:
+def _unjudged_where_contradicted(results: list[CriterionResult],
+                                 found: list[tuple[str, list[PointSummary]]]) -> None:
     """A step-time verdict at a point whose measurement contradicts physics is not one the data
     support, whichever side it fell on: it becomes inconclusive, saying why."""
     doubt: dict[tuple[str, str], str] = {}
-    for msg, pts in contradictions(points):
+    for msg, pts in found:
         for p in pts:
             doubt.setdefault((p.workload, p.point_key), msg)
     for r in results:
