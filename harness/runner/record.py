@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +53,18 @@ class Record:
             f.flush()
             os.fsync(f.fileno())
 
+    def each(self, stream: str) -> Iterator[dict]:
+        """The stream's rows, in order, read as they are asked for, without the lines kills cut short."""
+        path = self.path(stream)
+        if not path.exists():
+            return
+        with open(path) as f:
+            for line in f:
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a kill's cut line (sealed by the next append) or a blank one
+
     def lines(self, stream: str) -> list[dict]:
         """The stream's rows, in order, without the lines kills cut short."""
-        path = self.path(stream)
-        rows = []
-        for line in path.read_text().splitlines() if path.exists() else ():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a kill's cut line (sealed by the next append) or a blank one
-        return rows
+        return list(self.each(stream))

@@ -99,8 +99,9 @@ class ResultStore:
         return self.record.lines("blocks.jsonl")
 
     def has_rows(self) -> bool:
-        """Whether anything was measured into the record yet (without reading it)."""
-        return self.jsonl.exists() and self.jsonl.stat().st_size > 0
+        """Whether a row was measured into the record yet (its first readable line: a line a kill cut
+        short is no row)."""
+        return next(self.record.each("results.jsonl"), None) is not None
 
     def rows(self) -> list[dict]:
         return self.record.lines("results.jsonl")

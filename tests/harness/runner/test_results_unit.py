@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from metrolab.harness.runner.results import run_metadata
+from metrolab.harness.errors import SpecError
+from metrolab.harness.runner.results import ResultStore, run_metadata
 from metrolab.harness.scenario.spec import scenario_from_data
 from tests.support.runs import TOPO
 
@@ -25,3 +26,18 @@ def test_judging_thresholds_leave_the_hash_what_is_measured_changes_it():
     assert _hash(statistics={"confidence": 0.99}) == same
     assert _hash(sweep={"distance_km": [0, 200]}) != same
     assert _hash(headroom={"auto_scale": True}) != same  # rescales what is measured
+
+
+def test_a_directory_with_rows_is_refused_and_a_cut_line_is_no_row(tmp_path):
+    """A new run never writes into another's rows; a line a kill cut short is no row (a run resumed
+    with only that decides its scale again, and a new run may start there)."""
+    store = ResultStore(tmp_path)
+    assert not store.has_rows()
+    (tmp_path / "results.jsonl").write_text('{"workload": "collective", "point_')  # killed mid-write
+    assert not store.has_rows()
+    store.start({"scenario_hash": "a"}, resume=False)
+    store.record.append("results.jsonl", {"workload": "collective", "point_key": "k", "repetition": 0})
+    assert store.has_rows()
+    with pytest.raises(SpecError, match="already holds results; use --resume"):
+        ResultStore(tmp_path).start({"scenario_hash": "a"}, resume=False)
+    assert ResultStore(tmp_path).start({"scenario_hash": "a"}, resume=True)["resumed"] == 1
