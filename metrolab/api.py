@@ -307,11 +307,13 @@ def collectives_test(t: CollectivesTest, *, backend: str = "auto", on_backend: T
     return collective_commands.collectives_test(t, plan, progress=progress or (lambda m: None))
 
 
-def bench_rdma(*, backend: str = "auto", on_backend: Teller | None = None) -> dict[str, Any]:
-    """Our verbs tool against perftest on one link: bandwidth and latency ratios."""
+def bench_rdma(rounds: int = 5, seed: int | None = None, *, backend: str = "auto",
+               on_backend: Teller | None = None, progress: Say | None = None) -> dict[str, Any]:
+    """Our verbs tool against perftest on one link: bandwidth and latency ratios over paired rounds,
+    each with its interval and verdict."""
     if _placed(RDMA_NEEDS, backend, on_backend):
-        return _call_in_guest("bench_rdma")
-    return rdma_commands.bench_rdma()
+        return _call_in_guest("bench_rdma", rounds=rounds, seed=seed)
+    return rdma_commands.bench_rdma(rounds, seed, progress=progress or (lambda m: None))
 
 
 def bench_collectives(iters: int = 5, *, backend: str = "auto", on_backend: Teller | None = None) -> dict[str, Any]:
@@ -704,7 +706,7 @@ def vm_run(argv: list[str], *, timeout: float = 3600, on_line: Say | None = None
 CALLS: dict[str, tuple[Callable[..., Any], str | None]] = {
     "rdma_test": (rdma_commands.rdma_test, "progress"), "gbn_experiment": (rdma_commands.gbn_experiment, "progress"),
     "collectives_test": (collective_commands.collectives_test, "progress"),
-    "bench_rdma": (rdma_commands.bench_rdma, None), "bench_collectives": (collective_commands.bench_collectives, None),
+    "bench_rdma": (rdma_commands.bench_rdma, "progress"), "bench_collectives": (collective_commands.bench_collectives, None),
     "bench_noise": (bench.bench_noise, "progress"), "tasks": (tasks, "say"), "probe_links": (probe_links, None)}
 
 

@@ -3,10 +3,12 @@ the same invocation."""
 
 from __future__ import annotations
 
+import statistics
+
 import metrolab
 from metrolab.api import MAIN_SCENARIO
 from metrolab.harness.cli.common import add_backend, add_json, print_bench, teller
-from metrolab.harness.output import err_console, print_json
+from metrolab.harness.output import console, err_console, print_json, table
 from metrolab.harness.scenario.sequential import markdown_table
 
 
@@ -22,7 +24,9 @@ def register(sub) -> None:
     bv.add_argument("--windows", type=int, default=5, help="measurement windows, each with a fresh calibration")
     add_json(bv)
     bv.set_defaults(func=cmd_bench_vm)
-    br = bsub.add_parser("rdma", help="metrolab rdma bw/lat vs perftest on the same link (ratios)")
+    br = bsub.add_parser("rdma", help="metrolab rdma bw/lat vs perftest on the same link (ratios over paired rounds)")
+    br.add_argument("--rounds", type=int, default=5, help="paired rounds (which tool runs first drawn each time)")
+    br.add_argument("--seed", type=int, default=None)
     add_backend(br)
     add_json(br)
     br.set_defaults(func=cmd_bench_rdma)
@@ -64,8 +68,28 @@ def cmd_bench_vm(args) -> int:
 
 
 def cmd_bench_rdma(args) -> int:
-    res = metrolab.bench_rdma(backend=args.backend, on_backend=teller(args))
-    print_bench("bench rdma (Soft-RoCE, same link)", res, args.json)
+    res = metrolab.bench_rdma(args.rounds, args.seed, backend=args.backend, on_backend=teller(args),
+                              progress=None if args.json else lambda m: err_console.print(m, highlight=False))
+    if args.json:
+        print_json(res)
+        return 0
+    rows = []
+    for name, c in res.items():
+        if not isinstance(c, dict):
+            continue
+        unit = "us" if c["figure"].endswith("_us") else "Gb/s"
+        rows.append([f"{name} ({c['figure']})", f"{statistics.median(c['ours']):.4g} {unit}",
+                     f"{statistics.median(c['perftest_values']):.4g} {unit}",
+                     f"{c['ratio']:.3f} [{c['ratio_low']:.3f}, {c['ratio_high']:.3f}]", c["verdict"]])
+        if "floor_ratio" in c:
+            rows.append([f"{name} floor (t_min_us, not judged)", f"{min(c['floor_ours_us']):.4g} us",
+                         f"{min(c['floor_perftest_us']):.4g} us",
+                         f"{c['floor_ratio']:.3f} [{c['floor_ratio_low']:.3f}, {c['floor_ratio_high']:.3f}]", ""])
+    console.print(table(f"bench rdma (Soft-RoCE, same link): ours vs perftest, {res['rounds']} paired rounds",
+                        ["comparison", "ours (median of rounds)", "perftest", "ratio, 95 % interval", "verdict"], rows))
+    for name, c in res.items():
+        if isinstance(c, dict):
+            console.print(f"{name}: {c['reason']}")
     return 0
 
 
