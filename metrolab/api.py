@@ -311,6 +311,7 @@ def bench_rdma(rounds: int = 5, seed: int | None = None, *, backend: str = "auto
                on_backend: Teller | None = None, progress: Say | None = None) -> dict[str, Any]:
     """Our verbs tool against perftest on one link: bandwidth and latency ratios over paired rounds,
     each with its interval and verdict."""
+    rdma_commands.check_bench_rounds(rounds)  # before a guest boots for it
     if _placed(RDMA_NEEDS, backend, on_backend):
         return _call_in_guest("bench_rdma", rounds=rounds, seed=seed)
     return rdma_commands.bench_rdma(rounds, seed, progress=progress or (lambda m: None))

@@ -85,7 +85,8 @@ def cmd_bench_rdma(args) -> int:
             rows.append([f"{name} floor (t_min_us, not judged)", f"{min(c['floor_ours_us']):.4g} us",
                          f"{min(c['floor_perftest_us']):.4g} us",
                          f"{c['floor_ratio']:.3f} [{c['floor_ratio_low']:.3f}, {c['floor_ratio_high']:.3f}]", ""])
-    console.print(table(f"bench rdma (Soft-RoCE, same link): ours vs perftest, {res['rounds']} paired rounds",
+    console.print(table(f"bench rdma (Soft-RoCE, same link): ours vs perftest, {res['rounds']} paired rounds "
+                        f"(seed {res['seed']})",
                         ["comparison", "ours (median of rounds)", "perftest", "ratio, 95 % interval", "verdict"], rows))
     for name, c in res.items():
         if isinstance(c, dict):

@@ -154,15 +154,20 @@ def ratio_verdict(ours: list[float], ref: list[float], op: str, target: float) -
             "verdict": verdict, "reason": f"ratio {op} {target:g}: {why}"}
 
 
+def check_bench_rounds(rounds: int) -> None:
+    if rounds < 2:
+        raise SpecError("--rounds", "", str(rounds), "needs 2 or more: one pair of runs gives no interval")
+
+
 def bench_rdma(rounds: int = 5, seed: int | None = None, progress=lambda m: None) -> dict:
     """Ours vs perftest on the same link, in one lab: WRITE bw at 64 KiB and 1 MiB, WRITE lat at 2 B.
     Each comparison is measured in `rounds` paired rounds, which of the two runs first drawn at
     random, and judged on the interval of its ratios: under TCG one latency median swings 2-4x run
     to run for both tools, so one pair of runs supports no verdict. The latency's floors (the
     fastest round trip, the code path's cost) are reported beside its medians."""
-    if rounds < 2:
-        raise SpecError("--rounds", "", str(rounds), "needs 2 or more: one pair of runs gives no interval")
-    rng = random.Random(seed if seed is not None else new_seed())
+    check_bench_rounds(rounds)
+    seed = seed if seed is not None else new_seed()
+    rng = random.Random(seed)
     topo = load_topology("rdma-pair")
     got: dict[str, dict[str, list[dict]]] = {name: {"ours": [], "perftest": []} for name in BENCH_RDMA}
     port = 18800
@@ -177,7 +182,7 @@ def bench_rdma(rounds: int = 5, seed: int | None = None, progress=lambda m: None
                         res = perftest.run(lab, "b1", "a1", program, size=size, iters=iters, port=port).values
                     got[name][who].append(res)
                     port += 1
-    out: dict[str, Any] = {"rounds": rounds}
+    out: dict[str, Any] = {"rounds": rounds, "seed": seed}
     for name, (mode, size, _, program, key, op, target) in BENCH_RDMA.items():
         ours, ref = ([r[key] for r in got[name][w]] for w in ("ours", "perftest"))
         out[name] = {"size": size, "perftest": program, "figure": key, "ours": ours, "perftest_values": ref,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+import metrolab
 from metrolab.harness.errors import SpecError
 from metrolab.harness.runner.rdma_commands import bench_rdma, ratio_verdict
 
@@ -24,6 +25,7 @@ def test_the_target_is_judged_on_the_interval_of_the_rounds_ratios():
     assert ratio_verdict([1.0], [1.0], "<=", 1.5)["verdict"] == "inconclusive"  # one round: no interval
 
 
-def test_one_round_is_refused_before_any_lab_is_built():
-    with pytest.raises(SpecError, match="--rounds"):
-        bench_rdma(rounds=1)
+def test_one_round_is_refused_before_any_lab_or_guest_is_built():
+    for call in (bench_rdma, metrolab.bench_rdma):
+        with pytest.raises(SpecError, match="--rounds"):
+            call(rounds=1)
