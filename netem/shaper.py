@@ -184,9 +184,10 @@ class Shaper:
                 kw["prob_reorder"] = imp.reorder * 100
             self.ipr.tc("add", "netem", idx, ROOT, **kw)
         if imp.rate_bps:
-            # pyroute2 could encode netem's own rate (TCA_NETEM_RATE, 32 bits of bytes/s), but a
-            # rate inside netem has no queue of its own: the policies need a classful rate stage
-            # with a byte limit after the delay line, so TBF shapes it
+            # not netem's own rate (TCA_NETEM_RATE; pyroute2 0.9.7's encoder for it raises
+            # TypeError, tc's works): a rate inside netem queues inside netem, and the policies need
+            # a classful rate stage with a byte limit after the delay line, so TBF shapes it
+            # (under TCG its late timer costs rate: docs/statistics.md)
             self._tbf(idx, imp, parent=ROOT | 1, handle=RATE_STAGE)
         out.qdisc = "netem"
         out.params = {"delay_s": imp.delay_s, "jitter_s": imp.jitter_s, "limit": limit,
