@@ -125,9 +125,11 @@ def concurrent_rtts(targets: dict, count: int = 300, interval: float = 0.01) -> 
     return out
 
 
-def _overlimits(ipr, ifname: str) -> int:
-    """How often a rate-limiting qdisc on ifname held packets back (0: nothing throttled)."""
-    return sum(q.overlimits for q in tree.read_tree(ipr, None, ifname, netlink_only=True) if q.kind == "tbf")
+def _overlimits(ipr, ifname: str) -> int | None:
+    """How often a TBF on ifname held packets back (0: nothing throttled; None: no TBF, and netem's
+    own rate counts no overlimits)."""
+    tbfs = [q for q in tree.read_tree(ipr, None, ifname, netlink_only=True) if q.kind == "tbf"]
+    return sum(q.overlimits for q in tbfs) if tbfs else None
 
 
 def measure_rate(lab, a, b, addr_a, addr_b, duration: float = 1.0,
@@ -239,7 +241,8 @@ def probe_link(lab, link_name: str, duration: float = 1.0, rtt_count: int = 100,
     ipr = lab.handle(a.node)
     held0 = _overlimits(ipr, a.ifname)
     m.rate_bps, m.goodput_bps = measure_rate(lab, a, b, addr_a, addr_b, duration)
-    if imp.rate_bps and m.rate_bps < 0.95 * imp.rate_bps and _overlimits(ipr, a.ifname) == held0:
+    if imp.rate_bps and m.rate_bps < 0.95 * imp.rate_bps and held0 is not None and \
+            _overlimits(ipr, a.ifname) == held0:
         m.notes.append("the sender could not fill the link (the shaper never throttled): CPU-bound")
     # pace the loss probe at a third of the link so queues never drop: what is lost is the impairment's
     pace = min(imp.rate_bps or 1e9, 1e9) / 3

@@ -43,7 +43,10 @@ class Impairment:
     reorder: float = 0.0
     rate_bps: float | None = None
     limit_packets: int | None = None  # netem queue (delay line included)
-    queue_bytes: int | None = None     # TBF/HTB buffer when netem is not used
+    queue_bytes: int | None = None     # a byte buffer: the TBF/HTB rate stage's limit
+    # under netem: the rate by a classful TBF child (handle 10:) that the policies replace or fill,
+    # not by netem's own rate (see `rate_in_netem`)
+    tbf_stage: bool = False
     extra: dict = field(default_factory=dict)
 
     @property
@@ -54,6 +57,15 @@ class Impairment:
     @property
     def has_loss(self) -> bool:
         return self.loss is not None and self.loss.mean_loss > 0
+
+    @property
+    def rate_in_netem(self) -> bool:
+        """Where the kernel has netem, whether netem itself carries the rate. It does unless something
+        needs the classful TBF stage after the delay line: a byte buffer, a policy's queues
+        (`tbf_stage`), or jitter (netem's rate keeps packets in order; jitter in netem's delay line
+        reorders them, as it always has here). netem's rate keeps an absolute schedule, so a timer
+        that fires late (QEMU TCG) sends what is due; TBF's bucket, full by then, loses the rate."""
+        return bool(self.rate_bps) and not (self.tbf_stage or self.queue_bytes or self.jitter_s)
 
     def netem_only(self) -> list[str]:
         """Parts of this impairment that only sch_netem can apply (empty: TBF + nft suffice)."""

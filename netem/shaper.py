@@ -1,7 +1,8 @@
 """Apply an Impairment to one interface inside a lab namespace, and take it off again.
 
 Where the kernel has sch_netem, one netem root qdisc carries delay, jitter, loss, duplication,
-reordering, rate and a BDP-sized limit. Where it does not, TBF carries the rate and an
+reordering and a BDP-sized limit, and the rate either itself or through a TBF child that policies
+act on (`Impairment.rate_in_netem`). Where it does not, TBF carries the rate and an
 nftables `numgen random` rule carries random loss; what only netem can do is refused
 (strict) or reported as skipped. Applying a profile replaces the previous one.
 
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 
 NFT_SCALE = 100_000_000  # numgen modulus: loss resolution 1e-8
 ROOT = 0x10000
-RATE_STAGE = 0x100000  # 10: the TBF child of netem that carries the rate and the buffer
+RATE_STAGE = 0x100000  # 10: the TBF child of netem that carries the rate and the byte buffer
 
 
 def burst_seconds() -> float:
@@ -162,10 +163,14 @@ class Shaper:
 
     def _apply_netem(self, idx: int, ifname: str, imp: Impairment, out: Applied) -> None:
         """One tree for every impairment, whichever tool writes netem: netem 1: (delay line, loss,
-        jitter, duplication, reordering) and, where the link has a rate, a TBF child 10: whose byte
-        limit is the link's buffer. The policies (buffer, RED, HTB classes) act on that child."""
+        jitter, duplication, reordering) carrying the rate itself, or, where the link needs a byte
+        buffer or a policy's queues (`Impairment.rate_in_netem`), a TBF child 10: with the rate and
+        that buffer: the policies (buffer, RED, HTB classes) act on that child."""
         loss = imp.loss
-        needs_tc = (loss is not None and loss.kind == "gilbert-elliott") or bool(
+        in_netem = imp.rate_in_netem
+        # pyroute2 0.9.7 encodes neither netem's rate (its encoder raises TypeError) nor loss models
+        # or delay distributions: tc writes those
+        needs_tc = in_netem or (loss is not None and loss.kind == "gilbert-elliott") or bool(
             imp.jitter_s and imp.jitter_distribution != "uniform")
         limit = imp.limit_packets or 10000
         if needs_tc:
@@ -183,20 +188,21 @@ class Shaper:
             if imp.reorder:
                 kw["prob_reorder"] = imp.reorder * 100
             self.ipr.tc("add", "netem", idx, ROOT, **kw)
-        if imp.rate_bps:
-            # not netem's own rate (TCA_NETEM_RATE; pyroute2 0.9.7's encoder for it raises
-            # TypeError, tc's works): a rate inside netem queues inside netem, and the policies need
-            # a classful rate stage with a byte limit after the delay line, so TBF shapes it
-            # (under TCG its late timer costs rate: docs/statistics.md)
-            self._tbf(idx, imp, parent=ROOT | 1, handle=RATE_STAGE)
+        stage = None
+        if imp.rate_bps and not in_netem:
+            # under TCG its late timer costs rate (docs/statistics.md): only where a policy needs it
+            stage = self._tbf(idx, imp, parent=ROOT | 1, handle=RATE_STAGE)
         out.qdisc = "netem"
         out.params = {"delay_s": imp.delay_s, "jitter_s": imp.jitter_s, "limit": limit,
-                      "loss": loss.mean_loss if loss else 0.0, "rate_bps": imp.rate_bps}
+                      "loss": loss.mean_loss if loss else 0.0, "rate_bps": imp.rate_bps,
+                      "rate_stage": ("netem" if in_netem else "tbf") if imp.rate_bps else None}
+        if stage:
+            out.params["tbf"] = stage
 
 
 def netem_tc_args(ifname: str, imp: Impairment, limit: int) -> list[str]:
-    """`tc` arguments for a netem root with what pyroute2 cannot encode (loss models, delay
-    distributions). No rate here: the rate stage is the TBF child, as on the pyroute2 path."""
+    """`tc` arguments for a netem root with what pyroute2 cannot encode: loss models, delay
+    distributions, and netem's own rate where it carries it (else the TBF child does)."""
     loss = imp.loss
     args = ["qdisc", "add", "dev", ifname, "root", "handle", "1:", "netem", "limit", str(limit),
             "delay", f"{imp.delay_s * 1e6:.0f}us"]
@@ -213,4 +219,6 @@ def netem_tc_args(ifname: str, imp: Impairment, limit: int) -> list[str]:
         args += ["duplicate", f"{imp.duplicate * 100:g}%"]
     if imp.reorder:
         args += ["reorder", f"{imp.reorder * 100:g}%"]
+    if imp.rate_in_netem:
+        args += ["rate", f"{int(imp.rate_bps or 0)}bit"]
     return args

@@ -21,6 +21,7 @@ class Lab(abc.ABC):
         self.topology = topology
         self.lab_id = lab_id
         self.plan: LabPlan = build_plan(topology)
+        self.applied: dict[str, list[dict]] = {}  # per link, what the shaper reported for each end
 
     @abc.abstractmethod
     def up(self) -> None:
@@ -55,6 +56,12 @@ class Lab(abc.ABC):
     def link_counters(self, link: str, ecn: bool) -> tuple[int, int, int, int]:
         """Both directions of `link`: bytes sent, packets its queues dropped, CE marks (read only
         when `ecn`), packets sent."""
+
+    def rate_stage(self, links: Sequence[str]) -> str | None:
+        """What carries the rate of `links` as last impaired (`netem`, `tbf`; joined where the ends
+        differ), from what the shaper reported (`applied`, kept by every backend)."""
+        got = {a.get("params", {}).get("rate_stage") for lk in links for a in self.applied.get(lk, [])}
+        return ",".join(sorted(s for s in got if s)) or None
 
     def node_caps(self, node: str) -> tuple[bool, bool]:
         """(sch_netem, nftables) where `node` lives: what its queues can be built of."""

@@ -116,7 +116,6 @@ class NetnsLab(Lab):
         # packets behind a shaped egress, which an RC QP takes for loss
         self.in_order = in_order
         self._handles: dict[str, IPRoute] = {}
-        self.applied: dict[str, list[dict]] = {}
         self.links_down: set[str] = set()  # by set_link (events), so that a restore skips what is still down
         self.state = state
         # netem's own per-qdisc delivery fit, measured before the first delay is applied

@@ -189,15 +189,17 @@ class PolicyApplier:
         feeder = upstream.b if upstream.a == node else upstream.a
         imps = {}
         for lk in (congested, upstream):
-            imps[lk.name] = self.base.get(lk.name) or self.lab.topology.own_impairment(lk.name)
+            imps[lk.name] = qos.classful(self.base.get(lk.name) or self.lab.topology.own_impairment(lk.name))
             self._links.append(lk.name)  # re-impaired with their base when the policy goes
         up = imps[upstream.name]
+        rate = up.rate_bps
+        assert rate  # checked with the scenario (model.check_against: pause needs rates)
         delay = up.delay_s or 0.0
         headroom = fc.headroom
         if headroom is None:  # the SONiC figure for this span, with the emulated peer's response time
             km = delay * sonic.C_FIBER_KM_S
-            headroom = sonic.headroom(km, up.rate_bps / 1e9, mtu=1500, response_s=fc.response)["xoff"]
-        deep = max(qos.DEEP_FLOOR, int(up.rate_bps / 8 * (2 * delay + fc.response)))  # upstream never drops
+            headroom = sonic.headroom(km, rate / 1e9, mtu=1500, response_s=fc.response)["xoff"]
+        deep = max(qos.DEEP_FLOOR, int(rate / 8 * (2 * delay + fc.response)))  # upstream never drops
         up = dataclasses.replace(up, queue_bytes=deep)
         netem = caps.has("netem")
         for name, imp in imps.items():

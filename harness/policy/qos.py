@@ -12,7 +12,9 @@
 - per-flow: the same HTB with one class per learned 5-tuple (equal shares, each may borrow the
   whole link) and its own queue, so one flow's backlog does not delay or drop another's.
 
-Under netem the rate stage is netem's child (handle 10:), on a host kernel the root (1:).
+Under netem the rate stage is netem's child (handle 10:), on a host kernel the root (1:). A link
+without a policy takes netem's own rate instead (netem.profile.Impairment.rate_in_netem): every
+policy's impairment goes through `classful` first.
 """
 
 from __future__ import annotations
@@ -29,6 +31,20 @@ ETH_P_IP = 0x0800
 SHALLOW = 32 * 1024
 DEEP_FLOOR = 4 << 20  # a deep-buffer switch holds a whole incast even where the BDP is tiny
 DEFAULT_CLASS = 0x99
+
+
+def classful(imp: Impairment) -> Impairment:
+    """`imp` with its rate in the TBF child under netem (10:), which the queue policies fill (RED)
+    or replace (HTB); netem's own rate would queue inside netem, out of their reach."""
+    return dataclasses.replace(imp, tbf_stage=True)
+
+
+def _require_classful(shaper, ifname: str) -> None:
+    """Refuse to add queues behind a netem that carries the link's rate: they would never fill."""
+    root = next((q for q in read_tree(shaper.ipr, shaper.ns, ifname, netlink_only=True) if q.parent == "root"), None)
+    if root is not None and root.kind == "netem" and root.rate:
+        raise LabError(f"{ifname}: netem carries this link's rate, so a queue under it never fills; "
+                       "impair the link with qos.classful(impairment) first")
 
 
 def buffer_bytes(fc, imp: Impairment) -> int:
@@ -54,16 +70,18 @@ def leaf_bytes(imp: Impairment) -> int:
 
 def with_flow_control(imp: Impairment, fc, slices: int = 0) -> Impairment:
     """The link's impairment with the policy's buffer (flow control `fc`, or `slices` HTB tenant
-    classes), and a netem limit that lets that buffer bind."""
+    classes), and a netem limit that lets that buffer bind. The rate stage is then the TBF child
+    the policy acts on (`classful`), not netem's own rate."""
+    if fc is None and not slices:
+        return imp
+    imp = classful(imp)
     if fc is not None and fc.kind in ("tail-drop", "deep-buffer"):
         imp = dataclasses.replace(imp, queue_bytes=buffer_bytes(fc, imp))
         held = imp.queue_bytes
     elif fc is not None and fc.kind == "ecn":
         held = red_params(fc, imp)[2]
-    elif fc is not None or slices:
-        held = ((fc.flows if fc is not None else slices) + 1) * leaf_bytes(imp)  # a queue per class + default
     else:
-        return imp
+        held = ((fc.flows if fc is not None else slices) + 1) * leaf_bytes(imp)  # a queue per class + default
     if imp.limit_packets:
         # netem's packet limit counts what its child (the rate stage) holds too: raise it so the
         # policy's byte limit is the one that drops, however small the packets
@@ -131,6 +149,7 @@ def install_classes(shaper, ifname: str, imp: Impairment, classes: list[tuple], 
     if not link_rate:
         raise LabError(f"{ifname}: HTB classes divide a link's rate; give the link a rate")
     if netem:
+        _require_classful(shaper, ifname)
         parent, handle = 0x10001, 0x100000          # netem 1: -> its class 1:1 -> our HTB 10:
         try:
             ipr.tc("del", index=idx, handle=handle, parent=parent)

@@ -547,7 +547,8 @@ class _WorkloadRun(Experiment):
             return row
         row = base_row | {"repetition": block, "order": r.order, "status": "ok", "error": None,
                           "measured_at": time.time(), "predicted_step_s": self.predictions.get(point.key),
-                          "line_rate_bps": self.paths.get(point.key), **metrics}
+                          "line_rate_bps": self.paths.get(point.key), "rate_stage": r.lab.rate_stage(r.links),
+                          **metrics}
         row |= kpis.derive(row)
         if h is not None:
             row |= {"capacity_ratio": h.capacity_ratio, "host_bound": h.host_bound}

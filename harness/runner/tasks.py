@@ -146,7 +146,7 @@ def play(lab, plan: Plan, progress: Callable[[str], None] = lambda _m: None) -> 
     dst = str(lab.topology.nodes[plan.dst].address)
     shaper = lab.shaper(end.node)
     own = lab.topology.own_impairment(plan.link)
-    imp = Impairment(rate_bps=plan.capacity_bps, delay_s=own.delay_s)
+    imp = qos.classful(Impairment(rate_bps=plan.capacity_bps, delay_s=own.delay_s))
     # classes: the path's own traffic, then a slice per committed task (a trickle until its window)
     bg0 = max(plan.history.predicted_bps(0.0, slot, 0.5), TRICKLE_BPS)
     classes = [(bg0, bg0, [qos.dscp_key(BACKGROUND_DSCP)], True)]

@@ -91,7 +91,6 @@ class HostsLab(Lab):
         self.ray = ray                    # a TestbedRay; connected in up() when not given
         self._own_ray = ray is None
         self.state: LabState | None = None
-        self.applied: dict[str, list[dict]] = {}
         self.caps: dict[str, dict] = {}
         self._sonic = frozenset(n for n in self.topology.nodes if "sonic-switch" in testbed.machine_of(n).roles)
         self._speeds: dict[str, dict[str, str]] = {}  # SONiC switch -> its PORT table, read once

@@ -1,8 +1,9 @@
 """The qdisc tree every impairment builds under every policy, read back from the kernel (kinds,
-parents, limits), as pyroute2's own tc tests do. One shape whichever tool wrote netem: netem 1:
-at the root (delay line, loss, jitter) and the rate stage under it at 10:, where the policy acts
-(TBF with the policy's byte limit, RED under TBF, or HTB with a bfifo per class). A kernel
-without netem has the rate stage at the root (1:) and loss in nftables."""
+parents, limits, rates), as pyroute2's own tc tests do. One shape whichever tool wrote netem:
+netem 1: at the root (delay line, loss, jitter). Without a policy netem carries the rate itself;
+with one (or with jitter, which must keep reordering) the rate stage is its child 10:, where the
+policy acts (TBF with the policy's byte limit, RED under TBF, or HTB with a bfifo per class). A
+kernel without netem has the rate stage at the root (1:) and loss in nftables."""
 
 from __future__ import annotations
 
@@ -61,6 +62,8 @@ def expected(imp: Impairment, pname: str, netem: bool) -> list[Qdisc]:
     spec = POLICIES[pname][0] or {}
     fc = spec.get("flow_control")
     shaped = qos.with_flow_control(imp, fc, len(spec.get("slices", [])))
+    if netem and pname == "none" and not imp.jitter_s:  # netem's own rate, nothing under it
+        return [Qdisc("netem", "1:", "root", shaped.limit_packets, int(RATE / 8))]
     tree = [Qdisc("netem", "1:", "root", shaped.limit_packets)] if netem else []
     stage, parent = ("10:", "1:1") if netem else ("1:", "root")
     major = stage[:-1]
@@ -72,7 +75,7 @@ def expected(imp: Impairment, pname: str, netem: bool) -> list[Qdisc]:
                        key=lambda q: q.handle)
         return tree
     tbf_limit = shaped.queue_bytes or max(int(RATE / 8 * 0.05), 16 * 1024)
-    tree.append(Qdisc("tbf", stage, parent, tbf_limit, int(RATE / 8)))  # netem itself never shapes
+    tree.append(Qdisc("tbf", stage, parent, tbf_limit, int(RATE / 8)))  # netem itself does not shape here
     if fc is not None and fc.kind == "ecn":
         tree.append(Qdisc("red", "20:", f"{major}:1", qos.red_params(fc, shaped)[2]))
     return tree

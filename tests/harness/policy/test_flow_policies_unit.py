@@ -64,6 +64,22 @@ def test_a_policy_buffer_binds_before_netems_packet_limit():
     assert sliced.limit_packets >= 1040 + 3 * leaf_bytes(imp) // 64
 
 
+def test_every_queue_policy_takes_the_tbf_rate_stage_and_a_plain_link_netems_own():
+    """netem's rate queues inside netem, where no policy reaches: a policy's impairment puts the
+    rate in the TBF child; a link without one (or with jitter, or a byte buffer) says where its rate is."""
+    from metrolab.harness.policy.qos import with_flow_control
+    from metrolab.netem.profile import Impairment
+    from metrolab.netem.shaper import netem_tc_args
+    imp = Impairment(delay_s=0.0025, rate_bps=100e6, limit_packets=1040)
+    assert imp.rate_in_netem and netem_tc_args("wan", imp, 1040)[-2:] == ["rate", "100000000bit"]
+    for fc in ("tail-drop", "deep-buffer", "ecn", "per-flow"):
+        assert not with_flow_control(imp, FlowControl(kind=fc)).rate_in_netem, fc
+    assert not with_flow_control(imp, None, slices=2).rate_in_netem
+    for other in ({"jitter_s": 1e-4}, {"queue_bytes": 64_000}, {"rate_bps": None}):
+        changed = Impairment(**{**imp.to_dict(), "loss": None, **other})
+        assert not changed.rate_in_netem and "rate" not in netem_tc_args("wan", changed, 1040), other
+
+
 def test_rdma_elephants_need_rdma_hosts_and_say_where():
     from metrolab.harness.errors import SpecError
     from metrolab.harness.scenario.spec import load_scenario
