@@ -143,7 +143,7 @@ class Shaper:
             self._apply_netem(idx, ifname, imp, out)
             return out
         if imp.rate_bps:
-            out.qdisc, out.params = "tbf", self._tbf(idx, imp)
+            out.qdisc, out.params = "tbf", self._tbf(idx, imp) | {"rate_stage": "tbf"}
         if nft_loss and loss is not None:
             if peer is None:
                 raise LabError(f"{where or ifname}: nft loss needs the peer interface of {ifname}")

@@ -59,6 +59,7 @@ def test_new_profile_replaces_the_old_one(lab_factory):
     lab.impair("h1-sw", Impairment(rate_bps=50e6, loss=LossModel(p=0.02)))
     a, b = lab.plan.ends("h1-sw")
     assert qdisc_kinds(lab, "h1", a.ifname) == ["tbf"]
+    assert lab.rate_stage(["h1-sw"]) == "tbf"  # what a sweep's rows record
     h = lab.handle("h1")
     idx = h.link_lookup(ifname=a.ifname)[0]
     tbf = next(q for q in h.get_qdiscs(index=idx) if q.get_attr("TCA_KIND") == "tbf")
