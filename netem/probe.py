@@ -126,8 +126,8 @@ def concurrent_rtts(targets: dict, count: int = 300, interval: float = 0.01) -> 
 
 
 def _overlimits(ipr, ifname: str) -> int | None:
-    """How often a TBF on ifname held packets back (0: nothing throttled; None: no TBF, and netem's
-    own rate counts no overlimits)."""
+    """How often a TBF on ifname held packets back (0: nothing throttled; None: no TBF to ask, as
+    where netem carries the rate)."""
     tbfs = [q for q in tree.read_tree(ipr, None, ifname, netlink_only=True) if q.kind == "tbf"]
     return sum(q.overlimits for q in tbfs) if tbfs else None
 

@@ -190,7 +190,8 @@ class Shaper:
             self.ipr.tc("add", "netem", idx, ROOT, **kw)
         stage = None
         if imp.rate_bps and not in_netem:
-            # under TCG its late timer costs rate (docs/statistics.md): only where a policy needs it
+            # under TCG its late timer costs rate (docs/statistics.md): only where a policy, a byte
+            # buffer or jitter needs it
             stage = self._tbf(idx, imp, parent=ROOT | 1, handle=RATE_STAGE)
         out.qdisc = "netem"
         out.params = {"delay_s": imp.delay_s, "jitter_s": imp.jitter_s, "limit": limit,
