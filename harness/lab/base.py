@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
@@ -22,6 +23,10 @@ class Lab(abc.ABC):
         self.lab_id = lab_id
         self.plan: LabPlan = build_plan(topology)
         self.applied: dict[str, list[dict]] = {}  # per link, what the shaper reported for each end
+        # links whose queues a policy of this run acts on (set before up()): they keep the TBF rate
+        # stage at every point, so a policy's points and the baselines they are compared with share
+        # one shaper (and one buffer: netem's rate would queue up to its packet limit instead)
+        self.tbf_links: set[str] = set()
 
     @abc.abstractmethod
     def up(self) -> None:
@@ -56,6 +61,10 @@ class Lab(abc.ABC):
     def link_counters(self, link: str, ecn: bool) -> tuple[int, int, int, int]:
         """Both directions of `link`: bytes sent, packets its queues dropped, CE marks (read only
         when `ecn`), packets sent."""
+
+    def staged(self, link: str, imp: Impairment) -> Impairment:
+        """`imp` as `link` takes it: in the TBF rate stage where a policy of this run acts on it."""
+        return dataclasses.replace(imp, tbf_stage=True) if link in self.tbf_links else imp
 
     def rate_stage(self, links: Sequence[str]) -> str | None:
         """What carries the rate of `links` as last impaired (`netem`, `tbf`; joined where the ends

@@ -319,6 +319,7 @@ class NetnsLab(Lab):
 
     def impair(self, link: str, imp: Impairment, strict: bool = True, caps=None) -> None:
         caps = caps or capabilities.probe()
+        imp = self.staged(link, imp)
         if imp.delay_s and caps.has("netem") and not imp.extra.get("raw_delay"):
             # netem delivers late: configure what lands on target (a sweep's points ask for their raw
             # delay: the delay line's overhead is common to all of them and cancels; points.py)

@@ -118,14 +118,10 @@ class PolicyApplier:
             for link in policy.links or []:
                 if (fc is None and not policy.slices) or (fc is not None and fc.pauses) or self._on_sonic(link):
                     continue
+                if learning and not policy.slices and fc is not None and fc.kind == "per-flow":
+                    continue
                 self._links.append(link)
                 own = self.base.get(link) or self.lab.topology.own_impairment(link)
-                if learning and not policy.slices and fc is not None and fc.kind == "per-flow":
-                    # its own queue while the flows are learned, in the TBF stage the per-flow queues
-                    # replace: netem's rate would queue up to its packet limit (GSO super-packets:
-                    # megabytes), and the flows would reach the per-flow queues with windows grown there
-                    self.lab.impair(link, qos.classful(own), caps=caps)
-                    continue
                 imp = qos.with_flow_control(own, fc, len(policy.slices))
                 self.lab.impair(link, imp, caps=caps)
                 if policy.slices:

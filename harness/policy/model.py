@@ -206,6 +206,19 @@ def _check_pause(p: PolicySpec, topo, links: dict, file: str, at: str) -> list[S
     return errs
 
 
+def queue_links(policies: list[PolicySpec]) -> set[str]:
+    """The links whose queues `policies` act on: a flow control's or slices' links, a pause's
+    upstream (load balancing and allow-lists leave the queues alone)."""
+    out: set[str] = set()
+    for p in policies:
+        fc = p.flow_control
+        if fc is not None or p.slices:
+            out |= set(p.links or [])
+        if fc is not None and fc.upstream:
+            out.add(fc.upstream)
+    return out
+
+
 def check_against(policies: list[PolicySpec], topo, file: str) -> list[SpecError]:
     """Every switch, link and host a policy names exists in the topology; slices fit their links."""
     errs: list[SpecError] = []

@@ -37,6 +37,7 @@ from metrolab.harness.kernel.zygote import Zygote, enabled, prestart
 from metrolab.harness.lab.netns import NetnsLab
 from metrolab.harness.policy.apply import PolicyApplier, marks_ecn, needs_flows
 from metrolab.harness.policy.flows import policy_nodes
+from metrolab.harness.policy.model import queue_links
 from metrolab.harness.runner import headroom as hr
 from metrolab.harness.runner import soak
 from metrolab.harness.runner.agents import LocalAgents, RankFailed, RayCluster
@@ -108,6 +109,7 @@ class Runner:
             self.lab: Any = HostsLab(testbed)
         else:
             self.lab = NetnsLab(scn.topology)
+        self.lab.tbf_links = queue_links(self.spec.policies)  # one rate stage at every point of theirs
         self.applier = PolicyApplier(self.lab)
         for policy in self.spec.policies:
             self.applier.check(policy)

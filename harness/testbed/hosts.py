@@ -313,6 +313,7 @@ class HostsLab(Lab):
                                           f"{', '.join(missing)}")
 
     def impair(self, link: str, imp: Impairment, strict: bool = True, caps=None) -> None:
+        imp = self.staged(link, imp)
         state = self.journal()
         out = []
         for hop in self.shaped_hops(link):

@@ -80,6 +80,16 @@ def test_every_queue_policy_takes_the_tbf_rate_stage_and_a_plain_link_netems_own
         assert not changed.rate_in_netem and "rate" not in netem_tc_args("wan", changed, 1040), other
 
 
+def test_the_links_whose_queues_a_scenarios_policies_act_on():
+    """They keep the TBF rate stage at every point of a run (Lab.tbf_links), baselines included."""
+    from metrolab.harness.policy.model import queue_links
+    from metrolab.harness.scenario.spec import load_scenario
+    assert queue_links(load_scenario("flow-control").spec.policies) == {"wan"}
+    assert queue_links(load_scenario("load-balancing").spec.policies) == set()  # paths, not queues
+    pause = PolicySpec(name="p", links=["down"], flow_control=FlowControl(kind="pause", upstream="up"))
+    assert queue_links([pause]) == {"down", "up"}
+
+
 def test_rdma_elephants_need_rdma_hosts_and_say_where():
     from metrolab.harness.errors import SpecError
     from metrolab.harness.scenario.spec import load_scenario
