@@ -72,7 +72,8 @@ class LinkMeasurement:
         return self.loss_interval[0] <= lost <= self.loss_interval[1]
 
 
-def _sock(ns: str, kind: int, ifname: str, bind: tuple[str, int] | None = None) -> socket.socket:
+def ns_socket(ns: str, kind: int, ifname: str, bind: tuple[str, int] | None = None) -> socket.socket:
+    """An IPv4 socket made in namespace `ns` (it stays there) and bound to its `ifname`."""
     with in_netns(ns):
         s = socket.socket(socket.AF_INET, kind)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -138,7 +139,7 @@ def measure_rate(lab, a, b, addr_a, addr_b, duration: float = 1.0,
 
     `window` caps the receiver's window (bytes), so the flow keeps no more in flight than that.
     """
-    lst = _sock(lab.ns(b.node), socket.SOCK_STREAM, b.ifname)
+    lst = ns_socket(lab.ns(b.node), socket.SOCK_STREAM, b.ifname)
     if window:
         lst.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, window)  # inherited by the accepted socket
     lst.bind((addr_b, RATE_PORT))
@@ -157,7 +158,7 @@ def measure_rate(lab, a, b, addr_a, addr_b, duration: float = 1.0,
 
     t = threading.Thread(target=sink, daemon=True)
     t.start()
-    cli = _sock(lab.ns(a.node), socket.SOCK_STREAM, a.ifname)
+    cli = ns_socket(lab.ns(a.node), socket.SOCK_STREAM, a.ifname)
     payload = b"\0" * (256 * 1024)
     try:
         cli.connect((addr_b, RATE_PORT))
@@ -181,10 +182,10 @@ def measure_rate(lab, a, b, addr_a, addr_b, duration: float = 1.0,
 def measure_loss(ns_a, if_a, addr_a, ns_b, if_b, addr_b, packets: int, pace_bps: float,
                  size: int = 200, settle: float = 0.5) -> tuple[int, int]:
     """Send `packets` UDP datagrams a -> b paced at `pace_bps`; (sent, received)."""
-    rx = _sock(ns_b, socket.SOCK_DGRAM, if_b)
+    rx = ns_socket(ns_b, socket.SOCK_DGRAM, if_b)
     rx.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 16 << 20)
     rx.bind((addr_b, LOSS_PORT))
-    tx = _sock(ns_a, socket.SOCK_DGRAM, if_a, (addr_a, 0))
+    tx = ns_socket(ns_a, socket.SOCK_DGRAM, if_a, (addr_a, 0))
     got = set()
     stop = threading.Event()
 

@@ -20,7 +20,7 @@ import time
 import pytest
 
 from metrolab.netem.models import fiber_delay_s, netem_limit_packets
-from metrolab.netem.probe import _sock
+from metrolab.netem.probe import ns_socket
 from metrolab.netem.profile import Impairment
 from tests.support.labs import wan_pair
 
@@ -48,10 +48,10 @@ def burst(lab, dst: str) -> tuple[float, float, int]:
     """Seconds from the first datagram's send to the first and to the last one's arrival, and
     datagrams received."""
     a, b = lab.plan.ifaces_of("a1")[0], lab.plan.ifaces_of("b1")[0]
-    rx = _sock(lab.ns("b1"), socket.SOCK_DGRAM, b.ifname, bind=(dst, PORT))
+    rx = ns_socket(lab.ns("b1"), socket.SOCK_DGRAM, b.ifname, bind=(dst, PORT))
     rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     rx.settimeout(2.0)
-    tx = _sock(lab.ns("a1"), socket.SOCK_DGRAM, a.ifname)
+    tx = ns_socket(lab.ns("a1"), socket.SOCK_DGRAM, a.ifname)
     got: list[float] = []
 
     def receive() -> None:
