@@ -21,6 +21,8 @@ def test_incast_under_shallow_deep_ecn_and_per_flow_queues(tmp_path):
     out = run_scenario(scn, tmp_path / "run", backend="vm")
     assert not out.verdict.failed_points, [(p.label, p.error) for p in out.verdict.failed_points]
     rows = pd.read_parquet(tmp_path / "run" / "results.parquet")
+    # the policies' link keeps one shaper at every point, the baselines too (Lab.tbf_links)
+    assert (rows["rate_stage"] == "tbf").all(), rows[["label", "rate_stage"]]
     rows = rows[rows["wan_drops"].notna() & ~rows["baseline"]]
     drops = rows.groupby("policy")["wan_drops"].sum()
     marks = rows.groupby("policy")["ecn_marks"].sum()

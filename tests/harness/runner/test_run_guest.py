@@ -30,3 +30,4 @@ def test_distance_sweep_in_the_guest(tmp_path):
     assert steps["2000 km"] > zero + 0.0098, steps
     rows = [json.loads(x) for x in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
     assert len(rows) == 3 * 2 and all(r["status"] == "ok" for r in rows)
+    assert {r["rate_stage"] for r in rows} == {"netem"}  # no policy: netem carries the WAN's rate
