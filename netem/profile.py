@@ -59,6 +59,14 @@ class Impairment:
         return self.loss is not None and self.loss.mean_loss > 0
 
     @property
+    def per_packet(self) -> bool:
+        """Whether it acts on packets one by one (loss, duplication, reordering, jitter): the
+        qdiscs do so per buffer, so a host must hand the link wire-sized packets
+        (metrolab.harness.lab.base.Lab.wire_packets), not GSO super-packets. A cut (all lost) is not."""
+        lossy = self.loss is not None and 0 < self.loss.mean_loss < 1
+        return bool(lossy or self.duplicate or self.reorder or self.jitter_s)
+
+    @property
     def rate_in_netem(self) -> bool:
         """Where the kernel has netem, whether netem itself carries the rate. It does unless something
         needs the classful TBF stage after the delay line: a byte buffer, a policy's queues

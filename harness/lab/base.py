@@ -27,6 +27,12 @@ class Lab(abc.ABC):
         # stage at every point, so a policy's points and the baselines they are compared with share
         # one shaper (and one buffer: netem's rate would queue up to its packet limit instead)
         self.tbf_links: set[str] = set()
+        # hosts hand their links wire-sized packets (set before up(); a topology that impairs a link
+        # per packet sets it too): a qdisc loses, duplicates, reorders and jitters a buffer at a
+        # time, and a TCP sender's GSO buffer holds up to 44 packets, lost as one (up to 44 times
+        # fewer loss events than the rate says). A run sets it for all its points, baselines
+        # included: it costs TCP CPU, which must be the same wherever two points are compared
+        self.wire_packets = False
 
     @abc.abstractmethod
     def up(self) -> None:

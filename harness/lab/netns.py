@@ -152,6 +152,8 @@ class NetnsLab(Lab):
                          + [(self._pin_neighbours, (lk.name,)) for lk in topo.links]
                          + [(self._add_rxe, (h.name,)) for h in topo.hosts() if h.rdma]
                          + [(self._add_route, (r,)) for r in self.plan.routes]
+                         + ([(self._wire_sized, ())] if self.wire_packets or any(
+                             lk.impairment(topo.group_index).per_packet for lk in topo.links) else [])
                          + [(self.impair, (lk.name, lk.impairment(topo.group_index), self.strict, caps))
                             for lk in topo.links])
                 for fn, fn_args in steps:
@@ -280,6 +282,16 @@ class NetnsLab(Lab):
         journal.extra.setdefault("rxe", []).append(name)  # journal first
         journal.save()
         rxe.add(self.ns(node), name, iface.ifname)
+
+    def _wire_sized(self) -> None:
+        """Every host's TCP in wire-sized packets (`Lab.wire_packets`): one segment per GSO buffer.
+        A socket takes the limit when it connects, so this comes before anything runs on the hosts."""
+        for host in self.topology.hosts():
+            h = self.handle(host.name)
+            for iface in self.plan.ifaces_of(host.name):
+                h.link("set", index=h.link_lookup(ifname=iface.ifname)[0], gso_max_segs=1)
+        self.wire_packets = True
+        self.journal().extra["wire_packets"] = True
 
     def rxe_device(self, node: str) -> str:
         return rxe.device_name(self.lab_id, node)
@@ -415,7 +427,7 @@ class NetnsLab(Lab):
                 link = h.get_links(idx)[0]
                 ifaces.append({"ifname": iface.ifname, "link": iface.link, "peer": iface.peer_node,
                                "addresses": addrs, "qdiscs": qdiscs, "state": link.get("IFLA_OPERSTATE"),
-                               "mtu": link.get("IFLA_MTU")})
+                               "mtu": link.get("IFLA_MTU"), "gso_max_segs": link.get("IFLA_GSO_MAX_SEGS")})
             routes = len(h.get_routes(family=AF_INET, table=254)) + len(h.get_routes(family=AF_INET6, table=254))
             nodes.append({"node": node.name, "kind": node.kind, "site": node.site, "role": node.role,
                           "namespace": self.ns(node.name), "address": str(node.address),
@@ -453,4 +465,5 @@ def attach(state: LabState) -> NetnsLab:
     topo = topology_from_data(state.extra["topology"], state.topology)
     lab = NetnsLab(topo, state=state, strict=state.extra.get("strict", True))
     lab.applied = state.extra.get("applied", {})
+    lab.wire_packets = state.extra.get("wire_packets", False)
     return lab

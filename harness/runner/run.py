@@ -50,7 +50,7 @@ from metrolab.harness.runner.results import ResultStore, run_metadata
 from metrolab.harness.runner.wan import WanCounters, backlog_drops
 from metrolab.harness.scenario import kpis
 from metrolab.harness.scenario.events import impact
-from metrolab.harness.scenario.points import Point, baselines, grid, point_impairment
+from metrolab.harness.scenario.points import Point, baselines, grid, per_packet, point_impairment
 from metrolab.harness.scenario.predict import make_predictor
 from metrolab.harness.scenario.sequential import Design
 from metrolab.harness.scenario.verdict import Settings, Verdict
@@ -110,6 +110,7 @@ class Runner:
         else:
             self.lab = NetnsLab(scn.topology)
         self.lab.tbf_links = queue_links(self.spec.policies)  # one rate stage at every point of theirs
+        self.lab.wire_packets = per_packet(self.spec)  # one packet size at every point
         self.applier = PolicyApplier(self.lab)
         for policy in self.spec.policies:
             self.applier.check(policy)
@@ -550,6 +551,8 @@ class _WorkloadRun(Experiment):
         row = base_row | {"repetition": block, "order": r.order, "status": "ok", "error": None,
                           "measured_at": time.time(), "predicted_step_s": self.predictions.get(point.key),
                           "line_rate_bps": self.paths.get(point.key), "rate_stage": r.lab.rate_stage(r.links),
+                          # a testbed's NICs segment TCP on the wire themselves: metrolab leaves them be
+                          "wire_packets": r.lab.wire_packets if r.testbed is None else None,
                           **metrics}
         row |= kpis.derive(row)
         if h is not None:

@@ -92,6 +92,15 @@ def baselines(sweep) -> list[Point]:
     return [baseline(p) for p in param_combinations(sweep)]
 
 
+def per_packet(spec) -> bool:
+    """Whether a scenario impairs packets one by one somewhere (a point's loss or jitter, a loss
+    event): then every point, the baselines included, runs on hosts that send wire-sized packets
+    (Lab.wire_packets). A cut link loses every packet alike and needs none."""
+    sweep = spec.sweep
+    return (any(x > 0 for x in sweep.loss) or any(j > 0 for j in sweep.jitter)
+            or any(e.kind == "loss" for e in spec.events))
+
+
 def point_impairment(point: Point, base: Impairment, sweep, group_index: float,
                      delay_line: bool = False) -> Impairment:
     """The impairment a swept link gets at `point`, starting from the topology's own for that link.

@@ -46,6 +46,7 @@ def test_sweep_writes_every_output_and_the_report_renders(tmp_path):
     for col in ("git_rev", "kernel", "backend", "scale", "topology_hash", "scenario_hash", "torch_version", "seed",
                 "block", "order", "predicted_step_s", "cpu_load", "capacity_ratio"):
         assert col in df and df[col].notna().all(), col
+    assert not df["wire_packets"].any()  # nothing lost per packet: the hosts keep GSO
     # randomized blocks: every block holds each point once, in an order that is not the sweep's every time
     assert sorted(df["order"]) == list(range(16)) and (df.groupby("block").size() == 4).all()
     orders = df.sort_values("order").groupby("block")["point_key"].apply(tuple)
@@ -254,11 +255,12 @@ def test_a_request_is_measured_into_its_run_directory_and_the_judge_reads_it_the
     from metrolab.api import report
     from metrolab.harness.runner.measure import MeasureRequest, Overrides
     run_dir = tmp_path / "run"
-    path = scenario(tmp_path, name="measured", sweep={"convergence": [1, 2]}, repetitions=2,
+    # wire-sized packets (a lossy point) cost the hosts' TCP CPU: the run scales the rate to the headroom
+    path = scenario(tmp_path, name="measured", sweep={"loss": [0, 0.01]}, repetitions=2, headroom={"auto_scale": True},
                     acceptance=["busbw_gbs > 0"])  # decided in 2 blocks (tests/scripts/test_ci.py)
     MeasureRequest(scenario=str(path), overrides=Overrides(seed=7)).write(run_dir)
     res = metrolab("measure", str(run_dir))
-    # the baseline and the 1:1 and 2:1 points, two blocks
+    # the baseline and the lossless and 1 % points, two blocks
     assert res.returncode == 0 and "measured 6, skipped 0" in res.stderr, res.stderr[-3000:]
     meta = json.loads((run_dir / "meta.json").read_text())
     assert meta["seed"] == 7 and meta["outcome"]["measured"] == 6 and meta["outcome"]["blocks"] == {"collective": 2}
@@ -267,6 +269,8 @@ def test_a_request_is_measured_into_its_run_directory_and_the_judge_reads_it_the
     judged = report(run_dir)
     assert judged.status == "pass" and judged.summary["measured"] == 6 and (run_dir / "report.html").exists()
     assert len(judged.rows) == 6 and set(judged.rows["status"]) == {"ok"}
+    # a point loses packets one by one: every row's hosts sent wire-sized packets, the baseline's too
+    assert set(judged.rows["wire_packets"]) == {True}
     # a directory without a request: refused, naming the file
     res = metrolab("measure", str(tmp_path))
     assert res.returncode == 2 and "request.json" in res.stderr and not (tmp_path / "meta.json").exists()

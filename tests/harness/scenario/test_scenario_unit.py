@@ -6,10 +6,10 @@ import pytest
 
 from metrolab.harness.errors import SpecError, SpecErrors
 from metrolab.harness.scenario.criteria import parse_criterion
-from metrolab.harness.scenario.points import DELAY_LINE_S, Point, baseline, grid, point_impairment
+from metrolab.harness.scenario.points import DELAY_LINE_S, Point, baseline, grid, per_packet, point_impairment
 from metrolab.harness.scenario.spec import builtin_scenarios, load_scenario, scenario_from_data
 from metrolab.harness.scenario.verdict import efficiency, evaluate, iqr, summarize
-from metrolab.netem.profile import Impairment
+from metrolab.netem.profile import Impairment, LossModel
 
 pytestmark = pytest.mark.unit
 
@@ -51,6 +51,24 @@ def test_grid_baseline_and_keys():
     assert len(pts) == 4 and pts[0].rate_bps == pytest.approx(100e6)  # 100 Gbit/s / k
     assert len({p.key for p in pts}) == 4 and Point().key == Point().key
     assert baseline().baseline and baseline().key != Point().key
+
+
+def test_a_scenario_that_impairs_packets_one_by_one_runs_all_its_points_on_wire_sized_packets():
+    """Loss, jitter and loss events act per packet (Lab.wire_packets); distance, rate, convergence
+    and a cut link do not."""
+    assert not per_packet(scenario(sweep={"distance_km": [0, 500], "convergence": [1, 4]}).spec)
+    lossy = scenario(sweep={"distance_km": [100], "loss": [0, 1e-4]}).spec
+    assert per_packet(lossy) and per_packet(scenario(sweep={"jitter": [0, "100us"]}).spec)
+    burst = [{"kind": "loss", "link": "wan-ab", "at": "1s", "duration": "500ms", "loss": 0.01}]
+    cut = [{"kind": "link-down", "link": "wan-ab", "at": "1s", "duration": "500ms"}]
+    step = [{"kind": "training-step", "params": {"model": "gpt2-small"}}]
+    assert per_packet(scenario(workloads=step, events=burst).spec)
+    assert not per_packet(scenario(workloads=step, events=cut).spec)
+    base = Impairment(rate_bps=100e6)
+    assert point_impairment(Point(distance_km=100, loss=1e-4), base, lossy.sweep, 1.468).per_packet
+    assert not point_impairment(Point(distance_km=100), base, lossy.sweep, 1.468).per_packet
+    assert not point_impairment(baseline(), base, lossy.sweep, 1.468).per_packet  # the run's setting covers it
+    assert not Impairment(loss=LossModel(p=1.0)).per_packet  # a cut
 
 
 def test_point_impairment_follows_distance_loss_and_convergence():
