@@ -93,11 +93,10 @@ def baselines(sweep) -> list[Point]:
 
 
 def per_packet(spec) -> bool:
-    """Whether a scenario impairs packets one by one somewhere (a point's loss or jitter, a loss
-    event): then every point, the baselines included, runs on hosts that send wire-sized packets
-    (Lab.wire_packets). A cut link loses every packet alike and needs none."""
-    sweep = spec.sweep
-    return (any(x > 0 for x in sweep.loss) or any(j > 0 for j in sweep.jitter)
+    """Whether a scenario impairs packets one by one somewhere (Impairment.per_packet at a point of
+    its sweep, or a loss event): then every point, the baselines included, runs on hosts that send
+    wire-sized packets (Lab.wire_packets). A cut link loses every packet alike and needs none."""
+    return (any(point_impairment(p, Impairment(), spec.sweep, 1.0).per_packet for p in grid(spec.sweep))
             or any(e.kind == "loss" for e in spec.events))
 
 

@@ -2,9 +2,9 @@
 
 netem (and the nft loss rule where the kernel has no netem) loses, duplicates, reorders and
 jitters one buffer at a time. With GSO a TCP sender hands its interface buffers of up to 64 KB
-(44 segments at a 1500-byte MTU), which a lossy link would lose as one: 44 times fewer loss
-events than its loss rate says, and TCP, which halves its window per loss event, far faster than
-on a real link. Where a link is impaired per packet the lab's hosts send one segment a buffer
+(44 segments at a 1500-byte MTU), which a lossy link would lose as one: up to 44 times fewer
+loss events than its loss rate says, and TCP, which backs off per loss event, far faster than on
+a real link. Where a link is impaired per packet the lab's hosts send one segment a buffer
 (`Lab.wire_packets`); elsewhere they keep GSO, which costs the guest's TCP less CPU.
 
 What is read: the bytes and buffers the sender's interface sent (a veth counts a GSO buffer as
