@@ -266,6 +266,16 @@ class Sandbox:
                 h.link("add", ifname=i1, kind="veth", mtu=mtu, peer={"ifname": i2, "net_ns_fd": self.ns(m2), "mtu": mtu})
             finally:
                 h.close()
+            for m, i in ((m1, i1), (m2, i2)):
+                node = self.topology.nodes.get(m)
+                if node is not None and not node.is_switch:
+                    # a server's NIC segments TCP on the wire (TSO) and a veth does not: one segment a
+                    # buffer, so an emulator's loss acts on wire packets (docs/lab.md, wire-sized packets)
+                    hm = iproute(self.ns(m))
+                    try:
+                        hm.link("set", index=hm.link_lookup(ifname=i)[0], gso_max_segs=1)
+                    finally:
+                        hm.close()
 
     def _start_sshd(self, exe: str, m: SandboxMachine) -> None:
         d = self.dir / m.name
