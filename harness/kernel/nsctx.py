@@ -47,6 +47,12 @@ def write_sysctl(ns: str, key: str, value: str | int) -> None:
         Path("/proc/sys", *key.split(".")).write_text(str(value))
 
 
+def wire_sized(ipr, ifname: str) -> None:
+    """`ifname` (of pyroute2 handle `ipr`) sends one TCP segment a buffer (gso_max_segs 1), as a NIC
+    puts them on the wire: a qdisc that loses or jitters packets then acts on each (docs/lab.md)."""
+    ipr.link("set", index=ipr.link_lookup(ifname=ifname)[0], gso_max_segs=1)
+
+
 def netns_inode(name: str) -> int:
     return os.stat(NETNS_RUN_DIR / name).st_ino
 

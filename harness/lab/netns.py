@@ -18,7 +18,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from metrolab.harness import capabilities
 from metrolab.harness.errors import CapabilityError, LabError
 from metrolab.harness.kernel.counters import if_counters
-from metrolab.harness.kernel.nsctx import NETNS_RUN_DIR, in_netns, iproute, pids_in_netns, write_sysctl
+from metrolab.harness.kernel.nsctx import NETNS_RUN_DIR, in_netns, iproute, pids_in_netns, wire_sized, write_sysctl
 from metrolab.harness.kernel.zygote import python_popen
 from metrolab.harness.lab import rxe
 from metrolab.harness.lab.base import Lab
@@ -287,9 +287,8 @@ class NetnsLab(Lab):
         """Every host's TCP in wire-sized packets (`Lab.wire_packets`): one segment per GSO buffer.
         A socket takes the limit when it connects, so this comes before anything runs on the hosts."""
         for host in self.topology.hosts():
-            h = self.handle(host.name)
             for iface in self.plan.ifaces_of(host.name):
-                h.link("set", index=h.link_lookup(ifname=iface.ifname)[0], gso_max_segs=1)
+                wire_sized(self.handle(host.name), iface.ifname)
         self.wire_packets = True
         self.journal().extra["wire_packets"] = True
 

@@ -37,7 +37,7 @@ from pyroute2 import netns
 from metrolab.harness.capabilities import probe
 from metrolab.harness.errors import CapabilityError, LabError
 from metrolab.harness.kernel import sh
-from metrolab.harness.kernel.nsctx import NETNS_RUN_DIR, in_netns, iproute, write_sysctl
+from metrolab.harness.kernel.nsctx import NETNS_RUN_DIR, in_netns, iproute, wire_sized, write_sysctl
 from metrolab.harness.lab import remote
 from metrolab.harness.lab.netns import remove_namespace
 from metrolab.harness.lab.plan import build_plan
@@ -273,7 +273,7 @@ class Sandbox:
                     # buffer, so an emulator's loss acts on wire packets (docs/lab.md, wire-sized packets)
                     hm = iproute(self.ns(m))
                     try:
-                        hm.link("set", index=hm.link_lookup(ifname=i)[0], gso_max_segs=1)
+                        wire_sized(hm, i)
                     finally:
                         hm.close()
 
