@@ -7,10 +7,6 @@ from pathlib import Path
 from metrolab.harness.kernel.nsctx import iproute_here
 
 IB_CLASS = Path("/sys/class/infiniband")
-# the rxe counters a Go-Back-N analysis reads first (names as the kernel exports them)
-KEY_COUNTERS = ("sent_pkts", "rcvd_pkts", "duplicate_request", "out_of_seq_request", "rcvd_seq_err",
-                "retry_exceeded_err", "retry_rnr_exceeded_err", "completer_retry_err", "send_rnr_err",
-                "rcvd_rnr_err", "ack_deferred", "send_err", "link_downed")
 
 
 def hw_counters(dev: str, port: int = 1) -> dict[str, int]:

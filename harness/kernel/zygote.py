@@ -43,7 +43,6 @@ PRELOAD = ("numpy", "torch", "torch.distributed", "pyverbs.device", "metrolab.ha
            "metrolab.workloads.registry", "metrolab.workloads.training_step", "metrolab.workloads.pd_inference", "metrolab.workloads.disaggregated",
            "metrolab.workloads.elephants", "metrolab.workloads.collectives", "metrolab.harness.dist.verbs_pg")
 SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-START_TIMEOUT_S = 300
 
 
 def enabled() -> bool:

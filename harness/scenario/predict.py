@@ -27,8 +27,6 @@ from metrolab.workloads.request_trace import arrival_rate, read_trace
 from metrolab.workloads.trace import TraceParams, load, replayed
 from metrolab.workloads.training_step import TrainingParams, training_shape
 
-BASELINE_PATH_NOTE = "0 km, lossless, the links' own rates"
-
 
 def path_links(topo, a: str, b: str) -> list:
     """Links on a shortest path (hops) from node a to node b."""
