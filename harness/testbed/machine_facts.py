@@ -10,10 +10,14 @@ the driver has them), and metrolab's versions in its venv if there is one.
 
 from __future__ import annotations
 
+import array
+import fcntl
 import json
 import os
 import platform
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -98,13 +102,26 @@ def driver(ifname: str) -> str | None:
     return os.path.basename(os.readlink(link)) if link.is_symlink() else None
 
 
+def gro(ifname: str) -> bool | None:
+    """Whether the interface merges what it receives (GRO; ethtool's legacy ETHTOOL_GGRO call, as
+    ansible/roles/wan_emulator/files/gro.py makes it: each runs alone on the machine)."""
+    data = array.array("I", [0x2B, 0])
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            fcntl.ioctl(sock, 0x8946, struct.pack("16sP16x", ifname.encode(), data.buffer_info()[0]))
+    except OSError:
+        return None
+    return bool(data[1])
+
+
 def interfaces(names: list[str]) -> dict[str, dict]:
     out = {}
     for n in names:
         exists = (SYS_NET / n).exists()
         out[n] = {"exists": exists, "mtu": int(_read(SYS_NET / n / "mtu") or 0) or None,
                   "operstate": _read(SYS_NET / n / "operstate"),
-                  "driver": driver(n) if exists else None, **(lossless(n) if exists else {})}
+                  "driver": driver(n) if exists else None, "gro": gro(n) if exists else None,
+                  **(lossless(n) if exists else {})}
     return out
 
 

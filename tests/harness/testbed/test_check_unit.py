@@ -29,7 +29,7 @@ def good_facts(tb) -> dict:
                     "ets": {"tsa": {"0": "ets", "3": "ets"}, "bw": {"0": 50, "3": 50}}}
         out[m.name] = {"kernel": "6.1.0", "os": {"id": "debian", "version_id": "12"}, "python": "3.11.2",
                        "netem": True, "rdma": rdma, "uid": 0,
-                       "interfaces": {x.name: {"exists": True, "mtu": 9000, "operstate": "up",
+                       "interfaces": {x.name: {"exists": True, "mtu": 9000, "operstate": "up", "gro": False,
                                                **(lossless if x.rdma else {})} for x in m.interfaces},
                        "versions": dict(CONTROLLER, python="3.11.2")}
     return out
@@ -60,6 +60,7 @@ def test_what_spoils_a_run_fails_and_what_limits_it_warns():
     f["srv-a2"]["rdma"][0]["rocev2_gids"] = []                        # no address: no RoCEv2 GID
     f["gw-a"]["interfaces"]["swp10"]["mtu"] = 1400                    # the WAN path below 1500
     f["wan-2"]["netem"] = False
+    f["wan-3"]["interfaces"]["eth2"]["gro"] = True                   # merged buffers to netem (after a reboot)
     f["srv-s1"]["versions"] = None                                    # never provisioned
     findings = judge(tb, f, unreachable={"leaf-s": "ssh: connection refused"})
     assert levels(findings, "srv-a1", "versions") == ["fail"]
@@ -68,6 +69,7 @@ def test_what_spoils_a_run_fails_and_what_limits_it_warns():
     assert levels(findings, "wan-ab-1", "mtu path") == ["fail"]
     assert levels(findings, "wan-2", "netem") == ["warn"]              # rate and loss points still run
     assert levels(judge(tb, f, needs_netem=True), "wan-2", "netem") == ["fail"]
+    assert levels(findings, "wan-3", "gro") == ["fail"] and levels(findings, "wan-1", "gro") == ["ok"]
     assert levels(findings, "srv-s1", "versions") == ["fail"]
     assert levels(findings, "leaf-s", "reachable") == ["fail"]
     rep = check.CheckReport(tb.name, {}, findings)
@@ -122,6 +124,7 @@ def test_the_facts_script_runs_on_the_standard_library_and_compare_exits_3_on_a_
                          capture_output=True, text=True, timeout=120, check=True)
     facts = json.loads(res.stdout)
     assert facts["interfaces"]["lo"]["exists"] and not facts["interfaces"]["nosuch0"]["exists"]
+    assert facts["interfaces"]["lo"]["gro"] is True  # the kernel's default for a device (veths clear it)
     assert facts["versions"]["metrolab"] == versions.collect()["metrolab"]
     mine = versions.collect()
     same = subprocess.run([sys.executable, "-m", "metrolab.harness.testbed.versions", "--compare", json.dumps(mine)],
