@@ -113,6 +113,7 @@ def test_the_role_bridges_the_ports_with_bdp_sized_netem_and_gro_off_and_is_idem
     # 100 Gb/s across 500 km: 2.45 ms one way, ~20,400 packets of 1500 bytes in flight
     first = run_role(emulator, tmp_path, 21000)
     assert first["ok"] and any("Create the bridge" in t for t in first["changed"]), first
+    assert any("GRO off" in t for t in first["changed"]), first  # the fixture turned it on
     q = json.loads(subprocess.run(["tc", "-n", emulator, "-j", "qdisc", "show"], capture_output=True,
                                   text=True, check=True).stdout)
     roots = {x["dev"]: x for x in q if x.get("root")}
