@@ -82,11 +82,13 @@ def judge(tb: Testbed, facts: dict[str, dict | None], unreachable: dict[str, str
                 out.append(Finding(m.name, "netem", "fail" if needs_netem else "warn",
                                    "no sch_netem: distance, jitter and netem loss cannot be emulated here"
                                    + ("" if needs_netem else " (rate and loss points still run)")))
-            on = [p for p in m.wan_ports or () if (f["interfaces"].get(p) or {}).get("gro")]
-            out.append(Finding(m.name, "gro", "fail" if on else "ok",
+            gro = {p: (f["interfaces"].get(p) or {}).get("gro") for p in m.wan_ports or ()}
+            on, unread = [p for p, g in gro.items() if g], [p for p, g in gro.items() if g is None]
+            out.append(Finding(m.name, "gro", "fail" if on else "warn" if unread else "ok",
                                f"GRO on at {', '.join(on)}: netem would lose merged buffers, not wire packets "
                                "(provision turns it off; a reboot turns it on again)" if on
-                               else "off on the bridged ports: netem acts on wire packets"))
+                               else f"GRO unreadable at {', '.join(unread)} (the driver answers no ethtool call)"
+                               if unread else "off on the bridged ports: netem acts on wire packets"))
         for iface in m.interfaces:
             got = f["interfaces"].get(iface.name, {})
             if not got.get("exists"):

@@ -61,6 +61,7 @@ def test_what_spoils_a_run_fails_and_what_limits_it_warns():
     f["gw-a"]["interfaces"]["swp10"]["mtu"] = 1400                    # the WAN path below 1500
     f["wan-2"]["netem"] = False
     f["wan-3"]["interfaces"]["eth2"]["gro"] = True                   # merged buffers to netem (after a reboot)
+    f["wan-4"]["interfaces"]["eth1"]["gro"] = None                   # a driver without the ethtool call
     f["srv-s1"]["versions"] = None                                    # never provisioned
     findings = judge(tb, f, unreachable={"leaf-s": "ssh: connection refused"})
     assert levels(findings, "srv-a1", "versions") == ["fail"]
@@ -70,6 +71,7 @@ def test_what_spoils_a_run_fails_and_what_limits_it_warns():
     assert levels(findings, "wan-2", "netem") == ["warn"]              # rate and loss points still run
     assert levels(judge(tb, f, needs_netem=True), "wan-2", "netem") == ["fail"]
     assert levels(findings, "wan-3", "gro") == ["fail"] and levels(findings, "wan-1", "gro") == ["ok"]
+    assert levels(findings, "wan-4", "gro") == ["warn"]                # unread is not "off"
     assert levels(findings, "srv-s1", "versions") == ["fail"]
     assert levels(findings, "leaf-s", "reachable") == ["fail"]
     rep = check.CheckReport(tb.name, {}, findings)
