@@ -214,8 +214,10 @@ class Zygote:
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+        # closed before it bound its socket (its imports take a while), there is no socket to
+        # remove, and the directory must still go (empty ones had piled up in the state directory)
+        Path(self.path).unlink(missing_ok=True)
         try:
-            os.unlink(self.path)
             os.rmdir(self.dir)
         except OSError:
             pass

@@ -4,6 +4,7 @@ also while another thread polls."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 import uuid
@@ -75,3 +76,9 @@ def test_prestart_starts_it_only_where_enough_processes_follow(monkeypatch):
         if Zygote._instance is not None:
             Zygote._instance.close()
             Zygote._instance = None
+
+
+def test_a_zygote_closed_before_it_serves_leaves_no_directory():
+    z = Zygote()
+    z.close()  # while it imports: no socket bound yet
+    assert not os.path.exists(z.dir)
