@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import array
 import atexit
+import contextlib
 import io
 import json
 import os
@@ -221,6 +222,28 @@ class Zygote:
             os.rmdir(self.dir)
         except OSError:
             pass
+
+
+def remove_stale() -> list[str]:
+    """`metrolab lab clean`: the directories of zygotes that are gone (a killed run's: its zygote
+    ends with it and leaves its socket), found as a socket no one listens on. A directory without
+    a socket may be a zygote still importing, and is left alone."""
+    out = []
+    for d in Path(settings.get("METROLAB_STATE_DIR")).glob("zygote-*"):
+        sock = d / "sock"
+        if not sock.exists():
+            continue
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(sock))
+                continue  # a live zygote
+            except OSError:
+                pass
+        sock.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            d.rmdir()
+            out.append(f"zygote:{d.name}")
+    return out
 
 
 # the zygote's own start (~30 s under TCG: torch) pays off only once enough processes fork from it;

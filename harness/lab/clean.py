@@ -8,6 +8,7 @@ import signal
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from metrolab.harness.kernel import zygote
 from metrolab.harness.kernel.nsctx import NETNS_RUN_DIR
 from metrolab.harness.lab import rxe
 from metrolab.harness.lab.netns import remove_namespace
@@ -40,7 +41,7 @@ def clean_all(per_backend: Mapping[str, Callable[[LabState], list[str]]] | None 
         if st.backend in (per_backend or {}):
             removed += (per_backend or {})[st.backend](st)
         st.remove()
-    removed += _orphan_guests()
+    removed += _orphan_guests() + zygote.remove_stale()
     # a journal can be lost (its directory wiped): our naming pattern finds the rest
     for dev in rxe.devices():
         if LAB_NS.match(dev) and dev not in busy:

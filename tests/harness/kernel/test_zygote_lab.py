@@ -4,10 +4,16 @@ also while another thread polls."""
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
+import sys
+import tempfile
 import threading
+import time
 import uuid
+from pathlib import Path
 
 import pytest
 from pyroute2 import netns
@@ -82,3 +88,34 @@ def test_a_zygote_closed_before_it_serves_leaves_no_directory():
     z = Zygote()
     z.close()  # while it imports: no socket bound yet
     assert not os.path.exists(z.dir)
+
+
+def test_lab_clean_removes_a_killed_runs_zygote_and_keeps_a_live_one(tmp_path):
+    env = os.environ | {"METROLAB_STATE_DIR": str(tmp_path)}
+    run = subprocess.Popen([sys.executable, "-c", "from metrolab.harness.kernel.zygote import Zygote\n"
+                            "z = Zygote(); z.wait_ready(); print(z.dir, flush=True)\n"
+                            "import time; time.sleep(600)"], env=env, stdout=subprocess.PIPE, text=True)
+    killed = run.stdout.readline().strip()
+    run.kill()  # SIGKILL: no atexit; its zygote sees its parent gone and ends, leaving its socket
+    run.wait()
+    deadline = time.monotonic() + 10
+    while any(f"zygote {killed}/sock" in _cmdline(p) for p in os.listdir("/proc") if p.isdigit()):
+        assert time.monotonic() < deadline, "the killed run's zygote did not end"
+        time.sleep(0.05)
+    live = Path(tempfile.mkdtemp(prefix="zygote-", dir=tmp_path))  # a live one: a listener on its socket
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as srv:
+        srv.bind(str(live / "sock"))
+        srv.listen(1)
+        starting = Path(tempfile.mkdtemp(prefix="zygote-", dir=tmp_path))  # importing: no socket yet
+        res = subprocess.run([sys.executable, "-m", "metrolab.harness.cli", "lab", "clean", "--json"], env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert f"zygote:{Path(killed).name}" in json.loads(res.stdout)["removed"]
+    assert not Path(killed).exists() and live.exists() and starting.exists()
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
