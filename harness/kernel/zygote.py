@@ -218,10 +218,8 @@ class Zygote:
         # closed before it bound its socket (its imports take a while), there is no socket to
         # remove, and the directory must still go (empty ones had piled up in the state directory)
         Path(self.path).unlink(missing_ok=True)
-        try:
+        with contextlib.suppress(OSError):
             os.rmdir(self.dir)
-        except OSError:
-            pass
 
 
 def remove_stale() -> list[str]:

@@ -287,8 +287,9 @@ class NetnsLab(Lab):
         """Every host's TCP in wire-sized packets (`Lab.wire_packets`): one segment per GSO buffer.
         A socket takes the limit when it connects, so this comes before anything runs on the hosts."""
         for host in self.topology.hosts():
+            h = self.handle(host.name)
             for iface in self.plan.ifaces_of(host.name):
-                wire_sized(self.handle(host.name), iface.ifname)
+                wire_sized(h, iface.ifname)
         self.wire_packets = True
         self.journal().extra["wire_packets"] = True
 

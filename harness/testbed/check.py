@@ -82,13 +82,7 @@ def judge(tb: Testbed, facts: dict[str, dict | None], unreachable: dict[str, str
                 out.append(Finding(m.name, "netem", "fail" if needs_netem else "warn",
                                    "no sch_netem: distance, jitter and netem loss cannot be emulated here"
                                    + ("" if needs_netem else " (rate and loss points still run)")))
-            gro = {p: (f["interfaces"].get(p) or {}).get("gro") for p in m.wan_ports or ()}
-            on, unread = [p for p, g in gro.items() if g], [p for p, g in gro.items() if g is None]
-            out.append(Finding(m.name, "gro", "fail" if on else "warn" if unread else "ok",
-                               f"GRO on at {', '.join(on)}: netem would lose merged buffers, not wire packets "
-                               "(provision turns it off; a reboot turns it on again)" if on
-                               else f"GRO unreadable at {', '.join(unread)} (the driver answers no ethtool call)"
-                               if unread else "off on the bridged ports: netem acts on wire packets"))
+            out.append(_gro(m.name, {p: (f["interfaces"].get(p) or {}).get("gro") for p in m.wan_ports or ()}))
         for iface in m.interfaces:
             got = f["interfaces"].get(iface.name, {})
             if not got.get("exists"):
@@ -215,6 +209,19 @@ def agent_findings(got: dict[str, dict | str]) -> list[Finding]:
             out.append(Finding(name, "agent", "ok", f"operations run over ssh (Python {r['python']}, nothing "
                                                      "of metrolab or Ray installed)"))
     return out
+
+
+def _gro(machine: str, gro: dict[str, bool | None]) -> Finding:
+    """An emulator's bridged ports: GRO on hands netem merged buffers, which it loses whole."""
+    on = [p for p, g in gro.items() if g]
+    unread = [p for p, g in gro.items() if g is None]
+    if on:
+        return Finding(machine, "gro", "fail", f"GRO on at {', '.join(on)}: netem would lose merged buffers, "
+                                               "not wire packets (provision turns it off; a reboot turns it on again)")
+    if unread:
+        return Finding(machine, "gro", "warn",
+                       f"GRO unreadable at {', '.join(unread)} (the driver answers no ethtool call)")
+    return Finding(machine, "gro", "ok", "off on the bridged ports: netem acts on wire packets")
 
 
 def _paths(tb: Testbed, facts: dict[str, dict | None]) -> list[Finding]:
