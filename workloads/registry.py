@@ -54,18 +54,19 @@ WORKLOADS: dict[str, type[Workload]] = _all()
 
 
 # measured by the runner around each repetition: the swept links, the policy's queues and pause
-# emulation (metrolab.harness.policy.apply), the RDMA devices (metrolab.harness.runner.rdma_counts)
+# emulation (metrolab.harness.policy.apply), the RDMA devices and TCP stacks (metrolab.harness.runner.transport_counts)
 RUNNER_METRICS = ("wan_bytes", "wan_drops", "wan_packets", "wan_loss", "ecn_marks", "path_imbalance",
                   "queue_drops", "queue_packets", "queue_loss", "pause_frames", "pause_s", "congested_drops",
                   "congested_packets", "congested_loss",
                   "congested_max_backlog", "pause_reaction_max_s", "pause_starved_s",
                   "rdma_sent_pkts", "rdma_seq_naks", "rdma_out_of_seq", "rdma_retries", "rdma_retry_exceeded",
-                  "rdma_send_errors", "backlog_drops", "link_util", "link_util_min", "busy_s", "link_sample_gap_s",
+                  "rdma_send_errors", "tcp_sent_segs", "tcp_retrans_segs", "tcp_timeouts", "tcp_loss_probes",
+                  "backlog_drops", "link_util", "link_util_min", "busy_s", "link_sample_gap_s",
                   # a repetition with events (metrolab.harness.scenario.events.Impact)
                   "steady_steps", "event_steps", "event_step_max_s", "steady_p99_s", "slow_steps", "recovery_steps", "recovery_s",
                   "zero_impact", "replan_s", "event_late_s",
                   # the BMWG drafts' KPIs derived from the row's own columns (metrolab.harness.scenario.kpis)
-                  "ecn_marked_ratio", "rdma_retx_ratio", "ttft_fabric_share", "busbw_line_ratio", "ecmp_max_mean",
+                  "ecn_marked_ratio", "rdma_retx_ratio", "tcp_retx_ratio", "ttft_fabric_share", "busbw_line_ratio", "ecmp_max_mean",
                   "jain_index", "line_rate_bps")
 
 

@@ -1,4 +1,5 @@
-"""RDMA (rxe / NIC) hardware counters and interface counters, read before and after a run."""
+"""RDMA (rxe / NIC) hardware counters, the TCP stack's counters and interface counters, read before
+and after a run."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from pathlib import Path
 from metrolab.harness.kernel.nsctx import iproute_here
 
 IB_CLASS = Path("/sys/class/infiniband")
+# the calling thread's network namespace: a lab enters a node's namespace in the calling thread
+# only, which need not be the main one (/proc/self/net)
+THREAD_NET = Path("/proc/thread-self/net")
 
 
 def hw_counters(dev: str, port: int = 1) -> dict[str, int]:
@@ -19,6 +23,22 @@ def hw_counters(dev: str, port: int = 1) -> dict[str, int]:
                     out[f.name] = int(f.read_text().strip())
                 except (OSError, ValueError):
                     continue
+    return out
+
+
+def tcp_counters() -> dict[str, int]:
+    """The TCP stack's counters in this thread's namespace, as "Tcp:OutSegs", "TcpExt:TCPTimeouts", ..."""
+    return snmp_counters((THREAD_NET / "snmp").read_text()) | snmp_counters((THREAD_NET / "netstat").read_text())
+
+
+def snmp_counters(text: str) -> dict[str, int]:
+    """/proc/net/snmp's (and netstat's) layout: per protocol, a line of names, then one of values."""
+    out = {}
+    lines = text.splitlines()
+    for names, values in zip(lines[::2], lines[1::2]):
+        proto, _, names = names.partition(":")
+        for name, value in zip(names.split(), values.partition(":")[2].split()):
+            out[f"{proto}:{name}"] = int(value)
     return out
 
 

@@ -45,8 +45,8 @@ from metrolab.harness.runner.engine import Budget, Engine, Experiment, new_seed
 from metrolab.harness.runner.events import EventPlayer, links_of
 from metrolab.harness.runner.group import RankGroup
 from metrolab.harness.runner.linkseries import LinkSampler, utilization
-from metrolab.harness.runner.rdma_counts import RdmaCounters
 from metrolab.harness.runner.results import ResultStore, run_metadata
+from metrolab.harness.runner.transport_counts import rdma_counters, tcp_stack_counters
 from metrolab.harness.runner.wan import WanCounters, backlog_drops
 from metrolab.harness.scenario import kpis
 from metrolab.harness.scenario.events import impact
@@ -520,11 +520,12 @@ class _WorkloadRun(Experiment):
                 except (LabError, ValueError) as exc:
                     return failed(f"policy {point.policy}: {exc}")
             g.warm(spec.warmups)  # the network just changed under the ranks
-            rdma = RdmaCounters(r.lab, g.hosts if g.kind.needs_rdma_for(wspec) else [])
+            rdma = rdma_counters(r.lab, g.hosts if g.kind.needs_rdma_for(wspec) else [])
+            tcp = tcp_stack_counters(r.lab, g.hosts)
             local = r.lab.backend != "hosts"  # the lab's hops are this kernel's
             try:
                 pol = r.applier.counters()
-                before, dev = r.wan.read(), rdma.read()
+                before, dev, stack = r.wan.read(), rdma.read(), tcp.read()
                 backlog = backlog_drops() if local else 0
                 if spec.link_samples and local:  # utilization over time: the links' bytes as the ranks run
                     with LinkSampler(r.lab, r.links, spec.link_samples) as sampler:
@@ -534,7 +535,7 @@ class _WorkloadRun(Experiment):
                                             for lk in r.links})
                 else:
                     metrics = self._steps(point, block, policy, record)
-                # this repetition's own steps: the swept links, the policy's counters, the RDMA devices'
+                # this repetition's own steps: the swept links, the policy's counters, the transports' (below)
                 metrics |= r.wan.metrics(before, r.wan.read())
                 metrics |= r.applier.metrics(pol, r.applier.counters())
             except RankFailed:
@@ -543,7 +544,7 @@ class _WorkloadRun(Experiment):
                 return failed(str(exc))
             if local:
                 metrics["backlog_drops"] = backlog_drops() - backlog
-            metrics |= rdma.metrics(dev, rdma.read())
+            metrics |= rdma.metrics(dev, rdma.read()) | tcp.metrics(stack, tcp.read())
         except RankFailed as exc:
             row = failed(str(exc))
             g.stop(kill=True)

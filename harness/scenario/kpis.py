@@ -41,6 +41,9 @@ KPIS: tuple[Kpi, ...] = (
     Kpi(TRAIN, "PFC Pause Duration", "pause_s", "s", "time paused per repetition, same emulation"),
     Kpi(TRAIN, "RDMA Retransmission Rate", "rdma_retx_ratio", "ratio", "Soft-RoCE's requester retries over the "
         "packets it sent (per packet, not per second; the counts beside it: rdma_retries, rdma_sent_pkts)"),
+    Kpi(TRAIN, "TCP Retransmission Rate", "tcp_retx_ratio", "ratio", "the rank hosts' TCP segments sent again over "
+        "all they sent (tcp_retrans_segs, tcp_sent_segs; beside them tcp_timeouts and tcp_loss_probes, the "
+        "recoveries that cost a step most); a testbed host's counts are its machine's"),
     Kpi(TRAIN, "ECMP Imbalance (MMR)", "ecmp_max_mean", "ratio", "the busiest parallel link's bytes over the mean, "
         "where the swept links are parallel"),
     Kpi(TRAIN, "Jain Fairness Index (JFI)", "jain_index", "0-1", "over the parallel swept links' bytes"),
@@ -172,7 +175,8 @@ def max_mean(values: Sequence[float]) -> float | None:
 
 
 # ratios of a row's own counts: the metric, from (events, of how many) columns of the same row
-COUNTED = {"ecn_marked_ratio": ("ecn_marks", "wan_packets"), "rdma_retx_ratio": ("rdma_retries", "rdma_sent_pkts")}
+COUNTED = {"ecn_marked_ratio": ("ecn_marks", "wan_packets"), "rdma_retx_ratio": ("rdma_retries", "rdma_sent_pkts"),
+           "tcp_retx_ratio": ("tcp_retrans_segs", "tcp_sent_segs")}
 
 
 def derive(row: dict) -> dict:

@@ -12,6 +12,7 @@ import pytest
 from metrolab.harness.kernel import sh
 from metrolab.harness.policy.apply import PolicyApplier
 from metrolab.harness.policy.model import Allow, PolicySpec
+from metrolab.harness.runner.transport_counts import tcp_stack_counters
 from metrolab.workloads.elephants import await_ready, go
 from tests.support.labs import in_ns, metro, rdma_sites, site, two_paths
 
@@ -214,16 +215,24 @@ def test_deep_buffer_removes_the_tail_drops_of_a_shallow_one_under_incast(lab_fa
     lab = lab_factory(THREE_HOSTS)
     end = lab.plan.ends("wan")[0]  # gw-a's side: the incast towards b1 queues here
     applier = PolicyApplier(lab)
-    drops = {}
+    senders = tcp_stack_counters(lab, ["a1", "a2", "a3"])  # read in each sender's namespace
+    drops, resent = {}, {}
     for i, kind in enumerate(("tail-drop", "deep-buffer")):
         applier.apply(PolicySpec(name=kind, links=["wan"], flow_control=FlowControl(kind=kind)))
-        before = counts(read_tree(lab.handle("gw-a"), lab.ns("gw-a"), end.ifname))[1]
+        before, stacks = counts(read_tree(lab.handle("gw-a"), lab.ns("gw-a"), end.ifname))[1], senders.read()
         burst = ["--flows", "4", "--bytes", "96k"]
         flows_at_once(lab, [(h, burst + ["--sport", str(44000 + 100 * j)]) for j, h in
                             enumerate(("a1", "a2", "a3"))], 5400 + i)
         drops[kind] = counts(read_tree(lab.handle("gw-a"), lab.ns("gw-a"), end.ifname))[1] - before
+        resent[kind] = senders.metrics(stacks, senders.read())
     applier.apply(None)
     assert drops["tail-drop"] > 0 and drops["deep-buffer"] == 0, drops
+    # every segment the queue dropped was the senders' data (b1's ACKs leave by the other side), and
+    # the flows finished: each was sent again, so the senders' stacks count at least that many
+    tail = resent["tail-drop"]
+    assert tail["tcp_retrans_segs"] >= drops["tail-drop"], (tail, drops)
+    # and sent the bursts' data once besides (segments of an MTU at most)
+    assert tail["tcp_sent_segs"] - tail["tcp_retrans_segs"] >= 3 * 4 * 96 * 1024 / 1500, tail
 
 
 def test_switching_policies_leaves_nothing_stale(lab_factory):

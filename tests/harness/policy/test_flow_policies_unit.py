@@ -138,16 +138,6 @@ def test_pause_metrics_per_repetition_are_differences_of_the_counters():
     assert PolicyApplier.metrics({}, {}) == {}
 
 
-def test_rdma_counter_metrics_sum_the_hosts_devices():
-    from metrolab.harness.runner.rdma_counts import RdmaCounters
-    c = RdmaCounters(None, ["a1", "b1"])
-    before = {"a1": {"sent_pkts": 10, "rcvd_seq_err": 1}, "b1": {"out_of_seq_request": 0}}
-    after = {"a1": {"sent_pkts": 110, "rcvd_seq_err": 4, "completer_retry_err": 3}, "b1": {"out_of_seq_request": 40}}
-    assert c.metrics(before, after) == {"rdma_sent_pkts": 100, "rdma_seq_naks": 3, "rdma_out_of_seq": 40,
-                                        "rdma_retries": 3, "rdma_retry_exceeded": 0, "rdma_send_errors": 0}
-    assert RdmaCounters(None, []).metrics({}, {}) == {}
-
-
 def test_slice_rates_follow_the_runners_auto_scale():
     from metrolab.harness.policy.apply import PolicyApplier
     from metrolab.harness.policy.model import Slice

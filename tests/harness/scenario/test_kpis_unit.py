@@ -27,9 +27,9 @@ def test_jain_and_max_mean_read_balance_at_both_ends():
 
 
 def test_a_row_derives_its_ratios_only_from_what_it_counted():
-    row = {"ecn_marks": 30, "wan_packets": 1000, "rdma_retries": 2, "rdma_sent_pkts": 400,
-           "ttft_p50_s": 0.2, "kv_transfer_p50_s": 0.05, "busbw_gbs": 0.02, "line_rate_bps": 200e6}
-    assert kpis.derive(row) == pytest.approx({"ecn_marked_ratio": 0.03, "rdma_retx_ratio": 0.005,
+    row = {"ecn_marks": 30, "wan_packets": 1000, "rdma_retries": 2, "rdma_sent_pkts": 400, "tcp_retrans_segs": 0,
+           "tcp_sent_segs": 800, "ttft_p50_s": 0.2, "kv_transfer_p50_s": 0.05, "busbw_gbs": 0.02, "line_rate_bps": 200e6}
+    assert kpis.derive(row) == pytest.approx({"ecn_marked_ratio": 0.03, "rdma_retx_ratio": 0.005, "tcp_retx_ratio": 0.0,
                                               "ttft_fabric_share": 0.25, "busbw_line_ratio": 0.8})
     assert kpis.derive({"ecn_marks": 3, "wan_packets": 0, "busbw_gbs": 1.0, "line_rate_bps": None}) == {}
 
