@@ -292,6 +292,7 @@ def quality_lines(meta: dict, verdict: Verdict) -> list[str]:
     if errs:
         out.append(f"model: measured - predicted degradation, median {_median(errs):+.2%}, "
                    f"largest {max(errs, key=abs):+.2%}")
+    out += tcp_recovery_lines(verdict)
     few = sorted({p.repetitions for p in verdict.points if not p.baseline and 0 < p.repetitions < st.TREND_MIN_N})
     if few:
         out.append(f"trend over measurement order: not testable with {', '.join(map(str, few))} blocks "
@@ -300,6 +301,21 @@ def quality_lines(meta: dict, verdict: Verdict) -> list[str]:
         for note in b.get("notes") or []:
             out.append(f"blocks: {w}: {note}")
     return out + [f"outlier: {x}" for x in verdict.outliers] + [f"warning: {w}" for w in verdict.warnings]
+
+
+def tcp_recovery_lines(verdict: Verdict) -> list[str]:
+    """Where the ranks' TCP stacks resent segments, how, summed over the kept blocks: a timeout (200 ms
+    at the least) or a tail-loss probe is where a loss costs a step most. The TCP model charges loss
+    through Mathis's rate cap alone, which binds only above 1.22 MSS / (RTT sqrt p): seldom at a
+    scaled lab's rates (docs/statistics.md)."""
+    out = []
+    for p in verdict.points:
+        resent, timeouts, probes = (int(sum(p.block_values.get(m) or [])) for m in
+                                    ("tcp_retrans_segs", "tcp_timeouts", "tcp_loss_probes"))
+        if resent:
+            out.append(f"TCP recovery: {p.workload} {p.label}: {resent} segments resent over {p.repetitions} "
+                       f"blocks; {timeouts} retransmission timeouts, {probes} tail-loss probes")
+    return out
 
 
 def _median(values: list[float]) -> float:

@@ -16,9 +16,11 @@ def _verdict():
     rows = []
     for b in range(3):
         for key, base, d, t in (("b", True, 0.0, 1.0), ("far", False, 500.0, 1.1 + 0.01 * b)):
+            tcp = {"tcp_retrans_segs": 4 * b if not base else 0, "tcp_timeouts": b % 2 if not base else 0,
+                   "tcp_loss_probes": 1}
             rows.append({"workload": "w", "point_key": key, "label": key, "baseline": base, "distance_km": d,
-                         "loss": 0.0, "block": b, "order": 2 * b, "status": "ok", "step_time_s": t})
-    return evaluate(summarize(rows), [])
+                         "loss": 0.0, "block": b, "order": 2 * b, "status": "ok", "step_time_s": t, **tcp})
+    return evaluate(summarize(rows, ("tcp_retrans_segs", "tcp_timeouts", "tcp_loss_probes")), [])
 
 
 def test_the_console_says_the_reports_quality_lines(tmp_path, capsys):
@@ -29,6 +31,9 @@ def test_the_console_says_the_reports_quality_lines(tmp_path, capsys):
     out = capsys.readouterr().out
     lines = quality_lines(meta, verdict)
     assert any("CPU-BOUND" in x for x in lines) and any("OVERLOADED" in x for x in lines), lines
+    # the TCP stacks' recoveries summed over the blocks, where any segment was resent (not the baseline)
+    assert [x for x in lines if x.startswith("TCP recovery")] == [
+        "TCP recovery: w far: 12 segments resent over 3 blocks; 1 retransmission timeouts, 3 tail-loss probes"], lines
     printed = [x.removeprefix("quality: ") for x in out.splitlines() if x.startswith("quality: ")]
     assert printed == lines, out
 
