@@ -172,7 +172,8 @@ def verdict_table(points: pd.DataFrame, shown: list[str] | None = None) -> pd.Da
     return out
 
 
-RATIO_KPIS = ("wan_loss", "ecn_marked_ratio", "rdma_retx_ratio", "tcp_retx_ratio", "busbw_line_ratio", "ttft_fabric_share", "link_util")
+RATIO_KPIS = ("wan_loss", "ecn_marked_ratio", "rdma_retx_ratio", "tcp_retx_ratio", "busbw_line_ratio",
+              "ttft_fabric_share", "link_util")
 
 
 def kpi_table(points: pd.DataFrame) -> pd.DataFrame:
