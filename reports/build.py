@@ -314,8 +314,8 @@ def tcp_recovery_lines(verdict: Verdict) -> list[str]:
         resent, timeouts, probes = (int(sum(p.block_values.get(m) or [])) for m in
                                     ("tcp_retrans_segs", "tcp_timeouts", "tcp_loss_probes"))
         if resent:
-            out.append(f"TCP recovery: {p.workload} {p.label}: {resent} segments resent over {p.repetitions} "
-                       f"blocks; {timeouts} retransmission timeouts, {probes} tail-loss probes")
+            out.append(f"TCP recovery: {p.workload} {p.label}, {p.repetitions} blocks: segments resent {resent}, "
+                       f"retransmission timeouts {timeouts}, tail-loss probes {probes}")
     return out
 
 

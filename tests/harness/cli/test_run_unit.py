@@ -33,7 +33,7 @@ def test_the_console_says_the_reports_quality_lines(tmp_path, capsys):
     assert any("CPU-BOUND" in x for x in lines) and any("OVERLOADED" in x for x in lines), lines
     # the TCP stacks' recoveries summed over the blocks, where any segment was resent (not the baseline)
     assert [x for x in lines if x.startswith("TCP recovery")] == [
-        "TCP recovery: w far: 12 segments resent over 3 blocks; 1 retransmission timeouts, 3 tail-loss probes"], lines
+        "TCP recovery: w far, 3 blocks: segments resent 12, retransmission timeouts 1, tail-loss probes 3"], lines
     printed = [x.removeprefix("quality: ") for x in out.splitlines() if x.startswith("quality: ")]
     assert printed == lines, out
 
