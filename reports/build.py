@@ -314,8 +314,11 @@ def tcp_recovery_lines(verdict: Verdict) -> list[str]:
         resent, timeouts, probes = (int(sum(p.block_values.get(m) or [])) for m in
                                     ("tcp_retrans_segs", "tcp_timeouts", "tcp_loss_probes"))
         if resent:
+            dropped = p.block_values.get("wan_drops")
             out.append(f"TCP recovery: {p.workload} {p.label}, {p.repetitions} blocks: segments resent {resent}, "
-                       f"retransmission timeouts {timeouts}, tail-loss probes {probes}")
+                       f"retransmission timeouts {timeouts}, tail-loss probes {probes}"
+                       # a probe sent before a late ACK came back resends what had arrived
+                       + ("; the swept links dropped nothing: spurious, or lost elsewhere" if dropped and not any(dropped) else ""))
     return out
 
 
