@@ -313,12 +313,14 @@ def tcp_recovery_lines(verdict: Verdict) -> list[str]:
     for p in verdict.points:
         resent, timeouts, probes = (int(sum(p.block_values.get(m) or [])) for m in
                                     ("tcp_retrans_segs", "tcp_timeouts", "tcp_loss_probes"))
-        if resent:
-            dropped = p.block_values.get("wan_drops")
-            out.append(f"TCP recovery: {p.workload} {p.label}, {p.repetitions} blocks: segments resent {resent}, "
-                       f"retransmission timeouts {timeouts}, tail-loss probes {probes}"
-                       # a probe sent before a late ACK came back resends what had arrived
-                       + ("; the swept links dropped nothing: spurious, or lost elsewhere" if dropped and not any(dropped) else ""))
+        if not resent:
+            continue
+        line = (f"TCP recovery: {p.workload} {p.label}, {p.repetitions} blocks: segments resent {resent}, "
+                f"retransmission timeouts {timeouts}, tail-loss probes {probes}")
+        dropped = p.block_values.get("wan_drops")
+        if dropped and not any(dropped):  # e.g. a probe sent before a late ACK: it resends what had arrived
+            line += "; the swept links dropped nothing: spurious, or lost elsewhere"
+        out.append(line)
     return out
 
 

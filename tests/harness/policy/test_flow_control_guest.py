@@ -28,9 +28,9 @@ def test_incast_under_shallow_deep_ecn_and_per_flow_queues(tmp_path):
     marks = rows.groupby("policy")["ecn_marks"].sum()
     assert drops["tail-drop"] > 0, drops                     # the burst overflows a 32 KiB buffer
     # each dropped segment was the senders' data (the ACKs' queue never fills), and the flows finished:
-    # the rank hosts' TCP stacks sent each again, and timers or probes recovered some
-    resent = rows.groupby("policy")[["tcp_retrans_segs", "tcp_timeouts", "tcp_loss_probes"]].sum()
-    assert (resent["tcp_retrans_segs"] >= drops).all(), (resent, drops)
+    # the rank hosts' TCP stacks sent each again
+    resent = rows.groupby("policy")["tcp_retrans_segs"].sum()
+    assert (resent >= drops).all(), (resent, drops)
     assert drops["deep-buffer"] == 0 and drops["per-flow"] == 0, drops
     assert marks["ecn"] > 0 and drops["ecn"] < drops["tail-drop"], (marks, drops)  # marks instead of drops
     assert (marks.drop("ecn") == 0).all(), marks             # nothing marks CE without the ECN policy

@@ -48,7 +48,8 @@ def test_sweep_writes_every_output_and_the_report_renders(tmp_path):
         assert col in df and df[col].notna().all(), col
     assert not df["wire_packets"].any()  # nothing lost per packet: the hosts keep GSO
     # every packet on the WAN is a segment one of the ranks' TCP stacks sent (a GSO packet is several)
-    assert (df["tcp_sent_segs"] >= df["wan_packets"]).all() and df["tcp_retx_ratio"].notna().all(), df.filter(like="tcp")
+    assert (df["tcp_sent_segs"] >= df["wan_packets"]).all() and df["tcp_retx_ratio"].notna().all(), \
+        df.filter(like="tcp")
     # randomized blocks: every block holds each point once, in an order that is not the sweep's every time
     assert sorted(df["order"]) == list(range(16)) and (df.groupby("block").size() == 4).all()
     orders = df.sort_values("order").groupby("block")["point_key"].apply(tuple)
